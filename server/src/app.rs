@@ -1,0 +1,141 @@
+//! Builds the actix application: shared state, middleware and every route,
+//! in one place.
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use actix_web::body::MessageBody;
+use actix_web::dev::{ServiceFactory, ServiceRequest, ServiceResponse};
+use actix_web::http::{header, StatusCode};
+use actix_web::middleware::{DefaultHeaders, ErrorHandlerResponse, ErrorHandlers};
+use actix_web::{web, App, Error, HttpResponse, ResponseError};
+use futures_util::FutureExt;
+use tracing_actix_web::{RootSpanBuilder, TracingLogger};
+
+use crate::config::Settings;
+use crate::db::{DbConnection, Pool};
+use crate::error::{AppError, AppResult};
+use crate::http;
+use crate::metrics::Metrics;
+
+/// What every handler can reach.
+#[derive(Clone)]
+pub struct AppState {
+    pub pool: Pool,
+    pub settings: Arc<Settings>,
+    pub metrics: Metrics,
+}
+
+impl AppState {
+    /// Runs database work on the blocking pool, off the async workers.
+    pub async fn db<T, F>(&self, work: F) -> AppResult<T>
+    where
+        T: Send + 'static,
+        F: FnOnce(&mut DbConnection) -> AppResult<T> + Send + 'static,
+    {
+        let pool = self.pool.clone();
+        web::block(move || {
+            let mut conn = pool.get()?;
+            work(&mut conn)
+        })
+        .await?
+    }
+}
+
+/// Request spans carry the request id (tracing-actix-web) and, once known,
+/// the caller's user id; never a token.
+pub struct RequestSpan;
+
+impl RootSpanBuilder for RequestSpan {
+    fn on_request_start(request: &ServiceRequest) -> tracing::Span {
+        tracing_actix_web::root_span!(request, user_id = tracing::field::Empty)
+    }
+
+    /// Records the status only: the default also records the error's text,
+    /// which may quote what the client sent.
+    fn on_request_end<B: MessageBody>(
+        span: tracing::Span,
+        outcome: &Result<ServiceResponse<B>, Error>,
+    ) {
+        let status = match outcome {
+            Ok(res) => res.status(),
+            Err(err) => err.as_response_error().status_code(),
+        };
+        span.record("http.status_code", status.as_u16());
+    }
+}
+
+pub fn build(
+    state: AppState,
+) -> App<
+    impl ServiceFactory<
+        ServiceRequest,
+        Config = (),
+        Response = ServiceResponse<impl MessageBody>,
+        Error = Error,
+        InitError = (),
+    >,
+> {
+    let metrics = state.metrics.clone();
+    let limit = state.settings.max_body_bytes;
+    let hsts = state.settings.tls.is_some();
+    let mut security_headers = DefaultHeaders::new()
+        .add((header::X_CONTENT_TYPE_OPTIONS, "nosniff"))
+        .add((header::X_FRAME_OPTIONS, "DENY"))
+        .add((header::REFERRER_POLICY, "no-referrer"))
+        .add((header::CACHE_CONTROL, "no-store"))
+        .add((header::CONTENT_SECURITY_POLICY, "default-src 'none'; frame-ancestors 'none'"));
+    if hsts {
+        security_headers =
+            security_headers.add((header::STRICT_TRANSPORT_SECURITY, "max-age=31536000"));
+    }
+    App::new()
+        .app_data(web::Data::new(state))
+        .app_data(web::PayloadConfig::new(limit))
+        .app_data(web::PathConfig::default().error_handler(|err, _| {
+            AppError::bad_request(format!("path: {err}")).into()
+        }))
+        .app_data(web::QueryConfig::default().error_handler(|err, _| {
+            AppError::bad_request(format!("query string: {err}")).into()
+        }))
+        .route("/healthz", web::get().to(http::ops::healthz))
+        .route("/readyz", web::get().to(http::ops::readyz))
+        .route("/metrics", web::get().to(http::ops::metrics))
+        .configure(http::api::routes)
+        .default_service(web::to(not_found))
+        .wrap(ErrorHandlers::new().handler(StatusCode::METHOD_NOT_ALLOWED, method_not_allowed))
+        .wrap(security_headers)
+        .wrap_fn(move |req, srv| {
+            let started = Instant::now();
+            let method = req.method().to_string();
+            let metrics = metrics.clone();
+            actix_web::dev::Service::call(srv, req).map(move |result| {
+                if let Ok(res) = &result {
+                    let route = res
+                        .request()
+                        .match_pattern()
+                        .unwrap_or_else(|| "unmatched".to_string());
+                    metrics.observe(
+                        &method,
+                        &route,
+                        res.status().as_u16(),
+                        started.elapsed().as_secs_f64(),
+                    );
+                }
+                result
+            })
+        })
+        .wrap(TracingLogger::<RequestSpan>::new())
+}
+
+async fn not_found() -> HttpResponse {
+    AppError::NotFound("no such resource".into()).error_response()
+}
+
+fn method_not_allowed<B>(res: ServiceResponse<B>) -> actix_web::Result<ErrorHandlerResponse<B>> {
+    let (req, _) = res.into_parts();
+    let response = AppError::MethodNotAllowed.error_response();
+    Ok(ErrorHandlerResponse::Response(
+        ServiceResponse::new(req, response).map_into_right_body(),
+    ))
+}

@@ -1,0 +1,362 @@
+//! Users: one role each, the sites they work at, an Argon2id password.
+
+use std::collections::BTreeMap;
+
+use diesel::prelude::*;
+use serde::{Deserialize, Serialize};
+
+use super::{passwords, tokens, Role};
+use crate::db::schema::{user_sites, users};
+use crate::db::DbConnection;
+use crate::error::{AppError, AppResult, FieldError};
+
+#[derive(Debug, Clone, Queryable, Selectable, Insertable)]
+#[diesel(table_name = users)]
+struct UserRow {
+    id: String,
+    username: String,
+    display_name: String,
+    role: String,
+    password_hash: String,
+    must_change_password: bool,
+    active: bool,
+    created_at: chrono::NaiveDateTime,
+    updated_at: chrono::NaiveDateTime,
+}
+
+/// A user as shown to admins and coordinators: never the password hash.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct User {
+    pub id: String,
+    pub username: String,
+    pub display_name: String,
+    pub role: Role,
+    pub site_ids: Vec<String>,
+    pub must_change_password: bool,
+    pub active: bool,
+    pub created_at: chrono::NaiveDateTime,
+    pub updated_at: chrono::NaiveDateTime,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NewUser {
+    pub username: String,
+    #[serde(default)]
+    pub display_name: Option<String>,
+    pub role: Role,
+    #[serde(default)]
+    pub site_ids: Vec<String>,
+    /// When absent a one-time password is generated and returned once.
+    #[serde(default)]
+    pub password: Option<String>,
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct UserChanges {
+    pub display_name: Option<String>,
+    pub role: Option<Role>,
+    pub site_ids: Option<Vec<String>>,
+    pub active: Option<bool>,
+}
+
+/// What `create` hands back: the user and, if generated, the one-time password.
+pub struct Created {
+    pub user: User,
+    pub one_time_password: Option<String>,
+}
+
+fn parse_role(raw: &str) -> AppResult<Role> {
+    raw.parse()
+        .map_err(|e: String| AppError::internal(format!("stored role: {e}")))
+}
+
+fn to_user(row: UserRow, site_ids: Vec<String>) -> AppResult<User> {
+    Ok(User {
+        role: parse_role(&row.role)?,
+        id: row.id,
+        username: row.username,
+        display_name: row.display_name,
+        site_ids,
+        must_change_password: row.must_change_password,
+        active: row.active,
+        created_at: row.created_at,
+        updated_at: row.updated_at,
+    })
+}
+
+fn valid_username(name: &str) -> bool {
+    (3..=64).contains(&name.len())
+        && name
+            .chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || "._-@".contains(c))
+}
+
+fn check_sites(conn: &mut DbConnection, role: Role, site_ids: &[String]) -> AppResult<()> {
+    let needs_site = matches!(role, Role::Coordinator | Role::FieldWorker | Role::Analyst);
+    if needs_site && site_ids.is_empty() {
+        return Err(AppError::invalid_field(
+            "/site_ids",
+            format!("a {role} must work at one site or more"),
+        ));
+    }
+    for (i, id) in site_ids.iter().enumerate() {
+        if super::sites::get(conn, id).is_err() {
+            return Err(AppError::invalid_field(
+                &format!("/site_ids/{i}"),
+                format!("no site with id {id:?}"),
+            ));
+        }
+    }
+    Ok(())
+}
+
+fn set_sites(conn: &mut DbConnection, user_id: &str, site_ids: &[String]) -> AppResult<()> {
+    diesel::delete(user_sites::table.filter(user_sites::user_id.eq(user_id))).execute(conn)?;
+    let mut unique: Vec<&String> = site_ids.iter().collect();
+    unique.sort();
+    unique.dedup();
+    // One statement per row: multi-row inserts do not exist across both
+    // dialects in diesel's MultiConnection.
+    for site_id in unique {
+        diesel::insert_into(user_sites::table)
+            .values((user_sites::user_id.eq(user_id), user_sites::site_id.eq(site_id)))
+            .execute(conn)?;
+    }
+    Ok(())
+}
+
+/// Creates a user. Without a given password one is generated, returned once,
+/// and must be changed at first login.
+pub fn create(conn: &mut DbConnection, new: NewUser) -> AppResult<Created> {
+    let mut errors = Vec::new();
+    let username = new.username.trim().to_lowercase();
+    if !valid_username(&username) {
+        errors.push(FieldError::new(
+            "/username",
+            "must be 3–64 characters: lowercase letters, digits, '.', '_', '-', '@'",
+        ));
+    }
+    if let Some(p) = &new.password {
+        if let Some(why) = passwords::weakness(p, &username) {
+            errors.push(FieldError::new("/password", why));
+        }
+    }
+    if !errors.is_empty() {
+        return Err(AppError::Validation {
+            detail: "the user is not valid".into(),
+            errors,
+        });
+    }
+    check_sites(conn, new.role, &new.site_ids)?;
+
+    let (password, one_time_password) = match new.password {
+        Some(p) => (p, None),
+        None => {
+            let p = passwords::generate();
+            (p.clone(), Some(p))
+        }
+    };
+    let now = super::now();
+    let row = UserRow {
+        id: uuid::Uuid::new_v4().to_string(),
+        display_name: new
+            .display_name
+            .map(|d| d.trim().to_string())
+            .filter(|d| !d.is_empty())
+            .unwrap_or_else(|| username.clone()),
+        username,
+        role: new.role.as_str().to_string(),
+        password_hash: passwords::hash(&password),
+        must_change_password: one_time_password.is_some(),
+        active: true,
+        created_at: now,
+        updated_at: now,
+    };
+    diesel::insert_into(users::table)
+        .values(&row)
+        .execute(conn)
+        .map_err(|e| match AppError::from(e) {
+            AppError::Conflict(_) => {
+                AppError::Conflict(format!("the username {:?} is taken", row.username))
+            }
+            other => other,
+        })?;
+    set_sites(conn, &row.id, &new.site_ids)?;
+    Ok(Created {
+        user: to_user(row, sorted(new.site_ids))?,
+        one_time_password,
+    })
+}
+
+fn sorted(mut v: Vec<String>) -> Vec<String> {
+    v.sort();
+    v.dedup();
+    v
+}
+
+fn sites_of(conn: &mut DbConnection, user_ids: &[String]) -> AppResult<BTreeMap<String, Vec<String>>> {
+    let pairs: Vec<(String, String)> = user_sites::table
+        .filter(user_sites::user_id.eq_any(user_ids))
+        .select((user_sites::user_id, user_sites::site_id))
+        .order((user_sites::user_id, user_sites::site_id))
+        .load(conn)?;
+    let mut map: BTreeMap<String, Vec<String>> = BTreeMap::new();
+    for (user, site) in pairs {
+        map.entry(user).or_default().push(site);
+    }
+    Ok(map)
+}
+
+pub fn get(conn: &mut DbConnection, id: &str) -> AppResult<User> {
+    let row: UserRow = users::table
+        .find(id)
+        .select(UserRow::as_select())
+        .first(conn)
+        .optional()?
+        .ok_or_else(|| AppError::NotFound(format!("no user with id {id:?}")))?;
+    let sites = sites_of(conn, std::slice::from_ref(&row.id))?
+        .remove(&row.id)
+        .unwrap_or_default();
+    to_user(row, sites)
+}
+
+pub fn find_by_username(conn: &mut DbConnection, username: &str) -> AppResult<Option<User>> {
+    let id: Option<String> = users::table
+        .filter(users::username.eq(username.trim().to_lowercase()))
+        .select(users::id)
+        .first(conn)
+        .optional()?;
+    id.map(|id| get(conn, &id)).transpose()
+}
+
+/// Users ordered by username; restricted to users of the given sites when set.
+pub fn list(conn: &mut DbConnection, at_sites: Option<&[String]>) -> AppResult<Vec<User>> {
+    let mut query = users::table
+        .select(UserRow::as_select())
+        .order(users::username)
+        .into_boxed();
+    if let Some(site_ids) = at_sites {
+        let members = user_sites::table
+            .filter(user_sites::site_id.eq_any(site_ids.to_vec()))
+            .select(user_sites::user_id);
+        query = query.filter(users::id.eq_any(members));
+    }
+    let rows: Vec<UserRow> = query.load(conn)?;
+    let ids: Vec<String> = rows.iter().map(|r| r.id.clone()).collect();
+    let mut sites = sites_of(conn, &ids)?;
+    rows.into_iter()
+        .map(|r| {
+            let s = sites.remove(&r.id).unwrap_or_default();
+            to_user(r, s)
+        })
+        .collect()
+}
+
+pub fn count(conn: &mut DbConnection) -> AppResult<i64> {
+    Ok(users::table.count().get_result(conn)?)
+}
+
+/// Applies an admin's changes. Disabling a user revokes all their tokens.
+pub fn update(conn: &mut DbConnection, id: &str, changes: UserChanges) -> AppResult<User> {
+    let current = get(conn, id)?;
+    let role = changes.role.unwrap_or(current.role);
+    let site_ids = changes.site_ids.clone().unwrap_or(current.site_ids.clone());
+    if changes.role.is_some() || changes.site_ids.is_some() {
+        check_sites(conn, role, &site_ids)?;
+    }
+    if let Some(name) = &changes.display_name {
+        if name.trim().is_empty() || name.len() > 200 {
+            return Err(AppError::invalid_field("/display_name", "must be 1–200 characters"));
+        }
+    }
+    let now = super::now();
+    diesel::update(users::table.find(id))
+        .set((
+            users::display_name.eq(changes
+                .display_name
+                .as_deref()
+                .map(str::trim)
+                .unwrap_or(&current.display_name)),
+            users::role.eq(role.as_str()),
+            users::active.eq(changes.active.unwrap_or(current.active)),
+            users::updated_at.eq(now),
+        ))
+        .execute(conn)?;
+    if changes.site_ids.is_some() {
+        set_sites(conn, id, &site_ids)?;
+    }
+    if changes.active == Some(false) || changes.role.is_some_and(|r| r != current.role) {
+        // A disabled user, or one whose powers changed, starts from a fresh login.
+        tokens::revoke_all_for_user(conn, id)?;
+    }
+    get(conn, id)
+}
+
+/// Sets a password chosen by the user; clears the must-change flag.
+pub fn change_own_password(
+    conn: &mut DbConnection,
+    user_id: &str,
+    current_password: &str,
+    new_password: &str,
+) -> AppResult<()> {
+    let row: UserRow = users::table
+        .find(user_id)
+        .select(UserRow::as_select())
+        .first(conn)?;
+    if !passwords::verify(current_password, &row.password_hash) {
+        return Err(AppError::invalid_field(
+            "/current_password",
+            "is not the current password",
+        ));
+    }
+    if current_password == new_password {
+        return Err(AppError::invalid_field(
+            "/new_password",
+            "must differ from the current password",
+        ));
+    }
+    if let Some(why) = passwords::weakness(new_password, &row.username) {
+        return Err(AppError::invalid_field("/new_password", why));
+    }
+    store_password(conn, user_id, new_password, false)
+}
+
+/// An administrator's reset: the user must change it at next login, and all
+/// of the user's tokens stop working.
+pub fn reset_password(conn: &mut DbConnection, user_id: &str, new_password: &str) -> AppResult<()> {
+    let user = get(conn, user_id)?;
+    if let Some(why) = passwords::weakness(new_password, &user.username) {
+        return Err(AppError::invalid_field("/password", why));
+    }
+    store_password(conn, user_id, new_password, true)?;
+    tokens::revoke_all_for_user(conn, user_id)?;
+    Ok(())
+}
+
+fn store_password(
+    conn: &mut DbConnection,
+    user_id: &str,
+    password: &str,
+    must_change: bool,
+) -> AppResult<()> {
+    diesel::update(users::table.find(user_id))
+        .set((
+            users::password_hash.eq(passwords::hash(password)),
+            users::must_change_password.eq(must_change),
+            users::updated_at.eq(super::now()),
+        ))
+        .execute(conn)?;
+    Ok(())
+}
+
+/// The active user with this username and their password hash, for login.
+pub fn credentials(conn: &mut DbConnection, username: &str) -> AppResult<Option<(String, String)>> {
+    Ok(users::table
+        .filter(users::username.eq(username.trim().to_lowercase()))
+        .filter(users::active.eq(true))
+        .select((users::id, users::password_hash))
+        .first(conn)
+        .optional()?)
+}

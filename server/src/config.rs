@@ -1,0 +1,240 @@
+//! Settings: built-in defaults < `casesync.toml` < `CASESYNC_*` environment.
+//!
+//! Nested keys use a double underscore in the environment, e.g.
+//! `CASESYNC_TLS__CERT=/etc/casesync/cert.pem` sets `tls.cert`.
+
+use std::fmt;
+use std::path::{Path, PathBuf};
+
+use figment::providers::{Env, Format, Serialized, Toml};
+use figment::Figment;
+use serde::{Deserialize, Serialize};
+
+/// A value that must never reach a log: `Debug` and `Display` mask it.
+#[derive(Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct Secret(String);
+
+impl Secret {
+    pub fn new(value: impl Into<String>) -> Self {
+        Secret(value.into())
+    }
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("Secret(****)")
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Settings {
+    /// Address and port to listen on.
+    pub bind: String,
+    /// Where the SQLite database, keys and the initial admin password live.
+    pub data_dir: PathBuf,
+    /// `postgres://…` for PostgreSQL, `sqlite://path` or empty for the
+    /// embedded SQLite file `<data_dir>/casesync.db`.
+    pub database_url: Option<Secret>,
+    /// Connections in the database pool.
+    pub db_pool_size: u32,
+    /// TLS is on when both a certificate chain and a key (PEM) are set.
+    pub tls: Option<TlsSettings>,
+    /// Largest JSON request body accepted, in bytes.
+    pub max_body_bytes: usize,
+    /// Lifetime of a login session token.
+    pub session_ttl_hours: i64,
+    /// Default lifetime of a device token made for a phone.
+    pub device_token_ttl_days: i64,
+    /// Seconds given to in-flight requests after SIGTERM.
+    pub shutdown_timeout_secs: u64,
+    /// Worker threads; 0 means one per core.
+    pub workers: usize,
+    pub login: LoginThrottleSettings,
+    /// `text` for people, `json` for log collectors.
+    pub log_format: LogFormat,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TlsSettings {
+    pub cert: PathBuf,
+    pub key: PathBuf,
+}
+
+/// Failed logins, counted per account and per client address within a window.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LoginThrottleSettings {
+    /// Failures tolerated before each further attempt is slowed down.
+    pub slow_after: i32,
+    /// Added delay per failure past `slow_after`, capped at `max_delay_ms`.
+    pub delay_ms: u64,
+    pub max_delay_ms: u64,
+    /// Failures after which the account or address is refused for `lock_secs`.
+    pub lock_after: i32,
+    pub lock_secs: i64,
+    /// Failures older than this are forgotten.
+    pub window_secs: i64,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+impl Default for Settings {
+    fn default() -> Self {
+        Settings {
+            bind: "127.0.0.1:8080".into(),
+            data_dir: PathBuf::from("./data"),
+            database_url: None,
+            db_pool_size: 8,
+            tls: None,
+            max_body_bytes: 1024 * 1024,
+            session_ttl_hours: 12,
+            device_token_ttl_days: 180,
+            shutdown_timeout_secs: 30,
+            workers: 0,
+            login: LoginThrottleSettings::default(),
+            log_format: LogFormat::Text,
+        }
+    }
+}
+
+impl Default for LoginThrottleSettings {
+    fn default() -> Self {
+        LoginThrottleSettings {
+            slow_after: 3,
+            delay_ms: 500,
+            max_delay_ms: 4000,
+            lock_after: 10,
+            lock_secs: 15 * 60,
+            window_secs: 15 * 60,
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("configuration: {0}")]
+    Load(#[from] Box<figment::Error>),
+    #[error("configuration: {0}")]
+    Invalid(String),
+}
+
+/// Which database a URL names. Unknown schemes are refused rather than guessed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum DatabaseTarget {
+    Sqlite(PathBuf),
+    Postgres(Secret),
+}
+
+impl Settings {
+    /// Loads defaults, then `config_file` (if it exists), then the environment.
+    pub fn load(config_file: &Path) -> Result<Settings, ConfigError> {
+        let settings: Settings = Figment::from(Serialized::defaults(Settings::default()))
+            .merge(Toml::file(config_file))
+            .merge(Env::prefixed("CASESYNC_").split("__"))
+            .extract()
+            .map_err(Box::new)?;
+        settings.validate()?;
+        Ok(settings)
+    }
+
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        if self.db_pool_size == 0 {
+            return Err(ConfigError::Invalid("db_pool_size must be at least 1".into()));
+        }
+        if self.max_body_bytes < 1024 {
+            return Err(ConfigError::Invalid("max_body_bytes must be at least 1024".into()));
+        }
+        if self.session_ttl_hours <= 0 || self.device_token_ttl_days <= 0 {
+            return Err(ConfigError::Invalid("token lifetimes must be positive".into()));
+        }
+        if self.login.lock_after <= self.login.slow_after {
+            return Err(ConfigError::Invalid(
+                "login.lock_after must be greater than login.slow_after".into(),
+            ));
+        }
+        self.database_target()?;
+        Ok(())
+    }
+
+    pub fn database_target(&self) -> Result<DatabaseTarget, ConfigError> {
+        let url = match &self.database_url {
+            None => return Ok(DatabaseTarget::Sqlite(self.data_dir.join("casesync.db"))),
+            Some(url) if url.expose().trim().is_empty() => {
+                return Ok(DatabaseTarget::Sqlite(self.data_dir.join("casesync.db")))
+            }
+            Some(url) => url.expose(),
+        };
+        if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+            Ok(DatabaseTarget::Postgres(Secret::new(url)))
+        } else if let Some(path) = url.strip_prefix("sqlite://") {
+            Ok(DatabaseTarget::Sqlite(PathBuf::from(path)))
+        } else {
+            // Never echo the URL: it may carry a password.
+            Err(ConfigError::Invalid(
+                "database_url must start with postgres://, postgresql:// or sqlite://".into(),
+            ))
+        }
+    }
+
+    pub fn initial_admin_password_path(&self) -> PathBuf {
+        self.data_dir.join("initial-admin-password")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn secret_is_masked_in_debug_output() {
+        let settings = Settings {
+            database_url: Some(Secret::new("postgres://app:hunter2@db/casesync")),
+            ..Settings::default()
+        };
+        let printed = format!("{settings:?}");
+        assert!(!printed.contains("hunter2"), "{printed}");
+        assert!(printed.contains("Secret(****)"));
+    }
+
+    #[test]
+    fn file_then_environment_override_defaults() {
+        figment::Jail::expect_with(|jail| {
+            jail.create_file(
+                "casesync.toml",
+                "bind = \"0.0.0.0:9000\"\nmax_body_bytes = 4096\n[login]\nlock_after = 20\n",
+            )?;
+            jail.set_env("CASESYNC_MAX_BODY_BYTES", "8192");
+            jail.set_env("CASESYNC_LOGIN__SLOW_AFTER", "5");
+            let s = Settings::load(Path::new("casesync.toml")).expect("loads");
+            assert_eq!(s.bind, "0.0.0.0:9000");
+            assert_eq!(s.max_body_bytes, 8192);
+            assert_eq!(s.login.lock_after, 20);
+            assert_eq!(s.login.slow_after, 5);
+            assert_eq!(s.session_ttl_hours, 12);
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn unknown_keys_and_schemes_are_refused() {
+        figment::Jail::expect_with(|jail| {
+            jail.create_file("casesync.toml", "bnid = \"x\"\n")?;
+            assert!(Settings::load(Path::new("casesync.toml")).is_err());
+            jail.create_file("casesync.toml", "database_url = \"mysql://u:p@h/db\"\n")?;
+            let err = Settings::load(Path::new("casesync.toml")).unwrap_err();
+            assert!(!err.to_string().contains("u:p@h"));
+            Ok(())
+        });
+    }
+}

@@ -1,0 +1,203 @@
+//! Storage: one diesel connection type over SQLite (embedded default) and
+//! PostgreSQL (scale), an r2d2 pool, and the embedded migrations of both.
+
+pub mod schema;
+
+use std::path::Path;
+use std::time::Duration;
+
+use diesel::connection::{AnsiTransactionManager, SimpleConnection, TransactionManager};
+use diesel::pg::PgConnection;
+use diesel::r2d2::{self, ManageConnection};
+use diesel::sqlite::SqliteConnection;
+use diesel::{Connection, RunQueryDsl};
+use diesel_migrations::{embed_migrations, EmbeddedMigrations, MigrationHarness};
+
+use crate::config::DatabaseTarget;
+
+pub const SQLITE_MIGRATIONS: EmbeddedMigrations = embed_migrations!("migrations/sqlite");
+pub const POSTGRES_MIGRATIONS: EmbeddedMigrations = embed_migrations!("migrations/postgres");
+
+/// Key of the PostgreSQL advisory lock held while migrating, so servers
+/// starting together do not race each other ("casesync" in ASCII).
+const MIGRATION_LOCK_KEY: i64 = 0x6361_7365_7379_6e63;
+
+#[derive(diesel::MultiConnection)]
+pub enum DbConnection {
+    Sqlite(SqliteConnection),
+    Pg(PgConnection),
+}
+
+pub type Pool = r2d2::Pool<ConnectionManager>;
+pub type PooledConnection = r2d2::PooledConnection<ConnectionManager>;
+
+/// Opens connections of the configured dialect. diesel's derived
+/// `establish` would try each dialect in turn (and SQLite accepts any string
+/// as a file name), so the dialect is chosen from the settings instead.
+#[derive(Debug, Clone)]
+pub struct ConnectionManager {
+    target: DatabaseTarget,
+    busy_timeout_ms: u32,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum DbError {
+    #[error("connecting to the database: {0}")]
+    Connect(#[from] diesel::ConnectionError),
+    #[error("database: {0}")]
+    Query(#[from] diesel::result::Error),
+    #[error("database pool: {0}")]
+    Pool(#[from] r2d2::PoolError),
+    #[error("migrations: {0}")]
+    Migration(String),
+    #[error("creating the database directory: {0}")]
+    Io(#[from] std::io::Error),
+}
+
+impl ConnectionManager {
+    pub fn new(target: DatabaseTarget) -> Self {
+        ConnectionManager {
+            target,
+            busy_timeout_ms: 10_000,
+        }
+    }
+
+    fn open(&self) -> Result<DbConnection, DbError> {
+        match &self.target {
+            DatabaseTarget::Sqlite(path) => {
+                let mut conn = SqliteConnection::establish(&path.to_string_lossy())?;
+                // WAL + synchronous=FULL: an acknowledged write survives a power cut.
+                // The busy timeout first: switching a new file to WAL takes a
+                // lock that other connections opening at once must wait for.
+                conn.batch_execute(&format!(
+                    "PRAGMA busy_timeout = {};
+                     PRAGMA journal_mode = WAL;
+                     PRAGMA synchronous = FULL;
+                     PRAGMA foreign_keys = ON;",
+                    self.busy_timeout_ms
+                ))?;
+                Ok(DbConnection::Sqlite(conn))
+            }
+            DatabaseTarget::Postgres(url) => {
+                let mut conn = PgConnection::establish(url.expose())?;
+                conn.batch_execute("SET TIME ZONE 'UTC'")?;
+                Ok(DbConnection::Pg(conn))
+            }
+        }
+    }
+}
+
+impl ManageConnection for ConnectionManager {
+    type Connection = DbConnection;
+    type Error = r2d2::Error;
+
+    fn connect(&self) -> Result<DbConnection, r2d2::Error> {
+        self.open().map_err(|e| match e {
+            DbError::Connect(c) => r2d2::Error::ConnectionError(c),
+            DbError::Query(q) => r2d2::Error::QueryError(q),
+            other => r2d2::Error::ConnectionError(diesel::ConnectionError::BadConnection(
+                other.to_string(),
+            )),
+        })
+    }
+
+    fn is_valid(&self, conn: &mut DbConnection) -> Result<(), r2d2::Error> {
+        conn.batch_execute("SELECT 1")
+            .map_err(r2d2::Error::QueryError)
+    }
+
+    fn has_broken(&self, conn: &mut DbConnection) -> bool {
+        r2d2::R2D2Connection::is_broken(conn)
+    }
+}
+
+/// Builds the pool; creates the SQLite file's directory when needed.
+pub fn connect(target: &DatabaseTarget, pool_size: u32) -> Result<Pool, DbError> {
+    if let DatabaseTarget::Sqlite(path) = target {
+        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+            std::fs::create_dir_all(dir)?;
+        }
+    }
+    let pool = r2d2::Pool::builder()
+        .max_size(pool_size)
+        .min_idle(Some(1))
+        .connection_timeout(Duration::from_secs(10))
+        .build(ConnectionManager::new(target.clone()))?;
+    Ok(pool)
+}
+
+/// Applies every pending migration of the connection's dialect.
+pub fn run_migrations(conn: &mut DbConnection) -> Result<usize, DbError> {
+    let applied = match conn {
+        DbConnection::Sqlite(c) => c
+            .run_pending_migrations(SQLITE_MIGRATIONS)
+            .map_err(|e| DbError::Migration(e.to_string()))?
+            .len(),
+        DbConnection::Pg(c) => {
+            c.batch_execute(&format!("SELECT pg_advisory_lock({MIGRATION_LOCK_KEY})"))?;
+            let result = c
+                .run_pending_migrations(POSTGRES_MIGRATIONS)
+                .map(|v| v.len())
+                .map_err(|e| DbError::Migration(e.to_string()));
+            c.batch_execute(&format!("SELECT pg_advisory_unlock({MIGRATION_LOCK_KEY})"))?;
+            result?
+        }
+    };
+    Ok(applied)
+}
+
+/// True when the database has every migration this build knows.
+pub fn migrations_current(conn: &mut DbConnection) -> Result<bool, DbError> {
+    let pending = match conn {
+        DbConnection::Sqlite(c) => c.has_pending_migration(SQLITE_MIGRATIONS),
+        DbConnection::Pg(c) => c.has_pending_migration(POSTGRES_MIGRATIONS),
+    }
+    .map_err(|e| DbError::Migration(e.to_string()))?;
+    Ok(!pending)
+}
+
+/// Runs `f` in a write transaction. On SQLite it is `BEGIN IMMEDIATE`, so two
+/// writers queue on the busy timeout instead of failing when a read lock
+/// would have to be upgraded.
+pub fn write_tx<T, E>(
+    conn: &mut DbConnection,
+    f: impl FnOnce(&mut DbConnection) -> Result<T, E>,
+) -> Result<T, E>
+where
+    E: From<diesel::result::Error>,
+{
+    match conn {
+        DbConnection::Sqlite(c) => {
+            AnsiTransactionManager::begin_transaction_sql(c, "BEGIN IMMEDIATE")?;
+        }
+        DbConnection::Pg(c) => AnsiTransactionManager::begin_transaction(c)?,
+    }
+    match f(conn) {
+        Ok(value) => {
+            DbConnection::commit_transaction(conn)?;
+            Ok(value)
+        }
+        Err(err) => {
+            // The caller's error is the one worth reporting.
+            let _ = DbConnection::rollback_transaction(conn);
+            Err(err)
+        }
+    }
+}
+
+/// Whether the database answers a trivial query.
+pub fn ping(conn: &mut DbConnection) -> bool {
+    diesel::select(diesel::dsl::sql::<diesel::sql_types::Integer>("1"))
+        .get_result::<i32>(conn)
+        .is_ok()
+}
+
+/// Opens a single connection outside the pool (CLI commands, tests).
+pub fn open_one(target: &DatabaseTarget) -> Result<DbConnection, DbError> {
+    if let DatabaseTarget::Sqlite(path) = target {
+        if let Some(dir) = Path::new(path).parent().filter(|d| !d.as_os_str().is_empty()) {
+            std::fs::create_dir_all(dir)?;
+        }
+    }
+    ConnectionManager::new(target.clone()).open()
+}

@@ -1,0 +1,82 @@
+// One portable schema for both dialects: text ids, UTC timestamps without a
+// zone, booleans, JSON as text. Kept by hand; `tests/migrations.rs` checks it
+// against what the migrations create on each database.
+
+diesel::table! {
+    sites (id) {
+        id -> Text,
+        code -> Text,
+        name -> Text,
+        programme -> Text,
+        org_code -> Nullable<Text>,
+        active -> Bool,
+        created_at -> Timestamp,
+        updated_at -> Timestamp,
+    }
+}
+
+diesel::table! {
+    users (id) {
+        id -> Text,
+        username -> Text,
+        display_name -> Text,
+        role -> Text,
+        password_hash -> Text,
+        must_change_password -> Bool,
+        active -> Bool,
+        created_at -> Timestamp,
+        updated_at -> Timestamp,
+    }
+}
+
+diesel::table! {
+    user_sites (user_id, site_id) {
+        user_id -> Text,
+        site_id -> Text,
+    }
+}
+
+diesel::table! {
+    tokens (id) {
+        id -> Text,
+        user_id -> Text,
+        kind -> Text,
+        token_hash -> Text,
+        label -> Nullable<Text>,
+        created_by -> Nullable<Text>,
+        created_at -> Timestamp,
+        expires_at -> Timestamp,
+        last_used_at -> Nullable<Timestamp>,
+        revoked_at -> Nullable<Timestamp>,
+    }
+}
+
+diesel::table! {
+    login_throttle (throttle_key) {
+        throttle_key -> Text,
+        failures -> Integer,
+        window_started_at -> Timestamp,
+        locked_until -> Nullable<Timestamp>,
+    }
+}
+
+diesel::table! {
+    audit_log (id) {
+        id -> BigInt,
+        occurred_at -> Timestamp,
+        actor_id -> Nullable<Text>,
+        actor_role -> Nullable<Text>,
+        action -> Text,
+        object_type -> Nullable<Text>,
+        object_id -> Nullable<Text>,
+        detail -> Nullable<Text>,
+        request_id -> Nullable<Text>,
+        client_ip -> Nullable<Text>,
+    }
+}
+
+diesel::joinable!(user_sites -> users (user_id));
+diesel::joinable!(user_sites -> sites (site_id));
+diesel::joinable!(tokens -> users (user_id));
+
+diesel::allow_tables_to_appear_in_same_query!(sites, users, user_sites, tokens, login_throttle, audit_log);

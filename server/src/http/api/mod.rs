@@ -1,0 +1,47 @@
+//! The JSON API, `/api/v1`. Every route is registered here, in one place.
+
+mod me;
+mod sessions;
+mod sites;
+mod tokens;
+mod users;
+
+use actix_web::web::{self, delete, get, patch, post, resource};
+
+/// One resource per path, so a wrong method answers 405, not 404.
+pub fn routes(cfg: &mut web::ServiceConfig) {
+    cfg.service(
+        web::scope("/api/v1")
+            .service(resource("/sessions").route(post().to(sessions::login)))
+            .service(resource("/sessions/current").route(delete().to(sessions::logout)))
+            .service(resource("/me").route(get().to(me::show)))
+            .service(resource("/me/password").route(post().to(me::change_password)))
+            .service(
+                resource("/users")
+                    .route(get().to(users::list))
+                    .route(post().to(users::create)),
+            )
+            .service(
+                resource("/users/{id}")
+                    .route(get().to(users::show))
+                    .route(patch().to(users::update)),
+            )
+            .service(resource("/users/{id}/password").route(post().to(users::reset_password)))
+            .service(
+                resource("/sites")
+                    .route(get().to(sites::list))
+                    .route(post().to(sites::create)),
+            )
+            .service(
+                resource("/sites/{id}")
+                    .route(get().to(sites::show))
+                    .route(patch().to(sites::update)),
+            )
+            .service(
+                resource("/tokens")
+                    .route(get().to(tokens::list))
+                    .route(post().to(tokens::create)),
+            )
+            .service(resource("/tokens/{id}").route(delete().to(tokens::revoke))),
+    );
+}

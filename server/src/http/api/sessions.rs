@@ -1,0 +1,131 @@
+use actix_web::{web, HttpResponse};
+use serde::{Deserialize, Serialize};
+
+use crate::app::AppState;
+use crate::audit::{self, Event, Origin};
+use crate::auth::{self, passwords, throttle, tokens, users};
+use crate::db::write_tx;
+use crate::error::{AppError, AppResult};
+use crate::http::extract::{AnyAuthUser, ApiJson};
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Login {
+    username: String,
+    password: String,
+}
+
+#[derive(Serialize)]
+struct LoginAnswer {
+    token: String,
+    token_id: String,
+    expires_at: chrono::NaiveDateTime,
+    user: users::User,
+    password_change_required: bool,
+}
+
+/// Why a login failed, decided off the async workers.
+enum Outcome {
+    Ok(Box<LoginAnswer>),
+    WrongCredentials,
+}
+
+/// `POST /api/v1/sessions`: username and password for a bearer token.
+/// Repeated failures are slowed, then refused for a while (429).
+pub async fn login(
+    state: web::Data<AppState>,
+    origin: Origin,
+    body: ApiJson<Login>,
+) -> AppResult<HttpResponse> {
+    let Login { username, password } = body.0;
+    let keys = vec![
+        throttle::account_key(&username),
+        throttle::address_key(origin.client_ip.as_deref().unwrap_or("unknown")),
+    ];
+    let rules = state.settings.login.clone();
+
+    let verdict = {
+        let (keys, rules) = (keys.clone(), rules.clone());
+        state
+            .db(move |conn| throttle::check(conn, &keys, &rules, auth::now()))
+            .await?
+    };
+    match verdict {
+        throttle::Verdict::Locked { retry_after_secs } => {
+            let origin = origin.clone();
+            state
+                .db(move |conn| {
+                    audit::record(conn, &origin, Event::new(None, "login_refused").detail("throttled"))
+                })
+                .await?;
+            return Err(AppError::TooManyRequests { retry_after_secs });
+        }
+        throttle::Verdict::Allow(delay) if !delay.is_zero() => tokio::time::sleep(delay).await,
+        throttle::Verdict::Allow(_) => {}
+    }
+
+    let ttl = state.settings.session_ttl_hours;
+    let outcome = state
+        .db(move |conn| {
+            let found = users::credentials(conn, &username)?;
+            // Verify against a decoy when the user is unknown, so the answer
+            // takes as long and says as little either way.
+            let (user_id, hash) = match &found {
+                Some((id, hash)) => (Some(id.clone()), hash.as_str()),
+                None => (None, passwords::decoy_hash()),
+            };
+            let password_ok = passwords::verify(&password, hash);
+            write_tx(conn, |conn| match user_id.filter(|_| password_ok) {
+                None => {
+                    throttle::record_failure(conn, &keys, &rules, auth::now())?;
+                    audit::record(conn, &origin, Event::new(None, "login_failed"))?;
+                    Ok(Outcome::WrongCredentials)
+                }
+                Some(user_id) => {
+                    throttle::clear(conn, &keys[0])?;
+                    let issued = tokens::issue_session(conn, &user_id, ttl)?;
+                    let user = users::get(conn, &user_id)?;
+                    audit::record(
+                        conn,
+                        &origin,
+                        Event::new(None, "login").object("user", &user_id),
+                    )?;
+                    Ok(Outcome::Ok(Box::new(LoginAnswer {
+                        token: issued.token,
+                        token_id: issued.info.id,
+                        expires_at: issued.info.expires_at,
+                        password_change_required: user.must_change_password,
+                        user,
+                    })))
+                }
+            })
+        })
+        .await?;
+    match outcome {
+        Outcome::Ok(answer) => Ok(HttpResponse::Created().json(answer)),
+        Outcome::WrongCredentials => Err(AppError::Unauthorized(
+            "the username or password is wrong".into(),
+        )),
+    }
+}
+
+/// `DELETE /api/v1/sessions/current`: revokes the token used for this call.
+pub async fn logout(
+    state: web::Data<AppState>,
+    origin: Origin,
+    AnyAuthUser(me): AnyAuthUser,
+) -> AppResult<HttpResponse> {
+    state
+        .db(move |conn| {
+            write_tx(conn, |conn| {
+                tokens::revoke(conn, &me.token_id)?;
+                audit::record(
+                    conn,
+                    &origin,
+                    Event::new(Some(&me), "logout").object("token", &me.token_id),
+                )
+            })
+        })
+        .await?;
+    Ok(HttpResponse::NoContent().finish())
+}

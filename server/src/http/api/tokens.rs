@@ -1,0 +1,109 @@
+use actix_web::{web, HttpResponse};
+use serde::Deserialize;
+
+use crate::app::AppState;
+use crate::audit::{self, Event, Origin};
+use crate::auth::{policy, tokens, users};
+use crate::db::write_tx;
+use crate::error::AppResult;
+use crate::http::extract::{ApiJson, AuthUser};
+
+/// `GET /api/v1/tokens`: device tokens (admins: all; coordinators: those of
+/// their sites' field workers). Never the secrets.
+pub async fn list(state: web::Data<AppState>, AuthUser(me): AuthUser) -> AppResult<HttpResponse> {
+    let scope = policy::visible_user_sites(&me)?;
+    let list = state
+        .db(move |conn| {
+            let of_users = match scope {
+                None => None,
+                Some(sites) => Some(
+                    users::list(conn, Some(&sites))?
+                        .into_iter()
+                        .map(|u| u.id)
+                        .collect::<Vec<_>>(),
+                ),
+            };
+            tokens::list_devices(conn, of_users.as_deref())
+        })
+        .await?;
+    Ok(HttpResponse::Ok().json(serde_json::json!({ "items": list })))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NewDeviceToken {
+    user_id: String,
+    label: String,
+    #[serde(default)]
+    expires_in_days: Option<i64>,
+}
+
+/// `POST /api/v1/tokens`: a device token for a field worker's phone; the
+/// secret is in this answer only.
+pub async fn create(
+    state: web::Data<AppState>,
+    origin: Origin,
+    AuthUser(me): AuthUser,
+    body: ApiJson<NewDeviceToken>,
+) -> AppResult<HttpResponse> {
+    policy::visible_user_sites(&me)?;
+    let ttl_days = body
+        .0
+        .expires_in_days
+        .unwrap_or(state.settings.device_token_ttl_days);
+    let issued = state
+        .db(move |conn| {
+            let request = body.0;
+            if let Ok(user) = users::get(conn, &request.user_id) {
+                policy::may_manage_user_at(&me, &user.site_ids)?;
+            }
+            write_tx(conn, |conn| {
+                let issued = tokens::issue_device(
+                    conn,
+                    &request.user_id,
+                    &request.label,
+                    Some(&me.user_id),
+                    ttl_days,
+                )?;
+                audit::record(
+                    conn,
+                    &origin,
+                    Event::new(Some(&me), "device_token_created")
+                        .object("token", &issued.info.id)
+                        .detail(&request.user_id),
+                )?;
+                Ok(issued)
+            })
+        })
+        .await?;
+    Ok(HttpResponse::Created().json(issued))
+}
+
+/// `DELETE /api/v1/tokens/{id}`: admins revoke any token, coordinators those
+/// of their sites' staff, anyone their own.
+pub async fn revoke(
+    state: web::Data<AppState>,
+    origin: Origin,
+    AuthUser(me): AuthUser,
+    id: web::Path<String>,
+) -> AppResult<HttpResponse> {
+    let revoked = state
+        .db(move |conn| {
+            let token = tokens::get(conn, &id)?;
+            if token.user_id != me.user_id {
+                let owner = users::get(conn, &token.user_id)?;
+                policy::may_manage_user_at(&me, &owner.site_ids)?;
+            }
+            write_tx(conn, |conn| {
+                let revoked = tokens::revoke(conn, &id)?;
+                audit::record(
+                    conn,
+                    &origin,
+                    Event::new(Some(&me), "token_revoked").object("token", &id),
+                )?;
+                Ok(revoked)
+            })
+        })
+        .await?;
+    Ok(HttpResponse::Ok().json(revoked))
+}

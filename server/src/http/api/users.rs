@@ -1,0 +1,160 @@
+use actix_web::{web, HttpResponse};
+use serde::{Deserialize, Serialize};
+
+use crate::app::AppState;
+use crate::audit::{self, Event, Origin};
+use crate::auth::{passwords, policy, users};
+use crate::db::write_tx;
+use crate::error::AppResult;
+use crate::http::extract::{ApiJson, AuthUser};
+
+/// `GET /api/v1/users`: admins see everyone, coordinators their sites' staff.
+pub async fn list(state: web::Data<AppState>, AuthUser(me): AuthUser) -> AppResult<HttpResponse> {
+    let scope = policy::visible_user_sites(&me)?;
+    let list = state
+        .db(move |conn| users::list(conn, scope.as_deref()))
+        .await?;
+    Ok(HttpResponse::Ok().json(serde_json::json!({ "items": list })))
+}
+
+/// `GET /api/v1/users/{id}`
+pub async fn show(
+    state: web::Data<AppState>,
+    AuthUser(me): AuthUser,
+    id: web::Path<String>,
+) -> AppResult<HttpResponse> {
+    policy::visible_user_sites(&me)?;
+    let user = state
+        .db(move |conn| {
+            let user = users::get(conn, &id)?;
+            policy::may_manage_user_at(&me, &user.site_ids)?;
+            Ok(user)
+        })
+        .await?;
+    Ok(HttpResponse::Ok().json(user))
+}
+
+#[derive(Serialize)]
+struct CreatedUser {
+    user: users::User,
+    /// Shown once; the user must change it at first login.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    one_time_password: Option<String>,
+}
+
+/// `POST /api/v1/users` (admin)
+pub async fn create(
+    state: web::Data<AppState>,
+    origin: Origin,
+    AuthUser(me): AuthUser,
+    body: ApiJson<users::NewUser>,
+) -> AppResult<HttpResponse> {
+    policy::administer(&me, "create users")?;
+    let created = state
+        .db(move |conn| {
+            write_tx(conn, |conn| {
+                let created = users::create(conn, body.0)?;
+                audit::record(
+                    conn,
+                    &origin,
+                    Event::new(Some(&me), "user_created")
+                        .object("user", &created.user.id)
+                        .detail(created.user.role.as_str()),
+                )?;
+                Ok(created)
+            })
+        })
+        .await?;
+    Ok(HttpResponse::Created().json(CreatedUser {
+        user: created.user,
+        one_time_password: created.one_time_password,
+    }))
+}
+
+/// `PATCH /api/v1/users/{id}` (admin): name, role, sites, active.
+pub async fn update(
+    state: web::Data<AppState>,
+    origin: Origin,
+    AuthUser(me): AuthUser,
+    id: web::Path<String>,
+    body: ApiJson<users::UserChanges>,
+) -> AppResult<HttpResponse> {
+    policy::administer(&me, "change users")?;
+    let user = state
+        .db(move |conn| {
+            write_tx(conn, |conn| {
+                let changes = body.0;
+                let what = describe_changes(&changes);
+                let user = users::update(conn, &id, changes)?;
+                audit::record(
+                    conn,
+                    &origin,
+                    Event::new(Some(&me), "user_updated")
+                        .object("user", &user.id)
+                        .detail(&what),
+                )?;
+                Ok(user)
+            })
+        })
+        .await?;
+    Ok(HttpResponse::Ok().json(user))
+}
+
+fn describe_changes(c: &users::UserChanges) -> String {
+    let mut parts = Vec::new();
+    if c.display_name.is_some() {
+        parts.push("display_name".to_string());
+    }
+    if let Some(role) = c.role {
+        parts.push(format!("role={role}"));
+    }
+    if c.site_ids.is_some() {
+        parts.push("site_ids".to_string());
+    }
+    if let Some(active) = c.active {
+        parts.push(format!("active={active}"));
+    }
+    parts.join(",")
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Reset {
+    /// When absent a one-time password is generated and returned once.
+    #[serde(default)]
+    password: Option<String>,
+}
+
+/// `POST /api/v1/users/{id}/password` (admin): reset; every token of the
+/// user stops working and the new password must be changed at next login.
+pub async fn reset_password(
+    state: web::Data<AppState>,
+    origin: Origin,
+    AuthUser(me): AuthUser,
+    id: web::Path<String>,
+    body: ApiJson<Reset>,
+) -> AppResult<HttpResponse> {
+    policy::administer(&me, "reset passwords")?;
+    let (password, generated) = match body.0.password {
+        Some(p) => (p, false),
+        None => (passwords::generate(), true),
+    };
+    let chosen = password.clone();
+    state
+        .db(move |conn| {
+            write_tx(conn, |conn| {
+                users::reset_password(conn, &id, &chosen)?;
+                audit::record(
+                    conn,
+                    &origin,
+                    Event::new(Some(&me), "password_reset").object("user", &id),
+                )
+            })
+        })
+        .await?;
+    Ok(if generated {
+        HttpResponse::Ok().json(serde_json::json!({ "one_time_password": password }))
+    } else {
+        HttpResponse::NoContent().finish()
+    })
+}

@@ -1,0 +1,17 @@
+//! casesync: a sync server for child-protection case management in the field.
+//!
+//! Phones submit encrypted forms; the server validates them, reconciles them
+//! into each child's case timeline, watches the manuals' deadlines and gives
+//! coordinators exports and indicators. See `docs/` and the README.
+
+pub mod app;
+pub mod audit;
+pub mod auth;
+pub mod cli;
+pub mod config;
+pub mod db;
+pub mod error;
+pub mod http;
+pub mod metrics;
+pub mod server;
+pub mod telemetry;

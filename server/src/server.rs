@@ -1,0 +1,234 @@
+//! Starting the server: data directory, database, migrations, first-start
+//! bootstrap, then HTTP (or HTTPS) with a graceful drain on SIGTERM.
+
+use std::fs::{self, OpenOptions};
+use std::io::Write;
+use std::net::{SocketAddr, TcpListener};
+use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+use std::path::Path;
+use std::sync::Arc;
+
+use actix_web::HttpServer;
+
+use crate::app::{self, AppState};
+use crate::audit::{self, Event, Origin};
+use crate::auth::{sites, users, Role};
+use crate::config::{Settings, TlsSettings};
+use crate::db::{self, write_tx, DbConnection};
+use crate::error::{AppError, AppResult};
+use crate::metrics::Metrics;
+
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error(transparent)]
+    Db(#[from] db::DbError),
+    #[error(transparent)]
+    Config(#[from] crate::config::ConfigError),
+    #[error("first-start setup: {0}")]
+    Bootstrap(String),
+    #[error("{context}: {source}")]
+    Io {
+        context: String,
+        source: std::io::Error,
+    },
+    #[error("TLS: {0}")]
+    Tls(String),
+}
+
+fn io(context: impl Into<String>) -> impl FnOnce(std::io::Error) -> StartError {
+    let context = context.into();
+    move |source| StartError::Io { context, source }
+}
+
+/// Everything `serve` does before it listens: data directory, pool,
+/// migrations and, on an empty database, the first admin and default sites.
+pub fn prepare(settings: Settings) -> Result<AppState, StartError> {
+    settings.validate()?;
+    fs::create_dir_all(&settings.data_dir)
+        .map_err(io(format!("creating data directory {}", settings.data_dir.display())))?;
+    let pool = prepare_database(&settings)?;
+    let mut conn = pool.get().map_err(db::DbError::from)?;
+    bootstrap(&mut conn, &settings)?;
+    drop(conn);
+    Ok(AppState {
+        pool,
+        settings: Arc::new(settings),
+        metrics: Metrics::new(),
+    })
+}
+
+/// Opens the pool, applies pending migrations and seeds the manuals' sites
+/// into an empty site table. Shared by `serve` and the CLI.
+pub fn prepare_database(settings: &Settings) -> Result<db::Pool, StartError> {
+    let target = settings.database_target()?;
+    let pool = db::connect(&target, settings.db_pool_size)?;
+    let mut conn = pool.get().map_err(db::DbError::from)?;
+    let applied = db::run_migrations(&mut conn)?;
+    if applied > 0 {
+        tracing::info!(applied, "database migrations applied");
+    }
+    let seed = |conn: &mut DbConnection| {
+        write_tx(conn, |conn| {
+            if sites::count(conn)? == 0 {
+                sites::seed_defaults(conn)
+            } else {
+                Ok(0)
+            }
+        })
+    };
+    let seeded = match seed(&mut conn) {
+        Err(AppError::Conflict(_)) => seed(&mut conn),
+        other => other,
+    }
+    .map_err(|e| StartError::Bootstrap(e.to_string()))?;
+    if seeded > 0 {
+        tracing::info!(seeded, "default sites created");
+    }
+    Ok(pool)
+}
+
+/// On a database without users: creates `admin` with a
+/// one-time password written to `<data_dir>/initial-admin-password` (0600).
+fn bootstrap(conn: &mut DbConnection, settings: &Settings) -> Result<(), StartError> {
+    // Two servers starting together on one PostgreSQL: the loser of the
+    // unique-key race finds the work done on its second look.
+    let first = match create_first_admin(conn) {
+        Err(AppError::Conflict(_)) => create_first_admin(conn),
+        other => other,
+    }
+    .map_err(|e| StartError::Bootstrap(e.to_string()))?;
+    let Some(password) = first else {
+        return Ok(());
+    };
+    let path = settings.initial_admin_password_path();
+    write_private_file(&path, &format!("{password}\n"))
+        .map_err(io(format!("writing {}", path.display())))?;
+    tracing::warn!(
+        file = %path.display(),
+        username = "admin",
+        "first start: created the admin account; its one-time password is in the file, and must be changed at first login"
+    );
+    Ok(())
+}
+
+fn create_first_admin(conn: &mut DbConnection) -> AppResult<Option<String>> {
+    write_tx(conn, |conn| {
+        if users::count(conn)? > 0 {
+            return Ok(None);
+        }
+        let created = users::create(
+            conn,
+            users::NewUser {
+                username: "admin".into(),
+                display_name: Some("Administrator".into()),
+                role: Role::Admin,
+                site_ids: Vec::new(),
+                password: None,
+            },
+        )?;
+        audit::record(
+            conn,
+            &Origin::default(),
+            Event::new(None, "user_created")
+                .object("user", &created.user.id)
+                .detail("first start"),
+        )?;
+        Ok(created.one_time_password)
+    })
+}
+
+/// Writes a file only its owner can read, replacing any earlier one.
+pub fn write_private_file(path: &Path, contents: &str) -> std::io::Result<()> {
+    let mut file = OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(path)?;
+    // `mode` applies only to new files; an old file keeps its bits otherwise.
+    file.set_permissions(fs::Permissions::from_mode(0o600))?;
+    file.write_all(contents.as_bytes())?;
+    file.sync_all()
+}
+
+/// Removes the initial admin password file once that password no longer
+/// works, so a stale secret does not linger on disk.
+pub fn forget_initial_password(path: &Path, old_password: &str) {
+    if let Ok(contents) = fs::read_to_string(path) {
+        if contents.trim() == old_password {
+            if let Err(err) = fs::remove_file(path) {
+                tracing::warn!(%err, file = %path.display(), "could not remove the initial password file");
+            } else {
+                tracing::info!(file = %path.display(), "initial admin password changed; file removed");
+            }
+        }
+    }
+}
+
+fn tls_config(tls: &TlsSettings) -> Result<rustls::ServerConfig, StartError> {
+    use rustls::pki_types::pem::PemObject;
+    use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+    let certs = CertificateDer::pem_file_iter(&tls.cert)
+        .and_then(|it| it.collect::<Result<Vec<_>, _>>())
+        .map_err(|e| StartError::Tls(format!("reading {}: {e}", tls.cert.display())))?;
+    if certs.is_empty() {
+        return Err(StartError::Tls(format!(
+            "{} holds no certificate",
+            tls.cert.display()
+        )));
+    }
+    let key = PrivateKeyDer::from_pem_file(&tls.key)
+        .map_err(|e| StartError::Tls(format!("reading {}: {e}", tls.key.display())))?;
+    rustls::ServerConfig::builder_with_provider(Arc::new(
+        rustls::crypto::aws_lc_rs::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .map_err(|e| StartError::Tls(e.to_string()))?
+    .with_no_client_auth()
+    .with_single_cert(certs, key)
+    .map_err(|e| StartError::Tls(e.to_string()))
+}
+
+/// A bound, not yet running server and the address it listens on.
+pub struct Bound {
+    pub server: actix_web::dev::Server,
+    pub addr: SocketAddr,
+}
+
+/// Binds the listener (HTTPS when TLS is configured). Must be called inside
+/// an actix system.
+pub fn bind(state: AppState) -> Result<Bound, StartError> {
+    let settings = state.settings.clone();
+    let listener = TcpListener::bind(&settings.bind)
+        .map_err(io(format!("listening on {}", settings.bind)))?;
+    let addr = listener.local_addr().map_err(io("reading the bound address"))?;
+    let mut server = HttpServer::new(move || app::build(state.clone()))
+        .shutdown_timeout(settings.shutdown_timeout_secs);
+    if settings.workers > 0 {
+        server = server.workers(settings.workers);
+    }
+    let server = match &settings.tls {
+        Some(tls) => server
+            .listen_rustls_0_23(listener, tls_config(tls)?)
+            .map_err(io("starting HTTPS"))?,
+        None => server.listen(listener).map_err(io("starting HTTP"))?,
+    };
+    let scheme = if settings.tls.is_some() { "https" } else { "http" };
+    tracing::info!(%addr, scheme, "casesync listening");
+    Ok(Bound {
+        server: server.run(),
+        addr,
+    })
+}
+
+/// `casesync serve`: runs until SIGTERM or SIGINT, then lets in-flight
+/// requests finish (up to `shutdown_timeout_secs`).
+pub fn serve(settings: Settings) -> Result<(), StartError> {
+    let state = prepare(settings)?;
+    actix_web::rt::System::new().block_on(async move {
+        let bound = bind(state)?;
+        bound.server.await.map_err(io("serving"))?;
+        tracing::info!("casesync stopped");
+        Ok(())
+    })
+}
