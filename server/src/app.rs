@@ -8,7 +8,7 @@ use actix_web::body::MessageBody;
 use actix_web::dev::{ServiceFactory, ServiceRequest, ServiceResponse};
 use actix_web::http::{header, StatusCode};
 use actix_web::middleware::{DefaultHeaders, ErrorHandlerResponse, ErrorHandlers};
-use actix_web::{web, App, Error, HttpResponse, ResponseError};
+use actix_web::{web, App, Error, HttpMessage, HttpResponse, ResponseError};
 use futures_util::FutureExt;
 use tracing_actix_web::{RootSpanBuilder, TracingLogger};
 
@@ -84,7 +84,10 @@ pub fn build(
         .add((header::X_FRAME_OPTIONS, "DENY"))
         .add((header::REFERRER_POLICY, "no-referrer"))
         .add((header::CACHE_CONTROL, "no-store"))
-        .add((header::CONTENT_SECURITY_POLICY, "default-src 'none'; frame-ancestors 'none'"));
+        .add((
+            header::CONTENT_SECURITY_POLICY,
+            "default-src 'none'; frame-ancestors 'none'",
+        ));
     if hsts {
         security_headers =
             security_headers.add((header::STRICT_TRANSPORT_SECURITY, "max-age=31536000"));
@@ -92,12 +95,15 @@ pub fn build(
     App::new()
         .app_data(web::Data::new(state))
         .app_data(web::PayloadConfig::new(limit))
-        .app_data(web::PathConfig::default().error_handler(|err, _| {
-            AppError::bad_request(format!("path: {err}")).into()
-        }))
-        .app_data(web::QueryConfig::default().error_handler(|err, _| {
-            AppError::bad_request(format!("query string: {err}")).into()
-        }))
+        .app_data(
+            web::PathConfig::default()
+                .error_handler(|err, _| AppError::bad_request(format!("path: {err}")).into()),
+        )
+        .app_data(
+            web::QueryConfig::default().error_handler(|err, _| {
+                AppError::bad_request(format!("query string: {err}")).into()
+            }),
+        )
         .route("/healthz", web::get().to(http::ops::healthz))
         .route("/readyz", web::get().to(http::ops::readyz))
         .route("/metrics", web::get().to(http::ops::metrics))
@@ -109,8 +115,18 @@ pub fn build(
             let started = Instant::now();
             let method = req.method().to_string();
             let metrics = metrics.clone();
-            actix_web::dev::Service::call(srv, req).map(move |result| {
-                if let Ok(res) = &result {
+            actix_web::dev::Service::call(srv, req).map(move |mut result| {
+                if let Ok(res) = &mut result {
+                    // Lets a user quote the id of a failed request to support.
+                    let id = res
+                        .request()
+                        .extensions()
+                        .get::<tracing_actix_web::RequestId>()
+                        .map(|id| id.to_string());
+                    if let Some(value) = id.and_then(|id| header::HeaderValue::from_str(&id).ok()) {
+                        res.headers_mut()
+                            .insert(header::HeaderName::from_static("x-request-id"), value);
+                    }
                     let route = res
                         .request()
                         .match_pattern()

@@ -14,10 +14,19 @@ use crate::error::AppError;
 use crate::server;
 
 #[derive(Debug, Parser)]
-#[command(name = "casesync", version, about = "Child-protection case sync server")]
+#[command(
+    name = "casesync",
+    version,
+    about = "Child-protection case sync server"
+)]
 pub struct Cli {
     /// Configuration file (optional; CASESYNC_* variables override it).
-    #[arg(long, global = true, default_value = "casesync.toml", env = "CASESYNC_CONFIG")]
+    #[arg(
+        long,
+        global = true,
+        default_value = "casesync.toml",
+        env = "CASESYNC_CONFIG"
+    )]
     pub config: PathBuf,
     #[command(subcommand)]
     pub command: Command,
@@ -124,7 +133,11 @@ impl From<AppError> for CliError {
                     .iter()
                     .map(|e| format!("{} {}", e.pointer.trim_start_matches('/'), e.message))
                     .collect();
-                CliError::App(if parts.is_empty() { detail } else { parts.join("; ") })
+                CliError::App(if parts.is_empty() {
+                    detail
+                } else {
+                    parts.join("; ")
+                })
             }
             AppError::Internal(cause) => CliError::App(cause),
             other => CliError::App(other.to_string()),
@@ -168,7 +181,9 @@ fn audit_cli(conn: &mut DbConnection, action: &str, kind: &str, id: &str) -> Res
     audit::record(
         conn,
         &Origin::default(),
-        Event::new(None, action).object(kind, id).detail(CLI_ORIGIN_DETAIL),
+        Event::new(None, action)
+            .object(kind, id)
+            .detail(CLI_ORIGIN_DETAIL),
     )
 }
 
@@ -297,7 +312,10 @@ fn sites_command(conn: &mut DbConnection, cmd: SitesCommand) -> Result<(), CliEr
             println!("created site {} ({})", site.code, site.id);
         }
         SitesCommand::List => {
-            println!("{:<14} {:<3} {:<6} {:<7} name", "code", "pgm", "org", "active");
+            println!(
+                "{:<14} {:<3} {:<6} {:<7} name",
+                "code", "pgm", "org", "active"
+            );
             for s in sites::list(conn, None)? {
                 println!(
                     "{:<14} {:<3} {:<6} {:<7} {}",
@@ -313,7 +331,11 @@ fn sites_command(conn: &mut DbConnection, cmd: SitesCommand) -> Result<(), CliEr
     Ok(())
 }
 
-fn tokens_command(conn: &mut DbConnection, cmd: TokensCommand, default_days: i64) -> Result<(), CliError> {
+fn tokens_command(
+    conn: &mut DbConnection,
+    cmd: TokensCommand,
+    default_days: i64,
+) -> Result<(), CliError> {
     match cmd {
         TokensCommand::Create {
             username,

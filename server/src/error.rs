@@ -132,7 +132,9 @@ impl AppError {
     fn detail(&self) -> String {
         match self {
             // The causes of these two stay in the log.
-            AppError::Unavailable(_) => "the service is temporarily unavailable; retry later".into(),
+            AppError::Unavailable(_) => {
+                "the service is temporarily unavailable; retry later".into()
+            }
             AppError::Internal(_) => "an internal error occurred; it has been logged".into(),
             other => other.to_string(),
         }

@@ -1,7 +1,9 @@
 //! Prometheus metrics: request counts and latency histograms by route
 //! pattern and status. Route patterns, never raw paths, so ids stay out.
 
-use prometheus::{Encoder, HistogramOpts, HistogramVec, IntCounterVec, Opts, Registry, TextEncoder};
+use prometheus::{
+    Encoder, HistogramOpts, HistogramVec, IntCounterVec, Opts, Registry, TextEncoder,
+};
 
 #[derive(Clone)]
 pub struct Metrics {

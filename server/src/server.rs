@@ -44,8 +44,10 @@ fn io(context: impl Into<String>) -> impl FnOnce(std::io::Error) -> StartError {
 /// migrations and, on an empty database, the first admin and default sites.
 pub fn prepare(settings: Settings) -> Result<AppState, StartError> {
     settings.validate()?;
-    fs::create_dir_all(&settings.data_dir)
-        .map_err(io(format!("creating data directory {}", settings.data_dir.display())))?;
+    fs::create_dir_all(&settings.data_dir).map_err(io(format!(
+        "creating data directory {}",
+        settings.data_dir.display()
+    )))?;
     let pool = prepare_database(&settings)?;
     let mut conn = pool.get().map_err(db::DbError::from)?;
     bootstrap(&mut conn, &settings)?;
@@ -199,9 +201,11 @@ pub struct Bound {
 /// an actix system.
 pub fn bind(state: AppState) -> Result<Bound, StartError> {
     let settings = state.settings.clone();
-    let listener = TcpListener::bind(&settings.bind)
-        .map_err(io(format!("listening on {}", settings.bind)))?;
-    let addr = listener.local_addr().map_err(io("reading the bound address"))?;
+    let listener =
+        TcpListener::bind(&settings.bind).map_err(io(format!("listening on {}", settings.bind)))?;
+    let addr = listener
+        .local_addr()
+        .map_err(io("reading the bound address"))?;
     let mut server = HttpServer::new(move || app::build(state.clone()))
         .shutdown_timeout(settings.shutdown_timeout_secs);
     if settings.workers > 0 {
@@ -213,7 +217,11 @@ pub fn bind(state: AppState) -> Result<Bound, StartError> {
             .map_err(io("starting HTTPS"))?,
         None => server.listen(listener).map_err(io("starting HTTP"))?,
     };
-    let scheme = if settings.tls.is_some() { "https" } else { "http" };
+    let scheme = if settings.tls.is_some() {
+        "https"
+    } else {
+        "http"
+    };
     tracing::info!(%addr, scheme, "casesync listening");
     Ok(Bound {
         server: server.run(),

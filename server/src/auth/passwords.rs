@@ -42,7 +42,9 @@ pub fn weakness(password: &str, username: &str) -> Option<String> {
         ));
     }
     if chars > MAX_PASSWORD_LEN {
-        return Some(format!("must be at most {MAX_PASSWORD_LEN} characters long"));
+        return Some(format!(
+            "must be at most {MAX_PASSWORD_LEN} characters long"
+        ));
     }
     if password.eq_ignore_ascii_case(username) {
         return Some("must not be the username".into());

@@ -57,7 +57,10 @@ mod tests {
     #[test]
     fn only_admins_administer() {
         for role in Role::ALL {
-            assert_eq!(administer(&principal(role, &[]), "x").is_ok(), role == Role::Admin);
+            assert_eq!(
+                administer(&principal(role, &[]), "x").is_ok(),
+                role == Role::Admin
+            );
         }
     }
 

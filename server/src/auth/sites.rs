@@ -195,7 +195,12 @@ pub fn seed_defaults(conn: &mut DbConnection) -> AppResult<usize> {
 
 /// KZ manual §7.1 (the three test locations); BT SOPs §3 (NCWC, the
 /// Dzongkhag and Thromde WCWC offices, the CSOs doing case management).
-fn default_sites() -> Vec<(&'static str, &'static str, &'static str, Option<&'static str>)> {
+fn default_sites() -> Vec<(
+    &'static str,
+    &'static str,
+    &'static str,
+    Option<&'static str>,
+)> {
     let mut list = vec![
         ("kz", "KZ-CSC-NUR", "CSC Nur-Sultan", None),
         ("kz", "KZ-CAM-ALA", "CAM Almaty", None),

@@ -55,7 +55,9 @@ pub fn check(
     let mut delay_ms = 0u64;
     let mut locked_secs = 0u64;
     for key in keys {
-        let Some(row) = load(conn, key)? else { continue };
+        let Some(row) = load(conn, key)? else {
+            continue;
+        };
         if let Some(until) = row.locked_until.filter(|u| *u > now) {
             let secs = (until - now).num_seconds().max(1) as u64;
             locked_secs = locked_secs.max(secs);
@@ -94,7 +96,8 @@ pub fn record_failure(
                 Row {
                     failures,
                     locked_until: row.locked_until.or_else(|| {
-                        (failures >= rules.lock_after).then(|| now + Duration::seconds(rules.lock_secs))
+                        (failures >= rules.lock_after)
+                            .then(|| now + Duration::seconds(rules.lock_secs))
                     }),
                     ..row
                 }

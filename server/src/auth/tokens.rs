@@ -139,7 +139,10 @@ pub fn issue_device(
 ) -> AppResult<Issued> {
     let label = label.trim();
     if label.is_empty() || label.len() > 100 {
-        return Err(AppError::invalid_field("/label", "must be 1–100 characters"));
+        return Err(AppError::invalid_field(
+            "/label",
+            "must be 1–100 characters",
+        ));
     }
     if !(1..=3650).contains(&ttl_days) {
         return Err(AppError::invalid_field(

@@ -121,7 +121,10 @@ fn set_sites(conn: &mut DbConnection, user_id: &str, site_ids: &[String]) -> App
     // dialects in diesel's MultiConnection.
     for site_id in unique {
         diesel::insert_into(user_sites::table)
-            .values((user_sites::user_id.eq(user_id), user_sites::site_id.eq(site_id)))
+            .values((
+                user_sites::user_id.eq(user_id),
+                user_sites::site_id.eq(site_id),
+            ))
             .execute(conn)?;
     }
     Ok(())
@@ -196,7 +199,10 @@ fn sorted(mut v: Vec<String>) -> Vec<String> {
     v
 }
 
-fn sites_of(conn: &mut DbConnection, user_ids: &[String]) -> AppResult<BTreeMap<String, Vec<String>>> {
+fn sites_of(
+    conn: &mut DbConnection,
+    user_ids: &[String],
+) -> AppResult<BTreeMap<String, Vec<String>>> {
     let pairs: Vec<(String, String)> = user_sites::table
         .filter(user_sites::user_id.eq_any(user_ids))
         .select((user_sites::user_id, user_sites::site_id))
@@ -268,7 +274,10 @@ pub fn update(conn: &mut DbConnection, id: &str, changes: UserChanges) -> AppRes
     }
     if let Some(name) = &changes.display_name {
         if name.trim().is_empty() || name.len() > 200 {
-            return Err(AppError::invalid_field("/display_name", "must be 1–200 characters"));
+            return Err(AppError::invalid_field(
+                "/display_name",
+                "must be 1–200 characters",
+            ));
         }
     }
     let now = super::now();

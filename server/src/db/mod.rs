@@ -195,7 +195,10 @@ pub fn ping(conn: &mut DbConnection) -> bool {
 /// Opens a single connection outside the pool (CLI commands, tests).
 pub fn open_one(target: &DatabaseTarget) -> Result<DbConnection, DbError> {
     if let DatabaseTarget::Sqlite(path) = target {
-        if let Some(dir) = Path::new(path).parent().filter(|d| !d.as_os_str().is_empty()) {
+        if let Some(dir) = Path::new(path)
+            .parent()
+            .filter(|d| !d.as_os_str().is_empty())
+        {
             std::fs::create_dir_all(dir)?;
         }
     }

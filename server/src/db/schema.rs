@@ -79,4 +79,11 @@ diesel::joinable!(user_sites -> users (user_id));
 diesel::joinable!(user_sites -> sites (site_id));
 diesel::joinable!(tokens -> users (user_id));
 
-diesel::allow_tables_to_appear_in_same_query!(sites, users, user_sites, tokens, login_throttle, audit_log);
+diesel::allow_tables_to_appear_in_same_query!(
+    sites,
+    users,
+    user_sites,
+    tokens,
+    login_throttle,
+    audit_log
+);

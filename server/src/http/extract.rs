@@ -23,15 +23,16 @@ pub struct AuthUser(pub Principal);
 pub struct AnyAuthUser(pub Principal);
 
 fn bearer(req: &HttpRequest) -> Result<String, AppError> {
-    let value = req
-        .headers()
-        .get(header::AUTHORIZATION)
-        .ok_or_else(|| AppError::Unauthorized("an Authorization: Bearer token is required".into()))?;
+    let value = req.headers().get(header::AUTHORIZATION).ok_or_else(|| {
+        AppError::Unauthorized("an Authorization: Bearer token is required".into())
+    })?;
     let value = value
         .to_str()
         .map_err(|_| AppError::Unauthorized("the Authorization header is not valid".into()))?;
     match value.split_once(' ') {
-        Some((scheme, token)) if scheme.eq_ignore_ascii_case("bearer") && !token.trim().is_empty() => {
+        Some((scheme, token))
+            if scheme.eq_ignore_ascii_case("bearer") && !token.trim().is_empty() =>
+        {
             Ok(token.trim().to_string())
         }
         _ => Err(AppError::Unauthorized(
@@ -195,7 +196,8 @@ impl<T: DeserializeOwned + 'static> FromRequest for ApiJson<T> {
             }
             let mut body = web::BytesMut::new();
             while let Some(chunk) = payload.next().await {
-                let chunk = chunk.map_err(|e| AppError::bad_request(format!("reading the body: {e}")))?;
+                let chunk =
+                    chunk.map_err(|e| AppError::bad_request(format!("reading the body: {e}")))?;
                 if body.len() + chunk.len() > limit {
                     return Err(AppError::PayloadTooLarge { limit });
                 }
@@ -237,7 +239,11 @@ mod tests {
     fn wrong_types_are_located_by_pointer() {
         let (_, errors) = error_of(r#"{"name":"a","items":[{"n":1},{"n":"x"}]}"#);
         assert_eq!(errors[0].pointer, "/items/1/n");
-        assert!(errors[0].message.contains("invalid type"), "{}", errors[0].message);
+        assert!(
+            errors[0].message.contains("invalid type"),
+            "{}",
+            errors[0].message
+        );
     }
 
     #[test]

@@ -24,7 +24,9 @@ pub async fn readyz(state: web::Data<AppState>) -> AppResult<HttpResponse> {
     if current {
         Ok(HttpResponse::Ok().json(serde_json::json!({ "status": "ready" })))
     } else {
-        Err(AppError::Unavailable("database migrations are pending".into()))
+        Err(AppError::Unavailable(
+            "database migrations are pending".into(),
+        ))
     }
 }
 

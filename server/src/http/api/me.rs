@@ -9,7 +9,10 @@ use crate::error::AppResult;
 use crate::http::extract::{AnyAuthUser, ApiJson};
 
 /// `GET /api/v1/me`: the caller, their role and sites.
-pub async fn show(state: web::Data<AppState>, AnyAuthUser(me): AnyAuthUser) -> AppResult<HttpResponse> {
+pub async fn show(
+    state: web::Data<AppState>,
+    AnyAuthUser(me): AnyAuthUser,
+) -> AppResult<HttpResponse> {
     let user = state.db(move |conn| users::get(conn, &me.user_id)).await?;
     Ok(HttpResponse::Ok().json(user))
 }

@@ -55,7 +55,11 @@ pub async fn login(
             let origin = origin.clone();
             state
                 .db(move |conn| {
-                    audit::record(conn, &origin, Event::new(None, "login_refused").detail("throttled"))
+                    audit::record(
+                        conn,
+                        &origin,
+                        Event::new(None, "login_refused").detail("throttled"),
+                    )
                 })
                 .await?;
             return Err(AppError::TooManyRequests { retry_after_secs });
