@@ -172,8 +172,10 @@ fn with_db(
     settings: &Settings,
     f: impl FnOnce(&mut DbConnection) -> Result<(), CliError>,
 ) -> Result<(), CliError> {
-    let pool = server::prepare_database(settings)?;
-    let mut conn = pool.get().map_err(db::DbError::from)?;
+    // One connection, no pool: a pool's background threads may still be
+    // connecting when a short command exits.
+    let mut conn = db::open_one(&settings.database_target()?)?;
+    server::prepare_database(&mut conn)?;
     f(&mut conn)
 }
 

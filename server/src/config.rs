@@ -121,6 +121,10 @@ impl Default for LoginThrottleSettings {
     }
 }
 
+/// `CASESYNC_*` variables that belong to the command line, the test suite or
+/// `scripts/start-postgres.sh`, not to the settings (lowercase, after the prefix).
+const NOT_SETTINGS: [&str; 3] = ["config", "test_database_url", "pg_"];
+
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
     #[error("configuration: {0}")]
@@ -141,7 +145,11 @@ impl Settings {
     pub fn load(config_file: &Path) -> Result<Settings, ConfigError> {
         let settings: Settings = Figment::from(Serialized::defaults(Settings::default()))
             .merge(Toml::file(config_file))
-            .merge(Env::prefixed("CASESYNC_").split("__"))
+            .merge(
+                Env::prefixed("CASESYNC_")
+                    .filter(|key| !NOT_SETTINGS.iter().any(|n| key.starts_with(n)))
+                    .split("__"),
+            )
             .extract()
             .map_err(Box::new)?;
         settings.validate()?;
@@ -224,6 +232,8 @@ mod tests {
             )?;
             jail.set_env("CASESYNC_MAX_BODY_BYTES", "8192");
             jail.set_env("CASESYNC_LOGIN__SLOW_AFTER", "5");
+            jail.set_env("CASESYNC_TEST_DATABASE_URL", "postgres://elsewhere");
+            jail.set_env("CASESYNC_PG_PORT", "5433");
             let s = Settings::load(Path::new("casesync.toml")).expect("loads");
             assert_eq!(s.bind, "0.0.0.0:9000");
             assert_eq!(s.max_body_bytes, 8192);

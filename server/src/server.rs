@@ -48,8 +48,9 @@ pub fn prepare(settings: Settings) -> Result<AppState, StartError> {
         "creating data directory {}",
         settings.data_dir.display()
     )))?;
-    let pool = prepare_database(&settings)?;
+    let pool = db::connect(&settings.database_target()?, settings.db_pool_size)?;
     let mut conn = pool.get().map_err(db::DbError::from)?;
+    prepare_database(&mut conn)?;
     bootstrap(&mut conn, &settings)?;
     drop(conn);
     Ok(AppState {
@@ -59,13 +60,10 @@ pub fn prepare(settings: Settings) -> Result<AppState, StartError> {
     })
 }
 
-/// Opens the pool, applies pending migrations and seeds the manuals' sites
-/// into an empty site table. Shared by `serve` and the CLI.
-pub fn prepare_database(settings: &Settings) -> Result<db::Pool, StartError> {
-    let target = settings.database_target()?;
-    let pool = db::connect(&target, settings.db_pool_size)?;
-    let mut conn = pool.get().map_err(db::DbError::from)?;
-    let applied = db::run_migrations(&mut conn)?;
+/// Applies pending migrations and seeds the manuals' sites into an empty
+/// site table. Shared by `serve` and the CLI.
+pub fn prepare_database(conn: &mut DbConnection) -> Result<(), StartError> {
+    let applied = db::run_migrations(conn)?;
     if applied > 0 {
         tracing::info!(applied, "database migrations applied");
     }
@@ -78,18 +76,18 @@ pub fn prepare_database(settings: &Settings) -> Result<db::Pool, StartError> {
             }
         })
     };
-    let seeded = match seed(&mut conn) {
-        Err(AppError::Conflict(_)) => seed(&mut conn),
+    let seeded = match seed(conn) {
+        Err(AppError::Conflict(_)) => seed(conn),
         other => other,
     }
     .map_err(|e| StartError::Bootstrap(e.to_string()))?;
     if seeded > 0 {
         tracing::info!(seeded, "default sites created");
     }
-    Ok(pool)
+    Ok(())
 }
 
-/// On a database without users: creates `admin` with a
+/// On a database without an admin: creates `admin` with a
 /// one-time password written to `<data_dir>/initial-admin-password` (0600).
 fn bootstrap(conn: &mut DbConnection, settings: &Settings) -> Result<(), StartError> {
     // Two servers starting together on one PostgreSQL: the loser of the
@@ -115,7 +113,9 @@ fn bootstrap(conn: &mut DbConnection, settings: &Settings) -> Result<(), StartEr
 
 fn create_first_admin(conn: &mut DbConnection) -> AppResult<Option<String>> {
     write_tx(conn, |conn| {
-        if users::count(conn)? > 0 {
+        // Users made by the CLI before the first `serve` do not count: without
+        // an admin nobody could administer the server.
+        if users::count_with_role(conn, Role::Admin)? > 0 {
             return Ok(None);
         }
         let created = users::create(

@@ -260,8 +260,12 @@ pub fn list(conn: &mut DbConnection, at_sites: Option<&[String]>) -> AppResult<V
         .collect()
 }
 
-pub fn count(conn: &mut DbConnection) -> AppResult<i64> {
-    Ok(users::table.count().get_result(conn)?)
+/// Users with this role, disabled ones included.
+pub fn count_with_role(conn: &mut DbConnection, role: Role) -> AppResult<i64> {
+    Ok(users::table
+        .filter(users::role.eq(role.as_str()))
+        .count()
+        .get_result(conn)?)
 }
 
 /// Applies an admin's changes. Disabling a user revokes all their tokens.

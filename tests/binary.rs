@@ -1,0 +1,270 @@
+//! The real `casesync` binary: `serve` on a fresh directory, a graceful drain
+//! on SIGTERM, and the administration commands.
+
+mod common;
+
+use std::io::{BufRead, BufReader, Write};
+use std::os::unix::fs::PermissionsExt;
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+use common::{agent, Response, TestDb};
+use serde_json::{json, Value};
+
+const BIN: &str = env!("CARGO_BIN_EXE_casesync");
+
+fn command(dir: &Path, db: &TestDb) -> Command {
+    let mut cmd = Command::new(BIN);
+    cmd.current_dir(dir)
+        .env_remove("CASESYNC_CONFIG")
+        .env("CASESYNC_LOG_FORMAT", "json")
+        .env("RUST_LOG", "info");
+    if let Some(url) = &db.url {
+        cmd.env("CASESYNC_DATABASE_URL", url);
+    }
+    cmd
+}
+
+fn cli(dir: &Path, db: &TestDb, args: &[&str], stdin: Option<&str>) -> String {
+    let mut child = command(dir, db)
+        .args(args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    if let Some(input) = stdin {
+        child.stdin.take().unwrap().write_all(input.as_bytes()).unwrap();
+    }
+    drop(child.stdin.take());
+    let out = child.wait_with_output().unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(
+        out.status.success(),
+        "casesync {args:?} failed: {}{}",
+        stdout,
+        String::from_utf8_lossy(&out.stderr)
+    );
+    stdout
+}
+
+struct Served {
+    child: Child,
+    base: String,
+}
+
+/// Starts `casesync serve` and waits for the address it logs.
+fn serve(dir: &Path, db: &TestDb, extra_env: &[(&str, &str)]) -> Served {
+    let mut cmd = command(dir, db);
+    cmd.arg("serve")
+        .env("CASESYNC_BIND", "127.0.0.1:0")
+        .env("CASESYNC_WORKERS", "2")
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped());
+    for (k, v) in extra_env {
+        cmd.env(k, v);
+    }
+    let mut child = cmd.spawn().unwrap();
+    let stderr = child.stderr.take().unwrap();
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+            if let Ok(event) = serde_json::from_str::<Value>(&line) {
+                if event["message"] == "casesync listening" {
+                    let _ = tx.send(event["addr"].as_str().unwrap_or_default().to_string());
+                }
+            }
+        }
+    });
+    let addr = rx
+        .recv_timeout(Duration::from_secs(60))
+        .expect("the server logs its address");
+    Served {
+        child,
+        base: format!("http://{addr}"),
+    }
+}
+
+impl Served {
+    fn post(&self, path: &str, token: Option<&str>, body: Value) -> Response {
+        let mut req = agent().post(format!("{}{path}", self.base));
+        if let Some(t) = token {
+            req = req.header("Authorization", format!("Bearer {t}"));
+        }
+        Response::from(req.send_json(body).unwrap())
+    }
+
+    fn get(&self, path: &str, token: &str) -> Response {
+        Response::from(
+            agent()
+                .get(format!("{}{path}", self.base))
+                .header("Authorization", format!("Bearer {token}"))
+                .call()
+                .unwrap(),
+        )
+    }
+
+    fn terminate(&self) {
+        let status = Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status()
+            .unwrap();
+        assert!(status.success());
+    }
+
+    fn wait(mut self, limit: Duration) -> std::process::ExitStatus {
+        let started = Instant::now();
+        loop {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                return status;
+            }
+            if started.elapsed() > limit {
+                let _ = self.child.kill();
+                panic!("the server did not stop within {limit:?}");
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+}
+
+#[test]
+fn serve_on_a_fresh_directory_then_drain_on_sigterm() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = TestDb::new();
+    // Every login after one failure is held back 1.5 s: an in-flight request.
+    let server = serve(
+        dir.path(),
+        &db,
+        &[
+            ("CASESYNC_LOGIN__SLOW_AFTER", "0"),
+            ("CASESYNC_LOGIN__DELAY_MS", "1500"),
+            ("CASESYNC_LOGIN__MAX_DELAY_MS", "1500"),
+        ],
+    );
+    let file = dir.path().join("data/initial-admin-password");
+    assert_eq!(std::fs::metadata(&file).unwrap().permissions().mode() & 0o777, 0o600);
+    if db.url.is_none() {
+        assert!(dir.path().join("data/casesync.db").is_file(), "embedded SQLite in ./data");
+    }
+    let password = std::fs::read_to_string(&file).unwrap().trim().to_string();
+    let login = server.post(
+        "/api/v1/sessions",
+        None,
+        json!({ "username": "admin", "password": password }),
+    );
+    assert_eq!(login.status, 201, "{}", login.text);
+    let token = login.body["token"].as_str().unwrap().to_string();
+    assert_eq!(server.get("/api/v1/me", &token).body["username"], "admin");
+
+    server
+        .post("/api/v1/sessions", None, json!({ "username": "admin", "password": "wrong one" }))
+        .assert_problem(401, "unauthorized");
+    let base = server.base.clone();
+    let in_flight = std::thread::spawn(move || {
+        let res = agent()
+            .post(format!("{base}/api/v1/sessions"))
+            .send_json(json!({ "username": "admin", "password": password }));
+        Response::from(res.expect("the in-flight request is answered"))
+    });
+    std::thread::sleep(Duration::from_millis(400));
+    server.terminate();
+    let answered = in_flight.join().unwrap();
+    assert_eq!(answered.status, 201, "drained, not dropped: {}", answered.text);
+    let status = server.wait(Duration::from_secs(20));
+    assert!(status.success(), "{status:?}");
+}
+
+#[test]
+fn administration_commands_work_against_the_same_database() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = TestDb::new();
+    let out = cli(dir.path(), &db, &["migrate"], None);
+    assert!(out.contains("migration(s) applied"), "{out}");
+
+    let sites = cli(dir.path(), &db, &["sites", "list"], None);
+    assert!(sites.contains("KZ-CAM-ALA") && sites.contains("BT-NCWC"), "{sites}");
+    let out = cli(
+        dir.path(),
+        &db,
+        &["sites", "add", "KZ-CAM-TEST", "CAM Test", "--programme", "kz"],
+        None,
+    );
+    assert!(out.contains("created site KZ-CAM-TEST"), "{out}");
+
+    let out = cli(
+        dir.path(),
+        &db,
+        &["users", "add", "gulnara", "--role", "field_worker", "--site", "KZ-CAM-TEST"],
+        None,
+    );
+    let one_time = out.rsplit(": ").next().unwrap().trim().to_string();
+    assert_eq!(one_time.len(), 20, "{out}");
+    let listed = cli(dir.path(), &db, &["users", "list"], None);
+    assert!(listed.contains("gulnara") && listed.contains("field_worker") && listed.contains("KZ-CAM-TEST"));
+
+    let out = cli(
+        dir.path(),
+        &db,
+        &["tokens", "create", "gulnara", "--label", "tablet 7", "--days", "30"],
+        None,
+    );
+    let device_token = out.lines().last().unwrap().trim().to_string();
+    assert!(device_token.starts_with("cs_"), "{out}");
+    let token_id = out.split_whitespace().nth(2).unwrap().to_string();
+    assert!(cli(dir.path(), &db, &["tokens", "list"], None).contains(&token_id));
+
+    // The server started afterwards honours what the CLI made.
+    let server = serve(dir.path(), &db, &[]);
+    assert_eq!(server.get("/api/v1/me", &device_token).body["username"], "gulnara");
+    let login = server.post(
+        "/api/v1/sessions",
+        None,
+        json!({ "username": "gulnara", "password": one_time }),
+    );
+    assert_eq!(login.body["password_change_required"], true, "{}", login.text);
+
+    cli(dir.path(), &db, &["tokens", "revoke", &token_id], None);
+    server
+        .get("/api/v1/me", &device_token)
+        .assert_problem(401, "unauthorized");
+
+    let out = cli(
+        dir.path(),
+        &db,
+        &["users", "set-password", "gulnara"],
+        Some("a-password-from-stdin\n"),
+    );
+    assert!(out.contains("password set"), "{out}");
+    let login = server.post(
+        "/api/v1/sessions",
+        None,
+        json!({ "username": "gulnara", "password": "a-password-from-stdin" }),
+    );
+    assert_eq!(login.status, 201, "{}", login.text);
+    let session = login.body["token"].as_str().unwrap().to_string();
+
+    cli(dir.path(), &db, &["users", "disable", "gulnara"], None);
+    server
+        .get("/api/v1/me", &session)
+        .assert_problem(401, "unauthorized");
+    server.terminate();
+    assert!(server.wait(Duration::from_secs(20)).success());
+}
+
+#[test]
+fn bad_configuration_is_refused_without_echoing_secrets() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("casesync.toml"), "database_url = \"mysql://app:s3cret@db/x\"\n").unwrap();
+    let out = Command::new(BIN)
+        .current_dir(dir.path())
+        .env_remove("CASESYNC_DATABASE_URL")
+        .arg("migrate")
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("database_url must start with"), "{stderr}");
+    assert!(!stderr.contains("s3cret"), "{stderr}");
+}
