@@ -36,7 +36,12 @@ fn cli(dir: &Path, db: &TestDb, args: &[&str], stdin: Option<&str>) -> String {
         .spawn()
         .unwrap();
     if let Some(input) = stdin {
-        child.stdin.take().unwrap().write_all(input.as_bytes()).unwrap();
+        child
+            .stdin
+            .take()
+            .unwrap()
+            .write_all(input.as_bytes())
+            .unwrap();
     }
     drop(child.stdin.take());
     let out = child.wait_with_output().unwrap();
@@ -144,9 +149,15 @@ fn serve_on_a_fresh_directory_then_drain_on_sigterm() {
         ],
     );
     let file = dir.path().join("data/initial-admin-password");
-    assert_eq!(std::fs::metadata(&file).unwrap().permissions().mode() & 0o777, 0o600);
+    assert_eq!(
+        std::fs::metadata(&file).unwrap().permissions().mode() & 0o777,
+        0o600
+    );
     if db.url.is_none() {
-        assert!(dir.path().join("data/casesync.db").is_file(), "embedded SQLite in ./data");
+        assert!(
+            dir.path().join("data/casesync.db").is_file(),
+            "embedded SQLite in ./data"
+        );
     }
     let password = std::fs::read_to_string(&file).unwrap().trim().to_string();
     let login = server.post(
@@ -159,7 +170,11 @@ fn serve_on_a_fresh_directory_then_drain_on_sigterm() {
     assert_eq!(server.get("/api/v1/me", &token).body["username"], "admin");
 
     server
-        .post("/api/v1/sessions", None, json!({ "username": "admin", "password": "wrong one" }))
+        .post(
+            "/api/v1/sessions",
+            None,
+            json!({ "username": "admin", "password": "wrong one" }),
+        )
         .assert_problem(401, "unauthorized");
     let base = server.base.clone();
     let in_flight = std::thread::spawn(move || {
@@ -171,7 +186,11 @@ fn serve_on_a_fresh_directory_then_drain_on_sigterm() {
     std::thread::sleep(Duration::from_millis(400));
     server.terminate();
     let answered = in_flight.join().unwrap();
-    assert_eq!(answered.status, 201, "drained, not dropped: {}", answered.text);
+    assert_eq!(
+        answered.status, 201,
+        "drained, not dropped: {}",
+        answered.text
+    );
     let status = server.wait(Duration::from_secs(20));
     assert!(status.success(), "{status:?}");
 }
@@ -184,11 +203,21 @@ fn administration_commands_work_against_the_same_database() {
     assert!(out.contains("migration(s) applied"), "{out}");
 
     let sites = cli(dir.path(), &db, &["sites", "list"], None);
-    assert!(sites.contains("KZ-CAM-ALA") && sites.contains("BT-NCWC"), "{sites}");
+    assert!(
+        sites.contains("KZ-CAM-ALA") && sites.contains("BT-NCWC"),
+        "{sites}"
+    );
     let out = cli(
         dir.path(),
         &db,
-        &["sites", "add", "KZ-CAM-TEST", "CAM Test", "--programme", "kz"],
+        &[
+            "sites",
+            "add",
+            "KZ-CAM-TEST",
+            "CAM Test",
+            "--programme",
+            "kz",
+        ],
         None,
     );
     assert!(out.contains("created site KZ-CAM-TEST"), "{out}");
@@ -196,18 +225,32 @@ fn administration_commands_work_against_the_same_database() {
     let out = cli(
         dir.path(),
         &db,
-        &["users", "add", "gulnara", "--role", "field_worker", "--site", "KZ-CAM-TEST"],
+        &[
+            "users",
+            "add",
+            "gulnara",
+            "--role",
+            "field_worker",
+            "--site",
+            "KZ-CAM-TEST",
+        ],
         None,
     );
     let one_time = out.rsplit(": ").next().unwrap().trim().to_string();
     assert_eq!(one_time.len(), 20, "{out}");
     let listed = cli(dir.path(), &db, &["users", "list"], None);
-    assert!(listed.contains("gulnara") && listed.contains("field_worker") && listed.contains("KZ-CAM-TEST"));
+    assert!(
+        listed.contains("gulnara")
+            && listed.contains("field_worker")
+            && listed.contains("KZ-CAM-TEST")
+    );
 
     let out = cli(
         dir.path(),
         &db,
-        &["tokens", "create", "gulnara", "--label", "tablet 7", "--days", "30"],
+        &[
+            "tokens", "create", "gulnara", "--label", "tablet 7", "--days", "30",
+        ],
         None,
     );
     let device_token = out.lines().last().unwrap().trim().to_string();
@@ -217,13 +260,20 @@ fn administration_commands_work_against_the_same_database() {
 
     // The server started afterwards honours what the CLI made.
     let server = serve(dir.path(), &db, &[]);
-    assert_eq!(server.get("/api/v1/me", &device_token).body["username"], "gulnara");
+    assert_eq!(
+        server.get("/api/v1/me", &device_token).body["username"],
+        "gulnara"
+    );
     let login = server.post(
         "/api/v1/sessions",
         None,
         json!({ "username": "gulnara", "password": one_time }),
     );
-    assert_eq!(login.body["password_change_required"], true, "{}", login.text);
+    assert_eq!(
+        login.body["password_change_required"], true,
+        "{}",
+        login.text
+    );
 
     cli(dir.path(), &db, &["tokens", "revoke", &token_id], None);
     server
@@ -256,7 +306,11 @@ fn administration_commands_work_against_the_same_database() {
 #[test]
 fn bad_configuration_is_refused_without_echoing_secrets() {
     let dir = tempfile::tempdir().unwrap();
-    std::fs::write(dir.path().join("casesync.toml"), "database_url = \"mysql://app:s3cret@db/x\"\n").unwrap();
+    std::fs::write(
+        dir.path().join("casesync.toml"),
+        "database_url = \"mysql://app:s3cret@db/x\"\n",
+    )
+    .unwrap();
     let out = Command::new(BIN)
         .current_dir(dir.path())
         .env_remove("CASESYNC_DATABASE_URL")
