@@ -289,3 +289,41 @@ fn two_servers_on_one_database_accept_each_others_tokens() {
         .get("/api/v1/me", &token)
         .assert_problem(401, "unauthorized");
 }
+
+#[test]
+fn the_last_active_admin_cannot_be_disabled_or_demoted() {
+    let app = TestApp::spawn();
+    let admin = app.admin_token();
+    let me = app.get("/api/v1/me", &admin).body["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    app.patch(
+        &format!("/api/v1/users/{me}"),
+        &admin,
+        json!({ "active": false }),
+    )
+    .assert_problem(409, "conflict");
+    app.patch(
+        &format!("/api/v1/users/{me}"),
+        &admin,
+        json!({ "role": "viewer" }),
+    )
+    .assert_problem(409, "conflict");
+    assert_eq!(
+        app.get("/api/v1/users", &admin).status,
+        200,
+        "still an admin"
+    );
+
+    // With a second admin, the first may step down.
+    let (_, second) = app.user(&admin, "admin2", "admin", &[]);
+    let res = app.patch(
+        &format!("/api/v1/users/{me}"),
+        &second,
+        json!({ "active": false }),
+    );
+    assert_eq!(res.status, 200, "{}", res.text);
+    app.get("/api/v1/me", &admin)
+        .assert_problem(401, "unauthorized");
+}

@@ -284,6 +284,20 @@ pub fn update(conn: &mut DbConnection, id: &str, changes: UserChanges) -> AppRes
             ));
         }
     }
+    let stays_admin = role == Role::Admin && changes.active.unwrap_or(current.active);
+    if current.role == Role::Admin && current.active && !stays_admin {
+        let other_admins: i64 = users::table
+            .filter(users::role.eq(Role::Admin.as_str()))
+            .filter(users::active.eq(true))
+            .filter(users::id.ne(id))
+            .count()
+            .get_result(conn)?;
+        if other_admins == 0 {
+            return Err(AppError::Conflict(
+                "the last active admin cannot be disabled or given another role".into(),
+            ));
+        }
+    }
     let now = super::now();
     diesel::update(users::table.find(id))
         .set((
