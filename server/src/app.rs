@@ -15,6 +15,7 @@ use tracing_actix_web::{RootSpanBuilder, TracingLogger};
 use crate::config::Settings;
 use crate::db::{DbConnection, Pool};
 use crate::error::{AppError, AppResult};
+use crate::forms::FormCache;
 use crate::http;
 use crate::metrics::Metrics;
 
@@ -24,6 +25,7 @@ pub struct AppState {
     pub pool: Pool,
     pub settings: Arc<Settings>,
     pub metrics: Metrics,
+    pub forms: Arc<FormCache>,
 }
 
 impl AppState {

@@ -2,7 +2,7 @@
 //! commands an operator needs on the server itself.
 
 use std::io::{BufRead, IsTerminal};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use clap::{Args, Parser, Subcommand};
 
@@ -11,6 +11,7 @@ use crate::auth::{passwords, sites, tokens, users, Role};
 use crate::config::Settings;
 use crate::db::{self, write_tx, DbConnection};
 use crate::error::AppError;
+use crate::forms::{self, check, definitions};
 use crate::server;
 
 #[derive(Debug, Parser)]
@@ -47,6 +48,38 @@ pub enum Command {
     /// Manage device tokens for field workers' phones.
     #[command(subcommand)]
     Tokens(TokensCommand),
+    /// Check, list and publish form definitions.
+    #[command(subcommand)]
+    Forms(FormsCommand),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum FormsCommand {
+    /// Check every definition in a directory (meta-schema, vocabulary,
+    /// references) and, with --fixtures, run each form's fixtures.
+    Validate {
+        dir: PathBuf,
+        #[arg(long)]
+        fixtures: Option<PathBuf>,
+        /// Only this form id.
+        #[arg(long)]
+        only: Option<String>,
+    },
+    /// Publish one form file as a new version (shared blocks from the
+    /// shipped definitions, or from --definitions).
+    Publish {
+        file: PathBuf,
+        #[arg(long)]
+        definitions: Option<PathBuf>,
+    },
+    /// List the forms and versions in the database, or with --shipped the
+    /// definitions built into this binary (--markdown for docs).
+    List {
+        #[arg(long)]
+        shipped: bool,
+        #[arg(long)]
+        markdown: bool,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -161,6 +194,19 @@ pub fn run(cli: Cli) -> Result<(), CliError> {
         }
         Command::Users(cmd) => with_db(&settings, |conn| users_command(conn, cmd)),
         Command::Sites(cmd) => with_db(&settings, |conn| sites_command(conn, cmd)),
+        Command::Forms(FormsCommand::Validate {
+            dir,
+            fixtures,
+            only,
+        }) => forms_validate(&dir, fixtures.as_deref(), only.as_deref()),
+        Command::Forms(FormsCommand::List {
+            shipped: true,
+            markdown,
+        }) => {
+            forms_list_shipped(markdown);
+            Ok(())
+        }
+        Command::Forms(cmd) => with_db(&settings, |conn| forms_command(conn, cmd)),
         Command::Tokens(cmd) => {
             let ttl = settings.device_token_ttl_days;
             with_db(&settings, |conn| tokens_command(conn, cmd, ttl))
@@ -390,6 +436,164 @@ fn tokens_command(
             })?;
             println!("revoked token {id}");
         }
+    }
+    Ok(())
+}
+
+fn forms_validate(dir: &Path, fixtures: Option<&Path>, only: Option<&str>) -> Result<(), CliError> {
+    let set =
+        definitions::from_dir(dir).map_err(|e| CliError::App(format!("{}: {e}", dir.display())))?;
+    let mut failed = set.problems.len();
+    for problem in &set.problems {
+        println!("FAIL {problem}");
+    }
+    let mut checked = 0;
+    for file in &set.forms {
+        let id = file.document["x-form"]["id"].as_str().unwrap_or("?");
+        if only.is_some_and(|o| o != id) {
+            continue;
+        }
+        checked += 1;
+        let compiled = match check::check(&file.document, &set.resources) {
+            Ok(c) => c,
+            Err(problems) => {
+                failed += 1;
+                println!("FAIL {} ({id})", file.path.display());
+                for p in problems {
+                    println!("     {p}");
+                }
+                continue;
+            }
+        };
+        let mut line = format!(
+            "ok   {} {} — {} fields",
+            compiled.meta.id,
+            compiled.meta.version,
+            compiled.fields.len()
+        );
+        if let Some(root) = fixtures {
+            let folder = root.join(&compiled.meta.id);
+            if folder.is_dir() {
+                let report = forms::fixtures::run(&compiled, &folder);
+                if report.failures.is_empty() {
+                    line.push_str(&format!(
+                        "; fixtures ok ({} broken cases, {} listed fields)",
+                        report.cases, report.fields_listed
+                    ));
+                } else {
+                    failed += 1;
+                    println!("FAIL {} fixtures ({})", compiled.meta.id, folder.display());
+                    for f in report.failures {
+                        println!("     {f}");
+                    }
+                    continue;
+                }
+            } else {
+                line.push_str("; no fixtures");
+            }
+        }
+        println!("{line}");
+    }
+    if checked == 0 {
+        return Err(CliError::App("no form definitions matched".into()));
+    }
+    if failed > 0 {
+        return Err(CliError::App(format!(
+            "{failed} problem(s) in {checked} form(s)"
+        )));
+    }
+    println!("{checked} form(s) checked, all good");
+    Ok(())
+}
+
+fn forms_list_shipped(markdown: bool) {
+    let set = definitions::shipped();
+    if markdown {
+        println!("| id | programme | title | source | case | event | occurred_at |");
+        println!("|---|---|---|---|---|---|---|");
+    }
+    for file in &set.forms {
+        match check::check(&file.document, &set.resources) {
+            Ok(c) => {
+                let m = &c.meta;
+                if markdown {
+                    println!(
+                        "| `{}` | {} | {} | {} | {} | `{}` | `{}` |",
+                        m.id,
+                        m.programme,
+                        m.title,
+                        m.source,
+                        serde_json::to_value(m.case)
+                            .unwrap_or_default()
+                            .as_str()
+                            .unwrap_or(""),
+                        m.event,
+                        m.occurred_at
+                    );
+                } else {
+                    println!("{:<34} {:<10} {}", m.id, m.version, m.title);
+                }
+            }
+            Err(problems) => println!("INVALID {}: {}", file.path.display(), problems.join("; ")),
+        }
+    }
+}
+
+fn forms_command(conn: &mut DbConnection, cmd: FormsCommand) -> Result<(), CliError> {
+    match cmd {
+        FormsCommand::Publish { file, definitions } => {
+            let set = match definitions {
+                Some(dir) => definitions::from_dir(&dir)
+                    .map_err(|e| CliError::App(format!("{}: {e}", dir.display())))?,
+                None => definitions::shipped(),
+            };
+            let text = std::fs::read_to_string(&file)
+                .map_err(|e| CliError::App(format!("{}: {e}", file.display())))?;
+            let document: serde_json::Value = serde_json::from_str(&text)
+                .map_err(|e| CliError::App(format!("{}: not valid JSON: {e}", file.display())))?;
+            let compiled = check::check(&document, &set.resources)
+                .map_err(|p| CliError::App(format!("{}:\n  {}", file.display(), p.join("\n  "))))?;
+            let info = write_tx(conn, |conn| {
+                let info = forms::registry::publish(conn, &compiled, None)?;
+                audit_cli(
+                    conn,
+                    "form_published",
+                    "form",
+                    &format!("{} {}", info.form_id, info.version),
+                )?;
+                Ok::<_, AppError>(info)
+            })?;
+            println!(
+                "published {} {} (sha256 {})",
+                info.form_id, info.version, info.sha256
+            );
+        }
+        FormsCommand::List { .. } => {
+            for form in forms::registry::list(conn)? {
+                let versions: Vec<String> = form
+                    .versions
+                    .iter()
+                    .map(|v| {
+                        format!(
+                            "{}{}",
+                            v.version,
+                            if v.status == "retired" {
+                                " (retired)"
+                            } else {
+                                ""
+                            }
+                        )
+                    })
+                    .collect();
+                println!(
+                    "{:<34} current {:<10} versions {}",
+                    form.id,
+                    form.current_version.unwrap_or_else(|| "-".into()),
+                    versions.join(", ")
+                );
+            }
+        }
+        FormsCommand::Validate { .. } => unreachable!("handled without a database"),
     }
     Ok(())
 }

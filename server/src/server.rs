@@ -16,6 +16,7 @@ use crate::auth::{sites, users, Role};
 use crate::config::{Settings, TlsSettings};
 use crate::db::{self, write_tx, DbConnection};
 use crate::error::{AppError, AppResult};
+use crate::forms::{self, FormCache};
 use crate::metrics::Metrics;
 
 #[derive(Debug, thiserror::Error)]
@@ -52,11 +53,13 @@ pub fn prepare(settings: Settings) -> Result<AppState, StartError> {
     let mut conn = pool.get().map_err(db::DbError::from)?;
     prepare_database(&mut conn)?;
     bootstrap(&mut conn, &settings)?;
+    publish_shipped_forms(&mut conn)?;
     drop(conn);
     Ok(AppState {
         pool,
         settings: Arc::new(settings),
         metrics: Metrics::new(),
+        forms: Arc::new(FormCache::new()),
     })
 }
 
@@ -83,6 +86,32 @@ pub fn prepare_database(conn: &mut DbConnection) -> Result<(), StartError> {
     .map_err(|e| StartError::Bootstrap(e.to_string()))?;
     if seeded > 0 {
         tracing::info!(seeded, "default sites created");
+    }
+    Ok(())
+}
+
+/// Publishes the form versions built into this binary that the database
+/// does not have yet. A shipped file whose content differs from the version
+/// the database froze under the same version string is not published: the
+/// frozen one stays, and the log says so.
+fn publish_shipped_forms(conn: &mut DbConnection) -> Result<(), StartError> {
+    let shipped = forms::definitions::shipped();
+    for problem in &shipped.problems {
+        tracing::error!(%problem, "shipped form definition unreadable");
+    }
+    let outcome = forms::registry::publish_shipped(conn, &shipped)
+        .map_err(|e| StartError::Bootstrap(format!("publishing the shipped forms: {e}")))?;
+    for form in &outcome.invalid {
+        tracing::error!(form = %form, "shipped form definition is invalid; not published");
+    }
+    for form in &outcome.differing {
+        tracing::warn!(form = %form, "shipped form differs from the published version of the same number; keeping the published one");
+    }
+    if !outcome.published.is_empty() {
+        tracing::info!(
+            count = outcome.published.len(),
+            "shipped form versions published"
+        );
     }
     Ok(())
 }

@@ -87,3 +87,40 @@ diesel::allow_tables_to_appear_in_same_query!(
     login_throttle,
     audit_log
 );
+
+diesel::table! {
+    forms (id) {
+        id -> Text,
+        programme -> Text,
+        title -> Text,
+        created_at -> Timestamp,
+        updated_at -> Timestamp,
+    }
+}
+
+diesel::table! {
+    form_versions (form_id, version) {
+        form_id -> Text,
+        version -> Text,
+        status -> Text,
+        document -> Text,
+        sha256 -> Text,
+        published_at -> Timestamp,
+        published_by -> Nullable<Text>,
+        retired_at -> Nullable<Timestamp>,
+    }
+}
+
+diesel::table! {
+    form_drafts (form_id) {
+        form_id -> Text,
+        version -> Text,
+        source -> Text,
+        document -> Text,
+        uploaded_by -> Nullable<Text>,
+        uploaded_at -> Timestamp,
+    }
+}
+
+diesel::joinable!(form_versions -> forms (form_id));
+diesel::allow_tables_to_appear_in_same_query!(forms, form_versions);

@@ -1,5 +1,6 @@
 //! The JSON API, `/api/v1`. Every route is registered here, in one place.
 
+mod forms;
 mod me;
 mod sessions;
 mod sites;
@@ -42,6 +43,25 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
                     .route(get().to(tokens::list))
                     .route(post().to(tokens::create)),
             )
-            .service(resource("/tokens/{id}").route(delete().to(tokens::revoke))),
+            .service(resource("/tokens/{id}").route(delete().to(tokens::revoke)))
+            .service(resource("/forms").route(get().to(forms::list)))
+            .service(resource("/forms/{id}").route(get().to(forms::current)))
+            .service(
+                resource("/forms/{id}/draft")
+                    .route(get().to(forms::show_draft))
+                    .route(post().to(forms::upload_draft)),
+            )
+            .service(resource("/forms/{id}/draft/publish").route(post().to(forms::publish_draft)))
+            .service(resource("/forms/{id}/versions/{version}").route(get().to(forms::version)))
+            .service(
+                resource("/forms/{id}/versions/{version}/retire").route(post().to(forms::retire)),
+            )
+            .service(
+                resource("/forms/{id}/versions/{version}/validate")
+                    .route(post().to(forms::validate)),
+            )
+            .service(
+                resource("/forms/{id}/versions/{a}/diff/{b}").route(get().to(forms::version_diff)),
+            ),
     );
 }

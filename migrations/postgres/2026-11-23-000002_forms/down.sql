@@ -1,0 +1,3 @@
+DROP TABLE form_drafts;
+DROP TABLE form_versions;
+DROP TABLE forms;

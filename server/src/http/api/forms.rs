@@ -1,0 +1,233 @@
+use actix_web::http::header;
+use actix_web::{web, HttpRequest, HttpResponse};
+use serde_json::{json, Value};
+
+use crate::app::AppState;
+use crate::audit::{self, Event, Origin};
+use crate::auth::policy;
+use crate::db::write_tx;
+use crate::error::{AppError, AppResult, FieldError};
+use crate::forms::{check, definitions, diff, registry};
+use crate::http::extract::{ApiJson, AuthUser};
+
+/// `GET /api/v1/forms`: every form with its versions (any signed-in user:
+/// phones need them).
+pub async fn list(state: web::Data<AppState>, AuthUser(_me): AuthUser) -> AppResult<HttpResponse> {
+    let items = state.db(registry::list).await?;
+    Ok(HttpResponse::Ok().json(json!({ "items": items })))
+}
+
+fn etag_matches(req: &HttpRequest, sha256: &str) -> bool {
+    req.headers()
+        .get_all(header::IF_NONE_MATCH)
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .map(|tag| tag.trim().trim_start_matches("W/").trim_matches('"'))
+        .any(|tag| tag == sha256 || tag == "*")
+}
+
+fn document_response(req: &HttpRequest, row: registry::VersionRow) -> HttpResponse {
+    let etag = format!("\"{}\"", row.sha256);
+    if etag_matches(req, &row.sha256) {
+        return HttpResponse::NotModified()
+            .insert_header((header::ETAG, etag))
+            .finish();
+    }
+    HttpResponse::Ok()
+        .insert_header((header::ETAG, etag))
+        .insert_header(("X-Form-Version", row.version))
+        .insert_header(("X-Form-Status", row.status))
+        .content_type("application/schema+json")
+        .body(row.document)
+}
+
+/// `GET /api/v1/forms/{id}`: the current version's bundled schema, with an
+/// ETag (its sha256); `If-None-Match` answers 304.
+pub async fn current(
+    state: web::Data<AppState>,
+    req: HttpRequest,
+    AuthUser(_me): AuthUser,
+    id: web::Path<String>,
+) -> AppResult<HttpResponse> {
+    let row = state.db(move |conn| registry::current(conn, &id)).await?;
+    Ok(document_response(&req, row))
+}
+
+/// `GET /api/v1/forms/{id}/versions/{version}`
+pub async fn version(
+    state: web::Data<AppState>,
+    req: HttpRequest,
+    AuthUser(_me): AuthUser,
+    path: web::Path<(String, String)>,
+) -> AppResult<HttpResponse> {
+    let (id, v) = path.into_inner();
+    let row = state
+        .db(move |conn| registry::version(conn, &id, &v))
+        .await?;
+    Ok(document_response(&req, row))
+}
+
+/// `GET /api/v1/forms/{id}/versions/{a}/diff/{b}`: fields added, removed,
+/// and changed in kind, options, required or relevance from a to b.
+pub async fn version_diff(
+    state: web::Data<AppState>,
+    AuthUser(_me): AuthUser,
+    path: web::Path<(String, String, String)>,
+) -> AppResult<HttpResponse> {
+    let (id, a, b) = path.into_inner();
+    let cache = state.forms.clone();
+    let (from, to) = state
+        .db(move |conn| Ok((cache.get(conn, &id, &a)?, cache.get(conn, &id, &b)?)))
+        .await?;
+    let changes = diff::diff(&from.fields, &to.fields);
+    Ok(HttpResponse::Ok().json(json!({
+        "form_id": from.meta.id,
+        "from": from.meta.version,
+        "to": to.meta.version,
+        "added": changes.added,
+        "removed": changes.removed,
+        "changed": changes.changed,
+    })))
+}
+
+/// `POST /api/v1/forms/{id}/versions/{version}/validate`: checks data
+/// against a version without storing anything, so admins can try forms.
+pub async fn validate(
+    state: web::Data<AppState>,
+    AuthUser(_me): AuthUser,
+    path: web::Path<(String, String)>,
+    body: ApiJson<Value>,
+) -> AppResult<HttpResponse> {
+    let (id, v) = path.into_inner();
+    let cache = state.forms.clone();
+    let form = state.db(move |conn| cache.get(conn, &id, &v)).await?;
+    let errors = form.validate(&body.0);
+    Ok(HttpResponse::Ok().json(json!({ "valid": errors.is_empty(), "errors": errors })))
+}
+
+/// Splits "pointer: message" problems into located errors.
+fn located(problems: Vec<String>) -> Vec<FieldError> {
+    problems
+        .into_iter()
+        .map(|p| match p.split_once(": ") {
+            Some((at, why)) if at.starts_with('/') || at.is_empty() => FieldError::new(at, why),
+            _ => FieldError::new("", p),
+        })
+        .collect()
+}
+
+/// `POST /api/v1/forms/{id}/draft` (admin): uploads a schema as the form's
+/// draft, checked against the 2020-12 meta-schema and our vocabulary, its
+/// `$ref`s resolved against the shared blocks.
+pub async fn upload_draft(
+    state: web::Data<AppState>,
+    origin: Origin,
+    AuthUser(me): AuthUser,
+    id: web::Path<String>,
+    body: ApiJson<Value>,
+) -> AppResult<HttpResponse> {
+    policy::administer(&me, "change forms")?;
+    let source = body.0;
+    if source.pointer("/x-form/id").and_then(Value::as_str) != Some(id.as_str()) {
+        return Err(AppError::invalid_field(
+            "/x-form/id",
+            format!("must be {:?}, the form in the address", id.as_str()),
+        ));
+    }
+    let compiled = check::check(&source, definitions::shipped_resources()).map_err(|problems| {
+        AppError::Validation {
+            detail: format!("the form definition has {} problem(s)", problems.len()),
+            errors: located(problems),
+        }
+    })?;
+    let fields = compiled.fields.len();
+    let draft = state
+        .db(move |conn| {
+            write_tx(conn, |conn| {
+                let draft = registry::save_draft(conn, &source, &compiled, &me.user_id)?;
+                audit::record(
+                    conn,
+                    &origin,
+                    Event::new(Some(&me), "form_draft_uploaded")
+                        .object("form", &draft.form_id)
+                        .detail(&draft.version),
+                )?;
+                Ok(draft)
+            })
+        })
+        .await?;
+    Ok(HttpResponse::Created().json(json!({
+        "form_id": draft.form_id,
+        "version": draft.version,
+        "fields": fields,
+        "uploaded_at": draft.uploaded_at,
+    })))
+}
+
+/// `GET /api/v1/forms/{id}/draft` (admin): the draft as uploaded.
+pub async fn show_draft(
+    state: web::Data<AppState>,
+    AuthUser(me): AuthUser,
+    id: web::Path<String>,
+) -> AppResult<HttpResponse> {
+    policy::administer(&me, "see form drafts")?;
+    let draft = state.db(move |conn| registry::draft(conn, &id)).await?;
+    Ok(HttpResponse::Ok()
+        .content_type("application/schema+json")
+        .body(draft.source))
+}
+
+/// `POST /api/v1/forms/{id}/draft/publish` (admin): freezes the draft as a
+/// new version; a version string already published is 409.
+pub async fn publish_draft(
+    state: web::Data<AppState>,
+    origin: Origin,
+    AuthUser(me): AuthUser,
+    id: web::Path<String>,
+) -> AppResult<HttpResponse> {
+    policy::administer(&me, "publish forms")?;
+    let info = state
+        .db(move |conn| {
+            write_tx(conn, |conn| {
+                let info = registry::publish_draft(conn, &id, &me.user_id)?;
+                audit::record(
+                    conn,
+                    &origin,
+                    Event::new(Some(&me), "form_published")
+                        .object("form", &info.form_id)
+                        .detail(&info.version),
+                )?;
+                Ok(info)
+            })
+        })
+        .await?;
+    Ok(HttpResponse::Created().json(info))
+}
+
+/// `POST /api/v1/forms/{id}/versions/{version}/retire` (admin): no new
+/// submissions against it; what was submitted stays valid.
+pub async fn retire(
+    state: web::Data<AppState>,
+    origin: Origin,
+    AuthUser(me): AuthUser,
+    path: web::Path<(String, String)>,
+) -> AppResult<HttpResponse> {
+    policy::administer(&me, "retire forms")?;
+    let (id, v) = path.into_inner();
+    let info = state
+        .db(move |conn| {
+            write_tx(conn, |conn| {
+                let info = registry::retire(conn, &id, &v)?;
+                audit::record(
+                    conn,
+                    &origin,
+                    Event::new(Some(&me), "form_retired")
+                        .object("form", &info.form_id)
+                        .detail(&info.version),
+                )?;
+                Ok(info)
+            })
+        })
+        .await?;
+    Ok(HttpResponse::Ok().json(info))
+}
