@@ -72,6 +72,9 @@ pub enum FormsCommand {
         #[arg(long)]
         definitions: Option<PathBuf>,
     },
+    /// The fact catalogue of the shipped forms, as Markdown: every `x-fact`
+    /// and the fields that set it.
+    Facts,
     /// List the forms and versions in the database, or with --shipped the
     /// definitions built into this binary (--markdown for docs).
     List {
@@ -204,6 +207,10 @@ pub fn run(cli: Cli) -> Result<(), CliError> {
             markdown,
         }) => {
             forms_list_shipped(markdown);
+            Ok(())
+        }
+        Command::Forms(FormsCommand::Facts) => {
+            forms_facts();
             Ok(())
         }
         Command::Forms(cmd) => with_db(&settings, |conn| forms_command(conn, cmd)),
@@ -593,7 +600,32 @@ fn forms_command(conn: &mut DbConnection, cmd: FormsCommand) -> Result<(), CliEr
                 );
             }
         }
-        FormsCommand::Validate { .. } => unreachable!("handled without a database"),
+        FormsCommand::Validate { .. } | FormsCommand::Facts => {
+            unreachable!("handled without a database")
+        }
     }
     Ok(())
+}
+
+fn forms_facts() {
+    let set = definitions::shipped();
+    let mut facts: std::collections::BTreeMap<String, Vec<String>> = Default::default();
+    for file in &set.forms {
+        let Ok(form) = check::check(&file.document, &set.resources) else {
+            continue;
+        };
+        for field in &form.fields {
+            if let Some(fact) = &field.fact {
+                facts
+                    .entry(fact.clone())
+                    .or_default()
+                    .push(format!("`{}` {}", form.meta.id, field.path));
+            }
+        }
+    }
+    println!("| fact | set by (form, field) |");
+    println!("|---|---|");
+    for (fact, fields) in facts {
+        println!("| `{fact}` | {} |", fields.join("<br>"));
+    }
 }
