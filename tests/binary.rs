@@ -322,3 +322,71 @@ fn bad_configuration_is_refused_without_echoing_secrets() {
     assert!(stderr.contains("database_url must start with"), "{stderr}");
     assert!(!stderr.contains("s3cret"), "{stderr}");
 }
+
+#[test]
+fn forms_commands_validate_publish_and_list() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = TestDb::new();
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let out = cli(
+        dir.path(),
+        &db,
+        &[
+            "forms",
+            "validate",
+            root.join("form-definitions").to_str().unwrap(),
+            "--fixtures",
+            root.join("tests/fixtures/forms").to_str().unwrap(),
+            "--only",
+            "bt.registration",
+        ],
+        None,
+    );
+    assert!(out.contains("ok   bt.registration 2021.11"), "{out}");
+    assert!(out.contains("fixtures ok"), "{out}");
+
+    // A broken copy fails with its location and a non-zero exit.
+    let broken_dir = dir.path().join("defs");
+    std::fs::create_dir_all(broken_dir.join("kz")).unwrap();
+    let mut form: Value = serde_json::from_str(
+        &std::fs::read_to_string(root.join("form-definitions/kz/referral.json")).unwrap(),
+    )
+    .unwrap();
+    form["properties"]["child"]["x-colour"] = json!("red");
+    std::fs::write(broken_dir.join("kz/referral.json"), form.to_string()).unwrap();
+    let status = command(dir.path(), &db)
+        .args(["forms", "validate", broken_dir.to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert!(!status.status.success());
+    assert!(String::from_utf8_lossy(&status.stdout).contains("/properties/child/x-colour"));
+
+    // Publish a new version from a file; list shows both.
+    form["properties"]["child"]
+        .as_object_mut()
+        .unwrap()
+        .shift_remove("x-colour");
+    form["x-form"]["version"] = json!("2026.9");
+    let file = dir.path().join("referral-2026.9.json");
+    std::fs::write(&file, form.to_string()).unwrap();
+    cli(dir.path(), &db, &["migrate"], None);
+    let out = cli(
+        dir.path(),
+        &db,
+        &["forms", "publish", file.to_str().unwrap()],
+        None,
+    );
+    assert!(out.starts_with("published kz.referral 2026.9"), "{out}");
+    let listed = cli(dir.path(), &db, &["forms", "list"], None);
+    assert!(
+        listed.contains("kz.referral") && listed.contains("2026.9"),
+        "{listed}"
+    );
+    // Publishing the same version again is refused.
+    let again = command(dir.path(), &db)
+        .args(["forms", "publish", file.to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert!(!again.status.success());
+    assert!(String::from_utf8_lossy(&again.stderr).contains("already published"));
+}

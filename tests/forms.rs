@@ -261,6 +261,12 @@ fn draft_publish_retire_and_diff_over_http() {
 fn etag_and_if_none_match() {
     let app = TestApp::spawn();
     let admin = app.admin_token();
+    // Every shipped form is published on first start.
+    let listed = app.get("/api/v1/forms", &admin).body["items"]
+        .as_array()
+        .unwrap()
+        .len();
+    assert_eq!(listed, definitions::shipped().forms.len());
     let first = app.get("/api/v1/forms/kz.referral", &admin);
     assert_eq!(first.status, 200);
     assert_eq!(

@@ -448,8 +448,10 @@ fn tokens_command(
 }
 
 fn forms_validate(dir: &Path, fixtures: Option<&Path>, only: Option<&str>) -> Result<(), CliError> {
-    let set =
+    let mut set =
         definitions::from_dir(dir).map_err(|e| CliError::App(format!("{}: {e}", dir.display())))?;
+    // Shared blocks the directory does not have come from the shipped ones.
+    set.resources.fill_from(definitions::shipped_resources());
     let mut failed = set.problems.len();
     for problem in &set.problems {
         println!("FAIL {problem}");
@@ -549,16 +551,20 @@ fn forms_list_shipped(markdown: bool) {
 fn forms_command(conn: &mut DbConnection, cmd: FormsCommand) -> Result<(), CliError> {
     match cmd {
         FormsCommand::Publish { file, definitions } => {
-            let set = match definitions {
-                Some(dir) => definitions::from_dir(&dir)
-                    .map_err(|e| CliError::App(format!("{}: {e}", dir.display())))?,
-                None => definitions::shipped(),
+            let mut resources = match definitions {
+                Some(dir) => {
+                    definitions::from_dir(&dir)
+                        .map_err(|e| CliError::App(format!("{}: {e}", dir.display())))?
+                        .resources
+                }
+                None => Default::default(),
             };
+            resources.fill_from(definitions::shipped_resources());
             let text = std::fs::read_to_string(&file)
                 .map_err(|e| CliError::App(format!("{}: {e}", file.display())))?;
             let document: serde_json::Value = serde_json::from_str(&text)
                 .map_err(|e| CliError::App(format!("{}: not valid JSON: {e}", file.display())))?;
-            let compiled = check::check(&document, &set.resources)
+            let compiled = check::check(&document, &resources)
                 .map_err(|p| CliError::App(format!("{}:\n  {}", file.display(), p.join("\n  "))))?;
             let info = write_tx(conn, |conn| {
                 let info = forms::registry::publish(conn, &compiled, None)?;

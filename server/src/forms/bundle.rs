@@ -40,6 +40,13 @@ impl Resources {
         Ok(())
     }
 
+    /// Adds every document of `other` whose `$id` this set lacks.
+    pub fn fill_from(&mut self, other: &Resources) {
+        for (id, doc) in &other.by_id {
+            self.by_id.entry(id.clone()).or_insert_with(|| doc.clone());
+        }
+    }
+
     pub fn ids(&self) -> impl Iterator<Item = &str> {
         self.by_id.keys().map(String::as_str)
     }

@@ -152,6 +152,23 @@ pub struct ShippedOutcome {
 pub fn publish_shipped(conn: &mut DbConnection, set: &DefinitionSet) -> AppResult<ShippedOutcome> {
     let mut outcome = ShippedOutcome::default();
     for file in &set.forms {
+        // Already published with the same content: nothing to check or do.
+        // Bundling and hashing is cheap; checking and compiling is not.
+        if let (Some(id), Some(version), Ok(bundled)) = (
+            file.document
+                .pointer("/x-form/id")
+                .and_then(serde_json::Value::as_str),
+            file.document
+                .pointer("/x-form/version")
+                .and_then(serde_json::Value::as_str),
+            super::bundle::bundle(&file.document, &set.resources),
+        ) {
+            let sha = super::bundle::digest(&bundled);
+            if find_version(conn, id, version)?.is_some_and(|v| v.sha256 == sha) {
+                outcome.unchanged += 1;
+                continue;
+            }
+        }
         let compiled = match super::check::check(&file.document, &set.resources) {
             Ok(c) => c,
             Err(problems) => {
