@@ -69,37 +69,45 @@ fn pointer_of(tokens: &[String]) -> String {
     tokens.iter().map(|t| format!("/{}", escape(t))).collect()
 }
 
-/// Every object in `data` that `steps` lead to, with its path.
-fn objects_at<'a>(
-    data: &'a Value,
+/// Calls `visit` with every object in `data` that `steps` lead to, and its
+/// path. The path is borrowed: nothing is copied unless the visitor keeps it.
+fn each_object(
+    data: &Value,
     steps: &[Step],
-    prefix: &mut Vec<String>,
-    out: &mut Vec<(Vec<String>, &'a Value)>,
+    path: &mut Vec<String>,
+    visit: &mut dyn FnMut(&[String], &serde_json::Map<String, Value>),
 ) {
     let Some((first, rest)) = steps.split_first() else {
-        if data.is_object() {
-            out.push((prefix.clone(), data));
+        if let Value::Object(map) = data {
+            visit(path, map);
         }
         return;
     };
     match first {
         Step::Key(key) => {
             if let Some(next) = data.get(key) {
-                prefix.push(key.clone());
-                objects_at(next, rest, prefix, out);
-                prefix.pop();
+                path.push(key.clone());
+                each_object(next, rest, path, visit);
+                path.pop();
             }
         }
         Step::EachItem => {
             if let Some(items) = data.as_array() {
                 for (i, item) in items.iter().enumerate() {
-                    prefix.push(i.to_string());
-                    objects_at(item, rest, prefix, out);
-                    prefix.pop();
+                    path.push(i.to_string());
+                    each_object(item, rest, path, visit);
+                    path.pop();
                 }
             }
         }
     }
+}
+
+/// A field whose question does not apply to the data at hand.
+struct Skipped<'a> {
+    pointer: String,
+    answered: bool,
+    rule: &'a Conditional,
 }
 
 impl CompiledForm {
@@ -150,20 +158,23 @@ impl CompiledForm {
         })
     }
 
-    /// Pointers of fields whose question does not apply to this data.
-    fn not_relevant(&self, data: &Value) -> Vec<(String, &Conditional)> {
+    /// Fields whose question does not apply to this data.
+    fn not_relevant(&self, data: &Value) -> Vec<Skipped<'_>> {
         let mut out = Vec::new();
-        let mut parents = Vec::new();
+        let mut path = Vec::new();
         for rule in &self.conditionals {
-            parents.clear();
-            objects_at(data, &rule.parent, &mut Vec::new(), &mut parents);
-            for (path, _) in &parents {
-                if !rule.predicate.eval(data, path) {
-                    let mut tokens = path.clone();
-                    tokens.push(rule.key.clone());
-                    out.push((pointer_of(&tokens), rule));
+            each_object(data, &rule.parent, &mut path, &mut |at, object| {
+                if !rule.predicate.eval(data, at) {
+                    let mut pointer = pointer_of(at);
+                    pointer.push('/');
+                    pointer.push_str(&escape(&rule.key));
+                    out.push(Skipped {
+                        pointer,
+                        answered: object.get(&rule.key).is_some_and(|v| !v.is_null()),
+                        rule,
+                    });
                 }
-            }
+            });
         }
         out
     }
@@ -172,24 +183,22 @@ impl CompiledForm {
     pub fn validate(&self, data: &Value) -> Vec<FieldError> {
         let skipped = self.not_relevant(data);
         let mut errors = Vec::new();
-        for (pointer, rule) in &skipped {
-            if data.pointer(pointer).is_some_and(|v| !v.is_null()) {
-                errors.push(FieldError::new(
-                    pointer.clone(),
-                    format!(
-                        "does not apply here, so must be left empty (applies when {})",
-                        rule.condition
-                    ),
-                ));
-            }
+        for skip in skipped.iter().filter(|s| s.answered) {
+            errors.push(FieldError::new(
+                skip.pointer.clone(),
+                format!(
+                    "does not apply here, so must be left empty (applies when {})",
+                    skip.rule.condition
+                ),
+            ));
         }
         if self.validator.is_valid(data) {
             return errors;
         }
         let under_skipped = |pointer: &str| {
-            skipped.iter().any(|(s, _)| {
-                pointer == s
-                    || (pointer.starts_with(s.as_str()) && pointer[s.len()..].starts_with('/'))
+            skipped.iter().any(|s| {
+                let s = s.pointer.as_str();
+                pointer == s || (pointer.starts_with(s) && pointer[s.len()..].starts_with('/'))
             })
         };
         for error in self.validator.iter_errors(data) {
