@@ -69,13 +69,16 @@ fn pointer_of(tokens: &[String]) -> String {
     tokens.iter().map(|t| format!("/{}", escape(t))).collect()
 }
 
+/// Receives the path of an object and the object.
+type ObjectVisitor<'a> = dyn FnMut(&[String], &serde_json::Map<String, Value>) + 'a;
+
 /// Calls `visit` with every object in `data` that `steps` lead to, and its
 /// path. The path is borrowed: nothing is copied unless the visitor keeps it.
 fn each_object(
     data: &Value,
     steps: &[Step],
     path: &mut Vec<String>,
-    visit: &mut dyn FnMut(&[String], &serde_json::Map<String, Value>),
+    visit: &mut ObjectVisitor<'_>,
 ) {
     let Some((first, rest)) = steps.split_first() else {
         if let Value::Object(map) = data {
