@@ -390,3 +390,24 @@ fn forms_commands_validate_publish_and_list() {
     assert!(!again.status.success());
     assert!(String::from_utf8_lossy(&again.stderr).contains("already published"));
 }
+
+#[test]
+fn keys_rotate_and_list() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = TestDb::new();
+    let out = cli(dir.path(), &db, &["keys", "rotate", "kz"], None);
+    assert!(out.starts_with("new current key for kz: kz-"), "{out}");
+    let listed = cli(dir.path(), &db, &["keys", "list"], None);
+    let kz_keys: Vec<&str> = listed.lines().filter(|l| l.starts_with("kz-")).collect();
+    assert_eq!(kz_keys.len(), 2, "{listed}");
+    assert_eq!(
+        kz_keys.iter().filter(|l| l.contains(" true ")).count(),
+        1,
+        "{listed}"
+    );
+    let refused = command(dir.path(), &db)
+        .args(["keys", "rotate", "xx"])
+        .output()
+        .unwrap();
+    assert!(!refused.status.success());
+}

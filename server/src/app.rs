@@ -13,6 +13,7 @@ use futures_util::FutureExt;
 use tracing_actix_web::{RootSpanBuilder, TracingLogger};
 
 use crate::config::Settings;
+use crate::crypto::keys::KeyRing;
 use crate::db::{DbConnection, Pool};
 use crate::error::{AppError, AppResult};
 use crate::forms::FormCache;
@@ -26,6 +27,8 @@ pub struct AppState {
     pub settings: Arc<Settings>,
     pub metrics: Metrics,
     pub forms: Arc<FormCache>,
+    /// Programme private keys, unsealed on first use.
+    pub keys: Arc<KeyRing>,
 }
 
 impl AppState {

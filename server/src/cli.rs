@@ -9,6 +9,8 @@ use clap::{Args, Parser, Subcommand};
 use crate::audit::{self, Event, Origin};
 use crate::auth::{passwords, sites, tokens, users, Role};
 use crate::config::Settings;
+use crate::crypto::kek::Kek;
+use crate::crypto::keys;
 use crate::db::{self, write_tx, DbConnection};
 use crate::error::AppError;
 use crate::forms::{self, check, definitions};
@@ -51,6 +53,18 @@ pub enum Command {
     /// Check, list and publish form definitions.
     #[command(subcommand)]
     Forms(FormsCommand),
+    /// Programme encryption keys.
+    #[command(subcommand)]
+    Keys(KeysCommand),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum KeysCommand {
+    /// Make a new current key for a programme (kz or bt); older keys stay
+    /// to decrypt what phones encrypted before they synced the new one.
+    Rotate { programme: String },
+    /// List every key (public parts only).
+    List,
 }
 
 #[derive(Debug, Subcommand)]
@@ -214,6 +228,11 @@ pub fn run(cli: Cli) -> Result<(), CliError> {
             Ok(())
         }
         Command::Forms(cmd) => with_db(&settings, |conn| forms_command(conn, cmd)),
+        Command::Keys(cmd) => {
+            let kek = Kek::load(&settings).map_err(|e| CliError::App(e.to_string()))?;
+            let bits = settings.rsa_key_bits;
+            with_db(&settings, |conn| keys_command(conn, &kek, bits, cmd))
+        }
         Command::Tokens(cmd) => {
             let ttl = settings.device_token_ttl_days;
             with_db(&settings, |conn| tokens_command(conn, cmd, ttl))
@@ -634,4 +653,48 @@ fn forms_facts() {
     for (fact, fields) in facts {
         println!("| `{fact}` | {} |", fields.join("<br>"));
     }
+}
+
+fn keys_command(
+    conn: &mut DbConnection,
+    kek: &Kek,
+    bits: u32,
+    cmd: KeysCommand,
+) -> Result<(), CliError> {
+    match cmd {
+        KeysCommand::Rotate { programme } => {
+            if !sites::PROGRAMMES.contains(&programme.as_str()) {
+                return Err(CliError::App(format!(
+                    "unknown programme {programme:?}; expected kz or bt"
+                )));
+            }
+            // The programme's first key is made by `serve`; a rotation must
+            // not be the thing that silently creates it with a new KEK.
+            keys::ensure_current(conn, kek, &[programme.as_str()], bits)
+                .map_err(|e| CliError::App(e.to_string()))?;
+            let info = keys::rotate(conn, kek, &programme, bits)?;
+            audit_cli(conn, "key_rotated", "key", &info.kid)?;
+            println!(
+                "new current key for {programme}: {} (RSA-{})",
+                info.kid, info.bits
+            );
+        }
+        KeysCommand::List => {
+            println!(
+                "{:<28} {:<4} {:<5} {:<8} created",
+                "kid", "pgm", "bits", "current"
+            );
+            for k in keys::list(conn)? {
+                println!(
+                    "{:<28} {:<4} {:<5} {:<8} {}",
+                    k.kid,
+                    k.programme,
+                    k.bits,
+                    k.current,
+                    k.created_at.format("%Y-%m-%d %H:%M")
+                );
+            }
+        }
+    }
+    Ok(())
 }

@@ -57,6 +57,13 @@ pub struct Settings {
     pub login: LoginThrottleSettings,
     /// `text` for people, `json` for log collectors.
     pub log_format: LogFormat,
+    /// Derive the key-encryption key from this passphrase (Argon2id) instead
+    /// of `<data_dir>/master.key`. Never logged.
+    pub key_passphrase: Option<Secret>,
+    /// Read the passphrase from this file instead.
+    pub key_passphrase_file: Option<PathBuf>,
+    /// Size of new programme RSA keys: 2048, 3072 or 4096.
+    pub rsa_key_bits: u32,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -104,6 +111,9 @@ impl Default for Settings {
             workers: 0,
             login: LoginThrottleSettings::default(),
             log_format: LogFormat::Text,
+            key_passphrase: None,
+            key_passphrase_file: None,
+            rsa_key_bits: 2048,
         }
     }
 }
@@ -175,6 +185,11 @@ impl Settings {
         if self.login.lock_after <= self.login.slow_after {
             return Err(ConfigError::Invalid(
                 "login.lock_after must be greater than login.slow_after".into(),
+            ));
+        }
+        if ![2048, 3072, 4096].contains(&self.rsa_key_bits) {
+            return Err(ConfigError::Invalid(
+                "rsa_key_bits must be 2048, 3072 or 4096".into(),
             ));
         }
         self.database_target()?;

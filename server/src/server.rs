@@ -14,6 +14,8 @@ use crate::app::{self, AppState};
 use crate::audit::{self, Event, Origin};
 use crate::auth::{sites, users, Role};
 use crate::config::{Settings, TlsSettings};
+use crate::crypto::kek::Kek;
+use crate::crypto::keys::{self, KeyRing};
 use crate::db::{self, write_tx, DbConnection};
 use crate::error::{AppError, AppResult};
 use crate::forms::{self, FormCache};
@@ -34,6 +36,8 @@ pub enum StartError {
     },
     #[error("TLS: {0}")]
     Tls(String),
+    #[error(transparent)]
+    Crypto(#[from] crate::crypto::CryptoError),
 }
 
 fn io(context: impl Into<String>) -> impl FnOnce(std::io::Error) -> StartError {
@@ -54,12 +58,18 @@ pub fn prepare(settings: Settings) -> Result<AppState, StartError> {
     prepare_database(&mut conn)?;
     bootstrap(&mut conn, &settings)?;
     publish_shipped_forms(&mut conn)?;
+    let kek = Kek::load(&settings)?;
+    let created = keys::ensure_current(&mut conn, &kek, &sites::PROGRAMMES, settings.rsa_key_bits)?;
+    if !created.is_empty() {
+        tracing::info!(keys = ?created, "programme keys created");
+    }
     drop(conn);
     Ok(AppState {
         pool,
         settings: Arc::new(settings),
         metrics: Metrics::new(),
         forms: Arc::new(FormCache::new()),
+        keys: Arc::new(KeyRing::new(kek)),
     })
 }
 

@@ -124,3 +124,33 @@ diesel::table! {
 
 diesel::joinable!(form_versions -> forms (form_id));
 diesel::allow_tables_to_appear_in_same_query!(forms, form_versions);
+
+diesel::table! {
+    keys (kid) {
+        kid -> Text,
+        programme -> Text,
+        bits -> Integer,
+        public_jwk -> Text,
+        sealed_private -> Text,
+        current -> Bool,
+        created_at -> Timestamp,
+        retired_at -> Nullable<Timestamp>,
+    }
+}
+
+diesel::table! {
+    sync_changes (seq) {
+        seq -> BigInt,
+        kind -> Text,
+        object_id -> Text,
+        user_id -> Nullable<Text>,
+        created_at -> Timestamp,
+    }
+}
+
+diesel::table! {
+    counters (name) {
+        name -> Text,
+        value -> BigInt,
+    }
+}

@@ -1,6 +1,7 @@
 //! The JSON API, `/api/v1`. Every route is registered here, in one place.
 
 mod forms;
+mod keys;
 mod me;
 mod sessions;
 mod sites;
@@ -44,6 +45,9 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
                     .route(post().to(tokens::create)),
             )
             .service(resource("/tokens/{id}").route(delete().to(tokens::revoke)))
+            .service(
+                resource("/programmes/{programme}/keys/current").route(get().to(keys::current)),
+            )
             .service(resource("/forms").route(get().to(forms::list)))
             .service(resource("/forms/{id}").route(get().to(forms::current)))
             .service(

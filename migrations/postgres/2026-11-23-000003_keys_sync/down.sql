@@ -1,0 +1,3 @@
+DROP TABLE counters;
+DROP TABLE sync_changes;
+DROP TABLE keys;

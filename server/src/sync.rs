@@ -1,0 +1,68 @@
+//! The change log phones sync from. Every change a phone must learn about
+//! (a form version, a programme key, later a case) is one row with a
+//! sequence number allocated inside the writing transaction.
+
+use diesel::prelude::*;
+
+use crate::db::schema::{counters, sync_changes};
+use crate::db::DbConnection;
+use crate::error::AppResult;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ChangeKind {
+    Form,
+    Key,
+    Case,
+}
+
+impl ChangeKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ChangeKind::Form => "form",
+            ChangeKind::Key => "key",
+            ChangeKind::Case => "case",
+        }
+    }
+}
+
+/// Takes the next value of a named counter. Call inside a write
+/// transaction: the updated row stays locked until commit, so numbers are
+/// unique across servers and commit in order.
+pub fn next_counter(conn: &mut DbConnection, name: &str) -> AppResult<i64> {
+    diesel::update(counters::table.find(name))
+        .set(counters::value.eq(counters::value + 1))
+        .execute(conn)?;
+    Ok(counters::table
+        .find(name)
+        .select(counters::value)
+        .first(conn)?)
+}
+
+/// Records that `object_id` changed; `user_id` names the one user it
+/// concerns, or `None` for everyone. Returns the change's sequence number.
+pub fn record_change(
+    conn: &mut DbConnection,
+    kind: ChangeKind,
+    object_id: &str,
+    user_id: Option<&str>,
+) -> AppResult<i64> {
+    let seq = next_counter(conn, "sync")?;
+    diesel::insert_into(sync_changes::table)
+        .values((
+            sync_changes::seq.eq(seq),
+            sync_changes::kind.eq(kind.as_str()),
+            sync_changes::object_id.eq(object_id),
+            sync_changes::user_id.eq(user_id),
+            sync_changes::created_at.eq(crate::auth::now()),
+        ))
+        .execute(conn)?;
+    Ok(seq)
+}
+
+/// The newest sequence number (0 when nothing changed yet).
+pub fn latest(conn: &mut DbConnection) -> AppResult<i64> {
+    Ok(counters::table
+        .find("sync")
+        .select(counters::value)
+        .first(conn)?)
+}
