@@ -105,13 +105,8 @@ fn each_bad_input_gets_its_problem_and_changes_nothing() {
         &admin,
         json!({ "username": "X!", "role": "field_worker", "password": "short" }),
     );
-    let body = res.assert_problem(422, "validation");
-    let pointers: Vec<&str> = body["errors"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|e| e["pointer"].as_str().unwrap())
-        .collect();
+    res.assert_problem(422, "validation");
+    let pointers = res.error_pointers();
     assert_eq!(pointers, ["/username", "/password"]);
     let res = app.post(
         "/api/v1/users",

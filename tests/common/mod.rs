@@ -342,6 +342,14 @@ impl Response {
             .map(|(_, v)| v.as_str())
     }
 
+    /// The JSON pointers of a problem's `errors`, in order.
+    pub fn error_pointers(&self) -> Vec<&str> {
+        self.body["errors"]
+            .as_array()
+            .map(|list| list.iter().filter_map(|e| e["pointer"].as_str()).collect())
+            .unwrap_or_default()
+    }
+
     /// Asserts an RFC 9457 problem of this status and type; returns it.
     pub fn assert_problem(&self, status: u16, kind: &str) -> &Value {
         assert_eq!(self.status, status, "body: {}", self.text);
