@@ -327,3 +327,45 @@ fn the_last_active_admin_cannot_be_disabled_or_demoted() {
     app.get("/api/v1/me", &admin)
         .assert_problem(401, "unauthorized");
 }
+
+#[test]
+fn every_change_is_audited_with_its_actor_and_object() {
+    let app = TestApp::spawn();
+    let admin = app.admin_token();
+    let (user_id, _) = app.user(&admin, "audited", "field_worker", &["KZ-CAM-ALA"]);
+    let made = app.post(
+        "/api/v1/tokens",
+        &admin,
+        json!({ "user_id": user_id, "label": "phone" }),
+    );
+    let token_id = made.body["id"].as_str().unwrap().to_string();
+    assert_eq!(
+        app.delete(&format!("/api/v1/tokens/{token_id}"), &admin)
+            .status,
+        200
+    );
+    let mut rows = casesync::audit::recent(&mut app.conn(), 1000).unwrap();
+    rows.reverse();
+    let find = |action: &str, object: &str| {
+        rows.iter()
+            .find(|r| r.action == action && r.object_id.as_deref() == Some(object))
+            .unwrap_or_else(|| panic!("{action} {object}: {rows:?}"))
+    };
+    let created = find("user_created", &user_id);
+    assert_eq!(created.actor_role.as_deref(), Some("admin"));
+    assert!(created.request_id.is_some(), "request id recorded");
+    assert!(created.client_ip.is_some(), "client address recorded");
+    assert_eq!(
+        find("device_token_created", &token_id).detail.as_deref(),
+        Some(user_id.as_str())
+    );
+    assert_eq!(
+        find("token_revoked", &token_id).actor_role.as_deref(),
+        Some("admin")
+    );
+    // Audit details never hold a password or a token.
+    assert!(rows
+        .iter()
+        .all(|r| !format!("{r:?}").contains(common::USER_PASSWORD)));
+    assert!(!format!("{rows:?}").contains(made.body["token"].as_str().unwrap()));
+}

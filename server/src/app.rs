@@ -12,9 +12,11 @@ use actix_web::{web, App, Error, HttpMessage, HttpResponse, ResponseError};
 use futures_util::FutureExt;
 use tracing_actix_web::{RootSpanBuilder, TracingLogger};
 
+use crate::audit::{self, Event, Origin};
+use crate::auth::Principal;
 use crate::config::Settings;
 use crate::crypto::keys::KeyRing;
-use crate::db::{DbConnection, Pool};
+use crate::db::{write_tx, DbConnection, Pool};
 use crate::error::{AppError, AppResult};
 use crate::forms::FormCache;
 use crate::http;
@@ -44,6 +46,59 @@ impl AppState {
             work(&mut conn)
         })
         .await?
+    }
+}
+
+/// What a change did, for its audit row.
+pub struct Audited {
+    pub object_type: &'static str,
+    pub object_id: String,
+    pub detail: Option<String>,
+}
+
+impl Audited {
+    pub fn object(object_type: &'static str, object_id: impl Into<String>) -> Self {
+        Audited {
+            object_type,
+            object_id: object_id.into(),
+            detail: None,
+        }
+    }
+
+    pub fn detail(mut self, detail: impl Into<String>) -> Self {
+        self.detail = Some(detail.into());
+        self
+    }
+}
+
+impl AppState {
+    /// Runs a change and the audit row of what it did in one write
+    /// transaction, off the async workers: a change without its audit row
+    /// cannot exist.
+    pub async fn audited<T, F>(
+        &self,
+        origin: Origin,
+        actor: Principal,
+        action: &'static str,
+        work: F,
+    ) -> AppResult<T>
+    where
+        T: Send + 'static,
+        F: FnOnce(&mut DbConnection) -> AppResult<(T, Audited)> + Send + 'static,
+    {
+        self.db(move |conn| {
+            write_tx(conn, |conn| {
+                let (value, what) = work(conn)?;
+                let mut event =
+                    Event::new(Some(&actor), action).object(what.object_type, &what.object_id);
+                if let Some(detail) = &what.detail {
+                    event = event.detail(detail);
+                }
+                audit::record(conn, &origin, event)?;
+                Ok(value)
+            })
+        })
+        .await
     }
 }
 

@@ -2,10 +2,9 @@ use actix_web::http::header;
 use actix_web::{web, HttpRequest, HttpResponse};
 use serde_json::{json, Value};
 
-use crate::app::AppState;
-use crate::audit::{self, Event, Origin};
+use crate::app::{AppState, Audited};
+use crate::audit::Origin;
 use crate::auth::policy;
-use crate::db::write_tx;
 use crate::error::{AppError, AppResult, FieldError};
 use crate::forms::{check, definitions, diff, registry};
 use crate::http::extract::{ApiJson, AuthUser};
@@ -141,19 +140,12 @@ pub async fn upload_draft(
         }
     })?;
     let fields = compiled.fields.len();
+    let uploader = me.user_id.clone();
     let draft = state
-        .db(move |conn| {
-            write_tx(conn, |conn| {
-                let draft = registry::save_draft(conn, &source, &compiled, &me.user_id)?;
-                audit::record(
-                    conn,
-                    &origin,
-                    Event::new(Some(&me), "form_draft_uploaded")
-                        .object("form", &draft.form_id)
-                        .detail(&draft.version),
-                )?;
-                Ok(draft)
-            })
+        .audited(origin, me, "form_draft_uploaded", move |conn| {
+            let draft = registry::save_draft(conn, &source, &compiled, &uploader)?;
+            let what = Audited::object("form", &draft.form_id).detail(&draft.version);
+            Ok((draft, what))
         })
         .await?;
     Ok(HttpResponse::Created().json(json!({
@@ -186,19 +178,12 @@ pub async fn publish_draft(
     id: web::Path<String>,
 ) -> AppResult<HttpResponse> {
     policy::administer(&me, "publish forms")?;
+    let publisher = me.user_id.clone();
     let info = state
-        .db(move |conn| {
-            write_tx(conn, |conn| {
-                let info = registry::publish_draft(conn, &id, &me.user_id)?;
-                audit::record(
-                    conn,
-                    &origin,
-                    Event::new(Some(&me), "form_published")
-                        .object("form", &info.form_id)
-                        .detail(&info.version),
-                )?;
-                Ok(info)
-            })
+        .audited(origin, me, "form_published", move |conn| {
+            let info = registry::publish_draft(conn, &id, &publisher)?;
+            let what = Audited::object("form", &info.form_id).detail(&info.version);
+            Ok((info, what))
         })
         .await?;
     Ok(HttpResponse::Created().json(info))
@@ -215,18 +200,10 @@ pub async fn retire(
     policy::administer(&me, "retire forms")?;
     let (id, v) = path.into_inner();
     let info = state
-        .db(move |conn| {
-            write_tx(conn, |conn| {
-                let info = registry::retire(conn, &id, &v)?;
-                audit::record(
-                    conn,
-                    &origin,
-                    Event::new(Some(&me), "form_retired")
-                        .object("form", &info.form_id)
-                        .detail(&info.version),
-                )?;
-                Ok(info)
-            })
+        .audited(origin, me, "form_retired", move |conn| {
+            let info = registry::retire(conn, &id, &v)?;
+            let what = Audited::object("form", &info.form_id).detail(&info.version);
+            Ok((info, what))
         })
         .await?;
     Ok(HttpResponse::Ok().json(info))

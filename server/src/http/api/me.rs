@@ -1,10 +1,9 @@
 use actix_web::{web, HttpResponse};
 use serde::Deserialize;
 
-use crate::app::AppState;
-use crate::audit::{self, Event, Origin};
+use crate::app::{AppState, Audited};
+use crate::audit::Origin;
 use crate::auth::users;
-use crate::db::write_tx;
 use crate::error::AppResult;
 use crate::http::extract::{AnyAuthUser, ApiJson};
 
@@ -38,16 +37,11 @@ pub async fn change_password(
     } = body.0;
     let initial_password_file = state.settings.initial_admin_password_path();
     let changed_from = current_password.clone();
+    let user_id = me.user_id.clone();
     state
-        .db(move |conn| {
-            write_tx(conn, |conn| {
-                users::change_own_password(conn, &me.user_id, &current_password, &new_password)?;
-                audit::record(
-                    conn,
-                    &origin,
-                    Event::new(Some(&me), "password_changed").object("user", &me.user_id),
-                )
-            })
+        .audited(origin, me, "password_changed", move |conn| {
+            users::change_own_password(conn, &user_id, &current_password, &new_password)?;
+            Ok(((), Audited::object("user", user_id.as_str())))
         })
         .await?;
     crate::server::forget_initial_password(&initial_password_file, &changed_from);

@@ -1,7 +1,7 @@
 use actix_web::{web, HttpResponse};
 use serde::{Deserialize, Serialize};
 
-use crate::app::AppState;
+use crate::app::{AppState, Audited};
 use crate::audit::{self, Event, Origin};
 use crate::auth::{self, passwords, throttle, tokens, users};
 use crate::db::write_tx;
@@ -119,16 +119,11 @@ pub async fn logout(
     origin: Origin,
     AnyAuthUser(me): AnyAuthUser,
 ) -> AppResult<HttpResponse> {
+    let token_id = me.token_id.clone();
     state
-        .db(move |conn| {
-            write_tx(conn, |conn| {
-                tokens::revoke(conn, &me.token_id)?;
-                audit::record(
-                    conn,
-                    &origin,
-                    Event::new(Some(&me), "logout").object("token", &me.token_id),
-                )
-            })
+        .audited(origin, me, "logout", move |conn| {
+            tokens::revoke(conn, &token_id)?;
+            Ok(((), Audited::object("token", token_id.as_str())))
         })
         .await?;
     Ok(HttpResponse::NoContent().finish())

@@ -1,9 +1,8 @@
 use actix_web::{web, HttpResponse};
 
-use crate::app::AppState;
-use crate::audit::{self, Event, Origin};
+use crate::app::{AppState, Audited};
+use crate::audit::Origin;
 use crate::auth::{policy, sites};
-use crate::db::write_tx;
 use crate::error::AppResult;
 use crate::http::extract::{ApiJson, AuthUser};
 
@@ -32,16 +31,10 @@ pub async fn create(
 ) -> AppResult<HttpResponse> {
     policy::administer(&me, "create sites")?;
     let site = state
-        .db(move |conn| {
-            write_tx(conn, |conn| {
-                let site = sites::create(conn, body.0)?;
-                audit::record(
-                    conn,
-                    &origin,
-                    Event::new(Some(&me), "site_created").object("site", &site.id),
-                )?;
-                Ok(site)
-            })
+        .audited(origin, me, "site_created", move |conn| {
+            let site = sites::create(conn, body.0)?;
+            let what = Audited::object("site", &site.id);
+            Ok((site, what))
         })
         .await?;
     Ok(HttpResponse::Created().json(site))
@@ -57,16 +50,10 @@ pub async fn update(
 ) -> AppResult<HttpResponse> {
     policy::administer(&me, "change sites")?;
     let site = state
-        .db(move |conn| {
-            write_tx(conn, |conn| {
-                let site = sites::update(conn, &id, body.0)?;
-                audit::record(
-                    conn,
-                    &origin,
-                    Event::new(Some(&me), "site_updated").object("site", &site.id),
-                )?;
-                Ok(site)
-            })
+        .audited(origin, me, "site_updated", move |conn| {
+            let site = sites::update(conn, &id, body.0)?;
+            let what = Audited::object("site", &site.id);
+            Ok((site, what))
         })
         .await?;
     Ok(HttpResponse::Ok().json(site))

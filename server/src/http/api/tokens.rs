@@ -1,10 +1,9 @@
 use actix_web::{web, HttpResponse};
 use serde::Deserialize;
 
-use crate::app::AppState;
-use crate::audit::{self, Event, Origin};
+use crate::app::{AppState, Audited};
+use crate::audit::Origin;
 use crate::auth::{policy, tokens, users};
-use crate::db::write_tx;
 use crate::error::AppResult;
 use crate::http::extract::{ApiJson, AuthUser};
 
@@ -51,29 +50,22 @@ pub async fn create(
         .0
         .expires_in_days
         .unwrap_or(state.settings.device_token_ttl_days);
+    let actor = me.clone();
     let issued = state
-        .db(move |conn| {
+        .audited(origin, actor, "device_token_created", move |conn| {
             let request = body.0;
             if let Ok(user) = users::get(conn, &request.user_id) {
                 policy::may_manage_user_at(&me, &user.site_ids)?;
             }
-            write_tx(conn, |conn| {
-                let issued = tokens::issue_device(
-                    conn,
-                    &request.user_id,
-                    &request.label,
-                    Some(&me.user_id),
-                    ttl_days,
-                )?;
-                audit::record(
-                    conn,
-                    &origin,
-                    Event::new(Some(&me), "device_token_created")
-                        .object("token", &issued.info.id)
-                        .detail(&request.user_id),
-                )?;
-                Ok(issued)
-            })
+            let issued = tokens::issue_device(
+                conn,
+                &request.user_id,
+                &request.label,
+                Some(&me.user_id),
+                ttl_days,
+            )?;
+            let what = Audited::object("token", &issued.info.id).detail(request.user_id);
+            Ok((issued, what))
         })
         .await?;
     Ok(HttpResponse::Created().json(issued))
@@ -87,22 +79,16 @@ pub async fn revoke(
     AuthUser(me): AuthUser,
     id: web::Path<String>,
 ) -> AppResult<HttpResponse> {
+    let actor = me.clone();
     let revoked = state
-        .db(move |conn| {
+        .audited(origin, actor, "token_revoked", move |conn| {
             let token = tokens::get(conn, &id)?;
             if token.user_id != me.user_id {
                 let owner = users::get(conn, &token.user_id)?;
                 policy::may_manage_user_at(&me, &owner.site_ids)?;
             }
-            write_tx(conn, |conn| {
-                let revoked = tokens::revoke(conn, &id)?;
-                audit::record(
-                    conn,
-                    &origin,
-                    Event::new(Some(&me), "token_revoked").object("token", &id),
-                )?;
-                Ok(revoked)
-            })
+            let revoked = tokens::revoke(conn, &id)?;
+            Ok((revoked, Audited::object("token", id.as_str())))
         })
         .await?;
     Ok(HttpResponse::Ok().json(revoked))

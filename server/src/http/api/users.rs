@@ -1,10 +1,9 @@
 use actix_web::{web, HttpResponse};
 use serde::{Deserialize, Serialize};
 
-use crate::app::AppState;
-use crate::audit::{self, Event, Origin};
+use crate::app::{AppState, Audited};
+use crate::audit::Origin;
 use crate::auth::{passwords, policy, users};
-use crate::db::write_tx;
 use crate::error::AppResult;
 use crate::http::extract::{ApiJson, AuthUser};
 
@@ -51,18 +50,10 @@ pub async fn create(
 ) -> AppResult<HttpResponse> {
     policy::administer(&me, "create users")?;
     let created = state
-        .db(move |conn| {
-            write_tx(conn, |conn| {
-                let created = users::create(conn, body.0)?;
-                audit::record(
-                    conn,
-                    &origin,
-                    Event::new(Some(&me), "user_created")
-                        .object("user", &created.user.id)
-                        .detail(created.user.role.as_str()),
-                )?;
-                Ok(created)
-            })
+        .audited(origin, me, "user_created", move |conn| {
+            let created = users::create(conn, body.0)?;
+            let what = Audited::object("user", &created.user.id).detail(created.user.role.as_str());
+            Ok((created, what))
         })
         .await?;
     Ok(HttpResponse::Created().json(CreatedUser {
@@ -81,20 +72,12 @@ pub async fn update(
 ) -> AppResult<HttpResponse> {
     policy::administer(&me, "change users")?;
     let user = state
-        .db(move |conn| {
-            write_tx(conn, |conn| {
-                let changes = body.0;
-                let what = describe_changes(&changes);
-                let user = users::update(conn, &id, changes)?;
-                audit::record(
-                    conn,
-                    &origin,
-                    Event::new(Some(&me), "user_updated")
-                        .object("user", &user.id)
-                        .detail(&what),
-                )?;
-                Ok(user)
-            })
+        .audited(origin, me, "user_updated", move |conn| {
+            let changes = body.0;
+            let described = describe_changes(&changes);
+            let user = users::update(conn, &id, changes)?;
+            let what = Audited::object("user", &user.id).detail(described);
+            Ok((user, what))
         })
         .await?;
     Ok(HttpResponse::Ok().json(user))
@@ -141,15 +124,9 @@ pub async fn reset_password(
     };
     let chosen = password.clone();
     state
-        .db(move |conn| {
-            write_tx(conn, |conn| {
-                users::reset_password(conn, &id, &chosen)?;
-                audit::record(
-                    conn,
-                    &origin,
-                    Event::new(Some(&me), "password_reset").object("user", &id),
-                )
-            })
+        .audited(origin, me, "password_reset", move |conn| {
+            users::reset_password(conn, &id, &chosen)?;
+            Ok(((), Audited::object("user", id.as_str())))
         })
         .await?;
     Ok(if generated {
