@@ -46,6 +46,8 @@ pub struct Settings {
     pub tls: Option<TlsSettings>,
     /// Largest JSON request body accepted, in bytes.
     pub max_body_bytes: usize,
+    /// Largest encrypted submission (JWE) accepted, in bytes.
+    pub max_submission_bytes: usize,
     /// Lifetime of a login session token.
     pub session_ttl_hours: i64,
     /// Default lifetime of a device token made for a phone.
@@ -105,6 +107,7 @@ impl Default for Settings {
             db_pool_size: 8,
             tls: None,
             max_body_bytes: 1024 * 1024,
+            max_submission_bytes: 5 * 1024 * 1024,
             session_ttl_hours: 12,
             device_token_ttl_days: 180,
             shutdown_timeout_secs: 30,

@@ -7,6 +7,7 @@
 pub mod app;
 pub mod audit;
 pub mod auth;
+pub mod cases;
 pub mod cli;
 pub mod config;
 pub mod crypto;
@@ -14,7 +15,9 @@ pub mod db;
 pub mod error;
 pub mod forms;
 pub mod http;
+pub mod json;
 pub mod metrics;
 pub mod server;
+pub mod submissions;
 pub mod sync;
 pub mod telemetry;

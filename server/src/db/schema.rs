@@ -154,3 +154,39 @@ diesel::table! {
         value -> BigInt,
     }
 }
+
+diesel::table! {
+    cases (id) {
+        id -> Text,
+        programme -> Text,
+        site_id -> Text,
+        assigned_to -> Nullable<Text>,
+        state -> Text,
+        version -> BigInt,
+        opened_by_instance -> Text,
+        created_at -> Timestamp,
+        updated_at -> Timestamp,
+    }
+}
+
+diesel::table! {
+    submissions (instance_id) {
+        instance_id -> Text,
+        form_id -> Text,
+        form_version -> Text,
+        case_id -> Nullable<Text>,
+        submitted_by -> Text,
+        device_id -> Text,
+        started_at -> Nullable<Timestamp>,
+        completed_at -> Timestamp,
+        received_at -> Timestamp,
+        kid -> Text,
+        raw_jwe -> Text,
+        payload -> Text,
+        content_sha256 -> Text,
+        base_case_version -> Nullable<BigInt>,
+        supersedes -> Nullable<Text>,
+        superseded_by -> Nullable<Text>,
+        status -> Text,
+    }
+}

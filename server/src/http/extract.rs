@@ -11,7 +11,8 @@ use serde::de::DeserializeOwned;
 use crate::app::AppState;
 use crate::audit::Origin;
 use crate::auth::{tokens, Principal};
-use crate::error::{AppError, FieldError};
+use crate::error::AppError;
+pub use crate::json::parse_json;
 
 /// An authenticated caller who has no pending forced password change.
 #[derive(Debug, Clone)]
@@ -103,6 +104,50 @@ impl FromRequest for Origin {
     }
 }
 
+/// An encrypted submission: `Content-Type: application/jose` (415
+/// otherwise), within `max_submission_bytes` (413), ASCII (400).
+#[derive(Debug)]
+pub struct JoseBody(pub String);
+
+impl FromRequest for JoseBody {
+    type Error = AppError;
+    type Future = LocalBoxFuture<'static, Result<Self, Self::Error>>;
+
+    fn from_request(req: &HttpRequest, payload: &mut Payload) -> Self::Future {
+        let limit = req
+            .app_data::<web::Data<AppState>>()
+            .map(|s| s.settings.max_submission_bytes)
+            .unwrap_or(5 * 1024 * 1024);
+        let jose = matches!(req.mime_type(), Ok(Some(m)) if m.type_() == "application" && m.subtype() == "jose");
+        let mut payload = payload.take();
+        Box::pin(async move {
+            if !jose {
+                return Err(AppError::UnsupportedMediaType(
+                    "a submission must be sent as Content-Type: application/jose (JWE compact serialization)".into(),
+                ));
+            }
+            let mut body = web::BytesMut::new();
+            while let Some(chunk) = payload.next().await {
+                let chunk =
+                    chunk.map_err(|e| AppError::bad_request(format!("reading the body: {e}")))?;
+                if body.len() + chunk.len() > limit {
+                    return Err(AppError::PayloadTooLarge { limit });
+                }
+                body.extend_from_slice(&chunk);
+            }
+            String::from_utf8(body.to_vec())
+                .ok()
+                .filter(|s| s.is_ascii())
+                .map(JoseBody)
+                .ok_or_else(|| {
+                    AppError::bad_request(
+                        "the submission could not be read: not a JWE in compact serialization",
+                    )
+                })
+        })
+    }
+}
+
 /// A JSON request body: `application/json` (415 otherwise), within the
 /// configured size (413), and deserialised with the JSON pointer of the first
 /// thing wrong (400), unknown fields included.
@@ -117,56 +162,6 @@ fn is_json(req: &HttpRequest) -> bool {
         }
         _ => false,
     }
-}
-
-/// RFC 6901 pointer of a serde path.
-fn pointer(path: &serde_path_to_error::Path) -> String {
-    use serde_path_to_error::Segment;
-    let mut out = String::new();
-    for segment in path.iter() {
-        let part = match segment {
-            Segment::Seq { index } => index.to_string(),
-            Segment::Map { key } => key.replace('~', "~0").replace('/', "~1"),
-            Segment::Enum { variant } => variant.clone(),
-            Segment::Unknown => continue,
-        };
-        out.push('/');
-        out.push_str(&part);
-    }
-    out
-}
-
-pub fn parse_json<T: DeserializeOwned>(body: &[u8]) -> Result<T, AppError> {
-    let mut de = serde_json::Deserializer::from_slice(body);
-    let value: T = serde_path_to_error::deserialize(&mut de).map_err(|err| {
-        let at = pointer(err.path());
-        let inner = err.into_inner();
-        let message = if inner.is_syntax() || inner.is_eof() {
-            format!("malformed JSON: {inner}")
-        } else {
-            // serde's message names the field and what was expected, but
-            // also repeats the position; the pointer says where.
-            let text = inner.to_string();
-            match text.rfind(" at line ") {
-                Some(i) => text[..i].to_string(),
-                None => text,
-            }
-        };
-        let detail = if at.is_empty() {
-            message.clone()
-        } else {
-            format!("{at}: {message}")
-        };
-        AppError::BadRequest {
-            detail,
-            errors: vec![FieldError::new(at, message)],
-        }
-    })?;
-    de.end().map_err(|e| AppError::BadRequest {
-        detail: format!("malformed JSON: {e}"),
-        errors: vec![FieldError::new("", format!("malformed JSON: {e}"))],
-    })?;
-    Ok(value)
 }
 
 impl<T: DeserializeOwned + 'static> FromRequest for ApiJson<T> {
@@ -205,54 +200,5 @@ impl<T: DeserializeOwned + 'static> FromRequest for ApiJson<T> {
             }
             parse_json(&body).map(ApiJson)
         })
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use serde::Deserialize;
-
-    #[derive(Debug, Deserialize)]
-    #[serde(deny_unknown_fields)]
-    #[allow(dead_code)]
-    struct Inner {
-        n: u32,
-    }
-
-    #[derive(Debug, Deserialize)]
-    #[serde(deny_unknown_fields)]
-    #[allow(dead_code)]
-    struct Outer {
-        name: String,
-        items: Vec<Inner>,
-    }
-
-    fn error_of(body: &str) -> (String, Vec<FieldError>) {
-        match parse_json::<Outer>(body.as_bytes()).unwrap_err() {
-            AppError::BadRequest { detail, errors } => (detail, errors),
-            other => panic!("unexpected {other:?}"),
-        }
-    }
-
-    #[test]
-    fn wrong_types_are_located_by_pointer() {
-        let (_, errors) = error_of(r#"{"name":"a","items":[{"n":1},{"n":"x"}]}"#);
-        assert_eq!(errors[0].pointer, "/items/1/n");
-        assert!(
-            errors[0].message.contains("invalid type"),
-            "{}",
-            errors[0].message
-        );
-    }
-
-    #[test]
-    fn unknown_fields_and_syntax_errors_are_reported() {
-        let (detail, _) = error_of(r#"{"name":"a","items":[],"extra":1}"#);
-        assert!(detail.contains("unknown field `extra`"), "{detail}");
-        let (detail, _) = error_of(r#"{"name":"a","#);
-        assert!(detail.starts_with("malformed JSON"), "{detail}");
-        let (detail, _) = error_of(r#"{"name":"a","items":[]} trailing"#);
-        assert!(detail.starts_with("malformed JSON"), "{detail}");
     }
 }

@@ -5,6 +5,7 @@ mod keys;
 mod me;
 mod sessions;
 mod sites;
+mod submissions;
 mod tokens;
 mod users;
 
@@ -48,6 +49,7 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
             .service(
                 resource("/programmes/{programme}/keys/current").route(get().to(keys::current)),
             )
+            .service(resource("/submissions").route(post().to(submissions::create)))
             .service(resource("/forms").route(get().to(forms::list)))
             .service(resource("/forms/{id}").route(get().to(forms::current)))
             .service(

@@ -1,0 +1,2 @@
+DROP TABLE submissions;
+DROP TABLE cases;

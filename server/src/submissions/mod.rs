@@ -1,0 +1,369 @@
+//! Ingest of encrypted submissions: decrypt → envelope → published form
+//! version → may the caller submit for this case → validate → store once.
+//! Owns the `submissions` table.
+
+use chrono::{DateTime, FixedOffset, NaiveDateTime};
+use diesel::prelude::*;
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value};
+use sha2::{Digest, Sha256};
+
+use crate::audit::{self, Event, Origin};
+use crate::auth::{now, sites, Principal, Role};
+use crate::cases;
+use crate::crypto::jwe;
+use crate::crypto::keys::KeyRing;
+use crate::db::schema::submissions;
+use crate::db::{write_tx, DbConnection};
+use crate::error::{AppError, AppResult, FieldError};
+use crate::forms::model::CaseRole;
+use crate::forms::{registry, FormCache};
+
+/// What a phone encrypts (see docs/api.md § Submissions).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Envelope {
+    pub instance_id: uuid::Uuid,
+    pub form_id: String,
+    pub form_version: String,
+    #[serde(default)]
+    pub case_id: Option<uuid::Uuid>,
+    #[serde(default)]
+    pub base_case_version: Option<i64>,
+    #[serde(default)]
+    pub supersedes: Option<uuid::Uuid>,
+    pub device_id: String,
+    #[serde(default)]
+    pub started_at: Option<DateTime<FixedOffset>>,
+    pub completed_at: DateTime<FixedOffset>,
+    pub data: Map<String, Value>,
+    #[serde(default)]
+    pub attachments: Vec<AttachmentDeclaration>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AttachmentDeclaration {
+    pub name: String,
+    pub media_type: String,
+    pub size: u64,
+    pub sha256: String,
+}
+
+pub const COMPLETE: &str = "complete";
+pub const AWAITING_ATTACHMENTS: &str = "awaiting_attachments";
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Receipt {
+    pub instance_id: String,
+    pub received_at: NaiveDateTime,
+    pub case_id: Option<String>,
+    pub status: String,
+}
+
+/// A new submission (201) or a retry of one already stored (200).
+#[derive(Debug)]
+pub enum Stored {
+    Created(Receipt),
+    Repeated(Receipt),
+}
+
+#[derive(Debug, Insertable)]
+#[diesel(table_name = submissions)]
+struct NewSubmission<'a> {
+    instance_id: &'a str,
+    form_id: &'a str,
+    form_version: &'a str,
+    case_id: Option<&'a str>,
+    submitted_by: &'a str,
+    device_id: &'a str,
+    started_at: Option<NaiveDateTime>,
+    completed_at: NaiveDateTime,
+    received_at: NaiveDateTime,
+    kid: &'a str,
+    raw_jwe: &'a str,
+    payload: &'a str,
+    content_sha256: &'a str,
+    base_case_version: Option<i64>,
+    supersedes: Option<&'a str>,
+    status: &'a str,
+}
+
+/// JSON with every object's keys sorted: the same content hashes the same
+/// however a phone serialised it.
+fn canonical(value: &Value) -> String {
+    fn sorted(value: &Value) -> Value {
+        match value {
+            Value::Object(map) => {
+                let mut keys: Vec<&String> = map.keys().collect();
+                keys.sort();
+                Value::Object(
+                    keys.into_iter()
+                        .map(|k| (k.clone(), sorted(&map[k])))
+                        .collect(),
+                )
+            }
+            Value::Array(items) => Value::Array(items.iter().map(sorted).collect()),
+            other => other.clone(),
+        }
+    }
+    sorted(value).to_string()
+}
+
+fn undecryptable(err: jwe::JweError) -> AppError {
+    AppError::bad_request(format!("the submission could not be read: {err}"))
+}
+
+fn receipt_of(conn: &mut DbConnection, instance_id: &str) -> AppResult<Option<(String, Receipt)>> {
+    let row: Option<(String, NaiveDateTime, Option<String>, String)> = submissions::table
+        .find(instance_id)
+        .select((
+            submissions::content_sha256,
+            submissions::received_at,
+            submissions::case_id,
+            submissions::status,
+        ))
+        .first(conn)
+        .optional()?;
+    Ok(row.map(|(sha, received_at, case_id, status)| {
+        (
+            sha,
+            Receipt {
+                instance_id: instance_id.to_string(),
+                received_at,
+                case_id,
+                status,
+            },
+        )
+    }))
+}
+
+/// Ingests one JWE from `who`. Nothing is stored unless every check passes.
+pub fn ingest(
+    conn: &mut DbConnection,
+    forms: &FormCache,
+    keys: &KeyRing,
+    who: &Principal,
+    origin: &Origin,
+    raw: &str,
+) -> AppResult<Stored> {
+    // 1. Decrypt.
+    let parsed = jwe::parse(raw).map_err(undecryptable)?;
+    let (key_programme, private) = keys
+        .get(conn, &parsed.kid)?
+        .ok_or_else(|| undecryptable(jwe::JweError::UnknownKey))?;
+    let plaintext = parsed.decrypt(&private).map_err(undecryptable)?;
+
+    // 2. Envelope shape.
+    let envelope_value: Value = crate::json::parse_json(&plaintext)?;
+    let envelope: Envelope = crate::json::parse_json(&plaintext)?;
+    if envelope.device_id.trim().is_empty() || envelope.device_id.len() > 200 {
+        return Err(AppError::bad_request(
+            "/device_id: must be 1–200 characters",
+        ));
+    }
+    let instance_id = envelope.instance_id.to_string();
+
+    // 3. A published version of a form of the key's programme.
+    let version =
+        registry::version(conn, &envelope.form_id, &envelope.form_version).map_err(|_| {
+            AppError::invalid_field("/form_version", "is not a published version of this form")
+        })?;
+    if version.status != registry::PUBLISHED {
+        return Err(AppError::invalid_field(
+            "/form_version",
+            "is retired; sync to get the current version",
+        ));
+    }
+    let form = forms.get(conn, &envelope.form_id, &envelope.form_version)?;
+    if form.meta.programme != key_programme {
+        return Err(AppError::invalid_field(
+            "/form_id",
+            "belongs to another programme than the key it was encrypted for",
+        ));
+    }
+
+    // 4. May the caller submit for this case?
+    if !matches!(who.role, Role::FieldWorker | Role::Coordinator) {
+        return Err(AppError::Forbidden(
+            "only field workers and coordinators submit forms".into(),
+        ));
+    }
+    let case_id = envelope.case_id.map(|c| c.to_string());
+    let existing_case = match &case_id {
+        Some(id) => cases::find(conn, id)?,
+        None => None,
+    };
+    let mut open_at_site = None;
+    match form.meta.case {
+        CaseRole::Opens => {
+            if case_id.is_none() {
+                return Err(AppError::invalid_field(
+                    "/case_id",
+                    "is required: this form opens a case",
+                ));
+            }
+            match &existing_case {
+                Some(case) if case.opened_by_instance == instance_id => {}
+                // An edit of the form that opened the case.
+                Some(case) if envelope.supersedes.is_some() && cases::may_submit_for(who, case) => {
+                }
+                Some(_) => {
+                    return Err(AppError::invalid_field(
+                        "/case_id",
+                        "a case with this id already exists",
+                    ))
+                }
+                None => {
+                    let programme_sites = sites::list(conn, Some(&who.site_ids))?;
+                    let site = programme_sites
+                        .into_iter()
+                        .find(|s| s.programme == form.meta.programme && s.active)
+                        .ok_or_else(|| {
+                            AppError::Forbidden(format!(
+                                "you work at no site of programme {}",
+                                form.meta.programme
+                            ))
+                        })?;
+                    open_at_site = Some(site.id);
+                }
+            }
+        }
+        CaseRole::Updates => {
+            if case_id.is_none() {
+                return Err(AppError::invalid_field(
+                    "/case_id",
+                    "is required: this form belongs to a case",
+                ));
+            }
+            let allowed = existing_case.as_ref().is_some_and(|c| {
+                c.programme == form.meta.programme && cases::may_submit_for(who, c)
+            });
+            if !allowed {
+                return Err(AppError::Forbidden(
+                    "you may not submit forms for this case".into(),
+                ));
+            }
+        }
+        CaseRole::None => {
+            if case_id.is_some() {
+                return Err(AppError::invalid_field(
+                    "/case_id",
+                    "must be absent: this form is not about a case",
+                ));
+            }
+        }
+    }
+
+    // 5. The data against that exact version.
+    let data = Value::Object(envelope.data.clone());
+    let errors = form.validate(&data);
+    if !errors.is_empty() {
+        return Err(AppError::Validation {
+            detail: format!("the form data has {} problem(s)", errors.len()),
+            errors: errors
+                .into_iter()
+                .map(|e| FieldError::new(format!("/data{}", e.pointer), e.message))
+                .collect(),
+        });
+    }
+
+    // 6. Store once.
+    let content_sha256 = hex::encode(Sha256::digest(canonical(&envelope_value).as_bytes()));
+    let stored = write_tx(conn, |conn| {
+        if let Some((sha, receipt)) = receipt_of(conn, &instance_id)? {
+            return if sha == content_sha256 {
+                Ok(Stored::Repeated(receipt))
+            } else {
+                Err(AppError::Conflict(
+                    "this instance_id was already submitted with other content".into(),
+                ))
+            };
+        }
+        let case = match (&open_at_site, &existing_case, &case_id) {
+            (Some(site), _, Some(id)) => Some(cases::open(
+                conn,
+                id,
+                &form.meta.programme,
+                site,
+                who,
+                &instance_id,
+            )?),
+            (None, Some(case), _) => {
+                cases::touch(conn, case)?;
+                Some(case.clone())
+            }
+            _ => None,
+        };
+        let supersedes = envelope.supersedes.map(|s| s.to_string());
+        if let Some(earlier) = &supersedes {
+            let found: Option<(String, Option<String>)> = submissions::table
+                .find(earlier)
+                .select((submissions::form_id, submissions::case_id))
+                .first(conn)
+                .optional()?;
+            if found != Some((envelope.form_id.clone(), case_id.clone())) || earlier == &instance_id
+            {
+                return Err(AppError::invalid_field(
+                    "/supersedes",
+                    "must name an earlier submission of the same form and case",
+                ));
+            }
+            diesel::update(submissions::table.find(earlier))
+                .set(submissions::superseded_by.eq(&instance_id))
+                .execute(conn)?;
+        }
+        let received_at = now();
+        let status = if envelope.attachments.is_empty() {
+            COMPLETE
+        } else {
+            AWAITING_ATTACHMENTS
+        };
+        let payload = envelope_value.to_string();
+        diesel::insert_into(submissions::table)
+            .values(NewSubmission {
+                instance_id: &instance_id,
+                form_id: &envelope.form_id,
+                form_version: &envelope.form_version,
+                case_id: case.as_ref().map(|c| c.id.as_str()),
+                submitted_by: &who.user_id,
+                device_id: &envelope.device_id,
+                started_at: envelope.started_at.map(|t| t.naive_utc()),
+                completed_at: envelope.completed_at.naive_utc(),
+                received_at,
+                kid: &parsed.kid,
+                raw_jwe: raw,
+                payload: &payload,
+                content_sha256: &content_sha256,
+                base_case_version: envelope.base_case_version,
+                supersedes: supersedes.as_deref(),
+                status,
+            })
+            .execute(conn)?;
+        let what = format!("{} {}", envelope.form_id, envelope.form_version);
+        audit::record(
+            conn,
+            origin,
+            Event::new(Some(who), "submission_received")
+                .object("submission", &instance_id)
+                .detail(&what),
+        )?;
+        Ok(Stored::Created(Receipt {
+            instance_id: instance_id.clone(),
+            received_at,
+            case_id: case.map(|c| c.id),
+            status: status.to_string(),
+        }))
+    });
+    match stored {
+        // Two copies racing: the loser finds the winner's row.
+        Err(AppError::Conflict(_)) | Err(AppError::Validation { .. })
+            if receipt_of(conn, &instance_id)?.is_some_and(|(sha, _)| sha == content_sha256) =>
+        {
+            Ok(Stored::Repeated(
+                receipt_of(conn, &instance_id)?.expect("just read").1,
+            ))
+        }
+        other => other,
+    }
+}

@@ -1,0 +1,280 @@
+//! Encrypted submissions over real HTTP with real RSA-OAEP/AES-GCM: stored
+//! once, retries answered with the original receipt, bad input refused with
+//! nothing stored.
+
+mod common;
+
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use base64::Engine;
+use casesync::crypto::{jwe, keys};
+use casesync::db::schema::{cases, submissions};
+use common::{Response, TestApp};
+use diesel::prelude::*;
+use serde_json::{json, Value};
+
+fn fixture(id: &str) -> Value {
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/fixtures/forms")
+        .join(id)
+        .join("valid.json");
+    serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap()
+}
+
+fn envelope(case_id: &str, data: Value) -> Value {
+    json!({
+        "instance_id": uuid::Uuid::new_v4().to_string(),
+        "form_id": "kz.referral",
+        "form_version": "2021.1",
+        "case_id": case_id,
+        "device_id": "tablet-7",
+        "started_at": "2026-03-02T10:00:00+05:00",
+        "completed_at": "2026-03-02T10:40:00+05:00",
+        "data": data,
+        "attachments": []
+    })
+}
+
+struct Phone<'a> {
+    app: &'a TestApp,
+    token: String,
+    jwk: Value,
+}
+
+impl Phone<'_> {
+    fn encrypt(&self, envelope: &Value) -> String {
+        let public = keys::public_key_from_jwk(&self.jwk).unwrap();
+        jwe::encrypt(
+            envelope.to_string().as_bytes(),
+            self.jwk["kid"].as_str().unwrap(),
+            &public,
+        )
+    }
+
+    fn send_raw(&self, body: &str) -> Response {
+        self.app.raw(
+            "POST",
+            "/api/v1/submissions",
+            Some(&self.token),
+            "application/jose",
+            body.as_bytes(),
+        )
+    }
+
+    fn send(&self, envelope: &Value) -> Response {
+        self.send_raw(&self.encrypt(envelope))
+    }
+}
+
+fn stored(app: &TestApp) -> i64 {
+    submissions::table
+        .count()
+        .get_result(&mut app.conn())
+        .unwrap()
+}
+
+fn setup(app: &TestApp) -> (String, String, String) {
+    let admin = app.admin_token();
+    let (_, worker) = app.user(&admin, "aigerim", "field_worker", &["KZ-CAM-ALA"]);
+    (admin, worker, String::new())
+}
+
+#[test]
+fn a_submission_opens_a_case_and_retries_get_the_original_receipt() {
+    let app = TestApp::spawn();
+    let (_, worker, _) = setup(&app);
+    let phone = Phone {
+        app: &app,
+        jwk: app.get("/api/v1/programmes/kz/keys/current", &worker).body,
+        token: worker.clone(),
+    };
+    let case_id = uuid::Uuid::new_v4().to_string();
+    let env = envelope(&case_id, fixture("kz.referral"));
+    let jwe_text = phone.encrypt(&env);
+
+    let first = phone.send_raw(&jwe_text);
+    assert_eq!(first.status, 201, "{}", first.text);
+    assert_eq!(first.body["instance_id"], env["instance_id"]);
+    assert_eq!(first.body["case_id"], case_id.as_str());
+    assert_eq!(first.body["status"], "complete");
+
+    // The same JWE again, and the same envelope encrypted afresh: retries.
+    let again = phone.send_raw(&jwe_text);
+    assert_eq!(again.status, 200, "{}", again.text);
+    assert_eq!(again.body, first.body);
+    let reencrypted = phone.send(&env);
+    assert_eq!(reencrypted.status, 200, "{}", reencrypted.text);
+    assert_eq!(reencrypted.body, first.body);
+
+    // Same instance id, other content: conflict.
+    let mut changed = env.clone();
+    changed["data"]["child"]["concern_description"] = json!("Something else.");
+    phone.send(&changed).assert_problem(409, "conflict");
+
+    assert_eq!(stored(&app), 1);
+    let (raw, payload): (String, String) = submissions::table
+        .select((submissions::raw_jwe, submissions::payload))
+        .first(&mut app.conn())
+        .unwrap();
+    assert_eq!(raw, jwe_text, "the JWE is kept as received");
+    assert_eq!(serde_json::from_str::<Value>(&payload).unwrap(), env);
+    let assigned: Option<String> = cases::table
+        .find(&case_id)
+        .select(cases::assigned_to)
+        .first(&mut app.conn())
+        .unwrap();
+    assert!(
+        assigned.is_some(),
+        "the worker who opened the case is assigned to it"
+    );
+
+    // An edit supersedes the earlier submission, which is kept.
+    let mut edit = envelope(&case_id, fixture("kz.referral"));
+    edit["supersedes"] = env["instance_id"].clone();
+    edit["data"]["child"]["concern_description"] = json!("Corrected description.");
+    let res = phone.send(&edit);
+    assert_eq!(res.status, 201, "{}", res.text);
+    let superseded_by: Option<String> = submissions::table
+        .find(env["instance_id"].as_str().unwrap())
+        .select(submissions::superseded_by)
+        .first(&mut app.conn())
+        .unwrap();
+    assert_eq!(superseded_by.as_deref(), edit["instance_id"].as_str());
+    assert_eq!(stored(&app), 2);
+}
+
+#[test]
+fn bad_submissions_get_their_status_and_store_nothing() {
+    let app = TestApp::spawn();
+    let (admin, worker, _) = setup(&app);
+    let (_, other_worker) = app.user(&admin, "other", "field_worker", &["KZ-CAM-ALA"]);
+    let (_, viewer) = app.user(&admin, "viewer", "viewer", &[]);
+    let jwk = app.get("/api/v1/programmes/kz/keys/current", &worker).body;
+    let phone = Phone {
+        app: &app,
+        token: worker.clone(),
+        jwk: jwk.clone(),
+    };
+    let case_id = uuid::Uuid::new_v4().to_string();
+    let good = phone.encrypt(&envelope(&case_id, fixture("kz.referral")));
+    let parts: Vec<&str> = good.split('.').collect();
+
+    // Tampered ciphertext.
+    let mut ct = URL_SAFE_NO_PAD.decode(parts[3]).unwrap();
+    ct[5] ^= 0x40;
+    let tampered = [
+        parts[0],
+        parts[1],
+        parts[2],
+        &URL_SAFE_NO_PAD.encode(ct),
+        parts[4],
+    ]
+    .join(".");
+    phone.send_raw(&tampered).assert_problem(400, "bad_request");
+    // Unknown kid, other algorithms.
+    for header in [
+        json!({"alg": "RSA-OAEP-256", "enc": "A256GCM", "kid": "kz-19990101-deadbeef"}),
+        json!({"alg": "RSA1_5", "enc": "A256GCM", "kid": jwk["kid"]}),
+        json!({"alg": "dir", "enc": "A256GCM", "kid": jwk["kid"]}),
+        json!({"alg": "none", "enc": "A256GCM", "kid": jwk["kid"]}),
+    ] {
+        let forged = [
+            URL_SAFE_NO_PAD.encode(header.to_string()).as_str(),
+            parts[1],
+            parts[2],
+            parts[3],
+            parts[4],
+        ]
+        .join(".");
+        phone.send_raw(&forged).assert_problem(400, "bad_request");
+    }
+    // Truncated, random bytes, wrong content type.
+    phone
+        .send_raw(&good[..good.len() / 2])
+        .assert_problem(400, "bad_request");
+    let noise: String = (0..2 * 1024 * 1024)
+        .map(|i| (b'A' + (i * 7 % 26) as u8) as char)
+        .collect();
+    phone.send_raw(&noise).assert_problem(400, "bad_request");
+    app.raw(
+        "POST",
+        "/api/v1/submissions",
+        Some(&worker),
+        "application/json",
+        good.as_bytes(),
+    )
+    .assert_problem(415, "unsupported_media_type");
+
+    // An unpublished version; data that fails validation.
+    let mut env = envelope(&case_id, fixture("kz.referral"));
+    env["form_version"] = json!("1999.9");
+    let res = phone.send(&env);
+    assert_eq!(
+        res.assert_problem(422, "validation")["errors"][0]["pointer"],
+        "/form_version"
+    );
+    let mut data = fixture("kz.referral");
+    data["child"]
+        .as_object_mut()
+        .unwrap()
+        .shift_remove("child_sex");
+    let res = phone.send(&envelope(&case_id, data));
+    assert_eq!(
+        res.assert_problem(422, "validation")["errors"][0]["pointer"],
+        "/data/child/child_sex"
+    );
+
+    // A viewer submits nothing; a worker cannot update another's case.
+    Phone {
+        app: &app,
+        token: viewer,
+        jwk: jwk.clone(),
+    }
+    .send(&envelope(
+        &uuid::Uuid::new_v4().to_string(),
+        fixture("kz.referral"),
+    ))
+    .assert_problem(403, "forbidden");
+    assert_eq!(phone.send_raw(&good).status, 201);
+    let update = json!({
+        "instance_id": uuid::Uuid::new_v4().to_string(),
+        "form_id": "kz.initial_assessment",
+        "form_version": "2021.1",
+        "case_id": case_id,
+        "device_id": "tablet-9",
+        "completed_at": "2026-03-03T12:00:00Z",
+        "data": fixture("kz.initial_assessment")
+    });
+    Phone {
+        app: &app,
+        token: other_worker,
+        jwk,
+    }
+    .send(&update)
+    .assert_problem(403, "forbidden");
+    assert_eq!(stored(&app), 1, "only the one good submission is stored");
+}
+
+#[test]
+fn the_same_submission_sent_five_times_at_once_is_stored_once() {
+    let app = TestApp::spawn();
+    let (_, worker, _) = setup(&app);
+    let phone = Phone {
+        app: &app,
+        jwk: app.get("/api/v1/programmes/kz/keys/current", &worker).body,
+        token: worker.clone(),
+    };
+    let jwe_text = phone.encrypt(&envelope(
+        &uuid::Uuid::new_v4().to_string(),
+        fixture("kz.referral"),
+    ));
+    let statuses: Vec<u16> = std::thread::scope(|s| {
+        let handles: Vec<_> = (0..5)
+            .map(|_| s.spawn(|| phone.send_raw(&jwe_text).status))
+            .collect();
+        handles.into_iter().map(|h| h.join().unwrap()).collect()
+    });
+    let mut sorted = statuses.clone();
+    sorted.sort();
+    assert_eq!(sorted, [200, 200, 200, 200, 201], "{statuses:?}");
+    assert_eq!(stored(&app), 1);
+}
