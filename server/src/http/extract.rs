@@ -104,6 +104,19 @@ impl FromRequest for Origin {
     }
 }
 
+/// Reads a whole body, refusing it (413) as soon as it passes `limit`.
+async fn read_limited(payload: &mut Payload, limit: usize) -> Result<web::BytesMut, AppError> {
+    let mut body = web::BytesMut::new();
+    while let Some(chunk) = payload.next().await {
+        let chunk = chunk.map_err(|e| AppError::bad_request(format!("reading the body: {e}")))?;
+        if body.len() + chunk.len() > limit {
+            return Err(AppError::PayloadTooLarge { limit });
+        }
+        body.extend_from_slice(&chunk);
+    }
+    Ok(body)
+}
+
 /// An encrypted submission: `Content-Type: application/jose` (415
 /// otherwise), within `max_submission_bytes` (413), ASCII (400).
 #[derive(Debug)]
@@ -126,15 +139,7 @@ impl FromRequest for JoseBody {
                     "a submission must be sent as Content-Type: application/jose (JWE compact serialization)".into(),
                 ));
             }
-            let mut body = web::BytesMut::new();
-            while let Some(chunk) = payload.next().await {
-                let chunk =
-                    chunk.map_err(|e| AppError::bad_request(format!("reading the body: {e}")))?;
-                if body.len() + chunk.len() > limit {
-                    return Err(AppError::PayloadTooLarge { limit });
-                }
-                body.extend_from_slice(&chunk);
-            }
+            let body = read_limited(&mut payload, limit).await?;
             String::from_utf8(body.to_vec())
                 .ok()
                 .filter(|s| s.is_ascii())
@@ -189,15 +194,7 @@ impl<T: DeserializeOwned + 'static> FromRequest for ApiJson<T> {
             if declared_len.is_some_and(|len| len > limit) {
                 return Err(AppError::PayloadTooLarge { limit });
             }
-            let mut body = web::BytesMut::new();
-            while let Some(chunk) = payload.next().await {
-                let chunk =
-                    chunk.map_err(|e| AppError::bad_request(format!("reading the body: {e}")))?;
-                if body.len() + chunk.len() > limit {
-                    return Err(AppError::PayloadTooLarge { limit });
-                }
-                body.extend_from_slice(&chunk);
-            }
+            let body = read_limited(&mut payload, limit).await?;
             parse_json(&body).map(ApiJson)
         })
     }
