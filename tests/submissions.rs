@@ -278,3 +278,58 @@ fn the_same_submission_sent_five_times_at_once_is_stored_once() {
     assert_eq!(sorted, [200, 200, 200, 200, 201], "{statuses:?}");
     assert_eq!(stored(&app), 1);
 }
+
+#[test]
+fn a_batch_answers_per_item() {
+    let app = TestApp::spawn();
+    let (_, worker, _) = setup(&app);
+    let phone = Phone {
+        app: &app,
+        jwk: app.get("/api/v1/programmes/kz/keys/current", &worker).body,
+        token: worker.clone(),
+    };
+    let first = phone.encrypt(&envelope(
+        &uuid::Uuid::new_v4().to_string(),
+        fixture("kz.referral"),
+    ));
+    let second = phone.encrypt(&envelope(
+        &uuid::Uuid::new_v4().to_string(),
+        fixture("kz.referral"),
+    ));
+    let mut invalid = fixture("kz.referral");
+    invalid["child"]["child_sex"] = json!("robot");
+    let invalid = phone.encrypt(&envelope(&uuid::Uuid::new_v4().to_string(), invalid));
+    let items = json!({ "submissions": [first, second, first, "not-a-jwe", invalid] });
+    let res = app.post("/api/v1/submissions/batch", &worker, items);
+    assert_eq!(res.status, 200, "{}", res.text);
+    let statuses: Vec<u64> = res.body["results"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["status"].as_u64().unwrap())
+        .collect();
+    assert_eq!(statuses, [201, 201, 200, 400, 422]);
+    assert_eq!(
+        res.body["results"][4]["problem"]["errors"][0]["pointer"],
+        "/data/child/child_sex"
+    );
+    assert_eq!(
+        res.body["results"][2]["receipt"],
+        res.body["results"][0]["receipt"]
+    );
+    assert_eq!(stored(&app), 2);
+
+    app.post(
+        "/api/v1/submissions/batch",
+        &worker,
+        json!({ "submissions": [] }),
+    )
+    .assert_problem(422, "validation");
+    let too_many: Vec<&str> = (0..101).map(|_| "x").collect();
+    app.post(
+        "/api/v1/submissions/batch",
+        &worker,
+        json!({ "submissions": too_many }),
+    )
+    .assert_problem(422, "validation");
+}

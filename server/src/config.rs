@@ -48,6 +48,8 @@ pub struct Settings {
     pub max_body_bytes: usize,
     /// Largest encrypted submission (JWE) accepted, in bytes.
     pub max_submission_bytes: usize,
+    /// Largest batch of submissions (`POST /submissions/batch`), in bytes.
+    pub max_batch_bytes: usize,
     /// Lifetime of a login session token.
     pub session_ttl_hours: i64,
     /// Default lifetime of a device token made for a phone.
@@ -108,6 +110,7 @@ impl Default for Settings {
             tls: None,
             max_body_bytes: 1024 * 1024,
             max_submission_bytes: 5 * 1024 * 1024,
+            max_batch_bytes: 20 * 1024 * 1024,
             session_ttl_hours: 12,
             device_token_ttl_days: 180,
             shutdown_timeout_secs: 30,

@@ -141,6 +141,29 @@ impl AppError {
     }
 }
 
+impl AppError {
+    /// The RFC 9457 body of this problem, for answers that carry several
+    /// (a batch) as well as for the error response itself.
+    pub fn problem(&self) -> serde_json::Value {
+        let errors = match self {
+            AppError::BadRequest { errors, .. } | AppError::Validation { errors, .. }
+                if !errors.is_empty() =>
+            {
+                Some(errors.as_slice())
+            }
+            _ => None,
+        };
+        serde_json::to_value(Problem {
+            kind: format!("urn:casesync:problem:{}", self.kind()),
+            title: self.title(),
+            status: self.status_code().as_u16(),
+            detail: self.detail(),
+            errors,
+        })
+        .expect("a problem serialises")
+    }
+}
+
 impl ResponseError for AppError {
     fn status_code(&self) -> StatusCode {
         match self {
@@ -166,21 +189,7 @@ impl ResponseError for AppError {
             AppError::Unavailable(cause) => tracing::warn!(%cause, "service unavailable"),
             _ => {}
         }
-        let errors = match self {
-            AppError::BadRequest { errors, .. } | AppError::Validation { errors, .. }
-                if !errors.is_empty() =>
-            {
-                Some(errors.as_slice())
-            }
-            _ => None,
-        };
-        let body = Problem {
-            kind: format!("urn:casesync:problem:{}", self.kind()),
-            title: self.title(),
-            status: status.as_u16(),
-            detail: self.detail(),
-            errors,
-        };
+        let body = self.problem();
         let mut response = HttpResponse::build(status);
         response.content_type("application/problem+json");
         match self {

@@ -153,6 +153,37 @@ impl FromRequest for JoseBody {
     }
 }
 
+/// A batch of encrypted submissions: `{"submissions": ["<JWE>", …]}` as
+/// `application/json`, within `max_batch_bytes`.
+#[derive(Debug, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Batch {
+    pub submissions: Vec<String>,
+}
+
+impl FromRequest for Batch {
+    type Error = AppError;
+    type Future = LocalBoxFuture<'static, Result<Self, Self::Error>>;
+
+    fn from_request(req: &HttpRequest, payload: &mut Payload) -> Self::Future {
+        let limit = req
+            .app_data::<web::Data<AppState>>()
+            .map(|s| s.settings.max_batch_bytes)
+            .unwrap_or(20 * 1024 * 1024);
+        let json = is_json(req);
+        let mut payload = payload.take();
+        Box::pin(async move {
+            if !json {
+                return Err(AppError::UnsupportedMediaType(
+                    "a batch must be sent as Content-Type: application/json".into(),
+                ));
+            }
+            let body = read_limited(&mut payload, limit).await?;
+            parse_json(&body)
+        })
+    }
+}
+
 /// A JSON request body: `application/json` (415 otherwise), within the
 /// configured size (413), and deserialised with the JSON pointer of the first
 /// thing wrong (400), unknown fields included.

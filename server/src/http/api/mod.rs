@@ -50,6 +50,7 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
                 resource("/programmes/{programme}/keys/current").route(get().to(keys::current)),
             )
             .service(resource("/submissions").route(post().to(submissions::create)))
+            .service(resource("/submissions/batch").route(post().to(submissions::batch)))
             .service(resource("/forms").route(get().to(forms::list)))
             .service(resource("/forms/{id}").route(get().to(forms::current)))
             .service(
