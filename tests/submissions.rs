@@ -72,21 +72,27 @@ fn stored(app: &TestApp) -> i64 {
         .unwrap()
 }
 
-fn setup(app: &TestApp) -> (String, String, String) {
+/// An admin and a field worker of CAM Almaty: (admin token, worker token).
+fn setup(app: &TestApp) -> (String, String) {
     let admin = app.admin_token();
     let (_, worker) = app.user(&admin, "aigerim", "field_worker", &["KZ-CAM-ALA"]);
-    (admin, worker, String::new())
+    (admin, worker)
+}
+
+/// A phone signed in with `token`, encrypting for the current KZ key.
+fn phone<'a>(app: &'a TestApp, token: &str) -> Phone<'a> {
+    Phone {
+        app,
+        jwk: app.get("/api/v1/programmes/kz/keys/current", token).body,
+        token: token.to_string(),
+    }
 }
 
 #[test]
 fn a_submission_opens_a_case_and_retries_get_the_original_receipt() {
     let app = TestApp::spawn();
-    let (_, worker, _) = setup(&app);
-    let phone = Phone {
-        app: &app,
-        jwk: app.get("/api/v1/programmes/kz/keys/current", &worker).body,
-        token: worker.clone(),
-    };
+    let (_, worker) = setup(&app);
+    let phone = phone(&app, &worker);
     let case_id = uuid::Uuid::new_v4().to_string();
     let env = envelope(&case_id, fixture("kz.referral"));
     let jwe_text = phone.encrypt(&env);
@@ -145,7 +151,7 @@ fn a_submission_opens_a_case_and_retries_get_the_original_receipt() {
 #[test]
 fn bad_submissions_get_their_status_and_store_nothing() {
     let app = TestApp::spawn();
-    let (admin, worker, _) = setup(&app);
+    let (admin, worker) = setup(&app);
     let (_, other_worker) = app.user(&admin, "other", "field_worker", &["KZ-CAM-ALA"]);
     let (_, viewer) = app.user(&admin, "viewer", "viewer", &[]);
     let jwk = app.get("/api/v1/programmes/kz/keys/current", &worker).body;
@@ -257,12 +263,8 @@ fn bad_submissions_get_their_status_and_store_nothing() {
 #[test]
 fn the_same_submission_sent_five_times_at_once_is_stored_once() {
     let app = TestApp::spawn();
-    let (_, worker, _) = setup(&app);
-    let phone = Phone {
-        app: &app,
-        jwk: app.get("/api/v1/programmes/kz/keys/current", &worker).body,
-        token: worker.clone(),
-    };
+    let (_, worker) = setup(&app);
+    let phone = phone(&app, &worker);
     let jwe_text = phone.encrypt(&envelope(
         &uuid::Uuid::new_v4().to_string(),
         fixture("kz.referral"),
@@ -282,12 +284,8 @@ fn the_same_submission_sent_five_times_at_once_is_stored_once() {
 #[test]
 fn a_batch_answers_per_item() {
     let app = TestApp::spawn();
-    let (_, worker, _) = setup(&app);
-    let phone = Phone {
-        app: &app,
-        jwk: app.get("/api/v1/programmes/kz/keys/current", &worker).body,
-        token: worker.clone(),
-    };
+    let (_, worker) = setup(&app);
+    let phone = phone(&app, &worker);
     let first = phone.encrypt(&envelope(
         &uuid::Uuid::new_v4().to_string(),
         fixture("kz.referral"),

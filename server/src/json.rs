@@ -22,37 +22,45 @@ fn pointer(path: &serde_path_to_error::Path) -> String {
     out
 }
 
+/// Turns a located serde error into a 400 naming the pointer.
+fn located(err: serde_path_to_error::Error<serde_json::Error>) -> AppError {
+    let at = pointer(err.path());
+    let inner = err.into_inner();
+    let message = if inner.is_syntax() || inner.is_eof() {
+        format!("malformed JSON: {inner}")
+    } else {
+        // serde's message names the field and what was expected, but
+        // also repeats the position; the pointer says where.
+        let text = inner.to_string();
+        match text.rfind(" at line ") {
+            Some(i) => text[..i].to_string(),
+            None => text,
+        }
+    };
+    let detail = if at.is_empty() {
+        message.clone()
+    } else {
+        format!("{at}: {message}")
+    };
+    AppError::BadRequest {
+        detail,
+        errors: vec![FieldError::new(at, message)],
+    }
+}
+
 pub fn parse_json<T: DeserializeOwned>(body: &[u8]) -> Result<T, AppError> {
     let mut de = serde_json::Deserializer::from_slice(body);
-    let value: T = serde_path_to_error::deserialize(&mut de).map_err(|err| {
-        let at = pointer(err.path());
-        let inner = err.into_inner();
-        let message = if inner.is_syntax() || inner.is_eof() {
-            format!("malformed JSON: {inner}")
-        } else {
-            // serde's message names the field and what was expected, but
-            // also repeats the position; the pointer says where.
-            let text = inner.to_string();
-            match text.rfind(" at line ") {
-                Some(i) => text[..i].to_string(),
-                None => text,
-            }
-        };
-        let detail = if at.is_empty() {
-            message.clone()
-        } else {
-            format!("{at}: {message}")
-        };
-        AppError::BadRequest {
-            detail,
-            errors: vec![FieldError::new(at, message)],
-        }
-    })?;
+    let value: T = serde_path_to_error::deserialize(&mut de).map_err(located)?;
     de.end().map_err(|e| AppError::BadRequest {
         detail: format!("malformed JSON: {e}"),
         errors: vec![FieldError::new("", format!("malformed JSON: {e}"))],
     })?;
     Ok(value)
+}
+
+/// Like `parse_json`, from a value already parsed.
+pub fn from_value<T: DeserializeOwned>(value: &serde_json::Value) -> Result<T, AppError> {
+    serde_path_to_error::deserialize(value).map_err(located)
 }
 
 #[cfg(test)]

@@ -156,7 +156,7 @@ pub fn ingest(
 
     // 2. Envelope shape.
     let envelope_value: Value = crate::json::parse_json(&plaintext)?;
-    let envelope: Envelope = crate::json::parse_json(&plaintext)?;
+    let envelope: Envelope = crate::json::from_value(&envelope_value)?;
     if envelope.device_id.trim().is_empty() || envelope.device_id.len() > 200 {
         return Err(AppError::bad_request(
             "/device_id: must be 1–200 characters",
