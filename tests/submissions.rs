@@ -11,6 +11,7 @@ use casesync::db::schema::{cases, submissions};
 use common::{Response, TestApp};
 use diesel::prelude::*;
 use serde_json::{json, Value};
+use sha2::{Digest, Sha256};
 
 fn fixture(id: &str) -> Value {
     let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
@@ -18,6 +19,19 @@ fn fixture(id: &str) -> Value {
         .join(id)
         .join("valid.json");
     serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap()
+}
+
+/// The referrer's signature the referral fixture names.
+const SIGNATURE: &[u8] = b"\x89PNG\r\n\x1a\n a signature drawn on a tablet";
+const SIGNATURE_NAME: &str = "referrer-signature.png";
+
+fn signature_declaration() -> Value {
+    json!({
+        "name": SIGNATURE_NAME,
+        "media_type": "image/png",
+        "size": SIGNATURE.len(),
+        "sha256": hex::encode(Sha256::digest(SIGNATURE)),
+    })
 }
 
 fn envelope(case_id: &str, data: Value) -> Value {
@@ -30,7 +44,7 @@ fn envelope(case_id: &str, data: Value) -> Value {
         "started_at": "2026-03-02T10:00:00+05:00",
         "completed_at": "2026-03-02T10:40:00+05:00",
         "data": data,
-        "attachments": []
+        "attachments": [signature_declaration()]
     })
 }
 
@@ -62,6 +76,18 @@ impl Phone<'_> {
 
     fn send(&self, envelope: &Value) -> Response {
         self.send_raw(&self.encrypt(envelope))
+    }
+
+    fn attach(&self, instance_id: &str, name: &str, content: &[u8]) -> Response {
+        let public = keys::public_key_from_jwk(&self.jwk).unwrap();
+        let body = jwe::encrypt(content, self.jwk["kid"].as_str().unwrap(), &public);
+        self.app.raw(
+            "PUT",
+            &format!("/api/v1/submissions/{instance_id}/attachments/{name}"),
+            Some(&self.token),
+            "application/jose",
+            body.as_bytes(),
+        )
     }
 }
 
@@ -101,7 +127,7 @@ fn a_submission_opens_a_case_and_retries_get_the_original_receipt() {
     assert_eq!(first.status, 201, "{}", first.text);
     assert_eq!(first.body["instance_id"], env["instance_id"]);
     assert_eq!(first.body["case_id"], case_id.as_str());
-    assert_eq!(first.body["status"], "complete");
+    assert_eq!(first.body["status"], "awaiting_attachments");
 
     // The same JWE again, and the same envelope encrypted afresh: retries.
     let again = phone.send_raw(&jwe_text);
@@ -330,4 +356,98 @@ fn a_batch_answers_per_item() {
         json!({ "submissions": too_many }),
     )
     .assert_problem(422, "validation");
+}
+
+#[test]
+fn attachments_complete_a_submission_and_are_read_back_by_those_allowed() {
+    let app = TestApp::spawn();
+    let (admin, worker) = setup(&app);
+    let (_, other_worker) = app.user(&admin, "other", "field_worker", &["KZ-CAM-ALA"]);
+    let (_, coordinator) = app.user(&admin, "manager", "coordinator", &["KZ-CAM-ALA"]);
+    let (_, far_coordinator) = app.user(&admin, "far", "coordinator", &["KZ-CAM-SHY"]);
+    let phone = phone(&app, &worker);
+    let env = envelope(&uuid::Uuid::new_v4().to_string(), fixture("kz.referral"));
+    let id = env["instance_id"].as_str().unwrap();
+    assert_eq!(phone.send(&env).body["status"], "awaiting_attachments");
+    let path = format!("/api/v1/submissions/{id}/attachments/{SIGNATURE_NAME}");
+
+    // Not declared; not the declared content; not the sender; not read yet.
+    phone
+        .attach(id, "other.png", SIGNATURE)
+        .assert_problem(404, "not_found");
+    let res = phone.attach(id, SIGNATURE_NAME, b"another picture");
+    res.assert_problem(422, "validation");
+    assert_eq!(res.error_pointers(), ["/size", "/sha256"]);
+    Phone {
+        app: &app,
+        token: other_worker.clone(),
+        jwk: phone.jwk.clone(),
+    }
+    .attach(id, SIGNATURE_NAME, SIGNATURE)
+    .assert_problem(403, "forbidden");
+    app.get(&path, &worker).assert_problem(404, "not_found");
+    phone
+        .attach(&uuid::Uuid::new_v4().to_string(), SIGNATURE_NAME, SIGNATURE)
+        .assert_problem(404, "not_found");
+
+    // The right one completes the submission; again is a retry.
+    let first = phone.attach(id, SIGNATURE_NAME, SIGNATURE);
+    assert_eq!(first.status, 201, "{}", first.text);
+    assert_eq!(first.body["submission_status"], "complete");
+    let again = phone.attach(id, SIGNATURE_NAME, SIGNATURE);
+    assert_eq!(again.status, 200, "{}", again.text);
+    assert_eq!(again.body, first.body);
+    let status: String = submissions::table
+        .find(id)
+        .select(submissions::status)
+        .first(&mut app.conn())
+        .unwrap();
+    assert_eq!(status, "complete");
+    let stored_jwe: Option<String> = casesync::db::schema::attachments::table
+        .find((id, SIGNATURE_NAME))
+        .select(casesync::db::schema::attachments::raw_jwe)
+        .first(&mut app.conn())
+        .unwrap();
+    assert!(
+        !stored_jwe.unwrap().contains("signature drawn"),
+        "kept encrypted at rest"
+    );
+    // A retry of the submission now reports it complete.
+    assert_eq!(phone.send(&env).body["status"], "complete");
+
+    // Read back by the sender and the site's coordinator, nobody else.
+    for token in [&worker, &coordinator] {
+        let res = app.request("GET", &path, Some(token), None);
+        assert_eq!(res.status, 200, "{}", res.text);
+        assert_eq!(res.header("content-type"), Some("image/png"));
+        assert_eq!(res.bytes, SIGNATURE);
+    }
+    for token in [&other_worker, &far_coordinator, &admin] {
+        app.get(&path, token).assert_problem(403, "forbidden");
+    }
+    let reads = casesync::audit::recent(&mut app.conn(), 50)
+        .unwrap()
+        .into_iter()
+        .filter(|row| row.action == "attachment_read")
+        .count();
+    assert_eq!(reads, 2, "every read is audited");
+
+    // The envelope must declare what the data names, well-formed.
+    let mut undeclared = envelope(&uuid::Uuid::new_v4().to_string(), fixture("kz.referral"));
+    undeclared["attachments"] = json!([]);
+    let res = phone.send(&undeclared);
+    res.assert_problem(422, "validation");
+    assert_eq!(
+        res.error_pointers(),
+        ["/data/signoff/referrer_signature/signature"]
+    );
+    let mut malformed = envelope(&uuid::Uuid::new_v4().to_string(), fixture("kz.referral"));
+    malformed["attachments"][0]["sha256"] = json!("not-hex");
+    malformed["attachments"][0]["name"] = json!("../etc/passwd");
+    let res = phone.send(&malformed);
+    res.assert_problem(400, "bad_request");
+    assert_eq!(
+        res.error_pointers(),
+        ["/attachments/0/name", "/attachments/0/sha256"]
+    );
 }

@@ -21,6 +21,8 @@ use crate::error::{AppError, AppResult};
 use crate::forms::FormCache;
 use crate::http;
 use crate::metrics::Metrics;
+use crate::submissions::committer::Committer;
+use crate::submissions::Limits;
 
 /// What every handler can reach.
 #[derive(Clone)]
@@ -31,6 +33,8 @@ pub struct AppState {
     pub forms: Arc<FormCache>,
     /// Programme private keys, unsealed on first use.
     pub keys: Arc<KeyRing>,
+    /// The one writer that stores submissions in group commits.
+    pub committer: Arc<Committer>,
 }
 
 impl AppState {
@@ -46,6 +50,12 @@ impl AppState {
             work(&mut conn)
         })
         .await?
+    }
+
+    pub fn submission_limits(&self) -> Limits {
+        Limits {
+            max_attachment_bytes: self.settings.max_attachment_bytes,
+        }
     }
 }
 

@@ -50,6 +50,9 @@ pub struct Settings {
     pub max_submission_bytes: usize,
     /// Largest batch of submissions (`POST /submissions/batch`), in bytes.
     pub max_batch_bytes: usize,
+    /// Largest attachment (its plaintext), in bytes; the JWE carrying it may
+    /// be a third larger (base64url).
+    pub max_attachment_bytes: u64,
     /// Lifetime of a login session token.
     pub session_ttl_hours: i64,
     /// Default lifetime of a device token made for a phone.
@@ -111,6 +114,7 @@ impl Default for Settings {
             max_body_bytes: 1024 * 1024,
             max_submission_bytes: 5 * 1024 * 1024,
             max_batch_bytes: 20 * 1024 * 1024,
+            max_attachment_bytes: 10_000_000,
             session_ttl_hours: 12,
             device_token_ttl_days: 180,
             shutdown_timeout_secs: 30,

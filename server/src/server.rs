@@ -20,6 +20,7 @@ use crate::db::{self, write_tx, DbConnection};
 use crate::error::{AppError, AppResult};
 use crate::forms::{self, FormCache};
 use crate::metrics::Metrics;
+use crate::submissions::committer::Committer;
 
 #[derive(Debug, thiserror::Error)]
 pub enum StartError {
@@ -65,11 +66,12 @@ pub fn prepare(settings: Settings) -> Result<AppState, StartError> {
     }
     drop(conn);
     Ok(AppState {
-        pool,
+        pool: pool.clone(),
         settings: Arc::new(settings),
         metrics: Metrics::new(),
         forms: Arc::new(FormCache::new()),
         keys: Arc::new(KeyRing::new(kek)),
+        committer: Arc::new(Committer::start(pool)),
     })
 }
 

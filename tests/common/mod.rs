@@ -226,6 +226,9 @@ impl TestApp {
             "PATCH" => with_auth(self.agent.patch(&url), auth.as_deref())
                 .content_type(content_type)
                 .send(body),
+            "PUT" => with_auth(self.agent.put(&url), auth.as_deref())
+                .content_type(content_type)
+                .send(body),
             other => panic!("unsupported method {other}"),
         };
         Response::from(result.expect("request reaches the server"))
@@ -332,6 +335,7 @@ pub struct Response {
     pub headers: Vec<(String, String)>,
     pub text: String,
     pub body: Value,
+    pub bytes: Vec<u8>,
 }
 
 impl Response {
@@ -384,13 +388,20 @@ impl From<ureq::http::Response<ureq::Body>> for Response {
             .iter()
             .map(|(k, v)| (k.to_string(), v.to_str().unwrap_or("").to_string()))
             .collect();
-        let text = res.body_mut().read_to_string().unwrap_or_default();
+        let bytes = res
+            .body_mut()
+            .with_config()
+            .limit(64 * 1024 * 1024)
+            .read_to_vec()
+            .unwrap_or_default();
+        let text = String::from_utf8_lossy(&bytes).into_owned();
         let body = serde_json::from_str(&text).unwrap_or(Value::Null);
         Response {
             status,
             headers,
             text,
             body,
+            bytes,
         }
     }
 }

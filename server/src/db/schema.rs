@@ -190,3 +190,19 @@ diesel::table! {
         status -> Text,
     }
 }
+
+diesel::table! {
+    attachments (instance_id, name) {
+        instance_id -> Text,
+        name -> Text,
+        media_type -> Text,
+        size -> BigInt,
+        sha256 -> Text,
+        kid -> Nullable<Text>,
+        raw_jwe -> Nullable<Text>,
+        received_at -> Nullable<Timestamp>,
+    }
+}
+
+diesel::joinable!(attachments -> submissions (instance_id));
+diesel::allow_tables_to_appear_in_same_query!(attachments, submissions);

@@ -87,6 +87,43 @@ impl Field {
     pub fn segments(&self) -> impl Iterator<Item = &str> {
         self.path.split('/')
     }
+
+    /// Every value this field has in `data` with its JSON pointer: one at
+    /// most, or one per item of each repeat group on the way.
+    pub fn values_in<'a>(&self, data: &'a Value) -> Vec<(String, &'a Value)> {
+        fn walk<'a>(
+            value: &'a Value,
+            segments: &[&str],
+            pointer: String,
+            found: &mut Vec<(String, &'a Value)>,
+        ) {
+            let Some((first, rest)) = segments.split_first() else {
+                if !value.is_null() {
+                    found.push((pointer, value));
+                }
+                return;
+            };
+            let (key, repeat) = match first.strip_suffix("[]") {
+                Some(key) => (key, true),
+                None => (*first, false),
+            };
+            let Some(child) = value.get(key) else { return };
+            let pointer = format!("{pointer}/{}", key.replace('~', "~0").replace('/', "~1"));
+            match (repeat, child) {
+                (true, Value::Array(items)) => {
+                    for (i, item) in items.iter().enumerate() {
+                        walk(item, rest, format!("{pointer}/{i}"), found);
+                    }
+                }
+                (true, _) => {}
+                (false, child) => walk(child, rest, pointer, found),
+            }
+        }
+        let segments: Vec<&str> = self.segments().collect();
+        let mut found = Vec::new();
+        walk(data, &segments, String::new(), &mut found);
+        found
+    }
 }
 
 pub fn meta(bundled: &Value) -> Result<FormMeta, String> {
@@ -335,5 +372,21 @@ mod tests {
         assert!(f[3].relevant.is_some());
         assert_eq!(f[5].kind, FieldKind::SelectMultiple);
         assert_eq!(f[5].options.len(), 1);
+
+        let data =
+            json!({"child": {"sex": "male", "siblings": [{"name": "A"}, {}, {"name": "B"}]}});
+        let names: Vec<(String, &Value)> = f[4].values_in(&data);
+        assert_eq!(
+            names,
+            [
+                ("/child/siblings/0/name".to_string(), &json!("A")),
+                ("/child/siblings/2/name".to_string(), &json!("B"))
+            ]
+        );
+        assert_eq!(
+            f[1].values_in(&data),
+            [("/child/sex".to_string(), &json!("male"))]
+        );
+        assert!(f[2].values_in(&data).is_empty());
     }
 }

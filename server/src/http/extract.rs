@@ -131,26 +131,55 @@ impl FromRequest for JoseBody {
             .app_data::<web::Data<AppState>>()
             .map(|s| s.settings.max_submission_bytes)
             .unwrap_or(5 * 1024 * 1024);
-        let jose = matches!(req.mime_type(), Ok(Some(m)) if m.type_() == "application" && m.subtype() == "jose");
-        let mut payload = payload.take();
-        Box::pin(async move {
-            if !jose {
-                return Err(AppError::UnsupportedMediaType(
-                    "a submission must be sent as Content-Type: application/jose (JWE compact serialization)".into(),
-                ));
-            }
-            let body = read_limited(&mut payload, limit).await?;
-            String::from_utf8(body.to_vec())
-                .ok()
-                .filter(|s| s.is_ascii())
-                .map(JoseBody)
-                .ok_or_else(|| {
-                    AppError::bad_request(
-                        "the submission could not be read: not a JWE in compact serialization",
-                    )
-                })
-        })
+        read_jose(req, payload, limit, "submission")
     }
+}
+
+/// An attachment as a JWE: like [`JoseBody`], within the attachment limit
+/// (the plaintext limit, a third more for base64url, and room for headers).
+#[derive(Debug)]
+pub struct AttachmentBody(pub String);
+
+impl FromRequest for AttachmentBody {
+    type Error = AppError;
+    type Future = LocalBoxFuture<'static, Result<Self, Self::Error>>;
+
+    fn from_request(req: &HttpRequest, payload: &mut Payload) -> Self::Future {
+        let plaintext_limit = req
+            .app_data::<web::Data<AppState>>()
+            .map(|s| s.settings.max_attachment_bytes)
+            .unwrap_or(10_000_000) as usize;
+        let limit = plaintext_limit / 3 * 4 + 64 * 1024;
+        let read = read_jose(req, payload, limit, "attachment");
+        Box::pin(async move { read.await.map(|JoseBody(body)| AttachmentBody(body)) })
+    }
+}
+
+fn read_jose(
+    req: &HttpRequest,
+    payload: &mut Payload,
+    limit: usize,
+    what: &'static str,
+) -> LocalBoxFuture<'static, Result<JoseBody, AppError>> {
+    let jose = matches!(req.mime_type(), Ok(Some(m)) if m.type_() == "application" && m.subtype() == "jose");
+    let mut payload = payload.take();
+    Box::pin(async move {
+        if !jose {
+            return Err(AppError::UnsupportedMediaType(format!(
+                "a {what} must be sent as Content-Type: application/jose (JWE compact serialization)"
+            )));
+        }
+        let body = read_limited(&mut payload, limit).await?;
+        String::from_utf8(body.to_vec())
+            .ok()
+            .filter(|s| s.is_ascii())
+            .map(JoseBody)
+            .ok_or_else(|| {
+                AppError::bad_request(format!(
+                    "the {what} could not be read: not a JWE in compact serialization"
+                ))
+            })
+    })
 }
 
 /// A batch of encrypted submissions: `{"submissions": ["<JWE>", …]}` as

@@ -1,6 +1,11 @@
 //! Ingest of encrypted submissions: decrypt → envelope → published form
 //! version → may the caller submit for this case → validate → store once.
-//! Owns the `submissions` table.
+//! `prepare` does everything that needs no write (in parallel, off the
+//! writer); `store` is the write, run alone or in a group commit.
+//! Owns the `submissions` and `attachments` tables.
+
+pub mod attachments;
+pub mod committer;
 
 use chrono::{DateTime, FixedOffset, NaiveDateTime};
 use diesel::prelude::*;
@@ -138,17 +143,51 @@ fn receipt_of(conn: &mut DbConnection, instance_id: &str) -> AppResult<Option<(S
     }))
 }
 
-/// Ingests one JWE from `who`. Nothing is stored unless every check passes.
-pub fn ingest(
+/// A submission that passed every check that needs no write: ready for
+/// [`store`].
+#[derive(Debug)]
+pub struct Prepared {
+    instance_id: String,
+    envelope: Envelope,
+    /// The decrypted envelope as stored.
+    payload: String,
+    content_sha256: String,
+    kid: String,
+    raw: String,
+    programme: String,
+    case_role: CaseRole,
+}
+
+impl Prepared {
+    pub fn instance_id(&self) -> &str {
+        &self.instance_id
+    }
+}
+
+/// What storing a submission does to its case.
+enum CasePlan {
+    Open {
+        site_id: String,
+    },
+    Update(cases::Case),
+    /// The submission that opened the case, or an edit of it.
+    Reopened(cases::Case),
+    NoCase,
+}
+
+/// Decrypts, reads and checks one JWE from `who`, in the order of the
+/// contract: decrypt (400) → envelope (400) → published version (422) →
+/// access (403) → data (422). Writes nothing.
+pub fn prepare(
     conn: &mut DbConnection,
     forms: &FormCache,
     keys: &KeyRing,
+    limits: &Limits,
     who: &Principal,
-    origin: &Origin,
-    raw: &str,
-) -> AppResult<Stored> {
+    raw: String,
+) -> AppResult<Prepared> {
     // 1. Decrypt.
-    let parsed = jwe::parse(raw).map_err(undecryptable)?;
+    let parsed = jwe::parse(&raw).map_err(undecryptable)?;
     let (key_programme, private) = keys
         .get(conn, &parsed.kid)?
         .ok_or_else(|| undecryptable(jwe::JweError::UnknownKey))?;
@@ -162,6 +201,7 @@ pub fn ingest(
             "/device_id: must be 1–200 characters",
         ));
     }
+    attachments::check_declarations(&envelope.attachments, limits)?;
     let instance_id = envelope.instance_id.to_string();
 
     // 3. A published version of a form of the key's programme.
@@ -182,20 +222,53 @@ pub fn ingest(
             "belongs to another programme than the key it was encrypted for",
         ));
     }
+    let prepared = Prepared {
+        instance_id,
+        payload: envelope_value.to_string(),
+        content_sha256: hex::encode(Sha256::digest(canonical(&envelope_value).as_bytes())),
+        kid: parsed.kid,
+        raw,
+        programme: form.meta.programme.clone(),
+        case_role: form.meta.case,
+        envelope,
+    };
 
-    // 4. May the caller submit for this case?
+    // 4. May the caller submit for this case? (Checked again when storing.)
+    case_plan(conn, who, &prepared)?;
+
+    // 5. The data against that exact version, attachments included.
+    let data = Value::Object(prepared.envelope.data.clone());
+    let mut errors: Vec<FieldError> = form
+        .validate(&data)
+        .into_iter()
+        .map(|e| FieldError::new(format!("/data{}", e.pointer), e.message))
+        .collect();
+    errors.extend(attachments::check_references(
+        &form.fields,
+        &data,
+        &prepared.envelope.attachments,
+    ));
+    if !errors.is_empty() {
+        return Err(AppError::Validation {
+            detail: format!("the form data has {} problem(s)", errors.len()),
+            errors,
+        });
+    }
+    Ok(prepared)
+}
+
+fn case_plan(conn: &mut DbConnection, who: &Principal, p: &Prepared) -> AppResult<CasePlan> {
     if !matches!(who.role, Role::FieldWorker | Role::Coordinator) {
         return Err(AppError::Forbidden(
             "only field workers and coordinators submit forms".into(),
         ));
     }
-    let case_id = envelope.case_id.map(|c| c.to_string());
-    let existing_case = match &case_id {
+    let case_id = p.envelope.case_id.map(|c| c.to_string());
+    let existing = match &case_id {
         Some(id) => cases::find(conn, id)?,
         None => None,
     };
-    let mut open_at_site = None;
-    match form.meta.case {
+    match p.case_role {
         CaseRole::Opens => {
             if case_id.is_none() {
                 return Err(AppError::invalid_field(
@@ -203,29 +276,31 @@ pub fn ingest(
                     "is required: this form opens a case",
                 ));
             }
-            match &existing_case {
-                Some(case) if case.opened_by_instance == instance_id => {}
+            match existing {
+                Some(case) if case.opened_by_instance == p.instance_id => {
+                    Ok(CasePlan::Reopened(case))
+                }
                 // An edit of the form that opened the case.
-                Some(case) if envelope.supersedes.is_some() && cases::may_submit_for(who, case) => {
+                Some(case)
+                    if p.envelope.supersedes.is_some() && cases::may_submit_for(who, &case) =>
+                {
+                    Ok(CasePlan::Reopened(case))
                 }
-                Some(_) => {
-                    return Err(AppError::invalid_field(
-                        "/case_id",
-                        "a case with this id already exists",
-                    ))
-                }
+                Some(_) => Err(AppError::invalid_field(
+                    "/case_id",
+                    "a case with this id already exists",
+                )),
                 None => {
-                    let programme_sites = sites::list(conn, Some(&who.site_ids))?;
-                    let site = programme_sites
+                    let site = sites::list(conn, Some(&who.site_ids))?
                         .into_iter()
-                        .find(|s| s.programme == form.meta.programme && s.active)
+                        .find(|s| s.programme == p.programme && s.active)
                         .ok_or_else(|| {
                             AppError::Forbidden(format!(
                                 "you work at no site of programme {}",
-                                form.meta.programme
+                                p.programme
                             ))
                         })?;
-                    open_at_site = Some(site.id);
+                    Ok(CasePlan::Open { site_id: site.id })
                 }
             }
         }
@@ -236,134 +311,155 @@ pub fn ingest(
                     "is required: this form belongs to a case",
                 ));
             }
-            let allowed = existing_case.as_ref().is_some_and(|c| {
-                c.programme == form.meta.programme && cases::may_submit_for(who, c)
-            });
-            if !allowed {
-                return Err(AppError::Forbidden(
+            match existing {
+                Some(case)
+                    if case.programme == p.programme && cases::may_submit_for(who, &case) =>
+                {
+                    Ok(CasePlan::Update(case))
+                }
+                _ => Err(AppError::Forbidden(
                     "you may not submit forms for this case".into(),
-                ));
+                )),
             }
         }
-        CaseRole::None => {
-            if case_id.is_some() {
-                return Err(AppError::invalid_field(
-                    "/case_id",
-                    "must be absent: this form is not about a case",
-                ));
-            }
-        }
+        CaseRole::None => match case_id {
+            Some(_) => Err(AppError::invalid_field(
+                "/case_id",
+                "must be absent: this form is not about a case",
+            )),
+            None => Ok(CasePlan::NoCase),
+        },
     }
+}
 
-    // 5. The data against that exact version.
-    let data = Value::Object(envelope.data.clone());
-    let errors = form.validate(&data);
-    if !errors.is_empty() {
-        return Err(AppError::Validation {
-            detail: format!("the form data has {} problem(s)", errors.len()),
-            errors: errors
-                .into_iter()
-                .map(|e| FieldError::new(format!("/data{}", e.pointer), e.message))
-                .collect(),
-        });
-    }
-
-    // 6. Store once.
-    let content_sha256 = hex::encode(Sha256::digest(canonical(&envelope_value).as_bytes()));
-    let stored = write_tx(conn, |conn| {
-        if let Some((sha, receipt)) = receipt_of(conn, &instance_id)? {
-            return if sha == content_sha256 {
-                Ok(Stored::Repeated(receipt))
-            } else {
-                Err(AppError::Conflict(
-                    "this instance_id was already submitted with other content".into(),
-                ))
-            };
-        }
-        let case = match (&open_at_site, &existing_case, &case_id) {
-            (Some(site), _, Some(id)) => Some(cases::open(
-                conn,
-                id,
-                &form.meta.programme,
-                site,
-                who,
-                &instance_id,
-            )?),
-            (None, Some(case), _) => {
-                cases::touch(conn, case)?;
-                Some(case.clone())
-            }
-            _ => None,
-        };
-        let supersedes = envelope.supersedes.map(|s| s.to_string());
-        if let Some(earlier) = &supersedes {
-            let found: Option<(String, Option<String>)> = submissions::table
-                .find(earlier)
-                .select((submissions::form_id, submissions::case_id))
-                .first(conn)
-                .optional()?;
-            if found != Some((envelope.form_id.clone(), case_id.clone())) || earlier == &instance_id
-            {
-                return Err(AppError::invalid_field(
-                    "/supersedes",
-                    "must name an earlier submission of the same form and case",
-                ));
-            }
-            diesel::update(submissions::table.find(earlier))
-                .set(submissions::superseded_by.eq(&instance_id))
-                .execute(conn)?;
-        }
-        let received_at = now();
-        let status = if envelope.attachments.is_empty() {
-            COMPLETE
+/// Stores a prepared submission. Call inside a write transaction (or a
+/// savepoint of one): the idempotency check, the case change, the row, its
+/// attachments' declarations and the audit row commit together.
+pub fn store(
+    conn: &mut DbConnection,
+    who: &Principal,
+    origin: &Origin,
+    p: &Prepared,
+) -> AppResult<Stored> {
+    if let Some((sha, receipt)) = receipt_of(conn, &p.instance_id)? {
+        return if sha == p.content_sha256 {
+            Ok(Stored::Repeated(receipt))
         } else {
-            AWAITING_ATTACHMENTS
-        };
-        let payload = envelope_value.to_string();
-        diesel::insert_into(submissions::table)
-            .values(NewSubmission {
-                instance_id: &instance_id,
-                form_id: &envelope.form_id,
-                form_version: &envelope.form_version,
-                case_id: case.as_ref().map(|c| c.id.as_str()),
-                submitted_by: &who.user_id,
-                device_id: &envelope.device_id,
-                started_at: envelope.started_at.map(|t| t.naive_utc()),
-                completed_at: envelope.completed_at.naive_utc(),
-                received_at,
-                kid: &parsed.kid,
-                raw_jwe: raw,
-                payload: &payload,
-                content_sha256: &content_sha256,
-                base_case_version: envelope.base_case_version,
-                supersedes: supersedes.as_deref(),
-                status,
-            })
-            .execute(conn)?;
-        let what = format!("{} {}", envelope.form_id, envelope.form_version);
-        audit::record(
-            conn,
-            origin,
-            Event::new(Some(who), "submission_received")
-                .object("submission", &instance_id)
-                .detail(&what),
-        )?;
-        Ok(Stored::Created(Receipt {
-            instance_id: instance_id.clone(),
-            received_at,
-            case_id: case.map(|c| c.id),
-            status: status.to_string(),
-        }))
-    });
-    match stored {
-        // Two copies racing: the loser finds the winner's row.
-        Err(AppError::Conflict(_)) | Err(AppError::Validation { .. })
-            if receipt_of(conn, &instance_id)?.is_some_and(|(sha, _)| sha == content_sha256) =>
-        {
-            Ok(Stored::Repeated(
-                receipt_of(conn, &instance_id)?.expect("just read").1,
+            Err(AppError::Conflict(
+                "this instance_id was already submitted with other content".into(),
             ))
+        };
+    }
+    let envelope = &p.envelope;
+    let case_id = envelope.case_id.map(|c| c.to_string());
+    let case = match (case_plan(conn, who, p)?, &case_id) {
+        (CasePlan::Open { site_id }, Some(id)) => Some(cases::open(
+            conn,
+            id,
+            &p.programme,
+            &site_id,
+            who,
+            &p.instance_id,
+        )?),
+        (CasePlan::Update(case) | CasePlan::Reopened(case), _) => {
+            cases::touch(conn, &case)?;
+            Some(case)
         }
-        other => other,
+        _ => None,
+    };
+    let supersedes = envelope.supersedes.map(|s| s.to_string());
+    if let Some(earlier) = &supersedes {
+        let found: Option<(String, Option<String>)> = submissions::table
+            .find(earlier)
+            .select((submissions::form_id, submissions::case_id))
+            .first(conn)
+            .optional()?;
+        if found != Some((envelope.form_id.clone(), case_id.clone())) || earlier == &p.instance_id {
+            return Err(AppError::invalid_field(
+                "/supersedes",
+                "must name an earlier submission of the same form and case",
+            ));
+        }
+        diesel::update(submissions::table.find(earlier))
+            .set(submissions::superseded_by.eq(&p.instance_id))
+            .execute(conn)?;
+    }
+    let received_at = now();
+    let status = if envelope.attachments.is_empty() {
+        COMPLETE
+    } else {
+        AWAITING_ATTACHMENTS
+    };
+    diesel::insert_into(submissions::table)
+        .values(NewSubmission {
+            instance_id: &p.instance_id,
+            form_id: &envelope.form_id,
+            form_version: &envelope.form_version,
+            case_id: case.as_ref().map(|c| c.id.as_str()),
+            submitted_by: &who.user_id,
+            device_id: &envelope.device_id,
+            started_at: envelope.started_at.map(|t| t.naive_utc()),
+            completed_at: envelope.completed_at.naive_utc(),
+            received_at,
+            kid: &p.kid,
+            raw_jwe: &p.raw,
+            payload: &p.payload,
+            content_sha256: &p.content_sha256,
+            base_case_version: envelope.base_case_version,
+            supersedes: supersedes.as_deref(),
+            status,
+        })
+        .execute(conn)?;
+    attachments::declare(conn, &p.instance_id, &envelope.attachments)?;
+    let what = format!("{} {}", envelope.form_id, envelope.form_version);
+    audit::record(
+        conn,
+        origin,
+        Event::new(Some(who), "submission_received")
+            .object("submission", &p.instance_id)
+            .detail(&what),
+    )?;
+    Ok(Stored::Created(Receipt {
+        instance_id: p.instance_id.clone(),
+        received_at,
+        case_id: case.map(|c| c.id),
+        status: status.to_string(),
+    }))
+}
+
+/// After `store` failed: a copy of the same submission that won a race (in
+/// another transaction) makes this one a retry, not an error.
+pub fn settle_race(conn: &mut DbConnection, p: &Prepared, failure: AppError) -> AppResult<Stored> {
+    if matches!(failure, AppError::Conflict(_) | AppError::Validation { .. }) {
+        if let Some((sha, receipt)) = receipt_of(conn, &p.instance_id)? {
+            if sha == p.content_sha256 {
+                return Ok(Stored::Repeated(receipt));
+            }
+        }
+    }
+    Err(failure)
+}
+
+/// Limits a submission is checked against.
+#[derive(Debug, Clone)]
+pub struct Limits {
+    pub max_attachment_bytes: u64,
+}
+
+/// Ingests one JWE from `who` in its own transaction (the group committer
+/// is the fast path; this one serves tools and tests).
+pub fn ingest(
+    conn: &mut DbConnection,
+    forms: &FormCache,
+    keys: &KeyRing,
+    limits: &Limits,
+    who: &Principal,
+    origin: &Origin,
+    raw: String,
+) -> AppResult<Stored> {
+    let prepared = prepare(conn, forms, keys, limits, who, raw)?;
+    match write_tx(conn, |conn| store(conn, who, origin, &prepared)) {
+        Ok(stored) => Ok(stored),
+        Err(failure) => settle_race(conn, &prepared, failure),
     }
 }

@@ -9,7 +9,7 @@ mod submissions;
 mod tokens;
 mod users;
 
-use actix_web::web::{self, delete, get, patch, post, resource};
+use actix_web::web::{self, delete, get, patch, post, put, resource};
 
 /// One resource per path, so a wrong method answers 405, not 404.
 pub fn routes(cfg: &mut web::ServiceConfig) {
@@ -51,6 +51,11 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
             )
             .service(resource("/submissions").route(post().to(submissions::create)))
             .service(resource("/submissions/batch").route(post().to(submissions::batch)))
+            .service(
+                resource("/submissions/{instance_id}/attachments/{name}")
+                    .route(put().to(submissions::put_attachment))
+                    .route(get().to(submissions::get_attachment)),
+            )
             .service(resource("/forms").route(get().to(forms::list)))
             .service(resource("/forms/{id}").route(get().to(forms::current)))
             .service(

@@ -1,12 +1,13 @@
-use actix_web::{web, HttpResponse};
+use actix_web::http::header;
+use actix_web::{web, HttpResponse, ResponseError};
+use futures_util::future::join_all;
+use serde_json::json;
 
 use crate::app::AppState;
 use crate::audit::Origin;
-use actix_web::ResponseError;
-use serde_json::json;
-
 use crate::error::{AppError, AppResult};
-use crate::http::extract::{AuthUser, Batch, JoseBody};
+use crate::http::extract::{AttachmentBody, AuthUser, Batch, JoseBody};
+use crate::submissions::attachments::{self, Received};
 use crate::submissions::{self, Stored};
 
 /// `POST /api/v1/submissions`: one JWE. 201 stored; 200 the same instance
@@ -18,11 +19,16 @@ pub async fn create(
     AuthUser(me): AuthUser,
     body: JoseBody,
 ) -> AppResult<HttpResponse> {
-    let (forms, keys) = (state.forms.clone(), state.keys.clone());
-    let stored = state
-        .db(move |conn| submissions::ingest(conn, &forms, &keys, &me, &origin, &body.0))
+    let (forms, keys, limits, who) = (
+        state.forms.clone(),
+        state.keys.clone(),
+        state.submission_limits(),
+        me.clone(),
+    );
+    let prepared = state
+        .db(move |conn| submissions::prepare(conn, &forms, &keys, &limits, &who, body.0))
         .await?;
-    Ok(match stored {
+    Ok(match state.committer.store(prepared, me, origin).await? {
         Stored::Created(receipt) => HttpResponse::Created().json(receipt),
         Stored::Repeated(receipt) => HttpResponse::Ok().json(receipt),
     })
@@ -32,9 +38,9 @@ pub async fn create(
 pub const MAX_BATCH: usize = 100;
 
 /// `POST /api/v1/submissions/batch`: a phone back in signal uploads its
-/// queue in one round trip. Each item is stored (or refused) on its own, in
-/// its own transaction; the answer says per item what `POST /submissions`
-/// would have said.
+/// queue in one round trip. Each item is checked and stored (or refused) on
+/// its own, in its own savepoint; the answer says per item what
+/// `POST /submissions` would have said.
 pub async fn batch(
     state: web::Data<AppState>,
     origin: Origin,
@@ -48,18 +54,35 @@ pub async fn batch(
             format!("must hold 1 to {MAX_BATCH} submissions"),
         ));
     }
-    let mut results = Vec::with_capacity(items.len());
-    for (index, raw) in items.into_iter().enumerate() {
-        let (forms, keys, who, origin) = (
-            state.forms.clone(),
-            state.keys.clone(),
-            me.clone(),
-            origin.clone(),
-        );
-        let outcome = state
-            .db(move |conn| submissions::ingest(conn, &forms, &keys, &who, &origin, &raw))
-            .await;
-        results.push(match outcome {
+    let (forms, keys, limits, who) = (
+        state.forms.clone(),
+        state.keys.clone(),
+        state.submission_limits(),
+        me.clone(),
+    );
+    let prepared = state
+        .db(move |conn| {
+            Ok(items
+                .into_iter()
+                .map(|raw| submissions::prepare(conn, &forms, &keys, &limits, &who, raw))
+                .collect::<Vec<_>>())
+        })
+        .await?;
+    // Queued together, so they usually share one commit.
+    let outcomes = join_all(prepared.into_iter().map(|item| {
+        let (state, me, origin) = (state.clone(), me.clone(), origin.clone());
+        async move {
+            match item {
+                Ok(p) => state.committer.store(p, me, origin).await,
+                Err(err) => Err(err),
+            }
+        }
+    }))
+    .await;
+    let results: Vec<_> = outcomes
+        .into_iter()
+        .enumerate()
+        .map(|(index, outcome)| match outcome {
             Ok(Stored::Created(receipt)) => {
                 json!({ "index": index, "status": 201, "receipt": receipt })
             }
@@ -71,12 +94,69 @@ pub async fn batch(
                     tracing::error!(%cause, index, "internal error in a batch item");
                 }
                 json!({
-                "index": index,
-                "status": err.status_code().as_u16(),
-                "problem": err.problem(),
+                    "index": index,
+                    "status": err.status_code().as_u16(),
+                    "problem": err.problem(),
                 })
             }
-        });
-    }
+        })
+        .collect();
     Ok(HttpResponse::Ok().json(json!({ "results": results })))
+}
+
+/// `PUT /api/v1/submissions/{instance_id}/attachments/{name}`: one declared
+/// attachment as a JWE. 201 stored; 200 already stored; 404 not declared;
+/// 422 not the declared size or sha256.
+pub async fn put_attachment(
+    state: web::Data<AppState>,
+    origin: Origin,
+    AuthUser(me): AuthUser,
+    path: web::Path<(uuid::Uuid, String)>,
+    body: AttachmentBody,
+) -> AppResult<HttpResponse> {
+    let (instance_id, name) = path.into_inner();
+    let keys = state.keys.clone();
+    let received = state
+        .db(move |conn| {
+            attachments::receive(
+                conn,
+                &keys,
+                &me,
+                &origin,
+                &instance_id.to_string(),
+                &name,
+                &body.0,
+            )
+        })
+        .await?;
+    Ok(match received {
+        Received::Created(receipt) => HttpResponse::Created().json(receipt),
+        Received::Repeated(receipt) => HttpResponse::Ok().json(receipt),
+    })
+}
+
+/// `GET /api/v1/submissions/{instance_id}/attachments/{name}`: the file,
+/// decrypted, for those who may read the submission (audited).
+pub async fn get_attachment(
+    state: web::Data<AppState>,
+    origin: Origin,
+    AuthUser(me): AuthUser,
+    path: web::Path<(uuid::Uuid, String)>,
+) -> AppResult<HttpResponse> {
+    let (instance_id, name) = path.into_inner();
+    let keys = state.keys.clone();
+    let file_name = name.clone();
+    let opened = state
+        .db(move |conn| {
+            attachments::open(conn, &keys, &me, &origin, &instance_id.to_string(), &name)
+        })
+        .await?;
+    Ok(HttpResponse::Ok()
+        .content_type(opened.media_type)
+        .insert_header((
+            header::CONTENT_DISPOSITION,
+            format!("attachment; filename=\"{file_name}\""),
+        ))
+        .insert_header((header::CACHE_CONTROL, "no-store"))
+        .body(opened.bytes))
 }

@@ -1,0 +1,119 @@
+//! Group commit: one writer thread stores prepared submissions, as many as
+//! have queued up (up to a limit) in one transaction, each in its own
+//! savepoint. A durable commit (an fsync on SQLite) is paid once per group
+//! instead of once per submission, and nobody hears "stored" before the
+//! commit that stored it.
+
+use diesel::Connection;
+use tokio::sync::{mpsc, oneshot};
+
+use super::{settle_race, store, Prepared, Stored};
+use crate::audit::Origin;
+use crate::auth::Principal;
+use crate::db::{write_tx, DbConnection, Pool};
+use crate::error::{AppError, AppResult};
+
+/// Most submissions stored by one commit.
+pub const MAX_GROUP: usize = 128;
+
+struct Job {
+    prepared: Prepared,
+    who: Principal,
+    origin: Origin,
+    reply: oneshot::Sender<AppResult<Stored>>,
+}
+
+/// The handle requests use; the writer thread ends when the last handle is
+/// dropped.
+pub struct Committer {
+    queue: mpsc::Sender<Job>,
+}
+
+impl Committer {
+    pub fn start(pool: Pool) -> Committer {
+        let (queue, jobs) = mpsc::channel(4 * MAX_GROUP);
+        std::thread::Builder::new()
+            .name("casesync-commit".into())
+            .spawn(move || run(pool, jobs))
+            .expect("start the commit thread");
+        Committer { queue }
+    }
+
+    /// Stores `prepared` and answers once it is committed.
+    pub async fn store(
+        &self,
+        prepared: Prepared,
+        who: Principal,
+        origin: Origin,
+    ) -> AppResult<Stored> {
+        let (reply, answer) = oneshot::channel();
+        let gone = || AppError::Unavailable("the submission writer has stopped".into());
+        self.queue
+            .send(Job {
+                prepared,
+                who,
+                origin,
+                reply,
+            })
+            .await
+            .map_err(|_| gone())?;
+        answer.await.map_err(|_| gone())?
+    }
+}
+
+fn run(pool: Pool, mut jobs: mpsc::Receiver<Job>) {
+    while let Some(first) = jobs.blocking_recv() {
+        // Whatever queued up while the previous group was committing.
+        let mut group = vec![first];
+        while group.len() < MAX_GROUP {
+            match jobs.try_recv() {
+                Ok(job) => group.push(job),
+                Err(_) => break,
+            }
+        }
+        commit_group(&pool, group);
+    }
+}
+
+fn commit_group(pool: &Pool, group: Vec<Job>) {
+    let mut conn = match pool.get() {
+        Ok(conn) => conn,
+        Err(err) => {
+            let err = AppError::from(err);
+            for job in group {
+                let _ = job.reply.send(Err(clone_error(&err)));
+            }
+            return;
+        }
+    };
+    let committed = write_tx(&mut conn, |conn: &mut DbConnection| {
+        let outcomes: Vec<AppResult<Stored>> = group
+            .iter()
+            .map(|job| conn.transaction(|c| store(c, &job.who, &job.origin, &job.prepared)))
+            .collect();
+        Ok::<_, AppError>(outcomes)
+    });
+    match committed {
+        Ok(outcomes) => {
+            for (job, outcome) in group.into_iter().zip(outcomes) {
+                let outcome = outcome.or_else(|err| settle_race(&mut conn, &job.prepared, err));
+                // A client that went away learns the outcome when it retries.
+                let _ = job.reply.send(outcome);
+            }
+        }
+        Err(err) => {
+            tracing::error!(error = %err, size = group.len(), "a group commit failed");
+            for job in group {
+                let _ = job.reply.send(Err(clone_error(&err)));
+            }
+        }
+    }
+}
+
+/// The same failure for every member of a group that could not commit.
+fn clone_error(err: &AppError) -> AppError {
+    match err {
+        AppError::Unavailable(m) => AppError::Unavailable(m.clone()),
+        _ => AppError::Unavailable("the submission could not be stored; try again".into()),
+    }
+}
