@@ -22,29 +22,56 @@ fn fixture(id: &str) -> Value {
 }
 
 /// The referrer's signature the referral fixture names.
-const SIGNATURE: &[u8] = b"\x89PNG\r\n\x1a\n a signature drawn on a tablet";
 const SIGNATURE_NAME: &str = "referrer-signature.png";
 
-fn signature_declaration() -> Value {
-    json!({
-        "name": SIGNATURE_NAME,
-        "media_type": "image/png",
-        "size": SIGNATURE.len(),
-        "sha256": hex::encode(Sha256::digest(SIGNATURE)),
-    })
+/// What the phone attaches under `name`.
+fn attachment_content(name: &str) -> Vec<u8> {
+    format!("\u{89}PNG a picture taken on a tablet: {name}").into_bytes()
+}
+
+/// Declarations for every file name the fixture's data mentions.
+fn declarations(data: &Value) -> Vec<Value> {
+    fn walk(v: &Value, out: &mut Vec<Value>) {
+        match v {
+            Value::String(s) if [".png", ".jpg", ".pdf"].iter().any(|ext| s.ends_with(ext)) => {
+                let content = attachment_content(s);
+                let media_type = match &s[s.len() - 3..] {
+                    "png" => "image/png",
+                    "jpg" => "image/jpeg",
+                    _ => "application/pdf",
+                };
+                out.push(json!({
+                    "name": s,
+                    "media_type": media_type,
+                    "size": content.len(),
+                    "sha256": hex::encode(Sha256::digest(&content)),
+                }));
+            }
+            Value::Array(items) => items.iter().for_each(|i| walk(i, out)),
+            Value::Object(map) => map.values().for_each(|i| walk(i, out)),
+            _ => {}
+        }
+    }
+    let mut out = Vec::new();
+    walk(data, &mut out);
+    out
 }
 
 fn envelope(case_id: &str, data: Value) -> Value {
+    form_envelope("kz.referral", case_id, data)
+}
+
+fn form_envelope(form_id: &str, case_id: &str, data: Value) -> Value {
     json!({
         "instance_id": uuid::Uuid::new_v4().to_string(),
-        "form_id": "kz.referral",
+        "form_id": form_id,
         "form_version": "2021.1",
         "case_id": case_id,
         "device_id": "tablet-7",
         "started_at": "2026-03-02T10:00:00+05:00",
         "completed_at": "2026-03-02T10:40:00+05:00",
         "data": data,
-        "attachments": [signature_declaration()]
+        "attachments": declarations(&data),
     })
 }
 
@@ -373,7 +400,7 @@ fn attachments_complete_a_submission_and_are_read_back_by_those_allowed() {
 
     // Not declared; not the declared content; not the sender; not read yet.
     phone
-        .attach(id, "other.png", SIGNATURE)
+        .attach(id, "other.png", &attachment_content("other.png"))
         .assert_problem(404, "not_found");
     let res = phone.attach(id, SIGNATURE_NAME, b"another picture");
     res.assert_problem(422, "validation");
@@ -383,18 +410,22 @@ fn attachments_complete_a_submission_and_are_read_back_by_those_allowed() {
         token: other_worker.clone(),
         jwk: phone.jwk.clone(),
     }
-    .attach(id, SIGNATURE_NAME, SIGNATURE)
+    .attach(id, SIGNATURE_NAME, &attachment_content(SIGNATURE_NAME))
     .assert_problem(403, "forbidden");
     app.get(&path, &worker).assert_problem(404, "not_found");
     phone
-        .attach(&uuid::Uuid::new_v4().to_string(), SIGNATURE_NAME, SIGNATURE)
+        .attach(
+            &uuid::Uuid::new_v4().to_string(),
+            SIGNATURE_NAME,
+            &attachment_content(SIGNATURE_NAME),
+        )
         .assert_problem(404, "not_found");
 
     // The right one completes the submission; again is a retry.
-    let first = phone.attach(id, SIGNATURE_NAME, SIGNATURE);
+    let first = phone.attach(id, SIGNATURE_NAME, &attachment_content(SIGNATURE_NAME));
     assert_eq!(first.status, 201, "{}", first.text);
     assert_eq!(first.body["submission_status"], "complete");
-    let again = phone.attach(id, SIGNATURE_NAME, SIGNATURE);
+    let again = phone.attach(id, SIGNATURE_NAME, &attachment_content(SIGNATURE_NAME));
     assert_eq!(again.status, 200, "{}", again.text);
     assert_eq!(again.body, first.body);
     let status: String = submissions::table
@@ -409,7 +440,7 @@ fn attachments_complete_a_submission_and_are_read_back_by_those_allowed() {
         .first(&mut app.conn())
         .unwrap();
     assert!(
-        !stored_jwe.unwrap().contains("signature drawn"),
+        !stored_jwe.unwrap().contains("tablet"),
         "kept encrypted at rest"
     );
     // A retry of the submission now reports it complete.
@@ -420,7 +451,7 @@ fn attachments_complete_a_submission_and_are_read_back_by_those_allowed() {
         let res = app.request("GET", &path, Some(token), None);
         assert_eq!(res.status, 200, "{}", res.text);
         assert_eq!(res.header("content-type"), Some("image/png"));
-        assert_eq!(res.bytes, SIGNATURE);
+        assert_eq!(res.bytes, attachment_content(SIGNATURE_NAME));
     }
     for token in [&other_worker, &far_coordinator, &admin] {
         app.get(&path, token).assert_problem(403, "forbidden");
@@ -450,4 +481,140 @@ fn attachments_complete_a_submission_and_are_read_back_by_those_allowed() {
         res.error_pointers(),
         ["/attachments/0/name", "/attachments/0/sha256"]
     );
+}
+
+fn sync(app: &TestApp, token: &str, cursor: Option<&str>) -> Value {
+    let path = match cursor {
+        Some(c) => format!("/api/v1/sync?cursor={c}"),
+        None => "/api/v1/sync".to_string(),
+    };
+    let res = app.get(&path, token);
+    assert_eq!(res.status, 200, "{}", res.text);
+    res.body
+}
+
+fn ids(list: &Value) -> Vec<&str> {
+    list.as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c["id"].as_str().or(c.as_str()).unwrap())
+        .collect()
+}
+
+#[test]
+fn sync_sends_each_phone_its_own_cases_and_then_only_changes() {
+    let app = TestApp::spawn();
+    let (admin, worker) = setup(&app);
+    let (_, other_worker) = app.user(&admin, "other", "field_worker", &["KZ-CAM-ALA"]);
+    let mine = uuid::Uuid::new_v4().to_string();
+    let theirs = uuid::Uuid::new_v4().to_string();
+    let my_phone = phone(&app, &worker);
+    assert_eq!(
+        my_phone
+            .send(&envelope(&mine, fixture("kz.referral")))
+            .status,
+        201
+    );
+    let their_phone = phone(&app, &other_worker);
+    assert_eq!(
+        their_phone
+            .send(&envelope(&theirs, fixture("kz.referral")))
+            .status,
+        201
+    );
+
+    // Everything this phone needs, and nothing of another worker's.
+    let full = sync(&app, &worker, None);
+    assert_eq!(full["full"], true);
+    assert_eq!(ids(&full["cases"]), [mine.as_str()]);
+    assert_eq!(full["cases"][0]["programme"], "kz");
+    assert_eq!(full["cases"][0]["version"], 1);
+    let forms = full["forms"].as_array().unwrap();
+    assert!(forms
+        .iter()
+        .all(|f| f["form_id"].as_str().unwrap().starts_with("kz.")));
+    assert!(forms
+        .iter()
+        .any(|f| f["form_id"] == "kz.referral" && f["sha256"].as_str().unwrap().len() == 64));
+    assert_eq!(full["keys"].as_array().unwrap().len(), 1);
+    assert_eq!(full["keys"][0]["kid"], my_phone.jwk["kid"]);
+    assert!(
+        full["cases"][0].get("child").is_none() && !full.to_string().contains("Daniyar"),
+        "no personal data on the wire"
+    );
+    assert_eq!(
+        ids(&sync(&app, &other_worker, None)["cases"]),
+        [theirs.as_str()]
+    );
+
+    // Nothing changed: an empty answer with the same cursor.
+    let cursor = full["cursor"].as_str().unwrap().to_string();
+    let quiet = sync(&app, &worker, Some(&cursor));
+    assert_eq!(
+        (&quiet["full"], &quiet["more"], &quiet["cursor"]),
+        (&json!(false), &json!(false), &json!(cursor))
+    );
+    for list in ["forms", "keys", "cases", "dropped_cases"] {
+        assert_eq!(quiet[list], json!([]), "{list}");
+    }
+
+    // Another worker's case changing is not this phone's business; a
+    // retired form and a new key are.
+    let update = form_envelope(
+        "kz.initial_assessment",
+        &theirs,
+        fixture("kz.initial_assessment"),
+    );
+    let res = their_phone.send(&update);
+    assert_eq!(res.status, 201, "{}", res.text);
+    let res = app.request(
+        "POST",
+        "/api/v1/forms/kz.file_review/versions/2021.1/retire",
+        Some(&admin),
+        None,
+    );
+    assert_eq!(res.status, 200, "{}", res.text);
+    let kek = casesync::crypto::kek::Kek::load(&app.settings).unwrap();
+    let new_key = keys::rotate(&mut app.conn(), &kek, "kz", 2048).unwrap();
+    let changes = sync(&app, &worker, Some(&cursor));
+    assert_eq!(changes["cases"], json!([]));
+    assert_eq!(changes["forms"].as_array().unwrap().len(), 1);
+    assert_eq!(changes["forms"][0]["form_id"], "kz.file_review");
+    assert_eq!(changes["forms"][0]["status"], "retired");
+    assert_eq!(changes["keys"][0]["kid"], new_key.kid.as_str());
+    let cursor = changes["cursor"].as_str().unwrap().to_string();
+
+    // Reassigned: dropped from my phone, added to theirs.
+    let their_cursor = sync(&app, &other_worker, None)["cursor"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let mut conn = app.conn();
+    let case = casesync::cases::find(&mut conn, &mine).unwrap().unwrap();
+    let other_id = case_assignee(&app, &theirs);
+    casesync::db::write_tx(&mut conn, |c| {
+        casesync::cases::assign(c, &case, Some(&other_id))
+    })
+    .unwrap();
+    let mine_now = sync(&app, &worker, Some(&cursor));
+    assert_eq!(mine_now["dropped_cases"], json!([mine]));
+    assert_eq!(mine_now["cases"], json!([]));
+    let theirs_now = sync(&app, &other_worker, Some(&their_cursor));
+    assert_eq!(ids(&theirs_now["cases"]), [mine.as_str()]);
+    assert_eq!(theirs_now["cases"][0]["version"], 2);
+
+    // A cursor this server did not give.
+    for bad in ["nonsense", "djE6OTk5OTk5"] {
+        app.get(&format!("/api/v1/sync?cursor={bad}"), &worker)
+            .assert_problem(400, "bad_request");
+    }
+}
+
+fn case_assignee(app: &TestApp, case_id: &str) -> String {
+    cases::table
+        .find(case_id)
+        .select(cases::assigned_to)
+        .first::<Option<String>>(&mut app.conn())
+        .unwrap()
+        .unwrap()
 }

@@ -12,6 +12,7 @@ use crate::error::{AppError, AppResult};
 use crate::sync::{self, ChangeKind};
 
 pub const OPEN: &str = "open";
+pub const CLOSED: &str = "closed";
 
 #[derive(Debug, Clone, PartialEq, Serialize, Queryable, Selectable, Insertable)]
 #[diesel(table_name = cases)]
@@ -75,7 +76,7 @@ pub fn open(
             }
             other => other,
         })?;
-    sync::record_change(conn, ChangeKind::Case, id, case.assigned_to.as_deref())?;
+    notify_phone(conn, &case)?;
     Ok(case)
 }
 
@@ -87,11 +88,76 @@ pub fn touch(conn: &mut DbConnection, case: &Case) -> AppResult<i64> {
             cases::updated_at.eq(now()),
         ))
         .execute(conn)?;
-    sync::record_change(
-        conn,
-        ChangeKind::Case,
-        &case.id,
-        case.assigned_to.as_deref(),
-    )?;
+    notify_phone(conn, case)?;
     Ok(case.version + 1)
+}
+
+/// Tells the assigned worker's phone (only theirs) that the case changed.
+fn notify_phone(conn: &mut DbConnection, case: &Case) -> AppResult<()> {
+    if let Some(user) = case.assigned_to.as_deref() {
+        sync::record_change(conn, ChangeKind::Case, &case.id, Some(user))?;
+    }
+    Ok(())
+}
+
+/// Gives the case to `to` (or to nobody). Call inside a write transaction:
+/// both the phone that had the case (to drop it) and the one that gets it
+/// hear of the change on their next sync.
+pub fn assign(conn: &mut DbConnection, case: &Case, to: Option<&str>) -> AppResult<Case> {
+    diesel::update(cases::table.find(&case.id))
+        .set((
+            cases::assigned_to.eq(to),
+            cases::version.eq(cases::version + 1),
+            cases::updated_at.eq(now()),
+        ))
+        .execute(conn)?;
+    if let Some(previous) = case.assigned_to.as_deref().filter(|p| Some(*p) != to) {
+        sync::record_change(conn, ChangeKind::Case, &case.id, Some(previous))?;
+    }
+    if let Some(to) = to {
+        sync::record_change(conn, ChangeKind::Case, &case.id, Some(to))?;
+    }
+    find(conn, &case.id)?.ok_or_else(|| AppError::NotFound("the case is gone".into()))
+}
+
+/// What a phone keeps of a case: enough to find the child's file again,
+/// no personal data. The case-timeline issue fills number and deadlines.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct PhoneCase {
+    pub id: String,
+    pub number: Option<String>,
+    pub programme: String,
+    pub site_id: String,
+    pub state: String,
+    pub version: i64,
+    pub next_deadlines: Vec<serde_json::Value>,
+}
+
+impl From<Case> for PhoneCase {
+    fn from(c: Case) -> Self {
+        PhoneCase {
+            id: c.id,
+            number: None,
+            programme: c.programme,
+            site_id: c.site_id,
+            state: c.state,
+            version: c.version,
+            next_deadlines: Vec::new(),
+        }
+    }
+}
+
+/// Whether a phone of `user_id` should hold this case.
+pub fn belongs_on_phone_of(case: &Case, user_id: &str) -> bool {
+    case.state != CLOSED && case.assigned_to.as_deref() == Some(user_id)
+}
+
+/// The cases assigned to `user_id` that are not closed.
+pub fn assigned_open(conn: &mut DbConnection, user_id: &str) -> AppResult<Vec<Case>> {
+    Ok(cases::table
+        .filter(cases::assigned_to.eq(user_id))
+        .filter(cases::state.ne(CLOSED))
+        .order(cases::created_at)
+        .select(Case::as_select())
+        .load(conn)?)
 }

@@ -177,6 +177,15 @@ pub fn current(conn: &mut DbConnection, programme: &str) -> AppResult<PublicKeyI
 }
 
 /// Every key, newest first (public parts only).
+/// The programme a key belongs to.
+pub fn programme_of(conn: &mut DbConnection, kid: &str) -> AppResult<Option<String>> {
+    Ok(keys::table
+        .find(kid)
+        .select(keys::programme)
+        .first(conn)
+        .optional()?)
+}
+
 pub fn list(conn: &mut DbConnection) -> AppResult<Vec<PublicKeyInfo>> {
     Ok(keys::table
         .select(KeyRow::as_select())

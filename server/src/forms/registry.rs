@@ -11,6 +11,7 @@ use crate::auth::now;
 use crate::db::schema::{form_drafts, form_versions, forms};
 use crate::db::{write_tx, DbConnection};
 use crate::error::{AppError, AppResult};
+use crate::sync::{self, ChangeKind};
 
 pub const PUBLISHED: &str = "published";
 pub const RETIRED: &str = "retired";
@@ -134,6 +135,12 @@ pub fn publish(
     diesel::insert_into(form_versions::table)
         .values(&row)
         .execute(conn)?;
+    sync::record_change(
+        conn,
+        ChangeKind::Form,
+        &sync_object(&row.form_id, &row.version),
+        None,
+    )?;
     Ok(VersionInfo::from(&row))
 }
 
@@ -194,6 +201,11 @@ pub fn publish_shipped(conn: &mut DbConnection, set: &DefinitionSet) -> AppResul
         }
     }
     Ok(outcome)
+}
+
+/// How a version is named in the sync change log: `form_id@version`.
+pub fn sync_object(form_id: &str, version: &str) -> String {
+    format!("{form_id}@{version}")
 }
 
 pub fn version(conn: &mut DbConnection, form_id: &str, version: &str) -> AppResult<VersionRow> {
@@ -331,6 +343,42 @@ pub fn retire(
                 form_versions::retired_at.eq(now()),
             ))
             .execute(conn)?;
+        sync::record_change(
+            conn,
+            ChangeKind::Form,
+            &sync_object(form_id, version_name),
+            None,
+        )?;
     }
     Ok(VersionInfo::from(&version(conn, form_id, version_name)?))
+}
+
+/// Published versions of the forms of `programmes`, as phones sync them.
+pub fn published_in(conn: &mut DbConnection, programmes: &[String]) -> AppResult<Vec<VersionInfo>> {
+    let rows: Vec<VersionRow> = form_versions::table
+        .inner_join(forms::table)
+        .filter(forms::programme.eq_any(programmes))
+        .filter(form_versions::status.eq(PUBLISHED))
+        .order((form_versions::form_id, form_versions::published_at))
+        .select(VersionRow::as_select())
+        .load(conn)?;
+    Ok(rows.iter().map(VersionInfo::from).collect())
+}
+
+/// A version named as in the sync change log, with its form's programme.
+pub fn by_sync_object(
+    conn: &mut DbConnection,
+    object: &str,
+) -> AppResult<Option<(String, VersionInfo)>> {
+    let Some((form_id, version)) = object.split_once('@') else {
+        return Ok(None);
+    };
+    let found: Option<(String, VersionRow)> = form_versions::table
+        .inner_join(forms::table)
+        .filter(form_versions::form_id.eq(form_id))
+        .filter(form_versions::version.eq(version))
+        .select((forms::programme, VersionRow::as_select()))
+        .first(conn)
+        .optional()?;
+    Ok(found.map(|(programme, row)| (programme, VersionInfo::from(&row))))
 }

@@ -6,6 +6,7 @@ mod me;
 mod sessions;
 mod sites;
 mod submissions;
+mod sync;
 mod tokens;
 mod users;
 
@@ -49,6 +50,7 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
             .service(
                 resource("/programmes/{programme}/keys/current").route(get().to(keys::current)),
             )
+            .service(resource("/sync").route(get().to(sync::get)))
             .service(resource("/submissions").route(post().to(submissions::create)))
             .service(resource("/submissions/batch").route(post().to(submissions::batch)))
             .service(

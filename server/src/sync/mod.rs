@@ -2,6 +2,8 @@
 //! (a form version, a programme key, later a case) is one row with a
 //! sequence number allocated inside the writing transaction.
 
+pub mod feed;
+
 use diesel::prelude::*;
 
 use crate::db::schema::{counters, sync_changes};
@@ -65,4 +67,31 @@ pub fn latest(conn: &mut DbConnection) -> AppResult<i64> {
         .find("sync")
         .select(counters::value)
         .first(conn)?)
+}
+
+/// One page of the changes `user_id` must hear of, after `after` and up to
+/// `upto`: those for everyone and those for this user, oldest first.
+pub fn changes_for(
+    conn: &mut DbConnection,
+    user_id: &str,
+    after: i64,
+    upto: i64,
+    limit: i64,
+) -> AppResult<Vec<(i64, String, String)>> {
+    Ok(sync_changes::table
+        .filter(sync_changes::seq.gt(after))
+        .filter(sync_changes::seq.le(upto))
+        .filter(
+            sync_changes::user_id
+                .is_null()
+                .or(sync_changes::user_id.eq(user_id)),
+        )
+        .order(sync_changes::seq)
+        .limit(limit)
+        .select((
+            sync_changes::seq,
+            sync_changes::kind,
+            sync_changes::object_id,
+        ))
+        .load(conn)?)
 }
