@@ -3,136 +3,14 @@
 
 mod common;
 
-use std::io::{BufRead, BufReader, Write};
 use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
-use std::sync::mpsc;
-use std::time::{Duration, Instant};
+use std::process::Command;
+use std::time::Duration;
 
+use common::bin::{cli, command, serve, BIN};
 use common::{agent, Response, TestDb};
 use serde_json::{json, Value};
-
-const BIN: &str = env!("CARGO_BIN_EXE_casesync");
-
-fn command(dir: &Path, db: &TestDb) -> Command {
-    let mut cmd = Command::new(BIN);
-    cmd.current_dir(dir)
-        .env_remove("CASESYNC_CONFIG")
-        .env("CASESYNC_LOG_FORMAT", "json")
-        .env("RUST_LOG", "info");
-    if let Some(url) = &db.url {
-        cmd.env("CASESYNC_DATABASE_URL", url);
-    }
-    cmd
-}
-
-fn cli(dir: &Path, db: &TestDb, args: &[&str], stdin: Option<&str>) -> String {
-    let mut child = command(dir, db)
-        .args(args)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    if let Some(input) = stdin {
-        child
-            .stdin
-            .take()
-            .unwrap()
-            .write_all(input.as_bytes())
-            .unwrap();
-    }
-    drop(child.stdin.take());
-    let out = child.wait_with_output().unwrap();
-    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
-    assert!(
-        out.status.success(),
-        "casesync {args:?} failed: {}{}",
-        stdout,
-        String::from_utf8_lossy(&out.stderr)
-    );
-    stdout
-}
-
-struct Served {
-    child: Child,
-    base: String,
-}
-
-/// Starts `casesync serve` and waits for the address it logs.
-fn serve(dir: &Path, db: &TestDb, extra_env: &[(&str, &str)]) -> Served {
-    let mut cmd = command(dir, db);
-    cmd.arg("serve")
-        .env("CASESYNC_BIND", "127.0.0.1:0")
-        .env("CASESYNC_WORKERS", "2")
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped());
-    for (k, v) in extra_env {
-        cmd.env(k, v);
-    }
-    let mut child = cmd.spawn().unwrap();
-    let stderr = child.stderr.take().unwrap();
-    let (tx, rx) = mpsc::channel();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-            if let Ok(event) = serde_json::from_str::<Value>(&line) {
-                if event["message"] == "casesync listening" {
-                    let _ = tx.send(event["addr"].as_str().unwrap_or_default().to_string());
-                }
-            }
-        }
-    });
-    let addr = rx
-        .recv_timeout(Duration::from_secs(60))
-        .expect("the server logs its address");
-    Served {
-        child,
-        base: format!("http://{addr}"),
-    }
-}
-
-impl Served {
-    fn post(&self, path: &str, token: Option<&str>, body: Value) -> Response {
-        let mut req = agent().post(format!("{}{path}", self.base));
-        if let Some(t) = token {
-            req = req.header("Authorization", format!("Bearer {t}"));
-        }
-        Response::from(req.send_json(body).unwrap())
-    }
-
-    fn get(&self, path: &str, token: &str) -> Response {
-        Response::from(
-            agent()
-                .get(format!("{}{path}", self.base))
-                .header("Authorization", format!("Bearer {token}"))
-                .call()
-                .unwrap(),
-        )
-    }
-
-    fn terminate(&self) {
-        let status = Command::new("kill")
-            .args(["-TERM", &self.child.id().to_string()])
-            .status()
-            .unwrap();
-        assert!(status.success());
-    }
-
-    fn wait(mut self, limit: Duration) -> std::process::ExitStatus {
-        let started = Instant::now();
-        loop {
-            if let Some(status) = self.child.try_wait().unwrap() {
-                return status;
-            }
-            if started.elapsed() > limit {
-                let _ = self.child.kill();
-                panic!("the server did not stop within {limit:?}");
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
-    }
-}
 
 #[test]
 fn serve_on_a_fresh_directory_then_drain_on_sigterm() {

@@ -8,6 +8,7 @@ use clap::{Args, Parser, Subcommand};
 
 use crate::audit::{self, Event, Origin};
 use crate::auth::{passwords, sites, tokens, users, Role};
+use crate::collect;
 use crate::config::Settings;
 use crate::crypto::kek::Kek;
 use crate::crypto::keys;
@@ -56,6 +57,75 @@ pub enum Command {
     /// Programme encryption keys.
     #[command(subcommand)]
     Keys(KeysCommand),
+    /// A reference collector that behaves like a phone: sign in, sync,
+    /// fill forms, push the encrypted queue.
+    Collect(CollectArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct CollectArgs {
+    /// The collector's storage (session, synced forms, queue).
+    #[arg(long, default_value = "collector", env = "CASESYNC_COLLECT_DIR")]
+    pub dir: PathBuf,
+    #[command(subcommand)]
+    pub command: CollectCommand,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum CollectCommand {
+    /// Sign in (password from CASESYNC_COLLECT_PASSWORD, --password-file or
+    /// standard input) and keep the session token.
+    Login {
+        /// e.g. https://casesync.example.org
+        #[arg(long)]
+        server: String,
+        #[arg(long)]
+        username: String,
+        #[arg(long)]
+        password_file: Option<PathBuf>,
+    },
+    /// Sync form versions, keys and assigned cases.
+    Pull {
+        #[arg(long, default_value_t = 5)]
+        retries: u32,
+    },
+    /// Fill a form from a JSON file of answers, encrypt it and queue it.
+    Fill {
+        form: String,
+        answers: PathBuf,
+        /// The case this form is about (made up for a form that opens one).
+        #[arg(long = "case")]
+        case_id: Option<String>,
+        /// Another synced version than the newest.
+        #[arg(long)]
+        version: Option<String>,
+        /// The instance id this submission corrects.
+        #[arg(long)]
+        supersedes: Option<String>,
+        /// Queue this many distinct copies (load tests).
+        #[arg(long, default_value_t = 1)]
+        count: usize,
+    },
+    /// Upload the queue; acknowledged submissions are never sent again.
+    Push {
+        /// Submissions per request (1 = one request each; up to 100).
+        #[arg(long, default_value_t = 20)]
+        batch: usize,
+        /// Requests in flight at once.
+        #[arg(long, default_value_t = 1)]
+        concurrency: usize,
+        /// Retries of a request that failed for a passing reason.
+        #[arg(long, default_value_t = 5)]
+        retries: u32,
+        /// Send to this address instead of the one signed in to.
+        #[arg(long)]
+        server: Option<String>,
+        /// Print throughput and latency percentiles.
+        #[arg(long)]
+        stats: bool,
+    },
+    /// Counts of queued, sent and refused submissions.
+    Status,
 }
 
 #[derive(Debug, Subcommand)]
@@ -198,9 +268,18 @@ impl From<AppError> for CliError {
 const CLI_ORIGIN_DETAIL: &str = "cli";
 
 pub fn run(cli: Cli) -> Result<(), CliError> {
-    let settings = Settings::load(&cli.config)?;
-    crate::telemetry::init(settings.log_format);
     match cli.command {
+        // The collector is a client: it needs no server configuration.
+        Command::Collect(args) => collect_command(args).map_err(CliError::App),
+        command => server_command(&cli.config, command),
+    }
+}
+
+fn server_command(config: &Path, command: Command) -> Result<(), CliError> {
+    let settings = Settings::load(config)?;
+    crate::telemetry::init(settings.log_format);
+    match command {
+        Command::Collect(args) => collect_command(args).map_err(CliError::App),
         Command::Serve => Ok(server::serve(settings)?),
         Command::Migrate => {
             let target = settings.database_target()?;
@@ -627,6 +706,129 @@ fn forms_command(conn: &mut DbConnection, cmd: FormsCommand) -> Result<(), CliEr
         }
         FormsCommand::Validate { .. } | FormsCommand::Facts => {
             unreachable!("handled without a database")
+        }
+    }
+    Ok(())
+}
+
+fn collect_command(args: CollectArgs) -> Result<(), String> {
+    let dir = args.dir.as_path();
+    match args.command {
+        CollectCommand::Login {
+            server,
+            username,
+            password_file,
+        } => {
+            let password = match (std::env::var("CASESYNC_COLLECT_PASSWORD"), password_file) {
+                (Ok(p), _) if !p.is_empty() => p,
+                (_, Some(file)) => std::fs::read_to_string(&file)
+                    .map_err(|e| format!("{}: {e}", file.display()))?,
+                _ => {
+                    if std::io::stdin().is_terminal() {
+                        eprint!("password for {username}: ");
+                    }
+                    let mut line = String::new();
+                    std::io::stdin()
+                        .lock()
+                        .read_line(&mut line)
+                        .map_err(|e| e.to_string())?;
+                    line
+                }
+            };
+            collect::login(
+                dir,
+                &server,
+                &username,
+                password.trim_end_matches(['\r', '\n']),
+            )?;
+            println!("signed in to {server} as {username}");
+        }
+        CollectCommand::Pull { retries } => {
+            let s = collect::pull(dir, retries)?;
+            println!(
+                "synced: {} form version(s), {} key(s), {} case(s), {} dropped; {} form document(s) downloaded",
+                s.forms, s.keys, s.cases, s.dropped, s.downloaded
+            );
+        }
+        CollectCommand::Fill {
+            form,
+            answers,
+            case_id,
+            version,
+            supersedes,
+            count,
+        } => {
+            let filled = collect::fill(
+                dir,
+                &collect::FillOptions {
+                    form_id: form,
+                    answers,
+                    version,
+                    case_id,
+                    supersedes,
+                    count,
+                },
+            )?;
+            if filled.len() == 1 {
+                let f = &filled[0];
+                println!(
+                    "queued {}{}",
+                    f.instance_id,
+                    f.case_id
+                        .as_deref()
+                        .map(|c| format!(" (case {c})"))
+                        .unwrap_or_default()
+                );
+            } else {
+                println!("queued {} submissions", filled.len());
+            }
+        }
+        CollectCommand::Push {
+            batch,
+            concurrency,
+            retries,
+            server,
+            stats,
+        } => {
+            let report = collect::push(
+                dir,
+                &collect::PushOptions {
+                    batch,
+                    concurrency,
+                    retries,
+                    server,
+                },
+            )?;
+            println!(
+                "pushed: {} stored, {} already stored, {} refused, {} attachment(s); {} still queued",
+                report.created, report.repeated, report.refused, report.attachments, report.left
+            );
+            if stats {
+                let mut latencies = report.latencies.clone();
+                latencies.sort();
+                let accepted = report.created + report.repeated;
+                let secs = report.elapsed.as_secs_f64();
+                println!(
+                    "{accepted} accepted in {secs:.2} s: {:.0} accepted/s; request latency p50 {:.1} ms, p99 {:.1} ms ({} requests)",
+                    accepted as f64 / secs.max(1e-9),
+                    collect::quantile(&latencies, 0.50).as_secs_f64() * 1e3,
+                    collect::quantile(&latencies, 0.99).as_secs_f64() * 1e3,
+                    latencies.len()
+                );
+            }
+            if report.left > 0 {
+                return Err(format!(
+                    "{} submission(s) still queued; push again when the server is reachable",
+                    report.left
+                ));
+            }
+        }
+        CollectCommand::Status => {
+            let (queued, sent, failed) = collect::status(dir)?;
+            println!(
+                "{queued} queued, {sent} sent, {failed} refused (see {}/failed)",
+                dir.display()
+            );
         }
     }
     Ok(())

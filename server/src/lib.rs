@@ -9,6 +9,7 @@ pub mod audit;
 pub mod auth;
 pub mod cases;
 pub mod cli;
+pub mod collect;
 pub mod config;
 pub mod crypto;
 pub mod db;

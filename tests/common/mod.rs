@@ -14,6 +14,8 @@ use casesync::db::{self, DbConnection};
 use diesel::connection::SimpleConnection;
 use serde_json::{json, Value};
 
+pub mod bin;
+
 pub const TEST_DB_ENV: &str = "CASESYNC_TEST_DATABASE_URL";
 
 /// A database of the suite's dialect, private to one test.

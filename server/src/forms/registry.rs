@@ -354,15 +354,21 @@ pub fn retire(
 }
 
 /// Published versions of the forms of `programmes`, as phones sync them.
-pub fn published_in(conn: &mut DbConnection, programmes: &[String]) -> AppResult<Vec<VersionInfo>> {
-    let rows: Vec<VersionRow> = form_versions::table
+pub fn published_in(
+    conn: &mut DbConnection,
+    programmes: &[String],
+) -> AppResult<Vec<(String, VersionInfo)>> {
+    let rows: Vec<(String, VersionRow)> = form_versions::table
         .inner_join(forms::table)
         .filter(forms::programme.eq_any(programmes))
         .filter(form_versions::status.eq(PUBLISHED))
         .order((form_versions::form_id, form_versions::published_at))
-        .select(VersionRow::as_select())
+        .select((forms::programme, VersionRow::as_select()))
         .load(conn)?;
-    Ok(rows.iter().map(VersionInfo::from).collect())
+    Ok(rows
+        .into_iter()
+        .map(|(programme, row)| (programme, VersionInfo::from(&row)))
+        .collect())
 }
 
 /// A version named as in the sync change log, with its form's programme.

@@ -21,6 +21,7 @@ pub const PAGE: i64 = 500;
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct SyncForm {
     pub form_id: String,
+    pub programme: String,
     pub version: String,
     pub sha256: String,
     /// `published`, or `retired`: stop offering it for new submissions.
@@ -115,8 +116,9 @@ pub fn feed(conn: &mut DbConnection, who: &Principal, cursor: Option<&str>) -> A
     let Some(after) = after else {
         feed.forms = registry::published_in(conn, &programmes)?
             .into_iter()
-            .map(|v| SyncForm {
+            .map(|(programme, v)| SyncForm {
                 form_id: v.form_id,
+                programme,
                 version: v.version,
                 sha256: v.sha256,
                 status: v.status,
@@ -147,6 +149,7 @@ pub fn feed(conn: &mut DbConnection, who: &Principal, cursor: Option<&str>) -> A
                 if programmes.contains(&programme) {
                     feed.forms.push(SyncForm {
                         form_id: v.form_id,
+                        programme,
                         version: v.version,
                         sha256: v.sha256,
                         status: v.status,
