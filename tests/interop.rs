@@ -1,6 +1,6 @@
 //! A JWE made by an independent implementation (Python jwcrypto) is
 //! accepted: our JOSE profile is the standard one, not a private dialect.
-//! `.ci/run` installs jwcrypto and sets CASESYNC_REQUIRE_INTEROP=1, so CI
+//! `.ci/run` installs jwcrypto and sets CASESYNC_TEST_REQUIRE_INTEROP=1, so CI
 //! fails without it; elsewhere the test says it was skipped.
 
 mod common;
@@ -22,9 +22,9 @@ fn jwcrypto_available() -> bool {
         .stderr(Stdio::null())
         .status()
         .is_ok_and(|s| s.success());
-    if !found && std::env::var("CASESYNC_REQUIRE_INTEROP").is_ok_and(|v| v == "1") {
+    if !found && std::env::var("CASESYNC_TEST_REQUIRE_INTEROP").is_ok_and(|v| v == "1") {
         panic!(
-            "jwcrypto is required (CASESYNC_REQUIRE_INTEROP=1) but {} cannot import it",
+            "jwcrypto is required (CASESYNC_TEST_REQUIRE_INTEROP=1) but {} cannot import it",
             python()
         );
     }

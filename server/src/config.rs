@@ -141,9 +141,10 @@ impl Default for LoginThrottleSettings {
     }
 }
 
-/// `CASESYNC_*` variables that belong to the command line, the test suite or
-/// `scripts/start-postgres.sh`, not to the settings (lowercase, after the prefix).
-const NOT_SETTINGS: [&str; 3] = ["config", "test_database_url", "pg_"];
+/// `CASESYNC_*` variables that belong to the command line, the collector, the
+/// test suite or `scripts/start-postgres.sh`, not to the server's settings
+/// (lowercase prefixes, after `CASESYNC_`).
+const NOT_SETTINGS: [&str; 4] = ["config", "collect_", "test_", "pg_"];
 
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {

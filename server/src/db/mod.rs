@@ -121,6 +121,9 @@ pub fn connect(target: &DatabaseTarget, pool_size: u32) -> Result<Pool, DbError>
     let pool = r2d2::Pool::builder()
         .max_size(pool_size)
         .min_idle(Some(1))
+        // A network connection can die between uses: check it before
+        // handing it out. An embedded SQLite connection cannot.
+        .test_on_check_out(matches!(target, DatabaseTarget::Postgres(_)))
         .connection_timeout(Duration::from_secs(10))
         .build(ConnectionManager::new(target.clone()))?;
     Ok(pool)

@@ -208,6 +208,15 @@ pub fn sync_object(form_id: &str, version: &str) -> String {
     format!("{form_id}@{version}")
 }
 
+/// A version's status (`published`, `retired`), without its document.
+pub fn status(conn: &mut DbConnection, form_id: &str, version: &str) -> AppResult<Option<String>> {
+    Ok(form_versions::table
+        .find((form_id, version))
+        .select(form_versions::status)
+        .first(conn)
+        .optional()?)
+}
+
 pub fn version(conn: &mut DbConnection, form_id: &str, version: &str) -> AppResult<VersionRow> {
     find_version(conn, form_id, version)?
         .ok_or_else(|| AppError::NotFound(format!("form {form_id:?} has no version {version:?}")))

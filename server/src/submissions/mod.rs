@@ -205,11 +205,11 @@ pub fn prepare(
     let instance_id = envelope.instance_id.to_string();
 
     // 3. A published version of a form of the key's programme.
-    let version =
-        registry::version(conn, &envelope.form_id, &envelope.form_version).map_err(|_| {
+    let status =
+        registry::status(conn, &envelope.form_id, &envelope.form_version)?.ok_or_else(|| {
             AppError::invalid_field("/form_version", "is not a published version of this form")
         })?;
-    if version.status != registry::PUBLISHED {
+    if status != registry::PUBLISHED {
         return Err(AppError::invalid_field(
             "/form_version",
             "is retired; sync to get the current version",

@@ -1,0 +1,88 @@
+#!/usr/bin/env bash
+# Ingest benchmark (#4): N distinct encrypted KZ referrals (default 20,000)
+# pushed by C concurrent clients (default 32) over loopback into a fresh
+# server on embedded SQLite (synchronous=FULL, group commits). Each client
+# sends one submission per request, like a phone without the batch
+# endpoint. Prints accepted/s and request latency p50/p99 (from
+# `casesync collect push --stats`), and `openssl speed rsa2048` for the
+# ceiling set by one RSA-2048 private operation per submission.
+#
+#   scripts/bench-ingest.sh                 # 20000 submissions, 32 clients
+#   N=5000 C=8 scripts/bench-ingest.sh
+set -euo pipefail
+cd "$(dirname "$0")/.."
+N=${N:-20000}
+C=${C:-32}
+PORT=${PORT:-18437}
+ROOT=$PWD
+
+cargo build --release --quiet
+BIN=$ROOT/target/release/casesync
+WORK=$(mktemp -d "${TMPDIR:-/tmp}/casesync-bench.XXXXXX")
+SERVER=
+cleanup() {
+  if [ -n "$SERVER" ]; then kill "$SERVER" 2>/dev/null || true; wait "$SERVER" 2>/dev/null || true; fi
+  rm -rf "$WORK"
+  case "${PHONE_ROOT:-}" in /dev/shm/*) rm -rf "$PHONE_ROOT" ;; esac
+}
+trap cleanup EXIT
+cd "$WORK"
+
+CASESYNC_BIND=127.0.0.1:$PORT CASESYNC_LOG_FORMAT=json RUST_LOG=warn "$BIN" serve 2>server.log &
+SERVER=$!
+BASE=http://127.0.0.1:$PORT
+for _ in $(seq 1 100); do
+  curl -fs "$BASE/readyz" >/dev/null 2>&1 && break
+  sleep 0.1
+done
+
+json() { python3 -c "import json,sys; print(json.load(sys.stdin)$1)"; }
+INITIAL=$(cat data/initial-admin-password)
+TOKEN=$(curl -fs -H 'Content-Type: application/json' \
+  -d "{\"username\":\"admin\",\"password\":\"$INITIAL\"}" "$BASE/api/v1/sessions" | json "['token']")
+curl -fs -o /dev/null -H "Authorization: Bearer $TOKEN" -H 'Content-Type: application/json' \
+  -d "{\"current_password\":\"$INITIAL\",\"new_password\":\"bench-admin-password\"}" "$BASE/api/v1/me/password"
+SITE=$(curl -fs -H "Authorization: Bearer $TOKEN" "$BASE/api/v1/sites" |
+  python3 -c "import json,sys; print([s['id'] for s in json.load(sys.stdin)['items'] if s['code']=='KZ-CAM-ALA'][0])")
+curl -fs -o /dev/null -H "Authorization: Bearer $TOKEN" -H 'Content-Type: application/json' \
+  -d "{\"username\":\"bench\",\"role\":\"field_worker\",\"site_ids\":[\"$SITE\"],\"password\":\"bench-worker-password\"}" \
+  "$BASE/api/v1/users"
+
+# The referral fixture, signed on paper (no signature image to upload).
+python3 - "$ROOT/tests/fixtures/forms/kz.referral/valid.json" > referral.json <<'PY'
+import json, sys
+data = json.load(open(sys.argv[1]))
+data["signoff"]["referrer_signature"].pop("signature", None)
+print(json.dumps(data))
+PY
+
+# The collector stands in for 32 phones: its own durable bookkeeping (an
+# fsync per acknowledgement) is not what is measured, so its directory goes
+# to memory when the machine has /dev/shm. The server's data stays on disk.
+PHONE_ROOT=$WORK
+[ -d /dev/shm ] && [ -w /dev/shm ] && PHONE_ROOT=$(mktemp -d /dev/shm/casesync-phone.XXXXXX)
+export CASESYNC_COLLECT_DIR=$PHONE_ROOT/phone
+CASESYNC_COLLECT_PASSWORD=bench-worker-password "$BIN" collect login --server "$BASE" --username bench >/dev/null
+"$BIN" collect pull >/dev/null
+start=$(date +%s.%N)
+"$BIN" collect fill kz.referral referral.json --count "$N" >/dev/null
+fill_secs=$(python3 -c "import time; print(f'{time.time() - $start:.1f}')")
+echo "prepared $N encrypted referrals on the collector in ${fill_secs} s"
+echo "pushing with $C concurrent clients, one submission per request, into SQLite"
+cpu() { awk '{print $14 " " $15}' "/proc/$1/stat"; }  # user, system ticks
+server_before=$(cpu "$SERVER")
+/usr/bin/time -f "collector: %U s user, %S s system CPU" \
+  "$BIN" collect push --batch 1 --concurrency "$C" --retries 3 --stats
+server_after=$(cpu "$SERVER")
+python3 - "$server_before" "$server_after" "$(getconf CLK_TCK)" "$N" <<'PY'
+import sys
+(u0, s0), (u1, s1) = (map(int, a.split()) for a in sys.argv[1:3])
+hz, n = int(sys.argv[3]), int(sys.argv[4])
+user, system = (u1 - u0) / hz, (s1 - s0) / hz
+print(f"server: {user:.1f} s user + {system:.1f} s system CPU, "
+      f"{(user + system) * 1e3 / n:.2f} ms CPU per submission")
+PY
+
+echo
+echo "openssl speed rsa2048 (a private-key operation per submission sets the ceiling):"
+openssl speed -seconds 3 rsa2048 2>/dev/null | tail -n 2 || echo "(openssl not available)"
