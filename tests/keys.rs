@@ -54,6 +54,7 @@ fn first_start_makes_a_sealed_key_per_programme_and_serves_its_jwk() {
     assert_eq!(sealed.len(), 2);
     // Both keys were announced to phones through the sync change log.
     let changes: Vec<(String, String)> = sync_changes::table
+        .filter(sync_changes::kind.eq("key"))
         .select((sync_changes::kind, sync_changes::object_id))
         .order(sync_changes::seq)
         .load(&mut app.conn())
