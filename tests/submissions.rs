@@ -6,117 +6,14 @@ mod common;
 
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine;
-use casesync::crypto::{jwe, keys};
+use casesync::crypto::keys;
 use casesync::db::schema::{cases, submissions};
-use common::{Response, TestApp};
+use common::phone::{
+    attachment_content, envelope, fixture, form_envelope, phone, Phone, SIGNATURE_NAME,
+};
+use common::TestApp;
 use diesel::prelude::*;
 use serde_json::{json, Value};
-use sha2::{Digest, Sha256};
-
-fn fixture(id: &str) -> Value {
-    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("tests/fixtures/forms")
-        .join(id)
-        .join("valid.json");
-    serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap()
-}
-
-/// The referrer's signature the referral fixture names.
-const SIGNATURE_NAME: &str = "referrer-signature.png";
-
-/// What the phone attaches under `name`.
-fn attachment_content(name: &str) -> Vec<u8> {
-    format!("\u{89}PNG a picture taken on a tablet: {name}").into_bytes()
-}
-
-/// Declarations for every file name the fixture's data mentions.
-fn declarations(data: &Value) -> Vec<Value> {
-    fn walk(v: &Value, out: &mut Vec<Value>) {
-        match v {
-            Value::String(s) if [".png", ".jpg", ".pdf"].iter().any(|ext| s.ends_with(ext)) => {
-                let content = attachment_content(s);
-                let media_type = match &s[s.len() - 3..] {
-                    "png" => "image/png",
-                    "jpg" => "image/jpeg",
-                    _ => "application/pdf",
-                };
-                out.push(json!({
-                    "name": s,
-                    "media_type": media_type,
-                    "size": content.len(),
-                    "sha256": hex::encode(Sha256::digest(&content)),
-                }));
-            }
-            Value::Array(items) => items.iter().for_each(|i| walk(i, out)),
-            Value::Object(map) => map.values().for_each(|i| walk(i, out)),
-            _ => {}
-        }
-    }
-    let mut out = Vec::new();
-    walk(data, &mut out);
-    out
-}
-
-fn envelope(case_id: &str, data: Value) -> Value {
-    form_envelope("kz.referral", case_id, data)
-}
-
-fn form_envelope(form_id: &str, case_id: &str, data: Value) -> Value {
-    json!({
-        "instance_id": uuid::Uuid::new_v4().to_string(),
-        "form_id": form_id,
-        "form_version": "2021.1",
-        "case_id": case_id,
-        "device_id": "tablet-7",
-        "started_at": "2026-03-02T10:00:00+05:00",
-        "completed_at": "2026-03-02T10:40:00+05:00",
-        "data": data,
-        "attachments": declarations(&data),
-    })
-}
-
-struct Phone<'a> {
-    app: &'a TestApp,
-    token: String,
-    jwk: Value,
-}
-
-impl Phone<'_> {
-    fn encrypt(&self, envelope: &Value) -> String {
-        let public = keys::public_key_from_jwk(&self.jwk).unwrap();
-        jwe::encrypt(
-            envelope.to_string().as_bytes(),
-            self.jwk["kid"].as_str().unwrap(),
-            &public,
-        )
-    }
-
-    fn send_raw(&self, body: &str) -> Response {
-        self.app.raw(
-            "POST",
-            "/api/v1/submissions",
-            Some(&self.token),
-            "application/jose",
-            body.as_bytes(),
-        )
-    }
-
-    fn send(&self, envelope: &Value) -> Response {
-        self.send_raw(&self.encrypt(envelope))
-    }
-
-    fn attach(&self, instance_id: &str, name: &str, content: &[u8]) -> Response {
-        let public = keys::public_key_from_jwk(&self.jwk).unwrap();
-        let body = jwe::encrypt(content, self.jwk["kid"].as_str().unwrap(), &public);
-        self.app.raw(
-            "PUT",
-            &format!("/api/v1/submissions/{instance_id}/attachments/{name}"),
-            Some(&self.token),
-            "application/jose",
-            body.as_bytes(),
-        )
-    }
-}
 
 fn stored(app: &TestApp) -> i64 {
     submissions::table
@@ -130,15 +27,6 @@ fn setup(app: &TestApp) -> (String, String) {
     let admin = app.admin_token();
     let (_, worker) = app.user(&admin, "aigerim", "field_worker", &["KZ-CAM-ALA"]);
     (admin, worker)
-}
-
-/// A phone signed in with `token`, encrypting for the current KZ key.
-fn phone<'a>(app: &'a TestApp, token: &str) -> Phone<'a> {
-    Phone {
-        app,
-        jwk: app.get("/api/v1/programmes/kz/keys/current", token).body,
-        token: token.to_string(),
-    }
 }
 
 #[test]

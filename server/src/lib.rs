@@ -18,6 +18,7 @@ pub mod forms;
 pub mod http;
 pub mod json;
 pub mod metrics;
+pub mod programmes;
 pub mod server;
 pub mod submissions;
 pub mod sync;

@@ -15,6 +15,7 @@ use diesel::connection::SimpleConnection;
 use serde_json::{json, Value};
 
 pub mod bin;
+pub mod phone;
 
 pub const TEST_DB_ENV: &str = "CASESYNC_TEST_DATABASE_URL";
 

@@ -1,18 +1,26 @@
-//! Cases: for now what ingest needs — a case per admission, its site, who is
-//! assigned and its version. The case-timeline issue adds children, numbers,
-//! the event fold and deadlines on top. Owns the `cases` table.
+//! Cases: one admission of one child, with its number, the worker assigned,
+//! and what the fold of its timeline says (state, facts, deadlines). Owns
+//! the `cases` table; `timeline` owns events and deadlines, `children` the
+//! children and their possible duplicates.
+
+pub mod actions;
+pub mod children;
+pub mod conflicts;
+pub mod fold;
+pub mod numbers;
+pub mod reconcile;
+pub mod timeline;
+pub mod views;
 
 use diesel::prelude::*;
 use serde::Serialize;
 
-use crate::auth::{now, Principal, Role};
-use crate::db::schema::cases;
+use crate::auth::{now, sites::Site, Principal, Role};
+use crate::db::schema::{case_deadlines, cases};
 use crate::db::DbConnection;
 use crate::error::{AppError, AppResult};
+use crate::programmes::{NumberScheme, Programme};
 use crate::sync::{self, ChangeKind};
-
-pub const OPEN: &str = "open";
-pub const CLOSED: &str = "closed";
 
 #[derive(Debug, Clone, PartialEq, Serialize, Queryable, Selectable, Insertable)]
 #[diesel(table_name = cases)]
@@ -26,6 +34,20 @@ pub struct Case {
     pub opened_by_instance: String,
     pub created_at: chrono::NaiveDateTime,
     pub updated_at: chrono::NaiveDateTime,
+    pub child_id: Option<String>,
+    pub number: Option<String>,
+    pub admission: i32,
+    pub facts: String,
+    pub opened_at: Option<chrono::NaiveDateTime>,
+    pub closed_at: Option<chrono::NaiveDateTime>,
+    pub next_due_at: Option<chrono::NaiveDateTime>,
+    pub merged_into: Option<String>,
+}
+
+impl Case {
+    pub fn is_open(&self) -> bool {
+        self.closed_at.is_none() && self.merged_into.is_none()
+    }
 }
 
 pub fn find(conn: &mut DbConnection, id: &str) -> AppResult<Option<Case>> {
@@ -46,36 +68,70 @@ pub fn may_submit_for(who: &Principal, case: &Case) -> bool {
     }
 }
 
-/// Opens a case at `site_id`; a field worker who opens it is assigned to it.
-pub fn open(
-    conn: &mut DbConnection,
-    id: &str,
-    programme: &str,
-    site_id: &str,
-    by: &Principal,
-    instance_id: &str,
-) -> AppResult<Case> {
+/// What opening a case needs to know.
+pub struct Opening<'a> {
+    pub id: &'a str,
+    pub programme: &'a Programme,
+    pub site: &'a Site,
+    pub by: &'a Principal,
+    pub by_display_name: &'a str,
+    pub instance_id: &'a str,
+    /// When the opening event happened (for BT, the registration date).
+    pub occurred_at: chrono::DateTime<chrono::Utc>,
+    pub identity: children::Identity,
+}
+
+/// Opens a case for a new child at the opener's site, numbered as the
+/// programme says; a field worker who opens it is assigned to it.
+pub fn open(conn: &mut DbConnection, o: Opening) -> AppResult<Case> {
+    if find(conn, o.id)?.is_some() {
+        return Err(AppError::invalid_field(
+            "/case_id",
+            "a case with this id already exists",
+        ));
+    }
+    let child = children::create(conn, o.programme, &o.site.id, &o.identity)?;
+    let number = match o.programme.case_number {
+        NumberScheme::KzSiteSequence => {
+            let root = numbers::next(conn, &numbers::kz_scope(&o.site.id))?.to_string();
+            children::set_root_number(conn, &child, &root)?;
+            numbers::kz_number(&root, 0)
+        }
+        NumberScheme::BtCaseCode => {
+            let day = o.programme.calendar.local_date(o.occurred_at);
+            let count = numbers::next(conn, &numbers::bt_scope(&o.site.id, day))?;
+            let org = o.site.org_code.as_deref().unwrap_or(&o.site.code);
+            numbers::bt_code(
+                count,
+                day,
+                &numbers::org_code(org),
+                &numbers::initials(o.by_display_name),
+            )
+        }
+    };
     let t = now();
     let case = Case {
-        id: id.to_string(),
-        programme: programme.to_string(),
-        site_id: site_id.to_string(),
-        assigned_to: (by.role == Role::FieldWorker).then(|| by.user_id.clone()),
-        state: OPEN.into(),
+        id: o.id.to_string(),
+        programme: o.programme.id.clone(),
+        site_id: o.site.id.clone(),
+        assigned_to: (o.by.role == Role::FieldWorker).then(|| o.by.user_id.clone()),
+        state: o.programme.initial_state.clone(),
         version: 1,
-        opened_by_instance: instance_id.to_string(),
+        opened_by_instance: o.instance_id.to_string(),
         created_at: t,
         updated_at: t,
+        child_id: Some(child),
+        number: Some(number),
+        admission: 0,
+        facts: "{}".into(),
+        opened_at: Some(o.occurred_at.naive_utc()),
+        closed_at: None,
+        next_due_at: None,
+        merged_into: None,
     };
     diesel::insert_into(cases::table)
         .values(&case)
-        .execute(conn)
-        .map_err(|e| match AppError::from(e) {
-            AppError::Conflict(_) => {
-                AppError::invalid_field("/case_id", "a case with this id already exists")
-            }
-            other => other,
-        })?;
+        .execute(conn)?;
     notify_phone(conn, &case)?;
     Ok(case)
 }
@@ -120,8 +176,8 @@ pub fn assign(conn: &mut DbConnection, case: &Case, to: Option<&str>) -> AppResu
     find(conn, &case.id)?.ok_or_else(|| AppError::NotFound("the case is gone".into()))
 }
 
-/// What a phone keeps of a case: enough to find the child's file again,
-/// no personal data. The case-timeline issue fills number and deadlines.
+/// What a phone keeps of a case: enough to find the child's file again and
+/// know what is due, no personal data.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct PhoneCase {
     pub id: String,
@@ -130,33 +186,46 @@ pub struct PhoneCase {
     pub site_id: String,
     pub state: String,
     pub version: i64,
-    pub next_deadlines: Vec<serde_json::Value>,
+    pub next_deadlines: Vec<NextDeadline>,
 }
 
-impl From<Case> for PhoneCase {
-    fn from(c: Case) -> Self {
-        PhoneCase {
+#[derive(Debug, Clone, PartialEq, Serialize, Queryable)]
+pub struct NextDeadline {
+    pub rule: String,
+    pub due_at: chrono::NaiveDateTime,
+}
+
+impl PhoneCase {
+    pub fn of(conn: &mut DbConnection, c: Case) -> AppResult<PhoneCase> {
+        let next_deadlines = case_deadlines::table
+            .filter(case_deadlines::case_id.eq(&c.id))
+            .filter(case_deadlines::outcome.eq("open"))
+            .order(case_deadlines::due_at)
+            .select((case_deadlines::rule_id, case_deadlines::due_at))
+            .load(conn)?;
+        Ok(PhoneCase {
             id: c.id,
-            number: None,
+            number: c.number,
             programme: c.programme,
             site_id: c.site_id,
             state: c.state,
             version: c.version,
-            next_deadlines: Vec::new(),
-        }
+            next_deadlines,
+        })
     }
 }
 
 /// Whether a phone of `user_id` should hold this case.
 pub fn belongs_on_phone_of(case: &Case, user_id: &str) -> bool {
-    case.state != CLOSED && case.assigned_to.as_deref() == Some(user_id)
+    case.is_open() && case.assigned_to.as_deref() == Some(user_id)
 }
 
-/// The cases assigned to `user_id` that are not closed.
+/// The cases assigned to `user_id` that are open.
 pub fn assigned_open(conn: &mut DbConnection, user_id: &str) -> AppResult<Vec<Case>> {
     Ok(cases::table
         .filter(cases::assigned_to.eq(user_id))
-        .filter(cases::state.ne(CLOSED))
+        .filter(cases::closed_at.is_null())
+        .filter(cases::merged_into.is_null())
         .order(cases::created_at)
         .select(Case::as_select())
         .load(conn)?)

@@ -166,6 +166,117 @@ diesel::table! {
         opened_by_instance -> Text,
         created_at -> Timestamp,
         updated_at -> Timestamp,
+        child_id -> Nullable<Text>,
+        number -> Nullable<Text>,
+        admission -> Integer,
+        facts -> Text,
+        opened_at -> Nullable<Timestamp>,
+        closed_at -> Nullable<Timestamp>,
+        next_due_at -> Nullable<Timestamp>,
+        merged_into -> Nullable<Text>,
+    }
+}
+
+diesel::table! {
+    children (id) {
+        id -> Text,
+        programme -> Text,
+        site_id -> Text,
+        root_number -> Nullable<Text>,
+        admissions -> Integer,
+        family_group_id -> Nullable<Text>,
+        name_key -> Nullable<Text>,
+        date_of_birth -> Nullable<Text>,
+        sex -> Nullable<Text>,
+        created_at -> Timestamp,
+    }
+}
+
+diesel::table! {
+    case_number_counters (scope) {
+        scope -> Text,
+        last_value -> BigInt,
+    }
+}
+
+diesel::table! {
+    case_events (id) {
+        id -> Text,
+        case_id -> Text,
+        seq -> BigInt,
+        name -> Text,
+        kind -> Text,
+        occurred_at -> Text,
+        occurred_at_utc -> Timestamp,
+        recorded_at -> Timestamp,
+        recorded_by -> Text,
+        base_version -> Nullable<BigInt>,
+        facts -> Text,
+        detail -> Nullable<Text>,
+        superseded -> Bool,
+    }
+}
+
+diesel::table! {
+    case_deadlines (case_id, rule_id, occurrence) {
+        case_id -> Text,
+        rule_id -> Text,
+        occurrence -> Integer,
+        programme -> Text,
+        site_id -> Text,
+        assigned_to -> Nullable<Text>,
+        started_at -> Timestamp,
+        due_at -> Timestamp,
+        soon_at -> Timestamp,
+        outcome -> Text,
+        met_at -> Nullable<Timestamp>,
+        on_time -> Nullable<Bool>,
+        ended_by -> Nullable<Text>,
+    }
+}
+
+diesel::table! {
+    conflicts (id) {
+        id -> Text,
+        case_id -> Text,
+        site_id -> Text,
+        fact -> Text,
+        event_id -> Text,
+        event_value -> Text,
+        other_event_id -> Text,
+        other_value -> Text,
+        applied_value -> Text,
+        status -> Text,
+        created_at -> Timestamp,
+        resolved_by -> Nullable<Text>,
+        resolved_at -> Nullable<Timestamp>,
+        resolution_event_id -> Nullable<Text>,
+    }
+}
+
+diesel::table! {
+    duplicate_candidates (id) {
+        id -> Text,
+        child_id -> Text,
+        other_child_id -> Text,
+        site_id -> Text,
+        reasons -> Text,
+        score -> Integer,
+        status -> Text,
+        created_at -> Timestamp,
+        decided_by -> Nullable<Text>,
+        decided_at -> Nullable<Timestamp>,
+    }
+}
+
+diesel::table! {
+    calendar_days (programme, day) {
+        programme -> Text,
+        day -> Text,
+        kind -> Text,
+        name -> Text,
+        changed_by -> Nullable<Text>,
+        changed_at -> Timestamp,
     }
 }
 
@@ -206,3 +317,15 @@ diesel::table! {
 
 diesel::joinable!(attachments -> submissions (instance_id));
 diesel::allow_tables_to_appear_in_same_query!(attachments, submissions);
+diesel::joinable!(case_events -> cases (case_id));
+diesel::joinable!(case_deadlines -> cases (case_id));
+diesel::joinable!(cases -> children (child_id));
+diesel::allow_tables_to_appear_in_same_query!(
+    cases,
+    case_events,
+    case_deadlines,
+    children,
+    conflicts,
+    submissions,
+    users
+);

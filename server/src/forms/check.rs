@@ -121,7 +121,7 @@ fn check_fields(form: &CompiledForm, problems: &mut Vec<String>) {
         let Some(rule) = &field.relevant else {
             continue;
         };
-        let Ok(predicate) = Predicate::parse(rule) else {
+        let Ok(predicate) = Predicate::<FieldRef>::parse(rule) else {
             continue;
         };
         // The object holding the field: for a repeat group, the object
@@ -260,7 +260,7 @@ fn check_keyword(key: &str, value: &Value, is_root: bool, at: &str, problems: &m
             .is_some_and(|m| m.values().all(Value::is_string)),
         "x-section" => value.is_object(),
         "x-relevant" => {
-            if let Err(why) = Predicate::parse(value) {
+            if let Err(why) = Predicate::<FieldRef>::parse(value) {
                 problems.push(format!("{at}: {why}"));
             }
             true

@@ -1,7 +1,7 @@
 //! Reading form definitions: the set shipped inside the binary, or a
 //! directory laid out like `form-definitions/`. Files with an `x-form` are
 //! forms; other schemas with an `$id` are shared resources; `programme.json`
-//! and anything else is not a schema and is skipped.
+//! holds a programme's rules; anything else is skipped.
 
 use std::path::{Path, PathBuf};
 
@@ -23,6 +23,8 @@ pub struct FormFile {
 pub struct DefinitionSet {
     pub resources: Resources,
     pub forms: Vec<FormFile>,
+    /// The `programme.json` files: rules of each programme (`programmes`).
+    pub programmes: Vec<FormFile>,
     /// Files that could not be read or parsed.
     pub problems: Vec<String>,
 }
@@ -33,7 +35,7 @@ impl DefinitionSet {
             .file_name()
             .and_then(|n| n.to_str())
             .unwrap_or_default();
-        if !name.ends_with(".json") || name == "programme.json" {
+        if !name.ends_with(".json") {
             return;
         }
         let document: Value = match serde_json::from_str(text) {
@@ -44,7 +46,9 @@ impl DefinitionSet {
                 return;
             }
         };
-        if document.get("x-form").is_some() {
+        if name == "programme.json" {
+            self.programmes.push(FormFile { path, document });
+        } else if document.get("x-form").is_some() {
             self.forms.push(FormFile { path, document });
         } else if document.get("$id").is_some() {
             if let Err(why) = self.resources.add(document) {

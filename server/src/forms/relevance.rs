@@ -1,9 +1,19 @@
 //! `x-relevant`: the small predicate language that says when a question
 //! applies. Parsed once per form version, evaluated on every submission.
+//! The same language, over case facts instead of fields, states the
+//! programmes' workflow and deadline conditions (`programmes::FactRef`).
 
 use std::cmp::Ordering;
 
 use serde_json::Value;
+
+/// What a predicate compares: a field of the submission (`"field"`) or a
+/// fact of the case (`"fact"`).
+pub trait Reference: Sized {
+    /// The key naming it in a predicate.
+    const KEY: &'static str;
+    fn parse(text: &str) -> Result<Self, String>;
+}
 
 #[derive(Debug, Clone, PartialEq)]
 pub enum FieldRef {
@@ -26,19 +36,12 @@ pub enum Op {
 }
 
 #[derive(Debug, Clone, PartialEq)]
-pub enum Predicate {
-    Compare {
-        field: FieldRef,
-        op: Op,
-        value: Value,
-    },
-    Answered {
-        field: FieldRef,
-        want: bool,
-    },
-    All(Vec<Predicate>),
-    Any(Vec<Predicate>),
-    Not(Box<Predicate>),
+pub enum Predicate<R = FieldRef> {
+    Compare { field: R, op: Op, value: Value },
+    Answered { field: R, want: bool },
+    All(Vec<Predicate<R>>),
+    Any(Vec<Predicate<R>>),
+    Not(Box<Predicate<R>>),
 }
 
 fn unescape(token: &str) -> String {
@@ -52,8 +55,10 @@ fn tokens(pointer: &str) -> Vec<String> {
     pointer.split('/').map(unescape).collect()
 }
 
-impl FieldRef {
-    pub fn parse(text: &str) -> Result<FieldRef, String> {
+impl Reference for FieldRef {
+    const KEY: &'static str = "field";
+
+    fn parse(text: &str) -> Result<FieldRef, String> {
         if let Some(rest) = text.strip_prefix('/') {
             return Ok(FieldRef::Absolute(tokens(rest)));
         }
@@ -76,7 +81,9 @@ impl FieldRef {
             rest,
         })
     }
+}
 
+impl FieldRef {
     /// The tokens of the pointed-at location, given the tokens of the object
     /// holding the field that carries the predicate.
     pub fn resolve(&self, base: &[String]) -> Option<Vec<String>> {
@@ -112,15 +119,15 @@ fn compare(a: &Value, b: &Value) -> Option<Ordering> {
     }
 }
 
-impl Predicate {
-    pub fn parse(v: &Value) -> Result<Predicate, String> {
+impl<R: Reference> Predicate<R> {
+    pub fn parse(v: &Value) -> Result<Predicate<R>, String> {
         let map = v.as_object().ok_or("a predicate must be an object")?;
-        let list = |key: &str| -> Result<Vec<Predicate>, String> {
+        let list = |key: &str| -> Result<Vec<Predicate<R>>, String> {
             let items = map[key]
                 .as_array()
                 .filter(|a| !a.is_empty())
                 .ok_or_else(|| format!("\"{key}\" takes a non-empty list of predicates"))?;
-            items.iter().map(Predicate::parse).collect()
+            items.iter().map(Predicate::<R>::parse).collect()
         };
         if map.contains_key("all") {
             return Ok(Predicate::All(list("all")?));
@@ -129,13 +136,13 @@ impl Predicate {
             return Ok(Predicate::Any(list("any")?));
         }
         if let Some(inner) = map.get("not") {
-            return Ok(Predicate::Not(Box::new(Predicate::parse(inner)?)));
+            return Ok(Predicate::Not(Box::new(Predicate::<R>::parse(inner)?)));
         }
         let field = map
-            .get("field")
+            .get(R::KEY)
             .and_then(Value::as_str)
-            .ok_or("a predicate needs \"field\" (or all / any / not)")?;
-        let field = FieldRef::parse(field)?;
+            .ok_or_else(|| format!("a predicate needs \"{}\" (or all / any / not)", R::KEY))?;
+        let field = R::parse(field)?;
         const OPS: [(&str, Op); 8] = [
             ("eq", Op::Eq),
             ("ne", Op::Ne),
@@ -169,7 +176,7 @@ impl Predicate {
         if *op == Op::In && !value.is_array() {
             return Err("\"in\" takes a list of values".into());
         }
-        let extra = map.keys().find(|k| *k != "field" && *k != name);
+        let extra = map.keys().find(|k| *k != R::KEY && *k != name);
         if let Some(extra) = extra {
             return Err(format!("unexpected key {extra:?} in a predicate"));
         }
@@ -180,8 +187,8 @@ impl Predicate {
         })
     }
 
-    /// Every field reference in the predicate.
-    pub fn refs(&self) -> Vec<&FieldRef> {
+    /// Every reference in the predicate.
+    pub fn refs(&self) -> Vec<&R> {
         match self {
             Predicate::Compare { field, .. } | Predicate::Answered { field, .. } => vec![field],
             Predicate::All(list) | Predicate::Any(list) => {
@@ -191,26 +198,17 @@ impl Predicate {
         }
     }
 
-    /// Evaluates against the submission's `data`; `base` is the path of the
-    /// object that holds the field carrying the predicate.
-    pub fn eval(&self, data: &Value, base: &[String]) -> bool {
+    /// Evaluates with `lookup` giving the value a reference points at.
+    pub fn test<'a>(&self, lookup: &dyn Fn(&R) -> Option<&'a Value>) -> bool {
         match self {
-            Predicate::All(list) => list.iter().all(|p| p.eval(data, base)),
-            Predicate::Any(list) => list.iter().any(|p| p.eval(data, base)),
-            Predicate::Not(inner) => !inner.eval(data, base),
+            Predicate::All(list) => list.iter().all(|p| p.test(lookup)),
+            Predicate::Any(list) => list.iter().any(|p| p.test(lookup)),
+            Predicate::Not(inner) => !inner.test(lookup),
             Predicate::Answered { field, want } => {
-                let answered = field
-                    .resolve(base)
-                    .and_then(|p| lookup(data, &p).cloned())
-                    .is_some_and(|v| !v.is_null());
-                answered == *want
+                lookup(field).is_some_and(|v| !v.is_null()) == *want
             }
             Predicate::Compare { field, op, value } => {
-                let found = field
-                    .resolve(base)
-                    .and_then(|p| lookup(data, &p))
-                    .filter(|v| !v.is_null());
-                let Some(actual) = found else {
+                let Some(actual) = lookup(field).filter(|v| !v.is_null()) else {
                     return *op == Op::Ne;
                 };
                 match op {
@@ -231,6 +229,14 @@ impl Predicate {
                 }
             }
         }
+    }
+}
+
+impl Predicate<FieldRef> {
+    /// Evaluates against the submission's `data`; `base` is the path of the
+    /// object that holds the field carrying the predicate.
+    pub fn eval(&self, data: &Value, base: &[String]) -> bool {
+        self.test(&|field: &FieldRef| field.resolve(base).and_then(|p| lookup(data, &p)))
     }
 }
 
@@ -284,7 +290,7 @@ mod tests {
             json!({"all": []}),
             json!({"field": "/a", "eq": 1, "extra": 2}),
         ] {
-            assert!(Predicate::parse(&bad).is_err(), "{bad}");
+            assert!(Predicate::<FieldRef>::parse(&bad).is_err(), "{bad}");
         }
     }
 }

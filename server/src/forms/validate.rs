@@ -8,7 +8,7 @@ use jsonschema::{Draft, Validator};
 use serde_json::Value;
 
 use super::model::{self, Field, FieldKind, FormMeta};
-use super::relevance::Predicate;
+use super::relevance::{FieldRef, Predicate};
 use crate::error::FieldError;
 
 /// One step from a form's root to a field in the data.
@@ -124,7 +124,7 @@ impl CompiledForm {
             let Some(rule) = &field.relevant else {
                 continue;
             };
-            match Predicate::parse(rule) {
+            match Predicate::<FieldRef>::parse(rule) {
                 Ok(predicate) => {
                     let mut steps = steps_of(&field.path);
                     if field.kind == FieldKind::Repeat {

@@ -14,8 +14,10 @@ use serde_json::{Map, Value};
 use sha2::{Digest, Sha256};
 
 use crate::audit::{self, Event, Origin};
-use crate::auth::{now, sites, Principal, Role};
-use crate::cases;
+use crate::auth::{now, sites, users, Principal, Role};
+use crate::cases::children::Identity;
+use crate::cases::timeline::SubmissionEvent;
+use crate::cases::{self, reconcile};
 use crate::crypto::jwe;
 use crate::crypto::keys::KeyRing;
 use crate::db::schema::submissions;
@@ -156,6 +158,10 @@ pub struct Prepared {
     raw: String,
     programme: String,
     case_role: CaseRole,
+    /// What it adds to its case's timeline.
+    event: SubmissionEvent,
+    /// For a form that opens a case: who the child is.
+    identity: Identity,
 }
 
 impl Prepared {
@@ -167,7 +173,7 @@ impl Prepared {
 /// What storing a submission does to its case.
 enum CasePlan {
     Open {
-        site_id: String,
+        site: sites::Site,
     },
     Update(cases::Case),
     /// The submission that opened the case, or an edit of it.
@@ -230,6 +236,12 @@ pub fn prepare(
         raw,
         programme: form.meta.programme.clone(),
         case_role: form.meta.case,
+        event: SubmissionEvent {
+            name: form.meta.event.clone(),
+            occurred_at: String::new(),
+            facts: Default::default(),
+        },
+        identity: Identity::default(),
         envelope,
     };
 
@@ -253,6 +265,11 @@ pub fn prepare(
             detail: format!("the form data has {} problem(s)", errors.len()),
             errors,
         });
+    }
+    let mut prepared = prepared;
+    prepared.event = SubmissionEvent::of(&form, &data, prepared.envelope.completed_at);
+    if prepared.case_role == CaseRole::Opens {
+        prepared.identity = Identity::of(&data, &prepared.event.facts);
     }
     Ok(prepared)
 }
@@ -300,7 +317,7 @@ fn case_plan(conn: &mut DbConnection, who: &Principal, p: &Prepared) -> AppResul
                                 p.programme
                             ))
                         })?;
-                    Ok(CasePlan::Open { site_id: site.id })
+                    Ok(CasePlan::Open { site })
                 }
             }
         }
@@ -352,20 +369,34 @@ pub fn store(
     }
     let envelope = &p.envelope;
     let case_id = envelope.case_id.map(|c| c.to_string());
-    let case = match (case_plan(conn, who, p)?, &case_id) {
-        (CasePlan::Open { site_id }, Some(id)) => Some(cases::open(
-            conn,
-            id,
-            &p.programme,
-            &site_id,
-            who,
-            &p.instance_id,
-        )?),
-        (CasePlan::Update(case) | CasePlan::Reopened(case), _) => {
-            cases::touch(conn, &case)?;
-            Some(case)
+    let (case, seq) = match (case_plan(conn, who, p)?, &case_id) {
+        (CasePlan::Open { site }, Some(id)) => {
+            let programme = reconcile::programme_of(&p.programme)?;
+            let opener = users::get(conn, &who.user_id)?;
+            let calendar = &programme.calendar;
+            let occurred_at = calendar
+                .moment(&Value::String(p.event.occurred_at.clone()))
+                .map_or(envelope.completed_at.to_utc(), |m| m.at);
+            let case = cases::open(
+                conn,
+                cases::Opening {
+                    id,
+                    programme: &programme,
+                    site: &site,
+                    by: who,
+                    by_display_name: &opener.display_name,
+                    instance_id: &p.instance_id,
+                    occurred_at,
+                    identity: p.identity.clone(),
+                },
+            )?;
+            (Some(case), 1)
         }
-        _ => None,
+        (CasePlan::Update(case) | CasePlan::Reopened(case), _) => {
+            let seq = cases::touch(conn, &case)?;
+            (Some(case), seq)
+        }
+        _ => (None, 0),
     };
     let supersedes = envelope.supersedes.map(|s| s.to_string());
     if let Some(earlier) = &supersedes {
@@ -411,6 +442,20 @@ pub fn store(
         })
         .execute(conn)?;
     attachments::declare(conn, &p.instance_id, &envelope.attachments)?;
+    if let Some(case) = &case {
+        reconcile::submission(
+            conn,
+            &case.id,
+            seq,
+            reconcile::Stored {
+                instance_id: &p.instance_id,
+                event: &p.event,
+                by: &who.user_id,
+                base_version: envelope.base_case_version,
+                supersedes: supersedes.as_deref(),
+            },
+        )?;
+    }
     let what = format!("{} {}", envelope.form_id, envelope.form_version);
     audit::record(
         conn,

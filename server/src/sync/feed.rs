@@ -129,8 +129,8 @@ pub fn feed(conn: &mut DbConnection, who: &Principal, cursor: Option<&str>) -> A
         }
         feed.cases = cases::assigned_open(conn, &who.user_id)?
             .into_iter()
-            .map(PhoneCase::from)
-            .collect();
+            .map(|case| PhoneCase::of(conn, case))
+            .collect::<AppResult<_>>()?;
         return Ok(feed);
     };
 
@@ -166,7 +166,7 @@ pub fn feed(conn: &mut DbConnection, who: &Principal, cursor: Option<&str>) -> A
         } else if kind == ChangeKind::Case.as_str() {
             match cases::find(conn, &object)? {
                 Some(case) if cases::belongs_on_phone_of(&case, &who.user_id) => {
-                    feed.cases.push(PhoneCase::from(case))
+                    feed.cases.push(PhoneCase::of(conn, case)?)
                 }
                 _ => feed.dropped_cases.push(object),
             }

@@ -1,5 +1,6 @@
 //! The JSON API, `/api/v1`. Every route is registered here, in one place.
 
+mod cases;
 mod forms;
 mod keys;
 mod me;
@@ -58,6 +59,14 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
                     .route(put().to(submissions::put_attachment))
                     .route(get().to(submissions::get_attachment)),
             )
+            .service(resource("/cases").route(get().to(cases::list)))
+            .service(resource("/cases/{id}").route(get().to(cases::show)))
+            .service(resource("/cases/{id}/timeline").route(get().to(cases::timeline)))
+            .service(resource("/cases/{id}/assignment").route(post().to(cases::assign)))
+            .service(resource("/cases/{id}/approvals").route(post().to(cases::approve)))
+            .service(resource("/deadlines").route(get().to(cases::deadlines)))
+            .service(resource("/conflicts").route(get().to(cases::conflicts)))
+            .service(resource("/conflicts/{id}/resolution").route(post().to(cases::resolve)))
             .service(resource("/forms").route(get().to(forms::list)))
             .service(resource("/forms/{id}").route(get().to(forms::current)))
             .service(

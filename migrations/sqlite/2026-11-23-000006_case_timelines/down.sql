@@ -1,0 +1,17 @@
+DROP TABLE calendar_days;
+DROP TABLE duplicate_candidates;
+DROP TABLE conflicts;
+DROP TABLE case_deadlines;
+DROP TABLE case_events;
+DROP TABLE case_number_counters;
+DROP INDEX cases_child;
+DROP INDEX cases_site_number;
+ALTER TABLE cases DROP COLUMN merged_into;
+ALTER TABLE cases DROP COLUMN next_due_at;
+ALTER TABLE cases DROP COLUMN closed_at;
+ALTER TABLE cases DROP COLUMN opened_at;
+ALTER TABLE cases DROP COLUMN facts;
+ALTER TABLE cases DROP COLUMN admission;
+ALTER TABLE cases DROP COLUMN number;
+ALTER TABLE cases DROP COLUMN child_id;
+DROP TABLE children;

@@ -1,0 +1,257 @@
+//! Staff actions on a case — assignment, approval, conflict resolution —
+//! each an event on the timeline like a submission, so the fold sees them
+//! in the order they happened. Coordinators of the case's site take them.
+
+use chrono::{SecondsFormat, Utc};
+use diesel::prelude::*;
+use serde::Deserialize;
+use serde_json::{json, Map, Value};
+
+use super::conflicts::{ConflictRow, OPEN, RESOLVED};
+use super::reconcile::programme_of;
+use super::timeline::{self, NewEvent, ACTION};
+use super::{find, Case};
+use crate::auth::{now, users, Principal, Role};
+use crate::db::schema::conflicts;
+use crate::db::DbConnection;
+use crate::error::{AppError, AppResult};
+use crate::programmes::{holidays, CASE_ASSIGNED, CONFLICT_RESOLVED};
+
+fn coordinator_of(who: &Principal, case: &Case) -> AppResult<()> {
+    if who.role == Role::Coordinator && who.is_at_site(&case.site_id) {
+        Ok(())
+    } else {
+        Err(AppError::Forbidden(
+            "only a coordinator of the case's site may do this".into(),
+        ))
+    }
+}
+
+fn case_for(conn: &mut DbConnection, who: &Principal, id: &str) -> AppResult<Case> {
+    let case = find(conn, id)?.ok_or_else(|| AppError::NotFound("no such case".into()))?;
+    coordinator_of(who, &case)?;
+    Ok(case)
+}
+
+/// Records action `name` on `case` (whose version the caller already
+/// bumped to `seq`) and folds the case again.
+fn record(
+    conn: &mut DbConnection,
+    case_id: &str,
+    seq: i64,
+    who: &Principal,
+    name: &str,
+    facts: Map<String, Value>,
+    detail: Value,
+) -> AppResult<(String, Case)> {
+    let case = find(conn, case_id)?.ok_or_else(|| AppError::NotFound("no such case".into()))?;
+    let programme = programme_of(&case.programme)?;
+    let calendar = holidays::calendar(conn, &programme)?;
+    let id = uuid::Uuid::new_v4().to_string();
+    let occurred_at = Utc::now().to_rfc3339_opts(SecondsFormat::Secs, true);
+    timeline::record(
+        conn,
+        &calendar,
+        &case.id,
+        seq,
+        NewEvent {
+            id: &id,
+            name,
+            kind: ACTION,
+            occurred_at: &occurred_at,
+            recorded_by: &who.user_id,
+            base_version: None,
+            facts: &facts,
+            detail: Some(detail),
+        },
+    )?;
+    timeline::refold(conn, &programme, &calendar, &case)?;
+    let case = find(conn, case_id)?.ok_or_else(|| AppError::NotFound("no such case".into()))?;
+    Ok((id, case))
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Assignment {
+    /// The user to assign; `null` to leave the case unassigned.
+    pub assignee: Option<String>,
+    pub note: Option<String>,
+}
+
+/// Gives the case to a field worker (or coordinator) of its site.
+pub fn assign(
+    conn: &mut DbConnection,
+    who: &Principal,
+    case_id: &str,
+    a: &Assignment,
+) -> AppResult<Case> {
+    let case = case_for(conn, who, case_id)?;
+    if let Some(user_id) = &a.assignee {
+        let user = users::get(conn, user_id)
+            .map_err(|_| AppError::invalid_field("/assignee", "no such user"))?;
+        let fits = user.active
+            && matches!(user.role, Role::FieldWorker | Role::Coordinator)
+            && user.site_ids.contains(&case.site_id);
+        if !fits {
+            return Err(AppError::invalid_field(
+                "/assignee",
+                "must be an active field worker or coordinator of the case's site",
+            ));
+        }
+    }
+    if !case.is_open() {
+        return Err(AppError::Conflict("the case is closed".into()));
+    }
+    let updated = super::assign(conn, &case, a.assignee.as_deref())?;
+    let mut facts = Map::new();
+    facts.insert(
+        "case.assigned_to".into(),
+        a.assignee.clone().map_or(Value::Null, Value::String),
+    );
+    let detail = json!({ "assignee": a.assignee, "previous": case.assigned_to, "note": a.note });
+    Ok(record(
+        conn,
+        &case.id,
+        updated.version,
+        who,
+        CASE_ASSIGNED,
+        facts,
+        detail,
+    )?
+    .1)
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ApprovalInput {
+    /// What is approved: one of the programme's `approvals` (`case_plan`, …).
+    pub subject: String,
+    /// `approved`, or `returned` for changes.
+    pub decision: String,
+    pub note: Option<String>,
+}
+
+pub fn approve(
+    conn: &mut DbConnection,
+    who: &Principal,
+    case_id: &str,
+    a: &ApprovalInput,
+) -> AppResult<Case> {
+    let case = case_for(conn, who, case_id)?;
+    let programme = programme_of(&case.programme)?;
+    if !programme.approvals.iter().any(|s| s.subject == a.subject) {
+        let known: Vec<&str> = programme
+            .approvals
+            .iter()
+            .map(|s| s.subject.as_str())
+            .collect();
+        return Err(AppError::invalid_field(
+            "/subject",
+            format!(
+                "not something this programme approves ({})",
+                known.join(", ")
+            ),
+        ));
+    }
+    if a.decision != "approved" && a.decision != "returned" {
+        return Err(AppError::invalid_field("/decision", "approved or returned"));
+    }
+    let seq = super::touch(conn, &case)?;
+    let name = format!("{}_{}", a.subject, a.decision);
+    let detail = json!({ "subject": a.subject, "decision": a.decision, "note": a.note });
+    Ok(record(conn, &case.id, seq, who, &name, Map::new(), detail)?.1)
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Resolution {
+    /// `submitted` (the late submission's value), `other` (the value it
+    /// conflicted with) or `value` (a corrected one, given in `value`).
+    pub choice: String,
+    pub value: Option<Value>,
+    pub note: Option<String>,
+}
+
+pub fn conflict(conn: &mut DbConnection, id: &str) -> AppResult<ConflictRow> {
+    conflicts::table
+        .find(id)
+        .select(ConflictRow::as_select())
+        .first(conn)
+        .optional()?
+        .ok_or_else(|| AppError::NotFound("no such conflict".into()))
+}
+
+/// Settles a conflict: the chosen value becomes the fact's value from now
+/// on, through a `conflict_resolved` event.
+pub fn resolve(
+    conn: &mut DbConnection,
+    who: &Principal,
+    conflict_id: &str,
+    r: &Resolution,
+) -> AppResult<ConflictRow> {
+    let found = conflict(conn, conflict_id)?;
+    let case = case_for(conn, who, &found.case_id)?;
+    if found.status != OPEN {
+        return Err(AppError::Conflict(
+            "this conflict is already resolved".into(),
+        ));
+    }
+    let parse = |text: &str| serde_json::from_str::<Value>(text).unwrap_or(Value::Null);
+    let chosen = match (r.choice.as_str(), &r.value) {
+        ("submitted", None) => parse(&found.event_value),
+        ("other", None) => parse(&found.other_value),
+        ("value", Some(v)) => v.clone(),
+        _ => {
+            return Err(AppError::invalid_field(
+                "/choice",
+                "submitted or other (without value), or value (with value)",
+            ))
+        }
+    };
+    let seq = super::touch(conn, &case)?;
+    let mut facts = Map::new();
+    facts.insert(found.fact.clone(), chosen.clone());
+    let detail =
+        json!({ "conflict": found.id, "fact": found.fact, "choice": r.choice, "note": r.note });
+    let (event_id, _) = record(conn, &case.id, seq, who, CONFLICT_RESOLVED, facts, detail)?;
+    diesel::update(conflicts::table.find(conflict_id))
+        .set((
+            conflicts::status.eq(RESOLVED),
+            conflicts::resolved_by.eq(&who.user_id),
+            conflicts::resolved_at.eq(now()),
+            conflicts::resolution_event_id.eq(&event_id),
+        ))
+        .execute(conn)?;
+    conflict(conn, conflict_id)
+}
+
+/// Conflicts of the cases `who` may read (a coordinator's sites, a field
+/// worker's cases); open ones unless `all`.
+pub fn conflicts_for(
+    conn: &mut DbConnection,
+    who: &Principal,
+    all: bool,
+) -> AppResult<Vec<ConflictRow>> {
+    let mut query = conflicts::table
+        .select(ConflictRow::as_select())
+        .into_boxed();
+    query = match who.role {
+        Role::Coordinator => query.filter(conflicts::site_id.eq_any(who.site_ids.clone())),
+        Role::FieldWorker => {
+            use crate::db::schema::cases;
+            let mine = cases::table
+                .filter(cases::assigned_to.eq(who.user_id.clone()))
+                .select(cases::id);
+            query.filter(conflicts::case_id.eq_any(mine))
+        }
+        _ => {
+            return Err(AppError::Forbidden(
+                "only field workers and coordinators see conflicts".into(),
+            ))
+        }
+    };
+    if !all {
+        query = query.filter(conflicts::status.eq(OPEN));
+    }
+    Ok(query.order(conflicts::created_at).limit(1000).load(conn)?)
+}

@@ -1,0 +1,654 @@
+//! The case as a fold over its timeline. Events are applied in the order
+//! they happened — `occurred_at`, then workflow rank, then id — never in the
+//! order they arrived, so any arrival order gives the same case. Each event
+//! sets facts, may move the state (the programme's transitions), and starts,
+//! meets or ends deadlines. Pure: no database, no clock.
+
+use std::collections::{BTreeMap, HashMap};
+
+use chrono::{DateTime, Utc};
+use serde::Serialize;
+use serde_json::Value;
+
+use crate::programmes::{Calendar, DeadlineRule, Moment, Programme, Start};
+
+/// One entry of a case's timeline, as the fold needs it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct TimelineEvent {
+    /// The submission's instance id or the staff action's id: breaks ties.
+    pub id: String,
+    pub name: String,
+    pub occurred_at: Moment,
+    /// The facts this event sets (a fact answered in a repeat group comes
+    /// as a list).
+    pub facts: Vec<(String, Value)>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(tag = "outcome", rename_all = "snake_case")]
+pub enum Outcome {
+    Open,
+    Met {
+        at: DateTime<Utc>,
+        event_id: String,
+        on_time: bool,
+    },
+    NotApplicable {
+        at: DateTime<Utc>,
+        event_id: String,
+    },
+}
+
+/// One occurrence of a deadline rule on a case.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Deadline {
+    pub rule: String,
+    /// 1 for the first occurrence of the rule on this case, then 2, …
+    pub occurrence: u32,
+    pub started_at: DateTime<Utc>,
+    pub started_by: String,
+    pub due_at: DateTime<Utc>,
+    /// From here on the deadline is "due soon".
+    pub soon_at: DateTime<Utc>,
+    #[serde(flatten)]
+    pub outcome: Outcome,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Status {
+    Upcoming,
+    DueSoon,
+    Overdue,
+    MetOnTime,
+    MetLate,
+    NotApplicable,
+}
+
+impl Status {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Status::Upcoming => "upcoming",
+            Status::DueSoon => "due_soon",
+            Status::Overdue => "overdue",
+            Status::MetOnTime => "met_on_time",
+            Status::MetLate => "met_late",
+            Status::NotApplicable => "not_applicable",
+        }
+    }
+}
+
+impl Deadline {
+    pub fn status(&self, now: DateTime<Utc>) -> Status {
+        match &self.outcome {
+            Outcome::Met { on_time: true, .. } => Status::MetOnTime,
+            Outcome::Met { .. } => Status::MetLate,
+            Outcome::NotApplicable { .. } => Status::NotApplicable,
+            Outcome::Open if now > self.due_at => Status::Overdue,
+            Outcome::Open if now >= self.soon_at => Status::DueSoon,
+            Outcome::Open => Status::Upcoming,
+        }
+    }
+
+    pub fn is_open(&self) -> bool {
+        self.outcome == Outcome::Open
+    }
+}
+
+/// What one event did to the case, for the timeline.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Step {
+    pub event_id: String,
+    pub state_before: String,
+    pub state_after: String,
+}
+
+/// The case the timeline adds up to.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Folded {
+    pub state: String,
+    pub closed_at: Option<DateTime<Utc>>,
+    pub facts: BTreeMap<String, Value>,
+    pub deadlines: Vec<Deadline>,
+    /// In fold order, one per event.
+    pub steps: Vec<Step>,
+}
+
+/// Where an event falls in fold order: a date-only answer after every
+/// timed event of its day (a plan "finalised on" the day of its meeting
+/// comes after the meeting).
+fn sort_instant(m: &Moment) -> DateTime<Utc> {
+    if m.date_only {
+        m.at + chrono::Duration::days(1) - chrono::Duration::microseconds(1)
+    } else {
+        m.at
+    }
+}
+
+/// Sorts `events` into fold order.
+pub fn order(programme: &Programme, events: &mut [TimelineEvent]) {
+    events.sort_by(|a, b| {
+        sort_instant(&a.occurred_at)
+            .cmp(&sort_instant(&b.occurred_at))
+            .then_with(|| programme.rank(&a.name).cmp(&programme.rank(&b.name)))
+            .then_with(|| a.id.cmp(&b.id))
+    });
+}
+
+/// Folds the timeline. `events` need not be sorted.
+pub fn fold(programme: &Programme, calendar: &Calendar, events: &mut [TimelineEvent]) -> Folded {
+    order(programme, events);
+    let mut fold = Fold {
+        programme,
+        calendar,
+        state: programme.initial_state.clone(),
+        closed_at: None,
+        facts: HashMap::new(),
+        deadlines: Vec::new(),
+        last_event: HashMap::new(),
+        last_entered: HashMap::new(),
+        steps: Vec::with_capacity(events.len()),
+    };
+    for event in events.iter() {
+        fold.apply(event);
+    }
+    Folded {
+        state: fold.state,
+        closed_at: fold.closed_at,
+        facts: fold.facts.into_iter().collect(),
+        deadlines: fold.deadlines,
+        steps: fold.steps,
+    }
+}
+
+struct Fold<'a> {
+    programme: &'a Programme,
+    calendar: &'a Calendar,
+    state: String,
+    closed_at: Option<DateTime<Utc>>,
+    facts: HashMap<String, Value>,
+    deadlines: Vec<Deadline>,
+    /// When each event name last happened, and each state was last entered:
+    /// what `latest_of` starts look back at.
+    last_event: HashMap<String, Moment>,
+    last_entered: HashMap<String, Moment>,
+    steps: Vec<Step>,
+}
+
+fn rule_of<'p>(programme: &'p Programme, id: &str) -> Option<(usize, &'p DeadlineRule)> {
+    programme
+        .deadlines
+        .iter()
+        .enumerate()
+        .find(|(_, r)| r.id == id)
+}
+
+impl Fold<'_> {
+    fn holds(&self, condition: &Option<crate::programmes::Condition>) -> bool {
+        condition
+            .as_ref()
+            .is_none_or(|c| c.test(&|fact| self.facts.get(&fact.0)))
+    }
+
+    fn apply(&mut self, event: &TimelineEvent) {
+        let rules = &self.programme.deadlines;
+        // Condition starts fire when the condition turns true.
+        let held_before: Vec<bool> = rules
+            .iter()
+            .map(|r| condition_start_holds(&r.start, &self.facts))
+            .collect();
+
+        for (fact, value) in &event.facts {
+            self.facts.insert(fact.clone(), value.clone());
+        }
+        self.last_event
+            .insert(event.name.clone(), event.occurred_at);
+
+        let before = self.state.clone();
+        let entered = self.transition(event);
+        for state in &entered {
+            self.last_entered.insert(state.clone(), event.occurred_at);
+        }
+        let closed = self.programme.is_closed_state(&self.state);
+        if closed && self.closed_at.is_none() {
+            self.closed_at = Some(event.occurred_at.at);
+        } else if !closed {
+            self.closed_at = None;
+        }
+
+        let restarts = self.meet(event);
+        self.end_or_update(event, closed);
+        self.start(event, &entered, &held_before, &restarts, closed);
+
+        self.steps.push(Step {
+            event_id: event.id.clone(),
+            state_before: before,
+            state_after: self.state.clone(),
+        });
+    }
+
+    /// Moves the state by the first matching transition, then by `"*"`
+    /// transitions while one matches. Returns the states entered.
+    fn transition(&mut self, event: &TimelineEvent) -> Vec<String> {
+        let mut entered = Vec::new();
+        let matches = |fold: &Fold, on_event: bool| {
+            fold.programme
+                .transitions
+                .iter()
+                .find(|t| {
+                    let on = match &t.on {
+                        Some(name) => on_event && name == &event.name,
+                        None => true,
+                    };
+                    on && t
+                        .from
+                        .as_ref()
+                        .is_none_or(|from| from.contains(&fold.state))
+                        && t.to != fold.state
+                        && fold.holds(&t.when)
+                })
+                .map(|t| t.to.clone())
+        };
+        let mut next = matches(self, true);
+        // A bound on automatic moves, in case rules chase each other.
+        for _ in 0..self.programme.states.len() {
+            let Some(to) = next else { break };
+            self.state = to.clone();
+            entered.push(to);
+            next = matches(self, false);
+        }
+        entered
+    }
+
+    /// Meets the open deadlines this event satisfies. Returns the recurring
+    /// rules to start again from this event.
+    fn meet(&mut self, event: &TimelineEvent) -> Vec<usize> {
+        let mut restarts = Vec::new();
+        for i in 0..self.deadlines.len() {
+            let d = &self.deadlines[i];
+            if !d.is_open() {
+                continue;
+            }
+            let Some((index, rule)) = rule_of(self.programme, &d.rule) else {
+                continue;
+            };
+            let started = Moment {
+                at: d.started_at,
+                date_only: false,
+            };
+            if !rule.met_by.contains(&event.name)
+                || !self.calendar.not_before(event.occurred_at, started)
+                || !self.holds(&rule.met_when)
+            {
+                continue;
+            }
+            let on_time = self.calendar.on_time(event.occurred_at, d.due_at);
+            self.deadlines[i].outcome = Outcome::Met {
+                at: event.occurred_at.at,
+                event_id: event.id.clone(),
+                on_time,
+            };
+            if rule.every {
+                restarts.push(index);
+            }
+        }
+        restarts
+    }
+
+    /// Ends open deadlines that no longer apply; moves those whose start or
+    /// limit depends on facts that changed.
+    fn end_or_update(&mut self, event: &TimelineEvent, closed: bool) {
+        for i in 0..self.deadlines.len() {
+            if !self.deadlines[i].is_open() {
+                continue;
+            }
+            let Some((_, rule)) = rule_of(self.programme, &self.deadlines[i].rule) else {
+                continue;
+            };
+            let left_state = rule
+                .while_state
+                .as_ref()
+                .is_some_and(|states| !states.contains(&self.state));
+            let limit = rule.limit.for_facts(&self.facts);
+            if (closed && !rule.after_closure)
+                || left_state
+                || !self.holds(&rule.when)
+                || limit.is_none()
+            {
+                self.deadlines[i].outcome = Outcome::NotApplicable {
+                    at: event.occurred_at.at,
+                    event_id: event.id.clone(),
+                };
+                continue;
+            }
+            let limit = limit.expect("checked above");
+            let mut started = Moment {
+                at: self.deadlines[i].started_at,
+                date_only: false,
+            };
+            if matches!(rule.start, Start::LatestOf(_)) && !rule.every {
+                if let Some(moment) = self.known_moment(&rule.start) {
+                    started = moment;
+                }
+            }
+            let (due, soon) = self.due(started, limit, rule);
+            let d = &mut self.deadlines[i];
+            d.started_at = started.at;
+            d.due_at = due;
+            d.soon_at = soon;
+        }
+    }
+
+    fn start(
+        &mut self,
+        event: &TimelineEvent,
+        entered: &[String],
+        held_before: &[bool],
+        restarts: &[usize],
+        closed: bool,
+    ) {
+        for (index, rule) in self.programme.deadlines.iter().enumerate() {
+            if self
+                .deadlines
+                .iter()
+                .any(|d| d.rule == rule.id && d.is_open())
+            {
+                continue;
+            }
+            // Starts at an event or a fact happen once per case; entering a
+            // state or a condition turning true start the rule every time.
+            let once = matches!(
+                rule.start,
+                Start::Event(_) | Start::Fact(_) | Start::LatestOf(_)
+            );
+            if once
+                && !restarts.contains(&index)
+                && self.deadlines.iter().any(|d| d.rule == rule.id)
+            {
+                continue;
+            }
+            let from = if restarts.contains(&index) {
+                Some(event.occurred_at)
+            } else if self.triggered(&rule.start, event, entered, held_before[index]) {
+                self.known_moment(&rule.start).or(Some(event.occurred_at))
+            } else {
+                None
+            };
+            let Some(from) = from else { continue };
+            if (closed && !rule.after_closure)
+                || rule
+                    .while_state
+                    .as_ref()
+                    .is_some_and(|states| !states.contains(&self.state))
+                || !self.holds(&rule.when)
+            {
+                continue;
+            }
+            let Some(limit) = rule.limit.for_facts(&self.facts) else {
+                continue;
+            };
+            let (due_at, soon_at) = self.due(from, limit, rule);
+            let occurrence = self.deadlines.iter().filter(|d| d.rule == rule.id).count() as u32 + 1;
+            self.deadlines.push(Deadline {
+                rule: rule.id.clone(),
+                occurrence,
+                started_at: from.at,
+                started_by: event.id.clone(),
+                due_at,
+                soon_at,
+                outcome: Outcome::Open,
+            });
+        }
+    }
+
+    fn due(
+        &self,
+        from: Moment,
+        limit: crate::programmes::Limit,
+        rule: &DeadlineRule,
+    ) -> (DateTime<Utc>, DateTime<Utc>) {
+        let due = self.calendar.due(from, limit);
+        let soon = (due - rule.due_soon.approximate()).max(from.at);
+        (due, soon)
+    }
+
+    /// Whether this event fires `start`.
+    fn triggered(
+        &self,
+        start: &Start,
+        event: &TimelineEvent,
+        entered: &[String],
+        held: bool,
+    ) -> bool {
+        match start {
+            Start::Event(name) => &event.name == name,
+            Start::State(state) => entered.contains(state),
+            Start::Fact(fact) => event.facts.iter().any(|(f, _)| f == fact),
+            Start::Condition(c) => !held && c.test(&|fact| self.facts.get(&fact.0)),
+            Start::LatestOf(list) => list.iter().any(|s| self.triggered(s, event, entered, held)),
+        }
+    }
+
+    /// When `start` happened, from what the fold knows so far.
+    fn known_moment(&self, start: &Start) -> Option<Moment> {
+        match start {
+            Start::Event(name) => self.last_event.get(name).copied(),
+            Start::State(state) => self.last_entered.get(state).copied(),
+            Start::Fact(fact) => self.facts.get(fact).and_then(|v| self.calendar.moment(v)),
+            Start::Condition(_) => None,
+            Start::LatestOf(list) => list.iter().filter_map(|s| self.known_moment(s)).max(),
+        }
+    }
+}
+
+fn condition_start_holds(start: &Start, facts: &HashMap<String, Value>) -> bool {
+    match start {
+        Start::Condition(c) => c.test(&|fact| facts.get(&fact.0)),
+        Start::LatestOf(list) => list.iter().any(|s| condition_start_holds(s, facts)),
+        _ => false,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::programmes::{compile, Vocabulary};
+    use serde_json::json;
+
+    /// A small programme in the shape of the manuals' rules.
+    fn programme() -> Programme {
+        let mut vocabulary = Vocabulary::default();
+        vocabulary.events.insert(
+            "kz".into(),
+            [
+                "referral_received",
+                "initial_assessment_completed",
+                "review_held",
+                "case_closed",
+            ]
+            .map(String::from)
+            .into(),
+        );
+        vocabulary
+            .opening_events
+            .insert("kz".into(), ["referral_received".to_string()].into());
+        vocabulary.facts = [
+            "referral.immediate_risk",
+            "kz.ia_decision",
+            "kz.child_removed_at",
+        ]
+        .map(String::from)
+        .into();
+        compile(
+            &json!({
+                "programme": "kz", "title": "t",
+                "case_number": {"scheme": "kz_site_sequence"},
+                "calendar": {"time_zone": "Asia/Almaty", "weekend": ["sat", "sun"],
+                             "holidays": [{"date": "2026-12-16", "name": "Independence Day"}]},
+                "states": [{"id": "referred", "title": "Referred"},
+                           {"id": "assessed", "title": "Assessed"},
+                           {"id": "active", "title": "Active"},
+                           {"id": "closed", "title": "Closed", "closed": true}],
+                "initial_state": "referred",
+                "transitions": [
+                    {"on": "initial_assessment_completed", "from": ["referred"],
+                     "when": {"fact": "kz.ia_decision", "eq": "c"}, "to": "active"},
+                    {"on": "initial_assessment_completed", "from": ["referred"], "to": "assessed"},
+                    {"on": "case_closed", "to": "closed"}
+                ],
+                "deadlines": [
+                    {"id": "D7", "title": "IA, immediate risk",
+                     "start": {"latest_of": [{"event": "referral_received"}, {"fact": "kz.child_removed_at"}]},
+                     "when": {"fact": "referral.immediate_risk", "eq": true},
+                     "limit": "48h", "met_by": ["initial_assessment_completed"], "source": "8.3.3"},
+                    {"id": "D8", "title": "IA, other",
+                     "start": {"event": "referral_received"},
+                     "when": {"fact": "referral.immediate_risk", "ne": true},
+                     "limit": "72h", "met_by": ["initial_assessment_completed"], "source": "8.3.3"},
+                    {"id": "R", "title": "Review", "start": {"state": "active"}, "limit": "7wd",
+                     "every": true, "met_by": ["review_held"], "while_state": ["active"],
+                     "source": "x"}
+                ]
+            }),
+            &vocabulary,
+        )
+        .unwrap()
+    }
+
+    fn event(id: &str, name: &str, at: &str, facts: Value) -> TimelineEvent {
+        let calendar = programme().calendar;
+        TimelineEvent {
+            id: id.into(),
+            name: name.into(),
+            occurred_at: calendar.moment(&json!(at)).unwrap(),
+            facts: facts
+                .as_object()
+                .cloned()
+                .unwrap_or_default()
+                .into_iter()
+                .collect(),
+        }
+    }
+
+    fn timeline() -> Vec<TimelineEvent> {
+        vec![
+            event(
+                "a",
+                "referral_received",
+                "2026-12-11T17:00:00+05:00",
+                json!({"referral.immediate_risk": true}),
+            ),
+            event(
+                "b",
+                "initial_assessment_completed",
+                "2026-12-13T13:00:00+05:00",
+                json!({"kz.ia_decision": "c"}),
+            ),
+            event("c", "review_held", "2026-12-21", json!({})),
+            event("d", "review_held", "2027-01-15", json!({})),
+            event("e", "case_closed", "2027-01-20T09:00:00+05:00", json!({})),
+        ]
+    }
+
+    #[test]
+    fn deadlines_start_are_met_recur_and_end() {
+        let p = programme();
+        let folded = fold(&p, &p.calendar, &mut timeline());
+        assert_eq!(folded.state, "closed");
+        assert!(folded.closed_at.is_some());
+        let by = |rule: &str, n: u32| {
+            folded
+                .deadlines
+                .iter()
+                .find(|d| d.rule == rule && d.occurrence == n)
+                .unwrap_or_else(|| panic!("{rule} #{n} in {:#?}", folded.deadlines))
+                .clone()
+        };
+        // 44 hours after a Friday 17:00 referral: met on time.
+        let d7 = by("D7", 1);
+        assert!(matches!(d7.outcome, Outcome::Met { on_time: true, .. }));
+        assert!(!folded.deadlines.iter().any(|d| d.rule == "D8"));
+        // Reviews every 7 working days from the IA (Sunday 13 Dec): due
+        // Wed 23 Dec (the 16th is a holiday); met on the 21st; the next one
+        // (from the 21st) is due 30 Dec and met late on 15 Jan.
+        let r1 = by("R", 1);
+        assert_eq!(p.calendar.local_date(r1.due_at).to_string(), "2026-12-23");
+        assert!(matches!(r1.outcome, Outcome::Met { on_time: true, .. }));
+        let r2 = by("R", 2);
+        assert_eq!(p.calendar.local_date(r2.due_at).to_string(), "2026-12-30");
+        assert!(matches!(r2.outcome, Outcome::Met { on_time: false, .. }));
+        // The third was open when the case closed: no longer applicable.
+        assert!(matches!(by("R", 3).outcome, Outcome::NotApplicable { .. }));
+    }
+
+    #[test]
+    fn every_arrival_order_gives_the_same_case() {
+        let p = programme();
+        let expected = fold(&p, &p.calendar, &mut timeline());
+        let mut order: Vec<usize> = (0..5).collect();
+        // Heap's algorithm over all 120 orders.
+        fn permute(k: usize, order: &mut Vec<usize>, seen: &mut Vec<Vec<usize>>) {
+            if k == 1 {
+                seen.push(order.clone());
+                return;
+            }
+            for i in 0..k {
+                permute(k - 1, order, seen);
+                let j = if k % 2 == 0 { i } else { 0 };
+                order.swap(j, k - 1);
+            }
+        }
+        let mut all = Vec::new();
+        permute(5, &mut order, &mut all);
+        assert_eq!(all.len(), 120);
+        let events = timeline();
+        for order in all {
+            let mut shuffled: Vec<TimelineEvent> =
+                order.iter().map(|&i| events[i].clone()).collect();
+            assert_eq!(fold(&p, &p.calendar, &mut shuffled), expected, "{order:?}");
+        }
+    }
+
+    #[test]
+    fn a_later_removal_moves_the_start_and_facts_switch_rules() {
+        let p = programme();
+        let mut events = vec![
+            event(
+                "a",
+                "referral_received",
+                "2026-12-11T17:00:00+05:00",
+                json!({"referral.immediate_risk": true}),
+            ),
+            // Removal on Saturday 10:00: the 48 h run from there (8.2.4).
+            event(
+                "b",
+                "referral_received",
+                "2026-12-12T10:00:00+05:00",
+                json!({"kz.child_removed_at": "2026-12-12T10:00:00+05:00"}),
+            ),
+        ];
+        let folded = fold(&p, &p.calendar, &mut events);
+        let d7 = folded.deadlines.iter().find(|d| d.rule == "D7").unwrap();
+        assert_eq!(d7.due_at.to_rfc3339(), "2026-12-14T05:00:00+00:00");
+        assert_eq!(
+            d7.status(d7.due_at - chrono::Duration::hours(1)),
+            Status::DueSoon
+        );
+        assert_eq!(
+            d7.status(d7.due_at + chrono::Duration::seconds(1)),
+            Status::Overdue
+        );
+        assert_eq!(d7.status(d7.started_at), Status::Upcoming);
+
+        // Without immediate risk the 72-hour rule applies instead.
+        let mut events = vec![event(
+            "a",
+            "referral_received",
+            "2026-12-11T17:00:00+05:00",
+            json!({"referral.immediate_risk": false}),
+        )];
+        let folded = fold(&p, &p.calendar, &mut events);
+        let rules: Vec<&str> = folded.deadlines.iter().map(|d| d.rule.as_str()).collect();
+        assert_eq!(rules, ["D8"]);
+    }
+}

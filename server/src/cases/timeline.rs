@@ -1,0 +1,275 @@
+//! The timeline of a case: its events (submissions and staff actions) as
+//! stored, and the fold that turns them into the case's state, facts and
+//! deadlines. Owns `case_events` and `case_deadlines`.
+
+use chrono::{DateTime, FixedOffset, NaiveDateTime};
+use diesel::prelude::*;
+use serde::Serialize;
+use serde_json::{Map, Value};
+
+use super::fold::{self, Deadline, Folded, Outcome, TimelineEvent};
+use super::Case;
+use crate::auth::now;
+use crate::db::schema::{case_deadlines, case_events, cases};
+use crate::db::DbConnection;
+use crate::error::{AppError, AppResult};
+use crate::forms::model::Field;
+use crate::forms::validate::CompiledForm;
+use crate::programmes::{Calendar, Moment, Programme};
+
+pub const SUBMISSION: &str = "submission";
+pub const ACTION: &str = "action";
+
+/// What a submission adds to its case's timeline, read from its data once,
+/// before the write transaction.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SubmissionEvent {
+    pub name: String,
+    /// As answered: RFC 3339 date-time or a date.
+    pub occurred_at: String,
+    pub facts: Map<String, Value>,
+}
+
+impl SubmissionEvent {
+    /// The form's event, when it happened (the form's `occurred_at` answer,
+    /// else when the phone completed the form), and the facts it sets.
+    pub fn of(
+        form: &CompiledForm,
+        data: &Value,
+        completed_at: DateTime<FixedOffset>,
+    ) -> SubmissionEvent {
+        let occurred_at = data
+            .pointer(&form.meta.occurred_at)
+            .and_then(Value::as_str)
+            .map(str::to_string)
+            .unwrap_or_else(|| completed_at.to_rfc3339());
+        SubmissionEvent {
+            name: form.meta.event.clone(),
+            occurred_at,
+            facts: facts_of(&form.fields, data),
+        }
+    }
+}
+
+/// The facts `data` sets: a field inside a repeat group gives the list of
+/// its answers; unanswered fields set nothing.
+pub fn facts_of(fields: &[Field], data: &Value) -> Map<String, Value> {
+    let mut facts = Map::new();
+    for field in fields {
+        let Some(fact) = &field.fact else { continue };
+        let values: Vec<Value> = field
+            .values_in(data)
+            .into_iter()
+            .map(|(_, v)| v.clone())
+            .filter(|v| !v.is_null())
+            .collect();
+        if values.is_empty() {
+            continue;
+        }
+        let value = if field.path.contains("[]") {
+            Value::Array(values)
+        } else {
+            values.into_iter().next().expect("not empty")
+        };
+        facts.insert(fact.clone(), value);
+    }
+    facts
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Queryable, Selectable)]
+#[diesel(table_name = case_events)]
+pub struct EventRow {
+    pub id: String,
+    pub case_id: String,
+    pub seq: i64,
+    pub name: String,
+    pub kind: String,
+    pub occurred_at: String,
+    pub occurred_at_utc: NaiveDateTime,
+    pub recorded_at: NaiveDateTime,
+    pub recorded_by: String,
+    pub base_version: Option<i64>,
+    pub facts: String,
+    pub detail: Option<String>,
+    pub superseded: bool,
+}
+
+impl EventRow {
+    pub fn facts(&self) -> Map<String, Value> {
+        serde_json::from_str(&self.facts).unwrap_or_default()
+    }
+}
+
+pub struct NewEvent<'a> {
+    pub id: &'a str,
+    pub name: &'a str,
+    pub kind: &'a str,
+    pub occurred_at: &'a str,
+    pub recorded_by: &'a str,
+    pub base_version: Option<i64>,
+    pub facts: &'a Map<String, Value>,
+    pub detail: Option<Value>,
+}
+
+/// Appends an event to the case's timeline as version `seq` of the case.
+pub fn record(
+    conn: &mut DbConnection,
+    calendar: &Calendar,
+    case_id: &str,
+    seq: i64,
+    event: NewEvent,
+) -> AppResult<()> {
+    let moment = calendar
+        .moment(&Value::String(event.occurred_at.to_string()))
+        .ok_or_else(|| {
+            AppError::invalid_field(
+                "/occurred_at",
+                "is neither a date nor an RFC 3339 date-time",
+            )
+        })?;
+    diesel::insert_into(case_events::table)
+        .values((
+            case_events::id.eq(event.id),
+            case_events::case_id.eq(case_id),
+            case_events::seq.eq(seq),
+            case_events::name.eq(event.name),
+            case_events::kind.eq(event.kind),
+            case_events::occurred_at.eq(event.occurred_at),
+            case_events::occurred_at_utc.eq(moment.at.naive_utc()),
+            case_events::recorded_at.eq(now()),
+            case_events::recorded_by.eq(event.recorded_by),
+            case_events::base_version.eq(event.base_version),
+            case_events::facts.eq(Value::Object(event.facts.clone()).to_string()),
+            case_events::detail.eq(event.detail.map(|d| d.to_string())),
+        ))
+        .execute(conn)?;
+    Ok(())
+}
+
+/// Takes an edited submission's predecessor out of the fold (it stays in
+/// the history).
+pub fn supersede(conn: &mut DbConnection, event_id: &str) -> AppResult<()> {
+    diesel::update(case_events::table.find(event_id))
+        .set(case_events::superseded.eq(true))
+        .execute(conn)?;
+    Ok(())
+}
+
+/// Every event of the case in arrival order, superseded ones included.
+pub fn events(conn: &mut DbConnection, case_id: &str) -> AppResult<Vec<EventRow>> {
+    Ok(case_events::table
+        .filter(case_events::case_id.eq(case_id))
+        .order(case_events::seq)
+        .select(EventRow::as_select())
+        .load(conn)?)
+}
+
+/// The fold's input from stored rows: superseded events leave the fold.
+pub fn fold_input(calendar: &Calendar, rows: &[EventRow]) -> Vec<TimelineEvent> {
+    rows.iter()
+        .filter(|r| !r.superseded)
+        .map(|r| TimelineEvent {
+            id: r.id.clone(),
+            name: r.name.clone(),
+            occurred_at: calendar
+                .moment(&Value::String(r.occurred_at.clone()))
+                .unwrap_or(Moment::instant(r.occurred_at_utc.and_utc())),
+            facts: r.facts().into_iter().collect(),
+        })
+        .collect()
+}
+
+/// Folds the case again from its stored events and writes the result:
+/// state, facts, closure, next due date on the case; its deadlines.
+pub fn refold(
+    conn: &mut DbConnection,
+    programme: &Programme,
+    calendar: &Calendar,
+    case: &Case,
+) -> AppResult<Folded> {
+    let rows = events(conn, &case.id)?;
+    let mut input = fold_input(calendar, &rows);
+    let folded = fold::fold(programme, calendar, &mut input);
+    save(conn, case, &folded)?;
+    Ok(folded)
+}
+
+/// Writes a fold's result for `case` (whose assignee the deadlines copy).
+pub fn save(conn: &mut DbConnection, case: &Case, folded: &Folded) -> AppResult<()> {
+    let next_due = folded
+        .deadlines
+        .iter()
+        .filter(|d| d.is_open())
+        .map(|d| d.due_at)
+        .min();
+    diesel::update(cases::table.find(&case.id))
+        .set((
+            cases::state.eq(&folded.state),
+            cases::facts.eq(serde_json::to_string(&folded.facts).map_err(AppError::internal)?),
+            cases::closed_at.eq(folded.closed_at.map(|t| t.naive_utc())),
+            cases::next_due_at.eq(next_due.map(|t| t.naive_utc())),
+        ))
+        .execute(conn)?;
+    diesel::delete(case_deadlines::table.filter(case_deadlines::case_id.eq(&case.id)))
+        .execute(conn)?;
+    // One statement each: batch inserts are not portable across our backends.
+    for d in &folded.deadlines {
+        diesel::insert_into(case_deadlines::table)
+            .values(deadline_row(case, d))
+            .execute(conn)?;
+    }
+    Ok(())
+}
+
+type DeadlineValues<'a> = (
+    diesel::dsl::Eq<case_deadlines::case_id, &'a str>,
+    diesel::dsl::Eq<case_deadlines::rule_id, &'a str>,
+    diesel::dsl::Eq<case_deadlines::occurrence, i32>,
+    diesel::dsl::Eq<case_deadlines::programme, &'a str>,
+    diesel::dsl::Eq<case_deadlines::site_id, &'a str>,
+    diesel::dsl::Eq<case_deadlines::assigned_to, Option<&'a str>>,
+    diesel::dsl::Eq<case_deadlines::started_at, NaiveDateTime>,
+    diesel::dsl::Eq<case_deadlines::due_at, NaiveDateTime>,
+    diesel::dsl::Eq<case_deadlines::soon_at, NaiveDateTime>,
+    diesel::dsl::Eq<case_deadlines::outcome, &'static str>,
+    diesel::dsl::Eq<case_deadlines::met_at, Option<NaiveDateTime>>,
+    diesel::dsl::Eq<case_deadlines::on_time, Option<bool>>,
+    diesel::dsl::Eq<case_deadlines::ended_by, Option<&'a str>>,
+);
+
+fn deadline_row<'a>(case: &'a Case, d: &'a Deadline) -> DeadlineValues<'a> {
+    let (outcome, met_at, on_time, ended_by) = match &d.outcome {
+        Outcome::Open => ("open", None, None, None),
+        Outcome::Met {
+            at,
+            event_id,
+            on_time,
+        } => (
+            "met",
+            Some(at.naive_utc()),
+            Some(*on_time),
+            Some(event_id.as_str()),
+        ),
+        Outcome::NotApplicable { at, event_id } => (
+            "not_applicable",
+            Some(at.naive_utc()),
+            None,
+            Some(event_id.as_str()),
+        ),
+    };
+    (
+        case_deadlines::case_id.eq(case.id.as_str()),
+        case_deadlines::rule_id.eq(d.rule.as_str()),
+        case_deadlines::occurrence.eq(d.occurrence as i32),
+        case_deadlines::programme.eq(case.programme.as_str()),
+        case_deadlines::site_id.eq(case.site_id.as_str()),
+        case_deadlines::assigned_to.eq(case.assigned_to.as_deref()),
+        case_deadlines::started_at.eq(d.started_at.naive_utc()),
+        case_deadlines::due_at.eq(d.due_at.naive_utc()),
+        case_deadlines::soon_at.eq(d.soon_at.naive_utc()),
+        case_deadlines::outcome.eq(outcome),
+        case_deadlines::met_at.eq(met_at),
+        case_deadlines::on_time.eq(on_time),
+        case_deadlines::ended_by.eq(ended_by),
+    )
+}

@@ -1,0 +1,523 @@
+//! What coordinators and workers read about cases: one case with its facts
+//! and deadlines, its timeline, lists with filters, the morning list of
+//! deadlines. Access: a field worker sees the cases assigned to them, a
+//! coordinator the cases of their sites; nobody else reads case content.
+
+use std::collections::BTreeMap;
+
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use base64::Engine;
+use chrono::{DateTime, NaiveDateTime, Utc};
+use diesel::prelude::*;
+use serde::Serialize;
+use serde_json::Value;
+
+use super::fold::{self, Status};
+use super::reconcile::programme_of;
+use super::timeline::{self, EventRow};
+use super::{find, Case};
+use crate::auth::{Principal, Role};
+use crate::db::schema::{case_deadlines, cases, conflicts};
+use crate::db::DbConnection;
+use crate::error::{AppError, AppResult};
+use crate::programmes::{holidays, Programme};
+
+/// Whether `who` may read `case`.
+pub fn may_read(who: &Principal, case: &Case) -> bool {
+    match who.role {
+        Role::FieldWorker => case.assigned_to.as_deref() == Some(who.user_id.as_str()),
+        Role::Coordinator => who.is_at_site(&case.site_id),
+        _ => false,
+    }
+}
+
+/// The case `id` if `who` may read it: 404 when it does not exist, 403
+/// when it is someone else's.
+pub fn readable(conn: &mut DbConnection, who: &Principal, id: &str) -> AppResult<Case> {
+    let case = find(conn, id)?.ok_or_else(|| AppError::NotFound("no such case".into()))?;
+    if !may_read(who, &case) {
+        return Err(AppError::Forbidden("this case is not yours to read".into()));
+    }
+    Ok(case)
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct DeadlineView {
+    pub rule: String,
+    pub title: String,
+    pub occurrence: i32,
+    pub started_at: DateTime<Utc>,
+    pub due_at: DateTime<Utc>,
+    pub status: Status,
+    /// When it was met, or stopped applying.
+    pub ended_at: Option<DateTime<Utc>>,
+    pub ended_by: Option<String>,
+    pub responsible: String,
+    pub source: String,
+}
+
+#[derive(Queryable)]
+struct DeadlineRow {
+    rule_id: String,
+    occurrence: i32,
+    started_at: NaiveDateTime,
+    due_at: NaiveDateTime,
+    soon_at: NaiveDateTime,
+    outcome: String,
+    met_at: Option<NaiveDateTime>,
+    on_time: Option<bool>,
+    ended_by: Option<String>,
+}
+
+fn status_of(row: &DeadlineRow, now: DateTime<Utc>) -> Status {
+    match (row.outcome.as_str(), row.on_time) {
+        ("met", Some(true)) => Status::MetOnTime,
+        ("met", _) => Status::MetLate,
+        ("not_applicable", _) => Status::NotApplicable,
+        _ if now > row.due_at.and_utc() => Status::Overdue,
+        _ if now >= row.soon_at.and_utc() => Status::DueSoon,
+        _ => Status::Upcoming,
+    }
+}
+
+fn deadline_views(
+    conn: &mut DbConnection,
+    programme: &Programme,
+    case_id: &str,
+    now: DateTime<Utc>,
+) -> AppResult<Vec<DeadlineView>> {
+    let rows: Vec<DeadlineRow> = case_deadlines::table
+        .filter(case_deadlines::case_id.eq(case_id))
+        .order((case_deadlines::due_at, case_deadlines::rule_id))
+        .select((
+            case_deadlines::rule_id,
+            case_deadlines::occurrence,
+            case_deadlines::started_at,
+            case_deadlines::due_at,
+            case_deadlines::soon_at,
+            case_deadlines::outcome,
+            case_deadlines::met_at,
+            case_deadlines::on_time,
+            case_deadlines::ended_by,
+        ))
+        .load(conn)?;
+    Ok(rows
+        .into_iter()
+        .map(|row| {
+            let rule = programme.rule(&row.rule_id);
+            DeadlineView {
+                title: rule.map(|r| r.title.clone()).unwrap_or_default(),
+                responsible: rule.map(|r| r.responsible.clone()).unwrap_or_default(),
+                source: rule.map(|r| r.source.clone()).unwrap_or_default(),
+                status: status_of(&row, now),
+                rule: row.rule_id,
+                occurrence: row.occurrence,
+                started_at: row.started_at.and_utc(),
+                due_at: row.due_at.and_utc(),
+                ended_at: row.met_at.map(|t| t.and_utc()),
+                ended_by: row.ended_by,
+            }
+        })
+        .collect())
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct CaseView {
+    pub id: String,
+    pub number: Option<String>,
+    pub programme: String,
+    pub site_id: String,
+    pub child_id: Option<String>,
+    /// 0 for a first admission, 1 for the first readmission, …
+    pub admission: i32,
+    pub state: String,
+    pub state_title: String,
+    pub assigned_to: Option<String>,
+    pub version: i64,
+    pub opened_at: Option<DateTime<Utc>>,
+    pub closed_at: Option<DateTime<Utc>>,
+    pub merged_into: Option<String>,
+    pub facts: BTreeMap<String, Value>,
+    pub deadlines: Vec<DeadlineView>,
+    pub open_conflicts: i64,
+}
+
+pub fn view(conn: &mut DbConnection, case: Case, now: DateTime<Utc>) -> AppResult<CaseView> {
+    let programme = programme_of(&case.programme)?;
+    let deadlines = deadline_views(conn, &programme, &case.id, now)?;
+    let open_conflicts = conflicts::table
+        .filter(conflicts::case_id.eq(&case.id))
+        .filter(conflicts::status.eq(super::conflicts::OPEN))
+        .count()
+        .get_result(conn)?;
+    Ok(CaseView {
+        state_title: programme
+            .state(&case.state)
+            .map(|s| s.title.clone())
+            .unwrap_or_default(),
+        facts: serde_json::from_str(&case.facts).unwrap_or_default(),
+        id: case.id,
+        number: case.number,
+        programme: case.programme,
+        site_id: case.site_id,
+        child_id: case.child_id,
+        admission: case.admission,
+        state: case.state,
+        assigned_to: case.assigned_to,
+        version: case.version,
+        opened_at: case.opened_at.map(|t| t.and_utc()),
+        closed_at: case.closed_at.map(|t| t.and_utc()),
+        merged_into: case.merged_into,
+        deadlines,
+        open_conflicts,
+    })
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct TimelineEntry {
+    pub id: String,
+    pub name: String,
+    /// `submission` or `action`.
+    pub kind: String,
+    /// As answered on the form (or when the action was taken).
+    pub occurred_at: String,
+    pub recorded_at: DateTime<Utc>,
+    pub recorded_by: String,
+    /// The case version this event made (arrival order).
+    pub seq: i64,
+    pub base_version: Option<i64>,
+    /// An edit replaced it: kept in the history, out of the fold.
+    pub superseded: bool,
+    pub state_before: Option<String>,
+    pub state_after: Option<String>,
+    pub facts: serde_json::Map<String, Value>,
+    pub detail: Option<Value>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Timeline {
+    pub case_id: String,
+    pub number: Option<String>,
+    pub state: String,
+    /// In the order they happened; superseded events after them.
+    pub events: Vec<TimelineEntry>,
+    pub deadlines: Vec<DeadlineView>,
+}
+
+pub fn timeline(conn: &mut DbConnection, case: &Case, now: DateTime<Utc>) -> AppResult<Timeline> {
+    let programme = programme_of(&case.programme)?;
+    let calendar = holidays::calendar(conn, &programme)?;
+    let rows = timeline::events(conn, &case.id)?;
+    let mut input = timeline::fold_input(&calendar, &rows);
+    let folded = fold::fold(&programme, &calendar, &mut input);
+    let entry = |row: &EventRow, step: Option<&fold::Step>| TimelineEntry {
+        id: row.id.clone(),
+        name: row.name.clone(),
+        kind: row.kind.clone(),
+        occurred_at: row.occurred_at.clone(),
+        recorded_at: row.recorded_at.and_utc(),
+        recorded_by: row.recorded_by.clone(),
+        seq: row.seq,
+        base_version: row.base_version,
+        superseded: row.superseded,
+        state_before: step.map(|s| s.state_before.clone()),
+        state_after: step.map(|s| s.state_after.clone()),
+        facts: row.facts(),
+        detail: row
+            .detail
+            .as_deref()
+            .and_then(|d| serde_json::from_str(d).ok()),
+    };
+    let mut events: Vec<TimelineEntry> = folded
+        .steps
+        .iter()
+        .filter_map(|step| {
+            rows.iter()
+                .find(|r| r.id == step.event_id)
+                .map(|row| entry(row, Some(step)))
+        })
+        .collect();
+    events.extend(rows.iter().filter(|r| r.superseded).map(|r| entry(r, None)));
+    Ok(Timeline {
+        case_id: case.id.clone(),
+        number: case.number.clone(),
+        state: case.state.clone(),
+        events,
+        deadlines: deadline_views(conn, &programme, &case.id, now)?,
+    })
+}
+
+/// Filters of `GET /cases`.
+#[derive(Debug, Clone, Default, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CaseFilter {
+    pub programme: Option<String>,
+    pub site: Option<String>,
+    pub state: Option<String>,
+    pub assignee: Option<String>,
+    /// Only cases with an overdue deadline.
+    pub overdue: Option<bool>,
+    /// Closed cases too (default: open ones only).
+    pub include_closed: Option<bool>,
+    pub cursor: Option<String>,
+    pub limit: Option<i64>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct CaseSummary {
+    pub id: String,
+    pub number: Option<String>,
+    pub programme: String,
+    pub site_id: String,
+    pub state: String,
+    pub assigned_to: Option<String>,
+    pub version: i64,
+    pub opened_at: Option<DateTime<Utc>>,
+    pub closed_at: Option<DateTime<Utc>>,
+    pub next_due_at: Option<DateTime<Utc>>,
+    pub overdue: bool,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Page<T> {
+    pub items: Vec<T>,
+    /// Pass as `cursor` for the next page; absent on the last.
+    pub next_cursor: Option<String>,
+}
+
+const MAX_PAGE: i64 = 500;
+
+fn encode_cursor(created_at: NaiveDateTime, id: &str) -> String {
+    URL_SAFE_NO_PAD.encode(format!("{}|{id}", created_at.and_utc().timestamp_micros()))
+}
+
+fn decode_cursor(cursor: &str) -> AppResult<(NaiveDateTime, String)> {
+    let bad = || AppError::bad_request("cursor: not a cursor this server gave");
+    let text = URL_SAFE_NO_PAD
+        .decode(cursor)
+        .ok()
+        .and_then(|b| String::from_utf8(b).ok())
+        .ok_or_else(bad)?;
+    let (micros, id) = text.split_once('|').ok_or_else(bad)?;
+    let at = micros
+        .parse::<i64>()
+        .ok()
+        .and_then(DateTime::from_timestamp_micros)
+        .ok_or_else(bad)?;
+    Ok((at.naive_utc(), id.to_string()))
+}
+
+/// The cases `who` may read that pass `filter`, oldest first, a page at a time.
+pub fn list(
+    conn: &mut DbConnection,
+    who: &Principal,
+    filter: &CaseFilter,
+    now: DateTime<Utc>,
+) -> AppResult<Page<CaseSummary>> {
+    let limit = filter.limit.unwrap_or(100).clamp(1, MAX_PAGE);
+    let mut query = cases::table.select(Case::as_select()).into_boxed();
+    query = match who.role {
+        Role::FieldWorker => query.filter(cases::assigned_to.eq(who.user_id.clone())),
+        Role::Coordinator => query.filter(cases::site_id.eq_any(who.site_ids.clone())),
+        _ => {
+            return Err(AppError::Forbidden(
+                "only field workers and coordinators read cases".into(),
+            ))
+        }
+    };
+    if let Some(p) = &filter.programme {
+        query = query.filter(cases::programme.eq(p.clone()));
+    }
+    if let Some(site) = &filter.site {
+        query = query.filter(cases::site_id.eq(site.clone()));
+    }
+    if let Some(state) = &filter.state {
+        query = query.filter(cases::state.eq(state.clone()));
+    }
+    if let Some(assignee) = &filter.assignee {
+        query = query.filter(cases::assigned_to.eq(assignee.clone()));
+    }
+    if filter.overdue == Some(true) {
+        query = query.filter(cases::next_due_at.lt(now.naive_utc()));
+    }
+    if filter.include_closed != Some(true) {
+        query = query
+            .filter(cases::closed_at.is_null())
+            .filter(cases::merged_into.is_null());
+    }
+    if let Some(cursor) = &filter.cursor {
+        let (at, id) = decode_cursor(cursor)?;
+        query = query.filter(
+            cases::created_at
+                .gt(at)
+                .or(cases::created_at.eq(at).and(cases::id.gt(id))),
+        );
+    }
+    let mut rows: Vec<Case> = query
+        .order((cases::created_at, cases::id))
+        .limit(limit + 1)
+        .load(conn)?;
+    let next_cursor = if rows.len() as i64 > limit {
+        rows.truncate(limit as usize);
+        rows.last().map(|c| encode_cursor(c.created_at, &c.id))
+    } else {
+        None
+    };
+    let items = rows
+        .into_iter()
+        .map(|c| CaseSummary {
+            overdue: c.next_due_at.is_some_and(|t| t.and_utc() < now),
+            id: c.id,
+            number: c.number,
+            programme: c.programme,
+            site_id: c.site_id,
+            state: c.state,
+            assigned_to: c.assigned_to,
+            version: c.version,
+            opened_at: c.opened_at.map(|t| t.and_utc()),
+            closed_at: c.closed_at.map(|t| t.and_utc()),
+            next_due_at: c.next_due_at.map(|t| t.and_utc()),
+        })
+        .collect();
+    Ok(Page { items, next_cursor })
+}
+
+/// Filters of `GET /deadlines`.
+#[derive(Debug, Clone, Default, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DeadlineFilter {
+    /// `overdue`, `due_soon` or `upcoming` (default: overdue and due soon).
+    pub status: Option<String>,
+    pub site: Option<String>,
+    pub assignee: Option<String>,
+    pub programme: Option<String>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct DueItem {
+    pub case_id: String,
+    pub case_number: Option<String>,
+    pub programme: String,
+    pub site_id: String,
+    pub assigned_to: Option<String>,
+    pub rule: String,
+    pub title: String,
+    pub responsible: String,
+    pub occurrence: i32,
+    pub due_at: DateTime<Utc>,
+    pub status: Status,
+    pub source: String,
+}
+
+#[derive(Queryable)]
+struct DueRow {
+    case_id: String,
+    number: Option<String>,
+    programme: String,
+    site_id: String,
+    assigned_to: Option<String>,
+    rule: String,
+    occurrence: i32,
+    due_at: NaiveDateTime,
+    soon_at: NaiveDateTime,
+}
+
+/// The open deadlines of the cases `who` may read: a coordinator's morning
+/// list, most overdue first.
+pub fn due(
+    conn: &mut DbConnection,
+    who: &Principal,
+    filter: &DeadlineFilter,
+    now: DateTime<Utc>,
+) -> AppResult<Vec<DueItem>> {
+    let mut query = case_deadlines::table
+        .inner_join(cases::table)
+        .filter(case_deadlines::outcome.eq("open"))
+        .into_boxed();
+    query = match who.role {
+        Role::FieldWorker => query.filter(case_deadlines::assigned_to.eq(who.user_id.clone())),
+        Role::Coordinator => query.filter(case_deadlines::site_id.eq_any(who.site_ids.clone())),
+        _ => {
+            return Err(AppError::Forbidden(
+                "only field workers and coordinators read deadlines".into(),
+            ))
+        }
+    };
+    let t = now.naive_utc();
+    query = match filter.status.as_deref() {
+        None => query.filter(case_deadlines::soon_at.le(t)),
+        Some("overdue") => query.filter(case_deadlines::due_at.lt(t)),
+        Some("due_soon") => query
+            .filter(case_deadlines::soon_at.le(t))
+            .filter(case_deadlines::due_at.ge(t)),
+        Some("upcoming") => query.filter(case_deadlines::soon_at.gt(t)),
+        Some(_) => {
+            return Err(AppError::invalid_field(
+                "/status",
+                "overdue, due_soon or upcoming",
+            ))
+        }
+    };
+    if let Some(site) = &filter.site {
+        query = query.filter(case_deadlines::site_id.eq(site.clone()));
+    }
+    if let Some(assignee) = &filter.assignee {
+        query = query.filter(case_deadlines::assigned_to.eq(assignee.clone()));
+    }
+    if let Some(p) = &filter.programme {
+        query = query.filter(case_deadlines::programme.eq(p.clone()));
+    }
+    let rows: Vec<DueRow> = query
+        .order((case_deadlines::due_at, case_deadlines::case_id))
+        .limit(5000)
+        .select((
+            case_deadlines::case_id,
+            cases::number,
+            case_deadlines::programme,
+            case_deadlines::site_id,
+            case_deadlines::assigned_to,
+            case_deadlines::rule_id,
+            case_deadlines::occurrence,
+            case_deadlines::due_at,
+            case_deadlines::soon_at,
+        ))
+        .load(conn)?;
+    let mut items = Vec::with_capacity(rows.len());
+    for row in rows {
+        let DueRow {
+            case_id,
+            number,
+            programme,
+            site_id,
+            assigned_to,
+            rule,
+            occurrence,
+            due_at,
+            soon_at,
+        } = row;
+        let rules = programme_of(&programme)?;
+        let found = rules.rule(&rule);
+        let status = if now > due_at.and_utc() {
+            Status::Overdue
+        } else if now >= soon_at.and_utc() {
+            Status::DueSoon
+        } else {
+            Status::Upcoming
+        };
+        items.push(DueItem {
+            case_id,
+            case_number: number,
+            programme,
+            site_id,
+            assigned_to,
+            title: found.map(|r| r.title.clone()).unwrap_or_default(),
+            responsible: found.map(|r| r.responsible.clone()).unwrap_or_default(),
+            source: found.map(|r| r.source.clone()).unwrap_or_default(),
+            rule,
+            occurrence,
+            due_at: due_at.and_utc(),
+            status,
+        });
+    }
+    Ok(items)
+}

@@ -1,0 +1,92 @@
+//! The editable part of a programme's calendar: holidays admins add, and
+//! shipped holidays they turn back into working days (a government moves a
+//! holiday by decree every year). Owns `calendar_days`.
+
+use std::collections::BTreeSet;
+
+use chrono::NaiveDate;
+use diesel::prelude::*;
+use serde::Serialize;
+
+use super::{Calendar, Programme};
+use crate::auth::now;
+use crate::db::schema::calendar_days;
+use crate::db::DbConnection;
+use crate::error::{AppError, AppResult};
+
+pub const HOLIDAY: &str = "holiday";
+pub const WORKING: &str = "working";
+
+#[derive(Debug, Clone, PartialEq, Serialize, Queryable)]
+pub struct DayChange {
+    pub programme: String,
+    pub day: String,
+    pub kind: String,
+    pub name: String,
+    pub changed_by: Option<String>,
+    pub changed_at: chrono::NaiveDateTime,
+}
+
+/// The programme's calendar as shipped, with the database's changes.
+pub fn calendar(conn: &mut DbConnection, programme: &Programme) -> AppResult<Calendar> {
+    let changes: Vec<(String, String)> = calendar_days::table
+        .filter(calendar_days::programme.eq(&programme.id))
+        .select((calendar_days::day, calendar_days::kind))
+        .load(conn)?;
+    let mut calendar = programme.calendar.clone();
+    if changes.is_empty() {
+        return Ok(calendar);
+    }
+    let mut holidays: BTreeSet<NaiveDate> = calendar.holidays;
+    for (day, kind) in changes {
+        let Ok(day) = NaiveDate::parse_from_str(&day, "%Y-%m-%d") else {
+            continue;
+        };
+        if kind == HOLIDAY {
+            holidays.insert(day);
+        } else {
+            holidays.remove(&day);
+        }
+    }
+    calendar.holidays = holidays;
+    Ok(calendar)
+}
+
+/// Makes `day` a holiday (`kind` = holiday) or a working day (`working`).
+pub fn set_day(
+    conn: &mut DbConnection,
+    programme: &str,
+    day: NaiveDate,
+    kind: &str,
+    name: &str,
+    by: Option<&str>,
+) -> AppResult<()> {
+    if kind != HOLIDAY && kind != WORKING {
+        return Err(AppError::invalid_field("/kind", "holiday or working"));
+    }
+    let day = day.format("%Y-%m-%d").to_string();
+    diesel::delete(
+        calendar_days::table
+            .filter(calendar_days::programme.eq(programme))
+            .filter(calendar_days::day.eq(&day)),
+    )
+    .execute(conn)?;
+    diesel::insert_into(calendar_days::table)
+        .values((
+            calendar_days::programme.eq(programme),
+            calendar_days::day.eq(&day),
+            calendar_days::kind.eq(kind),
+            calendar_days::name.eq(name),
+            calendar_days::changed_by.eq(by),
+            calendar_days::changed_at.eq(now()),
+        ))
+        .execute(conn)?;
+    Ok(())
+}
+
+pub fn changes(conn: &mut DbConnection, programme: &str) -> AppResult<Vec<DayChange>> {
+    Ok(calendar_days::table
+        .filter(calendar_days::programme.eq(programme))
+        .order(calendar_days::day)
+        .load(conn)?)
+}

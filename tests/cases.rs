@@ -1,0 +1,306 @@
+//! Cases over real HTTP: submissions become a numbered case whose state and
+//! deadlines are the fold of its timeline; workers see only their cases;
+//! concurrent offline edits raise a conflict a coordinator resolves.
+
+mod common;
+
+use common::phone::{declarations, fixture, form_envelope, phone};
+use common::TestApp;
+use serde_json::{json, Value};
+
+struct Staff {
+    worker: String,
+    other_worker: String,
+    coordinator: String,
+}
+
+fn staff(app: &TestApp) -> Staff {
+    let admin = app.admin_token();
+    let (_, worker) = app.user(&admin, "aigerim", "field_worker", &["KZ-CAM-ALA"]);
+    let (_, other_worker) = app.user(&admin, "bolat", "field_worker", &["KZ-CAM-ALA"]);
+    let (_, coordinator) = app.user(&admin, "manager", "coordinator", &["KZ-CAM-ALA"]);
+    Staff {
+        worker,
+        other_worker,
+        coordinator,
+    }
+}
+
+/// A referral received on Friday 20 November 2026 at 17:00 in Almaty, with
+/// evidence of immediate risk.
+fn referral(case_id: &str, child_name: &str) -> Value {
+    let mut data = fixture("kz.referral");
+    data["receipt"]["received_at"] = json!("2026-11-20T17:00:00+05:00");
+    data["receipt"]["immediate_risk"] = json!(true);
+    data["child"]["child_name"] = json!(child_name);
+    form_envelope("kz.referral", case_id, data)
+}
+
+/// The initial assessment, completed 44 hours after the referral, with
+/// decision 8.5.1(c); no removal.
+fn initial_assessment(case_id: &str, base: i64) -> Value {
+    let mut data = fixture("kz.initial_assessment");
+    data["admin"]["assessment_completed_at"] = json!("2026-11-22T13:00:00+05:00");
+    data["admin"]["child_removed"] = json!(false);
+    data["admin"].as_object_mut().unwrap().remove("removal_at");
+    data["decision"]["ia_decision_date"] = json!("2026-11-22");
+    let mut env = form_envelope("kz.initial_assessment", case_id, data);
+    env["base_case_version"] = json!(base);
+    env
+}
+
+fn deadline<'a>(case: &'a Value, rule: &str) -> &'a Value {
+    case["deadlines"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|d| d["rule"] == rule)
+        .unwrap_or_else(|| panic!("no {rule} in {:#}", case["deadlines"]))
+}
+
+#[test]
+fn a_referral_and_its_assessment_make_a_numbered_case_with_deadlines() {
+    let app = TestApp::spawn();
+    let staff = staff(&app);
+    let phone = phone(&app, &staff.worker);
+
+    let case_id = uuid::Uuid::new_v4().to_string();
+    let res = phone.send(&referral(&case_id, "Child A"));
+    assert_eq!(res.status, 201, "{}", res.text);
+
+    let case = app.get(&format!("/api/v1/cases/{case_id}"), &staff.worker);
+    assert_eq!(case.status, 200, "{}", case.text);
+    assert_eq!(case.body["number"], "1");
+    assert_eq!(case.body["state"], "referred");
+    // 48 hours from Friday 17:00 (UTC+5): Sunday 12:00 UTC.
+    let d7 = deadline(&case.body, "D7");
+    assert_eq!(d7["due_at"], "2026-11-22T12:00:00Z");
+    assert!(
+        !case.body["deadlines"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|d| d["rule"] == "D8"),
+        "the 72-hour rule is for referrals without immediate risk"
+    );
+
+    // A second child at the same site gets the next number.
+    let second = uuid::Uuid::new_v4().to_string();
+    assert_eq!(phone.send(&referral(&second, "Child B")).status, 201);
+    let other = app.get(&format!("/api/v1/cases/{second}"), &staff.worker);
+    assert_eq!(other.body["number"], "2");
+
+    // The assessment 44 hours later meets D7 and, decision (c), starts the
+    // social assessment with its 8 weeks.
+    let version = case.body["version"].as_i64().unwrap();
+    let res = phone.send(&initial_assessment(&case_id, version));
+    assert_eq!(res.status, 201, "{}", res.text);
+    let case = app.get(&format!("/api/v1/cases/{case_id}"), &staff.worker);
+    assert_eq!(case.body["state"], "social_assessment", "{:#}", case.body);
+    assert_eq!(deadline(&case.body, "D7")["status"], "met_on_time");
+    let d15 = deadline(&case.body, "D15");
+    assert_eq!(d15["due_at"], "2027-01-17T18:59:59Z", "{d15:#}");
+    assert_eq!(
+        case.body["facts"]["kz.ia_decision"],
+        "c_reasonable_grounds_for_concern"
+    );
+
+    // The timeline lists what happened in the order it happened.
+    let timeline = app.get(&format!("/api/v1/cases/{case_id}/timeline"), &staff.worker);
+    assert_eq!(timeline.status, 200, "{}", timeline.text);
+    let names: Vec<&str> = timeline.body["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        names,
+        [
+            "referral_received",
+            "case_assigned",
+            "initial_assessment_completed"
+        ]
+    );
+    assert_eq!(
+        timeline.body["events"][2]["state_after"],
+        "social_assessment"
+    );
+
+    // The phone's sync carries the number and what is due, no names.
+    let sync = app.get("/api/v1/sync", &staff.worker);
+    let synced = sync.body["cases"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["id"] == case_id.as_str())
+        .unwrap()
+        .clone();
+    assert_eq!(synced["number"], "1");
+    assert!(!synced["next_deadlines"].as_array().unwrap().is_empty());
+    assert!(!sync.text.contains("Child A"));
+
+    // Another worker of the same site neither reads it nor syncs it.
+    app.get(&format!("/api/v1/cases/{case_id}"), &staff.other_worker)
+        .assert_problem(403, "forbidden");
+    app.get(
+        &format!("/api/v1/cases/{case_id}/timeline"),
+        &staff.other_worker,
+    )
+    .assert_problem(403, "forbidden");
+    let theirs = app.get("/api/v1/sync", &staff.other_worker);
+    assert!(!theirs.text.contains(&case_id));
+    let listed = app.get("/api/v1/cases", &staff.other_worker);
+    assert_eq!(listed.body["items"], json!([]));
+
+    // The coordinator sees both cases, and the morning list of what is late.
+    let listed = app.get("/api/v1/cases", &staff.coordinator);
+    assert_eq!(listed.body["items"].as_array().unwrap().len(), 2);
+    let overdue = app.get("/api/v1/deadlines?status=overdue", &staff.coordinator);
+    assert_eq!(overdue.status, 200, "{}", overdue.text);
+    let items = overdue.body["items"].as_array().unwrap();
+    assert!(items.iter().all(|d| d["status"] == "overdue"));
+    assert!(
+        items
+            .iter()
+            .any(|d| d["case_number"] == "2" && d["rule"] == "D7"),
+        "{items:#?}"
+    );
+    assert!(
+        !items
+            .iter()
+            .any(|d| d["case_number"] == "1" && d["rule"] == "D7"),
+        "met deadlines are not on the list"
+    );
+    let overdue_cases = app.get("/api/v1/cases?overdue=true", &staff.coordinator);
+    assert!(overdue_cases.body["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .all(|c| c["overdue"] == true));
+}
+
+#[test]
+fn two_offline_edits_of_one_fact_raise_one_conflict_for_the_coordinator() {
+    let app = TestApp::spawn();
+    let staff = staff(&app);
+    let worker_phone = phone(&app, &staff.worker);
+    let coordinator_phone = phone(&app, &staff.coordinator);
+    let case_id = uuid::Uuid::new_v4().to_string();
+    assert_eq!(
+        worker_phone.send(&referral(&case_id, "Child A")).status,
+        201
+    );
+    let base = app
+        .get(&format!("/api/v1/cases/{case_id}"), &staff.worker)
+        .body["version"]
+        .as_i64()
+        .unwrap();
+
+    // Both edit the child's record offline from the same case version.
+    let child_record = |sex: &str, day: &str| {
+        let mut data = fixture("kz.child");
+        data["identity"]["sex"] = json!(sex);
+        data["record"]["recorded_date"] = json!(day);
+        let mut env = form_envelope("kz.child", &case_id, data.clone());
+        env["base_case_version"] = json!(base);
+        env["attachments"] = json!(declarations(&data));
+        env
+    };
+    let first = worker_phone.send(&child_record("male", "2026-11-21"));
+    assert_eq!(first.status, 201, "{}", first.text);
+    let second = coordinator_phone.send(&child_record("female", "2026-11-22"));
+    assert_eq!(second.status, 201, "{}", second.text);
+
+    let conflicts = app.get("/api/v1/conflicts", &staff.coordinator);
+    let items = conflicts.body["items"].as_array().unwrap().clone();
+    let on_sex: Vec<&Value> = items.iter().filter(|c| c["fact"] == "child.sex").collect();
+    assert_eq!(on_sex.len(), 1, "{items:#?}");
+    let conflict = on_sex[0];
+    assert_eq!(conflict["event_value"], "\"female\"");
+    assert_eq!(conflict["other_value"], "\"male\"");
+    // The programme's rule: the later occurred_at wins until someone decides.
+    let case = app.get(&format!("/api/v1/cases/{case_id}"), &staff.coordinator);
+    assert_eq!(case.body["facts"]["child.sex"], "female");
+    assert!(case.body["open_conflicts"].as_i64().unwrap() >= 1);
+
+    // A field worker may not resolve; the coordinator picks the other value.
+    let path = format!(
+        "/api/v1/conflicts/{}/resolution",
+        conflict["id"].as_str().unwrap()
+    );
+    app.post(&path, &staff.worker, json!({"choice": "other"}))
+        .assert_problem(403, "forbidden");
+    let resolved = app.post(&path, &staff.coordinator, json!({"choice": "other"}));
+    assert_eq!(resolved.status, 200, "{}", resolved.text);
+    assert_eq!(resolved.body["status"], "resolved");
+    app.post(&path, &staff.coordinator, json!({"choice": "other"}))
+        .assert_problem(409, "conflict");
+    let case = app.get(&format!("/api/v1/cases/{case_id}"), &staff.coordinator);
+    assert_eq!(case.body["facts"]["child.sex"], "male");
+    let timeline = app.get(
+        &format!("/api/v1/cases/{case_id}/timeline"),
+        &staff.coordinator,
+    );
+    assert!(timeline.body["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .any(|e| e["name"] == "conflict_resolved"));
+}
+
+#[test]
+fn coordinators_assign_and_approve_as_timeline_events() {
+    let app = TestApp::spawn();
+    let staff = staff(&app);
+    let phone = phone(&app, &staff.worker);
+    let case_id = uuid::Uuid::new_v4().to_string();
+    assert_eq!(phone.send(&referral(&case_id, "Child A")).status, 201);
+    let bolat = app.get("/api/v1/me", &staff.other_worker).body["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+
+    let path = format!("/api/v1/cases/{case_id}/assignment");
+    app.post(&path, &staff.worker, json!({"assignee": bolat}))
+        .assert_problem(403, "forbidden");
+    let res = app.post(&path, &staff.coordinator, json!({"assignee": "nobody"}));
+    assert_eq!(res.error_pointers(), ["/assignee"]);
+    let res = app.post(&path, &staff.coordinator, json!({"assignee": bolat}));
+    assert_eq!(res.status, 200, "{}", res.text);
+    assert_eq!(res.body["assigned_to"], bolat.as_str());
+    // Now it is Bolat's: he reads it, Aigerim no longer does.
+    assert_eq!(
+        app.get(&format!("/api/v1/cases/{case_id}"), &staff.other_worker)
+            .status,
+        200
+    );
+    app.get(&format!("/api/v1/cases/{case_id}"), &staff.worker)
+        .assert_problem(403, "forbidden");
+
+    let approvals = format!("/api/v1/cases/{case_id}/approvals");
+    let res = app.post(
+        &approvals,
+        &staff.coordinator,
+        json!({"subject": "no_such_plan", "decision": "approved"}),
+    );
+    assert_eq!(res.error_pointers(), ["/subject"]);
+    let res = app.post(
+        &approvals,
+        &staff.coordinator,
+        json!({"subject": "care_plan", "decision": "approved", "note": "signed"}),
+    );
+    assert_eq!(res.status, 200, "{}", res.text);
+    let timeline = app.get(
+        &format!("/api/v1/cases/{case_id}/timeline"),
+        &staff.coordinator,
+    );
+    let names: Vec<&str> = timeline.body["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["name"].as_str().unwrap())
+        .collect();
+    assert!(names.contains(&"care_plan_approved"), "{names:?}");
+    assert_eq!(names.iter().filter(|n| **n == "case_assigned").count(), 2);
+}
