@@ -38,9 +38,16 @@ impl SubmissionEvent {
         data: &Value,
         completed_at: DateTime<FixedOffset>,
     ) -> SubmissionEvent {
+        // An answer that is not a date ("unknown") falls back to when the
+        // form was completed: a valid submission is never refused for it.
+        let is_time = |text: &&str| {
+            DateTime::parse_from_rfc3339(text).is_ok()
+                || chrono::NaiveDate::parse_from_str(text, "%Y-%m-%d").is_ok()
+        };
         let occurred_at = data
             .pointer(&form.meta.occurred_at)
             .and_then(Value::as_str)
+            .filter(is_time)
             .map(str::to_string)
             .unwrap_or_else(|| completed_at.to_rfc3339());
         SubmissionEvent {
@@ -272,4 +279,36 @@ fn deadline_row<'a>(case: &'a Case, d: &'a Deadline) -> DeadlineValues<'a> {
         case_deadlines::on_time.eq(on_time),
         case_deadlines::ended_by.eq(ended_by),
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::forms::{check, definitions};
+    use serde_json::json;
+
+    #[test]
+    fn facts_and_when_it_happened_come_from_the_answers() {
+        let set = definitions::shipped();
+        let file = set
+            .forms
+            .iter()
+            .find(|f| f.document["x-form"]["id"] == "kz.referral")
+            .unwrap();
+        let form = check::check(&file.document, &set.resources).unwrap();
+        let completed = DateTime::parse_from_rfc3339("2026-11-21T09:00:00+05:00").unwrap();
+        let data = json!({
+            "receipt": {"received_at": "2026-11-20T17:00:00+05:00", "immediate_risk": true},
+            "child": {"child_sex": "female"}
+        });
+        let event = SubmissionEvent::of(&form, &data, completed);
+        assert_eq!(event.name, "referral_received");
+        assert_eq!(event.occurred_at, "2026-11-20T17:00:00+05:00");
+        assert_eq!(event.facts["referral.immediate_risk"], json!(true));
+        assert_eq!(event.facts["child.sex"], json!("female"));
+        // Not a date: when the form was completed.
+        let data = json!({"receipt": {"received_at": "unknown"}});
+        let event = SubmissionEvent::of(&form, &data, completed);
+        assert_eq!(event.occurred_at, completed.to_rfc3339());
+    }
 }
