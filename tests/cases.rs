@@ -304,3 +304,189 @@ fn coordinators_assign_and_approve_as_timeline_events() {
     assert!(names.contains(&"care_plan_approved"), "{names:?}");
     assert_eq!(names.iter().filter(|n| **n == "case_assigned").count(), 2);
 }
+
+/// The referral of `child_name`, born 14 May 2012, a girl.
+fn referral_of(case_id: &str, child_name: &str) -> Value {
+    let mut env = referral(case_id, child_name);
+    env["data"]["child"]["child_dob"] = json!("2012-05-14");
+    env["data"]["child"]["child_sex"] = json!("female");
+    env
+}
+
+fn closure(case_id: &str) -> Value {
+    let mut data = fixture("kz.case_closure");
+    data["closure"]["closure_date"] = json!("2026-11-22");
+    form_envelope("kz.case_closure", case_id, data)
+}
+
+fn number_of(app: &TestApp, token: &str, case_id: &str) -> Value {
+    app.get(&format!("/api/v1/cases/{case_id}"), token).body["number"].clone()
+}
+
+/// The open pair naming the child of `case_id` as the later one.
+fn pair_for(app: &TestApp, token: &str, case_id: &str) -> Value {
+    let list = app.get("/api/v1/children/duplicates", token);
+    assert_eq!(list.status, 200, "{}", list.text);
+    list.body["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|p| p["child"]["cases"][0]["case_id"] == case_id)
+        .unwrap_or_else(|| panic!("no pair for {case_id} in {:#}", list.body))
+        .clone()
+}
+
+#[test]
+fn readmissions_are_numbered_from_the_first_admission_once_a_coordinator_links_them() {
+    let app = TestApp::spawn();
+    let staff = staff(&app);
+    let worker = phone(&app, &staff.worker);
+    let manager = phone(&app, &staff.coordinator);
+
+    // First admission, closed by the Manager.
+    let first = uuid::Uuid::new_v4().to_string();
+    assert_eq!(
+        worker.send(&referral_of(&first, "Timur Aliyev")).status,
+        201
+    );
+    assert_eq!(number_of(&app, &staff.coordinator, &first), "1");
+    let res = manager.send(&closure(&first));
+    assert_eq!(res.status, 201, "{}", res.text);
+    let closed = app.get(&format!("/api/v1/cases/{first}"), &staff.coordinator);
+    assert_eq!(closed.body["state"], "closed", "{:#}", closed.body);
+    assert!(!closed.body["closed_at"].is_null());
+
+    // The same child referred again: a new case, proposed as a duplicate
+    // (names in another order, same birth date and sex), never merged
+    // silently. Only coordinators see the list, and it shows no names.
+    let second = uuid::Uuid::new_v4().to_string();
+    assert_eq!(
+        worker.send(&referral_of(&second, "ALIYEV  timur")).status,
+        201
+    );
+    assert_eq!(number_of(&app, &staff.coordinator, &second), "2");
+    app.get("/api/v1/children/duplicates", &staff.worker)
+        .assert_problem(403, "forbidden");
+    let listed = app.get("/api/v1/children/duplicates", &staff.coordinator);
+    assert!(!listed.text.contains("Timur"), "{}", listed.text);
+    let pair = pair_for(&app, &staff.coordinator, &second);
+    assert_eq!(pair["other_child"]["cases"][0]["number"], "1");
+    let reasons = pair["reasons"].as_array().unwrap();
+    for reason in ["same_name", "same_date_of_birth", "same_sex"] {
+        assert!(reasons.contains(&json!(reason)), "{reasons:?}");
+    }
+
+    // Linked: the earlier case is closed, so this is a readmission, 1.1.
+    let link = format!(
+        "/api/v1/children/duplicates/{}/link",
+        pair["id"].as_str().unwrap()
+    );
+    let res = app.post(&link, &staff.coordinator, json!({}));
+    assert_eq!(res.status, 200, "{}", res.text);
+    assert_eq!(res.body["status"], "linked");
+    app.post(&link, &staff.coordinator, json!({}))
+        .assert_problem(409, "conflict");
+    let readmitted = app.get(&format!("/api/v1/cases/{second}"), &staff.coordinator);
+    assert_eq!(readmitted.body["number"], "1.1");
+    assert_eq!(readmitted.body["admission"], 1);
+
+    // Closed and referred once more: 1.2.
+    assert_eq!(manager.send(&closure(&second)).status, 201);
+    let third = uuid::Uuid::new_v4().to_string();
+    assert_eq!(
+        worker.send(&referral_of(&third, "Timur Aliyev")).status,
+        201
+    );
+    let pair = pair_for(&app, &staff.coordinator, &third);
+    let link = format!(
+        "/api/v1/children/duplicates/{}/link",
+        pair["id"].as_str().unwrap()
+    );
+    assert_eq!(app.post(&link, &staff.coordinator, json!({})).status, 200);
+    assert_eq!(number_of(&app, &staff.coordinator, &third), "1.2");
+
+    // A referral while the child's case is open joins that case.
+    let open_case = uuid::Uuid::new_v4().to_string();
+    assert_eq!(
+        worker.send(&referral_of(&open_case, "Dana Omarova")).status,
+        201
+    );
+    let again = uuid::Uuid::new_v4().to_string();
+    assert_eq!(
+        worker.send(&referral_of(&again, "Dana Omarova")).status,
+        201
+    );
+    let pair = pair_for(&app, &staff.coordinator, &again);
+    let link = format!(
+        "/api/v1/children/duplicates/{}/link",
+        pair["id"].as_str().unwrap()
+    );
+    assert_eq!(app.post(&link, &staff.coordinator, json!({})).status, 200);
+    let merged = app.get(&format!("/api/v1/cases/{again}"), &staff.coordinator);
+    assert_eq!(merged.body["merged_into"], open_case.as_str());
+    let timeline = app.get(
+        &format!("/api/v1/cases/{open_case}/timeline"),
+        &staff.coordinator,
+    );
+    let referrals = timeline.body["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|e| e["name"] == "referral_received" && e["superseded"] == false)
+        .count();
+    assert_eq!(referrals, 2, "{:#}", timeline.body);
+    let sync = app.get("/api/v1/sync", &staff.worker);
+    assert!(!sync.body["cases"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .any(|c| c["id"] == again.as_str()));
+
+    // A different child with a similar name but another birth date and sex
+    // is proposed only if two signs agree: here none is.
+    let stranger = uuid::Uuid::new_v4().to_string();
+    let mut env = referral(&stranger, "Dana Omarov");
+    env["data"]["child"]["child_dob"] = json!("2015-01-01");
+    env["data"]["child"]["child_sex"] = json!("male");
+    assert_eq!(worker.send(&env).status, 201);
+    let list = app.get("/api/v1/children/duplicates", &staff.coordinator);
+    assert!(!list.text.contains(&stranger));
+
+    // Siblings are separate cases in one family group.
+    let res = app.post(
+        &format!("/api/v1/cases/{stranger}/siblings"),
+        &staff.coordinator,
+        json!({"case_id": open_case}),
+    );
+    assert_eq!(res.status, 200, "{}", res.text);
+    assert_eq!(res.body["siblings"][0]["case_id"], open_case.as_str());
+    let other = app.get(&format!("/api/v1/cases/{open_case}"), &staff.coordinator);
+    assert_eq!(other.body["family_group_id"], res.body["family_group_id"]);
+}
+
+#[test]
+fn a_coordinator_dismisses_a_pair_that_is_two_children() {
+    let app = TestApp::spawn();
+    let staff = staff(&app);
+    let worker = phone(&app, &staff.worker);
+    let a = uuid::Uuid::new_v4().to_string();
+    let b = uuid::Uuid::new_v4().to_string();
+    assert_eq!(worker.send(&referral_of(&a, "Aruzhan Bekova")).status, 201);
+    assert_eq!(worker.send(&referral_of(&b, "Aruzhan Bekova")).status, 201);
+    let pair = pair_for(&app, &staff.coordinator, &b);
+    let dismiss = format!(
+        "/api/v1/children/duplicates/{}/dismiss",
+        pair["id"].as_str().unwrap()
+    );
+    let res = app.post(&dismiss, &staff.coordinator, json!({}));
+    assert_eq!(res.status, 200, "{}", res.text);
+    assert_eq!(res.body["status"], "dismissed");
+    let list = app.get("/api/v1/children/duplicates", &staff.coordinator);
+    assert_eq!(list.body["items"], json!([]));
+    assert_eq!(number_of(&app, &staff.coordinator, &b), "2");
+    let dismissed = app.get(
+        "/api/v1/children/duplicates?status=dismissed",
+        &staff.coordinator,
+    );
+    assert_eq!(dismissed.body["items"].as_array().unwrap().len(), 1);
+}

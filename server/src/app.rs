@@ -112,6 +112,37 @@ impl AppState {
     }
 }
 
+impl AppState {
+    /// Runs a read of case content and its audit row together: what was
+    /// read is on record, or nothing was read.
+    pub async fn read_audited<T, F>(
+        &self,
+        origin: Origin,
+        actor: Principal,
+        action: &'static str,
+        work: F,
+    ) -> AppResult<T>
+    where
+        T: Send + 'static,
+        F: FnOnce(&mut DbConnection, &Principal) -> AppResult<(T, Option<Audited>)>
+            + Send
+            + 'static,
+    {
+        self.db(move |conn| {
+            write_tx(conn, |conn| {
+                let (value, what) = work(conn, &actor)?;
+                let mut event = Event::new(Some(&actor), action);
+                if let Some(what) = &what {
+                    event = event.object(what.object_type, &what.object_id);
+                }
+                audit::record(conn, &origin, event)?;
+                Ok(value)
+            })
+        })
+        .await
+    }
+}
+
 /// Request spans carry the request id (tracing-actix-web) and, once known,
 /// the caller's user id; never a token.
 pub struct RequestSpan;

@@ -255,3 +255,25 @@ pub fn conflicts_for(
     }
     Ok(query.order(conflicts::created_at).limit(1000).load(conn)?)
 }
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SiblingInput {
+    /// The case of the sibling, at the same site.
+    pub case_id: String,
+}
+
+/// Links the children of two cases of one site as siblings.
+pub fn link_siblings(
+    conn: &mut DbConnection,
+    who: &Principal,
+    case_id: &str,
+    s: &SiblingInput,
+) -> AppResult<Case> {
+    let case = case_for(conn, who, case_id)?;
+    let other = find(conn, &s.case_id)?
+        .filter(|o| o.site_id == case.site_id)
+        .ok_or_else(|| AppError::invalid_field("/case_id", "no such case at this site"))?;
+    super::children::link_siblings(conn, &case, &other)?;
+    Ok(case)
+}

@@ -4,13 +4,18 @@
 //! `duplicate_candidates`.
 
 use diesel::prelude::*;
+use serde::Serialize;
 use serde_json::Value;
 
-use crate::auth::now;
-use crate::db::schema::children;
+use super::reconcile::programme_of;
+use super::{numbers, timeline, Case};
+use crate::auth::{now, Principal, Role};
+use crate::db::schema::{
+    case_deadlines, case_events, cases, children, duplicate_candidates, submissions,
+};
 use crate::db::DbConnection;
-use crate::error::AppResult;
-use crate::programmes::Programme;
+use crate::error::{AppError, AppResult};
+use crate::programmes::{holidays, NumberScheme, Programme};
 
 /// Where the case-opening forms of both programmes ask for the child's name.
 pub const CHILD_NAME: &str = "/child/child_name";
@@ -77,4 +82,454 @@ pub fn set_root_number(conn: &mut DbConnection, child_id: &str, root: &str) -> A
         .set(children::root_number.eq(root))
         .execute(conn)?;
     Ok(())
+}
+
+/// Why two children may be one: each reason with its weight.
+fn likeness(a: &Identity, b: &Identity) -> (Vec<&'static str>, i32) {
+    let mut reasons = Vec::new();
+    let mut score = 0;
+    match (&a.name_key, &b.name_key) {
+        (Some(x), Some(y)) if x == y => {
+            reasons.push("same_name");
+            score += 3;
+        }
+        (Some(x), Some(y)) if strsim::normalized_levenshtein(x, y) >= 0.8 => {
+            reasons.push("similar_name");
+            score += 2;
+        }
+        _ => {}
+    }
+    if a.date_of_birth.is_some() && a.date_of_birth == b.date_of_birth {
+        reasons.push("same_date_of_birth");
+        score += 2;
+    }
+    if a.sex.is_some() && a.sex == b.sex {
+        reasons.push("same_sex");
+        score += 1;
+    }
+    (reasons, score)
+}
+
+/// A pair is proposed when the names match or nearly match and the date
+/// of birth or the sex agrees too.
+fn is_candidate(reasons: &[&str]) -> bool {
+    let named = reasons.contains(&"same_name") || reasons.contains(&"similar_name");
+    named && (reasons.contains(&"same_date_of_birth") || reasons.contains(&"same_sex"))
+}
+
+/// Proposes the earlier children of the site that `child_id` may be: never
+/// merged here, only listed for a coordinator to link or dismiss. Returns
+/// how many were proposed.
+pub fn propose_duplicates(
+    conn: &mut DbConnection,
+    child_id: &str,
+    site_id: &str,
+    identity: &Identity,
+) -> AppResult<usize> {
+    if identity.name_key.is_none() {
+        return Ok(0);
+    }
+    let others: Vec<(String, Identity)> = children::table
+        .filter(children::site_id.eq(site_id))
+        .filter(children::id.ne(child_id))
+        .select((
+            children::id,
+            (children::name_key, children::date_of_birth, children::sex),
+        ))
+        .load::<(String, (Option<String>, Option<String>, Option<String>))>(conn)?
+        .into_iter()
+        .map(|(id, (name_key, date_of_birth, sex))| {
+            (
+                id,
+                Identity {
+                    name_key,
+                    date_of_birth,
+                    sex,
+                },
+            )
+        })
+        .collect();
+    let mut proposed = 0;
+    for (other, them) in others {
+        let (reasons, score) = likeness(identity, &them);
+        if !is_candidate(&reasons) {
+            continue;
+        }
+        diesel::insert_into(duplicate_candidates::table)
+            .values((
+                duplicate_candidates::id.eq(uuid::Uuid::new_v4().to_string()),
+                duplicate_candidates::child_id.eq(child_id),
+                duplicate_candidates::other_child_id.eq(&other),
+                duplicate_candidates::site_id.eq(site_id),
+                duplicate_candidates::reasons
+                    .eq(serde_json::to_string(&reasons).unwrap_or_default()),
+                duplicate_candidates::score.eq(score),
+                duplicate_candidates::status.eq(OPEN),
+                duplicate_candidates::created_at.eq(now()),
+            ))
+            .execute(conn)?;
+        proposed += 1;
+    }
+    Ok(proposed)
+}
+
+pub const OPEN: &str = "open";
+pub const LINKED: &str = "linked";
+pub const DISMISSED: &str = "dismissed";
+
+#[derive(Debug, Clone, PartialEq, Serialize, Queryable, Selectable)]
+#[diesel(table_name = duplicate_candidates)]
+pub struct CandidateRow {
+    pub id: String,
+    pub child_id: String,
+    pub other_child_id: String,
+    pub site_id: String,
+    pub reasons: String,
+    pub score: i32,
+    pub status: String,
+    pub created_at: chrono::NaiveDateTime,
+    pub decided_by: Option<String>,
+    pub decided_at: Option<chrono::NaiveDateTime>,
+}
+
+/// A proposed pair as a coordinator sees it: case numbers, never names.
+#[derive(Debug, Clone, Serialize)]
+pub struct Candidate {
+    pub id: String,
+    pub site_id: String,
+    pub status: String,
+    pub reasons: Vec<String>,
+    pub score: i32,
+    pub created_at: chrono::DateTime<chrono::Utc>,
+    /// The child recorded later, and the earlier one it may be.
+    pub child: ChildCases,
+    pub other_child: ChildCases,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct ChildCases {
+    pub child_id: String,
+    pub cases: Vec<CaseRef>,
+}
+
+#[derive(Debug, Clone, Serialize, Queryable)]
+pub struct CaseRef {
+    pub case_id: String,
+    pub number: Option<String>,
+    pub state: String,
+    pub closed: bool,
+}
+
+fn child_cases(conn: &mut DbConnection, child_id: &str) -> AppResult<ChildCases> {
+    type Row = (
+        String,
+        Option<String>,
+        String,
+        Option<chrono::NaiveDateTime>,
+        Option<String>,
+    );
+    let rows: Vec<Row> = cases::table
+        .filter(cases::child_id.eq(child_id))
+        .order(cases::admission)
+        .select((
+            cases::id,
+            cases::number,
+            cases::state,
+            cases::closed_at,
+            cases::merged_into,
+        ))
+        .load(conn)?;
+    Ok(ChildCases {
+        child_id: child_id.to_string(),
+        cases: rows
+            .into_iter()
+            .map(|(case_id, number, state, closed_at, merged)| CaseRef {
+                case_id,
+                number,
+                state,
+                closed: closed_at.is_some() || merged.is_some(),
+            })
+            .collect(),
+    })
+}
+
+fn candidate(conn: &mut DbConnection, row: CandidateRow) -> AppResult<Candidate> {
+    Ok(Candidate {
+        child: child_cases(conn, &row.child_id)?,
+        other_child: child_cases(conn, &row.other_child_id)?,
+        reasons: serde_json::from_str(&row.reasons).unwrap_or_default(),
+        id: row.id,
+        site_id: row.site_id,
+        status: row.status,
+        score: row.score,
+        created_at: row.created_at.and_utc(),
+    })
+}
+
+fn coordinator(who: &Principal) -> AppResult<()> {
+    if who.role == Role::Coordinator {
+        Ok(())
+    } else {
+        Err(AppError::Forbidden(
+            "possible duplicates are for coordinators".into(),
+        ))
+    }
+}
+
+/// The proposed pairs of `who`'s sites (open ones unless `status` says).
+pub fn candidates(
+    conn: &mut DbConnection,
+    who: &Principal,
+    status: Option<&str>,
+    site: Option<&str>,
+) -> AppResult<Vec<Candidate>> {
+    coordinator(who)?;
+    let mut query = duplicate_candidates::table
+        .filter(duplicate_candidates::site_id.eq_any(who.site_ids.clone()))
+        .filter(duplicate_candidates::status.eq(status.unwrap_or(OPEN).to_string()))
+        .select(CandidateRow::as_select())
+        .into_boxed();
+    if let Some(site) = site {
+        query = query.filter(duplicate_candidates::site_id.eq(site.to_string()));
+    }
+    let rows = query
+        .order((
+            duplicate_candidates::score.desc(),
+            duplicate_candidates::created_at,
+        ))
+        .limit(500)
+        .load(conn)?;
+    rows.into_iter().map(|row| candidate(conn, row)).collect()
+}
+
+fn open_candidate(conn: &mut DbConnection, who: &Principal, id: &str) -> AppResult<CandidateRow> {
+    coordinator(who)?;
+    let row: CandidateRow = duplicate_candidates::table
+        .find(id)
+        .select(CandidateRow::as_select())
+        .first(conn)
+        .optional()?
+        .ok_or_else(|| AppError::NotFound("no such possible duplicate".into()))?;
+    if !who.is_at_site(&row.site_id) {
+        return Err(AppError::Forbidden("not a pair of your sites".into()));
+    }
+    if row.status != OPEN {
+        return Err(AppError::Conflict(format!(
+            "this pair was already {}",
+            row.status
+        )));
+    }
+    Ok(row)
+}
+
+fn decide(conn: &mut DbConnection, who: &Principal, id: &str, status: &str) -> AppResult<()> {
+    diesel::update(duplicate_candidates::table.find(id))
+        .set((
+            duplicate_candidates::status.eq(status),
+            duplicate_candidates::decided_by.eq(&who.user_id),
+            duplicate_candidates::decided_at.eq(now()),
+        ))
+        .execute(conn)?;
+    Ok(())
+}
+
+/// Not the same child: the pair leaves the list for good.
+pub fn dismiss(conn: &mut DbConnection, who: &Principal, id: &str) -> AppResult<Candidate> {
+    let row = open_candidate(conn, who, id)?;
+    decide(conn, who, &row.id, DISMISSED)?;
+    let row = duplicate_candidates::table
+        .find(id)
+        .select(CandidateRow::as_select())
+        .first(conn)?;
+    candidate(conn, row)
+}
+
+/// The same child: the later child's cases join the earlier child. Its
+/// case is a readmission when the earlier child's cases are all closed
+/// (KZ numbers it `root.N`); when one is still open, the later case's
+/// events move into that open case (a further referral, not a readmission)
+/// and the later case is marked merged.
+pub fn link(conn: &mut DbConnection, who: &Principal, id: &str) -> AppResult<Candidate> {
+    let row = open_candidate(conn, who, id)?;
+    let earlier = row.other_child_id.clone();
+    let later_cases: Vec<Case> = cases::table
+        .filter(cases::child_id.eq(&row.child_id))
+        .filter(cases::merged_into.is_null())
+        .order(cases::created_at)
+        .select(Case::as_select())
+        .load(conn)?;
+    let open_case: Option<Case> = cases::table
+        .filter(cases::child_id.eq(&earlier))
+        .filter(cases::closed_at.is_null())
+        .filter(cases::merged_into.is_null())
+        .select(Case::as_select())
+        .first(conn)
+        .optional()?;
+    for case in later_cases {
+        match &open_case {
+            Some(target) => merge_into(conn, &case, target)?,
+            None => readmit(conn, &case, &earlier)?,
+        }
+    }
+    decide(conn, who, &row.id, LINKED)?;
+    // Pairs that named the later child are settled by this link too.
+    diesel::update(
+        duplicate_candidates::table
+            .filter(duplicate_candidates::status.eq(OPEN))
+            .filter(
+                duplicate_candidates::child_id
+                    .eq(&row.child_id)
+                    .or(duplicate_candidates::other_child_id.eq(&row.child_id)),
+            ),
+    )
+    .set((
+        duplicate_candidates::status.eq(LINKED),
+        duplicate_candidates::decided_by.eq(&who.user_id),
+        duplicate_candidates::decided_at.eq(now()),
+    ))
+    .execute(conn)?;
+    let row = duplicate_candidates::table
+        .find(id)
+        .select(CandidateRow::as_select())
+        .first(conn)?;
+    candidate(conn, row)
+}
+
+/// `case` becomes the next admission of child `earlier`.
+fn readmit(conn: &mut DbConnection, case: &Case, earlier: &str) -> AppResult<()> {
+    let (root, admissions): (Option<String>, i32) = children::table
+        .find(earlier)
+        .select((children::root_number, children::admissions))
+        .first(conn)?;
+    let programme = programme_of(&case.programme)?;
+    let number = match (programme.case_number, root) {
+        // BT: "the code must not change on transfer or re-opening" (§3.1).
+        (NumberScheme::KzSiteSequence, Some(root)) => Some(numbers::kz_number(&root, admissions)),
+        _ => case.number.clone(),
+    };
+    diesel::update(children::table.find(earlier))
+        .set(children::admissions.eq(admissions + 1))
+        .execute(conn)?;
+    diesel::update(cases::table.find(&case.id))
+        .set((
+            cases::child_id.eq(earlier),
+            cases::admission.eq(admissions),
+            cases::number.eq(number),
+        ))
+        .execute(conn)?;
+    super::touch(conn, case)?;
+    Ok(())
+}
+
+/// Moves the events of `case` into the open case `target` and marks `case`
+/// merged: one child, one open admission.
+fn merge_into(conn: &mut DbConnection, case: &Case, target: &Case) -> AppResult<()> {
+    let moved = case_events::table
+        .filter(case_events::case_id.eq(&case.id))
+        .count()
+        .get_result::<i64>(conn)?;
+    let target_version: i64 = cases::table
+        .find(&target.id)
+        .select(cases::version)
+        .first(conn)?;
+    // Its assignment belonged to the merged case, not to the open one.
+    diesel::update(
+        case_events::table
+            .filter(case_events::case_id.eq(&case.id))
+            .filter(case_events::name.eq(crate::programmes::CASE_ASSIGNED)),
+    )
+    .set(case_events::superseded.eq(true))
+    .execute(conn)?;
+    // Appended after the target's own events, in their arrival order.
+    diesel::update(case_events::table.filter(case_events::case_id.eq(&case.id)))
+        .set((
+            case_events::case_id.eq(&target.id),
+            case_events::seq.eq(case_events::seq + target_version),
+        ))
+        .execute(conn)?;
+    diesel::update(submissions::table.filter(submissions::case_id.eq(&case.id)))
+        .set(submissions::case_id.eq(&target.id))
+        .execute(conn)?;
+    diesel::update(cases::table.find(&target.id))
+        .set(cases::version.eq(cases::version + moved))
+        .execute(conn)?;
+    diesel::delete(case_deadlines::table.filter(case_deadlines::case_id.eq(&case.id)))
+        .execute(conn)?;
+    diesel::update(cases::table.find(&case.id))
+        .set((
+            cases::merged_into.eq(&target.id),
+            cases::closed_at.eq(Some(now())),
+            cases::next_due_at.eq(None::<chrono::NaiveDateTime>),
+            cases::child_id.eq(&target.child_id),
+        ))
+        .execute(conn)?;
+    super::touch(conn, case)?;
+    let target = super::find(conn, &target.id)?
+        .ok_or_else(|| AppError::NotFound("the open case is gone".into()))?;
+    let programme = programme_of(&target.programme)?;
+    let calendar = holidays::calendar(conn, &programme)?;
+    timeline::refold(conn, &programme, &calendar, &target)?;
+    super::touch(conn, &target)?;
+    Ok(())
+}
+
+/// Siblings are separate cases (kz-manual §3.5 F2) of children in one
+/// family group. Joins the children of cases `a` and `b` (and any group
+/// either was already in); returns the group id.
+pub fn link_siblings(conn: &mut DbConnection, a: &Case, b: &Case) -> AppResult<String> {
+    let (Some(child_a), Some(child_b)) = (&a.child_id, &b.child_id) else {
+        return Err(AppError::Conflict("a case without a child record".into()));
+    };
+    if child_a == child_b {
+        return Err(AppError::invalid_field(
+            "/case_id",
+            "is a case of the same child, not a sibling",
+        ));
+    }
+    let group_of = |conn: &mut DbConnection, child: &str| -> AppResult<Option<String>> {
+        Ok(children::table
+            .find(child)
+            .select(children::family_group_id)
+            .first(conn)?)
+    };
+    let (group_a, group_b) = (group_of(conn, child_a)?, group_of(conn, child_b)?);
+    let group = group_a
+        .clone()
+        .or(group_b.clone())
+        .unwrap_or_else(|| uuid::Uuid::new_v4().to_string());
+    for old in [group_a, group_b].into_iter().flatten() {
+        diesel::update(children::table.filter(children::family_group_id.eq(old)))
+            .set(children::family_group_id.eq(&group))
+            .execute(conn)?;
+    }
+    diesel::update(children::table.filter(children::id.eq_any([child_a, child_b])))
+        .set(children::family_group_id.eq(&group))
+        .execute(conn)?;
+    Ok(group)
+}
+
+/// The cases of the other children in the family group of `child_id`.
+pub fn siblings(
+    conn: &mut DbConnection,
+    child_id: &str,
+) -> AppResult<(Option<String>, Vec<CaseRef>)> {
+    let group: Option<String> = children::table
+        .find(child_id)
+        .select(children::family_group_id)
+        .first(conn)
+        .optional()?
+        .flatten();
+    let Some(group) = group else {
+        return Ok((None, Vec::new()));
+    };
+    let others: Vec<String> = children::table
+        .filter(children::family_group_id.eq(&group))
+        .filter(children::id.ne(child_id))
+        .select(children::id)
+        .load(conn)?;
+    let mut cases = Vec::new();
+    for other in others {
+        cases.extend(child_cases(conn, &other)?.cases);
+    }
+    Ok((Some(group), cases))
 }

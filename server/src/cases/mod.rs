@@ -120,7 +120,7 @@ pub fn open(conn: &mut DbConnection, o: Opening) -> AppResult<Case> {
         opened_by_instance: o.instance_id.to_string(),
         created_at: t,
         updated_at: t,
-        child_id: Some(child),
+        child_id: Some(child.clone()),
         number: Some(number),
         admission: 0,
         facts: "{}".into(),
@@ -132,6 +132,7 @@ pub fn open(conn: &mut DbConnection, o: Opening) -> AppResult<Case> {
     diesel::insert_into(cases::table)
         .values(&case)
         .execute(conn)?;
+    children::propose_duplicates(conn, &child, &o.site.id, &o.identity)?;
     notify_phone(conn, &case)?;
     Ok(case)
 }

@@ -140,6 +140,9 @@ pub struct CaseView {
     pub facts: BTreeMap<String, Value>,
     pub deadlines: Vec<DeadlineView>,
     pub open_conflicts: i64,
+    pub family_group_id: Option<String>,
+    /// The cases of the child's siblings (one case per child, §3.5 F2).
+    pub siblings: Vec<super::children::CaseRef>,
 }
 
 pub fn view(conn: &mut DbConnection, case: Case, now: DateTime<Utc>) -> AppResult<CaseView> {
@@ -150,7 +153,13 @@ pub fn view(conn: &mut DbConnection, case: Case, now: DateTime<Utc>) -> AppResul
         .filter(conflicts::status.eq(super::conflicts::OPEN))
         .count()
         .get_result(conn)?;
+    let (family_group_id, siblings) = match &case.child_id {
+        Some(child) => super::children::siblings(conn, child)?,
+        None => (None, Vec::new()),
+    };
     Ok(CaseView {
+        family_group_id,
+        siblings,
         state_title: programme
             .state(&case.state)
             .map(|s| s.title.clone())

@@ -7,10 +7,10 @@ use chrono::Utc;
 use serde::Deserialize;
 
 use crate::app::{AppState, Audited};
-use crate::audit::{self, Event, Origin};
-use crate::cases::actions::{self, ApprovalInput, Assignment, Resolution};
+use crate::audit::Origin;
+use crate::cases::actions::{self, ApprovalInput, Assignment, Resolution, SiblingInput};
+use crate::cases::children;
 use crate::cases::views::{self, CaseFilter, DeadlineFilter};
-use crate::db::write_tx;
 use crate::error::AppResult;
 use crate::http::extract::{ApiJson, AuthUser};
 
@@ -22,12 +22,8 @@ pub async fn list(
     filter: web::Query<CaseFilter>,
 ) -> AppResult<HttpResponse> {
     let page = state
-        .db(move |conn| {
-            write_tx(conn, |conn| {
-                let page = views::list(conn, &me, &filter, Utc::now())?;
-                audit::record(conn, &origin, Event::new(Some(&me), "cases_listed"))?;
-                Ok(page)
-            })
+        .read_audited(origin, me, "cases_listed", move |conn, me| {
+            Ok((views::list(conn, me, &filter, Utc::now())?, None))
         })
         .await?;
     Ok(HttpResponse::Ok().json(page))
@@ -41,16 +37,10 @@ pub async fn show(
     id: web::Path<String>,
 ) -> AppResult<HttpResponse> {
     let view = state
-        .db(move |conn| {
-            write_tx(conn, |conn| {
-                let case = views::readable(conn, &me, &id)?;
-                audit::record(
-                    conn,
-                    &origin,
-                    Event::new(Some(&me), "case_read").object("case", &case.id),
-                )?;
-                views::view(conn, case, Utc::now())
-            })
+        .read_audited(origin, me, "case_read", move |conn, me| {
+            let case = views::readable(conn, me, &id)?;
+            let what = Audited::object("case", &case.id);
+            Ok((views::view(conn, case, Utc::now())?, Some(what)))
         })
         .await?;
     Ok(HttpResponse::Ok().json(view))
@@ -65,16 +55,10 @@ pub async fn timeline(
     id: web::Path<String>,
 ) -> AppResult<HttpResponse> {
     let timeline = state
-        .db(move |conn| {
-            write_tx(conn, |conn| {
-                let case = views::readable(conn, &me, &id)?;
-                audit::record(
-                    conn,
-                    &origin,
-                    Event::new(Some(&me), "case_timeline_read").object("case", &case.id),
-                )?;
-                views::timeline(conn, &case, Utc::now())
-            })
+        .read_audited(origin, me, "case_timeline_read", move |conn, me| {
+            let case = views::readable(conn, me, &id)?;
+            let what = Audited::object("case", &case.id);
+            Ok((views::timeline(conn, &case, Utc::now())?, Some(what)))
         })
         .await?;
     Ok(HttpResponse::Ok().json(timeline))
@@ -180,4 +164,85 @@ pub async fn resolve(
         })
         .await?;
     Ok(HttpResponse::Ok().json(resolved))
+}
+
+/// `POST /api/v1/cases/{id}/siblings` (coordinator): `{"case_id": other}`
+pub async fn link_siblings(
+    state: web::Data<AppState>,
+    origin: Origin,
+    AuthUser(me): AuthUser,
+    id: web::Path<String>,
+    body: ApiJson<SiblingInput>,
+) -> AppResult<HttpResponse> {
+    let who = me.clone();
+    let case = state
+        .audited(origin, me, "siblings_linked", move |conn| {
+            let case = actions::link_siblings(conn, &who, &id, &body.0)?;
+            let what = Audited::object("case", &case.id).detail(&body.0.case_id);
+            Ok((case, what))
+        })
+        .await?;
+    let view = state
+        .db(move |conn| views::view(conn, case, Utc::now()))
+        .await?;
+    Ok(HttpResponse::Ok().json(view))
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DuplicateQuery {
+    /// `open` (default), `linked` or `dismissed`.
+    status: Option<String>,
+    site: Option<String>,
+}
+
+/// `GET /api/v1/children/duplicates?status=&site=` (coordinator): pairs of
+/// children that may be one, by case number — never by name.
+pub async fn duplicates(
+    state: web::Data<AppState>,
+    AuthUser(me): AuthUser,
+    query: web::Query<DuplicateQuery>,
+) -> AppResult<HttpResponse> {
+    let query = query.into_inner();
+    let items = state
+        .db(move |conn| {
+            children::candidates(conn, &me, query.status.as_deref(), query.site.as_deref())
+        })
+        .await?;
+    Ok(HttpResponse::Ok().json(serde_json::json!({ "items": items })))
+}
+
+/// `POST /api/v1/children/duplicates/{id}/link` (coordinator): the same
+/// child — a readmission, or a further referral to the open case.
+pub async fn link_duplicate(
+    state: web::Data<AppState>,
+    origin: Origin,
+    AuthUser(me): AuthUser,
+    id: web::Path<String>,
+) -> AppResult<HttpResponse> {
+    let who = me.clone();
+    let pair = state
+        .audited(origin, me, "children_linked", move |conn| {
+            let pair = children::link(conn, &who, &id)?;
+            Ok((pair, Audited::object("duplicate_candidate", id.as_str())))
+        })
+        .await?;
+    Ok(HttpResponse::Ok().json(pair))
+}
+
+/// `POST /api/v1/children/duplicates/{id}/dismiss` (coordinator)
+pub async fn dismiss_duplicate(
+    state: web::Data<AppState>,
+    origin: Origin,
+    AuthUser(me): AuthUser,
+    id: web::Path<String>,
+) -> AppResult<HttpResponse> {
+    let who = me.clone();
+    let pair = state
+        .audited(origin, me, "duplicate_dismissed", move |conn| {
+            let pair = children::dismiss(conn, &who, &id)?;
+            Ok((pair, Audited::object("duplicate_candidate", id.as_str())))
+        })
+        .await?;
+    Ok(HttpResponse::Ok().json(pair))
 }

@@ -64,6 +64,15 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
             .service(resource("/cases/{id}/timeline").route(get().to(cases::timeline)))
             .service(resource("/cases/{id}/assignment").route(post().to(cases::assign)))
             .service(resource("/cases/{id}/approvals").route(post().to(cases::approve)))
+            .service(resource("/cases/{id}/siblings").route(post().to(cases::link_siblings)))
+            .service(resource("/children/duplicates").route(get().to(cases::duplicates)))
+            .service(
+                resource("/children/duplicates/{id}/link").route(post().to(cases::link_duplicate)),
+            )
+            .service(
+                resource("/children/duplicates/{id}/dismiss")
+                    .route(post().to(cases::dismiss_duplicate)),
+            )
             .service(resource("/deadlines").route(get().to(cases::deadlines)))
             .service(resource("/conflicts").route(get().to(cases::conflicts)))
             .service(resource("/conflicts/{id}/resolution").route(post().to(cases::resolve)))
