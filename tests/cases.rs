@@ -490,3 +490,42 @@ fn a_coordinator_dismisses_a_pair_that_is_two_children() {
     );
     assert_eq!(dismissed.body["items"].as_array().unwrap().len(), 1);
 }
+
+#[test]
+fn the_morning_list_prints_in_the_terminal() {
+    let app = TestApp::spawn();
+    let staff = staff(&app);
+    let case_id = uuid::Uuid::new_v4().to_string();
+    assert_eq!(
+        phone(&app, &staff.worker)
+            .send(&referral(&case_id, "Child A"))
+            .status,
+        201
+    );
+
+    let out = common::bin::command(app.data_dir(), &app.shared.db)
+        .env("CASESYNC_DATA_DIR", app.data_dir())
+        .args(["cases", "overdue", "--site", "KZ-CAM-ALA"])
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{text}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let d7 = text
+        .lines()
+        .find(|l| l.contains("D7"))
+        .unwrap_or_else(|| panic!("no D7 in {text}"));
+    assert!(d7.starts_with("1 "), "{d7}");
+    assert!(d7.contains("late") && d7.contains("aigerim"), "{d7}");
+    assert!(!text.contains("Child A"));
+
+    let other = common::bin::command(app.data_dir(), &app.shared.db)
+        .env("CASESYNC_DATA_DIR", app.data_dir())
+        .args(["cases", "overdue", "--site", "BT-NCWC"])
+        .output()
+        .unwrap();
+    assert!(String::from_utf8_lossy(&other.stdout).contains("nothing overdue"));
+}

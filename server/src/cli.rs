@@ -8,6 +8,8 @@ use clap::{Args, Parser, Subcommand};
 
 use crate::audit::{self, Event, Origin};
 use crate::auth::{passwords, sites, tokens, users, Role};
+use crate::cases::fold::Status;
+use crate::cases::views;
 use crate::collect;
 use crate::config::Settings;
 use crate::crypto::kek::Kek;
@@ -60,6 +62,23 @@ pub enum Command {
     /// A reference collector that behaves like a phone: sign in, sync,
     /// fill forms, push the encrypted queue.
     Collect(CollectArgs),
+    /// Cases and their deadlines.
+    #[command(subcommand)]
+    Cases(CasesCommand),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum CasesCommand {
+    /// The morning list: a site's overdue (and, with --due-soon, nearly
+    /// due) deadlines, by case number — never by name.
+    Overdue {
+        /// Site code (as in `sites list`).
+        #[arg(long)]
+        site: String,
+        /// Also list deadlines due soon.
+        #[arg(long)]
+        due_soon: bool,
+    },
 }
 
 #[derive(Debug, Args)]
@@ -290,6 +309,7 @@ fn server_command(config: &Path, command: Command) -> Result<(), CliError> {
         }
         Command::Users(cmd) => with_db(&settings, |conn| users_command(conn, cmd)),
         Command::Sites(cmd) => with_db(&settings, |conn| sites_command(conn, cmd)),
+        Command::Cases(cmd) => with_db(&settings, |conn| cases_command(conn, cmd)),
         Command::Forms(FormsCommand::Validate {
             dir,
             fixtures,
@@ -437,6 +457,57 @@ fn users_command(conn: &mut DbConnection, cmd: UsersCommand) -> Result<(), CliEr
                 println!("password set for {username}; it must be changed at next login");
             }
         }
+    }
+    Ok(())
+}
+
+fn cases_command(conn: &mut DbConnection, cmd: CasesCommand) -> Result<(), CliError> {
+    let CasesCommand::Overdue { site, due_soon } = cmd;
+    let found = sites::find_by_code(conn, &site)?
+        .ok_or_else(|| CliError::App(format!("no site with code {site:?}")))?;
+    let filter = views::DeadlineFilter {
+        status: (!due_soon).then(|| "overdue".to_string()),
+        ..Default::default()
+    };
+    let now = chrono::Utc::now();
+    let items = views::due_in(
+        conn,
+        &views::DueScope::Sites(vec![found.id.clone()]),
+        &filter,
+        now,
+    )?;
+    audit_cli(conn, "deadlines_listed", "site", &found.id)?;
+    if items.is_empty() {
+        println!("{}: nothing overdue", found.code);
+        return Ok(());
+    }
+    let names: std::collections::HashMap<String, String> =
+        users::list(conn, Some(&[found.id.clone()]))?
+            .into_iter()
+            .map(|u| (u.id, u.username))
+            .collect();
+    println!(
+        "{:<10} {:<12} {:<9} {:<17} {:<12} what",
+        "case", "rule", "status", "due (UTC)", "assigned"
+    );
+    for item in items {
+        let late = now - item.due_at;
+        let status = match item.status {
+            Status::Overdue => format!("{}d late", late.num_days()),
+            other => other.as_str().replace('_', " "),
+        };
+        println!(
+            "{:<10} {:<12} {:<9} {:<17} {:<12} {}",
+            item.case_number.as_deref().unwrap_or("-"),
+            item.rule,
+            status,
+            item.due_at.format("%Y-%m-%d %H:%M"),
+            item.assigned_to
+                .as_ref()
+                .and_then(|id| names.get(id))
+                .map_or("-", String::as_str),
+            item.title
+        );
     }
     Ok(())
 }

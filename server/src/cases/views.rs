@@ -431,6 +431,13 @@ struct DueRow {
     soon_at: NaiveDateTime,
 }
 
+/// Whose deadlines a list may show.
+#[derive(Debug, Clone)]
+pub enum DueScope {
+    Sites(Vec<String>),
+    Assignee(String),
+}
+
 /// The open deadlines of the cases `who` may read: a coordinator's morning
 /// list, most overdue first.
 pub fn due(
@@ -439,18 +446,33 @@ pub fn due(
     filter: &DeadlineFilter,
     now: DateTime<Utc>,
 ) -> AppResult<Vec<DueItem>> {
-    let mut query = case_deadlines::table
-        .inner_join(cases::table)
-        .filter(case_deadlines::outcome.eq("open"))
-        .into_boxed();
-    query = match who.role {
-        Role::FieldWorker => query.filter(case_deadlines::assigned_to.eq(who.user_id.clone())),
-        Role::Coordinator => query.filter(case_deadlines::site_id.eq_any(who.site_ids.clone())),
+    let scope = match who.role {
+        Role::FieldWorker => DueScope::Assignee(who.user_id.clone()),
+        Role::Coordinator => DueScope::Sites(who.site_ids.clone()),
         _ => {
             return Err(AppError::Forbidden(
                 "only field workers and coordinators read deadlines".into(),
             ))
         }
+    };
+    due_in(conn, &scope, filter, now)
+}
+
+/// The open deadlines within `scope` (the shell's `cases overdue` has no
+/// signed-in user: it runs on the server, with the server's rights).
+pub fn due_in(
+    conn: &mut DbConnection,
+    scope: &DueScope,
+    filter: &DeadlineFilter,
+    now: DateTime<Utc>,
+) -> AppResult<Vec<DueItem>> {
+    let mut query = case_deadlines::table
+        .inner_join(cases::table)
+        .filter(case_deadlines::outcome.eq("open"))
+        .into_boxed();
+    query = match scope {
+        DueScope::Assignee(user) => query.filter(case_deadlines::assigned_to.eq(user.clone())),
+        DueScope::Sites(sites) => query.filter(case_deadlines::site_id.eq_any(sites.clone())),
     };
     let t = now.naive_utc();
     query = match filter.status.as_deref() {
