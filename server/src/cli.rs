@@ -482,7 +482,7 @@ fn cases_command(conn: &mut DbConnection, cmd: CasesCommand) -> Result<(), CliEr
         return Ok(());
     }
     let names: std::collections::HashMap<String, String> =
-        users::list(conn, Some(&[found.id.clone()]))?
+        users::list(conn, Some(std::slice::from_ref(&found.id)))?
             .into_iter()
             .map(|u| (u.id, u.username))
             .collect();
