@@ -9,6 +9,7 @@ use common::TestApp;
 use serde_json::{json, Value};
 
 struct Staff {
+    admin: String,
     worker: String,
     other_worker: String,
     coordinator: String,
@@ -20,6 +21,7 @@ fn staff(app: &TestApp) -> Staff {
     let (_, other_worker) = app.user(&admin, "bolat", "field_worker", &["KZ-CAM-ALA"]);
     let (_, coordinator) = app.user(&admin, "manager", "coordinator", &["KZ-CAM-ALA"]);
     Staff {
+        admin,
         worker,
         other_worker,
         coordinator,
@@ -528,4 +530,80 @@ fn the_morning_list_prints_in_the_terminal() {
         .output()
         .unwrap();
     assert!(String::from_utf8_lossy(&other.stdout).contains("nothing overdue"));
+}
+
+#[test]
+fn an_admin_calendar_change_moves_open_working_day_deadlines() {
+    let app = TestApp::spawn();
+    let staff = staff(&app);
+    let admin = staff.admin.clone();
+    let worker = phone(&app, &staff.worker);
+    let case_id = uuid::Uuid::new_v4().to_string();
+    assert_eq!(worker.send(&referral(&case_id, "Child A")).status, 201);
+
+    // The child's record, Monday 14 December 2026: age disputed, so the age
+    // assessment is due within 5 working days (D11, 8.3.15(b)); Wednesday
+    // 16 December is Independence Day.
+    let mut data = fixture("kz.child");
+    data["record"]["recorded_date"] = json!("2026-12-14");
+    data["identity"]["age_disputed"] = json!(true);
+    assert_eq!(
+        worker
+            .send(&form_envelope("kz.child", &case_id, data))
+            .status,
+        201
+    );
+    let due = |app: &TestApp| {
+        let case = app.get(&format!("/api/v1/cases/{case_id}"), &staff.worker);
+        deadline(&case.body, "D11")["due_at"].clone()
+    };
+    assert_eq!(due(&app), "2026-12-22T18:59:59Z");
+
+    let calendar = app.get("/api/v1/programmes/kz/calendar", &staff.worker);
+    assert_eq!(calendar.status, 200, "{}", calendar.text);
+    assert_eq!(calendar.body["time_zone"], "Asia/Almaty");
+    assert!(calendar.body["holidays"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .any(|h| h["date"] == "2026-12-16" && h["origin"] == "shipped"));
+
+    // By decree the day becomes a working day: the open deadline moves.
+    let day = "/api/v1/programmes/kz/calendar/days/2026-12-16";
+    let change = json!({"kind": "working", "name": "moved by decree"});
+    app.request("PUT", day, Some(&staff.coordinator), Some(&change))
+        .assert_problem(403, "forbidden");
+    let res = app.request("PUT", day, Some(&admin), Some(&change));
+    assert_eq!(res.status, 200, "{}", res.text);
+    assert!(!res.body["holidays"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .any(|h| h["date"] == "2026-12-16"));
+    assert_eq!(due(&app), "2026-12-21T18:59:59Z");
+
+    // A new holiday on Friday 18th pushes it a day; resetting both restores it.
+    let res = app.request(
+        "PUT",
+        "/api/v1/programmes/kz/calendar/days/2026-12-18",
+        Some(&admin),
+        Some(&json!({"kind": "holiday", "name": "extra day off"})),
+    );
+    assert_eq!(res.status, 200, "{}", res.text);
+    assert_eq!(due(&app), "2026-12-22T18:59:59Z");
+    for d in ["2026-12-16", "2026-12-18"] {
+        let path = format!("/api/v1/programmes/kz/calendar/days/{d}");
+        assert_eq!(app.delete(&path, &admin).status, 200);
+    }
+    assert_eq!(due(&app), "2026-12-22T18:59:59Z");
+    app.delete(day, &admin).assert_problem(404, "not_found");
+    app.request(
+        "PUT",
+        "/api/v1/programmes/kz/calendar/days/16-12-2026",
+        Some(&admin),
+        Some(&json!({"kind": "holiday", "name": "x"})),
+    )
+    .assert_problem(400, "bad_request");
+    app.get("/api/v1/programmes/xx/calendar", &admin)
+        .assert_problem(404, "not_found");
 }

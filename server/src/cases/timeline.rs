@@ -281,6 +281,57 @@ fn deadline_row<'a>(case: &'a Case, d: &'a Deadline) -> DeadlineValues<'a> {
     )
 }
 
+/// After a change to `programme`'s calendar: every open case's deadlines
+/// are counted again with it. Returns how many cases were folded.
+pub fn calendar_changed(conn: &mut DbConnection, programme: &Programme) -> AppResult<usize> {
+    let calendar = crate::programmes::holidays::calendar(conn, programme)?;
+    refold_open(conn, programme, &calendar)
+}
+
+/// Folds every open case of `programme` again — after its calendar
+/// changed, or its rules did with a new release. A thousand cases per
+/// round trip, so memory stays flat however many cases there are. Returns
+/// how many cases were folded. Call inside a write transaction.
+pub fn refold_open(
+    conn: &mut DbConnection,
+    programme: &Programme,
+    calendar: &Calendar,
+) -> AppResult<usize> {
+    const CHUNK: i64 = 1000;
+    let mut after = String::new();
+    let mut folded = 0;
+    loop {
+        let chunk: Vec<Case> = cases::table
+            .filter(cases::programme.eq(&programme.id))
+            .filter(cases::closed_at.is_null())
+            .filter(cases::merged_into.is_null())
+            .filter(cases::id.gt(&after))
+            .order(cases::id)
+            .limit(CHUNK)
+            .select(Case::as_select())
+            .load(conn)?;
+        let Some(last) = chunk.last() else { break };
+        after = last.id.clone();
+        let ids: Vec<&str> = chunk.iter().map(|c| c.id.as_str()).collect();
+        let rows: Vec<EventRow> = case_events::table
+            .filter(case_events::case_id.eq_any(&ids))
+            .order((case_events::case_id, case_events::seq))
+            .select(EventRow::as_select())
+            .load(conn)?;
+        let mut by_case: std::collections::HashMap<String, Vec<EventRow>> = Default::default();
+        for row in rows {
+            by_case.entry(row.case_id.clone()).or_default().push(row);
+        }
+        for case in &chunk {
+            let own = by_case.remove(&case.id).unwrap_or_default();
+            let mut input = fold_input(calendar, &own);
+            save(conn, case, &fold::fold(programme, calendar, &mut input))?;
+        }
+        folded += chunk.len();
+    }
+    Ok(folded)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -90,3 +90,78 @@ pub fn changes(conn: &mut DbConnection, programme: &str) -> AppResult<Vec<DayCha
         .order(calendar_days::day)
         .load(conn)?)
 }
+
+/// Forgets an admin's change of `day`: back to the shipped calendar.
+pub fn reset_day(conn: &mut DbConnection, programme: &str, day: NaiveDate) -> AppResult<bool> {
+    let day = day.format("%Y-%m-%d").to_string();
+    let removed = diesel::delete(
+        calendar_days::table
+            .filter(calendar_days::programme.eq(programme))
+            .filter(calendar_days::day.eq(&day)),
+    )
+    .execute(conn)?;
+    Ok(removed > 0)
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Holiday {
+    pub date: NaiveDate,
+    pub name: String,
+    /// `shipped` (from programme.json) or `added` (by an admin).
+    pub origin: &'static str,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct CalendarView {
+    pub programme: String,
+    pub time_zone: String,
+    pub weekend: Vec<String>,
+    /// Non-working days, shipped and added, in date order.
+    pub holidays: Vec<Holiday>,
+    /// Shipped holidays an admin turned back into working days.
+    pub working_days: Vec<DayChange>,
+}
+
+/// The calendar deadlines count working days with, as it stands.
+pub fn view(conn: &mut DbConnection, programme: &Programme) -> AppResult<CalendarView> {
+    let changes = changes(conn, &programme.id)?;
+    let parse = |d: &str| NaiveDate::parse_from_str(d, "%Y-%m-%d").ok();
+    let removed: BTreeSet<NaiveDate> = changes
+        .iter()
+        .filter(|c| c.kind == WORKING)
+        .filter_map(|c| parse(&c.day))
+        .collect();
+    let mut holidays: Vec<Holiday> = programme
+        .holidays
+        .iter()
+        .filter(|(d, _)| !removed.contains(d))
+        .map(|(date, name)| Holiday {
+            date: *date,
+            name: name.clone(),
+            origin: "shipped",
+        })
+        .collect();
+    for c in changes.iter().filter(|c| c.kind == HOLIDAY) {
+        if let Some(date) = parse(&c.day) {
+            holidays.retain(|h| h.date != date);
+            holidays.push(Holiday {
+                date,
+                name: c.name.clone(),
+                origin: "added",
+            });
+        }
+    }
+    holidays.sort_by_key(|h| h.date);
+    Ok(CalendarView {
+        programme: programme.id.clone(),
+        time_zone: programme.calendar.time_zone.name().to_string(),
+        weekend: programme
+            .calendar
+            .weekend
+            .iter()
+            .map(|d| d.to_string().to_lowercase())
+            .collect(),
+        holidays,
+        working_days: changes.into_iter().filter(|c| c.kind == WORKING).collect(),
+    })
+}

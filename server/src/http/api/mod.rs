@@ -4,6 +4,7 @@ mod cases;
 mod forms;
 mod keys;
 mod me;
+mod programmes;
 mod sessions;
 mod sites;
 mod submissions;
@@ -50,6 +51,14 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
             .service(resource("/tokens/{id}").route(delete().to(tokens::revoke)))
             .service(
                 resource("/programmes/{programme}/keys/current").route(get().to(keys::current)),
+            )
+            .service(
+                resource("/programmes/{programme}/calendar").route(get().to(programmes::calendar)),
+            )
+            .service(
+                resource("/programmes/{programme}/calendar/days/{date}")
+                    .route(put().to(programmes::set_day))
+                    .route(delete().to(programmes::reset_day)),
             )
             .service(resource("/sync").route(get().to(sync::get)))
             .service(resource("/submissions").route(post().to(submissions::create)))
