@@ -127,11 +127,12 @@ fn sort_instant(m: &Moment) -> DateTime<Utc> {
 
 /// Sorts `events` into fold order.
 pub fn order(programme: &Programme, events: &mut [TimelineEvent]) {
-    events.sort_by(|a, b| {
-        sort_instant(&a.occurred_at)
-            .cmp(&sort_instant(&b.occurred_at))
-            .then_with(|| programme.rank(&a.name).cmp(&programme.rank(&b.name)))
-            .then_with(|| a.id.cmp(&b.id))
+    events.sort_by_cached_key(|e| {
+        (
+            sort_instant(&e.occurred_at),
+            programme.rank(&e.name),
+            e.id.clone(),
+        )
     });
 }
 
@@ -145,6 +146,9 @@ pub fn fold(programme: &Programme, calendar: &Calendar, events: &mut [TimelineEv
         closed_at: None,
         facts: HashMap::new(),
         deadlines: Vec::new(),
+        rule_index: Vec::new(),
+        open: vec![None; programme.deadlines.len()],
+        started: vec![0; programme.deadlines.len()],
         last_event: HashMap::new(),
         last_entered: HashMap::new(),
         steps: Vec::with_capacity(events.len()),
@@ -168,19 +172,16 @@ struct Fold<'a> {
     closed_at: Option<DateTime<Utc>>,
     facts: HashMap<String, Value>,
     deadlines: Vec<Deadline>,
+    /// For each deadline, the index of its rule; for each rule, its open
+    /// occurrence (index into `deadlines`) and how many it has had.
+    rule_index: Vec<usize>,
+    open: Vec<Option<usize>>,
+    started: Vec<u32>,
     /// When each event name last happened, and each state was last entered:
     /// what `latest_of` starts look back at.
     last_event: HashMap<String, Moment>,
     last_entered: HashMap<String, Moment>,
     steps: Vec<Step>,
-}
-
-fn rule_of<'p>(programme: &'p Programme, id: &str) -> Option<(usize, &'p DeadlineRule)> {
-    programme
-        .deadlines
-        .iter()
-        .enumerate()
-        .find(|(_, r)| r.id == id)
 }
 
 impl Fold<'_> {
@@ -269,25 +270,26 @@ impl Fold<'_> {
             if !d.is_open() {
                 continue;
             }
-            let Some((index, rule)) = rule_of(self.programme, &d.rule) else {
-                continue;
-            };
+            let index = self.rule_index[i];
+            let rule = &self.programme.deadlines[index];
             let started = Moment {
                 at: d.started_at,
                 date_only: false,
             };
+            let done = self.meeting_moment(rule, event);
             if !rule.met_by.contains(&event.name)
-                || !self.calendar.not_before(event.occurred_at, started)
+                || !self.calendar.not_before(done, started)
                 || !self.holds(&rule.met_when)
             {
                 continue;
             }
-            let on_time = self.calendar.on_time(event.occurred_at, d.due_at);
+            let on_time = self.calendar.on_time(done, d.due_at);
             self.deadlines[i].outcome = Outcome::Met {
-                at: event.occurred_at.at,
+                at: done.at,
                 event_id: event.id.clone(),
                 on_time,
             };
+            self.open[index] = None;
             if rule.every {
                 restarts.push(index);
             }
@@ -302,9 +304,8 @@ impl Fold<'_> {
             if !self.deadlines[i].is_open() {
                 continue;
             }
-            let Some((_, rule)) = rule_of(self.programme, &self.deadlines[i].rule) else {
-                continue;
-            };
+            let index = self.rule_index[i];
+            let rule = &self.programme.deadlines[index];
             let left_state = rule
                 .while_state
                 .as_ref()
@@ -319,6 +320,7 @@ impl Fold<'_> {
                     at: event.occurred_at.at,
                     event_id: event.id.clone(),
                 };
+                self.open[index] = None;
                 continue;
             }
             let limit = limit.expect("checked above");
@@ -348,23 +350,17 @@ impl Fold<'_> {
         closed: bool,
     ) {
         for (index, rule) in self.programme.deadlines.iter().enumerate() {
-            if self
-                .deadlines
-                .iter()
-                .any(|d| d.rule == rule.id && d.is_open())
-            {
+            if self.open[index].is_some() {
                 continue;
             }
             // Starts at an event or a fact happen once per case; entering a
             // state or a condition turning true start the rule every time.
-            let once = matches!(
-                rule.start,
-                Start::Event(_) | Start::Fact(_) | Start::LatestOf(_)
-            );
-            if once
-                && !restarts.contains(&index)
-                && self.deadlines.iter().any(|d| d.rule == rule.id)
-            {
+            let once = !rule.each
+                && matches!(
+                    rule.start,
+                    Start::Event(_) | Start::Fact(_) | Start::LatestOf(_)
+                );
+            if once && !restarts.contains(&index) && self.started[index] > 0 {
                 continue;
             }
             let from = if restarts.contains(&index) {
@@ -388,7 +384,29 @@ impl Fold<'_> {
                 continue;
             };
             let (due_at, soon_at) = self.due(from, limit, rule);
-            let occurrence = self.deadlines.iter().filter(|d| d.rule == rule.id).count() as u32 + 1;
+            self.started[index] += 1;
+            let occurrence = self.started[index];
+            let mut outcome = Outcome::Open;
+            // A form that records both when the clock started and when the
+            // step was done (first contact on the registration form) starts
+            // and meets the rule at once.
+            if rule.met_at.is_some()
+                && rule.met_by.contains(&event.name)
+                && self.holds(&rule.met_when)
+            {
+                let done = self.meeting_moment(rule, event);
+                if self.calendar.not_before(done, from) {
+                    outcome = Outcome::Met {
+                        at: done.at,
+                        event_id: event.id.clone(),
+                        on_time: self.calendar.on_time(done, due_at),
+                    };
+                }
+            }
+            if outcome == Outcome::Open {
+                self.open[index] = Some(self.deadlines.len());
+            }
+            self.rule_index.push(index);
             self.deadlines.push(Deadline {
                 rule: rule.id.clone(),
                 occurrence,
@@ -396,9 +414,19 @@ impl Fold<'_> {
                 started_by: event.id.clone(),
                 due_at,
                 soon_at,
-                outcome: Outcome::Open,
+                outcome,
             });
         }
+    }
+
+    /// When `event` did what `rule` waits for: the time its `met_at` fact
+    /// says, when the form recorded one, else when the event happened.
+    fn meeting_moment(&self, rule: &DeadlineRule, event: &TimelineEvent) -> Moment {
+        rule.met_at
+            .as_ref()
+            .and_then(|fact| event.facts.iter().find(|(f, _)| f == fact))
+            .and_then(|(_, value)| self.calendar.moment(value))
+            .unwrap_or(event.occurred_at)
     }
 
     fn due(

@@ -83,6 +83,8 @@ pub struct Calendar {
     pub time_zone: Tz,
     pub weekend: Vec<Weekday>,
     pub holidays: BTreeSet<NaiveDate>,
+    /// Weekend days that are working days by decree.
+    pub working_days: BTreeSet<NaiveDate>,
 }
 
 pub fn parse_weekday(text: &str) -> Result<Weekday, String> {
@@ -100,7 +102,10 @@ pub fn parse_weekday(text: &str) -> Result<Weekday, String> {
 
 impl Calendar {
     pub fn is_working_day(&self, day: NaiveDate) -> bool {
-        !self.weekend.contains(&day.weekday()) && !self.holidays.contains(&day)
+        if self.holidays.contains(&day) {
+            return false;
+        }
+        !self.weekend.contains(&day.weekday()) || self.working_days.contains(&day)
     }
 
     pub fn local_date(&self, at: DateTime<Utc>) -> NaiveDate {
@@ -209,6 +214,7 @@ mod tests {
                 .iter()
                 .map(|d| NaiveDate::parse_from_str(d, "%Y-%m-%d").unwrap())
                 .collect(),
+            working_days: BTreeSet::new(),
         }
     }
 
@@ -263,6 +269,13 @@ mod tests {
         // Starting on a Saturday counts from Monday.
         let due = cal.due(at("2026-12-12"), Limit::WorkingDays(1));
         assert_eq!(cal.local_date(due).to_string(), "2026-12-14");
+        // Unless that Sunday is worked by decree.
+        let mut worked = cal.clone();
+        worked
+            .working_days
+            .insert(NaiveDate::from_ymd_opt(2026, 12, 13).unwrap());
+        let due = worked.due(at("2026-12-12"), Limit::WorkingDays(1));
+        assert_eq!(cal.local_date(due).to_string(), "2026-12-13");
     }
 
     #[test]

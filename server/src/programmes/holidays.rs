@@ -37,18 +37,19 @@ pub fn calendar(conn: &mut DbConnection, programme: &Programme) -> AppResult<Cal
     if changes.is_empty() {
         return Ok(calendar);
     }
-    let mut holidays: BTreeSet<NaiveDate> = calendar.holidays;
     for (day, kind) in changes {
         let Ok(day) = NaiveDate::parse_from_str(&day, "%Y-%m-%d") else {
             continue;
         };
         if kind == HOLIDAY {
-            holidays.insert(day);
+            calendar.holidays.insert(day);
+            calendar.working_days.remove(&day);
         } else {
-            holidays.remove(&day);
+            // A cancelled holiday, or a weekend day worked by decree.
+            calendar.holidays.remove(&day);
+            calendar.working_days.insert(day);
         }
     }
-    calendar.holidays = holidays;
     Ok(calendar)
 }
 

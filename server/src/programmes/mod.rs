@@ -117,7 +117,13 @@ pub struct DeadlineRule {
     pub limit: LimitRule,
     pub met_by: Vec<String>,
     pub met_when: Option<Condition>,
+    /// The meeting happened at this fact's value (a time written in the
+    /// form), not when the form's event did.
+    pub met_at: Option<String>,
     pub every: bool,
+    /// Event and fact starts fire on every occurrence (while none is open),
+    /// not once per case.
+    pub each: bool,
     pub while_state: Option<Vec<String>>,
     pub after_closure: bool,
     pub responsible: String,
@@ -305,6 +311,9 @@ struct RawCalendar {
     weekend: Vec<String>,
     #[serde(default)]
     holidays: Vec<RawHoliday>,
+    /// Weekend days worked by decree (a holiday moved onto a Monday).
+    #[serde(default)]
+    working_days: Vec<RawHoliday>,
     #[serde(default)]
     source: String,
 }
@@ -361,6 +370,10 @@ struct RawDeadline {
     met_by: Vec<String>,
     #[serde(default)]
     met_when: Option<Value>,
+    #[serde(default)]
+    met_at: Option<Value>,
+    #[serde(default)]
+    each: bool,
     #[serde(default)]
     every: bool,
     #[serde(default)]
@@ -581,6 +594,7 @@ pub fn compile(document: &Value, vocabulary: &Vocabulary) -> Result<Programme, V
         time_zone,
         weekend,
         holidays: raw.calendar.holidays.iter().map(|h| h.date).collect(),
+        working_days: raw.calendar.working_days.iter().map(|h| h.date).collect(),
     };
     let due_soon = c
         .limit("/due_soon".into(), &raw.due_soon)
@@ -645,6 +659,19 @@ pub fn compile(document: &Value, vocabulary: &Vocabulary) -> Result<Programme, V
             .as_ref()
             .and_then(|w| c.condition(at("met_when"), w));
         let limit = c.limit_rule(at("limit"), &d.limit);
+        let met_at = match &d.met_at {
+            None => None,
+            Some(raw) => match raw.get("fact").and_then(Value::as_str) {
+                Some(fact) if raw.as_object().is_some_and(|m| m.len() == 1) => {
+                    c.fact(format!("/deadlines/{i}/met_at/fact"), fact);
+                    Some(fact.to_string())
+                }
+                _ => {
+                    c.problem(at("met_at"), "is {\"fact\": F}");
+                    None
+                }
+            },
+        };
         if d.met_by.is_empty() {
             c.problem(at("met_by"), "names no event");
         }
@@ -670,7 +697,9 @@ pub fn compile(document: &Value, vocabulary: &Vocabulary) -> Result<Programme, V
                 limit,
                 met_by: d.met_by.clone(),
                 met_when,
+                met_at,
                 every: d.every,
+                each: d.each,
                 while_state: d.while_state.clone(),
                 after_closure: d.after_closure,
                 responsible: d.responsible.clone(),
