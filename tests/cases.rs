@@ -287,12 +287,13 @@ fn coordinators_assign_and_approve_as_timeline_events() {
         json!({"subject": "no_such_plan", "decision": "approved"}),
     );
     assert_eq!(res.error_pointers(), ["/subject"]);
+    // Nothing awaits a care plan approval on a case just referred.
     let res = app.post(
         &approvals,
         &staff.coordinator,
         json!({"subject": "care_plan", "decision": "approved", "note": "signed"}),
     );
-    assert_eq!(res.status, 200, "{}", res.text);
+    res.assert_problem(409, "conflict");
     let timeline = app.get(
         &format!("/api/v1/cases/{case_id}/timeline"),
         &staff.coordinator,
@@ -303,8 +304,15 @@ fn coordinators_assign_and_approve_as_timeline_events() {
         .iter()
         .map(|e| e["name"].as_str().unwrap())
         .collect();
-    assert!(names.contains(&"care_plan_approved"), "{names:?}");
+    assert!(!names.contains(&"care_plan_approved"), "{names:?}");
     assert_eq!(names.iter().filter(|n| **n == "case_assigned").count(), 2);
+    // An assignment decided earlier is recorded when it happened.
+    let res = app.post(
+        &path,
+        &staff.coordinator,
+        json!({"assignee": bolat, "occurred_at": "yesterday"}),
+    );
+    assert_eq!(res.error_pointers(), ["/occurred_at"]);
 }
 
 /// The referral of `child_name`, born 14 May 2012, a girl.

@@ -2,7 +2,7 @@
 //! each an event on the timeline like a submission, so the fold sees them
 //! in the order they happened. Coordinators of the case's site take them.
 
-use chrono::{SecondsFormat, Utc};
+use chrono::{DateTime, SecondsFormat, Utc};
 use diesel::prelude::*;
 use serde::Deserialize;
 use serde_json::{json, Map, Value};
@@ -33,14 +33,32 @@ fn case_for(conn: &mut DbConnection, who: &Principal, id: &str) -> AppResult<Cas
     Ok(case)
 }
 
+/// When a staff action happened: as stated (an approval signed on paper
+/// at a meeting, entered the next morning), else now. Like a form's dates,
+/// a stated time is taken as the staff member gives it.
+fn when(stated: Option<&str>) -> AppResult<String> {
+    let Some(text) = stated else {
+        return Ok(Utc::now().to_rfc3339_opts(SecondsFormat::Secs, true));
+    };
+    DateTime::parse_from_rfc3339(text).map_err(|_| {
+        AppError::invalid_field(
+            "/occurred_at",
+            "must be an RFC 3339 date-time with its offset",
+        )
+    })?;
+    Ok(text.to_string())
+}
+
 /// Records action `name` on `case` (whose version the caller already
 /// bumped to `seq`) and folds the case again.
+#[allow(clippy::too_many_arguments)]
 fn record(
     conn: &mut DbConnection,
     case_id: &str,
     seq: i64,
     who: &Principal,
     name: &str,
+    occurred_at: &str,
     facts: Map<String, Value>,
     detail: Value,
 ) -> AppResult<(String, Case)> {
@@ -48,7 +66,6 @@ fn record(
     let programme = programme_of(&case.programme)?;
     let calendar = holidays::calendar(conn, &programme)?;
     let id = uuid::Uuid::new_v4().to_string();
-    let occurred_at = Utc::now().to_rfc3339_opts(SecondsFormat::Secs, true);
     timeline::record(
         conn,
         &calendar,
@@ -58,7 +75,7 @@ fn record(
             id: &id,
             name,
             kind: ACTION,
-            occurred_at: &occurred_at,
+            occurred_at,
             recorded_by: &who.user_id,
             base_version: None,
             facts: &facts,
@@ -76,6 +93,8 @@ pub struct Assignment {
     /// The user to assign; `null` to leave the case unassigned.
     pub assignee: Option<String>,
     pub note: Option<String>,
+    /// When it was decided (default: now).
+    pub occurred_at: Option<String>,
 }
 
 /// Gives the case to a field worker (or coordinator) of its site.
@@ -102,6 +121,7 @@ pub fn assign(
     if !case.is_open() {
         return Err(AppError::Conflict("the case is closed".into()));
     }
+    let occurred_at = when(a.occurred_at.as_deref())?;
     let updated = super::assign(conn, &case, a.assignee.as_deref())?;
     let mut facts = Map::new();
     facts.insert(
@@ -115,6 +135,7 @@ pub fn assign(
         updated.version,
         who,
         CASE_ASSIGNED,
+        &occurred_at,
         facts,
         detail,
     )?
@@ -129,6 +150,8 @@ pub struct ApprovalInput {
     /// `approved`, or `returned` for changes.
     pub decision: String,
     pub note: Option<String>,
+    /// When it was decided (default: now).
+    pub occurred_at: Option<String>,
 }
 
 pub fn approve(
@@ -156,10 +179,35 @@ pub fn approve(
     if a.decision != "approved" && a.decision != "returned" {
         return Err(AppError::invalid_field("/decision", "approved or returned"));
     }
-    let seq = super::touch(conn, &case)?;
     let name = format!("{}_{}", a.subject, a.decision);
+    // Only what the case awaits: an approval the workflow has no step for
+    // here would be recorded and change nothing.
+    let awaited = programme.transitions.iter().any(|t| {
+        t.on.as_deref() == Some(name.as_str())
+            && t.from
+                .as_ref()
+                .is_none_or(|from| from.contains(&case.state))
+    });
+    if !awaited {
+        return Err(AppError::Conflict(format!(
+            "the case ({}) is not awaiting a {} decision",
+            case.state, a.subject
+        )));
+    }
+    let occurred_at = when(a.occurred_at.as_deref())?;
+    let seq = super::touch(conn, &case)?;
     let detail = json!({ "subject": a.subject, "decision": a.decision, "note": a.note });
-    Ok(record(conn, &case.id, seq, who, &name, Map::new(), detail)?.1)
+    Ok(record(
+        conn,
+        &case.id,
+        seq,
+        who,
+        &name,
+        &occurred_at,
+        Map::new(),
+        detail,
+    )?
+    .1)
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -213,7 +261,17 @@ pub fn resolve(
     facts.insert(found.fact.clone(), chosen.clone());
     let detail =
         json!({ "conflict": found.id, "fact": found.fact, "choice": r.choice, "note": r.note });
-    let (event_id, _) = record(conn, &case.id, seq, who, CONFLICT_RESOLVED, facts, detail)?;
+    let at = when(None)?;
+    let (event_id, _) = record(
+        conn,
+        &case.id,
+        seq,
+        who,
+        CONFLICT_RESOLVED,
+        &at,
+        facts,
+        detail,
+    )?;
     diesel::update(conflicts::table.find(conflict_id))
         .set((
             conflicts::status.eq(RESOLVED),

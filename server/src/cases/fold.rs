@@ -25,7 +25,7 @@ pub struct TimelineEvent {
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize)]
-#[serde(tag = "outcome", rename_all = "snake_case")]
+#[serde(rename_all = "snake_case")]
 pub enum Outcome {
     Open,
     Met {
@@ -33,10 +33,16 @@ pub enum Outcome {
         event_id: String,
         on_time: bool,
     },
-    NotApplicable {
-        at: DateTime<Utc>,
-        event_id: String,
-    },
+    /// Stopped applying before it was due (the case moved on).
+    NotApplicable(Ended),
+    /// Still open when the case moved on, after it was due.
+    Missed(Ended),
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Ended {
+    pub at: DateTime<Utc>,
+    pub event_id: String,
 }
 
 /// One occurrence of a deadline rule on a case.
@@ -50,7 +56,6 @@ pub struct Deadline {
     pub due_at: DateTime<Utc>,
     /// From here on the deadline is "due soon".
     pub soon_at: DateTime<Utc>,
-    #[serde(flatten)]
     pub outcome: Outcome,
 }
 
@@ -62,6 +67,7 @@ pub enum Status {
     Overdue,
     MetOnTime,
     MetLate,
+    Missed,
     NotApplicable,
 }
 
@@ -73,6 +79,7 @@ impl Status {
             Status::Overdue => "overdue",
             Status::MetOnTime => "met_on_time",
             Status::MetLate => "met_late",
+            Status::Missed => "missed",
             Status::NotApplicable => "not_applicable",
         }
     }
@@ -83,7 +90,8 @@ impl Deadline {
         match &self.outcome {
             Outcome::Met { on_time: true, .. } => Status::MetOnTime,
             Outcome::Met { .. } => Status::MetLate,
-            Outcome::NotApplicable { .. } => Status::NotApplicable,
+            Outcome::NotApplicable(_) => Status::NotApplicable,
+            Outcome::Missed(_) => Status::Missed,
             Outcome::Open if now > self.due_at => Status::Overdue,
             Outcome::Open if now >= self.soon_at => Status::DueSoon,
             Outcome::Open => Status::Upcoming,
@@ -114,23 +122,16 @@ pub struct Folded {
     pub steps: Vec<Step>,
 }
 
-/// Where an event falls in fold order: a date-only answer after every
-/// timed event of its day (a plan "finalised on" the day of its meeting
-/// comes after the meeting).
-fn sort_instant(m: &Moment) -> DateTime<Utc> {
-    if m.date_only {
-        m.at + chrono::Duration::days(1) - chrono::Duration::microseconds(1)
-    } else {
-        m.at
-    }
-}
-
-/// Sorts `events` into fold order.
+/// Sorts `events` into fold order: by local day; within a day, workflow
+/// order first (a plan answered only with its date, approved at 17:23 the
+/// same day, is folded before its approval), then time, then id.
 pub fn order(programme: &Programme, events: &mut [TimelineEvent]) {
+    let calendar = &programme.calendar;
     events.sort_by_cached_key(|e| {
         (
-            sort_instant(&e.occurred_at),
+            calendar.local_date(e.occurred_at.at),
             programme.rank(&e.name),
+            e.occurred_at.at,
             e.id.clone(),
         )
     });
@@ -285,7 +286,8 @@ impl Fold<'_> {
             }
             let on_time = self.calendar.on_time(done, d.due_at);
             self.deadlines[i].outcome = Outcome::Met {
-                at: done.at,
+                // A date-only answer on the start's own day: not before it.
+                at: done.at.max(d.started_at),
                 event_id: event.id.clone(),
                 on_time,
             };
@@ -311,15 +313,21 @@ impl Fold<'_> {
                 .as_ref()
                 .is_some_and(|states| !states.contains(&self.state));
             let limit = rule.limit.for_facts(&self.facts);
-            if (closed && !rule.after_closure)
-                || left_state
-                || !self.holds(&rule.when)
-                || limit.is_none()
-            {
-                self.deadlines[i].outcome = Outcome::NotApplicable {
+            let moved_on = (closed && !rule.after_closure) || left_state;
+            if moved_on || !self.holds(&rule.when) || limit.is_none() {
+                // The case moved on after the deadline was due: missed, and
+                // it stays missed for the timeliness indicators. A rule whose
+                // condition turned false never applied.
+                let ended = Ended {
                     at: event.occurred_at.at,
                     event_id: event.id.clone(),
                 };
+                self.deadlines[i].outcome =
+                    if moved_on && event.occurred_at.at > self.deadlines[i].due_at {
+                        Outcome::Missed(ended)
+                    } else {
+                        Outcome::NotApplicable(ended)
+                    };
                 self.open[index] = None;
                 continue;
             }
@@ -397,7 +405,7 @@ impl Fold<'_> {
                 let done = self.meeting_moment(rule, event);
                 if self.calendar.not_before(done, from) {
                     outcome = Outcome::Met {
-                        at: done.at,
+                        at: done.at.max(from.at),
                         event_id: event.id.clone(),
                         on_time: self.calendar.on_time(done, due_at),
                     };
@@ -435,7 +443,16 @@ impl Fold<'_> {
         limit: crate::programmes::Limit,
         rule: &DeadlineRule,
     ) -> (DateTime<Utc>, DateTime<Utc>) {
-        let due = self.calendar.due(from, limit);
+        let mut due = self.calendar.due(from, limit);
+        if let Some(hours) = rule
+            .plus_hours
+            .as_ref()
+            .and_then(|fact| self.facts.get(fact))
+            .and_then(Value::as_f64)
+            .filter(|h| h.is_finite() && *h > 0.0)
+        {
+            due += chrono::Duration::seconds((hours * 3600.0) as i64);
+        }
         let soon = (due - rule.due_soon.approximate()).max(from.at);
         (due, soon)
     }
@@ -606,7 +623,26 @@ mod tests {
         assert_eq!(p.calendar.local_date(r2.due_at).to_string(), "2026-12-30");
         assert!(matches!(r2.outcome, Outcome::Met { on_time: false, .. }));
         // The third was open when the case closed: no longer applicable.
-        assert!(matches!(by("R", 3).outcome, Outcome::NotApplicable { .. }));
+        assert!(matches!(by("R", 3).outcome, Outcome::NotApplicable(_)));
+    }
+
+    #[test]
+    fn a_deadline_still_open_when_the_case_closes_after_its_due_date_is_missed() {
+        let p = programme();
+        let mut events = timeline();
+        events.retain(|e| e.id != "d");
+        events.last_mut().unwrap().occurred_at = p
+            .calendar
+            .moment(&json!("2027-02-20T09:00:00+05:00"))
+            .unwrap();
+        let folded = fold(&p, &p.calendar, &mut events);
+        let r2 = folded
+            .deadlines
+            .iter()
+            .find(|d| d.rule == "R" && d.occurrence == 2)
+            .unwrap();
+        assert!(matches!(r2.outcome, Outcome::Missed(_)), "{r2:#?}");
+        assert_eq!(r2.status(Utc::now()), Status::Missed);
     }
 
     #[test]

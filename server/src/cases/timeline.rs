@@ -257,11 +257,17 @@ fn deadline_row<'a>(case: &'a Case, d: &'a Deadline) -> DeadlineValues<'a> {
             Some(*on_time),
             Some(event_id.as_str()),
         ),
-        Outcome::NotApplicable { at, event_id } => (
+        Outcome::NotApplicable(ended) => (
             "not_applicable",
-            Some(at.naive_utc()),
+            Some(ended.at.naive_utc()),
             None,
-            Some(event_id.as_str()),
+            Some(ended.event_id.as_str()),
+        ),
+        Outcome::Missed(ended) => (
+            "missed",
+            Some(ended.at.naive_utc()),
+            Some(false),
+            Some(ended.event_id.as_str()),
         ),
     };
     (

@@ -74,6 +74,7 @@ fn status_of(row: &DeadlineRow, now: DateTime<Utc>) -> Status {
         ("met", Some(true)) => Status::MetOnTime,
         ("met", _) => Status::MetLate,
         ("not_applicable", _) => Status::NotApplicable,
+        ("missed", _) => Status::Missed,
         _ if now > row.due_at.and_utc() => Status::Overdue,
         _ if now >= row.soon_at.and_utc() => Status::DueSoon,
         _ => Status::Upcoming,

@@ -121,6 +121,8 @@ pub struct DeadlineRule {
     /// form), not when the form's event did.
     pub met_at: Option<String>,
     pub every: bool,
+    /// The limit is extended by this fact's number of hours (travel time).
+    pub plus_hours: Option<String>,
     /// Event and fact starts fire on every occurrence (while none is open),
     /// not once per case.
     pub each: bool,
@@ -373,6 +375,8 @@ struct RawDeadline {
     #[serde(default)]
     met_at: Option<Value>,
     #[serde(default)]
+    plus_hours: Option<Value>,
+    #[serde(default)]
     each: bool,
     #[serde(default)]
     every: bool,
@@ -439,6 +443,21 @@ impl Checker<'_> {
             }
             Err(why) => {
                 self.problem(at, why);
+                None
+            }
+        }
+    }
+
+    /// `{"fact": F}`, checked.
+    fn fact_ref(&mut self, at: String, raw: Option<&Value>) -> Option<String> {
+        let raw = raw?;
+        match raw.get("fact").and_then(Value::as_str) {
+            Some(fact) if raw.as_object().is_some_and(|m| m.len() == 1) => {
+                self.fact(format!("{at}/fact"), fact);
+                Some(fact.to_string())
+            }
+            _ => {
+                self.problem(at, "is {\"fact\": F}");
                 None
             }
         }
@@ -659,19 +678,8 @@ pub fn compile(document: &Value, vocabulary: &Vocabulary) -> Result<Programme, V
             .as_ref()
             .and_then(|w| c.condition(at("met_when"), w));
         let limit = c.limit_rule(at("limit"), &d.limit);
-        let met_at = match &d.met_at {
-            None => None,
-            Some(raw) => match raw.get("fact").and_then(Value::as_str) {
-                Some(fact) if raw.as_object().is_some_and(|m| m.len() == 1) => {
-                    c.fact(format!("/deadlines/{i}/met_at/fact"), fact);
-                    Some(fact.to_string())
-                }
-                _ => {
-                    c.problem(at("met_at"), "is {\"fact\": F}");
-                    None
-                }
-            },
-        };
+        let met_at = c.fact_ref(at("met_at"), d.met_at.as_ref());
+        let plus_hours = c.fact_ref(at("plus_hours"), d.plus_hours.as_ref());
         if d.met_by.is_empty() {
             c.problem(at("met_by"), "names no event");
         }
@@ -698,6 +706,7 @@ pub fn compile(document: &Value, vocabulary: &Vocabulary) -> Result<Programme, V
                 met_by: d.met_by.clone(),
                 met_when,
                 met_at,
+                plus_hours,
                 every: d.every,
                 each: d.each,
                 while_state: d.while_state.clone(),
@@ -724,6 +733,8 @@ pub fn compile(document: &Value, vocabulary: &Vocabulary) -> Result<Programme, V
             event_rank.entry(on.clone()).or_insert(next);
         }
     }
+    // The assignment made when a worker opens a case goes with the opening.
+    event_rank.entry(CASE_ASSIGNED.to_string()).or_insert(0);
 
     if !c.problems.is_empty() {
         return Err(c.problems);
