@@ -984,3 +984,76 @@ fn bt_low_risk_case_runs_on_the_low_risk_limits() {
     assert_deadline(&case, "BT-5b", 2, "2026-12-15T17:59:59Z", "not_applicable");
     assert_open(&case, "BT-6f", 1, "2026-12-17T17:59:59Z");
 }
+
+/// All 720 arrival orders of the six forms of the KZ case above, through
+/// the fold with the shipped rules and calendar: one case. (Over HTTP the
+/// opening referral must come first; the fold itself does not care.)
+#[test]
+fn every_arrival_order_of_six_kz_forms_folds_to_one_case() {
+    use casesync::cases::fold::{self, TimelineEvent};
+    use casesync::cases::timeline::SubmissionEvent;
+    use casesync::forms::{check, definitions};
+    use casesync::programmes::Programmes;
+
+    let set = definitions::shipped();
+    let kz = Programmes::shipped().get("kz").unwrap().clone();
+    let completed = chrono::DateTime::parse_from_rfc3339("2027-04-01T09:00:00+05:00").unwrap();
+    let steps: Vec<(&str, Value)> = vec![
+        ("kz.referral", kz_referral()),
+        ("kz.case_intake", kz_intake()),
+        ("kz.initial_assessment", kz_initial_assessment()),
+        ("kz.social_assessment", kz_social_assessment()),
+        ("kz.cp_meeting", kz_cp_meeting()),
+        ("kz.care_plan", kz_care_plan()),
+    ];
+    let events: Vec<TimelineEvent> = steps
+        .iter()
+        .enumerate()
+        .map(|(i, (form_id, data))| {
+            let file = set
+                .forms
+                .iter()
+                .find(|f| f.document["x-form"]["id"] == *form_id)
+                .unwrap();
+            let form = check::check(&file.document, &set.resources).unwrap();
+            assert!(form.validate(data).is_empty(), "{form_id} fixture is valid");
+            let event = SubmissionEvent::of(&form, data, completed);
+            TimelineEvent {
+                id: format!("event-{i}"),
+                name: event.name,
+                occurred_at: kz.calendar.moment(&json!(event.occurred_at)).unwrap(),
+                facts: event.facts.into_iter().collect(),
+            }
+        })
+        .collect();
+
+    let expected = fold::fold(&kz, &kz.calendar, &mut events.clone());
+    assert_eq!(expected.state, "care_plan_awaiting_approval");
+    let mut order: Vec<usize> = (0..events.len()).collect();
+    let mut seen = 0;
+    // Heap's algorithm, iteratively.
+    let mut c = vec![0; order.len()];
+    let mut check_order = |order: &[usize]| {
+        let mut shuffled: Vec<TimelineEvent> = order.iter().map(|&i| events[i].clone()).collect();
+        assert_eq!(
+            fold::fold(&kz, &kz.calendar, &mut shuffled),
+            expected,
+            "{order:?}"
+        );
+        seen += 1;
+    };
+    check_order(&order);
+    let mut i = 0;
+    while i < order.len() {
+        if c[i] < i {
+            order.swap(if i % 2 == 0 { 0 } else { c[i] }, i);
+            check_order(&order);
+            c[i] += 1;
+            i = 0;
+        } else {
+            c[i] = 0;
+            i += 1;
+        }
+    }
+    assert_eq!(seen, 720);
+}
