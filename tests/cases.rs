@@ -615,3 +615,122 @@ fn an_admin_calendar_change_moves_open_working_day_deadlines() {
     app.get("/api/v1/programmes/xx/calendar", &admin)
         .assert_problem(404, "not_found");
 }
+
+#[test]
+fn two_servers_opening_cases_at_once_never_share_a_number() {
+    let app = TestApp::spawn();
+    let other_server = app.another();
+    let staff = staff(&app);
+    let servers = [&app, &other_server];
+    let numbers = std::sync::Mutex::new(Vec::new());
+    std::thread::scope(|s| {
+        for (i, server) in servers.iter().enumerate() {
+            for _ in 0..2 {
+                let numbers = &numbers;
+                let token = if i == 0 {
+                    &staff.worker
+                } else {
+                    &staff.other_worker
+                };
+                s.spawn(move || {
+                    let phone = phone(server, token);
+                    for _ in 0..5 {
+                        let id = uuid::Uuid::new_v4().to_string();
+                        let res = phone.send(&referral(&id, "Child"));
+                        assert_eq!(res.status, 201, "{}", res.text);
+                        let number = number_of(server, token, &id);
+                        numbers
+                            .lock()
+                            .unwrap()
+                            .push(number.as_str().unwrap().to_string());
+                    }
+                });
+            }
+        }
+    });
+    let mut numbers: Vec<u32> = numbers
+        .into_inner()
+        .unwrap()
+        .iter()
+        .map(|n| n.parse().unwrap())
+        .collect();
+    numbers.sort();
+    assert_eq!(numbers, (1..=20).collect::<Vec<u32>>());
+}
+
+#[test]
+fn closure_waits_while_a_parent_is_charged_and_edits_leave_the_fold() {
+    let app = TestApp::spawn();
+    let staff = staff(&app);
+    let worker = phone(&app, &staff.worker);
+    let manager = phone(&app, &staff.coordinator);
+    let case_id = uuid::Uuid::new_v4().to_string();
+    let first = referral(&case_id, "Child A");
+    assert_eq!(worker.send(&first).status, 201);
+
+    // An edit of the referral (no immediate risk after all) replaces it in
+    // the fold: the 48-hour rule gives way to the 72-hour one; the first
+    // version stays in the history.
+    let mut edit = referral(&case_id, "Child A");
+    edit["data"]["receipt"]["immediate_risk"] = json!(false);
+    edit["supersedes"] = first["instance_id"].clone();
+    let res = worker.send(&edit);
+    assert_eq!(res.status, 201, "{}", res.text);
+    let case = app.get(&format!("/api/v1/cases/{case_id}"), &staff.worker);
+    assert!(case.body["deadlines"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .all(|d| d["rule"] != "D7"));
+    assert_eq!(deadline(&case.body, "D8")["due_at"], "2026-11-23T12:00:00Z");
+    let timeline = app.get(&format!("/api/v1/cases/{case_id}/timeline"), &staff.worker);
+    let superseded: Vec<&Value> = timeline.body["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|e| e["superseded"] == true)
+        .collect();
+    assert_eq!(superseded.len(), 1);
+    assert_eq!(superseded[0]["id"], first["instance_id"]);
+
+    // Decision (a), but a parent is charged (8.5.6): the case may not close
+    // until the criminal case ends with the parent not found responsible.
+    let mut ia = fixture("kz.initial_assessment");
+    ia["admin"]["assessment_completed_at"] = json!("2026-11-22T13:00:00+05:00");
+    ia["admin"]["child_removed"] = json!(false);
+    ia["admin"].as_object_mut().unwrap().remove("removal_at");
+    ia["decision"]["ia_decision"] = json!("a_no_further_action");
+    ia["decision"]["parent_charged"] = json!(true);
+    let res = worker.send(&form_envelope("kz.initial_assessment", &case_id, ia));
+    assert_eq!(res.status, 201, "{}", res.text);
+    let state = |app: &TestApp| {
+        app.get(&format!("/api/v1/cases/{case_id}"), &staff.coordinator)
+            .body["state"]
+            .clone()
+    };
+    assert_eq!(state(&app), "closing_pending_criminal");
+
+    let closure_with = |status: &str, day: &str| {
+        let mut env = closure(&case_id);
+        env["data"]["closure"]["closure_date"] = json!(day);
+        env["data"]["closure_guard"]["criminal_case_status"] = json!(status);
+        env
+    };
+    let pending = closure_with("pending", "2026-11-25");
+    let res = manager.send(&pending);
+    assert_eq!(res.status, 201, "{}", res.text);
+    assert_eq!(state(&app), "closing_pending_criminal");
+    assert!(app
+        .get(&format!("/api/v1/cases/{case_id}"), &staff.coordinator)
+        .body["closed_at"]
+        .is_null());
+
+    let mut concluded = closure_with("concluded_not_responsible", "2026-12-10");
+    concluded["supersedes"] = pending["instance_id"].clone();
+    let res = manager.send(&concluded);
+    assert_eq!(res.status, 201, "{}", res.text);
+    assert_eq!(state(&app), "closed");
+    // Closed: gone from the worker's phone.
+    let sync = app.get("/api/v1/sync", &staff.worker);
+    assert!(!sync.text.contains(&case_id));
+}
