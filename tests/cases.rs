@@ -4,8 +4,10 @@
 
 mod common;
 
+use casesync::db::schema::audit_log;
 use common::phone::{declarations, fixture, form_envelope, phone};
 use common::TestApp;
+use diesel::prelude::*;
 use serde_json::{json, Value};
 
 struct Staff {
@@ -174,6 +176,15 @@ fn a_referral_and_its_assessment_make_a_numbered_case_with_deadlines() {
             .any(|d| d["case_number"] == "1" && d["rule"] == "D7"),
         "met deadlines are not on the list"
     );
+    // Every read of case content is on the audit log, by whom and of what.
+    let reads: Vec<(String, Option<String>)> = audit_log::table
+        .filter(audit_log::action.eq_any(["case_read", "case_timeline_read", "deadlines_listed"]))
+        .select((audit_log::action, audit_log::object_id))
+        .load(&mut app.conn())
+        .unwrap();
+    assert!(reads.contains(&("case_timeline_read".into(), Some(case_id.clone()))));
+    assert!(reads.iter().any(|(a, _)| a == "deadlines_listed"));
+    assert!(reads.iter().filter(|(a, _)| a == "case_read").count() >= 3);
     let overdue_cases = app.get("/api/v1/cases?overdue=true", &staff.coordinator);
     assert!(overdue_cases.body["items"]
         .as_array()

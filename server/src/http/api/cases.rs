@@ -117,11 +117,14 @@ pub async fn approve(
 /// `GET /api/v1/deadlines?status=overdue|due_soon|upcoming&site=&assignee=`
 pub async fn deadlines(
     state: web::Data<AppState>,
+    origin: Origin,
     AuthUser(me): AuthUser,
     filter: web::Query<DeadlineFilter>,
 ) -> AppResult<HttpResponse> {
     let items = state
-        .db(move |conn| views::due(conn, &me, &filter, Utc::now()))
+        .read_audited(origin, me, "deadlines_listed", move |conn, me| {
+            Ok((views::due(conn, me, &filter, Utc::now())?, None))
+        })
         .await?;
     Ok(HttpResponse::Ok().json(serde_json::json!({ "items": items })))
 }
@@ -136,12 +139,16 @@ pub struct ConflictQuery {
 /// `GET /api/v1/conflicts[?all=true]`
 pub async fn conflicts(
     state: web::Data<AppState>,
+    origin: Origin,
     AuthUser(me): AuthUser,
     query: web::Query<ConflictQuery>,
 ) -> AppResult<HttpResponse> {
     let all = query.all.unwrap_or(false);
+    // Conflicts quote the facts in dispute: case content, so audited.
     let items = state
-        .db(move |conn| actions::conflicts_for(conn, &me, all))
+        .read_audited(origin, me, "conflicts_listed", move |conn, me| {
+            Ok((actions::conflicts_for(conn, me, all)?, None))
+        })
         .await?;
     Ok(HttpResponse::Ok().json(serde_json::json!({ "items": items })))
 }
@@ -200,13 +207,16 @@ pub struct DuplicateQuery {
 /// children that may be one, by case number — never by name.
 pub async fn duplicates(
     state: web::Data<AppState>,
+    origin: Origin,
     AuthUser(me): AuthUser,
     query: web::Query<DuplicateQuery>,
 ) -> AppResult<HttpResponse> {
     let query = query.into_inner();
     let items = state
-        .db(move |conn| {
-            children::candidates(conn, &me, query.status.as_deref(), query.site.as_deref())
+        .read_audited(origin, me, "duplicates_listed", move |conn, me| {
+            let items =
+                children::candidates(conn, me, query.status.as_deref(), query.site.as_deref())?;
+            Ok((items, None))
         })
         .await?;
     Ok(HttpResponse::Ok().json(serde_json::json!({ "items": items })))
