@@ -848,6 +848,35 @@ fn bt_high_risk_case_from_registration_to_closure() {
             ("follow_up_conducted", "closed"),
         ])
     );
+
+    // §10.2: eligible again in October — the case manager re-opens it
+    // (D-14, risk now medium) and the supervisor approves: the same case
+    // and code, back on the worker's phone, reassessment due in 3 days.
+    let mut reopening = fixture("bt.case_reopening");
+    reopening["header"]["case_no"] = json!(code);
+    reopening["header"]["date_reopened"] = json!("2026-10-05");
+    reopening["reason"]["reopen_risk_level"] = json!("medium");
+    submit(&worker, "bt.case_reopening", &case_id, reopening);
+    let case = get(&case_id);
+    assert_state(&case, "reopening_awaiting_approval");
+    approve_at(
+        &app,
+        &staff.coordinator,
+        &case_id,
+        "reopening",
+        "2026-10-06T10:00:00+06:00",
+    );
+    let case = get(&case_id);
+    assert_state(&case, "reopened");
+    assert!(case["closed_at"].is_null());
+    assert_eq!(case["number"], code);
+    assert_open(&case, "BT-2-reopen", 1, "2026-10-09T17:59:59Z");
+    let sync = app.get("/api/v1/sync", &staff.worker);
+    assert!(sync.body["cases"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .any(|c| c["id"] == case_id.as_str()));
 }
 
 // ---------------------------------------------------------------------------
