@@ -367,6 +367,10 @@ fn kz_separated_child_from_referral_to_the_first_care_plan_review() {
     let case = get(&case_id);
     assert_state(&case, "care_plan_drafting");
     assert_deadline(&case, "D16", 1, "2027-03-16T18:59:59Z", "met_on_time");
+    // 8.7.4: the teacher's written report was due 2 working days before
+    // the meeting — counted back over Monday 15 March, Thursday 11th — and
+    // arrived on Friday 12th: late.
+    assert_deadline(&case, "D17", 1, "2027-03-11T18:59:59Z", "met_late");
     // No child protection plan is to be drawn up (D18 is for 8.7.19–20).
     assert!(!has_deadline(&case, "D18"));
     // D24, 8.10.1 / 8.10.3: the care plan within 21 days of the meeting:

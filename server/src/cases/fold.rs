@@ -278,8 +278,13 @@ impl Fold<'_> {
                 date_only: false,
             };
             let done = self.meeting_moment(rule, event);
+            // "Before the meeting" rules are met before their start.
+            let backwards = rule
+                .limit
+                .for_facts(&self.facts)
+                .is_some_and(|l| l.is_backwards());
             if !rule.met_by.contains(&event.name)
-                || !self.calendar.not_before(done, started)
+                || (!backwards && !self.calendar.not_before(done, started))
                 || !self.holds(&rule.met_when)
             {
                 continue;
@@ -403,7 +408,7 @@ impl Fold<'_> {
                 && self.holds(&rule.met_when)
             {
                 let done = self.meeting_moment(rule, event);
-                if self.calendar.not_before(done, from) {
+                if limit.is_backwards() || self.calendar.not_before(done, from) {
                     outcome = Outcome::Met {
                         at: done.at.max(from.at),
                         event_id: event.id.clone(),
@@ -428,13 +433,20 @@ impl Fold<'_> {
     }
 
     /// When `event` did what `rule` waits for: the time its `met_at` fact
-    /// says, when the form recorded one, else when the event happened.
+    /// says, when the form recorded one (the latest, for a list — every
+    /// invitee's report must be in), else when the event happened.
     fn meeting_moment(&self, rule: &DeadlineRule, event: &TimelineEvent) -> Moment {
-        rule.met_at
+        let value = rule
+            .met_at
             .as_ref()
             .and_then(|fact| event.facts.iter().find(|(f, _)| f == fact))
-            .and_then(|(_, value)| self.calendar.moment(value))
-            .unwrap_or(event.occurred_at)
+            .map(|(_, value)| value);
+        let latest = match value {
+            Some(Value::Array(items)) => items.iter().filter_map(|v| self.calendar.moment(v)).max(),
+            Some(v) => self.calendar.moment(v),
+            None => None,
+        };
+        latest.unwrap_or(event.occurred_at)
     }
 
     fn due(

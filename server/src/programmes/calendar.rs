@@ -28,26 +28,34 @@ impl Moment {
     }
 }
 
+/// A length of time a rule allows. Negative counts run backwards: "at
+/// least 2 working days before the meeting" is `-2wd` from the meeting.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Limit {
     Hours(i64),
     Days(i64),
     WorkingDays(i64),
     Weeks(i64),
-    Months(u32),
-    Years(u32),
+    Months(i32),
+    Years(i32),
 }
 
 impl Limit {
-    /// `48h`, `21d`, `7wd`, `8w`, `3mo`, `1y`.
+    /// `48h`, `21d`, `7wd`, `8w`, `3mo`, `1y`; `-2wd` counts backwards.
     pub fn parse(text: &str) -> Result<Limit, String> {
-        let split = text
+        let (sign, rest) = match text.strip_prefix('-') {
+            Some(rest) => (-1, rest),
+            None => (1, text),
+        };
+        let split = rest
             .find(|c: char| !c.is_ascii_digit())
             .ok_or_else(|| format!("{text:?}: a limit needs a unit (h, d, wd, w, mo, y)"))?;
-        let (digits, unit) = text.split_at(split);
-        let n: u32 = digits
-            .parse()
+        let (digits, unit) = rest.split_at(split);
+        let n: i32 = digits
+            .parse::<u16>()
+            .map(i32::from)
             .map_err(|_| format!("{text:?}: a limit starts with a whole number"))?;
+        let n = n * sign;
         let n64 = i64::from(n);
         Ok(match unit {
             "h" => Limit::Hours(n64),
@@ -74,6 +82,23 @@ impl Limit {
             Limit::Months(m) => Duration::days(28 * i64::from(m)),
             Limit::Years(y) => Duration::days(365 * i64::from(y)),
         }
+    }
+
+    /// Counted back from its start ("before the meeting").
+    pub fn is_backwards(&self) -> bool {
+        match *self {
+            Limit::Hours(n) | Limit::Days(n) | Limit::WorkingDays(n) | Limit::Weeks(n) => n < 0,
+            Limit::Months(n) | Limit::Years(n) => n < 0,
+        }
+    }
+}
+
+fn add_months(day: NaiveDate, months: i32) -> NaiveDate {
+    let n = Months::new(months.unsigned_abs());
+    if months >= 0 {
+        day.checked_add_months(n).unwrap_or(NaiveDate::MAX)
+    } else {
+        day.checked_sub_months(n).unwrap_or(NaiveDate::MIN)
     }
 }
 
@@ -159,17 +184,17 @@ impl Calendar {
             Limit::Hours(h) => return start.at + Duration::hours(h),
             Limit::Days(d) => day + Duration::days(d),
             Limit::Weeks(w) => day + Duration::weeks(w),
-            Limit::Months(m) => day
-                .checked_add_months(Months::new(m))
-                .unwrap_or(NaiveDate::MAX),
-            Limit::Years(y) => day
-                .checked_add_months(Months::new(12 * y))
-                .unwrap_or(NaiveDate::MAX),
+            Limit::Months(m) => add_months(day, m),
+            Limit::Years(y) => add_months(day, 12 * y),
             Limit::WorkingDays(n) => {
                 let mut current = day;
                 let mut counted = 0;
-                while counted < n {
-                    current = current.succ_opt().unwrap_or(NaiveDate::MAX);
+                while counted < n.abs() {
+                    current = if n > 0 {
+                        current.succ_opt().unwrap_or(NaiveDate::MAX)
+                    } else {
+                        current.pred_opt().unwrap_or(NaiveDate::MIN)
+                    };
                     if self.is_working_day(current) {
                         counted += 1;
                     }
@@ -228,7 +253,9 @@ mod tests {
         assert_eq!(Limit::parse("7wd"), Ok(Limit::WorkingDays(7)));
         assert_eq!(Limit::parse("3mo"), Ok(Limit::Months(3)));
         assert_eq!(Limit::parse("0d"), Ok(Limit::Days(0)));
-        for bad in ["48", "h", "3m", "-1d", "1.5d", "7 wd"] {
+        assert_eq!(Limit::parse("-2wd"), Ok(Limit::WorkingDays(-2)));
+        assert!(Limit::parse("-3mo").unwrap().is_backwards());
+        for bad in ["48", "h", "3m", "--1d", "1.5d", "7 wd", "-", "99999d"] {
             assert!(Limit::parse(bad).is_err(), "{bad}");
         }
     }
@@ -266,6 +293,10 @@ mod tests {
         assert_eq!(cal.local_date(due).to_string(), "2026-12-23");
         let without = almaty(&[]).due(at("2026-12-11T10:00:00+05:00"), Limit::WorkingDays(7));
         assert_eq!(cal.local_date(without).to_string(), "2026-12-22");
+        // Two working days before Thursday 17 December, the 16th a
+        // holiday: Monday 14th.
+        let before = cal.due(at("2026-12-17T10:00:00+05:00"), Limit::WorkingDays(-2));
+        assert_eq!(cal.local_date(before).to_string(), "2026-12-14");
         // Starting on a Saturday counts from Monday.
         let due = cal.due(at("2026-12-12"), Limit::WorkingDays(1));
         assert_eq!(cal.local_date(due).to_string(), "2026-12-14");
