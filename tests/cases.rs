@@ -745,3 +745,34 @@ fn closure_waits_while_a_parent_is_charged_and_edits_leave_the_fold() {
     let sync = app.get("/api/v1/sync", &staff.worker);
     assert!(!sync.text.contains(&case_id));
 }
+
+#[test]
+fn an_emergency_record_meets_its_deadlines_at_the_times_it_records() {
+    let app = TestApp::spawn();
+    let staff = staff(&app);
+    let worker = phone(&app, &staff.worker);
+    let case_id = uuid::Uuid::new_v4().to_string();
+    assert_eq!(worker.send(&referral(&case_id, "Child A")).status, 201);
+    // Danger reported at 22:40; the GTA told at 01:25 and the juvenile
+    // inspection asked at 01:30 (within the 4 hours proposed for
+    // "immediately", 8.2.2); the Prosecutor only at 09:00: late.
+    let res = worker.send(&form_envelope(
+        "kz.emergency_action",
+        &case_id,
+        fixture("kz.emergency_action"),
+    ));
+    assert_eq!(res.status, 201, "{}", res.text);
+    let case = app
+        .get(&format!("/api/v1/cases/{case_id}"), &staff.worker)
+        .body;
+    for (rule, status) in [
+        ("D4a", "met_on_time"),
+        ("D4b", "met_on_time"),
+        ("D4c", "met_late"),
+    ] {
+        let d = deadline(&case, rule);
+        assert_eq!(d["due_at"], "2026-03-02T21:40:00Z", "{d:#}");
+        assert_eq!(d["status"], status, "{rule}: {d:#}");
+    }
+    assert_eq!(deadline(&case, "D4c")["ended_at"], "2026-03-03T04:00:00Z");
+}
