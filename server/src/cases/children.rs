@@ -117,6 +117,10 @@ fn is_candidate(reasons: &[&str]) -> bool {
     named && (reasons.contains(&"same_date_of_birth") || reasons.contains(&"same_sex"))
 }
 
+/// How many near children an opening compares, and proposes at most.
+const LOOK_AT: i64 = 500;
+const PROPOSE_AT_MOST: usize = 5;
+
 /// Proposes the earlier children of the site that `child_id` may be: never
 /// merged here, only listed for a coordinator to link or dismiss. Returns
 /// how many were proposed.
@@ -126,12 +130,28 @@ pub fn propose_duplicates(
     site_id: &str,
     identity: &Identity,
 ) -> AppResult<usize> {
-    if identity.name_key.is_none() {
+    let Some(key) = &identity.name_key else {
         return Ok(0);
-    }
+    };
+    // Narrowed in the database, so an opening costs the same at a site of
+    // ten children or ten thousand: same birth date, same name, or the
+    // same sex and a name starting alike (the similar-name pairs worth a
+    // look). A similar name with another birth date and another first
+    // letter is not proposed.
+    let prefix: String = key.chars().take(2).collect();
+    // (`= NULL` matches nothing, so an unknown birth date or sex adds none.)
+    let near = children::name_key
+        .eq(Some(key.clone()))
+        .or(children::date_of_birth.eq(identity.date_of_birth.clone()))
+        .or(children::name_key
+            .like(format!("{}%", prefix.replace(['%', '_'], "")))
+            .and(children::sex.eq(identity.sex.clone())));
     let others: Vec<(String, Identity)> = children::table
         .filter(children::site_id.eq(site_id))
         .filter(children::id.ne(child_id))
+        .filter(near)
+        .order(children::created_at)
+        .limit(LOOK_AT)
         .select((
             children::id,
             (children::name_key, children::date_of_birth, children::sex),
@@ -149,12 +169,19 @@ pub fn propose_duplicates(
             )
         })
         .collect();
+    // The few likeliest, earliest first: a coordinator links to one child,
+    // and a name given a thousand times must not propose a thousand pairs.
+    let mut likely: Vec<(String, Vec<&str>, i32)> = others
+        .into_iter()
+        .filter_map(|(other, them)| {
+            let (reasons, score) = likeness(identity, &them);
+            is_candidate(&reasons).then_some((other, reasons, score))
+        })
+        .collect();
+    likely.sort_by_key(|(_, _, score)| -score);
+    likely.truncate(PROPOSE_AT_MOST);
     let mut proposed = 0;
-    for (other, them) in others {
-        let (reasons, score) = likeness(identity, &them);
-        if !is_candidate(&reasons) {
-            continue;
-        }
+    for (other, reasons, score) in likely {
         diesel::insert_into(duplicate_candidates::table)
             .values((
                 duplicate_candidates::id.eq(uuid::Uuid::new_v4().to_string()),
