@@ -11,7 +11,7 @@ use crate::audit::Origin;
 use crate::cases::actions::{self, ApprovalInput, Assignment, Resolution, SiblingInput};
 use crate::cases::children;
 use crate::cases::views::{self, CaseFilter, DeadlineFilter};
-use crate::error::AppResult;
+use crate::error::{AppError, AppResult};
 use crate::http::extract::{ApiJson, AuthUser};
 
 /// `GET /api/v1/cases?programme=&site=&state=&assignee=&overdue=&cursor=`
@@ -222,35 +222,34 @@ pub async fn duplicates(
     Ok(HttpResponse::Ok().json(serde_json::json!({ "items": items })))
 }
 
-/// `POST /api/v1/children/duplicates/{id}/link` (coordinator): the same
-/// child — a readmission, or a further referral to the open case.
-pub async fn link_duplicate(
+/// `POST /api/v1/children/duplicates/{id}/link` and `…/dismiss`
+/// (coordinator): the same child — a readmission, or a further referral to
+/// the open case — or two children.
+pub async fn decide_duplicate(
     state: web::Data<AppState>,
     origin: Origin,
     AuthUser(me): AuthUser,
-    id: web::Path<String>,
+    path: web::Path<(String, String)>,
 ) -> AppResult<HttpResponse> {
+    let (id, decision) = path.into_inner();
+    let link = match decision.as_str() {
+        "link" => true,
+        "dismiss" => false,
+        _ => return Err(AppError::NotFound("link or dismiss".into())),
+    };
+    let action = if link {
+        "children_linked"
+    } else {
+        "duplicate_dismissed"
+    };
     let who = me.clone();
     let pair = state
-        .audited(origin, me, "children_linked", move |conn| {
-            let pair = children::link(conn, &who, &id)?;
-            Ok((pair, Audited::object("duplicate_candidate", id.as_str())))
-        })
-        .await?;
-    Ok(HttpResponse::Ok().json(pair))
-}
-
-/// `POST /api/v1/children/duplicates/{id}/dismiss` (coordinator)
-pub async fn dismiss_duplicate(
-    state: web::Data<AppState>,
-    origin: Origin,
-    AuthUser(me): AuthUser,
-    id: web::Path<String>,
-) -> AppResult<HttpResponse> {
-    let who = me.clone();
-    let pair = state
-        .audited(origin, me, "duplicate_dismissed", move |conn| {
-            let pair = children::dismiss(conn, &who, &id)?;
+        .audited(origin, me, action, move |conn| {
+            let pair = if link {
+                children::link(conn, &who, &id)?
+            } else {
+                children::dismiss(conn, &who, &id)?
+            };
             Ok((pair, Audited::object("duplicate_candidate", id.as_str())))
         })
         .await?;

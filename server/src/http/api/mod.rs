@@ -76,11 +76,8 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
             .service(resource("/cases/{id}/siblings").route(post().to(cases::link_siblings)))
             .service(resource("/children/duplicates").route(get().to(cases::duplicates)))
             .service(
-                resource("/children/duplicates/{id}/link").route(post().to(cases::link_duplicate)),
-            )
-            .service(
-                resource("/children/duplicates/{id}/dismiss")
-                    .route(post().to(cases::dismiss_duplicate)),
+                resource("/children/duplicates/{id}/{decision}")
+                    .route(post().to(cases::decide_duplicate)),
             )
             .service(resource("/deadlines").route(get().to(cases::deadlines)))
             .service(resource("/conflicts").route(get().to(cases::conflicts)))
