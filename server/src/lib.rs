@@ -14,6 +14,7 @@ pub mod config;
 pub mod crypto;
 pub mod db;
 pub mod error;
+pub mod exports;
 pub mod forms;
 pub mod http;
 pub mod json;

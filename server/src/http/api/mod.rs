@@ -1,6 +1,7 @@
 //! The JSON API, `/api/v1`. Every route is registered here, in one place.
 
 mod cases;
+mod exports;
 mod forms;
 mod keys;
 mod me;
@@ -82,6 +83,7 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
             .service(resource("/deadlines").route(get().to(cases::deadlines)))
             .service(resource("/conflicts").route(get().to(cases::conflicts)))
             .service(resource("/conflicts/{id}/resolution").route(post().to(cases::resolve)))
+            .service(resource("/exports/forms/{file}").route(get().to(exports::form_csv)))
             .service(resource("/forms").route(get().to(forms::list)))
             .service(resource("/forms/{id}").route(get().to(forms::current)))
             .service(

@@ -1,0 +1,197 @@
+//! Form exports over real HTTP: one row per current submission, the union
+//! of the form's fields, de-identified unless a coordinator states why.
+
+mod common;
+
+use casesync::db::schema::audit_log;
+use casesync::forms::{check, definitions, model::Pii};
+use common::phone::{fixture, form_envelope, phone};
+use common::TestApp;
+use diesel::prelude::*;
+use serde_json::{json, Value};
+
+/// Every direct identifier the referral `data` holds (names, addresses,
+/// phone numbers…), as the form marks them.
+fn direct_values(data: &Value) -> Vec<String> {
+    let set = definitions::shipped();
+    let file = set
+        .forms
+        .iter()
+        .find(|f| f.document["x-form"]["id"] == "kz.referral")
+        .unwrap();
+    let form = check::check(&file.document, &set.resources).unwrap();
+    let mut out = Vec::new();
+    for field in form.fields.iter().filter(|f| f.pii == Some(Pii::Direct)) {
+        for (_, value) in field.values_in(data) {
+            fn strings(v: &Value, out: &mut Vec<String>) {
+                match v {
+                    Value::String(s) if s.len() > 3 && s != "unknown" => out.push(s.clone()),
+                    Value::Array(items) => items.iter().for_each(|i| strings(i, out)),
+                    Value::Object(map) => map.values().for_each(|i| strings(i, out)),
+                    _ => {}
+                }
+            }
+            strings(value, &mut out);
+        }
+    }
+    out
+}
+
+fn referral(case_id: &str, name: &str) -> Value {
+    let mut data = fixture("kz.referral");
+    data["receipt"]["received_at"] = json!("2026-11-20T17:00:00+05:00");
+    data["child"]["child_name"] = json!(name);
+    data["child"]["child_dob"] = json!("2012-05-14");
+    form_envelope("kz.referral", case_id, data)
+}
+
+fn rows(text: &str) -> Vec<csv::StringRecord> {
+    csv::Reader::from_reader(text.trim_start_matches('\u{feff}').as_bytes())
+        .records()
+        .map(Result::unwrap)
+        .collect()
+}
+
+fn header(text: &str) -> Vec<String> {
+    csv::Reader::from_reader(text.trim_start_matches('\u{feff}').as_bytes())
+        .headers()
+        .unwrap()
+        .iter()
+        .map(str::to_string)
+        .collect()
+}
+
+#[test]
+fn form_exports_are_deidentified_unless_a_coordinator_states_a_purpose() {
+    let app = TestApp::spawn();
+    let admin = app.admin_token();
+    let (_, worker) = app.user(&admin, "aigerim", "field_worker", &["KZ-CAM-ALA"]);
+    let (_, coordinator) = app.user(&admin, "manager", "coordinator", &["KZ-CAM-ALA"]);
+    let (_, analyst) = app.user(&admin, "analyst", "analyst", &["KZ-CAM-ALA"]);
+    let phone = phone(&app, &worker);
+
+    let first = uuid::Uuid::new_v4().to_string();
+    let original = referral(&first, "Timur Aliyev");
+    assert_eq!(phone.send(&original).status, 201);
+    // An edit: only the current version is exported.
+    let mut edit = referral(&first, "Timur Aliyev");
+    edit["supersedes"] = original["instance_id"].clone();
+    edit["data"]["child"]["child_languages"] = json!(["kk"]);
+    edit["data"]["child"]
+        .as_object_mut()
+        .unwrap()
+        .remove("child_languages_other");
+    let res = phone.send(&edit);
+    assert_eq!(res.status, 201, "{}", res.text);
+    let second = uuid::Uuid::new_v4().to_string();
+    assert_eq!(phone.send(&referral(&second, "Aruzhan Bekova")).status, 201);
+
+    let res = app.get("/api/v1/exports/forms/kz.referral.csv", &coordinator);
+    assert_eq!(res.status, 200, "{}", res.text);
+    assert_eq!(res.header("content-type"), Some("text/csv; charset=utf-8"));
+    assert_eq!(
+        res.header("content-disposition"),
+        Some("attachment; filename=\"kz.referral.csv\"")
+    );
+    let text = &res.text;
+    let columns = header(text);
+    let records = rows(text);
+    assert_eq!(records.len(), 2);
+    let col = |name: &str| {
+        columns
+            .iter()
+            .position(|h| h == name)
+            .unwrap_or_else(|| panic!("no column {name} in {columns:?}"))
+    };
+    for meta in [
+        "instance_id",
+        "case_number",
+        "site",
+        "form_version",
+        "submitted_by",
+        "received_at",
+    ] {
+        col(meta);
+    }
+    assert!(!columns
+        .iter()
+        .any(|h| h == "child/child_name" || h == "child/child_dob"));
+    let timur = records
+        .iter()
+        .find(|r| r[col("instance_id")] == *edit["instance_id"].as_str().unwrap())
+        .expect("the edit, not the original");
+    assert_eq!(&timur[col("case_number")], "1");
+    assert_eq!(&timur[col("site")], "KZ-CAM-ALA");
+    assert_eq!(&timur[col("submitted_by")], "aigerim");
+    assert_eq!(&timur[col("child/child_sex")], "female");
+    // Born 14 May 2012, referred 20 November 2026: 14.
+    assert_eq!(&timur[col("child/child_dob_age_years")], "14");
+    assert_eq!(&timur[col("child/child_languages")], "kk");
+    assert_eq!(&timur[col("child/child_languages/kk")], "1");
+    assert_eq!(&timur[col("child/child_languages/ru")], "0");
+    // No direct identifier of either child, the referrer or the family.
+    for value in direct_values(&original["data"])
+        .into_iter()
+        .chain(["Timur Aliyev".to_string(), "Aruzhan Bekova".to_string()])
+    {
+        assert!(
+            !text.contains(&value),
+            "{value:?} leaked into a de-identified export"
+        );
+    }
+
+    // Identifying: coordinators only, with a purpose, on the audit log.
+    let res = app.get(
+        "/api/v1/exports/forms/kz.referral.csv?identifying=true",
+        &coordinator,
+    );
+    assert_eq!(res.error_pointers(), ["/purpose"]);
+    let purpose = "court report for case 1";
+    let res = app.get(
+        &format!(
+            "/api/v1/exports/forms/kz.referral.csv?identifying=true&purpose={}",
+            purpose.replace(' ', "%20")
+        ),
+        &coordinator,
+    );
+    assert_eq!(res.status, 200, "{}", res.text);
+    assert!(res.text.contains("Timur Aliyev"));
+    let details: Vec<Option<String>> = audit_log::table
+        .filter(audit_log::action.eq("form_exported"))
+        .select(audit_log::detail)
+        .load(&mut app.conn())
+        .unwrap();
+    assert!(details.contains(&Some(format!("identifying; purpose: {purpose}"))));
+    assert!(details.contains(&Some("de-identified".to_string())));
+    app.get(
+        "/api/v1/exports/forms/kz.referral.csv?identifying=true&purpose=for%20my%20own%20research",
+        &analyst,
+    )
+    .assert_problem(403, "forbidden");
+    app.get("/api/v1/exports/forms/kz.referral.csv", &worker)
+        .assert_problem(403, "forbidden");
+    app.get("/api/v1/exports/forms/kz.referral.csv", &admin)
+        .assert_problem(403, "forbidden");
+
+    // Analysts get the de-identified file; filters and Excel's BOM.
+    let res = app.get(
+        "/api/v1/exports/forms/kz.referral.csv?bom=true&version=2021.1",
+        &analyst,
+    );
+    assert_eq!(res.status, 200, "{}", res.text);
+    assert!(res.text.starts_with('\u{feff}'));
+    assert_eq!(rows(&res.text).len(), 2);
+    let res = app.get(
+        "/api/v1/exports/forms/kz.referral.csv?from=2099-01-01",
+        &analyst,
+    );
+    assert_eq!(rows(&res.text).len(), 0);
+    assert_eq!(header(&res.text)[0], "instance_id");
+    app.get(
+        "/api/v1/exports/forms/kz.referral.csv?site=BT-NCWC",
+        &analyst,
+    )
+    .assert_problem(403, "forbidden");
+    app.get("/api/v1/exports/forms/kz.nothing.csv", &analyst)
+        .assert_problem(404, "not_found");
+}
