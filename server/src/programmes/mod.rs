@@ -292,6 +292,15 @@ struct RawProgramme {
     deadlines: Vec<RawDeadline>,
     #[serde(default)]
     not_modelled: Vec<Value>,
+    // Indicators (docs/indicators.md): read by the indicator engine.
+    #[serde(default)]
+    age_bands: Vec<Value>,
+    #[serde(default)]
+    disaggregations: Value,
+    #[serde(default)]
+    indicators: Vec<Value>,
+    #[serde(default)]
+    not_computable: Vec<Value>,
 }
 
 fn default_due_soon() -> String {
@@ -557,7 +566,8 @@ impl Checker<'_> {
 pub fn compile(document: &Value, vocabulary: &Vocabulary) -> Result<Programme, Vec<String>> {
     let raw: RawProgramme = serde_json::from_value(document.clone())
         .map_err(|e| vec![format!("not a programme file: {e}")])?;
-    let _ = (&raw.source, &raw.not_modelled);
+    let _ = (&raw.source, &raw.not_modelled, &raw.not_computable);
+    let _ = (&raw.age_bands, &raw.disaggregations, &raw.indicators);
     let mut events: HashSet<String> = vocabulary
         .events
         .get(&raw.programme)
