@@ -195,3 +195,53 @@ fn form_exports_are_deidentified_unless_a_coordinator_states_a_purpose() {
     app.get("/api/v1/exports/forms/kz.nothing.csv", &analyst)
         .assert_problem(404, "not_found");
 }
+
+#[test]
+fn the_case_export_has_a_row_per_case_with_its_facts_and_deadlines() {
+    let app = TestApp::spawn();
+    let admin = app.admin_token();
+    let (_, worker) = app.user(&admin, "aigerim", "field_worker", &["KZ-CAM-ALA"]);
+    let (_, coordinator) = app.user(&admin, "manager", "coordinator", &["KZ-CAM-ALA"]);
+    let (_, viewer) = app.user(&admin, "viewer", "viewer", &[]);
+    let phone = phone(&app, &worker);
+    for name in ["Timur Aliyev", "Aruzhan Bekova"] {
+        let id = uuid::Uuid::new_v4().to_string();
+        assert_eq!(phone.send(&referral(&id, name)).status, 201);
+    }
+    let res = app.get("/api/v1/exports/cases.csv?programme=kz", &coordinator);
+    assert_eq!(res.status, 200, "{}", res.text);
+    assert_eq!(
+        res.header("content-disposition"),
+        Some("attachment; filename=\"kz-cases.csv\"")
+    );
+    let columns = header(&res.text);
+    let records = rows(&res.text);
+    assert_eq!(records.len(), 2);
+    let col = |name: &str| {
+        columns
+            .iter()
+            .position(|h| h == name)
+            .unwrap_or_else(|| panic!("{name} in {columns:?}"))
+    };
+    let numbers: Vec<&str> = records.iter().map(|r| &r[col("case_number")]).collect();
+    assert_eq!(numbers, ["1", "2"]);
+    for r in &records {
+        assert_eq!(&r[col("state")], "referred");
+        assert_eq!(&r[col("site")], "KZ-CAM-ALA");
+        assert_eq!(&r[col("child.sex")], "female");
+        assert_eq!(&r[col("child.date_of_birth_age_years")], "14");
+        assert_eq!(&r[col("readmission")], "0");
+        // Referred on 20 November 2026 and nothing since: the 24-hour and
+        // 48-hour rules are past due.
+        assert!(
+            r[col("deadlines_overdue")].parse::<u32>().unwrap() >= 2,
+            "{r:?}"
+        );
+    }
+    assert!(!columns.iter().any(|c| c == "child.date_of_birth"));
+    assert!(!res.text.contains("Timur") && !res.text.contains("Aruzhan"));
+    app.get("/api/v1/exports/cases.csv?programme=kz", &viewer)
+        .assert_problem(403, "forbidden");
+    let res = app.get("/api/v1/exports/cases.csv?programme=xx", &coordinator);
+    assert_eq!(res.error_pointers(), ["/programme"]);
+}

@@ -16,7 +16,7 @@ use serde_json::Value;
 
 use crate::forms::bundle;
 use crate::forms::definitions::DefinitionSet;
-use crate::forms::model::{self, CaseRole};
+use crate::forms::model::{self, CaseRole, FieldKind, Pii};
 use crate::forms::relevance::{Predicate, Reference};
 pub use calendar::{Calendar, Limit, Moment};
 
@@ -180,6 +180,11 @@ pub struct Vocabulary {
     /// Programme → the event of its case-opening form.
     pub opening_events: HashMap<String, BTreeSet<String>>,
     pub facts: BTreeSet<String>,
+    /// Fact → how private its answers are (the strictest of the fields
+    /// setting it) and the kind of those fields.
+    pub fact_kinds: HashMap<String, (Option<Pii>, FieldKind)>,
+    /// Programme → the facts its forms set.
+    pub programme_facts: HashMap<String, BTreeSet<String>>,
 }
 
 impl Vocabulary {
@@ -206,6 +211,20 @@ impl Vocabulary {
             }
             for field in model::fields(&bundled) {
                 if let Some(fact) = field.fact {
+                    let entry = vocabulary
+                        .fact_kinds
+                        .entry(fact.clone())
+                        .or_insert((field.pii, field.kind));
+                    entry.0 = match (entry.0, field.pii) {
+                        (Some(Pii::Direct), _) | (_, Some(Pii::Direct)) => Some(Pii::Direct),
+                        (Some(Pii::Quasi), _) | (_, Some(Pii::Quasi)) => Some(Pii::Quasi),
+                        _ => None,
+                    };
+                    vocabulary
+                        .programme_facts
+                        .entry(meta.programme.clone())
+                        .or_default()
+                        .insert(fact.clone());
                     vocabulary.facts.insert(fact);
                 }
             }
@@ -219,6 +238,7 @@ impl Vocabulary {
 #[derive(Debug, Clone, Default)]
 pub struct Programmes {
     by_id: HashMap<String, Arc<Programme>>,
+    vocabulary: Vocabulary,
 }
 
 impl Programmes {
@@ -240,7 +260,7 @@ impl Programmes {
             }
         }
         if problems.is_empty() {
-            Ok(Programmes { by_id })
+            Ok(Programmes { by_id, vocabulary })
         } else {
             Err(problems)
         }
@@ -262,6 +282,11 @@ impl Programmes {
 
     pub fn get(&self, id: &str) -> Option<&Arc<Programme>> {
         self.by_id.get(id)
+    }
+
+    /// The events and facts of the shipped forms.
+    pub fn vocabulary(&self) -> &Vocabulary {
+        &self.vocabulary
     }
 
     pub fn ids(&self) -> impl Iterator<Item = &str> {

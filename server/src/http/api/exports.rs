@@ -9,8 +9,11 @@ use actix_web::HttpResponse;
 use crate::app::AppState;
 use crate::audit::{self, Event, Origin};
 use crate::db::write_tx;
+use crate::db::DbConnection;
 use crate::error::{AppError, AppResult};
-use crate::exports::{self, FormFilter, Privacy};
+use crate::exports::cases::{self as case_exports, CaseFilter};
+use crate::exports::forms::{self as form_exports, FormFilter};
+use crate::exports::{self, Privacy};
 use crate::http::extract::AuthUser;
 
 /// `GET /api/v1/exports/forms/{id}.csv?from=&to=&site=&version=&bom=&identifying=&purpose=`
@@ -29,14 +32,8 @@ pub async fn form_csv(
     let plan = state
         .db(move |conn| {
             write_tx(conn, |conn| {
-                let plan = exports::plan(conn, &me, &form_id, &filter)?;
-                let detail = match plan.privacy {
-                    Privacy::Deidentified => "de-identified".to_string(),
-                    Privacy::Identifying => format!(
-                        "identifying; purpose: {}",
-                        filter.purpose.as_deref().unwrap_or_default().trim()
-                    ),
-                };
+                let plan = form_exports::plan(conn, &exports::Scope::of(&me)?, &form_id, &filter)?;
+                let detail = describe(plan.privacy, filter.purpose.as_deref());
                 audit::record(
                     conn,
                     &origin,
@@ -49,6 +46,59 @@ pub async fn form_csv(
         })
         .await?;
     let filename = format!("{}.csv", plan.form_id);
+    Ok(stream_csv(&state, &filename, move |conn, sink| {
+        form_exports::write(conn, &plan, sink)
+    }))
+}
+
+/// `GET /api/v1/exports/cases.csv?programme=&from=&to=&site=&bom=&identifying=&purpose=`
+pub async fn cases_csv(
+    state: web::Data<AppState>,
+    origin: Origin,
+    AuthUser(me): AuthUser,
+    filter: web::Query<CaseFilter>,
+) -> AppResult<HttpResponse> {
+    let filter = filter.into_inner();
+    let plan = state
+        .db(move |conn| {
+            write_tx(conn, |conn| {
+                let plan = case_exports::plan(conn, &exports::Scope::of(&me)?, &filter)?;
+                audit::record(
+                    conn,
+                    &origin,
+                    Event::new(Some(&me), "cases_exported")
+                        .object("programme", &plan.programme)
+                        .detail(&describe(plan.privacy, filter.purpose.as_deref())),
+                )?;
+                Ok(plan)
+            })
+        })
+        .await?;
+    let filename = format!("{}-cases.csv", plan.programme);
+    Ok(stream_csv(&state, &filename, move |conn, sink| {
+        case_exports::write(conn, &plan, sink)
+    }))
+}
+
+/// What the audit row says of an export's privacy.
+fn describe(privacy: Privacy, purpose: Option<&str>) -> String {
+    match privacy {
+        Privacy::Deidentified => "de-identified".to_string(),
+        Privacy::Identifying => format!(
+            "identifying; purpose: {}",
+            purpose.unwrap_or_default().trim()
+        ),
+    }
+}
+
+/// Streams what `write` produces, from a blocking task with its own
+/// connection, through a small channel.
+fn stream_csv<F>(state: &AppState, filename: &str, write: F) -> HttpResponse
+where
+    F: FnOnce(&mut DbConnection, &mut dyn FnMut(Vec<u8>) -> bool) -> AppResult<u64>
+        + Send
+        + 'static,
+{
     let (tx, rx) = tokio::sync::mpsc::channel::<Result<Bytes, std::io::Error>>(8);
     let pool = state.pool.clone();
     actix_web::rt::task::spawn_blocking(move || {
@@ -60,10 +110,8 @@ pub async fn form_csv(
                 return;
             }
         };
-        let sent = exports::write(&mut conn, &plan, |chunk| {
-            tx.blocking_send(Ok(Bytes::from(chunk))).is_ok()
-        });
-        if let Err(e) = sent {
+        let mut sink = |chunk: Vec<u8>| tx.blocking_send(Ok(Bytes::from(chunk))).is_ok();
+        if let Err(e) = write(&mut conn, &mut sink) {
             tracing::error!(error = %e, "export failed part-way");
             let _ = tx.blocking_send(Err(std::io::Error::other("export failed")));
         }
@@ -71,12 +119,12 @@ pub async fn form_csv(
     let body = futures_util::stream::unfold(rx, |mut rx| async move {
         rx.recv().await.map(|item| (item, rx))
     });
-    Ok(HttpResponse::Ok()
+    HttpResponse::Ok()
         .content_type("text/csv; charset=utf-8")
         .insert_header((
             CONTENT_DISPOSITION,
             format!("attachment; filename=\"{filename}\""),
         ))
         .insert_header(("Cache-Control", "no-store"))
-        .streaming(body))
+        .streaming(body)
 }

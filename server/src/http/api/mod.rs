@@ -83,6 +83,7 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
             .service(resource("/deadlines").route(get().to(cases::deadlines)))
             .service(resource("/conflicts").route(get().to(cases::conflicts)))
             .service(resource("/conflicts/{id}/resolution").route(post().to(cases::resolve)))
+            .service(resource("/exports/cases.csv").route(get().to(exports::cases_csv)))
             .service(resource("/exports/forms/{file}").route(get().to(exports::form_csv)))
             .service(resource("/forms").route(get().to(forms::list)))
             .service(resource("/forms/{id}").route(get().to(forms::current)))

@@ -1,0 +1,286 @@
+//! A form's submissions as CSV: one row per current submission.
+
+use std::collections::HashMap;
+
+use chrono::{DateTime, NaiveDate, NaiveDateTime, Utc};
+use diesel::prelude::*;
+use serde::Deserialize;
+use serde_json::Value;
+
+use super::columns::{self, Column, Privacy};
+use super::{export_sites, privacy, Scope};
+use crate::auth::sites;
+use crate::cases::reconcile::programme_of;
+use crate::db::schema::{cases, form_versions, forms, submissions, users};
+use crate::db::DbConnection;
+use crate::error::{AppError, AppResult};
+use crate::forms::model;
+
+/// Filters of a form export.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FormFilter {
+    /// Received on or after this day (UTC).
+    pub from: Option<NaiveDate>,
+    /// Received on or before this day (UTC).
+    pub to: Option<NaiveDate>,
+    /// Site code.
+    pub site: Option<String>,
+    pub version: Option<String>,
+    /// Start with a byte-order mark, for Excel.
+    pub bom: Option<bool>,
+    /// `true` for names and other direct identifiers (coordinators only,
+    /// with `purpose`).
+    pub identifying: Option<bool>,
+    pub purpose: Option<String>,
+}
+
+/// What an export will write, decided before the first byte is sent.
+#[derive(Debug, Clone)]
+pub struct FormExport {
+    pub form_id: String,
+    pub privacy: Privacy,
+    pub columns: Vec<Column>,
+    occurred_at_pointer: String,
+    time_zone: chrono_tz::Tz,
+    site_ids: Vec<String>,
+    site_codes: HashMap<String, String>,
+    from: Option<NaiveDateTime>,
+    to: Option<NaiveDateTime>,
+    version: Option<String>,
+    bom: bool,
+}
+
+const META: [&str; 9] = [
+    "instance_id",
+    "case_number",
+    "site",
+    "form_version",
+    "submitted_by",
+    "device_id",
+    "started_at",
+    "completed_at",
+    "received_at",
+];
+
+/// Checks the export is allowed and works out its columns.
+pub fn plan(
+    conn: &mut DbConnection,
+    scope: &Scope,
+    form_id: &str,
+    filter: &FormFilter,
+) -> AppResult<FormExport> {
+    let privacy = privacy(scope, filter.identifying, filter.purpose.as_deref())?;
+    let programme: String = forms::table
+        .find(form_id)
+        .select(forms::programme)
+        .first(conn)
+        .optional()?
+        .ok_or_else(|| AppError::NotFound(format!("no form {form_id:?}")))?;
+    let mut documents: Vec<(String, String)> = form_versions::table
+        .filter(form_versions::form_id.eq(form_id))
+        .select((form_versions::version, form_versions::document))
+        .load(conn)?;
+    // Newest first: its order leads; older versions add what it dropped.
+    documents.sort_by_key(|d| std::cmp::Reverse(version_key(&d.0)));
+    let mut versions = Vec::new();
+    let mut occurred_at_pointer = String::new();
+    for (i, (_, document)) in documents.iter().enumerate() {
+        let document: Value = serde_json::from_str(document).map_err(AppError::internal)?;
+        if i == 0 {
+            occurred_at_pointer = model::meta(&document)
+                .map(|m| m.occurred_at)
+                .unwrap_or_default();
+        }
+        versions.push(model::fields(&document));
+    }
+    let all_sites = sites::list(conn, None)?;
+    let site_ids = export_sites(&all_sites, scope, &programme, filter.site.as_deref())?;
+    let time_zone = programme_of(&programme)?.calendar.time_zone;
+    Ok(FormExport {
+        form_id: form_id.to_string(),
+        privacy,
+        columns: columns::columns(&versions, privacy),
+        occurred_at_pointer,
+        time_zone,
+        site_ids,
+        site_codes: all_sites.into_iter().map(|s| (s.id, s.code)).collect(),
+        from: filter.from.map(|d| d.and_time(chrono::NaiveTime::MIN)),
+        to: filter
+            .to
+            .and_then(|d| d.succ_opt())
+            .map(|d| d.and_time(chrono::NaiveTime::MIN)),
+        version: filter.version.clone(),
+        bom: filter.bom == Some(true),
+    })
+}
+
+/// `2021.11` after `2021.9`: numeric parts compare as numbers.
+fn version_key(v: &str) -> Vec<(u64, String)> {
+    v.split('.')
+        .map(|part| (part.parse().unwrap_or(u64::MAX), part.to_string()))
+        .collect()
+}
+
+type Row = (
+    String,
+    String,
+    Option<String>,
+    String,
+    String,
+    Option<NaiveDateTime>,
+    NaiveDateTime,
+    NaiveDateTime,
+    String,
+);
+
+const PAGE: i64 = 1000;
+
+fn time(t: NaiveDateTime) -> String {
+    DateTime::<Utc>::from_naive_utc_and_offset(t, Utc)
+        .to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
+}
+
+/// Writes the export a page at a time into `sink`; stops early when the
+/// sink says the reader has gone. Returns the number of rows written.
+pub fn write(
+    conn: &mut DbConnection,
+    export: &FormExport,
+    mut sink: impl FnMut(Vec<u8>) -> bool,
+) -> AppResult<u64> {
+    let csv_error = |e: csv::Error| AppError::internal(format!("csv: {e}"));
+    let mut out = csv::Writer::from_writer(Vec::new());
+    let header: Vec<String> = META
+        .iter()
+        .map(|m| m.to_string())
+        .chain(export.columns.iter().map(Column::header))
+        .collect();
+    out.write_record(&header).map_err(csv_error)?;
+    let mut first = out
+        .into_inner()
+        .map_err(|e| AppError::internal(e.to_string()))?;
+    if export.bom {
+        first.splice(0..0, "\u{feff}".bytes());
+    }
+    if !sink(first) {
+        return Ok(0);
+    }
+    let mut after: Option<(NaiveDateTime, String)> = None;
+    let mut written = 0;
+    loop {
+        let in_sites = cases::table
+            .filter(cases::site_id.eq_any(export.site_ids.clone()))
+            .select(cases::id.nullable());
+        let mut query = submissions::table
+            .filter(submissions::form_id.eq(&export.form_id))
+            .filter(submissions::superseded_by.is_null())
+            .filter(submissions::case_id.eq_any(in_sites))
+            .into_boxed();
+        if let Some(from) = export.from {
+            query = query.filter(submissions::received_at.ge(from));
+        }
+        if let Some(to) = export.to {
+            query = query.filter(submissions::received_at.lt(to));
+        }
+        if let Some(v) = &export.version {
+            query = query.filter(submissions::form_version.eq(v.clone()));
+        }
+        if let Some((at, id)) = &after {
+            query = query.filter(
+                submissions::received_at.gt(*at).or(submissions::received_at
+                    .eq(*at)
+                    .and(submissions::instance_id.gt(id.clone()))),
+            );
+        }
+        let rows: Vec<Row> = query
+            .order((submissions::received_at, submissions::instance_id))
+            .limit(PAGE)
+            .select((
+                submissions::instance_id,
+                submissions::form_version,
+                submissions::case_id,
+                submissions::submitted_by,
+                submissions::device_id,
+                submissions::started_at,
+                submissions::completed_at,
+                submissions::received_at,
+                submissions::payload,
+            ))
+            .load(conn)?;
+        let Some(last) = rows.last() else { break };
+        after = Some((last.7, last.0.clone()));
+        let case_ids: Vec<&str> = rows.iter().filter_map(|r| r.2.as_deref()).collect();
+        let case_info: HashMap<String, (Option<String>, String)> = cases::table
+            .filter(cases::id.eq_any(&case_ids))
+            .select((cases::id, cases::number, cases::site_id))
+            .load::<(String, Option<String>, String)>(conn)?
+            .into_iter()
+            .map(|(id, number, site)| (id, (number, site)))
+            .collect();
+        let user_ids: Vec<&str> = rows.iter().map(|r| r.3.as_str()).collect();
+        let usernames: HashMap<String, String> = users::table
+            .filter(users::id.eq_any(&user_ids))
+            .select((users::id, users::username))
+            .load::<(String, String)>(conn)?
+            .into_iter()
+            .collect();
+        let mut out = csv::Writer::from_writer(Vec::with_capacity(64 * 1024));
+        let mut record: Vec<String> = Vec::with_capacity(META.len() + export.columns.len());
+        for (instance_id, version, case_id, by, device, started, completed, received, payload) in
+            &rows
+        {
+            let envelope: Value = serde_json::from_str(payload).map_err(AppError::internal)?;
+            let data = &envelope["data"];
+            let event_day = data
+                .pointer(&export.occurred_at_pointer)
+                .and_then(Value::as_str)
+                .and_then(|t| {
+                    DateTime::parse_from_rfc3339(t)
+                        .map(|t| t.with_timezone(&export.time_zone).date_naive())
+                        .ok()
+                        .or_else(|| NaiveDate::parse_from_str(t, "%Y-%m-%d").ok())
+                })
+                .or_else(|| Some(completed.date()));
+            let (number, site) = case_id
+                .as_ref()
+                .and_then(|id| case_info.get(id))
+                .map(|(n, s)| {
+                    (
+                        n.clone().unwrap_or_default(),
+                        export.site_codes.get(s).cloned().unwrap_or_default(),
+                    )
+                })
+                .unwrap_or_default();
+            record.clear();
+            record.extend([
+                instance_id.clone(),
+                number,
+                site,
+                version.clone(),
+                usernames.get(by).cloned().unwrap_or_default(),
+                device.clone(),
+                started.map(time).unwrap_or_default(),
+                time(*completed),
+                time(*received),
+            ]);
+            record.extend(
+                export
+                    .columns
+                    .iter()
+                    .map(|c| columns::cell(c, data, event_day)),
+            );
+            out.write_record(&record).map_err(csv_error)?;
+        }
+        written += rows.len() as u64;
+        let chunk = out
+            .into_inner()
+            .map_err(|e| AppError::internal(e.to_string()))?;
+        if !sink(chunk) {
+            break;
+        }
+        if (rows.len() as i64) < PAGE {
+            break;
+        }
+    }
+    Ok(written)
+}
