@@ -245,3 +245,83 @@ fn the_case_export_has_a_row_per_case_with_its_facts_and_deadlines() {
     let res = app.get("/api/v1/exports/cases.csv?programme=xx", &coordinator);
     assert_eq!(res.error_pointers(), ["/programme"]);
 }
+
+#[test]
+fn exports_from_the_shell_write_private_files_and_are_audited() {
+    use std::os::unix::fs::PermissionsExt;
+    let app = TestApp::spawn();
+    let admin = app.admin_token();
+    let (_, worker) = app.user(&admin, "aigerim", "field_worker", &["KZ-CAM-ALA"]);
+    let phone = phone(&app, &worker);
+    let id = uuid::Uuid::new_v4().to_string();
+    assert_eq!(phone.send(&referral(&id, "Timur Aliyev")).status, 201);
+
+    let out = app.data_dir().join("referrals.csv");
+    let run = |args: &[&str]| {
+        common::bin::command(app.data_dir(), &app.shared.db)
+            .env("CASESYNC_DATA_DIR", app.data_dir())
+            .args(args)
+            .output()
+            .unwrap()
+    };
+    let done = run(&[
+        "export",
+        "forms",
+        "kz.referral",
+        "--out",
+        out.to_str().unwrap(),
+    ]);
+    assert!(
+        done.status.success(),
+        "{}",
+        String::from_utf8_lossy(&done.stderr)
+    );
+    assert!(String::from_utf8_lossy(&done.stderr).contains("1 rows written"));
+    let text = std::fs::read_to_string(&out).unwrap();
+    assert_eq!(rows(&text).len(), 1);
+    assert!(!text.contains("Timur"));
+    let mode = std::fs::metadata(&out).unwrap().permissions().mode();
+    assert_eq!(mode & 0o777, 0o600);
+
+    let refused = run(&[
+        "export",
+        "cases",
+        "--programme",
+        "kz",
+        "--identifying",
+        "--out",
+        out.to_str().unwrap(),
+    ]);
+    assert!(!refused.status.success());
+    assert!(String::from_utf8_lossy(&refused.stderr).contains("purpose"));
+    let cases_file = app.data_dir().join("cases.csv");
+    let done = run(&[
+        "export",
+        "cases",
+        "--programme",
+        "kz",
+        "--identifying",
+        "--purpose",
+        "transfer of the file to the court",
+        "--out",
+        cases_file.to_str().unwrap(),
+    ]);
+    assert!(
+        done.status.success(),
+        "{}",
+        String::from_utf8_lossy(&done.stderr)
+    );
+    assert_eq!(
+        rows(&std::fs::read_to_string(&cases_file).unwrap()).len(),
+        1
+    );
+    let details: Vec<Option<String>> = audit_log::table
+        .filter(audit_log::action.eq("exported"))
+        .select(audit_log::detail)
+        .load(&mut app.conn())
+        .unwrap();
+    assert!(details.contains(&Some("form kz.referral, de-identified".into())));
+    assert!(details.contains(&Some(
+        "cases of kz, identifying; purpose: transfer of the file to the court".into()
+    )));
+}

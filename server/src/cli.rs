@@ -16,6 +16,7 @@ use crate::crypto::kek::Kek;
 use crate::crypto::keys;
 use crate::db::{self, write_tx, DbConnection};
 use crate::error::AppError;
+use crate::exports;
 use crate::forms::{self, check, definitions};
 use crate::server;
 
@@ -65,6 +66,54 @@ pub enum Command {
     /// Cases and their deadlines.
     #[command(subcommand)]
     Cases(CasesCommand),
+    /// Export form submissions or cases as CSV (de-identified unless
+    /// --identifying with --purpose).
+    #[command(subcommand)]
+    Export(ExportCommand),
+}
+
+#[derive(Debug, Args)]
+pub struct ExportOptions {
+    /// The CSV file to write.
+    #[arg(long)]
+    pub out: PathBuf,
+    /// Received (forms) or opened (cases) on or after this day.
+    #[arg(long)]
+    pub from: Option<chrono::NaiveDate>,
+    /// … and on or before this day.
+    #[arg(long)]
+    pub to: Option<chrono::NaiveDate>,
+    /// Site code.
+    #[arg(long)]
+    pub site: Option<String>,
+    /// Start with a byte-order mark, for Excel.
+    #[arg(long)]
+    pub bom: bool,
+    /// Keep names and other direct identifiers (needs --purpose; audited).
+    #[arg(long)]
+    pub identifying: bool,
+    #[arg(long)]
+    pub purpose: Option<String>,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ExportCommand {
+    /// One row per current submission of a form.
+    Forms {
+        form_id: String,
+        /// Only this version.
+        #[arg(long)]
+        version: Option<String>,
+        #[command(flatten)]
+        options: ExportOptions,
+    },
+    /// One row per case of a programme.
+    Cases {
+        #[arg(long)]
+        programme: String,
+        #[command(flatten)]
+        options: ExportOptions,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -310,6 +359,7 @@ fn server_command(config: &Path, command: Command) -> Result<(), CliError> {
         Command::Users(cmd) => with_db(&settings, |conn| users_command(conn, cmd)),
         Command::Sites(cmd) => with_db(&settings, |conn| sites_command(conn, cmd)),
         Command::Cases(cmd) => with_db(&settings, |conn| cases_command(conn, cmd)),
+        Command::Export(cmd) => with_db(&settings, |conn| export_command(conn, cmd)),
         Command::Forms(FormsCommand::Validate {
             dir,
             fixtures,
@@ -459,6 +509,107 @@ fn users_command(conn: &mut DbConnection, cmd: UsersCommand) -> Result<(), CliEr
         }
     }
     Ok(())
+}
+
+fn export_command(conn: &mut DbConnection, cmd: ExportCommand) -> Result<(), CliError> {
+    let scope = exports::Scope::shell();
+    let (options, written, what) = match cmd {
+        ExportCommand::Forms {
+            form_id,
+            version,
+            options,
+        } => {
+            let filter = exports::forms::FormFilter {
+                from: options.from,
+                to: options.to,
+                site: options.site.clone(),
+                version,
+                bom: Some(options.bom),
+                identifying: Some(options.identifying),
+                purpose: options.purpose.clone(),
+            };
+            let plan = exports::forms::plan(conn, &scope, &form_id, &filter)?;
+            let written =
+                export_to_file(&options, |sink| exports::forms::write(conn, &plan, sink))?;
+            (options, written, format!("form {form_id}"))
+        }
+        ExportCommand::Cases { programme, options } => {
+            let filter = exports::cases::CaseFilter {
+                programme: programme.clone(),
+                from: options.from,
+                to: options.to,
+                site: options.site.clone(),
+                bom: Some(options.bom),
+                identifying: Some(options.identifying),
+                purpose: options.purpose.clone(),
+            };
+            let plan = exports::cases::plan(conn, &scope, &filter)?;
+            let written =
+                export_to_file(&options, |sink| exports::cases::write(conn, &plan, sink))?;
+            (options, written, format!("cases of {programme}"))
+        }
+    };
+    let detail = if options.identifying {
+        format!(
+            "{what}, identifying; purpose: {}",
+            options.purpose.as_deref().unwrap_or_default()
+        )
+    } else {
+        format!("{what}, de-identified")
+    };
+    audit::record(
+        conn,
+        &Origin::default(),
+        Event::new(None, "exported")
+            .object("file", &options.out.display().to_string())
+            .detail(&detail),
+    )?;
+    eprintln!("{written} rows written to {}", options.out.display());
+    Ok(())
+}
+
+/// Writes an export to `options.out` (created 0600: it may hold case
+/// data), with a spinner counting rows on the terminal.
+fn export_to_file(
+    options: &ExportOptions,
+    write: impl FnOnce(&mut dyn FnMut(Vec<u8>) -> bool) -> Result<u64, AppError>,
+) -> Result<u64, CliError> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    let file = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(&options.out)
+        .map_err(|e| CliError::App(format!("{}: {e}", options.out.display())))?;
+    let mut file = std::io::BufWriter::new(file);
+    let progress = indicatif::ProgressBar::new_spinner();
+    progress.set_style(
+        indicatif::ProgressStyle::with_template("{spinner} {msg} ({elapsed})")
+            .expect("a valid template"),
+    );
+    let mut failed = None;
+    let mut bytes = 0u64;
+    let written = write(&mut |chunk: Vec<u8>| {
+        bytes += chunk.len() as u64;
+        progress.set_message(format!("{} written", indicatif::HumanBytes(bytes)));
+        progress.tick();
+        match file.write_all(&chunk) {
+            Ok(()) => true,
+            Err(e) => {
+                failed = Some(e);
+                false
+            }
+        }
+    })?;
+    progress.finish_and_clear();
+    if let Some(e) = failed {
+        return Err(CliError::App(format!("{}: {e}", options.out.display())));
+    }
+    file.flush()
+        .map_err(|e| CliError::App(format!("{}: {e}", options.out.display())))?;
+    Ok(written)
 }
 
 fn cases_command(conn: &mut DbConnection, cmd: CasesCommand) -> Result<(), CliError> {
