@@ -118,7 +118,7 @@ fn is_candidate(reasons: &[&str]) -> bool {
 }
 
 /// How many near children an opening compares, and proposes at most.
-const LOOK_AT: i64 = 100;
+const LOOK_AT: i64 = 20;
 const PROPOSE_AT_MOST: usize = 5;
 
 /// Proposes the earlier children of the site that `child_id` may be: never
