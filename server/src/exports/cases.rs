@@ -5,13 +5,13 @@
 
 use std::collections::HashMap;
 
-use chrono::{DateTime, NaiveDate, NaiveDateTime, Utc};
+use chrono::{NaiveDate, NaiveDateTime, Utc};
 use diesel::prelude::*;
 use serde::Deserialize;
 use serde_json::Value;
 
 use super::columns::age_in_years;
-use super::{export_sites, privacy, Privacy, Scope};
+use super::{export_sites, header_chunk, privacy, utc, Chunk, Privacy, Scope};
 use crate::auth::sites;
 use crate::cases::Case;
 use crate::db::schema::{case_deadlines, cases, users};
@@ -147,11 +147,6 @@ fn text(value: &Value) -> String {
     }
 }
 
-fn time(t: NaiveDateTime) -> String {
-    DateTime::<Utc>::from_naive_utc_and_offset(t, Utc)
-        .to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
-}
-
 /// Counts of a case's deadlines: met on time, met late, missed, overdue
 /// (open past due), open.
 type Counts = [u32; 5];
@@ -161,20 +156,12 @@ pub fn write(
     export: &CaseExport,
     mut sink: impl FnMut(Vec<u8>) -> bool,
 ) -> AppResult<u64> {
-    let csv_error = |e: csv::Error| AppError::internal(format!("csv: {e}"));
-    let mut out = csv::Writer::from_writer(Vec::new());
     let head: Vec<String> = META
         .iter()
         .map(|m| m.to_string())
         .chain(export.facts.iter().map(header))
         .collect();
-    out.write_record(&head).map_err(csv_error)?;
-    let mut first = out
-        .into_inner()
-        .map_err(|e| AppError::internal(e.to_string()))?;
-    if export.bom {
-        first.splice(0..0, "\u{feff}".bytes());
-    }
+    let first = header_chunk(&head, export.bom)?;
     if !sink(first) {
         return Ok(0);
     }
@@ -239,7 +226,7 @@ pub fn write(
             .load::<(String, String)>(conn)?
             .into_iter()
             .collect();
-        let mut out = csv::Writer::from_writer(Vec::with_capacity(64 * 1024));
+        let mut out = Chunk::new();
         for case in &page {
             let facts: HashMap<String, Value> =
                 serde_json::from_str(&case.facts).unwrap_or_default();
@@ -261,8 +248,8 @@ pub fn write(
                     .and_then(|u| usernames.get(u))
                     .cloned()
                     .unwrap_or_default(),
-                case.opened_at.map(time).unwrap_or_default(),
-                case.closed_at.map(time).unwrap_or_default(),
+                case.opened_at.map(utc).unwrap_or_default(),
+                case.closed_at.map(utc).unwrap_or_default(),
             ];
             record.extend(c.iter().map(u32::to_string));
             for column in &export.facts {
@@ -284,12 +271,10 @@ pub fn write(
                         .unwrap_or_default(),
                 });
             }
-            out.write_record(&record).map_err(csv_error)?;
+            out.record(&record)?;
         }
         written += page.len() as u64;
-        let chunk = out
-            .into_inner()
-            .map_err(|e| AppError::internal(e.to_string()))?;
+        let chunk = out.bytes()?;
         if !sink(chunk) || page.len() < 1000 {
             break;
         }

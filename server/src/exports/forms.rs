@@ -2,13 +2,13 @@
 
 use std::collections::HashMap;
 
-use chrono::{DateTime, NaiveDate, NaiveDateTime, Utc};
+use chrono::{DateTime, NaiveDate, NaiveDateTime};
 use diesel::prelude::*;
 use serde::Deserialize;
 use serde_json::Value;
 
 use super::columns::{self, Column, Privacy};
-use super::{export_sites, privacy, Scope};
+use super::{export_sites, header_chunk, privacy, utc, Chunk, Scope};
 use crate::auth::sites;
 use crate::cases::reconcile::programme_of;
 use crate::db::schema::{cases, form_versions, forms, submissions, users};
@@ -136,11 +136,6 @@ type Row = (
 
 const PAGE: i64 = 1000;
 
-fn time(t: NaiveDateTime) -> String {
-    DateTime::<Utc>::from_naive_utc_and_offset(t, Utc)
-        .to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
-}
-
 /// Writes the export a page at a time into `sink`; stops early when the
 /// sink says the reader has gone. Returns the number of rows written.
 pub fn write(
@@ -148,20 +143,12 @@ pub fn write(
     export: &FormExport,
     mut sink: impl FnMut(Vec<u8>) -> bool,
 ) -> AppResult<u64> {
-    let csv_error = |e: csv::Error| AppError::internal(format!("csv: {e}"));
-    let mut out = csv::Writer::from_writer(Vec::new());
     let header: Vec<String> = META
         .iter()
         .map(|m| m.to_string())
         .chain(export.columns.iter().map(Column::header))
         .collect();
-    out.write_record(&header).map_err(csv_error)?;
-    let mut first = out
-        .into_inner()
-        .map_err(|e| AppError::internal(e.to_string()))?;
-    if export.bom {
-        first.splice(0..0, "\u{feff}".bytes());
-    }
+    let first = header_chunk(&header, export.bom)?;
     if !sink(first) {
         return Ok(0);
     }
@@ -224,7 +211,7 @@ pub fn write(
             .load::<(String, String)>(conn)?
             .into_iter()
             .collect();
-        let mut out = csv::Writer::from_writer(Vec::with_capacity(64 * 1024));
+        let mut out = Chunk::new();
         let mut record: Vec<String> = Vec::with_capacity(META.len() + export.columns.len());
         for (instance_id, version, case_id, by, device, started, completed, received, payload) in
             &rows
@@ -259,9 +246,9 @@ pub fn write(
                 version.clone(),
                 usernames.get(by).cloned().unwrap_or_default(),
                 device.clone(),
-                started.map(time).unwrap_or_default(),
-                time(*completed),
-                time(*received),
+                started.map(utc).unwrap_or_default(),
+                utc(*completed),
+                utc(*received),
             ]);
             record.extend(
                 export
@@ -269,12 +256,10 @@ pub fn write(
                     .iter()
                     .map(|c| columns::cell(c, data, event_day)),
             );
-            out.write_record(&record).map_err(csv_error)?;
+            out.record(&record)?;
         }
         written += rows.len() as u64;
-        let chunk = out
-            .into_inner()
-            .map_err(|e| AppError::internal(e.to_string()))?;
+        let chunk = out.bytes()?;
         if !sink(chunk) {
             break;
         }

@@ -7,9 +7,53 @@ pub mod cases;
 pub mod columns;
 pub mod forms;
 
+use chrono::{DateTime, NaiveDateTime, Utc};
+
 use crate::auth::{sites, Principal, Role};
 use crate::error::{AppError, AppResult};
 pub use columns::{Column, Privacy};
+
+/// A page of CSV records, written to memory and handed to the sink whole.
+pub(crate) struct Chunk(csv::Writer<Vec<u8>>);
+
+impl Chunk {
+    pub(crate) fn new() -> Chunk {
+        Chunk(csv::Writer::from_writer(Vec::with_capacity(64 * 1024)))
+    }
+
+    pub(crate) fn record<I, T>(&mut self, fields: I) -> AppResult<()>
+    where
+        I: IntoIterator<Item = T>,
+        T: AsRef<[u8]>,
+    {
+        self.0
+            .write_record(fields)
+            .map_err(|e| AppError::internal(format!("csv: {e}")))
+    }
+
+    pub(crate) fn bytes(self) -> AppResult<Vec<u8>> {
+        self.0
+            .into_inner()
+            .map_err(|e| AppError::internal(format!("csv: {e}")))
+    }
+}
+
+/// The header line, after a byte-order mark when Excel needs one.
+pub(crate) fn header_chunk(header: &[String], bom: bool) -> AppResult<Vec<u8>> {
+    let mut chunk = Chunk::new();
+    chunk.record(header)?;
+    let mut bytes = chunk.bytes()?;
+    if bom {
+        bytes.splice(0..0, "\u{feff}".bytes());
+    }
+    Ok(bytes)
+}
+
+/// A stored UTC time as RFC 3339.
+pub(crate) fn utc(t: NaiveDateTime) -> String {
+    DateTime::<Utc>::from_naive_utc_and_offset(t, Utc)
+        .to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
+}
 
 /// Who is exporting: the sites whose cases they may export, and whether
 /// they may have identifying data.
