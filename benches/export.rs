@@ -7,19 +7,19 @@
 //!
 //! `cargo bench --bench export`
 
+mod common;
+
 use std::time::Instant;
 
-use casesync::auth::{sites, users, Principal, Role};
 use casesync::cases::children::Identity;
 use casesync::cases::{self as case_mod, Opening};
-use casesync::config::DatabaseTarget;
 use casesync::db::schema::submissions;
-use casesync::db::{self, write_tx};
+use casesync::db::write_tx;
 use casesync::error::AppError;
 use casesync::exports::forms::{self, FormFilter};
 use casesync::exports::Scope;
-use casesync::forms::{definitions, registry};
 use casesync::programmes::Programmes;
+use common::{bench_db, BenchDb};
 use diesel::prelude::*;
 use serde_json::{json, Value};
 
@@ -39,35 +39,14 @@ fn main() {
         .ok()
         .and_then(|r| r.parse().ok())
         .unwrap_or(if quick { 2_000 } else { 200_000 });
-    let dir = tempfile::tempdir().unwrap();
-    let target = DatabaseTarget::Sqlite(dir.path().join("bench.db"));
-    let mut conn = db::open_one(&target).unwrap();
-    casesync::server::prepare_database(&mut conn).unwrap();
-    registry::publish_shipped(&mut conn, &definitions::shipped()).unwrap();
+    let BenchDb {
+        dir: _dir,
+        mut conn,
+        site,
+        worker,
+        who,
+    } = bench_db();
     let kz = Programmes::shipped().get("kz").unwrap().clone();
-    let site = sites::find_by_code(&mut conn, "KZ-CAM-ALA")
-        .unwrap()
-        .unwrap();
-    let worker = users::create(
-        &mut conn,
-        users::NewUser {
-            username: "bench".into(),
-            display_name: Some("Bench Worker".into()),
-            role: Role::FieldWorker,
-            site_ids: vec![site.id.clone()],
-            password: Some("a long bench password".into()),
-        },
-    )
-    .unwrap()
-    .user;
-    let who = Principal {
-        user_id: worker.id.clone(),
-        username: worker.username.clone(),
-        role: Role::FieldWorker,
-        site_ids: vec![site.id.clone()],
-        token_id: "bench".into(),
-        must_change_password: false,
-    };
     let case_id = uuid::Uuid::new_v4().to_string();
     write_tx(&mut conn, |conn| {
         case_mod::open(

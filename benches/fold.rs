@@ -5,18 +5,19 @@
 //!
 //! `cargo bench --bench fold` (CASES=… to change the count)
 
+mod common;
+
 use std::time::{Duration, Instant};
 
-use casesync::auth::{sites, users, Principal, Role};
 use casesync::cases::fold::{self, TimelineEvent};
 use casesync::cases::reconcile;
 use casesync::cases::timeline::{self, NewEvent, SubmissionEvent, SUBMISSION};
 use casesync::cases::{self as cases_mod, children::Identity, Opening};
-use casesync::config::DatabaseTarget;
-use casesync::db::{self, write_tx};
+use casesync::db::write_tx;
 use casesync::error::AppError;
 use casesync::programmes::{Moment, Programmes};
 use chrono::{DateTime, Duration as Days, Utc};
+use common::{bench_db, BenchDb};
 use serde_json::{json, Map, Value};
 
 /// One case's timeline: referral, assignment, intake, initial assessment
@@ -130,35 +131,15 @@ fn quantile(sorted: &[Duration], q: f64) -> Duration {
 
 /// Reconciles a 15th submission into stored 14-event cases on SQLite.
 fn reconcile_one(samples: usize) {
-    let dir = tempfile::tempdir().unwrap();
-    let target = DatabaseTarget::Sqlite(dir.path().join("bench.db"));
-    let mut conn = db::open_one(&target).unwrap();
-    casesync::server::prepare_database(&mut conn).unwrap();
+    let BenchDb {
+        dir: _dir,
+        mut conn,
+        site,
+        who,
+        ..
+    } = bench_db();
     let programmes = Programmes::shipped();
     let kz = programmes.get("kz").unwrap().clone();
-    let site = sites::find_by_code(&mut conn, "KZ-CAM-ALA")
-        .unwrap()
-        .unwrap();
-    let worker = users::create(
-        &mut conn,
-        users::NewUser {
-            username: "bench".into(),
-            display_name: Some("Bench Worker".into()),
-            role: Role::FieldWorker,
-            site_ids: vec![site.id.clone()],
-            password: Some("a long bench password".into()),
-        },
-    )
-    .unwrap()
-    .user;
-    let who = Principal {
-        user_id: worker.id.clone(),
-        username: worker.username.clone(),
-        role: Role::FieldWorker,
-        site_ids: vec![site.id.clone()],
-        token_id: "bench".into(),
-        must_change_password: false,
-    };
     let start: DateTime<Utc> = "2026-01-05T04:00:00Z".parse().unwrap();
     let mut inside = Vec::with_capacity(samples);
     let mut committed = Vec::with_capacity(samples);

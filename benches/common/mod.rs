@@ -1,0 +1,55 @@
+#![allow(dead_code)]
+//! What the database benchmarks share: a fresh SQLite database with the
+//! default sites, the shipped forms and a field worker of CAM Almaty.
+
+use casesync::auth::{sites, users, Principal, Role};
+use casesync::config::DatabaseTarget;
+use casesync::db::{self, DbConnection};
+use casesync::forms::{definitions, registry};
+
+pub struct BenchDb {
+    /// Removed (with the database) when dropped.
+    pub dir: tempfile::TempDir,
+    pub conn: DbConnection,
+    pub site: sites::Site,
+    pub worker: users::User,
+    pub who: Principal,
+}
+
+pub fn bench_db() -> BenchDb {
+    let dir = tempfile::tempdir().unwrap();
+    let target = DatabaseTarget::Sqlite(dir.path().join("bench.db"));
+    let mut conn = db::open_one(&target).unwrap();
+    casesync::server::prepare_database(&mut conn).unwrap();
+    registry::publish_shipped(&mut conn, &definitions::shipped()).unwrap();
+    let site = sites::find_by_code(&mut conn, "KZ-CAM-ALA")
+        .unwrap()
+        .unwrap();
+    let worker = users::create(
+        &mut conn,
+        users::NewUser {
+            username: "bench".into(),
+            display_name: Some("Bench Worker".into()),
+            role: Role::FieldWorker,
+            site_ids: vec![site.id.clone()],
+            password: Some("a long bench password".into()),
+        },
+    )
+    .unwrap()
+    .user;
+    let who = Principal {
+        user_id: worker.id.clone(),
+        username: worker.username.clone(),
+        role: Role::FieldWorker,
+        site_ids: vec![site.id.clone()],
+        token_id: "bench".into(),
+        must_change_password: false,
+    };
+    BenchDb {
+        dir,
+        conn,
+        site,
+        worker,
+        who,
+    }
+}
