@@ -160,6 +160,16 @@ fn a_referral_and_its_assessment_make_a_numbered_case_with_deadlines() {
     // The coordinator sees both cases, and the morning list of what is late.
     let listed = app.get("/api/v1/cases", &staff.coordinator);
     assert_eq!(listed.body["items"].as_array().unwrap().len(), 2);
+    // A page at a time: the cursor picks up after the last case.
+    let first_page = app.get("/api/v1/cases?limit=1", &staff.coordinator);
+    assert_eq!(first_page.body["items"][0]["number"], "1");
+    let cursor = first_page.body["next_cursor"].as_str().unwrap().to_string();
+    let second_page = app.get(
+        &format!("/api/v1/cases?limit=1&cursor={cursor}"),
+        &staff.coordinator,
+    );
+    assert_eq!(second_page.body["items"][0]["number"], "2");
+    assert!(second_page.body["next_cursor"].is_null());
     let overdue = app.get("/api/v1/deadlines?status=overdue", &staff.coordinator);
     assert_eq!(overdue.status, 200, "{}", overdue.text);
     let items = overdue.body["items"].as_array().unwrap();

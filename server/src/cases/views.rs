@@ -357,11 +357,10 @@ pub fn list(
     }
     if let Some(cursor) = &filter.cursor {
         let (at, id) = decode_cursor(cursor)?;
-        query = query.filter(
-            cases::created_at
-                .gt(at)
-                .or(cases::created_at.eq(at).and(cases::id.gt(id))),
-        );
+        // `>=` first: a range the index can seek to.
+        query = query
+            .filter(cases::created_at.ge(at))
+            .filter(cases::created_at.gt(at).or(cases::id.gt(id)));
     }
     let mut rows: Vec<Case> = query
         .order((cases::created_at, cases::id))

@@ -182,11 +182,11 @@ pub fn write(
             query = query.filter(cases::opened_at.lt(to));
         }
         if let Some((at, id)) = &after {
-            query = query.filter(
-                cases::created_at
-                    .gt(*at)
-                    .or(cases::created_at.eq(*at).and(cases::id.gt(id.clone()))),
-            );
+            // `>=` first: a range the index can seek to, so each page
+            // starts where the last ended instead of scanning from the top.
+            query = query
+                .filter(cases::created_at.ge(*at))
+                .filter(cases::created_at.gt(*at).or(cases::id.gt(id.clone())));
         }
         let page: Vec<Case> = query
             .order((cases::created_at, cases::id))

@@ -173,10 +173,12 @@ pub fn write(
             query = query.filter(submissions::form_version.eq(v.clone()));
         }
         if let Some((at, id)) = &after {
-            query = query.filter(
-                submissions::received_at.gt(*at).or(submissions::received_at
-                    .eq(*at)
-                    .and(submissions::instance_id.gt(id.clone()))),
+            // `>=` first: a range the index can seek to, so each page
+            // starts where the last ended instead of scanning from the top.
+            query = query.filter(submissions::received_at.ge(*at)).filter(
+                submissions::received_at
+                    .gt(*at)
+                    .or(submissions::instance_id.gt(id.clone())),
             );
         }
         let rows: Vec<Row> = query
