@@ -96,25 +96,14 @@ impl AppState {
         T: Send + 'static,
         F: FnOnce(&mut DbConnection) -> AppResult<(T, Audited)> + Send + 'static,
     {
-        self.db(move |conn| {
-            write_tx(conn, |conn| {
-                let (value, what) = work(conn)?;
-                let mut event =
-                    Event::new(Some(&actor), action).object(what.object_type, &what.object_id);
-                if let Some(detail) = &what.detail {
-                    event = event.detail(detail);
-                }
-                audit::record(conn, &origin, event)?;
-                Ok(value)
-            })
+        self.read_audited(origin, actor, action, move |conn, _| {
+            work(conn).map(|(value, what)| (value, Some(what)))
         })
         .await
     }
-}
 
-impl AppState {
-    /// Runs a read of case content and its audit row together: what was
-    /// read is on record, or nothing was read.
+    /// Runs a read of case content (or a change) and its audit row together:
+    /// what was read is on record, or nothing was read.
     pub async fn read_audited<T, F>(
         &self,
         origin: Origin,
@@ -134,6 +123,9 @@ impl AppState {
                 let mut event = Event::new(Some(&actor), action);
                 if let Some(what) = &what {
                     event = event.object(what.object_type, &what.object_id);
+                    if let Some(detail) = &what.detail {
+                        event = event.detail(detail);
+                    }
                 }
                 audit::record(conn, &origin, event)?;
                 Ok(value)

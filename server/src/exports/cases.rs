@@ -11,7 +11,7 @@ use serde::Deserialize;
 use serde_json::Value;
 
 use super::columns::age_in_years;
-use super::{export_sites, header_chunk, privacy, utc, Chunk, Privacy, Scope};
+use super::{day_range, export_sites, header_chunk, privacy, utc, Chunk, Privacy, Scope};
 use crate::auth::sites;
 use crate::cases::Case;
 use crate::db::schema::{case_deadlines, cases, users};
@@ -109,6 +109,7 @@ pub fn plan(conn: &mut DbConnection, scope: &Scope, filter: &CaseFilter) -> AppR
             }
         })
         .collect();
+    let (from, to) = day_range(filter.from, filter.to);
     let all_sites = sites::list(conn, None)?;
     let site_ids = export_sites(&all_sites, scope, &filter.programme, filter.site.as_deref())?;
     Ok(CaseExport {
@@ -117,11 +118,8 @@ pub fn plan(conn: &mut DbConnection, scope: &Scope, filter: &CaseFilter) -> AppR
         facts,
         site_ids,
         site_codes: all_sites.into_iter().map(|s| (s.id, s.code)).collect(),
-        from: filter.from.map(|d| d.and_time(chrono::NaiveTime::MIN)),
-        to: filter
-            .to
-            .and_then(|d| d.succ_opt())
-            .map(|d| d.and_time(chrono::NaiveTime::MIN)),
+        from,
+        to,
         bom: filter.bom == Some(true),
     })
 }

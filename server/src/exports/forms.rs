@@ -8,7 +8,7 @@ use serde::Deserialize;
 use serde_json::Value;
 
 use super::columns::{self, Column, Privacy};
-use super::{export_sites, header_chunk, privacy, utc, Chunk, Scope};
+use super::{day_range, export_sites, header_chunk, privacy, utc, Chunk, Scope};
 use crate::auth::sites;
 use crate::cases::reconcile::programme_of;
 use crate::db::schema::{cases, form_versions, forms, submissions, users};
@@ -94,6 +94,7 @@ pub fn plan(
         }
         versions.push(model::fields(&document));
     }
+    let (from, to) = day_range(filter.from, filter.to);
     let all_sites = sites::list(conn, None)?;
     let site_ids = export_sites(&all_sites, scope, &programme, filter.site.as_deref())?;
     let time_zone = programme_of(&programme)?.calendar.time_zone;
@@ -105,11 +106,8 @@ pub fn plan(
         time_zone,
         site_ids,
         site_codes: all_sites.into_iter().map(|s| (s.id, s.code)).collect(),
-        from: filter.from.map(|d| d.and_time(chrono::NaiveTime::MIN)),
-        to: filter
-            .to
-            .and_then(|d| d.succ_opt())
-            .map(|d| d.and_time(chrono::NaiveTime::MIN)),
+        from,
+        to,
         version: filter.version.clone(),
         bom: filter.bom == Some(true),
     })

@@ -49,6 +49,15 @@ pub(crate) fn header_chunk(header: &[String], bom: bool) -> AppResult<Vec<u8>> {
     Ok(bytes)
 }
 
+/// A `from`–`to` filter of whole days (UTC) as a half-open range of times.
+pub(crate) fn day_range(
+    from: Option<chrono::NaiveDate>,
+    to: Option<chrono::NaiveDate>,
+) -> (Option<NaiveDateTime>, Option<NaiveDateTime>) {
+    let start = |d: chrono::NaiveDate| d.and_time(chrono::NaiveTime::MIN);
+    (from.map(start), to.and_then(|d| d.succ_opt()).map(start))
+}
+
 /// A stored UTC time as RFC 3339.
 pub(crate) fn utc(t: NaiveDateTime) -> String {
     DateTime::<Utc>::from_naive_utc_and_offset(t, Utc)

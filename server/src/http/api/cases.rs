@@ -72,22 +72,16 @@ pub async fn assign(
     id: web::Path<String>,
     body: ApiJson<Assignment>,
 ) -> AppResult<HttpResponse> {
-    let who = me.clone();
-    let case = state
-        .audited(origin, me, "case_assigned", move |conn| {
-            let case = actions::assign(conn, &who, &id, &body.0)?;
-            let what = Audited::object("case", &case.id).detail(
-                case.assigned_to
-                    .clone()
-                    .unwrap_or_else(|| "unassigned".into()),
-            );
-            Ok((case, what))
-        })
-        .await?;
-    let view = state
-        .db(move |conn| views::view(conn, case, Utc::now()))
-        .await?;
-    Ok(HttpResponse::Ok().json(view))
+    act_then_view(&state, origin, me, "case_assigned", move |conn, who| {
+        let case = actions::assign(conn, who, &id, &body.0)?;
+        let what = Audited::object("case", &case.id).detail(
+            case.assigned_to
+                .clone()
+                .unwrap_or_else(|| "unassigned".into()),
+        );
+        Ok((case, Some(what)))
+    })
+    .await
 }
 
 /// `POST /api/v1/cases/{id}/approvals` (coordinator):
@@ -99,19 +93,13 @@ pub async fn approve(
     id: web::Path<String>,
     body: ApiJson<ApprovalInput>,
 ) -> AppResult<HttpResponse> {
-    let who = me.clone();
-    let case = state
-        .audited(origin, me, "case_approval", move |conn| {
-            let case = actions::approve(conn, &who, &id, &body.0)?;
-            let what = Audited::object("case", &case.id)
-                .detail(format!("{} {}", body.0.subject, body.0.decision));
-            Ok((case, what))
-        })
-        .await?;
-    let view = state
-        .db(move |conn| views::view(conn, case, Utc::now()))
-        .await?;
-    Ok(HttpResponse::Ok().json(view))
+    act_then_view(&state, origin, me, "case_approval", move |conn, who| {
+        let case = actions::approve(conn, who, &id, &body.0)?;
+        let what = Audited::object("case", &case.id)
+            .detail(format!("{} {}", body.0.subject, body.0.decision));
+        Ok((case, Some(what)))
+    })
+    .await
 }
 
 /// `GET /api/v1/deadlines?status=overdue|due_soon|upcoming&site=&assignee=`
@@ -181,14 +169,32 @@ pub async fn link_siblings(
     id: web::Path<String>,
     body: ApiJson<SiblingInput>,
 ) -> AppResult<HttpResponse> {
-    let who = me.clone();
-    let case = state
-        .audited(origin, me, "siblings_linked", move |conn| {
-            let case = actions::link_siblings(conn, &who, &id, &body.0)?;
-            let what = Audited::object("case", &case.id).detail(&body.0.case_id);
-            Ok((case, what))
-        })
-        .await?;
+    act_then_view(&state, origin, me, "siblings_linked", move |conn, who| {
+        let case = actions::link_siblings(conn, who, &id, &body.0)?;
+        let what = Audited::object("case", &case.id).detail(&body.0.case_id);
+        Ok((case, Some(what)))
+    })
+    .await
+}
+
+/// A staff action on a case (audited in its transaction), answered with
+/// the case as it now stands.
+async fn act_then_view<F>(
+    state: &AppState,
+    origin: Origin,
+    me: crate::auth::Principal,
+    action: &'static str,
+    act: F,
+) -> AppResult<HttpResponse>
+where
+    F: FnOnce(
+            &mut crate::db::DbConnection,
+            &crate::auth::Principal,
+        ) -> AppResult<(crate::cases::Case, Option<Audited>)>
+        + Send
+        + 'static,
+{
+    let case = state.read_audited(origin, me, action, act).await?;
     let view = state
         .db(move |conn| views::view(conn, case, Utc::now()))
         .await?;
