@@ -18,6 +18,7 @@ use crate::db::{self, write_tx, DbConnection};
 use crate::error::AppError;
 use crate::exports;
 use crate::forms::{self, check, definitions};
+use crate::indicators;
 use crate::server;
 
 #[derive(Debug, Parser)]
@@ -70,6 +71,44 @@ pub enum Command {
     /// --identifying with --purpose).
     #[command(subcommand)]
     Export(ExportCommand),
+    /// The programme's monitoring indicators over a range, as CSV
+    /// (docs/indicators.md): e.g. `indicators kz --from 2026-01-01
+    /// --to 2026-03-31 --by sex,age_band`.
+    Indicators(IndicatorsArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct IndicatorsArgs {
+    /// kz or bt.
+    pub programme: String,
+    #[arg(long)]
+    pub from: chrono::NaiveDate,
+    #[arg(long)]
+    pub to: chrono::NaiveDate,
+    /// range (default), month, quarter or year.
+    #[arg(long)]
+    pub period: Option<String>,
+    /// Breakdowns, comma-separated (e.g. sex,age_band).
+    #[arg(long)]
+    pub by: Option<String>,
+    /// Only these indicators, comma-separated (timeliness ones: T-<rule>).
+    #[arg(long)]
+    pub indicator: Option<String>,
+    /// Leave out the timeliness of each deadline rule.
+    #[arg(long)]
+    pub no_timeliness: bool,
+    /// Site code.
+    #[arg(long)]
+    pub site: Option<String>,
+    /// Hide small counts, as for publication.
+    #[arg(long)]
+    pub suppress: bool,
+    /// csv (default) or json.
+    #[arg(long, default_value = "csv")]
+    pub format: String,
+    /// Write here instead of standard output.
+    #[arg(long)]
+    pub out: Option<PathBuf>,
 }
 
 #[derive(Debug, Args)]
@@ -360,6 +399,10 @@ fn server_command(config: &Path, command: Command) -> Result<(), CliError> {
         Command::Sites(cmd) => with_db(&settings, |conn| sites_command(conn, cmd)),
         Command::Cases(cmd) => with_db(&settings, |conn| cases_command(conn, cmd)),
         Command::Export(cmd) => with_db(&settings, |conn| export_command(conn, cmd)),
+        Command::Indicators(args) => {
+            let threshold = settings.indicator_suppression_threshold;
+            with_db(&settings, |conn| indicators_command(conn, args, threshold))
+        }
         Command::Forms(FormsCommand::Validate {
             dir,
             fixtures,
@@ -565,6 +608,63 @@ fn export_command(conn: &mut DbConnection, cmd: ExportCommand) -> Result<(), Cli
             .detail(&detail),
     )?;
     eprintln!("{written} rows written to {}", options.out.display());
+    Ok(())
+}
+
+fn indicators_command(
+    conn: &mut DbConnection,
+    args: IndicatorsArgs,
+    threshold: u64,
+) -> Result<(), CliError> {
+    let query = indicators::ReportQuery {
+        from: Some(args.from),
+        to: Some(args.to),
+        period: args.period,
+        by: args.by,
+        indicator: args.indicator,
+        timeliness: Some(!args.no_timeliness),
+        site: args.site,
+        suppress: Some(args.suppress),
+        format: None,
+    };
+    let request = indicators::plan(
+        conn,
+        &indicators::Audience::shell(),
+        &args.programme,
+        &query,
+        threshold,
+    )?;
+    audit::record(
+        conn,
+        &Origin::default(),
+        Event::new(None, "indicators_reported")
+            .object("programme", &request.programme.id)
+            .detail(&indicators::describe(&request)),
+    )?;
+    let rows = indicators::report(conn, &request)?;
+    let bytes = match args.format.as_str() {
+        "csv" => indicators::csv(&request, &rows)?,
+        "json" => {
+            let mut text = serde_json::to_vec_pretty(&indicators::json(&request, &rows))
+                .map_err(|e| CliError::App(e.to_string()))?;
+            text.push(b'\n');
+            text
+        }
+        other => return Err(CliError::App(format!("--format {other}: csv or json"))),
+    };
+    match &args.out {
+        Some(path) => {
+            std::fs::write(path, &bytes)
+                .map_err(|e| CliError::App(format!("{}: {e}", path.display())))?;
+            eprintln!("{} rows written to {}", rows.len(), path.display());
+        }
+        None => {
+            use std::io::Write;
+            std::io::stdout()
+                .write_all(&bytes)
+                .map_err(|e| CliError::App(e.to_string()))?;
+        }
+    }
     Ok(())
 }
 

@@ -71,6 +71,9 @@ pub struct Settings {
     pub key_passphrase_file: Option<PathBuf>,
     /// Size of new programme RSA keys: 2048, 3072 or 4096.
     pub rsa_key_bits: u32,
+    /// Suppressed indicator reports (viewers, publishable ones) hide counts
+    /// from 1 to this minus one.
+    pub indicator_suppression_threshold: u64,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -115,6 +118,7 @@ impl Default for Settings {
             max_submission_bytes: 5 * 1024 * 1024,
             max_batch_bytes: 20 * 1024 * 1024,
             max_attachment_bytes: 10_000_000,
+            indicator_suppression_threshold: 5,
             session_ttl_hours: 12,
             device_token_ttl_days: 180,
             shutdown_timeout_secs: 30,
@@ -201,6 +205,11 @@ impl Settings {
         if ![2048, 3072, 4096].contains(&self.rsa_key_bits) {
             return Err(ConfigError::Invalid(
                 "rsa_key_bits must be 2048, 3072 or 4096".into(),
+            ));
+        }
+        if self.indicator_suppression_threshold < 2 {
+            return Err(ConfigError::Invalid(
+                "indicator_suppression_threshold must be 2 or more".into(),
             ));
         }
         self.database_target()?;

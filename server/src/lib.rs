@@ -17,6 +17,7 @@ pub mod error;
 pub mod exports;
 pub mod forms;
 pub mod http;
+pub mod indicators;
 pub mod json;
 pub mod metrics;
 pub mod programmes;

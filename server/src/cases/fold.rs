@@ -6,7 +6,7 @@
 
 use std::collections::{BTreeMap, HashMap};
 
-use chrono::{DateTime, Utc};
+use chrono::{DateTime, NaiveDate, Utc};
 use serde::Serialize;
 use serde_json::Value;
 
@@ -120,6 +120,8 @@ pub struct Folded {
     pub deadlines: Vec<Deadline>,
     /// In fold order, one per event.
     pub steps: Vec<Step>,
+    /// The local days each event happened (what indicators count by).
+    pub event_days: BTreeMap<String, Vec<NaiveDate>>,
 }
 
 /// Sorts `events` into fold order: by local day; within a day, workflow
@@ -154,8 +156,14 @@ pub fn fold(programme: &Programme, calendar: &Calendar, events: &mut [TimelineEv
         last_entered: HashMap::new(),
         steps: Vec::with_capacity(events.len()),
     };
+    let mut event_days: BTreeMap<String, Vec<NaiveDate>> = BTreeMap::new();
     for event in events.iter() {
         fold.apply(event);
+        let day = calendar.local_date(event.occurred_at.at);
+        let days = event_days.entry(event.name.clone()).or_default();
+        if days.last() != Some(&day) {
+            days.push(day);
+        }
     }
     Folded {
         state: fold.state,
@@ -163,6 +171,7 @@ pub fn fold(programme: &Programme, calendar: &Calendar, events: &mut [TimelineEv
         facts: fold.facts.into_iter().collect(),
         deadlines: fold.deadlines,
         steps: fold.steps,
+        event_days,
     }
 }
 

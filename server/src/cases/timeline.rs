@@ -215,6 +215,8 @@ pub fn save(conn: &mut DbConnection, case: &Case, folded: &Folded) -> AppResult<
             cases::facts.eq(serde_json::to_string(&folded.facts).map_err(AppError::internal)?),
             cases::closed_at.eq(folded.closed_at.map(|t| t.naive_utc())),
             cases::next_due_at.eq(next_due.map(|t| t.naive_utc())),
+            cases::event_days
+                .eq(serde_json::to_string(&folded.event_days).map_err(AppError::internal)?),
         ))
         .execute(conn)?;
     diesel::delete(case_deadlines::table.filter(case_deadlines::case_id.eq(&case.id)))

@@ -174,6 +174,7 @@ diesel::table! {
         closed_at -> Nullable<Timestamp>,
         next_due_at -> Nullable<Timestamp>,
         merged_into -> Nullable<Text>,
+        event_days -> Nullable<Text>,
     }
 }
 

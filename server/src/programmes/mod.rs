@@ -6,6 +6,7 @@
 
 pub mod calendar;
 pub mod holidays;
+pub mod indicators;
 
 use std::collections::{BTreeSet, HashMap, HashSet};
 use std::sync::Arc;
@@ -152,6 +153,7 @@ pub struct Programme {
     /// case-opening event, then workflow order (first mention in the
     /// transitions), then the rest.
     pub event_rank: HashMap<String, usize>,
+    pub indicators: indicators::Indicators,
 }
 
 impl Programme {
@@ -317,7 +319,7 @@ struct RawProgramme {
     deadlines: Vec<RawDeadline>,
     #[serde(default)]
     not_modelled: Vec<Value>,
-    // Indicators (docs/indicators.md): read by the indicator engine.
+    // Indicators (docs/indicators.md): see `indicators::compile`.
     #[serde(default)]
     age_bands: Vec<Value>,
     #[serde(default)]
@@ -591,8 +593,7 @@ impl Checker<'_> {
 pub fn compile(document: &Value, vocabulary: &Vocabulary) -> Result<Programme, Vec<String>> {
     let raw: RawProgramme = serde_json::from_value(document.clone())
         .map_err(|e| vec![format!("not a programme file: {e}")])?;
-    let _ = (&raw.source, &raw.not_modelled, &raw.not_computable);
-    let _ = (&raw.age_bands, &raw.disaggregations, &raw.indicators);
+    let _ = (&raw.source, &raw.not_modelled);
     let mut events: HashSet<String> = vocabulary
         .events
         .get(&raw.programme)
@@ -771,10 +772,19 @@ pub fn compile(document: &Value, vocabulary: &Vocabulary) -> Result<Programme, V
     // The assignment made when a worker opens a case goes with the opening.
     event_rank.entry(CASE_ASSIGNED.to_string()).or_insert(0);
 
+    let indicators = indicators::compile(
+        &mut c,
+        &raw.age_bands,
+        &raw.disaggregations,
+        &raw.indicators,
+        &raw.not_computable,
+    );
+
     if !c.problems.is_empty() {
         return Err(c.problems);
     }
     Ok(Programme {
+        indicators,
         id: raw.programme,
         title: raw.title,
         case_number,

@@ -3,6 +3,7 @@
 mod cases;
 mod exports;
 mod forms;
+mod indicators;
 mod keys;
 mod me;
 mod programmes;
@@ -85,6 +86,7 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
             .service(resource("/conflicts/{id}/resolution").route(post().to(cases::resolve)))
             .service(resource("/exports/cases.csv").route(get().to(exports::cases_csv)))
             .service(resource("/exports/forms/{file}").route(get().to(exports::form_csv)))
+            .service(resource("/indicators/{programme}").route(get().to(indicators::report)))
             .service(resource("/forms").route(get().to(forms::list)))
             .service(resource("/forms/{id}").route(get().to(forms::current)))
             .service(

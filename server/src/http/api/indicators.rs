@@ -1,0 +1,64 @@
+//! Indicator reports: checked and audited in one transaction, then counted
+//! on a pooled connection.
+
+use actix_web::http::header::CONTENT_DISPOSITION;
+use actix_web::{web, HttpResponse};
+
+use crate::app::AppState;
+use crate::audit::{self, Event, Origin};
+use crate::db::write_tx;
+use crate::error::{AppError, AppResult};
+use crate::http::extract::AuthUser;
+use crate::indicators::{self, Audience, ReportQuery};
+
+/// `GET /api/v1/indicators/{programme}?from=&to=&period=&by=&indicator=&site=&suppress=&format=`
+pub async fn report(
+    state: web::Data<AppState>,
+    origin: Origin,
+    AuthUser(me): AuthUser,
+    programme: web::Path<String>,
+    query: web::Query<ReportQuery>,
+) -> AppResult<HttpResponse> {
+    let query = query.into_inner();
+    let csv = match query.format.as_deref() {
+        None | Some("json") => false,
+        Some("csv") => true,
+        Some(_) => return Err(AppError::invalid_field("/format", "csv or json")),
+    };
+    let threshold = state.settings.indicator_suppression_threshold;
+    let (request, rows) = state
+        .db(move |conn| {
+            let request = write_tx(conn, |conn| {
+                let request =
+                    indicators::plan(conn, &Audience::of(&me)?, &programme, &query, threshold)?;
+                audit::record(
+                    conn,
+                    &origin,
+                    Event::new(Some(&me), "indicators_reported")
+                        .object("programme", &request.programme.id)
+                        .detail(&indicators::describe(&request)),
+                )?;
+                Ok::<_, AppError>(request)
+            })?;
+            let rows = indicators::report(conn, &request)?;
+            Ok((request, rows))
+        })
+        .await?;
+    if !csv {
+        return Ok(HttpResponse::Ok()
+            .insert_header(("Cache-Control", "no-store"))
+            .json(indicators::json(&request, &rows)));
+    }
+    let filename = format!(
+        "{}-indicators-{}-{}.csv",
+        request.programme.id, request.from, request.to
+    );
+    Ok(HttpResponse::Ok()
+        .content_type("text/csv; charset=utf-8")
+        .insert_header((
+            CONTENT_DISPOSITION,
+            format!("attachment; filename=\"{filename}\""),
+        ))
+        .insert_header(("Cache-Control", "no-store"))
+        .body(indicators::csv(&request, &rows)?))
+}

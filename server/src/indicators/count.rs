@@ -1,0 +1,807 @@
+//! Counting: one pass over the programme's cases, a thousand at a time,
+//! each case added to every cell it belongs to (its breakdown values and
+//! the totals). Memory holds the cells, never the cases.
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+
+use chrono::{DateTime, NaiveDate, NaiveDateTime, Utc};
+use diesel::prelude::*;
+use serde_json::Value;
+
+use super::partial;
+use super::periods::{index_of, Period};
+use super::{Item, Request, Row, TOTAL, UNKNOWN};
+use crate::db::schema::{case_deadlines, case_events, cases};
+use crate::db::DbConnection;
+use crate::error::AppResult;
+use crate::exports::columns::age_in_years;
+use crate::programmes::indicators::{Criteria, Dimension, Indicator, PeriodBy};
+use crate::programmes::{Calendar, Condition, Moment};
+
+const PAGE: i64 = 1000;
+
+/// What a report reads of one case.
+struct CaseData {
+    serial: u32,
+    child: u32,
+    /// The child's id (the case's own for a case without a child).
+    child_key: String,
+    site_id: String,
+    admission: i32,
+    opened_at: NaiveDateTime,
+    opened: NaiveDate,
+    closed: Option<NaiveDate>,
+    facts: HashMap<String, Value>,
+    events: HashMap<String, Vec<NaiveDate>>,
+}
+
+impl CaseData {
+    fn holds(&self, condition: &Option<Condition>) -> bool {
+        condition
+            .as_ref()
+            .is_none_or(|c| c.test(&|fact| self.facts.get(&fact.0)))
+    }
+
+    /// `criteria` hold with the events that happened by `last` (a day).
+    fn meets(&self, criteria: &Criteria, last: NaiveDate) -> bool {
+        let had = |event: &String| {
+            self.events
+                .get(event)
+                .and_then(|days| days.first())
+                .is_some_and(|first| *first <= last)
+        };
+        self.holds(&criteria.filter)
+            && (criteria.has_events.is_empty() || criteria.has_events.iter().any(had))
+            && !criteria.lacks_events.iter().any(had)
+    }
+
+    fn date_fact(&self, fact: &str) -> Option<NaiveDate> {
+        let text = self.facts.get(fact)?.as_str()?;
+        text.get(..10)?.parse().ok()
+    }
+}
+
+/// Interned strings: breakdown values and children, as small numbers.
+#[derive(Default)]
+struct Interner {
+    ids: HashMap<String, u32>,
+    names: Vec<String>,
+}
+
+impl Interner {
+    fn new() -> Interner {
+        let mut i = Interner::default();
+        i.id(TOTAL);
+        i
+    }
+
+    fn id(&mut self, text: &str) -> u32 {
+        if let Some(id) = self.ids.get(text) {
+            return *id;
+        }
+        let id = self.names.len() as u32;
+        self.ids.insert(text.to_string(), id);
+        self.names.push(text.to_string());
+        id
+    }
+}
+
+const TOTAL_ID: u32 = 0;
+const MAX_DIMS: usize = super::MAX_BREAKDOWNS;
+
+/// (item, period, breakdown values; `TOTAL_ID` for totals and unused).
+type Key = (u32, u32, [u32; MAX_DIMS]);
+
+#[derive(Default)]
+struct Cell {
+    cases: u64,
+    /// The serial of the last case counted, so a case with several
+    /// deadlines in one cell counts once.
+    last_case: u32,
+    children: Vec<u32>,
+    numerator: u64,
+    denominator: u64,
+    delays_hours: Vec<f64>,
+}
+
+impl Cell {
+    fn add_case(&mut self, case: &CaseData) {
+        if self.last_case != case.serial {
+            self.last_case = case.serial;
+            self.cases += 1;
+            if self.children.last() != Some(&case.child) {
+                self.children.push(case.child);
+            }
+        }
+    }
+}
+
+/// The child's earlier case an indicator's `previous_case` may point at.
+struct Earlier {
+    opened_at: NaiveDateTime,
+    /// Per indicator with `previous_case`: its date fact, if the filter
+    /// held; the values of the `previous_case_fact` breakdowns.
+    qualifies: Vec<Option<NaiveDate>>,
+    values: Vec<Vec<u32>>,
+}
+
+struct Counter<'a> {
+    request: &'a Request,
+    calendar: &'a Calendar,
+    now: DateTime<Utc>,
+    strings: Interner,
+    children: HashMap<String, u32>,
+    cells: HashMap<Key, Cell>,
+    /// Indices of items with `previous_case`, in item order.
+    with_previous: Vec<usize>,
+    earlier: HashMap<String, Vec<Earlier>>,
+    rule_items: HashMap<String, usize>,
+}
+
+type CaseRow = (
+    String,
+    Option<String>,
+    String,
+    i32,
+    Option<NaiveDateTime>,
+    Option<NaiveDateTime>,
+    String,
+    Option<String>,
+    NaiveDateTime,
+);
+
+/// The facts and events the items and breakdowns of `request` read.
+fn needs(request: &Request) -> (HashSet<String>, HashSet<String>) {
+    let mut facts = HashSet::new();
+    let mut events = HashSet::new();
+    let mut criteria = |c: &Criteria, facts: &mut HashSet<String>| {
+        if let Some(f) = &c.filter {
+            facts.extend(f.refs().into_iter().map(|r| r.0.clone()));
+        }
+        events.extend(c.has_events.iter().cloned());
+        events.extend(c.lacks_events.iter().cloned());
+    };
+    let mut period_events = Vec::new();
+    for item in &request.items {
+        let Item::Indicator(i) = item else { continue };
+        criteria(&i.population, &mut facts);
+        if let Some((n, d)) = &i.ratio {
+            criteria(n, &mut facts);
+            criteria(d, &mut facts);
+        }
+        if let Some(p) = &i.previous_case {
+            if let Some(f) = &p.filter {
+                facts.extend(f.refs().into_iter().map(|r| r.0.clone()));
+            }
+            facts.insert(p.date.clone());
+        }
+        match &i.period {
+            PeriodBy::Event(e) => period_events.push(e.clone()),
+            PeriodBy::Fact(f) => {
+                facts.insert(f.clone());
+            }
+            _ => {}
+        }
+    }
+    events.extend(period_events);
+    for (_, d) in &request.by {
+        if let Dimension::Fact(f) | Dimension::AgeFrom(f) | Dimension::PreviousCaseFact(f) = d {
+            facts.insert(f.clone());
+        }
+    }
+    (facts, events)
+}
+
+pub(super) fn count(
+    conn: &mut DbConnection,
+    request: &Request,
+    now: DateTime<Utc>,
+) -> AppResult<Vec<Row>> {
+    let calendar = &request.programme.calendar;
+    let mut counter = Counter {
+        request,
+        calendar,
+        now,
+        strings: Interner::new(),
+        children: HashMap::new(),
+        cells: HashMap::new(),
+        with_previous: request
+            .items
+            .iter()
+            .enumerate()
+            .filter(|(_, i)| matches!(i, Item::Indicator(i) if i.previous_case.is_some()))
+            .map(|(n, _)| n)
+            .collect(),
+        earlier: HashMap::new(),
+        rule_items: request
+            .items
+            .iter()
+            .enumerate()
+            .filter_map(|(n, i)| match i {
+                Item::Timeliness(r) => Some((r.id.clone(), n)),
+                _ => None,
+            })
+            .collect(),
+    };
+    let (facts, events) = needs(request);
+    if !counter.with_previous.is_empty() {
+        counter.load_earlier(conn, &facts)?;
+    }
+    // Cases opened after the range cannot count in it. One day of margin:
+    // the range is in local days, `opened_at` in UTC.
+    let opened_before = (request.to + chrono::Duration::days(2)).and_time(chrono::NaiveTime::MIN);
+    let (due_from, due_to) = (
+        (request.from - chrono::Duration::days(1)).and_time(chrono::NaiveTime::MIN),
+        opened_before,
+    );
+    let mut after: Option<(NaiveDateTime, String)> = None;
+    let mut serial = 0u32;
+    loop {
+        let mut query = cases::table
+            .filter(cases::programme.eq(&request.programme.id))
+            .filter(cases::site_id.eq_any(&request.site_ids))
+            .filter(cases::merged_into.is_null())
+            .filter(cases::opened_at.lt(opened_before))
+            .select((
+                cases::id,
+                cases::child_id,
+                cases::site_id,
+                cases::admission,
+                cases::opened_at,
+                cases::closed_at,
+                cases::facts,
+                cases::event_days,
+                cases::created_at,
+            ))
+            .into_boxed();
+        if let Some((at, id)) = &after {
+            query = query
+                .filter(cases::created_at.ge(*at))
+                .filter(cases::created_at.gt(*at).or(cases::id.gt(id.clone())));
+        }
+        let page: Vec<CaseRow> = query
+            .order((cases::created_at, cases::id))
+            .limit(PAGE)
+            .load(conn)?;
+        let Some(last) = page.last() else { break };
+        after = Some((last.8, last.0.clone()));
+        let ids: Vec<&str> = page.iter().map(|r| r.0.as_str()).collect();
+        // Cases folded before event days were stored: read their events.
+        let unfolded: Vec<&str> = page
+            .iter()
+            .filter(|r| r.7.is_none())
+            .map(|r| r.0.as_str())
+            .collect();
+        let mut stored_events = if unfolded.is_empty() {
+            HashMap::new()
+        } else {
+            event_days_of(conn, calendar, &unfolded, &events)?
+        };
+        let mut deadlines = if counter.rule_items.is_empty() {
+            HashMap::new()
+        } else {
+            deadlines_of(conn, &ids, due_from, due_to)?
+        };
+        for row in &page {
+            serial += 1;
+            let Some(case) = counter.case_data(row, serial, &facts, &events, &mut stored_events)?
+            else {
+                continue;
+            };
+            counter.add(&case, deadlines.remove(&row.0).unwrap_or_default());
+        }
+        if page.len() < PAGE as usize {
+            break;
+        }
+    }
+    Ok(counter.rows())
+}
+
+/// A case's deadline as a report reads it.
+struct DeadlineRow {
+    rule_id: String,
+    due_at: NaiveDateTime,
+    outcome: String,
+    met_at: Option<NaiveDateTime>,
+    on_time: Option<bool>,
+}
+
+fn deadlines_of(
+    conn: &mut DbConnection,
+    ids: &[&str],
+    from: NaiveDateTime,
+    to: NaiveDateTime,
+) -> AppResult<HashMap<String, Vec<DeadlineRow>>> {
+    let mut out: HashMap<String, Vec<DeadlineRow>> = HashMap::new();
+    for (case_id, rule_id, due_at, outcome, met_at, on_time) in case_deadlines::table
+        .filter(case_deadlines::case_id.eq_any(ids))
+        .filter(case_deadlines::due_at.ge(from))
+        .filter(case_deadlines::due_at.lt(to))
+        .filter(case_deadlines::outcome.ne("not_applicable"))
+        .select((
+            case_deadlines::case_id,
+            case_deadlines::rule_id,
+            case_deadlines::due_at,
+            case_deadlines::outcome,
+            case_deadlines::met_at,
+            case_deadlines::on_time,
+        ))
+        .load::<(
+            String,
+            String,
+            NaiveDateTime,
+            String,
+            Option<NaiveDateTime>,
+            Option<bool>,
+        )>(conn)?
+    {
+        out.entry(case_id).or_default().push(DeadlineRow {
+            rule_id,
+            due_at,
+            outcome,
+            met_at,
+            on_time,
+        });
+    }
+    Ok(out)
+}
+
+/// The event days of cases whose fold did not store them.
+fn event_days_of(
+    conn: &mut DbConnection,
+    calendar: &Calendar,
+    ids: &[&str],
+    wanted: &HashSet<String>,
+) -> AppResult<HashMap<String, HashMap<String, Vec<NaiveDate>>>> {
+    let mut out: HashMap<String, HashMap<String, Vec<NaiveDate>>> = HashMap::new();
+    for (case_id, name, occurred_at, utc) in case_events::table
+        .filter(case_events::case_id.eq_any(ids))
+        .filter(case_events::superseded.eq(false))
+        .select((
+            case_events::case_id,
+            case_events::name,
+            case_events::occurred_at,
+            case_events::occurred_at_utc,
+        ))
+        .load::<(String, String, String, NaiveDateTime)>(conn)?
+    {
+        if !wanted.contains(&name) {
+            continue;
+        }
+        let at = calendar
+            .moment(&Value::String(occurred_at))
+            .unwrap_or(Moment::instant(utc.and_utc()))
+            .at;
+        let days = out.entry(case_id).or_default().entry(name).or_default();
+        days.push(calendar.local_date(at));
+    }
+    for days in out.values_mut().flat_map(|m| m.values_mut()) {
+        days.sort();
+        days.dedup();
+    }
+    Ok(out)
+}
+
+impl Counter<'_> {
+    fn case_data(
+        &mut self,
+        row: &CaseRow,
+        serial: u32,
+        facts: &HashSet<String>,
+        events: &HashSet<String>,
+        stored_events: &mut HashMap<String, HashMap<String, Vec<NaiveDate>>>,
+    ) -> AppResult<Option<CaseData>> {
+        let (id, child_id, site_id, admission, opened_at, closed_at, fact_text, event_text, _) =
+            row;
+        let Some(opened_at) = *opened_at else {
+            return Ok(None);
+        };
+        let facts = partial::entries::<Value>(fact_text, facts).unwrap_or_default();
+        let events = match event_text {
+            Some(text) => partial::entries::<Vec<NaiveDate>>(text, events).unwrap_or_default(),
+            None => stored_events.remove(id).unwrap_or_default(),
+        };
+        let child_key = child_id.as_deref().unwrap_or(id);
+        let next = self.children.len() as u32;
+        let child = *self.children.entry(child_key.to_string()).or_insert(next);
+        Ok(Some(CaseData {
+            serial,
+            child,
+            child_key: child_key.to_string(),
+            site_id: site_id.clone(),
+            admission: *admission,
+            opened_at,
+            opened: self.calendar.local_date(opened_at.and_utc()),
+            closed: closed_at.map(|t| self.calendar.local_date(t.and_utc())),
+            facts,
+            events,
+        }))
+    }
+
+    /// The values of one breakdown for a case (a list-valued fact gives
+    /// several; no answer gives `unknown`).
+    fn values(&mut self, case: &CaseData, dimension: &Dimension) -> Vec<u32> {
+        let texts: Vec<String> = match dimension {
+            Dimension::Fact(f) => match case.facts.get(f) {
+                Some(Value::Array(items)) if !items.is_empty() => {
+                    items.iter().map(value_text).collect()
+                }
+                Some(v) if !v.is_null() && !matches!(v, Value::Array(_)) => vec![value_text(v)],
+                _ => vec![UNKNOWN.to_string()],
+            },
+            Dimension::AgeFrom(f) => vec![case
+                .date_fact(f)
+                .and_then(|born| age_in_years(born, case.opened))
+                .and_then(|age| {
+                    self.request
+                        .programme
+                        .indicators
+                        .age_bands
+                        .iter()
+                        .find(|b| b.holds(age as u32))
+                })
+                .map_or_else(|| UNKNOWN.to_string(), |b| b.id.clone())],
+            Dimension::Readmission => {
+                vec![if case.admission > 0 { "yes" } else { "no" }.to_string()]
+            }
+            Dimension::Site => vec![self
+                .request
+                .site_codes
+                .get(&case.site_id)
+                .cloned()
+                .unwrap_or_else(|| UNKNOWN.to_string())],
+            Dimension::Programme => vec![self.request.programme.id.clone()],
+            // Filled per indicator from the earlier case it found.
+            Dimension::PreviousCaseFact(_) => vec![UNKNOWN.to_string()],
+        };
+        let mut ids: Vec<u32> = texts.iter().map(|t| self.strings.id(t)).collect();
+        ids.sort_unstable();
+        ids.dedup();
+        ids
+    }
+
+    fn add(&mut self, case: &CaseData, deadlines: Vec<DeadlineRow>) {
+        let request = self.request;
+        let dims: Vec<Vec<u32>> = request
+            .by
+            .iter()
+            .map(|(_, d)| self.values(case, d))
+            .collect();
+        for (n, item) in request.items.iter().enumerate() {
+            let Item::Indicator(indicator) = item else {
+                continue;
+            };
+            let periods = periods_of(indicator, case, &request.periods);
+            if periods.is_empty() {
+                continue;
+            }
+            let previous = match &indicator.previous_case {
+                None => None,
+                Some(_) => match self.previous_of(n, case) {
+                    Some(found) => Some(found),
+                    None => continue,
+                },
+            };
+            let dims = match &previous {
+                Some(values) => self.with_previous_values(&dims, values),
+                None => dims.clone(),
+            };
+            for p in periods {
+                let last = request.periods[p].last;
+                if !case.meets(&indicator.population, last) {
+                    continue;
+                }
+                let numerator = match &indicator.ratio {
+                    None => None,
+                    Some((num, den)) => {
+                        if !case.meets(den, last) {
+                            continue;
+                        }
+                        Some(case.meets(num, last))
+                    }
+                };
+                each_cell(n, p, &dims, |key| {
+                    let cell = self.cells.entry(key).or_default();
+                    cell.add_case(case);
+                    if let Some(met) = numerator {
+                        cell.denominator += 1;
+                        cell.numerator += u64::from(met);
+                    }
+                });
+            }
+        }
+        for d in deadlines {
+            let Some(&n) = self.rule_items.get(&d.rule_id) else {
+                continue;
+            };
+            let due = d.due_at.and_utc();
+            let Some(p) = index_of(&request.periods, self.calendar.local_date(due)) else {
+                continue;
+            };
+            let on_time = match d.outcome.as_str() {
+                "met" => d.on_time == Some(true),
+                "missed" => false,
+                "open" if due < self.now => false,
+                _ => continue,
+            };
+            let delay = match (d.outcome.as_str(), d.met_at) {
+                ("met", Some(met)) if !on_time => {
+                    Some((met - d.due_at).num_seconds() as f64 / 3600.0)
+                }
+                _ => None,
+            };
+            each_cell(n, p, &dims, |key| {
+                let cell = self.cells.entry(key).or_default();
+                cell.add_case(case);
+                cell.denominator += 1;
+                cell.numerator += u64::from(on_time);
+                cell.delays_hours.extend(delay);
+            });
+        }
+    }
+
+    /// The values of the `previous_case_fact` breakdowns taken from the
+    /// earlier case found.
+    fn with_previous_values(&self, dims: &[Vec<u32>], previous: &[Vec<u32>]) -> Vec<Vec<u32>> {
+        let mut next = previous.iter();
+        self.request
+            .by
+            .iter()
+            .zip(dims)
+            .map(|((_, d), values)| match d {
+                Dimension::PreviousCaseFact(_) => next.next().cloned().unwrap_or_default(),
+                _ => values.clone(),
+            })
+            .collect()
+    }
+
+    /// For item `n` (with `previous_case`): the breakdown values of the
+    /// child's latest earlier case, if it qualifies this one.
+    fn previous_of(&self, n: usize, case: &CaseData) -> Option<Vec<Vec<u32>>> {
+        let Item::Indicator(indicator) = &self.request.items[n] else {
+            return None;
+        };
+        let rule = indicator.previous_case.as_ref()?;
+        let slot = self.with_previous.iter().position(|&i| i == n)?;
+        let earlier = self
+            .earlier
+            .get(&case.child_key)?
+            .iter()
+            .filter(|e| e.opened_at < case.opened_at)
+            .filter(|e| e.qualifies[slot].is_some())
+            .max_by_key(|e| e.opened_at)?;
+        let date = earlier.qualifies[slot]?;
+        let window_end = self.calendar.local_date(self.calendar.due(
+            Moment {
+                at: self.calendar.start_of(date),
+                date_only: true,
+            },
+            rule.within,
+        ));
+        (date <= case.opened && case.opened <= window_end).then(|| earlier.values.clone())
+    }
+
+    /// The cases of children with more than one case, for `previous_case`.
+    fn load_earlier(&mut self, conn: &mut DbConnection, facts: &HashSet<String>) -> AppResult<()> {
+        let request = self.request;
+        let readmitted: Vec<String> = cases::table
+            .filter(cases::programme.eq(&request.programme.id))
+            .filter(cases::admission.gt(0))
+            .filter(cases::merged_into.is_null())
+            .select(cases::child_id)
+            .distinct()
+            .load::<Option<String>>(conn)?
+            .into_iter()
+            .flatten()
+            .collect();
+        let previous_dims: Vec<String> = request
+            .by
+            .iter()
+            .filter_map(|(_, d)| match d {
+                Dimension::PreviousCaseFact(f) => Some(f.clone()),
+                _ => None,
+            })
+            .collect();
+        for chunk in readmitted.chunks(PAGE as usize) {
+            let rows: Vec<(Option<String>, Option<NaiveDateTime>, String)> = cases::table
+                .filter(cases::child_id.eq_any(chunk))
+                .filter(cases::merged_into.is_null())
+                .select((cases::child_id, cases::opened_at, cases::facts))
+                .load(conn)?;
+            for (child, opened_at, text) in rows {
+                let (Some(child), Some(opened_at)) = (child, opened_at) else {
+                    continue;
+                };
+                let case_facts: HashMap<String, Value> =
+                    partial::entries(&text, facts).unwrap_or_default();
+                let data = CaseData {
+                    serial: 0,
+                    child: 0,
+                    child_key: child.clone(),
+                    site_id: String::new(),
+                    admission: 0,
+                    opened_at,
+                    opened: self.calendar.local_date(opened_at.and_utc()),
+                    closed: None,
+                    facts: case_facts,
+                    events: HashMap::new(),
+                };
+                let qualifies = self
+                    .with_previous
+                    .iter()
+                    .map(|&n| match &request.items[n] {
+                        Item::Indicator(Indicator {
+                            previous_case: Some(p),
+                            ..
+                        }) if data.holds(&p.filter) => data.date_fact(&p.date),
+                        _ => None,
+                    })
+                    .collect();
+                let values = previous_dims
+                    .iter()
+                    .map(|f| self.values(&data, &Dimension::Fact(f.clone())))
+                    .collect();
+                self.earlier.entry(child).or_default().push(Earlier {
+                    opened_at,
+                    qualifies,
+                    values,
+                });
+            }
+        }
+        Ok(())
+    }
+
+    /// The cells as rows, each item and period with its grand total even
+    /// when nothing counted, in item, period and value order.
+    fn rows(mut self) -> Vec<Row> {
+        let dims = self.request.by.len();
+        for n in 0..self.request.items.len() {
+            for p in 0..self.request.periods.len() {
+                self.cells
+                    .entry((n as u32, p as u32, [TOTAL_ID; MAX_DIMS]))
+                    .or_default();
+            }
+        }
+        let names = &self.strings.names;
+        // Totals first, then values in alphabetical order.
+        type Sorted<'a> = (u32, u32, Vec<(bool, &'a str)>);
+        let mut sorted: BTreeMap<Sorted, Cell> = BTreeMap::new();
+        for ((n, p, values), cell) in self.cells {
+            let order = values[..dims]
+                .iter()
+                .map(|&v| (v != TOTAL_ID, names[v as usize].as_str()))
+                .collect();
+            sorted.insert((n, p, order), cell);
+        }
+        sorted
+            .into_iter()
+            .map(|((n, p, values), mut cell)| {
+                cell.children.sort_unstable();
+                cell.children.dedup();
+                let item = &self.request.items[n as usize];
+                let ratio = !matches!(item, Item::Indicator(i) if i.ratio.is_none());
+                Row {
+                    item: n as usize,
+                    period: p as usize,
+                    values: values.iter().map(|(_, v)| v.to_string()).collect(),
+                    cases: cell.cases,
+                    children: cell.children.len() as u64,
+                    numerator: ratio.then_some(cell.numerator),
+                    denominator: ratio.then_some(cell.denominator),
+                    median_delay_hours: matches!(item, Item::Timeliness(_))
+                        .then(|| median(&mut cell.delays_hours))
+                        .flatten(),
+                    suppression: None,
+                }
+            })
+            .collect()
+    }
+}
+
+/// Calls `add` with the key of every cell a case with `dims` values counts
+/// in: each combination of one of its values or the total per breakdown.
+fn each_cell(n: usize, p: usize, dims: &[Vec<u32>], mut add: impl FnMut(Key)) {
+    let mut choice = [TOTAL_ID; MAX_DIMS];
+    fn walk(
+        at: usize,
+        dims: &[Vec<u32>],
+        choice: &mut [u32; MAX_DIMS],
+        key: (u32, u32),
+        add: &mut dyn FnMut(Key),
+    ) {
+        if at == dims.len() {
+            add((key.0, key.1, *choice));
+            return;
+        }
+        choice[at] = TOTAL_ID;
+        walk(at + 1, dims, choice, key, add);
+        for &v in &dims[at] {
+            choice[at] = v;
+            walk(at + 1, dims, choice, key, add);
+        }
+        choice[at] = TOTAL_ID;
+    }
+    walk(0, dims, &mut choice, (n as u32, p as u32), &mut add);
+}
+
+/// The periods in which `indicator` looks at `case`.
+fn periods_of(indicator: &Indicator, case: &CaseData, periods: &[Period]) -> Vec<usize> {
+    let mut out: Vec<usize> = match &indicator.period {
+        PeriodBy::Opened => index_of(periods, case.opened).into_iter().collect(),
+        PeriodBy::Closed => case
+            .closed
+            .and_then(|d| index_of(periods, d))
+            .into_iter()
+            .collect(),
+        PeriodBy::Active => periods
+            .iter()
+            .enumerate()
+            .filter(|(_, p)| case.opened <= p.last && case.closed.is_none_or(|c| c >= p.first))
+            .map(|(i, _)| i)
+            .collect(),
+        PeriodBy::Event(e) => case
+            .events
+            .get(e)
+            .into_iter()
+            .flatten()
+            .filter_map(|d| index_of(periods, *d))
+            .collect(),
+        PeriodBy::Fact(f) => case
+            .date_fact(f)
+            .and_then(|d| index_of(periods, d))
+            .into_iter()
+            .collect(),
+    };
+    out.dedup();
+    out
+}
+
+fn value_text(value: &Value) -> String {
+    match value {
+        Value::String(s) => s.clone(),
+        other => other.to_string(),
+    }
+}
+
+fn median(values: &mut [f64]) -> Option<f64> {
+    if values.is_empty() {
+        return None;
+    }
+    values.sort_by(f64::total_cmp);
+    let mid = values.len() / 2;
+    let m = if values.len() % 2 == 0 {
+        (values[mid - 1] + values[mid]) / 2.0
+    } else {
+        values[mid]
+    };
+    Some((m * 10.0).round() / 10.0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_case_counts_in_each_combination_of_its_values_and_the_totals() {
+        let mut keys = Vec::new();
+        each_cell(0, 0, &[vec![5], vec![7, 8]], |k| keys.push(k.2));
+        assert_eq!(
+            keys,
+            vec![
+                [0, 0, 0],
+                [0, 7, 0],
+                [0, 8, 0],
+                [5, 0, 0],
+                [5, 7, 0],
+                [5, 8, 0]
+            ]
+        );
+    }
+
+    #[test]
+    fn medians() {
+        assert_eq!(median(&mut []), None);
+        assert_eq!(median(&mut [5.0, 1.0, 3.0]), Some(3.0));
+        assert_eq!(median(&mut [4.0, 1.0]), Some(2.5));
+    }
+}
