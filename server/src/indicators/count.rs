@@ -2,10 +2,11 @@
 //! each case added to every cell it belongs to (its breakdown values and
 //! the totals). Memory holds the cells, never the cases.
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::BTreeMap;
 
 use chrono::{DateTime, NaiveDate, NaiveDateTime, Utc};
 use diesel::prelude::*;
+use foldhash::{HashMap, HashMapExt, HashSet, HashSetExt};
 use serde_json::Value;
 
 use super::partial;
@@ -255,6 +256,8 @@ pub(super) fn count(
             ))
             .into_boxed();
         if let Some((at, id)) = &after {
+            // `>=` first: the index (programme, created_at, id) seeks to
+            // where the last page ended.
             query = query
                 .filter(cases::created_at.ge(*at))
                 .filter(cases::created_at.gt(*at).or(cases::id.gt(id.clone())));
@@ -422,13 +425,18 @@ impl Counter<'_> {
     /// several; no answer gives `unknown`).
     fn values(&mut self, case: &CaseData, dimension: &Dimension) -> Vec<u32> {
         let texts: Vec<String> = match dimension {
-            Dimension::Fact(f) => match case.facts.get(f) {
-                Some(Value::Array(items)) if !items.is_empty() => {
-                    items.iter().map(value_text).collect()
-                }
-                Some(v) if !v.is_null() && !matches!(v, Value::Array(_)) => vec![value_text(v)],
-                _ => vec![UNKNOWN.to_string()],
-            },
+            Dimension::Fact(f) => {
+                let mut ids: Vec<u32> = match case.facts.get(f) {
+                    Some(Value::Array(items)) if !items.is_empty() => {
+                        items.iter().map(|v| self.value_id(v)).collect()
+                    }
+                    Some(Value::Array(_) | Value::Null) | None => vec![self.strings.id(UNKNOWN)],
+                    Some(v) => vec![self.value_id(v)],
+                };
+                ids.sort_unstable();
+                ids.dedup();
+                return ids;
+            }
             Dimension::AgeFrom(f) => vec![case
                 .date_fact(f)
                 .and_then(|born| age_in_years(born, case.opened))
@@ -458,6 +466,14 @@ impl Counter<'_> {
         ids.sort_unstable();
         ids.dedup();
         ids
+    }
+
+    fn value_id(&mut self, value: &Value) -> u32 {
+        match value {
+            Value::String(s) => self.strings.id(s),
+            Value::Bool(b) => self.strings.id(if *b { "true" } else { "false" }),
+            other => self.strings.id(&other.to_string()),
+        }
     }
 
     fn add(&mut self, case: &CaseData, deadlines: Vec<DeadlineRow>) {
@@ -754,13 +770,6 @@ fn periods_of(indicator: &Indicator, case: &CaseData, periods: &[Period]) -> Vec
     };
     out.dedup();
     out
-}
-
-fn value_text(value: &Value) -> String {
-    match value {
-        Value::String(s) => s.clone(),
-        other => other.to_string(),
-    }
 }
 
 fn median(values: &mut [f64]) -> Option<f64> {

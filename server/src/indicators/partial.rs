@@ -3,10 +3,10 @@
 //! more than counting them.
 
 use std::borrow::Cow;
-use std::collections::{HashMap, HashSet};
 use std::fmt;
 use std::marker::PhantomData;
 
+use foldhash::{HashMap, HashMapExt, HashSet};
 use serde::de::{DeserializeOwned, DeserializeSeed, Deserializer, IgnoredAny, MapAccess, Visitor};
 
 /// The entries of the JSON object `text` whose keys are in `wanted`.
@@ -89,7 +89,8 @@ mod tests {
         .to_string();
         let wanted: HashSet<String> = ["child.sex", "risk", "a\"quoted", "absent"]
             .map(String::from)
-            .into();
+            .into_iter()
+            .collect();
         let got: HashMap<String, Value> = entries(&text, &wanted).unwrap();
         assert_eq!(got.len(), 3);
         assert_eq!(got["child.sex"], json!("female"));
