@@ -325,3 +325,145 @@ fn exports_from_the_shell_write_private_files_and_are_audited() {
         "cases of kz, identifying; purpose: transfer of the file to the court".into()
     )));
 }
+
+/// kz.referral 2026.2: `child/child_religion` added, the signoff's
+/// `referrer_retained_copy` dropped.
+fn publish_second_referral_version(app: &TestApp, admin: &str) {
+    let mut draft: Value = serde_json::from_str(
+        &std::fs::read_to_string(
+            std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+                .join("form-definitions/kz/referral.json"),
+        )
+        .unwrap(),
+    )
+    .unwrap();
+    draft["x-form"]["version"] = json!("2026.2");
+    draft["properties"]["child"]["properties"]["child_religion"] =
+        json!({"title": "Religion", "type": "string", "enum": ["islam", "christianity", "other"]});
+    draft["properties"]["signoff"]["properties"]
+        .as_object_mut()
+        .unwrap()
+        .shift_remove("referrer_retained_copy");
+    let res = app.post("/api/v1/forms/kz.referral/draft", admin, draft);
+    assert_eq!(res.status, 201, "{}", res.text);
+    let res = app.request(
+        "POST",
+        "/api/v1/forms/kz.referral/draft/publish",
+        Some(admin),
+        None,
+    );
+    assert_eq!(res.status, 201, "{}", res.text);
+}
+
+#[test]
+fn a_new_form_version_gives_the_union_of_columns_and_the_zip_joins_repeat_groups() {
+    let app = TestApp::spawn();
+    let admin = app.admin_token();
+    let (_, worker) = app.user(&admin, "aigerim", "field_worker", &["KZ-CAM-ALA"]);
+    let (_, coordinator) = app.user(&admin, "manager", "coordinator", &["KZ-CAM-ALA"]);
+    let phone = phone(&app, &worker);
+    publish_second_referral_version(&app, &admin);
+
+    let old = referral(&uuid::Uuid::new_v4().to_string(), "Timur Aliyev");
+    assert_eq!(phone.send(&old).status, 201);
+    let mut new = referral(&uuid::Uuid::new_v4().to_string(), "Aruzhan Bekova");
+    new["form_version"] = json!("2026.2");
+    new["data"]["child"]["child_religion"] = json!("islam");
+    new["data"]["signoff"]
+        .as_object_mut()
+        .unwrap()
+        .remove("referrer_retained_copy");
+    let res = phone.send(&new);
+    assert_eq!(res.status, 201, "{}", res.text);
+
+    // The CSV: both versions' fields, the newest version's order first.
+    let res = app.get("/api/v1/exports/forms/kz.referral.csv", &coordinator);
+    assert_eq!(res.status, 200, "{}", res.text);
+    let columns = header(&res.text);
+    let records = rows(&res.text);
+    let col = |name: &str| columns.iter().position(|h| h == name).unwrap();
+    let religion = col("child/child_religion");
+    let retained = col("signoff/referrer_retained_copy");
+    assert!(
+        religion < retained,
+        "the dropped field comes after: {columns:?}"
+    );
+    let row_of = |envelope: &Value| {
+        records
+            .iter()
+            .find(|r| r[0] == *envelope["instance_id"].as_str().unwrap())
+            .unwrap()
+    };
+    assert_eq!(&row_of(&old)[col("form_version")], "2021.1");
+    assert_eq!(&row_of(&old)[religion], "");
+    assert_eq!(&row_of(&old)[retained], "true");
+    assert_eq!(&row_of(&new)[col("form_version")], "2026.2");
+    assert_eq!(&row_of(&new)[religion], "islam");
+    assert_eq!(&row_of(&new)[retained], "");
+    // Only one version when asked.
+    let only = app.get(
+        "/api/v1/exports/forms/kz.referral.csv?version=2026.2",
+        &coordinator,
+    );
+    assert_eq!(rows(&only.text).len(), 1);
+
+    // The .zip: the same CSV, plus one file per repeat group whose rows
+    // point at their submission.
+    let res = app.get("/api/v1/exports/forms/kz.referral.zip", &coordinator);
+    assert_eq!(res.status, 200, "{}", res.text);
+    assert_eq!(res.header("content-type"), Some("application/zip"));
+    let mut archive = zip::ZipArchive::new(std::io::Cursor::new(res.bytes.clone())).unwrap();
+    let mut files = std::collections::BTreeMap::new();
+    for i in 0..archive.len() {
+        let mut file = archive.by_index(i).unwrap();
+        let mut text = String::new();
+        std::io::Read::read_to_string(&mut file, &mut text).unwrap();
+        files.insert(file.name().to_string(), text);
+    }
+    assert!(
+        files.contains_key("kz.referral-child-siblings.csv"),
+        "{:?}",
+        files.keys()
+    );
+    assert_eq!(
+        rows(&files["kz.referral.csv"]).len(),
+        2,
+        "the main file is the CSV export"
+    );
+    assert_eq!(header(&files["kz.referral.csv"]), columns);
+    let parents = &files["kz.referral-parents_legal_reps.csv"];
+    let parent_columns = header(parents);
+    assert_eq!(
+        parent_columns[parent_columns.len() - 2..],
+        ["PARENT_KEY".to_string(), "KEY".to_string()]
+    );
+    assert!(parent_columns.contains(&"relationship".to_string()));
+    let parent_rows = rows(parents);
+    assert_eq!(parent_rows.len(), 4, "two parents in each referral");
+    let first = old["instance_id"].as_str().unwrap();
+    let keys: Vec<(String, String)> = parent_rows
+        .iter()
+        .filter(|r| &r[parent_columns.len() - 2] == first)
+        .map(|r| {
+            (
+                r[parent_columns.len() - 2].to_string(),
+                r[parent_columns.len() - 1].to_string(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        keys,
+        vec![
+            (first.to_string(), format!("{first}/parents_legal_reps[1]")),
+            (first.to_string(), format!("{first}/parents_legal_reps[2]")),
+        ]
+    );
+    // De-identified like the CSV: no name of a parent, sibling or child.
+    let everything: String = files.values().cloned().collect();
+    for value in direct_values(&old["data"])
+        .into_iter()
+        .chain(["Mother D".to_string(), "Sibling B".to_string()])
+    {
+        assert!(!everything.contains(&value), "{value:?} in the zip");
+    }
+}

@@ -113,7 +113,8 @@ pub struct IndicatorsArgs {
 
 #[derive(Debug, Args)]
 pub struct ExportOptions {
-    /// The CSV file to write.
+    /// The file to write: CSV, or for a form a .zip with one CSV per
+    /// repeat group besides.
     #[arg(long)]
     pub out: PathBuf,
     /// Received (forms) or opened (cases) on or after this day.
@@ -572,8 +573,15 @@ fn export_command(conn: &mut DbConnection, cmd: ExportCommand) -> Result<(), Cli
                 purpose: options.purpose.clone(),
             };
             let plan = exports::forms::plan(conn, &scope, &form_id, &filter)?;
-            let written =
-                export_to_file(&options, |sink| exports::forms::write(conn, &plan, sink))?;
+            // A .zip adds one CSV per repeat group.
+            let zipped = options.out.extension().is_some_and(|e| e == "zip");
+            let written = export_to_file(&options, |sink| {
+                if zipped {
+                    exports::archive::write(conn, &plan, sink)
+                } else {
+                    exports::forms::write(conn, &plan, sink)
+                }
+            })?;
             (options, written, format!("form {form_id}"))
         }
         ExportCommand::Cases { programme, options } => {

@@ -124,6 +124,101 @@ fn columns_of(field: &Field, privacy: Privacy) -> Vec<Column> {
     }
 }
 
+/// A repeat group's own file in the `.zip` export: one row per item, its
+/// fields relative to the item (a repeat inside it as its item count).
+#[derive(Debug, Clone, PartialEq)]
+pub struct RepeatTable {
+    /// `child/siblings[]`; a nested group keeps every level's `[]`.
+    pub path: String,
+    pub columns: Vec<Column>,
+}
+
+impl RepeatTable {
+    /// The file name within the archive: `kz.referral-child-siblings.csv`.
+    pub fn file_name(&self, form_id: &str) -> String {
+        format!(
+            "{form_id}-{}.csv",
+            self.path.replace("[]", "").replace('/', "-")
+        )
+    }
+}
+
+/// The repeat groups of several versions (newest first), each with the
+/// union of its items' columns.
+pub fn repeat_tables(versions: &[Vec<Field>], privacy: Privacy) -> Vec<RepeatTable> {
+    let mut tables: Vec<RepeatTable> = Vec::new();
+    let mut seen = std::collections::HashSet::new();
+    for fields in versions {
+        for group in fields.iter().filter(|f| f.kind == FieldKind::Repeat) {
+            let index = match tables.iter().position(|t| t.path == group.path) {
+                Some(i) => i,
+                None => {
+                    tables.push(RepeatTable {
+                        path: group.path.clone(),
+                        columns: Vec::new(),
+                    });
+                    tables.len() - 1
+                }
+            };
+            let prefix = format!("{}/", group.path);
+            for field in fields {
+                let Some(rest) = field.path.strip_prefix(&prefix) else {
+                    continue;
+                };
+                // Fields of a repeat inside this one belong to its own file.
+                if rest.trim_end_matches("[]").contains("[]") || !seen.insert(field.path.clone()) {
+                    continue;
+                }
+                let relative = Field {
+                    path: rest.to_string(),
+                    ..field.clone()
+                };
+                tables[index].columns.extend(columns_of(&relative, privacy));
+            }
+        }
+    }
+    tables
+}
+
+/// The items of the repeat group at `path` in `data`, with their key and
+/// their parent's key (ODK Central's KEY and PARENT_KEY): `instance` for a
+/// top-level group, the enclosing item's key for a nested one.
+pub fn repeat_items<'a>(
+    data: &'a Value,
+    path: &str,
+    instance: &str,
+) -> Vec<(String, String, &'a Value)> {
+    fn walk<'a>(
+        node: &'a Value,
+        segments: &[&str],
+        key: String,
+        parent: &str,
+        out: &mut Vec<(String, String, &'a Value)>,
+    ) {
+        let Some((segment, rest)) = segments.split_first() else {
+            return;
+        };
+        let name = segment.trim_end_matches("[]");
+        let Some(child) = node.get(name) else { return };
+        if !segment.ends_with("[]") {
+            walk(child, rest, format!("{key}/{name}"), parent, out);
+            return;
+        }
+        for (i, item) in child.as_array().into_iter().flatten().enumerate() {
+            let item_key = format!("{key}/{name}[{}]", i + 1);
+            if rest.is_empty() {
+                out.push((parent.to_string(), item_key, item));
+            } else {
+                walk(item, rest, item_key.clone(), &item_key, out);
+            }
+        }
+    }
+    let segments: Vec<&str> = path.split('/').collect();
+    let mut out = Vec::new();
+    walk(data, &segments, instance.to_string(), instance, &mut out);
+    out
+}
+
 /// The value at `path` (`a/b`, no repeats) in `data`.
 fn at<'a>(data: &'a Value, path: &str) -> Option<&'a Value> {
     let mut node = data;
@@ -219,6 +314,38 @@ mod tests {
         assert!(!headers.contains(&"child/child_dob".to_string()));
         assert!(headers.contains(&"child/child_languages/ru".to_string()));
         assert!(!headers.iter().any(|h| h.contains("[]/")), "{headers:?}");
+    }
+
+    #[test]
+    fn repeat_items_carry_their_key_and_their_parents() {
+        let data = json!({"plan": {"actions": [
+            {"what": "school", "steps": [{"n": 1}, {"n": 2}]},
+            {"what": "health"}
+        ]}});
+        let top: Vec<(String, String)> = repeat_items(&data, "plan/actions[]", "uuid:1")
+            .into_iter()
+            .map(|(p, k, _)| (p, k))
+            .collect();
+        assert_eq!(
+            top,
+            vec![
+                ("uuid:1".into(), "uuid:1/plan/actions[1]".into()),
+                ("uuid:1".into(), "uuid:1/plan/actions[2]".into()),
+            ]
+        );
+        let nested = repeat_items(&data, "plan/actions[]/steps[]", "uuid:1");
+        assert_eq!(nested.len(), 2);
+        assert_eq!(nested[1].0, "uuid:1/plan/actions[1]");
+        assert_eq!(nested[1].1, "uuid:1/plan/actions[1]/steps[2]");
+        assert_eq!(nested[1].2["n"], 2);
+        let table = RepeatTable {
+            path: "plan/actions[]/steps[]".into(),
+            columns: Vec::new(),
+        };
+        assert_eq!(
+            table.file_name("bt.case_plan"),
+            "bt.case_plan-plan-actions-steps.csv"
+        );
     }
 
     #[test]

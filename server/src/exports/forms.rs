@@ -7,7 +7,7 @@ use diesel::prelude::*;
 use serde::Deserialize;
 use serde_json::Value;
 
-use super::columns::{self, Column, Privacy};
+use super::columns::{self, Column, Privacy, RepeatTable};
 use super::{day_range, export_sites, header_chunk, privacy, utc, Chunk, Scope};
 use crate::auth::sites;
 use crate::cases::reconcile::programme_of;
@@ -41,6 +41,8 @@ pub struct FormExport {
     pub form_id: String,
     pub privacy: Privacy,
     pub columns: Vec<Column>,
+    /// The repeat groups' own files (the `.zip` export).
+    pub repeats: Vec<RepeatTable>,
     occurred_at_pointer: String,
     time_zone: chrono_tz::Tz,
     site_ids: Vec<String>,
@@ -102,6 +104,7 @@ pub fn plan(
         form_id: form_id.to_string(),
         privacy,
         columns: columns::columns(&versions, privacy),
+        repeats: columns::repeat_tables(&versions, privacy),
         occurred_at_pointer,
         time_zone,
         site_ids,
@@ -134,22 +137,13 @@ type Row = (
 
 const PAGE: i64 = 1000;
 
-/// Writes the export a page at a time into `sink`; stops early when the
-/// sink says the reader has gone. Returns the number of rows written.
-pub fn write(
+/// Hands `each` the export's submissions a page at a time, with the case
+/// number, site code and username of each row; stops when `each` says so.
+fn for_each_page(
     conn: &mut DbConnection,
     export: &FormExport,
-    mut sink: impl FnMut(Vec<u8>) -> bool,
+    mut each: impl FnMut(&[Row], &Lookups) -> AppResult<bool>,
 ) -> AppResult<u64> {
-    let header: Vec<String> = META
-        .iter()
-        .map(|m| m.to_string())
-        .chain(export.columns.iter().map(Column::header))
-        .collect();
-    let first = header_chunk(&header, export.bom)?;
-    if !sink(first) {
-        return Ok(0);
-    }
     let mut after: Option<(NaiveDateTime, String)> = None;
     let mut written = 0;
     loop {
@@ -197,7 +191,7 @@ pub fn write(
         let Some(last) = rows.last() else { break };
         after = Some((last.7, last.0.clone()));
         let case_ids: Vec<&str> = rows.iter().filter_map(|r| r.2.as_deref()).collect();
-        let case_info: HashMap<String, (Option<String>, String)> = cases::table
+        let cases: HashMap<String, (Option<String>, String)> = cases::table
             .filter(cases::id.eq_any(&case_ids))
             .select((cases::id, cases::number, cases::site_id))
             .load::<(String, Option<String>, String)>(conn)?
@@ -211,26 +205,64 @@ pub fn write(
             .load::<(String, String)>(conn)?
             .into_iter()
             .collect();
+        written += rows.len() as u64;
+        if !each(&rows, &Lookups { cases, usernames })? || (rows.len() as i64) < PAGE {
+            break;
+        }
+    }
+    Ok(written)
+}
+
+/// What a page's rows name, looked up once per page.
+struct Lookups {
+    /// Case id → (number, site id).
+    cases: HashMap<String, (Option<String>, String)>,
+    usernames: HashMap<String, String>,
+}
+
+impl FormExport {
+    /// The local day the form's event happened (for ages), else the day
+    /// it was completed.
+    fn event_day(&self, data: &Value, completed: NaiveDateTime) -> Option<NaiveDate> {
+        data.pointer(&self.occurred_at_pointer)
+            .and_then(Value::as_str)
+            .and_then(|t| {
+                DateTime::parse_from_rfc3339(t)
+                    .map(|t| t.with_timezone(&self.time_zone).date_naive())
+                    .ok()
+                    .or_else(|| NaiveDate::parse_from_str(t, "%Y-%m-%d").ok())
+            })
+            .or_else(|| Some(completed.date()))
+    }
+}
+
+/// Writes the export a page at a time into `sink`; stops early when the
+/// sink says the reader has gone. Returns the number of rows written.
+pub fn write(
+    conn: &mut DbConnection,
+    export: &FormExport,
+    mut sink: impl FnMut(Vec<u8>) -> bool,
+) -> AppResult<u64> {
+    let header: Vec<String> = META
+        .iter()
+        .map(|m| m.to_string())
+        .chain(export.columns.iter().map(Column::header))
+        .collect();
+    if !sink(header_chunk(&header, export.bom)?) {
+        return Ok(0);
+    }
+    let mut record: Vec<String> = Vec::with_capacity(META.len() + export.columns.len());
+    for_each_page(conn, export, |rows, lookups| {
         let mut out = Chunk::new();
-        let mut record: Vec<String> = Vec::with_capacity(META.len() + export.columns.len());
         for (instance_id, version, case_id, by, device, started, completed, received, payload) in
-            &rows
+            rows
         {
             let envelope: Value = serde_json::from_str(payload).map_err(AppError::internal)?;
             let data = &envelope["data"];
-            let event_day = data
-                .pointer(&export.occurred_at_pointer)
-                .and_then(Value::as_str)
-                .and_then(|t| {
-                    DateTime::parse_from_rfc3339(t)
-                        .map(|t| t.with_timezone(&export.time_zone).date_naive())
-                        .ok()
-                        .or_else(|| NaiveDate::parse_from_str(t, "%Y-%m-%d").ok())
-                })
-                .or_else(|| Some(completed.date()));
+            let event_day = export.event_day(data, *completed);
             let (number, site) = case_id
                 .as_ref()
-                .and_then(|id| case_info.get(id))
+                .and_then(|id| lookups.cases.get(id))
                 .map(|(n, s)| {
                     (
                         n.clone().unwrap_or_default(),
@@ -244,7 +276,7 @@ pub fn write(
                 number,
                 site,
                 version.clone(),
-                usernames.get(by).cloned().unwrap_or_default(),
+                lookups.usernames.get(by).cloned().unwrap_or_default(),
                 device.clone(),
                 started.map(utc).unwrap_or_default(),
                 utc(*completed),
@@ -258,14 +290,47 @@ pub fn write(
             );
             out.record(&record)?;
         }
-        written += rows.len() as u64;
-        let chunk = out.bytes()?;
-        if !sink(chunk) {
-            break;
-        }
-        if (rows.len() as i64) < PAGE {
-            break;
-        }
+        Ok(sink(out.bytes()?))
+    })
+}
+
+/// Writes the file of one repeat group (`export.repeats[table]`): one row
+/// per item, then PARENT_KEY and KEY to join it to its parent's file.
+pub fn write_repeat(
+    conn: &mut DbConnection,
+    export: &FormExport,
+    table: usize,
+    mut sink: impl FnMut(Vec<u8>) -> bool,
+) -> AppResult<u64> {
+    let table = &export.repeats[table];
+    let header: Vec<String> = table
+        .columns
+        .iter()
+        .map(Column::header)
+        .chain(["PARENT_KEY".to_string(), "KEY".to_string()])
+        .collect();
+    if !sink(header_chunk(&header, export.bom)?) {
+        return Ok(0);
     }
-    Ok(written)
+    let mut items = 0;
+    for_each_page(conn, export, |rows, _| {
+        let mut out = Chunk::new();
+        for (instance_id, _, _, _, _, _, completed, _, payload) in rows {
+            let envelope: Value = serde_json::from_str(payload).map_err(AppError::internal)?;
+            let data = &envelope["data"];
+            let event_day = export.event_day(data, *completed);
+            for (parent, key, item) in columns::repeat_items(data, &table.path, instance_id) {
+                let mut record: Vec<String> = table
+                    .columns
+                    .iter()
+                    .map(|c| columns::cell(c, item, event_day))
+                    .collect();
+                record.extend([parent, key]);
+                out.record(&record)?;
+                items += 1;
+            }
+        }
+        Ok(sink(out.bytes()?))
+    })?;
+    Ok(items)
 }

@@ -3,6 +3,7 @@
 //! unless the role may and the caller states a purpose (audited by the
 //! handler).
 
+pub mod archive;
 pub mod cases;
 pub mod columns;
 pub mod forms;

@@ -13,10 +13,10 @@ use crate::db::DbConnection;
 use crate::error::{AppError, AppResult};
 use crate::exports::cases::{self as case_exports, CaseFilter};
 use crate::exports::forms::{self as form_exports, FormFilter};
-use crate::exports::{self, Privacy};
+use crate::exports::{self, archive, Privacy};
 use crate::http::extract::AuthUser;
 
-/// `GET /api/v1/exports/forms/{id}.csv?from=&to=&site=&version=&bom=&identifying=&purpose=`
+/// `GET /api/v1/exports/forms/{id}.csv|.zip?from=&to=&site=&version=&bom=&identifying=&purpose=`
 pub async fn form_csv(
     state: web::Data<AppState>,
     origin: Origin,
@@ -24,10 +24,15 @@ pub async fn form_csv(
     file: web::Path<String>,
     filter: web::Query<FormFilter>,
 ) -> AppResult<HttpResponse> {
-    let form_id = file
-        .strip_suffix(".csv")
-        .ok_or_else(|| AppError::NotFound("exports are {form}.csv".into()))?
-        .to_string();
+    let (form_id, zipped) = match (file.strip_suffix(".csv"), file.strip_suffix(".zip")) {
+        (Some(id), _) => (id.to_string(), false),
+        (_, Some(id)) => (id.to_string(), true),
+        _ => {
+            return Err(AppError::NotFound(
+                "exports are {form}.csv or {form}.zip".into(),
+            ))
+        }
+    };
     let filter = filter.into_inner();
     let plan = state
         .db(move |conn| {
@@ -45,6 +50,15 @@ pub async fn form_csv(
             })
         })
         .await?;
+    if zipped {
+        let filename = format!("{}.zip", plan.form_id);
+        return Ok(stream(
+            &state,
+            &filename,
+            "application/zip",
+            move |conn, sink| archive::write(conn, &plan, sink),
+        ));
+    }
     let filename = format!("{}.csv", plan.form_id);
     Ok(stream_csv(&state, &filename, move |conn, sink| {
         form_exports::write(conn, &plan, sink)
@@ -91,9 +105,18 @@ fn describe(privacy: Privacy, purpose: Option<&str>) -> String {
     }
 }
 
+fn stream_csv<F>(state: &AppState, filename: &str, write: F) -> HttpResponse
+where
+    F: FnOnce(&mut DbConnection, &mut dyn FnMut(Vec<u8>) -> bool) -> AppResult<u64>
+        + Send
+        + 'static,
+{
+    stream(state, filename, "text/csv; charset=utf-8", write)
+}
+
 /// Streams what `write` produces, from a blocking task with its own
 /// connection, through a small channel.
-fn stream_csv<F>(state: &AppState, filename: &str, write: F) -> HttpResponse
+fn stream<F>(state: &AppState, filename: &str, content_type: &str, write: F) -> HttpResponse
 where
     F: FnOnce(&mut DbConnection, &mut dyn FnMut(Vec<u8>) -> bool) -> AppResult<u64>
         + Send
@@ -120,7 +143,7 @@ where
         rx.recv().await.map(|item| (item, rx))
     });
     HttpResponse::Ok()
-        .content_type("text/csv; charset=utf-8")
+        .content_type(content_type.to_string())
         .insert_header((
             CONTENT_DISPOSITION,
             format!("attachment; filename=\"{filename}\""),
