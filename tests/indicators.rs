@@ -2753,12 +2753,13 @@ fn bt_indicators_match_hand_counts() {
         // cp1: Y, N, Y → 2 of 3.
         ("BT-D1", 3, 2, Some(66.7)),
         // Plans agreed in the range: B1, B2, B4, B5 (8 Jan).
-        // D2-child: denominator "involvement possible = yes", which the form
-        // asks only when the child was NOT involved: B2 only; B2 was not
-        // involved → 0 of 1 (see the report: the numerator can never count).
-        ("BT-D2-child", 1, 0, Some(0.0)),
-        // D2-caregiver: possible = yes for B1 and B4, neither involved → 0/2.
-        ("BT-D2-caregiver", 2, 0, Some(0.0)),
+        // D2-child: denominator "involved, or not but it was possible" (the
+        // form asks whether it was possible only when not involved): B1 and
+        // B5 involved, B2 not though possible, B4 too young (out) → 2 of 3.
+        ("BT-D2-child", 3, 2, Some(66.7)),
+        // D2-caregiver: B2 and B5 involved, B1 and B4 not though possible
+        // → 2 of 4.
+        ("BT-D2-caregiver", 4, 2, Some(50.0)),
         // Approved by the supervisor: B1 B4 B5 of the 4 → 75.0.
         ("BT-D3", 4, 3, Some(75.0)),
         // Complex: B1 B4; a case conference: B1 → 50.0.
@@ -2769,11 +2770,12 @@ fn bt_indicators_match_hand_counts() {
         ("BT-F1", 3, 3, Some(100.0)),
         // fr2: N, NA, Y → 1 of 2 (NA is out).
         ("BT-F2", 2, 1, Some(50.0)),
-        // Reviews in the range: B1, B4, B5. Child presence possible (asked
-        // only when absent): B4 → 0 of 1. Caregiver: B1 → 0 of 1 (B5's
-        // caregiver could not be present).
-        ("BT-F3-child", 1, 0, Some(0.0)),
-        ("BT-F3-caregiver", 1, 0, Some(0.0)),
+        // Reviews in the range: B1, B4, B5. Child: present at B1 and B5,
+        // absent though possible at B4 → 2 of 3. Caregiver: present at B4,
+        // absent though possible at B1; B5's could not be present (out)
+        // → 1 of 2.
+        ("BT-F3-child", 3, 2, Some(66.7)),
+        ("BT-F3-caregiver", 2, 1, Some(50.0)),
         // fr3: NA, Y, NA → 1 of 1.
         ("BT-F4", 1, 1, Some(100.0)),
         // fr4: Y, N, Y → 2 of 3.
