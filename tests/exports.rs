@@ -400,6 +400,21 @@ fn a_new_form_version_gives_the_union_of_columns_and_the_zip_joins_repeat_groups
     assert_eq!(&row_of(&new)[col("form_version")], "2026.2");
     assert_eq!(&row_of(&new)[religion], "islam");
     assert_eq!(&row_of(&new)[retained], "");
+    // Rows stored before ingest kept export cells (or under another
+    // release's column rules) are read from their envelope: same file.
+    use casesync::db::schema::submissions;
+    diesel::update(submissions::table)
+        .filter(submissions::instance_id.eq(old["instance_id"].as_str().unwrap()))
+        .set(submissions::cells.eq(None::<String>))
+        .execute(&mut app.conn())
+        .unwrap();
+    diesel::update(submissions::table)
+        .filter(submissions::instance_id.eq(new["instance_id"].as_str().unwrap()))
+        .set(submissions::cells.eq(r#"["v0:an-older-layout","2026-01-01","x"]"#))
+        .execute(&mut app.conn())
+        .unwrap();
+    let again = app.get("/api/v1/exports/forms/kz.referral.csv", &coordinator);
+    assert_eq!(again.text, res.text);
     // Only one version when asked.
     let only = app.get(
         "/api/v1/exports/forms/kz.referral.csv?version=2026.2",

@@ -300,6 +300,7 @@ diesel::table! {
         supersedes -> Nullable<Text>,
         superseded_by -> Nullable<Text>,
         status -> Text,
+        cells -> Nullable<Text>,
     }
 }
 

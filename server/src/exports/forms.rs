@@ -8,6 +8,8 @@ use serde::Deserialize;
 use serde_json::Value;
 
 use super::columns::{self, Column, Privacy, RepeatTable};
+use super::flatten::{Cells, Flattener};
+use super::stored::{Layout, Mapping};
 use super::{day_range, export_sites, header_chunk, privacy, utc, Chunk, Scope};
 use crate::auth::sites;
 use crate::cases::reconcile::programme_of;
@@ -43,6 +45,11 @@ pub struct FormExport {
     pub columns: Vec<Column>,
     /// The repeat groups' own files (the `.zip` export).
     pub repeats: Vec<RepeatTable>,
+    /// Version → how its stored cells become the columns.
+    mappings: HashMap<String, Mapping>,
+    /// Reads the columns' cells from the envelope's text, for submissions
+    /// stored without cells (or with another release's layout).
+    flattener: Flattener,
     occurred_at_pointer: String,
     time_zone: chrono_tz::Tz,
     site_ids: Vec<String>,
@@ -86,8 +93,10 @@ pub fn plan(
     // Newest first: its order leads; older versions add what it dropped.
     documents.sort_by_key(|d| std::cmp::Reverse(version_key(&d.0)));
     let mut versions = Vec::new();
+    let mut version_ids = Vec::new();
     let mut occurred_at_pointer = String::new();
-    for (i, (_, document)) in documents.iter().enumerate() {
+    for (i, (version, document)) in documents.iter().enumerate() {
+        version_ids.push(version.clone());
         let document: Value = serde_json::from_str(document).map_err(AppError::internal)?;
         if i == 0 {
             occurred_at_pointer = model::meta(&document)
@@ -100,10 +109,18 @@ pub fn plan(
     let all_sites = sites::list(conn, None)?;
     let site_ids = export_sites(&all_sites, scope, &programme, filter.site.as_deref())?;
     let time_zone = programme_of(&programme)?.calendar.time_zone;
+    let columns = columns::columns(&versions, privacy);
+    let mappings = version_ids
+        .into_iter()
+        .zip(&versions)
+        .map(|(v, fields)| (v, Mapping::new(&columns, &Layout::of(fields))))
+        .collect();
     Ok(FormExport {
+        mappings,
         form_id: form_id.to_string(),
         privacy,
-        columns: columns::columns(&versions, privacy),
+        flattener: Flattener::new(&columns, &occurred_at_pointer, time_zone),
+        columns,
         repeats: columns::repeat_tables(&versions, privacy),
         occurred_at_pointer,
         time_zone,
@@ -132,7 +149,7 @@ type Row = (
     Option<NaiveDateTime>,
     NaiveDateTime,
     NaiveDateTime,
-    String,
+    Option<String>,
 );
 
 const PAGE: i64 = 1000;
@@ -142,6 +159,7 @@ const PAGE: i64 = 1000;
 fn for_each_page(
     conn: &mut DbConnection,
     export: &FormExport,
+    all_payloads: bool,
     mut each: impl FnMut(&[Row], &Lookups) -> AppResult<bool>,
 ) -> AppResult<u64> {
     let mut after: Option<(NaiveDateTime, String)> = None;
@@ -185,7 +203,7 @@ fn for_each_page(
                 submissions::started_at,
                 submissions::completed_at,
                 submissions::received_at,
-                submissions::payload,
+                submissions::cells,
             ))
             .load(conn)?;
         let Some(last) = rows.last() else { break };
@@ -205,8 +223,34 @@ fn for_each_page(
             .load::<(String, String)>(conn)?
             .into_iter()
             .collect();
+        // The envelope only where the stored cells will not do.
+        let needing: Vec<&str> = rows
+            .iter()
+            .filter(|r| {
+                all_payloads
+                    || !r.8.as_deref().is_some_and(|text| {
+                        export.mappings.get(&r.1).is_some_and(|m| m.accepts(text))
+                    })
+            })
+            .map(|r| r.0.as_str())
+            .collect();
+        let payloads: HashMap<String, String> = if needing.is_empty() {
+            HashMap::new()
+        } else {
+            submissions::table
+                .filter(submissions::instance_id.eq_any(&needing))
+                .select((submissions::instance_id, submissions::payload))
+                .load::<(String, String)>(conn)?
+                .into_iter()
+                .collect()
+        };
         written += rows.len() as u64;
-        if !each(&rows, &Lookups { cases, usernames })? || (rows.len() as i64) < PAGE {
+        let lookups = Lookups {
+            cases,
+            usernames,
+            payloads,
+        };
+        if !each(&rows, &lookups)? || (rows.len() as i64) < PAGE {
             break;
         }
     }
@@ -218,6 +262,8 @@ struct Lookups {
     /// Case id → (number, site id).
     cases: HashMap<String, (Option<String>, String)>,
     usernames: HashMap<String, String>,
+    /// Instance id → envelope, for rows whose stored cells will not do.
+    payloads: HashMap<String, String>,
 }
 
 impl FormExport {
@@ -251,15 +297,26 @@ pub fn write(
     if !sink(header_chunk(&header, export.bom)?) {
         return Ok(0);
     }
-    let mut record: Vec<String> = Vec::with_capacity(META.len() + export.columns.len());
-    for_each_page(conn, export, |rows, lookups| {
+    let mut record: Vec<String> = Vec::with_capacity(META.len());
+    let mut cells = Cells::default();
+    for_each_page(conn, export, false, |rows, lookups| {
         let mut out = Chunk::new();
-        for (instance_id, version, case_id, by, device, started, completed, received, payload) in
+        for (instance_id, version, case_id, by, device, started, completed, received, stored) in
             rows
         {
-            let envelope: Value = serde_json::from_str(payload).map_err(AppError::internal)?;
-            let data = &envelope["data"];
-            let event_day = export.event_day(data, *completed);
+            let from_stored = stored
+                .as_deref()
+                .zip(export.mappings.get(version))
+                .is_some_and(|(text, mapping)| mapping.fill(text, &mut cells.cells));
+            if !from_stored {
+                let payload = lookups.payloads.get(instance_id).ok_or_else(|| {
+                    AppError::internal(format!("export: no envelope for {instance_id}"))
+                })?;
+                export
+                    .flattener
+                    .fill(payload, completed.date(), &mut cells)
+                    .map_err(AppError::internal)?;
+            }
             let (number, site) = case_id
                 .as_ref()
                 .and_then(|id| lookups.cases.get(id))
@@ -282,13 +339,7 @@ pub fn write(
                 utc(*completed),
                 utc(*received),
             ]);
-            record.extend(
-                export
-                    .columns
-                    .iter()
-                    .map(|c| columns::cell(c, data, event_day)),
-            );
-            out.record(&record)?;
+            out.record(record.iter().chain(&cells.cells))?;
         }
         Ok(sink(out.bytes()?))
     })
@@ -313,9 +364,12 @@ pub fn write_repeat(
         return Ok(0);
     }
     let mut items = 0;
-    for_each_page(conn, export, |rows, _| {
+    for_each_page(conn, export, true, |rows, lookups| {
         let mut out = Chunk::new();
-        for (instance_id, _, _, _, _, _, completed, _, payload) in rows {
+        for (instance_id, _, _, _, _, _, completed, _, _) in rows {
+            let payload = lookups.payloads.get(instance_id).ok_or_else(|| {
+                AppError::internal(format!("export: no envelope for {instance_id}"))
+            })?;
             let envelope: Value = serde_json::from_str(payload).map_err(AppError::internal)?;
             let data = &envelope["data"];
             let event_day = export.event_day(data, *completed);

@@ -6,7 +6,9 @@
 pub mod archive;
 pub mod cases;
 pub mod columns;
+mod flatten;
 pub mod forms;
+pub mod stored;
 
 use chrono::{DateTime, NaiveDateTime, Utc};
 

@@ -36,6 +36,8 @@ pub struct CompiledForm {
     pub fields: Vec<Field>,
     validator: Validator,
     conditionals: Vec<Conditional>,
+    /// The export cells stored for each submission (`exports::stored`).
+    pub export_layout: std::sync::OnceLock<crate::exports::stored::Layout>,
 }
 
 impl std::fmt::Debug for CompiledForm {
@@ -158,6 +160,7 @@ impl CompiledForm {
             fields,
             validator,
             conditionals,
+            export_layout: std::sync::OnceLock::new(),
         })
     }
 

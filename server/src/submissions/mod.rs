@@ -23,8 +23,10 @@ use crate::crypto::keys::KeyRing;
 use crate::db::schema::submissions;
 use crate::db::{write_tx, DbConnection};
 use crate::error::{AppError, AppResult, FieldError};
+use crate::exports::stored;
 use crate::forms::model::CaseRole;
 use crate::forms::{registry, FormCache};
+use crate::programmes::Programmes;
 
 /// What a phone encrypts (see docs/api.md § Submissions).
 #[derive(Debug, Clone, Deserialize)]
@@ -94,6 +96,7 @@ struct NewSubmission<'a> {
     base_case_version: Option<i64>,
     supersedes: Option<&'a str>,
     status: &'a str,
+    cells: &'a str,
 }
 
 /// JSON with every object's keys sorted: the same content hashes the same
@@ -153,6 +156,8 @@ pub struct Prepared {
     envelope: Envelope,
     /// The decrypted envelope as stored.
     payload: String,
+    /// Its answers as export cells (`exports::stored`).
+    cells: String,
     content_sha256: String,
     kid: String,
     raw: String,
@@ -231,6 +236,7 @@ pub fn prepare(
     let prepared = Prepared {
         instance_id,
         payload: envelope_value.to_string(),
+        cells: String::new(),
         content_sha256: hex::encode(Sha256::digest(canonical(&envelope_value).as_bytes())),
         kid: parsed.kid,
         raw,
@@ -268,6 +274,16 @@ pub fn prepare(
     }
     let mut prepared = prepared;
     prepared.event = SubmissionEvent::of(&form, &data, prepared.envelope.completed_at);
+    let event_day = Programmes::shipped()
+        .get(&prepared.programme)
+        .and_then(|p| {
+            let calendar = &p.calendar;
+            calendar
+                .moment(&Value::String(prepared.event.occurred_at.clone()))
+                .map(|m| calendar.local_date(m.at))
+        })
+        .unwrap_or(prepared.envelope.completed_at.date_naive());
+    prepared.cells = stored::layout(&form).cells(&data, event_day);
     if prepared.case_role == CaseRole::Opens {
         prepared.identity = Identity::of(&data, &prepared.event.facts);
     }
@@ -439,6 +455,7 @@ pub fn store(
             base_case_version: envelope.base_case_version,
             supersedes: supersedes.as_deref(),
             status,
+            cells: &p.cells,
         })
         .execute(conn)?;
     attachments::declare(conn, &p.instance_id, &envelope.attachments)?;
