@@ -283,7 +283,9 @@ fn child_cases(conn: &mut DbConnection, child_id: &str) -> AppResult<ChildCases>
     );
     let rows: Vec<Row> = cases::table
         .filter(cases::child_id.eq(child_id))
-        .order(cases::admission)
+        // A total order: a referral merged into a case keeps its admission
+        // number, and PostgreSQL returns ties in any order.
+        .order((cases::admission, cases::created_at, cases::id))
         .select((
             cases::id,
             cases::number,
