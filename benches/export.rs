@@ -14,7 +14,7 @@ use std::time::Instant;
 
 use casesync::cases::children::Identity;
 use casesync::cases::{self as case_mod, Opening};
-use casesync::db::schema::submissions;
+use casesync::db::schema::{submission_cells, submissions};
 use casesync::db::write_tx;
 use casesync::error::AppError;
 use casesync::exports::forms::{self, FormFilter};
@@ -115,7 +115,12 @@ fn main() {
                         submissions::payload.eq(payload.to_string()),
                         submissions::content_sha256.eq(""),
                         submissions::status.eq("complete"),
-                        submissions::cells.eq(&cells),
+                    ))
+                    .execute(conn)?;
+                diesel::insert_into(submission_cells::table)
+                    .values((
+                        submission_cells::instance_id.eq(&instance),
+                        submission_cells::cells.eq(&cells),
                     ))
                     .execute(conn)?;
             }

@@ -402,15 +402,16 @@ fn a_new_form_version_gives_the_union_of_columns_and_the_zip_joins_repeat_groups
     assert_eq!(&row_of(&new)[retained], "");
     // Rows stored before ingest kept export cells (or under another
     // release's column rules) are read from their envelope: same file.
-    use casesync::db::schema::submissions;
-    diesel::update(submissions::table)
-        .filter(submissions::instance_id.eq(old["instance_id"].as_str().unwrap()))
-        .set(submissions::cells.eq(None::<String>))
-        .execute(&mut app.conn())
-        .unwrap();
-    diesel::update(submissions::table)
-        .filter(submissions::instance_id.eq(new["instance_id"].as_str().unwrap()))
-        .set(submissions::cells.eq(r#"["v0:an-older-layout","2026-01-01","x"]"#))
+    use casesync::db::schema::submission_cells;
+    diesel::delete(
+        submission_cells::table
+            .filter(submission_cells::instance_id.eq(old["instance_id"].as_str().unwrap())),
+    )
+    .execute(&mut app.conn())
+    .unwrap();
+    diesel::update(submission_cells::table)
+        .filter(submission_cells::instance_id.eq(new["instance_id"].as_str().unwrap()))
+        .set(submission_cells::cells.eq(r#"["v0:an-older-layout","2026-01-01","x"]"#))
         .execute(&mut app.conn())
         .unwrap();
     let again = app.get("/api/v1/exports/forms/kz.referral.csv", &coordinator);

@@ -680,7 +680,7 @@ fn indicators_command(
 /// data), with a spinner counting rows on the terminal.
 fn export_to_file(
     options: &ExportOptions,
-    write: impl FnOnce(&mut dyn FnMut(Vec<u8>) -> bool) -> Result<u64, AppError>,
+    write: impl FnOnce(&mut (dyn FnMut(Vec<u8>) -> bool + Send)) -> Result<u64, AppError>,
 ) -> Result<u64, CliError> {
     use std::io::Write;
     use std::os::unix::fs::OpenOptionsExt;

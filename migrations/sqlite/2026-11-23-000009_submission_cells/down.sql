@@ -1,1 +1,1 @@
-ALTER TABLE submissions DROP COLUMN cells;
+DROP TABLE submission_cells;

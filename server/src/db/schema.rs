@@ -300,7 +300,13 @@ diesel::table! {
         supersedes -> Nullable<Text>,
         superseded_by -> Nullable<Text>,
         status -> Text,
-        cells -> Nullable<Text>,
+    }
+}
+
+diesel::table! {
+    submission_cells (instance_id) {
+        instance_id -> Text,
+        cells -> Text,
     }
 }
 
@@ -318,7 +324,9 @@ diesel::table! {
 }
 
 diesel::joinable!(attachments -> submissions (instance_id));
+diesel::joinable!(submission_cells -> submissions (instance_id));
 diesel::allow_tables_to_appear_in_same_query!(attachments, submissions);
+diesel::allow_tables_to_appear_in_same_query!(submission_cells, submissions);
 diesel::joinable!(case_events -> cases (case_id));
 diesel::joinable!(case_deadlines -> cases (case_id));
 diesel::joinable!(cases -> children (child_id));

@@ -51,7 +51,7 @@ fn failed(e: impl std::fmt::Display) -> AppError {
 pub fn write(
     conn: &mut DbConnection,
     export: &FormExport,
-    sink: impl FnMut(Vec<u8>) -> bool,
+    sink: impl FnMut(Vec<u8>) -> bool + Send,
 ) -> AppResult<u64> {
     let mut zip = ZipWriter::new_stream(SinkWriter {
         sink,

@@ -13,7 +13,7 @@ use super::stored::{Layout, Mapping};
 use super::{day_range, export_sites, header_chunk, privacy, utc, Chunk, Scope};
 use crate::auth::sites;
 use crate::cases::reconcile::programme_of;
-use crate::db::schema::{cases, form_versions, forms, submissions, users};
+use crate::db::schema::{cases, form_versions, forms, submission_cells, submissions, users};
 use crate::db::DbConnection;
 use crate::error::{AppError, AppResult};
 use crate::forms::model;
@@ -149,7 +149,6 @@ type Row = (
     Option<NaiveDateTime>,
     NaiveDateTime,
     NaiveDateTime,
-    Option<String>,
 );
 
 const PAGE: i64 = 1000;
@@ -160,7 +159,7 @@ fn for_each_page(
     conn: &mut DbConnection,
     export: &FormExport,
     all_payloads: bool,
-    mut each: impl FnMut(&[Row], &Lookups) -> AppResult<bool>,
+    mut each: impl FnMut(Vec<Row>, Lookups) -> AppResult<bool>,
 ) -> AppResult<u64> {
     let mut after: Option<(NaiveDateTime, String)> = None;
     let mut written = 0;
@@ -203,7 +202,6 @@ fn for_each_page(
                 submissions::started_at,
                 submissions::completed_at,
                 submissions::received_at,
-                submissions::cells,
             ))
             .load(conn)?;
         let Some(last) = rows.last() else { break };
@@ -223,12 +221,23 @@ fn for_each_page(
             .load::<(String, String)>(conn)?
             .into_iter()
             .collect();
+        let ids: Vec<&str> = rows.iter().map(|r| r.0.as_str()).collect();
+        let cells: HashMap<String, String> = if all_payloads {
+            HashMap::new()
+        } else {
+            submission_cells::table
+                .filter(submission_cells::instance_id.eq_any(&ids))
+                .select((submission_cells::instance_id, submission_cells::cells))
+                .load::<(String, String)>(conn)?
+                .into_iter()
+                .collect()
+        };
         // The envelope only where the stored cells will not do.
         let needing: Vec<&str> = rows
             .iter()
             .filter(|r| {
                 all_payloads
-                    || !r.8.as_deref().is_some_and(|text| {
+                    || !cells.get(&r.0).is_some_and(|text| {
                         export.mappings.get(&r.1).is_some_and(|m| m.accepts(text))
                     })
             })
@@ -248,9 +257,11 @@ fn for_each_page(
         let lookups = Lookups {
             cases,
             usernames,
+            cells,
             payloads,
         };
-        if !each(&rows, &lookups)? || (rows.len() as i64) < PAGE {
+        let last_page = (rows.len() as i64) < PAGE;
+        if !each(rows, lookups)? || last_page {
             break;
         }
     }
@@ -262,6 +273,8 @@ struct Lookups {
     /// Case id → (number, site id).
     cases: HashMap<String, (Option<String>, String)>,
     usernames: HashMap<String, String>,
+    /// Instance id → its stored export cells.
+    cells: HashMap<String, String>,
     /// Instance id → envelope, for rows whose stored cells will not do.
     payloads: HashMap<String, String>,
 }
@@ -287,7 +300,7 @@ impl FormExport {
 pub fn write(
     conn: &mut DbConnection,
     export: &FormExport,
-    mut sink: impl FnMut(Vec<u8>) -> bool,
+    mut sink: impl FnMut(Vec<u8>) -> bool + Send,
 ) -> AppResult<u64> {
     let header: Vec<String> = META
         .iter()
@@ -297,52 +310,84 @@ pub fn write(
     if !sink(header_chunk(&header, export.bom)?) {
         return Ok(0);
     }
-    let mut record: Vec<String> = Vec::with_capacity(META.len());
-    let mut cells = Cells::default();
-    for_each_page(conn, export, false, |rows, lookups| {
-        let mut out = Chunk::new();
-        for (instance_id, version, case_id, by, device, started, completed, received, stored) in
-            rows
-        {
-            let from_stored = stored
-                .as_deref()
-                .zip(export.mappings.get(version))
-                .is_some_and(|(text, mapping)| mapping.fill(text, &mut cells.cells));
-            if !from_stored {
-                let payload = lookups.payloads.get(instance_id).ok_or_else(|| {
-                    AppError::internal(format!("export: no envelope for {instance_id}"))
-                })?;
-                export
-                    .flattener
-                    .fill(payload, completed.date(), &mut cells)
-                    .map_err(AppError::internal)?;
+    // Two cores' worth: this thread reads the next page from the database
+    // while a second one writes the last one as CSV.
+    std::thread::scope(|scope| {
+        let (pages, received) = std::sync::mpsc::sync_channel::<(Vec<Row>, Lookups)>(2);
+        let writer = scope.spawn(move || -> AppResult<()> {
+            let mut cells = Cells::default();
+            for (rows, lookups) in received {
+                if !sink(page_csv(export, &rows, &lookups, &mut cells)?) {
+                    break;
+                }
             }
-            let (number, site) = case_id
-                .as_ref()
-                .and_then(|id| lookups.cases.get(id))
-                .map(|(n, s)| {
-                    (
-                        n.clone().unwrap_or_default(),
-                        export.site_codes.get(s).cloned().unwrap_or_default(),
-                    )
-                })
-                .unwrap_or_default();
-            record.clear();
-            record.extend([
-                instance_id.clone(),
-                number,
-                site,
-                version.clone(),
-                lookups.usernames.get(by).cloned().unwrap_or_default(),
-                device.clone(),
-                started.map(utc).unwrap_or_default(),
-                utc(*completed),
-                utc(*received),
-            ]);
-            out.record(record.iter().chain(&cells.cells))?;
-        }
-        Ok(sink(out.bytes()?))
+            Ok(())
+        });
+        let read = for_each_page(conn, export, false, |rows, lookups| {
+            // A closed channel: the writer stopped (the reader has gone).
+            Ok(pages.send((rows, lookups)).is_ok())
+        });
+        drop(pages);
+        let written = writer
+            .join()
+            .map_err(|_| AppError::internal("export: the CSV writer panicked"))?;
+        written?;
+        read
     })
+}
+
+/// One page of the form's CSV.
+fn page_csv(
+    export: &FormExport,
+    rows: &[Row],
+    lookups: &Lookups,
+    cells: &mut Cells,
+) -> AppResult<Vec<u8>> {
+    let mut out = Chunk::new();
+    for (instance_id, version, case_id, by, device, started, completed, received) in rows {
+        let from_stored = lookups
+            .cells
+            .get(instance_id)
+            .zip(export.mappings.get(version))
+            .is_some_and(|(text, mapping)| mapping.fill(text, &mut cells.cells));
+        if !from_stored {
+            let payload = lookups.payloads.get(instance_id).ok_or_else(|| {
+                AppError::internal(format!("export: no envelope for {instance_id}"))
+            })?;
+            export
+                .flattener
+                .fill(payload, completed.date(), cells)
+                .map_err(AppError::internal)?;
+        }
+        let (number, site) = case_id
+            .as_ref()
+            .and_then(|id| lookups.cases.get(id))
+            .map(|(n, s)| {
+                (
+                    n.as_deref().unwrap_or_default(),
+                    export.site_codes.get(s).map_or("", String::as_str),
+                )
+            })
+            .unwrap_or_default();
+        let started = started.map(utc).unwrap_or_default();
+        let meta: [&str; 9] = [
+            instance_id,
+            number,
+            site,
+            version,
+            lookups.usernames.get(by).map_or("", String::as_str),
+            device,
+            &started,
+            &utc(*completed),
+            &utc(*received),
+        ];
+        out.record(
+            meta.iter()
+                .map(|m| m.as_bytes())
+                .chain(cells.cells.iter().map(String::as_bytes)),
+        )?;
+    }
+    out.bytes()
 }
 
 /// Writes the file of one repeat group (`export.repeats[table]`): one row
@@ -366,7 +411,7 @@ pub fn write_repeat(
     let mut items = 0;
     for_each_page(conn, export, true, |rows, lookups| {
         let mut out = Chunk::new();
-        for (instance_id, _, _, _, _, _, completed, _, _) in rows {
+        for (instance_id, _, _, _, _, _, completed, _) in &rows {
             let payload = lookups.payloads.get(instance_id).ok_or_else(|| {
                 AppError::internal(format!("export: no envelope for {instance_id}"))
             })?;

@@ -20,7 +20,7 @@ use crate::cases::timeline::SubmissionEvent;
 use crate::cases::{self, reconcile};
 use crate::crypto::jwe;
 use crate::crypto::keys::KeyRing;
-use crate::db::schema::submissions;
+use crate::db::schema::{submission_cells, submissions};
 use crate::db::{write_tx, DbConnection};
 use crate::error::{AppError, AppResult, FieldError};
 use crate::exports::stored;
@@ -96,7 +96,6 @@ struct NewSubmission<'a> {
     base_case_version: Option<i64>,
     supersedes: Option<&'a str>,
     status: &'a str,
-    cells: &'a str,
 }
 
 /// JSON with every object's keys sorted: the same content hashes the same
@@ -455,8 +454,13 @@ pub fn store(
             base_case_version: envelope.base_case_version,
             supersedes: supersedes.as_deref(),
             status,
-            cells: &p.cells,
         })
+        .execute(conn)?;
+    diesel::insert_into(submission_cells::table)
+        .values((
+            submission_cells::instance_id.eq(&p.instance_id),
+            submission_cells::cells.eq(&p.cells),
+        ))
         .execute(conn)?;
     attachments::declare(conn, &p.instance_id, &envelope.attachments)?;
     if let Some(case) = &case {

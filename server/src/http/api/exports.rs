@@ -107,7 +107,7 @@ fn describe(privacy: Privacy, purpose: Option<&str>) -> String {
 
 fn stream_csv<F>(state: &AppState, filename: &str, write: F) -> HttpResponse
 where
-    F: FnOnce(&mut DbConnection, &mut dyn FnMut(Vec<u8>) -> bool) -> AppResult<u64>
+    F: FnOnce(&mut DbConnection, &mut (dyn FnMut(Vec<u8>) -> bool + Send)) -> AppResult<u64>
         + Send
         + 'static,
 {
@@ -118,7 +118,7 @@ where
 /// connection, through a small channel.
 fn stream<F>(state: &AppState, filename: &str, content_type: &str, write: F) -> HttpResponse
 where
-    F: FnOnce(&mut DbConnection, &mut dyn FnMut(Vec<u8>) -> bool) -> AppResult<u64>
+    F: FnOnce(&mut DbConnection, &mut (dyn FnMut(Vec<u8>) -> bool + Send)) -> AppResult<u64>
         + Send
         + 'static,
 {
