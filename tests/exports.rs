@@ -324,6 +324,63 @@ fn exports_from_the_shell_write_private_files_and_are_audited() {
     assert!(details.contains(&Some(
         "cases of kz, identifying; purpose: transfer of the file to the court".into()
     )));
+
+    // The indicators of the month of the referral, by sex, on stdout.
+    let done = run(&[
+        "indicators",
+        "kz",
+        "--from",
+        "2026-11-01",
+        "--to",
+        "2026-11-30",
+        "--by",
+        "sex",
+        "--indicator",
+        "IND-01,IND-02",
+    ]);
+    assert!(
+        done.status.success(),
+        "{}",
+        String::from_utf8_lossy(&done.stderr)
+    );
+    let text = String::from_utf8(done.stdout).unwrap();
+    assert_eq!(
+        header(&text),
+        [
+            "indicator",
+            "label",
+            "period",
+            "sex",
+            "cases",
+            "children",
+            "numerator",
+            "denominator",
+            "percent",
+            "median_delay_hours",
+            "suppression"
+        ]
+    );
+    let cells: Vec<(String, String, String)> = rows(&text)
+        .iter()
+        .map(|r| (r[0].to_string(), r[3].to_string(), r[4].to_string()))
+        .collect();
+    // The fixture's child is a girl whose separation nobody has assessed
+    // yet: one case in IND-01, none in IND-02 (its total row says 0).
+    let cell = |id: &str, sex: &str, n: &str| (id.to_string(), sex.to_string(), n.to_string());
+    assert_eq!(
+        cells,
+        [
+            cell("IND-01", "total", "1"),
+            cell("IND-01", "female", "1"),
+            cell("IND-02", "total", "0"),
+        ]
+    );
+    let reported: i64 = audit_log::table
+        .filter(audit_log::action.eq("indicators_reported"))
+        .count()
+        .get_result(&mut app.conn())
+        .unwrap();
+    assert_eq!(reported, 1);
 }
 
 /// kz.referral 2026.2: `child/child_religion` added, the signoff's
