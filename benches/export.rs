@@ -95,7 +95,9 @@ fn main() {
     for chunk in (0..rows).collect::<Vec<_>>().chunks(5_000) {
         write_tx(&mut conn, |conn| {
             for i in chunk {
-                let instance = format!("{i:012}");
+                // Random, as phones make them: nothing may rely on their order.
+                let instance = uuid::Uuid::new_v4().to_string();
+                let received_at = now + chrono::Duration::microseconds(*i as i64);
                 let payload = json!({"instance_id": instance, "form_id": "kz.referral",
                     "form_version": "2021.1", "case_id": case_id, "device_id": "bench",
                     "completed_at": "2026-03-02T10:40:00+05:00", "data": data});
@@ -108,8 +110,7 @@ fn main() {
                         submissions::submitted_by.eq(&worker.id),
                         submissions::device_id.eq("bench"),
                         submissions::completed_at.eq(now),
-                        submissions::received_at
-                            .eq(now + chrono::Duration::microseconds(*i as i64)),
+                        submissions::received_at.eq(received_at),
                         submissions::kid.eq("bench"),
                         submissions::raw_jwe.eq(&raw_jwe),
                         submissions::payload.eq(payload.to_string()),
@@ -119,6 +120,8 @@ fn main() {
                     .execute(conn)?;
                 diesel::insert_into(submission_cells::table)
                     .values((
+                        submission_cells::form_id.eq("kz.referral"),
+                        submission_cells::received_at.eq(received_at),
                         submission_cells::instance_id.eq(&instance),
                         submission_cells::cells.eq(&cells),
                     ))

@@ -304,7 +304,9 @@ diesel::table! {
 }
 
 diesel::table! {
-    submission_cells (instance_id) {
+    submission_cells (form_id, received_at, instance_id) {
+        form_id -> Text,
+        received_at -> Timestamp,
         instance_id -> Text,
         cells -> Text,
     }

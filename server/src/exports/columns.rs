@@ -259,7 +259,7 @@ pub fn cell(column: &Column, data: &Value, event_day: Option<NaiveDate>) -> Stri
         Column::Answer { path, .. } => at(data, path).map(text).unwrap_or_default(),
         Column::AgeAt { path } => at(data, path)
             .and_then(Value::as_str)
-            .and_then(|d| NaiveDate::parse_from_str(d, "%Y-%m-%d").ok())
+            .and_then(|d| d.parse::<NaiveDate>().ok())
             .zip(event_day)
             .and_then(|(born, on)| age_in_years(born, on))
             .map(|age| age.to_string())

@@ -127,10 +127,11 @@ impl Flattener {
             let day = DateTime::parse_from_rfc3339(&out.event)
                 .map(|t| t.with_timezone(&self.time_zone).date_naive())
                 .ok()
-                .or_else(|| NaiveDate::parse_from_str(&out.event, "%Y-%m-%d").ok())
+                .or_else(|| out.event.parse::<NaiveDate>().ok())
                 .unwrap_or(completed);
             for &i in &self.ages {
-                let age = NaiveDate::parse_from_str(&out.cells[i], "%Y-%m-%d")
+                let age = out.cells[i]
+                    .parse::<NaiveDate>()
                     .ok()
                     .and_then(|born| age_in_years(born, day));
                 out.cells[i].clear();

@@ -221,12 +221,15 @@ fn for_each_page(
             .load::<(String, String)>(conn)?
             .into_iter()
             .collect();
-        let ids: Vec<&str> = rows.iter().map(|r| r.0.as_str()).collect();
+        // The page's cells: one range of the cells table, in key order.
+        let first = rows.first().map_or(last.7, |r| r.7);
         let cells: HashMap<String, String> = if all_payloads {
             HashMap::new()
         } else {
             submission_cells::table
-                .filter(submission_cells::instance_id.eq_any(&ids))
+                .filter(submission_cells::form_id.eq(&export.form_id))
+                .filter(submission_cells::received_at.ge(first))
+                .filter(submission_cells::received_at.le(last.7))
                 .select((submission_cells::instance_id, submission_cells::cells))
                 .load::<(String, String)>(conn)?
                 .into_iter()

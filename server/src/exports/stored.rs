@@ -124,7 +124,7 @@ impl Mapping {
         if stored.len() < 2 || stored[0].0 != self.tag {
             return false;
         }
-        let day = NaiveDate::parse_from_str(&stored[1].0, "%Y-%m-%d").ok();
+        let day = stored[1].0.parse::<NaiveDate>().ok();
         let cells = &stored[2..];
         out.resize_with(self.sources.len(), String::new);
         for (cell, source) in out.iter_mut().zip(&self.sources) {
@@ -141,7 +141,7 @@ impl Mapping {
                 Source::Age(i) => {
                     let age = cells
                         .get(i)
-                        .and_then(|c| NaiveDate::parse_from_str(&c.0, "%Y-%m-%d").ok())
+                        .and_then(|c| c.0.parse::<NaiveDate>().ok())
                         .zip(day)
                         .and_then(|(born, on)| age_in_years(born, on));
                     if let Some(age) = age {

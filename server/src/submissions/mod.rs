@@ -458,6 +458,8 @@ pub fn store(
         .execute(conn)?;
     diesel::insert_into(submission_cells::table)
         .values((
+            submission_cells::form_id.eq(&envelope.form_id),
+            submission_cells::received_at.eq(received_at),
             submission_cells::instance_id.eq(&p.instance_id),
             submission_cells::cells.eq(&p.cells),
         ))
