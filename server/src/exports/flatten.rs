@@ -7,6 +7,7 @@
 use std::borrow::Cow;
 use std::fmt::{self, Write as _};
 
+use crate::json::BorrowedStr;
 use chrono::{DateTime, NaiveDate};
 use foldhash::HashMap;
 use serde::de::{self, DeserializeSeed, Deserializer, IgnoredAny, MapAccess, SeqAccess, Visitor};
@@ -225,7 +226,7 @@ impl<'de> Visitor<'de> for At<'_> {
 
     fn visit_map<M: MapAccess<'de>>(self, mut map: M) -> Result<(), M::Error> {
         let node = &self.tree.nodes[self.node];
-        while let Some(Key(key)) = map.next_key::<Key<'de>>()? {
+        while let Some(BorrowedStr(key)) = map.next_key::<BorrowedStr<'de>>()? {
             match node.children.get(key.as_ref()) {
                 Some(&child) => map.next_value_seed(At {
                     tree: self.tree,
@@ -323,28 +324,6 @@ impl<'de> de::Deserialize<'de> for Item<'de> {
             }
         }
         d.deserialize_any(ItemVisitor)
-    }
-}
-
-/// A key (or any string), borrowed from the text unless it holds escapes.
-pub(super) struct Key<'de>(pub(super) Cow<'de, str>);
-
-impl<'de> de::Deserialize<'de> for Key<'de> {
-    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        struct KeyVisitor;
-        impl<'de> Visitor<'de> for KeyVisitor {
-            type Value = Key<'de>;
-            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
-                f.write_str("a string")
-            }
-            fn visit_borrowed_str<E>(self, v: &'de str) -> Result<Key<'de>, E> {
-                Ok(Key(Cow::Borrowed(v)))
-            }
-            fn visit_str<E>(self, v: &str) -> Result<Key<'de>, E> {
-                Ok(Key(Cow::Owned(v.to_string())))
-            }
-        }
-        d.deserialize_str(KeyVisitor)
     }
 }
 

@@ -13,9 +13,9 @@ use serde_json::Value;
 use sha2::{Digest, Sha256};
 
 use super::columns::{self, age_in_years, Column, Privacy};
-use super::flatten::Key;
 use crate::forms::model::Field;
 use crate::forms::CompiledForm;
+use crate::json::BorrowedStr;
 
 /// The layout of `form`'s version, worked out once per process.
 pub fn layout(form: &CompiledForm) -> &Layout {
@@ -118,7 +118,7 @@ impl Mapping {
     /// Fills `out` from stored `text`; `false` if it was written with
     /// another layout (or is damaged): then read the payload instead.
     pub fn fill(&self, text: &str, out: &mut Vec<String>) -> bool {
-        let Ok(stored) = serde_json::from_str::<Vec<Key>>(text) else {
+        let Ok(stored) = serde_json::from_str::<Vec<BorrowedStr>>(text) else {
             return false;
         };
         if stored.len() < 2 || stored[0].0 != self.tag {

@@ -2,10 +2,10 @@
 //! of a case's facts, and parsing every answer of 100,000 cases would cost
 //! more than counting them.
 
-use std::borrow::Cow;
 use std::fmt;
 use std::marker::PhantomData;
 
+use crate::json::BorrowedStr;
 use foldhash::{HashMap, HashMapExt, HashSet};
 use serde::de::{DeserializeOwned, DeserializeSeed, Deserializer, IgnoredAny, MapAccess, Visitor};
 
@@ -39,7 +39,7 @@ impl<'de, V: DeserializeOwned> Visitor<'de> for Wanted<'_, V> {
 
     fn visit_map<M: MapAccess<'de>>(self, mut map: M) -> Result<Self::Value, M::Error> {
         let mut out = HashMap::new();
-        while let Some(Key(key)) = map.next_key::<Key<'de>>()? {
+        while let Some(BorrowedStr(key)) = map.next_key::<BorrowedStr<'de>>()? {
             if self.0.contains(key.as_ref()) {
                 out.insert(key.into_owned(), map.next_value::<V>()?);
             } else {
@@ -47,28 +47,6 @@ impl<'de, V: DeserializeOwned> Visitor<'de> for Wanted<'_, V> {
             }
         }
         Ok(out)
-    }
-}
-
-/// A key, borrowed from the text unless it holds escapes.
-struct Key<'de>(Cow<'de, str>);
-
-impl<'de> serde::Deserialize<'de> for Key<'de> {
-    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        struct KeyVisitor;
-        impl<'de> Visitor<'de> for KeyVisitor {
-            type Value = Key<'de>;
-            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
-                f.write_str("a string")
-            }
-            fn visit_borrowed_str<E>(self, v: &'de str) -> Result<Key<'de>, E> {
-                Ok(Key(Cow::Borrowed(v)))
-            }
-            fn visit_str<E>(self, v: &str) -> Result<Key<'de>, E> {
-                Ok(Key(Cow::Owned(v.to_string())))
-            }
-        }
-        d.deserialize_str(KeyVisitor)
     }
 }
 
