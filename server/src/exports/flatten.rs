@@ -8,7 +8,7 @@ use std::borrow::Cow;
 use std::fmt::{self, Write as _};
 
 use crate::json::BorrowedStr;
-use chrono::{DateTime, NaiveDate};
+use chrono::NaiveDate;
 use foldhash::HashMap;
 use serde::de::{self, DeserializeSeed, Deserializer, IgnoredAny, MapAccess, SeqAccess, Visitor};
 
@@ -125,11 +125,7 @@ impl Flattener {
             }
         }
         if !self.ages.is_empty() {
-            let day = DateTime::parse_from_rfc3339(&out.event)
-                .map(|t| t.with_timezone(&self.time_zone).date_naive())
-                .ok()
-                .or_else(|| out.event.parse::<NaiveDate>().ok())
-                .unwrap_or(completed);
+            let day = super::event_day(&out.event, self.time_zone).unwrap_or(completed);
             for &i in &self.ages {
                 let age = out.cells[i]
                     .parse::<NaiveDate>()
@@ -360,12 +356,7 @@ mod tests {
                 let day = data
                     .pointer(&meta.occurred_at)
                     .and_then(Value::as_str)
-                    .and_then(|t| {
-                        DateTime::parse_from_rfc3339(t)
-                            .map(|t| t.with_timezone(&chrono_tz::Asia::Almaty).date_naive())
-                            .ok()
-                            .or_else(|| NaiveDate::parse_from_str(t, "%Y-%m-%d").ok())
-                    })
+                    .and_then(|t| crate::exports::event_day(t, chrono_tz::Asia::Almaty))
                     .or(Some(completed));
                 for (i, column) in cols.iter().enumerate() {
                     assert_eq!(

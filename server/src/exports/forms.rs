@@ -2,7 +2,7 @@
 
 use std::collections::HashMap;
 
-use chrono::{DateTime, NaiveDate, NaiveDateTime};
+use chrono::{NaiveDate, NaiveDateTime};
 use diesel::prelude::*;
 use serde::Deserialize;
 use serde_json::Value;
@@ -288,12 +288,7 @@ impl FormExport {
     fn event_day(&self, data: &Value, completed: NaiveDateTime) -> Option<NaiveDate> {
         data.pointer(&self.occurred_at_pointer)
             .and_then(Value::as_str)
-            .and_then(|t| {
-                DateTime::parse_from_rfc3339(t)
-                    .map(|t| t.with_timezone(&self.time_zone).date_naive())
-                    .ok()
-                    .or_else(|| NaiveDate::parse_from_str(t, "%Y-%m-%d").ok())
-            })
+            .and_then(|t| super::event_day(t, self.time_zone))
             .or_else(|| Some(completed.date()))
     }
 }

@@ -61,6 +61,15 @@ pub(crate) fn day_range(
     (from.map(start), to.and_then(|d| d.succ_opt()).map(start))
 }
 
+/// The local day of a form's event time, written as RFC 3339 or as a
+/// bare date.
+pub(crate) fn event_day(text: &str, time_zone: chrono_tz::Tz) -> Option<chrono::NaiveDate> {
+    chrono::DateTime::parse_from_rfc3339(text)
+        .map(|t| t.with_timezone(&time_zone).date_naive())
+        .ok()
+        .or_else(|| text.parse().ok())
+}
+
 /// A stored UTC time as RFC 3339.
 pub(crate) fn utc(t: NaiveDateTime) -> String {
     // Written by hand: chrono's formatter interprets a format string each

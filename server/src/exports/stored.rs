@@ -185,12 +185,7 @@ mod tests {
             let day = data
                 .pointer(&meta.occurred_at)
                 .and_then(Value::as_str)
-                .and_then(|t| {
-                    chrono::DateTime::parse_from_rfc3339(t)
-                        .map(|t| t.with_timezone(&tz).date_naive())
-                        .ok()
-                        .or_else(|| NaiveDate::parse_from_str(t, "%Y-%m-%d").ok())
-                })
+                .and_then(|t| crate::exports::event_day(t, tz))
                 .unwrap_or(completed);
             let layout = Layout::of(&form.fields);
             let stored = layout.cells(&data, day);

@@ -424,7 +424,8 @@ impl Counter<'_> {
     /// The values of one breakdown for a case (a list-valued fact gives
     /// several; no answer gives `unknown`).
     fn values(&mut self, case: &CaseData, dimension: &Dimension) -> Vec<u32> {
-        let texts: Vec<String> = match dimension {
+        let request = self.request;
+        let one: &str = match dimension {
             Dimension::Fact(f) => {
                 let mut ids: Vec<u32> = match case.facts.get(f) {
                     Some(Value::Array(items)) if !items.is_empty() => {
@@ -437,35 +438,29 @@ impl Counter<'_> {
                 ids.dedup();
                 return ids;
             }
-            Dimension::AgeFrom(f) => vec![case
+            Dimension::AgeFrom(f) => case
                 .date_fact(f)
                 .and_then(|born| age_in_years(born, case.opened))
                 .and_then(|age| {
-                    self.request
+                    request
                         .programme
                         .indicators
                         .age_bands
                         .iter()
                         .find(|b| b.holds(age as u32))
                 })
-                .map_or_else(|| UNKNOWN.to_string(), |b| b.id.clone())],
-            Dimension::Readmission => {
-                vec![if case.admission > 0 { "yes" } else { "no" }.to_string()]
-            }
-            Dimension::Site => vec![self
-                .request
+                .map_or(UNKNOWN, |b| b.id.as_str()),
+            Dimension::Readmission if case.admission > 0 => "yes",
+            Dimension::Readmission => "no",
+            Dimension::Site => request
                 .site_codes
                 .get(&case.site_id)
-                .cloned()
-                .unwrap_or_else(|| UNKNOWN.to_string())],
-            Dimension::Programme => vec![self.request.programme.id.clone()],
+                .map_or(UNKNOWN, String::as_str),
+            Dimension::Programme => &request.programme.id,
             // Filled per indicator from the earlier case it found.
-            Dimension::PreviousCaseFact(_) => vec![UNKNOWN.to_string()],
+            Dimension::PreviousCaseFact(_) => UNKNOWN,
         };
-        let mut ids: Vec<u32> = texts.iter().map(|t| self.strings.id(t)).collect();
-        ids.sort_unstable();
-        ids.dedup();
-        ids
+        vec![self.strings.id(one)]
     }
 
     fn value_id(&mut self, value: &Value) -> u32 {
