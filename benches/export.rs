@@ -12,14 +12,11 @@ mod common;
 
 use std::time::Instant;
 
-use casesync::cases::children::Identity;
-use casesync::cases::{self as case_mod, Opening};
-use casesync::db::schema::{submission_cells, submissions};
+use casesync::db::schema::{cases, submission_cells, submissions};
 use casesync::db::write_tx;
 use casesync::error::AppError;
 use casesync::exports::forms::{self, FormFilter};
 use casesync::exports::Scope;
-use casesync::programmes::Programmes;
 use common::{bench_db, BenchDb};
 use diesel::prelude::*;
 use serde_json::{json, Value};
@@ -45,26 +42,8 @@ fn main() {
         mut conn,
         site,
         worker,
-        who,
+        ..
     } = bench_db();
-    let kz = Programmes::shipped().get("kz").unwrap().clone();
-    let case_id = uuid::Uuid::new_v4().to_string();
-    write_tx(&mut conn, |conn| {
-        case_mod::open(
-            conn,
-            Opening {
-                id: &case_id,
-                programme: &kz,
-                site: &site,
-                by: &who,
-                by_display_name: "Bench Worker",
-                instance_id: "bench-opening",
-                occurred_at: chrono::Utc::now(),
-                identity: Identity::default(),
-            },
-        )
-    })
-    .unwrap();
     let data: Value = serde_json::from_str(
         &std::fs::read_to_string(
             std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
@@ -98,6 +77,24 @@ fn main() {
                 // Random, as phones make them: nothing may rely on their order.
                 let instance = uuid::Uuid::new_v4().to_string();
                 let received_at = now + chrono::Duration::microseconds(*i as i64);
+                // Each referral opens a case of its own, as in the field.
+                let case_id = uuid::Uuid::new_v4().to_string();
+                diesel::insert_into(cases::table)
+                    .values((
+                        cases::id.eq(&case_id),
+                        cases::programme.eq("kz"),
+                        cases::site_id.eq(&site.id),
+                        cases::assigned_to.eq(&worker.id),
+                        cases::state.eq("open"),
+                        cases::version.eq(1i64),
+                        cases::opened_by_instance.eq(&instance),
+                        cases::created_at.eq(received_at),
+                        cases::updated_at.eq(received_at),
+                        cases::number.eq(format!("KZ-ALA-2026-{i:07}")),
+                        cases::admission.eq(1),
+                        cases::facts.eq("{}"),
+                    ))
+                    .execute(conn)?;
                 let payload = json!({"instance_id": instance, "form_id": "kz.referral",
                     "form_version": "2021.1", "case_id": case_id, "device_id": "bench",
                     "completed_at": "2026-03-02T10:40:00+05:00", "data": data});
@@ -123,7 +120,10 @@ fn main() {
                         submission_cells::form_id.eq("kz.referral"),
                         submission_cells::received_at.eq(received_at),
                         submission_cells::instance_id.eq(&instance),
-                        submission_cells::cells.eq(&cells),
+                        submission_cells::layout.eq(&cells.layout),
+                        submission_cells::event_day.eq(&cells.event_day),
+                        submission_cells::identifying.eq(&cells.identifying),
+                        submission_cells::deidentified.eq(&cells.deidentified),
                     ))
                     .execute(conn)?;
             }

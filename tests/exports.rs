@@ -468,7 +468,10 @@ fn a_new_form_version_gives_the_union_of_columns_and_the_zip_joins_repeat_groups
     .unwrap();
     diesel::update(submission_cells::table)
         .filter(submission_cells::instance_id.eq(new["instance_id"].as_str().unwrap()))
-        .set(submission_cells::cells.eq(r#"["v0:an-older-layout","2026-01-01","x"]"#))
+        .set((
+            submission_cells::layout.eq("v0:an-older-layout"),
+            submission_cells::identifying.eq("x"),
+        ))
         .execute(&mut app.conn())
         .unwrap();
     let again = app.get("/api/v1/exports/forms/kz.referral.csv", &coordinator);

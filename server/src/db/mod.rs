@@ -80,7 +80,9 @@ impl ConnectionManager {
             }
             DatabaseTarget::Postgres(url) => {
                 let mut conn = PgConnection::establish(url.expose())?;
-                conn.batch_execute("SET TIME ZONE 'UTC'")?;
+                // DateStyle ISO: times cast to text read as SQLite stores
+                // them (the form export relies on it).
+                conn.batch_execute("SET TIME ZONE 'UTC'; SET DateStyle TO ISO")?;
                 Ok(DbConnection::Pg(conn))
             }
         }

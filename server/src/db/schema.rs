@@ -308,7 +308,10 @@ diesel::table! {
         form_id -> Text,
         received_at -> Timestamp,
         instance_id -> Text,
-        cells -> Text,
+        layout -> Text,
+        event_day -> Text,
+        identifying -> Text,
+        deidentified -> Text,
     }
 }
 
@@ -329,6 +332,8 @@ diesel::joinable!(attachments -> submissions (instance_id));
 diesel::joinable!(submission_cells -> submissions (instance_id));
 diesel::allow_tables_to_appear_in_same_query!(attachments, submissions);
 diesel::allow_tables_to_appear_in_same_query!(submission_cells, submissions);
+diesel::allow_tables_to_appear_in_same_query!(submission_cells, cases);
+diesel::allow_tables_to_appear_in_same_query!(submission_cells, users);
 diesel::joinable!(case_events -> cases (case_id));
 diesel::joinable!(case_deadlines -> cases (case_id));
 diesel::joinable!(cases -> children (child_id));

@@ -3,14 +3,19 @@
 use std::collections::HashMap;
 
 use chrono::{NaiveDate, NaiveDateTime};
+use diesel::dsl::sql;
+use diesel::expression::SqlLiteral;
 use diesel::prelude::*;
+use diesel::sql_types::{Nullable, Text};
 use serde::Deserialize;
 use serde_json::Value;
 
 use super::columns::{self, Column, Privacy, RepeatTable};
 use super::flatten::{Cells, Flattener};
-use super::stored::{Layout, Mapping};
-use super::{day_range, export_sites, header_chunk, privacy, utc, Chunk, Scope};
+use super::stored::{Layout, Mapping, Record};
+use super::{
+    csv_field, day_range, export_sites, header_chunk, privacy, push_utc_text, Chunk, Scope,
+};
 use crate::auth::sites;
 use crate::cases::reconcile::programme_of;
 use crate::db::schema::{cases, form_versions, forms, submission_cells, submissions, users};
@@ -45,8 +50,10 @@ pub struct FormExport {
     pub columns: Vec<Column>,
     /// The repeat groups' own files (the `.zip` export).
     pub repeats: Vec<RepeatTable>,
-    /// Version → how its stored cells become the columns.
+    /// Version → how its stored record becomes the columns.
     mappings: HashMap<String, Mapping>,
+    /// Which of the stored records the pages read.
+    read: Privacy,
     /// Reads the columns' cells from the envelope's text, for submissions
     /// stored without cells (or with another release's layout).
     flattener: Flattener,
@@ -110,13 +117,22 @@ pub fn plan(
     let site_ids = export_sites(&all_sites, scope, &programme, filter.site.as_deref())?;
     let time_zone = programme_of(&programme)?.calendar.time_zone;
     let columns = columns::columns(&versions, privacy);
+    let layouts: Vec<Layout> = versions.iter().map(|fields| Layout::of(fields)).collect();
+    // The de-identified records serve only when every version's is the
+    // export's columns; else all rows map the identifying ones.
+    let read = if layouts.iter().all(|l| l.columns(privacy) == columns) {
+        privacy
+    } else {
+        Privacy::Identifying
+    };
     let mappings = version_ids
         .into_iter()
-        .zip(&versions)
-        .map(|(v, fields)| (v, Mapping::new(&columns, &Layout::of(fields))))
+        .zip(&layouts)
+        .map(|(v, layout)| (v, Mapping::new(&columns, layout, read)))
         .collect();
     Ok(FormExport {
         mappings,
+        read,
         form_id: form_id.to_string(),
         privacy,
         flattener: Flattener::new(&columns, &occurred_at_pointer, time_zone),
@@ -140,37 +156,64 @@ fn version_key(v: &str) -> Vec<(u64, String)> {
         .collect()
 }
 
-type Row = (
-    String,
-    String,
-    Option<String>,
-    String,
-    String,
-    Option<NaiveDateTime>,
-    NaiveDateTime,
-    NaiveDateTime,
-);
+/// One row of a page as the database hands it over: times as their
+/// stored text, the case's number and site, the stored record if any.
+#[derive(Queryable)]
+struct PageRow {
+    instance_id: String,
+    version: String,
+    case_number: Option<String>,
+    site_id: String,
+    username: Option<String>,
+    device_id: String,
+    started_at: Option<String>,
+    completed_at: String,
+    received_at: String,
+}
+
+/// A row's stored record (`exports::stored`): its layout, the event's
+/// day, the record of the privacy the export reads.
+type StoredRow = (String, String, String);
+
+/// Instance id → its stored record; then → its envelope, for the rows
+/// whose stored record will not do.
+#[derive(Default)]
+struct Answers {
+    stored: foldhash::HashMap<String, StoredRow>,
+    envelopes: foldhash::HashMap<String, String>,
+}
 
 const PAGE: i64 = 1000;
 
-/// Hands `each` the export's submissions a page at a time, with the case
-/// number, site code and username of each row; stops when `each` says so.
+/// The stored text of a time column (see `push_utc_text`).
+fn time_text(column: &'static str) -> SqlLiteral<Text> {
+    sql::<Text>(&format!("CAST(submissions.{column} AS TEXT)"))
+}
+
+/// Hands `each` the export's submissions a page at a time, with the
+/// envelopes of the rows whose stored record will not do (of every row
+/// when `all_envelopes`); stops when `each` says so.
 fn for_each_page(
     conn: &mut DbConnection,
     export: &FormExport,
-    all_payloads: bool,
-    mut each: impl FnMut(Vec<Row>, Lookups) -> AppResult<bool>,
+    all_envelopes: bool,
+    mut each: impl FnMut(Vec<PageRow>, Answers) -> AppResult<bool>,
 ) -> AppResult<u64> {
     let mut after: Option<(NaiveDateTime, String)> = None;
     let mut written = 0;
+    let record = match export.read {
+        Privacy::Identifying => "submission_cells.identifying",
+        Privacy::Deidentified => "submission_cells.deidentified",
+    };
     loop {
-        let in_sites = cases::table
-            .filter(cases::site_id.eq_any(export.site_ids.clone()))
-            .select(cases::id.nullable());
+        // The case and the user joined by key (a case's site and number
+        // can change: they are read as they are now).
         let mut query = submissions::table
+            .inner_join(cases::table.on(cases::id.nullable().eq(submissions::case_id)))
+            .left_join(users::table.on(users::id.eq(submissions::submitted_by)))
             .filter(submissions::form_id.eq(&export.form_id))
             .filter(submissions::superseded_by.is_null())
-            .filter(submissions::case_id.eq_any(in_sites))
+            .filter(cases::site_id.eq_any(&export.site_ids))
             .into_boxed();
         if let Some(from) = export.from {
             query = query.filter(submissions::received_at.ge(from));
@@ -179,7 +222,7 @@ fn for_each_page(
             query = query.filter(submissions::received_at.lt(to));
         }
         if let Some(v) = &export.version {
-            query = query.filter(submissions::form_version.eq(v.clone()));
+            query = query.filter(submissions::form_version.eq(v));
         }
         if let Some((at, id)) = &after {
             // `>=` first: a range the index can seek to, so each page
@@ -190,107 +233,107 @@ fn for_each_page(
                     .or(submissions::instance_id.gt(id.clone())),
             );
         }
-        let rows: Vec<Row> = query
+        let rows: Vec<PageRow> = query
             .order((submissions::received_at, submissions::instance_id))
             .limit(PAGE)
             .select((
                 submissions::instance_id,
                 submissions::form_version,
-                submissions::case_id,
-                submissions::submitted_by,
+                cases::number,
+                cases::site_id,
+                users::username.nullable(),
                 submissions::device_id,
-                submissions::started_at,
-                submissions::completed_at,
-                submissions::received_at,
+                sql::<Nullable<Text>>("CAST(submissions.started_at AS TEXT)"),
+                time_text("completed_at"),
+                time_text("received_at"),
             ))
             .load(conn)?;
         let Some(last) = rows.last() else { break };
-        after = Some((last.7, last.0.clone()));
-        let case_ids: Vec<&str> = rows.iter().filter_map(|r| r.2.as_deref()).collect();
-        let cases: HashMap<String, (Option<String>, String)> = cases::table
-            .filter(cases::id.eq_any(&case_ids))
-            .select((cases::id, cases::number, cases::site_id))
-            .load::<(String, Option<String>, String)>(conn)?
-            .into_iter()
-            .map(|(id, number, site)| (id, (number, site)))
-            .collect();
-        let user_ids: Vec<&str> = rows.iter().map(|r| r.3.as_str()).collect();
-        let usernames: HashMap<String, String> = users::table
-            .filter(users::id.eq_any(&user_ids))
-            .select((users::id, users::username))
-            .load::<(String, String)>(conn)?
-            .into_iter()
-            .collect();
-        // The page's cells: one range of the cells table, in key order.
-        let first = rows.first().map_or(last.7, |r| r.7);
-        let cells: HashMap<String, String> = if all_payloads {
-            HashMap::new()
-        } else {
-            submission_cells::table
+        let last_at = NaiveDateTime::parse_from_str(&last.received_at, "%Y-%m-%d %H:%M:%S%.f")
+            .map_err(|e| {
+                AppError::internal(format!("export: arrival {:?}: {e}", last.received_at))
+            })?;
+        after = Some((last_at, last.instance_id.clone()));
+        let mut answers = Answers::default();
+        if !all_envelopes {
+            // The page's stored records: one range of their table, which
+            // is ordered like the pages (cheaper than a seek a row).
+            let first_at = match rows.first() {
+                Some(first) if first.received_at != last.received_at => {
+                    NaiveDateTime::parse_from_str(&first.received_at, "%Y-%m-%d %H:%M:%S%.f")
+                        .map_err(AppError::internal)?
+                }
+                _ => last_at,
+            };
+            answers.stored = submission_cells::table
                 .filter(submission_cells::form_id.eq(&export.form_id))
-                .filter(submission_cells::received_at.ge(first))
-                .filter(submission_cells::received_at.le(last.7))
-                .select((submission_cells::instance_id, submission_cells::cells))
-                .load::<(String, String)>(conn)?
+                .filter(submission_cells::received_at.ge(first_at))
+                .filter(submission_cells::received_at.le(last_at))
+                .select((
+                    submission_cells::instance_id,
+                    (
+                        submission_cells::layout,
+                        submission_cells::event_day,
+                        sql::<Text>(record),
+                    ),
+                ))
+                .load::<(String, StoredRow)>(conn)?
                 .into_iter()
-                .collect()
-        };
-        // The envelope only where the stored cells will not do.
+                .collect();
+        }
+        // The envelope only where the stored record will not do.
         let needing: Vec<&str> = rows
             .iter()
-            .filter(|r| {
-                all_payloads
-                    || !cells.get(&r.0).is_some_and(|text| {
-                        export.mappings.get(&r.1).is_some_and(|m| m.accepts(text))
-                    })
-            })
-            .map(|r| r.0.as_str())
+            .filter(|r| all_envelopes || export.stored(r, &answers).is_none())
+            .map(|r| r.instance_id.as_str())
             .collect();
-        let payloads: HashMap<String, String> = if needing.is_empty() {
-            HashMap::new()
-        } else {
-            submissions::table
+        if !needing.is_empty() {
+            answers.envelopes = submissions::table
                 .filter(submissions::instance_id.eq_any(&needing))
                 .select((submissions::instance_id, submissions::payload))
                 .load::<(String, String)>(conn)?
                 .into_iter()
-                .collect()
-        };
+                .collect();
+        }
         written += rows.len() as u64;
-        let lookups = Lookups {
-            cases,
-            usernames,
-            cells,
-            payloads,
-        };
         let last_page = (rows.len() as i64) < PAGE;
-        if !each(rows, lookups)? || last_page {
+        if !each(rows, answers)? || last_page {
             break;
         }
     }
     Ok(written)
 }
 
-/// What a page's rows name, looked up once per page.
-struct Lookups {
-    /// Case id → (number, site id).
-    cases: HashMap<String, (Option<String>, String)>,
-    usernames: HashMap<String, String>,
-    /// Instance id → its stored export cells.
-    cells: HashMap<String, String>,
-    /// Instance id → envelope, for rows whose stored cells will not do.
-    payloads: HashMap<String, String>,
-}
-
 impl FormExport {
     /// The local day the form's event happened (for ages), else the day
     /// it was completed.
-    fn event_day(&self, data: &Value, completed: NaiveDateTime) -> Option<NaiveDate> {
+    fn event_day(&self, data: &Value, completed: NaiveDate) -> Option<NaiveDate> {
         data.pointer(&self.occurred_at_pointer)
             .and_then(Value::as_str)
             .and_then(|t| super::event_day(t, self.time_zone))
-            .or_else(|| Some(completed.date()))
+            .or(Some(completed))
     }
+
+    /// The row's stored record and how it makes the row's cells, if it
+    /// can (else the row's envelope is read).
+    fn stored<'a>(
+        &'a self,
+        row: &PageRow,
+        answers: &'a Answers,
+    ) -> Option<(&'a StoredRow, &'a Mapping)> {
+        let stored = answers.stored.get(&row.instance_id)?;
+        let mapping = self.mappings.get(&row.version)?;
+        mapping.accepts(&stored.0).then_some((stored, mapping))
+    }
+}
+
+/// The UTC day of a stored time's text (the envelope path's fallback for
+/// a form's event day).
+fn day_of(stored: &str) -> AppResult<NaiveDate> {
+    stored
+        .get(..10)
+        .and_then(|d| d.parse().ok())
+        .ok_or_else(|| AppError::internal(format!("export: a stored time {stored:?}")))
 }
 
 /// Writes the export a page at a time into `sink`; stops early when the
@@ -311,19 +354,19 @@ pub fn write(
     // Two cores' worth: this thread reads the next page from the database
     // while a second one writes the last one as CSV.
     std::thread::scope(|scope| {
-        let (pages, received) = std::sync::mpsc::sync_channel::<(Vec<Row>, Lookups)>(2);
+        let (pages, received) = std::sync::mpsc::sync_channel::<(Vec<PageRow>, Answers)>(2);
         let writer = scope.spawn(move || -> AppResult<()> {
-            let mut cells = Cells::default();
-            for (rows, lookups) in received {
-                if !sink(page_csv(export, &rows, &lookups, &mut cells)?) {
+            let mut scratch = Scratch::default();
+            for (rows, answers) in received {
+                if !sink(page_csv(export, &rows, &answers, &mut scratch)?) {
                     break;
                 }
             }
             Ok(())
         });
-        let read = for_each_page(conn, export, false, |rows, lookups| {
+        let read = for_each_page(conn, export, false, |rows, answers| {
             // A closed channel: the writer stopped (the reader has gone).
-            Ok(pages.send((rows, lookups)).is_ok())
+            Ok(pages.send((rows, answers)).is_ok())
         });
         drop(pages);
         let written = writer
@@ -334,58 +377,69 @@ pub fn write(
     })
 }
 
-/// One page of the form's CSV.
+/// What the CSV writer reuses from row to row.
+#[derive(Default)]
+struct Scratch {
+    cells: Cells,
+    record: Record,
+}
+
+/// One page of the form's CSV, written by hand (`csv_field`) so each
+/// stored record is copied in whole.
 fn page_csv(
     export: &FormExport,
-    rows: &[Row],
-    lookups: &Lookups,
-    cells: &mut Cells,
+    rows: &[PageRow],
+    answers: &Answers,
+    scratch: &mut Scratch,
 ) -> AppResult<Vec<u8>> {
-    let mut out = Chunk::new();
-    for (instance_id, version, case_id, by, device, started, completed, received) in rows {
-        let from_stored = lookups
-            .cells
-            .get(instance_id)
-            .zip(export.mappings.get(version))
-            .is_some_and(|(text, mapping)| mapping.fill(text, &mut cells.cells));
-        if !from_stored {
-            let payload = lookups.payloads.get(instance_id).ok_or_else(|| {
-                AppError::internal(format!("export: no envelope for {instance_id}"))
+    let mut out = Vec::with_capacity(rows.len() * 1024);
+    for row in rows {
+        let site = export
+            .site_codes
+            .get(&row.site_id)
+            .map_or("", String::as_str);
+        let meta: [&str; 6] = [
+            &row.instance_id,
+            row.case_number.as_deref().unwrap_or_default(),
+            site,
+            &row.version,
+            row.username.as_deref().unwrap_or_default(),
+            &row.device_id,
+        ];
+        for (i, field) in meta.iter().enumerate() {
+            if i > 0 {
+                out.push(b',');
+            }
+            csv_field(&mut out, field.as_bytes());
+        }
+        for time in [
+            row.started_at.as_deref(),
+            Some(&row.completed_at),
+            Some(&row.received_at),
+        ] {
+            out.push(b',');
+            if let Some(time) = time {
+                push_utc_text(&mut out, time);
+            }
+        }
+        if let Some(((_, day, record), mapping)) = export.stored(row, answers) {
+            mapping.write(record, day, &mut out, &mut scratch.record);
+        } else {
+            let envelope = answers.envelopes.get(&row.instance_id).ok_or_else(|| {
+                AppError::internal(format!("export: no envelope for {}", row.instance_id))
             })?;
             export
                 .flattener
-                .fill(payload, completed.date(), cells)
+                .fill(envelope, day_of(&row.completed_at)?, &mut scratch.cells)
                 .map_err(AppError::internal)?;
+            for cell in &scratch.cells.cells {
+                out.push(b',');
+                csv_field(&mut out, cell.as_bytes());
+            }
         }
-        let (number, site) = case_id
-            .as_ref()
-            .and_then(|id| lookups.cases.get(id))
-            .map(|(n, s)| {
-                (
-                    n.as_deref().unwrap_or_default(),
-                    export.site_codes.get(s).map_or("", String::as_str),
-                )
-            })
-            .unwrap_or_default();
-        let started = started.map(utc).unwrap_or_default();
-        let meta: [&str; 9] = [
-            instance_id,
-            number,
-            site,
-            version,
-            lookups.usernames.get(by).map_or("", String::as_str),
-            device,
-            &started,
-            &utc(*completed),
-            &utc(*received),
-        ];
-        out.record(
-            meta.iter()
-                .map(|m| m.as_bytes())
-                .chain(cells.cells.iter().map(String::as_bytes)),
-        )?;
+        out.push(b'\n');
     }
-    out.bytes()
+    Ok(out)
 }
 
 /// Writes the file of one repeat group (`export.repeats[table]`): one row
@@ -407,15 +461,16 @@ pub fn write_repeat(
         return Ok(0);
     }
     let mut items = 0;
-    for_each_page(conn, export, true, |rows, lookups| {
+    for_each_page(conn, export, true, |rows, answers| {
         let mut out = Chunk::new();
-        for (instance_id, _, _, _, _, _, completed, _) in &rows {
-            let payload = lookups.payloads.get(instance_id).ok_or_else(|| {
+        for row in &rows {
+            let instance_id = &row.instance_id;
+            let payload = answers.envelopes.get(instance_id).ok_or_else(|| {
                 AppError::internal(format!("export: no envelope for {instance_id}"))
             })?;
             let envelope: Value = serde_json::from_str(payload).map_err(AppError::internal)?;
             let data = &envelope["data"];
-            let event_day = export.event_day(data, *completed);
+            let event_day = export.event_day(data, day_of(&row.completed_at)?);
             for (parent, key, item) in columns::repeat_items(data, &table.path, instance_id) {
                 let mut record: Vec<String> = table
                     .columns

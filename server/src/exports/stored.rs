@@ -1,10 +1,12 @@
-//! A submission's answers stored at ingest as its version's export cells
-//! (`submissions.cells`), so a form export copies strings instead of
-//! reading every envelope. The cells are always the identifying ones of
-//! the submission's own version; the export maps them to its columns (the
-//! union of versions, de-identified or not). A tag of the layout guards
-//! against cells written by another release's column rules: when it does
-//! not match, the export reads the payload as before.
+//! A submission's answers stored at ingest as ready CSV
+//! (`submission_cells`), so a form export of its version copies one
+//! string per row instead of reading every envelope. Two records per
+//! submission, each with its version's own columns: the identifying one
+//! and the de-identified one. An export whose columns differ (a union of
+//! versions) decodes the identifying record and maps it to its columns.
+//! A tag of the layout guards against records written by another
+//! release's column rules: when it does not match, the export reads the
+//! envelope as before.
 
 use std::fmt::Write as _;
 
@@ -13,49 +15,85 @@ use serde_json::Value;
 use sha2::{Digest, Sha256};
 
 use super::columns::{self, age_in_years, Column, Privacy};
+use super::csv_field;
 use crate::forms::model::Field;
 use crate::forms::CompiledForm;
-use crate::json::BorrowedStr;
 
 /// The layout of `form`'s version, worked out once per process.
 pub fn layout(form: &CompiledForm) -> &Layout {
     form.export_layout.get_or_init(|| Layout::of(&form.fields))
 }
 
-/// The identifying columns of one form version, and their tag.
+/// The columns of one form version, both privacies, and their tag.
 #[derive(Debug, Clone)]
 pub struct Layout {
-    pub columns: Vec<Column>,
+    pub identifying: Vec<Column>,
+    pub deidentified: Vec<Column>,
     pub tag: String,
+}
+
+/// What ingest stores beside a submission (a row of `submission_cells`).
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct StoredCells {
+    pub layout: String,
+    pub event_day: String,
+    /// One CSV record, without its line end.
+    pub identifying: String,
+    pub deidentified: String,
 }
 
 impl Layout {
     pub fn of(fields: &[Field]) -> Layout {
-        let columns = columns::columns(&[fields.to_vec()], Privacy::Identifying);
+        let version = |privacy| columns::columns(&[fields.to_vec()], privacy);
+        let (identifying, deidentified) = (
+            version(Privacy::Identifying),
+            version(Privacy::Deidentified),
+        );
         let mut hash = Sha256::new();
-        for column in &columns {
+        for column in identifying.iter().chain(&deidentified) {
             hash.update(column.header().as_bytes());
             hash.update(b"\n");
         }
-        let tag = format!("v1:{}", &hex::encode(hash.finalize())[..16]);
-        Layout { columns, tag }
+        let tag = format!("v2:{}", &hex::encode(hash.finalize())[..16]);
+        Layout {
+            identifying,
+            deidentified,
+            tag,
+        }
     }
 
-    /// What `submissions.cells` holds for `data`: `[tag, event day, cells…]`.
-    pub fn cells(&self, data: &Value, event_day: NaiveDate) -> String {
-        let mut row: Vec<String> = Vec::with_capacity(self.columns.len() + 2);
-        row.push(self.tag.clone());
-        row.push(event_day.to_string());
-        row.extend(
-            self.columns
-                .iter()
-                .map(|c| columns::cell(c, data, Some(event_day))),
-        );
-        serde_json::to_string(&row).expect("strings serialise")
+    pub fn columns(&self, privacy: Privacy) -> &[Column] {
+        match privacy {
+            Privacy::Identifying => &self.identifying,
+            Privacy::Deidentified => &self.deidentified,
+        }
+    }
+
+    /// The records stored for `data`, whose event happened on `event_day`.
+    pub fn cells(&self, data: &Value, event_day: NaiveDate) -> StoredCells {
+        let record = |columns: &[Column]| {
+            let mut out = Vec::new();
+            for (i, column) in columns.iter().enumerate() {
+                if i > 0 {
+                    out.push(b',');
+                }
+                csv_field(
+                    &mut out,
+                    columns::cell(column, data, Some(event_day)).as_bytes(),
+                );
+            }
+            String::from_utf8(out).expect("cells are UTF-8")
+        };
+        StoredCells {
+            layout: self.tag.clone(),
+            event_day: event_day.to_string(),
+            identifying: record(&self.identifying),
+            deidentified: record(&self.deidentified),
+        }
     }
 }
 
-/// Where an export column comes from in a version's stored cells.
+/// Where an export column comes from in a version's identifying record.
 #[derive(Debug, Clone, Copy)]
 enum Source {
     /// The version has no such field.
@@ -67,11 +105,15 @@ enum Source {
     Month(usize),
 }
 
-/// How to turn one version's stored cells into an export's columns.
+/// How one version's stored record becomes an export's columns.
 #[derive(Debug, Clone)]
 pub struct Mapping {
     tag: String,
+    /// The export's columns are the record's: copy it whole.
+    verbatim: bool,
+    /// Else: each column from the identifying record.
     sources: Vec<Source>,
+    width: usize,
 }
 
 /// The path and option a column reads, whatever it makes of it.
@@ -86,71 +128,138 @@ fn source_key(column: &Column) -> (&str, Option<&str>) {
 }
 
 impl Mapping {
-    pub fn new(output: &[Column], layout: &Layout) -> Mapping {
+    /// How to make `output` from the version's record of `read` privacy.
+    /// Only the identifying record can be mapped: a de-identified one is
+    /// used when it is the output already (else the envelope is read).
+    pub fn new(output: &[Column], layout: &Layout, read: Privacy) -> Mapping {
+        let verbatim = output == layout.columns(read);
         let index: std::collections::HashMap<(&str, Option<&str>), usize> = layout
-            .columns
+            .identifying
             .iter()
             .enumerate()
             .map(|(i, c)| (source_key(c), i))
             .collect();
-        let sources = output
-            .iter()
-            .map(|c| match (index.get(&source_key(c)), c) {
-                (None, _) => Source::Missing,
-                (Some(&i), Column::AgeAt { .. }) => Source::Age(i),
-                (Some(&i), Column::Month { .. }) => Source::Month(i),
-                (Some(&i), _) => Source::Copy(i),
-            })
-            .collect();
-        Mapping {
-            tag: layout.tag.clone(),
-            sources,
-        }
-    }
-
-    /// Whether `text` was stored with this layout (else read the payload).
-    pub fn accepts(&self, text: &str) -> bool {
-        text.strip_prefix("[\"")
-            .and_then(|rest| rest.strip_prefix(self.tag.as_str()))
-            .is_some_and(|rest| rest.starts_with('"'))
-    }
-
-    /// Fills `out` from stored `text`; `false` if it was written with
-    /// another layout (or is damaged): then read the payload instead.
-    pub fn fill(&self, text: &str, out: &mut Vec<String>) -> bool {
-        let Ok(stored) = serde_json::from_str::<Vec<BorrowedStr>>(text) else {
-            return false;
+        let sources = if verbatim || read != Privacy::Identifying {
+            Vec::new()
+        } else {
+            output
+                .iter()
+                .map(|c| match (index.get(&source_key(c)), c) {
+                    (None, _) => Source::Missing,
+                    (Some(&i), Column::AgeAt { .. }) => Source::Age(i),
+                    (Some(&i), Column::Month { .. }) => Source::Month(i),
+                    (Some(&i), _) => Source::Copy(i),
+                })
+                .collect()
         };
-        if stored.len() < 2 || stored[0].0 != self.tag {
-            return false;
+        let tag = if verbatim || read == Privacy::Identifying {
+            layout.tag.clone()
+        } else {
+            String::new()
+        };
+        Mapping {
+            tag,
+            verbatim,
+            sources,
+            width: output.len(),
         }
-        let day = stored[1].0.parse::<NaiveDate>().ok();
-        let cells = &stored[2..];
-        out.resize_with(self.sources.len(), String::new);
-        for (cell, source) in out.iter_mut().zip(&self.sources) {
-            cell.clear();
+    }
+
+    /// Whether the record is a copy of the export's columns.
+    pub fn is_verbatim(&self) -> bool {
+        self.verbatim
+    }
+
+    /// Whether a record stored with `layout` can be used (else read the
+    /// envelope).
+    pub fn accepts(&self, layout: &str) -> bool {
+        !self.tag.is_empty() && layout == self.tag
+    }
+
+    /// Appends the export's cells made from `record` (each after a comma)
+    /// to `out`. Call only when `accepts` said yes.
+    pub fn write(&self, record: &str, event_day: &str, out: &mut Vec<u8>, decoded: &mut Record) {
+        if self.verbatim {
+            if self.width > 0 {
+                out.push(b',');
+            }
+            out.extend_from_slice(record.as_bytes());
+            return;
+        }
+        decoded.decode(record.as_bytes());
+        let day = event_day.parse::<NaiveDate>().ok();
+        let mut cell = String::new();
+        for source in &self.sources {
+            out.push(b',');
             match *source {
                 Source::Missing => {}
-                Source::Copy(i) => cell.push_str(cells.get(i).map_or("", |c| &c.0)),
+                Source::Copy(i) => csv_field(out, decoded.field(i)),
                 Source::Month(i) => {
-                    let text = cells.get(i).map_or("", |c| &c.0);
-                    if text.len() >= 7 && text.as_bytes()[4] == b'-' {
-                        cell.push_str(&text[..7]);
+                    let text = decoded.field(i);
+                    if text.len() >= 7 && text[4] == b'-' {
+                        csv_field(out, &text[..7]);
                     }
                 }
                 Source::Age(i) => {
-                    let age = cells
-                        .get(i)
-                        .and_then(|c| c.0.parse::<NaiveDate>().ok())
+                    let age = std::str::from_utf8(decoded.field(i))
+                        .ok()
+                        .and_then(|t| t.parse::<NaiveDate>().ok())
                         .zip(day)
                         .and_then(|(born, on)| age_in_years(born, on));
                     if let Some(age) = age {
+                        cell.clear();
                         let _ = write!(cell, "{age}");
+                        out.extend_from_slice(cell.as_bytes());
                     }
                 }
             }
         }
-        true
+    }
+}
+
+/// A stored record decoded into its fields, reused from row to row.
+#[derive(Debug)]
+pub struct Record {
+    reader: csv_core::Reader,
+    bytes: Vec<u8>,
+    ends: Vec<usize>,
+}
+
+impl Default for Record {
+    fn default() -> Record {
+        Record {
+            // `new`, not `default`: only the builder builds the parser's
+            // state machine.
+            reader: csv_core::Reader::new(),
+            bytes: Vec::new(),
+            ends: Vec::new(),
+        }
+    }
+}
+
+impl Record {
+    fn decode(&mut self, text: &[u8]) {
+        self.reader.reset();
+        // Unquoting only shortens; one field per byte at most.
+        self.bytes.resize(text.len() + 1, 0);
+        self.ends.resize(text.len() + 2, 0);
+        let (_, _, written, mut fields) =
+            self.reader
+                .read_record(text, &mut self.bytes, &mut self.ends);
+        // An empty input is the end of the data: it ends the last field.
+        let (_, _, _, last) =
+            self.reader
+                .read_record(b"", &mut self.bytes[written..], &mut self.ends[fields..]);
+        fields += last;
+        self.ends.truncate(fields);
+    }
+
+    /// Field `i`, empty when the record has fewer.
+    fn field(&self, i: usize) -> &[u8] {
+        match self.ends.get(i) {
+            Some(&end) => &self.bytes[if i == 0 { 0 } else { self.ends[i - 1] }..end],
+            None => b"",
+        }
     }
 }
 
@@ -162,49 +271,118 @@ mod tests {
     use crate::exports::flatten::{Cells, Flattener};
     use crate::forms::{check, definitions, model};
 
-    /// Cells stored at ingest and mapped at export equal the cells read
-    /// from the payload, for every shipped form and both privacies.
+    /// The cells read from the envelope, as the export writes them.
+    fn written(cells: &[String]) -> String {
+        let mut out = Vec::new();
+        for cell in cells {
+            out.push(b',');
+            csv_field(&mut out, cell.as_bytes());
+        }
+        String::from_utf8(out).unwrap()
+    }
+
+    /// Records stored at ingest and copied or mapped at export give what
+    /// the envelope gives, for every shipped form and both privacies, and
+    /// for columns in another order (as a union of versions has them).
     #[test]
-    fn stored_cells_give_what_the_payload_gives() {
+    fn stored_records_give_what_the_envelope_gives() {
         let set = definitions::shipped();
         let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/forms");
         let mut compared = 0;
+        let mut decoded = Record::default();
         for file in &set.forms {
             let form = check::check(&file.document, &set.resources).unwrap();
             let Ok(text) = std::fs::read_to_string(root.join(&form.meta.id).join("valid.json"))
             else {
                 continue;
             };
-            let data: Value = serde_json::from_str(&text).unwrap();
+            let mut data: Value = serde_json::from_str(&text).unwrap();
+            // Text that must be quoted, in every free-text answer.
+            let layout = Layout::of(&form.fields);
+            for column in &layout.identifying {
+                if let Column::Answer { path, .. } = column {
+                    let pointer = format!("/{path}");
+                    if let Some(v @ Value::String(_)) = data.pointer_mut(&pointer) {
+                        if v.as_str().is_some_and(|t| t.parse::<NaiveDate>().is_err()) {
+                            *v = json!(format!("{}, \"quoted\"\nand on", v.as_str().unwrap()));
+                        }
+                    }
+                }
+            }
             let meta = model::meta(&file.document).unwrap();
             let envelope = json!({"data": data}).to_string();
             let completed = NaiveDate::from_ymd_opt(2026, 3, 2).unwrap();
             let tz = chrono_tz::Asia::Almaty;
-            let mut from_payload = Cells::default();
-            // The day the payload path works out, as ingest would store it.
+            let mut from_envelope = Cells::default();
+            // The day the envelope path works out, as ingest would store it.
             let day = data
                 .pointer(&meta.occurred_at)
                 .and_then(Value::as_str)
                 .and_then(|t| crate::exports::event_day(t, tz))
                 .unwrap_or(completed);
-            let layout = Layout::of(&form.fields);
             let stored = layout.cells(&data, day);
-            for privacy in [Privacy::Identifying, Privacy::Deidentified] {
-                let output = columns::columns(std::slice::from_ref(&form.fields), privacy);
+            let mut reversed = layout.identifying.clone();
+            reversed.reverse();
+            let outputs = [
+                (Privacy::Identifying, layout.identifying.clone()),
+                (Privacy::Deidentified, layout.deidentified.clone()),
+                (Privacy::Identifying, reversed),
+            ];
+            for (privacy, output) in outputs {
                 Flattener::new(&output, &meta.occurred_at, tz)
-                    .fill(&envelope, completed, &mut from_payload)
+                    .fill(&envelope, completed, &mut from_envelope)
                     .unwrap();
-                let mut mapped = Vec::new();
-                assert!(Mapping::new(&output, &layout).fill(&stored, &mut mapped));
-                assert_eq!(mapped, from_payload.cells, "{} {privacy:?}", form.meta.id);
-                compared += mapped.len();
+                let expected = written(&from_envelope.cells);
+                // Copied whole where the columns are the record's; mapped
+                // from the identifying record otherwise.
+                for read in [privacy, Privacy::Identifying] {
+                    let mapping = Mapping::new(&output, &layout, read);
+                    assert!(mapping.accepts(&stored.layout));
+                    let record = match read {
+                        Privacy::Identifying => &stored.identifying,
+                        Privacy::Deidentified => &stored.deidentified,
+                    };
+                    let mut out = Vec::new();
+                    mapping.write(record, &stored.event_day, &mut out, &mut decoded);
+                    assert_eq!(
+                        String::from_utf8(out).unwrap(),
+                        expected,
+                        "{} {privacy:?} read {read:?}",
+                        form.meta.id
+                    );
+                    compared += output.len();
+                }
             }
+            // Another release's column rules: not used.
             let other = Layout {
                 tag: "v0:other".into(),
                 ..layout.clone()
             };
-            assert!(!Mapping::new(&layout.columns, &other).fill(&stored, &mut Vec::new()));
+            assert!(
+                !Mapping::new(&layout.identifying, &other, Privacy::Identifying)
+                    .accepts(&stored.layout)
+            );
         }
         assert!(compared > 1000, "{compared}");
+    }
+
+    #[test]
+    fn records_decode_to_their_fields() {
+        let fields = ["", "a", "b, c", "\"q\"", "x\ny", ""];
+        let mut text = Vec::new();
+        for (i, f) in fields.iter().enumerate() {
+            if i > 0 {
+                text.push(b',');
+            }
+            csv_field(&mut text, f.as_bytes());
+        }
+        let mut record = Record::default();
+        record.decode(&text);
+        for (i, f) in fields.iter().enumerate() {
+            assert_eq!(record.field(i), f.as_bytes(), "{i}");
+        }
+        assert_eq!(record.field(fields.len()), b"");
+        record.decode(b"");
+        assert_eq!(record.field(0), b"");
     }
 }

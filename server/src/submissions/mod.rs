@@ -155,8 +155,8 @@ pub struct Prepared {
     envelope: Envelope,
     /// The decrypted envelope as stored.
     payload: String,
-    /// Its answers as export cells (`exports::stored`).
-    cells: String,
+    /// Its answers as export records (`exports::stored`).
+    cells: stored::StoredCells,
     content_sha256: String,
     kid: String,
     raw: String,
@@ -235,7 +235,7 @@ pub fn prepare(
     let prepared = Prepared {
         instance_id,
         payload: envelope_value.to_string(),
-        cells: String::new(),
+        cells: Default::default(),
         content_sha256: hex::encode(Sha256::digest(canonical(&envelope_value).as_bytes())),
         kid: parsed.kid,
         raw,
@@ -461,7 +461,10 @@ pub fn store(
             submission_cells::form_id.eq(&envelope.form_id),
             submission_cells::received_at.eq(received_at),
             submission_cells::instance_id.eq(&p.instance_id),
-            submission_cells::cells.eq(&p.cells),
+            submission_cells::layout.eq(&p.cells.layout),
+            submission_cells::event_day.eq(&p.cells.event_day),
+            submission_cells::identifying.eq(&p.cells.identifying),
+            submission_cells::deidentified.eq(&p.cells.deidentified),
         ))
         .execute(conn)?;
     attachments::declare(conn, &p.instance_id, &envelope.attachments)?;
