@@ -12,6 +12,7 @@ mod common;
 
 use std::time::Instant;
 
+use casesync::config::DatabaseTarget;
 use casesync::db::schema::{cases, submission_cells, submissions};
 use casesync::db::write_tx;
 use casesync::error::AppError;
@@ -142,7 +143,10 @@ fn main() {
     let mut peak = before;
     let mut bytes = 0usize;
     let began = Instant::now();
-    let written = forms::write(&mut conn, &plan, |chunk| {
+    // Both cores read, as the server does with a second pooled connection.
+    let target = DatabaseTarget::Sqlite(_dir.path().join("bench.db"));
+    let mut second = casesync::db::open_one(&target).unwrap();
+    let written = forms::write(&mut conn, Some(&mut second), &plan, |chunk| {
         bytes += chunk.len();
         peak = peak.max(rss_kib("VmRSS:"));
         true

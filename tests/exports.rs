@@ -476,6 +476,23 @@ fn a_new_form_version_gives_the_union_of_columns_and_the_zip_joins_repeat_groups
         .unwrap();
     let again = app.get("/api/v1/exports/forms/kz.referral.csv", &coordinator);
     assert_eq!(again.text, res.text);
+    // Without a second connection to read on, one reads it all: same file.
+    use casesync::exports::{forms as form_exports, Scope};
+    let mut conn = app.conn();
+    let plan = form_exports::plan(
+        &mut conn,
+        &Scope::shell(),
+        "kz.referral",
+        &Default::default(),
+    )
+    .unwrap();
+    let mut alone = Vec::new();
+    form_exports::write(&mut conn, None, &plan, |chunk| {
+        alone.extend(chunk);
+        true
+    })
+    .unwrap();
+    assert_eq!(String::from_utf8(alone).unwrap(), res.text);
     // Only one version when asked.
     let only = app.get(
         "/api/v1/exports/forms/kz.referral.csv?version=2026.2",

@@ -11,7 +11,7 @@ use crate::auth::{passwords, sites, tokens, users, Role};
 use crate::cases::fold::Status;
 use crate::cases::views;
 use crate::collect;
-use crate::config::Settings;
+use crate::config::{DatabaseTarget, Settings};
 use crate::crypto::kek::Kek;
 use crate::crypto::keys;
 use crate::db::{self, write_tx, DbConnection};
@@ -399,7 +399,10 @@ fn server_command(config: &Path, command: Command) -> Result<(), CliError> {
         Command::Users(cmd) => with_db(&settings, |conn| users_command(conn, cmd)),
         Command::Sites(cmd) => with_db(&settings, |conn| sites_command(conn, cmd)),
         Command::Cases(cmd) => with_db(&settings, |conn| cases_command(conn, cmd)),
-        Command::Export(cmd) => with_db(&settings, |conn| export_command(conn, cmd)),
+        Command::Export(cmd) => {
+            let target = settings.database_target()?;
+            with_db(&settings, |conn| export_command(conn, &target, cmd))
+        }
         Command::Indicators(args) => {
             let threshold = settings.indicator_suppression_threshold;
             with_db(&settings, |conn| indicators_command(conn, args, threshold))
@@ -555,7 +558,11 @@ fn users_command(conn: &mut DbConnection, cmd: UsersCommand) -> Result<(), CliEr
     Ok(())
 }
 
-fn export_command(conn: &mut DbConnection, cmd: ExportCommand) -> Result<(), CliError> {
+fn export_command(
+    conn: &mut DbConnection,
+    target: &DatabaseTarget,
+    cmd: ExportCommand,
+) -> Result<(), CliError> {
     let scope = exports::Scope::shell();
     let (options, written, what) = match cmd {
         ExportCommand::Forms {
@@ -575,11 +582,13 @@ fn export_command(conn: &mut DbConnection, cmd: ExportCommand) -> Result<(), Cli
             let plan = exports::forms::plan(conn, &scope, &form_id, &filter)?;
             // A .zip adds one CSV per repeat group.
             let zipped = options.out.extension().is_some_and(|e| e == "zip");
+            // A second connection reads beside the first (forms::write).
+            let mut second = db::open_one(target).ok();
             let written = export_to_file(&options, |sink| {
                 if zipped {
-                    exports::archive::write(conn, &plan, sink)
+                    exports::archive::write(conn, second.as_mut(), &plan, sink)
                 } else {
-                    exports::forms::write(conn, &plan, sink)
+                    exports::forms::write(conn, second.as_mut(), &plan, sink)
                 }
             })?;
             (options, written, format!("form {form_id}"))

@@ -50,6 +50,7 @@ fn failed(e: impl std::fmt::Display) -> AppError {
 /// Writes the archive into `sink`. Returns the form's row count.
 pub fn write(
     conn: &mut DbConnection,
+    second: Option<&mut DbConnection>,
     export: &FormExport,
     sink: impl FnMut(Vec<u8>) -> bool + Send,
 ) -> AppResult<u64> {
@@ -64,7 +65,7 @@ pub fn write(
     let mut gone = false;
     zip.start_file(format!("{}.csv", export.form_id), options)
         .map_err(failed)?;
-    let rows = forms::write(conn, export, |chunk| {
+    let rows = forms::write(conn, second, export, |chunk| {
         gone = zip.write_all(&chunk).is_err();
         !gone
     })?;

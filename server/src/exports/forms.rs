@@ -191,20 +191,15 @@ fn time_text(column: &'static str) -> SqlLiteral<Text> {
 }
 
 /// Hands `each` the export's submissions a page at a time, with the
-/// envelopes of the rows whose stored record will not do (of every row
-/// when `all_envelopes`); stops when `each` says so.
+/// case number, site and username of each (and the connection back, to
+/// read more); stops when `each` says so.
 fn for_each_page(
     conn: &mut DbConnection,
     export: &FormExport,
-    all_envelopes: bool,
-    mut each: impl FnMut(Vec<PageRow>, Answers) -> AppResult<bool>,
+    mut each: impl FnMut(&mut DbConnection, Vec<PageRow>) -> AppResult<bool>,
 ) -> AppResult<u64> {
     let mut after: Option<(NaiveDateTime, String)> = None;
     let mut written = 0;
-    let record = match export.read {
-        Privacy::Identifying => "submission_cells.identifying",
-        Privacy::Deidentified => "submission_cells.deidentified",
-    };
     loop {
         // The case and the user joined by key (a case's site and number
         // can change: they are read as they are now).
@@ -249,59 +244,72 @@ fn for_each_page(
             ))
             .load(conn)?;
         let Some(last) = rows.last() else { break };
-        let last_at = NaiveDateTime::parse_from_str(&last.received_at, "%Y-%m-%d %H:%M:%S%.f")
-            .map_err(|e| {
-                AppError::internal(format!("export: arrival {:?}: {e}", last.received_at))
-            })?;
-        after = Some((last_at, last.instance_id.clone()));
-        let mut answers = Answers::default();
-        if !all_envelopes {
-            // The page's stored records: one range of their table, which
-            // is ordered like the pages (cheaper than a seek a row).
-            let first_at = match rows.first() {
-                Some(first) if first.received_at != last.received_at => {
-                    NaiveDateTime::parse_from_str(&first.received_at, "%Y-%m-%d %H:%M:%S%.f")
-                        .map_err(AppError::internal)?
-                }
-                _ => last_at,
-            };
-            answers.stored = submission_cells::table
-                .filter(submission_cells::form_id.eq(&export.form_id))
-                .filter(submission_cells::received_at.ge(first_at))
-                .filter(submission_cells::received_at.le(last_at))
-                .select((
-                    submission_cells::instance_id,
-                    (
-                        submission_cells::layout,
-                        submission_cells::event_day,
-                        sql::<Text>(record),
-                    ),
-                ))
-                .load::<(String, StoredRow)>(conn)?
-                .into_iter()
-                .collect();
-        }
-        // The envelope only where the stored record will not do.
-        let needing: Vec<&str> = rows
-            .iter()
-            .filter(|r| all_envelopes || export.stored(r, &answers).is_none())
-            .map(|r| r.instance_id.as_str())
-            .collect();
-        if !needing.is_empty() {
-            answers.envelopes = submissions::table
-                .filter(submissions::instance_id.eq_any(&needing))
-                .select((submissions::instance_id, submissions::payload))
-                .load::<(String, String)>(conn)?
-                .into_iter()
-                .collect();
-        }
+        after = Some((stored_time(&last.received_at)?, last.instance_id.clone()));
         written += rows.len() as u64;
         let last_page = (rows.len() as i64) < PAGE;
-        if !each(rows, answers)? || last_page {
+        if !each(conn, rows)? || last_page {
             break;
         }
     }
     Ok(written)
+}
+
+/// A time's stored text (`time_text`) as a time.
+fn stored_time(text: &str) -> AppResult<NaiveDateTime> {
+    NaiveDateTime::parse_from_str(text, "%Y-%m-%d %H:%M:%S%.f")
+        .map_err(|e| AppError::internal(format!("export: a stored time {text:?}: {e}")))
+}
+
+/// The answers of a page's rows: their stored records, and the envelopes
+/// of the rows whose stored record will not do (of every row when
+/// `all_envelopes`).
+fn answers(
+    conn: &mut DbConnection,
+    export: &FormExport,
+    rows: &[PageRow],
+    all_envelopes: bool,
+) -> AppResult<Answers> {
+    let mut answers = Answers::default();
+    let (Some(first), Some(last)) = (rows.first(), rows.last()) else {
+        return Ok(answers);
+    };
+    if !all_envelopes {
+        // One range of their table, which is ordered like the pages
+        // (cheaper than a seek a row).
+        let record = match export.read {
+            Privacy::Identifying => "submission_cells.identifying",
+            Privacy::Deidentified => "submission_cells.deidentified",
+        };
+        answers.stored = submission_cells::table
+            .filter(submission_cells::form_id.eq(&export.form_id))
+            .filter(submission_cells::received_at.ge(stored_time(&first.received_at)?))
+            .filter(submission_cells::received_at.le(stored_time(&last.received_at)?))
+            .select((
+                submission_cells::instance_id,
+                (
+                    submission_cells::layout,
+                    submission_cells::event_day,
+                    sql::<Text>(record),
+                ),
+            ))
+            .load::<(String, StoredRow)>(conn)?
+            .into_iter()
+            .collect();
+    }
+    let needing: Vec<&str> = rows
+        .iter()
+        .filter(|r| all_envelopes || export.stored(r, &answers).is_none())
+        .map(|r| r.instance_id.as_str())
+        .collect();
+    if !needing.is_empty() {
+        answers.envelopes = submissions::table
+            .filter(submissions::instance_id.eq_any(&needing))
+            .select((submissions::instance_id, submissions::payload))
+            .load::<(String, String)>(conn)?
+            .into_iter()
+            .collect();
+    }
+    Ok(answers)
 }
 
 impl FormExport {
@@ -338,8 +346,13 @@ fn day_of(stored: &str) -> AppResult<NaiveDate> {
 
 /// Writes the export a page at a time into `sink`; stops early when the
 /// sink says the reader has gone. Returns the number of rows written.
+///
+/// Two cores' worth: this thread reads the pages while a second one
+/// writes the last page as CSV. Given a second connection, that second
+/// thread also reads the page's answers with it (about half the reading).
 pub fn write(
     conn: &mut DbConnection,
+    second: Option<&mut DbConnection>,
     export: &FormExport,
     mut sink: impl FnMut(Vec<u8>) -> bool + Send,
 ) -> AppResult<u64> {
@@ -351,22 +364,32 @@ pub fn write(
     if !sink(header_chunk(&header, export.bom)?) {
         return Ok(0);
     }
-    // Two cores' worth: this thread reads the next page from the database
-    // while a second one writes the last one as CSV.
+    let answers_here = second.is_none();
     std::thread::scope(|scope| {
-        let (pages, received) = std::sync::mpsc::sync_channel::<(Vec<PageRow>, Answers)>(2);
+        let (pages, received) = std::sync::mpsc::sync_channel::<(Vec<PageRow>, Option<Answers>)>(2);
         let writer = scope.spawn(move || -> AppResult<()> {
+            let mut second = second;
             let mut scratch = Scratch::default();
-            for (rows, answers) in received {
-                if !sink(page_csv(export, &rows, &answers, &mut scratch)?) {
+            for (rows, page_answers) in received {
+                let page_answers = match (page_answers, second.as_deref_mut()) {
+                    (Some(read), _) => read,
+                    (None, Some(conn)) => answers(conn, export, &rows, false)?,
+                    (None, None) => unreachable!("the reader reads them without a second"),
+                };
+                if !sink(page_csv(export, &rows, &page_answers, &mut scratch)?) {
                     break;
                 }
             }
             Ok(())
         });
-        let read = for_each_page(conn, export, false, |rows, answers| {
+        let read = for_each_page(conn, export, |conn, rows| {
+            let page_answers = if answers_here {
+                Some(answers(conn, export, &rows, false)?)
+            } else {
+                None
+            };
             // A closed channel: the writer stopped (the reader has gone).
-            Ok(pages.send((rows, answers)).is_ok())
+            Ok(pages.send((rows, page_answers)).is_ok())
         });
         drop(pages);
         let written = writer
@@ -461,7 +484,8 @@ pub fn write_repeat(
         return Ok(0);
     }
     let mut items = 0;
-    for_each_page(conn, export, true, |rows, answers| {
+    for_each_page(conn, export, |conn, rows| {
+        let answers = answers(conn, export, &rows, true)?;
         let mut out = Chunk::new();
         for row in &rows {
             let instance_id = &row.instance_id;

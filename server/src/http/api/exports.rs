@@ -50,18 +50,21 @@ pub async fn form_csv(
             })
         })
         .await?;
+    // A second connection, when the pool has one to spare, lets the
+    // export read on both cores (`form_exports::write`).
+    let pool = state.pool.clone();
     if zipped {
         let filename = format!("{}.zip", plan.form_id);
         return Ok(stream(
             &state,
             &filename,
             "application/zip",
-            move |conn, sink| archive::write(conn, &plan, sink),
+            move |conn, sink| archive::write(conn, pool.try_get().as_deref_mut(), &plan, sink),
         ));
     }
     let filename = format!("{}.csv", plan.form_id);
     Ok(stream_csv(&state, &filename, move |conn, sink| {
-        form_exports::write(conn, &plan, sink)
+        form_exports::write(conn, pool.try_get().as_deref_mut(), &plan, sink)
     }))
 }
 
