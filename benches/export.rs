@@ -6,7 +6,8 @@
 //! this measures the export, not the decryption), each with the export
 //! cells ingest stores beside it (`exports::stored`).
 //!
-//! `cargo bench --bench export`
+//! `cargo bench --bench export`; `KEEP_DB=1` keeps the database and says
+//! where, `REUSE_DB=<that directory>` exports it again without the setup.
 
 mod common;
 
@@ -38,8 +39,15 @@ fn main() {
         .ok()
         .and_then(|r| r.parse().ok())
         .unwrap_or(if quick { 2_000 } else { 200_000 });
+    if let Ok(path) = std::env::var("REUSE_DB") {
+        // A database an earlier run kept (`KEEP_DB=1`): export it again.
+        let target = DatabaseTarget::Sqlite(std::path::Path::new(&path).join("bench.db"));
+        let mut conn = casesync::db::open_one(&target).unwrap();
+        export(&mut conn, &target);
+        return;
+    }
     let BenchDb {
-        dir: _dir,
+        dir,
         mut conn,
         site,
         worker,
@@ -137,16 +145,24 @@ fn main() {
         began.elapsed().as_secs_f64()
     );
 
+    let target = DatabaseTarget::Sqlite(dir.path().join("bench.db"));
+    export(&mut conn, &target);
+    if std::env::var("KEEP_DB").is_ok() {
+        println!("kept {:?}: REUSE_DB=that-path exports it again", dir.keep());
+    }
+}
+
+/// Exports the stored referrals and prints the figures.
+fn export(conn: &mut casesync::db::DbConnection, target: &DatabaseTarget) {
     let scope = Scope::shell();
-    let plan = forms::plan(&mut conn, &scope, "kz.referral", &FormFilter::default()).unwrap();
+    let plan = forms::plan(conn, &scope, "kz.referral", &FormFilter::default()).unwrap();
     let before = rss_kib("VmRSS:");
     let mut peak = before;
     let mut bytes = 0usize;
     let began = Instant::now();
     // Both cores read, as the server does with a second pooled connection.
-    let target = DatabaseTarget::Sqlite(_dir.path().join("bench.db"));
-    let mut second = casesync::db::open_one(&target).unwrap();
-    let written = forms::write(&mut conn, Some(&mut second), &plan, |chunk| {
+    let mut second = casesync::db::open_one(target).unwrap();
+    let written = forms::write(conn, Some(&mut second), &plan, |chunk| {
         bytes += chunk.len();
         peak = peak.max(rss_kib("VmRSS:"));
         true
