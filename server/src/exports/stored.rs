@@ -8,7 +8,7 @@
 //! release's column rules: when it does not match, the export reads the
 //! envelope as before.
 
-use std::fmt::Write as _;
+use std::io::Write as _;
 
 use chrono::NaiveDate;
 use serde_json::Value;
@@ -165,11 +165,6 @@ impl Mapping {
         }
     }
 
-    /// Whether the record is a copy of the export's columns.
-    pub fn is_verbatim(&self) -> bool {
-        self.verbatim
-    }
-
     /// Whether a record stored with `layout` can be used (else read the
     /// envelope).
     pub fn accepts(&self, layout: &str) -> bool {
@@ -188,7 +183,6 @@ impl Mapping {
         }
         decoded.decode(record.as_bytes());
         let day = event_day.parse::<NaiveDate>().ok();
-        let mut cell = String::new();
         for source in &self.sources {
             out.push(b',');
             match *source {
@@ -207,9 +201,8 @@ impl Mapping {
                         .zip(day)
                         .and_then(|(born, on)| age_in_years(born, on));
                     if let Some(age) = age {
-                        cell.clear();
-                        let _ = write!(cell, "{age}");
-                        out.extend_from_slice(cell.as_bytes());
+                        // Writing to a Vec cannot fail.
+                        let _ = write!(out, "{age}");
                     }
                 }
             }
