@@ -7,7 +7,7 @@ use std::time::Instant;
 use actix_web::body::MessageBody;
 use actix_web::dev::{ServiceFactory, ServiceRequest, ServiceResponse};
 use actix_web::http::{header, StatusCode};
-use actix_web::middleware::{DefaultHeaders, ErrorHandlerResponse, ErrorHandlers};
+use actix_web::middleware::{from_fn, DefaultHeaders, ErrorHandlerResponse, ErrorHandlers, Next};
 use actix_web::{web, App, Error, HttpMessage, HttpResponse, ResponseError};
 use futures_util::FutureExt;
 use tracing_actix_web::{RootSpanBuilder, TracingLogger};
@@ -64,6 +64,9 @@ pub struct Audited {
     pub object_type: &'static str,
     pub object_id: String,
     pub detail: Option<String>,
+    /// Why the actor did it, in their words (break-glass, identifying
+    /// exports).
+    pub purpose: Option<String>,
 }
 
 impl Audited {
@@ -72,11 +75,17 @@ impl Audited {
             object_type,
             object_id: object_id.into(),
             detail: None,
+            purpose: None,
         }
     }
 
     pub fn detail(mut self, detail: impl Into<String>) -> Self {
         self.detail = Some(detail.into());
+        self
+    }
+
+    pub fn purpose(mut self, purpose: impl Into<String>) -> Self {
+        self.purpose = Some(purpose.into());
         self
     }
 }
@@ -125,6 +134,9 @@ impl AppState {
                     event = event.object(what.object_type, &what.object_id);
                     if let Some(detail) = &what.detail {
                         event = event.detail(detail);
+                    }
+                    if let Some(purpose) = &what.purpose {
+                        event = event.purpose(purpose);
                     }
                 }
                 audit::record(conn, &origin, event)?;
@@ -202,6 +214,7 @@ pub fn build(
         .route("/metrics", web::get().to(http::ops::metrics))
         .configure(http::api::routes)
         .default_service(web::to(not_found))
+        .wrap(from_fn(audit_refusals))
         .wrap(ErrorHandlers::new().handler(StatusCode::METHOD_NOT_ALLOWED, method_not_allowed))
         .wrap(security_headers)
         .wrap_fn(move |req, srv| {
@@ -235,6 +248,53 @@ pub fn build(
             })
         })
         .wrap(TracingLogger::<RequestSpan>::new())
+}
+
+/// Every refusal of a signed-in caller (403) goes to the audit log, whichever
+/// handler refused: need-to-know is shown by what was refused as much as by
+/// what was read. The row names the route and path, never the query string
+/// or the body.
+async fn audit_refusals(
+    req: ServiceRequest,
+    next: Next<impl MessageBody>,
+) -> Result<ServiceResponse<impl MessageBody>, Error> {
+    let res = next.call(req).await?;
+    if res.status() != StatusCode::FORBIDDEN {
+        return Ok(res);
+    }
+    let request = res.request();
+    let Some(actor) = request.extensions().get::<Principal>().cloned() else {
+        return Ok(res);
+    };
+    let Some(state) = request.app_data::<web::Data<AppState>>().cloned() else {
+        return Ok(res);
+    };
+    let origin = Origin {
+        request_id: request
+            .extensions()
+            .get::<tracing_actix_web::RequestId>()
+            .map(|id| id.to_string()),
+        client_ip: request.peer_addr().map(|a| a.ip().to_string()),
+    };
+    let route = request
+        .match_pattern()
+        .unwrap_or_else(|| "unmatched".to_string());
+    let detail = format!("{} {}", request.method(), request.path());
+    let recorded = state
+        .db(move |conn| {
+            write_tx(conn, |conn| {
+                let event = Event::new(Some(&actor), "access_refused")
+                    .object("route", &route)
+                    .detail(&detail);
+                audit::record(conn, &origin, event)
+            })
+        })
+        .await;
+    if let Err(err) = recorded {
+        // The refusal stands; only its record is missing, and that is loud.
+        tracing::error!(error = %err, "could not audit a refused request");
+    }
+    Ok(res)
 }
 
 async fn not_found() -> HttpResponse {

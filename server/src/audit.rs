@@ -1,14 +1,40 @@
 //! The audit log: who did what to which object, when, from where. Rows are
 //! only ever inserted. Written in the same transaction as the change they
 //! describe, so a change without its audit row cannot exist.
+//!
+//! Each row is chained to the one before it: `hash` is SHA-256 over the
+//! row's content and the previous row's hash, `seq` its position, and
+//! `audit_head` the last position and hash. An edited, deleted or inserted
+//! row, or rows deleted at the tail, break the chain and `verify` says where.
 
+use aws_lc_rs::digest;
+use chrono::{DateTime, NaiveDate, NaiveDateTime, SecondsFormat, TimeDelta};
+use diesel::connection::{SimpleConnection, TransactionManager};
 use diesel::prelude::*;
-use serde::Serialize;
+use serde::{Deserialize, Serialize, Serializer};
 
 use crate::auth::Principal;
-use crate::db::schema::audit_log;
-use crate::db::DbConnection;
-use crate::error::AppResult;
+use crate::db::schema::{audit_head, audit_log};
+use crate::db::{write_tx, DbConnection, MultiBackend};
+use crate::error::{AppError, AppResult, FieldError};
+use crate::sync::feed;
+
+/// The link of the first row: there is no row before it.
+pub const GENESIS: &str = "0000000000000000000000000000000000000000000000000000000000000000";
+
+/// How `occurred_at` enters the hash: microseconds, as both dialects store.
+const HASHED_TIME: &str = "%Y-%m-%dT%H:%M:%S%.6fZ";
+
+/// Rows read at a time when sealing, verifying and exporting: memory stays
+/// flat however long the log.
+const PAGE: i64 = 10_000;
+
+/// Rows per page of `GET /audit`.
+const DEFAULT_LIMIT: i64 = 100;
+const MAX_LIMIT: i64 = 500;
+
+/// Problems `verify` lists one by one; beyond this it only counts them.
+const MAX_PROBLEMS: usize = 1_000;
 
 /// Where a request came from; attached to every audit row it causes.
 #[derive(Debug, Clone, Default)]
@@ -17,25 +43,63 @@ pub struct Origin {
     pub client_ip: Option<String>,
 }
 
+/// Every column the hash covers besides the link (`prev_hash`, `seq`).
 #[derive(Debug, Clone, Insertable)]
 #[diesel(table_name = audit_log)]
-struct NewRow<'a> {
-    occurred_at: chrono::NaiveDateTime,
+struct Content<'a> {
+    occurred_at: NaiveDateTime,
     actor_id: Option<&'a str>,
     actor_role: Option<&'a str>,
+    actor_sites: Option<&'a str>,
     action: &'a str,
     object_type: Option<&'a str>,
     object_id: Option<&'a str>,
     detail: Option<&'a str>,
+    purpose: Option<&'a str>,
     request_id: Option<&'a str>,
     client_ip: Option<&'a str>,
+}
+
+impl Content<'_> {
+    /// SHA-256 (hex) of a JSON array of the link and every field, so no
+    /// two different rows encode alike (a field cannot spill into the next).
+    fn hash(&self, prev_hash: &str, seq: i64) -> String {
+        let encoded = serde_json::to_vec(&(
+            prev_hash,
+            seq,
+            self.occurred_at.format(HASHED_TIME).to_string(),
+            self.actor_id,
+            self.actor_role,
+            self.actor_sites,
+            self.action,
+            self.object_type,
+            self.object_id,
+            self.detail,
+            self.purpose,
+            self.request_id,
+            self.client_ip,
+        ))
+        .expect("strings and numbers serialise");
+        hex::encode(digest::digest(&digest::SHA256, &encoded))
+    }
+}
+
+#[derive(Debug, Clone, Insertable)]
+#[diesel(table_name = audit_log)]
+struct NewRow<'a> {
+    #[diesel(embed)]
+    content: Content<'a>,
+    seq: i64,
+    prev_hash: &'a str,
+    hash: &'a str,
 }
 
 #[derive(Debug, Clone, Serialize, Queryable, Selectable)]
 #[diesel(table_name = audit_log)]
 pub struct AuditRow {
     pub id: i64,
-    pub occurred_at: chrono::NaiveDateTime,
+    #[serde(serialize_with = "utc")]
+    pub occurred_at: NaiveDateTime,
     pub actor_id: Option<String>,
     pub actor_role: Option<String>,
     pub action: String,
@@ -44,10 +108,39 @@ pub struct AuditRow {
     pub detail: Option<String>,
     pub request_id: Option<String>,
     pub client_ip: Option<String>,
+    /// Position in the chain; `None` for a row the server did not write.
+    pub seq: Option<i64>,
+    /// The actor's site ids when it acted, space-separated.
+    pub actor_sites: Option<String>,
+    pub purpose: Option<String>,
+    pub prev_hash: Option<String>,
+    pub hash: Option<String>,
 }
 
-/// One thing that happened. `detail` must never hold a password, a token or
-/// a child's name.
+fn utc<S: Serializer>(at: &NaiveDateTime, s: S) -> Result<S::Ok, S::Error> {
+    s.serialize_str(&at.and_utc().to_rfc3339_opts(SecondsFormat::Micros, true))
+}
+
+impl AuditRow {
+    fn content(&self) -> Content<'_> {
+        Content {
+            occurred_at: self.occurred_at,
+            actor_id: self.actor_id.as_deref(),
+            actor_role: self.actor_role.as_deref(),
+            actor_sites: self.actor_sites.as_deref(),
+            action: &self.action,
+            object_type: self.object_type.as_deref(),
+            object_id: self.object_id.as_deref(),
+            detail: self.detail.as_deref(),
+            purpose: self.purpose.as_deref(),
+            request_id: self.request_id.as_deref(),
+            client_ip: self.client_ip.as_deref(),
+        }
+    }
+}
+
+/// One thing that happened. `detail` and `purpose` must never hold a
+/// password, a token or a child's name.
 #[derive(Debug, Clone, Default)]
 pub struct Event<'a> {
     pub actor: Option<&'a Principal>,
@@ -55,6 +148,7 @@ pub struct Event<'a> {
     pub object_type: Option<&'a str>,
     pub object_id: Option<&'a str>,
     pub detail: Option<&'a str>,
+    pub purpose: Option<&'a str>,
 }
 
 impl<'a> Event<'a> {
@@ -76,23 +170,639 @@ impl<'a> Event<'a> {
         self.detail = Some(detail);
         self
     }
+
+    /// The purpose the actor stated (an identifying export, a break-glass read).
+    pub fn purpose(mut self, purpose: &'a str) -> Self {
+        self.purpose = Some(purpose);
+        self
+    }
 }
 
+/// The chain's last position and hash, locked until the transaction ends.
+fn lock_head(conn: &mut DbConnection) -> AppResult<(i64, String)> {
+    let query = audit_head::table
+        .find(1)
+        .select((audit_head::seq, audit_head::hash));
+    let head = match conn {
+        // Writers on other connections (and servers) wait here, so no two
+        // rows get the same position.
+        DbConnection::Pg(c) => query.for_update().first(c).optional()?,
+        // The write transaction (BEGIN IMMEDIATE) already excludes other
+        // writers; a deferred one that read first fails to write rather
+        // than fork the chain.
+        DbConnection::Sqlite(c) => query.first(c).optional()?,
+    };
+    // Fail closed: rebuilding a missing head would hide a truncation.
+    head.ok_or_else(|| {
+        AppError::internal("the audit chain's head row is missing; run `casesync audit verify`")
+    })
+}
+
+fn set_head(conn: &mut DbConnection, seq: i64, hash: &str) -> AppResult<()> {
+    diesel::update(audit_head::table.find(1))
+        .set((audit_head::seq.eq(seq), audit_head::hash.eq(hash)))
+        .execute(conn)?;
+    Ok(())
+}
+
+fn in_transaction(conn: &mut DbConnection) -> AppResult<bool> {
+    let status =
+        <DbConnection as Connection>::TransactionManager::transaction_manager_status_mut(conn);
+    Ok(status.transaction_depth()?.is_some())
+}
+
+/// Appends `event` to the chain, in the caller's transaction when there is
+/// one (as a savepoint), else in a write transaction of its own.
 pub fn record(conn: &mut DbConnection, origin: &Origin, event: Event<'_>) -> AppResult<()> {
-    diesel::insert_into(audit_log::table)
-        .values(NewRow {
+    let sites = event
+        .actor
+        .map(|p| p.site_ids.join(" "))
+        .filter(|s| !s.is_empty());
+    let append = |conn: &mut DbConnection| -> AppResult<()> {
+        let (head_seq, prev_hash) = lock_head(conn)?;
+        let seq = head_seq + 1;
+        let content = Content {
+            // Taken under the lock, so times rise with positions.
             occurred_at: crate::auth::now(),
             actor_id: event.actor.map(|p| p.user_id.as_str()),
             actor_role: event.actor.map(|p| p.role.as_str()),
+            actor_sites: sites.as_deref(),
             action: event.action,
             object_type: event.object_type,
             object_id: event.object_id,
             detail: event.detail,
+            purpose: event.purpose,
             request_id: origin.request_id.as_deref(),
             client_ip: origin.client_ip.as_deref(),
+        };
+        let hash = content.hash(&prev_hash, seq);
+        diesel::insert_into(audit_log::table)
+            .values(NewRow {
+                content,
+                seq,
+                prev_hash: &prev_hash,
+                hash: &hash,
+            })
+            .execute(conn)?;
+        set_head(conn, seq, &hash)
+    };
+    if in_transaction(conn)? {
+        conn.transaction(append)
+    } else {
+        write_tx(conn, append)
+    }
+}
+
+/// Chains the rows written before the chain existed (before migration
+/// 000011), in id order. Once the chain has begun, an unsealed row was
+/// written around the server, and is left for `verify` to report.
+pub fn seal_unsealed(conn: &mut DbConnection) -> AppResult<u64> {
+    let chain_empty = |conn: &mut DbConnection| -> AppResult<bool> {
+        let sealed = diesel::select(diesel::dsl::exists(
+            audit_log::table.filter(audit_log::seq.is_not_null()),
+        ))
+        .get_result::<bool>(conn)?;
+        let head: Option<i64> = audit_head::table
+            .find(1)
+            .select(audit_head::seq)
+            .first(conn)
+            .optional()?;
+        Ok(!sealed && head == Some(0))
+    };
+    let unsealed = |conn: &mut DbConnection| -> AppResult<bool> {
+        Ok(diesel::select(diesel::dsl::exists(
+            audit_log::table.filter(audit_log::seq.is_null()),
+        ))
+        .get_result(conn)?)
+    };
+    // A look without the lock first: nearly every start has nothing to do.
+    if !chain_empty(conn)? || !unsealed(conn)? {
+        return Ok(0);
+    }
+    write_tx(conn, |conn| {
+        let (mut seq, mut prev_hash) = lock_head(conn)?;
+        // Another server may have sealed them meanwhile.
+        if !chain_empty(conn)? {
+            return Ok(0);
+        }
+        let mut sealed = 0;
+        loop {
+            // Sealed rows leave the filter, so each page starts afresh.
+            let rows: Vec<AuditRow> = audit_log::table
+                .filter(audit_log::seq.is_null())
+                .order(audit_log::id.asc())
+                .limit(PAGE)
+                .select(AuditRow::as_select())
+                .load(conn)?;
+            if rows.is_empty() {
+                break;
+            }
+            for row in &rows {
+                seq += 1;
+                let hash = row.content().hash(&prev_hash, seq);
+                diesel::update(audit_log::table.find(row.id))
+                    .set((
+                        audit_log::seq.eq(seq),
+                        audit_log::prev_hash.eq(&prev_hash),
+                        audit_log::hash.eq(&hash),
+                    ))
+                    .execute(conn)?;
+                prev_hash = hash;
+                sealed += 1;
+            }
+        }
+        set_head(conn, seq, &prev_hash)?;
+        Ok(sealed)
+    })
+}
+
+/// One way the chain is broken.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Problem {
+    /// The row's content (or its hash) is not what was chained: edited.
+    Altered { seq: i64, id: i64 },
+    /// The row does not link to the hash of the row before it.
+    Unlinked { seq: i64, id: i64 },
+    /// Positions `from..=to` have no row: deleted.
+    Missing { from: i64, to: i64 },
+    /// A second row at a position (the unique index was dropped).
+    Duplicate { seq: i64, id: i64 },
+    /// The head is past the last row: rows at the tail were deleted.
+    TailMissing { head_seq: i64, last_seq: i64 },
+    /// Rows past the head: appended without moving it.
+    PastHead { head_seq: i64, last_seq: i64 },
+    /// The head's hash is not the last row's.
+    HeadHash { seq: i64 },
+    /// No head row.
+    NoHead,
+    /// A row outside the chain: inserted around the server.
+    Unsealed { id: i64 },
+}
+
+impl std::fmt::Display for Problem {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Problem::Altered { seq, id } => write!(
+                f,
+                "seq {seq} (id {id}): the row does not match its hash; it was edited"
+            ),
+            Problem::Unlinked { seq, id } => write!(
+                f,
+                "seq {seq} (id {id}): prev_hash is not the hash of seq {}; the row before it was edited or replaced",
+                seq - 1
+            ),
+            Problem::Missing { from, to } if from == to => {
+                write!(f, "seq {from}: no such row; it was deleted")
+            }
+            Problem::Missing { from, to } => {
+                write!(f, "seq {from} to {to}: no such rows; they were deleted")
+            }
+            Problem::Duplicate { seq, id } => {
+                write!(f, "seq {seq} (id {id}): a second row at the same position")
+            }
+            Problem::TailMissing { head_seq, last_seq } => write!(
+                f,
+                "the head is at seq {head_seq} but the last row is seq {last_seq}; rows at the end were deleted"
+            ),
+            Problem::PastHead { head_seq, last_seq } => write!(
+                f,
+                "the head is at seq {head_seq} but rows go on to seq {last_seq}; they were added around the server, or the head was moved back"
+            ),
+            Problem::HeadHash { seq } => write!(
+                f,
+                "the head's hash is not the hash of seq {seq}; the head or the last row was replaced"
+            ),
+            Problem::NoHead => write!(f, "the head row (audit_head) is missing"),
+            Problem::Unsealed { id } => write!(
+                f,
+                "id {id}: a row outside the chain (no seq); it was inserted around the server"
+            ),
+        }
+    }
+}
+
+/// What `verify` found.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Verification {
+    /// Chained rows read.
+    pub rows: u64,
+    pub head_seq: i64,
+    /// Note it outside the server: a later head that does not descend from
+    /// it reveals a rewrite of the whole chain.
+    pub head_hash: String,
+    pub problems: Vec<Problem>,
+    /// Problems past the first `MAX_PROBLEMS`, counted only.
+    pub more_problems: u64,
+}
+
+impl Verification {
+    pub fn is_intact(&self) -> bool {
+        self.problems.is_empty() && self.more_problems == 0
+    }
+
+    fn report(&mut self, problem: Problem) {
+        if self.problems.len() < MAX_PROBLEMS {
+            self.problems.push(problem);
+        } else {
+            self.more_problems += 1;
+        }
+    }
+}
+
+/// Walks the chain in order, a page at a time, recomputing every hash and
+/// link, then checks the head and looks for rows outside the chain.
+pub fn verify(conn: &mut DbConnection) -> AppResult<Verification> {
+    conn.transaction(|conn| {
+        // One snapshot for the whole walk: rows appended meanwhile must not
+        // look like rows past the head. (SQLite's WAL read is one already.)
+        if let DbConnection::Pg(c) = conn {
+            c.batch_execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")?;
+        }
+        walk(conn)
+    })
+}
+
+fn walk(conn: &mut DbConnection) -> AppResult<Verification> {
+    let head: Option<(i64, String)> = audit_head::table
+        .find(1)
+        .select((audit_head::seq, audit_head::hash))
+        .first(conn)
+        .optional()?;
+    let mut found = Verification {
+        rows: 0,
+        head_seq: head.as_ref().map_or(0, |h| h.0),
+        head_hash: head.as_ref().map_or_else(String::new, |h| h.1.clone()),
+        problems: Vec::new(),
+        more_problems: 0,
+    };
+    let mut expected = 1i64;
+    let mut prev = GENESIS.to_string();
+    // Keyset on (seq, id): a duplicated position is read, not skipped.
+    let mut after: Option<(i64, i64)> = None;
+    loop {
+        let mut query = audit_log::table
+            .filter(audit_log::seq.is_not_null())
+            .select(AuditRow::as_select())
+            .order((audit_log::seq.asc(), audit_log::id.asc()))
+            .limit(PAGE)
+            .into_boxed();
+        if let Some((seq, id)) = after {
+            query = query.filter(
+                audit_log::seq
+                    .gt(seq)
+                    .or(audit_log::seq.eq(seq).and(audit_log::id.gt(id))),
+            );
+        }
+        let rows: Vec<AuditRow> = query.load(conn)?;
+        for row in &rows {
+            let seq = row.seq.expect("filtered on seq");
+            let linked = row.prev_hash.as_deref() == Some(prev.as_str());
+            if seq < expected {
+                found.report(Problem::Duplicate { seq, id: row.id });
+            } else if seq > expected {
+                // The broken link here is the same deletion; one report.
+                found.report(Problem::Missing {
+                    from: expected,
+                    to: seq - 1,
+                });
+            } else if !linked {
+                found.report(Problem::Unlinked { seq, id: row.id });
+            }
+            let recomputed = row
+                .content()
+                .hash(row.prev_hash.as_deref().unwrap_or_default(), seq);
+            if row.hash.as_deref() != Some(recomputed.as_str()) {
+                found.report(Problem::Altered { seq, id: row.id });
+            }
+            prev = row.hash.clone().unwrap_or_default();
+            expected = expected.max(seq + 1);
+            found.rows += 1;
+        }
+        match rows.last() {
+            Some(last) if rows.len() as i64 == PAGE => after = last.seq.map(|s| (s, last.id)),
+            _ => break,
+        }
+    }
+    let last_seq = expected - 1;
+    match &head {
+        None => found.report(Problem::NoHead),
+        Some((head_seq, _)) if *head_seq > last_seq => found.report(Problem::TailMissing {
+            head_seq: *head_seq,
+            last_seq,
+        }),
+        Some((head_seq, _)) if *head_seq < last_seq => found.report(Problem::PastHead {
+            head_seq: *head_seq,
+            last_seq,
+        }),
+        Some((head_seq, hash)) if *hash != prev => {
+            found.report(Problem::HeadHash { seq: *head_seq })
+        }
+        Some(_) => {}
+    }
+    let mut after_id = i64::MIN;
+    loop {
+        let ids: Vec<i64> = audit_log::table
+            .filter(audit_log::seq.is_null())
+            .filter(audit_log::id.gt(after_id))
+            .order(audit_log::id.asc())
+            .select(audit_log::id)
+            .limit(PAGE)
+            .load(conn)?;
+        for id in &ids {
+            found.report(Problem::Unsealed { id: *id });
+        }
+        match ids.last() {
+            Some(last) if ids.len() as i64 == PAGE => after_id = *last,
+            _ => break,
+        }
+    }
+    Ok(found)
+}
+
+/// The filters of `GET /audit` and its CSV export, as the query string has
+/// them; `filter` and `limit` check them.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AuditQuery {
+    /// On or after: a day (YYYY-MM-DD, UTC) or an RFC 3339 time.
+    pub from: Option<String>,
+    /// On or before: a day (the whole day) or an RFC 3339 time.
+    pub to: Option<String>,
+    /// A user id.
+    pub actor: Option<String>,
+    pub action: Option<String>,
+    pub object_type: Option<String>,
+    pub object_id: Option<String>,
+    pub cursor: Option<String>,
+    pub limit: Option<String>,
+}
+
+/// Which rows: all of them by default.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct AuditFilter {
+    /// Occurred at or after.
+    pub from: Option<NaiveDateTime>,
+    /// Occurred before (exclusive).
+    pub until: Option<NaiveDateTime>,
+    pub actor: Option<String>,
+    pub action: Option<String>,
+    pub object_type: Option<String>,
+    pub object_id: Option<String>,
+}
+
+/// A 400 that names the query parameter at fault.
+fn bad_param(name: &str, message: &str) -> AppError {
+    AppError::BadRequest {
+        detail: format!("{name}: {message}"),
+        errors: vec![FieldError::new(format!("/{name}"), message)],
+    }
+}
+
+/// An empty parameter (`?action=`) is an absent one.
+fn given(value: &Option<String>) -> Option<&str> {
+    value.as_deref().map(str::trim).filter(|v| !v.is_empty())
+}
+
+/// A day, or a time in RFC 3339; `end` makes it the exclusive end of a
+/// range that includes the day (or the instant) named.
+pub fn parse_bound(name: &str, text: &str, end: bool) -> AppResult<NaiveDateTime> {
+    if let Ok(day) = NaiveDate::parse_from_str(text, "%Y-%m-%d") {
+        let day = if end { day.succ_opt() } else { Some(day) };
+        return day
+            .map(|d| d.and_time(chrono::NaiveTime::MIN))
+            .ok_or_else(|| bad_param(name, "out of range"));
+    }
+    let at = DateTime::parse_from_rfc3339(text)
+        .map_err(|_| bad_param(name, "a day (YYYY-MM-DD) or a time (RFC 3339)"))?
+        .naive_utc();
+    Ok(if end {
+        at + TimeDelta::microseconds(1)
+    } else {
+        at
+    })
+}
+
+impl AuditQuery {
+    pub fn filter(&self) -> AppResult<AuditFilter> {
+        let from = given(&self.from)
+            .map(|t| parse_bound("from", t, false))
+            .transpose()?;
+        let until = given(&self.to)
+            .map(|t| parse_bound("to", t, true))
+            .transpose()?;
+        if let (Some(from), Some(until)) = (from, until) {
+            if until <= from {
+                return Err(bad_param("to", "is before from"));
+            }
+        }
+        let text = |v: &Option<String>, name: &str| -> AppResult<Option<String>> {
+            match given(v) {
+                Some(v) if v.len() > 200 => Err(bad_param(name, "longer than 200 characters")),
+                other => Ok(other.map(str::to_string)),
+            }
+        };
+        Ok(AuditFilter {
+            from,
+            until,
+            actor: text(&self.actor, "actor")?,
+            action: text(&self.action, "action")?,
+            object_type: text(&self.object_type, "object_type")?,
+            object_id: text(&self.object_id, "object_id")?,
         })
-        .execute(conn)?;
-    Ok(())
+    }
+
+    /// The filter of an export, which has no pages.
+    pub fn export_filter(&self) -> AppResult<AuditFilter> {
+        for (name, value) in [("cursor", &self.cursor), ("limit", &self.limit)] {
+            if value.is_some() {
+                return Err(bad_param(name, "an export has no pages"));
+            }
+        }
+        self.filter()
+    }
+
+    pub fn limit(&self) -> AppResult<i64> {
+        match given(&self.limit) {
+            None => Ok(DEFAULT_LIMIT),
+            Some(text) => text
+                .parse::<i64>()
+                .ok()
+                .filter(|n| (1..=MAX_LIMIT).contains(n))
+                .ok_or_else(|| bad_param("limit", &format!("a number from 1 to {MAX_LIMIT}"))),
+        }
+    }
+
+    /// The position after which the next page starts.
+    pub fn cursor(&self) -> AppResult<Option<i64>> {
+        given(&self.cursor)
+            .map(|c| {
+                feed::decode_cursor(c)
+                    .map_err(|_| bad_param("cursor", "not a cursor this server gave"))
+            })
+            .transpose()
+    }
+}
+
+impl AuditFilter {
+    /// The filter in words, for the audit row of an export.
+    pub fn describe(&self) -> String {
+        let at = |t: NaiveDateTime| t.and_utc().to_rfc3339_opts(SecondsFormat::Micros, true);
+        let mut parts = Vec::new();
+        if let Some(t) = self.from {
+            parts.push(format!("from {}", at(t)));
+        }
+        if let Some(t) = self.until {
+            parts.push(format!("before {}", at(t)));
+        }
+        for (name, value) in [
+            ("actor", &self.actor),
+            ("action", &self.action),
+            ("object_type", &self.object_type),
+            ("object_id", &self.object_id),
+        ] {
+            if let Some(v) = value {
+                parts.push(format!("{name} {v}"));
+            }
+        }
+        if parts.is_empty() {
+            "all rows".into()
+        } else {
+            parts.join("; ")
+        }
+    }
+
+    fn apply<'a>(
+        &self,
+        mut query: audit_log::BoxedQuery<'a, MultiBackend>,
+    ) -> audit_log::BoxedQuery<'a, MultiBackend> {
+        query = query.filter(audit_log::seq.is_not_null());
+        if let Some(t) = self.from {
+            query = query.filter(audit_log::occurred_at.ge(t));
+        }
+        if let Some(t) = self.until {
+            query = query.filter(audit_log::occurred_at.lt(t));
+        }
+        if let Some(v) = &self.actor {
+            query = query.filter(audit_log::actor_id.eq(v.clone()));
+        }
+        if let Some(v) = &self.action {
+            query = query.filter(audit_log::action.eq(v.clone()));
+        }
+        if let Some(v) = &self.object_type {
+            query = query.filter(audit_log::object_type.eq(v.clone()));
+        }
+        if let Some(v) = &self.object_id {
+            query = query.filter(audit_log::object_id.eq(v.clone()));
+        }
+        query
+    }
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct AuditPage {
+    pub items: Vec<AuditRow>,
+    /// Pass as `cursor` for the next (older) page; absent on the last.
+    pub next_cursor: Option<String>,
+}
+
+/// Chained rows passing `filter`, newest first, `limit` at a time after
+/// the position `before` (from a cursor).
+pub fn query(
+    conn: &mut DbConnection,
+    filter: &AuditFilter,
+    before: Option<i64>,
+    limit: i64,
+) -> AppResult<AuditPage> {
+    let mut query = filter
+        .apply(audit_log::table.into_boxed())
+        .select(AuditRow::as_select());
+    if let Some(seq) = before {
+        query = query.filter(audit_log::seq.lt(seq));
+    }
+    let mut items: Vec<AuditRow> = query
+        .order(audit_log::seq.desc())
+        .limit(limit + 1)
+        .load(conn)?;
+    let next_cursor = if items.len() as i64 > limit {
+        items.truncate(limit as usize);
+        items.last().and_then(|r| r.seq).map(feed::encode_cursor)
+    } else {
+        None
+    };
+    Ok(AuditPage { items, next_cursor })
+}
+
+/// The columns of the CSV export.
+const CSV_HEADER: [&str; 14] = [
+    "seq",
+    "occurred_at",
+    "actor_id",
+    "actor_role",
+    "actor_sites",
+    "action",
+    "object_type",
+    "object_id",
+    "detail",
+    "purpose",
+    "request_id",
+    "client_ip",
+    "prev_hash",
+    "hash",
+];
+
+/// Writes the chained rows passing `filter` as CSV (RFC 4180), in chain
+/// order, a page at a time to `sink`; stops when the sink does (the client
+/// went away). Returns the rows written.
+pub fn write_csv(
+    conn: &mut DbConnection,
+    filter: &AuditFilter,
+    sink: &mut (dyn FnMut(Vec<u8>) -> bool + Send),
+) -> AppResult<u64> {
+    let csv_error = |e: csv::Error| AppError::internal(format!("csv: {e}"));
+    let new_chunk = || csv::Writer::from_writer(Vec::with_capacity(64 * 1024));
+    let mut out = new_chunk();
+    out.write_record(CSV_HEADER).map_err(csv_error)?;
+    let mut written = 0u64;
+    let mut after = 0i64;
+    loop {
+        let rows: Vec<AuditRow> = filter
+            .apply(audit_log::table.into_boxed())
+            .select(AuditRow::as_select())
+            .filter(audit_log::seq.gt(after))
+            .order(audit_log::seq.asc())
+            .limit(PAGE)
+            .load(conn)?;
+        for row in &rows {
+            let seq = row.seq.unwrap_or_default();
+            let opt = |v: &Option<String>| v.clone().unwrap_or_default();
+            out.write_record([
+                seq.to_string(),
+                row.occurred_at.format(HASHED_TIME).to_string(),
+                opt(&row.actor_id),
+                opt(&row.actor_role),
+                opt(&row.actor_sites),
+                row.action.clone(),
+                opt(&row.object_type),
+                opt(&row.object_id),
+                opt(&row.detail),
+                opt(&row.purpose),
+                opt(&row.request_id),
+                opt(&row.client_ip),
+                opt(&row.prev_hash),
+                opt(&row.hash),
+            ])
+            .map_err(csv_error)?;
+            after = seq;
+            written += 1;
+        }
+        let chunk = std::mem::replace(&mut out, new_chunk())
+            .into_inner()
+            .map_err(|e| AppError::internal(format!("csv: {e}")))?;
+        if (!chunk.is_empty() && !sink(chunk)) || (rows.len() as i64) < PAGE {
+            break;
+        }
+    }
+    Ok(written)
 }
 
 /// The most recent rows first, at most `limit`.
@@ -102,4 +812,77 @@ pub fn recent(conn: &mut DbConnection, limit: i64) -> AppResult<Vec<AuditRow>> {
         .order(audit_log::id.desc())
         .limit(limit)
         .load(conn)?)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn content(detail: Option<&str>) -> Content<'_> {
+        Content {
+            occurred_at: NaiveDate::from_ymd_opt(2026, 11, 23)
+                .unwrap()
+                .and_hms_micro_opt(9, 30, 0, 120)
+                .unwrap(),
+            actor_id: Some("u1"),
+            actor_role: Some("admin"),
+            actor_sites: None,
+            action: "login",
+            object_type: Some("user"),
+            object_id: Some("u1"),
+            detail,
+            purpose: None,
+            request_id: None,
+            client_ip: Some("127.0.0.1"),
+        }
+    }
+
+    #[test]
+    fn the_hash_covers_link_position_and_every_field_unambiguously() {
+        let base = content(Some("a")).hash(GENESIS, 1);
+        assert_eq!(base.len(), 64);
+        assert_eq!(base, content(Some("a")).hash(GENESIS, 1));
+        assert_ne!(base, content(Some("b")).hash(GENESIS, 1));
+        assert_ne!(base, content(Some("a")).hash(GENESIS, 2));
+        assert_ne!(base, content(Some("a")).hash(&"1".repeat(64), 1));
+        // `None` and an empty string are different rows.
+        assert_ne!(
+            content(None).hash(GENESIS, 1),
+            content(Some("")).hash(GENESIS, 1)
+        );
+        // Moving text from one field into the next changes the hash.
+        let mut shifted = content(Some("a"));
+        shifted.object_id = Some("u1\",\"a");
+        shifted.detail = None;
+        assert_ne!(base, shifted.hash(GENESIS, 1));
+    }
+
+    #[test]
+    fn bounds_take_days_and_times_and_name_the_parameter() {
+        let day = parse_bound("from", "2026-11-23", false).unwrap();
+        assert_eq!(day.to_string(), "2026-11-23 00:00:00");
+        let end = parse_bound("to", "2026-11-23", true).unwrap();
+        assert_eq!(end.to_string(), "2026-11-24 00:00:00");
+        let at = parse_bound("to", "2026-11-23T10:00:00+02:00", true).unwrap();
+        assert_eq!(at.to_string(), "2026-11-23 08:00:00.000001");
+        let AppError::BadRequest { errors, .. } =
+            parse_bound("from", "yesterday", false).unwrap_err()
+        else {
+            panic!("a bad request")
+        };
+        assert_eq!(errors[0].pointer, "/from");
+        let query = AuditQuery {
+            from: Some("2026-11-24".into()),
+            to: Some("2026-11-23".into()),
+            ..Default::default()
+        };
+        assert!(matches!(query.filter(), Err(AppError::BadRequest { .. })));
+        for limit in ["0", "501", "ten"] {
+            let query = AuditQuery {
+                limit: Some(limit.into()),
+                ..Default::default()
+            };
+            assert!(query.limit().is_err(), "{limit}");
+        }
+    }
 }

@@ -75,6 +75,32 @@ pub enum Command {
     /// (docs/indicators.md): e.g. `indicators kz --from 2026-01-01
     /// --to 2026-03-31 --by sex,age_band`.
     Indicators(IndicatorsArgs),
+    /// The hash-chained audit log: verify it, or export it as CSV.
+    #[command(subcommand)]
+    Audit(AuditCommand),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum AuditCommand {
+    /// Recompute the whole chain; exits non-zero and lists every problem
+    /// when a row was edited, deleted or inserted around the server.
+    Verify,
+    /// Write the chained rows (oldest first, with their hashes) as CSV.
+    Export {
+        #[arg(long)]
+        out: PathBuf,
+        /// A day (YYYY-MM-DD, UTC) or an RFC 3339 time.
+        #[arg(long)]
+        from: Option<String>,
+        /// A day (the whole day) or an RFC 3339 time.
+        #[arg(long)]
+        to: Option<String>,
+        #[arg(long)]
+        action: Option<String>,
+        /// A user id.
+        #[arg(long)]
+        actor: Option<String>,
+    },
 }
 
 #[derive(Debug, Args)]
@@ -403,6 +429,7 @@ fn server_command(config: &Path, command: Command) -> Result<(), CliError> {
             let target = settings.database_target()?;
             with_db(&settings, |conn| export_command(conn, &target, cmd))
         }
+        Command::Audit(cmd) => with_db(&settings, |conn| audit_command(conn, cmd)),
         Command::Indicators(args) => {
             let threshold = settings.indicator_suppression_threshold;
             with_db(&settings, |conn| indicators_command(conn, args, threshold))
@@ -617,15 +644,79 @@ fn export_command(
     } else {
         format!("{what}, de-identified")
     };
-    audit::record(
-        conn,
-        &Origin::default(),
-        Event::new(None, "exported")
-            .object("file", &options.out.display().to_string())
-            .detail(&detail),
-    )?;
+    let file = options.out.display().to_string();
+    let mut event = Event::new(None, "exported")
+        .object("file", &file)
+        .detail(&detail);
+    if let Some(purpose) = options.purpose.as_deref().filter(|_| options.identifying) {
+        event = event.purpose(purpose.trim());
+    }
+    audit::record(conn, &Origin::default(), event)?;
     eprintln!("{written} rows written to {}", options.out.display());
     Ok(())
+}
+
+fn audit_command(conn: &mut DbConnection, cmd: AuditCommand) -> Result<(), CliError> {
+    match cmd {
+        AuditCommand::Verify => {
+            let found = audit::verify(conn)?;
+            if found.is_intact() {
+                println!(
+                    "audit chain intact: {} rows, head seq {} hash {}",
+                    found.rows, found.head_seq, found.head_hash
+                );
+                return Ok(());
+            }
+            for problem in &found.problems {
+                println!("{problem}");
+            }
+            if found.more_problems > 0 {
+                println!("… and {} more problems", found.more_problems);
+            }
+            Err(CliError::App(format!(
+                "audit chain broken: {} problem(s) in {} rows (head seq {} hash {})",
+                found.problems.len() as u64 + found.more_problems,
+                found.rows,
+                found.head_seq,
+                found.head_hash
+            )))
+        }
+        AuditCommand::Export {
+            out,
+            from,
+            to,
+            action,
+            actor,
+        } => {
+            let filter = audit::AuditQuery {
+                from,
+                to,
+                action,
+                actor,
+                ..Default::default()
+            }
+            .export_filter()?;
+            let options = ExportOptions {
+                out,
+                from: None,
+                to: None,
+                site: None,
+                bom: false,
+                identifying: false,
+                purpose: None,
+            };
+            let written = export_to_file(&options, |sink| audit::write_csv(conn, &filter, sink))?;
+            audit::record(
+                conn,
+                &Origin::default(),
+                Event::new(None, "audit_exported")
+                    .object("file", &options.out.display().to_string())
+                    .detail(&filter.describe()),
+            )?;
+            eprintln!("{written} rows written to {}", options.out.display());
+            Ok(())
+        }
+    }
 }
 
 fn indicators_command(
@@ -740,7 +831,7 @@ fn cases_command(conn: &mut DbConnection, cmd: CasesCommand) -> Result<(), CliEr
     let now = chrono::Utc::now();
     let items = views::due_in(
         conn,
-        &views::DueScope::Sites(vec![found.id.clone()]),
+        &crate::auth::policy::CaseScope::Sites(vec![found.id.clone()]),
         &filter,
         now,
     )?;

@@ -74,6 +74,9 @@ pub struct Settings {
     /// Suppressed indicator reports (viewers, publishable ones) hide counts
     /// from 1 to this minus one.
     pub indicator_suppression_threshold: u64,
+    /// The longest a break-glass grant lasts (a coordinator reading a case
+    /// of another site), in minutes; a request may ask for less.
+    pub break_glass_minutes: i64,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -119,6 +122,7 @@ impl Default for Settings {
             max_batch_bytes: 20 * 1024 * 1024,
             max_attachment_bytes: 10_000_000,
             indicator_suppression_threshold: 5,
+            break_glass_minutes: 180,
             session_ttl_hours: 12,
             device_token_ttl_days: 180,
             shutdown_timeout_secs: 30,
@@ -190,6 +194,11 @@ impl Settings {
         if self.max_body_bytes < 1024 {
             return Err(ConfigError::Invalid(
                 "max_body_bytes must be at least 1024".into(),
+            ));
+        }
+        if !(1..=24 * 60).contains(&self.break_glass_minutes) {
+            return Err(ConfigError::Invalid(
+                "break_glass_minutes must be from 1 to 1440 (a day)".into(),
             ));
         }
         if self.session_ttl_hours <= 0 || self.device_token_ttl_days <= 0 {

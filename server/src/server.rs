@@ -82,6 +82,11 @@ pub fn prepare_database(conn: &mut DbConnection) -> Result<(), StartError> {
     if applied > 0 {
         tracing::info!(applied, "database migrations applied");
     }
+    // Rows written before the audit chain existed join it, before any new one.
+    let sealed = audit::seal_unsealed(conn).map_err(|e| StartError::Bootstrap(e.to_string()))?;
+    if sealed > 0 {
+        tracing::info!(sealed, "audit rows from before the chain sealed into it");
+    }
     let seed = |conn: &mut DbConnection| {
         write_tx(conn, |conn| {
             if sites::count(conn)? == 0 {

@@ -17,6 +17,12 @@ pub fn administer(p: &Principal, what: &str) -> AppResult<()> {
     }
 }
 
+/// The audit log is read and exported by admins only: it shows who read
+/// which case, which is itself sensitive.
+pub fn read_audit(p: &Principal) -> AppResult<()> {
+    administer(p, "read the audit log")
+}
+
 /// Which users the caller may see: `None` for all (admins), or only those of
 /// the given sites (coordinators, who assign cases and make device tokens).
 pub fn visible_user_sites(p: &Principal) -> AppResult<Option<Vec<String>>> {
@@ -39,6 +45,186 @@ pub fn may_manage_user_at(p: &Principal, user_sites: &[String]) -> AppResult<()>
     }
 }
 
+/// What the policy needs to know about a case: where it is and who works on
+/// it. Everything else about a case is content, which the policy never reads.
+#[derive(Debug, Clone, Copy)]
+pub struct CaseRef<'a> {
+    pub site_id: &'a str,
+    pub assigned_to: Option<&'a str>,
+}
+
+/// Why a read of a case's content was allowed; a break-glass read is
+/// audited as such.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CaseAccess {
+    /// The field worker the case is assigned to.
+    Assigned,
+    /// A coordinator of the case's site.
+    SiteCoordinator,
+    /// A coordinator of another site, under a time-limited grant.
+    BreakGlass,
+}
+
+impl CaseAccess {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            CaseAccess::Assigned => "assigned",
+            CaseAccess::SiteCoordinator => "site_coordinator",
+            CaseAccess::BreakGlass => "break_glass",
+        }
+    }
+}
+
+/// Need to know (KZ A1, BT §6.2): the assigned field worker and the
+/// coordinators of the case's site; anyone else only under break-glass.
+fn case_role(p: &Principal, case: CaseRef<'_>) -> Option<CaseAccess> {
+    match p.role {
+        Role::FieldWorker if case.assigned_to == Some(p.user_id.as_str()) => {
+            Some(CaseAccess::Assigned)
+        }
+        Role::Coordinator if p.is_at_site(case.site_id) => Some(CaseAccess::SiteCoordinator),
+        _ => None,
+    }
+}
+
+/// Whether `p` may read the content of `case`. `break_glass` says whether
+/// `p` holds an unexpired break-glass grant for it.
+pub fn read_case(p: &Principal, case: CaseRef<'_>, break_glass: bool) -> AppResult<CaseAccess> {
+    match case_role(p, case) {
+        Some(access) => Ok(access),
+        None if break_glass && p.role == Role::Coordinator => Ok(CaseAccess::BreakGlass),
+        None => Err(AppError::Forbidden("this case is not yours to read".into())),
+    }
+}
+
+/// Whether `p` may submit forms for `case` (a break-glass grant reads, it
+/// never writes).
+pub fn work_on_case(p: &Principal, case: CaseRef<'_>) -> AppResult<()> {
+    case_role(p, case)
+        .map(|_| ())
+        .ok_or_else(|| AppError::Forbidden("you may not submit forms for this case".into()))
+}
+
+/// Whether `p` may submit forms at all (and so open cases).
+pub fn submit_forms(p: &Principal) -> AppResult<()> {
+    match p.role {
+        Role::FieldWorker | Role::Coordinator => Ok(()),
+        _ => Err(deny("submit forms")),
+    }
+}
+
+/// Assigning, approving, linking siblings, resolving conflicts: the
+/// coordinators of the case's site.
+pub fn manage_case(p: &Principal, case: CaseRef<'_>) -> AppResult<()> {
+    if p.role == Role::Coordinator && p.is_at_site(case.site_id) {
+        Ok(())
+    } else {
+        Err(AppError::Forbidden(
+            "only a coordinator of the case's site may do this".into(),
+        ))
+    }
+}
+
+/// Whether `p` may manage cases at all (asked before looking anything up,
+/// so a role that never may is refused the same way whatever it names).
+pub fn manage_cases(p: &Principal) -> AppResult<()> {
+    if p.role == Role::Coordinator {
+        Ok(())
+    } else {
+        Err(deny("manage cases; only coordinators may"))
+    }
+}
+
+/// Which cases a list (cases, deadlines, conflicts) may show `p`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum CaseScope {
+    /// Those assigned to this user.
+    Assignee(String),
+    /// Those of these sites.
+    Sites(Vec<String>),
+}
+
+pub fn list_cases(p: &Principal) -> AppResult<CaseScope> {
+    match p.role {
+        Role::FieldWorker => Ok(CaseScope::Assignee(p.user_id.clone())),
+        Role::Coordinator => Ok(CaseScope::Sites(p.site_ids.clone())),
+        _ => Err(AppError::Forbidden(
+            "only field workers and coordinators read cases".into(),
+        )),
+    }
+}
+
+/// Possible duplicate children: the coordinators of the pair's site.
+pub fn review_duplicates(p: &Principal, site_id: Option<&str>) -> AppResult<()> {
+    if p.role != Role::Coordinator {
+        return Err(AppError::Forbidden(
+            "possible duplicates are for coordinators".into(),
+        ));
+    }
+    match site_id {
+        Some(site) if !p.is_at_site(site) => {
+            Err(AppError::Forbidden("not a pair of your sites".into()))
+        }
+        _ => Ok(()),
+    }
+}
+
+/// A break-glass grant: a coordinator opening a case of a site they do not
+/// coordinate (their own sites need none).
+pub fn break_glass(p: &Principal, case: CaseRef<'_>) -> AppResult<()> {
+    match p.role {
+        Role::Coordinator if p.is_at_site(case.site_id) => Err(AppError::Conflict(
+            "the case is at one of your sites: you may read it without breaking the glass".into(),
+        )),
+        Role::Coordinator => Ok(()),
+        _ => Err(deny("break the glass; only coordinators may")),
+    }
+}
+
+/// Who reviews break-glass grants: admins (all) and coordinators (those on
+/// their sites' cases, and their own).
+pub fn review_break_glass(p: &Principal) -> AppResult<()> {
+    match p.role {
+        Role::Admin | Role::Coordinator => Ok(()),
+        _ => Err(deny("review break-glass grants")),
+    }
+}
+
+/// What `p` may export: the sites, and whether identifying data at all
+/// (which then also needs a legal basis and a purpose).
+#[derive(Debug, Clone)]
+pub struct ExportRights {
+    pub site_ids: Vec<String>,
+    pub may_identify: bool,
+}
+
+/// Coordinators (their sites, identifying allowed) and analysts (their
+/// sites, de-identified only); nobody else exports case data.
+pub fn export(p: &Principal) -> AppResult<ExportRights> {
+    match p.role {
+        Role::Coordinator | Role::Analyst => Ok(ExportRights {
+            site_ids: p.site_ids.clone(),
+            may_identify: p.role == Role::Coordinator,
+        }),
+        _ => Err(AppError::Forbidden(
+            "only coordinators and analysts export case data".into(),
+        )),
+    }
+}
+
+/// Who reads indicators and whether always suppressed: coordinators and
+/// analysts (their sites), viewers (national level, or their sites if they
+/// have any; always suppressed, KZ P10).
+pub fn indicators(p: &Principal) -> AppResult<(Option<Vec<String>>, bool)> {
+    match p.role {
+        Role::Coordinator | Role::Analyst => Ok((Some(p.site_ids.clone()), false)),
+        Role::Viewer => Ok(((!p.site_ids.is_empty()).then(|| p.site_ids.clone()), true)),
+        _ => Err(AppError::Forbidden(
+            "indicators are for coordinators, analysts and viewers".into(),
+        )),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -52,6 +238,68 @@ mod tests {
             token_id: "t".into(),
             must_change_password: false,
         }
+    }
+
+    #[test]
+    fn case_content_is_need_to_know() {
+        let case = CaseRef {
+            site_id: "a",
+            assigned_to: Some("w"),
+        };
+        let mut worker = principal(Role::FieldWorker, &["a"]);
+        worker.user_id = "w".into();
+        let other_worker = principal(Role::FieldWorker, &["a"]);
+        let coordinator = principal(Role::Coordinator, &["a"]);
+        let elsewhere = principal(Role::Coordinator, &["b"]);
+        assert_eq!(
+            read_case(&worker, case, false).unwrap(),
+            CaseAccess::Assigned
+        );
+        assert!(read_case(&other_worker, case, false).is_err());
+        assert_eq!(
+            read_case(&coordinator, case, false).unwrap(),
+            CaseAccess::SiteCoordinator
+        );
+        assert!(read_case(&elsewhere, case, false).is_err());
+        assert_eq!(
+            read_case(&elsewhere, case, true).unwrap(),
+            CaseAccess::BreakGlass
+        );
+        // A grant reads; it never writes or manages.
+        assert!(work_on_case(&elsewhere, case).is_err());
+        assert!(manage_case(&elsewhere, case).is_err());
+        assert!(break_glass(&elsewhere, case).is_ok());
+        assert!(break_glass(&coordinator, case).is_err());
+        // Only coordinators can hold a grant, whatever the table says.
+        for role in [Role::Admin, Role::Analyst, Role::Viewer, Role::FieldWorker] {
+            assert!(read_case(&principal(role, &["a"]), case, true).is_err());
+        }
+        assert!(work_on_case(&worker, case).is_ok());
+        assert!(manage_case(&worker, case).is_err());
+        assert!(manage_case(&coordinator, case).is_ok());
+    }
+
+    #[test]
+    fn exports_and_indicators_by_role() {
+        for role in Role::ALL {
+            let p = principal(role, &["a"]);
+            match export(&p) {
+                Ok(rights) => {
+                    assert!(matches!(role, Role::Coordinator | Role::Analyst));
+                    assert_eq!(rights.may_identify, role == Role::Coordinator);
+                    assert_eq!(rights.site_ids, vec!["a".to_string()]);
+                }
+                Err(_) => assert!(!matches!(role, Role::Coordinator | Role::Analyst)),
+            }
+            match indicators(&p) {
+                Ok((_, suppressed)) => assert_eq!(suppressed, role == Role::Viewer),
+                Err(_) => assert!(matches!(role, Role::Admin | Role::FieldWorker)),
+            }
+        }
+        assert_eq!(
+            indicators(&principal(Role::Viewer, &[])).unwrap(),
+            (None, true)
+        );
     }
 
     #[test]

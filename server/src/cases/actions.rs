@@ -11,25 +11,16 @@ use super::conflicts::{ConflictRow, OPEN, RESOLVED};
 use super::reconcile::programme_of;
 use super::timeline::{self, NewEvent, ACTION};
 use super::{find, Case};
+use crate::auth::policy::{self, CaseScope};
 use crate::auth::{now, users, Principal, Role};
 use crate::db::schema::conflicts;
 use crate::db::DbConnection;
 use crate::error::{AppError, AppResult};
 use crate::programmes::{holidays, CASE_ASSIGNED, CONFLICT_RESOLVED};
 
-fn coordinator_of(who: &Principal, case: &Case) -> AppResult<()> {
-    if who.role == Role::Coordinator && who.is_at_site(&case.site_id) {
-        Ok(())
-    } else {
-        Err(AppError::Forbidden(
-            "only a coordinator of the case's site may do this".into(),
-        ))
-    }
-}
-
 fn case_for(conn: &mut DbConnection, who: &Principal, id: &str) -> AppResult<Case> {
     let case = find(conn, id)?.ok_or_else(|| AppError::NotFound("no such case".into()))?;
-    coordinator_of(who, &case)?;
+    policy::manage_case(who, case.scope())?;
     Ok(case)
 }
 
@@ -237,6 +228,7 @@ pub fn resolve(
     conflict_id: &str,
     r: &Resolution,
 ) -> AppResult<ConflictRow> {
+    policy::manage_cases(who)?;
     let found = conflict(conn, conflict_id)?;
     let case = case_for(conn, who, &found.case_id)?;
     if found.status != OPEN {
@@ -293,19 +285,14 @@ pub fn conflicts_for(
     let mut query = conflicts::table
         .select(ConflictRow::as_select())
         .into_boxed();
-    query = match who.role {
-        Role::Coordinator => query.filter(conflicts::site_id.eq_any(who.site_ids.clone())),
-        Role::FieldWorker => {
+    query = match policy::list_cases(who)? {
+        CaseScope::Sites(sites) => query.filter(conflicts::site_id.eq_any(sites)),
+        CaseScope::Assignee(user) => {
             use crate::db::schema::cases;
             let mine = cases::table
-                .filter(cases::assigned_to.eq(who.user_id.clone()))
+                .filter(cases::assigned_to.eq(user))
                 .select(cases::id);
             query.filter(conflicts::case_id.eq_any(mine))
-        }
-        _ => {
-            return Err(AppError::Forbidden(
-                "only field workers and coordinators see conflicts".into(),
-            ))
         }
     };
     if !all {

@@ -9,7 +9,7 @@ use serde_json::Value;
 
 use super::reconcile::programme_of;
 use super::{numbers, timeline, Case};
-use crate::auth::{now, Principal, Role};
+use crate::auth::{now, policy, Principal};
 use crate::db::schema::{
     case_deadlines, case_events, cases, children, duplicate_candidates, submissions,
 };
@@ -321,16 +321,6 @@ fn candidate(conn: &mut DbConnection, row: CandidateRow) -> AppResult<Candidate>
     })
 }
 
-fn coordinator(who: &Principal) -> AppResult<()> {
-    if who.role == Role::Coordinator {
-        Ok(())
-    } else {
-        Err(AppError::Forbidden(
-            "possible duplicates are for coordinators".into(),
-        ))
-    }
-}
-
 /// The proposed pairs of `who`'s sites (open ones unless `status` says).
 pub fn candidates(
     conn: &mut DbConnection,
@@ -338,7 +328,7 @@ pub fn candidates(
     status: Option<&str>,
     site: Option<&str>,
 ) -> AppResult<Vec<Candidate>> {
-    coordinator(who)?;
+    policy::review_duplicates(who, None)?;
     let mut query = duplicate_candidates::table
         .filter(duplicate_candidates::site_id.eq_any(who.site_ids.clone()))
         .filter(duplicate_candidates::status.eq(status.unwrap_or(OPEN).to_string()))
@@ -358,16 +348,14 @@ pub fn candidates(
 }
 
 fn open_candidate(conn: &mut DbConnection, who: &Principal, id: &str) -> AppResult<CandidateRow> {
-    coordinator(who)?;
+    policy::review_duplicates(who, None)?;
     let row: CandidateRow = duplicate_candidates::table
         .find(id)
         .select(CandidateRow::as_select())
         .first(conn)
         .optional()?
         .ok_or_else(|| AppError::NotFound("no such possible duplicate".into()))?;
-    if !who.is_at_site(&row.site_id) {
-        return Err(AppError::Forbidden("not a pair of your sites".into()));
-    }
+    policy::review_duplicates(who, Some(&row.site_id))?;
     if row.status != OPEN {
         return Err(AppError::Conflict(format!(
             "this pair was already {}",

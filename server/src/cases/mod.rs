@@ -4,6 +4,7 @@
 //! children and their possible duplicates.
 
 pub mod actions;
+pub mod break_glass;
 pub mod children;
 pub mod conflicts;
 pub mod fold;
@@ -45,6 +46,14 @@ pub struct Case {
 }
 
 impl Case {
+    /// What the access policy looks at.
+    pub fn scope(&self) -> crate::auth::policy::CaseRef<'_> {
+        crate::auth::policy::CaseRef {
+            site_id: &self.site_id,
+            assigned_to: self.assigned_to.as_deref(),
+        }
+    }
+
     pub fn is_open(&self) -> bool {
         self.closed_at.is_none() && self.merged_into.is_none()
     }
@@ -58,14 +67,9 @@ pub fn find(conn: &mut DbConnection, id: &str) -> AppResult<Option<Case>> {
         .optional()?)
 }
 
-/// Whether `who` may submit forms for `case`: the assigned field worker, or
-/// a coordinator of the case's site.
+/// Whether `who` may submit forms for `case` (the access policy decides).
 pub fn may_submit_for(who: &Principal, case: &Case) -> bool {
-    match who.role {
-        Role::FieldWorker => case.assigned_to.as_deref() == Some(who.user_id.as_str()),
-        Role::Coordinator => who.is_at_site(&case.site_id),
-        _ => false,
-    }
+    crate::auth::policy::work_on_case(who, case.scope()).is_ok()
 }
 
 /// What opening a case needs to know.

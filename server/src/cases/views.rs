@@ -15,30 +15,44 @@ use serde_json::Value;
 use super::fold::{self, Status};
 use super::reconcile::programme_of;
 use super::timeline::{self, EventRow};
-use super::{find, Case};
+use super::{break_glass, find, Case};
+use crate::auth::policy::{self, CaseAccess, CaseScope};
 use crate::auth::{Principal, Role};
 use crate::db::schema::{case_deadlines, cases, conflicts};
 use crate::db::DbConnection;
 use crate::error::{AppError, AppResult};
 use crate::programmes::{holidays, Programme};
 
-/// Whether `who` may read `case`.
-pub fn may_read(who: &Principal, case: &Case) -> bool {
-    match who.role {
-        Role::FieldWorker => case.assigned_to.as_deref() == Some(who.user_id.as_str()),
-        Role::Coordinator => who.is_at_site(&case.site_id),
-        _ => false,
-    }
+/// The case `id` if `who` may read it, and why they may: 404 when it does
+/// not exist, 403 when it is someone else's and no break-glass grant of
+/// theirs covers it.
+pub fn readable(
+    conn: &mut DbConnection,
+    who: &Principal,
+    id: &str,
+    now: DateTime<Utc>,
+) -> AppResult<(Case, CaseAccess)> {
+    let case = find(conn, id)?.ok_or_else(|| AppError::NotFound("no such case".into()))?;
+    let access = access_to(conn, who, &case, now)?;
+    Ok((case, access))
 }
 
-/// The case `id` if `who` may read it: 404 when it does not exist, 403
-/// when it is someone else's.
-pub fn readable(conn: &mut DbConnection, who: &Principal, id: &str) -> AppResult<Case> {
-    let case = find(conn, id)?.ok_or_else(|| AppError::NotFound("no such case".into()))?;
-    if !may_read(who, &case) {
-        return Err(AppError::Forbidden("this case is not yours to read".into()));
+/// Whether `who` may read `case` now (the policy decides; the grant table
+/// is asked only when the policy alone would refuse).
+pub fn access_to(
+    conn: &mut DbConnection,
+    who: &Principal,
+    case: &Case,
+    now: DateTime<Utc>,
+) -> AppResult<CaseAccess> {
+    match policy::read_case(who, case.scope(), false) {
+        Ok(access) => Ok(access),
+        Err(refused) if who.role == Role::Coordinator => {
+            let granted = break_glass::active(conn, &who.user_id, &case.id, now)?;
+            policy::read_case(who, case.scope(), granted).map_err(|_| refused)
+        }
+        Err(refused) => Err(refused),
     }
-    Ok(case)
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -326,14 +340,9 @@ pub fn list(
 ) -> AppResult<Page<CaseSummary>> {
     let limit = filter.limit.unwrap_or(100).clamp(1, MAX_PAGE);
     let mut query = cases::table.select(Case::as_select()).into_boxed();
-    query = match who.role {
-        Role::FieldWorker => query.filter(cases::assigned_to.eq(who.user_id.clone())),
-        Role::Coordinator => query.filter(cases::site_id.eq_any(who.site_ids.clone())),
-        _ => {
-            return Err(AppError::Forbidden(
-                "only field workers and coordinators read cases".into(),
-            ))
-        }
+    query = match policy::list_cases(who)? {
+        CaseScope::Assignee(user) => query.filter(cases::assigned_to.eq(user)),
+        CaseScope::Sites(sites) => query.filter(cases::site_id.eq_any(sites)),
     };
     if let Some(p) = &filter.programme {
         query = query.filter(cases::programme.eq(p.clone()));
@@ -431,13 +440,6 @@ struct DueRow {
     soon_at: NaiveDateTime,
 }
 
-/// Whose deadlines a list may show.
-#[derive(Debug, Clone)]
-pub enum DueScope {
-    Sites(Vec<String>),
-    Assignee(String),
-}
-
 /// The open deadlines of the cases `who` may read: a coordinator's morning
 /// list, most overdue first.
 pub fn due(
@@ -446,23 +448,14 @@ pub fn due(
     filter: &DeadlineFilter,
     now: DateTime<Utc>,
 ) -> AppResult<Vec<DueItem>> {
-    let scope = match who.role {
-        Role::FieldWorker => DueScope::Assignee(who.user_id.clone()),
-        Role::Coordinator => DueScope::Sites(who.site_ids.clone()),
-        _ => {
-            return Err(AppError::Forbidden(
-                "only field workers and coordinators read deadlines".into(),
-            ))
-        }
-    };
-    due_in(conn, &scope, filter, now)
+    due_in(conn, &policy::list_cases(who)?, filter, now)
 }
 
 /// The open deadlines within `scope` (the shell's `cases overdue` has no
 /// signed-in user: it runs on the server, with the server's rights).
 pub fn due_in(
     conn: &mut DbConnection,
-    scope: &DueScope,
+    scope: &CaseScope,
     filter: &DeadlineFilter,
     now: DateTime<Utc>,
 ) -> AppResult<Vec<DueItem>> {
@@ -471,8 +464,8 @@ pub fn due_in(
         .filter(case_deadlines::outcome.eq("open"))
         .into_boxed();
     query = match scope {
-        DueScope::Assignee(user) => query.filter(case_deadlines::assigned_to.eq(user.clone())),
-        DueScope::Sites(sites) => query.filter(case_deadlines::site_id.eq_any(sites.clone())),
+        CaseScope::Assignee(user) => query.filter(case_deadlines::assigned_to.eq(user.clone())),
+        CaseScope::Sites(sites) => query.filter(case_deadlines::site_id.eq_any(sites.clone())),
     };
     let t = now.naive_utc();
     query = match filter.status.as_deref() {

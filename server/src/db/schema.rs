@@ -72,6 +72,19 @@ diesel::table! {
         detail -> Nullable<Text>,
         request_id -> Nullable<Text>,
         client_ip -> Nullable<Text>,
+        seq -> Nullable<BigInt>,
+        actor_sites -> Nullable<Text>,
+        purpose -> Nullable<Text>,
+        prev_hash -> Nullable<Text>,
+        hash -> Nullable<Text>,
+    }
+}
+
+diesel::table! {
+    audit_head (id) {
+        id -> Integer,
+        seq -> BigInt,
+        hash -> Text,
     }
 }
 
@@ -328,7 +341,21 @@ diesel::table! {
     }
 }
 
+diesel::table! {
+    break_glass_grants (id) {
+        id -> Text,
+        case_id -> Text,
+        user_id -> Text,
+        reason -> Text,
+        granted_at -> Timestamp,
+        expires_at -> Timestamp,
+    }
+}
+
 diesel::joinable!(attachments -> submissions (instance_id));
+diesel::joinable!(break_glass_grants -> cases (case_id));
+diesel::allow_tables_to_appear_in_same_query!(break_glass_grants, cases);
+diesel::allow_tables_to_appear_in_same_query!(break_glass_grants, users);
 diesel::joinable!(submission_cells -> submissions (instance_id));
 diesel::allow_tables_to_appear_in_same_query!(attachments, submissions);
 diesel::allow_tables_to_appear_in_same_query!(submission_cells, submissions);

@@ -12,7 +12,7 @@ pub mod stored;
 
 use chrono::NaiveDateTime;
 
-use crate::auth::{sites, Principal, Role};
+use crate::auth::{sites, Principal};
 use crate::error::{AppError, AppResult};
 pub use columns::{Column, Privacy};
 
@@ -147,22 +147,13 @@ pub struct Scope {
 }
 
 impl Scope {
-    /// Coordinators (their sites, identifying with a purpose) and analysts
-    /// (their sites, de-identified); nobody else exports case data.
+    /// What the access policy lets `who` export.
     pub fn of(who: &Principal) -> AppResult<Scope> {
-        match who.role {
-            Role::Coordinator => Ok(Scope {
-                site_ids: Some(who.site_ids.clone()),
-                may_identify: true,
-            }),
-            Role::Analyst => Ok(Scope {
-                site_ids: Some(who.site_ids.clone()),
-                may_identify: false,
-            }),
-            _ => Err(AppError::Forbidden(
-                "only coordinators and analysts export case data".into(),
-            )),
-        }
+        let rights = crate::auth::policy::export(who)?;
+        Ok(Scope {
+            site_ids: Some(rights.site_ids),
+            may_identify: rights.may_identify,
+        })
     }
 
     /// The server's own shell (`casesync export`): every site.

@@ -14,7 +14,7 @@ use std::sync::Arc;
 use chrono::NaiveDate;
 use serde::Deserialize;
 
-use crate::auth::{sites, Principal, Role};
+use crate::auth::{sites, Principal};
 use crate::db::DbConnection;
 use crate::error::{AppError, AppResult};
 use crate::programmes::indicators::{Dimension, Indicator};
@@ -52,19 +52,11 @@ impl Audience {
     /// Coordinators and analysts: their sites. Viewers: national level
     /// (their sites if they have any), suppressed. Nobody else.
     pub fn of(who: &Principal) -> AppResult<Audience> {
-        match who.role {
-            Role::Coordinator | Role::Analyst => Ok(Audience {
-                site_ids: Some(who.site_ids.clone()),
-                always_suppressed: false,
-            }),
-            Role::Viewer => Ok(Audience {
-                site_ids: (!who.site_ids.is_empty()).then(|| who.site_ids.clone()),
-                always_suppressed: true,
-            }),
-            _ => Err(AppError::Forbidden(
-                "indicators are for coordinators, analysts and viewers".into(),
-            )),
-        }
+        let (site_ids, always_suppressed) = crate::auth::policy::indicators(who)?;
+        Ok(Audience {
+            site_ids,
+            always_suppressed,
+        })
     }
 
     /// The server's own shell (`casesync indicators`).

@@ -5,7 +5,7 @@
 
 use std::collections::HashSet;
 
-use chrono::NaiveDateTime;
+use chrono::{NaiveDateTime, Utc};
 use diesel::prelude::*;
 use serde::Serialize;
 use serde_json::Value;
@@ -14,7 +14,7 @@ use sha2::{Digest, Sha256};
 use super::{AttachmentDeclaration, Limits, COMPLETE};
 use crate::audit::{self, Event, Origin};
 use crate::auth::{now, users, Principal, Role};
-use crate::cases;
+use crate::cases::{self, views};
 use crate::crypto::jwe;
 use crate::crypto::keys::KeyRing;
 use crate::db::schema::{attachments, submissions};
@@ -327,24 +327,22 @@ pub struct Opened {
     pub bytes: Vec<u8>,
 }
 
-/// Whether `who` may read what `submission` holds: its sender, the field
-/// worker assigned to its case, a coordinator of the case's site (or, for a
-/// form about no case, of a site of the sender).
+/// Whether `who` may read what `submission` holds. About a case: whoever may
+/// read the case now (so a reassigned worker loses what they sent with the
+/// case). About no case: its sender, or a coordinator of a site of the
+/// sender.
 fn may_read(conn: &mut DbConnection, who: &Principal, s: &SubmissionRef) -> AppResult<bool> {
-    if s.submitted_by == who.user_id {
-        return Ok(true);
-    }
-    match (&s.case_id, who.role) {
-        (Some(case_id), Role::FieldWorker | Role::Coordinator) => Ok(cases::find(conn, case_id)?
-            .is_some_and(|case| match who.role {
-                Role::FieldWorker => case.assigned_to.as_deref() == Some(&who.user_id),
-                _ => who.is_at_site(&case.site_id),
-            })),
-        (None, Role::Coordinator) => {
+    match &s.case_id {
+        Some(case_id) => match cases::find(conn, case_id)? {
+            Some(case) => Ok(views::access_to(conn, who, &case, Utc::now()).is_ok()),
+            None => Ok(false),
+        },
+        None if s.submitted_by == who.user_id => Ok(true),
+        None if who.role == Role::Coordinator => {
             let sender = users::get(conn, &s.submitted_by)?;
             Ok(sender.site_ids.iter().any(|site| who.is_at_site(site)))
         }
-        _ => Ok(false),
+        None => Ok(false),
     }
 }
 

@@ -7,7 +7,7 @@
 use diesel::Connection;
 use tokio::sync::{mpsc, oneshot};
 
-use super::{settle_race, store, Prepared, Stored};
+use super::{audit_received, settle_race, store_unaudited, Prepared, Stored};
 use crate::audit::Origin;
 use crate::auth::Principal;
 use crate::db::{write_tx, DbConnection, Pool};
@@ -89,8 +89,15 @@ fn commit_group(pool: &Pool, group: Vec<Job>) {
     let committed = write_tx(&mut conn, |conn: &mut DbConnection| {
         let outcomes: Vec<AppResult<Stored>> = group
             .iter()
-            .map(|job| conn.transaction(|c| store(c, &job.who, &job.origin, &job.prepared)))
+            .map(|job| conn.transaction(|c| store_unaudited(c, &job.who, &job.prepared)))
             .collect();
+        // The audit rows last, once every case row the group touches is
+        // locked (see `audit_received`).
+        for (job, outcome) in group.iter().zip(&outcomes) {
+            if let Ok(Stored::Created(_)) = outcome {
+                audit_received(conn, &job.who, &job.origin, &job.prepared)?;
+            }
+        }
         Ok::<_, AppError>(outcomes)
     });
     match committed {

@@ -14,7 +14,7 @@ use serde_json::{Map, Value};
 use sha2::{Digest, Sha256};
 
 use crate::audit::{self, Event, Origin};
-use crate::auth::{now, sites, users, Principal, Role};
+use crate::auth::{now, sites, users, Principal};
 use crate::cases::children::Identity;
 use crate::cases::timeline::SubmissionEvent;
 use crate::cases::{self, reconcile};
@@ -290,11 +290,7 @@ pub fn prepare(
 }
 
 fn case_plan(conn: &mut DbConnection, who: &Principal, p: &Prepared) -> AppResult<CasePlan> {
-    if !matches!(who.role, Role::FieldWorker | Role::Coordinator) {
-        return Err(AppError::Forbidden(
-            "only field workers and coordinators submit forms".into(),
-        ));
-    }
+    crate::auth::policy::submit_forms(who)?;
     let case_id = p.envelope.case_id.map(|c| c.to_string());
     let existing = match &case_id {
         Some(id) => cases::find(conn, id)?,
@@ -371,6 +367,40 @@ pub fn store(
     conn: &mut DbConnection,
     who: &Principal,
     origin: &Origin,
+    p: &Prepared,
+) -> AppResult<Stored> {
+    let stored = store_unaudited(conn, who, p)?;
+    if matches!(stored, Stored::Created(_)) {
+        audit_received(conn, who, origin, p)?;
+    }
+    Ok(stored)
+}
+
+/// The audit row of a stored submission. Written last in its transaction:
+/// on PostgreSQL the audit chain's head is locked until commit, and a
+/// transaction that took it before a case's row could deadlock with one
+/// that took them the other way round.
+pub fn audit_received(
+    conn: &mut DbConnection,
+    who: &Principal,
+    origin: &Origin,
+    p: &Prepared,
+) -> AppResult<()> {
+    let what = format!("{} {}", p.envelope.form_id, p.envelope.form_version);
+    audit::record(
+        conn,
+        origin,
+        Event::new(Some(who), "submission_received")
+            .object("submission", &p.instance_id)
+            .detail(&what),
+    )
+}
+
+/// [`store`] without its audit row, which the caller writes once every
+/// other row of its transaction is written.
+pub fn store_unaudited(
+    conn: &mut DbConnection,
+    who: &Principal,
     p: &Prepared,
 ) -> AppResult<Stored> {
     if let Some((sha, receipt)) = receipt_of(conn, &p.instance_id)? {
@@ -482,14 +512,6 @@ pub fn store(
             },
         )?;
     }
-    let what = format!("{} {}", envelope.form_id, envelope.form_version);
-    audit::record(
-        conn,
-        origin,
-        Event::new(Some(who), "submission_received")
-            .object("submission", &p.instance_id)
-            .detail(&what),
-    )?;
     Ok(Stored::Created(Receipt {
         instance_id: p.instance_id.clone(),
         received_at,

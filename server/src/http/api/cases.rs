@@ -9,8 +9,8 @@ use serde::Deserialize;
 use crate::app::{AppState, Audited};
 use crate::audit::Origin;
 use crate::cases::actions::{self, ApprovalInput, Assignment, Resolution, SiblingInput};
-use crate::cases::children;
 use crate::cases::views::{self, CaseFilter, DeadlineFilter};
+use crate::cases::{break_glass, children};
 use crate::error::{AppError, AppResult};
 use crate::http::extract::{ApiJson, AuthUser};
 
@@ -38,8 +38,8 @@ pub async fn show(
 ) -> AppResult<HttpResponse> {
     let view = state
         .read_audited(origin, me, "case_read", move |conn, me| {
-            let case = views::readable(conn, me, &id)?;
-            let what = Audited::object("case", &case.id);
+            let (case, access) = views::readable(conn, me, &id, Utc::now())?;
+            let what = Audited::object("case", &case.id).detail(access.as_str());
             Ok((views::view(conn, case, Utc::now())?, Some(what)))
         })
         .await?;
@@ -56,8 +56,8 @@ pub async fn timeline(
 ) -> AppResult<HttpResponse> {
     let timeline = state
         .read_audited(origin, me, "case_timeline_read", move |conn, me| {
-            let case = views::readable(conn, me, &id)?;
-            let what = Audited::object("case", &case.id);
+            let (case, access) = views::readable(conn, me, &id, Utc::now())?;
+            let what = Audited::object("case", &case.id).detail(access.as_str());
             Ok((views::timeline(conn, &case, Utc::now())?, Some(what)))
         })
         .await?;
@@ -159,6 +159,44 @@ pub async fn resolve(
         })
         .await?;
     Ok(HttpResponse::Ok().json(resolved))
+}
+
+/// `POST /api/v1/cases/{id}/break-glass` (coordinator of another site):
+/// `{"reason": "…", "minutes": 60}` opens the case to read for a while.
+pub async fn break_glass(
+    state: web::Data<AppState>,
+    origin: Origin,
+    AuthUser(me): AuthUser,
+    id: web::Path<String>,
+    body: ApiJson<break_glass::Request>,
+) -> AppResult<HttpResponse> {
+    let max_minutes = state.settings.break_glass_minutes;
+    let who = me.clone();
+    let grant = state
+        .audited(origin, me, "break_glass_opened", move |conn| {
+            let grant = break_glass::open(conn, &who, &id, &body.0, max_minutes, Utc::now())?;
+            let what = Audited::object("case", &grant.case_id)
+                .detail(format!("until {}", grant.expires_at.to_rfc3339()))
+                .purpose(&grant.reason);
+            Ok((grant, what))
+        })
+        .await?;
+    Ok(HttpResponse::Created().json(grant))
+}
+
+/// `GET /api/v1/break-glass` (admins; coordinators for their sites' cases
+/// and their own grants): who opened which case, why, until when.
+pub async fn break_glass_grants(
+    state: web::Data<AppState>,
+    origin: Origin,
+    AuthUser(me): AuthUser,
+) -> AppResult<HttpResponse> {
+    let items = state
+        .read_audited(origin, me, "break_glass_listed", move |conn, me| {
+            Ok((break_glass::list(conn, me, Utc::now())?, None))
+        })
+        .await?;
+    Ok(HttpResponse::Ok().json(serde_json::json!({ "items": items })))
 }
 
 /// `POST /api/v1/cases/{id}/siblings` (coordinator): `{"case_id": other}`

@@ -108,7 +108,7 @@ fn describe(privacy: Privacy, purpose: Option<&str>) -> String {
     }
 }
 
-fn stream_csv<F>(state: &AppState, filename: &str, write: F) -> HttpResponse
+pub(super) fn stream_csv<F>(state: &AppState, filename: &str, write: F) -> HttpResponse
 where
     F: FnOnce(&mut DbConnection, &mut (dyn FnMut(Vec<u8>) -> bool + Send)) -> AppResult<u64>
         + Send

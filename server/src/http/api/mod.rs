@@ -1,5 +1,6 @@
 //! The JSON API, `/api/v1`. Every route is registered here, in one place.
 
+mod audit;
 mod cases;
 mod exports;
 mod forms;
@@ -76,6 +77,8 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
             .service(resource("/cases/{id}/assignment").route(post().to(cases::assign)))
             .service(resource("/cases/{id}/approvals").route(post().to(cases::approve)))
             .service(resource("/cases/{id}/siblings").route(post().to(cases::link_siblings)))
+            .service(resource("/cases/{id}/break-glass").route(post().to(cases::break_glass)))
+            .service(resource("/break-glass").route(get().to(cases::break_glass_grants)))
             .service(resource("/children/duplicates").route(get().to(cases::duplicates)))
             .service(
                 resource("/children/duplicates/{id}/{decision}")
@@ -85,6 +88,8 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
             .service(resource("/conflicts").route(get().to(cases::conflicts)))
             .service(resource("/conflicts/{id}/resolution").route(post().to(cases::resolve)))
             .service(resource("/exports/cases.csv").route(get().to(exports::cases_csv)))
+            .service(resource("/exports/audit.csv").route(get().to(audit::export_csv)))
+            .service(resource("/audit").route(get().to(audit::list)))
             .service(resource("/exports/forms/{file}").route(get().to(exports::form_csv)))
             .service(resource("/indicators/{programme}").route(get().to(indicators::report)))
             .service(resource("/forms").route(get().to(forms::list)))

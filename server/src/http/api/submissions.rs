@@ -5,6 +5,7 @@ use serde_json::json;
 
 use crate::app::AppState;
 use crate::audit::Origin;
+use crate::auth::policy;
 use crate::error::{AppError, AppResult};
 use crate::http::extract::{AttachmentBody, AuthUser, Batch, JoseBody};
 use crate::submissions::attachments::{self, Received};
@@ -19,6 +20,7 @@ pub async fn create(
     AuthUser(me): AuthUser,
     body: JoseBody,
 ) -> AppResult<HttpResponse> {
+    policy::submit_forms(&me)?;
     let (forms, keys, limits, who) = (
         state.forms.clone(),
         state.keys.clone(),
@@ -47,6 +49,8 @@ pub async fn batch(
     AuthUser(me): AuthUser,
     body: Batch,
 ) -> AppResult<HttpResponse> {
+    // A role that may never submit is refused whole, not item by item.
+    policy::submit_forms(&me)?;
     let items = body.submissions;
     if items.is_empty() || items.len() > MAX_BATCH {
         return Err(AppError::invalid_field(

@@ -1,0 +1,11 @@
+DROP TABLE audit_head;
+DROP INDEX audit_log_object_seq;
+DROP INDEX audit_log_actor_seq;
+DROP INDEX audit_log_action_seq;
+DROP INDEX audit_log_seq;
+ALTER TABLE audit_log
+    DROP COLUMN hash,
+    DROP COLUMN prev_hash,
+    DROP COLUMN purpose,
+    DROP COLUMN actor_sites,
+    DROP COLUMN seq;

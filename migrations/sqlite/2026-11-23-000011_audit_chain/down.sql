@@ -1,0 +1,10 @@
+DROP TABLE audit_head;
+DROP INDEX audit_log_object_seq;
+DROP INDEX audit_log_actor_seq;
+DROP INDEX audit_log_action_seq;
+DROP INDEX audit_log_seq;
+ALTER TABLE audit_log DROP COLUMN hash;
+ALTER TABLE audit_log DROP COLUMN prev_hash;
+ALTER TABLE audit_log DROP COLUMN purpose;
+ALTER TABLE audit_log DROP COLUMN actor_sites;
+ALTER TABLE audit_log DROP COLUMN seq;

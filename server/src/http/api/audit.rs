@@ -1,0 +1,53 @@
+//! The audit log, for admins: a filtered page at a time, or all of it as
+//! CSV (streamed, and itself audited).
+
+use actix_web::{web, HttpResponse};
+
+use crate::app::AppState;
+use crate::audit::{self, AuditQuery, Event, Origin};
+use crate::auth::policy;
+use crate::error::AppResult;
+use crate::http::extract::AuthUser;
+
+/// `GET /api/v1/audit?from=&to=&actor=&action=&object_type=&object_id=&cursor=&limit=`
+pub async fn list(
+    state: web::Data<AppState>,
+    AuthUser(me): AuthUser,
+    query: web::Query<AuditQuery>,
+) -> AppResult<HttpResponse> {
+    policy::read_audit(&me)?;
+    let filter = query.filter()?;
+    let limit = query.limit()?;
+    let before = query.cursor()?;
+    let page = state
+        .db(move |conn| audit::query(conn, &filter, before, limit))
+        .await?;
+    Ok(HttpResponse::Ok().json(page))
+}
+
+/// `GET /api/v1/exports/audit.csv?from=&to=&actor=&action=&object_type=&object_id=`
+pub async fn export_csv(
+    state: web::Data<AppState>,
+    origin: Origin,
+    AuthUser(me): AuthUser,
+    query: web::Query<AuditQuery>,
+) -> AppResult<HttpResponse> {
+    policy::read_audit(&me)?;
+    let filter = query.export_filter()?;
+    let detail = filter.describe();
+    // On record before the first byte leaves, like every export.
+    state
+        .db(move |conn| {
+            audit::record(
+                conn,
+                &origin,
+                Event::new(Some(&me), "audit_exported").detail(&detail),
+            )
+        })
+        .await?;
+    Ok(super::exports::stream_csv(
+        &state,
+        "audit.csv",
+        move |conn, sink| audit::write_csv(conn, &filter, sink),
+    ))
+}

@@ -1,0 +1,470 @@
+//! The access policy, proved over real HTTP: every endpoint called as every
+//! role — and as the assigned and an unassigned worker, and a coordinator of
+//! another site — against the table below; each refusal and each read of
+//! case content leaves its audit row; reassignment takes a case from the
+//! former worker; break-glass opens a case of another site for a while.
+
+mod common;
+
+use casesync::db::schema::{audit_log, break_glass_grants};
+use common::phone::{attachment_content, declarations, fixture, form_envelope, phone};
+use common::{Response, TestApp};
+use diesel::prelude::*;
+use serde_json::{json, Value};
+
+/// The callers of the matrix, in the table's column order.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Caller {
+    Admin,
+    /// Coordinator of the case's site.
+    Coordinator,
+    /// Coordinator of another site of the same programme.
+    OtherCoordinator,
+    /// The field worker the case is assigned to.
+    Assigned,
+    /// A field worker of the case's site it is not assigned to.
+    Unassigned,
+    Analyst,
+    Viewer,
+}
+
+const CALLERS: [Caller; 7] = [
+    Caller::Admin,
+    Caller::Coordinator,
+    Caller::OtherCoordinator,
+    Caller::Assigned,
+    Caller::Unassigned,
+    Caller::Analyst,
+    Caller::Viewer,
+];
+
+/// `Y` allowed (2xx); `P` past the policy, the request itself wrong on
+/// purpose (a reset password too short, a draft that does not exist) so the
+/// world stays as it is; `-` refused (403).
+type Row = (&'static str, &'static str, [char; 7]);
+
+/// Every route of the API, in an order that keeps the world intact (the
+/// break-glass grant last). Placeholders: `{case}`, `{instance}` (the
+/// referral that opened it), `{user}` (a spare worker of the case's site),
+/// `{site}` (the case's site), `{token}` (a device token of the spare
+/// worker), `{version}` (the referral form's version). Columns: admin,
+/// coordinator, other site's coordinator, assigned worker, unassigned
+/// worker, analyst, viewer. Left out: `POST /sessions` (no caller yet),
+/// `DELETE /sessions/current` and `POST /me/password` (each caller's own;
+/// tests/identity.rs).
+const MATRIX: &[Row] = &[
+    ("GET", "/api/v1/me", ['Y', 'Y', 'Y', 'Y', 'Y', 'Y', 'Y']),
+    ("GET", "/api/v1/users", ['Y', 'Y', 'Y', '-', '-', '-', '-']),
+    ("POST", "/api/v1/users", ['Y', '-', '-', '-', '-', '-', '-']),
+    ("GET", "/api/v1/users/{user}", ['Y', 'Y', '-', '-', '-', '-', '-']),
+    ("PATCH", "/api/v1/users/{user}", ['Y', '-', '-', '-', '-', '-', '-']),
+    ("POST", "/api/v1/users/{user}/password", ['P', '-', '-', '-', '-', '-', '-']),
+    ("GET", "/api/v1/sites", ['Y', 'Y', 'Y', 'Y', 'Y', 'Y', 'Y']),
+    ("POST", "/api/v1/sites", ['Y', '-', '-', '-', '-', '-', '-']),
+    ("GET", "/api/v1/sites/{site}", ['Y', 'Y', 'Y', 'Y', 'Y', 'Y', 'Y']),
+    ("PATCH", "/api/v1/sites/{site}", ['Y', '-', '-', '-', '-', '-', '-']),
+    ("GET", "/api/v1/tokens", ['Y', 'Y', 'Y', '-', '-', '-', '-']),
+    ("POST", "/api/v1/tokens", ['Y', 'Y', '-', '-', '-', '-', '-']),
+    ("DELETE", "/api/v1/tokens/{token}", ['Y', 'P', '-', '-', '-', '-', '-']),
+    ("GET", "/api/v1/programmes/kz/keys/current", ['Y', 'Y', 'Y', 'Y', 'Y', 'Y', 'Y']),
+    ("GET", "/api/v1/programmes/kz/calendar", ['Y', 'Y', 'Y', 'Y', 'Y', 'Y', 'Y']),
+    ("PUT", "/api/v1/programmes/kz/calendar/days/2026-12-30", ['Y', '-', '-', '-', '-', '-', '-']),
+    ("DELETE", "/api/v1/programmes/kz/calendar/days/2026-12-30", ['Y', '-', '-', '-', '-', '-', '-']),
+    ("GET", "/api/v1/sync", ['Y', 'Y', 'Y', 'Y', 'Y', 'Y', 'Y']),
+    ("SEND", "/api/v1/submissions", ['-', 'Y', 'Y', 'Y', 'Y', '-', '-']),
+    ("BATCH", "/api/v1/submissions/batch", ['-', 'Y', 'Y', 'Y', 'Y', '-', '-']),
+    ("PUT", "/api/v1/submissions/{instance}/attachments/{attachment}", ['-', '-', '-', 'Y', '-', '-', '-']),
+    ("GET", "/api/v1/submissions/{instance}/attachments/{attachment}", ['-', 'Y', '-', 'Y', '-', '-', '-']),
+    ("GET", "/api/v1/cases", ['-', 'Y', 'Y', 'Y', 'Y', '-', '-']),
+    ("GET", "/api/v1/cases/{case}", ['-', 'Y', '-', 'Y', '-', '-', '-']),
+    ("GET", "/api/v1/cases/{case}/timeline", ['-', 'Y', '-', 'Y', '-', '-', '-']),
+    ("POST", "/api/v1/cases/{case}/assignment", ['-', 'Y', '-', '-', '-', '-', '-']),
+    ("POST", "/api/v1/cases/{case}/approvals", ['-', 'P', '-', '-', '-', '-', '-']),
+    ("POST", "/api/v1/cases/{case}/siblings", ['-', 'P', '-', '-', '-', '-', '-']),
+    ("GET", "/api/v1/children/duplicates", ['-', 'Y', 'Y', '-', '-', '-', '-']),
+    ("POST", "/api/v1/children/duplicates/no-such-pair/link", ['-', 'P', 'P', '-', '-', '-', '-']),
+    ("GET", "/api/v1/deadlines", ['-', 'Y', 'Y', 'Y', 'Y', '-', '-']),
+    ("GET", "/api/v1/conflicts", ['-', 'Y', 'Y', 'Y', 'Y', '-', '-']),
+    ("POST", "/api/v1/conflicts/no-such-conflict/resolution", ['-', 'P', 'P', '-', '-', '-', '-']),
+    ("GET", "/api/v1/exports/cases.csv?programme=kz", ['-', 'Y', 'Y', '-', '-', 'Y', '-']),
+    ("GET", "/api/v1/exports/forms/kz.referral.csv", ['-', 'Y', 'Y', '-', '-', 'Y', '-']),
+    (
+        "GET",
+        "/api/v1/exports/forms/kz.referral.csv?identifying=true&purpose=court%20order%20no.%2012%2F2026",
+        ['-', 'Y', 'Y', '-', '-', '-', '-'],
+    ),
+    ("GET", "/api/v1/indicators/kz?from=2026-01-01&to=2026-12-31", ['-', 'Y', 'Y', '-', '-', 'Y', 'Y']),
+    ("GET", "/api/v1/forms", ['Y', 'Y', 'Y', 'Y', 'Y', 'Y', 'Y']),
+    ("GET", "/api/v1/forms/kz.referral", ['Y', 'Y', 'Y', 'Y', 'Y', 'Y', 'Y']),
+    ("GET", "/api/v1/forms/kz.referral/versions/{version}", ['Y', 'Y', 'Y', 'Y', 'Y', 'Y', 'Y']),
+    ("GET", "/api/v1/forms/kz.referral/versions/{version}/diff/{version}", ['Y', 'Y', 'Y', 'Y', 'Y', 'Y', 'Y']),
+    ("POST", "/api/v1/forms/kz.referral/versions/{version}/validate", ['Y', 'Y', 'Y', 'Y', 'Y', 'Y', 'Y']),
+    ("GET", "/api/v1/forms/kz.referral/draft", ['P', '-', '-', '-', '-', '-', '-']),
+    ("POST", "/api/v1/forms/kz.referral/draft", ['P', '-', '-', '-', '-', '-', '-']),
+    ("POST", "/api/v1/forms/kz.referral/draft/publish", ['P', '-', '-', '-', '-', '-', '-']),
+    ("POST", "/api/v1/forms/kz.referral/versions/0.0.0/retire", ['P', '-', '-', '-', '-', '-', '-']),
+    ("GET", "/api/v1/audit", ['Y', '-', '-', '-', '-', '-', '-']),
+    ("GET", "/api/v1/exports/audit.csv", ['Y', '-', '-', '-', '-', '-', '-']),
+    ("GET", "/api/v1/break-glass", ['Y', 'Y', 'Y', '-', '-', '-', '-']),
+    ("POST", "/api/v1/cases/{case}/break-glass", ['-', 'P', 'Y', '-', '-', '-', '-']),
+];
+
+/// Reads of case content and exports: each allowed call leaves an audit row
+/// with its request id.
+fn reads_case_content(method: &str, path: &str) -> bool {
+    method == "GET"
+        && (path.contains("{case}")
+            || path.contains("/attachments/")
+            || path.contains("/exports/")
+            || path.starts_with("/api/v1/cases"))
+}
+
+struct World {
+    app: TestApp,
+    tokens: Vec<(Caller, String)>,
+    case_id: String,
+    instance_id: String,
+    attachment: String,
+    assigned_id: String,
+    spare_id: String,
+    site_id: String,
+    device_token_id: String,
+    version: String,
+}
+
+impl World {
+    fn token(&self, caller: Caller) -> &str {
+        &self.tokens.iter().find(|(c, _)| *c == caller).unwrap().1
+    }
+}
+
+fn referral(case_id: &str, child_name: &str) -> Value {
+    let mut data = fixture("kz.referral");
+    data["child"]["child_name"] = json!(child_name);
+    form_envelope("kz.referral", case_id, data)
+}
+
+/// Two KZ sites; the case at Almaty, assigned to the worker who opened it.
+fn world() -> World {
+    let app = TestApp::spawn();
+    let admin = app.admin_token();
+    let (_, coordinator) = app.user(&admin, "manager", "coordinator", &["KZ-CAM-ALA"]);
+    let (_, other) = app.user(&admin, "shymkent", "coordinator", &["KZ-CAM-SHY"]);
+    let (assigned_id, assigned) = app.user(&admin, "aigerim", "field_worker", &["KZ-CAM-ALA"]);
+    let (_, unassigned) = app.user(&admin, "bolat", "field_worker", &["KZ-CAM-ALA"]);
+    let (spare_id, _) = app.user(&admin, "spare", "field_worker", &["KZ-CAM-ALA"]);
+    let (_, analyst) = app.user(&admin, "analyst", "analyst", &["KZ-CAM-ALA"]);
+    let (_, viewer) = app.user(&admin, "committee", "viewer", &[]);
+    let case_id = uuid::Uuid::new_v4().to_string();
+    let envelope = referral(&case_id, "Dana Access");
+    let res = phone(&app, &assigned).send(&envelope);
+    assert_eq!(res.status, 201, "{}", res.text);
+    let attachment = declarations(&envelope["data"])
+        .first()
+        .expect("the referral fixture declares an attachment")["name"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let token = app.post(
+        "/api/v1/tokens",
+        &admin,
+        json!({ "user_id": spare_id, "label": "spare phone" }),
+    );
+    assert_eq!(token.status, 201, "{}", token.text);
+    let version = app
+        .get("/api/v1/forms/kz.referral", &admin)
+        .header("x-form-version")
+        .unwrap()
+        .to_string();
+    World {
+        site_id: app.site_id(&admin, "KZ-CAM-ALA"),
+        device_token_id: token.body["id"].as_str().unwrap().to_string(),
+        tokens: vec![
+            (Caller::Admin, admin),
+            (Caller::Coordinator, coordinator),
+            (Caller::OtherCoordinator, other),
+            (Caller::Assigned, assigned),
+            (Caller::Unassigned, unassigned),
+            (Caller::Analyst, analyst),
+            (Caller::Viewer, viewer),
+        ],
+        instance_id: envelope["instance_id"].as_str().unwrap().to_string(),
+        app,
+        case_id,
+        attachment,
+        assigned_id,
+        spare_id,
+        version,
+    }
+}
+
+/// A body the route accepts (or, for `P` rows, one it refuses past the
+/// policy), made unique per caller where it creates something.
+fn body_for(w: &World, method: &str, path: &str, caller: Caller) -> Value {
+    let tag = format!("{caller:?}").to_lowercase();
+    match (method, path) {
+        ("POST", "/api/v1/users") => json!({
+            "username": format!("new-{tag}"), "role": "field_worker",
+            "site_ids": [w.site_id], "password": common::USER_PASSWORD,
+        }),
+        ("PATCH", "/api/v1/users/{user}") => json!({ "display_name": "Spare worker" }),
+        ("POST", "/api/v1/users/{user}/password") => json!({ "password": "short" }),
+        ("POST", "/api/v1/sites") => json!({
+            "code": format!("KZ-NEW-{}", tag.to_uppercase()), "name": "New site", "programme": "kz",
+        }),
+        ("PATCH", "/api/v1/sites/{site}") => json!({ "name": "Almaty CAM" }),
+        ("POST", "/api/v1/tokens") => {
+            json!({ "user_id": w.spare_id, "label": format!("by {tag}") })
+        }
+        ("PUT", p) if p.contains("/calendar/") => json!({ "kind": "holiday", "name": "Test day" }),
+        ("POST", "/api/v1/cases/{case}/assignment") => json!({ "assignee": w.assigned_id }),
+        ("POST", "/api/v1/cases/{case}/approvals") => {
+            json!({ "subject": "no_such_subject", "decision": "approved" })
+        }
+        ("POST", "/api/v1/cases/{case}/siblings") => json!({ "case_id": w.case_id }),
+        ("POST", p) if p.ends_with("/resolution") => json!({ "choice": "submitted" }),
+        ("POST", p) if p.ends_with("/validate") => fixture("kz.referral"),
+        ("POST", "/api/v1/forms/kz.referral/draft") => json!({ "title": "not a form" }),
+        ("POST", "/api/v1/cases/{case}/break-glass") => {
+            json!({ "reason": "the child was brought to the Shymkent police at night" })
+        }
+        _ => json!({}),
+    }
+}
+
+fn call(w: &World, method: &str, template: &str, caller: Caller) -> Response {
+    let path = template
+        .replace("{case}", &w.case_id)
+        .replace("{instance}", &w.instance_id)
+        .replace("{attachment}", &w.attachment)
+        .replace("{user}", &w.spare_id)
+        .replace("{site}", &w.site_id)
+        .replace("{token}", &w.device_token_id)
+        .replace("{version}", &w.version);
+    let token = w.token(caller);
+    let body = body_for(w, method, template, caller);
+    match method {
+        "GET" => w.app.get(&path, token),
+        "POST" => w.app.post(&path, token, body),
+        "PATCH" => w.app.patch(&path, token, body),
+        "DELETE" => w.app.delete(&path, token),
+        "PUT" if path.contains("/attachments/") => phone(&w.app, token).attach(
+            &w.instance_id,
+            &w.attachment,
+            &attachment_content(&w.attachment),
+        ),
+        "PUT" => w.app.request("PUT", &path, Some(token), Some(&body)),
+        // A new referral from this caller's phone, alone or in a batch.
+        "SEND" => {
+            phone(&w.app, token).send(&referral(&uuid::Uuid::new_v4().to_string(), "Erlan Access"))
+        }
+        "BATCH" => {
+            let sealed = phone(&w.app, token)
+                .encrypt(&referral(&uuid::Uuid::new_v4().to_string(), "Erlan Access"));
+            w.app.post(&path, token, json!({ "submissions": [sealed] }))
+        }
+        _ => unreachable!("{method}"),
+    }
+}
+
+fn audit_actions_of(w: &World, request_id: &str) -> Vec<String> {
+    let mut conn = w.app.conn();
+    audit_log::table
+        .filter(audit_log::request_id.eq(request_id))
+        .select(audit_log::action)
+        .load(&mut conn)
+        .unwrap()
+}
+
+#[test]
+fn every_endpoint_as_every_role_answers_as_the_table_says_and_is_audited() {
+    let w = world();
+    let mut wrong = Vec::new();
+    for (method, path, expected) in MATRIX {
+        for (caller, want) in CALLERS.iter().zip(expected) {
+            let res = call(&w, method, path, *caller);
+            let refused = res.status == 403;
+            let ok = match want {
+                'Y' => (200..300).contains(&res.status),
+                'P' => !refused && res.status != 401,
+                _ => refused,
+            };
+            if !ok {
+                wrong.push(format!(
+                    "{method} {path} as {caller:?}: expected {want}, got {} {}",
+                    res.status,
+                    res.text.chars().take(200).collect::<String>()
+                ));
+                continue;
+            }
+            let request_id = res
+                .header("x-request-id")
+                .unwrap_or_else(|| panic!("{method} {path}: no request id"))
+                .to_string();
+            let actions = audit_actions_of(&w, &request_id);
+            if refused {
+                assert_eq!(
+                    res.body["type"], "urn:casesync:problem:forbidden",
+                    "{}",
+                    res.text
+                );
+                assert!(
+                    actions.iter().any(|a| a == "access_refused"),
+                    "{method} {path} as {caller:?}: refused but not audited ({actions:?})"
+                );
+            } else if reads_case_content(method, path) {
+                assert!(
+                    !actions.is_empty(),
+                    "{method} {path} as {caller:?}: read but not audited"
+                );
+            }
+        }
+    }
+    assert!(
+        wrong.is_empty(),
+        "the policy differs from the table:\n{}",
+        wrong.join("\n")
+    );
+}
+
+#[test]
+fn reassignment_takes_the_case_and_its_sync_from_the_former_worker() {
+    let w = world();
+    let case = format!("/api/v1/cases/{}", w.case_id);
+    let bolat_id = {
+        let users = w.app.get("/api/v1/users", w.token(Caller::Admin));
+        users.body["items"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|u| u["username"] == "bolat")
+            .unwrap()["id"]
+            .as_str()
+            .unwrap()
+            .to_string()
+    };
+    let before = w.app.get("/api/v1/sync", w.token(Caller::Assigned));
+    assert_eq!(before.body["cases"].as_array().unwrap().len(), 1);
+    let cursor = before.body["cursor"].as_str().unwrap().to_string();
+
+    let res = w.app.post(
+        &format!("{case}/assignment"),
+        w.token(Caller::Coordinator),
+        json!({ "assignee": bolat_id }),
+    );
+    assert_eq!(res.status, 200, "{}", res.text);
+
+    assert_eq!(w.app.get(&case, w.token(Caller::Assigned)).status, 403);
+    assert_eq!(w.app.get(&case, w.token(Caller::Unassigned)).status, 200);
+    let after = w.app.get(
+        &format!("/api/v1/sync?cursor={cursor}"),
+        w.token(Caller::Assigned),
+    );
+    assert_eq!(after.status, 200, "{}", after.text);
+    assert_eq!(
+        after.body["dropped_cases"],
+        json!([w.case_id]),
+        "{}",
+        after.text
+    );
+    // The former worker may no longer submit for it either.
+    let mut ia = fixture("kz.initial_assessment");
+    ia["admin"]["child_removed"] = json!(false);
+    ia["admin"].as_object_mut().unwrap().remove("removal_at");
+    let res = phone(&w.app, w.token(Caller::Assigned)).send(&form_envelope(
+        "kz.initial_assessment",
+        &w.case_id,
+        ia,
+    ));
+    assert_eq!(res.status, 403, "{}", res.text);
+}
+
+#[test]
+fn break_glass_opens_a_case_of_another_site_for_a_while_and_loudly() {
+    let w = world();
+    let case = format!("/api/v1/cases/{}", w.case_id);
+    let glass = format!("{case}/break-glass");
+    let other = w.token(Caller::OtherCoordinator);
+    assert_eq!(w.app.get(&case, other).status, 403);
+
+    // A reason a reviewer can judge, and no longer than the server allows.
+    let res = w.app.post(&glass, other, json!({ "reason": "urgent" }));
+    assert_eq!(res.status, 422, "{}", res.text);
+    assert_eq!(res.error_pointers(), ["/reason"]);
+    let reason = "child presented at Shymkent police station at night";
+    let res = w
+        .app
+        .post(&glass, other, json!({ "reason": reason, "minutes": 600 }));
+    assert_eq!(res.error_pointers(), ["/minutes"]);
+    // Nobody else breaks the glass: the case's own coordinator needs not,
+    // workers and analysts may not.
+    let own = w.app.post(
+        &glass,
+        w.token(Caller::Coordinator),
+        json!({ "reason": reason }),
+    );
+    assert_eq!(own.status, 409, "{}", own.text);
+    for caller in [Caller::Unassigned, Caller::Analyst, Caller::Admin] {
+        let res = w
+            .app
+            .post(&glass, w.token(caller), json!({ "reason": reason }));
+        assert_eq!(res.status, 403, "{caller:?}: {}", res.text);
+    }
+
+    let res = w.app.post(&glass, other, json!({ "reason": reason }));
+    assert_eq!(res.status, 201, "{}", res.text);
+    let granted =
+        chrono::DateTime::parse_from_rfc3339(res.body["granted_at"].as_str().unwrap()).unwrap();
+    let expires =
+        chrono::DateTime::parse_from_rfc3339(res.body["expires_at"].as_str().unwrap()).unwrap();
+    assert_eq!(
+        (expires - granted).num_minutes(),
+        180,
+        "the default is 3 hours"
+    );
+
+    // It reads, and each read says it was under break-glass.
+    let read = w.app.get(&case, other);
+    assert_eq!(read.status, 200, "{}", read.text);
+    let request_id = read.header("x-request-id").unwrap().to_string();
+    let mut conn = w.app.conn();
+    let (action, detail): (String, Option<String>) = audit_log::table
+        .filter(audit_log::request_id.eq(&request_id))
+        .select((audit_log::action, audit_log::detail))
+        .first(&mut conn)
+        .unwrap();
+    assert_eq!(
+        (action.as_str(), detail.as_deref()),
+        ("case_read", Some("break_glass"))
+    );
+    let opened: (Option<String>, Option<String>) = audit_log::table
+        .filter(audit_log::action.eq("break_glass_opened"))
+        .select((audit_log::object_id, audit_log::purpose))
+        .first(&mut conn)
+        .unwrap();
+    assert_eq!(opened, (Some(w.case_id.clone()), Some(reason.to_string())));
+    // It never writes or manages.
+    let res = w.app.post(
+        &format!("{case}/assignment"),
+        other,
+        json!({ "assignee": w.assigned_id }),
+    );
+    assert_eq!(res.status, 403, "{}", res.text);
+    // The case's own coordinator sees who looked, and why.
+    let list = w
+        .app
+        .get("/api/v1/break-glass", w.token(Caller::Coordinator));
+    assert_eq!(list.status, 200, "{}", list.text);
+    assert_eq!(list.body["items"][0]["reason"], reason);
+    assert_eq!(list.body["items"][0]["username"], "shymkent");
+    assert_eq!(list.body["items"][0]["active"], true);
+
+    // Expired (moved into the past, as three hours would), it reads no more.
+    diesel::update(break_glass_grants::table)
+        .set(break_glass_grants::expires_at.eq(chrono::Utc::now().naive_utc()))
+        .execute(&mut conn)
+        .unwrap();
+    assert_eq!(w.app.get(&case, other).status, 403);
+    let list = w.app.get("/api/v1/break-glass", w.token(Caller::Admin));
+    assert_eq!(list.body["items"][0]["active"], false);
+}

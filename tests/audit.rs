@@ -1,0 +1,436 @@
+//! The audit trail is hash-chained: every row written through the server is
+//! chained, `casesync audit verify` finds an edited, deleted or inserted
+//! row and a cut tail, and admins (only) read and export it.
+
+mod common;
+
+use std::collections::BTreeSet;
+use std::sync::Arc;
+
+use casesync::audit::{self, Problem, GENESIS};
+use casesync::db::schema::{audit_head, audit_log};
+use casesync::db::{self, DbConnection};
+use common::{Shared, TestApp, TestDb, ADMIN_PASSWORD, USER_PASSWORD};
+use diesel::prelude::*;
+
+/// Every row, in chain order.
+fn chain(app: &TestApp) -> Vec<audit::AuditRow> {
+    let mut rows = audit::recent(&mut app.conn(), 100_000).unwrap();
+    rows.sort_by_key(|r| (r.seq, r.id));
+    rows
+}
+
+/// Runs `casesync audit verify` against the app's database: (passed, output).
+fn verify_cli(app: &TestApp) -> (bool, String) {
+    let out = common::bin::command(app.data_dir(), &app.shared.db)
+        .env("CASESYNC_DATA_DIR", app.data_dir())
+        .args(["audit", "verify"])
+        .output()
+        .unwrap();
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    (out.status.success(), text)
+}
+
+/// A server with some audited activity: the first admin's login and
+/// password change, a user created, that user's logins.
+/// Returns the app, the admin's token and the worker's id.
+fn busy_app() -> (TestApp, String, String) {
+    let app = TestApp::spawn();
+    let admin = app.admin_token();
+    let (worker_id, _) = app.user(&admin, "aigerim", "field_worker", &["KZ-CAM-ALA"]);
+    app.token_for("aigerim", USER_PASSWORD);
+    app.token_for("admin", ADMIN_PASSWORD);
+    assert!(chain(&app).len() >= 6);
+    (app, admin, worker_id)
+}
+
+fn id_at(app: &TestApp, seq: i64) -> i64 {
+    audit_log::table
+        .filter(audit_log::seq.eq(seq))
+        .select(audit_log::id)
+        .first(&mut app.conn())
+        .unwrap()
+}
+
+#[test]
+fn activity_is_chained_and_verify_passes() {
+    let (app, ..) = busy_app();
+    let rows = chain(&app);
+    let mut prev = GENESIS.to_string();
+    for (i, row) in rows.iter().enumerate() {
+        assert_eq!(row.seq, Some(i as i64 + 1), "{row:?}");
+        assert_eq!(row.prev_hash.as_deref(), Some(prev.as_str()), "{row:?}");
+        let hash = row.hash.clone().expect("hashed");
+        assert_eq!(hash.len(), 64);
+        prev = hash;
+    }
+    let login = rows
+        .iter()
+        .find(|r| r.action == "login")
+        .expect("a login row");
+    assert!(login.request_id.is_some() && login.client_ip.is_some());
+    // The actor's sites are on record with what it did.
+    let created = rows.iter().find(|r| r.action == "user_created").unwrap();
+    assert_eq!(created.actor_sites, None, "the first start has no actor");
+    let head: (i64, String) = audit_head::table
+        .select((audit_head::seq, audit_head::hash))
+        .first(&mut app.conn())
+        .unwrap();
+    assert_eq!(head, (rows.len() as i64, prev.clone()));
+
+    let (passed, out) = verify_cli(&app);
+    assert!(passed, "{out}");
+    assert!(
+        out.contains(&format!(
+            "audit chain intact: {n} rows, head seq {n} hash {prev}",
+            n = rows.len()
+        )),
+        "{out}"
+    );
+}
+
+#[test]
+fn an_edited_row_is_found_by_its_seq() {
+    let (app, ..) = busy_app();
+    let id = id_at(&app, 3);
+    diesel::update(audit_log::table.filter(audit_log::seq.eq(3)))
+        .set(audit_log::detail.eq("nothing to see"))
+        .execute(&mut app.conn())
+        .unwrap();
+    let (passed, out) = verify_cli(&app);
+    assert!(!passed, "{out}");
+    assert!(
+        out.contains(&format!("seq 3 (id {id}): the row does not match its hash")),
+        "{out}"
+    );
+    assert!(out.contains("audit chain broken: 1 problem(s)"), "{out}");
+
+    // Rewriting its hash too moves the break to the next row's link.
+    let found = audit::verify(&mut app.conn()).unwrap();
+    assert_eq!(found.problems, vec![Problem::Altered { seq: 3, id }]);
+    diesel::update(audit_log::table.filter(audit_log::seq.eq(3)))
+        .set(audit_log::hash.eq("f".repeat(64)))
+        .execute(&mut app.conn())
+        .unwrap();
+    let found = audit::verify(&mut app.conn()).unwrap();
+    assert!(
+        found.problems.contains(&Problem::Unlinked {
+            seq: 4,
+            id: id_at(&app, 4)
+        }),
+        "{:?}",
+        found.problems
+    );
+}
+
+#[test]
+fn a_deleted_row_leaves_a_gap() {
+    let (app, admin, _) = busy_app();
+    diesel::delete(audit_log::table.filter(audit_log::seq.eq(4)))
+        .execute(&mut app.conn())
+        .unwrap();
+    let (passed, out) = verify_cli(&app);
+    assert!(!passed, "{out}");
+    assert!(out.contains("seq 4: no such row; it was deleted"), "{out}");
+    // The server chains on; the gap stays on record.
+    app.token_for("admin", ADMIN_PASSWORD);
+    let found = audit::verify(&mut app.conn()).unwrap();
+    assert_eq!(found.problems, vec![Problem::Missing { from: 4, to: 4 }]);
+    assert_eq!(
+        app.get("/api/v1/audit?limit=1", &admin).body["items"][0]["action"],
+        "login"
+    );
+}
+
+#[test]
+fn a_cut_tail_is_found_by_the_head() {
+    let (app, ..) = busy_app();
+    let last = chain(&app).len() as i64;
+    diesel::delete(audit_log::table.filter(audit_log::seq.eq(last)))
+        .execute(&mut app.conn())
+        .unwrap();
+    let (passed, out) = verify_cli(&app);
+    assert!(!passed, "{out}");
+    assert!(
+        out.contains(&format!(
+            "the head is at seq {last} but the last row is seq {}",
+            last - 1
+        )),
+        "{out}"
+    );
+}
+
+#[test]
+fn a_row_inserted_around_the_server_is_found_and_never_sealed() {
+    let (app, ..) = busy_app();
+    let id: i64 = diesel::insert_into(audit_log::table)
+        .values((
+            audit_log::occurred_at.eq(chrono::Utc::now().naive_utc()),
+            audit_log::action.eq("login"),
+            audit_log::detail.eq("forged"),
+        ))
+        .returning(audit_log::id)
+        .get_result(&mut app.conn())
+        .unwrap();
+    let (passed, out) = verify_cli(&app);
+    assert!(!passed, "{out}");
+    assert!(
+        out.contains(&format!("id {id}: a row outside the chain")),
+        "{out}"
+    );
+    // A restart seals only what predates the chain: the forgery stays out.
+    let again = app.another();
+    again.token_for("admin", ADMIN_PASSWORD);
+    let found = audit::verify(&mut again.conn()).unwrap();
+    assert_eq!(found.problems, vec![Problem::Unsealed { id }]);
+}
+
+#[test]
+fn writers_on_two_servers_keep_one_chain() {
+    let (app, ..) = busy_app();
+    let other = app.another();
+    std::thread::scope(|s| {
+        for n in 0..4 {
+            let server = if n % 2 == 0 { &app } else { &other };
+            s.spawn(move || {
+                for _ in 0..4 {
+                    server.token_for("aigerim", USER_PASSWORD);
+                }
+            });
+        }
+    });
+    let found = audit::verify(&mut app.conn()).unwrap();
+    assert!(found.is_intact(), "{:?}", found.problems);
+    let rows = chain(&app);
+    assert_eq!(found.rows, rows.len() as u64);
+    assert!(rows.iter().filter(|r| r.action == "login").count() >= 16 + 3);
+    // Times rise with positions: each is taken under the head's lock.
+    assert!(rows
+        .windows(2)
+        .all(|w| w[0].occurred_at <= w[1].occurred_at));
+}
+
+#[test]
+fn rows_from_before_the_chain_are_sealed_at_start() {
+    let shared = Shared {
+        data_dir: tempfile::tempdir().unwrap(),
+        db: TestDb::new(),
+    };
+    let settings = common::test_settings(&shared);
+    {
+        let mut conn = db::open_one(&settings.database_target().unwrap()).unwrap();
+        migrate_before_the_chain(&mut conn);
+        for (at, action) in [
+            ("2026-01-05 09:00:00.5", "user_created"),
+            ("2026-01-05 09:01:00", "login"),
+            ("2026-01-05 09:02:00.123456", "form_published"),
+        ] {
+            diesel::sql_query(format!(
+                "INSERT INTO audit_log (occurred_at, action, detail) VALUES ('{at}', '{action}', 'legacy')"
+            ))
+            .execute(&mut conn)
+            .unwrap();
+        }
+    }
+    let app = TestApp::start(Arc::new(shared), settings);
+    app.admin_token();
+    let rows = chain(&app);
+    let legacy: Vec<(Option<i64>, &str)> = rows
+        .iter()
+        .filter(|r| r.detail.as_deref() == Some("legacy"))
+        .map(|r| (r.seq, r.action.as_str()))
+        .collect();
+    assert_eq!(
+        legacy,
+        vec![
+            (Some(1), "user_created"),
+            (Some(2), "login"),
+            (Some(3), "form_published")
+        ]
+    );
+    let (passed, out) = verify_cli(&app);
+    assert!(passed, "{out}");
+    assert!(out.contains(&format!("{} rows", rows.len())), "{out}");
+}
+
+/// Applies the migrations that come before the audit chain's.
+fn migrate_before_the_chain(conn: &mut DbConnection) {
+    use diesel_migrations::MigrationHarness;
+    fn upto<C, DB>(conn: &mut C, source: fn() -> diesel_migrations::EmbeddedMigrations)
+    where
+        DB: diesel::backend::Backend,
+        C: MigrationHarness<DB>,
+        diesel_migrations::EmbeddedMigrations: diesel::migration::MigrationSource<DB>,
+    {
+        loop {
+            let pending = conn.pending_migrations(source()).unwrap();
+            let next = pending.first().expect("the chain's migration is pending");
+            if next.name().to_string().contains("audit_chain") {
+                return;
+            }
+            conn.run_migration(next.as_ref()).unwrap();
+        }
+    }
+    match conn {
+        DbConnection::Sqlite(c) => upto(c, || db::SQLITE_MIGRATIONS),
+        DbConnection::Pg(c) => upto(c, || db::POSTGRES_MIGRATIONS),
+    }
+}
+
+#[test]
+fn admins_filter_and_page_the_log_and_others_may_not() {
+    let (app, admin, worker_id) = busy_app();
+    let (coordinator_id, coordinator) = app.user(&admin, "dana", "coordinator", &["KZ-CAM-ALA"]);
+    let worker = app.token_for("aigerim", USER_PASSWORD);
+    let made = app.post(
+        "/api/v1/tokens",
+        &coordinator,
+        serde_json::json!({ "user_id": worker_id, "label": "phone" }),
+    );
+    assert_eq!(made.status, 201, "{}", made.text);
+
+    // Every login, newest first, two at a time.
+    let logins: BTreeSet<i64> = chain(&app)
+        .iter()
+        .filter(|r| r.action == "login")
+        .filter_map(|r| r.seq)
+        .collect();
+    assert!(logins.len() >= 5);
+    let mut seen = Vec::new();
+    let mut path = "/api/v1/audit?action=login&limit=2".to_string();
+    loop {
+        let res = app.get(&path, &admin);
+        assert_eq!(res.status, 200, "{}", res.text);
+        let items = res.body["items"].as_array().unwrap();
+        assert!(items.len() <= 2);
+        for item in items {
+            assert_eq!(item["action"], "login");
+            assert_eq!(item["hash"].as_str().unwrap().len(), 64);
+            assert!(item["occurred_at"].as_str().unwrap().ends_with('Z'));
+            seen.push(item["seq"].as_i64().unwrap());
+        }
+        match res.body["next_cursor"].as_str() {
+            Some(cursor) => path = format!("/api/v1/audit?action=login&limit=2&cursor={cursor}"),
+            None => break,
+        }
+    }
+    assert!(
+        seen.windows(2).all(|w| w[0] > w[1]),
+        "newest first: {seen:?}"
+    );
+    assert_eq!(seen.into_iter().collect::<BTreeSet<_>>(), logins);
+
+    // By actor and object; and a range that holds nothing.
+    let mine = app.get(&format!("/api/v1/audit?actor={coordinator_id}"), &admin);
+    let mine = mine.body["items"].as_array().unwrap();
+    assert!(!mine.is_empty());
+    assert!(mine
+        .iter()
+        .all(|r| r["actor_id"] == coordinator_id.as_str()));
+    assert_eq!(mine[0]["action"], "device_token_created");
+    // The actor's sites when it acted are on record.
+    assert_eq!(mine[0]["actor_sites"], app.site_id(&admin, "KZ-CAM-ALA"));
+    let created = app.get(
+        &format!("/api/v1/audit?object_type=user&object_id={coordinator_id}&action=user_created"),
+        &admin,
+    );
+    assert_eq!(
+        created.body["items"].as_array().unwrap().len(),
+        1,
+        "{}",
+        created.text
+    );
+    let today = chrono::Utc::now().date_naive();
+    let future = app.get(
+        &format!("/api/v1/audit?from={}", today.succ_opt().unwrap()),
+        &admin,
+    );
+    assert_eq!(future.body["items"], serde_json::json!([]));
+    let until_today = app.get(&format!("/api/v1/audit?to={today}&limit=500"), &admin);
+    assert_eq!(
+        until_today.body["items"].as_array().unwrap().len(),
+        chain(&app).len()
+    );
+
+    for token in [&coordinator, &worker] {
+        app.get("/api/v1/audit", token)
+            .assert_problem(403, "forbidden");
+        app.get("/api/v1/exports/audit.csv", token)
+            .assert_problem(403, "forbidden");
+    }
+
+    for (query, param) in [
+        ("from=yesterday", "/from"),
+        ("to=2026-13-01", "/to"),
+        ("from=2026-02-01&to=2026-01-01", "/to"),
+        ("limit=0", "/limit"),
+        ("limit=many", "/limit"),
+        ("cursor=not-ours", "/cursor"),
+    ] {
+        let res = app.get(&format!("/api/v1/audit?{query}"), &admin);
+        res.assert_problem(400, "bad_request");
+        assert_eq!(res.error_pointers(), vec![param], "{query}: {}", res.text);
+    }
+    app.get("/api/v1/audit?colour=red", &admin)
+        .assert_problem(400, "bad_request");
+}
+
+#[test]
+fn the_csv_export_is_complete_and_on_record() {
+    let (app, admin, _) = busy_app();
+    let logins = chain(&app).iter().filter(|r| r.action == "login").count();
+    let res = app.get("/api/v1/exports/audit.csv?action=login", &admin);
+    assert_eq!(res.status, 200, "{}", res.text);
+    assert_eq!(res.header("content-type"), Some("text/csv; charset=utf-8"));
+    let mut reader = csv::Reader::from_reader(res.text.as_bytes());
+    let header: Vec<String> = reader.headers().unwrap().iter().map(String::from).collect();
+    assert_eq!(header[0], "seq");
+    assert_eq!(header.last().unwrap(), "hash");
+    let action = header.iter().position(|h| h == "action").unwrap();
+    let records: Vec<csv::StringRecord> = reader.records().map(Result::unwrap).collect();
+    assert_eq!(records.len(), logins);
+    assert!(records.iter().all(|r| &r[action] == "login"));
+    let seqs: Vec<i64> = records.iter().map(|r| r[0].parse().unwrap()).collect();
+    assert!(
+        seqs.windows(2).all(|w| w[0] < w[1]),
+        "chain order: {seqs:?}"
+    );
+
+    let exported = chain(&app)
+        .into_iter()
+        .rfind(|r| r.action == "audit_exported")
+        .expect("the export is on record");
+    assert_eq!(exported.actor_role.as_deref(), Some("admin"));
+    assert_eq!(exported.detail.as_deref(), Some("action login"));
+    assert!(exported.seq.is_some());
+
+    app.get("/api/v1/exports/audit.csv?cursor=abc", &admin)
+        .assert_problem(400, "bad_request");
+    let (passed, out) = verify_cli(&app);
+    assert!(passed, "{out}");
+}
+
+#[test]
+fn the_shell_exports_the_log_to_a_file() {
+    let (app, ..) = busy_app();
+    let out = app.data_dir().join("audit.csv");
+    let run = common::bin::command(app.data_dir(), &app.shared.db)
+        .env("CASESYNC_DATA_DIR", app.data_dir())
+        .args(["audit", "export", "--out", out.to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert!(
+        run.status.success(),
+        "{}",
+        String::from_utf8_lossy(&run.stderr)
+    );
+    let text = std::fs::read_to_string(&out).unwrap();
+    let rows = csv::Reader::from_reader(text.as_bytes()).records().count();
+    // Every row before the export's own, which is written after the file.
+    assert_eq!(rows + 1, chain(&app).len());
+    assert_eq!(chain(&app).last().unwrap().action, "audit_exported");
+}
