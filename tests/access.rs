@@ -47,11 +47,13 @@ type Row = (&'static str, &'static str, [char; 7]);
 /// break-glass grant last). Placeholders: `{case}`, `{instance}` (the
 /// referral that opened it), `{user}` (a spare worker of the case's site),
 /// `{site}` (the case's site), `{token}` (a device token of the spare
-/// worker), `{version}` (the referral form's version). Columns: admin,
+/// worker), `{version}` (the referral form's version), `{consent}` (a
+/// consent of the case), `{request}` (a child's request for the file). Columns: admin,
 /// coordinator, other site's coordinator, assigned worker, unassigned
 /// worker, analyst, viewer. Left out: `POST /sessions` (no caller yet),
 /// `DELETE /sessions/current` and `POST /me/password` (each caller's own;
 /// tests/identity.rs).
+#[rustfmt::skip]
 const MATRIX: &[Row] = &[
     ("GET", "/api/v1/me", ['Y', 'Y', 'Y', 'Y', 'Y', 'Y', 'Y']),
     ("GET", "/api/v1/users", ['Y', 'Y', 'Y', '-', '-', '-', '-']),
@@ -88,11 +90,7 @@ const MATRIX: &[Row] = &[
     ("POST", "/api/v1/conflicts/no-such-conflict/resolution", ['-', 'P', 'P', '-', '-', '-', '-']),
     ("GET", "/api/v1/exports/cases.csv?programme=kz", ['-', 'Y', 'Y', '-', '-', 'Y', '-']),
     ("GET", "/api/v1/exports/forms/kz.referral.csv", ['-', 'Y', 'Y', '-', '-', 'Y', '-']),
-    (
-        "GET",
-        "/api/v1/exports/forms/kz.referral.csv?identifying=true&purpose=court%20order%20no.%2012%2F2026",
-        ['-', 'Y', 'Y', '-', '-', '-', '-'],
-    ),
+    ("GET", "/api/v1/exports/forms/kz.referral.csv?identifying=true&legal_basis=required_by_law&provision=court%20order%2012%2F2026&recipient=district%20court&purpose=court%20order%20no.%2012%2F2026", ['-', 'Y', 'Y', '-', '-', '-', '-']),
     ("GET", "/api/v1/indicators/kz?from=2026-01-01&to=2026-12-31", ['-', 'Y', 'Y', '-', '-', 'Y', 'Y']),
     ("GET", "/api/v1/forms", ['Y', 'Y', 'Y', 'Y', 'Y', 'Y', 'Y']),
     ("GET", "/api/v1/forms/kz.referral", ['Y', 'Y', 'Y', 'Y', 'Y', 'Y', 'Y']),
@@ -105,6 +103,17 @@ const MATRIX: &[Row] = &[
     ("POST", "/api/v1/forms/kz.referral/versions/0.0.0/retire", ['P', '-', '-', '-', '-', '-', '-']),
     ("GET", "/api/v1/audit", ['Y', '-', '-', '-', '-', '-', '-']),
     ("GET", "/api/v1/exports/audit.csv", ['Y', '-', '-', '-', '-', '-', '-']),
+    ("GET", "/api/v1/cases/{case}/consents", ['-', 'Y', '-', 'Y', '-', '-', '-']),
+    ("POST", "/api/v1/cases/{case}/consents", ['-', 'Y', '-', 'Y', '-', '-', '-']),
+    ("POST", "/api/v1/consents/{consent}/withdrawal", ['-', 'Y', '-', 'P', '-', '-', '-']),
+    ("POST", "/api/v1/cases/{case}/disclosures", ['-', 'Y', '-', 'Y', '-', '-', '-']),
+    ("GET", "/api/v1/disclosures", ['Y', 'Y', 'Y', '-', '-', '-', '-']),
+    ("POST", "/api/v1/cases/{case}/access-requests", ['-', 'Y', '-', 'Y', '-', '-', '-']),
+    ("GET", "/api/v1/cases/{case}/access-requests", ['-', 'Y', '-', 'Y', '-', '-', '-']),
+    ("POST", "/api/v1/access-requests/{request}/review", ['-', 'Y', '-', '-', '-', '-', '-']),
+    ("GET", "/api/v1/access-requests/{request}/copy", ['-', 'Y', '-', 'Y', '-', '-', '-']),
+    ("GET", "/api/v1/submissions/{instance}/family-copy", ['-', 'P', '-', 'P', '-', '-', '-']),
+    ("GET", "/api/v1/retention?programme=kz", ['-', 'Y', 'Y', '-', '-', '-', '-']),
     ("GET", "/api/v1/break-glass", ['Y', 'Y', 'Y', '-', '-', '-', '-']),
     ("POST", "/api/v1/cases/{case}/break-glass", ['-', 'P', 'Y', '-', '-', '-', '-']),
 ];
@@ -114,6 +123,8 @@ const MATRIX: &[Row] = &[
 fn reads_case_content(method: &str, path: &str) -> bool {
     method == "GET"
         && (path.contains("{case}")
+            || path.contains("{request}")
+            || path.contains("/retention")
             || path.contains("/attachments/")
             || path.contains("/exports/")
             || path.starts_with("/api/v1/cases"))
@@ -130,6 +141,8 @@ struct World {
     site_id: String,
     device_token_id: String,
     version: String,
+    consent_id: String,
+    request_id: String,
 }
 
 impl World {
@@ -176,7 +189,21 @@ fn world() -> World {
         .header("x-form-version")
         .unwrap()
         .to_string();
+    let consent = app.post(
+        &format!("/api/v1/cases/{case_id}/consents"),
+        &assigned,
+        consent_body(),
+    );
+    assert_eq!(consent.status, 201, "{}", consent.text);
+    let request = app.post(
+        &format!("/api/v1/cases/{case_id}/access-requests"),
+        &assigned,
+        access_request_body(),
+    );
+    assert_eq!(request.status, 201, "{}", request.text);
     World {
+        request_id: request.body["id"].as_str().unwrap().to_string(),
+        consent_id: consent.body["id"].as_str().unwrap().to_string(),
         site_id: app.site_id(&admin, "KZ-CAM-ALA"),
         device_token_id: token.body["id"].as_str().unwrap().to_string(),
         tokens: vec![
@@ -196,6 +223,17 @@ fn world() -> World {
         spare_id,
         version,
     }
+}
+
+fn access_request_body() -> Value {
+    json!({ "requester": "child", "received_on": "2026-11-20" })
+}
+
+fn consent_body() -> Value {
+    json!({
+        "subject": "parent", "kind": "consent", "medium": "written",
+        "scopes": ["participate", "disclose"], "given_on": "2026-11-20",
+    })
 }
 
 /// A body the route accepts (or, for `P` rows, one it refuses past the
@@ -225,6 +263,17 @@ fn body_for(w: &World, method: &str, path: &str, caller: Caller) -> Value {
         ("POST", p) if p.ends_with("/resolution") => json!({ "choice": "submitted" }),
         ("POST", p) if p.ends_with("/validate") => fixture("kz.referral"),
         ("POST", "/api/v1/forms/kz.referral/draft") => json!({ "title": "not a form" }),
+        ("POST", "/api/v1/cases/{case}/consents") => consent_body(),
+        ("POST", "/api/v1/cases/{case}/access-requests") => access_request_body(),
+        ("POST", p) if p.ends_with("/review") => {
+            json!({ "decision": "approved", "redactions": [] })
+        }
+        ("POST", p) if p.ends_with("/withdrawal") => json!({ "reason": "asked to stop" }),
+        ("POST", "/api/v1/cases/{case}/disclosures") => json!({
+            "what": "initial assessment report", "legal_basis": "required_by_law",
+            "provision": "Code on Marriage and Family art. 76", "recipient": "district court",
+            "purpose": "the court asked for the assessment", "method": "sealed letter",
+        }),
         ("POST", "/api/v1/cases/{case}/break-glass") => {
             json!({ "reason": "the child was brought to the Shymkent police at night" })
         }
@@ -240,7 +289,9 @@ fn call(w: &World, method: &str, template: &str, caller: Caller) -> Response {
         .replace("{user}", &w.spare_id)
         .replace("{site}", &w.site_id)
         .replace("{token}", &w.device_token_id)
-        .replace("{version}", &w.version);
+        .replace("{version}", &w.version)
+        .replace("{consent}", &w.consent_id)
+        .replace("{request}", &w.request_id);
     let token = w.token(caller);
     let body = body_for(w, method, template, caller);
     match method {

@@ -289,3 +289,118 @@ fn keys_rotate_and_list() {
         .unwrap();
     assert!(!refused.status.success());
 }
+
+/// Hardening (#7): whatever is sent — passwords, tokens good and bad, a
+/// name in a refused body — the server's log (debug level) never repeats
+/// it; and no response opens the API to other origins (CORS is off).
+#[test]
+fn logs_never_carry_secrets_or_names_and_cors_stays_off() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = TestDb::new();
+    let server = serve(dir.path(), &db, &[("RUST_LOG", "debug")]);
+    let password = std::fs::read_to_string(dir.path().join("data/initial-admin-password"))
+        .unwrap()
+        .trim()
+        .to_string();
+    let login = server.post(
+        "/api/v1/sessions",
+        None,
+        json!({ "username": "admin", "password": password }),
+    );
+    assert_eq!(login.status, 201, "{}", login.text);
+    let token = login.body["token"].as_str().unwrap().to_string();
+    let wrong = "wrong-password-do-not-log";
+    server
+        .post(
+            "/api/v1/sessions",
+            None,
+            json!({ "username": "admin", "password": wrong }),
+        )
+        .assert_problem(401, "unauthorized");
+    let bogus = "bogus-token-do-not-log";
+    let res = agent()
+        .get(format!("{}/api/v1/me", server.base))
+        .header("Authorization", format!("Bearer {bogus}"))
+        .call()
+        .unwrap();
+    assert_eq!(res.status(), 401);
+    // A name in a body the server refuses (an unknown field) and in one it
+    // takes apart (a bad role).
+    let name = "Aigerim Nurlanovna Secret";
+    let res = server.post(
+        "/api/v1/users",
+        Some(&token),
+        json!({ "username": "x", "role": "nobody", "display_name": name }),
+    );
+    assert_eq!(res.status, 400, "{}", res.text);
+    assert!(!res.text.contains(name), "errors never echo personal data");
+    let res = server.post(
+        "/api/v1/users",
+        Some(&token),
+        json!({ "username": "x", "role": "viewer", "child_name": name }),
+    );
+    assert!(res.status >= 400, "{}", res.text);
+
+    // A query string may hold an export's terms, in someone's words.
+    let recipient = "Recipient Person Do Not Log";
+    let res = agent()
+        .get(format!(
+            "{}/api/v1/exports/cases.csv?programme=kz&identifying=true&recipient={}",
+            server.base,
+            recipient.replace(' ', "%20")
+        ))
+        .header("Authorization", format!("Bearer {token}"))
+        .call()
+        .unwrap();
+    assert_eq!(res.status(), 403, "admins export nothing");
+
+    // A browser's preflight from another origin learns nothing that would
+    // let it call the API.
+    let preflight = agent()
+        .options(format!("{}/api/v1/me", server.base))
+        .header("Origin", "https://evil.example")
+        .header("Access-Control-Request-Method", "GET")
+        .call()
+        .unwrap();
+    assert!(preflight
+        .headers()
+        .get("access-control-allow-origin")
+        .is_none());
+    let cross = agent()
+        .get(format!("{}/api/v1/me", server.base))
+        .header("Origin", "https://evil.example")
+        .header("Authorization", format!("Bearer {token}"))
+        .call()
+        .unwrap();
+    assert!(cross.headers().get("access-control-allow-origin").is_none());
+    for header in [
+        "x-content-type-options",
+        "x-frame-options",
+        "referrer-policy",
+        "content-security-policy",
+        "cache-control",
+    ] {
+        assert!(cross.headers().get(header).is_some(), "{header}");
+    }
+
+    server.terminate();
+    let logs = server.logs();
+    assert!(
+        logs.iter().any(|l| l.contains("/api/v1/exports/cases.csv")),
+        "the requests were logged, with their path"
+    );
+    for secret in [
+        password.as_str(),
+        token.as_str(),
+        wrong,
+        bogus,
+        name,
+        "Recipient",
+    ] {
+        assert!(
+            !logs.iter().any(|l| l.contains(secret)),
+            "the log repeats {secret:?}"
+        );
+    }
+    assert!(server.wait(Duration::from_secs(20)).success());
+}

@@ -140,29 +140,56 @@ fn form_exports_are_deidentified_unless_a_coordinator_states_a_purpose() {
         );
     }
 
-    // Identifying: coordinators only, with a purpose, on the audit log.
+    // Identifying: coordinators only, on a legal basis, to a recipient,
+    // with a purpose; in the disclosure log and on the audit log.
     let res = app.get(
         "/api/v1/exports/forms/kz.referral.csv?identifying=true",
         &coordinator,
     );
-    assert_eq!(res.error_pointers(), ["/purpose"]);
+    assert_eq!(
+        res.error_pointers(),
+        ["/legal_basis", "/recipient", "/purpose"]
+    );
+    let res = app.get(
+        "/api/v1/exports/forms/kz.referral.csv?identifying=true&legal_basis=required_by_law\
+         &recipient=court&purpose=court%20report%20for%20case%201",
+        &coordinator,
+    );
+    assert_eq!(res.error_pointers(), ["/provision"]);
     let purpose = "court report for case 1";
     let res = app.get(
         &format!(
-            "/api/v1/exports/forms/kz.referral.csv?identifying=true&purpose={}",
+            "/api/v1/exports/forms/kz.referral.csv?identifying=true&legal_basis=required_by_law\
+             &provision=Code%20on%20Marriage%20art.%2076&recipient=Almaty%20district%20court\
+             &purpose={}",
             purpose.replace(' ', "%20")
         ),
         &coordinator,
     );
     assert_eq!(res.status, 200, "{}", res.text);
     assert!(res.text.contains("Timur Aliyev"));
-    let details: Vec<Option<String>> = audit_log::table
+    let audited: Vec<(Option<String>, Option<String>)> = audit_log::table
         .filter(audit_log::action.eq("form_exported"))
-        .select(audit_log::detail)
+        .select((audit_log::detail, audit_log::purpose))
         .load(&mut app.conn())
         .unwrap();
-    assert!(details.contains(&Some(format!("identifying; purpose: {purpose}"))));
-    assert!(details.contains(&Some("de-identified".to_string())));
+    let log = app.get("/api/v1/disclosures", &coordinator);
+    assert_eq!(log.status, 200, "{}", log.text);
+    let logged = &log.body["items"][0];
+    assert_eq!(logged["legal_basis"], "required_by_law");
+    assert_eq!(logged["legal_provision"], "Code on Marriage art. 76");
+    assert_eq!(logged["recipient"], "Almaty district court");
+    assert_eq!(logged["method"], "CSV download");
+    assert!(logged["what"]
+        .as_str()
+        .unwrap()
+        .starts_with("form kz.referral, columns: instance_id case_number"));
+    let id = logged["id"].as_str().unwrap();
+    assert!(audited.contains(&(
+        Some(format!("identifying; disclosure {id} (required_by_law)")),
+        Some(purpose.to_string())
+    )));
+    assert!(audited.contains(&(Some("de-identified".to_string()), None)));
     app.get(
         "/api/v1/exports/forms/kz.referral.csv?identifying=true&purpose=for%20my%20own%20research",
         &analyst,
@@ -293,7 +320,7 @@ fn exports_from_the_shell_write_private_files_and_are_audited() {
         out.to_str().unwrap(),
     ]);
     assert!(!refused.status.success());
-    assert!(String::from_utf8_lossy(&refused.stderr).contains("purpose"));
+    assert!(String::from_utf8_lossy(&refused.stderr).contains("legal_basis"));
     let cases_file = app.data_dir().join("cases.csv");
     let done = run(&[
         "export",
@@ -301,6 +328,10 @@ fn exports_from_the_shell_write_private_files_and_are_audited() {
         "--programme",
         "kz",
         "--identifying",
+        "--legal-basis",
+        "unicef_me",
+        "--recipient",
+        "UNICEF M&E consultant",
         "--purpose",
         "transfer of the file to the court",
         "--out",
@@ -321,9 +352,11 @@ fn exports_from_the_shell_write_private_files_and_are_audited() {
         .load(&mut app.conn())
         .unwrap();
     assert!(details.contains(&Some("form kz.referral, de-identified".into())));
-    assert!(details.contains(&Some(
-        "cases of kz, identifying; purpose: transfer of the file to the court".into()
-    )));
+    assert!(details
+        .iter()
+        .flatten()
+        .any(|d| d.starts_with("cases of kz, identifying; disclosure ")
+            && d.ends_with("(unicef_me)")));
 
     // The indicators of the month of the referral, by sex, on stdout.
     let done = run(&[

@@ -153,7 +153,11 @@ pub struct RequestSpan;
 
 impl RootSpanBuilder for RequestSpan {
     fn on_request_start(request: &ServiceRequest) -> tracing::Span {
-        tracing_actix_web::root_span!(request, user_id = tracing::field::Empty)
+        let span = tracing_actix_web::root_span!(request, user_id = tracing::field::Empty);
+        // The path only: a query string may carry an export's recipient or
+        // purpose, in someone's words.
+        span.record("http.target", request.path());
+        span
     }
 
     /// Records the status only: the default also records the error's text,

@@ -19,6 +19,7 @@ use crate::error::AppError;
 use crate::exports;
 use crate::forms::{self, check, definitions};
 use crate::indicators;
+use crate::privacy::disclosures;
 use crate::server;
 
 #[derive(Debug, Parser)]
@@ -78,6 +79,27 @@ pub enum Command {
     /// The hash-chained audit log: verify it, or export it as CSV.
     #[command(subcommand)]
     Audit(AuditCommand),
+    /// Closed case files and until when they must be kept (nothing is
+    /// ever deleted by the server).
+    #[command(subcommand)]
+    Retention(RetentionCommand),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum RetentionCommand {
+    /// One CSV line per closed case: until when its file is kept and
+    /// whether it is due for archiving; by case number, never by name.
+    Report {
+        /// kz or bt (default: both).
+        #[arg(long)]
+        programme: Option<String>,
+        /// Judge as of this day (YYYY-MM-DD; default: today).
+        #[arg(long)]
+        as_of: Option<chrono::NaiveDate>,
+        /// Write here (created 0600) instead of standard output.
+        #[arg(long)]
+        out: Option<PathBuf>,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -137,7 +159,7 @@ pub struct IndicatorsArgs {
     pub out: Option<PathBuf>,
 }
 
-#[derive(Debug, Args)]
+#[derive(Debug, Default, Args)]
 pub struct ExportOptions {
     /// The file to write: CSV, or for a form a .zip with one CSV per
     /// repeat group besides.
@@ -155,11 +177,34 @@ pub struct ExportOptions {
     /// Start with a byte-order mark, for Excel.
     #[arg(long)]
     pub bom: bool,
-    /// Keep names and other direct identifiers (needs --purpose; audited).
+    /// Keep names and other direct identifiers: a disclosure, which needs
+    /// --legal-basis, --recipient and --purpose (logged and audited).
     #[arg(long)]
     pub identifying: bool,
+    /// Why (at least 10 characters).
     #[arg(long)]
     pub purpose: Option<String>,
+    /// Only this case (its id); a disclosure by consent is of one case.
+    #[arg(long)]
+    pub case: Option<String>,
+    /// KZ: required_by_law, unicef_me, consent, staff_harm. BT: consent,
+    /// court_order, mandatory_report, immediate_safety_risk,
+    /// non_disclosure_agreement.
+    #[arg(long)]
+    pub legal_basis: Option<String>,
+    /// The provision of law, court order or agreement, where the basis
+    /// needs one.
+    #[arg(long)]
+    pub provision: Option<String>,
+    /// Consent record ids, comma-separated (--legal-basis consent).
+    #[arg(long)]
+    pub consent: Option<String>,
+    /// To whom the file goes.
+    #[arg(long)]
+    pub recipient: Option<String>,
+    /// How it is handed over (default: file written on the server).
+    #[arg(long)]
+    pub method: Option<String>,
 }
 
 #[derive(Debug, Subcommand)]
@@ -430,6 +475,7 @@ fn server_command(config: &Path, command: Command) -> Result<(), CliError> {
             with_db(&settings, |conn| export_command(conn, &target, cmd))
         }
         Command::Audit(cmd) => with_db(&settings, |conn| audit_command(conn, cmd)),
+        Command::Retention(cmd) => with_db(&settings, |conn| retention_command(conn, cmd)),
         Command::Indicators(args) => {
             let threshold = settings.indicator_suppression_threshold;
             with_db(&settings, |conn| indicators_command(conn, args, threshold))
@@ -591,7 +637,7 @@ fn export_command(
     cmd: ExportCommand,
 ) -> Result<(), CliError> {
     let scope = exports::Scope::shell();
-    let (options, written, what) = match cmd {
+    let (options, written) = match cmd {
         ExportCommand::Forms {
             form_id,
             version,
@@ -605,8 +651,23 @@ fn export_command(
                 bom: Some(options.bom),
                 identifying: Some(options.identifying),
                 purpose: options.purpose.clone(),
+                case: options.case.clone(),
+                legal_basis: options.legal_basis.clone(),
+                provision: options.provision.clone(),
+                consent: options.consent.clone(),
+                recipient: options.recipient.clone(),
+                method: options.method.clone(),
             };
             let plan = exports::forms::plan(conn, &scope, &form_id, &filter)?;
+            let what = format!("form {form_id}");
+            log_export(
+                conn,
+                &options,
+                &what,
+                plan.disclosure.as_ref(),
+                plan.site_ids(),
+                &plan.column_names(),
+            )?;
             // A .zip adds one CSV per repeat group.
             let zipped = options.out.extension().is_some_and(|e| e == "zip");
             // A second connection reads beside the first (forms::write).
@@ -618,7 +679,7 @@ fn export_command(
                     exports::forms::write(conn, second.as_mut(), &plan, sink)
                 }
             })?;
-            (options, written, format!("form {form_id}"))
+            (options, written)
         }
         ExportCommand::Cases { programme, options } => {
             let filter = exports::cases::CaseFilter {
@@ -629,30 +690,61 @@ fn export_command(
                 bom: Some(options.bom),
                 identifying: Some(options.identifying),
                 purpose: options.purpose.clone(),
+                case: options.case.clone(),
+                legal_basis: options.legal_basis.clone(),
+                provision: options.provision.clone(),
+                consent: options.consent.clone(),
+                recipient: options.recipient.clone(),
+                method: options.method.clone(),
             };
             let plan = exports::cases::plan(conn, &scope, &filter)?;
+            let what = format!("cases of {programme}");
+            log_export(
+                conn,
+                &options,
+                &what,
+                plan.disclosure.as_ref(),
+                plan.site_ids(),
+                &plan.column_names(),
+            )?;
             let written =
                 export_to_file(&options, |sink| exports::cases::write(conn, &plan, sink))?;
-            (options, written, format!("cases of {programme}"))
+            (options, written)
         }
     };
-    let detail = if options.identifying {
-        format!(
-            "{what}, identifying; purpose: {}",
-            options.purpose.as_deref().unwrap_or_default()
-        )
-    } else {
-        format!("{what}, de-identified")
-    };
-    let file = options.out.display().to_string();
-    let mut event = Event::new(None, "exported")
-        .object("file", &file)
-        .detail(&detail);
-    if let Some(purpose) = options.purpose.as_deref().filter(|_| options.identifying) {
-        event = event.purpose(purpose.trim());
-    }
-    audit::record(conn, &Origin::default(), event)?;
     eprintln!("{written} rows written to {}", options.out.display());
+    Ok(())
+}
+
+/// Logs an export before its first row is written: the audit row, and for
+/// an identifying one the disclosure (KZ P4 asks for it beforehand).
+fn log_export(
+    conn: &mut DbConnection,
+    options: &ExportOptions,
+    what: &str,
+    disclosure: Option<&disclosures::Checked>,
+    site_ids: &[String],
+    columns: &[String],
+) -> Result<(), CliError> {
+    let file = options.out.display().to_string();
+    db::write_tx(conn, |conn| {
+        let detail = match disclosure {
+            Some(checked) => {
+                let sent = format!("{what}, columns: {}", columns.join(" "));
+                let id =
+                    disclosures::record(conn, None, checked, site_ids, &sent, chrono::Utc::now())?;
+                format!("{what}, identifying; disclosure {id} ({})", checked.basis)
+            }
+            None => format!("{what}, de-identified"),
+        };
+        let mut event = Event::new(None, "exported")
+            .object("file", &file)
+            .detail(&detail);
+        if let Some(checked) = disclosure {
+            event = event.purpose(&checked.purpose);
+        }
+        audit::record(conn, &Origin::default(), event)
+    })?;
     Ok(())
 }
 
@@ -698,12 +790,7 @@ fn audit_command(conn: &mut DbConnection, cmd: AuditCommand) -> Result<(), CliEr
             .export_filter()?;
             let options = ExportOptions {
                 out,
-                from: None,
-                to: None,
-                site: None,
-                bom: false,
-                identifying: false,
-                purpose: None,
+                ..Default::default()
             };
             let written = export_to_file(&options, |sink| audit::write_csv(conn, &filter, sink))?;
             audit::record(
@@ -717,6 +804,66 @@ fn audit_command(conn: &mut DbConnection, cmd: AuditCommand) -> Result<(), CliEr
             Ok(())
         }
     }
+}
+
+fn retention_command(conn: &mut DbConnection, cmd: RetentionCommand) -> Result<(), CliError> {
+    use crate::cases::retention;
+    let RetentionCommand::Report {
+        programme,
+        as_of,
+        out,
+    } = cmd;
+    let query = retention::ReportQuery {
+        programme,
+        site_ids: None,
+        as_of,
+    };
+    retention::check(&query)?;
+    let now = chrono::Utc::now();
+    // Audited before anything is written, like the other reports.
+    audit::record(
+        conn,
+        &Origin::default(),
+        Event::new(None, "retention_reported")
+            .object("programme", query.programme.as_deref().unwrap_or("all"))
+            .detail(&format!(
+                "{}; {CLI_ORIGIN_DETAIL}",
+                retention::describe(&query)
+            )),
+    )?;
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    // KZ retain-until dates are birthdays (quasi-identifying): 0600, as exports.
+    let (mut writer, name): (Box<dyn Write>, String) = match &out {
+        Some(path) => {
+            let file = std::fs::OpenOptions::new()
+                .write(true)
+                .create(true)
+                .truncate(true)
+                .mode(0o600)
+                .open(path)
+                .map_err(|e| CliError::App(format!("{}: {e}", path.display())))?;
+            (
+                Box::new(std::io::BufWriter::new(file)),
+                path.display().to_string(),
+            )
+        }
+        None => (Box::new(std::io::stdout().lock()), "standard output".into()),
+    };
+    let mut failed = None;
+    let summary =
+        retention::write_csv(conn, &query, now, |chunk| match writer.write_all(&chunk) {
+            Ok(()) => true,
+            Err(e) => {
+                failed = Some(e);
+                false
+            }
+        })?;
+    if let Some(e) = failed.or_else(|| writer.flush().err()) {
+        return Err(CliError::App(format!("{name}: {e}")));
+    }
+    eprintln!("{}", summary.line());
+    Ok(())
 }
 
 fn indicators_command(

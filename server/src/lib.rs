@@ -20,6 +20,7 @@ pub mod http;
 pub mod indicators;
 pub mod json;
 pub mod metrics;
+pub mod privacy;
 pub mod programmes;
 pub mod server;
 pub mod submissions;

@@ -3,7 +3,7 @@
 use std::io::{BufRead, BufReader, Write};
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
-use std::sync::mpsc;
+use std::sync::{mpsc, Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use super::{agent, Response, TestDb};
@@ -54,6 +54,8 @@ pub fn cli(dir: &Path, db: &TestDb, args: &[&str], stdin: Option<&str>) -> Strin
 pub struct Served {
     pub child: Child,
     pub base: String,
+    /// Every line the server wrote to stderr (its JSON log), so far.
+    logs: Arc<Mutex<Vec<String>>>,
 }
 
 /// Starts `casesync serve` and waits for the address it logs.
@@ -70,8 +72,11 @@ pub fn serve(dir: &Path, db: &TestDb, extra_env: &[(&str, &str)]) -> Served {
     let mut child = cmd.spawn().unwrap();
     let stderr = child.stderr.take().unwrap();
     let (tx, rx) = mpsc::channel();
+    let logs = Arc::new(Mutex::new(Vec::new()));
+    let kept = logs.clone();
     std::thread::spawn(move || {
         for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+            kept.lock().unwrap().push(line.clone());
             if let Ok(event) = serde_json::from_str::<Value>(&line) {
                 if event["message"] == "casesync listening" {
                     let _ = tx.send(event["addr"].as_str().unwrap_or_default().to_string());
@@ -85,6 +90,7 @@ pub fn serve(dir: &Path, db: &TestDb, extra_env: &[(&str, &str)]) -> Served {
     Served {
         child,
         base: format!("http://{addr}"),
+        logs,
     }
 }
 
@@ -105,6 +111,11 @@ impl Served {
                 .call()
                 .unwrap(),
         )
+    }
+
+    /// The server's log lines so far.
+    pub fn logs(&self) -> Vec<String> {
+        self.logs.lock().unwrap().clone()
     }
 
     pub fn terminate(&self) {

@@ -135,6 +135,29 @@ pub fn manage_cases(p: &Principal) -> AppResult<()> {
     }
 }
 
+/// Reviewing a child's or parent's request for the case file, redactions
+/// included (KZ 10.5, A2/A3): the Manager, a coordinator of the case's site.
+pub fn review_access_request(p: &Principal, case: CaseRef<'_>) -> AppResult<()> {
+    if p.role == Role::Coordinator && p.is_at_site(case.site_id) {
+        Ok(())
+    } else {
+        Err(AppError::Forbidden(
+            "only a coordinator of the case's site may review access requests".into(),
+        ))
+    }
+}
+
+/// Recording a request for the case file, handing over an approved copy or
+/// the family's copy of minutes (8.7.22(d)): those who work on the case,
+/// never under a break-glass grant.
+pub fn handle_access_request(p: &Principal, case: CaseRef<'_>) -> AppResult<()> {
+    case_role(p, case).map(|_| ()).ok_or_else(|| {
+        AppError::Forbidden(
+            "only the assigned worker or a coordinator of the case's site may do this".into(),
+        )
+    })
+}
+
 /// Which cases a list (cases, deadlines, conflicts) may show `p`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum CaseScope {
@@ -190,6 +213,15 @@ pub fn review_break_glass(p: &Principal) -> AppResult<()> {
     }
 }
 
+/// The disclosure log: admins all of it, coordinators (the KZ Manager, the
+/// BT supervisor, who decide disclosures) that of their sites.
+pub fn read_disclosures(p: &Principal) -> AppResult<()> {
+    match p.role {
+        Role::Admin | Role::Coordinator => Ok(()),
+        _ => Err(deny("read the disclosure log")),
+    }
+}
+
 /// What `p` may export: the sites, and whether identifying data at all
 /// (which then also needs a legal basis and a purpose).
 #[derive(Debug, Clone)]
@@ -208,6 +240,19 @@ pub fn export(p: &Principal) -> AppResult<ExportRights> {
         }),
         _ => Err(AppError::Forbidden(
             "only coordinators and analysts export case data".into(),
+        )),
+    }
+}
+
+/// The retention report over HTTP: coordinators, for their sites. Not
+/// admins: a KZ retain-until date is the child's 18th birthday, so the
+/// report reveals dates of birth (case content). The server's shell
+/// (`casesync retention report`) covers every site.
+pub fn retention_report(p: &Principal) -> AppResult<Option<Vec<String>>> {
+    match p.role {
+        Role::Coordinator => Ok(Some(p.site_ids.clone())),
+        _ => Err(deny(
+            "read the retention report; coordinators may, for their sites",
         )),
     }
 }
@@ -300,6 +345,31 @@ mod tests {
             indicators(&principal(Role::Viewer, &[])).unwrap(),
             (None, true)
         );
+    }
+
+    #[test]
+    fn access_requests_are_for_those_who_work_on_the_case() {
+        let case = CaseRef {
+            site_id: "a",
+            assigned_to: Some("w"),
+        };
+        let mut worker = principal(Role::FieldWorker, &["a"]);
+        worker.user_id = "w".into();
+        let coordinator = principal(Role::Coordinator, &["a"]);
+        assert!(handle_access_request(&worker, case).is_ok());
+        assert!(handle_access_request(&coordinator, case).is_ok());
+        assert!(review_access_request(&coordinator, case).is_ok());
+        // The Manager reviews; the worker records and hands over.
+        assert!(review_access_request(&worker, case).is_err());
+        for p in [
+            principal(Role::FieldWorker, &["a"]),
+            principal(Role::Coordinator, &["b"]),
+            principal(Role::Analyst, &["a"]),
+            principal(Role::Admin, &["a"]),
+        ] {
+            assert!(handle_access_request(&p, case).is_err());
+            assert!(review_access_request(&p, case).is_err());
+        }
     }
 
     #[test]

@@ -352,8 +352,76 @@ diesel::table! {
     }
 }
 
+diesel::table! {
+    access_requests (id) {
+        id -> Text,
+        case_id -> Text,
+        requester -> Text,
+        received_on -> Date,
+        recorded_by -> Text,
+        recorded_at -> Timestamp,
+        status -> Text,
+        reviewed_by -> Nullable<Text>,
+        reviewed_at -> Nullable<Timestamp>,
+        best_interests_reasoning -> Nullable<Text>,
+        redactions -> Text,
+        copy_produced_at -> Nullable<Timestamp>,
+    }
+}
+
+diesel::table! {
+    consents (id) {
+        id -> Text,
+        case_id -> Text,
+        subject -> Text,
+        kind -> Text,
+        medium -> Text,
+        scopes -> Text,
+        recipient -> Nullable<Text>,
+        given_on -> Date,
+        instance_id -> Nullable<Text>,
+        recorded_by -> Text,
+        recorded_at -> Timestamp,
+        withdrawn_on -> Nullable<Date>,
+        withdrawn_at -> Nullable<Timestamp>,
+        withdrawn_by -> Nullable<Text>,
+        withdrawal_reason -> Nullable<Text>,
+    }
+}
+
+diesel::table! {
+    disclosures (id) {
+        id -> Text,
+        occurred_at -> Timestamp,
+        actor_id -> Nullable<Text>,
+        programme -> Text,
+        case_id -> Nullable<Text>,
+        legal_basis -> Text,
+        legal_provision -> Nullable<Text>,
+        consent_ids -> Nullable<Text>,
+        recipient -> Text,
+        purpose -> Text,
+        method -> Text,
+        what -> Text,
+    }
+}
+
+diesel::table! {
+    disclosure_sites (disclosure_id, site_id) {
+        disclosure_id -> Text,
+        site_id -> Text,
+    }
+}
+
+diesel::joinable!(consents -> cases (case_id));
+diesel::joinable!(disclosure_sites -> disclosures (disclosure_id));
+diesel::allow_tables_to_appear_in_same_query!(consents, cases);
+diesel::allow_tables_to_appear_in_same_query!(disclosures, disclosure_sites);
+diesel::allow_tables_to_appear_in_same_query!(disclosures, cases);
 diesel::joinable!(attachments -> submissions (instance_id));
 diesel::joinable!(break_glass_grants -> cases (case_id));
+diesel::joinable!(access_requests -> cases (case_id));
+diesel::allow_tables_to_appear_in_same_query!(access_requests, cases);
 diesel::allow_tables_to_appear_in_same_query!(break_glass_grants, cases);
 diesel::allow_tables_to_appear_in_same_query!(break_glass_grants, users);
 diesel::joinable!(submission_cells -> submissions (instance_id));

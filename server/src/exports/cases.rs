@@ -11,13 +11,17 @@ use serde::Deserialize;
 use serde_json::Value;
 
 use super::columns::age_in_years;
-use super::{day_range, export_sites, header_chunk, privacy, utc, Chunk, Privacy, Scope};
+use super::{
+    day_range, disclosure, export_sites, header_chunk, narrowed_case, privacy, utc, Chunk, Privacy,
+    Scope,
+};
 use crate::auth::sites;
 use crate::cases::Case;
 use crate::db::schema::{case_deadlines, cases, users};
 use crate::db::DbConnection;
 use crate::error::{AppError, AppResult};
 use crate::forms::model::{FieldKind, Pii};
+use crate::privacy::disclosures::{Checked, Terms};
 use crate::programmes::Programmes;
 
 #[derive(Debug, Clone, Default, Deserialize)]
@@ -32,6 +36,27 @@ pub struct CaseFilter {
     pub bom: Option<bool>,
     pub identifying: Option<bool>,
     pub purpose: Option<String>,
+    /// Only this case (its id). A disclosure by consent is of one case.
+    pub case: Option<String>,
+    /// An identifying export's terms (`privacy::disclosures::Terms`).
+    pub legal_basis: Option<String>,
+    pub provision: Option<String>,
+    pub consent: Option<String>,
+    pub recipient: Option<String>,
+    pub method: Option<String>,
+}
+
+impl CaseFilter {
+    pub fn terms(&self) -> Terms {
+        Terms {
+            legal_basis: self.legal_basis.clone(),
+            provision: self.provision.clone(),
+            consent: self.consent.clone(),
+            recipient: self.recipient.clone(),
+            purpose: self.purpose.clone(),
+            method: self.method.clone(),
+        }
+    }
 }
 
 /// How a fact is written in the file.
@@ -46,6 +71,9 @@ enum FactColumn {
 pub struct CaseExport {
     pub programme: String,
     pub privacy: Privacy,
+    /// An identifying export's checked terms, to be logged before it runs.
+    pub disclosure: Option<Checked>,
+    case_id: Option<String>,
     facts: Vec<FactColumn>,
     site_ids: Vec<String>,
     site_codes: HashMap<String, String>,
@@ -73,7 +101,7 @@ const META: [&str; 15] = [
 ];
 
 pub fn plan(conn: &mut DbConnection, scope: &Scope, filter: &CaseFilter) -> AppResult<CaseExport> {
-    let privacy = privacy(scope, filter.identifying, filter.purpose.as_deref())?;
+    let privacy = privacy(scope, filter.identifying)?;
     let programmes = Programmes::shipped();
     if programmes.get(&filter.programme).is_none() {
         return Err(AppError::invalid_field("/programme", "kz or bt"));
@@ -112,9 +140,19 @@ pub fn plan(conn: &mut DbConnection, scope: &Scope, filter: &CaseFilter) -> AppR
     let (from, to) = day_range(filter.from, filter.to);
     let all_sites = sites::list(conn, None)?;
     let site_ids = export_sites(&all_sites, scope, &filter.programme, filter.site.as_deref())?;
+    let case = narrowed_case(conn, &site_ids, filter.case.as_deref())?;
+    let disclosure = disclosure(
+        conn,
+        privacy,
+        &filter.programme,
+        case.as_ref(),
+        &filter.terms(),
+    )?;
     Ok(CaseExport {
         programme: filter.programme.clone(),
         privacy,
+        disclosure,
+        case_id: case.map(|c| c.id),
         facts,
         site_ids,
         site_codes: all_sites.into_iter().map(|s| (s.id, s.code)).collect(),
@@ -149,6 +187,21 @@ fn text(value: &Value) -> String {
 /// (open past due), open.
 type Counts = [u32; 5];
 
+impl CaseExport {
+    /// The sites whose cases it carries.
+    pub fn site_ids(&self) -> &[String] {
+        &self.site_ids
+    }
+
+    /// Its columns' names, for the disclosure log (KZ P3: what went).
+    pub fn column_names(&self) -> Vec<String> {
+        META.iter()
+            .map(|m| m.to_string())
+            .chain(self.facts.iter().map(header))
+            .collect()
+    }
+}
+
 pub fn write(
     conn: &mut DbConnection,
     export: &CaseExport,
@@ -178,6 +231,9 @@ pub fn write(
         }
         if let Some(to) = export.to {
             query = query.filter(cases::opened_at.lt(to));
+        }
+        if let Some(case) = &export.case_id {
+            query = query.filter(cases::id.eq(case));
         }
         if let Some((at, id)) = &after {
             // `>=` first: a range the index can seek to, so each page

@@ -14,7 +14,8 @@ use super::columns::{self, Column, Privacy, RepeatTable};
 use super::flatten::{Cells, Flattener};
 use super::stored::{Layout, Mapping, Record};
 use super::{
-    csv_field, day_range, export_sites, header_chunk, privacy, push_utc_text, Chunk, Scope,
+    csv_field, day_range, disclosure, export_sites, header_chunk, narrowed_case, privacy,
+    push_utc_text, Chunk, Scope,
 };
 use crate::auth::sites;
 use crate::cases::reconcile::programme_of;
@@ -22,6 +23,7 @@ use crate::db::schema::{cases, form_versions, forms, submission_cells, submissio
 use crate::db::DbConnection;
 use crate::error::{AppError, AppResult};
 use crate::forms::model;
+use crate::privacy::disclosures::{Checked, Terms};
 
 /// Filters of a form export.
 #[derive(Debug, Clone, Default, Deserialize)]
@@ -37,9 +39,30 @@ pub struct FormFilter {
     /// Start with a byte-order mark, for Excel.
     pub bom: Option<bool>,
     /// `true` for names and other direct identifiers (coordinators only,
-    /// with `purpose`).
+    /// on a legal basis, to a recipient, with a purpose).
     pub identifying: Option<bool>,
     pub purpose: Option<String>,
+    /// Only this case (its id). A disclosure by consent is of one case.
+    pub case: Option<String>,
+    /// An identifying export's terms (`privacy::disclosures::Terms`).
+    pub legal_basis: Option<String>,
+    pub provision: Option<String>,
+    pub consent: Option<String>,
+    pub recipient: Option<String>,
+    pub method: Option<String>,
+}
+
+impl FormFilter {
+    pub fn terms(&self) -> Terms {
+        Terms {
+            legal_basis: self.legal_basis.clone(),
+            provision: self.provision.clone(),
+            consent: self.consent.clone(),
+            recipient: self.recipient.clone(),
+            purpose: self.purpose.clone(),
+            method: self.method.clone(),
+        }
+    }
 }
 
 /// What an export will write, decided before the first byte is sent.
@@ -47,6 +70,9 @@ pub struct FormFilter {
 pub struct FormExport {
     pub form_id: String,
     pub privacy: Privacy,
+    /// An identifying export's checked terms, to be logged before it runs.
+    pub disclosure: Option<Checked>,
+    case_id: Option<String>,
     pub columns: Vec<Column>,
     /// The repeat groups' own files (the `.zip` export).
     pub repeats: Vec<RepeatTable>,
@@ -79,6 +105,21 @@ const META: [&str; 9] = [
     "received_at",
 ];
 
+impl FormExport {
+    /// The sites whose rows it carries.
+    pub fn site_ids(&self) -> &[String] {
+        &self.site_ids
+    }
+
+    /// Its columns' names, for the disclosure log (KZ P3: what went).
+    pub fn column_names(&self) -> Vec<String> {
+        META.iter()
+            .map(|m| m.to_string())
+            .chain(self.columns.iter().map(Column::header))
+            .collect()
+    }
+}
+
 /// Checks the export is allowed and works out its columns.
 pub fn plan(
     conn: &mut DbConnection,
@@ -86,7 +127,7 @@ pub fn plan(
     form_id: &str,
     filter: &FormFilter,
 ) -> AppResult<FormExport> {
-    let privacy = privacy(scope, filter.identifying, filter.purpose.as_deref())?;
+    let privacy = privacy(scope, filter.identifying)?;
     let programme: String = forms::table
         .find(form_id)
         .select(forms::programme)
@@ -115,6 +156,8 @@ pub fn plan(
     let (from, to) = day_range(filter.from, filter.to);
     let all_sites = sites::list(conn, None)?;
     let site_ids = export_sites(&all_sites, scope, &programme, filter.site.as_deref())?;
+    let case = narrowed_case(conn, &site_ids, filter.case.as_deref())?;
+    let disclosure = disclosure(conn, privacy, &programme, case.as_ref(), &filter.terms())?;
     let time_zone = programme_of(&programme)?.calendar.time_zone;
     let columns = columns::columns(&versions, privacy);
     let layouts: Vec<Layout> = versions.iter().map(|fields| Layout::of(fields)).collect();
@@ -135,6 +178,8 @@ pub fn plan(
         read,
         form_id: form_id.to_string(),
         privacy,
+        disclosure,
+        case_id: case.map(|c| c.id),
         flattener: Flattener::new(&columns, &occurred_at_pointer, time_zone),
         columns,
         repeats: columns::repeat_tables(&versions, privacy),
@@ -218,6 +263,9 @@ fn for_each_page(
         }
         if let Some(v) = &export.version {
             query = query.filter(submissions::form_version.eq(v));
+        }
+        if let Some(case) = &export.case_id {
+            query = query.filter(submissions::case_id.eq(case));
         }
         if let Some((at, id)) = &after {
             // `>=` first: a range the index can seek to, so each page

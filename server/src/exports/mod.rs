@@ -10,10 +10,13 @@ mod flatten;
 pub mod forms;
 pub mod stored;
 
-use chrono::NaiveDateTime;
+use chrono::{NaiveDateTime, Utc};
 
 use crate::auth::{sites, Principal};
+use crate::cases::Case;
+use crate::db::DbConnection;
 use crate::error::{AppError, AppResult};
+use crate::privacy::disclosures::{self, Checked, Terms};
 pub use columns::{Column, Privacy};
 
 /// A page of CSV records, written to memory and handed to the sink whole.
@@ -171,12 +174,9 @@ impl Scope {
     }
 }
 
-/// De-identified unless asked, allowed and given a purpose.
-pub fn privacy(
-    scope: &Scope,
-    identifying: Option<bool>,
-    purpose: Option<&str>,
-) -> AppResult<Privacy> {
+/// De-identified unless asked and allowed (the terms of an identifying
+/// export are checked by [`disclosure`] once its programme is known).
+pub fn privacy(scope: &Scope, identifying: Option<bool>) -> AppResult<Privacy> {
     if identifying != Some(true) {
         return Ok(Privacy::Deidentified);
     }
@@ -185,13 +185,40 @@ pub fn privacy(
             "analysts export de-identified data only".into(),
         ));
     }
-    if purpose.unwrap_or("").trim().len() < 10 {
-        return Err(AppError::invalid_field(
-            "/purpose",
-            "an identifying export needs its purpose stated (at least 10 characters)",
-        ));
-    }
     Ok(Privacy::Identifying)
+}
+
+/// An identifying export is a disclosure: its legal basis, recipient,
+/// purpose and method checked (KZ P1, P4; BT Annex E), and for one resting
+/// on consent, the case's consents.
+pub(crate) fn disclosure(
+    conn: &mut DbConnection,
+    privacy: Privacy,
+    programme: &str,
+    case: Option<&Case>,
+    terms: &Terms,
+) -> AppResult<Option<Checked>> {
+    match privacy {
+        Privacy::Deidentified => Ok(None),
+        Privacy::Identifying => {
+            disclosures::check(conn, programme, case, terms, "CSV download", Utc::now()).map(Some)
+        }
+    }
+}
+
+/// The case an export is narrowed to, which must be of its sites.
+pub(crate) fn narrowed_case(
+    conn: &mut DbConnection,
+    site_ids: &[String],
+    case_id: Option<&str>,
+) -> AppResult<Option<Case>> {
+    let Some(id) = case_id else { return Ok(None) };
+    let case = crate::cases::find(conn, id)?
+        .ok_or_else(|| AppError::invalid_field("/case", "no such case"))?;
+    if !site_ids.contains(&case.site_id) {
+        return Err(AppError::Forbidden("not a case of your sites".into()));
+    }
+    Ok(Some(case))
 }
 
 /// The sites of `programme` within `scope`, narrowed to the site `code`.

@@ -7,6 +7,7 @@
 pub mod calendar;
 pub mod holidays;
 pub mod indicators;
+pub mod retention;
 
 use std::collections::{BTreeSet, HashMap, HashSet};
 use std::sync::Arc;
@@ -154,6 +155,8 @@ pub struct Programme {
     /// transitions), then the rest.
     pub event_rank: HashMap<String, usize>,
     pub indicators: indicators::Indicators,
+    /// How long closed case files are kept (absent: no rule, kept).
+    pub retention: Option<retention::Retention>,
 }
 
 impl Programme {
@@ -328,6 +331,9 @@ struct RawProgramme {
     indicators: Vec<Value>,
     #[serde(default)]
     not_computable: Vec<Value>,
+    // Closed-file retention: see `retention::compile`.
+    #[serde(default)]
+    retention: Option<Value>,
 }
 
 fn default_due_soon() -> String {
@@ -780,11 +786,14 @@ pub fn compile(document: &Value, vocabulary: &Vocabulary) -> Result<Programme, V
         &raw.not_computable,
     );
 
+    let retention = retention::compile(&mut c, raw.retention.as_ref());
+
     if !c.problems.is_empty() {
         return Err(c.problems);
     }
     Ok(Programme {
         indicators,
+        retention,
         id: raw.programme,
         title: raw.title,
         case_number,

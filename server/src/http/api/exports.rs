@@ -5,16 +5,19 @@
 use actix_web::http::header::CONTENT_DISPOSITION;
 use actix_web::web::{self, Bytes};
 use actix_web::HttpResponse;
+use chrono::Utc;
 
 use crate::app::AppState;
 use crate::audit::{self, Event, Origin};
+use crate::auth::Principal;
 use crate::db::write_tx;
 use crate::db::DbConnection;
 use crate::error::{AppError, AppResult};
 use crate::exports::cases::{self as case_exports, CaseFilter};
 use crate::exports::forms::{self as form_exports, FormFilter};
-use crate::exports::{self, archive, Privacy};
+use crate::exports::{self, archive};
 use crate::http::extract::AuthUser;
+use crate::privacy::disclosures::{self, Checked};
 
 /// `GET /api/v1/exports/forms/{id}.csv|.zip?from=&to=&site=&version=&bom=&identifying=&purpose=`
 pub async fn form_csv(
@@ -38,13 +41,15 @@ pub async fn form_csv(
         .db(move |conn| {
             write_tx(conn, |conn| {
                 let plan = form_exports::plan(conn, &exports::Scope::of(&me)?, &form_id, &filter)?;
-                let detail = describe(plan.privacy, filter.purpose.as_deref());
-                audit::record(
+                let what = format!("form {form_id}");
+                log_export(
                     conn,
                     &origin,
-                    Event::new(Some(&me), "form_exported")
-                        .object("form", &form_id)
-                        .detail(&detail),
+                    &me,
+                    Event::new(Some(&me), "form_exported").object("form", &form_id),
+                    (&what, plan.disclosure.as_ref()),
+                    plan.site_ids(),
+                    &plan.column_names(),
                 )?;
                 Ok(plan)
             })
@@ -80,12 +85,15 @@ pub async fn cases_csv(
         .db(move |conn| {
             write_tx(conn, |conn| {
                 let plan = case_exports::plan(conn, &exports::Scope::of(&me)?, &filter)?;
-                audit::record(
+                let what = format!("cases of {}", plan.programme);
+                log_export(
                     conn,
                     &origin,
-                    Event::new(Some(&me), "cases_exported")
-                        .object("programme", &plan.programme)
-                        .detail(&describe(plan.privacy, filter.purpose.as_deref())),
+                    &me,
+                    Event::new(Some(&me), "cases_exported").object("programme", &plan.programme),
+                    (&what, plan.disclosure.as_ref()),
+                    plan.site_ids(),
+                    &plan.column_names(),
                 )?;
                 Ok(plan)
             })
@@ -97,15 +105,29 @@ pub async fn cases_csv(
     }))
 }
 
-/// What the audit row says of an export's privacy.
-fn describe(privacy: Privacy, purpose: Option<&str>) -> String {
-    match privacy {
-        Privacy::Deidentified => "de-identified".to_string(),
-        Privacy::Identifying => format!(
-            "identifying; purpose: {}",
-            purpose.unwrap_or_default().trim()
-        ),
-    }
+/// An export's audit row and, for an identifying one, its entry in the
+/// disclosure log (what went: the export and its columns), in the
+/// transaction that plans it, before the first byte leaves.
+fn log_export(
+    conn: &mut DbConnection,
+    origin: &Origin,
+    me: &Principal,
+    event: Event<'_>,
+    (what, disclosure): (&str, Option<&Checked>),
+    site_ids: &[String],
+    columns: &[String],
+) -> AppResult<()> {
+    let Some(checked) = disclosure else {
+        return audit::record(conn, origin, event.detail("de-identified"));
+    };
+    let sent = format!("{what}, columns: {}", columns.join(" "));
+    let id = disclosures::record(conn, Some(me), checked, site_ids, &sent, Utc::now())?;
+    let detail = format!("identifying; disclosure {id} ({})", checked.basis);
+    audit::record(
+        conn,
+        origin,
+        event.detail(&detail).purpose(&checked.purpose),
+    )
 }
 
 pub(super) fn stream_csv<F>(state: &AppState, filename: &str, write: F) -> HttpResponse

@@ -1,5 +1,6 @@
 //! The JSON API, `/api/v1`. Every route is registered here, in one place.
 
+mod access_requests;
 mod audit;
 mod cases;
 mod exports;
@@ -7,7 +8,9 @@ mod forms;
 mod indicators;
 mod keys;
 mod me;
+mod privacy;
 mod programmes;
+mod retention;
 mod sessions;
 mod sites;
 mod submissions;
@@ -79,6 +82,29 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
             .service(resource("/cases/{id}/siblings").route(post().to(cases::link_siblings)))
             .service(resource("/cases/{id}/break-glass").route(post().to(cases::break_glass)))
             .service(resource("/break-glass").route(get().to(cases::break_glass_grants)))
+            .service(
+                resource("/cases/{id}/consents")
+                    .route(get().to(privacy::list_consents))
+                    .route(post().to(privacy::record_consent)),
+            )
+            .service(
+                resource("/consents/{id}/withdrawal").route(post().to(privacy::withdraw_consent)),
+            )
+            .service(resource("/cases/{id}/disclosures").route(post().to(privacy::record_share)))
+            .service(resource("/disclosures").route(get().to(privacy::list_disclosures)))
+            .service(
+                resource("/cases/{id}/access-requests")
+                    .route(get().to(access_requests::list))
+                    .route(post().to(access_requests::create)),
+            )
+            .service(
+                resource("/access-requests/{id}/review").route(post().to(access_requests::review)),
+            )
+            .service(resource("/access-requests/{id}/copy").route(get().to(access_requests::copy)))
+            .service(
+                resource("/submissions/{instance_id}/family-copy")
+                    .route(get().to(access_requests::family_copy)),
+            )
             .service(resource("/children/duplicates").route(get().to(cases::duplicates)))
             .service(
                 resource("/children/duplicates/{id}/{decision}")
@@ -92,6 +118,7 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
             .service(resource("/audit").route(get().to(audit::list)))
             .service(resource("/exports/forms/{file}").route(get().to(exports::form_csv)))
             .service(resource("/indicators/{programme}").route(get().to(indicators::report)))
+            .service(resource("/retention").route(get().to(retention::report)))
             .service(resource("/forms").route(get().to(forms::list)))
             .service(resource("/forms/{id}").route(get().to(forms::current)))
             .service(

@@ -2,6 +2,8 @@ use actix_web::{web, HttpResponse};
 use serde::Deserialize;
 
 use crate::app::AppState;
+use crate::audit::{self, Event, Origin};
+use crate::db::write_tx;
 use crate::error::AppResult;
 use crate::http::extract::AuthUser;
 use crate::sync::feed;
@@ -16,12 +18,28 @@ pub struct SyncQuery {
 /// caller's assigned open cases; with a cursor, only what changed since.
 pub async fn get(
     state: web::Data<AppState>,
+    origin: Origin,
     AuthUser(me): AuthUser,
     query: web::Query<SyncQuery>,
 ) -> AppResult<HttpResponse> {
     let cursor = query.into_inner().cursor;
     let feed = state
-        .db(move |conn| feed::feed(conn, &me, cursor.as_deref()))
+        .db(move |conn| {
+            let feed = feed::feed(conn, &me, cursor.as_deref())?;
+            // Cases on a phone are case content read: audited, by number
+            // of cases (a sync with none reads none and writes nothing).
+            if !feed.cases.is_empty() {
+                let detail = format!("{} cases", feed.cases.len());
+                write_tx(conn, |conn| {
+                    audit::record(
+                        conn,
+                        &origin,
+                        Event::new(Some(&me), "cases_synced").detail(&detail),
+                    )
+                })?;
+            }
+            Ok(feed)
+        })
         .await?;
     Ok(HttpResponse::Ok()
         .insert_header(("Cache-Control", "no-store"))

@@ -1,0 +1,3 @@
+DROP TABLE disclosure_sites;
+DROP TABLE disclosures;
+DROP TABLE consents;

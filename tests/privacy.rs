@@ -1,0 +1,247 @@
+//! Consents and disclosures over real HTTP: an identifying export needs a
+//! legal basis; one resting on consent needs the consents the child's age
+//! asks for (KZ 10.4: the parent under 16), names them, covers one case,
+//! and stops the moment a consent is withdrawn; shares made outside the
+//! server go to the same log.
+
+mod common;
+
+use common::phone::{fixture, form_envelope, phone};
+use common::TestApp;
+use serde_json::{json, Value};
+
+struct Setup {
+    app: TestApp,
+    coordinator: String,
+    worker: String,
+    other_worker: String,
+    analyst: String,
+    other_coordinator: String,
+    case_id: String,
+    sibling_case: String,
+}
+
+fn referral(case_id: &str, name: &str, dob: &str) -> Value {
+    let mut data = fixture("kz.referral");
+    data["child"]["child_name"] = json!(name);
+    data["child"]["child_dob"] = json!(dob);
+    data["child"]["child_dob_estimated"] = json!(false);
+    form_envelope("kz.referral", case_id, data)
+}
+
+/// A child of 12 (the parent consents for her, KZ 10.4) and another case
+/// at the same site.
+fn setup() -> Setup {
+    let app = TestApp::spawn();
+    let admin = app.admin_token();
+    let (_, coordinator) = app.user(&admin, "manager", "coordinator", &["KZ-CAM-ALA"]);
+    let (_, other_coordinator) = app.user(&admin, "shymkent", "coordinator", &["KZ-CAM-SHY"]);
+    let (_, worker) = app.user(&admin, "aigerim", "field_worker", &["KZ-CAM-ALA"]);
+    let (_, other_worker) = app.user(&admin, "bolat", "field_worker", &["KZ-CAM-ALA"]);
+    let (_, analyst) = app.user(&admin, "analyst", "analyst", &["KZ-CAM-ALA"]);
+    let case_id = uuid::Uuid::new_v4().to_string();
+    let sibling_case = uuid::Uuid::new_v4().to_string();
+    let phone = phone(&app, &worker);
+    let res = phone.send(&referral(&case_id, "Madina Privacy", "2014-05-01"));
+    assert_eq!(res.status, 201, "{}", res.text);
+    let res = phone.send(&referral(&sibling_case, "Arman Privacy", "2011-02-03"));
+    assert_eq!(res.status, 201, "{}", res.text);
+    Setup {
+        app,
+        coordinator,
+        worker,
+        other_worker,
+        analyst,
+        other_coordinator,
+        case_id,
+        sibling_case,
+    }
+}
+
+fn consent(s: &Setup, subject: &str, kind: &str, scopes: &[&str]) -> String {
+    let res = s.app.post(
+        &format!("/api/v1/cases/{}/consents", s.case_id),
+        &s.worker,
+        json!({
+            "subject": subject, "kind": kind, "medium": "written",
+            "scopes": scopes, "given_on": "2026-11-20",
+            "recipient": "Kazakh Red Crescent family tracing",
+        }),
+    );
+    assert_eq!(res.status, 201, "{}", res.text);
+    res.body["id"].as_str().unwrap().to_string()
+}
+
+/// An identifying form export by consent of the consents `ids`.
+fn export_by_consent(s: &Setup, case: Option<&str>, ids: &[&str]) -> common::Response {
+    let case = case.map(|c| format!("&case={c}")).unwrap_or_default();
+    s.app.get(
+        &format!(
+            "/api/v1/exports/forms/kz.referral.csv?identifying=true&legal_basis=consent\
+             &consent={}&recipient=Kazakh%20Red%20Crescent&purpose=family%20tracing%20abroad{case}",
+            ids.join(",")
+        ),
+        &s.coordinator,
+    )
+}
+
+#[test]
+fn a_disclosure_by_consent_needs_the_right_signatures_and_stops_at_a_withdrawal() {
+    let s = setup();
+    let child = consent(&s, "child", "consent", &["disclose"]);
+    // Under 16 the child's word alone is not enough (KZ 10.4).
+    let res = export_by_consent(&s, Some(&s.case_id), &[&child]);
+    assert_eq!(res.error_pointers(), ["/consent"], "{}", res.text);
+    assert!(res.text.contains("aged 12"), "{}", res.text);
+    assert!(
+        res.text.contains("parent or legal representative"),
+        "{}",
+        res.text
+    );
+
+    // A consent only to take part does not let data go.
+    let participation = consent(&s, "parent", "consent", &["participate"]);
+    let res = export_by_consent(&s, Some(&s.case_id), &[&participation]);
+    assert!(
+        res.text.contains("does not consent to sharing"),
+        "{}",
+        res.text
+    );
+
+    let parent = consent(&s, "parent", "consent", &["disclose", "collect_store"]);
+    // By consent, one case at a time.
+    let res = export_by_consent(&s, None, &[&parent]);
+    assert_eq!(res.error_pointers(), ["/case"]);
+    let res = export_by_consent(&s, Some(&s.sibling_case), &[&parent]);
+    assert!(
+        res.text.contains("is not a consent of this case"),
+        "{}",
+        res.text
+    );
+
+    let res = export_by_consent(&s, Some(&s.case_id), &[&parent, &child]);
+    assert_eq!(res.status, 200, "{}", res.text);
+    assert!(res.text.contains("Madina Privacy"));
+    assert!(
+        !res.text.contains("Arman Privacy"),
+        "only the consenting case"
+    );
+    let log = s.app.get(
+        &format!("/api/v1/disclosures?case={}", s.case_id),
+        &s.coordinator,
+    );
+    assert_eq!(log.body["items"][0]["legal_basis"], "consent");
+    assert_eq!(log.body["items"][0]["consent_ids"], json!([parent, child]));
+
+    // The parent withdraws: the next export on that consent is refused.
+    let res = s.app.post(
+        &format!("/api/v1/consents/{parent}/withdrawal"),
+        &s.worker,
+        json!({ "reason": "the mother asked by telephone to stop sharing" }),
+    );
+    assert_eq!(res.status, 200, "{}", res.text);
+    assert_eq!(res.body["withdrawn"], true);
+    let res = export_by_consent(&s, Some(&s.case_id), &[&parent]);
+    assert_eq!(res.error_pointers(), ["/consent"]);
+    assert!(res.text.contains("was withdrawn"), "{}", res.text);
+    // A withdrawal is not undone by naming other records: the parent's
+    // latest word is no.
+    let res = export_by_consent(&s, Some(&s.case_id), &[&child]);
+    assert!(res.text.contains("withdrew"), "{}", res.text);
+    let res = s.app.post(
+        &format!("/api/v1/consents/{parent}/withdrawal"),
+        &s.worker,
+        json!({ "reason": "again" }),
+    );
+    assert_eq!(res.status, 409, "{}", res.text);
+
+    // Consent given again later counts again.
+    let again = consent(&s, "legal_representative", "consent", &["disclose"]);
+    let res = export_by_consent(&s, Some(&s.case_id), &[&again]);
+    assert!(res.text.contains("the parent withdrew"), "{}", res.text);
+    let renewed = consent(&s, "parent", "consent", &["disclose"]);
+    let res = export_by_consent(&s, Some(&s.case_id), &[&renewed]);
+    assert_eq!(res.status, 200, "{}", res.text);
+
+    let list = s.app.get(
+        &format!("/api/v1/cases/{}/consents", s.case_id),
+        &s.coordinator,
+    );
+    assert_eq!(list.body["items"].as_array().unwrap().len(), 5);
+}
+
+#[test]
+fn consents_are_recorded_and_read_by_those_who_work_on_the_case() {
+    let s = setup();
+    let path = format!("/api/v1/cases/{}/consents", s.case_id);
+    let res = s.app.post(
+        &path,
+        &s.worker,
+        json!({
+            "subject": "uncle", "kind": "consent", "medium": "email",
+            "scopes": ["everything"], "given_on": "2099-01-01",
+        }),
+    );
+    assert_eq!(
+        res.error_pointers(),
+        ["/subject", "/medium", "/scopes/0", "/given_on"],
+        "{}",
+        res.text
+    );
+    let body = json!({
+        "subject": "parent", "kind": "consent", "medium": "thumbprint",
+        "scopes": ["disclose"], "given_on": "2026-11-20",
+    });
+    for token in [&s.other_worker, &s.analyst, &s.other_coordinator] {
+        s.app
+            .post(&path, token, body.clone())
+            .assert_problem(403, "forbidden");
+        s.app.get(&path, token).assert_problem(403, "forbidden");
+    }
+    assert_eq!(s.app.post(&path, &s.coordinator, body).status, 201);
+    let list = s.app.get(&path, &s.worker);
+    assert_eq!(list.body["items"][0]["medium"], "thumbprint");
+    assert_eq!(list.body["items"][0]["withdrawn"], false);
+}
+
+#[test]
+fn shares_made_outside_the_server_are_logged_on_a_legal_basis() {
+    let s = setup();
+    let path = format!("/api/v1/cases/{}/disclosures", s.case_id);
+    let res = s.app.post(&path, &s.worker, json!({ "what": "" }));
+    assert_eq!(res.error_pointers(), ["/what"], "{}", res.text);
+    let res = s.app.post(
+        &path,
+        &s.worker,
+        json!({ "what": "IA report", "legal_basis": "gossip", "recipient": "x" }),
+    );
+    assert_eq!(
+        res.error_pointers(),
+        ["/legal_basis", "/purpose"],
+        "{}",
+        res.text
+    );
+    let share = json!({
+        "what": "initial assessment report",
+        "legal_basis": "staff_harm",
+        "recipient": "Office of the Prosecutor, Almaty",
+        "purpose": "report of suspected harm by a staff member (Part 11)",
+        "method": "sealed letter",
+    });
+    s.app
+        .post(&path, &s.analyst, share.clone())
+        .assert_problem(403, "forbidden");
+    let res = s.app.post(&path, &s.worker, share);
+    assert_eq!(res.status, 201, "{}", res.text);
+    assert_eq!(res.body["method"], "sealed letter");
+
+    let log = s.app.get("/api/v1/disclosures", &s.coordinator);
+    assert_eq!(log.status, 200, "{}", log.text);
+    assert_eq!(log.body["items"][0]["what"], "initial assessment report");
+    // Another site's coordinator sees none of it; analysts have no log.
+    let theirs = s.app.get("/api/v1/disclosures", &s.other_coordinator);
+    assert_eq!(theirs.body["items"], json!([]));
+    s.app
+        .get("/api/v1/disclosures", &s.analyst)
+        .assert_problem(403, "forbidden");
+}
