@@ -245,3 +245,111 @@ fn shares_made_outside_the_server_are_logged_on_a_legal_basis() {
         .get("/api/v1/disclosures", &s.analyst)
         .assert_problem(403, "forbidden");
 }
+
+/// BT D-01 filled on the phone is a consent record; a later D-01 of the
+/// same signatory replaces it (consent "is not static", §9.1).
+#[test]
+fn consent_forms_sent_from_the_phone_become_consent_records() {
+    let app = TestApp::spawn();
+    let admin = app.admin_token();
+    let (_, worker) = app.user(&admin, "karma", "field_worker", &["BT-NCWC"]);
+    let (_, supervisor) = app.user(&admin, "pema", "coordinator", &["BT-NCWC"]);
+    let phone = common::phone::phone_for(&app, &worker, "bt");
+    let case_id = uuid::Uuid::new_v4().to_string();
+    let res = phone.send(&form_envelope(
+        "bt.registration",
+        &case_id,
+        fixture("bt.registration"),
+    ));
+    assert_eq!(res.status, 201, "{}", res.text);
+
+    let first = form_envelope("bt.consent_child", &case_id, fixture("bt.consent_child"));
+    assert_eq!(phone.send(&first).status, 201);
+    let path = format!("/api/v1/cases/{case_id}/consents");
+    let list = app.get(&path, &supervisor);
+    let items = list.body["items"].as_array().unwrap();
+    assert_eq!(items.len(), 1, "{}", list.text);
+    assert_eq!(items[0]["subject"], "child");
+    assert_eq!(items[0]["kind"], "consent");
+    assert_eq!(
+        items[0]["scopes"],
+        json!([
+            "participate",
+            "collect_store",
+            "aggregate",
+            "share_providers"
+        ])
+    );
+    assert_eq!(items[0]["given_on"], "2026-03-03");
+    assert_eq!(items[0]["instance_id"], first["instance_id"]);
+    let first_id = items[0]["id"].as_str().unwrap().to_string();
+
+    // Three weeks later the child no longer wants her data shared.
+    let mut later = fixture("bt.consent_child");
+    later["consents"]["consent_share_providers"] = json!(false);
+    later["signatures"]["date"] = json!("2026-03-24");
+    assert_eq!(
+        phone
+            .send(&form_envelope("bt.consent_child", &case_id, later))
+            .status,
+        201
+    );
+    let list = app.get(&path, &supervisor);
+    let items = list.body["items"].as_array().unwrap();
+    assert_eq!(items.len(), 2);
+    assert_eq!(items[0]["withdrawn"], true, "{}", list.text);
+    assert_eq!(items[0]["withdrawal_reason"], "superseded by a later form");
+    assert_eq!(
+        items[1]["scopes"],
+        json!(["participate", "collect_store", "aggregate"])
+    );
+    let second_id = items[1]["id"].as_str().unwrap().to_string();
+
+    let export = |ids: &str| {
+        app.get(
+            &format!(
+                "/api/v1/exports/forms/bt.registration.csv?identifying=true&legal_basis=consent\
+                 &case={case_id}&consent={ids}&recipient=Nazhoen%20Lamtoen\
+                 &purpose=referral%20to%20a%20service%20provider"
+            ),
+            &supervisor,
+        )
+    };
+    assert!(export(&first_id).text.contains("was withdrawn"));
+    assert!(export(&second_id)
+        .text
+        .contains("does not consent to sharing"));
+}
+
+/// The KZ record of a disclosure made in the field goes to the log, with
+/// the consents it rests on.
+#[test]
+fn a_disclosure_recorded_on_the_phone_goes_to_the_log() {
+    let s = setup();
+    let mut data = fixture("kz.disclosure");
+    // The mother's recorded consent, scanned (the phone helper declares
+    // documents and images).
+    data["consent"]["consent_records"][1]["attachment"] = json!("consent-mother.pdf");
+    let envelope = form_envelope("kz.disclosure", &s.case_id, data);
+    let res = phone(&s.app, &s.worker).send(&envelope);
+    assert_eq!(res.status, 201, "{}", res.text);
+    let log = s.app.get(
+        &format!("/api/v1/disclosures?case={}", s.case_id),
+        &s.coordinator,
+    );
+    let entry = &log.body["items"][0];
+    assert_eq!(entry["legal_basis"], "consent", "{}", log.text);
+    assert_eq!(entry["recipient"], "Rodnik legal aid service");
+    let consents = s.app.get(
+        &format!("/api/v1/cases/{}/consents", s.case_id),
+        &s.coordinator,
+    );
+    let ids: Vec<&Value> = consents.body["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| &c["id"])
+        .collect();
+    assert!(!ids.is_empty());
+    assert_eq!(entry["consent_ids"].as_array().unwrap().len(), ids.len());
+}

@@ -4,3 +4,4 @@
 
 pub mod consents;
 pub mod disclosures;
+pub mod from_forms;

@@ -511,6 +511,16 @@ pub fn store_unaudited(
                 supersedes: supersedes.as_deref(),
             },
         )?;
+        crate::privacy::from_forms::record(
+            conn,
+            who,
+            case,
+            &envelope.form_id,
+            &envelope.data,
+            &p.instance_id,
+            supersedes.as_deref(),
+            received_at.and_utc(),
+        )?;
     }
     Ok(Stored::Created(Receipt {
         instance_id: p.instance_id.clone(),
