@@ -88,6 +88,7 @@ fn main() {
                 let received_at = now + chrono::Duration::microseconds(*i as i64);
                 // Each referral opens a case of its own, as in the field.
                 let case_id = uuid::Uuid::new_v4().to_string();
+                let number = format!("KZ-ALA-2026-{i:07}");
                 diesel::insert_into(cases::table)
                     .values((
                         cases::id.eq(&case_id),
@@ -99,7 +100,7 @@ fn main() {
                         cases::opened_by_instance.eq(&instance),
                         cases::created_at.eq(received_at),
                         cases::updated_at.eq(received_at),
-                        cases::number.eq(format!("KZ-ALA-2026-{i:07}")),
+                        cases::number.eq(&number),
                         cases::admission.eq(1),
                         cases::facts.eq("{}"),
                     ))
@@ -122,6 +123,9 @@ fn main() {
                         submissions::payload.eq(payload.to_string()),
                         submissions::content_sha256.eq(""),
                         submissions::status.eq("complete"),
+                        // As ingest keeps them (migration 000015).
+                        submissions::site_id.eq(&site.id),
+                        submissions::case_number.eq(&number),
                     ))
                     .execute(conn)?;
                 diesel::insert_into(submission_cells::table)

@@ -473,6 +473,28 @@ fn readmissions_are_numbered_from_the_first_admission_once_a_coordinator_links_t
         .iter()
         .any(|c| c["id"] == again.as_str()));
 
+    // The form export shows each referral under its case's number as it is
+    // now: renumbered readmissions, the merged referral under the open case.
+    let export = app.get("/api/v1/exports/forms/kz.referral.csv", &staff.coordinator);
+    assert_eq!(export.status, 200, "{}", export.text);
+    let mut reader = csv::Reader::from_reader(export.text.as_bytes());
+    let column = reader
+        .headers()
+        .unwrap()
+        .iter()
+        .position(|h| h == "case_number")
+        .unwrap();
+    let mut numbers: Vec<String> = reader
+        .records()
+        .map(|r| r.unwrap()[column].to_string())
+        .collect();
+    numbers.sort();
+    let open_number = number_of(&app, &staff.coordinator, &open_case);
+    let open_number = open_number.as_str().unwrap();
+    let mut expected = vec!["1", "1.1", "1.2", open_number, open_number];
+    expected.sort();
+    assert_eq!(numbers, expected);
+
     // A different child with a similar name but another birth date and sex
     // is proposed only if two signs agree: here none is.
     let stranger = uuid::Uuid::new_v4().to_string();

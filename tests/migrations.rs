@@ -140,3 +140,50 @@ fn migrations_create_exactly_what_schema_rs_declares() {
         assert_eq!(h.join().unwrap(), 0);
     }
 }
+
+/// Migration 000015 gives the submissions already stored their case's site
+/// and number (the form export reads those copies, not the cases).
+#[test]
+fn submissions_stored_before_000015_get_their_cases_site_and_number() {
+    use casesync::db::schema::{cases, submissions};
+    use diesel::connection::SimpleConnection;
+
+    let app = common::TestApp::spawn();
+    let admin = app.admin_token();
+    let (_, worker) = app.user(&admin, "aigerim", "field_worker", &["KZ-CAM-ALA"]);
+    let case_id = uuid::Uuid::new_v4().to_string();
+    let envelope = common::phone::form_envelope(
+        "kz.referral",
+        &case_id,
+        common::phone::fixture("kz.referral"),
+    );
+    assert_eq!(
+        common::phone::phone(&app, &worker).send(&envelope).status,
+        201
+    );
+    let (up, down) = if app.shared.db.is_postgres() {
+        (
+            include_str!("../migrations/postgres/2026-11-23-000015_submission_case_copy/up.sql"),
+            include_str!("../migrations/postgres/2026-11-23-000015_submission_case_copy/down.sql"),
+        )
+    } else {
+        (
+            include_str!("../migrations/sqlite/2026-11-23-000015_submission_case_copy/up.sql"),
+            include_str!("../migrations/sqlite/2026-11-23-000015_submission_case_copy/down.sql"),
+        )
+    };
+    let mut conn = app.conn();
+    conn.batch_execute(down).unwrap();
+    conn.batch_execute(up).unwrap();
+    let copied: (Option<String>, Option<String>) = submissions::table
+        .find(envelope["instance_id"].as_str().unwrap())
+        .select((submissions::site_id, submissions::case_number))
+        .first(&mut conn)
+        .unwrap();
+    let case: (String, Option<String>) = cases::table
+        .find(&case_id)
+        .select((cases::site_id, cases::number))
+        .first(&mut conn)
+        .unwrap();
+    assert_eq!(copied, (Some(case.0), case.1));
+}

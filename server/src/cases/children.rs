@@ -457,8 +457,12 @@ fn readmit(conn: &mut DbConnection, case: &Case, earlier: &str) -> AppResult<()>
         .set((
             cases::child_id.eq(earlier),
             cases::admission.eq(admissions),
-            cases::number.eq(number),
+            cases::number.eq(&number),
         ))
+        .execute(conn)?;
+    // The submissions' copy of the number (exports read it).
+    diesel::update(submissions::table.filter(submissions::case_id.eq(&case.id)))
+        .set(submissions::case_number.eq(&number))
         .execute(conn)?;
     super::touch(conn, case)?;
     Ok(())
@@ -491,7 +495,11 @@ fn merge_into(conn: &mut DbConnection, case: &Case, target: &Case) -> AppResult<
         ))
         .execute(conn)?;
     diesel::update(submissions::table.filter(submissions::case_id.eq(&case.id)))
-        .set(submissions::case_id.eq(&target.id))
+        .set((
+            submissions::case_id.eq(&target.id),
+            submissions::site_id.eq(&target.site_id),
+            submissions::case_number.eq(&target.number),
+        ))
         .execute(conn)?;
     diesel::update(cases::table.find(&target.id))
         .set(cases::version.eq(cases::version + moved))

@@ -313,6 +313,8 @@ diesel::table! {
         supersedes -> Nullable<Text>,
         superseded_by -> Nullable<Text>,
         status -> Text,
+        site_id -> Nullable<Text>,
+        case_number -> Nullable<Text>,
     }
 }
 

@@ -19,7 +19,7 @@ use super::{
 };
 use crate::auth::sites;
 use crate::cases::reconcile::programme_of;
-use crate::db::schema::{cases, form_versions, forms, submission_cells, submissions, users};
+use crate::db::schema::{form_versions, forms, submission_cells, submissions, users};
 use crate::db::DbConnection;
 use crate::error::{AppError, AppResult};
 use crate::forms::model;
@@ -246,14 +246,14 @@ fn for_each_page(
     let mut after: Option<(NaiveDateTime, String)> = None;
     let mut written = 0;
     loop {
-        // The case and the user joined by key (a case's site and number
-        // can change: they are read as they are now).
+        // The case's site and number are the submission's copies (kept in
+        // step on readmission and merge), so a page reads one index and no
+        // row's case is looked up; the user is joined by key.
         let mut query = submissions::table
-            .inner_join(cases::table.on(cases::id.nullable().eq(submissions::case_id)))
             .left_join(users::table.on(users::id.eq(submissions::submitted_by)))
             .filter(submissions::form_id.eq(&export.form_id))
             .filter(submissions::superseded_by.is_null())
-            .filter(cases::site_id.eq_any(&export.site_ids))
+            .filter(submissions::site_id.eq_any(&export.site_ids))
             .into_boxed();
         if let Some(from) = export.from {
             query = query.filter(submissions::received_at.ge(from));
@@ -282,8 +282,8 @@ fn for_each_page(
             .select((
                 submissions::instance_id,
                 submissions::form_version,
-                cases::number,
-                cases::site_id,
+                submissions::case_number,
+                submissions::site_id.assume_not_null(),
                 users::username.nullable(),
                 submissions::device_id,
                 sql::<Nullable<Text>>("CAST(submissions.started_at AS TEXT)"),
@@ -413,8 +413,7 @@ pub fn write(
         return Ok(0);
     }
     let answers_here = second.is_none();
-    export_cache(conn, true)?;
-    let written = std::thread::scope(|scope| {
+    std::thread::scope(|scope| {
         let (pages, received) = std::sync::mpsc::sync_channel::<(Vec<PageRow>, Option<Answers>)>(2);
         let writer = scope.spawn(move || -> AppResult<()> {
             let mut second = second;
@@ -446,24 +445,7 @@ pub fn write(
             .map_err(|_| AppError::internal("export: the CSV writer panicked"))?;
         written?;
         read
-    });
-    export_cache(conn, false)?;
-    written
-}
-
-/// SQLite's page cache, larger while an export reads (`on`), then back
-/// to SQLite's default: each row's case is looked up in the order of the
-/// submissions, no order at all in the cases' index, and the default
-/// 2 MiB holds a fraction of that index for a million cases.
-const EXPORT_CACHE_KIB: u32 = 48 * 1024;
-
-fn export_cache(conn: &mut DbConnection, on: bool) -> AppResult<()> {
-    use diesel::connection::SimpleConnection;
-    if let DbConnection::Sqlite(sqlite) = conn {
-        let kib = if on { EXPORT_CACHE_KIB } else { 2000 };
-        sqlite.batch_execute(&format!("PRAGMA cache_size = -{kib}"))?;
-    }
-    Ok(())
+    })
 }
 
 /// What the CSV writer reuses from row to row.

@@ -96,6 +96,10 @@ struct NewSubmission<'a> {
     base_case_version: Option<i64>,
     supersedes: Option<&'a str>,
     status: &'a str,
+    /// Copies of its case's site and number, for exports (migration
+    /// 000015); kept in step by `cases::children` on readmission and merge.
+    site_id: Option<&'a str>,
+    case_number: Option<&'a str>,
 }
 
 /// JSON with every object's keys sorted: the same content hashes the same
@@ -484,6 +488,8 @@ pub fn store_unaudited(
             base_case_version: envelope.base_case_version,
             supersedes: supersedes.as_deref(),
             status,
+            site_id: case.as_ref().map(|c| c.site_id.as_str()),
+            case_number: case.as_ref().and_then(|c| c.number.as_deref()),
         })
         .execute(conn)?;
     diesel::insert_into(submission_cells::table)
