@@ -3,7 +3,7 @@
 
 use actix_web::{web, HttpResponse};
 
-use crate::app::AppState;
+use crate::app::{AppState, Audited};
 use crate::audit::{self, AuditQuery, Event, Origin};
 use crate::auth::policy;
 use crate::error::AppResult;
@@ -12,6 +12,7 @@ use crate::http::extract::AuthUser;
 /// `GET /api/v1/audit?from=&to=&actor=&action=&object_type=&object_id=&cursor=&limit=`
 pub async fn list(
     state: web::Data<AppState>,
+    origin: Origin,
     AuthUser(me): AuthUser,
     query: web::Query<AuditQuery>,
 ) -> AppResult<HttpResponse> {
@@ -19,8 +20,16 @@ pub async fn list(
     let filter = query.filter()?;
     let limit = query.limit()?;
     let before = query.cursor()?;
+    // Reading the log is itself on it (it holds purposes in people's words).
+    let detail = filter.describe();
     let page = state
-        .db(move |conn| audit::query(conn, &filter, before, limit))
+        .read_audited(origin, me, "audit_read", move |conn, _| {
+            let page = audit::query(conn, &filter, before, limit)?;
+            Ok((
+                page,
+                Some(Audited::object("audit_log", "query").detail(detail)),
+            ))
+        })
         .await?;
     Ok(HttpResponse::Ok().json(page))
 }
