@@ -371,7 +371,8 @@ pub struct CopiedSubmission {
     pub withheld_sections: Vec<String>,
 }
 
-#[derive(Queryable)]
+#[derive(Queryable, Selectable)]
+#[diesel(table_name = submissions)]
 struct SubmissionRow {
     instance_id: String,
     case_id: Option<String>,
@@ -453,15 +454,7 @@ pub fn produce_copy(
         .filter(submissions::case_id.eq(&case.id))
         .filter(submissions::received_at.le(as_of))
         .order((submissions::completed_at, submissions::instance_id))
-        .select((
-            submissions::instance_id,
-            submissions::case_id,
-            submissions::form_id,
-            submissions::form_version,
-            submissions::completed_at,
-            submissions::superseded_by,
-            submissions::payload,
-        ))
+        .select(SubmissionRow::as_select())
         .load(conn)?;
     let received: std::collections::HashSet<String> =
         rows.iter().map(|r| r.instance_id.clone()).collect();
@@ -559,15 +552,7 @@ pub fn minutes_copy(
 ) -> AppResult<MinutesCopy> {
     let found: Option<SubmissionRow> = submissions::table
         .find(instance_id)
-        .select((
-            submissions::instance_id,
-            submissions::case_id,
-            submissions::form_id,
-            submissions::form_version,
-            submissions::completed_at,
-            submissions::superseded_by,
-            submissions::payload,
-        ))
+        .select(SubmissionRow::as_select())
         .first(conn)
         .optional()?;
     let Some((r, Some(case_id))) = found.map(|r| {
