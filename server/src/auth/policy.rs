@@ -204,20 +204,30 @@ pub fn break_glass(p: &Principal, case: CaseRef<'_>) -> AppResult<()> {
     }
 }
 
-/// Who reviews break-glass grants: admins (all) and coordinators (those on
-/// their sites' cases, and their own).
-pub fn review_break_glass(p: &Principal) -> AppResult<()> {
+/// Whether `p` may read what a worker at `sender_sites` sent about no case
+/// (a form of no case, such as a supervision record): the coordinators of
+/// a site of the sender.
+pub fn read_caseless_submission(p: &Principal, sender_sites: &[String]) -> bool {
+    p.role == Role::Coordinator && sender_sites.iter().any(|s| p.is_at_site(s))
+}
+
+/// Who reviews break-glass grants: admins all of them (`None`);
+/// coordinators those on their sites' cases (and their own).
+pub fn review_break_glass(p: &Principal) -> AppResult<Option<Vec<String>>> {
     match p.role {
-        Role::Admin | Role::Coordinator => Ok(()),
+        Role::Admin => Ok(None),
+        Role::Coordinator => Ok(Some(p.site_ids.clone())),
         _ => Err(deny("review break-glass grants")),
     }
 }
 
-/// The disclosure log: admins all of it, coordinators (the KZ Manager, the
-/// BT supervisor, who decide disclosures) that of their sites.
-pub fn read_disclosures(p: &Principal) -> AppResult<()> {
+/// The disclosure log: admins all of it (`None`); coordinators (the KZ
+/// Manager, the BT supervisor, who decide disclosures) what carried data
+/// of their sites.
+pub fn read_disclosures(p: &Principal) -> AppResult<Option<Vec<String>>> {
     match p.role {
-        Role::Admin | Role::Coordinator => Ok(()),
+        Role::Admin => Ok(None),
+        Role::Coordinator => Ok(Some(p.site_ids.clone())),
         _ => Err(deny("read the disclosure log")),
     }
 }

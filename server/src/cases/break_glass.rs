@@ -128,7 +128,7 @@ pub fn active(
 /// those on their sites' cases (someone looked at their cases) and their
 /// own.
 pub fn list(conn: &mut DbConnection, who: &Principal, now: DateTime<Utc>) -> AppResult<Vec<Grant>> {
-    policy::review_break_glass(who)?;
+    let sites = policy::review_break_glass(who)?;
     let mut query = break_glass_grants::table
         .inner_join(cases::table)
         .left_join(users::table.on(users::id.eq(break_glass_grants::user_id)))
@@ -143,10 +143,10 @@ pub fn list(conn: &mut DbConnection, who: &Principal, now: DateTime<Utc>) -> App
             break_glass_grants::expires_at,
         ))
         .into_boxed();
-    if who.role != crate::auth::Role::Admin {
+    if let Some(sites) = sites {
         query = query.filter(
             cases::site_id
-                .eq_any(who.site_ids.clone())
+                .eq_any(sites)
                 .or(break_glass_grants::user_id.eq(who.user_id.clone())),
         );
     }

@@ -10,7 +10,7 @@ use diesel::prelude::*;
 use serde::{Deserialize, Serialize};
 
 use super::consents;
-use crate::auth::{policy, Principal, Role};
+use crate::auth::{policy, Principal};
 use crate::cases::{self, Case};
 use crate::db::schema::{cases as cases_table, disclosure_sites, disclosures};
 use crate::db::DbConnection;
@@ -392,13 +392,13 @@ pub fn list(
     who: &Principal,
     case_id: Option<&str>,
 ) -> AppResult<Vec<Disclosure>> {
-    policy::read_disclosures(who)?;
+    let sites = policy::read_disclosures(who)?;
     let mut query = disclosures::table
         .select(DisclosureRow::as_select())
         .into_boxed();
-    if who.role != Role::Admin {
+    if let Some(sites) = sites {
         let of_sites = disclosure_sites::table
-            .filter(disclosure_sites::site_id.eq_any(who.site_ids.clone()))
+            .filter(disclosure_sites::site_id.eq_any(sites))
             .select(disclosure_sites::disclosure_id);
         query = query.filter(disclosures::id.eq_any(of_sites));
     }

@@ -13,7 +13,7 @@ use sha2::{Digest, Sha256};
 
 use super::{AttachmentDeclaration, Limits, COMPLETE};
 use crate::audit::{self, Event, Origin};
-use crate::auth::{now, users, Principal, Role};
+use crate::auth::{now, policy, users, Principal};
 use crate::cases::{self, views};
 use crate::crypto::jwe;
 use crate::crypto::keys::KeyRing;
@@ -338,11 +338,10 @@ fn may_read(conn: &mut DbConnection, who: &Principal, s: &SubmissionRef) -> AppR
             None => Ok(false),
         },
         None if s.submitted_by == who.user_id => Ok(true),
-        None if who.role == Role::Coordinator => {
+        None => {
             let sender = users::get(conn, &s.submitted_by)?;
-            Ok(sender.site_ids.iter().any(|site| who.is_at_site(site)))
+            Ok(policy::read_caseless_submission(who, &sender.site_ids))
         }
-        None => Ok(false),
     }
 }
 
