@@ -22,8 +22,8 @@ pub struct Params {
     pub as_of: Option<NaiveDate>,
 }
 
-/// `GET /api/v1/retention?programme=&as_of=&format=csv|json` (admins: every
-/// site; coordinators: their sites).
+/// `GET /api/v1/retention?programme=&as_of=&format=csv|json`
+/// (coordinators, their sites).
 pub async fn report(
     state: web::Data<AppState>,
     origin: Origin,
