@@ -202,7 +202,7 @@ pub struct ExportOptions {
     /// To whom the file goes.
     #[arg(long)]
     pub recipient: Option<String>,
-    /// How it is handed over (default: file written on the server).
+    /// How it is handed over (default: "CSV download").
     #[arg(long)]
     pub method: Option<String>,
 }

@@ -64,7 +64,7 @@ pub struct Withdrawal {
     pub withdrawn_on: Option<NaiveDate>,
 }
 
-#[derive(Debug, Clone, Serialize, Queryable, Selectable)]
+#[derive(Debug, Clone, Serialize, Queryable, Selectable, Insertable)]
 #[diesel(table_name = consents)]
 pub struct ConsentRow {
     pub id: String,
@@ -201,22 +201,16 @@ pub fn record(
         withdrawn_by: None,
         withdrawal_reason: None,
     };
-    diesel::insert_into(consents::table)
-        .values((
-            consents::id.eq(&row.id),
-            consents::case_id.eq(&row.case_id),
-            consents::subject.eq(&row.subject),
-            consents::kind.eq(&row.kind),
-            consents::medium.eq(&row.medium),
-            consents::scopes.eq(&row.scopes),
-            consents::recipient.eq(&row.recipient),
-            consents::given_on.eq(row.given_on),
-            consents::instance_id.eq(&row.instance_id),
-            consents::recorded_by.eq(&row.recorded_by),
-            consents::recorded_at.eq(row.recorded_at),
-        ))
-        .execute(conn)?;
+    insert(conn, &row)?;
     Ok(row.into())
+}
+
+/// Stores a new consent record.
+pub(super) fn insert(conn: &mut DbConnection, row: &ConsentRow) -> AppResult<()> {
+    diesel::insert_into(consents::table)
+        .values(row)
+        .execute(conn)?;
+    Ok(())
 }
 
 /// The consents of a case, oldest first, for those who may read it.

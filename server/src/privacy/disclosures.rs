@@ -12,7 +12,7 @@ use serde::{Deserialize, Serialize};
 use super::consents;
 use crate::auth::{policy, Principal};
 use crate::cases::{self, Case};
-use crate::db::schema::{cases as cases_table, disclosure_sites, disclosures};
+use crate::db::schema::{disclosure_sites, disclosures};
 use crate::db::DbConnection;
 use crate::error::{AppError, AppResult, FieldError};
 
@@ -410,14 +410,4 @@ pub fn list(
         .limit(500)
         .load(conn)?;
     Ok(rows.into_iter().map(Disclosure::from).collect())
-}
-
-/// The case's number, for a disclosure's description.
-pub fn case_number(conn: &mut DbConnection, case_id: &str) -> AppResult<Option<String>> {
-    Ok(cases_table::table
-        .find(case_id)
-        .select(cases_table::number)
-        .first::<Option<String>>(conn)
-        .optional()?
-        .flatten())
 }

@@ -10,6 +10,7 @@ use chrono::{DateTime, NaiveDate, Utc};
 use diesel::prelude::*;
 use serde_json::{Map, Value};
 
+use super::consents::{self as consent_records, ConsentRow};
 use super::disclosures::{self, Checked};
 use crate::auth::Principal;
 use crate::cases::Case;
@@ -224,23 +225,25 @@ pub fn record(
             who,
             now,
         )?;
-        let id = uuid::Uuid::new_v4().to_string();
-        diesel::insert_into(consents::table)
-            .values((
-                consents::id.eq(&id),
-                consents::case_id.eq(&case.id),
-                consents::subject.eq(consent.subject),
-                consents::kind.eq(consent.kind),
-                consents::medium.eq(consent.medium),
-                consents::scopes.eq(consent.scopes.join(" ")),
-                consents::recipient.eq(&consent.recipient),
-                consents::given_on.eq(consent.given_on),
-                consents::instance_id.eq(instance_id),
-                consents::recorded_by.eq(&who.user_id),
-                consents::recorded_at.eq(now.naive_utc()),
-            ))
-            .execute(conn)?;
-        ids.push(id);
+        let row = ConsentRow {
+            id: uuid::Uuid::new_v4().to_string(),
+            case_id: case.id.clone(),
+            subject: consent.subject.to_string(),
+            kind: consent.kind.to_string(),
+            medium: consent.medium.to_string(),
+            scopes: consent.scopes.join(" "),
+            recipient: consent.recipient.clone(),
+            given_on: consent.given_on,
+            instance_id: Some(instance_id.to_string()),
+            recorded_by: who.user_id.clone(),
+            recorded_at: now.naive_utc(),
+            withdrawn_on: None,
+            withdrawn_at: None,
+            withdrawn_by: None,
+            withdrawal_reason: None,
+        };
+        consent_records::insert(conn, &row)?;
+        ids.push(row.id);
     }
     if form_id == "kz.disclosure" {
         log_kz_disclosure(conn, who, case, data, ids, now)?;
