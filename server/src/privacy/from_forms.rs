@@ -18,6 +18,14 @@ use crate::db::schema::consents;
 use crate::db::DbConnection;
 use crate::error::AppResult;
 
+/// The forms that record consents or disclosures.
+const FORMS: [&str; 4] = [
+    "bt.consent_child",
+    "bt.consent_caregiver",
+    "bt.consent_statement_12plus",
+    "kz.disclosure",
+];
+
 /// One consent a form records.
 #[derive(Debug, Clone, PartialEq, Eq)]
 struct FormConsent {
@@ -211,6 +219,10 @@ pub fn record(
     supersedes: Option<&str>,
     now: DateTime<Utc>,
 ) -> AppResult<()> {
+    // Every submission passes here: the others cost nothing.
+    if !FORMS.contains(&form_id) {
+        return Ok(());
+    }
     let found = consents_in(form_id, data);
     if let Some(earlier) = supersedes {
         retire(conn, &case.id, Replaced::Edited(earlier), who, now)?;
