@@ -535,6 +535,9 @@ pub struct AuditQuery {
     pub object_id: Option<String>,
     pub cursor: Option<String>,
     pub limit: Option<String>,
+    /// The CSV export only: `false` leaves formulas as they are
+    /// (`exports::sheet`), recorded on its audit row.
+    pub formula_escape: Option<bool>,
 }
 
 /// Which rows: all of them by default.
@@ -752,16 +755,18 @@ const CSV_HEADER: [&str; 14] = [
 
 /// Writes the chained rows passing `filter` as CSV (RFC 4180), in chain
 /// order, a page at a time to `sink`; stops when the sink does (the client
-/// went away). Returns the rows written.
+/// went away). Returns the rows written. Purposes and details are people's
+/// words: formulas in them are neutralised unless `formulas` says not
+/// (`exports::sheet`).
 pub fn write_csv(
     conn: &mut DbConnection,
     filter: &AuditFilter,
+    formulas: crate::exports::Formulas,
     sink: &mut (dyn FnMut(Vec<u8>) -> bool + Send),
 ) -> AppResult<u64> {
-    let csv_error = |e: csv::Error| AppError::internal(format!("csv: {e}"));
-    let new_chunk = || csv::Writer::from_writer(Vec::with_capacity(64 * 1024));
-    let mut out = new_chunk();
-    out.write_record(CSV_HEADER).map_err(csv_error)?;
+    use crate::exports::Chunk;
+    let mut out = Chunk::new(formulas);
+    out.record(CSV_HEADER)?;
     let mut written = 0u64;
     let mut after = 0i64;
     loop {
@@ -775,7 +780,7 @@ pub fn write_csv(
         for row in &rows {
             let seq = row.seq.unwrap_or_default();
             let opt = |v: &Option<String>| v.clone().unwrap_or_default();
-            out.write_record([
+            out.record([
                 seq.to_string(),
                 row.occurred_at.format(HASHED_TIME).to_string(),
                 opt(&row.actor_id),
@@ -790,14 +795,11 @@ pub fn write_csv(
                 opt(&row.client_ip),
                 opt(&row.prev_hash),
                 opt(&row.hash),
-            ])
-            .map_err(csv_error)?;
+            ])?;
             after = seq;
             written += 1;
         }
-        let chunk = std::mem::replace(&mut out, new_chunk())
-            .into_inner()
-            .map_err(|e| AppError::internal(format!("csv: {e}")))?;
+        let chunk = std::mem::replace(&mut out, Chunk::new(formulas)).bytes()?;
         if (!chunk.is_empty() && !sink(chunk)) || (rows.len() as i64) < PAGE {
             break;
         }

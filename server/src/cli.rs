@@ -122,6 +122,10 @@ pub enum AuditCommand {
         /// A user id.
         #[arg(long)]
         actor: Option<String>,
+        /// Write cells that a spreadsheet would run as formulas as they
+        /// are (for scripts); recorded on the audit row.
+        #[arg(long)]
+        no_formula_escape: bool,
     },
 }
 
@@ -205,6 +209,10 @@ pub struct ExportOptions {
     /// How it is handed over (default: "CSV download").
     #[arg(long)]
     pub method: Option<String>,
+    /// Write cells that a spreadsheet would run as formulas (=, +, -, @…)
+    /// as they are, for scripts; recorded on the audit row.
+    #[arg(long)]
+    pub no_formula_escape: bool,
 }
 
 #[derive(Debug, Subcommand)]
@@ -657,6 +665,7 @@ fn export_command(
                 consent: options.consent.clone(),
                 recipient: options.recipient.clone(),
                 method: options.method.clone(),
+                formula_escape: Some(!options.no_formula_escape),
             };
             let plan = exports::forms::plan(conn, &scope, &form_id, &filter)?;
             let what = format!("form {form_id}");
@@ -696,6 +705,7 @@ fn export_command(
                 consent: options.consent.clone(),
                 recipient: options.recipient.clone(),
                 method: options.method.clone(),
+                formula_escape: Some(!options.no_formula_escape),
             };
             let plan = exports::cases::plan(conn, &scope, &filter)?;
             let what = format!("cases of {programme}");
@@ -727,15 +737,22 @@ fn log_export(
     columns: &[String],
 ) -> Result<(), CliError> {
     let file = options.out.display().to_string();
+    let note = exports::Formulas::from_param(Some(!options.no_formula_escape))
+        .note()
+        .map(|n| format!("; {n}"))
+        .unwrap_or_default();
     db::write_tx(conn, |conn| {
         let detail = match disclosure {
             Some(checked) => {
-                let sent = format!("{what}, columns: {}", columns.join(" "));
+                let sent = format!("{what}, columns: {}{note}", columns.join(" "));
                 let id =
                     disclosures::record(conn, None, checked, site_ids, &sent, chrono::Utc::now())?;
-                format!("{what}, identifying; disclosure {id} ({})", checked.basis)
+                format!(
+                    "{what}, identifying; disclosure {id} ({}){note}",
+                    checked.basis
+                )
             }
-            None => format!("{what}, de-identified"),
+            None => format!("{what}, de-identified{note}"),
         };
         let mut event = Event::new(None, "exported")
             .object("file", &file)
@@ -779,7 +796,9 @@ fn audit_command(conn: &mut DbConnection, cmd: AuditCommand) -> Result<(), CliEr
             to,
             action,
             actor,
+            no_formula_escape,
         } => {
+            let formulas = exports::Formulas::from_param(Some(!no_formula_escape));
             let filter = audit::AuditQuery {
                 from,
                 to,
@@ -792,13 +811,19 @@ fn audit_command(conn: &mut DbConnection, cmd: AuditCommand) -> Result<(), CliEr
                 out,
                 ..Default::default()
             };
-            let written = export_to_file(&options, |sink| audit::write_csv(conn, &filter, sink))?;
+            let written = export_to_file(&options, |sink| {
+                audit::write_csv(conn, &filter, formulas, sink)
+            })?;
+            let detail = match formulas.note() {
+                Some(note) => format!("{}; {note}", filter.describe()),
+                None => filter.describe(),
+            };
             audit::record(
                 conn,
                 &Origin::default(),
                 Event::new(None, "audit_exported")
                     .object("file", &options.out.display().to_string())
-                    .detail(&filter.describe()),
+                    .detail(&detail),
             )?;
             eprintln!("{written} rows written to {}", options.out.display());
             Ok(())

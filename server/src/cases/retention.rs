@@ -317,22 +317,21 @@ pub fn write_csv(
     now: DateTime<Utc>,
     mut sink: impl FnMut(Vec<u8>) -> bool,
 ) -> AppResult<Summary> {
-    let csv_error = |e: csv::Error| AppError::internal(format!("csv: {e}"));
-    let mut head = csv::Writer::from_writer(Vec::new());
-    head.write_record(CSV_HEADER).map_err(csv_error)?;
-    let head = head
-        .into_inner()
-        .map_err(|e| AppError::internal(e.to_string()))?;
-    if !sink(head) {
+    // Case numbers, codes and dates only, but every CSV goes through the
+    // one writer that neutralises formulas (`exports::sheet`).
+    use crate::exports::{Chunk, Formulas};
+    let mut head = Chunk::new(Formulas::Escaped);
+    head.record(CSV_HEADER)?;
+    if !sink(head.bytes()?) {
         return Ok(Summary::default());
     }
     pages(conn, query, now, |entries| {
         if entries.is_empty() {
             return Ok(true);
         }
-        let mut out = csv::Writer::from_writer(Vec::with_capacity(entries.len() * 96));
+        let mut out = Chunk::with_capacity(entries.len() * 96, Formulas::Escaped);
         for e in &entries {
-            out.write_record([
+            out.record([
                 e.case_number.as_str(),
                 e.programme.as_str(),
                 e.site_code.as_str(),
@@ -340,13 +339,9 @@ pub fn write_csv(
                 &e.retain_until.map(|d| d.to_string()).unwrap_or_default(),
                 e.basis.as_str(),
                 e.status.as_str(),
-            ])
-            .map_err(csv_error)?;
+            ])?;
         }
-        let bytes = out
-            .into_inner()
-            .map_err(|e| AppError::internal(e.to_string()))?;
-        Ok(sink(bytes))
+        Ok(sink(out.bytes()?))
     })
 }
 

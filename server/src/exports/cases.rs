@@ -1,7 +1,8 @@
 //! The case export: one row per case — number, site, state, dates, how its
 //! deadlines went, and every fact of the programme (de-identified as the
-//! form exports are: the facts take the privacy of the fields that set
-//! them). Streamed a thousand cases at a time.
+//! form exports are: the facts take the class of the fields that set them,
+//! `columns::treatment`; the case by this export's pseudonym, its times by
+//! their day). Streamed a thousand cases at a time.
 
 use std::collections::HashMap;
 
@@ -10,17 +11,18 @@ use diesel::prelude::*;
 use serde::Deserialize;
 use serde_json::Value;
 
-use super::columns::age_in_years;
+use super::columns::{age_in_years, treatment, Treatment};
+use super::pseudonym::{Kind, Pseudonyms};
 use super::{
-    day_range, disclosure, export_sites, header_chunk, narrowed_case, privacy, utc, Chunk, Privacy,
-    Scope,
+    day_range, disclosure, export_sites, header_chunk, narrowed_case, privacy, stamp, Chunk,
+    Formulas, Privacy, Scope,
 };
 use crate::auth::sites;
 use crate::cases::Case;
 use crate::db::schema::{case_deadlines, cases, users};
 use crate::db::DbConnection;
 use crate::error::{AppError, AppResult};
-use crate::forms::model::{FieldKind, Pii};
+use crate::forms::model::FieldKind;
 use crate::privacy::disclosures::{Checked, Terms};
 use crate::programmes::Programmes;
 
@@ -44,6 +46,8 @@ pub struct CaseFilter {
     pub consent: Option<String>,
     pub recipient: Option<String>,
     pub method: Option<String>,
+    /// `false`: formulas written as they are (`exports::sheet`).
+    pub formula_escape: Option<bool>,
 }
 
 impl CaseFilter {
@@ -73,6 +77,10 @@ pub struct CaseExport {
     pub privacy: Privacy,
     /// An identifying export's checked terms, to be logged before it runs.
     pub disclosure: Option<Checked>,
+    /// Whether formulas are neutralised (`exports::sheet`).
+    pub formulas: Formulas,
+    /// De-identified: this export's names for cases.
+    pseudonyms: Option<Pseudonyms>,
     case_id: Option<String>,
     facts: Vec<FactColumn>,
     site_ids: Vec<String>,
@@ -115,25 +123,21 @@ pub fn plan(conn: &mut DbConnection, scope: &Scope, filter: &CaseFilter) -> AppR
         .filter_map(|fact| {
             let (pii, kind) = vocabulary.fact_kinds.get(fact).copied()?;
             let fact = fact.clone();
-            match (privacy, pii, kind) {
-                (Privacy::Identifying, _, _) | (_, None, _) => Some(FactColumn::AsIs(fact)),
-                (_, Some(Pii::Direct), _) => None,
-                (_, Some(Pii::Quasi), FieldKind::Date) if fact == "child.date_of_birth" => {
-                    Some(FactColumn::AgeAtOpening(fact))
-                }
-                (_, Some(Pii::Quasi), FieldKind::Date | FieldKind::DateTime) => {
-                    Some(FactColumn::Month(fact))
-                }
-                (
-                    _,
-                    Some(Pii::Quasi),
-                    FieldKind::SelectOne
-                    | FieldKind::SelectMultiple
-                    | FieldKind::Boolean
-                    | FieldKind::Integer
-                    | FieldKind::Number,
-                ) => Some(FactColumn::AsIs(fact)),
-                _ => None,
+            if privacy == Privacy::Identifying {
+                return Some(FactColumn::AsIs(fact));
+            }
+            if matches!(
+                kind,
+                FieldKind::Repeat | FieldKind::Object | FieldKind::Section
+            ) {
+                // Items and sections hold their own fields' text.
+                return None;
+            }
+            match treatment(pii, kind, fact == "child.date_of_birth") {
+                Treatment::LeftOut => None,
+                Treatment::AgeAt => Some(FactColumn::AgeAtOpening(fact)),
+                Treatment::Month => Some(FactColumn::Month(fact)),
+                Treatment::Kept => Some(FactColumn::AsIs(fact)),
             }
         })
         .collect();
@@ -152,6 +156,11 @@ pub fn plan(conn: &mut DbConnection, scope: &Scope, filter: &CaseFilter) -> AppR
         programme: filter.programme.clone(),
         privacy,
         disclosure,
+        formulas: Formulas::from_param(filter.formula_escape),
+        pseudonyms: match privacy {
+            Privacy::Deidentified => Some(Pseudonyms::new()?),
+            Privacy::Identifying => None,
+        },
         case_id: case.map(|c| c.id),
         facts,
         site_ids,
@@ -280,14 +289,25 @@ pub fn write(
             .load::<(String, String)>(conn)?
             .into_iter()
             .collect();
-        let mut out = Chunk::new();
+        let mut out = Chunk::new(export.formulas);
         for case in &page {
             let facts: HashMap<String, Value> =
                 serde_json::from_str(&case.facts).unwrap_or_default();
             let c = counts.get(&case.id).copied().unwrap_or_default();
+            // De-identified: the case by this export's pseudonym (in both
+            // columns), its times by their day.
+            let (id, number) = match &export.pseudonyms {
+                Some(names) => {
+                    let name = names.of(Kind::Case, &case.id);
+                    (name.clone(), name)
+                }
+                None => (case.id.clone(), case.number.clone().unwrap_or_default()),
+            };
+            let when =
+                |t: Option<NaiveDateTime>| t.map(|t| stamp(t, export.privacy)).unwrap_or_default();
             let mut record: Vec<String> = vec![
-                case.id.clone(),
-                case.number.clone().unwrap_or_default(),
+                id,
+                number,
                 case.programme.clone(),
                 export
                     .site_codes
@@ -302,8 +322,8 @@ pub fn write(
                     .and_then(|u| usernames.get(u))
                     .cloned()
                     .unwrap_or_default(),
-                case.opened_at.map(utc).unwrap_or_default(),
-                case.closed_at.map(utc).unwrap_or_default(),
+                when(case.opened_at),
+                when(case.closed_at),
             ];
             record.extend(c.iter().map(u32::to_string));
             for column in &export.facts {

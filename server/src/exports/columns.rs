@@ -2,11 +2,15 @@
 //! version's fields in form order (the newest version's order, then fields
 //! only older versions had), with select-multiple questions as one
 //! space-separated column plus a 0/1 column per option, and repeat groups
-//! as their item count. De-identified by default: `x-pii: direct` columns
-//! are left out; of the `quasi` ones a date of birth becomes the age in
-//! years when the form's event happened, other dates keep their month,
-//! categories (sex, nationality) stay — the manuals disaggregate by them —
-//! and free text (places, addresses) is left out: the row's site says where.
+//! as their item count.
+//!
+//! De-identified by default, field by field by its [`Class`]: direct
+//! identifiers (`x-pii: direct`) and free text are left out; a date of
+//! birth becomes the age in years when the form's event happened, every
+//! other date or time (quasi-identifying or not) keeps its month; choices,
+//! yes/no answers and numbers stay — the manuals disaggregate by them. The
+//! table of every shipped field's class is generated into
+//! docs/field-classes.md (`field_classes_markdown`, kept current by a test).
 
 use chrono::{Datelike, NaiveDate};
 use serde_json::Value;
@@ -68,6 +72,66 @@ pub fn columns(versions: &[Vec<Field>], privacy: Privacy) -> Vec<Column> {
     out
 }
 
+/// What a field is, for de-identification.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Class {
+    /// `x-pii: direct`: names, addresses, phone and ID numbers, photos,
+    /// signatures.
+    Direct,
+    /// Free text: a string that is neither a choice (`oneOf`/`anyOf` of
+    /// `const`s) nor a date (`format: date` or `date-time`) — narratives,
+    /// names of places, codes with only a `pattern`, references (`format:
+    /// uuid`), e-mail addresses; a list of such strings; an attachment.
+    FreeText,
+    /// `x-pii: quasi` and not free text: identifying in combination
+    /// (dates of birth, nationality, sex).
+    Quasi,
+    /// None of the above: choices, yes/no, numbers, dates of events.
+    Safe,
+}
+
+impl Class {
+    pub fn of(pii: Option<Pii>, kind: FieldKind) -> Class {
+        match (pii, kind) {
+            (Some(Pii::Direct), _) => Class::Direct,
+            (_, FieldKind::Text | FieldKind::List | FieldKind::Attachment) => Class::FreeText,
+            (Some(Pii::Quasi), _) => Class::Quasi,
+            (None, _) => Class::Safe,
+        }
+    }
+
+    fn name(self) -> &'static str {
+        match self {
+            Class::Direct => "direct",
+            Class::FreeText => "free text",
+            Class::Quasi => "quasi",
+            Class::Safe => "safe",
+        }
+    }
+}
+
+/// What a de-identified export makes of a value.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Treatment {
+    LeftOut,
+    /// A date of birth: the age in whole years at the event.
+    AgeAt,
+    /// A date or time: its year and month.
+    Month,
+    Kept,
+}
+
+/// The de-identified profile's one rule, for form fields and case facts
+/// alike.
+pub fn treatment(pii: Option<Pii>, kind: FieldKind, date_of_birth: bool) -> Treatment {
+    match (Class::of(pii, kind), kind) {
+        (Class::Direct | Class::FreeText, _) => Treatment::LeftOut,
+        (_, FieldKind::Date) if date_of_birth => Treatment::AgeAt,
+        (_, FieldKind::Date | FieldKind::DateTime) => Treatment::Month,
+        _ => Treatment::Kept,
+    }
+}
+
 fn columns_of(field: &Field, privacy: Privacy) -> Vec<Column> {
     let inside_repeat = field.path.trim_end_matches("[]").contains("[]");
     if inside_repeat {
@@ -75,28 +139,12 @@ fn columns_of(field: &Field, privacy: Privacy) -> Vec<Column> {
         return Vec::new();
     }
     if privacy == Privacy::Deidentified {
-        match field.pii {
-            Some(Pii::Direct) => return Vec::new(),
-            Some(Pii::Quasi) => match field.kind {
-                FieldKind::Date if is_date_of_birth(field) => {
-                    return vec![Column::AgeAt {
-                        path: field.path.clone(),
-                    }]
-                }
-                FieldKind::Date | FieldKind::DateTime => {
-                    return vec![Column::Month {
-                        path: field.path.clone(),
-                    }]
-                }
-                FieldKind::SelectOne
-                | FieldKind::SelectMultiple
-                | FieldKind::Boolean
-                | FieldKind::Integer
-                | FieldKind::Number
-                | FieldKind::Repeat => {}
-                _ => return Vec::new(),
-            },
-            None => {}
+        let path = field.path.clone();
+        match treatment(field.pii, field.kind, is_date_of_birth(field)) {
+            Treatment::LeftOut => return Vec::new(),
+            Treatment::AgeAt => return vec![Column::AgeAt { path }],
+            Treatment::Month => return vec![Column::Month { path }],
+            Treatment::Kept => {}
         }
     }
     match field.kind {
@@ -148,8 +196,25 @@ impl RepeatTable {
 pub fn repeat_tables(versions: &[Vec<Field>], privacy: Privacy) -> Vec<RepeatTable> {
     let mut tables: Vec<RepeatTable> = Vec::new();
     let mut seen = std::collections::HashSet::new();
+    // A group that is itself a direct identifier has no file (nor do the
+    // groups inside it) when de-identified.
+    let left_out: Vec<String> = versions
+        .iter()
+        .flatten()
+        .filter(|f| {
+            f.kind == FieldKind::Repeat
+                && privacy == Privacy::Deidentified
+                && Class::of(f.pii, f.kind) == Class::Direct
+        })
+        .map(|f| format!("{}/", f.path))
+        .collect();
     for fields in versions {
-        for group in fields.iter().filter(|f| f.kind == FieldKind::Repeat) {
+        for group in fields.iter().filter(|f| {
+            f.kind == FieldKind::Repeat
+                && !left_out
+                    .iter()
+                    .any(|p| format!("{}/", f.path).starts_with(p.as_str()))
+        }) {
             let index = match tables.iter().position(|t| t.path == group.path) {
                 Some(i) => i,
                 None => {
@@ -286,6 +351,66 @@ pub fn cell(column: &Column, data: &Value, event_day: Option<NaiveDate>) -> Stri
     }
 }
 
+/// The table of docs/field-classes.md: every field of every shipped form
+/// with its class and what a de-identified export makes of it.
+pub fn field_classes_markdown() -> String {
+    use std::fmt::Write as _;
+    let set = crate::forms::definitions::shipped();
+    let mut forms: Vec<_> = set
+        .forms
+        .iter()
+        .filter_map(|file| crate::forms::check::check(&file.document, &set.resources).ok())
+        .collect();
+    forms.sort_by(|a, b| a.meta.id.cmp(&b.meta.id));
+    let mut out = String::from(
+        "# Field classes of the shipped forms\n\n\
+         Generated from the form definitions by `exports::columns::field_classes_markdown` \
+         (`CASESYNC_WRITE_DOCS=1 cargo test --lib field_classes` rewrites it; the test fails \
+         when it is stale). What each class means and why: docs/api.md, \"Exports\". \
+         Identifying exports keep every field.\n\n\
+         | form | field | kind | class | de-identified export |\n|---|---|---|---|---|\n",
+    );
+    for form in &forms {
+        for field in &form.fields {
+            let kind = match field.kind {
+                FieldKind::Section | FieldKind::Object => continue,
+                FieldKind::Repeat => "repeat group",
+                FieldKind::Text => "text",
+                FieldKind::Date => "date",
+                FieldKind::DateTime => "date-time",
+                FieldKind::Integer => "integer",
+                FieldKind::Number => "number",
+                FieldKind::Boolean => "yes/no",
+                FieldKind::SelectOne => "choice",
+                FieldKind::SelectMultiple => "choices",
+                FieldKind::List => "list of text",
+                FieldKind::Attachment => "attachment",
+            };
+            let class = Class::of(field.pii, field.kind);
+            let made = match (
+                treatment(field.pii, field.kind, is_date_of_birth(field)),
+                field.kind,
+            ) {
+                (Treatment::LeftOut, _) => "left out",
+                (Treatment::AgeAt, _) => "age in years (`_age_years`)",
+                (Treatment::Month, _) => "month (`_month`, YYYY-MM)",
+                (Treatment::Kept, FieldKind::Repeat) => {
+                    "item count; items in their own file (.zip)"
+                }
+                (Treatment::Kept, _) => "kept",
+            };
+            let _ = writeln!(
+                out,
+                "| `{}` | `{}` | {kind} | {} | {made} |",
+                form.meta.id,
+                field.path,
+                class.name()
+            );
+        }
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -388,5 +513,46 @@ mod tests {
             kind: FieldKind::Text,
         };
         assert_eq!(cell(&missing, &data, day), "");
+    }
+
+    /// docs/field-classes.md is what the definitions say today.
+    #[test]
+    fn field_classes_doc_is_current() {
+        let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("docs/field-classes.md");
+        let table = field_classes_markdown();
+        if std::env::var_os("CASESYNC_WRITE_DOCS").is_some() {
+            std::fs::write(&path, &table).unwrap();
+        }
+        let written = std::fs::read_to_string(&path).unwrap_or_default();
+        assert!(
+            written == table,
+            "docs/field-classes.md is stale: run CASESYNC_WRITE_DOCS=1 cargo test --lib field_classes"
+        );
+        // Narratives are free text and left out; dates keep their month.
+        assert!(table.contains("| `kz.referral` | `child/child_name` | text | direct | left out |"));
+    }
+
+    #[test]
+    fn the_deidentified_profile_leaves_out_free_text_and_keeps_months_of_events() {
+        use Treatment::*;
+        let quasi = Some(Pii::Quasi);
+        let direct = Some(Pii::Direct);
+        for (pii, kind, dob, expected) in [
+            (None, FieldKind::Text, false, LeftOut),
+            (quasi, FieldKind::Text, false, LeftOut),
+            (None, FieldKind::List, false, LeftOut),
+            (None, FieldKind::Attachment, false, LeftOut),
+            (direct, FieldKind::SelectOne, false, LeftOut),
+            (direct, FieldKind::Date, true, LeftOut),
+            (quasi, FieldKind::Date, true, AgeAt),
+            (None, FieldKind::Date, false, Month),
+            (None, FieldKind::DateTime, false, Month),
+            (quasi, FieldKind::SelectOne, false, Kept),
+            (None, FieldKind::SelectMultiple, false, Kept),
+            (None, FieldKind::Integer, false, Kept),
+            (None, FieldKind::Boolean, false, Kept),
+        ] {
+            assert_eq!(treatment(pii, kind, dob), expected, "{pii:?} {kind:?}");
+        }
     }
 }

@@ -12,10 +12,11 @@ use serde_json::Value;
 
 use super::columns::{self, Column, Privacy, RepeatTable};
 use super::flatten::{Cells, Flattener};
+use super::pseudonym::{Kind, Pseudonyms};
 use super::stored::{Layout, Mapping, Record};
 use super::{
-    csv_field, day_range, disclosure, export_sites, header_chunk, narrowed_case, privacy,
-    push_utc_text, Chunk, Scope,
+    day_range, disclosure, export_sites, header_chunk, narrowed_case, privacy, push_cell,
+    push_utc_text, Chunk, Formulas, Scope,
 };
 use crate::auth::sites;
 use crate::cases::reconcile::programme_of;
@@ -50,6 +51,9 @@ pub struct FormFilter {
     pub consent: Option<String>,
     pub recipient: Option<String>,
     pub method: Option<String>,
+    /// `false`: cells a spreadsheet would run as formulas are written as
+    /// they are (for scripts; recorded on the audit row).
+    pub formula_escape: Option<bool>,
 }
 
 impl FormFilter {
@@ -72,6 +76,10 @@ pub struct FormExport {
     pub privacy: Privacy,
     /// An identifying export's checked terms, to be logged before it runs.
     pub disclosure: Option<Checked>,
+    /// Whether formulas are neutralised (`exports::sheet`).
+    pub formulas: Formulas,
+    /// De-identified: this export's names for cases and submissions.
+    pseudonyms: Option<Pseudonyms>,
     case_id: Option<String>,
     pub columns: Vec<Column>,
     /// The repeat groups' own files (the `.zip` export).
@@ -179,6 +187,11 @@ pub fn plan(
         form_id: form_id.to_string(),
         privacy,
         disclosure,
+        formulas: Formulas::from_param(filter.formula_escape),
+        pseudonyms: match privacy {
+            Privacy::Deidentified => Some(Pseudonyms::new()?),
+            Privacy::Identifying => None,
+        },
         case_id: case.map(|c| c.id),
         flattener: Flattener::new(&columns, &occurred_at_pointer, time_zone),
         columns,
@@ -207,6 +220,7 @@ fn version_key(v: &str) -> Vec<(u64, String)> {
 struct PageRow {
     instance_id: String,
     version: String,
+    case_id: Option<String>,
     case_number: Option<String>,
     site_id: String,
     username: Option<String>,
@@ -282,6 +296,7 @@ fn for_each_page(
             .select((
                 submissions::instance_id,
                 submissions::form_version,
+                submissions::case_id,
                 submissions::case_number,
                 submissions::site_id.assume_not_null(),
                 users::username.nullable(),
@@ -455,7 +470,7 @@ struct Scratch {
     record: Record,
 }
 
-/// One page of the form's CSV, written by hand (`csv_field`) so each
+/// One page of the form's CSV, written by hand (`push_cell`) so each
 /// stored record is copied in whole.
 fn page_csv(
     export: &FormExport,
@@ -469,19 +484,34 @@ fn page_csv(
             .site_codes
             .get(&row.site_id)
             .map_or("", String::as_str);
-        let meta: [&str; 6] = [
-            &row.instance_id,
-            row.case_number.as_deref().unwrap_or_default(),
+        // De-identified: the submission and its case by this export's
+        // pseudonyms, times by their day.
+        match &export.pseudonyms {
+            Some(names) => {
+                names.push(&mut out, Kind::Submission, &row.instance_id);
+                out.push(b',');
+                names.push(
+                    &mut out,
+                    Kind::Case,
+                    row.case_id.as_deref().unwrap_or_default(),
+                );
+            }
+            None => {
+                push_cell(&mut out, row.instance_id.as_bytes(), export.formulas);
+                out.push(b',');
+                let number = row.case_number.as_deref().unwrap_or_default();
+                push_cell(&mut out, number.as_bytes(), export.formulas);
+            }
+        }
+        let meta: [&str; 4] = [
             site,
             &row.version,
             row.username.as_deref().unwrap_or_default(),
             &row.device_id,
         ];
-        for (i, field) in meta.iter().enumerate() {
-            if i > 0 {
-                out.push(b',');
-            }
-            csv_field(&mut out, field.as_bytes());
+        for field in meta {
+            out.push(b',');
+            push_cell(&mut out, field.as_bytes(), export.formulas);
         }
         for time in [
             row.started_at.as_deref(),
@@ -490,11 +520,11 @@ fn page_csv(
         ] {
             out.push(b',');
             if let Some(time) = time {
-                push_utc_text(&mut out, time);
+                push_utc_text(&mut out, time, export.privacy, export.formulas);
             }
         }
         if let Some(((_, day, record), mapping)) = export.stored(row, answers) {
-            mapping.write(record, day, &mut out, &mut scratch.record);
+            mapping.write(record, day, export.formulas, &mut out, &mut scratch.record);
         } else {
             let envelope = answers.envelopes.get(&row.instance_id).ok_or_else(|| {
                 AppError::internal(format!("export: no envelope for {}", row.instance_id))
@@ -505,7 +535,7 @@ fn page_csv(
                 .map_err(AppError::internal)?;
             for cell in &scratch.cells.cells {
                 out.push(b',');
-                csv_field(&mut out, cell.as_bytes());
+                push_cell(&mut out, cell.as_bytes(), export.formulas);
             }
         }
         out.push(b'\n');
@@ -534,16 +564,22 @@ pub fn write_repeat(
     let mut items = 0;
     for_each_page(conn, export, |conn, rows| {
         let answers = answers(conn, export, &rows, true)?;
-        let mut out = Chunk::new();
+        let mut out = Chunk::new(export.formulas);
         for row in &rows {
             let instance_id = &row.instance_id;
+            // The keys join this file to the main one: by the same
+            // pseudonym when de-identified.
+            let key_root = match &export.pseudonyms {
+                Some(names) => names.of(Kind::Submission, instance_id),
+                None => instance_id.clone(),
+            };
             let payload = answers.envelopes.get(instance_id).ok_or_else(|| {
                 AppError::internal(format!("export: no envelope for {instance_id}"))
             })?;
             let envelope: Value = serde_json::from_str(payload).map_err(AppError::internal)?;
             let data = &envelope["data"];
             let event_day = export.event_day(data, day_of(&row.completed_at)?);
-            for (parent, key, item) in columns::repeat_items(data, &table.path, instance_id) {
+            for (parent, key, item) in columns::repeat_items(data, &table.path, &key_root) {
                 let mut record: Vec<String> = table
                     .columns
                     .iter()

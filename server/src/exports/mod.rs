@@ -8,6 +8,8 @@ pub mod cases;
 pub mod columns;
 mod flatten;
 pub mod forms;
+pub mod pseudonym;
+pub mod sheet;
 pub mod stored;
 
 use chrono::{NaiveDateTime, Utc};
@@ -18,56 +20,12 @@ use crate::db::DbConnection;
 use crate::error::{AppError, AppResult};
 use crate::privacy::disclosures::{self, Checked, Terms};
 pub use columns::{Column, Privacy};
-
-/// A page of CSV records, written to memory and handed to the sink whole.
-pub(crate) struct Chunk(csv::Writer<Vec<u8>>);
-
-impl Chunk {
-    pub(crate) fn new() -> Chunk {
-        Chunk(csv::Writer::from_writer(Vec::with_capacity(64 * 1024)))
-    }
-
-    pub(crate) fn record<I, T>(&mut self, fields: I) -> AppResult<()>
-    where
-        I: IntoIterator<Item = T>,
-        T: AsRef<[u8]>,
-    {
-        self.0
-            .write_record(fields)
-            .map_err(|e| AppError::internal(format!("csv: {e}")))
-    }
-
-    pub(crate) fn bytes(self) -> AppResult<Vec<u8>> {
-        self.0
-            .into_inner()
-            .map_err(|e| AppError::internal(format!("csv: {e}")))
-    }
-}
-
-/// Appends `field` to a CSV record written by hand, quoted as the csv
-/// crate quotes (only when it holds a comma, a quote or a line break).
-/// Rows written by hand let a stored record be copied in as it is.
-pub(crate) fn csv_field(out: &mut Vec<u8>, field: &[u8]) {
-    if field
-        .iter()
-        .any(|b| matches!(b, b',' | b'"' | b'\n' | b'\r'))
-    {
-        out.push(b'"');
-        for &b in field {
-            if b == b'"' {
-                out.push(b'"');
-            }
-            out.push(b);
-        }
-        out.push(b'"');
-    } else {
-        out.extend_from_slice(field);
-    }
-}
+pub use sheet::{push_cell, Chunk, Formulas};
 
 /// The header line, after a byte-order mark when Excel needs one.
 pub(crate) fn header_chunk(header: &[String], bom: bool) -> AppResult<Vec<u8>> {
-    let mut chunk = Chunk::new();
+    // Our own column names: nothing to neutralise.
+    let mut chunk = Chunk::new(Formulas::Escaped);
     chunk.record(header)?;
     let mut bytes = chunk.bytes()?;
     if bom {
@@ -94,6 +52,15 @@ pub(crate) fn event_day(text: &str, time_zone: chrono_tz::Tz) -> Option<chrono::
         .or_else(|| text.parse().ok())
 }
 
+/// A stored UTC time as RFC 3339, or in a de-identified export as its
+/// UTC day.
+pub(crate) fn stamp(t: NaiveDateTime, privacy: Privacy) -> String {
+    match privacy {
+        Privacy::Identifying => utc(t),
+        Privacy::Deidentified => t.date().to_string(),
+    }
+}
+
 /// A stored UTC time as RFC 3339.
 pub(crate) fn utc(t: NaiveDateTime) -> String {
     // Written by hand: chrono's formatter interprets a format string each
@@ -112,9 +79,10 @@ pub(crate) fn utc(t: NaiveDateTime) -> String {
 
 /// A UTC time as the database gives it as text (`2026-03-02 05:40:07`,
 /// maybe with a fraction: SQLite stores it so, PostgreSQL casts it so
-/// with `DateStyle` ISO), appended as RFC 3339 to the second. Rearranged,
-/// not parsed: parsing three times a row costs as much as the rest of it.
-pub(crate) fn push_utc_text(out: &mut Vec<u8>, stored: &str) {
+/// with `DateStyle` ISO), appended as RFC 3339 to the second — or, in a
+/// de-identified export, as its day. Rearranged, not parsed: parsing three
+/// times a row costs as much as the rest of it.
+pub(crate) fn push_utc_text(out: &mut Vec<u8>, stored: &str, privacy: Privacy, formulas: Formulas) {
     let b = stored.as_bytes();
     let digits = |range: std::ops::Range<usize>| b[range].iter().all(u8::is_ascii_digit);
     let shaped = b.len() >= 19
@@ -130,14 +98,25 @@ pub(crate) fn push_utc_text(out: &mut Vec<u8>, stored: &str) {
         && b[16] == b':'
         && digits(17..19)
         && (b.len() == 19 || b[19] == b'.');
-    if shaped {
-        out.extend_from_slice(&b[..10]);
-        out.push(b'T');
-        out.extend_from_slice(&b[11..19]);
-        out.push(b'Z');
-    } else {
-        // Not a shape this code knows: the text as it is, never nothing.
-        csv_field(out, b);
+    match (shaped, privacy) {
+        (true, Privacy::Deidentified) => out.extend_from_slice(&b[..10]),
+        (true, Privacy::Identifying) => {
+            out.extend_from_slice(&b[..10]);
+            out.push(b'T');
+            out.extend_from_slice(&b[11..19]);
+            out.push(b'Z');
+        }
+        // Not a shape this code knows: as it is (never nothing) when
+        // identifying, its leading day (or nothing) when not.
+        (false, Privacy::Identifying) => push_cell(out, b, formulas),
+        (false, Privacy::Deidentified) => {
+            if let Some(day) = stored
+                .get(..10)
+                .filter(|d| d.parse::<chrono::NaiveDate>().is_ok())
+            {
+                out.extend_from_slice(day.as_bytes());
+            }
+        }
     }
 }
 
@@ -250,47 +229,7 @@ pub(crate) fn export_sites(
 mod tests {
     use chrono::{DateTime, Utc};
 
-    /// Fields written by hand read back as written, quoted exactly as the
-    /// csv crate quotes them.
-    #[test]
-    fn hand_written_fields_are_what_the_csv_crate_writes() {
-        let fields = [
-            "plain",
-            "",
-            "a, b",
-            "say \"no\"",
-            "two\nlines",
-            "cr\rhere",
-            "\"",
-            "Әлия Тұрсынқызы",
-            " spaced ",
-        ];
-        let mut by_hand = Vec::new();
-        for (i, field) in fields.iter().enumerate() {
-            if i > 0 {
-                by_hand.push(b',');
-            }
-            super::csv_field(&mut by_hand, field.as_bytes());
-        }
-        by_hand.push(b'\n');
-        let mut crate_writer = csv::Writer::from_writer(Vec::new());
-        crate_writer.write_record(fields).unwrap();
-        assert_eq!(
-            String::from_utf8(by_hand.clone()).unwrap(),
-            String::from_utf8(crate_writer.into_inner().unwrap()).unwrap()
-        );
-        let read: Vec<String> = csv::ReaderBuilder::new()
-            .has_headers(false)
-            .from_reader(by_hand.as_slice())
-            .records()
-            .next()
-            .unwrap()
-            .unwrap()
-            .iter()
-            .map(String::from)
-            .collect();
-        assert_eq!(read, fields);
-    }
+    use super::{Formulas, Privacy};
 
     #[test]
     fn stored_time_text_is_rearranged_to_rfc3339() {
@@ -304,8 +243,16 @@ mod tests {
         ];
         for (stored, written) in cases {
             let mut out = Vec::new();
-            super::push_utc_text(&mut out, stored);
+            super::push_utc_text(&mut out, stored, Privacy::Identifying, Formulas::Escaped);
             assert_eq!(String::from_utf8(out).unwrap(), written, "{stored}");
+            // De-identified: the day.
+            let mut day = Vec::new();
+            super::push_utc_text(&mut day, stored, Privacy::Deidentified, Formulas::Escaped);
+            let day = String::from_utf8(day).unwrap();
+            assert!(
+                day.is_empty() || (day.len() == 10 && written.starts_with(&day)),
+                "{day}"
+            );
         }
     }
 

@@ -6,7 +6,8 @@
 //! versions) decodes the identifying record and maps it to its columns.
 //! A tag of the layout guards against records written by another
 //! release's column rules: when it does not match, the export reads the
-//! envelope as before.
+//! envelope as before. Records are stored as the answers are; formulas
+//! are neutralised as a file is written (`sheet::push_record`).
 
 use std::io::Write as _;
 
@@ -15,7 +16,7 @@ use serde_json::Value;
 use sha2::{Digest, Sha256};
 
 use super::columns::{self, age_in_years, Column, Privacy};
-use super::csv_field;
+use super::sheet::{push_cell, push_record, Formulas};
 use crate::forms::model::Field;
 use crate::forms::CompiledForm;
 
@@ -54,7 +55,9 @@ impl Layout {
             hash.update(column.header().as_bytes());
             hash.update(b"\n");
         }
-        let tag = format!("v2:{}", &hex::encode(hash.finalize())[..16]);
+        // v3: free text left out and every date as its month when
+        // de-identified (#14).
+        let tag = format!("v3:{}", &hex::encode(hash.finalize())[..16]);
         Layout {
             identifying,
             deidentified,
@@ -77,9 +80,10 @@ impl Layout {
                 if i > 0 {
                     out.push(b',');
                 }
-                csv_field(
+                push_cell(
                     &mut out,
                     columns::cell(column, data, Some(event_day)).as_bytes(),
+                    Formulas::Raw,
                 );
             }
             String::from_utf8(out).expect("cells are UTF-8")
@@ -172,13 +176,21 @@ impl Mapping {
     }
 
     /// Appends the export's cells made from `record` (each after a comma)
-    /// to `out`. Call only when `accepts` said yes.
-    pub fn write(&self, record: &str, event_day: &str, out: &mut Vec<u8>, decoded: &mut Record) {
+    /// to `out`, formulas neutralised as `formulas` asks. Call only when
+    /// `accepts` said yes.
+    pub fn write(
+        &self,
+        record: &str,
+        event_day: &str,
+        formulas: Formulas,
+        out: &mut Vec<u8>,
+        decoded: &mut Record,
+    ) {
         if self.verbatim {
             if self.width > 0 {
                 out.push(b',');
             }
-            out.extend_from_slice(record.as_bytes());
+            push_record(out, record.as_bytes(), formulas);
             return;
         }
         decoded.decode(record.as_bytes());
@@ -187,11 +199,11 @@ impl Mapping {
             out.push(b',');
             match *source {
                 Source::Missing => {}
-                Source::Copy(i) => csv_field(out, decoded.field(i)),
+                Source::Copy(i) => push_cell(out, decoded.field(i), formulas),
                 Source::Month(i) => {
                     let text = decoded.field(i);
                     if text.len() >= 7 && text[4] == b'-' {
-                        csv_field(out, &text[..7]);
+                        push_cell(out, &text[..7], formulas);
                     }
                 }
                 Source::Age(i) => {
@@ -265,11 +277,11 @@ mod tests {
     use crate::forms::{check, definitions, model};
 
     /// The cells read from the envelope, as the export writes them.
-    fn written(cells: &[String]) -> String {
+    fn written(cells: &[String], formulas: Formulas) -> String {
         let mut out = Vec::new();
         for cell in cells {
             out.push(b',');
-            csv_field(&mut out, cell.as_bytes());
+            push_cell(&mut out, cell.as_bytes(), formulas);
         }
         String::from_utf8(out).unwrap()
     }
@@ -297,7 +309,8 @@ mod tests {
                     let pointer = format!("/{path}");
                     if let Some(v @ Value::String(_)) = data.pointer_mut(&pointer) {
                         if v.as_str().is_some_and(|t| t.parse::<NaiveDate>().is_err()) {
-                            *v = json!(format!("{}, \"quoted\"\nand on", v.as_str().unwrap()));
+                            // And a formula, to be neutralised.
+                            *v = json!(format!("={}, \"quoted\"\nand on", v.as_str().unwrap()));
                         }
                     }
                 }
@@ -325,10 +338,15 @@ mod tests {
                 Flattener::new(&output, &meta.occurred_at, tz)
                     .fill(&envelope, completed, &mut from_envelope)
                     .unwrap();
-                let expected = written(&from_envelope.cells);
                 // Copied whole where the columns are the record's; mapped
                 // from the identifying record otherwise.
-                for read in [privacy, Privacy::Identifying] {
+                for (read, formulas) in [
+                    (privacy, Formulas::Escaped),
+                    (Privacy::Identifying, Formulas::Escaped),
+                    (privacy, Formulas::Raw),
+                    (Privacy::Identifying, Formulas::Raw),
+                ] {
+                    let expected = written(&from_envelope.cells, formulas);
                     let mapping = Mapping::new(&output, &layout, read);
                     assert!(mapping.accepts(&stored.layout));
                     let record = match read {
@@ -336,7 +354,7 @@ mod tests {
                         Privacy::Deidentified => &stored.deidentified,
                     };
                     let mut out = Vec::new();
-                    mapping.write(record, &stored.event_day, &mut out, &mut decoded);
+                    mapping.write(record, &stored.event_day, formulas, &mut out, &mut decoded);
                     assert_eq!(
                         String::from_utf8(out).unwrap(),
                         expected,
@@ -367,7 +385,7 @@ mod tests {
             if i > 0 {
                 text.push(b',');
             }
-            csv_field(&mut text, f.as_bytes());
+            push_cell(&mut text, f.as_bytes(), Formulas::Raw);
         }
         let mut record = Record::default();
         record.decode(&text);

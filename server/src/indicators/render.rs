@@ -4,7 +4,8 @@
 use serde_json::{json, Map, Value};
 
 use super::{Item, Request, Row, Suppression};
-use crate::error::{AppError, AppResult};
+use crate::error::AppResult;
+use crate::exports::{Chunk, Formulas};
 
 /// A count as shown: a number, or the mark that hides it.
 enum Shown {
@@ -59,13 +60,15 @@ const COLUMNS: [&str; 7] = [
     "suppression",
 ];
 
+/// The report as CSV. Labels and breakdown values go through the one
+/// writer that neutralises formulas (`exports::sheet`); counts and
+/// percents are numbers, which it leaves as they are.
 pub fn csv(request: &Request, rows: &[Row]) -> AppResult<Vec<u8>> {
-    let mut out = csv::Writer::from_writer(Vec::new());
-    let fail = |e: csv::Error| AppError::internal(format!("csv: {e}"));
+    let mut out = Chunk::new(Formulas::Escaped);
     let mut header = vec!["indicator", "label", "period"];
     header.extend(request.by.iter().map(|(n, _)| n.as_str()));
     header.extend(COLUMNS);
-    out.write_record(&header).map_err(fail)?;
+    out.record(&header)?;
     for row in rows {
         let item = &request.items[row.item];
         let mut record = vec![
@@ -80,10 +83,9 @@ pub fn csv(request: &Request, rows: &[Row]) -> AppResult<Vec<u8>> {
             Shown::Absent => String::new(),
         }));
         record.push(suppression(row).to_string());
-        out.write_record(&record).map_err(fail)?;
+        out.record(&record)?;
     }
-    out.into_inner()
-        .map_err(|e| AppError::internal(format!("csv: {e}")))
+    out.bytes()
 }
 
 pub fn json(request: &Request, rows: &[Row]) -> Value {

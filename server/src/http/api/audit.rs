@@ -7,6 +7,7 @@ use crate::app::{AppState, Audited};
 use crate::audit::{self, AuditQuery, Event, Origin};
 use crate::auth::policy;
 use crate::error::AppResult;
+use crate::exports::Formulas;
 use crate::http::extract::AuthUser;
 
 /// `GET /api/v1/audit?from=&to=&actor=&action=&object_type=&object_id=&cursor=&limit=`
@@ -34,7 +35,7 @@ pub async fn list(
     Ok(HttpResponse::Ok().json(page))
 }
 
-/// `GET /api/v1/exports/audit.csv?from=&to=&actor=&action=&object_type=&object_id=`
+/// `GET /api/v1/exports/audit.csv?from=&to=&actor=&action=&object_type=&object_id=&formula_escape=`
 pub async fn export_csv(
     state: web::Data<AppState>,
     origin: Origin,
@@ -43,7 +44,11 @@ pub async fn export_csv(
 ) -> AppResult<HttpResponse> {
     policy::read_audit(&me)?;
     let filter = query.export_filter()?;
-    let detail = filter.describe();
+    let formulas = Formulas::from_param(query.formula_escape);
+    let detail = match formulas.note() {
+        Some(note) => format!("{}; {note}", filter.describe()),
+        None => filter.describe(),
+    };
     // On record before the first byte leaves, like every export.
     state
         .db(move |conn| {
@@ -57,6 +62,6 @@ pub async fn export_csv(
     Ok(super::exports::stream_csv(
         &state,
         "audit.csv",
-        move |conn, sink| audit::write_csv(conn, &filter, sink),
+        move |conn, sink| audit::write_csv(conn, &filter, formulas, sink),
     ))
 }

@@ -15,11 +15,11 @@ use crate::db::DbConnection;
 use crate::error::{AppError, AppResult};
 use crate::exports::cases::{self as case_exports, CaseFilter};
 use crate::exports::forms::{self as form_exports, FormFilter};
-use crate::exports::{self, archive};
+use crate::exports::{self, archive, Formulas};
 use crate::http::extract::AuthUser;
 use crate::privacy::disclosures::{self, Checked};
 
-/// `GET /api/v1/exports/forms/{id}.csv|.zip?from=&to=&site=&version=&bom=&identifying=&purpose=`
+/// `GET /api/v1/exports/forms/{id}.csv|.zip?from=&to=&site=&version=&bom=&identifying=&purpose=&formula_escape=`
 pub async fn form_csv(
     state: web::Data<AppState>,
     origin: Origin,
@@ -47,7 +47,7 @@ pub async fn form_csv(
                     &origin,
                     &me,
                     Event::new(Some(&me), "form_exported").object("form", &form_id),
-                    (&what, plan.disclosure.as_ref()),
+                    (&what, plan.disclosure.as_ref(), plan.formulas),
                     plan.site_ids(),
                     &plan.column_names(),
                 )?;
@@ -73,7 +73,7 @@ pub async fn form_csv(
     }))
 }
 
-/// `GET /api/v1/exports/cases.csv?programme=&from=&to=&site=&bom=&identifying=&purpose=`
+/// `GET /api/v1/exports/cases.csv?programme=&from=&to=&site=&bom=&identifying=&purpose=&formula_escape=`
 pub async fn cases_csv(
     state: web::Data<AppState>,
     origin: Origin,
@@ -91,7 +91,7 @@ pub async fn cases_csv(
                     &origin,
                     &me,
                     Event::new(Some(&me), "cases_exported").object("programme", &plan.programme),
-                    (&what, plan.disclosure.as_ref()),
+                    (&what, plan.disclosure.as_ref(), plan.formulas),
                     plan.site_ids(),
                     &plan.column_names(),
                 )?;
@@ -107,22 +107,27 @@ pub async fn cases_csv(
 
 /// An export's audit row and, for an identifying one, its entry in the
 /// disclosure log (what went: the export and its columns), in the
-/// transaction that plans it, before the first byte leaves.
+/// transaction that plans it, before the first byte leaves. Both say when
+/// formulas were left as they are (`formula_escape=false`).
 fn log_export(
     conn: &mut DbConnection,
     origin: &Origin,
     me: &Principal,
     event: Event<'_>,
-    (what, disclosure): (&str, Option<&Checked>),
+    (what, disclosure, formulas): (&str, Option<&Checked>, Formulas),
     site_ids: &[String],
     columns: &[String],
 ) -> AppResult<()> {
+    let note = formulas
+        .note()
+        .map(|n| format!("; {n}"))
+        .unwrap_or_default();
     let Some(checked) = disclosure else {
-        return audit::record(conn, origin, event.detail("de-identified"));
+        return audit::record(conn, origin, event.detail(&format!("de-identified{note}")));
     };
-    let sent = format!("{what}, columns: {}", columns.join(" "));
+    let sent = format!("{what}, columns: {}{note}", columns.join(" "));
     let id = disclosures::record(conn, Some(me), checked, site_ids, &sent, Utc::now())?;
-    let detail = format!("identifying; disclosure {id} ({})", checked.basis);
+    let detail = format!("identifying; disclosure {id} ({}){note}", checked.basis);
     audit::record(
         conn,
         origin,
