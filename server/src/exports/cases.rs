@@ -115,25 +115,18 @@ pub fn plan(conn: &mut DbConnection, scope: &Scope, filter: &CaseFilter) -> AppR
         return Err(AppError::invalid_field("/programme", "kz or bt"));
     }
     let vocabulary = programmes.vocabulary();
+    let treatments = fact_treatments();
     let facts = vocabulary
         .programme_facts
         .get(&filter.programme)
         .into_iter()
         .flatten()
         .filter_map(|fact| {
-            let (pii, kind) = vocabulary.fact_kinds.get(fact).copied()?;
             let fact = fact.clone();
             if privacy == Privacy::Identifying {
                 return Some(FactColumn::AsIs(fact));
             }
-            if matches!(
-                kind,
-                FieldKind::Repeat | FieldKind::Object | FieldKind::Section
-            ) {
-                // Items and sections hold their own fields' text.
-                return None;
-            }
-            match treatment(pii, kind, fact == "child.date_of_birth") {
+            match treatments.get(&fact).copied().unwrap_or(Treatment::LeftOut) {
                 Treatment::LeftOut => None,
                 Treatment::AgeAt => Some(FactColumn::AgeAtOpening(fact)),
                 Treatment::Month => Some(FactColumn::Month(fact)),
@@ -168,6 +161,41 @@ pub fn plan(conn: &mut DbConnection, scope: &Scope, filter: &CaseFilter) -> AppR
         from,
         to,
         bom: filter.bom == Some(true),
+    })
+}
+
+/// What a de-identified case export makes of each fact: the treatment of
+/// the fields that set it (`columns::treatment`) when they all agree,
+/// else left out — a fact that is a choice on one form and free text on
+/// another (nationality) carries the free text too. Items and sections
+/// are left out: they hold their own fields' text.
+fn fact_treatments() -> &'static HashMap<String, Treatment> {
+    static TREATMENTS: std::sync::OnceLock<HashMap<String, Treatment>> = std::sync::OnceLock::new();
+    TREATMENTS.get_or_init(|| {
+        let set = crate::forms::definitions::shipped();
+        let mut out: HashMap<String, Treatment> = HashMap::new();
+        for file in &set.forms {
+            let Ok(bundled) = crate::forms::bundle::bundle(&file.document, &set.resources) else {
+                continue;
+            };
+            for field in crate::forms::model::fields(&bundled) {
+                let Some(fact) = &field.fact else { continue };
+                let made = match field.kind {
+                    FieldKind::Repeat | FieldKind::Object | FieldKind::Section => {
+                        Treatment::LeftOut
+                    }
+                    kind => treatment(field.pii, kind, fact == "child.date_of_birth"),
+                };
+                out.entry(fact.clone())
+                    .and_modify(|t| {
+                        if *t != made {
+                            *t = Treatment::LeftOut;
+                        }
+                    })
+                    .or_insert(made);
+            }
+        }
+        out
     })
 }
 
