@@ -176,18 +176,33 @@ pub fn push_record(out: &mut Vec<u8>, record: &[u8], formulas: Formulas) {
     }
 }
 
-/// Whether any place a cell could start holds what looks like a formula.
+/// Bytes a formula-looking cell can start with (the lead byte of the
+/// full-width signs included); the careful walk decides.
+const LEADS: [bool; 256] = {
+    let mut leads = [false; 256];
+    let mut i = 0;
+    let bytes = [b'=', b'+', b'-', b'@', b'\t', b'\r', b'\n', 0, 0xEF];
+    while i < bytes.len() {
+        leads[bytes[i] as usize] = true;
+        i += 1;
+    }
+    leads
+};
+
+/// Whether any place a cell could start (the record's start, after a
+/// comma, after a quote opening a cell) holds what looks like a formula:
+/// one tight pass, most records answer no.
 fn may_hold_a_formula(record: &[u8]) -> bool {
-    let looks = |i: usize| {
-        let cell = &record[i..];
-        starts_like_a_formula(cell)
-            || (cell.first() == Some(&b'"') && starts_like_a_formula(&cell[1..]))
-    };
-    looks(0)
-        || record
-            .iter()
-            .enumerate()
-            .any(|(i, &b)| b == b',' && looks(i + 1))
+    let mut cell_start = true;
+    let mut quote_opened = false;
+    for &b in record {
+        if (cell_start || quote_opened) && LEADS[usize::from(b)] {
+            return true;
+        }
+        quote_opened = cell_start && b == b'"';
+        cell_start = b == b',';
+    }
+    false
 }
 
 /// Records written by hand into memory, each ended by `\n` (as the csv
