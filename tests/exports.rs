@@ -892,6 +892,38 @@ fn formulas_are_neutralised_in_every_csv_unless_a_script_asks() {
     assert!(details.contains(&Some(
         "form kz.referral, de-identified; formulas not escaped (formula_escape=false)".into()
     )));
+    // The audit log from the shell, likewise.
+    let log = app.data_dir().join("audit.csv");
+    for (flag, expected) in [
+        (None, format!("'{purpose}")),
+        (Some("--no-formula-escape"), purpose.to_string()),
+    ] {
+        let mut args = vec!["audit", "export", "--out", log.to_str().unwrap()];
+        args.extend(flag);
+        let done = run(&args);
+        assert!(
+            done.status.success(),
+            "{}",
+            String::from_utf8_lossy(&done.stderr)
+        );
+        let text = std::fs::read_to_string(&log).unwrap();
+        let columns = header(&text);
+        assert!(rows(&text)
+            .iter()
+            .any(|r| cell_of(&columns, r, "purpose") == expected));
+    }
+    let exported: Vec<Option<String>> = audit_log::table
+        .filter(audit_log::action.eq("audit_exported"))
+        .order(audit_log::id.asc())
+        .select(audit_log::detail)
+        .load(&mut app.conn())
+        .unwrap();
+    assert!(exported
+        .last()
+        .unwrap()
+        .as_deref()
+        .unwrap()
+        .ends_with("; formulas not escaped (formula_escape=false)"));
 }
 
 /// Every answer in `data` a de-identified export must not carry: the
