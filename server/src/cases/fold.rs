@@ -3,6 +3,11 @@
 //! order they arrived, so any arrival order gives the same case. Each event
 //! sets facts, may move the state (the programme's transitions), and starts,
 //! meets or ends deadlines. Pure: no database, no clock.
+//!
+//! Rule parameters apply forward only: the facts a deadline's limit reads
+//! (a risk level, travel time) are read when that deadline starts, and a
+//! later change times only the deadlines that start after it. A deadline
+//! already overdue when its condition stops holding stays overdue until met.
 
 use std::collections::{BTreeMap, HashMap};
 
@@ -10,7 +15,7 @@ use chrono::{DateTime, NaiveDate, Utc};
 use serde::Serialize;
 use serde_json::Value;
 
-use crate::programmes::{Calendar, DeadlineRule, Moment, Programme, Start};
+use crate::programmes::{Calendar, DeadlineRule, Limit, Moment, Programme, Start};
 
 /// One entry of a case's timeline, as the fold needs it.
 #[derive(Debug, Clone, PartialEq)]
@@ -32,6 +37,9 @@ pub enum Outcome {
         at: DateTime<Utc>,
         event_id: String,
         on_time: bool,
+        /// Met by a date-only answer: on time through the due day, and late
+        /// by whole days.
+        date_only: bool,
     },
     /// Stopped applying before it was due (the case moved on).
     NotApplicable(Ended),
@@ -57,6 +65,10 @@ pub struct Deadline {
     /// From here on the deadline is "due soon".
     pub soon_at: DateTime<Utc>,
     pub outcome: Outcome,
+    /// How lateness is counted: in days when the deadline was met by a
+    /// date-only answer, or (open or missed) when its limit counts days;
+    /// otherwise in hours.
+    pub late_in_days: bool,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -100,6 +112,47 @@ impl Deadline {
 
     pub fn is_open(&self) -> bool {
         self.outcome == Outcome::Open
+    }
+}
+
+/// How late a deadline was met, or is: in whole local days when it was met
+/// by a date-only answer (or, still open, when its limit counts days), else
+/// in hours to one decimal. Serialised `{"days": 1}` or `{"hours": 17.0}`.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Late {
+    Days(i64),
+    Hours(f64),
+}
+
+impl Late {
+    /// How late `done` is for a deadline due at `due`; `None` when on time.
+    pub fn of(
+        calendar: &Calendar,
+        in_days: bool,
+        due: DateTime<Utc>,
+        done: DateTime<Utc>,
+    ) -> Option<Late> {
+        if in_days {
+            let days = (calendar.local_date(done) - calendar.local_date(due)).num_days();
+            (days > 0).then_some(Late::Days(days))
+        } else {
+            let seconds = (done - due).num_seconds();
+            (seconds > 0).then(|| Late::Hours((seconds as f64 / 360.0).round() / 10.0))
+        }
+    }
+
+    /// For people: `2d`, `17h`; a lateness in hours of a day or more as
+    /// `1d 17h`.
+    pub fn short(&self) -> String {
+        match *self {
+            Late::Days(d) => format!("{d}d"),
+            Late::Hours(h) if h < 24.0 => format!("{}h", h.ceil() as i64),
+            Late::Hours(h) => {
+                let hours = h.ceil() as i64;
+                format!("{}d {}h", hours / 24, hours % 24)
+            }
+        }
     }
 }
 
@@ -150,6 +203,7 @@ pub fn fold(programme: &Programme, calendar: &Calendar, events: &mut [TimelineEv
         facts: HashMap::new(),
         deadlines: Vec::new(),
         rule_index: Vec::new(),
+        timing: Vec::new(),
         open: vec![None; programme.deadlines.len()],
         started: vec![0; programme.deadlines.len()],
         last_event: HashMap::new(),
@@ -185,6 +239,8 @@ struct Fold<'a> {
     /// For each deadline, the index of its rule; for each rule, its open
     /// occurrence (index into `deadlines`) and how many it has had.
     rule_index: Vec<usize>,
+    /// For each deadline, its limit as read when it started.
+    timing: Vec<Timing>,
     open: Vec<Option<usize>>,
     started: Vec<u32>,
     /// When each event name last happened, and each state was last entered:
@@ -288,10 +344,7 @@ impl Fold<'_> {
             };
             let done = self.meeting_moment(rule, event);
             // "Before the meeting" rules are met before their start.
-            let backwards = rule
-                .limit
-                .for_facts(&self.facts)
-                .is_some_and(|l| l.is_backwards());
+            let backwards = self.timing[i].limit.is_backwards();
             if !rule.met_by.contains(&event.name)
                 || (!backwards && !self.calendar.not_before(done, started))
                 || !self.holds(&rule.met_when)
@@ -304,7 +357,9 @@ impl Fold<'_> {
                 at: done.at.max(d.started_at),
                 event_id: event.id.clone(),
                 on_time,
+                date_only: done.date_only,
             };
+            self.deadlines[i].late_in_days = done.date_only;
             self.open[index] = None;
             if rule.every {
                 restarts.push(index);
@@ -313,8 +368,10 @@ impl Fold<'_> {
         restarts
     }
 
-    /// Ends open deadlines that no longer apply; moves those whose start or
-    /// limit depends on facts that changed.
+    /// Ends open deadlines that no longer apply, and moves those whose
+    /// start moved (a later removal restarts the 48 hours). Their limits
+    /// stay as read when they started; one already overdue at this event
+    /// keeps its due date, and stays open when its condition stops holding.
     fn end_or_update(&mut self, event: &TimelineEvent, closed: bool) {
         for i in 0..self.deadlines.len() {
             if !self.deadlines[i].is_open() {
@@ -326,12 +383,12 @@ impl Fold<'_> {
                 .while_state
                 .as_ref()
                 .is_some_and(|states| !states.contains(&self.state));
-            let limit = rule.limit.for_facts(&self.facts);
             let moved_on = (closed && !rule.after_closure) || left_state;
-            if moved_on || !self.holds(&rule.when) || limit.is_none() {
+            let overdue = !self.calendar.on_time(event.occurred_at, self.deadlines[i].due_at);
+            if moved_on || (!overdue && !self.holds(&rule.when)) {
                 // The case moved on after the deadline was due: missed, and
                 // it stays missed for the timeliness indicators. A rule whose
-                // condition turned false never applied.
+                // condition turned false before it was due no longer applies.
                 let ended = Ended {
                     at: event.occurred_at.at,
                     event_id: event.id.clone(),
@@ -345,17 +402,13 @@ impl Fold<'_> {
                 self.open[index] = None;
                 continue;
             }
-            let limit = limit.expect("checked above");
-            let mut started = Moment {
-                at: self.deadlines[i].started_at,
-                date_only: false,
-            };
-            if matches!(rule.start, Start::LatestOf(_)) && !rule.every {
-                if let Some(moment) = self.known_moment(&rule.start) {
-                    started = moment;
-                }
+            if overdue || !matches!(rule.start, Start::LatestOf(_)) || rule.every {
+                continue;
             }
-            let (due, soon) = self.due(started, limit, rule);
+            let Some(started) = self.known_moment(&rule.start) else {
+                continue;
+            };
+            let (due, soon) = self.due(started, self.timing[i], rule);
             let d = &mut self.deadlines[i];
             d.started_at = started.at;
             d.due_at = due;
@@ -405,10 +458,20 @@ impl Fold<'_> {
             let Some(limit) = rule.limit.for_facts(&self.facts) else {
                 continue;
             };
-            let (due_at, soon_at) = self.due(from, limit, rule);
+            let timing = Timing {
+                limit,
+                plus_hours: rule
+                    .plus_hours
+                    .as_ref()
+                    .and_then(|fact| self.facts.get(fact))
+                    .and_then(Value::as_f64)
+                    .filter(|h| h.is_finite() && *h > 0.0),
+            };
+            let (due_at, soon_at) = self.due(from, timing, rule);
             self.started[index] += 1;
             let occurrence = self.started[index];
             let mut outcome = Outcome::Open;
+            let mut late_in_days = timing.counts_days();
             // A form that records both when the clock started and when the
             // step was done (first contact on the registration form) starts
             // and meets the rule at once.
@@ -422,13 +485,16 @@ impl Fold<'_> {
                         at: done.at.max(from.at),
                         event_id: event.id.clone(),
                         on_time: self.calendar.on_time(done, due_at),
+                        date_only: done.date_only,
                     };
+                    late_in_days = done.date_only;
                 }
             }
             if outcome == Outcome::Open {
                 self.open[index] = Some(self.deadlines.len());
             }
             self.rule_index.push(index);
+            self.timing.push(timing);
             self.deadlines.push(Deadline {
                 rule: rule.id.clone(),
                 occurrence,
@@ -437,6 +503,7 @@ impl Fold<'_> {
                 due_at,
                 soon_at,
                 outcome,
+                late_in_days,
             });
         }
     }
@@ -461,17 +528,11 @@ impl Fold<'_> {
     fn due(
         &self,
         from: Moment,
-        limit: crate::programmes::Limit,
+        timing: Timing,
         rule: &DeadlineRule,
     ) -> (DateTime<Utc>, DateTime<Utc>) {
-        let mut due = self.calendar.due(from, limit);
-        if let Some(hours) = rule
-            .plus_hours
-            .as_ref()
-            .and_then(|fact| self.facts.get(fact))
-            .and_then(Value::as_f64)
-            .filter(|h| h.is_finite() && *h > 0.0)
-        {
+        let mut due = self.calendar.due(from, timing.limit);
+        if let Some(hours) = timing.plus_hours {
             due += chrono::Duration::seconds((hours * 3600.0) as i64);
         }
         let soon = (due - rule.due_soon.approximate()).max(from.at);
@@ -504,6 +565,20 @@ impl Fold<'_> {
             Start::Condition(_) => None,
             Start::LatestOf(list) => list.iter().filter_map(|s| self.known_moment(s)).max(),
         }
+    }
+}
+
+/// A deadline's limit and added hours, read from the facts when it started.
+#[derive(Debug, Clone, Copy, PartialEq)]
+struct Timing {
+    limit: Limit,
+    plus_hours: Option<f64>,
+}
+
+impl Timing {
+    /// A limit counted in days ends with a local day: lateness in days.
+    fn counts_days(&self) -> bool {
+        !matches!(self.limit, Limit::Hours(_)) && self.plus_hours.is_none()
     }
 }
 

@@ -275,7 +275,11 @@ pub struct Row {
     pub children: u64,
     pub numerator: Option<u64>,
     pub denominator: Option<u64>,
+    /// Median lateness of the deadlines met late at a time of day.
     pub median_delay_hours: Option<f64>,
+    /// Median lateness, in local days, of those met late by a date-only
+    /// answer (a plan dated the day after its due day: 1).
+    pub median_delay_days: Option<f64>,
     pub suppression: Option<Suppression>,
 }
 
