@@ -384,7 +384,9 @@ impl Fold<'_> {
                 .as_ref()
                 .is_some_and(|states| !states.contains(&self.state));
             let moved_on = (closed && !rule.after_closure) || left_state;
-            let overdue = !self.calendar.on_time(event.occurred_at, self.deadlines[i].due_at);
+            let overdue = !self
+                .calendar
+                .on_time(event.occurred_at, self.deadlines[i].due_at);
             if moved_on || (!overdue && !self.holds(&rule.when)) {
                 // The case moved on after the deadline was due: missed, and
                 // it stays missed for the timeliness indicators. A rule whose
@@ -810,5 +812,321 @@ mod tests {
         let folded = fold(&p, &p.calendar, &mut events);
         let rules: Vec<&str> = folded.deadlines.iter().map(|d| d.rule.as_str()).collect();
         assert_eq!(rules, ["D8"]);
+    }
+
+    /// Folds `events` with the shipped rules of `programme`, in every
+    /// arrival order: one result.
+    fn fold_shipped(programme: &str, events: &[(&str, &str, &str, Value)]) -> Folded {
+        let p = crate::programmes::Programmes::shipped()
+            .get(programme)
+            .unwrap()
+            .clone();
+        let events: Vec<TimelineEvent> = events
+            .iter()
+            .map(|(id, name, at, facts)| TimelineEvent {
+                id: id.to_string(),
+                name: name.to_string(),
+                occurred_at: p.calendar.moment(&json!(at)).unwrap(),
+                facts: facts
+                    .as_object()
+                    .cloned()
+                    .unwrap_or_default()
+                    .into_iter()
+                    .collect(),
+            })
+            .collect();
+        let expected = fold(&p, &p.calendar, &mut events.clone());
+        for shift in 1..events.len() {
+            let mut turned = events.clone();
+            turned.rotate_left(shift);
+            turned.swap(0, events.len() - 1);
+            assert_eq!(
+                fold(&p, &p.calendar, &mut turned),
+                expected,
+                "order {shift}"
+            );
+        }
+        expected
+    }
+
+    fn occurrence(folded: &Folded, rule: &str, n: u32) -> Deadline {
+        folded
+            .deadlines
+            .iter()
+            .find(|d| d.rule == rule && d.occurrence == n)
+            .unwrap_or_else(|| panic!("{rule} #{n} in {:#?}", folded.deadlines))
+            .clone()
+    }
+
+    #[test]
+    fn a_lower_risk_level_times_only_the_follow_ups_that_start_after_it() {
+        // BT §8.2: high risk — follow-ups every 84 h; medium — every 7 days.
+        // Plan approved Friday 5 June 10:00 (Thimphu, UTC+6); follow-ups on
+        // 8, 11 and 15 June; the one from the 15th (00:00) is due 84 h later,
+        // Thursday 18 June 12:00 local (06:00 UTC). A review on 19 June lowers
+        // the risk to medium: that follow-up stays due on the 18th (overdue,
+        // not re-timed to 22 June); the next, from the follow-up of 20 June,
+        // runs 7 days: 27 June, end of day (17:59:59 UTC).
+        let folded = fold_shipped(
+            "bt",
+            &[
+                (
+                    "a",
+                    "case_registered",
+                    "2026-06-01",
+                    json!({"bt.initial_risk_level": "high"}),
+                ),
+                (
+                    "b",
+                    "assessment_completed",
+                    "2026-06-01",
+                    json!({"risk_level": "high"}),
+                ),
+                ("c", "case_plan_agreed", "2026-06-04", json!({})),
+                (
+                    "d",
+                    "case_plan_approved",
+                    "2026-06-05T10:00:00+06:00",
+                    json!({}),
+                ),
+                (
+                    "e",
+                    "follow_up_conducted",
+                    "2026-06-08",
+                    json!({"bt.follow_up_contact_successful": true}),
+                ),
+                (
+                    "f",
+                    "follow_up_conducted",
+                    "2026-06-11",
+                    json!({"bt.follow_up_contact_successful": true}),
+                ),
+                (
+                    "g",
+                    "follow_up_conducted",
+                    "2026-06-15",
+                    json!({"bt.follow_up_contact_successful": true}),
+                ),
+                (
+                    "h",
+                    "review_held",
+                    "2026-06-19",
+                    json!({"risk_level": "medium"}),
+                ),
+                (
+                    "i",
+                    "follow_up_conducted",
+                    "2026-06-20",
+                    json!({"bt.follow_up_contact_successful": true}),
+                ),
+            ],
+        );
+        let fourth = occurrence(&folded, "BT-5a", 4);
+        assert_eq!(fourth.due_at.to_rfc3339(), "2026-06-18T06:00:00+00:00");
+        assert!(
+            matches!(
+                fourth.outcome,
+                Outcome::Met {
+                    on_time: false,
+                    date_only: true,
+                    ..
+                }
+            ),
+            "{fourth:#?}"
+        );
+        assert!(fourth.late_in_days);
+        let p = crate::programmes::Programmes::shipped()
+            .get("bt")
+            .unwrap()
+            .clone();
+        let Outcome::Met { at, .. } = fourth.outcome else {
+            unreachable!()
+        };
+        // Met on the 20th, due the 18th: two days late, in days.
+        assert_eq!(
+            Late::of(&p.calendar, true, fourth.due_at, at),
+            Some(Late::Days(2))
+        );
+        let fifth = occurrence(&folded, "BT-5a", 5);
+        assert_eq!(fifth.due_at.to_rfc3339(), "2026-06-27T17:59:59+00:00");
+        // The monthly review (high, from 5 June: 5 July) was met by the
+        // review; the next, read at medium, is every 2 months: 19 August.
+        assert_eq!(
+            occurrence(&folded, "BT-5b", 2).due_at.to_rfc3339(),
+            "2026-08-19T17:59:59+00:00"
+        );
+
+        // Before the follow-up of the 20th: still open and overdue.
+        let folded = fold_shipped(
+            "bt",
+            &[
+                (
+                    "a",
+                    "case_registered",
+                    "2026-06-01",
+                    json!({"bt.initial_risk_level": "high"}),
+                ),
+                (
+                    "b",
+                    "assessment_completed",
+                    "2026-06-01",
+                    json!({"risk_level": "high"}),
+                ),
+                (
+                    "d",
+                    "case_plan_approved",
+                    "2026-06-05T10:00:00+06:00",
+                    json!({}),
+                ),
+                (
+                    "g",
+                    "follow_up_conducted",
+                    "2026-06-15",
+                    json!({"bt.follow_up_contact_successful": true}),
+                ),
+                (
+                    "h",
+                    "review_held",
+                    "2026-06-19",
+                    json!({"risk_level": "medium"}),
+                ),
+            ],
+        );
+        let open = folded
+            .deadlines
+            .iter()
+            .find(|d| d.rule == "BT-5a" && d.is_open())
+            .unwrap();
+        assert_eq!(open.due_at.to_rfc3339(), "2026-06-18T06:00:00+00:00");
+        let now = p
+            .calendar
+            .moment(&json!("2026-06-19T15:00:00+06:00"))
+            .unwrap()
+            .at;
+        assert_eq!(open.status(now), Status::Overdue);
+    }
+
+    #[test]
+    fn a_placement_review_overdue_when_the_care_arrangement_changes_stays_overdue() {
+        // KZ §8.4 (D12): a child in the CAM/CSC temporary residential unit
+        // from Saturday 21 November has the placement reviewed monthly: first
+        // by 21 December, end of day in Almaty (18:59:59 UTC). D13 (3 months)
+        // is due 21 February. On 28 December — the review a week overdue —
+        // the child moves to family-based care: D12 stays open, due the 21st;
+        // D13, not yet due, no longer applies. The review of 5 January meets
+        // D12, 15 days late (a date), and starts no other (no longer in the
+        // unit).
+        let unit = json!({"care_arrangement": "cam_csc_temporary_residential_unit",
+                          "placement.start_date": "2026-11-21"});
+        let folded = fold_shipped(
+            "kz",
+            &[
+                (
+                    "a",
+                    "referral_received",
+                    "2026-11-20T17:00:00+05:00",
+                    json!({}),
+                ),
+                (
+                    "b",
+                    "temporary_placement_started",
+                    "2026-11-21",
+                    unit.clone(),
+                ),
+                (
+                    "c",
+                    "temporary_placement_started",
+                    "2026-12-28",
+                    json!({"care_arrangement": "family_based_temporary_care"}),
+                ),
+                (
+                    "d",
+                    "decision_made",
+                    "2027-01-05",
+                    json!({"kz.placement_reviewed_at": "2027-01-05"}),
+                ),
+            ],
+        );
+        let d12 = occurrence(&folded, "D12", 1);
+        assert_eq!(d12.due_at.to_rfc3339(), "2026-12-21T18:59:59+00:00");
+        let Outcome::Met {
+            at,
+            on_time: false,
+            date_only: true,
+            ..
+        } = d12.outcome
+        else {
+            panic!("{d12:#?}")
+        };
+        let p = crate::programmes::Programmes::shipped()
+            .get("kz")
+            .unwrap()
+            .clone();
+        assert_eq!(
+            Late::of(&p.calendar, d12.late_in_days, d12.due_at, at),
+            Some(Late::Days(15))
+        );
+        assert!(!folded
+            .deadlines
+            .iter()
+            .any(|d| d.rule == "D12" && d.occurrence == 2));
+        let d13 = occurrence(&folded, "D13", 1);
+        assert_eq!(d13.due_at.to_rfc3339(), "2027-02-21T18:59:59+00:00");
+        assert!(matches!(d13.outcome, Outcome::NotApplicable(_)), "{d13:#?}");
+
+        // Still in the unit: the review starts the next month from it.
+        let folded = fold_shipped(
+            "kz",
+            &[
+                (
+                    "a",
+                    "referral_received",
+                    "2026-11-20T17:00:00+05:00",
+                    json!({}),
+                ),
+                ("b", "temporary_placement_started", "2026-11-21", unit),
+                (
+                    "d",
+                    "decision_made",
+                    "2027-01-05",
+                    json!({"kz.placement_reviewed_at": "2027-01-05"}),
+                ),
+            ],
+        );
+        assert_eq!(
+            occurrence(&folded, "D12", 2).due_at.to_rfc3339(),
+            "2027-02-05T18:59:59+00:00"
+        );
+    }
+
+    #[test]
+    fn lateness_is_in_days_for_dates_and_in_hours_for_times() {
+        let p = programme();
+        let due = p
+            .calendar
+            .moment(&json!("2026-12-14T10:00:00+05:00"))
+            .unwrap()
+            .at;
+        let at = |t: &str| p.calendar.moment(&json!(t)).unwrap().at;
+        assert_eq!(
+            Late::of(&p.calendar, false, due, at("2026-12-15T03:00:00+05:00")),
+            Some(Late::Hours(17.0))
+        );
+        assert_eq!(Late::Hours(17.0).short(), "17h");
+        assert_eq!(Late::Hours(41.5).short(), "1d 18h");
+        assert_eq!(Late::of(&p.calendar, false, due, due), None);
+        // A plan dated the day after its due day: 1 day, not 0 h.
+        let end_of_day = p
+            .calendar
+            .end_of(chrono::NaiveDate::from_ymd_opt(2026, 12, 14).unwrap());
+        assert_eq!(
+            Late::of(&p.calendar, true, end_of_day, at("2026-12-15")),
+            Some(Late::Days(1))
+        );
+        assert_eq!(
+            Late::of(&p.calendar, true, end_of_day, at("2026-12-14")),
+            None
+        );
+        assert_eq!(Late::Days(1).short(), "1d");
     }
 }
