@@ -156,6 +156,19 @@ pub fn find_by_code(conn: &mut DbConnection, code: &str) -> AppResult<Option<Sit
         .optional()?)
 }
 
+/// The site a person named by its id or its code (`KZ-CAM-ALA`).
+pub fn resolve(conn: &mut DbConnection, name: &str) -> AppResult<Option<Site>> {
+    let by_id = sites::table
+        .find(name)
+        .select(Site::as_select())
+        .first(conn)
+        .optional()?;
+    match by_id {
+        Some(site) => Ok(Some(site)),
+        None => find_by_code(conn, name.trim()),
+    }
+}
+
 /// All sites, or only those with the given ids, ordered by programme and code.
 pub fn list(conn: &mut DbConnection, only: Option<&[String]>) -> AppResult<Vec<Site>> {
     let mut query = sites::table

@@ -237,6 +237,19 @@ pub fn find_by_username(conn: &mut DbConnection, username: &str) -> AppResult<Op
     id.map(|id| get(conn, &id)).transpose()
 }
 
+/// The user a person named by their id or their username.
+pub fn resolve(conn: &mut DbConnection, name: &str) -> AppResult<Option<User>> {
+    let by_id: Option<String> = users::table
+        .find(name)
+        .select(users::id)
+        .first(conn)
+        .optional()?;
+    match by_id {
+        Some(id) => get(conn, &id).map(Some),
+        None => find_by_username(conn, name),
+    }
+}
+
 /// Users ordered by username; restricted to users of the given sites when set.
 pub fn list(conn: &mut DbConnection, at_sites: Option<&[String]>) -> AppResult<Vec<User>> {
     let mut query = users::table

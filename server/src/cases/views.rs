@@ -287,6 +287,31 @@ pub fn timeline(conn: &mut DbConnection, case: &Case, now: DateTime<Utc>) -> App
     })
 }
 
+/// The id of the site a filter names by id or code. An unknown one is a
+/// 422, never an empty list that reads as "nothing overdue".
+fn site_named(conn: &mut DbConnection, name: Option<&str>) -> AppResult<Option<String>> {
+    let Some(name) = name else { return Ok(None) };
+    match crate::auth::sites::resolve(conn, name)? {
+        Some(site) => Ok(Some(site.id)),
+        None => Err(AppError::invalid_field(
+            "/site",
+            format!("no site has the id or code {name:?}"),
+        )),
+    }
+}
+
+/// The id of the user a filter names by id or username; unknown: 422.
+fn user_named(conn: &mut DbConnection, name: Option<&str>) -> AppResult<Option<String>> {
+    let Some(name) = name else { return Ok(None) };
+    match crate::auth::users::resolve(conn, name)? {
+        Some(user) => Ok(Some(user.id)),
+        None => Err(AppError::invalid_field(
+            "/assignee",
+            format!("no user has the id or username {name:?}"),
+        )),
+    }
+}
+
 /// Filters of `GET /cases`.
 #[derive(Debug, Clone, Default, serde::Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -363,14 +388,14 @@ pub fn list(
     if let Some(p) = &filter.programme {
         query = query.filter(cases::programme.eq(p.clone()));
     }
-    if let Some(site) = &filter.site {
-        query = query.filter(cases::site_id.eq(site.clone()));
+    if let Some(site) = site_named(conn, filter.site.as_deref())? {
+        query = query.filter(cases::site_id.eq(site));
     }
     if let Some(state) = &filter.state {
         query = query.filter(cases::state.eq(state.clone()));
     }
-    if let Some(assignee) = &filter.assignee {
-        query = query.filter(cases::assigned_to.eq(assignee.clone()));
+    if let Some(assignee) = user_named(conn, filter.assignee.as_deref())? {
+        query = query.filter(cases::assigned_to.eq(assignee));
     }
     if filter.overdue == Some(true) {
         query = query.filter(cases::next_due_at.lt(now.naive_utc()));
@@ -504,11 +529,11 @@ pub fn due_in(
             ))
         }
     };
-    if let Some(site) = &filter.site {
-        query = query.filter(case_deadlines::site_id.eq(site.clone()));
+    if let Some(site) = site_named(conn, filter.site.as_deref())? {
+        query = query.filter(case_deadlines::site_id.eq(site));
     }
-    if let Some(assignee) = &filter.assignee {
-        query = query.filter(case_deadlines::assigned_to.eq(assignee.clone()));
+    if let Some(assignee) = user_named(conn, filter.assignee.as_deref())? {
+        query = query.filter(case_deadlines::assigned_to.eq(assignee));
     }
     if let Some(p) = &filter.programme {
         query = query.filter(case_deadlines::programme.eq(p.clone()));

@@ -217,7 +217,7 @@ pub fn plan(
     if let Some(code) = &query.site {
         let site = all_sites
             .iter()
-            .find(|s| &s.code == code)
+            .find(|s| &s.code == code || &s.id == code)
             .ok_or_else(|| AppError::invalid_field("/site", "no such site"))?;
         if !site_ids.contains(&site.id) {
             return Err(AppError::Forbidden("not one of your sites".into()));
