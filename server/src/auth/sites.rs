@@ -20,7 +20,9 @@ pub struct Site {
     /// The organisation acronym BT case codes carry (`NCWC`, `RENEW`, …).
     pub org_code: Option<String>,
     pub active: bool,
+    #[serde(serialize_with = "crate::json::utc")]
     pub created_at: chrono::NaiveDateTime,
+    #[serde(serialize_with = "crate::json::utc")]
     pub updated_at: chrono::NaiveDateTime,
 }
 

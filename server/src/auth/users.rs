@@ -34,7 +34,9 @@ pub struct User {
     pub site_ids: Vec<String>,
     pub must_change_password: bool,
     pub active: bool,
+    #[serde(serialize_with = "crate::json::utc")]
     pub created_at: chrono::NaiveDateTime,
+    #[serde(serialize_with = "crate::json::utc")]
     pub updated_at: chrono::NaiveDateTime,
 }
 

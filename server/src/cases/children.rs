@@ -240,8 +240,10 @@ pub struct CandidateRow {
     pub reasons: String,
     pub score: i32,
     pub status: String,
+    #[serde(serialize_with = "crate::json::utc")]
     pub created_at: chrono::NaiveDateTime,
     pub decided_by: Option<String>,
+    #[serde(serialize_with = "crate::json::utc_opt")]
     pub decided_at: Option<chrono::NaiveDateTime>,
 }
 

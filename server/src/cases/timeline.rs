@@ -92,7 +92,9 @@ pub struct EventRow {
     pub name: String,
     pub kind: String,
     pub occurred_at: String,
+    #[serde(serialize_with = "crate::json::utc")]
     pub occurred_at_utc: NaiveDateTime,
+    #[serde(serialize_with = "crate::json::utc")]
     pub recorded_at: NaiveDateTime,
     pub recorded_by: String,
     pub base_version: Option<i64>,
