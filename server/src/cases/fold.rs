@@ -6,16 +6,23 @@
 //!
 //! Rule parameters apply forward only: the facts a deadline's limit reads
 //! (a risk level, travel time) are read when that deadline starts, and a
-//! later change times only the deadlines that start after it. A deadline
-//! already overdue when its condition stops holding stays overdue until met.
+//! later change times only the deadlines that start after it (a recurring
+//! rule reads them again at each start). A condition that stops holding
+//! ends a deadline not yet due; one already overdue stays overdue until met
+//! when what changed is a fact the condition read at the start (the child
+//! left the residential unit). A fact first answered later (the intake
+//! finds no emergency) says the rule never applied, overdue or not.
 
+use std::cell::RefCell;
 use std::collections::{BTreeMap, HashMap};
 
 use chrono::{DateTime, NaiveDate, Utc};
 use serde::Serialize;
 use serde_json::Value;
 
-use crate::programmes::{Calendar, DeadlineRule, Limit, Moment, Programme, Start};
+use crate::programmes::{
+    Calendar, Condition, DeadlineRule, FactRef, Limit, Moment, Programme, Start,
+};
 
 /// One entry of a case's timeline, as the fold needs it.
 #[derive(Debug, Clone, PartialEq)]
@@ -204,6 +211,7 @@ pub fn fold(programme: &Programme, calendar: &Calendar, events: &mut [TimelineEv
         deadlines: Vec::new(),
         rule_index: Vec::new(),
         timing: Vec::new(),
+        read_at_start: Vec::new(),
         open: vec![None; programme.deadlines.len()],
         started: vec![0; programme.deadlines.len()],
         last_event: HashMap::new(),
@@ -241,6 +249,9 @@ struct Fold<'a> {
     rule_index: Vec<usize>,
     /// For each deadline, its limit as read when it started.
     timing: Vec<Timing>,
+    /// For each deadline, the answered facts its condition read when it
+    /// started, with their values then.
+    read_at_start: Vec<Vec<(String, Value)>>,
     open: Vec<Option<usize>>,
     started: Vec<u32>,
     /// When each event name last happened, and each state was last entered:
@@ -387,10 +398,17 @@ impl Fold<'_> {
             let overdue = !self
                 .calendar
                 .on_time(event.occurred_at, self.deadlines[i].due_at);
-            if moved_on || (!overdue && !self.holds(&rule.when)) {
+            // Overdue, and false only because a fact it read at the start
+            // changed since: stays overdue until met.
+            let stays = overdue
+                && rule
+                    .when
+                    .as_ref()
+                    .is_some_and(|c| self.held_at_start(c, &self.read_at_start[i]));
+            if moved_on || (!self.holds(&rule.when) && !stays) {
                 // The case moved on after the deadline was due: missed, and
                 // it stays missed for the timeliness indicators. A rule whose
-                // condition turned false before it was due no longer applies.
+                // condition turned false no longer applies.
                 let ended = Ended {
                     at: event.occurred_at.at,
                     event_id: event.id.clone(),
@@ -497,6 +515,12 @@ impl Fold<'_> {
             }
             self.rule_index.push(index);
             self.timing.push(timing);
+            self.read_at_start.push(
+                rule.when
+                    .as_ref()
+                    .map(|c| self.answered_facts_read(c))
+                    .unwrap_or_default(),
+            );
             self.deadlines.push(Deadline {
                 rule: rule.id.clone(),
                 occurrence,
@@ -508,6 +532,30 @@ impl Fold<'_> {
                 late_in_days,
             });
         }
+    }
+
+    /// The answered facts `condition` reads now, with their values.
+    fn answered_facts_read(&self, condition: &Condition) -> Vec<(String, Value)> {
+        let read = RefCell::new(Vec::new());
+        condition.test(&|fact: &FactRef| {
+            let value = self.facts.get(&fact.0);
+            if let Some(v) = value.filter(|v| !v.is_null()) {
+                read.borrow_mut().push((fact.0.clone(), v.clone()));
+            }
+            value
+        });
+        read.into_inner()
+    }
+
+    /// Whether `condition` holds with the facts it read at the start taken
+    /// as they were then (facts answered since, as they are now).
+    fn held_at_start(&self, condition: &Condition, read: &[(String, Value)]) -> bool {
+        condition.test(&|fact: &FactRef| {
+            read.iter()
+                .find(|(name, _)| name == &fact.0)
+                .map(|(_, v)| v)
+                .or_else(|| self.facts.get(&fact.0))
+        })
     }
 
     /// When `event` did what `rule` waits for: the time its `met_at` fact
