@@ -798,14 +798,10 @@ fn log_export(
         let detail = match disclosure {
             Some(checked) => {
                 let sent = format!("{what}, columns: {}", columns.join(" "));
-                let id = disclosures::record(
-                    conn,
-                    Some(shell_actor()),
-                    checked,
-                    site_ids,
-                    &sent,
-                    chrono::Utc::now(),
-                )?;
+                // The disclosure names a user account (or none); the audit
+                // row below names the operating-system user.
+                let id =
+                    disclosures::record(conn, None, checked, site_ids, &sent, chrono::Utc::now())?;
                 format!("{what}, identifying; disclosure {id} ({})", checked.basis)
             }
             None => format!("{what}, de-identified"),
