@@ -851,7 +851,7 @@ fn sites_and_people_are_named_by_code_username_or_id() {
     for site in ["KZ-CAM-ALA", site_id.as_str()] {
         assert_eq!(
             ids_of(&format!("/api/v1/cases?site={site}")),
-            [case_id.clone()]
+            vec![case_id.clone()]
         );
         assert!(
             ids_of(&format!("/api/v1/deadlines?status=overdue&site={site}")).contains(&case_id)
@@ -860,7 +860,7 @@ fn sites_and_people_are_named_by_code_username_or_id() {
     for who in ["aigerim", aigerim.as_str()] {
         assert_eq!(
             ids_of(&format!("/api/v1/cases?assignee={who}")),
-            [case_id.clone()]
+            vec![case_id.clone()]
         );
         assert!(
             ids_of(&format!("/api/v1/deadlines?status=overdue&assignee={who}")).contains(&case_id)

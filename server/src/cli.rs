@@ -123,7 +123,7 @@ pub enum AuditCommand {
         to: Option<String>,
         #[arg(long)]
         action: Option<String>,
-        /// A user id.
+        /// A username or user id, or a shell actor (`os:alice`).
         #[arg(long)]
         actor: Option<String>,
     },
@@ -598,8 +598,8 @@ fn audit_cli(conn: &mut DbConnection, action: &str, kind: &str, id: &str) -> Res
 }
 
 fn user_by_name(conn: &mut DbConnection, username: &str) -> Result<users::User, CliError> {
-    users::find_by_username(conn, username)?
-        .ok_or_else(|| CliError::App(format!("no user named {username:?}")))
+    users::resolve(conn, username)?
+        .ok_or_else(|| CliError::App(format!("no user with username or id {username:?}")))
 }
 
 fn users_command(conn: &mut DbConnection, cmd: UsersCommand) -> Result<(), CliError> {
@@ -607,8 +607,8 @@ fn users_command(conn: &mut DbConnection, cmd: UsersCommand) -> Result<(), CliEr
         UsersCommand::Add(add) => {
             let mut site_ids = Vec::new();
             for code in &add.sites {
-                let site = sites::find_by_code(conn, code)?
-                    .ok_or_else(|| CliError::App(format!("no site with code {code:?}")))?;
+                let site = sites::resolve(conn, code)?
+                    .ok_or_else(|| CliError::App(format!("no site with code or id {code:?}")))?;
                 site_ids.push(site.id);
             }
             let created = write_tx(conn, |conn| {
@@ -849,6 +849,11 @@ fn audit_command(conn: &mut DbConnection, cmd: AuditCommand) -> Result<(), CliEr
             action,
             actor,
         } => {
+            // A user by username or id; a shell actor (`os:alice`) as written.
+            let actor = match actor {
+                Some(name) if !name.starts_with("os:") => Some(user_by_name(conn, &name)?.id),
+                other => other,
+            };
             let filter = audit::AuditQuery {
                 from,
                 to,

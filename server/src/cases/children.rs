@@ -336,8 +336,8 @@ pub fn candidates(
         .filter(duplicate_candidates::status.eq(status.unwrap_or(OPEN).to_string()))
         .select(CandidateRow::as_select())
         .into_boxed();
-    if let Some(site) = site {
-        query = query.filter(duplicate_candidates::site_id.eq(site.to_string()));
+    if let Some(site) = super::views::site_named(conn, site)? {
+        query = query.filter(duplicate_candidates::site_id.eq(site));
     }
     let rows = query
         .order((
