@@ -1018,6 +1018,74 @@ fn bt_low_risk_case_runs_on_the_low_risk_limits() {
     assert_open(&case, "BT-6f", 1, "2026-12-17T17:59:59Z");
 }
 
+/// A temporary placement (KZ §8.4) starting on `day` in `arrangement`.
+fn kz_temporary_placement(day: &str, arrangement: &str) -> Value {
+    let mut data = fixture("kz.temporary_placement");
+    let placement = data["placement"].as_object_mut().unwrap();
+    placement.insert("placement_type".into(), json!(arrangement));
+    placement.insert("start_date".into(), json!(day));
+    placement.remove("end_date");
+    placement.remove("end_reason");
+    if arrangement == "cam_csc_temporary_residential_unit" {
+        let unit = data["cam_unit"].as_object_mut().unwrap();
+        unit.insert("max_end".into(), json!("2027-02-21"));
+        unit.remove("monthly_reviews");
+        unit.remove("family_based_care_recommended_at");
+    } else {
+        data.as_object_mut().unwrap().remove("cam_unit");
+        data["principles"]
+            .as_object_mut()
+            .unwrap()
+            .remove("residential_justification");
+    }
+    data
+}
+
+/// #15 item 3, KZ: the monthly placement review (D12) applies while the
+/// child is in the CAM/CSC temporary residential unit. A review already
+/// overdue when the child moves to family-based care stays overdue until it
+/// is held; the 3-month limit on the stay (D13), not yet due, no longer
+/// applies.
+#[test]
+fn kz_an_overdue_placement_review_stays_overdue_when_the_child_moves() {
+    let app = TestApp::spawn();
+    let staff = kz_staff(&app);
+    let worker = phone(&app, &staff.worker);
+    let get = |id: &str| case_of(&app, &staff.coordinator, id);
+    let case_id = open_kz_case(&worker);
+
+    // In the unit from Saturday 21 November (a date): the first monthly
+    // review by 21 December, end of day in Almaty (UTC+5); the stay ends
+    // within 3 months, by 21 February.
+    submit(
+        &worker,
+        "kz.temporary_placement",
+        &case_id,
+        kz_temporary_placement("2026-11-21", "cam_csc_temporary_residential_unit"),
+    );
+    let case = get(&case_id);
+    assert_open(&case, "D12", 1, "2026-12-21T18:59:59Z");
+    assert_open(&case, "D13", 1, "2027-02-21T18:59:59Z");
+
+    // Monday 28 December, the review a week overdue: family-based care.
+    submit(
+        &worker,
+        "kz.temporary_placement",
+        &case_id,
+        kz_temporary_placement("2026-12-28", "family_based_temporary_care"),
+    );
+    let case = get(&case_id);
+    assert_eq!(
+        case["facts"]["care_arrangement"],
+        "family_based_temporary_care"
+    );
+    let d12 = deadline(&case, "D12", 1);
+    assert_eq!(d12["due_at"], "2026-12-21T18:59:59Z", "{d12:#}");
+    assert_eq!(d12["due_local"], "2026-12-21T23:59:59+05:00", "{d12:#}");
+    assert!(d12["ended_at"].is_null(), "still open: {d12:#}");
+    assert_deadline(&case, "D13", 1, "2027-02-21T18:59:59Z", "not_applicable");
+}
+
 /// D-10 review on `day` that changes the risk level to `risk` and keeps
 /// the case in implementation (no reassessment, no plan change, no
 /// closure).
