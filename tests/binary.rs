@@ -273,6 +273,8 @@ fn forms_commands_validate_publish_and_list() {
 fn keys_rotate_and_list() {
     let dir = tempfile::tempdir().unwrap();
     let db = TestDb::new();
+    // Only `serve` and `migrate` make a database (#15 item 5).
+    cli(dir.path(), &db, &["migrate"], None);
     let out = cli(dir.path(), &db, &["keys", "rotate", "kz"], None);
     assert!(out.starts_with("new current key for kz: kz-"), "{out}");
     let listed = cli(dir.path(), &db, &["keys", "list"], None);

@@ -579,6 +579,10 @@ fn the_morning_list_prints_in_the_terminal() {
         .unwrap_or_else(|| panic!("no D7 in {text}"));
     assert!(d7.starts_with("1 "), "{d7}");
     assert!(d7.contains("late") && d7.contains("aigerim"), "{d7}");
+    // Due 48 h after Friday 17:00 in Almaty: shown in Almaty time, with its
+    // offset (#15 item 5), and late by days and hours.
+    assert!(d7.contains("2026-11-22 17:00 +05:00"), "{d7}");
+    assert!(!d7.contains("0d late"), "{d7}");
     assert!(!text.contains("Child A"));
 
     let other = common::bin::command(app.data_dir(), &app.shared.db)
@@ -813,4 +817,202 @@ fn an_emergency_record_meets_its_deadlines_at_the_times_it_records() {
         assert_eq!(d["status"], status, "{rule}: {d:#}");
     }
     assert_eq!(deadline(&case, "D4c")["ended_at"], "2026-03-03T04:00:00Z");
+}
+
+/// #15 item 5: a site is named by its code or id, a user by username or
+/// id, in every list filter and in an assignment; an unknown name is a 422
+/// saying which, never an empty list that reads as "nothing overdue".
+#[test]
+fn sites_and_people_are_named_by_code_username_or_id() {
+    let app = TestApp::spawn();
+    let staff = staff(&app);
+    let case_id = uuid::Uuid::new_v4().to_string();
+    assert_eq!(
+        phone(&app, &staff.worker)
+            .send(&referral(&case_id, "Child A"))
+            .status,
+        201
+    );
+    let site_id = app.site_id(&staff.admin, "KZ-CAM-ALA");
+    let aigerim = app.get("/api/v1/me", &staff.worker).body["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let ids_of = |url: &str| -> Vec<String> {
+        let res = app.get(url, &staff.coordinator);
+        assert_eq!(res.status, 200, "{url}: {}", res.text);
+        res.body["items"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|c| {
+                c["case_id"]
+                    .as_str()
+                    .or(c["id"].as_str())
+                    .unwrap()
+                    .to_string()
+            })
+            .collect()
+    };
+    for site in ["KZ-CAM-ALA", site_id.as_str()] {
+        assert_eq!(
+            ids_of(&format!("/api/v1/cases?site={site}")),
+            vec![case_id.clone()]
+        );
+        assert!(
+            ids_of(&format!("/api/v1/deadlines?status=overdue&site={site}")).contains(&case_id)
+        );
+    }
+    for who in ["aigerim", aigerim.as_str()] {
+        assert_eq!(
+            ids_of(&format!("/api/v1/cases?assignee={who}")),
+            vec![case_id.clone()]
+        );
+        assert!(
+            ids_of(&format!("/api/v1/deadlines?status=overdue&assignee={who}")).contains(&case_id)
+        );
+    }
+    // Somebody else's: an honest empty list.
+    assert!(ids_of("/api/v1/cases?assignee=bolat").is_empty());
+    for (url, pointer) in [
+        ("/api/v1/cases?site=KZ-CAM-XXX", "/site"),
+        ("/api/v1/deadlines?site=KZ-CAM-XXX", "/site"),
+        ("/api/v1/cases?assignee=nobody", "/assignee"),
+        (
+            "/api/v1/deadlines?status=overdue&assignee=nobody",
+            "/assignee",
+        ),
+    ] {
+        let res = app.get(url, &staff.coordinator);
+        let problem = res.assert_problem(422, "validation");
+        assert!(
+            problem["detail"].as_str().unwrap().starts_with(pointer),
+            "{url}: {problem:#}"
+        );
+    }
+
+    // Assigned by username: the case stores the user's id.
+    let res = app.post(
+        &format!("/api/v1/cases/{case_id}/assignment"),
+        &staff.coordinator,
+        json!({ "assignee": "bolat" }),
+    );
+    assert_eq!(res.status, 200, "{}", res.text);
+    let bolat = app.get("/api/v1/me", &staff.other_worker).body["id"].clone();
+    assert_eq!(res.body["assigned_to"], bolat);
+    app.post(
+        &format!("/api/v1/cases/{case_id}/assignment"),
+        &staff.coordinator,
+        json!({ "assignee": "nobody" }),
+    )
+    .assert_problem(422, "validation");
+}
+
+/// #15 item 5: times carry their zone; a deadline shows the programme's
+/// local time beside UTC.
+#[test]
+fn times_carry_their_zone_and_deadlines_their_local_time() {
+    let app = TestApp::spawn();
+    let staff = staff(&app);
+    let case_id = uuid::Uuid::new_v4().to_string();
+    let worker = phone(&app, &staff.worker);
+    assert_eq!(worker.send(&referral(&case_id, "Child A")).status, 201);
+    let case = app.get(&format!("/api/v1/cases/{case_id}"), &staff.coordinator);
+    // D7: 48 h from Friday 20 November 17:00 in Almaty.
+    let d7 = deadline(&case.body, "D7");
+    assert_eq!(d7["due_at"], "2026-11-22T12:00:00Z");
+    assert_eq!(d7["due_local"], "2026-11-22T17:00:00+05:00");
+    let sync = app.get("/api/v1/sync", &staff.worker);
+    assert_eq!(sync.status, 200, "{}", sync.text);
+    let mine = sync.body["cases"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["id"] == case_id.as_str())
+        .unwrap();
+    let next = mine["next_deadlines"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|d| d["rule"] == "D7")
+        .unwrap();
+    assert_eq!(next["due_at"], "2026-11-22T12:00:00Z");
+    assert_eq!(next["due_local"], "2026-11-22T17:00:00+05:00");
+    // Every time-looking string of the sync answer and the case ends in a
+    // zone (Z or an offset), or is a date.
+    fn check(v: &Value, at: &str) {
+        match v {
+            Value::String(s) if s.len() >= 19 && s.as_bytes()[10] == b'T' => {
+                let zoned = s.ends_with('Z') || s[19..].contains(['+', '-']);
+                assert!(zoned, "{at}: {s} has no zone");
+            }
+            Value::Array(items) => items.iter().for_each(|i| check(i, at)),
+            Value::Object(map) => map.iter().for_each(|(k, i)| check(i, &format!("{at}/{k}"))),
+            _ => {}
+        }
+    }
+    check(&sync.body, "sync");
+    check(&case.body, "case");
+    let tokens = app.get("/api/v1/tokens", &staff.admin);
+    check(&tokens.body, "tokens");
+    let login = app.login("aigerim", common::USER_PASSWORD);
+    assert_eq!(login.status, 201, "{}", login.text);
+    assert!(login.body["expires_at"].as_str().unwrap().ends_with('Z'));
+    check(&login.body, "session");
+}
+
+/// #15 item 5: the administration commands never make a database; run in
+/// the wrong directory they say where they looked and how to point them at
+/// the server. What they export is audited as the operating-system user.
+#[test]
+fn the_shell_needs_the_servers_database_and_audits_its_user() {
+    let app = TestApp::spawn();
+    let elsewhere = tempfile::tempdir().unwrap();
+    let mut wrong = common::bin::command(elsewhere.path(), &app.shared.db);
+    wrong
+        .env_remove("CASESYNC_DATABASE_URL")
+        .env_remove("CASESYNC_DATA_DIR");
+    let out = wrong.args(["users", "list"]).output().unwrap();
+    assert!(!out.status.success());
+    let said = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        said.contains("no casesync database")
+            && said.contains(
+                &elsewhere
+                    .path()
+                    .join("data")
+                    .join("casesync.db")
+                    .display()
+                    .to_string()
+            )
+            && said.contains("--data-dir")
+            && said.contains("--config"),
+        "{said}"
+    );
+    assert!(!elsewhere.path().join("data").exists(), "nothing created");
+
+    // Pointed at the server's directory, it works (SQLite; a PostgreSQL
+    // run names its database by URL).
+    let mut right = common::bin::command(elsewhere.path(), &app.shared.db);
+    if app.shared.db.url.is_none() {
+        right.arg("--data-dir").arg(app.data_dir());
+    }
+    let out = right
+        .env("USER", "alice")
+        .args(["audit", "export", "--out"])
+        .arg(elsewhere.path().join("audit.csv"))
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let actors: Vec<Option<String>> = audit_log::table
+        .filter(audit_log::action.eq("audit_exported"))
+        .select(audit_log::actor_id)
+        .load(&mut app.conn())
+        .unwrap();
+    assert_eq!(actors, [Some("os:alice".to_string())]);
 }

@@ -443,6 +443,7 @@ fn exports_from_the_shell_write_private_files_and_are_audited() {
             "denominator",
             "percent",
             "median_delay_hours",
+            "median_delay_days",
             "suppression"
         ]
     );

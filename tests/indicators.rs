@@ -311,6 +311,7 @@ fn assert_csv_matches(csv_text: &str, report: &Report) {
         "denominator",
         "percent",
         "median_delay_hours",
+        "median_delay_days",
         "suppression",
     ];
     want.extend(values.iter().map(|s| s.to_string()));

@@ -1018,6 +1018,262 @@ fn bt_low_risk_case_runs_on_the_low_risk_limits() {
     assert_open(&case, "BT-6f", 1, "2026-12-17T17:59:59Z");
 }
 
+/// A temporary placement (KZ §8.4) starting on `day` in `arrangement`.
+fn kz_temporary_placement(day: &str, arrangement: &str) -> Value {
+    let mut data = fixture("kz.temporary_placement");
+    let placement = data["placement"].as_object_mut().unwrap();
+    placement.insert("placement_type".into(), json!(arrangement));
+    placement.insert("start_date".into(), json!(day));
+    placement.remove("end_date");
+    placement.remove("end_reason");
+    if arrangement == "cam_csc_temporary_residential_unit" {
+        let unit = data["cam_unit"].as_object_mut().unwrap();
+        unit.insert("max_end".into(), json!("2027-02-21"));
+        unit.remove("monthly_reviews");
+        unit.remove("family_based_care_recommended_at");
+    } else {
+        data.as_object_mut().unwrap().remove("cam_unit");
+        data["principles"]
+            .as_object_mut()
+            .unwrap()
+            .remove("residential_justification");
+    }
+    data
+}
+
+/// #15 item 3, KZ: the monthly placement review (D12) applies while the
+/// child is in the CAM/CSC temporary residential unit. A review already
+/// overdue when the child moves to family-based care stays overdue until it
+/// is held; the 3-month limit on the stay (D13), not yet due, no longer
+/// applies.
+#[test]
+fn kz_an_overdue_placement_review_stays_overdue_when_the_child_moves() {
+    let app = TestApp::spawn();
+    let staff = kz_staff(&app);
+    let worker = phone(&app, &staff.worker);
+    let get = |id: &str| case_of(&app, &staff.coordinator, id);
+    let case_id = open_kz_case(&worker);
+
+    // In the unit from Saturday 21 November (a date): the first monthly
+    // review by 21 December, end of day in Almaty (UTC+5); the stay ends
+    // within 3 months, by 21 February.
+    submit(
+        &worker,
+        "kz.temporary_placement",
+        &case_id,
+        kz_temporary_placement("2026-11-21", "cam_csc_temporary_residential_unit"),
+    );
+    let case = get(&case_id);
+    assert_open(&case, "D12", 1, "2026-12-21T18:59:59Z");
+    assert_open(&case, "D13", 1, "2027-02-21T18:59:59Z");
+
+    // Monday 28 December, the review a week overdue: family-based care.
+    submit(
+        &worker,
+        "kz.temporary_placement",
+        &case_id,
+        kz_temporary_placement("2026-12-28", "family_based_temporary_care"),
+    );
+    let case = get(&case_id);
+    assert_eq!(
+        case["facts"]["care_arrangement"],
+        "family_based_temporary_care"
+    );
+    let d12 = deadline(&case, "D12", 1);
+    assert_eq!(d12["due_at"], "2026-12-21T18:59:59Z", "{d12:#}");
+    assert_eq!(d12["due_local"], "2026-12-21T23:59:59+05:00", "{d12:#}");
+    assert!(d12["ended_at"].is_null(), "still open: {d12:#}");
+    assert_deadline(&case, "D13", 1, "2027-02-21T18:59:59Z", "not_applicable");
+}
+
+/// D-10 review on `day` that changes the risk level to `risk` and keeps
+/// the case in implementation (no reassessment, no plan change, no
+/// closure).
+fn bt_review_changing_risk(day: &str, risk: &str, next_review: &str) -> Value {
+    let mut data = bt_review_recommending_closure(day);
+    data["next_steps"] = json!({
+        "reassessment_needed": "no",
+        "plan_adjustment_needed": "no",
+        "risk_level_changed": "yes",
+        "new_risk_level": risk,
+        "new_risk_level_details": "The grandmother has moved in; daily supervision.",
+        "recommend_closure": "no",
+        "next_review_needed": "yes",
+        "next_review_date": next_review
+    });
+    data
+}
+
+/// #15 item 3 (SOP §8.2): a review that lowers the risk level changes the
+/// follow-up frequency from then on; a follow-up already overdue keeps its
+/// due time and stays on the overdue list until it is done. #15 item 4:
+/// date-only answers are late by days.
+#[test]
+fn bt_a_lower_risk_level_does_not_re_time_an_overdue_follow_up() {
+    let app = TestApp::spawn();
+    let staff = bt_staff(&app);
+    let worker = phone_for(&app, &staff.worker, "bt");
+    let get = |id: &str| case_of(&app, &staff.coordinator, id);
+    let case_id = uuid::Uuid::new_v4().to_string();
+
+    // As in the high-risk walkthrough: follow-ups every 84 h from the plan
+    // approved Friday 5 June; the follow-up of Monday 15 June (a date:
+    // 00:00 in Thimphu) starts the next, due Thursday 18 June 12:00 local,
+    // 06:00 UTC.
+    submit(
+        &worker,
+        "bt.registration",
+        &case_id,
+        bt_registration("2026-06-01", "high"),
+    );
+    submit(
+        &worker,
+        "bt.assessment",
+        &case_id,
+        bt_assessment("2026-06-01", "high"),
+    );
+    submit(
+        &worker,
+        "bt.case_plan",
+        &case_id,
+        bt_case_plan("2026-06-04", "2026-07-03"),
+    );
+    approve_at(
+        &app,
+        &staff.coordinator,
+        &case_id,
+        "case_plan",
+        "2026-06-05T10:00:00+06:00",
+    );
+    for day in ["2026-06-08", "2026-06-11", "2026-06-15"] {
+        submit(&worker, "bt.follow_up", &case_id, bt_follow_up(day, false));
+    }
+    assert_open(&get(&case_id), "BT-5a", 4, "2026-06-18T06:00:00Z");
+
+    // Friday 19 June, a day after that follow-up was due: the review lowers
+    // the risk to medium (every 7 days). The overdue follow-up is not
+    // re-timed to 22 June (15 June + 7 days): still due the 18th, overdue.
+    submit(
+        &worker,
+        "bt.review",
+        &case_id,
+        bt_review_changing_risk("2026-06-19", "medium", "2026-08-19"),
+    );
+    let case = get(&case_id);
+    assert_state(&case, "in_implementation");
+    assert_eq!(case["facts"]["risk_level"], "medium");
+    let fourth = deadline(&case, "BT-5a", 4);
+    assert_eq!(fourth["due_at"], "2026-06-18T06:00:00Z", "{fourth:#}");
+    assert_eq!(
+        fourth["due_local"], "2026-06-18T12:00:00+06:00",
+        "{fourth:#}"
+    );
+    assert_eq!(fourth["status"], "overdue", "{fourth:#}");
+    // An 84-hour limit: late in hours.
+    assert!(
+        fourth["late"]["hours"].as_f64().unwrap() > 24.0,
+        "{fourth:#}"
+    );
+    // The review met the monthly review (high: 5 July); the next is read
+    // at the new level, every 2 months: 19 August.
+    assert_deadline(&case, "BT-5b", 1, "2026-07-05T17:59:59Z", "met_on_time");
+    assert_open(&case, "BT-5b", 2, "2026-08-19T17:59:59Z");
+    // It stays on the morning list, with the site named by its code.
+    let list = app.get(
+        "/api/v1/deadlines?status=overdue&site=BT-NCWC&assignee=karma",
+        &staff.coordinator,
+    );
+    assert_eq!(list.status, 200, "{}", list.text);
+    assert!(
+        list.body["items"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|d| d["case_id"] == case_id.as_str()
+                && d["rule"] == "BT-5a"
+                && d["due_at"] == "2026-06-18T06:00:00Z"
+                && d["due_local"] == "2026-06-18T12:00:00+06:00"
+                && d["late"]["hours"].as_f64().is_some()),
+        "{:#}",
+        list.body
+    );
+
+    // Saturday 20 June (a date): the overdue follow-up is met, 2 days after
+    // its due day; the next runs at medium from that day: 27 June.
+    submit(
+        &worker,
+        "bt.follow_up",
+        &case_id,
+        bt_follow_up("2026-06-20", false),
+    );
+    let case = get(&case_id);
+    assert_deadline(&case, "BT-5a", 4, "2026-06-18T06:00:00Z", "met_late");
+    assert_eq!(deadline(&case, "BT-5a", 4)["late"], json!({"days": 2}));
+    assert_open(&case, "BT-5a", 5, "2026-06-27T17:59:59Z");
+}
+
+/// #15 item 4: a plan dated the day after its due day is one day late
+/// (not "0 h"); the timeliness indicator reports it in days.
+#[test]
+fn bt_a_date_only_answer_is_late_by_whole_days() {
+    let app = TestApp::spawn();
+    let staff = bt_staff(&app);
+    let worker = phone_for(&app, &staff.worker, "bt");
+    let get = |id: &str| case_of(&app, &staff.coordinator, id);
+    let case_id = uuid::Uuid::new_v4().to_string();
+
+    // Low risk, registered Monday 6 July: assessment due Monday 13 July;
+    // the D-05 dated Tuesday 14 July is one day late; with a time it would
+    // be 00:00:01 after the due second — the day is what counts.
+    submit(
+        &worker,
+        "bt.registration",
+        &case_id,
+        bt_registration("2026-07-06", "low"),
+    );
+    submit(
+        &worker,
+        "bt.assessment",
+        &case_id,
+        bt_assessment("2026-07-14", "low"),
+    );
+    let case = get(&case_id);
+    assert_deadline(&case, "BT-2", 1, "2026-07-13T17:59:59Z", "met_late");
+    assert_eq!(deadline(&case, "BT-2", 1)["late"], json!({"days": 1}));
+    // Plan due 14 days after the assessment: 28 July; dated the 30th: 2 days.
+    submit(
+        &worker,
+        "bt.case_plan",
+        &case_id,
+        bt_case_plan("2026-07-30", "2026-10-30"),
+    );
+    let case = get(&case_id);
+    assert_deadline(&case, "BT-3", 1, "2026-07-28T17:59:59Z", "met_late");
+    assert_eq!(deadline(&case, "BT-3", 1)["late"], json!({"days": 2}));
+
+    let report = app.get(
+        "/api/v1/indicators/bt?from=2026-07-01&to=2026-07-31&format=json",
+        &staff.coordinator,
+    );
+    assert_eq!(report.status, 200, "{}", report.text);
+    let row = |id: &str| {
+        report.body["rows"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|r| r["indicator"] == id)
+            .unwrap_or_else(|| panic!("no {id} in {:#}", report.body))
+            .clone()
+    };
+    for (id, days) in [("T-BT-2", 1), ("T-BT-3", 2)] {
+        let r = row(id);
+        assert_eq!(r["median_delay_days"], days, "{r:#}");
+        assert!(r["median_delay_hours"].is_null(), "{r:#}");
+        assert_eq!(r["numerator"], 0, "{r:#}");
+        assert_eq!(r["denominator"], 1, "{r:#}");
+    }
+}
+
 /// All 720 arrival orders of the six forms of the KZ case above, through
 /// the fold with the shipped rules and calendar: one case. (Over HTTP the
 /// opening referral must come first; the fold itself does not care.)

@@ -37,6 +37,10 @@ pub struct Cli {
         env = "CASESYNC_CONFIG"
     )]
     pub config: PathBuf,
+    /// The server's data directory (overrides `data_dir` of the
+    /// configuration; the SQLite database is `<data_dir>/casesync.db`).
+    #[arg(long, global = true)]
+    pub data_dir: Option<PathBuf>,
     #[command(subcommand)]
     pub command: Command,
 }
@@ -119,7 +123,7 @@ pub enum AuditCommand {
         to: Option<String>,
         #[arg(long)]
         action: Option<String>,
-        /// A user id.
+        /// A username or user id, or a shell actor (`os:alice`).
         #[arg(long)]
         actor: Option<String>,
         /// Write cells that a spreadsheet would run as formulas as they
@@ -240,7 +244,7 @@ pub enum CasesCommand {
     /// The morning list: a site's overdue (and, with --due-soon, nearly
     /// due) deadlines, by case number — never by name.
     Overdue {
-        /// Site code (as in `sites list`).
+        /// Site code (as in `sites list`) or id.
         #[arg(long)]
         site: String,
         /// Also list deadlines due soon.
@@ -458,12 +462,19 @@ pub fn run(cli: Cli) -> Result<(), CliError> {
     match cli.command {
         // The collector is a client: it needs no server configuration.
         Command::Collect(args) => collect_command(args).map_err(CliError::App),
-        command => server_command(&cli.config, command),
+        command => server_command(&cli.config, cli.data_dir, command),
     }
 }
 
-fn server_command(config: &Path, command: Command) -> Result<(), CliError> {
-    let settings = Settings::load(config)?;
+fn server_command(
+    config: &Path,
+    data_dir: Option<PathBuf>,
+    command: Command,
+) -> Result<(), CliError> {
+    let mut settings = Settings::load(config)?;
+    if let Some(dir) = data_dir {
+        settings.data_dir = dir;
+    }
     crate::telemetry::init(settings.log_format);
     match command {
         Command::Collect(args) => collect_command(args).map_err(CliError::App),
@@ -506,9 +517,11 @@ fn server_command(config: &Path, command: Command) -> Result<(), CliError> {
         }
         Command::Forms(cmd) => with_db(&settings, |conn| forms_command(conn, cmd)),
         Command::Keys(cmd) => {
-            let kek = Kek::load(&settings).map_err(|e| CliError::App(e.to_string()))?;
             let bits = settings.rsa_key_bits;
-            with_db(&settings, |conn| keys_command(conn, &kek, bits, cmd))
+            with_db(&settings, |conn| {
+                let kek = Kek::load(&settings).map_err(|e| CliError::App(e.to_string()))?;
+                keys_command(conn, &kek, bits, cmd)
+            })
         }
         Command::Tokens(cmd) => {
             let ttl = settings.device_token_ttl_days;
@@ -523,24 +536,78 @@ fn with_db(
 ) -> Result<(), CliError> {
     // One connection, no pool: a pool's background threads may still be
     // connecting when a short command exits.
-    let mut conn = db::open_one(&settings.database_target()?)?;
+    let mut conn = open_existing(settings)?;
     server::prepare_database(&mut conn)?;
     f(&mut conn)
+}
+
+/// Opens the database `serve` or `migrate` made, never a new one: run in
+/// the wrong directory, a command would otherwise write users and one-time
+/// passwords into an empty database no server reads.
+fn open_existing(settings: &Settings) -> Result<DbConnection, CliError> {
+    let target = settings.database_target()?;
+    let missing = |looked: String| {
+        CliError::App(format!(
+            "no casesync database {looked}. Run this where the server runs, or point at its \
+             database: --data-dir DIR (the server's data_dir), --config FILE (its casesync.toml), \
+             or CASESYNC_DATABASE_URL. Only `casesync serve` and `casesync migrate` create one."
+        ))
+    };
+    if let DatabaseTarget::Sqlite(path) = &target {
+        if !path.is_file() {
+            let shown = std::path::absolute(path).unwrap_or_else(|_| path.clone());
+            return Err(missing(format!("at {}", shown.display())));
+        }
+    }
+    let mut conn = db::open_one(&target)?;
+    if sites::count(&mut conn).is_err() {
+        // Never echo a PostgreSQL URL: it may carry a password.
+        return Err(missing(match &target {
+            DatabaseTarget::Sqlite(path) => format!("in {}", path.display()),
+            DatabaseTarget::Postgres(_) => "in the PostgreSQL database of database_url".into(),
+        }));
+    }
+    Ok(conn)
+}
+
+/// Who acts from the shell, for the audit log: the operating-system
+/// account (`os:alice`), with the server's rights.
+fn shell_actor() -> &'static crate::auth::Principal {
+    static ACTOR: std::sync::OnceLock<crate::auth::Principal> = std::sync::OnceLock::new();
+    ACTOR.get_or_init(|| {
+        let name = ["USER", "LOGNAME"]
+            .iter()
+            .find_map(|v| std::env::var(v).ok().filter(|n| !n.trim().is_empty()))
+            .or_else(|| {
+                use std::os::unix::fs::MetadataExt;
+                let uid = std::fs::metadata("/proc/self").ok()?.uid();
+                Some(format!("uid-{uid}"))
+            })
+            .unwrap_or_else(|| "unknown".into());
+        crate::auth::Principal {
+            user_id: format!("os:{}", name.trim()),
+            username: name.trim().to_string(),
+            role: Role::Admin,
+            site_ids: Vec::new(),
+            token_id: String::new(),
+            must_change_password: false,
+        }
+    })
 }
 
 fn audit_cli(conn: &mut DbConnection, action: &str, kind: &str, id: &str) -> Result<(), AppError> {
     audit::record(
         conn,
         &Origin::default(),
-        Event::new(None, action)
+        Event::new(Some(shell_actor()), action)
             .object(kind, id)
             .detail(CLI_ORIGIN_DETAIL),
     )
 }
 
 fn user_by_name(conn: &mut DbConnection, username: &str) -> Result<users::User, CliError> {
-    users::find_by_username(conn, username)?
-        .ok_or_else(|| CliError::App(format!("no user named {username:?}")))
+    users::resolve(conn, username)?
+        .ok_or_else(|| CliError::App(format!("no user with username or id {username:?}")))
 }
 
 fn users_command(conn: &mut DbConnection, cmd: UsersCommand) -> Result<(), CliError> {
@@ -548,8 +615,8 @@ fn users_command(conn: &mut DbConnection, cmd: UsersCommand) -> Result<(), CliEr
         UsersCommand::Add(add) => {
             let mut site_ids = Vec::new();
             for code in &add.sites {
-                let site = sites::find_by_code(conn, code)?
-                    .ok_or_else(|| CliError::App(format!("no site with code {code:?}")))?;
+                let site = sites::resolve(conn, code)?
+                    .ok_or_else(|| CliError::App(format!("no site with code or id {code:?}")))?;
                 site_ids.push(site.id);
             }
             let created = write_tx(conn, |conn| {
@@ -745,6 +812,8 @@ fn log_export(
         let detail = match disclosure {
             Some(checked) => {
                 let sent = format!("{what}, columns: {}{note}", columns.join(" "));
+                // The disclosure names a user account (or none); the audit
+                // row below names the operating-system user.
                 let id =
                     disclosures::record(conn, None, checked, site_ids, &sent, chrono::Utc::now())?;
                 format!(
@@ -754,7 +823,7 @@ fn log_export(
             }
             None => format!("{what}, de-identified{note}"),
         };
-        let mut event = Event::new(None, "exported")
+        let mut event = Event::new(Some(shell_actor()), "exported")
             .object("file", &file)
             .detail(&detail);
         if let Some(checked) = disclosure {
@@ -799,6 +868,11 @@ fn audit_command(conn: &mut DbConnection, cmd: AuditCommand) -> Result<(), CliEr
             no_formula_escape,
         } => {
             let formulas = exports::Formulas::from_param(Some(!no_formula_escape));
+            // A user by username or id; a shell actor (`os:alice`) as written.
+            let actor = match actor {
+                Some(name) if !name.starts_with("os:") => Some(user_by_name(conn, &name)?.id),
+                other => other,
+            };
             let filter = audit::AuditQuery {
                 from,
                 to,
@@ -821,7 +895,7 @@ fn audit_command(conn: &mut DbConnection, cmd: AuditCommand) -> Result<(), CliEr
             audit::record(
                 conn,
                 &Origin::default(),
-                Event::new(None, "audit_exported")
+                Event::new(Some(shell_actor()), "audit_exported")
                     .object("file", &options.out.display().to_string())
                     .detail(&detail),
             )?;
@@ -849,7 +923,7 @@ fn retention_command(conn: &mut DbConnection, cmd: RetentionCommand) -> Result<(
     audit::record(
         conn,
         &Origin::default(),
-        Event::new(None, "retention_reported")
+        Event::new(Some(shell_actor()), "retention_reported")
             .object("programme", query.programme.as_deref().unwrap_or("all"))
             .detail(&format!(
                 "{}; {CLI_ORIGIN_DETAIL}",
@@ -917,7 +991,7 @@ fn indicators_command(
     audit::record(
         conn,
         &Origin::default(),
-        Event::new(None, "indicators_reported")
+        Event::new(Some(shell_actor()), "indicators_reported")
             .object("programme", &request.programme.id)
             .detail(&indicators::describe(&request)),
     )?;
@@ -994,8 +1068,8 @@ fn export_to_file(
 
 fn cases_command(conn: &mut DbConnection, cmd: CasesCommand) -> Result<(), CliError> {
     let CasesCommand::Overdue { site, due_soon } = cmd;
-    let found = sites::find_by_code(conn, &site)?
-        .ok_or_else(|| CliError::App(format!("no site with code {site:?}")))?;
+    let found = sites::resolve(conn, &site)?
+        .ok_or_else(|| CliError::App(format!("no site with code or id {site:?}")))?;
     let filter = views::DeadlineFilter {
         status: (!due_soon).then(|| "overdue".to_string()),
         ..Default::default()
@@ -1018,21 +1092,25 @@ fn cases_command(conn: &mut DbConnection, cmd: CasesCommand) -> Result<(), CliEr
             .map(|u| (u.id, u.username))
             .collect();
     println!(
-        "{:<10} {:<12} {:<9} {:<17} {:<12} what",
-        "case", "rule", "status", "due (UTC)", "assigned"
+        "{:<10} {:<12} {:<12} {:<23} {:<12} what",
+        "case", "rule", "status", "due (local time)", "assigned"
     );
     for item in items {
-        let late = now - item.due_at;
-        let status = match item.status {
-            Status::Overdue => format!("{}d late", late.num_days()),
-            other => other.as_str().replace('_', " "),
+        let status = match (item.status, item.late) {
+            (Status::Overdue, Some(late)) => format!("{} late", late.short()),
+            (other, _) => other.as_str().replace('_', " "),
         };
+        // `2026-06-18 12:00 +06:00`: the programme's time, with its offset.
+        let due = chrono::DateTime::parse_from_rfc3339(&item.due_local)
+            .map_or(item.due_local.clone(), |t| {
+                t.format("%Y-%m-%d %H:%M %:z").to_string()
+            });
         println!(
-            "{:<10} {:<12} {:<9} {:<17} {:<12} {}",
+            "{:<10} {:<12} {:<12} {:<23} {:<12} {}",
             item.case_number.as_deref().unwrap_or("-"),
             item.rule,
             status,
-            item.due_at.format("%Y-%m-%d %H:%M"),
+            due,
             item.assigned_to
                 .as_ref()
                 .and_then(|id| names.get(id))

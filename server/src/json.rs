@@ -88,6 +88,21 @@ impl<'de> serde::Deserialize<'de> for BorrowedStr<'de> {
     }
 }
 
+/// Stored times are UTC without a zone (`NaiveDateTime`); in a response
+/// they carry it: `#[serde(serialize_with = "crate::json::utc")]` writes
+/// `2026-06-18T06:00:00Z`, exactly as a `DateTime<Utc>` field would.
+pub fn utc<S: serde::Serializer>(at: &chrono::NaiveDateTime, s: S) -> Result<S::Ok, S::Error> {
+    serde::Serialize::serialize(&at.and_utc(), s)
+}
+
+/// [`utc`] for an optional time (`null` when absent).
+pub fn utc_opt<S: serde::Serializer>(
+    at: &Option<chrono::NaiveDateTime>,
+    s: S,
+) -> Result<S::Ok, S::Error> {
+    serde::Serialize::serialize(&at.map(|t| t.and_utc()), s)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

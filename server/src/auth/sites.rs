@@ -20,7 +20,9 @@ pub struct Site {
     /// The organisation acronym BT case codes carry (`NCWC`, `RENEW`, …).
     pub org_code: Option<String>,
     pub active: bool,
+    #[serde(serialize_with = "crate::json::utc")]
     pub created_at: chrono::NaiveDateTime,
+    #[serde(serialize_with = "crate::json::utc")]
     pub updated_at: chrono::NaiveDateTime,
 }
 
@@ -154,6 +156,19 @@ pub fn find_by_code(conn: &mut DbConnection, code: &str) -> AppResult<Option<Sit
         .select(Site::as_select())
         .first(conn)
         .optional()?)
+}
+
+/// The site a person named by its id or its code (`KZ-CAM-ALA`).
+pub fn resolve(conn: &mut DbConnection, name: &str) -> AppResult<Option<Site>> {
+    let by_id = sites::table
+        .find(name)
+        .select(Site::as_select())
+        .first(conn)
+        .optional()?;
+    match by_id {
+        Some(site) => Ok(Some(site)),
+        None => find_by_code(conn, name.trim()),
+    }
 }
 
 /// All sites, or only those with the given ids, ordered by programme and code.

@@ -47,9 +47,13 @@ pub struct TokenInfo {
     pub kind: String,
     pub label: Option<String>,
     pub created_by: Option<String>,
+    #[serde(serialize_with = "crate::json::utc")]
     pub created_at: NaiveDateTime,
+    #[serde(serialize_with = "crate::json::utc")]
     pub expires_at: NaiveDateTime,
+    #[serde(serialize_with = "crate::json::utc_opt")]
     pub last_used_at: Option<NaiveDateTime>,
+    #[serde(serialize_with = "crate::json::utc_opt")]
     pub revoked_at: Option<NaiveDateTime>,
 }
 

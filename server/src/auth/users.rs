@@ -34,7 +34,9 @@ pub struct User {
     pub site_ids: Vec<String>,
     pub must_change_password: bool,
     pub active: bool,
+    #[serde(serialize_with = "crate::json::utc")]
     pub created_at: chrono::NaiveDateTime,
+    #[serde(serialize_with = "crate::json::utc")]
     pub updated_at: chrono::NaiveDateTime,
 }
 
@@ -235,6 +237,19 @@ pub fn find_by_username(conn: &mut DbConnection, username: &str) -> AppResult<Op
         .first(conn)
         .optional()?;
     id.map(|id| get(conn, &id)).transpose()
+}
+
+/// The user a person named by their id or their username.
+pub fn resolve(conn: &mut DbConnection, name: &str) -> AppResult<Option<User>> {
+    let by_id: Option<String> = users::table
+        .find(name)
+        .select(users::id)
+        .first(conn)
+        .optional()?;
+    match by_id {
+        Some(id) => get(conn, &id).map(Some),
+        None => find_by_username(conn, name),
+    }
 }
 
 /// Users ordered by username; restricted to users of the given sites when set.

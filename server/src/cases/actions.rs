@@ -96,9 +96,14 @@ pub fn assign(
     a: &Assignment,
 ) -> AppResult<Case> {
     let case = case_for(conn, who, case_id)?;
-    if let Some(user_id) = &a.assignee {
-        let user = users::get(conn, user_id)
-            .map_err(|_| AppError::invalid_field("/assignee", "no such user"))?;
+    // Named by id or username; the case stores the id.
+    let assignee = match &a.assignee {
+        Some(name) => Some(users::resolve(conn, name)?.ok_or_else(|| {
+            AppError::invalid_field("/assignee", "no user has this id or username")
+        })?),
+        None => None,
+    };
+    if let Some(user) = &assignee {
         let fits = user.active
             && matches!(user.role, Role::FieldWorker | Role::Coordinator)
             && user.site_ids.contains(&case.site_id);
@@ -113,13 +118,14 @@ pub fn assign(
         return Err(AppError::Conflict("the case is closed".into()));
     }
     let occurred_at = when(a.occurred_at.as_deref())?;
-    let updated = super::assign(conn, &case, a.assignee.as_deref())?;
+    let assignee = assignee.map(|u| u.id);
+    let updated = super::assign(conn, &case, assignee.as_deref())?;
     let mut facts = Map::new();
     facts.insert(
         "case.assigned_to".into(),
-        a.assignee.clone().map_or(Value::Null, Value::String),
+        assignee.clone().map_or(Value::Null, Value::String),
     );
-    let detail = json!({ "assignee": a.assignee, "previous": case.assigned_to, "note": a.note });
+    let detail = json!({ "assignee": assignee, "previous": case.assigned_to, "note": a.note });
     Ok(record(
         conn,
         &case.id,

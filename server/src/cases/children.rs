@@ -240,8 +240,10 @@ pub struct CandidateRow {
     pub reasons: String,
     pub score: i32,
     pub status: String,
+    #[serde(serialize_with = "crate::json::utc")]
     pub created_at: chrono::NaiveDateTime,
     pub decided_by: Option<String>,
+    #[serde(serialize_with = "crate::json::utc_opt")]
     pub decided_at: Option<chrono::NaiveDateTime>,
 }
 
@@ -334,8 +336,8 @@ pub fn candidates(
         .filter(duplicate_candidates::status.eq(status.unwrap_or(OPEN).to_string()))
         .select(CandidateRow::as_select())
         .into_boxed();
-    if let Some(site) = site {
-        query = query.filter(duplicate_candidates::site_id.eq(site.to_string()));
+    if let Some(site) = super::views::site_named(conn, site)? {
+        query = query.filter(duplicate_candidates::site_id.eq(site));
     }
     let rows = query
         .order((

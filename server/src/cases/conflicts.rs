@@ -33,8 +33,10 @@ pub struct ConflictRow {
     pub other_value: String,
     pub applied_value: String,
     pub status: String,
+    #[serde(serialize_with = "crate::json::utc")]
     pub created_at: NaiveDateTime,
     pub resolved_by: Option<String>,
+    #[serde(serialize_with = "crate::json::utc_opt")]
     pub resolved_at: Option<NaiveDateTime>,
     pub resolution_event_id: Option<String>,
 }

@@ -3,14 +3,26 @@
 //! order they arrived, so any arrival order gives the same case. Each event
 //! sets facts, may move the state (the programme's transitions), and starts,
 //! meets or ends deadlines. Pure: no database, no clock.
+//!
+//! Rule parameters apply forward only: the facts a deadline's limit reads
+//! (a risk level, travel time) are read when that deadline starts, and a
+//! later change times only the deadlines that start after it (a recurring
+//! rule reads them again at each start). A condition that stops holding
+//! ends a deadline not yet due; one already overdue stays overdue until met
+//! when what changed is a fact the condition read at the start (the child
+//! left the residential unit). A fact first answered later (the intake
+//! finds no emergency) says the rule never applied, overdue or not.
 
+use std::cell::RefCell;
 use std::collections::{BTreeMap, HashMap};
 
 use chrono::{DateTime, NaiveDate, Utc};
 use serde::Serialize;
 use serde_json::Value;
 
-use crate::programmes::{Calendar, DeadlineRule, Moment, Programme, Start};
+use crate::programmes::{
+    Calendar, Condition, DeadlineRule, FactRef, Limit, Moment, Programme, Start,
+};
 
 /// One entry of a case's timeline, as the fold needs it.
 #[derive(Debug, Clone, PartialEq)]
@@ -32,6 +44,9 @@ pub enum Outcome {
         at: DateTime<Utc>,
         event_id: String,
         on_time: bool,
+        /// Met by a date-only answer: on time through the due day, and late
+        /// by whole days.
+        date_only: bool,
     },
     /// Stopped applying before it was due (the case moved on).
     NotApplicable(Ended),
@@ -57,6 +72,10 @@ pub struct Deadline {
     /// From here on the deadline is "due soon".
     pub soon_at: DateTime<Utc>,
     pub outcome: Outcome,
+    /// How lateness is counted: in days when the deadline was met by a
+    /// date-only answer, or (open or missed) when its limit counts days;
+    /// otherwise in hours.
+    pub late_in_days: bool,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -100,6 +119,47 @@ impl Deadline {
 
     pub fn is_open(&self) -> bool {
         self.outcome == Outcome::Open
+    }
+}
+
+/// How late a deadline was met, or is: in whole local days when it was met
+/// by a date-only answer (or, still open, when its limit counts days), else
+/// in hours to one decimal. Serialised `{"days": 1}` or `{"hours": 17.0}`.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Late {
+    Days(i64),
+    Hours(f64),
+}
+
+impl Late {
+    /// How late `done` is for a deadline due at `due`; `None` when on time.
+    pub fn of(
+        calendar: &Calendar,
+        in_days: bool,
+        due: DateTime<Utc>,
+        done: DateTime<Utc>,
+    ) -> Option<Late> {
+        if in_days {
+            let days = (calendar.local_date(done) - calendar.local_date(due)).num_days();
+            (days > 0).then_some(Late::Days(days))
+        } else {
+            let seconds = (done - due).num_seconds();
+            (seconds > 0).then(|| Late::Hours((seconds as f64 / 360.0).round() / 10.0))
+        }
+    }
+
+    /// For people: `2d`, `17h`; a lateness in hours of a day or more as
+    /// `1d 17h`.
+    pub fn short(&self) -> String {
+        match *self {
+            Late::Days(d) => format!("{d}d"),
+            Late::Hours(h) if h < 24.0 => format!("{}h", h.ceil() as i64),
+            Late::Hours(h) => {
+                let hours = h.ceil() as i64;
+                format!("{}d {}h", hours / 24, hours % 24)
+            }
+        }
     }
 }
 
@@ -150,6 +210,8 @@ pub fn fold(programme: &Programme, calendar: &Calendar, events: &mut [TimelineEv
         facts: HashMap::new(),
         deadlines: Vec::new(),
         rule_index: Vec::new(),
+        timing: Vec::new(),
+        read_at_start: Vec::new(),
         open: vec![None; programme.deadlines.len()],
         started: vec![0; programme.deadlines.len()],
         last_event: HashMap::new(),
@@ -185,6 +247,11 @@ struct Fold<'a> {
     /// For each deadline, the index of its rule; for each rule, its open
     /// occurrence (index into `deadlines`) and how many it has had.
     rule_index: Vec<usize>,
+    /// For each deadline, its limit as read when it started.
+    timing: Vec<Timing>,
+    /// For each deadline, the answered facts its condition read when it
+    /// started, with their values then.
+    read_at_start: Vec<Vec<(String, Value)>>,
     open: Vec<Option<usize>>,
     started: Vec<u32>,
     /// When each event name last happened, and each state was last entered:
@@ -288,10 +355,7 @@ impl Fold<'_> {
             };
             let done = self.meeting_moment(rule, event);
             // "Before the meeting" rules are met before their start.
-            let backwards = rule
-                .limit
-                .for_facts(&self.facts)
-                .is_some_and(|l| l.is_backwards());
+            let backwards = self.timing[i].limit.is_backwards();
             if !rule.met_by.contains(&event.name)
                 || (!backwards && !self.calendar.not_before(done, started))
                 || !self.holds(&rule.met_when)
@@ -304,7 +368,9 @@ impl Fold<'_> {
                 at: done.at.max(d.started_at),
                 event_id: event.id.clone(),
                 on_time,
+                date_only: done.date_only,
             };
+            self.deadlines[i].late_in_days = done.date_only;
             self.open[index] = None;
             if rule.every {
                 restarts.push(index);
@@ -313,8 +379,10 @@ impl Fold<'_> {
         restarts
     }
 
-    /// Ends open deadlines that no longer apply; moves those whose start or
-    /// limit depends on facts that changed.
+    /// Ends open deadlines that no longer apply, and moves those whose
+    /// start moved (a later removal restarts the 48 hours). Their limits
+    /// stay as read when they started; one already overdue at this event
+    /// keeps its due date, and stays open when its condition stops holding.
     fn end_or_update(&mut self, event: &TimelineEvent, closed: bool) {
         for i in 0..self.deadlines.len() {
             if !self.deadlines[i].is_open() {
@@ -326,12 +394,21 @@ impl Fold<'_> {
                 .while_state
                 .as_ref()
                 .is_some_and(|states| !states.contains(&self.state));
-            let limit = rule.limit.for_facts(&self.facts);
             let moved_on = (closed && !rule.after_closure) || left_state;
-            if moved_on || !self.holds(&rule.when) || limit.is_none() {
+            let overdue = !self
+                .calendar
+                .on_time(event.occurred_at, self.deadlines[i].due_at);
+            // Overdue, and false only because a fact it read at the start
+            // changed since: stays overdue until met.
+            let stays = overdue
+                && rule
+                    .when
+                    .as_ref()
+                    .is_some_and(|c| self.held_at_start(c, &self.read_at_start[i]));
+            if moved_on || (!self.holds(&rule.when) && !stays) {
                 // The case moved on after the deadline was due: missed, and
                 // it stays missed for the timeliness indicators. A rule whose
-                // condition turned false never applied.
+                // condition turned false no longer applies.
                 let ended = Ended {
                     at: event.occurred_at.at,
                     event_id: event.id.clone(),
@@ -345,17 +422,13 @@ impl Fold<'_> {
                 self.open[index] = None;
                 continue;
             }
-            let limit = limit.expect("checked above");
-            let mut started = Moment {
-                at: self.deadlines[i].started_at,
-                date_only: false,
-            };
-            if matches!(rule.start, Start::LatestOf(_)) && !rule.every {
-                if let Some(moment) = self.known_moment(&rule.start) {
-                    started = moment;
-                }
+            if overdue || !matches!(rule.start, Start::LatestOf(_)) || rule.every {
+                continue;
             }
-            let (due, soon) = self.due(started, limit, rule);
+            let Some(started) = self.known_moment(&rule.start) else {
+                continue;
+            };
+            let (due, soon) = self.due(started, self.timing[i], rule);
             let d = &mut self.deadlines[i];
             d.started_at = started.at;
             d.due_at = due;
@@ -405,10 +478,20 @@ impl Fold<'_> {
             let Some(limit) = rule.limit.for_facts(&self.facts) else {
                 continue;
             };
-            let (due_at, soon_at) = self.due(from, limit, rule);
+            let timing = Timing {
+                limit,
+                plus_hours: rule
+                    .plus_hours
+                    .as_ref()
+                    .and_then(|fact| self.facts.get(fact))
+                    .and_then(Value::as_f64)
+                    .filter(|h| h.is_finite() && *h > 0.0),
+            };
+            let (due_at, soon_at) = self.due(from, timing, rule);
             self.started[index] += 1;
             let occurrence = self.started[index];
             let mut outcome = Outcome::Open;
+            let mut late_in_days = timing.counts_days();
             // A form that records both when the clock started and when the
             // step was done (first contact on the registration form) starts
             // and meets the rule at once.
@@ -422,13 +505,22 @@ impl Fold<'_> {
                         at: done.at.max(from.at),
                         event_id: event.id.clone(),
                         on_time: self.calendar.on_time(done, due_at),
+                        date_only: done.date_only,
                     };
+                    late_in_days = done.date_only;
                 }
             }
             if outcome == Outcome::Open {
                 self.open[index] = Some(self.deadlines.len());
             }
             self.rule_index.push(index);
+            self.timing.push(timing);
+            self.read_at_start.push(
+                rule.when
+                    .as_ref()
+                    .map(|c| self.answered_facts_read(c))
+                    .unwrap_or_default(),
+            );
             self.deadlines.push(Deadline {
                 rule: rule.id.clone(),
                 occurrence,
@@ -437,8 +529,33 @@ impl Fold<'_> {
                 due_at,
                 soon_at,
                 outcome,
+                late_in_days,
             });
         }
+    }
+
+    /// The answered facts `condition` reads now, with their values.
+    fn answered_facts_read(&self, condition: &Condition) -> Vec<(String, Value)> {
+        let read = RefCell::new(Vec::new());
+        condition.test(&|fact: &FactRef| {
+            let value = self.facts.get(&fact.0);
+            if let Some(v) = value.filter(|v| !v.is_null()) {
+                read.borrow_mut().push((fact.0.clone(), v.clone()));
+            }
+            value
+        });
+        read.into_inner()
+    }
+
+    /// Whether `condition` holds with the facts it read at the start taken
+    /// as they were then (facts answered since, as they are now).
+    fn held_at_start(&self, condition: &Condition, read: &[(String, Value)]) -> bool {
+        condition.test(&|fact: &FactRef| {
+            read.iter()
+                .find(|(name, _)| name == &fact.0)
+                .map(|(_, v)| v)
+                .or_else(|| self.facts.get(&fact.0))
+        })
     }
 
     /// When `event` did what `rule` waits for: the time its `met_at` fact
@@ -461,17 +578,11 @@ impl Fold<'_> {
     fn due(
         &self,
         from: Moment,
-        limit: crate::programmes::Limit,
+        timing: Timing,
         rule: &DeadlineRule,
     ) -> (DateTime<Utc>, DateTime<Utc>) {
-        let mut due = self.calendar.due(from, limit);
-        if let Some(hours) = rule
-            .plus_hours
-            .as_ref()
-            .and_then(|fact| self.facts.get(fact))
-            .and_then(Value::as_f64)
-            .filter(|h| h.is_finite() && *h > 0.0)
-        {
+        let mut due = self.calendar.due(from, timing.limit);
+        if let Some(hours) = timing.plus_hours {
             due += chrono::Duration::seconds((hours * 3600.0) as i64);
         }
         let soon = (due - rule.due_soon.approximate()).max(from.at);
@@ -504,6 +615,20 @@ impl Fold<'_> {
             Start::Condition(_) => None,
             Start::LatestOf(list) => list.iter().filter_map(|s| self.known_moment(s)).max(),
         }
+    }
+}
+
+/// A deadline's limit and added hours, read from the facts when it started.
+#[derive(Debug, Clone, Copy, PartialEq)]
+struct Timing {
+    limit: Limit,
+    plus_hours: Option<f64>,
+}
+
+impl Timing {
+    /// A limit counted in days ends with a local day: lateness in days.
+    fn counts_days(&self) -> bool {
+        !matches!(self.limit, Limit::Hours(_)) && self.plus_hours.is_none()
     }
 }
 
@@ -735,5 +860,321 @@ mod tests {
         let folded = fold(&p, &p.calendar, &mut events);
         let rules: Vec<&str> = folded.deadlines.iter().map(|d| d.rule.as_str()).collect();
         assert_eq!(rules, ["D8"]);
+    }
+
+    /// Folds `events` with the shipped rules of `programme`, in every
+    /// arrival order: one result.
+    fn fold_shipped(programme: &str, events: &[(&str, &str, &str, Value)]) -> Folded {
+        let p = crate::programmes::Programmes::shipped()
+            .get(programme)
+            .unwrap()
+            .clone();
+        let events: Vec<TimelineEvent> = events
+            .iter()
+            .map(|(id, name, at, facts)| TimelineEvent {
+                id: id.to_string(),
+                name: name.to_string(),
+                occurred_at: p.calendar.moment(&json!(at)).unwrap(),
+                facts: facts
+                    .as_object()
+                    .cloned()
+                    .unwrap_or_default()
+                    .into_iter()
+                    .collect(),
+            })
+            .collect();
+        let expected = fold(&p, &p.calendar, &mut events.clone());
+        for shift in 1..events.len() {
+            let mut turned = events.clone();
+            turned.rotate_left(shift);
+            turned.swap(0, events.len() - 1);
+            assert_eq!(
+                fold(&p, &p.calendar, &mut turned),
+                expected,
+                "order {shift}"
+            );
+        }
+        expected
+    }
+
+    fn occurrence(folded: &Folded, rule: &str, n: u32) -> Deadline {
+        folded
+            .deadlines
+            .iter()
+            .find(|d| d.rule == rule && d.occurrence == n)
+            .unwrap_or_else(|| panic!("{rule} #{n} in {:#?}", folded.deadlines))
+            .clone()
+    }
+
+    #[test]
+    fn a_lower_risk_level_times_only_the_follow_ups_that_start_after_it() {
+        // BT §8.2: high risk — follow-ups every 84 h; medium — every 7 days.
+        // Plan approved Friday 5 June 10:00 (Thimphu, UTC+6); follow-ups on
+        // 8, 11 and 15 June; the one from the 15th (00:00) is due 84 h later,
+        // Thursday 18 June 12:00 local (06:00 UTC). A review on 19 June lowers
+        // the risk to medium: that follow-up stays due on the 18th (overdue,
+        // not re-timed to 22 June); the next, from the follow-up of 20 June,
+        // runs 7 days: 27 June, end of day (17:59:59 UTC).
+        let folded = fold_shipped(
+            "bt",
+            &[
+                (
+                    "a",
+                    "case_registered",
+                    "2026-06-01",
+                    json!({"bt.initial_risk_level": "high"}),
+                ),
+                (
+                    "b",
+                    "assessment_completed",
+                    "2026-06-01",
+                    json!({"risk_level": "high"}),
+                ),
+                ("c", "case_plan_agreed", "2026-06-04", json!({})),
+                (
+                    "d",
+                    "case_plan_approved",
+                    "2026-06-05T10:00:00+06:00",
+                    json!({}),
+                ),
+                (
+                    "e",
+                    "follow_up_conducted",
+                    "2026-06-08",
+                    json!({"bt.follow_up_contact_successful": true}),
+                ),
+                (
+                    "f",
+                    "follow_up_conducted",
+                    "2026-06-11",
+                    json!({"bt.follow_up_contact_successful": true}),
+                ),
+                (
+                    "g",
+                    "follow_up_conducted",
+                    "2026-06-15",
+                    json!({"bt.follow_up_contact_successful": true}),
+                ),
+                (
+                    "h",
+                    "review_held",
+                    "2026-06-19",
+                    json!({"risk_level": "medium"}),
+                ),
+                (
+                    "i",
+                    "follow_up_conducted",
+                    "2026-06-20",
+                    json!({"bt.follow_up_contact_successful": true}),
+                ),
+            ],
+        );
+        let fourth = occurrence(&folded, "BT-5a", 4);
+        assert_eq!(fourth.due_at.to_rfc3339(), "2026-06-18T06:00:00+00:00");
+        assert!(
+            matches!(
+                fourth.outcome,
+                Outcome::Met {
+                    on_time: false,
+                    date_only: true,
+                    ..
+                }
+            ),
+            "{fourth:#?}"
+        );
+        assert!(fourth.late_in_days);
+        let p = crate::programmes::Programmes::shipped()
+            .get("bt")
+            .unwrap()
+            .clone();
+        let Outcome::Met { at, .. } = fourth.outcome else {
+            unreachable!()
+        };
+        // Met on the 20th, due the 18th: two days late, in days.
+        assert_eq!(
+            Late::of(&p.calendar, true, fourth.due_at, at),
+            Some(Late::Days(2))
+        );
+        let fifth = occurrence(&folded, "BT-5a", 5);
+        assert_eq!(fifth.due_at.to_rfc3339(), "2026-06-27T17:59:59+00:00");
+        // The monthly review (high, from 5 June: 5 July) was met by the
+        // review; the next, read at medium, is every 2 months: 19 August.
+        assert_eq!(
+            occurrence(&folded, "BT-5b", 2).due_at.to_rfc3339(),
+            "2026-08-19T17:59:59+00:00"
+        );
+
+        // Before the follow-up of the 20th: still open and overdue.
+        let folded = fold_shipped(
+            "bt",
+            &[
+                (
+                    "a",
+                    "case_registered",
+                    "2026-06-01",
+                    json!({"bt.initial_risk_level": "high"}),
+                ),
+                (
+                    "b",
+                    "assessment_completed",
+                    "2026-06-01",
+                    json!({"risk_level": "high"}),
+                ),
+                (
+                    "d",
+                    "case_plan_approved",
+                    "2026-06-05T10:00:00+06:00",
+                    json!({}),
+                ),
+                (
+                    "g",
+                    "follow_up_conducted",
+                    "2026-06-15",
+                    json!({"bt.follow_up_contact_successful": true}),
+                ),
+                (
+                    "h",
+                    "review_held",
+                    "2026-06-19",
+                    json!({"risk_level": "medium"}),
+                ),
+            ],
+        );
+        let open = folded
+            .deadlines
+            .iter()
+            .find(|d| d.rule == "BT-5a" && d.is_open())
+            .unwrap();
+        assert_eq!(open.due_at.to_rfc3339(), "2026-06-18T06:00:00+00:00");
+        let now = p
+            .calendar
+            .moment(&json!("2026-06-19T15:00:00+06:00"))
+            .unwrap()
+            .at;
+        assert_eq!(open.status(now), Status::Overdue);
+    }
+
+    #[test]
+    fn a_placement_review_overdue_when_the_care_arrangement_changes_stays_overdue() {
+        // KZ §8.4 (D12): a child in the CAM/CSC temporary residential unit
+        // from Saturday 21 November has the placement reviewed monthly: first
+        // by 21 December, end of day in Almaty (18:59:59 UTC). D13 (3 months)
+        // is due 21 February. On 28 December — the review a week overdue —
+        // the child moves to family-based care: D12 stays open, due the 21st;
+        // D13, not yet due, no longer applies. The review of 5 January meets
+        // D12, 15 days late (a date), and starts no other (no longer in the
+        // unit).
+        let unit = json!({"care_arrangement": "cam_csc_temporary_residential_unit",
+                          "placement.start_date": "2026-11-21"});
+        let folded = fold_shipped(
+            "kz",
+            &[
+                (
+                    "a",
+                    "referral_received",
+                    "2026-11-20T17:00:00+05:00",
+                    json!({}),
+                ),
+                (
+                    "b",
+                    "temporary_placement_started",
+                    "2026-11-21",
+                    unit.clone(),
+                ),
+                (
+                    "c",
+                    "temporary_placement_started",
+                    "2026-12-28",
+                    json!({"care_arrangement": "family_based_temporary_care"}),
+                ),
+                (
+                    "d",
+                    "decision_made",
+                    "2027-01-05",
+                    json!({"kz.placement_reviewed_at": "2027-01-05"}),
+                ),
+            ],
+        );
+        let d12 = occurrence(&folded, "D12", 1);
+        assert_eq!(d12.due_at.to_rfc3339(), "2026-12-21T18:59:59+00:00");
+        let Outcome::Met {
+            at,
+            on_time: false,
+            date_only: true,
+            ..
+        } = d12.outcome
+        else {
+            panic!("{d12:#?}")
+        };
+        let p = crate::programmes::Programmes::shipped()
+            .get("kz")
+            .unwrap()
+            .clone();
+        assert_eq!(
+            Late::of(&p.calendar, d12.late_in_days, d12.due_at, at),
+            Some(Late::Days(15))
+        );
+        assert!(!folded
+            .deadlines
+            .iter()
+            .any(|d| d.rule == "D12" && d.occurrence == 2));
+        let d13 = occurrence(&folded, "D13", 1);
+        assert_eq!(d13.due_at.to_rfc3339(), "2027-02-21T18:59:59+00:00");
+        assert!(matches!(d13.outcome, Outcome::NotApplicable(_)), "{d13:#?}");
+
+        // Still in the unit: the review starts the next month from it.
+        let folded = fold_shipped(
+            "kz",
+            &[
+                (
+                    "a",
+                    "referral_received",
+                    "2026-11-20T17:00:00+05:00",
+                    json!({}),
+                ),
+                ("b", "temporary_placement_started", "2026-11-21", unit),
+                (
+                    "d",
+                    "decision_made",
+                    "2027-01-05",
+                    json!({"kz.placement_reviewed_at": "2027-01-05"}),
+                ),
+            ],
+        );
+        assert_eq!(
+            occurrence(&folded, "D12", 2).due_at.to_rfc3339(),
+            "2027-02-05T18:59:59+00:00"
+        );
+    }
+
+    #[test]
+    fn lateness_is_in_days_for_dates_and_in_hours_for_times() {
+        let p = programme();
+        let due = p
+            .calendar
+            .moment(&json!("2026-12-14T10:00:00+05:00"))
+            .unwrap()
+            .at;
+        let at = |t: &str| p.calendar.moment(&json!(t)).unwrap().at;
+        assert_eq!(
+            Late::of(&p.calendar, false, due, at("2026-12-15T03:00:00+05:00")),
+            Some(Late::Hours(17.0))
+        );
+        assert_eq!(Late::Hours(17.0).short(), "17h");
+        assert_eq!(Late::Hours(41.5).short(), "1d 18h");
+        assert_eq!(Late::of(&p.calendar, false, due, due), None);
+        // A plan dated the day after its due day: 1 day, not 0 h.
+        let end_of_day = p
+            .calendar
+            .end_of(chrono::NaiveDate::from_ymd_opt(2026, 12, 14).unwrap());
+        assert_eq!(
+            Late::of(&p.calendar, true, end_of_day, at("2026-12-15")),
+            Some(Late::Days(1))
+        );
+        assert_eq!(
+            Late::of(&p.calendar, true, end_of_day, at("2026-12-14")),
+            None
+        );
+        assert_eq!(Late::Days(1).short(), "1d");
     }
 }

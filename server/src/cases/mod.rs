@@ -35,14 +35,19 @@ pub struct Case {
     pub state: String,
     pub version: i64,
     pub opened_by_instance: String,
+    #[serde(serialize_with = "crate::json::utc")]
     pub created_at: chrono::NaiveDateTime,
+    #[serde(serialize_with = "crate::json::utc")]
     pub updated_at: chrono::NaiveDateTime,
     pub child_id: Option<String>,
     pub number: Option<String>,
     pub admission: i32,
     pub facts: String,
+    #[serde(serialize_with = "crate::json::utc_opt")]
     pub opened_at: Option<chrono::NaiveDateTime>,
+    #[serde(serialize_with = "crate::json::utc_opt")]
     pub closed_at: Option<chrono::NaiveDateTime>,
+    #[serde(serialize_with = "crate::json::utc_opt")]
     pub next_due_at: Option<chrono::NaiveDateTime>,
     pub merged_into: Option<String>,
 }
@@ -196,10 +201,13 @@ pub struct PhoneCase {
     pub next_deadlines: Vec<NextDeadline>,
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize, Queryable)]
+#[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct NextDeadline {
     pub rule: String,
+    #[serde(serialize_with = "crate::json::utc")]
     pub due_at: chrono::NaiveDateTime,
+    /// `due_at` in the programme's time zone, for the worker to read.
+    pub due_local: String,
 }
 
 impl PhoneCase {
@@ -209,7 +217,16 @@ impl PhoneCase {
             .filter(case_deadlines::outcome.eq("open"))
             .order(case_deadlines::due_at)
             .select((case_deadlines::rule_id, case_deadlines::due_at))
-            .load(conn)?;
+            .load::<(String, chrono::NaiveDateTime)>(conn)?;
+        let calendar = &reconcile::programme_of(&c.programme)?.calendar;
+        let next_deadlines = next_deadlines
+            .into_iter()
+            .map(|(rule, due_at)| NextDeadline {
+                due_local: calendar.local_rfc3339(due_at.and_utc()),
+                rule,
+                due_at,
+            })
+            .collect();
         Ok(PhoneCase {
             id: c.id,
             number: c.number,

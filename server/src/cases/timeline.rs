@@ -92,7 +92,9 @@ pub struct EventRow {
     pub name: String,
     pub kind: String,
     pub occurred_at: String,
+    #[serde(serialize_with = "crate::json::utc")]
     pub occurred_at_utc: NaiveDateTime,
+    #[serde(serialize_with = "crate::json::utc")]
     pub recorded_at: NaiveDateTime,
     pub recorded_by: String,
     pub base_version: Option<i64>,
@@ -244,6 +246,7 @@ type DeadlineValues<'a> = (
     diesel::dsl::Eq<case_deadlines::met_at, Option<NaiveDateTime>>,
     diesel::dsl::Eq<case_deadlines::on_time, Option<bool>>,
     diesel::dsl::Eq<case_deadlines::ended_by, Option<&'a str>>,
+    diesel::dsl::Eq<case_deadlines::late_in_days, bool>,
 );
 
 fn deadline_row<'a>(case: &'a Case, d: &'a Deadline) -> DeadlineValues<'a> {
@@ -253,6 +256,7 @@ fn deadline_row<'a>(case: &'a Case, d: &'a Deadline) -> DeadlineValues<'a> {
             at,
             event_id,
             on_time,
+            ..
         } => (
             "met",
             Some(at.naive_utc()),
@@ -286,6 +290,7 @@ fn deadline_row<'a>(case: &'a Case, d: &'a Deadline) -> DeadlineValues<'a> {
         case_deadlines::met_at.eq(met_at),
         case_deadlines::on_time.eq(on_time),
         case_deadlines::ended_by.eq(ended_by),
+        case_deadlines::late_in_days.eq(d.late_in_days),
     )
 }
 

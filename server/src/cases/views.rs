@@ -12,7 +12,7 @@ use diesel::prelude::*;
 use serde::Serialize;
 use serde_json::Value;
 
-use super::fold::{self, Status};
+use super::fold::{self, Late, Status};
 use super::reconcile::programme_of;
 use super::timeline::{self, EventRow};
 use super::{break_glass, find, Case};
@@ -62,10 +62,14 @@ pub struct DeadlineView {
     pub occurrence: i32,
     pub started_at: DateTime<Utc>,
     pub due_at: DateTime<Utc>,
+    /// `due_at` in the programme's time zone, for people.
+    pub due_local: String,
     pub status: Status,
     /// When it was met, or stopped applying.
     pub ended_at: Option<DateTime<Utc>>,
     pub ended_by: Option<String>,
+    /// How late it was met or missed, or is (overdue); absent when on time.
+    pub late: Option<Late>,
     pub responsible: String,
     pub source: String,
 }
@@ -81,6 +85,7 @@ struct DeadlineRow {
     met_at: Option<NaiveDateTime>,
     on_time: Option<bool>,
     ended_by: Option<String>,
+    late_in_days: bool,
 }
 
 fn status_of(row: &DeadlineRow, now: DateTime<Utc>) -> Status {
@@ -114,21 +119,32 @@ fn deadline_views(
             case_deadlines::met_at,
             case_deadlines::on_time,
             case_deadlines::ended_by,
+            case_deadlines::late_in_days,
         ))
         .load(conn)?;
     Ok(rows
         .into_iter()
         .map(|row| {
             let rule = programme.rule(&row.rule_id);
+            let status = status_of(&row, now);
+            let due_at = row.due_at.and_utc();
+            let late_at = match status {
+                Status::Overdue => Some(now),
+                Status::MetLate | Status::Missed => row.met_at.map(|t| t.and_utc()),
+                _ => None,
+            };
             DeadlineView {
                 title: rule.map(|r| r.title.clone()).unwrap_or_default(),
                 responsible: rule.map(|r| r.responsible.clone()).unwrap_or_default(),
                 source: rule.map(|r| r.source.clone()).unwrap_or_default(),
-                status: status_of(&row, now),
+                status,
+                late: late_at
+                    .and_then(|at| Late::of(&programme.calendar, row.late_in_days, due_at, at)),
+                due_local: programme.calendar.local_rfc3339(due_at),
                 rule: row.rule_id,
                 occurrence: row.occurrence,
                 started_at: row.started_at.and_utc(),
-                due_at: row.due_at.and_utc(),
+                due_at,
                 ended_at: row.met_at.map(|t| t.and_utc()),
                 ended_by: row.ended_by,
             }
@@ -271,6 +287,31 @@ pub fn timeline(conn: &mut DbConnection, case: &Case, now: DateTime<Utc>) -> App
     })
 }
 
+/// The id of the site a filter names by id or code. An unknown one is a
+/// 422, never an empty list that reads as "nothing overdue".
+pub(super) fn site_named(conn: &mut DbConnection, name: Option<&str>) -> AppResult<Option<String>> {
+    let Some(name) = name else { return Ok(None) };
+    match crate::auth::sites::resolve(conn, name)? {
+        Some(site) => Ok(Some(site.id)),
+        None => Err(AppError::invalid_field(
+            "/site",
+            format!("no site has the id or code {name:?}"),
+        )),
+    }
+}
+
+/// The id of the user a filter names by id or username; unknown: 422.
+fn user_named(conn: &mut DbConnection, name: Option<&str>) -> AppResult<Option<String>> {
+    let Some(name) = name else { return Ok(None) };
+    match crate::auth::users::resolve(conn, name)? {
+        Some(user) => Ok(Some(user.id)),
+        None => Err(AppError::invalid_field(
+            "/assignee",
+            format!("no user has the id or username {name:?}"),
+        )),
+    }
+}
+
 /// Filters of `GET /cases`.
 #[derive(Debug, Clone, Default, serde::Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -347,14 +388,14 @@ pub fn list(
     if let Some(p) = &filter.programme {
         query = query.filter(cases::programme.eq(p.clone()));
     }
-    if let Some(site) = &filter.site {
-        query = query.filter(cases::site_id.eq(site.clone()));
+    if let Some(site) = site_named(conn, filter.site.as_deref())? {
+        query = query.filter(cases::site_id.eq(site));
     }
     if let Some(state) = &filter.state {
         query = query.filter(cases::state.eq(state.clone()));
     }
-    if let Some(assignee) = &filter.assignee {
-        query = query.filter(cases::assigned_to.eq(assignee.clone()));
+    if let Some(assignee) = user_named(conn, filter.assignee.as_deref())? {
+        query = query.filter(cases::assigned_to.eq(assignee));
     }
     if filter.overdue == Some(true) {
         query = query.filter(cases::next_due_at.lt(now.naive_utc()));
@@ -423,7 +464,12 @@ pub struct DueItem {
     pub responsible: String,
     pub occurrence: i32,
     pub due_at: DateTime<Utc>,
+    /// `due_at` in the programme's time zone, for people.
+    pub due_local: String,
     pub status: Status,
+    /// How late it is, when overdue: days for a limit counted in days,
+    /// else hours.
+    pub late: Option<Late>,
     pub source: String,
 }
 
@@ -438,6 +484,7 @@ struct DueRow {
     occurrence: i32,
     due_at: NaiveDateTime,
     soon_at: NaiveDateTime,
+    late_in_days: bool,
 }
 
 /// The open deadlines of the cases `who` may read: a coordinator's morning
@@ -482,11 +529,11 @@ pub fn due_in(
             ))
         }
     };
-    if let Some(site) = &filter.site {
-        query = query.filter(case_deadlines::site_id.eq(site.clone()));
+    if let Some(site) = site_named(conn, filter.site.as_deref())? {
+        query = query.filter(case_deadlines::site_id.eq(site));
     }
-    if let Some(assignee) = &filter.assignee {
-        query = query.filter(case_deadlines::assigned_to.eq(assignee.clone()));
+    if let Some(assignee) = user_named(conn, filter.assignee.as_deref())? {
+        query = query.filter(case_deadlines::assigned_to.eq(assignee));
     }
     if let Some(p) = &filter.programme {
         query = query.filter(case_deadlines::programme.eq(p.clone()));
@@ -504,6 +551,7 @@ pub fn due_in(
             case_deadlines::occurrence,
             case_deadlines::due_at,
             case_deadlines::soon_at,
+            case_deadlines::late_in_days,
         ))
         .load(conn)?;
     let mut items = Vec::with_capacity(rows.len());
@@ -518,6 +566,7 @@ pub fn due_in(
             occurrence,
             due_at,
             soon_at,
+            late_in_days,
         } = row;
         let rules = programme_of(&programme)?;
         let found = rules.rule(&rule);
@@ -539,6 +588,10 @@ pub fn due_in(
             source: found.map(|r| r.source.clone()).unwrap_or_default(),
             rule,
             occurrence,
+            late: (status == Status::Overdue)
+                .then(|| Late::of(&rules.calendar, late_in_days, due_at.and_utc(), now))
+                .flatten(),
+            due_local: rules.calendar.local_rfc3339(due_at.and_utc()),
             due_at: due_at.and_utc(),
             status,
         });

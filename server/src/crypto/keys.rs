@@ -41,6 +41,7 @@ pub struct PublicKeyInfo {
     pub programme: String,
     pub bits: i32,
     pub current: bool,
+    #[serde(serialize_with = "crate::json::utc")]
     pub created_at: chrono::NaiveDateTime,
     pub jwk: Value,
 }

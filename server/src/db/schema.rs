@@ -246,6 +246,7 @@ diesel::table! {
         met_at -> Nullable<Timestamp>,
         on_time -> Nullable<Bool>,
         ended_by -> Nullable<Text>,
+        late_in_days -> Bool,
     }
 }
 

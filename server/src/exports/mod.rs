@@ -215,7 +215,7 @@ pub(crate) fn export_sites(
     if let Some(code) = code {
         let site = all
             .iter()
-            .find(|s| s.code == code)
+            .find(|s| s.code == code || s.id == code)
             .ok_or_else(|| AppError::invalid_field("/site", "no such site"))?;
         if !ids.contains(&site.id) {
             return Err(AppError::Forbidden("not one of your sites".into()));

@@ -36,7 +36,9 @@ pub struct VersionInfo {
     pub version: String,
     pub status: String,
     pub sha256: String,
+    #[serde(serialize_with = "crate::json::utc")]
     pub published_at: chrono::NaiveDateTime,
+    #[serde(serialize_with = "crate::json::utc_opt")]
     pub retired_at: Option<chrono::NaiveDateTime>,
 }
 
@@ -74,6 +76,7 @@ pub struct Draft {
     /// The same, bundled.
     pub document: String,
     pub uploaded_by: Option<String>,
+    #[serde(serialize_with = "crate::json::utc")]
     pub uploaded_at: chrono::NaiveDateTime,
 }
 

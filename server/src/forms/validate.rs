@@ -148,6 +148,7 @@ impl CompiledForm {
         let validator = jsonschema::options()
             .with_draft(Draft::Draft202012)
             .should_validate_formats(true)
+            .with_format("email", is_email)
             .build(&document)
             .map_err(|e| vec![format!("the schema does not compile: {}", e.masked())])?;
         if !problems.is_empty() {
@@ -242,5 +243,35 @@ impl CompiledForm {
             }
         }
         errors
+    }
+}
+
+/// The `email` format with the domain read case-insensitively (RFC 5321
+/// §2.4): `a@example.XN--P1AI` is `a@example.xn--p1ai`, which the built-in
+/// check accepts; the local part keeps its case.
+fn is_email(text: &str) -> bool {
+    static BUILT_IN: std::sync::OnceLock<Validator> = std::sync::OnceLock::new();
+    let built_in = BUILT_IN.get_or_init(|| {
+        jsonschema::options()
+            .should_validate_formats(true)
+            .build(&serde_json::json!({"format": "email"}))
+            .expect("a one-keyword schema compiles")
+    });
+    let normalised = match text.rsplit_once('@') {
+        Some((local, domain)) => format!("{local}@{}", domain.to_ascii_lowercase()),
+        None => text.to_string(),
+    };
+    built_in.is_valid(&Value::String(normalised))
+}
+
+#[cfg(test)]
+mod email_tests {
+    #[test]
+    fn email_domains_are_case_insensitive() {
+        assert!(super::is_email("a@example.XN--P1AI"));
+        assert!(super::is_email("a@example.xn--p1ai"));
+        assert!(super::is_email("Case.Worker@Example.ORG"));
+        assert!(!super::is_email("a@"));
+        assert!(!super::is_email("not an address"));
     }
 }

@@ -12,6 +12,7 @@ use serde_json::Value;
 use super::partial;
 use super::periods::{index_of, Period};
 use super::{Item, Request, Row, TOTAL, UNKNOWN};
+use crate::cases::fold::Late;
 use crate::db::schema::{case_deadlines, case_events, cases};
 use crate::db::DbConnection;
 use crate::error::AppResult;
@@ -103,6 +104,7 @@ struct Cell {
     numerator: u64,
     denominator: u64,
     delays_hours: Vec<f64>,
+    delays_days: Vec<f64>,
 }
 
 impl Cell {
@@ -307,6 +309,7 @@ struct DeadlineRow {
     outcome: String,
     met_at: Option<NaiveDateTime>,
     on_time: Option<bool>,
+    late_in_days: bool,
 }
 
 fn deadlines_of(
@@ -316,7 +319,7 @@ fn deadlines_of(
     to: NaiveDateTime,
 ) -> AppResult<HashMap<String, Vec<DeadlineRow>>> {
     let mut out: HashMap<String, Vec<DeadlineRow>> = HashMap::new();
-    for (case_id, rule_id, due_at, outcome, met_at, on_time) in case_deadlines::table
+    for (case_id, rule_id, due_at, outcome, met_at, on_time, late_in_days) in case_deadlines::table
         .filter(case_deadlines::case_id.eq_any(ids))
         .filter(case_deadlines::due_at.ge(from))
         .filter(case_deadlines::due_at.lt(to))
@@ -328,6 +331,7 @@ fn deadlines_of(
             case_deadlines::outcome,
             case_deadlines::met_at,
             case_deadlines::on_time,
+            case_deadlines::late_in_days,
         ))
         .load::<(
             String,
@@ -336,6 +340,7 @@ fn deadlines_of(
             String,
             Option<NaiveDateTime>,
             Option<bool>,
+            bool,
         )>(conn)?
     {
         out.entry(case_id).or_default().push(DeadlineRow {
@@ -344,6 +349,7 @@ fn deadlines_of(
             outcome,
             met_at,
             on_time,
+            late_in_days,
         });
     }
     Ok(out)
@@ -537,7 +543,7 @@ impl Counter<'_> {
             };
             let delay = match (d.outcome.as_str(), d.met_at) {
                 ("met", Some(met)) if !on_time => {
-                    Some((met - d.due_at).num_seconds() as f64 / 3600.0)
+                    Late::of(self.calendar, d.late_in_days, due, met.and_utc())
                 }
                 _ => None,
             };
@@ -546,7 +552,11 @@ impl Counter<'_> {
                 cell.add_case(case);
                 cell.denominator += 1;
                 cell.numerator += u64::from(on_time);
-                cell.delays_hours.extend(delay);
+                match delay {
+                    Some(Late::Hours(h)) => cell.delays_hours.push(h),
+                    Some(Late::Days(d)) => cell.delays_days.push(d as f64),
+                    None => {}
+                }
             });
         }
     }
@@ -701,6 +711,9 @@ impl Counter<'_> {
                     denominator: ratio.then_some(cell.denominator),
                     median_delay_hours: matches!(item, Item::Timeliness(_))
                         .then(|| median(&mut cell.delays_hours))
+                        .flatten(),
+                    median_delay_days: matches!(item, Item::Timeliness(_))
+                        .then(|| median(&mut cell.delays_days))
                         .flatten(),
                     suppression: None,
                 }

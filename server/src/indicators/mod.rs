@@ -217,7 +217,7 @@ pub fn plan(
     if let Some(code) = &query.site {
         let site = all_sites
             .iter()
-            .find(|s| &s.code == code)
+            .find(|s| &s.code == code || &s.id == code)
             .ok_or_else(|| AppError::invalid_field("/site", "no such site"))?;
         if !site_ids.contains(&site.id) {
             return Err(AppError::Forbidden("not one of your sites".into()));
@@ -275,7 +275,11 @@ pub struct Row {
     pub children: u64,
     pub numerator: Option<u64>,
     pub denominator: Option<u64>,
+    /// Median lateness of the deadlines met late at a time of day.
     pub median_delay_hours: Option<f64>,
+    /// Median lateness, in local days, of those met late by a date-only
+    /// answer (a plan dated the day after its due day: 1).
+    pub median_delay_days: Option<f64>,
     pub suppression: Option<Suppression>,
 }
 

@@ -29,8 +29,8 @@ fn shown(row: &Row, value: Option<f64>, is_count: bool, threshold: u64) -> Shown
 }
 
 /// The shown values of a row: cases, children, numerator, denominator,
-/// percent, median delay.
-fn cells(row: &Row, threshold: u64) -> [Shown; 6] {
+/// percent, median delays (in hours; in days for date-only answers).
+fn cells(row: &Row, threshold: u64) -> [Shown; 7] {
     let count = |v: Option<u64>| shown(row, v.map(|v| v as f64), true, threshold);
     [
         count(Some(row.cases)),
@@ -39,6 +39,7 @@ fn cells(row: &Row, threshold: u64) -> [Shown; 6] {
         count(row.denominator),
         shown(row, row.percent(), false, threshold),
         shown(row, row.median_delay_hours, false, threshold),
+        shown(row, row.median_delay_days, false, threshold),
     ]
 }
 
@@ -50,13 +51,14 @@ fn suppression(row: &Row) -> &'static str {
     }
 }
 
-const COLUMNS: [&str; 7] = [
+const COLUMNS: [&str; 8] = [
     "cases",
     "children",
     "numerator",
     "denominator",
     "percent",
     "median_delay_hours",
+    "median_delay_days",
     "suppression",
 ];
 

@@ -91,6 +91,7 @@ mod tests {
             numerator: None,
             denominator: None,
             median_delay_hours: None,
+            median_delay_days: None,
             suppression: None,
         }
     }

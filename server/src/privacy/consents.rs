@@ -77,8 +77,10 @@ pub struct ConsentRow {
     pub given_on: NaiveDate,
     pub instance_id: Option<String>,
     pub recorded_by: String,
+    #[serde(serialize_with = "crate::json::utc")]
     pub recorded_at: NaiveDateTime,
     pub withdrawn_on: Option<NaiveDate>,
+    #[serde(serialize_with = "crate::json::utc_opt")]
     pub withdrawn_at: Option<NaiveDateTime>,
     pub withdrawn_by: Option<String>,
     pub withdrawal_reason: Option<String>,

@@ -323,6 +323,7 @@ pub fn share(
 #[diesel(table_name = disclosures)]
 pub struct DisclosureRow {
     pub id: String,
+    #[serde(serialize_with = "crate::json::utc")]
     pub occurred_at: NaiveDateTime,
     pub actor_id: Option<String>,
     pub programme: String,

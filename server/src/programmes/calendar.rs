@@ -137,6 +137,13 @@ impl Calendar {
         at.with_timezone(&self.time_zone).date_naive()
     }
 
+    /// An instant as local time with its offset (`2026-06-18T12:00:00+06:00`):
+    /// what a person in the programme's country reads.
+    pub fn local_rfc3339(&self, at: DateTime<Utc>) -> String {
+        at.with_timezone(&self.time_zone)
+            .to_rfc3339_opts(chrono::SecondsFormat::AutoSi, false)
+    }
+
     /// The first instant of a local day.
     pub fn start_of(&self, day: NaiveDate) -> DateTime<Utc> {
         self.local(day, NaiveTime::MIN)

@@ -24,6 +24,7 @@ pub struct DayChange {
     pub kind: String,
     pub name: String,
     pub changed_by: Option<String>,
+    #[serde(serialize_with = "crate::json::utc")]
     pub changed_at: chrono::NaiveDateTime,
 }
 

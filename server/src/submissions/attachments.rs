@@ -152,6 +152,7 @@ pub(super) fn declare(
 pub struct AttachmentReceipt {
     pub instance_id: String,
     pub name: String,
+    #[serde(serialize_with = "crate::json::utc")]
     pub received_at: NaiveDateTime,
     /// The submission's status after this upload.
     pub submission_status: String,

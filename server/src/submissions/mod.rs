@@ -65,6 +65,7 @@ pub const AWAITING_ATTACHMENTS: &str = "awaiting_attachments";
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct Receipt {
     pub instance_id: String,
+    #[serde(serialize_with = "crate::json::utc")]
     pub received_at: NaiveDateTime,
     pub case_id: Option<String>,
     pub status: String,

@@ -152,7 +152,7 @@ pub async fn upload_draft(
         "form_id": draft.form_id,
         "version": draft.version,
         "fields": fields,
-        "uploaded_at": draft.uploaded_at,
+        "uploaded_at": draft.uploaded_at.and_utc(),
     })))
 }
 

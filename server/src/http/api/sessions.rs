@@ -19,6 +19,7 @@ pub struct Login {
 struct LoginAnswer {
     token: String,
     token_id: String,
+    #[serde(serialize_with = "crate::json::utc")]
     expires_at: chrono::NaiveDateTime,
     user: users::User,
     password_change_required: bool,

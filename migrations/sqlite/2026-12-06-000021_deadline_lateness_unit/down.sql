@@ -1,0 +1,1 @@
+ALTER TABLE case_deadlines DROP COLUMN late_in_days;
