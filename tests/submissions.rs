@@ -185,7 +185,7 @@ fn bad_submissions_get_their_status_and_store_nothing() {
     let update = json!({
         "instance_id": uuid::Uuid::new_v4().to_string(),
         "form_id": "kz.initial_assessment",
-        "form_version": "2021.1",
+        "form_version": "2021.1.1",
         "case_id": case_id,
         "device_id": "tablet-9",
         "completed_at": "2026-03-03T12:00:00Z",
@@ -457,7 +457,7 @@ fn sync_sends_each_phone_its_own_cases_and_then_only_changes() {
     assert_eq!(res.status, 201, "{}", res.text);
     let res = app.request(
         "POST",
-        "/api/v1/forms/kz.file_review/versions/2021.1/retire",
+        "/api/v1/forms/kz.file_review/versions/2021.1.1/retire",
         Some(&admin),
         None,
     );

@@ -54,9 +54,8 @@ pub async fn export_csv(
             )
         })
         .await?;
-    Ok(super::exports::stream_csv(
-        &state,
-        "audit.csv",
-        move |conn, sink| audit::write_csv(conn, &filter, sink),
-    ))
+    super::exports::stream_csv(&state, "audit.csv", move |conn, sink| {
+        audit::write_csv(conn, &filter, sink)
+    })
+    .await
 }

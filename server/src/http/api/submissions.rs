@@ -6,8 +6,9 @@ use serde_json::json;
 use crate::app::AppState;
 use crate::audit::Origin;
 use crate::auth::policy;
+use crate::cpu;
 use crate::error::{AppError, AppResult};
-use crate::http::extract::{AttachmentBody, AuthUser, Batch, JoseBody};
+use crate::http::extract::{AttachmentBody, AuthUser, Batch, BatchBody, JoseBody};
 use crate::submissions::attachments::{self, Received};
 use crate::submissions::{self, Stored};
 
@@ -28,7 +29,9 @@ pub async fn create(
         me.clone(),
     );
     let prepared = state
-        .db(move |conn| submissions::prepare(conn, &forms, &keys, &limits, &who, body.0))
+        .cpu_db(body.0.len(), move |conn| {
+            submissions::prepare(conn, &forms, &keys, &limits, &who, body.0)
+        })
         .await?;
     Ok(match state.committer.store(prepared, me, origin).await? {
         Stored::Created(receipt) => HttpResponse::Created().json(receipt),
@@ -42,22 +45,16 @@ pub const MAX_BATCH: usize = 100;
 /// `POST /api/v1/submissions/batch`: a phone back in signal uploads its
 /// queue in one round trip. Each item is checked and stored (or refused) on
 /// its own, in its own savepoint; the answer says per item what
-/// `POST /submissions` would have said.
+/// `POST /submissions` would have said (an item over `max_submission_bytes`
+/// is 413 and is not decrypted).
 pub async fn batch(
     state: web::Data<AppState>,
     origin: Origin,
     AuthUser(me): AuthUser,
-    body: Batch,
+    body: BatchBody,
 ) -> AppResult<HttpResponse> {
     // A role that may never submit is refused whole, not item by item.
     policy::submit_forms(&me)?;
-    let items = body.submissions;
-    if items.is_empty() || items.len() > MAX_BATCH {
-        return Err(AppError::invalid_field(
-            "/submissions",
-            format!("must hold 1 to {MAX_BATCH} submissions"),
-        ));
-    }
     let (forms, keys, limits, who) = (
         state.forms.clone(),
         state.keys.clone(),
@@ -65,7 +62,14 @@ pub async fn batch(
         me.clone(),
     );
     let prepared = state
-        .db(move |conn| {
+        .cpu_db(body.0.len(), move |conn| {
+            let items = Batch::parse(&body.0)?.submissions;
+            if items.is_empty() || items.len() > MAX_BATCH {
+                return Err(AppError::invalid_field(
+                    "/submissions",
+                    format!("must hold 1 to {MAX_BATCH} submissions"),
+                ));
+            }
             Ok(items
                 .into_iter()
                 .map(|raw| submissions::prepare(conn, &forms, &keys, &limits, &who, raw))
@@ -121,7 +125,7 @@ pub async fn put_attachment(
     let (instance_id, name) = path.into_inner();
     let keys = state.keys.clone();
     let received = state
-        .db(move |conn| {
+        .cpu_db(body.0.len(), move |conn| {
             attachments::receive(
                 conn,
                 &keys,
@@ -151,7 +155,7 @@ pub async fn get_attachment(
     let keys = state.keys.clone();
     let file_name = name.clone();
     let opened = state
-        .db(move |conn| {
+        .cpu_db(cpu::HEAVY_BYTES + 1, move |conn| {
             attachments::open(conn, &keys, &me, &origin, &instance_id.to_string(), &name)
         })
         .await?;
