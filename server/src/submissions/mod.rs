@@ -7,6 +7,8 @@
 pub mod attachments;
 pub mod committer;
 
+use std::collections::HashSet;
+
 use chrono::{DateTime, FixedOffset, NaiveDateTime};
 use diesel::prelude::*;
 use serde::{Deserialize, Serialize};
@@ -176,6 +178,14 @@ impl Prepared {
     pub fn instance_id(&self) -> &str {
         &self.instance_id
     }
+
+    /// The case this submission opens, if it opens one.
+    pub fn opens_case(&self) -> Option<uuid::Uuid> {
+        match self.case_role {
+            CaseRole::Opens => self.envelope.case_id,
+            _ => None,
+        }
+    }
 }
 
 /// What storing a submission does to its case.
@@ -200,6 +210,23 @@ pub fn prepare(
     limits: &Limits,
     who: &Principal,
     raw: String,
+) -> AppResult<Prepared> {
+    prepare_after(conn, forms, keys, limits, who, raw, &HashSet::new())
+}
+
+/// [`prepare`] for an item of a batch, judged after the items before it
+/// as if they had been sent one by one: a form about a case that an
+/// earlier item opens (`opened_earlier`) cannot be judged against a case
+/// not stored yet, so whether the caller may submit for it is judged when
+/// it is stored, after that item ([`store`] checks again, in order).
+pub fn prepare_after(
+    conn: &mut DbConnection,
+    forms: &FormCache,
+    keys: &KeyRing,
+    limits: &Limits,
+    who: &Principal,
+    raw: String,
+    opened_earlier: &HashSet<uuid::Uuid>,
 ) -> AppResult<Prepared> {
     // 0. Within the size a submission may have, however it came (a batch
     // item as much as a request of its own): nothing larger is decrypted.
@@ -275,7 +302,16 @@ pub fn prepare(
     };
 
     // 4. May the caller submit for this case? (Checked again when storing.)
-    case_plan(conn, who, &prepared)?;
+    let opened_earlier = prepared
+        .envelope
+        .case_id
+        .is_some_and(|case| opened_earlier.contains(&case));
+    match case_plan(conn, who, &prepared) {
+        Err(AppError::Forbidden(_)) if opened_earlier => {}
+        judged => {
+            judged?;
+        }
+    }
 
     // 5. The data against that exact version, attachments included.
     let data = &envelope_value["data"];

@@ -1,3 +1,5 @@
+use std::collections::HashSet;
+
 use actix_web::http::header;
 use actix_web::{web, HttpResponse, ResponseError};
 use futures_util::future::join_all;
@@ -70,20 +72,35 @@ pub async fn batch(
                     format!("must hold 1 to {MAX_BATCH} submissions"),
                 ));
             }
+            // Each item judged after those before it, as if sent one by one.
+            let mut opened = HashSet::new();
             Ok(items
                 .into_iter()
-                .map(|raw| submissions::prepare(conn, &forms, &keys, &limits, &who, raw))
+                .map(|raw| {
+                    let prepared = submissions::prepare_after(
+                        conn, &forms, &keys, &limits, &who, raw, &opened,
+                    );
+                    if let Ok(p) = &prepared {
+                        opened.extend(p.opens_case());
+                    }
+                    prepared
+                })
                 .collect::<Vec<_>>())
         })
         .await?;
-    // Queued together, so they usually share one commit.
-    let outcomes = join_all(prepared.into_iter().map(|item| {
-        let (state, me, origin) = (state.clone(), me.clone(), origin.clone());
-        async move {
-            match item {
-                Ok(p) => state.committer.store(p, me, origin).await,
-                Err(err) => Err(err),
-            }
+    // Queued in order and together, so they are stored in order and
+    // usually share one commit.
+    let mut answers = Vec::with_capacity(prepared.len());
+    for item in prepared {
+        answers.push(match item {
+            Ok(p) => Ok(state.committer.enqueue(p, me.clone(), origin.clone()).await),
+            Err(err) => Err(err),
+        });
+    }
+    let outcomes = join_all(answers.into_iter().map(|answer| async move {
+        match answer {
+            Ok(Ok(stored)) => stored.await,
+            Ok(Err(err)) | Err(err) => Err(err),
         }
     }))
     .await;
