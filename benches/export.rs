@@ -106,13 +106,13 @@ fn main() {
                     ))
                     .execute(conn)?;
                 let payload = json!({"instance_id": instance, "form_id": "kz.referral",
-                    "form_version": "2021.1", "case_id": case_id, "device_id": "bench",
+                    "form_version": "2021.1.1", "case_id": case_id, "device_id": "bench",
                     "completed_at": "2026-03-02T10:40:00+05:00", "data": data});
                 diesel::insert_into(submissions::table)
                     .values((
                         submissions::instance_id.eq(&instance),
                         submissions::form_id.eq("kz.referral"),
-                        submissions::form_version.eq("2021.1"),
+                        submissions::form_version.eq("2021.1.1"),
                         submissions::case_id.eq(&case_id),
                         submissions::submitted_by.eq(&worker.id),
                         submissions::device_id.eq("bench"),

@@ -30,7 +30,7 @@ fn bench(c: &mut Criterion) {
     .unwrap();
     let envelope = json!({
         "instance_id": uuid::Uuid::new_v4().to_string(),
-        "form_id": "kz.referral", "form_version": "2021.1",
+        "form_id": "kz.referral", "form_version": "2021.1.1",
         "case_id": uuid::Uuid::new_v4().to_string(),
         "device_id": "bench", "completed_at": "2026-03-02T10:40:00+05:00",
         "data": data.clone(), "attachments": []

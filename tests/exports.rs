@@ -239,7 +239,7 @@ fn form_exports_are_deidentified_unless_a_coordinator_states_a_purpose() {
 
     // Analysts get the de-identified file; filters and Excel's BOM.
     let res = app.get(
-        "/api/v1/exports/forms/kz.referral.csv?bom=true&version=2021.1",
+        "/api/v1/exports/forms/kz.referral.csv?bom=true&version=2021.1.1",
         &analyst,
     );
     assert_eq!(res.status, 200, "{}", res.text);
@@ -542,7 +542,7 @@ fn a_new_form_version_gives_the_union_of_columns_and_the_zip_joins_repeat_groups
             .find(|r| r[0] == *envelope["instance_id"].as_str().unwrap())
             .unwrap()
     };
-    assert_eq!(&row_of(&old)[col("form_version")], "2021.1");
+    assert_eq!(&row_of(&old)[col("form_version")], "2021.1.1");
     assert_eq!(&row_of(&old)[religion], "");
     assert_eq!(&row_of(&old)[retained], "true");
     assert_eq!(&row_of(&new)[col("form_version")], "2026.2");

@@ -151,7 +151,7 @@ fn draft_publish_retire_and_diff_over_http() {
         .find(|f| f["id"] == "kz.referral")
         .expect("kz.referral published at start")
         .clone();
-    assert_eq!(referral["current_version"], "2021.1");
+    assert_eq!(referral["current_version"], "2021.1.1");
     let first_sha = referral["current_sha256"].as_str().unwrap().to_string();
 
     // A new version: one field added, one removed, an option added.
@@ -203,7 +203,7 @@ fn draft_publish_retire_and_diff_over_http() {
     );
     assert!(current.text.contains("child_religion"));
     assert!(!current.text.contains("$ref"));
-    let old = app.get("/api/v1/forms/kz.referral/versions/2021.1", &worker);
+    let old = app.get("/api/v1/forms/kz.referral/versions/2021.1.1", &worker);
     assert_eq!(
         old.header("etag"),
         Some(format!("\"{first_sha}\"").as_str())
@@ -221,7 +221,7 @@ fn draft_publish_retire_and_diff_over_http() {
     .assert_problem(409, "conflict");
 
     let diff = app.get(
-        "/api/v1/forms/kz.referral/versions/2021.1/diff/2026.2",
+        "/api/v1/forms/kz.referral/versions/2021.1.1/diff/2026.2",
         &admin,
     );
     assert_eq!(diff.status, 200, "{}", diff.text);
@@ -252,7 +252,7 @@ fn draft_publish_retire_and_diff_over_http() {
     assert_eq!(retired.status, 200, "{}", retired.text);
     assert_eq!(retired.body["status"], "retired");
     let current = app.get("/api/v1/forms/kz.referral", &worker);
-    assert_eq!(current.header("x-form-version"), Some("2021.1"));
+    assert_eq!(current.header("x-form-version"), Some("2021.1.1"));
     let gone = app.get("/api/v1/forms/kz.referral/versions/2026.2", &worker);
     assert_eq!(gone.header("x-form-status"), Some("retired"));
 }
@@ -422,18 +422,23 @@ fn the_validation_service_answers_with_pointers() {
     )
     .unwrap();
     let ok = app.post(
-        "/api/v1/forms/kz.referral/versions/2021.1/validate",
+        "/api/v1/forms/kz.referral/versions/2021.1.1/validate",
         &admin,
         valid.clone(),
     );
-    assert_eq!(ok.body, json!({"valid": true, "errors": []}), "{}", ok.text);
+    assert_eq!(
+        ok.body,
+        json!({"valid": true, "errors": [], "unlisted_errors": 0}),
+        "{}",
+        ok.text
+    );
     let mut broken = valid;
     broken["child"]
         .as_object_mut()
         .unwrap()
         .shift_remove("child_sex");
     let res = app.post(
-        "/api/v1/forms/kz.referral/versions/2021.1/validate",
+        "/api/v1/forms/kz.referral/versions/2021.1.1/validate",
         &admin,
         broken,
     );

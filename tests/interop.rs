@@ -72,7 +72,7 @@ fn a_jwe_from_jwcrypto_is_accepted_with_its_attachment() {
     let envelope = json!({
         "instance_id": instance_id,
         "form_id": "kz.referral",
-        "form_version": "2021.1",
+        "form_version": "2021.1.1",
         "case_id": uuid::Uuid::new_v4().to_string(),
         "device_id": "python-phone",
         "completed_at": "2026-03-02T10:40:00+05:00",

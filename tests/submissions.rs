@@ -185,7 +185,7 @@ fn bad_submissions_get_their_status_and_store_nothing() {
     let update = json!({
         "instance_id": uuid::Uuid::new_v4().to_string(),
         "form_id": "kz.initial_assessment",
-        "form_version": "2021.1",
+        "form_version": "2021.1.1",
         "case_id": case_id,
         "device_id": "tablet-9",
         "completed_at": "2026-03-03T12:00:00Z",
@@ -457,7 +457,7 @@ fn sync_sends_each_phone_its_own_cases_and_then_only_changes() {
     assert_eq!(res.status, 201, "{}", res.text);
     let res = app.request(
         "POST",
-        "/api/v1/forms/kz.file_review/versions/2021.1/retire",
+        "/api/v1/forms/kz.file_review/versions/2021.1.1/retire",
         Some(&admin),
         None,
     );
@@ -505,4 +505,154 @@ fn case_assignee(app: &TestApp, case_id: &str) -> String {
         .first::<Option<String>>(&mut app.conn())
         .unwrap()
         .unwrap()
+}
+
+/// State, facts and deadlines of a case: what its forms make of it.
+fn case_outcome(app: &TestApp, token: &str, case_id: &str) -> Value {
+    let res = app.get(&format!("/api/v1/cases/{case_id}"), token);
+    assert_eq!(res.status, 200, "{}", res.text);
+    let deadlines: Vec<Value> = res.body["deadlines"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|d| json!([d["rule"], d["occurrence"], d["due_at"], d["status"]]))
+        .collect();
+    json!({ "state": res.body["state"], "facts": res.body["facts"], "deadlines": deadlines })
+}
+
+/// A referral, the child record and the initial assessment of one case.
+const OPENING_FORMS: [&str; 3] = ["kz.referral", "kz.child", "kz.initial_assessment"];
+
+#[test]
+fn a_batch_is_judged_in_order_so_forms_about_the_case_its_referral_opens_are_stored() {
+    let app = TestApp::spawn();
+    let (admin, worker) = setup(&app);
+    let (_, coordinator) = app.user(&admin, "manager", "coordinator", &["KZ-CAM-ALA"]);
+    let phone = phone(&app, &worker);
+
+    // One by one: what the three forms make of a case.
+    let one_by_one = uuid::Uuid::new_v4().to_string();
+    for form in OPENING_FORMS {
+        let res = phone.send(&form_envelope(form, &one_by_one, fixture(form)));
+        assert_eq!(res.status, 201, "{form}: {}", res.text);
+    }
+
+    // The same three in one batch, the referral first: all stored.
+    let batched = uuid::Uuid::new_v4().to_string();
+    let items: Vec<String> = OPENING_FORMS
+        .iter()
+        .map(|form| phone.encrypt(&form_envelope(form, &batched, fixture(form))))
+        .collect();
+    let res = app.post(
+        "/api/v1/submissions/batch",
+        &worker,
+        json!({ "submissions": items }),
+    );
+    assert_eq!(res.status, 200, "{}", res.text);
+    let statuses: Vec<&Value> = res.body["results"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| &r["status"])
+        .collect();
+    assert_eq!(
+        statuses,
+        [&json!(201), &json!(201), &json!(201)],
+        "{}",
+        res.text
+    );
+    assert_eq!(
+        case_outcome(&app, &coordinator, &batched),
+        case_outcome(&app, &coordinator, &one_by_one)
+    );
+
+    // Order still counts: a form about a case before the referral that
+    // opens it is refused, as it would be sent alone.
+    let reversed = uuid::Uuid::new_v4().to_string();
+    let items: Vec<String> = ["kz.child", "kz.referral"]
+        .iter()
+        .map(|form| phone.encrypt(&form_envelope(form, &reversed, fixture(form))))
+        .collect();
+    let res = app.post(
+        "/api/v1/submissions/batch",
+        &worker,
+        json!({ "submissions": items }),
+    );
+    assert_eq!(res.body["results"][0]["status"], 403, "{}", res.text);
+    assert_eq!(res.body["results"][1]["status"], 201, "{}", res.text);
+
+    // A referral refused leaves no case for the forms after it: refused
+    // too, as each would be alone.
+    let refused = uuid::Uuid::new_v4().to_string();
+    let mut bad_referral = fixture("kz.referral");
+    bad_referral["child"]["child_sex"] = json!("not a sex");
+    let items = [
+        phone.encrypt(&form_envelope("kz.referral", &refused, bad_referral)),
+        phone.encrypt(&form_envelope("kz.child", &refused, fixture("kz.child"))),
+    ];
+    let res = app.post(
+        "/api/v1/submissions/batch",
+        &worker,
+        json!({ "submissions": items }),
+    );
+    assert_eq!(res.body["results"][0]["status"], 422, "{}", res.text);
+    assert_eq!(res.body["results"][1]["status"], 403, "{}", res.text);
+}
+
+#[test]
+fn the_collector_pushes_a_referral_and_its_follow_ups_in_one_default_batch() {
+    use std::process::{Command, Stdio};
+    let app = TestApp::spawn();
+    let (admin, _) = setup(&app);
+    let (_, coordinator) = app.user(&admin, "manager", "coordinator", &["KZ-CAM-ALA"]);
+    let work = tempfile::tempdir().unwrap();
+    let device = work.path().join("phone");
+    let collect = |args: &[&str]| {
+        let out = Command::new(common::bin::BIN)
+            .arg("collect")
+            .arg("--dir")
+            .arg(&device)
+            .args(args)
+            .env("CASESYNC_COLLECT_PASSWORD", common::USER_PASSWORD)
+            .stdin(Stdio::null())
+            .output()
+            .unwrap();
+        let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+        assert!(
+            out.status.success(),
+            "collect {args:?}: {stdout}{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        stdout
+    };
+    collect(&["login", "--server", &app.url(""), "--username", "aigerim"]);
+    collect(&["pull"]);
+    let answers = |form: &str| {
+        let data = fixture(form);
+        for declared in common::phone::declarations(&data) {
+            let name = declared["name"].as_str().unwrap();
+            std::fs::write(work.path().join(name), format!("bytes of {name}")).unwrap();
+        }
+        let path = work.path().join(format!("{form}.json"));
+        std::fs::write(&path, data.to_string()).unwrap();
+        path
+    };
+    let referral = answers("kz.referral");
+    let queued = collect(&["fill", "kz.referral", referral.to_str().unwrap()]);
+    // "queued <instance> (case <case>)"
+    let case_id = queued
+        .split_whitespace()
+        .nth(3)
+        .unwrap()
+        .trim_end_matches(')')
+        .to_string();
+    for form in &OPENING_FORMS[1..] {
+        let path = answers(form);
+        collect(&["fill", form, path.to_str().unwrap(), "--case", &case_id]);
+    }
+    let pushed = collect(&["push"]);
+    assert!(pushed.contains("3 stored"), "{pushed}");
+    assert!(pushed.contains("0 refused"), "{pushed}");
+    let outcome = case_outcome(&app, &coordinator, &case_id);
+    assert_ne!(outcome["state"], "referred", "{outcome:#}");
 }

@@ -15,6 +15,7 @@ use tracing_actix_web::{RootSpanBuilder, TracingLogger};
 use crate::audit::{self, Event, Origin};
 use crate::auth::Principal;
 use crate::config::Settings;
+use crate::cpu::{CpuPool, Weight};
 use crate::crypto::keys::KeyRing;
 use crate::db::{write_tx, DbConnection, Pool};
 use crate::error::{AppError, AppResult};
@@ -35,6 +36,8 @@ pub struct AppState {
     pub keys: Arc<KeyRing>,
     /// The one writer that stores submissions in group commits.
     pub committer: Arc<Committer>,
+    /// Where CPU-heavy work runs, bounded (`cpu`).
+    pub cpu: Arc<CpuPool>,
 }
 
 impl AppState {
@@ -52,9 +55,28 @@ impl AppState {
         .await?
     }
 
+    /// Runs CPU-heavy work that also reads the database (decryption,
+    /// validation) on the bounded CPU pool, never on an HTTP worker: 503
+    /// `server_busy` when it is full. `body_bytes` is the size of the input
+    /// it works on (large inputs share half the pool).
+    pub async fn cpu_db<T, F>(&self, body_bytes: usize, work: F) -> AppResult<T>
+    where
+        T: Send + 'static,
+        F: FnOnce(&mut DbConnection) -> AppResult<T> + Send + 'static,
+    {
+        let pool = self.pool.clone();
+        self.cpu
+            .run(Weight::of_bytes(body_bytes), move || {
+                let mut conn = pool.get()?;
+                work(&mut conn)
+            })
+            .await
+    }
+
     pub fn submission_limits(&self) -> Limits {
         Limits {
             max_attachment_bytes: self.settings.max_attachment_bytes,
+            max_submission_bytes: self.settings.max_submission_bytes,
         }
     }
 }

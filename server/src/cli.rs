@@ -439,7 +439,9 @@ pub enum CliError {
 impl From<AppError> for CliError {
     fn from(err: AppError) -> Self {
         match err {
-            AppError::Validation { errors, detail } | AppError::BadRequest { errors, detail } => {
+            AppError::Validation { errors, detail }
+            | AppError::InvalidData { errors, detail, .. }
+            | AppError::BadRequest { errors, detail } => {
                 let parts: Vec<String> = errors
                     .iter()
                     .map(|e| format!("{} {}", e.pointer.trim_start_matches('/'), e.message))

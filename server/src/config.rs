@@ -61,6 +61,15 @@ pub struct Settings {
     pub shutdown_timeout_secs: u64,
     /// Worker threads; 0 means one per core.
     pub workers: usize,
+    /// CPU-heavy jobs (decrypting and validating submissions, validating
+    /// data, rendering exports) run at once; 0 means one per core.
+    pub cpu_workers: usize,
+    /// CPU-heavy jobs that may wait for one of those; more are refused
+    /// with 503 `server_busy` and `Retry-After`.
+    pub cpu_queue: usize,
+    /// Seconds a request may wait for and run CPU-heavy work before it is
+    /// answered 503 `server_busy`.
+    pub cpu_time_limit_secs: u64,
     pub login: LoginThrottleSettings,
     /// `text` for people, `json` for log collectors.
     pub log_format: LogFormat,
@@ -127,6 +136,9 @@ impl Default for Settings {
             device_token_ttl_days: 180,
             shutdown_timeout_secs: 30,
             workers: 0,
+            cpu_workers: 0,
+            cpu_queue: 64,
+            cpu_time_limit_secs: 30,
             login: LoginThrottleSettings::default(),
             log_format: LogFormat::Text,
             key_passphrase: None,
@@ -206,6 +218,11 @@ impl Settings {
                 "token lifetimes must be positive".into(),
             ));
         }
+        if self.cpu_time_limit_secs == 0 {
+            return Err(ConfigError::Invalid(
+                "cpu_time_limit_secs must be at least 1".into(),
+            ));
+        }
         if self.login.lock_after <= self.login.slow_after {
             return Err(ConfigError::Invalid(
                 "login.lock_after must be greater than login.slow_after".into(),
@@ -242,6 +259,14 @@ impl Settings {
             Err(ConfigError::Invalid(
                 "database_url must start with postgres://, postgresql:// or sqlite://".into(),
             ))
+        }
+    }
+
+    /// CPU-heavy jobs run at once: `cpu_workers`, or one per core.
+    pub fn cpu_threads(&self) -> usize {
+        match self.cpu_workers {
+            0 => std::thread::available_parallelism().map_or(1, |n| n.get()),
+            n => n,
         }
     }
 

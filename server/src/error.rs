@@ -53,10 +53,25 @@ pub enum AppError {
         detail: String,
         errors: Vec<FieldError>,
     },
+    /// A submission's data that does not fit its form: the first problems
+    /// (`forms::validate::Report`) and how many more were found.
+    #[error("{detail}")]
+    InvalidData {
+        detail: String,
+        errors: Vec<FieldError>,
+        unlisted: usize,
+    },
     #[error("too many failed attempts; try again in {retry_after_secs} seconds")]
     TooManyRequests { retry_after_secs: u64 },
     #[error("the service is temporarily unavailable")]
     Unavailable(String),
+    /// The bounded pool for CPU-heavy work is full or the request ran out
+    /// of time (`cpu`): try again after `retry_after_secs`.
+    #[error("the server is busy: {detail}; try again in {retry_after_secs} seconds")]
+    Busy {
+        detail: String,
+        retry_after_secs: u64,
+    },
     #[error("internal error")]
     Internal(String),
 }
@@ -70,6 +85,9 @@ struct Problem<'a> {
     detail: String,
     #[serde(skip_serializing_if = "Option::is_none")]
     errors: Option<&'a [FieldError]>,
+    /// Problems found beyond those listed in `errors`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    unlisted_errors: Option<usize>,
 }
 
 impl AppError {
@@ -85,6 +103,24 @@ impl AppError {
         AppError::Validation {
             detail: format!("{pointer}: {message}"),
             errors: vec![FieldError::new(pointer, message)],
+        }
+    }
+
+    /// 422 for a submission's data, from its validation report.
+    pub fn invalid_data(report: crate::forms::validate::Report) -> Self {
+        let detail = if report.unlisted == 0 {
+            format!("the form data has {} problem(s)", report.errors.len())
+        } else {
+            format!(
+                "the form data has {} problems; the first {} are listed, at most one per question",
+                report.total(),
+                report.errors.len()
+            )
+        };
+        AppError::InvalidData {
+            detail,
+            errors: report.errors,
+            unlisted: report.unlisted,
         }
     }
 
@@ -104,9 +140,10 @@ impl AppError {
             AppError::Conflict(_) => "conflict",
             AppError::PayloadTooLarge { .. } => "payload_too_large",
             AppError::UnsupportedMediaType(_) => "unsupported_media_type",
-            AppError::Validation { .. } => "validation",
+            AppError::Validation { .. } | AppError::InvalidData { .. } => "validation",
             AppError::TooManyRequests { .. } => "too_many_requests",
             AppError::Unavailable(_) => "unavailable",
+            AppError::Busy { .. } => "server_busy",
             AppError::Internal(_) => "internal",
         }
     }
@@ -122,9 +159,10 @@ impl AppError {
             AppError::Conflict(_) => "Conflict",
             AppError::PayloadTooLarge { .. } => "Request body too large",
             AppError::UnsupportedMediaType(_) => "Unsupported media type",
-            AppError::Validation { .. } => "Validation failed",
+            AppError::Validation { .. } | AppError::InvalidData { .. } => "Validation failed",
             AppError::TooManyRequests { .. } => "Too many requests",
             AppError::Unavailable(_) => "Service unavailable",
+            AppError::Busy { .. } => "Server busy",
             AppError::Internal(_) => "Internal server error",
         }
     }
@@ -146,7 +184,9 @@ impl AppError {
     /// (a batch) as well as for the error response itself.
     pub fn problem(&self) -> serde_json::Value {
         let errors = match self {
-            AppError::BadRequest { errors, .. } | AppError::Validation { errors, .. }
+            AppError::BadRequest { errors, .. }
+            | AppError::Validation { errors, .. }
+            | AppError::InvalidData { errors, .. }
                 if !errors.is_empty() =>
             {
                 Some(errors.as_slice())
@@ -159,6 +199,10 @@ impl AppError {
             status: self.status_code().as_u16(),
             detail: self.detail(),
             errors,
+            unlisted_errors: match self {
+                AppError::InvalidData { unlisted, .. } => Some(*unlisted),
+                _ => None,
+            },
         })
         .expect("a problem serialises")
     }
@@ -175,9 +219,11 @@ impl ResponseError for AppError {
             AppError::Conflict(_) => StatusCode::CONFLICT,
             AppError::PayloadTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             AppError::UnsupportedMediaType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
-            AppError::Validation { .. } => StatusCode::UNPROCESSABLE_ENTITY,
+            AppError::Validation { .. } | AppError::InvalidData { .. } => {
+                StatusCode::UNPROCESSABLE_ENTITY
+            }
             AppError::TooManyRequests { .. } => StatusCode::TOO_MANY_REQUESTS,
-            AppError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+            AppError::Unavailable(_) | AppError::Busy { .. } => StatusCode::SERVICE_UNAVAILABLE,
             AppError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
@@ -199,7 +245,10 @@ impl ResponseError for AppError {
                     "Bearer realm=\"casesync\", error=\"invalid_token\"",
                 ));
             }
-            AppError::TooManyRequests { retry_after_secs } => {
+            AppError::TooManyRequests { retry_after_secs }
+            | AppError::Busy {
+                retry_after_secs, ..
+            } => {
                 response.insert_header((header::RETRY_AFTER, retry_after_secs.to_string()));
             }
             _ => {}

@@ -11,6 +11,7 @@ pub mod cases;
 pub mod cli;
 pub mod collect;
 pub mod config;
+pub mod cpu;
 pub mod crypto;
 pub mod db;
 pub mod error;

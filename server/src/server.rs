@@ -14,6 +14,7 @@ use crate::app::{self, AppState};
 use crate::audit::{self, Event, Origin};
 use crate::auth::{sites, users, Role};
 use crate::config::{Settings, TlsSettings};
+use crate::cpu::CpuPool;
 use crate::crypto::kek::Kek;
 use crate::crypto::keys::{self, KeyRing};
 use crate::db::{self, write_tx, DbConnection};
@@ -67,6 +68,7 @@ pub fn prepare(settings: Settings) -> Result<AppState, StartError> {
     drop(conn);
     Ok(AppState {
         pool: pool.clone(),
+        cpu: Arc::new(CpuPool::from_settings(&settings)),
         settings: Arc::new(settings),
         metrics: Metrics::new(),
         forms: Arc::new(FormCache::new()),

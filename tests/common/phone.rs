@@ -59,7 +59,7 @@ pub fn form_envelope(form_id: &str, case_id: &str, data: Value) -> Value {
     json!({
         "instance_id": uuid::Uuid::new_v4().to_string(),
         "form_id": form_id,
-        "form_version": if form_id.starts_with("bt.") { "2021.11" } else { "2021.1" },
+        "form_version": if form_id.starts_with("bt.") { "2021.11.1" } else { "2021.1.1" },
         "case_id": case_id,
         "device_id": "tablet-7",
         "started_at": "2026-03-02T10:00:00+05:00",

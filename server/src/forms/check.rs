@@ -230,6 +230,16 @@ fn walk_schema(
             "{at}: an object must set \"additionalProperties\": false"
         ));
     }
+    let is_array = match map.get("type") {
+        Some(Value::String(t)) => t == "array",
+        Some(Value::Array(types)) => types.iter().any(|t| t == "array"),
+        _ => false,
+    };
+    if defines_fields && is_array && !map.get("maxItems").is_some_and(Value::is_u64) {
+        problems.push(format!(
+            "{at}: an array must set \"maxItems\", the most items a real case could need (docs/forms.md § Limits)"
+        ));
+    }
 }
 
 fn check_keyword(key: &str, value: &Value, is_root: bool, at: &str, problems: &mut Vec<String>) {

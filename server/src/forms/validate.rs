@@ -1,6 +1,7 @@
 //! A published form version compiled for validation: the JSON Schema
 //! validator plus the `x-relevant` rules, built once and reused.
 
+use std::collections::HashSet;
 use std::sync::Arc;
 
 use jsonschema::error::ValidationErrorKind;
@@ -26,6 +27,84 @@ struct Conditional {
     predicate: Predicate,
     /// Human wording of when the question applies, for error messages.
     condition: String,
+    /// Where the field's schema sits: one report per location.
+    schema_pointer: String,
+}
+
+/// An array's most items, checked before anything else (`maxItems`).
+#[derive(Debug)]
+struct ArrayLimit {
+    /// Steps from the root to the array.
+    steps: Vec<Step>,
+    max_items: usize,
+}
+
+/// Most items of an array of a version frozen before every array had to
+/// state its `maxItems` (docs/forms.md § Limits).
+pub const LEGACY_MAX_ITEMS: usize = 1000;
+
+/// Most problems a report lists; the rest are only counted.
+pub const MAX_LISTED: usize = 100;
+
+/// What is wrong with a submission's data: at most [`MAX_LISTED`] problems,
+/// at most one per schema location, and how many more were found.
+#[derive(Debug, Default, Clone, PartialEq)]
+pub struct Report {
+    pub errors: Vec<FieldError>,
+    /// Problems found but not listed.
+    pub unlisted: usize,
+}
+
+impl Report {
+    pub fn is_valid(&self) -> bool {
+        self.errors.is_empty()
+    }
+
+    /// Every problem found, listed or not.
+    pub fn total(&self) -> usize {
+        self.errors.len() + self.unlisted
+    }
+}
+
+/// Collects problems in time linear in their number: a set of pointers
+/// already reported (the old list scan made 40k errors take seconds), and,
+/// when capped, a set of schema locations already reported.
+struct Collector {
+    errors: Vec<FieldError>,
+    pointers: HashSet<String>,
+    locations: HashSet<String>,
+    capped: bool,
+    unlisted: usize,
+}
+
+impl Collector {
+    fn new(capped: bool) -> Self {
+        Collector {
+            errors: Vec::new(),
+            pointers: HashSet::new(),
+            locations: HashSet::new(),
+            capped,
+            unlisted: 0,
+        }
+    }
+
+    /// Lists a problem, or only counts it when the cap or its schema
+    /// location's one report is used up. A pointer is reported once; the
+    /// message is only worded for a problem that is listed.
+    fn offer(&mut self, location: &str, pointer: String, message: impl FnOnce() -> String) {
+        if self.pointers.contains(&pointer) {
+            return;
+        }
+        if self.capped {
+            if self.errors.len() >= MAX_LISTED || self.locations.contains(location) {
+                self.unlisted += 1;
+                return;
+            }
+            self.locations.insert(location.to_string());
+        }
+        self.pointers.insert(pointer.clone());
+        self.errors.push(FieldError::new(pointer, message()));
+    }
 }
 
 /// A form version ready to validate submissions against.
@@ -36,6 +115,8 @@ pub struct CompiledForm {
     pub fields: Vec<Field>,
     validator: Validator,
     conditionals: Vec<Conditional>,
+    /// Outer arrays before the arrays inside their items.
+    array_limits: Vec<ArrayLimit>,
     /// The export cells stored for each submission (`exports::stored`).
     pub export_layout: std::sync::OnceLock<crate::exports::stored::Layout>,
 }
@@ -71,28 +152,21 @@ fn pointer_of(tokens: &[String]) -> String {
     tokens.iter().map(|t| format!("/{}", escape(t))).collect()
 }
 
-/// Receives the path of an object and the object.
-type ObjectVisitor<'a> = dyn FnMut(&[String], &serde_json::Map<String, Value>) + 'a;
+/// Receives the path of a value and the value.
+type Visitor<'a> = dyn FnMut(&[String], &Value) + 'a;
 
-/// Calls `visit` with every object in `data` that `steps` lead to, and its
+/// Calls `visit` with every value in `data` that `steps` lead to, and its
 /// path. The path is borrowed: nothing is copied unless the visitor keeps it.
-fn each_object(
-    data: &Value,
-    steps: &[Step],
-    path: &mut Vec<String>,
-    visit: &mut ObjectVisitor<'_>,
-) {
+fn each_value(data: &Value, steps: &[Step], path: &mut Vec<String>, visit: &mut Visitor<'_>) {
     let Some((first, rest)) = steps.split_first() else {
-        if let Value::Object(map) = data {
-            visit(path, map);
-        }
+        visit(path, data);
         return;
     };
     match first {
         Step::Key(key) => {
             if let Some(next) = data.get(key) {
                 path.push(key.clone());
-                each_object(next, rest, path, visit);
+                each_value(next, rest, path, visit);
                 path.pop();
             }
         }
@@ -100,7 +174,7 @@ fn each_object(
             if let Some(items) = data.as_array() {
                 for (i, item) in items.iter().enumerate() {
                     path.push(i.to_string());
-                    each_object(item, rest, path, visit);
+                    each_value(item, rest, path, visit);
                     path.pop();
                 }
             }
@@ -140,6 +214,7 @@ impl CompiledForm {
                         key,
                         predicate,
                         condition: rule.to_string(),
+                        schema_pointer: field.schema_pointer.clone(),
                     });
                 }
                 Err(why) => problems.push(format!("{}/x-relevant: {why}", field.schema_pointer)),
@@ -154,6 +229,8 @@ impl CompiledForm {
         if !problems.is_empty() {
             return Err(problems);
         }
+        let mut array_limits = Vec::new();
+        array_limits_of(&document, &mut Vec::new(), &mut array_limits);
         Ok(CompiledForm {
             meta,
             sha256: super::bundle::digest(&document),
@@ -161,6 +238,7 @@ impl CompiledForm {
             fields,
             validator,
             conditionals,
+            array_limits,
             export_layout: std::sync::OnceLock::new(),
         })
     }
@@ -170,7 +248,10 @@ impl CompiledForm {
         let mut out = Vec::new();
         let mut path = Vec::new();
         for rule in &self.conditionals {
-            each_object(data, &rule.parent, &mut path, &mut |at, object| {
+            each_value(data, &rule.parent, &mut path, &mut |at, object| {
+                let Value::Object(object) = object else {
+                    return;
+                };
                 if !rule.predicate.eval(data, at) {
                     let mut pointer = pointer_of(at);
                     pointer.push('/');
@@ -187,62 +268,162 @@ impl CompiledForm {
     }
 
     /// Every problem with `data`, each at its JSON pointer; empty when valid.
+    /// For tools and fixtures; requests use [`CompiledForm::report`].
     pub fn validate(&self, data: &Value) -> Vec<FieldError> {
+        self.problems(data, false).errors
+    }
+
+    /// What is wrong with `data`, capped for an answer to a request: arrays
+    /// longer than their `maxItems` are refused before anything else looks
+    /// at the data; then at most [`MAX_LISTED`] problems, one per schema
+    /// location, and a count of the rest. Time is linear in the data.
+    pub fn report(&self, data: &Value) -> Report {
+        self.problems(data, true)
+    }
+
+    fn problems(&self, data: &Value, capped: bool) -> Report {
+        if let Some(too_long) = self.too_long(data) {
+            return Report {
+                errors: vec![too_long],
+                unlisted: 0,
+            };
+        }
         let skipped = self.not_relevant(data);
-        let mut errors = Vec::new();
+        let mut found = Collector::new(capped);
         for skip in skipped.iter().filter(|s| s.answered) {
-            errors.push(FieldError::new(
-                skip.pointer.clone(),
+            found.offer(&skip.rule.schema_pointer, skip.pointer.clone(), || {
                 format!(
                     "does not apply here, so must be left empty (applies when {})",
                     skip.rule.condition
-                ),
-            ));
+                )
+            });
         }
-        if self.validator.is_valid(data) {
-            return errors;
-        }
-        let under_skipped = |pointer: &str| {
-            skipped.iter().any(|s| {
-                let s = s.pointer.as_str();
-                pointer == s || (pointer.starts_with(s) && pointer[s.len()..].starts_with('/'))
-            })
-        };
-        for error in self.validator.iter_errors(data) {
-            let at = error.instance_path().as_str().to_string();
-            let found: Vec<(String, String)> = match error.kind() {
-                ValidationErrorKind::Required { property } => {
-                    let name = property.as_str().unwrap_or_default();
-                    vec![(format!("{at}/{}", escape(name)), "is required".to_string())]
-                }
-                ValidationErrorKind::AdditionalProperties { unexpected } => unexpected
-                    .iter()
-                    .map(|name| {
-                        (
-                            format!("{at}/{}", escape(name)),
-                            "is not a field of this form".to_string(),
-                        )
-                    })
-                    .collect(),
-                ValidationErrorKind::Format { format } => {
-                    vec![(at, format!("is not a valid {format}"))]
-                }
-                ValidationErrorKind::OneOfNotValid { .. }
-                | ValidationErrorKind::Enum { .. }
-                | ValidationErrorKind::Constant { .. } => {
-                    vec![(at, "is not one of the allowed values".to_string())]
-                }
-                _ => vec![(at, error.masked().to_string())],
+        if !self.validator.is_valid(data) {
+            let skipped: HashSet<&str> = skipped.iter().map(|s| s.pointer.as_str()).collect();
+            // At or under a field that does not apply: already reported as
+            // "must be left empty". One lookup per level of the pointer.
+            let under_skipped = |pointer: &str| {
+                !skipped.is_empty()
+                    && (skipped.contains(pointer)
+                        || pointer
+                            .match_indices('/')
+                            .any(|(i, _)| i > 0 && skipped.contains(&pointer[..i])))
             };
-            for (pointer, message) in found {
-                if !under_skipped(&pointer)
-                    && !errors.iter().any(|e: &FieldError| e.pointer == pointer)
-                {
-                    errors.push(FieldError::new(pointer, message));
+            for error in self.validator.iter_errors(data) {
+                let at = error.instance_path().as_str();
+                let location = error.schema_path().as_str();
+                match error.kind() {
+                    ValidationErrorKind::Required { property } => {
+                        let name = property.as_str().unwrap_or_default();
+                        let pointer = format!("{at}/{}", escape(name));
+                        if !under_skipped(&pointer) {
+                            found.offer(location, pointer, || "is required".into());
+                        }
+                    }
+                    ValidationErrorKind::AdditionalProperties { unexpected } => {
+                        for name in unexpected {
+                            let pointer = format!("{at}/{}", escape(name));
+                            if !under_skipped(&pointer) {
+                                found.offer(location, pointer, || {
+                                    "is not a field of this form".into()
+                                });
+                            }
+                        }
+                    }
+                    kind => {
+                        if under_skipped(at) {
+                            continue;
+                        }
+                        let message = || match kind {
+                            ValidationErrorKind::Format { format } => {
+                                format!("is not a valid {format}")
+                            }
+                            ValidationErrorKind::OneOfNotValid { .. }
+                            | ValidationErrorKind::Enum { .. }
+                            | ValidationErrorKind::Constant { .. } => {
+                                "is not one of the allowed values".to_string()
+                            }
+                            _ => error.masked().to_string(),
+                        };
+                        found.offer(location, at.to_string(), message);
+                    }
                 }
             }
         }
-        errors
+        Report {
+            errors: found.errors,
+            unlisted: found.unlisted,
+        }
+    }
+
+    /// The first array with more items than its schema allows, found in
+    /// one pass over the arrays: outer arrays are checked before the
+    /// arrays in their items, so no oversized array is ever walked.
+    fn too_long(&self, data: &Value) -> Option<FieldError> {
+        let mut path = Vec::new();
+        for limit in &self.array_limits {
+            let mut found = None;
+            each_value(
+                data,
+                &limit.steps,
+                &mut path,
+                &mut |at, value| match value {
+                    Value::Array(items) if found.is_none() && items.len() > limit.max_items => {
+                        found = Some(FieldError::new(
+                            pointer_of(at),
+                            format!(
+                                "has {} items; this form takes at most {}",
+                                items.len(),
+                                limit.max_items
+                            ),
+                        ));
+                    }
+                    _ => {}
+                },
+            );
+            if found.is_some() {
+                return found;
+            }
+        }
+        None
+    }
+}
+
+/// The arrays of a bundled schema and their `maxItems`, outer first.
+fn array_limits_of(schema: &Value, steps: &mut Vec<Step>, out: &mut Vec<ArrayLimit>) {
+    let Value::Object(map) = schema else { return };
+    let is_array = match map.get("type") {
+        Some(Value::String(t)) => t == "array",
+        Some(Value::Array(types)) => types.iter().any(|t| t == "array"),
+        _ => false,
+    };
+    if is_array || map.contains_key("maxItems") {
+        let max_items = map
+            .get("maxItems")
+            .and_then(Value::as_u64)
+            .and_then(|n| usize::try_from(n).ok())
+            .unwrap_or(LEGACY_MAX_ITEMS);
+        out.push(ArrayLimit {
+            steps: steps.clone(),
+            max_items,
+        });
+    }
+    if let Some(properties) = map.get("properties").and_then(Value::as_object) {
+        for (key, sub) in properties {
+            steps.push(Step::Key(key.clone()));
+            array_limits_of(sub, steps, out);
+            steps.pop();
+        }
+    }
+    if let Some(items) = map.get("items") {
+        steps.push(Step::EachItem);
+        array_limits_of(items, steps, out);
+        steps.pop();
+    }
+    for key in ["anyOf", "oneOf", "allOf"] {
+        for sub in map.get(key).and_then(Value::as_array).into_iter().flatten() {
+            array_limits_of(sub, steps, out);
+        }
     }
 }
 

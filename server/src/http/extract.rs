@@ -182,15 +182,26 @@ fn read_jose(
     })
 }
 
-/// A batch of encrypted submissions: `{"submissions": ["<JWE>", …]}` as
-/// `application/json`, within `max_batch_bytes`.
+/// A batch of encrypted submissions: `{"submissions": ["<JWE>", …]}`.
 #[derive(Debug, serde::Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Batch {
     pub submissions: Vec<String>,
 }
 
-impl FromRequest for Batch {
+/// A [`Batch`] as `application/json`, within `max_batch_bytes`, read but
+/// not parsed: parsing megabytes is work for the CPU pool, not for an HTTP
+/// worker ([`Batch::parse`]).
+#[derive(Debug)]
+pub struct BatchBody(pub web::BytesMut);
+
+impl Batch {
+    pub fn parse(body: &[u8]) -> Result<Batch, AppError> {
+        parse_json(body)
+    }
+}
+
+impl FromRequest for BatchBody {
     type Error = AppError;
     type Future = LocalBoxFuture<'static, Result<Self, Self::Error>>;
 
@@ -207,8 +218,7 @@ impl FromRequest for Batch {
                     "a batch must be sent as Content-Type: application/json".into(),
                 ));
             }
-            let body = read_limited(&mut payload, limit).await?;
-            parse_json(&body)
+            read_limited(&mut payload, limit).await.map(BatchBody)
         })
     }
 }
@@ -218,6 +228,11 @@ impl FromRequest for Batch {
 /// thing wrong (400), unknown fields included.
 #[derive(Debug)]
 pub struct ApiJson<T>(pub T);
+
+/// A JSON request body checked like [`ApiJson`]'s but not parsed yet: for
+/// a body whose parsing belongs on the CPU pool (`parse_json` there).
+#[derive(Debug)]
+pub struct JsonBody(pub web::BytesMut);
 
 fn is_json(req: &HttpRequest) -> bool {
     match req.mime_type() {
@@ -230,6 +245,16 @@ fn is_json(req: &HttpRequest) -> bool {
 }
 
 impl<T: DeserializeOwned + 'static> FromRequest for ApiJson<T> {
+    type Error = AppError;
+    type Future = LocalBoxFuture<'static, Result<Self, Self::Error>>;
+
+    fn from_request(req: &HttpRequest, payload: &mut Payload) -> Self::Future {
+        let body = JsonBody::from_request(req, payload);
+        Box::pin(async move { parse_json(&body.await?.0).map(ApiJson) })
+    }
+}
+
+impl FromRequest for JsonBody {
     type Error = AppError;
     type Future = LocalBoxFuture<'static, Result<Self, Self::Error>>;
 
@@ -254,8 +279,7 @@ impl<T: DeserializeOwned + 'static> FromRequest for ApiJson<T> {
             if declared_len.is_some_and(|len| len > limit) {
                 return Err(AppError::PayloadTooLarge { limit });
             }
-            let body = read_limited(&mut payload, limit).await?;
-            parse_json(&body).map(ApiJson)
+            read_limited(&mut payload, limit).await.map(JsonBody)
         })
     }
 }

@@ -46,8 +46,19 @@ impl Committer {
         who: Principal,
         origin: Origin,
     ) -> AppResult<Stored> {
+        self.enqueue(prepared, who, origin).await?.await
+    }
+
+    /// Queues `prepared` behind everything queued before it (a batch's
+    /// items are stored in their order); the returned future answers once
+    /// it is committed.
+    pub async fn enqueue(
+        &self,
+        prepared: Prepared,
+        who: Principal,
+        origin: Origin,
+    ) -> AppResult<impl std::future::Future<Output = AppResult<Stored>>> {
         let (reply, answer) = oneshot::channel();
-        let gone = || AppError::Unavailable("the submission writer has stopped".into());
         self.queue
             .send(Job {
                 prepared,
@@ -56,8 +67,8 @@ impl Committer {
                 reply,
             })
             .await
-            .map_err(|_| gone())?;
-        answer.await.map_err(|_| gone())?
+            .map_err(|_| writer_gone())?;
+        Ok(async move { answer.await.map_err(|_| writer_gone())? })
     }
 }
 
@@ -115,6 +126,10 @@ fn commit_group(pool: &Pool, group: Vec<Job>) {
             }
         }
     }
+}
+
+fn writer_gone() -> AppError {
+    AppError::Unavailable("the submission writer has stopped".into())
 }
 
 /// The same failure for every member of a group that could not commit.

@@ -7,6 +7,8 @@
 pub mod attachments;
 pub mod committer;
 
+use std::collections::HashSet;
+
 use chrono::{DateTime, FixedOffset, NaiveDateTime};
 use diesel::prelude::*;
 use serde::{Deserialize, Serialize};
@@ -22,7 +24,7 @@ use crate::crypto::jwe;
 use crate::crypto::keys::KeyRing;
 use crate::db::schema::{submission_cells, submissions};
 use crate::db::{write_tx, DbConnection};
-use crate::error::{AppError, AppResult, FieldError};
+use crate::error::{AppError, AppResult};
 use crate::exports::stored;
 use crate::forms::model::CaseRole;
 use crate::forms::{registry, FormCache};
@@ -177,6 +179,14 @@ impl Prepared {
     pub fn instance_id(&self) -> &str {
         &self.instance_id
     }
+
+    /// The case this submission opens, if it opens one.
+    pub fn opens_case(&self) -> Option<uuid::Uuid> {
+        match self.case_role {
+            CaseRole::Opens => self.envelope.case_id,
+            _ => None,
+        }
+    }
 }
 
 /// What storing a submission does to its case.
@@ -191,8 +201,9 @@ enum CasePlan {
 }
 
 /// Decrypts, reads and checks one JWE from `who`, in the order of the
-/// contract: decrypt (400) → envelope (400) → published version (422) →
-/// access (403) → data (422). Writes nothing.
+/// contract: size (413) → decrypt (400) → envelope (400) → published
+/// version (422) → access (403) → data (422). Writes nothing. CPU-heavy:
+/// callers run it on the CPU pool (`AppState::cpu_db`).
 pub fn prepare(
     conn: &mut DbConnection,
     forms: &FormCache,
@@ -201,6 +212,31 @@ pub fn prepare(
     who: &Principal,
     raw: String,
 ) -> AppResult<Prepared> {
+    prepare_after(conn, forms, keys, limits, who, raw, &HashSet::new())
+}
+
+/// [`prepare`] for an item of a batch, judged after the items before it
+/// as if they had been sent one by one: a form about a case that an
+/// earlier item opens (`opened_earlier`) cannot be judged against a case
+/// not stored yet, so whether the caller may submit for it is judged when
+/// it is stored, after that item ([`store`] checks again, in order).
+pub fn prepare_after(
+    conn: &mut DbConnection,
+    forms: &FormCache,
+    keys: &KeyRing,
+    limits: &Limits,
+    who: &Principal,
+    raw: String,
+    opened_earlier: &HashSet<uuid::Uuid>,
+) -> AppResult<Prepared> {
+    // 0. Within the size a submission may have, however it came (a batch
+    // item as much as a request of its own): nothing larger is decrypted.
+    if raw.len() > limits.max_submission_bytes {
+        return Err(AppError::PayloadTooLarge {
+            limit: limits.max_submission_bytes,
+        });
+    }
+
     // 1. Decrypt.
     let parsed = jwe::parse(&raw).map_err(undecryptable)?;
     let (key_programme, private) = keys
@@ -209,8 +245,18 @@ pub fn prepare(
     let plaintext = parsed.decrypt(&private).map_err(undecryptable)?;
 
     // 2. Envelope shape.
-    let envelope_value: Value = crate::json::parse_json(&plaintext)?;
+    let mut envelope_value: Value = crate::json::parse_json(&plaintext)?;
+    drop(plaintext);
+    // The envelope's fields are read with an empty `data` in its place: a
+    // copy of the data (megabytes, perhaps) is made only once it is valid.
+    let data = match envelope_value.get_mut("data") {
+        Some(data @ Value::Object(_)) => std::mem::replace(data, Value::Object(Map::new())),
+        _ => Value::Null,
+    };
     let envelope: Envelope = crate::json::from_value(&envelope_value)?;
+    if !data.is_null() {
+        envelope_value["data"] = data;
+    }
     if envelope.device_id.trim().is_empty() || envelope.device_id.len() > 200 {
         return Err(AppError::bad_request(
             "/device_id: must be 1–200 characters",
@@ -239,9 +285,10 @@ pub fn prepare(
     }
     let prepared = Prepared {
         instance_id,
-        payload: envelope_value.to_string(),
+        // Both set once the data is valid: no work on what is refused.
+        payload: String::new(),
         cells: Default::default(),
-        content_sha256: hex::encode(Sha256::digest(canonical(&envelope_value).as_bytes())),
+        content_sha256: String::new(),
         kid: parsed.kid,
         raw,
         programme: form.meta.programme.clone(),
@@ -256,28 +303,38 @@ pub fn prepare(
     };
 
     // 4. May the caller submit for this case? (Checked again when storing.)
-    case_plan(conn, who, &prepared)?;
+    let opened_earlier = prepared
+        .envelope
+        .case_id
+        .is_some_and(|case| opened_earlier.contains(&case));
+    match case_plan(conn, who, &prepared) {
+        Err(AppError::Forbidden(_)) if opened_earlier => {}
+        judged => {
+            judged?;
+        }
+    }
 
     // 5. The data against that exact version, attachments included.
-    let data = Value::Object(prepared.envelope.data.clone());
-    let mut errors: Vec<FieldError> = form
-        .validate(&data)
-        .into_iter()
-        .map(|e| FieldError::new(format!("/data{}", e.pointer), e.message))
-        .collect();
-    errors.extend(attachments::check_references(
+    let data = &envelope_value["data"];
+    let mut report = form.report(data);
+    for error in &mut report.errors {
+        error.pointer.insert_str(0, "/data");
+    }
+    report.errors.extend(attachments::check_references(
         &form.fields,
-        &data,
+        data,
         &prepared.envelope.attachments,
     ));
-    if !errors.is_empty() {
-        return Err(AppError::Validation {
-            detail: format!("the form data has {} problem(s)", errors.len()),
-            errors,
-        });
+    if !report.is_valid() {
+        return Err(AppError::invalid_data(report));
     }
     let mut prepared = prepared;
-    prepared.event = SubmissionEvent::of(&form, &data, prepared.envelope.completed_at);
+    if let Value::Object(data) = data {
+        prepared.envelope.data = data.clone();
+    }
+    prepared.payload = envelope_value.to_string();
+    prepared.content_sha256 = hex::encode(Sha256::digest(canonical(&envelope_value).as_bytes()));
+    prepared.event = SubmissionEvent::of(&form, data, prepared.envelope.completed_at);
     let event_day = Programmes::shipped()
         .get(&prepared.programme)
         .and_then(|p| {
@@ -287,9 +344,9 @@ pub fn prepare(
                 .map(|m| calendar.local_date(m.at))
         })
         .unwrap_or(prepared.envelope.completed_at.date_naive());
-    prepared.cells = stored::layout(&form).cells(&data, event_day);
+    prepared.cells = stored::layout(&form).cells(data, event_day);
     if prepared.case_role == CaseRole::Opens {
-        prepared.identity = Identity::of(&data, &prepared.event.facts);
+        prepared.identity = Identity::of(data, &prepared.event.facts);
     }
     Ok(prepared)
 }
@@ -540,7 +597,10 @@ pub fn store_unaudited(
 /// After `store` failed: a copy of the same submission that won a race (in
 /// another transaction) makes this one a retry, not an error.
 pub fn settle_race(conn: &mut DbConnection, p: &Prepared, failure: AppError) -> AppResult<Stored> {
-    if matches!(failure, AppError::Conflict(_) | AppError::Validation { .. }) {
+    if matches!(
+        failure,
+        AppError::Conflict(_) | AppError::Validation { .. } | AppError::InvalidData { .. }
+    ) {
         if let Some((sha, receipt)) = receipt_of(conn, &p.instance_id)? {
             if sha == p.content_sha256 {
                 return Ok(Stored::Repeated(receipt));
@@ -554,6 +614,8 @@ pub fn settle_race(conn: &mut DbConnection, p: &Prepared, failure: AppError) -> 
 #[derive(Debug, Clone)]
 pub struct Limits {
     pub max_attachment_bytes: u64,
+    /// The largest JWE, batch items included.
+    pub max_submission_bytes: usize,
 }
 
 /// Ingests one JWE from `who` in its own transaction (the group committer

@@ -59,9 +59,8 @@ pub async fn export_csv(
             )
         })
         .await?;
-    Ok(super::exports::stream_csv(
-        &state,
-        "audit.csv",
-        move |conn, sink| audit::write_csv(conn, &filter, formulas, sink),
-    ))
+    super::exports::stream_csv(&state, "audit.csv", move |conn, sink| {
+        audit::write_csv(conn, &filter, formulas, sink)
+    })
+    .await
 }

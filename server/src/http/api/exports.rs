@@ -60,17 +60,16 @@ pub async fn form_csv(
     let pool = state.pool.clone();
     if zipped {
         let filename = format!("{}.zip", plan.form_id);
-        return Ok(stream(
-            &state,
-            &filename,
-            "application/zip",
-            move |conn, sink| archive::write(conn, pool.try_get().as_deref_mut(), &plan, sink),
-        ));
+        return stream(&state, &filename, "application/zip", move |conn, sink| {
+            archive::write(conn, pool.try_get().as_deref_mut(), &plan, sink)
+        })
+        .await;
     }
     let filename = format!("{}.csv", plan.form_id);
-    Ok(stream_csv(&state, &filename, move |conn, sink| {
+    stream_csv(&state, &filename, move |conn, sink| {
         form_exports::write(conn, pool.try_get().as_deref_mut(), &plan, sink)
-    }))
+    })
+    .await
 }
 
 /// `GET /api/v1/exports/cases.csv?programme=&from=&to=&site=&bom=&identifying=&purpose=&formula_escape=`
@@ -100,9 +99,10 @@ pub async fn cases_csv(
         })
         .await?;
     let filename = format!("{}-cases.csv", plan.programme);
-    Ok(stream_csv(&state, &filename, move |conn, sink| {
+    stream_csv(&state, &filename, move |conn, sink| {
         case_exports::write(conn, &plan, sink)
-    }))
+    })
+    .await
 }
 
 /// An export's audit row and, for an identifying one, its entry in the
@@ -135,18 +135,29 @@ fn log_export(
     )
 }
 
-pub(super) fn stream_csv<F>(state: &AppState, filename: &str, write: F) -> HttpResponse
+pub(super) async fn stream_csv<F>(
+    state: &AppState,
+    filename: &str,
+    write: F,
+) -> AppResult<HttpResponse>
 where
     F: FnOnce(&mut DbConnection, &mut (dyn FnMut(Vec<u8>) -> bool + Send)) -> AppResult<u64>
         + Send
         + 'static,
 {
-    stream(state, filename, "text/csv; charset=utf-8", write)
+    stream(state, filename, "text/csv; charset=utf-8", write).await
 }
 
-/// Streams what `write` produces, from a blocking task with its own
-/// connection, through a small channel.
-fn stream<F>(state: &AppState, filename: &str, content_type: &str, write: F) -> HttpResponse
+/// Streams what `write` produces, from a job on the CPU pool with its own
+/// connection, through a small channel. The job holds its CPU slot while it
+/// renders and lets it go while it waits for the client to read (a slow
+/// reader must not hold the pool); a full pool is 503 before anything starts.
+async fn stream<F>(
+    state: &AppState,
+    filename: &str,
+    content_type: &str,
+    write: F,
+) -> AppResult<HttpResponse>
 where
     F: FnOnce(&mut DbConnection, &mut (dyn FnMut(Vec<u8>) -> bool + Send)) -> AppResult<u64>
         + Send
@@ -154,30 +165,36 @@ where
 {
     let (tx, rx) = tokio::sync::mpsc::channel::<Result<Bytes, std::io::Error>>(8);
     let pool = state.pool.clone();
-    actix_web::rt::task::spawn_blocking(move || {
-        let mut conn = match pool.get() {
-            Ok(conn) => conn,
-            Err(e) => {
-                tracing::error!(error = %e, "export: no database connection");
+    state
+        .cpu
+        .start(move |slot| {
+            let mut conn = match pool.get() {
+                Ok(conn) => conn,
+                Err(e) => {
+                    tracing::error!(error = %e, "export: no database connection");
+                    let _ = tx.blocking_send(Err(std::io::Error::other("export failed")));
+                    return;
+                }
+            };
+            let mut sink = |chunk: Vec<u8>| {
+                slot.idle(|| tx.blocking_send(Ok(Bytes::from(chunk))))
+                    .is_ok()
+            };
+            if let Err(e) = write(&mut conn, &mut sink) {
+                tracing::error!(error = %e, "export failed part-way");
                 let _ = tx.blocking_send(Err(std::io::Error::other("export failed")));
-                return;
             }
-        };
-        let mut sink = |chunk: Vec<u8>| tx.blocking_send(Ok(Bytes::from(chunk))).is_ok();
-        if let Err(e) = write(&mut conn, &mut sink) {
-            tracing::error!(error = %e, "export failed part-way");
-            let _ = tx.blocking_send(Err(std::io::Error::other("export failed")));
-        }
-    });
+        })
+        .await?;
     let body = futures_util::stream::unfold(rx, |mut rx| async move {
         rx.recv().await.map(|item| (item, rx))
     });
-    HttpResponse::Ok()
+    Ok(HttpResponse::Ok()
         .content_type(content_type.to_string())
         .insert_header((
             CONTENT_DISPOSITION,
             format!("attachment; filename=\"{filename}\""),
         ))
         .insert_header(("Cache-Control", "no-store"))
-        .streaming(body)
+        .streaming(body))
 }

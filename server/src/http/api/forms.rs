@@ -7,7 +7,7 @@ use crate::audit::Origin;
 use crate::auth::policy;
 use crate::error::{AppError, AppResult, FieldError};
 use crate::forms::{check, definitions, diff, registry};
-use crate::http::extract::{ApiJson, AuthUser};
+use crate::http::extract::{parse_json, ApiJson, AuthUser, JsonBody};
 
 /// `GET /api/v1/forms`: every form with its versions (any signed-in user:
 /// phones need them).
@@ -91,17 +91,28 @@ pub async fn version_diff(
 
 /// `POST /api/v1/forms/{id}/versions/{version}/validate`: checks data
 /// against a version without storing anything, so admins can try forms.
+/// Parsed and validated on the CPU pool; the errors are capped like a
+/// submission's, with `unlisted_errors` counting the rest.
 pub async fn validate(
     state: web::Data<AppState>,
     AuthUser(_me): AuthUser,
     path: web::Path<(String, String)>,
-    body: ApiJson<Value>,
+    body: JsonBody,
 ) -> AppResult<HttpResponse> {
     let (id, v) = path.into_inner();
     let cache = state.forms.clone();
-    let form = state.db(move |conn| cache.get(conn, &id, &v)).await?;
-    let errors = form.validate(&body.0);
-    Ok(HttpResponse::Ok().json(json!({ "valid": errors.is_empty(), "errors": errors })))
+    let report = state
+        .cpu_db(body.0.len(), move |conn| {
+            let form = cache.get(conn, &id, &v)?;
+            let data: Value = parse_json(&body.0)?;
+            Ok(form.report(&data))
+        })
+        .await?;
+    Ok(HttpResponse::Ok().json(json!({
+        "valid": report.is_valid(),
+        "errors": report.errors,
+        "unlisted_errors": report.unlisted,
+    })))
 }
 
 /// Splits "pointer: message" problems into located errors.

@@ -57,16 +57,16 @@ pub async fn report(
     let now = Utc::now();
     let count = |s: retention::Summary| s.kept + s.due + s.unknown;
     if csv {
-        return Ok(super::exports::stream_csv(
-            &state,
-            "retention.csv",
-            move |conn, sink| retention::write_csv(conn, &query, now, sink).map(count),
-        ));
+        return super::exports::stream_csv(&state, "retention.csv", move |conn, sink| {
+            retention::write_csv(conn, &query, now, sink).map(count)
+        })
+        .await;
     }
     // The same streaming, as a JSON body rather than a CSV attachment.
     let mut res = super::exports::stream_csv(&state, "retention.json", move |conn, sink| {
         retention::write_json(conn, &query, now, sink).map(count)
-    });
+    })
+    .await?;
     res.headers_mut().remove(CONTENT_DISPOSITION);
     res.headers_mut()
         .insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));

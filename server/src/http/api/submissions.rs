@@ -1,3 +1,5 @@
+use std::collections::HashSet;
+
 use actix_web::http::header;
 use actix_web::{web, HttpResponse, ResponseError};
 use futures_util::future::join_all;
@@ -6,8 +8,9 @@ use serde_json::json;
 use crate::app::AppState;
 use crate::audit::Origin;
 use crate::auth::policy;
+use crate::cpu;
 use crate::error::{AppError, AppResult};
-use crate::http::extract::{AttachmentBody, AuthUser, Batch, JoseBody};
+use crate::http::extract::{AttachmentBody, AuthUser, Batch, BatchBody, JoseBody};
 use crate::submissions::attachments::{self, Received};
 use crate::submissions::{self, Stored};
 
@@ -28,7 +31,9 @@ pub async fn create(
         me.clone(),
     );
     let prepared = state
-        .db(move |conn| submissions::prepare(conn, &forms, &keys, &limits, &who, body.0))
+        .cpu_db(body.0.len(), move |conn| {
+            submissions::prepare(conn, &forms, &keys, &limits, &who, body.0)
+        })
         .await?;
     Ok(match state.committer.store(prepared, me, origin).await? {
         Stored::Created(receipt) => HttpResponse::Created().json(receipt),
@@ -42,22 +47,16 @@ pub const MAX_BATCH: usize = 100;
 /// `POST /api/v1/submissions/batch`: a phone back in signal uploads its
 /// queue in one round trip. Each item is checked and stored (or refused) on
 /// its own, in its own savepoint; the answer says per item what
-/// `POST /submissions` would have said.
+/// `POST /submissions` would have said (an item over `max_submission_bytes`
+/// is 413 and is not decrypted).
 pub async fn batch(
     state: web::Data<AppState>,
     origin: Origin,
     AuthUser(me): AuthUser,
-    body: Batch,
+    body: BatchBody,
 ) -> AppResult<HttpResponse> {
     // A role that may never submit is refused whole, not item by item.
     policy::submit_forms(&me)?;
-    let items = body.submissions;
-    if items.is_empty() || items.len() > MAX_BATCH {
-        return Err(AppError::invalid_field(
-            "/submissions",
-            format!("must hold 1 to {MAX_BATCH} submissions"),
-        ));
-    }
     let (forms, keys, limits, who) = (
         state.forms.clone(),
         state.keys.clone(),
@@ -65,21 +64,43 @@ pub async fn batch(
         me.clone(),
     );
     let prepared = state
-        .db(move |conn| {
+        .cpu_db(body.0.len(), move |conn| {
+            let items = Batch::parse(&body.0)?.submissions;
+            if items.is_empty() || items.len() > MAX_BATCH {
+                return Err(AppError::invalid_field(
+                    "/submissions",
+                    format!("must hold 1 to {MAX_BATCH} submissions"),
+                ));
+            }
+            // Each item judged after those before it, as if sent one by one.
+            let mut opened = HashSet::new();
             Ok(items
                 .into_iter()
-                .map(|raw| submissions::prepare(conn, &forms, &keys, &limits, &who, raw))
+                .map(|raw| {
+                    let prepared = submissions::prepare_after(
+                        conn, &forms, &keys, &limits, &who, raw, &opened,
+                    );
+                    if let Ok(p) = &prepared {
+                        opened.extend(p.opens_case());
+                    }
+                    prepared
+                })
                 .collect::<Vec<_>>())
         })
         .await?;
-    // Queued together, so they usually share one commit.
-    let outcomes = join_all(prepared.into_iter().map(|item| {
-        let (state, me, origin) = (state.clone(), me.clone(), origin.clone());
-        async move {
-            match item {
-                Ok(p) => state.committer.store(p, me, origin).await,
-                Err(err) => Err(err),
-            }
+    // Queued in order and together, so they are stored in order and
+    // usually share one commit.
+    let mut answers = Vec::with_capacity(prepared.len());
+    for item in prepared {
+        answers.push(match item {
+            Ok(p) => Ok(state.committer.enqueue(p, me.clone(), origin.clone()).await),
+            Err(err) => Err(err),
+        });
+    }
+    let outcomes = join_all(answers.into_iter().map(|answer| async move {
+        match answer {
+            Ok(Ok(stored)) => stored.await,
+            Ok(Err(err)) | Err(err) => Err(err),
         }
     }))
     .await;
@@ -121,7 +142,7 @@ pub async fn put_attachment(
     let (instance_id, name) = path.into_inner();
     let keys = state.keys.clone();
     let received = state
-        .db(move |conn| {
+        .cpu_db(body.0.len(), move |conn| {
             attachments::receive(
                 conn,
                 &keys,
@@ -151,7 +172,7 @@ pub async fn get_attachment(
     let keys = state.keys.clone();
     let file_name = name.clone();
     let opened = state
-        .db(move |conn| {
+        .cpu_db(cpu::HEAVY_BYTES + 1, move |conn| {
             attachments::open(conn, &keys, &me, &origin, &instance_id.to_string(), &name)
         })
         .await?;
