@@ -1080,6 +1080,7 @@ fn tokens_command(
                     &label,
                     None,
                     days.unwrap_or(default_days),
+                    default_days,
                 )?;
                 audit_cli(conn, "device_token_created", "token", &issued.info.id)?;
                 Ok::<_, AppError>(issued)
