@@ -759,9 +759,9 @@ const CSV_HEADER: [&str; 15] = [
     "purpose",
     "request_id",
     "client_ip",
+    "token_created_by",
     "prev_hash",
     "hash",
-    "token_created_by",
 ];
 
 /// Writes the chained rows passing `filter` as CSV (RFC 4180), in chain
@@ -802,9 +802,9 @@ pub fn write_csv(
                 opt(&row.purpose),
                 opt(&row.request_id),
                 opt(&row.client_ip),
+                opt(&row.token_created_by),
                 opt(&row.prev_hash),
                 opt(&row.hash),
-                opt(&row.token_created_by),
             ])
             .map_err(csv_error)?;
             after = seq;

@@ -136,11 +136,11 @@ fn refusal(counted: &Counted, limit: i32, now: NaiveDateTime) -> Option<Verdict>
     })
 }
 
-/// The wait before the `failures`-th attempt of a window: none while
-/// `tolerated` failures came before it, then `delay_ms`, doubling with each
+/// The wait before an attempt that follows `failures_before` failures:
+/// none up to `tolerated` of them, then `delay_ms`, doubling with each
 /// further failure, at most `max_delay_ms`.
-fn delay(failures: i32, tolerated: i32, rules: &LoginThrottleSettings) -> StdDuration {
-    let past = failures - tolerated;
+fn delay(failures_before: i32, tolerated: i32, rules: &LoginThrottleSettings) -> StdDuration {
+    let past = failures_before - tolerated;
     if past <= 0 {
         return StdDuration::ZERO;
     }
@@ -181,8 +181,9 @@ pub fn reserve(
         }
         let address = count_attempt(conn, &keys.address, rules.window_secs, None, now)?;
         Ok(Verdict::Allow(
-            delay(pair.failures, rules.slow_after, rules).max(delay(
-                address.failures,
+            // The counts include this attempt.
+            delay(pair.failures - 1, rules.slow_after, rules).max(delay(
+                address.failures - 1,
                 rules.address_slow_after,
                 rules,
             )),

@@ -112,20 +112,21 @@ fn check_sites(conn: &mut DbConnection, role: Role, site_ids: &[String]) -> AppR
     Ok(())
 }
 
-/// The codes of these sites (those that exist): words an attacker tries
-/// first in the password of someone who works there.
-fn site_codes(conn: &mut DbConnection, site_ids: &[String]) -> AppResult<Vec<String>> {
-    Ok(super::sites::list(conn, Some(site_ids))?
+/// Why `password` is too weak for `username` working at `site_ids`, if it
+/// is. The sites' codes are words an attacker tries first in the password
+/// of someone who works there.
+fn weakness_for(
+    conn: &mut DbConnection,
+    username: &str,
+    site_ids: &[String],
+    password: &str,
+) -> AppResult<Option<String>> {
+    let codes: Vec<String> = super::sites::list(conn, Some(site_ids))?
         .into_iter()
         .map(|s| s.code)
-        .collect())
-}
-
-/// Why `password` is too weak for this user, if it is.
-fn weakness_for(conn: &mut DbConnection, user: &User, password: &str) -> AppResult<Option<String>> {
-    let codes = site_codes(conn, &user.site_ids)?;
+        .collect();
     let personal: Vec<&str> = codes.iter().map(String::as_str).collect();
-    Ok(passwords::weakness(password, &user.username, &personal))
+    Ok(passwords::weakness(password, username, &personal))
 }
 
 fn set_sites(conn: &mut DbConnection, user_id: &str, site_ids: &[String]) -> AppResult<()> {
@@ -158,9 +159,7 @@ pub fn create(conn: &mut DbConnection, new: NewUser) -> AppResult<Created> {
         ));
     }
     if let Some(p) = &new.password {
-        let codes = site_codes(conn, &new.site_ids)?;
-        let personal: Vec<&str> = codes.iter().map(String::as_str).collect();
-        if let Some(why) = passwords::weakness(p, &username, &personal) {
+        if let Some(why) = weakness_for(conn, &username, &new.site_ids, p)? {
             errors.push(FieldError::new("/password", why));
         }
     }
@@ -370,7 +369,7 @@ pub fn change_own_password(
         ));
     }
     let user = get(conn, user_id)?;
-    if let Some(why) = weakness_for(conn, &user, new_password)? {
+    if let Some(why) = weakness_for(conn, &user.username, &user.site_ids, new_password)? {
         return Err(AppError::invalid_field("/new_password", why));
     }
     store_password(conn, user_id, new_password, false)?;
@@ -382,7 +381,7 @@ pub fn change_own_password(
 /// of the user's tokens stop working.
 pub fn reset_password(conn: &mut DbConnection, user_id: &str, new_password: &str) -> AppResult<()> {
     let user = get(conn, user_id)?;
-    if let Some(why) = weakness_for(conn, &user, new_password)? {
+    if let Some(why) = weakness_for(conn, &user.username, &user.site_ids, new_password)? {
         return Err(AppError::invalid_field("/password", why));
     }
     store_password(conn, user_id, new_password, true)?;

@@ -247,7 +247,9 @@ impl PhoneCase {
 /// Whether a phone of `who` should hold this case: open, assigned to them,
 /// at one of their sites (site membership is the access boundary).
 pub fn belongs_on_phone_of(case: &Case, who: &Principal) -> bool {
-    case.is_open() && may_submit_for(who, case)
+    case.is_open()
+        && case.assigned_to.as_deref() == Some(who.user_id.as_str())
+        && who.is_at_site(&case.site_id)
 }
 
 /// The open cases assigned to `who` at their sites.

@@ -281,8 +281,8 @@ pub struct CaseFilter {
     pub assignee: Option<String>,
     /// Only cases with an overdue deadline.
     pub overdue: Option<bool>,
-    /// Only open cases no field worker of their site may work on: nobody
-    /// assigned, or the assignee left the site or was disabled.
+    /// Only open cases nobody of their site works on: nobody assigned, or
+    /// the assignee left the site or was disabled.
     pub needs_assignee: Option<bool>,
     /// Closed cases too (default: open ones only).
     pub include_closed: Option<bool>,
@@ -303,9 +303,9 @@ pub struct CaseSummary {
     pub closed_at: Option<DateTime<Utc>>,
     pub next_due_at: Option<DateTime<Utc>>,
     pub overdue: bool,
-    /// Open, and no field worker of its site may work on it (nobody is
-    /// assigned, or the assignee left the site or was disabled): a
-    /// coordinator must give it to someone.
+    /// Open, and nobody of its site works on it (nobody is assigned, or the
+    /// assignee left the site or was disabled): a coordinator must give it
+    /// to someone.
     pub needs_assignee: bool,
 }
 
@@ -374,8 +374,7 @@ pub fn list(
                 .inner_join(users::table)
                 .filter(user_sites::user_id.nullable().eq(cases::assigned_to))
                 .filter(user_sites::site_id.eq(cases::site_id))
-                .filter(users::active.eq(true))
-                .filter(users::role.eq(Role::FieldWorker.as_str())),
+                .filter(users::active.eq(true)),
         ));
         query = if wanted {
             query
@@ -434,7 +433,7 @@ pub fn list(
 }
 
 /// The (assignee, site) pairs among `rows` where the assignee is an active
-/// field worker of the case's site, so may work on it.
+/// member of the case's site, so may work on it.
 fn working_assignees(
     conn: &mut DbConnection,
     rows: &[Case],
@@ -447,7 +446,6 @@ fn working_assignees(
         .inner_join(users::table)
         .filter(user_sites::user_id.eq_any(assignees))
         .filter(users::active.eq(true))
-        .filter(users::role.eq(Role::FieldWorker.as_str()))
         .select((user_sites::user_id, user_sites::site_id))
         .load(conn)?;
     Ok(pairs.into_iter().collect())
