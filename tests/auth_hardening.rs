@@ -89,6 +89,43 @@ fn parallel_guesses_verify_at_most_lock_after_passwords() {
     println!("200 parallel guesses: {verified} passwords verified, {refused} refused");
 }
 
+/// Right passwords at once, on two servers: a success forgets the
+/// account's counters while other attempts are counting against them, and
+/// none fails for it. Attempts in flight count until verified, so at most
+/// `lock_after` of them go ahead together; the others are told to retry.
+#[test]
+fn parallel_right_passwords_sign_in_or_are_told_to_retry() {
+    let app = TestApp::spawn();
+    let lock_after = app.settings.login.lock_after as usize;
+    let admin = app.admin_token();
+    app.user(&admin, "busy", "field_worker", &["KZ-CAM-ALA"]);
+    let second = app.another();
+    let start = Barrier::new(16);
+    let statuses: Vec<u16> = std::thread::scope(|s| {
+        let handles: Vec<_> = (0..16)
+            .map(|n| {
+                let server = if n % 2 == 0 { &app } else { &second };
+                let start = &start;
+                s.spawn(move || {
+                    start.wait();
+                    server.login("busy", USER_PASSWORD).status
+                })
+            })
+            .collect();
+        handles.into_iter().map(|h| h.join().unwrap()).collect()
+    });
+    assert!(
+        statuses.iter().all(|s| *s == 201 || *s == 429),
+        "{statuses:?}"
+    );
+    assert!(
+        statuses.iter().filter(|s| **s == 201).count() >= lock_after,
+        "{statuses:?}"
+    );
+    // Nothing lingers: the successes released the account.
+    assert_eq!(app.login("busy", USER_PASSWORD).status, 201);
+}
+
 // ---- 3. Nobody can lock a field worker out from elsewhere ------------------
 
 #[test]

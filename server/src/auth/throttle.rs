@@ -24,7 +24,7 @@ use diesel::prelude::*;
 use crate::config::LoginThrottleSettings;
 use crate::db::schema::login_throttle;
 use crate::db::{write_tx, DbConnection};
-use crate::error::AppResult;
+use crate::error::{AppError, AppResult};
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Verdict {
@@ -47,7 +47,9 @@ pub struct Keys {
 
 impl Keys {
     pub fn new(username: &str, client_ip: &str) -> Keys {
-        let account = username.trim().to_lowercase();
+        // Usernames are at most 64 characters: a longer one names no
+        // account, and must not make a key as long as the request body.
+        let account: String = username.trim().to_lowercase().chars().take(100).collect();
         Keys {
             pair: format!("pair:{account}|{client_ip}"),
             account: format!("user:{account}"),
@@ -62,17 +64,8 @@ struct Counted {
     locked_until: Option<NaiveDateTime>,
 }
 
-/// Adds one attempt to `key` and returns its state; locks the key when the
-/// count reaches `lock_at` (if any). The first statement that touches the
-/// row takes its lock (PostgreSQL) or the write lock (SQLite's BEGIN
-/// IMMEDIATE), held to commit: the count read back is this attempt's own.
-fn count_attempt(
-    conn: &mut DbConnection,
-    key: &str,
-    window_secs: i64,
-    lock_at: Option<(i32, i64)>,
-    now: NaiveDateTime,
-) -> AppResult<Counted> {
+/// Makes the counter row of `key` (empty) unless it exists.
+fn insert_if_missing(conn: &mut DbConnection, key: &str, now: NaiveDateTime) -> AppResult<()> {
     let fresh = (
         login_throttle::throttle_key.eq(key),
         login_throttle::failures.eq(0),
@@ -89,26 +82,55 @@ fn count_attempt(
             .on_conflict_do_nothing()
             .execute(c)?,
     };
-    // An expired lock, or a window with no lock that has passed, starts over.
-    let stale_window = now - Duration::seconds(window_secs);
-    diesel::update(
-        login_throttle::table.find(key).filter(
-            login_throttle::locked_until
-                .le(now)
-                .or(login_throttle::locked_until
-                    .is_null()
-                    .and(login_throttle::window_started_at.lt(stale_window))),
-        ),
-    )
-    .set((
-        login_throttle::failures.eq(0),
-        login_throttle::window_started_at.eq(now),
-        login_throttle::locked_until.eq(None::<NaiveDateTime>),
-    ))
-    .execute(conn)?;
-    diesel::update(login_throttle::table.find(key))
-        .set(login_throttle::failures.eq(login_throttle::failures + 1))
+    Ok(())
+}
+
+/// Adds one attempt to `key` and returns its state; locks the key when the
+/// count reaches `lock_at` (if any). The first statement that touches the
+/// row takes its lock (PostgreSQL) or the write lock (SQLite's BEGIN
+/// IMMEDIATE), held to commit: the count read back is this attempt's own.
+fn count_attempt(
+    conn: &mut DbConnection,
+    key: &str,
+    window_secs: i64,
+    lock_at: Option<(i32, i64)>,
+    now: NaiveDateTime,
+) -> AppResult<Counted> {
+    // A right password deletes the row (`release`), maybe between our
+    // statements on PostgreSQL: then make it again. Once the increment has
+    // touched the row, it is locked (or the database is) until commit.
+    let mut counted = 0;
+    for _ in 0..3 {
+        insert_if_missing(conn, key, now)?;
+        // An expired lock, or a window with no lock that has passed, starts over.
+        let stale_window = now - Duration::seconds(window_secs);
+        diesel::update(
+            login_throttle::table.find(key).filter(
+                login_throttle::locked_until
+                    .le(now)
+                    .or(login_throttle::locked_until
+                        .is_null()
+                        .and(login_throttle::window_started_at.lt(stale_window))),
+            ),
+        )
+        .set((
+            login_throttle::failures.eq(0),
+            login_throttle::window_started_at.eq(now),
+            login_throttle::locked_until.eq(None::<NaiveDateTime>),
+        ))
         .execute(conn)?;
+        counted = diesel::update(login_throttle::table.find(key))
+            .set(login_throttle::failures.eq(login_throttle::failures + 1))
+            .execute(conn)?;
+        if counted == 1 {
+            break;
+        }
+    }
+    if counted != 1 {
+        return Err(AppError::internal(format!(
+            "login throttle: the counter {key:?} keeps vanishing"
+        )));
+    }
     let (failures, mut locked_until): (i32, Option<NaiveDateTime>) = login_throttle::table
         .find(key)
         .select((login_throttle::failures, login_throttle::locked_until))
@@ -195,12 +217,11 @@ pub fn reserve(
 /// overall) and takes this attempt back from the address's count.
 /// Call inside the login's write transaction.
 pub fn release(conn: &mut DbConnection, keys: &Keys) -> AppResult<()> {
-    diesel::delete(
-        login_throttle::table.filter(
-            login_throttle::throttle_key.eq_any([keys.pair.as_str(), keys.account.as_str()]),
-        ),
-    )
-    .execute(conn)?;
+    // In `reserve`'s order, one row at a time, so no two transactions wait
+    // on each other in a cycle.
+    for key in [&keys.pair, &keys.account] {
+        diesel::delete(login_throttle::table.find(key)).execute(conn)?;
+    }
     diesel::update(
         login_throttle::table
             .find(&keys.address)
