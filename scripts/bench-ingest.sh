@@ -40,8 +40,9 @@ json() { python3 -c "import json,sys; print(json.load(sys.stdin)$1)"; }
 INITIAL=$(cat data/initial-admin-password)
 TOKEN=$(curl -fs -H 'Content-Type: application/json' \
   -d "{\"username\":\"admin\",\"password\":\"$INITIAL\"}" "$BASE/api/v1/sessions" | json "['token']")
-curl -fs -o /dev/null -H "Authorization: Bearer $TOKEN" -H 'Content-Type: application/json' \
-  -d "{\"current_password\":\"$INITIAL\",\"new_password\":\"bench-admin-password\"}" "$BASE/api/v1/me/password"
+# The change ends the one-time session; its answer carries a fresh one.
+TOKEN=$(curl -fs -H "Authorization: Bearer $TOKEN" -H 'Content-Type: application/json' \
+  -d "{\"current_password\":\"$INITIAL\",\"new_password\":\"bench-admin-password\"}" "$BASE/api/v1/me/password" | json "['token']")
 SITE=$(curl -fs -H "Authorization: Bearer $TOKEN" "$BASE/api/v1/sites" |
   python3 -c "import json,sys; print([s['id'] for s in json.load(sys.stdin)['items'] if s['code']=='KZ-CAM-ALA'][0])")
 curl -fs -o /dev/null -H "Authorization: Bearer $TOKEN" -H 'Content-Type: application/json' \

@@ -68,6 +68,8 @@ const MATRIX: &[Row] = &[
     ("GET", "/api/v1/tokens", ['Y', 'Y', 'Y', '-', '-', '-', '-']),
     ("POST", "/api/v1/tokens", ['Y', 'Y', '-', '-', '-', '-', '-']),
     ("DELETE", "/api/v1/tokens/{token}", ['Y', 'P', '-', '-', '-', '-', '-']),
+    // Each caller's own tokens only: another's is not found (404).
+    ("DELETE", "/api/v1/me/tokens/{token}", ['P', 'P', 'P', 'P', 'P', 'P', 'P']),
     ("GET", "/api/v1/programmes/kz/keys/current", ['Y', 'Y', 'Y', 'Y', 'Y', 'Y', 'Y']),
     ("GET", "/api/v1/programmes/kz/calendar", ['Y', 'Y', 'Y', 'Y', 'Y', 'Y', 'Y']),
     ("PUT", "/api/v1/programmes/kz/calendar/days/2026-12-30", ['Y', '-', '-', '-', '-', '-', '-']),

@@ -43,6 +43,7 @@ pub fn bench_db() -> BenchDb {
         role: Role::FieldWorker,
         site_ids: vec![site.id.clone()],
         token_id: "bench".into(),
+        token_created_by: None,
         must_change_password: false,
     };
     BenchDb {

@@ -58,13 +58,18 @@ struct Content<'a> {
     purpose: Option<&'a str>,
     request_id: Option<&'a str>,
     client_ip: Option<&'a str>,
+    /// Who made the device token the actor used, when that was how the
+    /// request was signed in: the token acts with their say-so.
+    token_created_by: Option<&'a str>,
 }
 
 impl Content<'_> {
     /// SHA-256 (hex) of a JSON array of the link and every field, so no
     /// two different rows encode alike (a field cannot spill into the next).
+    /// The token's maker is appended only when set, so rows written before
+    /// it existed hash as they did.
     fn hash(&self, prev_hash: &str, seq: i64) -> String {
-        let encoded = serde_json::to_vec(&(
+        let mut fields = serde_json::to_value((
             prev_hash,
             seq,
             self.occurred_at.format(HASHED_TIME).to_string(),
@@ -80,6 +85,10 @@ impl Content<'_> {
             self.client_ip,
         ))
         .expect("strings and numbers serialise");
+        if let (Some(creator), Some(list)) = (self.token_created_by, fields.as_array_mut()) {
+            list.push(creator.into());
+        }
+        let encoded = serde_json::to_vec(&fields).expect("a JSON value serialises");
         hex::encode(digest::digest(&digest::SHA256, &encoded))
     }
 }
@@ -115,6 +124,8 @@ pub struct AuditRow {
     pub purpose: Option<String>,
     pub prev_hash: Option<String>,
     pub hash: Option<String>,
+    /// Who made the device token the actor used, if one was.
+    pub token_created_by: Option<String>,
 }
 
 fn utc<S: Serializer>(at: &NaiveDateTime, s: S) -> Result<S::Ok, S::Error> {
@@ -135,6 +146,7 @@ impl AuditRow {
             purpose: self.purpose.as_deref(),
             request_id: self.request_id.as_deref(),
             client_ip: self.client_ip.as_deref(),
+            token_created_by: self.token_created_by.as_deref(),
         }
     }
 }
@@ -234,6 +246,7 @@ pub fn record(conn: &mut DbConnection, origin: &Origin, event: Event<'_>) -> App
             purpose: event.purpose,
             request_id: origin.request_id.as_deref(),
             client_ip: origin.client_ip.as_deref(),
+            token_created_by: event.actor.and_then(|p| p.token_created_by.as_deref()),
         };
         let hash = content.hash(&prev_hash, seq);
         diesel::insert_into(audit_log::table)
@@ -736,7 +749,7 @@ pub fn query(
 }
 
 /// The columns of the CSV export.
-const CSV_HEADER: [&str; 14] = [
+const CSV_HEADER: [&str; 15] = [
     "seq",
     "occurred_at",
     "actor_id",
@@ -749,6 +762,7 @@ const CSV_HEADER: [&str; 14] = [
     "purpose",
     "request_id",
     "client_ip",
+    "token_created_by",
     "prev_hash",
     "hash",
 ];
@@ -793,6 +807,7 @@ pub fn write_csv(
                 opt(&row.purpose),
                 opt(&row.request_id),
                 opt(&row.client_ip),
+                opt(&row.token_created_by),
                 opt(&row.prev_hash),
                 opt(&row.hash),
             ])?;
@@ -836,6 +851,7 @@ mod tests {
             purpose: None,
             request_id: None,
             client_ip: Some("127.0.0.1"),
+            token_created_by: None,
         }
     }
 
@@ -857,6 +873,10 @@ mod tests {
         shifted.object_id = Some("u1\",\"a");
         shifted.detail = None;
         assert_ne!(base, shifted.hash(GENESIS, 1));
+        // A token's maker is covered when set.
+        let mut by_token = content(Some("a"));
+        by_token.token_created_by = Some("c1");
+        assert_ne!(base, by_token.hash(GENESIS, 1));
     }
 
     #[test]

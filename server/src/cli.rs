@@ -592,6 +592,7 @@ fn shell_actor() -> &'static crate::auth::Principal {
             role: Role::Admin,
             site_ids: Vec::new(),
             token_id: String::new(),
+            token_created_by: None,
             must_change_password: false,
         }
     })
@@ -1185,6 +1186,7 @@ fn tokens_command(
                     &label,
                     None,
                     days.unwrap_or(default_days),
+                    default_days,
                 )?;
                 audit_cli(conn, "device_token_created", "token", &issued.info.id)?;
                 Ok::<_, AppError>(issued)

@@ -95,18 +95,30 @@ pub struct TlsSettings {
     pub key: PathBuf,
 }
 
-/// Failed logins, counted per account and per client address within a window.
+/// Failed logins, counted per account and client address together, per
+/// address and per account, within a window (docs/operations.md, "Login
+/// throttling").
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct LoginThrottleSettings {
-    /// Failures tolerated before each further attempt is slowed down.
+    /// Failures of one account from one address tolerated before each
+    /// further attempt is slowed down.
     pub slow_after: i32,
-    /// Added delay per failure past `slow_after`, capped at `max_delay_ms`.
+    /// The first delay past a limit; it doubles with each further failure,
+    /// up to `max_delay_ms`.
     pub delay_ms: u64,
     pub max_delay_ms: u64,
-    /// Failures after which the account or address is refused for `lock_secs`.
+    /// Failures of one account from one address after which that address
+    /// may not try that account for `lock_secs` (other addresses still may).
     pub lock_after: i32,
     pub lock_secs: i64,
+    /// Failures from one address, at any accounts, after which its attempts
+    /// are slowed (never refused: an office shares one address).
+    pub address_slow_after: i32,
+    /// Failures of one account from all addresses after which its password
+    /// is refused for `lock_secs`; 0 (the default) never locks an account.
+    /// Device tokens keep working either way.
+    pub account_lock_after: i32,
     /// Failures older than this are forgotten.
     pub window_secs: i64,
 }
@@ -156,6 +168,8 @@ impl Default for LoginThrottleSettings {
             max_delay_ms: 4000,
             lock_after: 10,
             lock_secs: 15 * 60,
+            address_slow_after: 30,
+            account_lock_after: 0,
             window_secs: 15 * 60,
         }
     }
@@ -223,9 +237,19 @@ impl Settings {
                 "cpu_time_limit_secs must be at least 1".into(),
             ));
         }
-        if self.login.lock_after <= self.login.slow_after {
+        if self.login.lock_after <= self.login.slow_after || self.login.slow_after < 0 {
             return Err(ConfigError::Invalid(
-                "login.lock_after must be greater than login.slow_after".into(),
+                "login.lock_after must be greater than login.slow_after (0 or more)".into(),
+            ));
+        }
+        if self.login.address_slow_after < 1 || self.login.account_lock_after < 0 {
+            return Err(ConfigError::Invalid(
+                "login.address_slow_after must be 1 or more, login.account_lock_after 0 (off) or more".into(),
+            ));
+        }
+        if self.login.lock_secs < 1 || self.login.window_secs < 1 {
+            return Err(ConfigError::Invalid(
+                "login.lock_secs and login.window_secs must be 1 or more".into(),
             ));
         }
         if ![2048, 3072, 4096].contains(&self.rsa_key_bits) {

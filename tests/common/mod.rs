@@ -269,7 +269,8 @@ impl TestApp {
         res.body["token"].as_str().unwrap().to_string()
     }
 
-    /// Logs in as the first admin and replaces the one-time password.
+    /// Logs in as the first admin and replaces the one-time password; returns
+    /// the fresh session the change answers with (the one-time one ends).
     pub fn admin_token(&self) -> String {
         let token = self.token_for("admin", &self.initial_admin_password());
         let res = self.post(
@@ -277,8 +278,46 @@ impl TestApp {
             &token,
             json!({ "current_password": self.initial_admin_password(), "new_password": ADMIN_PASSWORD }),
         );
-        assert_eq!(res.status, 204, "{}", res.body);
-        token
+        assert_eq!(res.status, 200, "{}", res.body);
+        res.body["token"].as_str().unwrap().to_string()
+    }
+
+    /// Logs in from another loopback address (`127.x.y.z`), as a client
+    /// behind another network would: the server sees that address.
+    pub fn login_from(&self, source_ip: &str, username: &str, password: &str) -> Response {
+        let body = json!({ "username": username, "password": password }).to_string();
+        let request = format!(
+            "POST /api/v1/sessions HTTP/1.1\r\nHost: {}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+            self.addr,
+            body.len()
+        );
+        let answer = raw_exchange(source_ip, self.addr, request.as_bytes());
+        let (head, text) = answer.split_once("\r\n\r\n").expect("an HTTP answer");
+        let mut lines = head.lines();
+        let status: u16 = lines
+            .next()
+            .and_then(|l| l.split(' ').nth(1))
+            .and_then(|s| s.parse().ok())
+            .expect("a status line");
+        let headers: Vec<(String, String)> = lines
+            .filter_map(|l| l.split_once(':'))
+            .map(|(k, v)| (k.trim().to_lowercase(), v.trim().to_string()))
+            .collect();
+        let chunked = headers
+            .iter()
+            .any(|(k, v)| k == "transfer-encoding" && v.contains("chunked"));
+        let text = if chunked {
+            dechunk(text)
+        } else {
+            text.to_string()
+        };
+        Response {
+            status,
+            headers,
+            body: serde_json::from_str(&text).unwrap_or(Value::Null),
+            bytes: text.as_bytes().to_vec(),
+            text,
+        }
     }
 
     pub fn site_id(&self, token: &str, code: &str) -> String {
@@ -317,6 +356,36 @@ impl TestApp {
 
 pub const ADMIN_PASSWORD: &str = "admin-password-for-tests";
 pub const USER_PASSWORD: &str = "user-password-for-tests";
+
+/// Sends `request` from `source_ip` (bound before connecting) and reads the
+/// whole answer.
+fn raw_exchange(source_ip: &str, to: SocketAddr, request: &[u8]) -> String {
+    use std::io::{Read, Write};
+    let socket =
+        socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).expect("a socket");
+    let from: SocketAddr = format!("{source_ip}:0").parse().expect("an IPv4 address");
+    socket.bind(&from.into()).expect("bind the source address");
+    socket.connect(&to.into()).expect("connect to the server");
+    let mut stream: std::net::TcpStream = socket.into();
+    stream.write_all(request).expect("send the request");
+    let mut answer = String::new();
+    stream.read_to_string(&mut answer).expect("read the answer");
+    answer
+}
+
+/// The body of a chunked HTTP/1.1 answer.
+fn dechunk(mut text: &str) -> String {
+    let mut body = String::new();
+    while let Some((size, rest)) = text.split_once("\r\n") {
+        let size = usize::from_str_radix(size.trim(), 16).unwrap_or(0);
+        if size == 0 {
+            break;
+        }
+        body.push_str(&rest[..size]);
+        text = rest[size..].trim_start_matches("\r\n");
+    }
+    body
+}
 
 fn with_auth<B>(req: ureq::RequestBuilder<B>, auth: Option<&str>) -> ureq::RequestBuilder<B> {
     match auth {

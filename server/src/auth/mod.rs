@@ -70,6 +70,10 @@ pub struct Principal {
     pub role: Role,
     pub site_ids: Vec<String>,
     pub token_id: String,
+    /// Who made the device token this request came with (`None` for a
+    /// login session): audited beside the user, since the token acts with
+    /// their say-so.
+    pub token_created_by: Option<String>,
     pub must_change_password: bool,
 }
 

@@ -33,8 +33,19 @@ pub fn decoy_hash() -> &'static str {
     DECOY.get_or_init(|| hash("decoy password that never matches"))
 }
 
+/// The lowest zxcvbn score accepted for a new password: 3 is "safely
+/// unguessable" (about 10^8 to 10^10 guesses), enough against an online
+/// attacker and a stolen hash of a slow Argon2id.
+pub const MIN_SCORE: zxcvbn::Score = zxcvbn::Score::Three;
+
+/// Words an attacker of this server tries first, besides the user's own.
+const SERVER_WORDS: [&str; 1] = ["casesync"];
+
 /// Why a new password is refused, or `None` when it is acceptable.
-pub fn weakness(password: &str, username: &str) -> Option<String> {
+/// `personal` names the words an attacker would try for this user first: the
+/// username and the codes of the user's sites. The answer is plain words a
+/// user can act on (zxcvbn's warning and suggestions).
+pub fn weakness(password: &str, username: &str, personal: &[&str]) -> Option<String> {
     let chars = password.chars().count();
     if chars < MIN_PASSWORD_LEN {
         return Some(format!(
@@ -49,7 +60,37 @@ pub fn weakness(password: &str, username: &str) -> Option<String> {
     if password.eq_ignore_ascii_case(username) {
         return Some("must not be the username".into());
     }
-    None
+    // Site codes also as typed without their separators (KZ-CAM-ALA, kzcamala).
+    let squeezed: Vec<String> = personal
+        .iter()
+        .map(|w| w.chars().filter(|c| c.is_alphanumeric()).collect())
+        .collect();
+    let mut words: Vec<&str> = vec![username];
+    words.extend_from_slice(personal);
+    words.extend(squeezed.iter().map(String::as_str));
+    words.extend_from_slice(&SERVER_WORDS);
+    let estimate = zxcvbn::zxcvbn(password, &words);
+    if estimate.score() >= MIN_SCORE {
+        return None;
+    }
+    let lowered = password.to_lowercase();
+    let mut why = vec!["is too easy to guess.".to_string()];
+    if let Some(word) = words
+        .iter()
+        .find(|w| w.len() >= 3 && lowered.contains(&w.to_lowercase()))
+    {
+        why.push(format!(
+            "It contains {word:?}, which an attacker of this server tries first."
+        ));
+    }
+    if let Some(feedback) = estimate.feedback() {
+        why.extend(feedback.warning().map(|w| w.to_string()));
+        why.extend(feedback.suggestions().iter().map(|s| s.to_string()));
+    }
+    if why.len() == 1 {
+        why.push("Add another word or two. Uncommon words are better.".into());
+    }
+    Some(why.join(" "))
 }
 
 /// A random password for first-start admins and resets: 20 characters from an
@@ -81,8 +122,29 @@ mod tests {
         let b = generate();
         assert_eq!(a.len(), 20);
         assert_ne!(a, b);
-        assert!(weakness(&a, "admin").is_none());
-        assert!(weakness("short", "admin").is_some());
-        assert!(weakness("Administrator", "administrator").is_some());
+        assert!(weakness(&a, "admin", &[]).is_none());
+        assert!(weakness("short", "admin", &[]).is_some());
+        assert!(weakness("Administrator", "administrator", &[]).is_some());
+    }
+
+    #[test]
+    fn guessable_passwords_are_refused_saying_why() {
+        for weak in ["password12", "1234567890", "qwertyuiop"] {
+            let why = weakness(weak, "aigerim", &[]).expect(weak);
+            assert!(why.starts_with("is too easy to guess."), "{weak}: {why}");
+            assert!(why.len() > "is too easy to guess.".len(), "{weak}: {why}");
+        }
+        // The username, the user's sites and the server's name are the
+        // first words an attacker tries.
+        assert!(zxcvbn::zxcvbn("aigerimcasesync", &[]).score() >= MIN_SCORE);
+        let why = weakness("aigerimcasesync", "aigerim", &["KZ-CAM-ALA"])
+            .expect("built of personal words");
+        assert!(why.contains("contains \"aigerim\""), "{why}");
+        assert!(weakness("kzcamalacasesync", "dorji", &["KZ-CAM-ALA"]).is_some());
+        assert!(weakness("tulip mortar glacier velvet", "aigerim", &["KZ-CAM-ALA"]).is_none());
+        // Every generated one-time password passes.
+        for _ in 0..200 {
+            assert!(weakness(&generate(), "aigerim", &["KZ-CAM-ALA"]).is_none());
+        }
     }
 }

@@ -33,6 +33,20 @@ pub fn visible_user_sites(p: &Principal) -> AppResult<Option<Vec<String>>> {
     }
 }
 
+/// Whether the caller may make a device token for a user working at
+/// `user_sites`: a token acts with all of the user's rights, so a
+/// coordinator makes one only for someone all of whose sites are theirs.
+pub fn issue_device_token_for(p: &Principal, user_sites: &[String]) -> AppResult<()> {
+    match p.role {
+        Role::Admin => Ok(()),
+        Role::Coordinator if user_sites.iter().all(|s| p.is_at_site(s)) => Ok(()),
+        Role::Coordinator => Err(AppError::Forbidden(
+            "the user also works at a site you do not coordinate; ask an admin or a coordinator of all their sites to make the token".into(),
+        )),
+        _ => Err(deny("make device tokens")),
+    }
+}
+
 /// Whether the caller may see or manage a user working at `user_sites`.
 pub fn may_manage_user_at(p: &Principal, user_sites: &[String]) -> AppResult<()> {
     match p.role {
@@ -77,9 +91,13 @@ impl CaseAccess {
 
 /// Need to know (KZ A1, BT §6.2): the assigned field worker and the
 /// coordinators of the case's site; anyone else only under break-glass.
+/// Site membership is the boundary for both: a worker moved off a site
+/// loses its cases at once, assigned or not.
 fn case_role(p: &Principal, case: CaseRef<'_>) -> Option<CaseAccess> {
     match p.role {
-        Role::FieldWorker if case.assigned_to == Some(p.user_id.as_str()) => {
+        Role::FieldWorker
+            if case.assigned_to == Some(p.user_id.as_str()) && p.is_at_site(case.site_id) =>
+        {
             Some(CaseAccess::Assigned)
         }
         Role::Coordinator if p.is_at_site(case.site_id) => Some(CaseAccess::SiteCoordinator),
@@ -161,15 +179,21 @@ pub fn handle_access_request(p: &Principal, case: CaseRef<'_>) -> AppResult<()> 
 /// Which cases a list (cases, deadlines, conflicts) may show `p`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum CaseScope {
-    /// Those assigned to this user.
-    Assignee(String),
+    /// Those assigned to this user at these sites (theirs).
+    Assignee {
+        user_id: String,
+        site_ids: Vec<String>,
+    },
     /// Those of these sites.
     Sites(Vec<String>),
 }
 
 pub fn list_cases(p: &Principal) -> AppResult<CaseScope> {
     match p.role {
-        Role::FieldWorker => Ok(CaseScope::Assignee(p.user_id.clone())),
+        Role::FieldWorker => Ok(CaseScope::Assignee {
+            user_id: p.user_id.clone(),
+            site_ids: p.site_ids.clone(),
+        }),
         Role::Coordinator => Ok(CaseScope::Sites(p.site_ids.clone())),
         _ => Err(AppError::Forbidden(
             "only field workers and coordinators read cases".into(),
@@ -291,6 +315,7 @@ mod tests {
             role,
             site_ids: sites.iter().map(|s| s.to_string()).collect(),
             token_id: "t".into(),
+            token_created_by: None,
             must_change_password: false,
         }
     }
@@ -331,6 +356,10 @@ mod tests {
         }
         assert!(work_on_case(&worker, case).is_ok());
         assert!(manage_case(&worker, case).is_err());
+        // Moved off the site: the assignment no longer opens the case.
+        worker.site_ids = vec!["b".into()];
+        assert!(read_case(&worker, case, false).is_err());
+        assert!(work_on_case(&worker, case).is_err());
         assert!(manage_case(&coordinator, case).is_ok());
     }
 
@@ -399,6 +428,13 @@ mod tests {
         assert!(may_manage_user_at(&c, &["b".into()]).is_err());
         assert!(may_manage_user_at(&principal(Role::FieldWorker, &["a"]), &["a".into()]).is_err());
         assert_eq!(visible_user_sites(&c).unwrap(), Some(vec!["a".to_string()]));
+        // Device tokens: only for users all of whose sites are the maker's.
+        assert!(issue_device_token_for(&c, &["a".into()]).is_ok());
+        assert!(issue_device_token_for(&c, &["a".into(), "b".into()]).is_err());
+        assert!(issue_device_token_for(&principal(Role::Admin, &[]), &["b".into()]).is_ok());
+        assert!(
+            issue_device_token_for(&principal(Role::FieldWorker, &["a"]), &["a".into()]).is_err()
+        );
         assert!(visible_user_sites(&principal(Role::Analyst, &["a"])).is_err());
     }
 }

@@ -133,13 +133,15 @@ pub fn issue_session(conn: &mut DbConnection, user_id: &str, ttl_hours: i64) -> 
     )
 }
 
-/// A device token for a field worker's phone.
+/// A device token for a field worker's phone, lasting `ttl_days`, at most
+/// `max_days` (the server's `device_token_ttl_days`).
 pub fn issue_device(
     conn: &mut DbConnection,
     for_user: &str,
     label: &str,
     created_by: Option<&str>,
     ttl_days: i64,
+    max_days: i64,
 ) -> AppResult<Issued> {
     let label = label.trim();
     if label.is_empty() || label.len() > 100 {
@@ -148,10 +150,12 @@ pub fn issue_device(
             "must be 1–100 characters",
         ));
     }
-    if !(1..=3650).contains(&ttl_days) {
+    if !(1..=max_days).contains(&ttl_days) {
         return Err(AppError::invalid_field(
             "/expires_in_days",
-            "must be between 1 and 3650",
+            format!(
+                "must be from 1 to {max_days}: device tokens last at most {max_days} days on this server (device_token_ttl_days)"
+            ),
         ));
     }
     let user = users::get(conn, for_user).map_err(|_| {
@@ -209,6 +213,7 @@ pub fn authenticate(conn: &mut DbConnection, secret: &str) -> AppResult<Option<P
         username: user.username,
         role: user.role,
         site_ids: user.site_ids,
+        token_created_by: token.created_by.filter(|_| token.kind == KIND_DEVICE),
         token_id: token.id,
         must_change_password: user.must_change_password,
     }))
@@ -247,6 +252,18 @@ pub fn revoke(conn: &mut DbConnection, id: &str) -> AppResult<TokenInfo> {
         .set(tokens::revoked_at.eq(super::now()))
         .execute(conn)?;
     get(conn, id)
+}
+
+/// Ends every login session of the user (device tokens stay).
+pub fn revoke_sessions_of(conn: &mut DbConnection, user_id: &str) -> AppResult<usize> {
+    Ok(diesel::update(
+        tokens::table
+            .filter(tokens::user_id.eq(user_id))
+            .filter(tokens::kind.eq(KIND_SESSION))
+            .filter(tokens::revoked_at.is_null()),
+    )
+    .set(tokens::revoked_at.eq(super::now()))
+    .execute(conn)?)
 }
 
 pub fn revoke_all_for_user(conn: &mut DbConnection, user_id: &str) -> AppResult<usize> {

@@ -114,6 +114,23 @@ fn check_sites(conn: &mut DbConnection, role: Role, site_ids: &[String]) -> AppR
     Ok(())
 }
 
+/// Why `password` is too weak for `username` working at `site_ids`, if it
+/// is. The sites' codes are words an attacker tries first in the password
+/// of someone who works there.
+fn weakness_for(
+    conn: &mut DbConnection,
+    username: &str,
+    site_ids: &[String],
+    password: &str,
+) -> AppResult<Option<String>> {
+    let codes: Vec<String> = super::sites::list(conn, Some(site_ids))?
+        .into_iter()
+        .map(|s| s.code)
+        .collect();
+    let personal: Vec<&str> = codes.iter().map(String::as_str).collect();
+    Ok(passwords::weakness(password, username, &personal))
+}
+
 fn set_sites(conn: &mut DbConnection, user_id: &str, site_ids: &[String]) -> AppResult<()> {
     diesel::delete(user_sites::table.filter(user_sites::user_id.eq(user_id))).execute(conn)?;
     let mut unique: Vec<&String> = site_ids.iter().collect();
@@ -144,7 +161,7 @@ pub fn create(conn: &mut DbConnection, new: NewUser) -> AppResult<Created> {
         ));
     }
     if let Some(p) = &new.password {
-        if let Some(why) = passwords::weakness(p, &username) {
+        if let Some(why) = weakness_for(conn, &username, &new.site_ids, p)? {
             errors.push(FieldError::new("/password", why));
         }
     }
@@ -328,6 +345,10 @@ pub fn update(conn: &mut DbConnection, id: &str, changes: UserChanges) -> AppRes
         .execute(conn)?;
     if changes.site_ids.is_some() {
         set_sites(conn, id, &site_ids)?;
+        // Site membership is the access boundary: the policy refuses the
+        // cases of a site the user left from now on; their phone hears on
+        // its next sync to drop them.
+        crate::cases::notify_access_lost(conn, id, &site_ids)?;
     }
     if changes.active == Some(false) || changes.role.is_some_and(|r| r != current.role) {
         // A disabled user, or one whose powers changed, starts from a fresh login.
@@ -336,7 +357,10 @@ pub fn update(conn: &mut DbConnection, id: &str, changes: UserChanges) -> AppRes
     get(conn, id)
 }
 
-/// Sets a password chosen by the user; clears the must-change flag.
+/// Sets a password chosen by the user and clears the must-change flag.
+/// Every session of the user ends, the one that asked included (a session
+/// opened with a one-time password ends with its change): the caller issues
+/// a fresh one. Device tokens stay; the user lists and revokes them on `/me`.
 pub fn change_own_password(
     conn: &mut DbConnection,
     user_id: &str,
@@ -359,17 +383,20 @@ pub fn change_own_password(
             "must differ from the current password",
         ));
     }
-    if let Some(why) = passwords::weakness(new_password, &row.username) {
+    let user = get(conn, user_id)?;
+    if let Some(why) = weakness_for(conn, &user.username, &user.site_ids, new_password)? {
         return Err(AppError::invalid_field("/new_password", why));
     }
-    store_password(conn, user_id, new_password, false)
+    store_password(conn, user_id, new_password, false)?;
+    tokens::revoke_sessions_of(conn, user_id)?;
+    Ok(())
 }
 
 /// An administrator's reset: the user must change it at next login, and all
 /// of the user's tokens stop working.
 pub fn reset_password(conn: &mut DbConnection, user_id: &str, new_password: &str) -> AppResult<()> {
     let user = get(conn, user_id)?;
-    if let Some(why) = passwords::weakness(new_password, &user.username) {
+    if let Some(why) = weakness_for(conn, &user.username, &user.site_ids, new_password)? {
         return Err(AppError::invalid_field("/password", why));
     }
     store_password(conn, user_id, new_password, true)?;

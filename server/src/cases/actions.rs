@@ -293,10 +293,11 @@ pub fn conflicts_for(
         .into_boxed();
     query = match policy::list_cases(who)? {
         CaseScope::Sites(sites) => query.filter(conflicts::site_id.eq_any(sites)),
-        CaseScope::Assignee(user) => {
+        CaseScope::Assignee { user_id, site_ids } => {
             use crate::db::schema::cases;
             let mine = cases::table
-                .filter(cases::assigned_to.eq(user))
+                .filter(cases::assigned_to.eq(user_id))
+                .filter(cases::site_id.eq_any(site_ids))
                 .select(cases::id);
             query.filter(conflicts::case_id.eq_any(mine))
         }

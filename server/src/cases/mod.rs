@@ -188,6 +188,28 @@ pub fn assign(conn: &mut DbConnection, case: &Case, to: Option<&str>) -> AppResu
     find(conn, &case.id)?.ok_or_else(|| AppError::NotFound("the case is gone".into()))
 }
 
+/// Tells `user_id`'s phone of each open case assigned to them at a site
+/// they no longer work at (`sites` are those they still do), so it drops
+/// them on its next sync. The case keeps its assignee until a coordinator
+/// gives it to someone else: its list flags it as needing one.
+pub fn notify_access_lost(
+    conn: &mut DbConnection,
+    user_id: &str,
+    sites: &[String],
+) -> AppResult<usize> {
+    let lost: Vec<String> = cases::table
+        .filter(cases::assigned_to.eq(user_id))
+        .filter(cases::site_id.ne_all(sites))
+        .filter(cases::closed_at.is_null())
+        .filter(cases::merged_into.is_null())
+        .select(cases::id)
+        .load(conn)?;
+    for case_id in &lost {
+        sync::record_change(conn, ChangeKind::Case, case_id, Some(user_id))?;
+    }
+    Ok(lost.len())
+}
+
 /// What a phone keeps of a case: enough to find the child's file again and
 /// know what is due, no personal data.
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -239,15 +261,19 @@ impl PhoneCase {
     }
 }
 
-/// Whether a phone of `user_id` should hold this case.
-pub fn belongs_on_phone_of(case: &Case, user_id: &str) -> bool {
-    case.is_open() && case.assigned_to.as_deref() == Some(user_id)
+/// Whether a phone of `who` should hold this case: open, assigned to them,
+/// at one of their sites (site membership is the access boundary).
+pub fn belongs_on_phone_of(case: &Case, who: &Principal) -> bool {
+    case.is_open()
+        && case.assigned_to.as_deref() == Some(who.user_id.as_str())
+        && who.is_at_site(&case.site_id)
 }
 
-/// The cases assigned to `user_id` that are open.
-pub fn assigned_open(conn: &mut DbConnection, user_id: &str) -> AppResult<Vec<Case>> {
+/// The open cases assigned to `who` at their sites.
+pub fn assigned_open(conn: &mut DbConnection, who: &Principal) -> AppResult<Vec<Case>> {
     Ok(cases::table
-        .filter(cases::assigned_to.eq(user_id))
+        .filter(cases::assigned_to.eq(&who.user_id))
+        .filter(cases::site_id.eq_any(&who.site_ids))
         .filter(cases::closed_at.is_null())
         .filter(cases::merged_into.is_null())
         .order(cases::created_at)

@@ -18,7 +18,7 @@ use super::timeline::{self, EventRow};
 use super::{break_glass, find, Case};
 use crate::auth::policy::{self, CaseAccess, CaseScope};
 use crate::auth::{Principal, Role};
-use crate::db::schema::{case_deadlines, cases, conflicts};
+use crate::db::schema::{case_deadlines, cases, conflicts, user_sites, users};
 use crate::db::DbConnection;
 use crate::error::{AppError, AppResult};
 use crate::programmes::{holidays, Programme};
@@ -322,6 +322,9 @@ pub struct CaseFilter {
     pub assignee: Option<String>,
     /// Only cases with an overdue deadline.
     pub overdue: Option<bool>,
+    /// Only open cases nobody of their site works on: nobody assigned, or
+    /// the assignee left the site or was disabled.
+    pub needs_assignee: Option<bool>,
     /// Closed cases too (default: open ones only).
     pub include_closed: Option<bool>,
     pub cursor: Option<String>,
@@ -341,6 +344,10 @@ pub struct CaseSummary {
     pub closed_at: Option<DateTime<Utc>>,
     pub next_due_at: Option<DateTime<Utc>>,
     pub overdue: bool,
+    /// Open, and nobody of its site works on it (nobody is assigned, or the
+    /// assignee left the site or was disabled): a coordinator must give it
+    /// to someone.
+    pub needs_assignee: bool,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -382,7 +389,9 @@ pub fn list(
     let limit = filter.limit.unwrap_or(100).clamp(1, MAX_PAGE);
     let mut query = cases::table.select(Case::as_select()).into_boxed();
     query = match policy::list_cases(who)? {
-        CaseScope::Assignee(user) => query.filter(cases::assigned_to.eq(user)),
+        CaseScope::Assignee { user_id, site_ids } => query
+            .filter(cases::assigned_to.eq(user_id))
+            .filter(cases::site_id.eq_any(site_ids)),
         CaseScope::Sites(sites) => query.filter(cases::site_id.eq_any(sites)),
     };
     if let Some(p) = &filter.programme {
@@ -399,6 +408,23 @@ pub fn list(
     }
     if filter.overdue == Some(true) {
         query = query.filter(cases::next_due_at.lt(now.naive_utc()));
+    }
+    if let Some(wanted) = filter.needs_assignee {
+        let has_worker = cases::assigned_to.is_not_null().and(diesel::dsl::exists(
+            user_sites::table
+                .inner_join(users::table)
+                .filter(user_sites::user_id.nullable().eq(cases::assigned_to))
+                .filter(user_sites::site_id.eq(cases::site_id))
+                .filter(users::active.eq(true)),
+        ));
+        query = if wanted {
+            query
+                .filter(diesel::dsl::not(has_worker))
+                .filter(cases::closed_at.is_null())
+                .filter(cases::merged_into.is_null())
+        } else {
+            query.filter(has_worker)
+        };
     }
     if filter.include_closed != Some(true) {
         query = query
@@ -422,9 +448,15 @@ pub fn list(
     } else {
         None
     };
+    let workers = working_assignees(conn, &rows)?;
     let items = rows
         .into_iter()
         .map(|c| CaseSummary {
+            needs_assignee: c.is_open()
+                && !c
+                    .assigned_to
+                    .as_ref()
+                    .is_some_and(|a| workers.contains(&(a.clone(), c.site_id.clone()))),
             overdue: c.next_due_at.is_some_and(|t| t.and_utc() < now),
             id: c.id,
             number: c.number,
@@ -439,6 +471,25 @@ pub fn list(
         })
         .collect();
     Ok(Page { items, next_cursor })
+}
+
+/// The (assignee, site) pairs among `rows` where the assignee is an active
+/// member of the case's site, so may work on it.
+fn working_assignees(
+    conn: &mut DbConnection,
+    rows: &[Case],
+) -> AppResult<std::collections::HashSet<(String, String)>> {
+    let assignees: Vec<&String> = rows.iter().filter_map(|c| c.assigned_to.as_ref()).collect();
+    if assignees.is_empty() {
+        return Ok(Default::default());
+    }
+    let pairs: Vec<(String, String)> = user_sites::table
+        .inner_join(users::table)
+        .filter(user_sites::user_id.eq_any(assignees))
+        .filter(users::active.eq(true))
+        .select((user_sites::user_id, user_sites::site_id))
+        .load(conn)?;
+    Ok(pairs.into_iter().collect())
 }
 
 /// Filters of `GET /deadlines`.
@@ -511,7 +562,9 @@ pub fn due_in(
         .filter(case_deadlines::outcome.eq("open"))
         .into_boxed();
     query = match scope {
-        CaseScope::Assignee(user) => query.filter(case_deadlines::assigned_to.eq(user.clone())),
+        CaseScope::Assignee { user_id, site_ids } => query
+            .filter(case_deadlines::assigned_to.eq(user_id.clone()))
+            .filter(case_deadlines::site_id.eq_any(site_ids.clone())),
         CaseScope::Sites(sites) => query.filter(case_deadlines::site_id.eq_any(sites.clone())),
     };
     let t = now.naive_utc();

@@ -77,6 +77,7 @@ diesel::table! {
         purpose -> Nullable<Text>,
         prev_hash -> Nullable<Text>,
         hash -> Nullable<Text>,
+        token_created_by -> Nullable<Text>,
     }
 }
 
@@ -444,3 +445,4 @@ diesel::allow_tables_to_appear_in_same_query!(
     submissions,
     users
 );
+diesel::allow_tables_to_appear_in_same_query!(cases, user_sites);

@@ -127,7 +127,7 @@ pub fn feed(conn: &mut DbConnection, who: &Principal, cursor: Option<&str>) -> A
         for programme in &programmes {
             feed.keys.extend(current_key(conn, programme)?);
         }
-        feed.cases = cases::assigned_open(conn, &who.user_id)?
+        feed.cases = cases::assigned_open(conn, who)?
             .into_iter()
             .map(|case| PhoneCase::of(conn, case))
             .collect::<AppResult<_>>()?;
@@ -165,7 +165,7 @@ pub fn feed(conn: &mut DbConnection, who: &Principal, cursor: Option<&str>) -> A
             }
         } else if kind == ChangeKind::Case.as_str() {
             match cases::find(conn, &object)? {
-                Some(case) if cases::belongs_on_phone_of(&case, &who.user_id) => {
+                Some(case) if cases::belongs_on_phone_of(&case, who) => {
                     feed.cases.push(PhoneCase::of(conn, case)?)
                 }
                 _ => feed.dropped_cases.push(object),

@@ -1,19 +1,37 @@
 use actix_web::{web, HttpResponse};
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 
 use crate::app::{AppState, Audited};
 use crate::audit::Origin;
-use crate::auth::users;
-use crate::error::AppResult;
-use crate::http::extract::{AnyAuthUser, ApiJson};
+use crate::auth::{tokens, users};
+use crate::error::{AppError, AppResult};
+use crate::http::extract::{AnyAuthUser, ApiJson, AuthUser};
 
-/// `GET /api/v1/me`: the caller, their role and sites.
+#[derive(Serialize)]
+struct Me {
+    #[serde(flatten)]
+    user: users::User,
+    /// The caller's device tokens (never their secrets), to revoke a lost
+    /// phone's with `DELETE /me/tokens/{id}`.
+    device_tokens: Vec<tokens::TokenInfo>,
+}
+
+/// `GET /api/v1/me`: the caller, their role and sites, their device tokens.
 pub async fn show(
     state: web::Data<AppState>,
     AnyAuthUser(me): AnyAuthUser,
 ) -> AppResult<HttpResponse> {
-    let user = state.db(move |conn| users::get(conn, &me.user_id)).await?;
-    Ok(HttpResponse::Ok().json(user))
+    let answer = state
+        .db(move |conn| {
+            let user = users::get(conn, &me.user_id)?;
+            let device_tokens = tokens::list_devices(conn, Some(&[me.user_id]))?;
+            Ok(Me {
+                user,
+                device_tokens,
+            })
+        })
+        .await?;
+    Ok(HttpResponse::Ok().json(answer))
 }
 
 #[derive(Deserialize)]
@@ -23,8 +41,16 @@ pub struct PasswordChange {
     new_password: String,
 }
 
-/// `POST /api/v1/me/password`: required before anything else after a
-/// one-time password; other sessions of the user stay valid.
+#[derive(Serialize)]
+struct FreshSession {
+    token: String,
+    token_id: String,
+    expires_at: chrono::NaiveDateTime,
+}
+
+/// `POST /api/v1/me/password`: the only thing a session opened with a
+/// one-time password may do besides `/me` and logout. Every session of the
+/// user ends, this one included; the answer carries a fresh session token.
 pub async fn change_password(
     state: web::Data<AppState>,
     origin: Origin,
@@ -36,14 +62,44 @@ pub async fn change_password(
         new_password,
     } = body.0;
     let initial_password_file = state.settings.initial_admin_password_path();
+    let ttl = state.settings.session_ttl_hours;
     let changed_from = current_password.clone();
     let user_id = me.user_id.clone();
-    state
+    let issued = state
         .audited(origin, me, "password_changed", move |conn| {
             users::change_own_password(conn, &user_id, &current_password, &new_password)?;
-            Ok(((), Audited::object("user", user_id.as_str())))
+            let issued = tokens::issue_session(conn, &user_id, ttl)?;
+            Ok((issued, Audited::object("user", user_id.as_str())))
         })
         .await?;
     crate::server::forget_initial_password(&initial_password_file, &changed_from);
-    Ok(HttpResponse::NoContent().finish())
+    Ok(HttpResponse::Ok().json(FreshSession {
+        token: issued.token,
+        token_id: issued.info.id,
+        expires_at: issued.info.expires_at,
+    }))
+}
+
+/// `DELETE /api/v1/me/tokens/{id}`: revokes one of the caller's own tokens
+/// (a lost phone's); another user's token is not found.
+pub async fn revoke_token(
+    state: web::Data<AppState>,
+    origin: Origin,
+    AuthUser(me): AuthUser,
+    id: web::Path<String>,
+) -> AppResult<HttpResponse> {
+    let owner = me.user_id.clone();
+    let revoked = state
+        .audited(origin, me, "token_revoked", move |conn| {
+            let token = tokens::get(conn, &id)?;
+            if token.user_id != owner {
+                return Err(AppError::NotFound(format!(
+                    "you have no token with id {id:?}"
+                )));
+            }
+            let revoked = tokens::revoke(conn, &id)?;
+            Ok((revoked, Audited::object("token", id.as_str())))
+        })
+        .await?;
+    Ok(HttpResponse::Ok().json(revoked))
 }

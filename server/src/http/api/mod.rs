@@ -28,6 +28,7 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
             .service(resource("/sessions/current").route(delete().to(sessions::logout)))
             .service(resource("/me").route(get().to(me::show)))
             .service(resource("/me/password").route(post().to(me::change_password)))
+            .service(resource("/me/tokens/{id}").route(delete().to(me::revoke_token)))
             .service(
                 resource("/users")
                     .route(get().to(users::list))

@@ -32,23 +32,21 @@ enum Outcome {
 }
 
 /// `POST /api/v1/sessions`: username and password for a bearer token.
-/// Repeated failures are slowed, then refused for a while (429).
+/// The attempt is reserved against the throttle before the password is
+/// checked; repeated failures are slowed, then refused for a while (429).
 pub async fn login(
     state: web::Data<AppState>,
     origin: Origin,
     body: ApiJson<Login>,
 ) -> AppResult<HttpResponse> {
     let Login { username, password } = body.0;
-    let keys = vec![
-        throttle::account_key(&username),
-        throttle::address_key(origin.client_ip.as_deref().unwrap_or("unknown")),
-    ];
+    let keys = throttle::Keys::new(&username, origin.client_ip.as_deref().unwrap_or("unknown"));
     let rules = state.settings.login.clone();
 
     let verdict = {
-        let (keys, rules) = (keys.clone(), rules.clone());
+        let keys = keys.clone();
         state
-            .db(move |conn| throttle::check(conn, &keys, &rules, auth::now()))
+            .db(move |conn| throttle::reserve(conn, &keys, &rules, auth::now()))
             .await?
     };
     match verdict {
@@ -82,12 +80,13 @@ pub async fn login(
             let password_ok = passwords::verify(&password, hash);
             write_tx(conn, |conn| match user_id.filter(|_| password_ok) {
                 None => {
-                    throttle::record_failure(conn, &keys, &rules, auth::now())?;
+                    // The attempt already counts as failed (reserved above);
+                    // one row per password verified and found wrong.
                     audit::record(conn, &origin, Event::new(None, "login_failed"))?;
                     Ok(Outcome::WrongCredentials)
                 }
                 Some(user_id) => {
-                    throttle::clear(conn, &keys[0])?;
+                    throttle::release(conn, &keys)?;
                     let issued = tokens::issue_session(conn, &user_id, ttl)?;
                     let user = users::get(conn, &user_id)?;
                     audit::record(

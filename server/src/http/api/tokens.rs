@@ -46,16 +46,14 @@ pub async fn create(
     body: ApiJson<NewDeviceToken>,
 ) -> AppResult<HttpResponse> {
     policy::visible_user_sites(&me)?;
-    let ttl_days = body
-        .0
-        .expires_in_days
-        .unwrap_or(state.settings.device_token_ttl_days);
+    let max_days = state.settings.device_token_ttl_days;
+    let ttl_days = body.0.expires_in_days.unwrap_or(max_days);
     let actor = me.clone();
     let issued = state
         .audited(origin, actor, "device_token_created", move |conn| {
             let request = body.0;
             if let Ok(user) = users::get(conn, &request.user_id) {
-                policy::may_manage_user_at(&me, &user.site_ids)?;
+                policy::issue_device_token_for(&me, &user.site_ids)?;
             }
             let issued = tokens::issue_device(
                 conn,
@@ -63,6 +61,7 @@ pub async fn create(
                 &request.label,
                 Some(&me.user_id),
                 ttl_days,
+                max_days,
             )?;
             let what = Audited::object("token", &issued.info.id).detail(request.user_id);
             Ok((issued, what))
