@@ -8,7 +8,7 @@ use jsonschema::{Draft, Validator};
 use serde_json::Value;
 
 use super::model::{self, Field, FieldKind, FormMeta};
-use super::relevance::{FieldRef, Predicate};
+use super::relevance::{self, FieldRef, Predicate};
 use crate::error::FieldError;
 
 /// One step from a form's root to a field in the data.
@@ -138,8 +138,8 @@ impl CompiledForm {
                     conditionals.push(Conditional {
                         parent: steps,
                         key,
+                        condition: predicate.describe_for(&fields, field),
                         predicate,
-                        condition: rule.to_string(),
                     });
                 }
                 Err(why) => problems.push(format!("{}/x-relevant: {why}", field.schema_pointer)),
@@ -193,7 +193,7 @@ impl CompiledForm {
             errors.push(FieldError::new(
                 skip.pointer.clone(),
                 format!(
-                    "does not apply here, so must be left empty (applies when {})",
+                    "does not apply here, so must be left empty: it applies only when {}",
                     skip.rule.condition
                 ),
             ));
@@ -229,7 +229,10 @@ impl CompiledForm {
                 ValidationErrorKind::OneOfNotValid { .. }
                 | ValidationErrorKind::Enum { .. }
                 | ValidationErrorKind::Constant { .. } => {
-                    vec![(at, "is not one of the allowed values".to_string())]
+                    let allowed = relevance::field_at(&self.fields, &at)
+                        .and_then(relevance::allowed_values)
+                        .map(|a| format!("is not allowed here: must be {a}"));
+                    vec![(at, allowed.unwrap_or("is not one of the allowed values".into()))]
                 }
                 _ => vec![(at, error.masked().to_string())],
             };
