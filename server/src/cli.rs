@@ -1362,11 +1362,7 @@ fn collect_command(args: CollectArgs) -> Result<(), String> {
             )?;
             println!("signed in to {server} as {username}");
         }
-        CollectCommand::Template {
-            form,
-            version,
-            out,
-        } => {
+        CollectCommand::Template { form, version, out } => {
             let text = collect::template(dir, &form, version.as_deref())?;
             match out {
                 None => print!("{text}"),

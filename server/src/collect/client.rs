@@ -97,7 +97,7 @@ impl Client {
                         body: serde_json::from_slice(&bytes).unwrap_or(Value::Null),
                         bytes,
                         latency,
-                    })
+                    });
                 }
                 Ok((status, retry_after, _)) => {
                     if attempt >= self.retries {

@@ -171,7 +171,10 @@ pub fn login_with_token(dir: &Path, server: &str, token_file: &Path) -> CollectR
         .trim()
         .to_string();
     if token.is_empty() {
-        return Err(format!("{} is empty: it should hold the device token", token_file.display()));
+        return Err(format!(
+            "{} is empty: it should hold the device token",
+            token_file.display()
+        ));
     }
     let dir = Dir::open(dir)?;
     let answer = Client::new(server, Some(token.clone()), 3).get("/api/v1/me")?;
@@ -247,7 +250,9 @@ fn signed_out(dir: &Dir, session: &Session, answer: &Answer) -> Option<String> {
     } else {
         format!(
             "the server no longer accepts this collector's sign-in ({})",
-            answer.body["detail"].as_str().unwrap_or("expired or revoked")
+            answer.body["detail"]
+                .as_str()
+                .unwrap_or("expired or revoked")
         )
     };
     Some(format!(
@@ -361,7 +366,12 @@ pub fn pull(dir: &Path, retries: u32) -> CollectResult<PullSummary> {
         }
         let answer = client.get(&format!("/api/v1/forms/{id}/versions/{version}"))?;
         if answer.status != 200 {
-            return Err(refusal(&dir, &session, &answer, &format!("form {id} {version}")));
+            return Err(refusal(
+                &dir,
+                &session,
+                &answer,
+                &format!("form {id} {version}"),
+            ));
         }
         let document: Value = serde_json::from_slice(&answer.bytes)
             .map_err(|e| format!("form {id} {version}: not JSON: {e}"))?;
@@ -430,7 +440,9 @@ fn synced_form(
     };
     let document: Value = dir
         .read(&format!("forms/{form_id}@{version}.json"))?
-        .ok_or_else(|| format!("form {form_id} {version} is not synced; run `casesync collect pull`"))?;
+        .ok_or_else(|| {
+            format!("form {form_id} {version} is not synced; run `casesync collect pull`")
+        })?;
     let form = CompiledForm::compile(document)
         .map_err(|p| format!("the synced form does not compile: {}", p.join("; ")))?;
     Ok((version, form))
@@ -451,7 +463,12 @@ pub fn template(dir: &Path, form_id: &str, version: Option<&str>) -> CollectResu
     let dir = Dir::open(dir)?;
     let state = dir.state()?;
     let (version, form) = synced_form(&dir, &state, form_id, version)?;
-    Ok(template::render(&form.meta.title, form_id, &version, &form.fields))
+    Ok(template::render(
+        &form.meta.title,
+        form_id,
+        &version,
+        &form.fields,
+    ))
 }
 
 /// Fills `form_id` from an answers file (JSON; `//` notes and nulls allowed,
@@ -697,8 +714,7 @@ pub fn push(dir: &Path, options: &PushOptions) -> CollectResult<PushReport> {
     let elapsed = started.elapsed();
     shared.progress.finish_and_clear();
     if let Some(err) = shared.first_error.lock().expect("lock").take() {
-        if shared.signed_out.load(Ordering::SeqCst) || !shared.unreachable.load(Ordering::SeqCst)
-        {
+        if shared.signed_out.load(Ordering::SeqCst) || !shared.unreachable.load(Ordering::SeqCst) {
             return Err(err);
         }
         eprintln!("casesync collect: {err}");
@@ -855,7 +871,10 @@ pub fn describe_refusal(dir: &Dir, name: &str, item: &Queued) -> String {
     let number = name.split('-').next().unwrap_or(name);
     let problem = item.problem.clone().unwrap_or(Value::Null);
     let fields = dir
-        .read::<Value>(&format!("forms/{}@{}.json", item.form_id, item.form_version))
+        .read::<Value>(&format!(
+            "forms/{}@{}.json",
+            item.form_id, item.form_version
+        ))
         .ok()
         .flatten()
         .map(|doc| crate::forms::model::fields(&doc))
@@ -864,7 +883,10 @@ pub fn describe_refusal(dir: &Dir, name: &str, item: &Queued) -> String {
         "{number} {} {}: {} {}",
         item.form_id,
         item.form_version,
-        problem["status"].as_u64().map(|s| s.to_string()).unwrap_or_default(),
+        problem["status"]
+            .as_u64()
+            .map(|s| s.to_string())
+            .unwrap_or_default(),
         problem["detail"].as_str().unwrap_or("refused")
     )];
     for e in problem["errors"].as_array().into_iter().flatten() {
@@ -951,7 +973,10 @@ pub fn status(dir: &Path) -> CollectResult<Status> {
             .map(|t| format!("filled {} ago", age_in_words(now - t.to_utc())))
             .unwrap_or_default();
         let number = name.split('-').next().unwrap_or(name);
-        let mut text = format!("{number}  {} {}  {case}  {age}", item.form_id, item.form_version);
+        let mut text = format!(
+            "{number}  {} {}  {case}  {age}",
+            item.form_id, item.form_version
+        );
         if sub == "failed" {
             let detail = describe_refusal(&dir, name, &item);
             // The first line repeats number and form; keep the reasons.

@@ -58,9 +58,7 @@ impl NewPasswordSource {
                 let say = |text: &str| term.write_str(text).map_err(|e| e.to_string());
                 match refused {
                     Some(why) => say(&format!("The server refused that password: {why}\n"))?,
-                    None => say(
-                        "This account has a one-time password: choose your own now.\n",
-                    )?,
+                    None => say("This account has a one-time password: choose your own now.\n")?,
                 }
                 loop {
                     say("New password: ")?;

@@ -76,7 +76,9 @@ fn notes(fields: &[Field], field: &Field) -> Vec<String> {
         }
         FieldKind::Text => "text".to_string(),
         FieldKind::Date => "a date, YYYY-MM-DD".to_string(),
-        FieldKind::DateTime => "a date and time with its zone, YYYY-MM-DDTHH:MM:SS+05:00".to_string(),
+        FieldKind::DateTime => {
+            "a date and time with its zone, YYYY-MM-DDTHH:MM:SS+05:00".to_string()
+        }
         FieldKind::Integer => "a whole number".to_string(),
         FieldKind::Number => "a number".to_string(),
         FieldKind::Boolean => "true (yes) or false (no)".to_string(),
@@ -214,9 +216,15 @@ mod tests {
         }});
         let fields = crate::forms::model::fields(&form);
         let text = render("T", "x.t", "1", &fields);
-        assert!(text.contains("// Sex: one of the values below; required"), "{text}");
+        assert!(
+            text.contains("// Sex: one of the values below; required"),
+            "{text}"
+        );
         assert!(text.contains("//   \"f\" = Female"), "{text}");
-        assert!(text.contains("applies only when \"Sex\" is \"Female\""), "{text}");
+        assert!(
+            text.contains("applies only when \"Sex\" is \"Female\""),
+            "{text}"
+        );
         assert!(text.contains("a date, YYYY-MM-DD"), "{text}");
         assert_eq!(parse(&text).unwrap(), json!({}));
     }

@@ -333,7 +333,11 @@ pub fn field_at<'a>(fields: &'a [Field], pointer: &str) -> Option<&'a Field> {
     let mut tokens = tokens_of_pointer(pointer.trim_start_matches('/'));
     // A select-multiple's item (`/langs/1`) is an answer to the field itself.
     loop {
-        if let Some(field) = fields.iter().find(|f| tokens_of_path(&f.path) == tokens) {
+        if let Some(field) = fields.iter().find(|f| {
+            // A repeat group itself is `group[]`; its pointer is `/group`.
+            let path = f.path.strip_suffix("[]").unwrap_or(&f.path);
+            tokens_of_path(path) == tokens
+        }) {
             return Some(field);
         }
         if tokens.last().map(String::as_str) != Some("[]") {
@@ -364,7 +368,11 @@ impl<R: Clone> Predicate<R> {
             },
             Predicate::Answered { field, want } => {
                 let named = name(field);
-                let verb = if *want { "is answered" } else { "is not answered" };
+                let verb = if *want {
+                    "is answered"
+                } else {
+                    "is not answered"
+                };
                 format!("\"{}\" {verb}", named.label)
             }
             Predicate::Compare { field, op, value } => {
@@ -501,6 +509,9 @@ mod tests {
             allowed_values(category).unwrap(),
             "one of \"Member of the public\", \"Professional\""
         );
-        assert_eq!(field_at(&fields, "/referrer/category").unwrap().key, "category");
+        assert_eq!(
+            field_at(&fields, "/referrer/category").unwrap().key,
+            "category"
+        );
     }
 }

@@ -232,7 +232,10 @@ impl CompiledForm {
                     let allowed = relevance::field_at(&self.fields, &at)
                         .and_then(relevance::allowed_values)
                         .map(|a| format!("is not allowed here: must be {a}"));
-                    vec![(at, allowed.unwrap_or("is not one of the allowed values".into()))]
+                    vec![(
+                        at,
+                        allowed.unwrap_or("is not one of the allowed values".into()),
+                    )]
                 }
                 _ => vec![(at, error.masked().to_string())],
             };
