@@ -552,6 +552,13 @@ fn templates_for_a_kz_and_a_bt_form_are_read_back_by_fill_and_accepted() {
         let out = collect_ok(&phone, &["template", form, "--out", file.to_str().unwrap()]);
         assert!(out.contains("fill in the answers"), "{out}");
         let template = std::fs::read_to_string(&file).unwrap();
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(&file).unwrap().permissions().mode();
+        assert_eq!(
+            mode & 0o777,
+            0o600,
+            "an answers file will hold a child's details"
+        );
         for expected in [
             "YYYY-MM-DD",
             "; required",

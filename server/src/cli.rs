@@ -1368,9 +1368,12 @@ fn collect_command(args: CollectArgs) -> Result<(), String> {
                 None => print!("{text}"),
                 Some(path) => {
                     use std::io::Write;
+                    use std::os::unix::fs::OpenOptionsExt;
+                    // Filled in, it will hold a child's details: owner only.
                     let mut file = std::fs::OpenOptions::new()
                         .write(true)
                         .create_new(true)
+                        .mode(0o600)
                         .open(&path)
                         .map_err(|e| match e.kind() {
                             std::io::ErrorKind::AlreadyExists => format!(

@@ -929,6 +929,7 @@ fn send_attachments(shared: &Shared<'_>, name: &str, item: &mut Queued) -> Colle
                 shared.dir.settle(name, item, "failed")?;
                 shared.refused.fetch_add(1, Ordering::Relaxed);
                 shared.note_refusal(name, item);
+                shared.progress.inc(1);
                 return Ok(false);
             }
         }
