@@ -1,9 +1,13 @@
 //! `casesync collect`: a reference collector that behaves like a phone.
-//! It signs in, syncs forms, keys and cases, fills a form from a JSON file
-//! (checked locally against the synced version, encrypted for the
-//! programme key, queued on disk) and pushes the queue with retries, never
-//! resending what the server acknowledged. Tests and benchmarks drive the
-//! server through it; admins use it to try forms.
+//! It signs in (password, changing a one-time one on the spot, or a device
+//! token from a private file), syncs forms, keys and cases, writes a
+//! starting answers file for a form (`template`), fills a form from an
+//! answers file (checked locally against the synced version, encrypted for
+//! the programme key, queued on disk) and pushes the queue with retries,
+//! never resending what the server acknowledged. Refusals are kept, shown
+//! with field labels and sent again with `retry`. Field workers without
+//! the phone app use it; tests and benchmarks drive the server through it;
+//! admins use it to try forms.
 
 pub mod client;
 pub mod prompt;
