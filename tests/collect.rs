@@ -327,3 +327,391 @@ fn kill_9_during_a_2000_submission_push_loses_nothing_acknowledged() {
     server.terminate();
     server.wait(Duration::from_secs(30));
 }
+
+/// Runs the collector with `password` in CASESYNC_COLLECT_PASSWORD (none
+/// when None) and `stdin` on its standard input.
+fn collect_with(phone: &Path, args: &[&str], password: Option<&str>, stdin: &str) -> Output {
+    use std::io::Write;
+    let mut command = Command::new(BIN);
+    command
+        .arg("collect")
+        .arg("--dir")
+        .arg(phone)
+        .args(args)
+        .env_remove("CASESYNC_COLLECT_PASSWORD")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    if let Some(p) = password {
+        command.env("CASESYNC_COLLECT_PASSWORD", p);
+    }
+    let mut child = command.spawn().unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(stdin.as_bytes())
+        .unwrap();
+    child.wait_with_output().unwrap()
+}
+
+fn text(out: &Output) -> String {
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    )
+}
+
+#[test]
+fn a_device_token_signs_in_from_a_private_file_and_a_revoked_one_says_sign_in_again() {
+    use std::os::unix::fs::PermissionsExt;
+    let app = TestApp::spawn();
+    let admin = app.admin_token();
+    let (worker_id, _) = app.user(&admin, "aigerim", "field_worker", &["KZ-CAM-ALA"]);
+    let made = app.post(
+        "/api/v1/tokens",
+        &admin,
+        json!({ "user_id": worker_id, "label": "tablet 7" }),
+    );
+    assert_eq!(made.status, 201, "{}", made.text);
+    let work = tempfile::tempdir().unwrap();
+    let phone = work.path().join("phone");
+    let token_file = work.path().join("device-token");
+    std::fs::write(
+        &token_file,
+        format!("{}\n", made.body["token"].as_str().unwrap()),
+    )
+    .unwrap();
+    let server = app.url("");
+
+    // Readable by others: refused, naming the fix; nothing kept.
+    std::fs::set_permissions(&token_file, std::fs::Permissions::from_mode(0o644)).unwrap();
+    let args = [
+        "login",
+        "--server",
+        &server,
+        "--token-file",
+        token_file.to_str().unwrap(),
+    ];
+    let out = collect_with(&phone, &args, None, "");
+    assert!(!out.status.success());
+    assert!(
+        text(&out).contains(&format!("chmod 600 {}", token_file.display())),
+        "{}",
+        text(&out)
+    );
+    assert!(!phone.join("session.json").exists());
+
+    std::fs::set_permissions(&token_file, std::fs::Permissions::from_mode(0o600)).unwrap();
+    let out = collect_with(&phone, &args, None, "");
+    assert!(out.status.success(), "{}", text(&out));
+    assert!(text(&out).contains("as aigerim"), "{}", text(&out));
+    let session: Value =
+        serde_json::from_slice(&std::fs::read(phone.join("session.json")).unwrap()).unwrap();
+    assert_eq!(session["device_token"], true);
+    collect_ok(&phone, &["pull"]);
+    let referral = answers(work.path(), "kz.referral");
+    collect_ok(&phone, &["fill", "kz.referral", referral.to_str().unwrap()]);
+
+    // The phone is reported lost: its token is revoked. The push says to
+    // sign in again, and how, not to wait for the network.
+    let revoked = app.delete(
+        &format!("/api/v1/tokens/{}", made.body["id"].as_str().unwrap()),
+        &admin,
+    );
+    assert_eq!(revoked.status, 200, "{}", revoked.text);
+    let out = collect(&phone, &["push"]);
+    assert!(!out.status.success());
+    let said = text(&out);
+    assert!(said.contains("sign in again"), "{said}");
+    assert!(
+        said.contains(&format!("login --server {server} --token-file")),
+        "{said}"
+    );
+    assert!(!said.contains("reachable"), "{said}");
+    assert!(collect_ok(&phone, &["status"]).starts_with("1 queued, 0 sent, 0 refused"));
+}
+
+#[test]
+fn a_one_time_password_is_changed_at_the_prompt() {
+    let app = TestApp::spawn();
+    let admin = app.admin_token();
+    let site = app.site_id(&admin, "KZ-CAM-ALA");
+    let made = app.post(
+        "/api/v1/users",
+        &admin,
+        json!({"username": "saule", "role": "field_worker", "site_ids": [site]}),
+    );
+    assert_eq!(made.status, 201, "{}", made.text);
+    let one_time = made.body["one_time_password"].as_str().unwrap().to_string();
+    let work = tempfile::tempdir().unwrap();
+    let phone = work.path().join("phone");
+    let server = app.url("");
+    let login = ["login", "--server", &server, "--username", "saule"];
+
+    // No terminal and no --new-password-stdin: say how to give one.
+    let out = collect_with(&phone, &login, Some(&one_time), "");
+    assert!(!out.status.success());
+    assert!(
+        text(&out).contains("--new-password-stdin"),
+        "{}",
+        text(&out)
+    );
+    assert!(!text(&out).contains("on the web"), "{}", text(&out));
+
+    // A refused new password is explained and asked for again.
+    let chosen = "Steppe-wind-over-Almaty-2026";
+    let mut with_stdin = login.to_vec();
+    with_stdin.push("--new-password-stdin");
+    let out = collect_with(
+        &phone,
+        &with_stdin,
+        Some(&one_time),
+        &format!("short\n{chosen}\n"),
+    );
+    let said = text(&out);
+    assert!(out.status.success(), "{said}");
+    assert!(
+        said.contains("the server refused that password: "),
+        "{said}"
+    );
+    assert!(said.contains("signed in to"), "{said}");
+
+    // The new password is the account's; the kept session works.
+    let again = app.login("saule", chosen);
+    assert_eq!(again.status, 201, "{}", again.text);
+    assert_eq!(again.body["password_change_required"], false);
+    assert_eq!(app.login("saule", &one_time).status, 401);
+    assert!(collect_ok(&phone, &["pull"]).contains("1 key(s)"));
+}
+
+/// Fills a template the way a person would: each `null` whose question the
+/// fixture answers is replaced in place (a repeat group's one entry by the
+/// fixture's first); notes stay.
+fn fill_in(template: &str, answers: &Value) -> String {
+    let mut path: Vec<String> = Vec::new();
+    let mut root_seen = false;
+    let mut out = String::new();
+    for line in template.lines() {
+        let trimmed = line.trim();
+        let comma = if trimmed.ends_with(',') { "," } else { "" };
+        let bare = trimmed.trim_end_matches(',');
+        if trimmed.starts_with("//") || trimmed.is_empty() {
+        } else if bare == "{" {
+            if root_seen {
+                path.push("0".into());
+            }
+            root_seen = true;
+        } else if bare == "}" || bare == "]" {
+            path.pop();
+        } else if let Some(rest) = bare.strip_prefix('"') {
+            let (key, value) = rest.split_once("\": ").unwrap();
+            match value {
+                "{" | "[" => path.push(key.to_string()),
+                "null" => {
+                    let pointer: String = path
+                        .iter()
+                        .chain(std::iter::once(&key.to_string()))
+                        .map(|k| format!("/{k}"))
+                        .collect();
+                    if let Some(v) = answers.pointer(&pointer) {
+                        let indent = &line[..line.len() - line.trim_start().len()];
+                        out.push_str(&format!("{indent}\"{key}\": {v}{comma}\n"));
+                        continue;
+                    }
+                }
+                other => panic!("unexpected template line {other}"),
+            }
+        }
+        out.push_str(line);
+        out.push('\n');
+    }
+    out
+}
+
+#[test]
+fn templates_for_a_kz_and_a_bt_form_are_read_back_by_fill_and_accepted() {
+    let app = TestApp::spawn();
+    let admin = app.admin_token();
+    app.user(&admin, "aigerim", "field_worker", &["KZ-CAM-ALA"]);
+    app.user(&admin, "dorji", "field_worker", &["BT-NCWC"]);
+    let work = tempfile::tempdir().unwrap();
+    let server = app.url("");
+    for (user, form, label, choice) in [
+        (
+            "aigerim",
+            "kz.referral",
+            "Professional title (if the referrer is not a member of the public)",
+            "\"professional\" = ",
+        ),
+        ("dorji", "bt.registration", "", ""),
+    ] {
+        let phone = work.path().join(user);
+        collect_ok(&phone, &["login", "--server", &server, "--username", user]);
+        collect_ok(&phone, &["pull"]);
+        let file = work.path().join(format!("{form}.answers"));
+        let out = collect_ok(&phone, &["template", form, "--out", file.to_str().unwrap()]);
+        assert!(out.contains("fill in the answers"), "{out}");
+        let template = std::fs::read_to_string(&file).unwrap();
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(&file).unwrap().permissions().mode();
+        assert_eq!(
+            mode & 0o777,
+            0o600,
+            "an answers file will hold a child's details"
+        );
+        for expected in [
+            "YYYY-MM-DD",
+            "; required",
+            "; optional",
+            "applies only when \"",
+        ] {
+            assert!(
+                template.contains(expected),
+                "{form}: {expected}\n{template}"
+            );
+        }
+        assert!(
+            template.contains(label) && template.contains(choice),
+            "{template}"
+        );
+        assert!(
+            !template.contains("{\"field\""),
+            "no rule as JSON: {template}"
+        );
+        // Never over a person's file.
+        let again = collect(&phone, &["template", form, "--out", file.to_str().unwrap()]);
+        assert!(!again.status.success());
+        assert!(text(&again).contains("already exists"), "{}", text(&again));
+
+        // Unanswered, it is refused on the phone by label, nothing queued.
+        let out = collect(&phone, &["fill", form, file.to_str().unwrap()]);
+        assert!(!out.status.success());
+        let said = text(&out);
+        assert!(
+            said.contains("\" (/") && said.contains("): is required"),
+            "{said}"
+        );
+
+        // Answered in place (notes kept), it is queued and stored.
+        let fixture_file = answers(work.path(), form); // and its attachment files
+        let fixture: Value =
+            serde_json::from_str(&std::fs::read_to_string(fixture_file).unwrap()).unwrap();
+        std::fs::write(&file, fill_in(&template, &fixture)).unwrap();
+        collect_ok(&phone, &["fill", form, file.to_str().unwrap()]);
+        let pushed = collect_ok(&phone, &["push"]);
+        assert!(
+            pushed.contains("1 stored, 0 already stored, 0 refused"),
+            "{form}: {pushed}"
+        );
+    }
+}
+
+#[test]
+fn a_refusal_names_the_field_in_words_and_a_fixed_item_is_retried() {
+    let app = TestApp::spawn();
+    let admin = app.admin_token();
+    app.user(&admin, "aigerim", "field_worker", &["KZ-CAM-ALA"]);
+    let work = tempfile::tempdir().unwrap();
+    let phone = work.path().join("phone");
+    collect_ok(
+        &phone,
+        &["login", "--server", &app.url(""), "--username", "aigerim"],
+    );
+    collect_ok(&phone, &["pull"]);
+
+    // A referral whose checks on the phone were older than the server's
+    // (written straight into the queue): a professional title for a
+    // referrer from the public.
+    let referral = answers(work.path(), "kz.referral");
+    let mut data: Value =
+        serde_json::from_str(&std::fs::read_to_string(&referral).unwrap()).unwrap();
+    data["referrer"]["referrer_category"] = json!("member_of_public");
+    data["child"]["child_sex"] = json!("robot");
+    let state: Value =
+        serde_json::from_slice(&std::fs::read(phone.join("state.json")).unwrap()).unwrap();
+    let key = state["keys"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|k| k["programme"] == "kz")
+        .unwrap();
+    let public = casesync::crypto::keys::public_key_from_jwk(&key["jwk"]).unwrap();
+    let instance = uuid::Uuid::new_v4().to_string();
+    let case = uuid::Uuid::new_v4().to_string();
+    let now = "2026-03-02T10:15:00Z";
+    let envelope = json!({
+        "instance_id": instance, "form_id": "kz.referral", "form_version": "2021.1",
+        "case_id": case, "device_id": "collector-test", "started_at": now, "completed_at": now,
+        "data": data, "attachments": [],
+    });
+    let jwe = casesync::crypto::jwe::encrypt(
+        envelope.to_string().as_bytes(),
+        key["kid"].as_str().unwrap(),
+        &public,
+    );
+    let queued = json!({
+        "instance_id": instance, "form_id": "kz.referral", "form_version": "2021.1",
+        "case_id": case, "submission": jwe, "attachments": [], "receipt": null,
+        "queued_at": chrono::Utc::now().to_rfc3339(),
+    });
+    std::fs::write(
+        phone.join(format!("queue/000000000-{instance}.json")),
+        queued.to_string(),
+    )
+    .unwrap();
+    let status = collect_ok(&phone, &["status"]);
+    assert!(
+        status.contains("queued:\n  000000000  kz.referral 2021.1  case ")
+            && status.contains("(no number synced yet)  filled under a minute ago"),
+        "{status}"
+    );
+
+    // The refusal says which question, when it applies, in words.
+    let pushed = collect_ok(&phone, &["push"]);
+    assert!(pushed.contains("1 refused"), "{pushed}");
+    let title = "\"Professional title (if the referrer is not a member of the public)\" (/referrer/referrer_professional_title): does not apply here, so must be left empty: it applies only when \"Whether the referral was made by a member of the public or a professional\" is \"";
+    assert!(pushed.contains(title), "{pushed}");
+    assert!(
+        pushed.contains("\"Child's gender\" (/child/child_sex): is not allowed here: must be one of \"Female\", \"Male\", \"Other\", \"Unknown\""),
+        "{pushed}"
+    );
+    assert!(!pushed.contains("{\""), "no JSON: {pushed}");
+    assert!(pushed.contains("collect retry"), "{pushed}");
+    let status = collect_ok(&phone, &["status"]);
+    assert!(
+        status.starts_with("0 queued, 0 sent, 1 refused"),
+        "{status}"
+    );
+    assert!(
+        status.contains("refused:\n  000000000  kz.referral"),
+        "{status}"
+    );
+    assert!(status.contains(title), "{status}");
+
+    // Fixed in the answers file and sent again: same case, stored.
+    let out = collect_ok(
+        &phone,
+        &["retry", "0", "--answers", referral.to_str().unwrap()],
+    );
+    assert!(out.contains("1 item(s) queued again"), "{out}");
+    assert!(
+        out.contains("1 stored, 0 already stored, 0 refused"),
+        "{out}"
+    );
+    let opened: i64 = cases::table
+        .filter(cases::id.eq(&case))
+        .count()
+        .get_result(&mut app.conn())
+        .unwrap();
+    assert_eq!(
+        opened, 1,
+        "the retried referral opened the case the phone made up"
+    );
+    assert!(collect_ok(&phone, &["status"]).starts_with("0 queued, 1 sent, 0 refused"));
+    assert_eq!(
+        collect_ok(&phone, &["retry"]).trim(),
+        "nothing refused to send again"
+    );
+}

@@ -264,16 +264,44 @@ pub struct CollectArgs {
 
 #[derive(Debug, Subcommand)]
 pub enum CollectCommand {
-    /// Sign in (password from CASESYNC_COLLECT_PASSWORD, --password-file or
-    /// standard input) and keep the session token.
+    /// Sign in with a username (password from CASESYNC_COLLECT_PASSWORD,
+    /// --password-file or standard input) or a device token (--token-file),
+    /// and keep the session token. A one-time password is changed here.
     Login {
         /// e.g. https://casesync.example.org
         #[arg(long)]
         server: String,
-        #[arg(long)]
-        username: String,
-        #[arg(long)]
+        #[arg(long, required_unless_present = "token_file")]
+        username: Option<String>,
+        #[arg(long, conflicts_with = "token_file")]
         password_file: Option<PathBuf>,
+        /// A file holding the device token (readable by its owner only).
+        #[arg(long, conflicts_with = "username")]
+        token_file: Option<PathBuf>,
+        /// Read the new password (one line per attempt) from standard input
+        /// when a one-time password must be changed and there is no terminal.
+        #[arg(long)]
+        new_password_stdin: bool,
+    },
+    /// Write a starting answers file for a synced form: every field with
+    /// its type, whether it is required, when it applies and its values.
+    Template {
+        form: String,
+        /// Another synced version than the newest.
+        #[arg(long)]
+        version: Option<String>,
+        /// Write here (never over an existing file) instead of to stdout.
+        #[arg(long)]
+        out: Option<PathBuf>,
+    },
+    /// Send refused submissions again (all, or those named by number),
+    /// or replace one with a fixed answers file (--answers), then push.
+    Retry {
+        /// Numbers as `status` shows them (or instance ids).
+        items: Vec<String>,
+        /// Fill the one named item again from this fixed answers file.
+        #[arg(long)]
+        answers: Option<PathBuf>,
     },
     /// Sync form versions, keys and assigned cases.
     Pull {
@@ -315,7 +343,8 @@ pub enum CollectCommand {
         #[arg(long)]
         stats: bool,
     },
-    /// Counts of queued, sent and refused submissions.
+    /// Counts of queued, sent and refused submissions, and each queued or
+    /// refused one with its form, case and age (and why it was refused).
     Status,
 }
 
@@ -1402,21 +1431,33 @@ fn collect_command(args: CollectArgs) -> Result<(), String> {
             server,
             username,
             password_file,
+            token_file,
+            new_password_stdin,
         } => {
+            if let Some(file) = token_file {
+                let username = collect::login_with_token(dir, &server, &file)?;
+                println!("signed in to {server} as {username} with the device token");
+                return Ok(());
+            }
+            let username = username.unwrap_or_default();
             let password = match (std::env::var("CASESYNC_COLLECT_PASSWORD"), password_file) {
                 (Ok(p), _) if !p.is_empty() => p,
                 (_, Some(file)) => std::fs::read_to_string(&file)
                     .map_err(|e| format!("{}: {e}", file.display()))?,
                 _ => {
                     if std::io::stdin().is_terminal() {
-                        eprint!("password for {username}: ");
+                        console::Term::stderr()
+                            .write_str(&format!("password for {username}: "))
+                            .and_then(|()| console::Term::stderr().read_secure_line())
+                            .map_err(|e| e.to_string())?
+                    } else {
+                        let mut line = String::new();
+                        std::io::stdin()
+                            .lock()
+                            .read_line(&mut line)
+                            .map_err(|e| e.to_string())?;
+                        line
                     }
-                    let mut line = String::new();
-                    std::io::stdin()
-                        .lock()
-                        .read_line(&mut line)
-                        .map_err(|e| e.to_string())?;
-                    line
                 }
             };
             collect::login(
@@ -1424,8 +1465,57 @@ fn collect_command(args: CollectArgs) -> Result<(), String> {
                 &server,
                 &username,
                 password.trim_end_matches(['\r', '\n']),
+                &collect::prompt::NewPasswordSource::pick(new_password_stdin),
             )?;
             println!("signed in to {server} as {username}");
+        }
+        CollectCommand::Template { form, version, out } => {
+            let text = collect::template(dir, &form, version.as_deref())?;
+            match out {
+                None => print!("{text}"),
+                Some(path) => {
+                    use std::io::Write;
+                    use std::os::unix::fs::OpenOptionsExt;
+                    // Filled in, it will hold a child's details: owner only.
+                    let mut file = std::fs::OpenOptions::new()
+                        .write(true)
+                        .create_new(true)
+                        .mode(0o600)
+                        .open(&path)
+                        .map_err(|e| match e.kind() {
+                            std::io::ErrorKind::AlreadyExists => format!(
+                                "{} already exists: choose another name, or remove it if it holds nothing you need",
+                                path.display()
+                            ),
+                            _ => format!("{}: {e}", path.display()),
+                        })?;
+                    file.write_all(text.as_bytes())
+                        .map_err(|e| format!("{}: {e}", path.display()))?;
+                    println!(
+                        "wrote {}: fill in the answers, then `casesync collect fill {form} {}`",
+                        path.display(),
+                        path.display()
+                    );
+                }
+            }
+        }
+        CollectCommand::Retry { items, answers } => {
+            let again = collect::retry(dir, &items, answers.as_deref())?;
+            if again == 0 {
+                println!("nothing refused to send again");
+                return Ok(());
+            }
+            println!("{again} item(s) queued again");
+            return collect_command(CollectArgs {
+                dir: args.dir.clone(),
+                command: CollectCommand::Push {
+                    batch: 20,
+                    concurrency: 1,
+                    retries: 5,
+                    server: None,
+                    stats: false,
+                },
+            });
         }
         CollectCommand::Pull { retries } => {
             let s = collect::pull(dir, retries)?;
@@ -1487,6 +1577,16 @@ fn collect_command(args: CollectArgs) -> Result<(), String> {
                 "pushed: {} stored, {} already stored, {} refused, {} attachment(s); {} still queued",
                 report.created, report.repeated, report.refused, report.attachments, report.left
             );
+            if !report.refusals.is_empty() {
+                println!("refused (kept in {}/failed):", dir.display());
+                for refusal in &report.refusals {
+                    println!("  {refusal}");
+                }
+                println!(
+                    "fix the answers file and run `casesync collect retry NUMBER --answers FILE`, \
+                     or, once the cause is fixed on the server, `casesync collect retry`"
+                );
+            }
             if stats {
                 let mut latencies = report.latencies.clone();
                 latencies.sort();
@@ -1508,11 +1608,22 @@ fn collect_command(args: CollectArgs) -> Result<(), String> {
             }
         }
         CollectCommand::Status => {
-            let (queued, sent, failed) = collect::status(dir)?;
+            let status = collect::status(dir)?;
             println!(
-                "{queued} queued, {sent} sent, {failed} refused (see {}/failed)",
+                "{} queued, {} sent, {} refused (see {}/failed)",
+                status.queued.len(),
+                status.sent,
+                status.refused.len(),
                 dir.display()
             );
+            for (title, lines) in [("queued", &status.queued), ("refused", &status.refused)] {
+                if !lines.is_empty() {
+                    println!("{title}:");
+                    for line in lines.iter() {
+                        println!("  {line}");
+                    }
+                }
+            }
         }
     }
     Ok(())

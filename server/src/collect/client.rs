@@ -24,6 +24,8 @@ pub struct Client {
     base: String,
     token: Option<String>,
     retries: u32,
+    /// Told about each wait before a retry, so a person sees why it is slow.
+    progress: Option<indicatif::ProgressBar>,
 }
 
 /// First wait before a retry; doubled each time up to [`MAX_BACKOFF`].
@@ -48,7 +50,13 @@ impl Client {
             base: base.trim_end_matches('/').to_string(),
             token,
             retries,
+            progress: None,
         }
+    }
+
+    pub fn with_progress(mut self, progress: indicatif::ProgressBar) -> Client {
+        self.progress = Some(progress);
+        self
     }
 
     pub fn get(&self, path: &str) -> Result<Answer, String> {
@@ -81,12 +89,15 @@ impl Client {
             let latency = started.elapsed();
             let wait = match outcome {
                 Ok((status, _, bytes)) if !retryable(status) => {
+                    if let Some(progress) = &self.progress {
+                        progress.set_message("");
+                    }
                     return Ok(Answer {
                         status,
                         body: serde_json::from_slice(&bytes).unwrap_or(Value::Null),
                         bytes,
                         latency,
-                    })
+                    });
                 }
                 Ok((status, retry_after, _)) => {
                     if attempt >= self.retries {
@@ -105,7 +116,16 @@ impl Client {
                 .saturating_mul(1 << attempt.min(10))
                 .min(MAX_BACKOFF);
             let jitter = rand::rng().random_range(0..=backoff.as_millis() as u64 / 2);
-            std::thread::sleep(wait.unwrap_or(backoff + Duration::from_millis(jitter)));
+            let wait = wait.unwrap_or(backoff + Duration::from_millis(jitter));
+            if let Some(progress) = &self.progress {
+                progress.set_message(format!(
+                    "the server is busy or unreachable; retry {} of {} in {:.1} s",
+                    attempt + 1,
+                    self.retries,
+                    wait.as_secs_f64()
+                ));
+            }
+            std::thread::sleep(wait);
             attempt += 1;
         }
     }

@@ -1,24 +1,33 @@
 //! `casesync collect`: a reference collector that behaves like a phone.
-//! It signs in, syncs forms, keys and cases, fills a form from a JSON file
-//! (checked locally against the synced version, encrypted for the
-//! programme key, queued on disk) and pushes the queue with retries, never
-//! resending what the server acknowledged. Tests and benchmarks drive the
-//! server through it; admins use it to try forms.
+//! It signs in (password, changing a one-time one on the spot, or a device
+//! token from a private file), syncs forms, keys and cases, writes a
+//! starting answers file for a form (`template`), fills a form from an
+//! answers file (checked locally against the synced version, encrypted for
+//! the programme key, queued on disk) and pushes the queue with retries,
+//! never resending what the server acknowledged. Refusals are kept, shown
+//! with field labels and sent again with `retry`. Field workers without
+//! the phone app use it; tests and benchmarks drive the server through it;
+//! admins use it to try forms.
 
 pub mod client;
+pub mod prompt;
 pub mod store;
+pub mod template;
 
 use std::collections::VecDeque;
+use std::io::IsTerminal;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
+use indicatif::{ProgressBar, ProgressStyle};
 use serde_json::{json, Map, Value};
 use sha2::{Digest, Sha256};
 
 use crate::crypto::{jwe, keys};
-use crate::forms::model::{CaseRole, FieldKind};
+use crate::forms::model::{CaseRole, Field, FieldKind};
+use crate::forms::relevance;
 use crate::forms::{bundle, validate::CompiledForm};
 use client::{Answer, Client};
 use store::{Dir, Queued, QueuedAttachment, Session, SyncState};
@@ -48,10 +57,27 @@ fn problem_text(answer: &Answer) -> String {
     }
 }
 
-/// Signs in with a password and keeps the session token (0600).
-pub fn login(dir: &Path, server: &str, username: &str, password: &str) -> CollectResult<()> {
+/// Signs in with a password and keeps the session token (0600). A
+/// one-time password is changed on the spot with passwords from
+/// `new_password` (given the server's reason when it refused the last one).
+pub fn login(
+    dir: &Path,
+    server: &str,
+    username: &str,
+    password: &str,
+    new_password: &prompt::NewPasswordSource,
+) -> CollectResult<()> {
     let dir = Dir::open(dir)?;
     let client = Client::new(server, None, 3);
+    let mut token = session_token(&client, username, password)?;
+    if token.1 {
+        token.0 = change_one_time_password(server, username, password, &token.0, new_password)?;
+    }
+    save_session(&dir, server, username, token.0, false)
+}
+
+/// (token, must the password be changed first).
+fn session_token(client: &Client, username: &str, password: &str) -> CollectResult<(String, bool)> {
     let answer = client.post_json(
         "/api/v1/sessions",
         &json!({ "username": username, "password": password }),
@@ -59,9 +85,137 @@ pub fn login(dir: &Path, server: &str, username: &str, password: &str) -> Collec
     if answer.status != 201 {
         return Err(format!("sign-in refused: {}", problem_text(&answer)));
     }
-    if answer.body["password_change_required"] == true {
-        return Err("this account must change its password first (sign in on the web)".into());
+    let token = answer.body["token"]
+        .as_str()
+        .ok_or("the server answered no token")?
+        .to_string();
+    Ok((token, answer.body["password_change_required"] == true))
+}
+
+/// Changes a one-time password, asking again while the server refuses the
+/// new one (too short, too weak: its reason is shown). Returns a token for
+/// the new password: the one the server answers with, else a new sign-in.
+fn change_one_time_password(
+    server: &str,
+    username: &str,
+    current: &str,
+    token: &str,
+    new_password: &prompt::NewPasswordSource,
+) -> CollectResult<String> {
+    let client = Client::new(server, Some(token.to_string()), 3);
+    let mut refused: Option<String> = None;
+    for _ in 0..5 {
+        let candidate = new_password.ask(refused.as_deref())?;
+        let answer = client.post_json(
+            "/api/v1/me/password",
+            &json!({ "current_password": current, "new_password": candidate }),
+        )?;
+        match answer.status {
+            200 | 201 | 204 => {
+                if let Some(fresh) = answer.body["token"].as_str() {
+                    return Ok(fresh.to_string());
+                }
+                let plain = Client::new(server, None, 3);
+                let (fresh, still) = session_token(&plain, username, &candidate)?;
+                if still {
+                    return Err("the server still asks for a password change".into());
+                }
+                return Ok(fresh);
+            }
+            422 => refused = Some(reasons(&answer)),
+            _ => {
+                return Err(format!(
+                    "the password change was refused: {}",
+                    problem_text(&answer)
+                ))
+            }
+        }
     }
+    Err(format!(
+        "the password change was refused five times (last: {})",
+        refused.unwrap_or_default()
+    ))
+}
+
+/// The server's reasons in a 422, without pointers: "must be at least …".
+fn reasons(answer: &Answer) -> String {
+    let list: Vec<&str> = answer.body["errors"]
+        .as_array()
+        .map(|l| l.iter().filter_map(|e| e["message"].as_str()).collect())
+        .unwrap_or_default();
+    if list.is_empty() {
+        answer.body["detail"].as_str().unwrap_or("").to_string()
+    } else {
+        list.join("; ")
+    }
+}
+
+/// Signs in with a device token read from `token_file`, which only its
+/// owner may read (the token is as good as a password for months).
+pub fn login_with_token(dir: &Path, server: &str, token_file: &Path) -> CollectResult<String> {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(token_file)
+            .map_err(|e| format!("{}: {e}", token_file.display()))?
+            .permissions()
+            .mode();
+        if mode & 0o077 != 0 {
+            return Err(format!(
+                "{} can be read by other users (mode {:o}); a device token is as good as a \
+                 password: run `chmod 600 {}` and sign in again",
+                token_file.display(),
+                mode & 0o777,
+                token_file.display()
+            ));
+        }
+    }
+    let token = std::fs::read_to_string(token_file)
+        .map_err(|e| format!("{}: {e}", token_file.display()))?
+        .trim()
+        .to_string();
+    if token.is_empty() {
+        return Err(format!(
+            "{} is empty: it should hold the device token",
+            token_file.display()
+        ));
+    }
+    let dir = Dir::open(dir)?;
+    let answer = Client::new(server, Some(token.clone()), 3).get("/api/v1/me")?;
+    match answer.status {
+        200 => {}
+        401 => {
+            return Err(
+                "the server does not accept this device token (unknown, expired or revoked): \
+                 ask your coordinator for a new one"
+                    .into(),
+            )
+        }
+        _ => return Err(format!("sign-in refused: {}", problem_text(&answer))),
+    }
+    let username = answer.body["username"]
+        .as_str()
+        .ok_or("the server did not say whose token this is")?
+        .to_string();
+    if answer.body["must_change_password"] == true {
+        return Err(format!(
+            "{username} still has a one-time password: sign in once with \
+             `casesync collect --dir {} login --server {server} --username {username}` to choose \
+             your own, then use the device token",
+            dir.root().display()
+        ));
+    }
+    save_session(&dir, server, &username, token, true)?;
+    Ok(username)
+}
+
+fn save_session(
+    dir: &Dir,
+    server: &str,
+    username: &str,
+    token: String,
+    device_token: bool,
+) -> CollectResult<()> {
     let device_id = dir
         .read::<Session>("session.json")?
         .map(|s| s.device_id)
@@ -74,13 +228,63 @@ pub fn login(dir: &Path, server: &str, username: &str, password: &str) -> Collec
     let session = Session {
         server: server.trim_end_matches('/').to_string(),
         username: username.to_string(),
-        token: answer.body["token"]
-            .as_str()
-            .ok_or("the server answered no token")?
-            .to_string(),
+        token,
         device_id,
+        device_token,
     };
     dir.write("session.json", &session, true)
+}
+
+/// What to say when the server refuses the session (401, or a password
+/// that must be changed first): sign in again, and how.
+fn signed_out(dir: &Dir, session: &Session, answer: &Answer) -> Option<String> {
+    let must_change = answer.body["type"]
+        .as_str()
+        .is_some_and(|t| t.ends_with("password_change_required"));
+    if answer.status != 401 && !must_change {
+        return None;
+    }
+    let how = if session.device_token {
+        "--token-file FILE".to_string()
+    } else {
+        format!("--username {}", session.username)
+    };
+    let why = if must_change {
+        "this account must change its password first".to_string()
+    } else {
+        format!(
+            "the server no longer accepts this collector's sign-in ({})",
+            answer.body["detail"]
+                .as_str()
+                .unwrap_or("expired or revoked")
+        )
+    };
+    Some(format!(
+        "{why}: sign in again with `casesync collect --dir {} login --server {} {how}`; nothing queued is lost",
+        dir.root().display(),
+        session.server
+    ))
+}
+
+/// A refusal of `what`, in words: sign in again, or the server's problem.
+fn refusal(dir: &Dir, session: &Session, answer: &Answer, what: &str) -> String {
+    signed_out(dir, session, answer)
+        .unwrap_or_else(|| format!("{what} refused: {}", problem_text(answer)))
+}
+
+/// A progress bar on standard error when it is a terminal; hidden otherwise.
+fn progress_bar(len: usize, what: &str) -> ProgressBar {
+    if !std::io::stderr().is_terminal() {
+        return ProgressBar::hidden();
+    }
+    let bar = ProgressBar::new(len as u64);
+    bar.set_style(
+        ProgressStyle::with_template(&format!(
+            "{what} {{bar:30}} {{pos}}/{{len}} ({{elapsed}}) {{msg}}"
+        ))
+        .expect("a valid template"),
+    );
+    bar
 }
 
 fn client_for(session: &Session, server: Option<&str>, retries: u32) -> Client {
@@ -122,7 +326,7 @@ pub fn pull(dir: &Path, retries: u32) -> CollectResult<PullSummary> {
         };
         let answer = client.get(&path)?;
         if answer.status != 200 {
-            return Err(format!("sync refused: {}", problem_text(&answer)));
+            return Err(refusal(&dir, &session, &answer, "sync"));
         }
         let feed = answer.body;
         let list = |key: &str| feed[key].as_array().cloned().unwrap_or_default();
@@ -166,7 +370,12 @@ pub fn pull(dir: &Path, retries: u32) -> CollectResult<PullSummary> {
         }
         let answer = client.get(&format!("/api/v1/forms/{id}/versions/{version}"))?;
         if answer.status != 200 {
-            return Err(format!("form {id} {version}: {}", problem_text(&answer)));
+            return Err(refusal(
+                &dir,
+                &session,
+                &answer,
+                &format!("form {id} {version}"),
+            ));
         }
         let document: Value = serde_json::from_slice(&answer.bytes)
             .map_err(|e| format!("form {id} {version}: not JSON: {e}"))?;
@@ -211,34 +420,69 @@ fn media_type_of(name: &str) -> &'static str {
     }
 }
 
-/// Fills `form_id` from a JSON file of answers and queues it encrypted.
+/// The synced document of `form_id` (`version`, else the newest published
+/// one synced), compiled.
+fn synced_form(
+    dir: &Dir,
+    state: &SyncState,
+    form_id: &str,
+    version: Option<&str>,
+) -> CollectResult<(String, CompiledForm)> {
+    let version = match version {
+        Some(v) => v.to_string(),
+        None => state
+            .forms
+            .iter()
+            .filter(|f| f["form_id"] == form_id && f["status"] == "published")
+            .filter_map(|f| f["version"].as_str())
+            // Synced oldest first: the newest published is the last.
+            .next_back()
+            .ok_or_else(|| {
+                format!("no published version of {form_id} synced; run `casesync collect pull`")
+            })?
+            .to_string(),
+    };
+    let document: Value = dir
+        .read(&format!("forms/{form_id}@{version}.json"))?
+        .ok_or_else(|| {
+            format!("form {form_id} {version} is not synced; run `casesync collect pull`")
+        })?;
+    let form = CompiledForm::compile(document)
+        .map_err(|p| format!("the synced form does not compile: {}", p.join("; ")))?;
+    Ok((version, form))
+}
+
+/// One problem with an answer, for a person: the field's label first, then
+/// where it is and what is wrong (`"Sex" (/child/child_sex): is not …`).
+fn explain(fields: &[Field], pointer: &str, message: &str) -> String {
+    match relevance::field_at(fields, pointer) {
+        Some(field) => format!("\"{}\" ({pointer}): {message}", relevance::label_of(field)),
+        None if pointer.is_empty() => message.to_string(),
+        None => format!("{pointer}: {message}"),
+    }
+}
+
+/// A starting answers file for `form_id` (see [`template`]).
+pub fn template(dir: &Path, form_id: &str, version: Option<&str>) -> CollectResult<String> {
+    let dir = Dir::open(dir)?;
+    let state = dir.state()?;
+    let (version, form) = synced_form(&dir, &state, form_id, version)?;
+    Ok(template::render(
+        &form.meta.title,
+        form_id,
+        &version,
+        &form.fields,
+    ))
+}
+
+/// Fills `form_id` from an answers file (JSON; `//` notes and nulls allowed,
+/// see [`template`]) and queues it encrypted.
 /// Attachment fields name files relative to the answers file.
 pub fn fill(dir: &Path, options: &FillOptions) -> CollectResult<Vec<Filled>> {
     let dir = Dir::open(dir)?;
     let session = dir.session()?;
     let state = dir.state()?;
-    let version = match &options.version {
-        Some(v) => v.clone(),
-        None => state
-            .forms
-            .iter()
-            .filter(|f| f["form_id"] == options.form_id.as_str() && f["status"] == "published")
-            .filter_map(|f| f["version"].as_str())
-            // Synced oldest first: the newest published is the last.
-            .next_back()
-            .ok_or_else(|| {
-                format!(
-                    "no published version of {} synced; run `casesync collect pull`",
-                    options.form_id
-                )
-            })?
-            .to_string(),
-    };
-    let document: Value = dir
-        .read(&format!("forms/{}@{version}.json", options.form_id))?
-        .ok_or_else(|| format!("form {} {version} is not synced", options.form_id))?;
-    let form = CompiledForm::compile(document)
-        .map_err(|p| format!("the synced form does not compile: {}", p.join("; ")))?;
+    let (version, form) = synced_form(&dir, &state, &options.form_id, options.version.as_deref())?;
     let key = state
         .keys
         .iter()
@@ -249,14 +493,8 @@ pub fn fill(dir: &Path, options: &FillOptions) -> CollectResult<Vec<Filled>> {
 
     let text = std::fs::read_to_string(&options.answers)
         .map_err(|e| format!("{}: {e}", options.answers.display()))?;
-    let mut data: Value = serde_json::from_str(&text)
-        .map_err(|e| format!("{}: not JSON: {e}", options.answers.display()))?;
-    if !data.is_object() {
-        return Err(format!(
-            "{}: must be a JSON object",
-            options.answers.display()
-        ));
-    }
+    let mut data =
+        template::parse(&text).map_err(|e| format!("{}: {e}", options.answers.display()))?;
     let base = options.answers.parent().unwrap_or(Path::new("."));
     let mut files: Vec<(String, Vec<u8>)> = Vec::new();
     for field in form
@@ -289,7 +527,7 @@ pub fn fill(dir: &Path, options: &FillOptions) -> CollectResult<Vec<Filled>> {
     if !errors.is_empty() {
         let lines: Vec<String> = errors
             .iter()
-            .map(|e| format!("{}: {}", e.pointer, e.message))
+            .map(|e| explain(&form.fields, &e.pointer, &e.message))
             .collect();
         return Err(format!(
             "{} does not fit {} {version}:\n  {}",
@@ -331,6 +569,7 @@ pub fn fill(dir: &Path, options: &FillOptions) -> CollectResult<Vec<Filled>> {
     let now = chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
     let mut filled = Vec::new();
     let first_number = dir.items_ever_queued()?;
+    let progress = progress_bar(options.count.max(1), "encrypting");
     for n in 0..options.count.max(1) {
         let instance_id = uuid::Uuid::new_v4().to_string();
         let case_id = match form.meta.case {
@@ -379,6 +618,8 @@ pub fn fill(dir: &Path, options: &FillOptions) -> CollectResult<Vec<Filled>> {
             attachments,
             receipt: None,
             problem: None,
+            supersedes: options.supersedes.clone(),
+            queued_at: Some(now.clone()),
         };
         let name = format!("{:09}-{instance_id}.json", first_number + n);
         dir.write(&format!("queue/{name}"), &item, true)?;
@@ -386,7 +627,9 @@ pub fn fill(dir: &Path, options: &FillOptions) -> CollectResult<Vec<Filled>> {
             instance_id,
             case_id,
         });
+        progress.inc(1);
     }
+    progress.finish_and_clear();
     Ok(filled)
 }
 
@@ -417,11 +660,19 @@ pub struct PushReport {
     pub elapsed: Duration,
     /// One per request that got an answer.
     pub latencies: Vec<Duration>,
+    /// Each item refused by this push, in words (see [`describe_refusal`]).
+    pub refusals: Vec<String>,
 }
 
 struct Shared<'a> {
     dir: &'a Dir,
+    session: &'a Session,
     client: Client,
+    progress: ProgressBar,
+    /// Set when the server refused the sign-in: pushing stops, and the
+    /// person is told to sign in again rather than to wait.
+    signed_out: AtomicBool,
+    refusals: Mutex<Vec<String>>,
     work: Mutex<VecDeque<Vec<String>>>,
     unreachable: AtomicBool,
     first_error: Mutex<Option<String>>,
@@ -440,9 +691,15 @@ pub fn push(dir: &Path, options: &PushOptions) -> CollectResult<PushReport> {
     let session = dir.session()?;
     let names = dir.list("queue")?;
     let batch = options.batch.clamp(1, 100);
+    let progress = progress_bar(names.len(), "sending");
     let shared = Shared {
         dir: &dir,
-        client: client_for(&session, options.server.as_deref(), options.retries),
+        session: &session,
+        client: client_for(&session, options.server.as_deref(), options.retries)
+            .with_progress(progress.clone()),
+        progress,
+        signed_out: AtomicBool::new(false),
+        refusals: Mutex::new(Vec::new()),
         work: Mutex::new(names.chunks(batch).map(|c| c.to_vec()).collect()),
         unreachable: AtomicBool::new(false),
         first_error: Mutex::new(None),
@@ -459,8 +716,9 @@ pub fn push(dir: &Path, options: &PushOptions) -> CollectResult<PushReport> {
         }
     });
     let elapsed = started.elapsed();
+    shared.progress.finish_and_clear();
     if let Some(err) = shared.first_error.lock().expect("lock").take() {
-        if !shared.unreachable.load(Ordering::SeqCst) {
+        if shared.signed_out.load(Ordering::SeqCst) || !shared.unreachable.load(Ordering::SeqCst) {
             return Err(err);
         }
         eprintln!("casesync collect: {err}");
@@ -473,6 +731,7 @@ pub fn push(dir: &Path, options: &PushOptions) -> CollectResult<PushReport> {
         left: dir.list("queue")?.len(),
         elapsed,
         latencies: shared.latencies.into_inner().expect("lock"),
+        refusals: shared.refusals.into_inner().expect("lock"),
     })
 }
 
@@ -527,11 +786,9 @@ fn push_chunk(shared: &Shared<'_>, chunk: &[String], use_batch: bool) -> Collect
             .client
             .post_json("/api/v1/submissions/batch", &body)?;
         shared.latencies.lock().expect("lock").push(answer.latency);
-        if answer.status == 401 {
-            return Err(format!(
-                "the server refused the token: {}",
-                problem_text(&answer)
-            ));
+        if let Some(why) = signed_out(shared.dir, shared.session, &answer) {
+            shared.signed_out.store(true, Ordering::SeqCst);
+            return Err(why);
         }
         if answer.status != 200 {
             // The batch as a whole was refused (too large, malformed):
@@ -559,11 +816,9 @@ fn push_chunk(shared: &Shared<'_>, chunk: &[String], use_batch: bool) -> Collect
                     .client
                     .send_jose("POST", "/api/v1/submissions", &items[i].1.submission)?;
             shared.latencies.lock().expect("lock").push(answer.latency);
-            if answer.status == 401 {
-                return Err(format!(
-                    "the server refused the token: {}",
-                    problem_text(&answer)
-                ));
+            if let Some(why) = signed_out(shared.dir, shared.session, &answer) {
+                shared.signed_out.store(true, Ordering::SeqCst);
+                return Err(why);
             }
             outcomes.push((
                 i,
@@ -589,6 +844,8 @@ fn push_chunk(shared: &Shared<'_>, chunk: &[String], use_batch: bool) -> Collect
                 item.problem = Some(problem);
                 shared.dir.settle(name, item, "failed")?;
                 shared.refused.fetch_add(1, Ordering::Relaxed);
+                shared.note_refusal(name, item);
+                shared.progress.inc(1);
             }
             Outcome::Later => {}
         }
@@ -599,9 +856,54 @@ fn push_chunk(shared: &Shared<'_>, chunk: &[String], use_batch: bool) -> Collect
         }
         if item.done() {
             shared.dir.settle(name, item, "sent")?;
+            shared.progress.inc(1);
         }
     }
     Ok(())
+}
+
+impl Shared<'_> {
+    fn note_refusal(&self, name: &str, item: &Queued) {
+        let text = describe_refusal(self.dir, name, item);
+        self.refusals.lock().expect("lock").push(text);
+    }
+}
+
+/// A refused item in words: which item, and each problem with the field's
+/// label from the synced form (never a rule as JSON).
+pub fn describe_refusal(dir: &Dir, name: &str, item: &Queued) -> String {
+    let number = name.split('-').next().unwrap_or(name);
+    let problem = item.problem.clone().unwrap_or(Value::Null);
+    let fields = dir
+        .read::<Value>(&format!(
+            "forms/{}@{}.json",
+            item.form_id, item.form_version
+        ))
+        .ok()
+        .flatten()
+        .map(|doc| crate::forms::model::fields(&doc))
+        .unwrap_or_default();
+    let mut lines = vec![format!(
+        "{number} {} {}: {} {}",
+        item.form_id,
+        item.form_version,
+        problem["status"]
+            .as_u64()
+            .map(|s| s.to_string())
+            .unwrap_or_default(),
+        problem["detail"].as_str().unwrap_or("refused")
+    )];
+    for e in problem["errors"].as_array().into_iter().flatten() {
+        let pointer = e["pointer"].as_str().unwrap_or("");
+        let message = e["message"].as_str().unwrap_or("");
+        // Answers sit under /data in the envelope.
+        let line = match pointer.strip_prefix("/data") {
+            Some(answer) => explain(&fields, answer, message),
+            None => explain(&[], pointer, message),
+        };
+        lines.push(format!("    {line}"));
+    }
+    lines.join("\n")
 }
 
 /// Uploads what is not yet acknowledged; false if the item was refused.
@@ -622,16 +924,16 @@ fn send_attachments(shared: &Shared<'_>, name: &str, item: &mut Queued) -> Colle
                 shared.dir.write(&format!("queue/{name}"), item, true)?;
                 shared.attachments.fetch_add(1, Ordering::Relaxed);
             }
-            401 => {
-                return Err(format!(
-                    "the server refused the token: {}",
-                    problem_text(&answer)
-                ))
-            }
             _ => {
+                if let Some(why) = signed_out(shared.dir, shared.session, &answer) {
+                    shared.signed_out.store(true, Ordering::SeqCst);
+                    return Err(why);
+                }
                 item.problem = Some(answer.body);
                 shared.dir.settle(name, item, "failed")?;
                 shared.refused.fetch_add(1, Ordering::Relaxed);
+                shared.note_refusal(name, item);
+                shared.progress.inc(1);
                 return Ok(false);
             }
         }
@@ -639,14 +941,135 @@ fn send_attachments(shared: &Shared<'_>, name: &str, item: &mut Queued) -> Colle
     Ok(true)
 }
 
-/// Counts of the queue, what was sent and what was refused.
-pub fn status(dir: &Path) -> CollectResult<(usize, usize, usize)> {
+/// What is on the collector: counts, and each queued and refused item.
+#[derive(Debug, Default)]
+pub struct Status {
+    pub sent: usize,
+    pub queued: Vec<String>,
+    pub refused: Vec<String>,
+}
+
+/// Counts of the queue, what was sent and what was refused, and a line for
+/// each item still queued or refused: number, form, case, age.
+pub fn status(dir: &Path) -> CollectResult<Status> {
     let dir = Dir::open(dir)?;
-    Ok((
-        dir.list("queue")?.len(),
-        dir.list("sent")?.len(),
-        dir.list("failed")?.len(),
-    ))
+    let state = dir.state()?;
+    let now = chrono::Utc::now();
+    let line = |sub: &str, name: &str| -> CollectResult<String> {
+        let item: Queued = dir
+            .read(&format!("{sub}/{name}"))?
+            .ok_or_else(|| format!("{sub}/{name} vanished"))?;
+        let case = match &item.case_id {
+            None => "no case".to_string(),
+            Some(id) => match state
+                .cases
+                .iter()
+                .find(|c| c["id"] == id.as_str())
+                .and_then(|c| c["number"].as_str())
+            {
+                Some(number) => format!("case {number}"),
+                None => format!("case {id} (no number synced yet)"),
+            },
+        };
+        let age = item
+            .queued_at
+            .as_deref()
+            .and_then(|t| chrono::DateTime::parse_from_rfc3339(t).ok())
+            .map(|t| format!("filled {} ago", age_in_words(now - t.to_utc())))
+            .unwrap_or_default();
+        let number = name.split('-').next().unwrap_or(name);
+        let mut text = format!(
+            "{number}  {} {}  {case}  {age}",
+            item.form_id, item.form_version
+        );
+        if sub == "failed" {
+            let detail = describe_refusal(&dir, name, &item);
+            // The first line repeats number and form; keep the reasons.
+            let reasons: Vec<&str> = detail.lines().collect();
+            let why = reasons[0].split_once(": ").map(|(_, w)| w).unwrap_or("");
+            text.push_str(&format!("\n    refused: {why}"));
+            for reason in &reasons[1..] {
+                text.push_str(&format!("\n  {reason}"));
+            }
+        }
+        Ok(text.trim_end().to_string())
+    };
+    let mut out = Status {
+        sent: dir.list("sent")?.len(),
+        ..Status::default()
+    };
+    for name in dir.list("queue")? {
+        out.queued.push(line("queue", &name)?);
+    }
+    for name in dir.list("failed")? {
+        out.refused.push(line("failed", &name)?);
+    }
+    Ok(out)
+}
+
+fn age_in_words(age: chrono::Duration) -> String {
+    let minutes = age.num_minutes().max(0);
+    match minutes {
+        0 => "under a minute".into(),
+        1..=59 => format!("{minutes} min"),
+        60..=2879 => format!("{} h", minutes / 60),
+        _ => format!("{} days", minutes / 1440),
+    }
+}
+
+/// Puts refused items back in the queue to be pushed again: `which` names
+/// them by number (as `status` shows), instance id or file name; empty
+/// means every refused item. With `answers`, the one named item is filled
+/// again from that (fixed) answers file — same form and case, a new
+/// instance id — and the refused copy is dropped. Returns how many.
+pub fn retry(dir_path: &Path, which: &[String], answers: Option<&Path>) -> CollectResult<usize> {
+    let dir = Dir::open(dir_path)?;
+    let refused = dir.list("failed")?;
+    let mut chosen = Vec::new();
+    for wanted in which {
+        let found = refused
+            .iter()
+            .find(|name| {
+                let (number, rest) = name.split_once('-').unwrap_or((name, ""));
+                number.trim_start_matches('0') == wanted.trim_start_matches('0')
+                    || rest.trim_end_matches(".json") == wanted
+                    || *name == wanted
+            })
+            .ok_or_else(|| {
+                format!("no refused item {wanted}; `casesync collect status` lists them")
+            })?;
+        chosen.push(found.clone());
+    }
+    if which.is_empty() {
+        chosen = refused;
+    }
+    if let Some(answers) = answers {
+        let [name] = chosen.as_slice() else {
+            return Err("--answers replaces one refused item: name it (its number)".into());
+        };
+        let item: Queued = dir
+            .read(&format!("failed/{name}"))?
+            .ok_or_else(|| format!("failed/{name} vanished"))?;
+        fill(
+            dir_path,
+            &FillOptions {
+                form_id: item.form_id.clone(),
+                answers: answers.to_path_buf(),
+                version: None,
+                case_id: item.case_id.clone(),
+                supersedes: item.supersedes.clone(),
+                count: 1,
+            },
+        )?;
+        dir.remove("failed", name)?;
+        return Ok(1);
+    }
+    for name in &chosen {
+        if let Some(mut item) = dir.read::<Queued>(&format!("failed/{name}"))? {
+            dir.requeue(name, &mut item)?;
+        }
+    }
+    Ok(chosen.len())
 }
 
 /// The `q`-th quantile (0..=1) of `sorted` latencies.

@@ -7,6 +7,7 @@
 //! queue/<n>-<id>.json     encrypted submissions waiting to be sent
 //! sent/<n>-<id>.json      acknowledged, with the server's receipt
 //! failed/<n>-<id>.json    refused by the server, with its problem
+//!                         (`collect retry` puts them back in the queue)
 //! ```
 //!
 //! Every file is written to a temporary name, synced and renamed, so a
@@ -26,6 +27,9 @@ pub struct Session {
     pub token: String,
     /// Names this collector in every envelope, like a phone's device id.
     pub device_id: String,
+    /// Signed in with a device token rather than a password.
+    #[serde(default)]
+    pub device_token: bool,
 }
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
@@ -57,6 +61,11 @@ pub struct Queued {
     pub receipt: Option<Value>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub problem: Option<Value>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub supersedes: Option<String>,
+    /// When it was filled (RFC 3339), for `status`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub queued_at: Option<String>,
 }
 
 impl Queued {
@@ -85,6 +94,10 @@ impl Dir {
         Ok(Dir {
             root: root.to_path_buf(),
         })
+    }
+
+    pub fn root(&self) -> &Path {
+        &self.root
     }
 
     pub fn path(&self, name: &str) -> PathBuf {
@@ -160,6 +173,20 @@ impl Dir {
             .iter()
             .map(|sub| self.list(sub).map(|l| l.len()))
             .sum()
+    }
+
+    /// Moves a refused item back to the queue, its problem forgotten.
+    pub fn requeue(&self, name: &str, item: &mut Queued) -> StoreResult<()> {
+        item.problem = None;
+        self.write(&format!("queue/{name}"), item, true)?;
+        self.remove("failed", name)
+    }
+
+    /// Deletes `sub/name` (durably).
+    pub fn remove(&self, sub: &str, name: &str) -> StoreResult<()> {
+        let path = self.root.join(sub).join(name);
+        fs::remove_file(&path).map_err(io_err(&path))?;
+        self.sync_dir(&self.root.join(sub))
     }
 
     /// Moves a queue file to `sent` or `failed`, with its latest content.

@@ -151,7 +151,7 @@ fn check_fields(form: &CompiledForm, problems: &mut Vec<String>) {
 }
 
 /// `child/siblings[]/dob` → [child, siblings, [], dob]
-fn tokens_of_path(path: &str) -> Vec<String> {
+pub(super) fn tokens_of_path(path: &str) -> Vec<String> {
     let mut out = Vec::new();
     for segment in path.split('/') {
         match segment.strip_suffix("[]") {
@@ -165,7 +165,7 @@ fn tokens_of_path(path: &str) -> Vec<String> {
     out
 }
 
-fn tokens_of_pointer(pointer: &str) -> Vec<String> {
+pub(super) fn tokens_of_pointer(pointer: &str) -> Vec<String> {
     pointer.split('/').map(index_to_item).collect()
 }
 

@@ -7,6 +7,9 @@ use std::cmp::Ordering;
 
 use serde_json::Value;
 
+use super::check::{tokens_of_path, tokens_of_pointer};
+use super::model::{Choice, Field, FieldKind};
+
 /// What a predicate compares: a field of the submission (`"field"`) or a
 /// fact of the case (`"fact"`).
 pub trait Reference: Sized {
@@ -240,6 +243,194 @@ impl Predicate<FieldRef> {
     }
 }
 
+/// A referenced field in words: its label and the labels of its values.
+#[derive(Debug, Clone, Default)]
+pub struct Named {
+    pub label: String,
+    /// (value, label) for a choice field; empty otherwise.
+    pub options: Vec<(Value, String)>,
+}
+
+impl Named {
+    pub fn of(field: &Field) -> Named {
+        Named {
+            label: label_of(field),
+            options: field
+                .options
+                .iter()
+                .map(|c| (c.value.clone(), choice_label(c)))
+                .collect(),
+        }
+    }
+
+    /// A value as a person reads it: an option's label, yes/no, a quoted text.
+    pub fn value(&self, value: &Value) -> String {
+        if let Some((_, label)) = self.options.iter().find(|(v, _)| v == value) {
+            return format!("\"{label}\"");
+        }
+        match value {
+            Value::Bool(true) => "yes".into(),
+            Value::Bool(false) => "no".into(),
+            Value::String(s) => format!("\"{s}\""),
+            Value::Array(items) => or_list(items.iter().map(|v| self.value(v)).collect()),
+            other => other.to_string(),
+        }
+    }
+}
+
+/// "a", "a or b", "a, b or c".
+fn or_list(mut items: Vec<String>) -> String {
+    match items.len() {
+        0 => String::new(),
+        1 => items.remove(0),
+        _ => {
+            let last = items.pop().unwrap_or_default();
+            format!("{} or {last}", items.join(", "))
+        }
+    }
+}
+
+/// The label a person sees: the field's title without the paper form's
+/// trailing colon, or its key when it has none.
+pub fn label_of(field: &Field) -> String {
+    field
+        .title
+        .as_deref()
+        .map(|t| t.trim().trim_end_matches(':').trim())
+        .filter(|t| !t.is_empty())
+        .unwrap_or(&field.key)
+        .to_string()
+}
+
+fn choice_label(choice: &Choice) -> String {
+    match (&choice.title, &choice.value) {
+        (Some(title), _) => title.clone(),
+        (None, Value::String(s)) => s.clone(),
+        (None, other) => other.to_string(),
+    }
+}
+
+/// What a field accepts, in words: "one of "Female", "Male"" for a choice.
+pub fn allowed_values(field: &Field) -> Option<String> {
+    if field.options.is_empty() {
+        return None;
+    }
+    let labels: Vec<String> = field
+        .options
+        .iter()
+        .map(|c| format!("\"{}\"", choice_label(c)))
+        .collect();
+    let many = if field.kind == FieldKind::SelectMultiple {
+        "any of"
+    } else {
+        "one of"
+    };
+    Some(format!("{many} {}", labels.join(", ")))
+}
+
+/// The field a data pointer (`/child/siblings/0/name`) is an answer to.
+pub fn field_at<'a>(fields: &'a [Field], pointer: &str) -> Option<&'a Field> {
+    let mut tokens = tokens_of_pointer(pointer.trim_start_matches('/'));
+    // A select-multiple's item (`/langs/1`) is an answer to the field itself.
+    loop {
+        if let Some(field) = fields.iter().find(|f| {
+            // A repeat group itself is `group[]`; its pointer is `/group`.
+            let path = f.path.strip_suffix("[]").unwrap_or(&f.path);
+            tokens_of_path(path) == tokens
+        }) {
+            return Some(field);
+        }
+        if tokens.last().map(String::as_str) != Some("[]") {
+            return None;
+        }
+        tokens.pop();
+    }
+}
+
+impl<R: Clone> Predicate<R> {
+    /// The predicate in words, each reference named by `name`:
+    /// `"Referrer category" is "Professional"`.
+    pub fn describe(&self, name: &dyn Fn(&R) -> Named) -> String {
+        let part = |p: &Predicate<R>| match p {
+            Predicate::All(_) | Predicate::Any(_) => format!("({})", p.describe(name)),
+            _ => p.describe(name),
+        };
+        match self {
+            Predicate::All(list) => list.iter().map(part).collect::<Vec<_>>().join(" and "),
+            Predicate::Any(list) => list.iter().map(part).collect::<Vec<_>>().join(" or "),
+            Predicate::Not(inner) => match inner.as_ref() {
+                Predicate::Answered { field, want } => Predicate::Answered {
+                    field: field.clone(),
+                    want: !want,
+                }
+                .describe(name),
+                _ => format!("not {}", part(inner)),
+            },
+            Predicate::Answered { field, want } => {
+                let named = name(field);
+                let verb = if *want {
+                    "is answered"
+                } else {
+                    "is not answered"
+                };
+                format!("\"{}\" {verb}", named.label)
+            }
+            Predicate::Compare { field, op, value } => {
+                let named = name(field);
+                let shown = named.value(value);
+                let dates = value.is_string();
+                let verb = match op {
+                    Op::Eq => "is",
+                    Op::Ne => "is not",
+                    Op::In => "is one of",
+                    Op::Contains => "includes",
+                    Op::Lt if dates => "is before",
+                    Op::Lte if dates => "is on or before",
+                    Op::Gt if dates => "is after",
+                    Op::Gte if dates => "is on or after",
+                    Op::Lt => "is less than",
+                    Op::Lte => "is at most",
+                    Op::Gt => "is more than",
+                    Op::Gte => "is at least",
+                };
+                format!("\"{}\" {verb} {shown}", named.label)
+            }
+        }
+    }
+}
+
+impl Predicate<FieldRef> {
+    /// In words, for the `x-relevant` of `holder`, a field of `fields`: each
+    /// reference named by the label of the field it points at.
+    pub fn describe_for(&self, fields: &[Field], holder: &Field) -> String {
+        // The object holding the field: for a repeat group, the object
+        // holding the group, not its items.
+        let mut base = tokens_of_path(&holder.path);
+        base.pop();
+        if holder.kind == FieldKind::Repeat {
+            base.pop();
+        }
+        self.describe(&|reference: &FieldRef| {
+            // An index in an absolute reference stands for any item.
+            let target = reference.resolve(&base).map(|t| {
+                t.iter()
+                    .map(|s| match s.parse::<usize>() {
+                        Ok(_) => "[]".to_string(),
+                        Err(_) => s.clone(),
+                    })
+                    .collect::<Vec<_>>()
+            });
+            target
+                .and_then(|t| fields.iter().find(|f| tokens_of_path(&f.path) == t))
+                .map(Named::of)
+                .unwrap_or_else(|| Named {
+                    label: "another answer".into(),
+                    options: Vec::new(),
+                })
+        })
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -292,5 +483,35 @@ mod tests {
         ] {
             assert!(Predicate::<FieldRef>::parse(&bad).is_err(), "{bad}");
         }
+    }
+
+    #[test]
+    fn predicates_read_in_words_with_labels() {
+        let form = json!({"properties": {"referrer": {"type": "object", "properties": {
+            "category": {"title": "Referrer category:", "type": "string",
+                "oneOf": [{"const": "public", "title": "Member of the public"},
+                          {"const": "professional", "title": "Professional"}]},
+            "age": {"type": "integer"},
+            "title": {"type": "string", "title": "Professional title",
+                "x-relevant": {"any": [{"field": "0/category", "eq": "professional"},
+                                       {"all": [{"field": "/referrer/age", "gte": 18},
+                                                {"not": {"field": "0/category", "answered": true}}]}]}}
+        }}}});
+        let fields = crate::forms::model::fields(&form);
+        let holder = fields.iter().find(|f| f.key == "title").unwrap();
+        let rule = p(holder.relevant.clone().unwrap());
+        assert_eq!(
+            rule.describe_for(&fields, holder),
+            "\"Referrer category\" is \"Professional\" or (\"age\" is at least 18 and \"Referrer category\" is not answered)"
+        );
+        let category = fields.iter().find(|f| f.key == "category").unwrap();
+        assert_eq!(
+            allowed_values(category).unwrap(),
+            "one of \"Member of the public\", \"Professional\""
+        );
+        assert_eq!(
+            field_at(&fields, "/referrer/category").unwrap().key,
+            "category"
+        );
     }
 }

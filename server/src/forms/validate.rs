@@ -9,7 +9,7 @@ use jsonschema::{Draft, Validator};
 use serde_json::Value;
 
 use super::model::{self, Field, FieldKind, FormMeta};
-use super::relevance::{FieldRef, Predicate};
+use super::relevance::{self, FieldRef, Predicate};
 use crate::error::FieldError;
 
 /// One step from a form's root to a field in the data.
@@ -212,8 +212,8 @@ impl CompiledForm {
                     conditionals.push(Conditional {
                         parent: steps,
                         key,
+                        condition: predicate.describe_for(&fields, field),
                         predicate,
-                        condition: rule.to_string(),
                         schema_pointer: field.schema_pointer.clone(),
                     });
                 }
@@ -293,7 +293,7 @@ impl CompiledForm {
         for skip in skipped.iter().filter(|s| s.answered) {
             found.offer(&skip.rule.schema_pointer, skip.pointer.clone(), || {
                 format!(
-                    "does not apply here, so must be left empty (applies when {})",
+                    "does not apply here, so must be left empty: it applies only when {}",
                     skip.rule.condition
                 )
             });
@@ -341,7 +341,10 @@ impl CompiledForm {
                             ValidationErrorKind::OneOfNotValid { .. }
                             | ValidationErrorKind::Enum { .. }
                             | ValidationErrorKind::Constant { .. } => {
-                                "is not one of the allowed values".to_string()
+                                relevance::field_at(&self.fields, at)
+                                    .and_then(relevance::allowed_values)
+                                    .map(|a| format!("is not allowed here: must be {a}"))
+                                    .unwrap_or_else(|| "is not one of the allowed values".into())
                             }
                             _ => error.masked().to_string(),
                         };
