@@ -8,6 +8,8 @@
 //!
 //! `cargo bench --bench export`; `KEEP_DB=1` keeps the database and says
 //! where, `REUSE_DB=<that directory>` exports it again without the setup.
+//! The database is SQLCipher-encrypted like the server's;
+//! `BENCH_PLAINTEXT=1` measures the same without encryption.
 
 mod common;
 
