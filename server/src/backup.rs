@@ -129,6 +129,8 @@ pub fn backup(settings: &Settings, out: &Path) -> Result<Manifest, BackupError> 
         )));
     }
     let storage = server::open_storage(settings)?;
+    // Shared, like a running server's: a rekey cannot start meanwhile.
+    let _lock = server::lock_data_dir(&settings.data_dir, false)?;
     let staging = Staging(sibling(out, ".staging"));
     let _ = fs::remove_dir_all(&staging.0);
     kek::create_private_dir(&staging.0)?;
@@ -281,6 +283,12 @@ pub fn restore(
         )));
     }
     kek::create_private_dir(data_dir)?;
+    // An empty directory made beforehand may be open to others.
+    {
+        use std::os::unix::fs::PermissionsExt;
+        fs::set_permissions(data_dir, fs::Permissions::from_mode(0o700))
+            .map_err(io_err(format!("securing {}", data_dir.display())))?;
+    }
     for listed in &manifest.files {
         let dest = data_dir.join(&listed.name);
         let partial = sibling(&dest, ".partial");

@@ -11,7 +11,7 @@ use crate::auth::{passwords, sites, tokens, users, Role};
 use crate::cases::fold::Status;
 use crate::cases::views;
 use crate::collect;
-use crate::config::{DatabaseTarget, Settings};
+use crate::config::Settings;
 use crate::crypto::kek::Kek;
 use crate::crypto::keys;
 use crate::db::{self, write_tx, DbConnection};
@@ -504,8 +504,9 @@ fn server_command(config: &Path, command: Command) -> Result<(), CliError> {
         Command::Collect(args) => collect_command(args).map_err(CliError::App),
         Command::Serve => Ok(server::serve(settings)?),
         Command::Migrate => {
-            let target = settings.database_target()?;
-            let mut conn = db::open_one(&target)?;
+            // Keyed: the embedded database is encrypted.
+            let storage = server::open_storage(&settings)?;
+            let mut conn = db::open_one(&storage.database)?;
             let applied = db::run_migrations(&mut conn)?;
             println!("{applied} migration(s) applied; the database is current");
             Ok(())
@@ -514,8 +515,9 @@ fn server_command(config: &Path, command: Command) -> Result<(), CliError> {
         Command::Sites(cmd) => with_db(&settings, |conn| sites_command(conn, cmd)),
         Command::Cases(cmd) => with_db(&settings, |conn| cases_command(conn, cmd)),
         Command::Export(cmd) => {
-            let target = settings.database_target()?;
-            with_db(&settings, |conn| export_command(conn, &target, cmd))
+            // The second reading connection is keyed like the first.
+            let database = server::open_storage(&settings)?.database;
+            with_db(&settings, |conn| export_command(conn, &database, cmd))
         }
         // Verify reports what it finds, including a key file that does
         // not match, rather than refusing to open the database.
@@ -813,7 +815,7 @@ fn users_command(conn: &mut DbConnection, cmd: UsersCommand) -> Result<(), CliEr
 
 fn export_command(
     conn: &mut DbConnection,
-    target: &DatabaseTarget,
+    target: &db::Database,
     cmd: ExportCommand,
 ) -> Result<(), CliError> {
     let scope = exports::Scope::shell();

@@ -187,8 +187,13 @@ pub fn lock_data_dir(dir: &Path, exclusive: bool) -> Result<DataDirLock, StartEr
     };
     // SAFETY: a valid open descriptor; the lock ends when the file closes.
     if unsafe { libc::flock(file.as_raw_fd(), how | libc::LOCK_NB) } != 0 {
+        let holder = if exclusive {
+            "a casesync server (or backup) is running"
+        } else {
+            "a rekey is running"
+        };
         return Err(StartError::DataDir(format!(
-            "a casesync server is running on {} (it holds {}): stop it first",
+            "{holder} on {} (it holds {}): wait for it, or stop it, first",
             dir.display(),
             path.display()
         )));
