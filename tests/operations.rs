@@ -337,7 +337,10 @@ fn rekey_rotates_the_key_encryption_key_and_everything_under_it() {
         .unwrap();
     assert!(!out.status.success());
     let text = String::from_utf8_lossy(&out.stderr);
-    assert!(text.contains("a casesync server is running"), "{text}");
+    assert!(
+        text.contains("a casesync server (or backup) is running"),
+        "{text}"
+    );
     served.terminate();
     served.wait(std::time::Duration::from_secs(20));
 }
