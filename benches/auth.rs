@@ -26,7 +26,14 @@ fn settings(dir: &std::path::Path) -> Settings {
 }
 
 fn bench(c: &mut Criterion) {
-    let dir = tempfile::tempdir().unwrap();
+    // Private, as the server requires of its data directory.
+    let dir = {
+        use std::os::unix::fs::PermissionsExt;
+        tempfile::Builder::new()
+            .permissions(std::fs::Permissions::from_mode(0o700))
+            .tempdir()
+            .unwrap()
+    };
     let settings = settings(dir.path());
     let state = casesync::server::prepare(settings).expect("server prepares");
     let mut conn = state.pool.get().unwrap();

@@ -8,18 +8,20 @@
 //!
 //! `cargo bench --bench export`; `KEEP_DB=1` keeps the database and says
 //! where, `REUSE_DB=<that directory>` exports it again without the setup.
+//! The database is SQLCipher-encrypted like the server's;
+//! `BENCH_PLAINTEXT=1` measures the same without encryption.
 
 mod common;
 
 use std::time::Instant;
 
-use casesync::config::DatabaseTarget;
 use casesync::db::schema::{cases, submission_cells, submissions};
 use casesync::db::write_tx;
+use casesync::db::Database;
 use casesync::error::AppError;
 use casesync::exports::forms::{self, FormFilter};
 use casesync::exports::Scope;
-use common::{bench_db, BenchDb};
+use common::{bench_database, bench_db, BenchDb};
 use diesel::prelude::*;
 use serde_json::{json, Value};
 
@@ -41,9 +43,9 @@ fn main() {
         .unwrap_or(if quick { 2_000 } else { 200_000 });
     if let Ok(path) = std::env::var("REUSE_DB") {
         // A database an earlier run kept (`KEEP_DB=1`): export it again.
-        let target = DatabaseTarget::Sqlite(std::path::Path::new(&path).join("bench.db"));
-        let mut conn = casesync::db::open_one(&target).unwrap();
-        export(&mut conn, &target);
+        let database = bench_database(std::path::Path::new(&path));
+        let mut conn = casesync::db::open_one(&database).unwrap();
+        export(&mut conn, &database);
         return;
     }
     let BenchDb {
@@ -149,15 +151,15 @@ fn main() {
         began.elapsed().as_secs_f64()
     );
 
-    let target = DatabaseTarget::Sqlite(dir.path().join("bench.db"));
-    export(&mut conn, &target);
+    let database = bench_database(dir.path());
+    export(&mut conn, &database);
     if std::env::var("KEEP_DB").is_ok() {
         println!("kept {:?}: REUSE_DB=that-path exports it again", dir.keep());
     }
 }
 
 /// Exports the stored referrals and prints the figures.
-fn export(conn: &mut casesync::db::DbConnection, target: &DatabaseTarget) {
+fn export(conn: &mut casesync::db::DbConnection, database: &Database) {
     let scope = Scope::shell();
     let plan = forms::plan(conn, &scope, "kz.referral", &FormFilter::default()).unwrap();
     let before = rss_kib("VmRSS:");
@@ -165,7 +167,7 @@ fn export(conn: &mut casesync::db::DbConnection, target: &DatabaseTarget) {
     let mut bytes = 0usize;
     let began = Instant::now();
     // Both cores read, as the server does with a second pooled connection.
-    let mut second = casesync::db::open_one(target).unwrap();
+    let mut second = casesync::db::open_one(database).unwrap();
     let written = forms::write(conn, Some(&mut second), &plan, |chunk| {
         bytes += chunk.len();
         peak = peak.max(rss_kib("VmRSS:"));

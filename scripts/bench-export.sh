@@ -6,6 +6,10 @@
 #
 #   scripts/bench-export.sh               # 1,000,000 rows
 #   ROWS=200000 scripts/bench-export.sh
+#   BENCH_PLAINTEXT=1 scripts/bench-export.sh   # without SQLCipher, to compare
+#
+# The database is encrypted with SQLCipher as the server's is (a fixed
+# bench key) unless BENCH_PLAINTEXT=1.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROWS=${ROWS:-1000000}

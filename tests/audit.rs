@@ -1,17 +1,67 @@
 //! The audit trail is hash-chained: every row written through the server is
 //! chained, `casesync audit verify` finds an edited, deleted or inserted
-//! row and a cut tail, and admins (only) read and export it.
+//! row and a cut tail, and admins (only) read and export it. The chain is
+//! keyed (HMAC under data/audit.key): a database editor cannot re-hash the
+//! rows after a deletion, and an anchor kept elsewhere finds a cut tail
+//! whose head was moved back.
 
 mod common;
 
 use std::collections::BTreeSet;
 use std::sync::Arc;
 
-use casesync::audit::{self, Problem, GENESIS};
+use casesync::audit::{self, Anchor, Problem, GENESIS};
 use casesync::db::schema::{audit_head, audit_log};
 use casesync::db::{self, DbConnection};
 use common::{Shared, TestApp, TestDb, ADMIN_PASSWORD, USER_PASSWORD};
 use diesel::prelude::*;
+
+/// The chain's key from the app's data directory.
+fn key(app: &TestApp) -> Option<audit::ChainKey> {
+    casesync::server::audit_key(&app.settings).unwrap()
+}
+
+fn verify(app: &TestApp) -> audit::Verification {
+    audit::verify(&mut app.conn(), key(app).as_ref(), None).unwrap()
+}
+
+/// Runs the binary with these arguments on the app's database: (passed, output).
+fn run_cli(app: &TestApp, args: &[&str]) -> (bool, String) {
+    let out = common::bin::command(app.data_dir(), &app.shared.db)
+        .env("CASESYNC_DATA_DIR", app.data_dir())
+        .args(args)
+        .output()
+        .unwrap();
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    (out.status.success(), text)
+}
+
+/// What someone with the database but not the key can compute: the plain
+/// SHA-256 of a row as the unkeyed chain hashes it.
+fn unkeyed_hash(row: &audit::AuditRow, prev_hash: &str, seq: i64) -> String {
+    use sha2::Digest;
+    let encoded = serde_json::to_vec(&(
+        prev_hash,
+        seq,
+        row.occurred_at.format("%Y-%m-%dT%H:%M:%S%.6fZ").to_string(),
+        &row.actor_id,
+        &row.actor_role,
+        &row.actor_sites,
+        &row.action,
+        &row.object_type,
+        &row.object_id,
+        &row.detail,
+        &row.purpose,
+        &row.request_id,
+        &row.client_ip,
+    ))
+    .unwrap();
+    hex::encode(sha2::Sha256::digest(&encoded))
+}
 
 /// Every row, in chain order.
 fn chain(app: &TestApp) -> Vec<audit::AuditRow> {
@@ -22,17 +72,7 @@ fn chain(app: &TestApp) -> Vec<audit::AuditRow> {
 
 /// Runs `casesync audit verify` against the app's database: (passed, output).
 fn verify_cli(app: &TestApp) -> (bool, String) {
-    let out = common::bin::command(app.data_dir(), &app.shared.db)
-        .env("CASESYNC_DATA_DIR", app.data_dir())
-        .args(["audit", "verify"])
-        .output()
-        .unwrap();
-    let text = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    (out.status.success(), text)
+    run_cli(app, &["audit", "verify"])
 }
 
 /// A server with some audited activity: the first admin's login and
@@ -110,13 +150,13 @@ fn an_edited_row_is_found_by_its_seq() {
     assert!(out.contains("audit chain broken: 1 problem(s)"), "{out}");
 
     // Rewriting its hash too moves the break to the next row's link.
-    let found = audit::verify(&mut app.conn()).unwrap();
+    let found = verify(&app);
     assert_eq!(found.problems, vec![Problem::Altered { seq: 3, id }]);
     diesel::update(audit_log::table.filter(audit_log::seq.eq(3)))
         .set(audit_log::hash.eq("f".repeat(64)))
         .execute(&mut app.conn())
         .unwrap();
-    let found = audit::verify(&mut app.conn()).unwrap();
+    let found = verify(&app);
     assert!(
         found.problems.contains(&Problem::Unlinked {
             seq: 4,
@@ -138,7 +178,7 @@ fn a_deleted_row_leaves_a_gap() {
     assert!(out.contains("seq 4: no such row; it was deleted"), "{out}");
     // The server chains on; the gap stays on record.
     app.token_for("admin", ADMIN_PASSWORD);
-    let found = audit::verify(&mut app.conn()).unwrap();
+    let found = verify(&app);
     assert_eq!(found.problems, vec![Problem::Missing { from: 4, to: 4 }]);
     assert_eq!(
         app.get("/api/v1/audit?limit=1", &admin).body["items"][0]["action"],
@@ -185,7 +225,7 @@ fn a_row_inserted_around_the_server_is_found_and_never_sealed() {
     // A restart seals only what predates the chain: the forgery stays out.
     let again = app.another();
     again.token_for("admin", ADMIN_PASSWORD);
-    let found = audit::verify(&mut again.conn()).unwrap();
+    let found = verify(&again);
     assert_eq!(found.problems, vec![Problem::Unsealed { id }]);
 }
 
@@ -203,7 +243,7 @@ fn writers_on_two_servers_keep_one_chain() {
             });
         }
     });
-    let found = audit::verify(&mut app.conn()).unwrap();
+    let found = verify(&app);
     assert!(found.is_intact(), "{:?}", found.problems);
     let rows = chain(&app);
     assert_eq!(found.rows, rows.len() as u64);
@@ -217,7 +257,7 @@ fn writers_on_two_servers_keep_one_chain() {
 #[test]
 fn rows_from_before_the_chain_are_sealed_at_start() {
     let shared = Shared {
-        data_dir: tempfile::tempdir().unwrap(),
+        data_dir: common::private_tempdir(),
         db: TestDb::new(),
     };
     let settings = common::test_settings(&shared);
@@ -255,6 +295,173 @@ fn rows_from_before_the_chain_are_sealed_at_start() {
     let (passed, out) = verify_cli(&app);
     assert!(passed, "{out}");
     assert!(out.contains(&format!("{} rows", rows.len())), "{out}");
+    // The old rows keep their plain SHA-256; keying starts after them.
+    let key = key(&app).expect("keyed at start");
+    assert_eq!(key.keyed_from, 4);
+    assert_eq!(
+        rows[0].hash.as_deref(),
+        Some(unkeyed_hash(&rows[0], GENESIS, 1).as_str())
+    );
+    let first_keyed = &rows[3];
+    assert_ne!(
+        first_keyed.hash.as_deref(),
+        Some(unkeyed_hash(first_keyed, first_keyed.prev_hash.as_deref().unwrap(), 4).as_str())
+    );
+    // The plaintext database it started from is encrypted now.
+    if !app.shared.db.is_postgres() {
+        let file = app.data_dir().join("casesync.db");
+        assert!(!casesync::db::encryption::is_plaintext(&file).unwrap());
+    }
+}
+
+#[test]
+fn a_deleted_row_with_the_rest_rehashed_is_found() {
+    let (app, ..) = busy_app();
+    let rows = chain(&app);
+    let n = rows.len() as i64;
+    // An editor deletes seq 3, renumbers the rows after it and re-hashes
+    // them as the unkeyed chain would, then moves the head: a chain that
+    // links perfectly.
+    let mut conn = app.conn();
+    diesel::delete(audit_log::table.filter(audit_log::seq.eq(3)))
+        .execute(&mut conn)
+        .unwrap();
+    let mut prev = rows[1].hash.clone().unwrap();
+    for row in &rows[3..] {
+        let seq = row.seq.unwrap() - 1;
+        let hash = unkeyed_hash(row, &prev, seq);
+        diesel::update(audit_log::table.find(row.id))
+            .set((
+                audit_log::seq.eq(seq),
+                audit_log::prev_hash.eq(&prev),
+                audit_log::hash.eq(&hash),
+            ))
+            .execute(&mut conn)
+            .unwrap();
+        prev = hash;
+    }
+    diesel::update(audit_head::table)
+        .set((audit_head::seq.eq(n - 1), audit_head::hash.eq(&prev)))
+        .execute(&mut conn)
+        .unwrap();
+
+    let found = verify(&app);
+    // Every re-hashed keyed row is found out.
+    let keyed_from = key(&app).unwrap().keyed_from;
+    for seq in (3.max(keyed_from))..n {
+        assert!(
+            found
+                .problems
+                .iter()
+                .any(|p| matches!(p, Problem::Altered { seq: s, .. } if *s == seq)),
+            "seq {seq}: {:?}",
+            found.problems
+        );
+    }
+    let (passed, out) = verify_cli(&app);
+    assert!(!passed, "{out}");
+    assert!(out.contains("does not match its hash"), "{out}");
+
+    // Without the key file the keyed part cannot be checked, and verify
+    // says so rather than passing.
+    let moved = app.data_dir().join("audit.key.elsewhere");
+    std::fs::rename(app.data_dir().join("audit.key"), &moved).unwrap();
+    let found = audit::verify(&mut app.conn(), None, None).unwrap();
+    assert!(found.problems.contains(&Problem::KeyMissing { keyed_from }));
+    std::fs::rename(&moved, app.data_dir().join("audit.key")).unwrap();
+}
+
+#[test]
+fn a_cut_tail_with_the_head_moved_back_is_found_by_the_anchor() {
+    let (app, ..) = busy_app();
+    let (passed, anchor) = run_cli(&app, &["audit", "anchor"]);
+    assert!(passed, "{anchor}");
+    let anchor: Anchor = anchor.trim().parse().unwrap();
+    let head = chain(&app).last().cloned().unwrap();
+    assert_eq!(anchor.seq, head.seq.unwrap());
+    assert_eq!(Some(anchor.hash.clone()), head.hash);
+
+    // More activity; the anchor still holds.
+    app.token_for("aigerim", USER_PASSWORD);
+    let (passed, out) = run_cli(&app, &["audit", "verify", "--anchor", &anchor.to_string()]);
+    assert!(passed, "{out}");
+
+    // An editor cuts everything from the anchor's row on and moves the
+    // head back to the row before: a shorter chain, intact in itself.
+    let keep = anchor.seq - 1;
+    let rows = chain(&app);
+    let kept = rows.iter().find(|r| r.seq == Some(keep)).unwrap();
+    let mut conn = app.conn();
+    diesel::delete(audit_log::table.filter(audit_log::seq.gt(keep)))
+        .execute(&mut conn)
+        .unwrap();
+    diesel::update(audit_head::table)
+        .set((
+            audit_head::seq.eq(keep),
+            audit_head::hash.eq(kept.hash.clone().unwrap()),
+        ))
+        .execute(&mut conn)
+        .unwrap();
+
+    let (passed, out) = run_cli(&app, &["audit", "verify", "--anchor", &anchor.to_string()]);
+    assert!(!passed, "{out}");
+    assert!(
+        out.contains(&format!(
+            "the anchor's seq {} is no longer in the chain",
+            anchor.seq
+        )),
+        "{out}"
+    );
+    let found = audit::verify(&mut app.conn(), key(&app).as_ref(), Some(&anchor)).unwrap();
+    assert_eq!(
+        found.problems,
+        vec![Problem::AnchorMissing { seq: anchor.seq }]
+    );
+
+    // A rewritten row at the anchor's position is found too.
+    let other = Anchor {
+        seq: keep,
+        hash: "a".repeat(64),
+    };
+    let found = audit::verify(&mut app.conn(), key(&app).as_ref(), Some(&other)).unwrap();
+    assert_eq!(found.problems, vec![Problem::AnchorMismatch { seq: keep }]);
+
+    // A malformed anchor is refused with what it should look like.
+    let (passed, out) = run_cli(&app, &["audit", "verify", "--anchor", "12-abc"]);
+    assert!(!passed);
+    assert!(out.contains("SEQ:HASH"), "{out}");
+}
+
+#[test]
+fn a_server_without_its_chain_key_refuses_to_start() {
+    let (app, ..) = busy_app();
+    let settings = app.settings.clone();
+    let shared = app.stop();
+    let key_file = shared.data_dir.path().join("audit.key");
+    let kept = std::fs::read(&key_file).unwrap();
+    std::fs::remove_file(&key_file).unwrap();
+    let Err(err) = casesync::server::prepare(settings.clone()) else {
+        panic!("a keyed chain must not be written without its key");
+    };
+    let err = err.to_string();
+    assert!(err.contains("audit.key is missing"), "{err}");
+    assert!(
+        err.contains("copy it from the server that keyed it"),
+        "{err}"
+    );
+    // The database does not say what the key is: nothing to rebuild it from.
+    let head: (Option<String>, Option<i64>) = audit_head::table
+        .select((audit_head::chain_id, audit_head::keyed_from))
+        .first(&mut common::open_db(shared.data_dir.path(), &shared.db))
+        .unwrap();
+    assert!(head.0.is_some() && head.1.is_some());
+
+    std::fs::write(&key_file, kept).unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&key_file, std::fs::Permissions::from_mode(0o600)).unwrap();
+    let again = TestApp::start(shared, settings);
+    again.token_for("admin", ADMIN_PASSWORD);
+    assert!(verify(&again).is_intact());
 }
 
 /// Applies the migrations that come before the audit chain's.

@@ -280,7 +280,8 @@ fn coordinators_make_tokens_only_for_their_own_staff_and_the_audit_names_them() 
     );
     assert_eq!(row_of(&by_session), (Some(worker_id.clone()), None));
     // The chain covers the maker: it still verifies.
-    let verified = casesync::audit::verify(&mut app.conn()).unwrap();
+    let key = casesync::server::audit_key(&app.settings).unwrap();
+    let verified = casesync::audit::verify(&mut app.conn(), key.as_ref(), None).unwrap();
     assert!(verified.problems.is_empty(), "{:?}", verified.problems);
 }
 

@@ -31,10 +31,18 @@ fn serve_on_a_fresh_directory_then_drain_on_sigterm() {
         std::fs::metadata(&file).unwrap().permissions().mode() & 0o777,
         0o600
     );
+    // Children's data and keys: the directory and its files are private.
+    let mode = |p: &Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode(&dir.path().join("data")), 0o700);
+    assert_eq!(mode(&dir.path().join("data/master.key")), 0o600);
+    assert_eq!(mode(&dir.path().join("data/audit.key")), 0o600);
     if db.url.is_none() {
+        let file = dir.path().join("data/casesync.db");
+        assert!(file.is_file(), "embedded SQLite in ./data");
+        assert_eq!(mode(&file), 0o600);
         assert!(
-            dir.path().join("data/casesync.db").is_file(),
-            "embedded SQLite in ./data"
+            !casesync::db::encryption::is_plaintext(&file).unwrap(),
+            "encrypted at rest"
         );
     }
     let password = std::fs::read_to_string(&file).unwrap().trim().to_string();

@@ -9,9 +9,8 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
-use casesync::config::{DatabaseTarget, Secret};
 use casesync::db::schema::{attachments, cases, submissions};
-use casesync::db::{self, DbConnection};
+use casesync::db::DbConnection;
 use common::bin::{serve, BIN};
 use common::{TestApp, TestDb, ADMIN_PASSWORD, USER_PASSWORD};
 use diesel::prelude::*;
@@ -172,11 +171,7 @@ fn the_collector_signs_in_syncs_fills_and_pushes_with_attachments() {
 }
 
 fn open_db(dir: &Path, db: &TestDb) -> DbConnection {
-    let target = match &db.url {
-        Some(url) => DatabaseTarget::Postgres(Secret::new(url)),
-        None => DatabaseTarget::Sqlite(dir.join("data/casesync.db")),
-    };
-    db::open_one(&target).unwrap()
+    common::open_db(&dir.join("data"), db)
 }
 
 fn ids_in(phone: &Path, sub: &str, only_acknowledged: bool) -> HashSet<String> {

@@ -4,7 +4,8 @@
 
 use casesync::auth::{sites, users, Principal, Role};
 use casesync::config::DatabaseTarget;
-use casesync::db::{self, DbConnection};
+use casesync::crypto::kek::Kek;
+use casesync::db::{self, Database, DatabaseKey, DbConnection};
 use casesync::forms::{definitions, registry};
 
 pub struct BenchDb {
@@ -16,10 +17,20 @@ pub struct BenchDb {
     pub who: Principal,
 }
 
+/// The benchmark's database in `dir`, encrypted as the server's is (a
+/// fixed bench key); `BENCH_PLAINTEXT=1` leaves it plaintext, for the
+/// cost of the encryption.
+pub fn bench_database(dir: &std::path::Path) -> Database {
+    let target = DatabaseTarget::Sqlite(dir.join("bench.db"));
+    let key = std::env::var("BENCH_PLAINTEXT")
+        .is_err()
+        .then(|| DatabaseKey::derived_from(&Kek::from_bytes(&[7u8; 32]).unwrap()));
+    Database::new(target, key)
+}
+
 pub fn bench_db() -> BenchDb {
     let dir = tempfile::tempdir().unwrap();
-    let target = DatabaseTarget::Sqlite(dir.path().join("bench.db"));
-    let mut conn = db::open_one(&target).unwrap();
+    let mut conn = db::open_one(bench_database(dir.path())).unwrap();
     casesync::server::prepare_database(&mut conn).unwrap();
     registry::publish_shipped(&mut conn, &definitions::shipped()).unwrap();
     let site = sites::find_by_code(&mut conn, "KZ-CAM-ALA")

@@ -6,14 +6,27 @@
 //! row's content and the previous row's hash, `seq` its position, and
 //! `audit_head` the last position and hash. An edited, deleted or inserted
 //! row, or rows deleted at the tail, break the chain and `verify` says where.
+//!
+//! Keyed chain: from the position `keyed_from` on, `hash` is an HMAC-SHA256
+//! under the chain's key (`data/audit.key`, sealed under the KEK, never in
+//! the database), so someone who can edit the database cannot re-hash the
+//! rows after one they deleted or changed. Rows before that point (written
+//! by older versions) stay plain SHA-256 and verify as before. Cutting rows
+//! off the end and moving the head back leaves a valid shorter chain: an
+//! anchor (`casesync audit anchor`, kept elsewhere) finds that.
 
-use aws_lc_rs::digest;
+use std::collections::HashMap;
+use std::sync::{LazyLock, RwLock};
+
+use aws_lc_rs::{digest, hmac};
 use chrono::{DateTime, NaiveDate, NaiveDateTime, SecondsFormat, TimeDelta};
 use diesel::connection::{SimpleConnection, TransactionManager};
 use diesel::prelude::*;
 use serde::{Deserialize, Serialize, Serializer};
 
 use crate::auth::Principal;
+use crate::crypto::audit_key::{AuditKeyFile, AUDIT_KEY_FILE};
+use crate::crypto::kek::Kek;
 use crate::db::schema::{audit_head, audit_log};
 use crate::db::{write_tx, DbConnection, MultiBackend};
 use crate::error::{AppError, AppResult, FieldError};
@@ -65,10 +78,11 @@ struct Content<'a> {
 
 impl Content<'_> {
     /// SHA-256 (hex) of a JSON array of the link and every field, so no
-    /// two different rows encode alike (a field cannot spill into the next).
-    /// The token's maker is appended only when set, so rows written before
-    /// it existed hash as they did.
-    fn hash(&self, prev_hash: &str, seq: i64) -> String {
+    /// two different rows encode alike (a field cannot spill into the next);
+    /// with the chain's key, HMAC-SHA256 of the same. The token's maker is
+    /// appended only when set, so rows written before it existed hash as
+    /// they did.
+    fn hash(&self, prev_hash: &str, seq: i64, key: Option<&ChainKey>) -> String {
         let mut fields = serde_json::to_value((
             prev_hash,
             seq,
@@ -89,8 +103,194 @@ impl Content<'_> {
             list.push(creator.into());
         }
         let encoded = serde_json::to_vec(&fields).expect("a JSON value serialises");
-        hex::encode(digest::digest(&digest::SHA256, &encoded))
+        match key {
+            Some(key) => hex::encode(hmac::sign(&key.key, &encoded)),
+            None => hex::encode(digest::digest(&digest::SHA256, &encoded)),
+        }
     }
+}
+
+/// The chain's key, as opened from `data/audit.key`.
+#[derive(Clone)]
+pub struct ChainKey {
+    pub chain_id: String,
+    /// The first keyed position; rows before it are plain SHA-256.
+    pub keyed_from: i64,
+    key: hmac::Key,
+    /// A fingerprint of the key (not the key), kept in `audit_head`.
+    pub key_id: String,
+}
+
+impl std::fmt::Debug for ChainKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ChainKey")
+            .field("chain_id", &self.chain_id)
+            .field("keyed_from", &self.keyed_from)
+            .field("key_id", &self.key_id)
+            .finish_non_exhaustive()
+    }
+}
+
+impl ChainKey {
+    pub fn new(file: &AuditKeyFile) -> ChainKey {
+        let key = hmac::Key::new(hmac::HMAC_SHA256, &file.key);
+        let id = hmac::sign(&key, b"casesync audit key id");
+        ChainKey {
+            chain_id: file.chain_id.clone(),
+            keyed_from: file.keyed_from,
+            key,
+            key_id: hex::encode(&id.as_ref()[..8]),
+        }
+    }
+
+    /// The key for a row at this position: none before the keying point.
+    fn for_seq(&self, seq: i64) -> Option<&ChainKey> {
+        (seq >= self.keyed_from).then_some(self)
+    }
+}
+
+/// The chain keys this process has opened, by chain id: `record` finds the
+/// key of the database it writes to from the head it locks, so callers
+/// need nothing but a connection. Several databases (tests) coexist.
+static CHAIN_KEYS: LazyLock<RwLock<HashMap<String, ChainKey>>> = LazyLock::new(Default::default);
+
+fn registered(chain_id: &str) -> Option<ChainKey> {
+    CHAIN_KEYS
+        .read()
+        .expect("chain key registry not poisoned")
+        .get(chain_id)
+        .cloned()
+}
+
+/// Why a server may not write to a keyed chain, in words an operator can act on.
+fn key_refusal(message: String) -> AppError {
+    AppError::internal(message)
+}
+
+/// The head's keying columns.
+#[derive(Debug, Clone, Queryable)]
+struct HeadKeying {
+    seq: i64,
+    chain_id: Option<String>,
+    keyed_from: Option<i64>,
+    key_id: Option<String>,
+}
+
+fn head_keying(conn: &mut DbConnection) -> AppResult<HeadKeying> {
+    audit_head::table
+        .find(1)
+        .select((
+            audit_head::seq,
+            audit_head::chain_id,
+            audit_head::keyed_from,
+            audit_head::key_id,
+        ))
+        .first(conn)
+        .optional()?
+        .ok_or_else(|| {
+            AppError::internal("the audit chain's head row is missing; run `casesync audit verify`")
+        })
+}
+
+fn set_keying(conn: &mut DbConnection, key: &ChainKey) -> AppResult<()> {
+    diesel::update(audit_head::table.find(1))
+        .set((
+            audit_head::chain_id.eq(&key.chain_id),
+            audit_head::keyed_from.eq(key.keyed_from),
+            audit_head::key_id.eq(&key.key_id),
+        ))
+        .execute(conn)?;
+    Ok(())
+}
+
+/// Opens the chain's key for this database at start, keying the chain
+/// from the next position when it is not keyed yet (a new `audit.key` is
+/// written, sealed under `kek`), and makes it the one `record` uses.
+/// Refuses when the key file and the database do not belong together.
+pub fn key_chain(
+    conn: &mut DbConnection,
+    data_dir: &std::path::Path,
+    kek: &Kek,
+) -> AppResult<ChainKey> {
+    let path = data_dir.join(AUDIT_KEY_FILE);
+    let file = AuditKeyFile::load(data_dir, kek).map_err(AppError::internal)?;
+    let head = head_keying(conn)?;
+    let key = match (file, head.chain_id.clone()) {
+        (Some(file), Some(chain_id)) => {
+            let key = ChainKey::new(&file);
+            if chain_id != key.chain_id
+                || head.keyed_from != Some(key.keyed_from)
+                || head.key_id.as_deref() != Some(key.key_id.as_str())
+            {
+                return Err(key_refusal(format!(
+                    "{} is not this database's audit key (the database's chain is {chain_id}, keyed from seq {}; the file's is {}, from seq {}): put back the audit.key this database was used with",
+                    path.display(),
+                    head.keyed_from.unwrap_or_default(),
+                    key.chain_id,
+                    key.keyed_from
+                )));
+            }
+            key
+        }
+        (Some(file), None) => {
+            // The file was written but the start that wrote it did not
+            // commit the head: finish that.
+            let key = ChainKey::new(&file);
+            if head.seq + 1 != key.keyed_from {
+                return Err(key_refusal(format!(
+                    "{} belongs to another database (it keys from seq {}, this chain's head is at seq {}): move it away, or use it with its own database",
+                    path.display(),
+                    key.keyed_from,
+                    head.seq
+                )));
+            }
+            write_tx(conn, |conn| {
+                lock_head(conn)?;
+                set_keying(conn, &key)
+            })?;
+            key
+        }
+        (None, Some(chain_id)) => {
+            return Err(key_refusal(missing_key_message(&path, &chain_id)));
+        }
+        (None, None) => {
+            let key = write_tx(conn, |conn| {
+                let (seq, _) = lock_head(conn)?;
+                // Another server may have keyed it meanwhile.
+                if let Some(chain_id) = head_keying(conn)?.chain_id {
+                    return Err(key_refusal(missing_key_message(&path, &chain_id)));
+                }
+                let file = AuditKeyFile::generate(uuid::Uuid::new_v4().to_string(), seq + 1);
+                let key = ChainKey::new(&file);
+                file.write_new(data_dir, kek).map_err(AppError::internal)?;
+                match set_keying(conn, &key) {
+                    Ok(()) => Ok(key),
+                    Err(e) => {
+                        let _ = std::fs::remove_file(&path);
+                        Err(e)
+                    }
+                }
+            })?;
+            tracing::warn!(
+                file = %path.display(),
+                keyed_from = key.keyed_from,
+                "the audit chain is now keyed (HMAC-SHA256) under a new key sealed in this file; back it up, and give every server of this database a copy"
+            );
+            key
+        }
+    };
+    CHAIN_KEYS
+        .write()
+        .expect("chain key registry not poisoned")
+        .insert(key.chain_id.clone(), key.clone());
+    Ok(key)
+}
+
+fn missing_key_message(path: &std::path::Path, chain_id: &str) -> String {
+    format!(
+        "the audit chain of this database is keyed (chain {chain_id}) but {} is missing: copy it from the server that keyed it (every server of one database needs the same file), or restore it from the backup",
+        path.display()
+    )
 }
 
 #[derive(Debug, Clone, Insertable)]
@@ -192,10 +392,18 @@ impl<'a> Event<'a> {
 
 /// The chain's last position and hash, locked until the transaction ends.
 fn lock_head(conn: &mut DbConnection) -> AppResult<(i64, String)> {
-    let query = audit_head::table
-        .find(1)
-        .select((audit_head::seq, audit_head::hash));
-    let head = match conn {
+    let (seq, hash, _) = lock_head_keyed(conn)?;
+    Ok((seq, hash))
+}
+
+/// The same, with the chain's key when the chain is keyed. Fails closed
+/// when it is keyed and this process has not opened its key.
+fn lock_head_keyed(conn: &mut DbConnection) -> AppResult<(i64, String, Option<ChainKey>)> {
+    let query =
+        audit_head::table
+            .find(1)
+            .select((audit_head::seq, audit_head::hash, audit_head::chain_id));
+    let head: Option<(i64, String, Option<String>)> = match conn {
         // Writers on other connections (and servers) wait here, so no two
         // rows get the same position.
         DbConnection::Pg(c) => query.for_update().first(c).optional()?,
@@ -205,9 +413,18 @@ fn lock_head(conn: &mut DbConnection) -> AppResult<(i64, String)> {
         DbConnection::Sqlite(c) => query.first(c).optional()?,
     };
     // Fail closed: rebuilding a missing head would hide a truncation.
-    head.ok_or_else(|| {
+    let (seq, hash, chain_id) = head.ok_or_else(|| {
         AppError::internal("the audit chain's head row is missing; run `casesync audit verify`")
-    })
+    })?;
+    let key = match chain_id {
+        None => None,
+        Some(chain_id) => Some(registered(&chain_id).ok_or_else(|| {
+            key_refusal(format!(
+                "the audit chain {chain_id} is keyed but this process has not opened its key (data/audit.key)"
+            ))
+        })?),
+    };
+    Ok((seq, hash, key))
 }
 
 fn set_head(conn: &mut DbConnection, seq: i64, hash: &str) -> AppResult<()> {
@@ -231,7 +448,7 @@ pub fn record(conn: &mut DbConnection, origin: &Origin, event: Event<'_>) -> App
         .map(|p| p.site_ids.join(" "))
         .filter(|s| !s.is_empty());
     let append = |conn: &mut DbConnection| -> AppResult<()> {
-        let (head_seq, prev_hash) = lock_head(conn)?;
+        let (head_seq, prev_hash, key) = lock_head_keyed(conn)?;
         let seq = head_seq + 1;
         let content = Content {
             // Taken under the lock, so times rise with positions.
@@ -248,7 +465,7 @@ pub fn record(conn: &mut DbConnection, origin: &Origin, event: Event<'_>) -> App
             client_ip: origin.client_ip.as_deref(),
             token_created_by: event.actor.and_then(|p| p.token_created_by.as_deref()),
         };
-        let hash = content.hash(&prev_hash, seq);
+        let hash = content.hash(&prev_hash, seq, key.as_ref());
         diesel::insert_into(audit_log::table)
             .values(NewRow {
                 content,
@@ -275,12 +492,13 @@ pub fn seal_unsealed(conn: &mut DbConnection) -> AppResult<u64> {
             audit_log::table.filter(audit_log::seq.is_not_null()),
         ))
         .get_result::<bool>(conn)?;
-        let head: Option<i64> = audit_head::table
+        let head: Option<(i64, Option<String>)> = audit_head::table
             .find(1)
-            .select(audit_head::seq)
+            .select((audit_head::seq, audit_head::chain_id))
             .first(conn)
             .optional()?;
-        Ok(!sealed && head == Some(0))
+        // A keyed chain started after every old row was sealed.
+        Ok(!sealed && head == Some((0, None)))
     };
     let unsealed = |conn: &mut DbConnection| -> AppResult<bool> {
         Ok(diesel::select(diesel::dsl::exists(
@@ -312,7 +530,7 @@ pub fn seal_unsealed(conn: &mut DbConnection) -> AppResult<u64> {
             }
             for row in &rows {
                 seq += 1;
-                let hash = row.content().hash(&prev_hash, seq);
+                let hash = row.content().hash(&prev_hash, seq, None);
                 diesel::update(audit_log::table.find(row.id))
                     .set((
                         audit_log::seq.eq(seq),
@@ -350,6 +568,16 @@ pub enum Problem {
     NoHead,
     /// A row outside the chain: inserted around the server.
     Unsealed { id: i64 },
+    /// The head's record of the chain's key is not the key file's.
+    KeyingChanged,
+    /// The chain is keyed but no key was given to check it with.
+    KeyMissing { keyed_from: i64 },
+    /// The chain had `keyed_from - 1` rows when it was keyed; fewer now.
+    BeforeKeying { keyed_from: i64, head_seq: i64 },
+    /// The anchored position is no longer in the chain: cut off.
+    AnchorMissing { seq: i64 },
+    /// The row at the anchored position has another hash: rewritten.
+    AnchorMismatch { seq: i64 },
 }
 
 impl std::fmt::Display for Problem {
@@ -390,6 +618,30 @@ impl std::fmt::Display for Problem {
                 f,
                 "id {id}: a row outside the chain (no seq); it was inserted around the server"
             ),
+            Problem::KeyingChanged => write!(
+                f,
+                "the head's record of the chain's key (audit_head chain_id, keyed_from, key_id) is not audit.key's; it was edited, or this is another database's key"
+            ),
+            Problem::KeyMissing { keyed_from } => write!(
+                f,
+                "the chain is keyed from seq {keyed_from} but no audit key was given (data/audit.key): rows from there on could not be checked"
+            ),
+            Problem::BeforeKeying {
+                keyed_from,
+                head_seq,
+            } => write!(
+                f,
+                "the chain had {} rows when it was keyed but its head is at seq {head_seq}; rows at the end were deleted",
+                keyed_from - 1
+            ),
+            Problem::AnchorMissing { seq } => write!(
+                f,
+                "the anchor's seq {seq} is no longer in the chain; rows at the end were deleted and the head moved back"
+            ),
+            Problem::AnchorMismatch { seq } => write!(
+                f,
+                "seq {seq} does not have the anchor's hash; the chain was rewritten from there"
+            ),
         }
     }
 }
@@ -422,20 +674,120 @@ impl Verification {
     }
 }
 
-/// Walks the chain in order, a page at a time, recomputing every hash and
-/// link, then checks the head and looks for rows outside the chain.
-pub fn verify(conn: &mut DbConnection) -> AppResult<Verification> {
+/// A head noted outside the server (`casesync audit anchor`): `SEQ:HASH`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Anchor {
+    pub seq: i64,
+    pub hash: String,
+}
+
+impl std::fmt::Display for Anchor {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}:{}", self.seq, self.hash)
+    }
+}
+
+impl std::str::FromStr for Anchor {
+    type Err = String;
+
+    fn from_str(text: &str) -> Result<Anchor, String> {
+        let wrong = || {
+            format!(
+                "{text:?} is not an anchor: SEQ:HASH as `casesync audit anchor` prints it (a position, a colon, 64 hex digits)"
+            )
+        };
+        let (seq, hash) = text.trim().split_once(':').ok_or_else(wrong)?;
+        let seq = seq
+            .parse::<i64>()
+            .ok()
+            .filter(|s| *s > 0)
+            .ok_or_else(wrong)?;
+        let hash = hash.to_ascii_lowercase();
+        if hash.len() != 64 || !hash.bytes().all(|b| b.is_ascii_hexdigit()) {
+            return Err(wrong());
+        }
+        Ok(Anchor { seq, hash })
+    }
+}
+
+/// Walks the chain in order, a page at a time, recomputing every hash
+/// (with `key` from its keying point on) and link, then checks the head,
+/// looks for rows outside the chain and, given an anchor, that the chain
+/// still holds it.
+pub fn verify(
+    conn: &mut DbConnection,
+    key: Option<&ChainKey>,
+    anchor: Option<&Anchor>,
+) -> AppResult<Verification> {
     conn.transaction(|conn| {
         // One snapshot for the whole walk: rows appended meanwhile must not
         // look like rows past the head. (SQLite's WAL read is one already.)
         if let DbConnection::Pg(c) = conn {
             c.batch_execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")?;
         }
-        walk(conn)
+        let mut found = walk(conn, key)?;
+        check_keying(conn, key, &mut found)?;
+        if let Some(anchor) = anchor {
+            check_anchor(conn, anchor, &mut found)?;
+        }
+        Ok(found)
     })
 }
 
-fn walk(conn: &mut DbConnection) -> AppResult<Verification> {
+/// The head's keying columns against the key file's, and the length the
+/// chain had when it was keyed.
+fn check_keying(
+    conn: &mut DbConnection,
+    key: Option<&ChainKey>,
+    found: &mut Verification,
+) -> AppResult<()> {
+    let Ok(head) = head_keying(conn) else {
+        return Ok(()); // NoHead is reported already.
+    };
+    match (key, head.keyed_from) {
+        (None, None) => {}
+        (None, Some(keyed_from)) => found.report(Problem::KeyMissing { keyed_from }),
+        (Some(key), _) => {
+            if head.chain_id.as_deref() != Some(key.chain_id.as_str())
+                || head.keyed_from != Some(key.keyed_from)
+                || head.key_id.as_deref() != Some(key.key_id.as_str())
+            {
+                found.report(Problem::KeyingChanged);
+            }
+            if head.seq < key.keyed_from - 1 {
+                found.report(Problem::BeforeKeying {
+                    keyed_from: key.keyed_from,
+                    head_seq: head.seq,
+                });
+            }
+        }
+    }
+    Ok(())
+}
+
+/// The row at the anchor's position must still be there with its hash
+/// (the walk has checked everything after it links to it).
+fn check_anchor(
+    conn: &mut DbConnection,
+    anchor: &Anchor,
+    found: &mut Verification,
+) -> AppResult<()> {
+    let hashes: Vec<Option<String>> = audit_log::table
+        .filter(audit_log::seq.eq(anchor.seq))
+        .select(audit_log::hash)
+        .load(conn)?;
+    if hashes.is_empty() {
+        found.report(Problem::AnchorMissing { seq: anchor.seq });
+    } else if !hashes
+        .iter()
+        .any(|h| h.as_deref() == Some(anchor.hash.as_str()))
+    {
+        found.report(Problem::AnchorMismatch { seq: anchor.seq });
+    }
+    Ok(())
+}
+
+fn walk(conn: &mut DbConnection, key: Option<&ChainKey>) -> AppResult<Verification> {
     let head: Option<(i64, String)> = audit_head::table
         .find(1)
         .select((audit_head::seq, audit_head::hash))
@@ -448,6 +800,12 @@ fn walk(conn: &mut DbConnection) -> AppResult<Verification> {
         problems: Vec::new(),
         more_problems: 0,
     };
+    let keyed_from: Option<i64> = audit_head::table
+        .find(1)
+        .select(audit_head::keyed_from)
+        .first(conn)
+        .optional()?
+        .flatten();
     let mut expected = 1i64;
     let mut prev = GENESIS.to_string();
     // Keyset on (seq, id): a duplicated position is read, not skipped.
@@ -481,11 +839,18 @@ fn walk(conn: &mut DbConnection) -> AppResult<Verification> {
             } else if !linked {
                 found.report(Problem::Unlinked { seq, id: row.id });
             }
-            let recomputed = row
-                .content()
-                .hash(row.prev_hash.as_deref().unwrap_or_default(), seq);
-            if row.hash.as_deref() != Some(recomputed.as_str()) {
-                found.report(Problem::Altered { seq, id: row.id });
+            // Without the key, keyed rows' hashes cannot be recomputed
+            // (KeyMissing says so); their links are still checked.
+            let keyed_without_key = key.is_none() && keyed_from.is_some_and(|k| seq >= k);
+            if !keyed_without_key {
+                let recomputed = row.content().hash(
+                    row.prev_hash.as_deref().unwrap_or_default(),
+                    seq,
+                    key.and_then(|k| k.for_seq(seq)),
+                );
+                if row.hash.as_deref() != Some(recomputed.as_str()) {
+                    found.report(Problem::Altered { seq, id: row.id });
+                }
             }
             prev = row.hash.clone().unwrap_or_default();
             expected = expected.max(seq + 1);
@@ -822,6 +1187,18 @@ pub fn write_csv(
     Ok(written)
 }
 
+/// The head as an anchor; `None` for an empty chain.
+pub fn head(conn: &mut DbConnection) -> AppResult<Option<Anchor>> {
+    let head: Option<(i64, String)> = audit_head::table
+        .find(1)
+        .select((audit_head::seq, audit_head::hash))
+        .first(conn)
+        .optional()?;
+    Ok(head
+        .filter(|(seq, _)| *seq > 0)
+        .map(|(seq, hash)| Anchor { seq, hash }))
+}
+
 /// The most recent rows first, at most `limit`.
 pub fn recent(conn: &mut DbConnection, limit: i64) -> AppResult<Vec<AuditRow>> {
     Ok(audit_log::table
@@ -857,26 +1234,26 @@ mod tests {
 
     #[test]
     fn the_hash_covers_link_position_and_every_field_unambiguously() {
-        let base = content(Some("a")).hash(GENESIS, 1);
+        let base = content(Some("a")).hash(GENESIS, 1, None);
         assert_eq!(base.len(), 64);
-        assert_eq!(base, content(Some("a")).hash(GENESIS, 1));
-        assert_ne!(base, content(Some("b")).hash(GENESIS, 1));
-        assert_ne!(base, content(Some("a")).hash(GENESIS, 2));
-        assert_ne!(base, content(Some("a")).hash(&"1".repeat(64), 1));
+        assert_eq!(base, content(Some("a")).hash(GENESIS, 1, None));
+        assert_ne!(base, content(Some("b")).hash(GENESIS, 1, None));
+        assert_ne!(base, content(Some("a")).hash(GENESIS, 2, None));
+        assert_ne!(base, content(Some("a")).hash(&"1".repeat(64), 1, None));
         // `None` and an empty string are different rows.
         assert_ne!(
-            content(None).hash(GENESIS, 1),
-            content(Some("")).hash(GENESIS, 1)
+            content(None).hash(GENESIS, 1, None),
+            content(Some("")).hash(GENESIS, 1, None)
         );
         // Moving text from one field into the next changes the hash.
         let mut shifted = content(Some("a"));
         shifted.object_id = Some("u1\",\"a");
         shifted.detail = None;
-        assert_ne!(base, shifted.hash(GENESIS, 1));
+        assert_ne!(base, shifted.hash(GENESIS, 1, None));
         // A token's maker is covered when set.
         let mut by_token = content(Some("a"));
         by_token.token_created_by = Some("c1");
-        assert_ne!(base, by_token.hash(GENESIS, 1));
+        assert_ne!(base, by_token.hash(GENESIS, 1, None));
     }
 
     #[test]

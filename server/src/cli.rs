@@ -87,6 +87,35 @@ pub enum Command {
     /// ever deleted by the server).
     #[command(subcommand)]
     Retention(RetentionCommand),
+    // --- Data at rest, backup and restore (#14 items 8, 17) ---
+    /// Write a consistent copy of the embedded database (encrypted, taken
+    /// while the server runs) with the sealed keys, but never master.key
+    /// or the passphrase, to one new file (docs/operations.md).
+    Backup {
+        /// The backup file to create (it must not exist).
+        #[arg(long)]
+        out: PathBuf,
+    },
+    /// Unpack a backup into a new, empty data directory.
+    Restore {
+        /// A file written by `casesync backup`.
+        file: PathBuf,
+        /// The data directory to create; refused when it is not empty.
+        #[arg(long)]
+        data_dir: PathBuf,
+        /// Copy this master.key into it (kept apart from the backups).
+        #[arg(long)]
+        master_key: Option<PathBuf>,
+    },
+    /// Rotate the key-encryption key: re-seal the private keys and the
+    /// audit key and re-encrypt the embedded database, all or nothing.
+    /// Stop the server(s) first.
+    Rekey {
+        /// With a passphrase KEK: a file holding the new passphrase (set it
+        /// in the configuration afterwards).
+        #[arg(long)]
+        new_passphrase_file: Option<PathBuf>,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -110,7 +139,15 @@ pub enum RetentionCommand {
 pub enum AuditCommand {
     /// Recompute the whole chain; exits non-zero and lists every problem
     /// when a row was edited, deleted or inserted around the server.
-    Verify,
+    Verify {
+        /// A head printed earlier by `audit anchor` (SEQ:HASH): fails when
+        /// the chain no longer holds it (rows cut off the end).
+        #[arg(long)]
+        anchor: Option<audit::Anchor>,
+    },
+    /// Verify the chain and print its head as SEQ:HASH, to keep somewhere
+    /// the database's editors cannot reach (for `audit verify --anchor`).
+    Anchor,
     /// Write the chained rows (oldest first, with their hashes) as CSV.
     Export {
         #[arg(long)]
@@ -490,6 +527,12 @@ impl From<AppError> for CliError {
 const CLI_ORIGIN_DETAIL: &str = "cli";
 
 pub fn run(cli: Cli) -> Result<(), CliError> {
+    // Everything this process creates (data directory, database, keys,
+    // exports) is its owner's alone, before anything is created.
+    // SAFETY: umask only sets the process's file creation mask.
+    unsafe {
+        libc::umask(0o077);
+    }
     match cli.command {
         // The collector is a client: it needs no server configuration.
         Command::Collect(args) => collect_command(args).map_err(CliError::App),
@@ -511,8 +554,9 @@ fn server_command(
         Command::Collect(args) => collect_command(args).map_err(CliError::App),
         Command::Serve => Ok(server::serve(settings)?),
         Command::Migrate => {
-            let target = settings.database_target()?;
-            let mut conn = db::open_one(&target)?;
+            // Keyed: the embedded database is encrypted.
+            let storage = server::open_storage(&settings)?;
+            let mut conn = db::open_one(&storage.database)?;
             let applied = db::run_migrations(&mut conn)?;
             println!("{applied} migration(s) applied; the database is current");
             Ok(())
@@ -521,10 +565,29 @@ fn server_command(
         Command::Sites(cmd) => with_db(&settings, |conn| sites_command(conn, cmd)),
         Command::Cases(cmd) => with_db(&settings, |conn| cases_command(conn, cmd)),
         Command::Export(cmd) => {
-            let target = settings.database_target()?;
-            with_db(&settings, |conn| export_command(conn, &target, cmd))
+            // The second reading connection is keyed like the first.
+            let database = server::open_storage(&settings)?.database;
+            with_db(&settings, |conn| export_command(conn, &database, cmd))
         }
-        Command::Audit(cmd) => with_db(&settings, |conn| audit_command(conn, cmd)),
+        // Verify reports what it finds, including a key file that does
+        // not match, rather than refusing to open the database.
+        Command::Audit(cmd @ (AuditCommand::Verify { .. } | AuditCommand::Anchor)) => {
+            let key = server::audit_key(&settings)?;
+            let storage = server::open_storage(&settings)?;
+            let mut conn = db::open_one(&storage.database)?;
+            server::prepare_database(&mut conn)?;
+            audit_command(&mut conn, key.as_ref(), cmd)
+        }
+        Command::Audit(cmd) => with_db(&settings, |conn| audit_command(conn, None, cmd)),
+        Command::Backup { out } => backup_command(&settings, &out),
+        Command::Restore {
+            file,
+            data_dir,
+            master_key,
+        } => restore_command(&settings, &file, &data_dir, master_key.as_deref()),
+        Command::Rekey {
+            new_passphrase_file,
+        } => rekey_command(&settings, new_passphrase_file.as_deref()),
         Command::Retention(cmd) => with_db(&settings, |conn| retention_command(conn, cmd)),
         Command::Indicators(args) => {
             let threshold = settings.indicator_suppression_threshold;
@@ -550,6 +613,7 @@ fn server_command(
         Command::Keys(cmd) => {
             let bits = settings.rsa_key_bits;
             with_db(&settings, |conn| {
+                // After with_db's checks: a lost master.key is not remade here.
                 let kek = Kek::load(&settings).map_err(|e| CliError::App(e.to_string()))?;
                 keys_command(conn, &kek, bits, cmd)
             })
@@ -568,7 +632,6 @@ fn with_db(
     // One connection, no pool: a pool's background threads may still be
     // connecting when a short command exits.
     let mut conn = open_existing(settings)?;
-    server::prepare_database(&mut conn)?;
     f(&mut conn)
 }
 
@@ -590,15 +653,16 @@ fn open_existing(settings: &Settings) -> Result<DbConnection, CliError> {
             return Err(missing(format!("at {}", shown.display())));
         }
     }
-    let mut conn = db::open_one(&target)?;
-    if sites::count(&mut conn).is_err() {
-        // Never echo a PostgreSQL URL: it may carry a password.
-        return Err(missing(match &target {
-            DatabaseTarget::Sqlite(path) => format!("in {}", path.display()),
-            DatabaseTarget::Postgres(_) => "in the PostgreSQL database of database_url".into(),
-        }));
+    if let DatabaseTarget::Postgres(_) = &target {
+        // An empty PostgreSQL database has no tables yet. Never echo its
+        // URL: it may carry a password.
+        let mut plain = db::open_one(&target)?;
+        if sites::count(&mut plain).is_err() {
+            return Err(missing("in the PostgreSQL database of database_url".into()));
+        }
     }
-    Ok(conn)
+    // Keyed (SQLCipher), migrated, and the audit chain's key checked.
+    Ok(server::open_database(settings)?)
 }
 
 /// Who acts from the shell, for the audit log: the operating-system
@@ -625,6 +689,123 @@ fn shell_actor() -> &'static crate::auth::Principal {
             must_change_password: false,
         }
     })
+}
+
+// --- Data at rest, backup and restore (#14 items 8, 17) ---
+
+fn backup_command(settings: &Settings, out: &Path) -> Result<(), CliError> {
+    let manifest =
+        crate::backup::backup(settings, out).map_err(|e| CliError::App(e.to_string()))?;
+    let bytes: u64 = manifest.files.iter().map(|f| f.bytes).sum();
+    println!(
+        "backup written to {} ({} files, {bytes} bytes{})",
+        out.display(),
+        manifest.files.len(),
+        manifest
+            .audit_head
+            .as_ref()
+            .map(|h| format!("; audit head {h}"))
+            .unwrap_or_default()
+    );
+    if manifest.database == "postgresql" {
+        println!("the database is PostgreSQL: it is not in this file; back it up with pg_dump or continuous archiving (docs/operations.md)");
+    }
+    println!(
+        "it opens only with the key-encryption key ({}), which is not in it: keep that apart from the backups",
+        manifest.kek
+    );
+    Ok(())
+}
+
+fn restore_command(
+    settings: &Settings,
+    file: &Path,
+    data_dir: &Path,
+    master_key: Option<&Path>,
+) -> Result<(), CliError> {
+    let manifest = crate::backup::restore(file, data_dir, master_key)
+        .map_err(|e| CliError::App(e.to_string()))?;
+    println!(
+        "restored {} file(s) of a backup made {} into {}",
+        manifest.files.len(),
+        manifest.created_at,
+        data_dir.display()
+    );
+    let restored = Settings {
+        data_dir: data_dir.to_path_buf(),
+        ..settings.clone()
+    };
+    let kek_present = restored.key_passphrase.is_some()
+        || restored.key_passphrase_file.is_some()
+        || data_dir.join(crate::crypto::kek::MASTER_KEY_FILE).exists();
+    if !kek_present || manifest.database != "sqlite" {
+        println!(
+            "next: put the key-encryption key ({}) in place, then start casesync with data_dir = {}",
+            manifest.kek,
+            data_dir.display()
+        );
+        return Ok(());
+    }
+    // The key opens it and the audit chain holds together up to the head
+    // the backup recorded.
+    let key = server::audit_key(&restored)?;
+    let storage = server::open_storage(&restored)?;
+    let mut conn = db::open_one(&storage.database)?;
+    let anchor = manifest
+        .audit_head
+        .as_deref()
+        .map(str::parse::<audit::Anchor>)
+        .transpose()
+        .map_err(CliError::App)?;
+    let found = audit::verify(&mut conn, key.as_ref(), anchor.as_ref())?;
+    if !found.is_intact() {
+        for problem in &found.problems {
+            println!("{problem}");
+        }
+        return Err(CliError::App(
+            "the restored audit chain does not verify".into(),
+        ));
+    }
+    println!(
+        "the database opens with the key-encryption key; audit chain intact ({} rows, head seq {})",
+        found.rows, found.head_seq
+    );
+    println!(
+        "next: start casesync with data_dir = {}",
+        data_dir.display()
+    );
+    Ok(())
+}
+
+fn rekey_command(settings: &Settings, new_passphrase_file: Option<&Path>) -> Result<(), CliError> {
+    let new_passphrase = new_passphrase_file
+        .map(|file| {
+            std::fs::read_to_string(file)
+                .map(|p| p.trim_end_matches(['\n', '\r']).to_string())
+                .map_err(|e| CliError::App(format!("reading {}: {e}", file.display())))
+        })
+        .transpose()?;
+    let done = crate::rekey::rekey(settings, new_passphrase)?;
+    println!(
+        "key-encryption key rotated: {} private key(s) re-sealed{}{}",
+        done.private_keys,
+        if done.audit_key_resealed {
+            ", audit.key re-sealed"
+        } else {
+            ""
+        },
+        if done.database_reencrypted {
+            ", database re-encrypted"
+        } else {
+            ""
+        }
+    );
+    if new_passphrase_file.is_some() {
+        println!("set key_passphrase (or key_passphrase_file) to the new passphrase before the next start");
+    } else {
+        println!("back up the new data/master.key now; the old one no longer opens anything");
+    }
+    Ok(())
 }
 
 fn audit_cli(conn: &mut DbConnection, action: &str, kind: &str, id: &str) -> Result<(), AppError> {
@@ -740,7 +921,7 @@ fn users_command(conn: &mut DbConnection, cmd: UsersCommand) -> Result<(), CliEr
 
 fn export_command(
     conn: &mut DbConnection,
-    target: &DatabaseTarget,
+    target: &db::Database,
     cmd: ExportCommand,
 ) -> Result<(), CliError> {
     let scope = exports::Scope::shell();
@@ -866,10 +1047,28 @@ fn log_export(
     Ok(())
 }
 
-fn audit_command(conn: &mut DbConnection, cmd: AuditCommand) -> Result<(), CliError> {
+fn audit_command(
+    conn: &mut DbConnection,
+    key: Option<&audit::ChainKey>,
+    cmd: AuditCommand,
+) -> Result<(), CliError> {
     match cmd {
-        AuditCommand::Verify => {
-            let found = audit::verify(conn)?;
+        AuditCommand::Anchor => {
+            let found = audit::verify(conn, key, None)?;
+            if !found.is_intact() {
+                return Err(CliError::App(format!(
+                    "the audit chain is broken ({} problem(s)); run `casesync audit verify`: an anchor of a broken chain proves nothing",
+                    found.problems.len() as u64 + found.more_problems
+                )));
+            }
+            match audit::head(conn)? {
+                Some(head) => println!("{head}"),
+                None => return Err(CliError::App("the audit chain is empty".into())),
+            }
+            Ok(())
+        }
+        AuditCommand::Verify { anchor } => {
+            let found = audit::verify(conn, key, anchor.as_ref())?;
             if found.is_intact() {
                 println!(
                     "audit chain intact: {} rows, head seq {} hash {}",

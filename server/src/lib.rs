@@ -7,6 +7,7 @@
 pub mod app;
 pub mod audit;
 pub mod auth;
+pub mod backup;
 pub mod cases;
 pub mod cli;
 pub mod collect;
@@ -23,6 +24,7 @@ pub mod json;
 pub mod metrics;
 pub mod privacy;
 pub mod programmes;
+pub mod rekey;
 pub mod server;
 pub mod submissions;
 pub mod sync;

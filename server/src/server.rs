@@ -1,11 +1,16 @@
 //! Starting the server: data directory, database, migrations, first-start
 //! bootstrap, then HTTP (or HTTPS) with a graceful drain on SIGTERM.
+//!
+//! The data directory holds children's data (the embedded database) and
+//! the keys: it is made 0700 with every file 0600, and a server refuses to
+//! start on one that others can read.
 
 use std::fs::{self, OpenOptions};
 use std::io::Write;
 use std::net::{SocketAddr, TcpListener};
 use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
-use std::path::Path;
+use std::os::unix::io::AsRawFd;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use actix_web::HttpServer;
@@ -15,9 +20,9 @@ use crate::audit::{self, Event, Origin};
 use crate::auth::{sites, users, Role};
 use crate::config::{Settings, TlsSettings};
 use crate::cpu::CpuPool;
-use crate::crypto::kek::Kek;
+use crate::crypto::kek::{self, Kek};
 use crate::crypto::keys::{self, KeyRing};
-use crate::db::{self, write_tx, DbConnection};
+use crate::db::{self, write_tx, Database, DatabaseKey, DbConnection};
 use crate::error::{AppError, AppResult};
 use crate::forms::{self, FormCache};
 use crate::metrics::Metrics;
@@ -40,6 +45,10 @@ pub enum StartError {
     Tls(String),
     #[error(transparent)]
     Crypto(#[from] crate::crypto::CryptoError),
+    /// The data directory or a file in it is open to others, or a key is
+    /// missing: the message names the path and the fix.
+    #[error("{0}")]
+    DataDir(String),
 }
 
 fn io(context: impl Into<String>) -> impl FnOnce(std::io::Error) -> StartError {
@@ -47,20 +56,163 @@ fn io(context: impl Into<String>) -> impl FnOnce(std::io::Error) -> StartError {
     move |source| StartError::Io { context, source }
 }
 
-/// Everything `serve` does before it listens: data directory, pool,
+/// Refuses a data directory, or anything in it, that the group or others
+/// may use: it holds the database and the keys. The error names the path
+/// and the command that fixes it.
+pub fn check_private(dir: &Path) -> Result<(), StartError> {
+    let mode = |path: &Path| {
+        fs::metadata(path)
+            .map(|m| (m.permissions().mode() & 0o777, m.is_dir()))
+            .map_err(io(format!("reading {}", path.display())))
+    };
+    let (bits, _) = mode(dir)?;
+    if bits & 0o077 != 0 {
+        return Err(StartError::DataDir(format!(
+            "the data directory {} is open to other users (mode {bits:o}); it holds children's data and keys. Fix: chmod 700 {}",
+            dir.display(),
+            dir.display()
+        )));
+    }
+    let entries = fs::read_dir(dir).map_err(io(format!("reading {}", dir.display())))?;
+    for entry in entries {
+        let path = entry
+            .map_err(io(format!("reading {}", dir.display())))?
+            .path();
+        let (bits, is_dir) = mode(&path)?;
+        if is_dir {
+            check_private(&path)?;
+        } else if bits & 0o077 != 0 {
+            return Err(StartError::DataDir(format!(
+                "{} is open to other users (mode {bits:o}); the data directory holds children's data and keys. Fix: chmod 600 {}",
+                path.display(),
+                path.display()
+            )));
+        }
+    }
+    Ok(())
+}
+
+/// A refusal from the audit chain's keying, with its words (an internal
+/// error's cause is meant for the operator here).
+fn refusal(err: AppError) -> StartError {
+    match err {
+        AppError::Internal(cause) => StartError::DataDir(cause),
+        other => StartError::DataDir(other.to_string()),
+    }
+}
+
+/// A missing master.key is made anew on first start; beside an existing
+/// embedded database it was lost instead, and a new one would not open it.
+fn refuse_lost_master_key(settings: &Settings) -> Result<(), StartError> {
+    let material = kek::key_material_file(settings)?;
+    if material.exists() {
+        return Ok(());
+    }
+    if let crate::config::DatabaseTarget::Sqlite(path) = &settings.database_target()? {
+        // A plaintext database from before encryption has no key to lose.
+        let encrypted = fs::metadata(path).map(|m| m.len() > 0).unwrap_or(false)
+            && !db::encryption::is_plaintext(path)
+                .map_err(io(format!("reading {}", path.display())))?;
+        if encrypted {
+            return Err(StartError::DataDir(format!(
+                "{} is missing but the database {} exists: the database does not open without the key it was encrypted with. Put back the {} you keep for it (docs/operations.md, backup and restore)",
+                material.display(),
+                path.display(),
+                material.file_name().unwrap_or_default().to_string_lossy()
+            )));
+        }
+    }
+    Ok(())
+}
+
+/// What every command that opens the database needs first: the data
+/// directory (made 0700, refused when open to others), the key-encryption
+/// key, and the database with the key derived from it.
+pub struct Storage {
+    pub kek: Kek,
+    pub database: Database,
+}
+
+pub fn open_storage(settings: &Settings) -> Result<Storage, StartError> {
+    kek::create_private_dir(&settings.data_dir)?;
+    check_private(&settings.data_dir)?;
+    crate::rekey::finish_interrupted(settings)?;
+    refuse_lost_master_key(settings)?;
+    let kek = Kek::load(settings)?;
+    let database = Database::new(
+        settings.database_target()?,
+        Some(DatabaseKey::derived_from(&kek)),
+    );
+    Ok(Storage { kek, database })
+}
+
+/// A single connection to the configured database, keyed, migrated and
+/// with the audit chain's key opened (CLI commands, tests).
+pub fn open_database(settings: &Settings) -> Result<DbConnection, StartError> {
+    let storage = open_storage(settings)?;
+    let mut conn = db::open_one(&storage.database)?;
+    prepare_database(&mut conn)?;
+    audit::key_chain(&mut conn, &settings.data_dir, &storage.kek).map_err(refusal)?;
+    Ok(conn)
+}
+
+/// The audit chain's key from `data/audit.key`, if there is one (for
+/// `audit verify`, which reports rather than refuses a mismatch).
+pub fn audit_key(settings: &Settings) -> Result<Option<audit::ChainKey>, StartError> {
+    let storage = open_storage(settings)?;
+    let file = crate::crypto::audit_key::AuditKeyFile::load(&settings.data_dir, &storage.kek)?;
+    Ok(file.as_ref().map(audit::ChainKey::new))
+}
+
+/// Held by a running `serve` (shared, so several may share a directory);
+/// `rekey` and `restore` need it exclusively.
+pub struct DataDirLock {
+    _file: fs::File,
+}
+
+pub const LOCK_FILE: &str = "casesync.lock";
+
+pub fn lock_data_dir(dir: &Path, exclusive: bool) -> Result<DataDirLock, StartError> {
+    let path: PathBuf = dir.join(LOCK_FILE);
+    let file = OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .mode(0o600)
+        .open(&path)
+        .map_err(io(format!("opening {}", path.display())))?;
+    let how = if exclusive {
+        libc::LOCK_EX
+    } else {
+        libc::LOCK_SH
+    };
+    // SAFETY: a valid open descriptor; the lock ends when the file closes.
+    if unsafe { libc::flock(file.as_raw_fd(), how | libc::LOCK_NB) } != 0 {
+        let holder = if exclusive {
+            "a casesync server (or backup) is running"
+        } else {
+            "a rekey is running"
+        };
+        return Err(StartError::DataDir(format!(
+            "{holder} on {} (it holds {}): wait for it, or stop it, first",
+            dir.display(),
+            path.display()
+        )));
+    }
+    Ok(DataDirLock { _file: file })
+}
+
+/// Everything `serve` does before it listens: data directory, keys, pool,
 /// migrations and, on an empty database, the first admin and default sites.
 pub fn prepare(settings: Settings) -> Result<AppState, StartError> {
     settings.validate()?;
-    fs::create_dir_all(&settings.data_dir).map_err(io(format!(
-        "creating data directory {}",
-        settings.data_dir.display()
-    )))?;
-    let pool = db::connect(&settings.database_target()?, settings.db_pool_size)?;
+    let Storage { kek, database } = open_storage(&settings)?;
+    let pool = db::connect(&database, settings.db_pool_size)?;
     let mut conn = pool.get().map_err(db::DbError::from)?;
     prepare_database(&mut conn)?;
+    audit::key_chain(&mut conn, &settings.data_dir, &kek).map_err(refusal)?;
     bootstrap(&mut conn, &settings)?;
     publish_shipped_forms(&mut conn)?;
-    let kek = Kek::load(&settings)?;
     let created = keys::ensure_current(&mut conn, &kek, &sites::PROGRAMMES, settings.rsa_key_bits)?;
     if !created.is_empty() {
         tracing::info!(keys = ?created, "programme keys created");
@@ -280,6 +432,8 @@ pub fn bind(state: AppState) -> Result<Bound, StartError> {
 /// `casesync serve`: runs until SIGTERM or SIGINT, then lets in-flight
 /// requests finish (up to `shutdown_timeout_secs`).
 pub fn serve(settings: Settings) -> Result<(), StartError> {
+    kek::create_private_dir(&settings.data_dir)?;
+    let _running = lock_data_dir(&settings.data_dir, false)?;
     let state = prepare(settings)?;
     actix_web::rt::System::new().block_on(async move {
         let bound = bind(state)?;

@@ -85,6 +85,28 @@ pub struct TestApp {
     agent: ureq::Agent,
 }
 
+/// A temporary directory only its owner may use, as a server's data
+/// directory must be (the server refuses one open to others).
+pub fn private_tempdir() -> tempfile::TempDir {
+    use std::os::unix::fs::PermissionsExt;
+    tempfile::Builder::new()
+        .permissions(std::fs::Permissions::from_mode(0o700))
+        .tempdir()
+        .expect("temporary data directory")
+}
+
+/// A direct connection to the database of the server whose data
+/// directory is `data_dir`: the embedded one is keyed from its master.key.
+pub fn open_db(data_dir: &Path, db: &TestDb) -> DbConnection {
+    let settings = Settings {
+        data_dir: data_dir.to_path_buf(),
+        database_url: db.url.as_ref().map(Secret::new),
+        ..Settings::default()
+    };
+    let storage = casesync::server::open_storage(&settings).expect("data directory and keys");
+    db::open_one(&storage.database).expect("database connection")
+}
+
 /// Settings for tests: loopback, small pools, fast throttling.
 pub fn test_settings(shared: &Shared) -> Settings {
     let mut s = Settings {
@@ -115,7 +137,7 @@ impl TestApp {
 
     pub fn spawn_with(adjust: impl FnOnce(&mut Settings)) -> TestApp {
         let shared = Arc::new(Shared {
-            data_dir: tempfile::tempdir().expect("temporary data directory"),
+            data_dir: private_tempdir(),
             db: TestDb::new(),
         });
         let mut settings = test_settings(&shared);
@@ -183,7 +205,9 @@ impl TestApp {
     /// A direct connection to this test's database, for checks and for
     /// arranging what the API cannot (an expired token, say).
     pub fn conn(&self) -> DbConnection {
-        db::open_one(&self.settings.database_target().unwrap()).expect("database connection")
+        let storage =
+            casesync::server::open_storage(&self.settings).expect("data directory and keys");
+        db::open_one(&storage.database).expect("database connection")
     }
 
     pub fn url(&self, path: &str) -> String {

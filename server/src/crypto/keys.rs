@@ -171,6 +171,42 @@ pub fn ensure_current(
     Ok(created)
 }
 
+/// Re-seals every private key (current and retired) from `old` to `new`,
+/// in the caller's transaction: the KEK rotation of `casesync rekey`.
+pub fn reseal_all(conn: &mut DbConnection, old: &Kek, new: &Kek) -> AppResult<usize> {
+    let rows: Vec<(String, String)> = keys::table
+        .select((keys::kid, keys::sealed_private))
+        .load(conn)?;
+    for (kid, sealed) in &rows {
+        let plain = STANDARD
+            .decode(sealed)
+            .map_err(|_| CryptoError::Unseal)
+            .and_then(|s| old.open(kid, &s))
+            .map_err(|_| {
+                AppError::internal(format!(
+                    "the private key {kid} does not open with the current key-encryption key; nothing was changed"
+                ))
+            })?;
+        diesel::update(keys::table.find(kid))
+            .set(keys::sealed_private.eq(STANDARD.encode(new.seal(kid, &plain))))
+            .execute(conn)?;
+    }
+    Ok(rows.len())
+}
+
+/// Whether every stored private key opens with `kek` (true with none).
+pub fn all_open_with(conn: &mut DbConnection, kek: &Kek) -> AppResult<bool> {
+    let rows: Vec<(String, String)> = keys::table
+        .select((keys::kid, keys::sealed_private))
+        .load(conn)?;
+    Ok(rows.iter().all(|(kid, sealed)| {
+        STANDARD
+            .decode(sealed)
+            .ok()
+            .is_some_and(|s| kek.open(kid, &s).is_ok())
+    }))
+}
+
 pub fn current(conn: &mut DbConnection, programme: &str) -> AppResult<PublicKeyInfo> {
     current_row(conn, programme)?
         .map(PublicKeyInfo::from)

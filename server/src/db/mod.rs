@@ -1,9 +1,18 @@
 //! Storage: one diesel connection type over SQLite (embedded default) and
 //! PostgreSQL (scale), an r2d2 pool, and the embedded migrations of both.
+//!
+//! The embedded database is SQLCipher: every page encrypted (AES-256) and
+//! authenticated under a key derived from the key-encryption key, given as
+//! the first statement on every connection. A plaintext database from
+//! before is encrypted in place on its first keyed open.
 
+pub mod encryption;
 pub mod schema;
 
-use std::path::Path;
+use std::collections::HashSet;
+use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
+use std::path::{Path, PathBuf};
+use std::sync::{LazyLock, Mutex};
 use std::time::Duration;
 
 use diesel::connection::{AnsiTransactionManager, SimpleConnection, TransactionManager};
@@ -14,6 +23,7 @@ use diesel::{Connection, RunQueryDsl};
 use diesel_migrations::{embed_migrations, EmbeddedMigrations, MigrationHarness};
 
 use crate::config::DatabaseTarget;
+pub use encryption::DatabaseKey;
 
 pub const SQLITE_MIGRATIONS: EmbeddedMigrations = embed_migrations!("migrations/sqlite");
 pub const POSTGRES_MIGRATIONS: EmbeddedMigrations = embed_migrations!("migrations/postgres");
@@ -31,12 +41,41 @@ pub enum DbConnection {
 pub type Pool = r2d2::Pool<ConnectionManager>;
 pub type PooledConnection = r2d2::PooledConnection<ConnectionManager>;
 
+/// Where the database is and, for the embedded one, the key it is
+/// encrypted with. A bare target opens without a key: a plaintext SQLite
+/// file (tests and tools that make their own), or PostgreSQL.
+#[derive(Debug, Clone)]
+pub struct Database {
+    pub target: DatabaseTarget,
+    pub key: Option<DatabaseKey>,
+}
+
+impl Database {
+    pub fn new(target: DatabaseTarget, key: Option<DatabaseKey>) -> Database {
+        // PostgreSQL's storage is encrypted by its own means (docs/operations.md).
+        let key = key.filter(|_| matches!(target, DatabaseTarget::Sqlite(_)));
+        Database { target, key }
+    }
+}
+
+impl From<&DatabaseTarget> for Database {
+    fn from(target: &DatabaseTarget) -> Database {
+        Database::new(target.clone(), None)
+    }
+}
+
+impl From<&Database> for Database {
+    fn from(database: &Database) -> Database {
+        database.clone()
+    }
+}
+
 /// Opens connections of the configured dialect. diesel's derived
 /// `establish` would try each dialect in turn (and SQLite accepts any string
 /// as a file name), so the dialect is chosen from the settings instead.
 #[derive(Debug, Clone)]
 pub struct ConnectionManager {
-    target: DatabaseTarget,
+    database: Database,
     busy_timeout_ms: u32,
 }
 
@@ -52,20 +91,26 @@ pub enum DbError {
     Migration(String),
     #[error("creating the database directory: {0}")]
     Io(#[from] std::io::Error),
+    #[error("{0}")]
+    Encryption(String),
 }
 
 impl ConnectionManager {
-    pub fn new(target: DatabaseTarget) -> Self {
+    pub fn new(database: impl Into<Database>) -> Self {
         ConnectionManager {
-            target,
+            database: database.into(),
             busy_timeout_ms: 10_000,
         }
     }
 
     fn open(&self) -> Result<DbConnection, DbError> {
-        match &self.target {
+        match &self.database.target {
             DatabaseTarget::Sqlite(path) => {
                 let mut conn = SqliteConnection::establish(&path.to_string_lossy())?;
+                if let Some(key) = &self.database.key {
+                    // The key before anything else reads a page.
+                    encryption::apply_key(&mut conn, key, self.busy_timeout_ms)?;
+                }
                 // WAL + synchronous=FULL: an acknowledged write survives a power cut.
                 // The busy timeout first: switching a new file to WAL takes a
                 // lock that other connections opening at once must wait for.
@@ -119,13 +164,58 @@ impl ManageConnection for ConnectionManager {
     }
 }
 
-/// Builds the pool; creates the SQLite file's directory when needed.
-pub fn connect(target: &DatabaseTarget, pool_size: u32) -> Result<Pool, DbError> {
-    if let DatabaseTarget::Sqlite(path) = target {
-        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-            std::fs::create_dir_all(dir)?;
+/// SQLite files this process has prepared with a key. The file is looked
+/// at (and, if plaintext, encrypted) only once, before this process opens
+/// a connection to it: opening it outside SQLite while SQLite has it open
+/// would release SQLite's locks on it, which are per process.
+static PREPARED: LazyLock<Mutex<HashSet<PathBuf>>> = LazyLock::new(Default::default);
+
+/// Makes the SQLite file's directory (0700) and the file itself (0600, so
+/// its -wal and -shm are made alike), and encrypts a plaintext file when a
+/// key is given. Nothing to do for PostgreSQL.
+fn prepare_file(database: &Database) -> Result<(), DbError> {
+    let DatabaseTarget::Sqlite(path) = &database.target else {
+        return Ok(());
+    };
+    let mut prepared = PREPARED.lock().expect("prepared files lock");
+    if database.key.is_some() && prepared.contains(path) {
+        return Ok(());
+    }
+    if let Some(dir) = Path::new(path)
+        .parent()
+        .filter(|d| !d.as_os_str().is_empty())
+    {
+        std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(dir)?;
+    }
+    if !path.exists() {
+        match std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .open(path)
+        {
+            Err(e) if e.kind() != std::io::ErrorKind::AlreadyExists => return Err(e.into()),
+            _ => {}
         }
     }
+    if let Some(key) = &database.key {
+        encryption::encrypt_if_plaintext(path, key)?;
+        prepared.insert(path.clone());
+    }
+    Ok(())
+}
+
+/// Builds the pool; prepares the SQLite file first (see `prepare_file`).
+pub fn connect(database: impl Into<Database>, pool_size: u32) -> Result<Pool, DbError> {
+    let database = database.into();
+    prepare_file(&database)?;
+    // One connection first: a wrong key or an unreachable server is
+    // reported at once, not after the pool's connection timeout.
+    drop(ConnectionManager::new(database.clone()).open()?);
+    let target = &database.target;
     let pool = r2d2::Pool::builder()
         .max_size(pool_size)
         .min_idle(Some(1))
@@ -133,7 +223,7 @@ pub fn connect(target: &DatabaseTarget, pool_size: u32) -> Result<Pool, DbError>
         // handing it out. An embedded SQLite connection cannot.
         .test_on_check_out(matches!(target, DatabaseTarget::Postgres(_)))
         .connection_timeout(Duration::from_secs(10))
-        .build(ConnectionManager::new(target.clone()))?;
+        .build(ConnectionManager::new(database.clone()))?;
     Ok(pool)
 }
 
@@ -203,15 +293,15 @@ pub fn ping(conn: &mut DbConnection) -> bool {
         .is_ok()
 }
 
+/// Opens a connection to the database as it is: no directory or file is
+/// made and nothing is encrypted (looking at a database before deciding).
+pub fn open_as_is(database: &Database) -> Result<DbConnection, DbError> {
+    ConnectionManager::new(database.clone()).open()
+}
+
 /// Opens a single connection outside the pool (CLI commands, tests).
-pub fn open_one(target: &DatabaseTarget) -> Result<DbConnection, DbError> {
-    if let DatabaseTarget::Sqlite(path) = target {
-        if let Some(dir) = Path::new(path)
-            .parent()
-            .filter(|d| !d.as_os_str().is_empty())
-        {
-            std::fs::create_dir_all(dir)?;
-        }
-    }
-    ConnectionManager::new(target.clone()).open()
+pub fn open_one(database: impl Into<Database>) -> Result<DbConnection, DbError> {
+    let database = database.into();
+    prepare_file(&database)?;
+    ConnectionManager::new(database).open()
 }

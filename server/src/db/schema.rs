@@ -86,6 +86,9 @@ diesel::table! {
         id -> Integer,
         seq -> BigInt,
         hash -> Text,
+        chain_id -> Nullable<Text>,
+        keyed_from -> Nullable<BigInt>,
+        key_id -> Nullable<Text>,
     }
 }
 
