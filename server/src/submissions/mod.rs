@@ -215,6 +215,11 @@ pub fn prepare(
             "/device_id: must be 1–200 characters",
         ));
     }
+    crate::json::refuse_unsafe_text([
+        ("/form_id", envelope.form_id.as_str()),
+        ("/form_version", envelope.form_version.as_str()),
+        ("/device_id", envelope.device_id.as_str()),
+    ])?;
     attachments::check_declarations(&envelope.attachments, limits)?;
     let instance_id = envelope.instance_id.to_string();
 
@@ -264,6 +269,7 @@ pub fn prepare(
         .into_iter()
         .map(|e| FieldError::new(format!("/data{}", e.pointer), e.message))
         .collect();
+    errors.extend(Identity::unsafe_name(&data));
     errors.extend(attachments::check_references(
         &form.fields,
         &data,
