@@ -142,6 +142,34 @@ impl Walk<'_> {
     }
 }
 
+/// The keys of one object so far: a short list while the object is small
+/// (most are), a hash set past that, so any object is checked in time
+/// linear in its size.
+#[derive(Default)]
+struct Keys<'de> {
+    few: Vec<Cow<'de, str>>,
+    many: Option<HashSet<Cow<'de, str>>>,
+}
+
+impl<'de> Keys<'de> {
+    const FEW: usize = 16;
+
+    /// Adds `key`; false if it was there already.
+    fn insert(&mut self, key: Cow<'de, str>) -> bool {
+        if let Some(many) = &mut self.many {
+            return many.insert(key);
+        }
+        if self.few.contains(&key) {
+            return false;
+        }
+        self.few.push(key);
+        if self.few.len() > Self::FEW {
+            self.many = Some(self.few.drain(..).collect());
+        }
+        true
+    }
+}
+
 /// Walks one value, checking as it goes; keeps nothing but the key sets of
 /// the objects it is inside, so it runs in one pass over the text.
 struct Walker<'w, 'de>(&'w mut Walk<'de>);
@@ -197,7 +225,7 @@ impl<'de> Visitor<'de> for Walker<'_, 'de> {
         Ok(())
     }
     fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<(), A::Error> {
-        let mut seen: HashSet<Cow<'de, str>> = HashSet::new();
+        let mut seen = Keys::default();
         while let Some(BorrowedStr(key)) = map.next_key()? {
             if key.contains('\0') {
                 self.0.found = Some(FieldError::new(
@@ -206,14 +234,13 @@ impl<'de> Visitor<'de> for Walker<'_, 'de> {
                 ));
                 return Err(A::Error::custom("NUL"));
             }
-            if seen.contains(&key) {
+            if !seen.insert(key.clone()) {
                 self.0.found = Some(FieldError::new(
                     self.0.pointer_to(Some(&key)),
                     "this key appears more than once in its object; send it once",
                 ));
                 return Err(A::Error::custom("duplicate key"));
             }
-            seen.insert(key.clone());
             self.0.path.push(Step::Key(key));
             map.next_value_seed(Walker(self.0))?;
             self.0.path.pop();
