@@ -40,7 +40,10 @@ const CALLERS: [Caller; 7] = [
 
 /// `Y` allowed (2xx); `P` past the policy, the request itself wrong on
 /// purpose (a reset password too short, a draft that does not exist) so the
-/// world stays as it is; `-` refused (403).
+/// world stays as it is; `-` refused (403: the role may not, or the caller
+/// may see the object but not do this); `H` hidden: refused as if the
+/// object did not exist (404, the very answer a missing object gets), and
+/// audited as a refusal all the same (#16: no existence oracle).
 type Row = (&'static str, &'static str, [char; 7]);
 
 /// Every route of the API, in an order that keeps the world intact (the
@@ -58,7 +61,7 @@ const MATRIX: &[Row] = &[
     ("GET", "/api/v1/me", ['Y', 'Y', 'Y', 'Y', 'Y', 'Y', 'Y']),
     ("GET", "/api/v1/users", ['Y', 'Y', 'Y', '-', '-', '-', '-']),
     ("POST", "/api/v1/users", ['Y', '-', '-', '-', '-', '-', '-']),
-    ("GET", "/api/v1/users/{user}", ['Y', 'Y', '-', '-', '-', '-', '-']),
+    ("GET", "/api/v1/users/{user}", ['Y', 'Y', 'H', '-', '-', '-', '-']),
     ("PATCH", "/api/v1/users/{user}", ['Y', '-', '-', '-', '-', '-', '-']),
     ("POST", "/api/v1/users/{user}/password", ['P', '-', '-', '-', '-', '-', '-']),
     ("GET", "/api/v1/sites", ['Y', 'Y', 'Y', 'Y', 'Y', 'Y', 'Y']),
@@ -77,14 +80,14 @@ const MATRIX: &[Row] = &[
     ("GET", "/api/v1/sync", ['Y', 'Y', 'Y', 'Y', 'Y', 'Y', 'Y']),
     ("SEND", "/api/v1/submissions", ['-', 'Y', 'Y', 'Y', 'Y', '-', '-']),
     ("BATCH", "/api/v1/submissions/batch", ['-', 'Y', 'Y', 'Y', 'Y', '-', '-']),
-    ("PUT", "/api/v1/submissions/{instance}/attachments/{attachment}", ['-', '-', '-', 'Y', '-', '-', '-']),
-    ("GET", "/api/v1/submissions/{instance}/attachments/{attachment}", ['-', 'Y', '-', 'Y', '-', '-', '-']),
+    ("PUT", "/api/v1/submissions/{instance}/attachments/{attachment}", ['H', '-', 'H', 'Y', 'H', 'H', 'H']),
+    ("GET", "/api/v1/submissions/{instance}/attachments/{attachment}", ['H', 'Y', 'H', 'Y', 'H', 'H', 'H']),
     ("GET", "/api/v1/cases", ['-', 'Y', 'Y', 'Y', 'Y', '-', '-']),
-    ("GET", "/api/v1/cases/{case}", ['-', 'Y', '-', 'Y', '-', '-', '-']),
-    ("GET", "/api/v1/cases/{case}/timeline", ['-', 'Y', '-', 'Y', '-', '-', '-']),
-    ("POST", "/api/v1/cases/{case}/assignment", ['-', 'Y', '-', '-', '-', '-', '-']),
-    ("POST", "/api/v1/cases/{case}/approvals", ['-', 'P', '-', '-', '-', '-', '-']),
-    ("POST", "/api/v1/cases/{case}/siblings", ['-', 'P', '-', '-', '-', '-', '-']),
+    ("GET", "/api/v1/cases/{case}", ['H', 'Y', 'H', 'Y', 'H', 'H', 'H']),
+    ("GET", "/api/v1/cases/{case}/timeline", ['H', 'Y', 'H', 'Y', 'H', 'H', 'H']),
+    ("POST", "/api/v1/cases/{case}/assignment", ['H', 'Y', 'H', '-', 'H', 'H', 'H']),
+    ("POST", "/api/v1/cases/{case}/approvals", ['H', 'P', 'H', '-', 'H', 'H', 'H']),
+    ("POST", "/api/v1/cases/{case}/siblings", ['H', 'P', 'H', '-', 'H', 'H', 'H']),
     ("GET", "/api/v1/children/duplicates", ['-', 'Y', 'Y', '-', '-', '-', '-']),
     ("POST", "/api/v1/children/duplicates/no-such-pair/link", ['-', 'P', 'P', '-', '-', '-', '-']),
     ("GET", "/api/v1/deadlines", ['-', 'Y', 'Y', 'Y', 'Y', '-', '-']),
@@ -105,16 +108,16 @@ const MATRIX: &[Row] = &[
     ("POST", "/api/v1/forms/kz.referral/versions/0.0.0/retire", ['P', '-', '-', '-', '-', '-', '-']),
     ("GET", "/api/v1/audit", ['Y', '-', '-', '-', '-', '-', '-']),
     ("GET", "/api/v1/exports/audit.csv", ['Y', '-', '-', '-', '-', '-', '-']),
-    ("GET", "/api/v1/cases/{case}/consents", ['-', 'Y', '-', 'Y', '-', '-', '-']),
-    ("POST", "/api/v1/cases/{case}/consents", ['-', 'Y', '-', 'Y', '-', '-', '-']),
-    ("POST", "/api/v1/consents/{consent}/withdrawal", ['-', 'Y', '-', 'P', '-', '-', '-']),
-    ("POST", "/api/v1/cases/{case}/disclosures", ['-', 'Y', '-', 'Y', '-', '-', '-']),
+    ("GET", "/api/v1/cases/{case}/consents", ['H', 'Y', 'H', 'Y', 'H', 'H', 'H']),
+    ("POST", "/api/v1/cases/{case}/consents", ['H', 'Y', 'H', 'Y', 'H', 'H', 'H']),
+    ("POST", "/api/v1/consents/{consent}/withdrawal", ['H', 'Y', 'H', 'P', 'H', 'H', 'H']),
+    ("POST", "/api/v1/cases/{case}/disclosures", ['H', 'Y', 'H', 'Y', 'H', 'H', 'H']),
     ("GET", "/api/v1/disclosures", ['Y', 'Y', 'Y', '-', '-', '-', '-']),
-    ("POST", "/api/v1/cases/{case}/access-requests", ['-', 'Y', '-', 'Y', '-', '-', '-']),
-    ("GET", "/api/v1/cases/{case}/access-requests", ['-', 'Y', '-', 'Y', '-', '-', '-']),
-    ("POST", "/api/v1/access-requests/{request}/review", ['-', 'Y', '-', '-', '-', '-', '-']),
-    ("GET", "/api/v1/access-requests/{request}/copy", ['-', 'Y', '-', 'Y', '-', '-', '-']),
-    ("GET", "/api/v1/submissions/{instance}/family-copy", ['-', 'P', '-', 'P', '-', '-', '-']),
+    ("POST", "/api/v1/cases/{case}/access-requests", ['H', 'Y', 'H', 'Y', 'H', 'H', 'H']),
+    ("GET", "/api/v1/cases/{case}/access-requests", ['H', 'Y', 'H', 'Y', 'H', 'H', 'H']),
+    ("POST", "/api/v1/access-requests/{request}/review", ['H', 'Y', 'H', '-', 'H', 'H', 'H']),
+    ("GET", "/api/v1/access-requests/{request}/copy", ['H', 'Y', 'H', 'Y', 'H', 'H', 'H']),
+    ("GET", "/api/v1/submissions/{instance}/family-copy", ['H', 'P', 'H', 'P', 'H', 'H', 'H']),
     ("GET", "/api/v1/retention?programme=kz", ['-', 'Y', 'Y', '-', '-', '-', '-']),
     ("GET", "/api/v1/break-glass", ['Y', 'Y', 'Y', '-', '-', '-', '-']),
     ("POST", "/api/v1/cases/{case}/break-glass", ['-', 'P', 'Y', '-', '-', '-', '-']),
@@ -133,7 +136,8 @@ fn reads_case_content(method: &str, path: &str) -> bool {
 }
 
 struct World {
-    app: TestApp,
+    /// Shared with [`missing_objects`]' world.
+    app: std::rc::Rc<TestApp>,
     tokens: Vec<(Caller, String)>,
     case_id: String,
     instance_id: String,
@@ -218,7 +222,7 @@ fn world() -> World {
             (Caller::Viewer, viewer),
         ],
         instance_id: envelope["instance_id"].as_str().unwrap().to_string(),
-        app,
+        app: std::rc::Rc::new(app),
         case_id,
         attachment,
         assigned_id,
@@ -283,6 +287,26 @@ fn body_for(w: &World, method: &str, path: &str, caller: Caller) -> Value {
     }
 }
 
+/// The ids a route names, made up: what a caller gets asking for an
+/// object that does not exist.
+fn missing_objects(w: &World) -> World {
+    let made_up = || uuid::Uuid::new_v4().to_string();
+    World {
+        app: w.app.clone(),
+        tokens: w.tokens.clone(),
+        case_id: made_up(),
+        instance_id: made_up(),
+        attachment: w.attachment.clone(),
+        assigned_id: w.assigned_id.clone(),
+        spare_id: made_up(),
+        site_id: w.site_id.clone(),
+        device_token_id: w.device_token_id.clone(),
+        version: w.version.clone(),
+        consent_id: made_up(),
+        request_id: made_up(),
+    }
+}
+
 fn call(w: &World, method: &str, template: &str, caller: Caller) -> Response {
     let path = template
         .replace("{case}", &w.case_id)
@@ -329,18 +353,38 @@ fn audit_actions_of(w: &World, request_id: &str) -> Vec<String> {
         .unwrap()
 }
 
+/// A problem's detail with the ids of `w` and `missing` put back as their
+/// placeholders, to compare the answers about a real and a made-up object.
+fn detail_of(res: &Response, w: &World, missing: &World) -> String {
+    let mut detail = res.body["detail"].as_str().unwrap_or_default().to_string();
+    for (a, b) in [
+        (&w.case_id, &missing.case_id),
+        (&w.instance_id, &missing.instance_id),
+        (&w.spare_id, &missing.spare_id),
+        (&w.consent_id, &missing.consent_id),
+        (&w.request_id, &missing.request_id),
+    ] {
+        detail = detail
+            .replace(a.as_str(), "{id}")
+            .replace(b.as_str(), "{id}");
+    }
+    detail
+}
+
 #[test]
 fn every_endpoint_as_every_role_answers_as_the_table_says_and_is_audited() {
     let w = world();
+    let missing = missing_objects(&w);
     let mut wrong = Vec::new();
     for (method, path, expected) in MATRIX {
         for (caller, want) in CALLERS.iter().zip(expected) {
             let res = call(&w, method, path, *caller);
-            let refused = res.status == 403;
+            let refused = res.status == 403 || *want == 'H';
             let ok = match want {
                 'Y' => (200..300).contains(&res.status),
-                'P' => !refused && res.status != 401,
-                _ => refused,
+                'P' => res.status != 403 && res.status != 401,
+                'H' => res.status == 404,
+                _ => res.status == 403,
             };
             if !ok {
                 wrong.push(format!(
@@ -355,12 +399,35 @@ fn every_endpoint_as_every_role_answers_as_the_table_says_and_is_audited() {
                 .unwrap_or_else(|| panic!("{method} {path}: no request id"))
                 .to_string();
             let actions = audit_actions_of(&w, &request_id);
-            if refused {
+            if *want == 'H' {
+                // Word for word what a made-up id of the same route gets.
+                let absent = call(&missing, method, path, *caller);
+                assert_eq!(
+                    (absent.status, absent.body["type"].clone()),
+                    (404, res.body["type"].clone()),
+                    "{method} {path} as {caller:?}: {} / {}",
+                    res.text,
+                    absent.text
+                );
+                assert_eq!(
+                    detail_of(&res, &w, &missing),
+                    detail_of(&absent, &w, &missing),
+                    "{method} {path} as {caller:?}"
+                );
+                // Only the real object's refusal is one.
+                let absent_id = absent.header("x-request-id").unwrap().to_string();
+                assert!(
+                    !audit_actions_of(&w, &absent_id).contains(&"access_refused".to_string()),
+                    "{method} {path} as {caller:?}: a missing object audited as refused"
+                );
+            } else if refused {
                 assert_eq!(
                     res.body["type"], "urn:casesync:problem:forbidden",
                     "{}",
                     res.text
                 );
+            }
+            if refused {
                 assert!(
                     actions.iter().any(|a| a == "access_refused"),
                     "{method} {path} as {caller:?}: refused but not audited ({actions:?})"
@@ -407,7 +474,8 @@ fn reassignment_takes_the_case_and_its_sync_from_the_former_worker() {
     );
     assert_eq!(res.status, 200, "{}", res.text);
 
-    assert_eq!(w.app.get(&case, w.token(Caller::Assigned)).status, 403);
+    // Not theirs any more: told as for any case not theirs (#16).
+    assert_eq!(w.app.get(&case, w.token(Caller::Assigned)).status, 404);
     assert_eq!(w.app.get(&case, w.token(Caller::Unassigned)).status, 200);
     let after = w.app.get(
         &format!("/api/v1/sync?cursor={cursor}"),
@@ -438,12 +506,20 @@ fn break_glass_opens_a_case_of_another_site_for_a_while_and_loudly() {
     let case = format!("/api/v1/cases/{}", w.case_id);
     let glass = format!("{case}/break-glass");
     let other = w.token(Caller::OtherCoordinator);
-    assert_eq!(w.app.get(&case, other).status, 403);
+    assert_eq!(w.app.get(&case, other).status, 404);
 
-    // A reason a reviewer can judge, and no longer than the server allows.
-    let res = w.app.post(&glass, other, json!({ "reason": "urgent" }));
-    assert_eq!(res.status, 422, "{}", res.text);
-    assert_eq!(res.error_pointers(), ["/reason"]);
+    // A reason a reviewer can judge (words, not letters), and no longer
+    // than the server allows.
+    for nonsense in [
+        "urgent",
+        "aaaaaaaaaaaaaaaaaaaa",
+        "urgent urgent urgent urgent urgent",
+        "a a a a a a a a a a a a a a",
+    ] {
+        let res = w.app.post(&glass, other, json!({ "reason": nonsense }));
+        assert_eq!(res.status, 422, "{nonsense:?}: {}", res.text);
+        assert_eq!(res.error_pointers(), ["/reason"]);
+    }
     let reason = "child presented at Shymkent police station at night";
     let res = w
         .app
@@ -462,6 +538,13 @@ fn break_glass_opens_a_case_of_another_site_for_a_while_and_loudly() {
             .app
             .post(&glass, w.token(caller), json!({ "reason": reason }));
         assert_eq!(res.status, 403, "{caller:?}: {}", res.text);
+        // Refused by role before any case is looked up: the same for a
+        // case that does not exist.
+        let made_up = format!("/api/v1/cases/{}/break-glass", uuid::Uuid::new_v4());
+        let res = w
+            .app
+            .post(&made_up, w.token(caller), json!({ "reason": reason }));
+        assert_eq!(res.status, 403, "{caller:?}: {}", res.text);
     }
 
     let res = w.app.post(&glass, other, json!({ "reason": reason }));
@@ -474,6 +557,24 @@ fn break_glass_opens_a_case_of_another_site_for_a_while_and_loudly() {
         (expires - granted).num_minutes(),
         180,
         "the default is 3 hours"
+    );
+    assert_eq!(res.body["renewal"], false);
+    let first_expiry = res.body["expires_at"].as_str().unwrap().to_string();
+
+    // One active grant per coordinator and case: a second is refused,
+    // naming when the first ends.
+    let again = w.app.post(
+        &glass,
+        other,
+        json!({ "reason": "the police asked again about the same child" }),
+    );
+    let body = again.assert_problem(409, "conflict");
+    assert!(
+        body["detail"]
+            .as_str()
+            .unwrap()
+            .contains(&first_expiry[..19]),
+        "{body}"
     );
 
     // It reads, and each read says it was under break-glass.
@@ -496,13 +597,14 @@ fn break_glass_opens_a_case_of_another_site_for_a_while_and_loudly() {
         .first(&mut conn)
         .unwrap();
     assert_eq!(opened, (Some(w.case_id.clone()), Some(reason.to_string())));
-    // It never writes or manages.
+    // It never writes or manages: those are answered as for any case that
+    // is not theirs.
     let res = w.app.post(
         &format!("{case}/assignment"),
         other,
         json!({ "assignee": w.assigned_id }),
     );
-    assert_eq!(res.status, 403, "{}", res.text);
+    assert_eq!(res.status, 404, "{}", res.text);
     // The case's own coordinator sees who looked, and why.
     let list = w
         .app
@@ -511,13 +613,69 @@ fn break_glass_opens_a_case_of_another_site_for_a_while_and_loudly() {
     assert_eq!(list.body["items"][0]["reason"], reason);
     assert_eq!(list.body["items"][0]["username"], "shymkent");
     assert_eq!(list.body["items"][0]["active"], true);
+    assert_eq!(list.body["items"][0]["renewal"], false);
 
     // Expired (moved into the past, as three hours would), it reads no more.
     diesel::update(break_glass_grants::table)
         .set(break_glass_grants::expires_at.eq(chrono::Utc::now().naive_utc()))
         .execute(&mut conn)
         .unwrap();
-    assert_eq!(w.app.get(&case, other).status, 403);
+    assert_eq!(w.app.get(&case, other).status, 404);
     let list = w.app.get("/api/v1/break-glass", w.token(Caller::Admin));
     assert_eq!(list.body["items"][0]["active"], false);
+
+    // Within a day it is a renewal: not for the same reason again, and
+    // flagged for the reviewers.
+    let res = w.app.post(
+        &glass,
+        other,
+        json!({ "reason": "Child presented at Shymkent police station, at night!" }),
+    );
+    assert_eq!(res.status, 422, "{}", res.text);
+    assert_eq!(res.error_pointers(), ["/reason"]);
+    let renewed = "the court hearing was moved to this morning and needs the file";
+    let res = w.app.post(&glass, other, json!({ "reason": renewed }));
+    assert_eq!(res.status, 201, "{}", res.text);
+    assert_eq!(res.body["renewal"], true);
+    let list = w
+        .app
+        .get("/api/v1/break-glass", w.token(Caller::Coordinator));
+    assert_eq!(list.body["items"][0]["reason"], renewed);
+    assert_eq!(list.body["items"][0]["renewal"], true);
+    assert_eq!(list.body["items"][1]["renewal"], false);
+    let detail: Option<String> = audit_log::table
+        .filter(audit_log::action.eq("break_glass_opened"))
+        .filter(audit_log::purpose.eq(renewed))
+        .select(audit_log::detail)
+        .first(&mut conn)
+        .unwrap();
+    assert!(detail.unwrap().contains("renewal"));
+
+    // Asked for at once, on many connections, one grant is made.
+    diesel::update(break_glass_grants::table)
+        .set(break_glass_grants::expires_at.eq(chrono::Utc::now().naive_utc()))
+        .execute(&mut conn)
+        .unwrap();
+    let app: &TestApp = &w.app;
+    let statuses: Vec<u16> = std::thread::scope(|scope| {
+        let calls: Vec<_> = (0..6)
+            .map(|i| {
+                let glass = glass.clone();
+                scope.spawn(move || {
+                    let reason = format!("night shift call number {i} about this same child");
+                    app.post(&glass, other, json!({ "reason": reason })).status
+                })
+            })
+            .collect();
+        calls.into_iter().map(|c| c.join().unwrap()).collect()
+    });
+    assert_eq!(
+        statuses.iter().filter(|s| **s == 201).count(),
+        1,
+        "{statuses:?}"
+    );
+    assert!(
+        statuses.iter().all(|s| *s == 201 || *s == 409),
+        "{statuses:?}"
+    );
 }

@@ -358,13 +358,13 @@ fn only_the_assigned_worker_and_the_sites_coordinator_handle_requests() {
 
     let outsiders = [&staff.other_worker, &staff.elsewhere, &staff.analyst];
     for token in outsiders {
-        record(&app, token, &case_id, "child").assert_problem(403, "forbidden");
+        record(&app, token, &case_id, "child").assert_problem(404, "not_found");
         review(&app, token, &request, json!({"decision": "approved"}))
-            .assert_problem(403, "forbidden");
+            .assert_problem(404, "not_found");
         app.get(&format!("/api/v1/submissions/{minutes}/family-copy"), token)
-            .assert_problem(403, "forbidden");
+            .assert_problem(404, "not_found");
         app.get(&format!("/api/v1/cases/{case_id}/access-requests"), token)
-            .assert_problem(403, "forbidden");
+            .assert_problem(404, "not_found");
     }
     // The worker records and hands over; only the Manager reviews.
     review(
@@ -382,7 +382,7 @@ fn only_the_assigned_worker_and_the_sites_coordinator_handle_requests() {
     );
     assert_eq!(res.status, 200, "{}", res.text);
     for token in outsiders {
-        copy(&app, token, &request).assert_problem(403, "forbidden");
+        copy(&app, token, &request).assert_problem(404, "not_found");
     }
     assert!(audited(&app, "access_copy_produced", &request).is_empty());
     assert_eq!(copy(&app, &staff.worker, &request).status, 200);

@@ -414,3 +414,160 @@ fn logs_never_carry_secrets_or_names_and_cors_stays_off() {
     }
     assert!(server.wait(Duration::from_secs(20)).success());
 }
+
+/// Hardening (#14, item 11): a query string never reaches the log, at any
+/// level (trace shows everything every level would) and in either format
+/// (the text format appends a span field recorded later instead of
+/// replacing it), on success and on every error path: 400 (a query that
+/// does not parse), 401, 403, 404, 405. A token in the query string is
+/// refused outright (400, naming the header to use) before anything reads
+/// it, even on a route that needs no sign-in.
+#[test]
+fn a_query_string_never_reaches_the_log_at_any_level_or_format() {
+    for format in ["text", "json"] {
+        let dir = tempfile::tempdir().unwrap();
+        let db = TestDb::new();
+        let server = serve(
+            dir.path(),
+            &db,
+            &[("RUST_LOG", "trace"), ("CASESYNC_LOG_FORMAT", format)],
+        );
+        let password = std::fs::read_to_string(dir.path().join("data/initial-admin-password"))
+            .unwrap()
+            .trim()
+            .to_string();
+        let login = server.post(
+            "/api/v1/sessions",
+            None,
+            json!({ "username": "admin", "password": password }),
+        );
+        assert_eq!(login.status, 201, "{}", login.text);
+        let first = login.body["token"].as_str().unwrap().to_string();
+        let chosen = "Lantern-orbit-Meadow-42-quietly";
+        let changed = server.post(
+            "/api/v1/me/password",
+            Some(&first),
+            json!({ "current_password": password, "new_password": chosen }),
+        );
+        assert_eq!(changed.status, 204, "{}", changed.text);
+        let login = server.post(
+            "/api/v1/sessions",
+            None,
+            json!({ "username": "admin", "password": chosen }),
+        );
+        assert_eq!(login.status, 201, "{}", login.text);
+        let token = login.body["token"].as_str().unwrap().to_string();
+        let purpose = "Purposeword Secretpurpose";
+        let recipient = "Recipientword Secretrecipient";
+        let terms = format!(
+            "identifying=true&legal_basis=required_by_law&purpose={}&recipient={}",
+            purpose.replace(' ', "%20"),
+            recipient.replace(' ', "+"),
+        );
+        let call = |method: &str, path: &str, auth: Option<&str>| -> (u16, String) {
+            let url = format!("{}{path}", server.base);
+            let req = ureq::http::Request::builder().method(method).uri(&url);
+            let req = match auth {
+                Some(t) => req.header("Authorization", format!("Bearer {t}")),
+                None => req,
+            };
+            let res = agent().run(req.body(()).unwrap()).unwrap();
+            let status = res.status().as_u16();
+            (status, res.into_body().read_to_string().unwrap_or_default())
+        };
+        for (method, path, auth, status) in [
+            // Allowed: the query is ignored by a route that takes none.
+            ("GET", format!("/api/v1/forms?{terms}"), Some(&token), 200),
+            // Refused by role (admins export nothing).
+            (
+                "GET",
+                format!("/api/v1/exports/forms/kz.referral.csv?{terms}"),
+                Some(&token),
+                403,
+            ),
+            // A query that does not parse.
+            (
+                "GET",
+                format!("/api/v1/indicators/kz?from=not-a-date&{terms}"),
+                Some(&token),
+                400,
+            ),
+            ("GET", format!("/api/v1/me?{terms}"), None, 401),
+            (
+                "GET",
+                format!("/api/v1/no-such-thing?{terms}"),
+                Some(&token),
+                404,
+            ),
+            ("DELETE", format!("/api/v1/me?{terms}"), Some(&token), 405),
+        ] {
+            let (got, text) = call(method, &path, auth.map(String::as_str));
+            assert_eq!(got, status, "{format}: {method} {path}: {text}");
+            for secret in ["Secretpurpose", "Secretrecipient"] {
+                assert!(
+                    !text.contains(secret),
+                    "{format}: the answer echoes {secret}"
+                );
+            }
+        }
+        // A token in the URL, however named or spelt, is refused before
+        // it is looked at: the request does nothing, and says why.
+        for query in [
+            format!("access_token={token}"),
+            format!("programme=kz&Access_Token={token}&{terms}"),
+            format!("q=Bearer%20{token}"),
+        ] {
+            for (method, path) in [
+                ("GET", "/api/v1/me"),
+                ("GET", "/healthz"),
+                ("POST", "/api/v1/sessions/current"),
+                ("DELETE", "/api/v1/sessions/current"),
+            ] {
+                let (got, text) = call(method, &format!("{path}?{query}"), None);
+                assert_eq!(got, 400, "{format}: {method} {path}?…: {text}");
+                let problem: Value = serde_json::from_str(&text).unwrap();
+                assert!(
+                    problem["detail"]
+                        .as_str()
+                        .unwrap()
+                        .contains("Authorization: Bearer"),
+                    "{text}"
+                );
+                assert!(!text.contains(&token));
+            }
+        }
+        // Nothing was done with it: the session still works.
+        assert_eq!(server.get("/api/v1/me", &token).status, 200);
+
+        server.terminate();
+        let logs = server.logs();
+        assert!(
+            logs.iter()
+                .any(|l| l.contains("/api/v1/exports/forms/kz.referral.csv")),
+            "{format}: the requests were logged, with their path"
+        );
+        for secret in [
+            token.as_str(),
+            first.as_str(),
+            password.as_str(),
+            chosen,
+            "Secretpurpose",
+            "Secretrecipient",
+            "Purposeword",
+            "Recipientword",
+            "purpose=",
+            "recipient=",
+            "access_token",
+            "Access_Token",
+            "legal_basis",
+        ] {
+            let found: Vec<&String> = logs.iter().filter(|l| l.contains(secret)).collect();
+            assert!(
+                found.is_empty(),
+                "{format}: the log repeats {secret:?}: {:?}",
+                found.iter().take(3).collect::<Vec<_>>()
+            );
+        }
+        assert!(server.wait(Duration::from_secs(20)).success());
+    }
+}

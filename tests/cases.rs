@@ -146,12 +146,12 @@ fn a_referral_and_its_assessment_make_a_numbered_case_with_deadlines() {
 
     // Another worker of the same site neither reads it nor syncs it.
     app.get(&format!("/api/v1/cases/{case_id}"), &staff.other_worker)
-        .assert_problem(403, "forbidden");
+        .assert_problem(404, "not_found");
     app.get(
         &format!("/api/v1/cases/{case_id}/timeline"),
         &staff.other_worker,
     )
-    .assert_problem(403, "forbidden");
+    .assert_problem(404, "not_found");
     let theirs = app.get("/api/v1/sync", &staff.other_worker);
     assert!(!theirs.text.contains(&case_id));
     let listed = app.get("/api/v1/cases", &staff.other_worker);
@@ -254,6 +254,19 @@ fn two_offline_edits_of_one_fact_raise_one_conflict_for_the_coordinator() {
     );
     app.post(&path, &staff.worker, json!({"choice": "other"}))
         .assert_problem(403, "forbidden");
+    // Another site's coordinator is told what a made-up conflict gets
+    // (#14, item 16): no existence oracle.
+    let (_, elsewhere) = app.user(&staff.admin, "shymkent", "coordinator", &["KZ-CAM-SHY"]);
+    let hidden = app.post(&path, &elsewhere, json!({"choice": "other"}));
+    let made_up = app.post(
+        &format!("/api/v1/conflicts/{}/resolution", uuid::Uuid::new_v4()),
+        &elsewhere,
+        json!({"choice": "other"}),
+    );
+    assert_eq!(
+        hidden.assert_problem(404, "not_found"),
+        made_up.assert_problem(404, "not_found")
+    );
     let resolved = app.post(&path, &staff.coordinator, json!({"choice": "other"}));
     assert_eq!(resolved.status, 200, "{}", resolved.text);
     assert_eq!(resolved.body["status"], "resolved");
@@ -299,7 +312,7 @@ fn coordinators_assign_and_approve_as_timeline_events() {
         200
     );
     app.get(&format!("/api/v1/cases/{case_id}"), &staff.worker)
-        .assert_problem(403, "forbidden");
+        .assert_problem(404, "not_found");
 
     let approvals = format!("/api/v1/cases/{case_id}/approvals");
     let res = app.post(

@@ -2,10 +2,12 @@
 
 mod common;
 
-use casesync::db::schema::{audit_log, sites, tokens, user_sites, users};
+use casesync::crypto::{jwe, keys};
+use casesync::db::schema::{audit_log, sites, submissions, tokens, user_sites, users};
+use common::phone::{fixture, form_envelope, phone, Phone};
 use common::TestApp;
 use diesel::prelude::*;
-use serde_json::json;
+use serde_json::{json, Value};
 
 /// Everything the identity tables hold, to compare before and after.
 fn snapshot(app: &TestApp) -> String {
@@ -255,4 +257,208 @@ fn one_address_guessing_many_accounts_is_slowed_not_refused() {
     }
     app.login("guess-next", "wrong password!")
         .assert_problem(401, "unauthorized");
+}
+
+fn stored_submissions(app: &TestApp) -> i64 {
+    submissions::table
+        .count()
+        .get_result(&mut app.conn())
+        .unwrap()
+}
+
+/// Sends envelope JSON text as it is written (a `Value` cannot hold a key
+/// twice), encrypted as a phone would.
+fn send_text(phone: &Phone<'_>, text: &str) -> common::Response {
+    let public = keys::public_key_from_jwk(&phone.jwk).unwrap();
+    phone.send_raw(&jwe::encrypt(
+        text.as_bytes(),
+        phone.jwk["kid"].as_str().unwrap(),
+        &public,
+    ))
+}
+
+fn pointer_of(body: &Value) -> &str {
+    body["errors"][0]["pointer"].as_str().unwrap_or_default()
+}
+
+/// Hardening (#14, item 15): a key twice in one object is ambiguous (serde
+/// keeps the last, another reader the first), so it is refused (400, naming
+/// the key's pointer) in API bodies and in the envelopes phones send, at
+/// any depth; so is a NUL anywhere. Nothing is stored.
+#[test]
+fn a_key_twice_or_a_nul_is_refused_in_bodies_and_envelopes() {
+    let app = TestApp::spawn();
+    let admin = app.admin_token();
+    let (_, worker) = app.user(&admin, "worker", "field_worker", &["KZ-CAM-ALA"]);
+    let before = snapshot(&app);
+
+    for (body, pointer) in [
+        (
+            r#"{"username":"newbie","role":"viewer","role":"admin"}"#,
+            "/role",
+        ),
+        (
+            r#"{"username":"newbie","username":"admin2","role":"viewer"}"#,
+            "/username",
+        ),
+        (
+            r#"{"username":"newbie","role":"viewer","display_name":"a\u0000b"}"#,
+            "/display_name",
+        ),
+    ] {
+        let res = app.raw(
+            "POST",
+            "/api/v1/users",
+            Some(&admin),
+            "application/json",
+            body.as_bytes(),
+        );
+        let problem = res.assert_problem(400, "bad_request");
+        assert_eq!(pointer_of(problem), pointer, "{body}");
+    }
+    let res = app.raw(
+        "POST",
+        "/api/v1/sites",
+        Some(&admin),
+        "application/json",
+        br#"{"code":"KZ-NEW","name":"One","programme":"kz","name":"Two"}"#,
+    );
+    assert_eq!(pointer_of(res.assert_problem(400, "bad_request")), "/name");
+    assert_eq!(snapshot(&app), before, "nothing changed");
+
+    let phone = phone(&app, &worker);
+    let case_id = uuid::Uuid::new_v4().to_string();
+    let mut data = fixture("kz.referral");
+    data["child"]["child_name"] = json!("Dana Ambiguous");
+    let envelope = form_envelope("kz.referral", &case_id, data);
+    let text = envelope.to_string();
+    let other_id = uuid::Uuid::new_v4().to_string();
+    let twice = |key: &str, value: &Value| {
+        let plain = format!("\"{key}\":{}", envelope[key]);
+        assert!(text.contains(&plain), "{key}");
+        text.replacen(&plain, &format!("{plain},\"{key}\":{value}"), 1)
+    };
+    for (sent, pointer) in [
+        (twice("instance_id", &json!(other_id)), "/instance_id"),
+        (
+            twice("form_id", &json!("kz.initial_assessment")),
+            "/form_id",
+        ),
+        (
+            text.replacen(
+                "\"child_name\":\"Dana Ambiguous\"",
+                "\"child_name\":\"Dana Ambiguous\",\"child_name\":\"Someone Else\"",
+                1,
+            ),
+            "/data/child/child_name",
+        ),
+        (
+            text.replacen("Dana Ambiguous", "Dana\\u0000Ambiguous", 1),
+            "/data/child/child_name",
+        ),
+    ] {
+        let res = send_text(&phone, &sent);
+        let problem = res.assert_problem(400, "bad_request");
+        assert_eq!(pointer_of(problem), pointer, "{}", res.text);
+    }
+    assert_eq!(stored_submissions(&app), 0, "nothing was stored");
+    // The same envelope written once is taken.
+    assert_eq!(send_text(&phone, &text).status, 201);
+}
+
+/// Hardening (#14, item 15): NUL and the Unicode bidirectional controls
+/// (which make a name or an id show as something else) are refused in
+/// usernames, site codes, people's names and the envelope's identifiers
+/// (422, naming the field and the character). Nothing is stored.
+#[test]
+fn bidirectional_controls_are_refused_in_names_and_identifiers() {
+    let app = TestApp::spawn();
+    let admin = app.admin_token();
+    let (spare, worker) = app.user(&admin, "worker", "field_worker", &["KZ-CAM-ALA"]);
+    let before = snapshot(&app);
+    for (c, code) in [
+        ('\u{202E}', "U+202E"),
+        ('\u{2066}', "U+2066"),
+        ('\u{200F}', "U+200F"),
+        ('\u{061C}', "U+061C"),
+    ] {
+        let res = app.post(
+            "/api/v1/users",
+            &admin,
+            json!({ "username": format!("new{c}user"), "role": "viewer" }),
+        );
+        assert_eq!(
+            pointer_of(res.assert_problem(422, "validation")),
+            "/username"
+        );
+        let res = app.post(
+            "/api/v1/users",
+            &admin,
+            json!({ "username": "newuser", "role": "viewer", "display_name": format!("Aigerim {c}vonrul") }),
+        );
+        let problem = res.assert_problem(422, "validation");
+        assert_eq!(pointer_of(problem), "/display_name");
+        assert!(
+            problem["errors"][0]["message"]
+                .as_str()
+                .unwrap()
+                .contains(code),
+            "{problem}"
+        );
+        let res = app.patch(
+            &format!("/api/v1/users/{spare}"),
+            &admin,
+            json!({ "display_name": format!("Worker{c}") }),
+        );
+        assert_eq!(
+            pointer_of(res.assert_problem(422, "validation")),
+            "/display_name"
+        );
+        let res = app.post(
+            "/api/v1/sites",
+            &admin,
+            json!({ "code": format!("KZ-{c}X"), "name": format!("Site {c}A"), "programme": "kz" }),
+        );
+        let problem = res.assert_problem(422, "validation");
+        let pointers: Vec<&str> = problem["errors"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|e| e["pointer"].as_str().unwrap())
+            .collect();
+        assert_eq!(pointers, ["/code", "/name"], "{problem}");
+        let site = app.site_id(&admin, "KZ-CAM-ALA");
+        let res = app.patch(
+            &format!("/api/v1/sites/{site}"),
+            &admin,
+            json!({ "name": format!("Almaty{c}") }),
+        );
+        assert_eq!(pointer_of(res.assert_problem(422, "validation")), "/name");
+    }
+    assert_eq!(snapshot(&app), before, "nothing changed");
+
+    let phone = phone(&app, &worker);
+    for (field, pointer) in [
+        ("child", "/data/child/child_name"),
+        ("device_id", "/device_id"),
+    ] {
+        let mut data = fixture("kz.referral");
+        if field == "child" {
+            data["child"]["child_name"] = json!("Dana \u{202E}anaD");
+        }
+        let mut envelope = form_envelope("kz.referral", &uuid::Uuid::new_v4().to_string(), data);
+        if field == "device_id" {
+            envelope["device_id"] = json!("tablet\u{2067}-7");
+        }
+        let res = phone.send(&envelope);
+        let problem = res.assert_problem(422, "validation");
+        let pointers: Vec<&str> = problem["errors"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|e| e["pointer"].as_str().unwrap())
+            .collect();
+        assert_eq!(pointers, [pointer], "{problem}");
+    }
+    assert_eq!(stored_submissions(&app), 0, "nothing was stored");
 }

@@ -170,7 +170,7 @@ fn roles_decide_who_sees_and_manages_users() {
     assert!(names.contains(&"sw.almaty"));
     assert!(!names.contains(&"sw.nur"));
     app.get(&format!("/api/v1/users/{other_id}"), &coordinator)
-        .assert_problem(403, "forbidden");
+        .assert_problem(404, "not_found");
 
     // Only admins create users and sites.
     let attempt = app.post(

@@ -195,8 +195,8 @@ fn consents_are_recorded_and_read_by_those_who_work_on_the_case() {
     for token in [&s.other_worker, &s.analyst, &s.other_coordinator] {
         s.app
             .post(&path, token, body.clone())
-            .assert_problem(403, "forbidden");
-        s.app.get(&path, token).assert_problem(403, "forbidden");
+            .assert_problem(404, "not_found");
+        s.app.get(&path, token).assert_problem(404, "not_found");
     }
     assert_eq!(s.app.post(&path, &s.coordinator, body).status, 201);
     let list = s.app.get(&path, &s.worker);
@@ -230,7 +230,7 @@ fn shares_made_outside_the_server_are_logged_on_a_legal_basis() {
     });
     s.app
         .post(&path, &s.analyst, share.clone())
-        .assert_problem(403, "forbidden");
+        .assert_problem(404, "not_found");
     let res = s.app.post(&path, &s.worker, share);
     assert_eq!(res.status, 201, "{}", res.text);
     assert_eq!(res.body["method"], "sealed letter");

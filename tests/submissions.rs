@@ -299,7 +299,7 @@ fn attachments_complete_a_submission_and_are_read_back_by_those_allowed() {
         jwk: phone.jwk.clone(),
     }
     .attach(id, SIGNATURE_NAME, &attachment_content(SIGNATURE_NAME))
-    .assert_problem(403, "forbidden");
+    .assert_problem(404, "not_found");
     app.get(&path, &worker).assert_problem(404, "not_found");
     phone
         .attach(
@@ -342,7 +342,7 @@ fn attachments_complete_a_submission_and_are_read_back_by_those_allowed() {
         assert_eq!(res.bytes, attachment_content(SIGNATURE_NAME));
     }
     for token in [&other_worker, &far_coordinator, &admin] {
-        app.get(&path, token).assert_problem(403, "forbidden");
+        app.get(&path, token).assert_problem(404, "not_found");
     }
     let reads = casesync::audit::recent(&mut app.conn(), 50)
         .unwrap()

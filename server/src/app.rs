@@ -169,31 +169,63 @@ impl AppState {
     }
 }
 
-/// Request spans carry the request id (tracing-actix-web) and, once known,
-/// the caller's user id; never a token.
+/// Request spans carry the method, the path, the matched route, the status,
+/// the request id and, once known, the caller's user id: never the query
+/// string (an export's recipient and purpose, in someone's words), never a
+/// header (a token), never an error's text (it may quote what was sent).
+/// Built here rather than with tracing-actix-web's `root_span!`, which
+/// records the full URI, the user agent and the client's address.
 pub struct RequestSpan;
 
 impl RootSpanBuilder for RequestSpan {
     fn on_request_start(request: &ServiceRequest) -> tracing::Span {
-        let span = tracing_actix_web::root_span!(request, user_id = tracing::field::Empty);
-        // The path only: a query string may carry an export's recipient or
-        // purpose, in someone's words.
-        span.record("http.target", request.path());
-        span
+        let request_id = request
+            .extensions()
+            .get::<tracing_actix_web::RequestId>()
+            .map(|id| id.to_string())
+            .unwrap_or_default();
+        tracing::info_span!(
+            "HTTP request",
+            http.method = %request.method(),
+            http.target = %request.path(),
+            http.route = tracing::field::Empty,
+            http.status_code = tracing::field::Empty,
+            request_id = %request_id,
+            user_id = tracing::field::Empty,
+        )
     }
 
-    /// Records the status only: the default also records the error's text,
-    /// which may quote what the client sent.
     fn on_request_end<B: MessageBody>(
         span: tracing::Span,
         outcome: &Result<ServiceResponse<B>, Error>,
     ) {
         let status = match outcome {
-            Ok(res) => res.status(),
+            Ok(res) => {
+                if let Some(route) = res.request().match_pattern() {
+                    span.record("http.route", route.as_str());
+                }
+                res.status()
+            }
             Err(err) => err.as_response_error().status_code(),
         };
         span.record("http.status_code", status.as_u16());
     }
+}
+
+/// A credential in the query string is refused (400) before routing,
+/// authentication or any handler sees the request; see
+/// [`http::extract::carries_credential`].
+async fn refuse_credentials_in_query(
+    req: ServiceRequest,
+    next: Next<impl MessageBody + 'static>,
+) -> Result<ServiceResponse<impl MessageBody>, Error> {
+    if http::extract::carries_credential(req.query_string()) {
+        let response = http::extract::credential_in_query().error_response();
+        return Ok(req.into_response(response).map_into_right_body());
+    }
+    next.call(req)
+        .await
+        .map(ServiceResponse::map_into_left_body)
 }
 
 pub fn build(
@@ -226,20 +258,22 @@ pub fn build(
     App::new()
         .app_data(web::Data::new(state))
         .app_data(web::PayloadConfig::new(limit))
-        .app_data(
-            web::PathConfig::default()
-                .error_handler(|err, _| AppError::bad_request(format!("path: {err}")).into()),
-        )
-        .app_data(
-            web::QueryConfig::default().error_handler(|err, _| {
-                AppError::bad_request(format!("query string: {err}")).into()
-            }),
-        )
+        // What could not be read is named, never the value sent (which a
+        // client's or proxy's log of the answer would then keep).
+        .app_data(web::PathConfig::default().error_handler(|err, _| {
+            let why = http::extract::without_values(&err.to_string());
+            AppError::bad_request(format!("path: {why}")).into()
+        }))
+        .app_data(web::QueryConfig::default().error_handler(|err, _| {
+            let why = http::extract::without_values(&err.to_string());
+            AppError::bad_request(format!("query string: {why}")).into()
+        }))
         .route("/healthz", web::get().to(http::ops::healthz))
         .route("/readyz", web::get().to(http::ops::readyz))
         .route("/metrics", web::get().to(http::ops::metrics))
         .configure(http::api::routes)
         .default_service(web::to(not_found))
+        .wrap(from_fn(refuse_credentials_in_query))
         .wrap(from_fn(audit_refusals))
         .wrap(ErrorHandlers::new().handler(StatusCode::METHOD_NOT_ALLOWED, method_not_allowed))
         .wrap(security_headers)
@@ -276,16 +310,23 @@ pub fn build(
         .wrap(TracingLogger::<RequestSpan>::new())
 }
 
-/// Every refusal of a signed-in caller (403) goes to the audit log, whichever
+/// Every refusal of a signed-in caller goes to the audit log, whichever
 /// handler refused: need-to-know is shown by what was refused as much as by
-/// what was read. The row names the route and path, never the query string
-/// or the body.
+/// what was read. That is each 403, and each 404 that hides an object the
+/// caller may not see ([`AppError::Hidden`]): the caller cannot tell it from
+/// a missing one, the audit log can. The row names the route and path,
+/// never the query string or the body.
 async fn audit_refusals(
     req: ServiceRequest,
     next: Next<impl MessageBody>,
 ) -> Result<ServiceResponse<impl MessageBody>, Error> {
     let res = next.call(req).await?;
-    if res.status() != StatusCode::FORBIDDEN {
+    let hidden = res
+        .response()
+        .error()
+        .and_then(|e| e.as_error::<AppError>())
+        .is_some_and(AppError::is_hidden_refusal);
+    if res.status() != StatusCode::FORBIDDEN && !hidden {
         return Ok(res);
     }
     let request = res.request();

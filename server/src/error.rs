@@ -40,6 +40,12 @@ pub enum AppError {
     PasswordChangeRequired,
     #[error("{0}")]
     NotFound(String),
+    /// A refusal that would tell the caller the object exists: answered
+    /// exactly as its absence (404, `not_found`, the same detail), and
+    /// audited as a refusal (`access_refused`). The text is the one a
+    /// missing object of that kind gets.
+    #[error("{0}")]
+    Hidden(String),
     #[error("this resource does not accept that method")]
     MethodNotAllowed,
     #[error("{0}")]
@@ -128,6 +134,22 @@ impl AppError {
         AppError::Internal(cause.to_string())
     }
 
+    /// Whether this is a refusal answered as "not found".
+    pub fn is_hidden_refusal(&self) -> bool {
+        matches!(self, AppError::Hidden(_))
+    }
+
+    /// A hidden refusal about an object found through another (a consent's
+    /// case, an access request's case) told as the absence of the object
+    /// that was asked for: `not_found` is what that object's lookup says
+    /// when it is missing. Other errors pass unchanged.
+    pub fn hidden_as(self, not_found: &str) -> Self {
+        match self {
+            AppError::Hidden(_) => AppError::Hidden(not_found.to_string()),
+            other => other,
+        }
+    }
+
     /// The stable machine-readable name of this problem.
     pub fn kind(&self) -> &'static str {
         match self {
@@ -135,7 +157,7 @@ impl AppError {
             AppError::Unauthorized(_) => "unauthorized",
             AppError::Forbidden(_) => "forbidden",
             AppError::PasswordChangeRequired => "password_change_required",
-            AppError::NotFound(_) => "not_found",
+            AppError::NotFound(_) | AppError::Hidden(_) => "not_found",
             AppError::MethodNotAllowed => "method_not_allowed",
             AppError::Conflict(_) => "conflict",
             AppError::PayloadTooLarge { .. } => "payload_too_large",
@@ -154,7 +176,7 @@ impl AppError {
             AppError::Unauthorized(_) => "Authentication required",
             AppError::Forbidden(_) => "Not allowed",
             AppError::PasswordChangeRequired => "Password change required",
-            AppError::NotFound(_) => "Not found",
+            AppError::NotFound(_) | AppError::Hidden(_) => "Not found",
             AppError::MethodNotAllowed => "Method not allowed",
             AppError::Conflict(_) => "Conflict",
             AppError::PayloadTooLarge { .. } => "Request body too large",
@@ -214,7 +236,7 @@ impl ResponseError for AppError {
             AppError::BadRequest { .. } => StatusCode::BAD_REQUEST,
             AppError::Unauthorized(_) => StatusCode::UNAUTHORIZED,
             AppError::Forbidden(_) | AppError::PasswordChangeRequired => StatusCode::FORBIDDEN,
-            AppError::NotFound(_) => StatusCode::NOT_FOUND,
+            AppError::NotFound(_) | AppError::Hidden(_) => StatusCode::NOT_FOUND,
             AppError::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
             AppError::Conflict(_) => StatusCode::CONFLICT,
             AppError::PayloadTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,

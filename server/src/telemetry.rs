@@ -1,5 +1,7 @@
 //! Logging setup: structured, with request ids from the request spans.
-//! Nothing that logs may include a token, a password or a child's name.
+//! Nothing that logs may include a token, a password or a child's name,
+//! nor a query string (see `app::RequestSpan`; tests/binary.rs holds it at
+//! every level, in both formats).
 
 use tracing_subscriber::fmt::format::FmtSpan;
 use tracing_subscriber::EnvFilter;
@@ -14,6 +16,9 @@ pub fn init(format: LogFormat) {
         .with_env_filter(filter)
         // One line per request when its span closes, with its timing.
         .with_span_events(FmtSpan::CLOSE)
+        // Colours for a person at a terminal only: escape codes in a log
+        // file garble it for the tools that read it.
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .with_writer(std::io::stderr);
     let _ = match format {
         LogFormat::Json => builder.json().flatten_event(true).try_init(),

@@ -81,6 +81,14 @@ pub fn serve(dir: &Path, db: &TestDb, extra_env: &[(&str, &str)]) -> Served {
                 if event["message"] == "casesync listening" {
                     let _ = tx.send(event["addr"].as_str().unwrap_or_default().to_string());
                 }
+            } else if line.contains("casesync listening") {
+                // CASESYNC_LOG_FORMAT=text: `… casesync listening addr=IP:PORT …`
+                if let Some(addr) = line
+                    .split_whitespace()
+                    .find_map(|w| w.strip_prefix("addr="))
+                {
+                    let _ = tx.send(addr.to_string());
+                }
             }
         }
     });

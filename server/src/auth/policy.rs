@@ -8,6 +8,20 @@ fn deny(what: &str) -> AppError {
     AppError::Forbidden(format!("your role may not {what}"))
 }
 
+/// What a missing case is told; a case the caller may not see is told the
+/// same (#16: no existence oracle), and audited as a refusal.
+const NO_SUCH_CASE: &str = "no such case";
+
+/// The refusal of an act on `case`: 403 saying why to whoever may see the
+/// case, and to anyone else the answer a missing case gets.
+fn refuse_on_case(p: &Principal, case: CaseRef<'_>, why: &str) -> AppError {
+    if case_role(p, case).is_some() {
+        AppError::Forbidden(why.into())
+    } else {
+        AppError::Hidden(NO_SUCH_CASE.into())
+    }
+}
+
 /// Users, sites and form versions are administered by admins only.
 pub fn administer(p: &Principal, what: &str) -> AppResult<()> {
     if p.role == Role::Admin {
@@ -111,7 +125,7 @@ pub fn read_case(p: &Principal, case: CaseRef<'_>, break_glass: bool) -> AppResu
     match case_role(p, case) {
         Some(access) => Ok(access),
         None if break_glass && p.role == Role::Coordinator => Ok(CaseAccess::BreakGlass),
-        None => Err(AppError::Forbidden("this case is not yours to read".into())),
+        None => Err(AppError::Hidden(NO_SUCH_CASE.into())),
     }
 }
 
@@ -120,7 +134,7 @@ pub fn read_case(p: &Principal, case: CaseRef<'_>, break_glass: bool) -> AppResu
 pub fn work_on_case(p: &Principal, case: CaseRef<'_>) -> AppResult<()> {
     case_role(p, case)
         .map(|_| ())
-        .ok_or_else(|| AppError::Forbidden("you may not submit forms for this case".into()))
+        .ok_or_else(|| refuse_on_case(p, case, "you may not submit forms for this case"))
 }
 
 /// Whether `p` may submit forms at all (and so open cases).
@@ -137,8 +151,10 @@ pub fn manage_case(p: &Principal, case: CaseRef<'_>) -> AppResult<()> {
     if p.role == Role::Coordinator && p.is_at_site(case.site_id) {
         Ok(())
     } else {
-        Err(AppError::Forbidden(
-            "only a coordinator of the case's site may do this".into(),
+        Err(refuse_on_case(
+            p,
+            case,
+            "only a coordinator of the case's site may do this",
         ))
     }
 }
@@ -159,8 +175,10 @@ pub fn review_access_request(p: &Principal, case: CaseRef<'_>) -> AppResult<()> 
     if p.role == Role::Coordinator && p.is_at_site(case.site_id) {
         Ok(())
     } else {
-        Err(AppError::Forbidden(
-            "only a coordinator of the case's site may review access requests".into(),
+        Err(refuse_on_case(
+            p,
+            case,
+            "only a coordinator of the case's site may review access requests",
         ))
     }
 }
@@ -170,8 +188,10 @@ pub fn review_access_request(p: &Principal, case: CaseRef<'_>) -> AppResult<()> 
 /// never under a break-glass grant.
 pub fn handle_access_request(p: &Principal, case: CaseRef<'_>) -> AppResult<()> {
     case_role(p, case).map(|_| ()).ok_or_else(|| {
-        AppError::Forbidden(
-            "only the assigned worker or a coordinator of the case's site may do this".into(),
+        refuse_on_case(
+            p,
+            case,
+            "only the assigned worker or a coordinator of the case's site may do this",
         )
     })
 }
@@ -209,23 +229,34 @@ pub fn review_duplicates(p: &Principal, site_id: Option<&str>) -> AppResult<()> 
         ));
     }
     match site_id {
+        // Told as a missing pair: the pairs of other sites are not yours
+        // to know of.
         Some(site) if !p.is_at_site(site) => {
-            Err(AppError::Forbidden("not a pair of your sites".into()))
+            Err(AppError::Hidden("no such possible duplicate".into()))
         }
         _ => Ok(()),
+    }
+}
+
+/// Whether `p` may break the glass at all (asked before the case is looked
+/// up, so other roles are refused alike whatever case they name).
+pub fn may_break_glass(p: &Principal) -> AppResult<()> {
+    match p.role {
+        Role::Coordinator => Ok(()),
+        _ => Err(deny("break the glass; only coordinators may")),
     }
 }
 
 /// A break-glass grant: a coordinator opening a case of a site they do not
 /// coordinate (their own sites need none).
 pub fn break_glass(p: &Principal, case: CaseRef<'_>) -> AppResult<()> {
-    match p.role {
-        Role::Coordinator if p.is_at_site(case.site_id) => Err(AppError::Conflict(
+    may_break_glass(p)?;
+    if p.is_at_site(case.site_id) {
+        return Err(AppError::Conflict(
             "the case is at one of your sites: you may read it without breaking the glass".into(),
-        )),
-        Role::Coordinator => Ok(()),
-        _ => Err(deny("break the glass; only coordinators may")),
+        ));
     }
+    Ok(())
 }
 
 /// Whether `p` may read what a worker at `sender_sites` sent about no case
@@ -361,6 +392,23 @@ mod tests {
         assert!(read_case(&worker, case, false).is_err());
         assert!(work_on_case(&worker, case).is_err());
         assert!(manage_case(&coordinator, case).is_ok());
+        // Who may not see the case is told it does not exist; who may see
+        // it and not do this is told why.
+        for refused in [
+            read_case(&other_worker, case, false),
+            read_case(&elsewhere, case, false),
+            read_case(&principal(Role::Admin, &["a"]), case, false),
+        ] {
+            assert!(matches!(refused, Err(AppError::Hidden(_))), "{refused:?}");
+        }
+        assert!(matches!(
+            manage_case(&elsewhere, case),
+            Err(AppError::Hidden(_))
+        ));
+        assert!(matches!(
+            manage_case(&worker, case),
+            Err(AppError::Forbidden(_))
+        ));
     }
 
     #[test]

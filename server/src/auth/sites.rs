@@ -63,6 +63,7 @@ impl NewSite {
         if self.name.trim().is_empty() || self.name.len() > 200 {
             errors.push(FieldError::new("/name", "must be 1–200 characters"));
         }
+        errors.extend(crate::json::unsafe_text("/name", &self.name));
         if !PROGRAMMES.contains(&self.programme.as_str()) {
             errors.push(FieldError::new("/programme", "must be \"kz\" or \"bt\""));
         }
@@ -131,6 +132,7 @@ pub fn update(conn: &mut DbConnection, id: &str, changes: SiteChanges) -> AppRes
         if name.trim().is_empty() || name.len() > 200 {
             return Err(AppError::invalid_field("/name", "must be 1–200 characters"));
         }
+        crate::json::refuse_unsafe_text([("/name", name.as_str())])?;
     }
     let found = get(conn, id)?;
     if changes.name.is_some() || changes.org_code.is_some() || changes.active.is_some() {

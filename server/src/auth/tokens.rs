@@ -19,7 +19,7 @@ pub const KIND_SESSION: &str = "session";
 pub const KIND_DEVICE: &str = "device";
 
 /// Tokens carry this prefix so a leaked one is recognisable in a scan.
-const PREFIX: &str = "cs_";
+pub const PREFIX: &str = "cs_";
 
 /// `last_used_at` is refreshed at most this often, to keep reads cheap.
 const LAST_USED_GRANULARITY_MINUTES: i64 = 5;

@@ -160,6 +160,9 @@ pub fn create(conn: &mut DbConnection, new: NewUser) -> AppResult<Created> {
             "must be 3–64 characters: lowercase letters, digits, '.', '_', '-', '@'",
         ));
     }
+    if let Some(name) = &new.display_name {
+        errors.extend(crate::json::unsafe_text("/display_name", name));
+    }
     if let Some(p) = &new.password {
         if let Some(why) = weakness_for(conn, &username, &new.site_ids, p)? {
             errors.push(FieldError::new("/password", why));
@@ -315,6 +318,7 @@ pub fn update(conn: &mut DbConnection, id: &str, changes: UserChanges) -> AppRes
                 "must be 1–200 characters",
             ));
         }
+        crate::json::refuse_unsafe_text([("/display_name", name.as_str())])?;
     }
     let stays_admin = role == Role::Admin && changes.active.unwrap_or(current.active);
     if current.role == Role::Admin && current.active && !stays_admin {

@@ -241,7 +241,8 @@ pub fn review(
     now: DateTime<Utc>,
 ) -> AppResult<AccessRequest> {
     let (row, case) = load(conn, id)?;
-    policy::review_access_request(who, case.scope())?;
+    policy::review_access_request(who, case.scope())
+        .map_err(|e| e.hidden_as("no such access request"))?;
     if row.status != PENDING {
         return Err(AppError::Conflict(format!(
             "this request was already {}",
@@ -431,7 +432,8 @@ pub fn produce_copy(
     now: DateTime<Utc>,
 ) -> AppResult<CaseCopy> {
     let (row, case) = load(conn, id)?;
-    policy::handle_access_request(who, case.scope())?;
+    policy::handle_access_request(who, case.scope())
+        .map_err(|e| e.hidden_as("no such access request"))?;
     let as_of = match (row.status.as_str(), row.reviewed_at) {
         (APPROVED, Some(at)) => at,
         (REFUSED, _) => {
@@ -564,7 +566,8 @@ pub fn minutes_copy(
         ));
     };
     let case = case_of(conn, &case_id)?;
-    policy::handle_access_request(who, case.scope())?;
+    policy::handle_access_request(who, case.scope())
+        .map_err(|e| e.hidden_as("no minutes of a case with this id"))?;
     let form = forms.get(conn, &r.form_id, &r.form_version)?;
     if !form.fields.iter().any(|f| f.professional_discussion) {
         return Err(AppError::NotFound(format!(

@@ -236,7 +236,7 @@ pub fn resolve(
 ) -> AppResult<ConflictRow> {
     policy::manage_cases(who)?;
     let found = conflict(conn, conflict_id)?;
-    let case = case_for(conn, who, &found.case_id)?;
+    let case = case_for(conn, who, &found.case_id).map_err(|e| e.hidden_as("no such conflict"))?;
     if found.status != OPEN {
         return Err(AppError::Conflict(
             "this conflict is already resolved".into(),

@@ -40,6 +40,13 @@ impl Identity {
             sex: text(facts.get("child.sex")),
         }
     }
+
+    /// A child's name must read as it was written: no NUL, no
+    /// bidirectional control that would show a reviewer another name.
+    pub fn unsafe_name(data: &Value) -> Option<crate::error::FieldError> {
+        let name = data.pointer(CHILD_NAME)?.as_str()?;
+        crate::json::unsafe_text(&format!("/data{CHILD_NAME}"), name)
+    }
 }
 
 /// A name reduced to what survives spelling habits: lower case, letters and

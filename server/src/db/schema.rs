@@ -356,6 +356,7 @@ diesel::table! {
         reason -> Text,
         granted_at -> Timestamp,
         expires_at -> Timestamp,
+        renewal -> Bool,
     }
 }
 

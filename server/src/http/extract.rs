@@ -283,3 +283,161 @@ impl FromRequest for JsonBody {
         })
     }
 }
+
+/// Query parameters that name a credential. A URL is kept in proxy and
+/// server logs, browser history and `Referer` headers: a token there is as
+/// good as published, so such a request is refused before anything reads it.
+const CREDENTIAL_PARAMETERS: &[&str] = &[
+    "access_token",
+    "token",
+    "bearer",
+    "auth",
+    "authorization",
+    "api_key",
+    "apikey",
+    "key",
+    "secret",
+    "password",
+    "session",
+];
+
+/// `%XX` and `+` decoded, leniently (a bad escape stays as it is): enough to
+/// see what a parameter says, however it was spelt.
+fn url_decoded(part: &str) -> String {
+    let bytes = part.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        match bytes[i] {
+            b'+' => out.push(b' '),
+            b'%' if i + 2 < bytes.len() => {
+                let hex = |b: u8| (b as char).to_digit(16);
+                match (hex(bytes[i + 1]), hex(bytes[i + 2])) {
+                    (Some(high), Some(low)) => {
+                        out.push((high * 16 + low) as u8);
+                        i += 2;
+                    }
+                    _ => out.push(b'%'),
+                }
+            }
+            b => out.push(b),
+        }
+        i += 1;
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+/// Whether a query string carries a credential: a parameter named like one
+/// (`access_token`, `*_token`, `api_key`…), or a value that is one of our
+/// tokens (`cs_…`, bare or after `Bearer`).
+pub fn carries_credential(query: &str) -> bool {
+    query.split(['&', ';']).any(|pair| {
+        let (name, value) = pair.split_once('=').unwrap_or((pair, ""));
+        let name = url_decoded(name).trim().to_ascii_lowercase();
+        let value = url_decoded(value);
+        let value = value.trim();
+        let value = value
+            .get(..7)
+            .filter(|p| p.eq_ignore_ascii_case("bearer "))
+            .map_or(value, |_| value[7..].trim_start());
+        CREDENTIAL_PARAMETERS.contains(&name.as_str())
+            || name.ends_with("_token")
+            || name.ends_with("-token")
+            || value.starts_with(tokens::PREFIX)
+    })
+}
+
+/// The refusal of a credential in a URL (400), the same for every route.
+pub fn credential_in_query() -> AppError {
+    AppError::bad_request(
+        "a token was sent in the URL, which is kept in logs and browser history: \
+         send it only in the header 'Authorization: Bearer <token>' (nothing was done; \
+         if the token was real, revoke it)",
+    )
+}
+
+/// What a query string or path could not be read as, without the values
+/// that were sent: serde quotes them (`unknown variant `…``, `invalid type:
+/// string "…"`), and a query may hold a name or an export's terms. Field
+/// names and what was expected are kept.
+pub fn without_values(message: &str) -> String {
+    if message.starts_with("missing field") || message.starts_with("duplicate field") {
+        return message.to_string();
+    }
+    let (sent, expected) = match message.find(", expected") {
+        Some(i) => message.split_at(i),
+        None => (message, ""),
+    };
+    let mut out = String::with_capacity(sent.len());
+    let mut quote: Option<char> = None;
+    for c in sent.chars() {
+        match quote {
+            Some(q) if c == q => {
+                out.push('…');
+                out.push(c);
+                quote = None;
+            }
+            Some(_) => {}
+            None => {
+                out.push(c);
+                if c == '`' || c == '"' {
+                    quote = Some(c);
+                }
+            }
+        }
+    }
+    out.push_str(expected);
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn credentials_in_a_query_are_recognised_however_spelt() {
+        for query in [
+            "access_token=cs_abc",
+            "programme=kz&ACCESS_TOKEN=x",
+            "access%5Ftoken=x",
+            "id_token=x",
+            "api_key=1",
+            "q=cs_AAAAAAAA",
+            "q=Bearer%20cs_AAAA",
+            "q=bearer+cs_AAAA",
+            "token",
+        ] {
+            assert!(carries_credential(query), "{query}");
+        }
+        for query in [
+            "",
+            "programme=kz&from=2026-01-01",
+            "purpose=court%20order&recipient=district%20court",
+            "cursor=abc",
+            "q=%zz",
+            "q=%",
+        ] {
+            assert!(!carries_credential(query), "{query}");
+        }
+    }
+
+    #[test]
+    fn query_errors_keep_names_and_drop_values() {
+        assert_eq!(
+            without_values("unknown variant `Aigerim`, expected `csv` or `json`"),
+            "unknown variant `…`, expected `csv` or `json`"
+        );
+        assert_eq!(
+            without_values("invalid type: string \"Aigerim\", expected a boolean"),
+            "invalid type: string \"…\", expected a boolean"
+        );
+        assert_eq!(
+            without_values("missing field `programme`"),
+            "missing field `programme`"
+        );
+        assert_eq!(
+            without_values("invalid digit found in string"),
+            "invalid digit found in string"
+        );
+    }
+}

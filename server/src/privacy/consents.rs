@@ -252,7 +252,7 @@ pub fn withdraw(
         .optional()?
         .ok_or_else(|| AppError::NotFound("no such consent".into()))?;
     let case = case_of(conn, &row.case_id)?;
-    policy::work_on_case(who, case.scope())?;
+    policy::work_on_case(who, case.scope()).map_err(|e| e.hidden_as("no such consent"))?;
     if row.withdrawn_at.is_some() {
         return Err(AppError::Conflict(
             "this consent is already withdrawn".into(),

@@ -173,6 +173,9 @@ struct SubmissionRef {
     status: String,
 }
 
+/// What a missing submission is told, and one the caller may not read.
+const NO_SUCH_SUBMISSION: &str = "no such submission; submit the form first";
+
 fn submission_ref(conn: &mut DbConnection, instance_id: &str) -> AppResult<SubmissionRef> {
     submissions::table
         .find(instance_id)
@@ -184,7 +187,7 @@ fn submission_ref(conn: &mut DbConnection, instance_id: &str) -> AppResult<Submi
         ))
         .first(conn)
         .optional()?
-        .ok_or_else(|| AppError::NotFound("no such submission; submit the form first".into()))
+        .ok_or_else(|| AppError::NotFound(NO_SUCH_SUBMISSION.into()))
 }
 
 #[derive(Queryable)]
@@ -231,6 +234,10 @@ pub fn receive(
 ) -> AppResult<Received> {
     let submission = submission_ref(conn, instance_id)?;
     if submission.submitted_by != who.user_id {
+        // Told as missing to whoever may not read it (#16).
+        if !may_read(conn, who, &submission)? {
+            return Err(AppError::Hidden(NO_SUCH_SUBMISSION.into()));
+        }
         return Err(AppError::Forbidden(
             "only the one who sent the submission uploads its attachments".into(),
         ));
@@ -357,9 +364,8 @@ pub fn open(
 ) -> AppResult<Opened> {
     let submission = submission_ref(conn, instance_id)?;
     if !may_read(conn, who, &submission)? {
-        return Err(AppError::Forbidden(
-            "you may not read this submission's attachments".into(),
-        ));
+        // Told as missing (#16), and audited as a refusal.
+        return Err(AppError::Hidden(NO_SUCH_SUBMISSION.into()));
     }
     let found = declared(conn, instance_id, name)?;
     let (Some(kid), Some(raw)) = (found.kid, found.raw_jwe) else {

@@ -262,6 +262,11 @@ pub fn prepare_after(
             "/device_id: must be 1–200 characters",
         ));
     }
+    crate::json::refuse_unsafe_text([
+        ("/form_id", envelope.form_id.as_str()),
+        ("/form_version", envelope.form_version.as_str()),
+        ("/device_id", envelope.device_id.as_str()),
+    ])?;
     attachments::check_declarations(&envelope.attachments, limits)?;
     let instance_id = envelope.instance_id.to_string();
 
@@ -320,6 +325,7 @@ pub fn prepare_after(
     for error in &mut report.errors {
         error.pointer.insert_str(0, "/data");
     }
+    report.errors.extend(Identity::unsafe_name(data));
     report.errors.extend(attachments::check_references(
         &form.fields,
         data,

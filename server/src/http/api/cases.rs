@@ -175,8 +175,9 @@ pub async fn break_glass(
     let grant = state
         .audited(origin, me, "break_glass_opened", move |conn| {
             let grant = break_glass::open(conn, &who, &id, &body.0, max_minutes, Utc::now())?;
+            let renewal = if grant.renewal { "; a renewal" } else { "" };
             let what = Audited::object("case", &grant.case_id)
-                .detail(format!("until {}", grant.expires_at.to_rfc3339()))
+                .detail(format!("until {}{renewal}", grant.expires_at.to_rfc3339()))
                 .purpose(&grant.reason);
             Ok((grant, what))
         })

@@ -4,7 +4,7 @@ use serde::{Deserialize, Serialize};
 use crate::app::{AppState, Audited};
 use crate::audit::Origin;
 use crate::auth::{passwords, policy, users};
-use crate::error::AppResult;
+use crate::error::{AppError, AppResult};
 use crate::http::extract::{ApiJson, AuthUser};
 
 /// `GET /api/v1/users`: admins see everyone, coordinators their sites' staff.
@@ -26,7 +26,9 @@ pub async fn show(
     let user = state
         .db(move |conn| {
             let user = users::get(conn, &id)?;
-            policy::may_manage_user_at(&me, &user.site_ids)?;
+            // A user of no site of yours is told as missing (#16).
+            policy::may_manage_user_at(&me, &user.site_ids)
+                .map_err(|_| AppError::Hidden(format!("no user with id {:?}", id.as_str())))?;
             Ok(user)
         })
         .await?;

@@ -1,0 +1,1 @@
+ALTER TABLE break_glass_grants DROP COLUMN renewal;
