@@ -465,3 +465,37 @@ fn every_csv_export_ends_its_lines_as_the_api_page_says() {
         );
     }
 }
+
+/// README "First login", followed word for word: the one-time password
+/// from the file, then the README's own example passphrase as the new one.
+#[test]
+fn the_readme_first_login_works_as_written() {
+    let readme = read(&root().join("README.md"));
+    let marker = "\\\"new_password\\\":\\\"";
+    let start = readme.find(marker).expect("README shows a new_password") + marker.len();
+    let new_password = &readme[start..start + readme[start..].find("\\\"").unwrap()];
+
+    let app = TestApp::spawn();
+    let one_time = app.initial_admin_password();
+    let session = app.login("admin", &one_time);
+    assert_eq!(session.status, 201, "{}", session.text);
+    assert_eq!(session.body["password_change_required"], true);
+    let token = session.body["token"].as_str().unwrap();
+    app.get("/api/v1/users", token)
+        .assert_problem(403, "password_change_required");
+    let changed = app.post(
+        "/api/v1/me/password",
+        token,
+        serde_json::json!({ "current_password": one_time, "new_password": new_password }),
+    );
+    assert_eq!(
+        changed.status, 204,
+        "README's example password {new_password:?}: {}",
+        changed.text
+    );
+    assert!(
+        !app.initial_password_file().exists(),
+        "the one-time password file stays"
+    );
+    assert_eq!(app.get("/api/v1/users", token).status, 200);
+}
