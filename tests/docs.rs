@@ -499,3 +499,49 @@ fn the_readme_first_login_works_as_written() {
     );
     assert_eq!(app.get("/api/v1/users", token).status, 200);
 }
+
+/// The legal bases of an identifying export, and which of them need a
+/// `--provision`, as README.md and docs/api.md list them, are the ones the
+/// disclosure rules accept.
+#[test]
+fn the_docs_list_the_legal_bases_the_server_accepts() {
+    use casesync::privacy::disclosures;
+    let flat = |text: &str| text.split_whitespace().collect::<Vec<_>>().join(" ");
+    let readme = flat(&read(&root().join("README.md")));
+    let api = flat(&read(&root().join("docs/api.md")));
+    let between = |text: &str, from: &str, to: &str| -> String {
+        let start = text.find(from).unwrap_or_else(|| panic!("no {from:?}"));
+        let rest = &text[start..];
+        rest[..rest
+            .find(to)
+            .unwrap_or_else(|| panic!("no {to:?} after {from:?}"))]
+            .to_string()
+    };
+    let readme_bases = between(&readme, "`--legal-basis` (", ")");
+    let readme_provision = between(&readme, "`--provision` (", ", and for `consent`");
+    let api_bases = between(&api, "Legal bases —", "| |");
+    for (programme, label) in [("kz", "KZ"), ("bt", "BT")] {
+        let listed = readme_bases
+            .split(';')
+            .find(|part| part.contains(label))
+            .unwrap_or_else(|| panic!("README.md lists no {label} bases"));
+        for basis in disclosures::bases(programme) {
+            let code = format!("`{}`", basis.code);
+            assert!(
+                listed.contains(&code),
+                "README.md does not list {code} for {label}"
+            );
+            assert_eq!(
+                readme_provision.contains(&code),
+                basis.needs_provision,
+                "README.md: whether {code} needs --provision"
+            );
+            assert!(api_bases.contains(&code), "docs/api.md lacks {code}");
+            assert_eq!(
+                api_bases.contains(&format!("{code} (provision")),
+                basis.needs_provision,
+                "docs/api.md: whether {code} needs a provision"
+            );
+        }
+    }
+}
