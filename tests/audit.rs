@@ -643,3 +643,71 @@ fn the_shell_exports_the_log_to_a_file() {
     assert_eq!(rows + 1, chain(&app).len());
     assert_eq!(chain(&app).last().unwrap().action, "audit_exported");
 }
+
+/// docs/api.md "Refusals": every 403 is audited — also an item of a batch,
+/// which the refusal middleware cannot see since the batch answers 200.
+#[test]
+fn each_item_a_batch_refuses_with_403_is_audited_as_a_refusal() {
+    use common::phone::{fixture, form_envelope, phone};
+    let app = TestApp::spawn();
+    let admin = app.admin_token();
+    let (_, opener) = app.user(&admin, "opener", "field_worker", &["KZ-CAM-ALA"]);
+    let (other_id, other) = app.user(&admin, "other", "field_worker", &["KZ-CAM-ALA"]);
+    let case_id = uuid::Uuid::new_v4().to_string();
+    let opening = phone(&app, &opener).send(&form_envelope(
+        "kz.referral",
+        &case_id,
+        fixture("kz.referral"),
+    ));
+    assert_eq!(opening.status, 201, "{}", opening.text);
+
+    // Another worker of the site, not assigned to the case: its follow-ups
+    // are refused; a referral of its own is stored.
+    let theirs = phone(&app, &other);
+    let follow_up = || {
+        theirs.encrypt(&form_envelope(
+            "kz.initial_assessment",
+            &case_id,
+            fixture("kz.initial_assessment"),
+        ))
+    };
+    let own = theirs.encrypt(&form_envelope(
+        "kz.referral",
+        &uuid::Uuid::new_v4().to_string(),
+        fixture("kz.referral"),
+    ));
+    let items = serde_json::json!({ "submissions": [follow_up(), own, follow_up()] });
+    let res = app.post("/api/v1/submissions/batch", &other, items);
+    assert_eq!(res.status, 200, "{}", res.text);
+    let statuses: Vec<u64> = res.body["results"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["status"].as_u64().unwrap())
+        .collect();
+    assert_eq!(statuses, [403, 201, 403]);
+
+    let refused: Vec<(Option<String>, Option<String>, Option<String>)> = audit_log::table
+        .filter(audit_log::action.eq("access_refused"))
+        .order(audit_log::seq)
+        .select((audit_log::actor_id, audit_log::object_id, audit_log::detail))
+        .load(&mut app.conn())
+        .unwrap();
+    let route = Some("/api/v1/submissions/batch".to_string());
+    assert_eq!(
+        refused,
+        [
+            (
+                Some(other_id.clone()),
+                route.clone(),
+                Some("POST /api/v1/submissions/batch item 0".into())
+            ),
+            (
+                Some(other_id),
+                route,
+                Some("POST /api/v1/submissions/batch item 2".into())
+            ),
+        ]
+    );
+    assert!(audit::verify(&mut app.conn()).unwrap().is_intact());
+}

@@ -135,6 +135,76 @@ fn referral_source() -> Value {
     .unwrap()
 }
 
+/// The diff reports what a phone shows, not only what it checks: a form's
+/// title and description, and a field's title, description, `x-labels` and
+/// option labels (docs/api.md, Forms).
+#[test]
+fn the_version_diff_reports_changed_titles_descriptions_and_labels() {
+    let app = TestApp::spawn();
+    let admin = app.admin_token();
+    let source = referral_source();
+    let mut draft = source.clone();
+    draft["x-form"]["version"] = json!("2026.3");
+    draft["title"] = json!("Referral");
+    draft["description"] = json!("A new description of the referral form.");
+    let category = &mut draft["properties"]["referrer"]["properties"]["referrer_category"];
+    category["title"] = json!("Who referred the child");
+    category["description"] = json!("Public or professional.");
+    category["x-labels"] = json!({"ru": "Кто направил ребёнка"});
+    category["oneOf"][1]["title"] = json!("A professional");
+    let uploaded = app.post("/api/v1/forms/kz.referral/draft", &admin, draft);
+    assert_eq!(uploaded.status, 201, "{}", uploaded.text);
+    let published = app.request(
+        "POST",
+        "/api/v1/forms/kz.referral/draft/publish",
+        Some(&admin),
+        None,
+    );
+    assert_eq!(published.status, 201, "{}", published.text);
+
+    let diff = app.get(
+        "/api/v1/forms/kz.referral/versions/2021.1/diff/2026.3",
+        &admin,
+    );
+    assert_eq!(diff.status, 200, "{}", diff.text);
+    assert_eq!(diff.body["title"], json!([source["title"], "Referral"]));
+    assert_eq!(
+        diff.body["description"],
+        json!([
+            source["description"],
+            "A new description of the referral form."
+        ])
+    );
+    assert!(diff.body.get("x-labels").is_none(), "{}", diff.text);
+    assert_eq!(diff.body["added"], json!([]));
+    assert_eq!(diff.body["removed"], json!([]));
+    let old = &source["properties"]["referrer"]["properties"]["referrer_category"];
+    assert_eq!(
+        diff.body["changed"],
+        json!([{
+            "path": "referrer/referrer_category",
+            "title": [old["title"], "Who referred the child"],
+            "description": [old.get("description"), "Public or professional."],
+            "x-labels": [null, {"ru": "Кто направил ребёнка"}],
+            "options_relabelled": [{
+                "value": old["oneOf"][1]["const"],
+                "title": [old["oneOf"][1]["title"], "A professional"],
+            }],
+        }]),
+        "{}",
+        diff.text
+    );
+
+    // The same version against itself: nothing changed.
+    let same = app.get(
+        "/api/v1/forms/kz.referral/versions/2026.3/diff/2026.3",
+        &admin,
+    );
+    assert_eq!(same.status, 200, "{}", same.text);
+    assert!(same.body.get("title").is_none(), "{}", same.text);
+    assert_eq!(same.body["changed"], json!([]));
+}
+
 #[test]
 fn draft_publish_retire_and_diff_over_http() {
     let app = TestApp::spawn();

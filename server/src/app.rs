@@ -350,10 +350,7 @@ async fn audit_refusals(
     let recorded = state
         .db(move |conn| {
             write_tx(conn, |conn| {
-                let event = Event::new(Some(&actor), "access_refused")
-                    .object("route", &route)
-                    .detail(&detail);
-                audit::record(conn, &origin, event)
+                audit::record_refusal(conn, &origin, &actor, &route, &detail)
             })
         })
         .await;

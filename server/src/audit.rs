@@ -483,6 +483,54 @@ pub fn record(conn: &mut DbConnection, origin: &Origin, event: Event<'_>) -> App
     }
 }
 
+/// One `access_refused` row: a signed-in caller was refused (403). `route`
+/// is the route pattern, `detail` the method and path — never the query
+/// string or the body, which may name a child.
+pub fn record_refusal(
+    conn: &mut DbConnection,
+    origin: &Origin,
+    actor: &Principal,
+    route: &str,
+    detail: &str,
+) -> AppResult<()> {
+    let event = Event::new(Some(actor), "access_refused")
+        .object("route", route)
+        .detail(detail);
+    record(conn, origin, event)
+}
+
+/// The positions of the items a batch refused with 403.
+pub fn refused_items<T>(outcomes: &[AppResult<T>]) -> Vec<usize> {
+    use actix_web::ResponseError;
+    outcomes
+        .iter()
+        .enumerate()
+        .filter(|(_, o)| {
+            o.as_ref()
+                .is_err_and(|e| e.status_code() == actix_web::http::StatusCode::FORBIDDEN)
+        })
+        .map(|(index, _)| index)
+        .collect()
+}
+
+/// A batch of submissions answers 200 as a whole, so the refusal middleware
+/// never sees the 403 of an item inside it: each such item gets its own
+/// `access_refused` row here, naming its position, in one transaction.
+pub fn record_batch_refusals(
+    conn: &mut DbConnection,
+    origin: &Origin,
+    actor: &Principal,
+    refused: &[usize],
+) -> AppResult<()> {
+    const ROUTE: &str = "/api/v1/submissions/batch";
+    write_tx(conn, |conn| {
+        refused.iter().try_for_each(|index| {
+            let detail = format!("POST {ROUTE} item {index}");
+            record_refusal(conn, origin, actor, ROUTE, &detail)
+        })
+    })
+}
+
 /// Chains the rows written before the chain existed (before migration
 /// 000011), in id order. Once the chain has begun, an unsealed row was
 /// written around the server, and is left for `verify` to report.

@@ -66,8 +66,9 @@ pub async fn version(
     Ok(document_response(&req, row))
 }
 
-/// `GET /api/v1/forms/{id}/versions/{a}/diff/{b}`: fields added, removed,
-/// and changed in kind, options, required or relevance from a to b.
+/// `GET /api/v1/forms/{id}/versions/{a}/diff/{b}`: from a to b, the form's
+/// title, description and labels, and the fields added, removed and changed
+/// (`forms::diff` says in what).
 pub async fn version_diff(
     state: web::Data<AppState>,
     AuthUser(_me): AuthUser,
@@ -78,15 +79,11 @@ pub async fn version_diff(
     let (from, to) = state
         .db(move |conn| Ok((cache.get(conn, &id, &a)?, cache.get(conn, &id, &b)?)))
         .await?;
-    let changes = diff::diff(&from.fields, &to.fields);
-    Ok(HttpResponse::Ok().json(json!({
-        "form_id": from.meta.id,
-        "from": from.meta.version,
-        "to": to.meta.version,
-        "added": changes.added,
-        "removed": changes.removed,
-        "changed": changes.changed,
-    })))
+    let mut body = json!(diff::diff(&from, &to));
+    body["form_id"] = json!(from.meta.id);
+    body["from"] = json!(from.meta.version);
+    body["to"] = json!(to.meta.version);
+    Ok(HttpResponse::Ok().json(body))
 }
 
 /// `POST /api/v1/forms/{id}/versions/{version}/validate`: checks data

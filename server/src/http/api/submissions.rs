@@ -6,7 +6,7 @@ use futures_util::future::join_all;
 use serde_json::json;
 
 use crate::app::AppState;
-use crate::audit::Origin;
+use crate::audit::{self, Origin};
 use crate::auth::policy;
 use crate::cpu;
 use crate::error::{AppError, AppResult};
@@ -104,6 +104,13 @@ pub async fn batch(
         }
     }))
     .await;
+    // The batch answers 200, so the refusal middleware cannot see these.
+    let refused = audit::refused_items(&outcomes);
+    if !refused.is_empty() {
+        state
+            .db(move |conn| audit::record_batch_refusals(conn, &origin, &me, &refused))
+            .await?;
+    }
     let results: Vec<_> = outcomes
         .into_iter()
         .enumerate()
