@@ -709,5 +709,5 @@ fn each_item_a_batch_refuses_with_403_is_audited_as_a_refusal() {
             ),
         ]
     );
-    assert!(audit::verify(&mut app.conn()).unwrap().is_intact());
+    assert!(verify(&app).is_intact());
 }

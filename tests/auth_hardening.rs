@@ -331,9 +331,10 @@ fn moving_a_worker_off_a_site_ends_their_access_to_its_cases_at_once() {
     );
     assert_eq!(moved.status, 200, "{}", moved.text);
     for token in [&worker, &device] {
-        app.get(&case, token).assert_problem(403, "forbidden");
+        // No longer hers to see: answered as a case that does not exist.
+        app.get(&case, token).assert_problem(404, "not_found");
         app.get(&format!("{case}/timeline"), token)
-            .assert_problem(403, "forbidden");
+            .assert_problem(404, "not_found");
         let list = app.get("/api/v1/cases", token);
         assert_eq!(list.body["items"], json!([]), "{}", list.text);
         let full = app.get("/api/v1/sync", token);

@@ -919,6 +919,39 @@ fn sites_and_people_are_named_by_code_username_or_id() {
         json!({ "assignee": "nobody" }),
     )
     .assert_problem(422, "validation");
+
+    // A new user's sites by code; the user's site list holds ids.
+    let res = app.post(
+        "/api/v1/users",
+        &staff.admin,
+        json!({ "username": "dana", "role": "field_worker", "site_ids": ["KZ-CAM-ALA"] }),
+    );
+    assert_eq!(res.status, 201, "{}", res.text);
+    assert_eq!(res.body["user"]["site_ids"], json!([site_id]));
+    let res = app.post(
+        "/api/v1/users",
+        &staff.admin,
+        json!({ "username": "erlan", "role": "field_worker", "site_ids": ["KZ-CAM-XXX"] }),
+    );
+    let problem = res.assert_problem(422, "validation");
+    assert!(
+        problem["detail"]
+            .as_str()
+            .unwrap()
+            .starts_with("/site_ids/0"),
+        "{problem:#}"
+    );
+
+    // The audit log's actor by username or id; an unknown one is 422.
+    for who in ["bolat", bolat.as_str().unwrap()] {
+        let res = app.get(&format!("/api/v1/audit?actor={who}"), &staff.admin);
+        assert_eq!(res.status, 200, "{}", res.text);
+        let rows = res.body["items"].as_array().unwrap();
+        assert!(!rows.is_empty(), "bolat signed in, so has rows");
+        assert!(rows.iter().all(|r| r["actor_id"] == bolat), "{rows:#?}");
+    }
+    app.get("/api/v1/audit?actor=nobody", &staff.admin)
+        .assert_problem(422, "validation");
 }
 
 /// #15 item 5: times carry their zone; a deadline shows the programme's

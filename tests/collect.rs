@@ -637,7 +637,7 @@ fn a_refusal_names_the_field_in_words_and_a_fixed_item_is_retried() {
     let case = uuid::Uuid::new_v4().to_string();
     let now = "2026-03-02T10:15:00Z";
     let envelope = json!({
-        "instance_id": instance, "form_id": "kz.referral", "form_version": "2021.1",
+        "instance_id": instance, "form_id": "kz.referral", "form_version": "2021.1.1",
         "case_id": case, "device_id": "collector-test", "started_at": now, "completed_at": now,
         "data": data, "attachments": [],
     });
@@ -647,7 +647,7 @@ fn a_refusal_names_the_field_in_words_and_a_fixed_item_is_retried() {
         &public,
     );
     let queued = json!({
-        "instance_id": instance, "form_id": "kz.referral", "form_version": "2021.1",
+        "instance_id": instance, "form_id": "kz.referral", "form_version": "2021.1.1",
         "case_id": case, "submission": jwe, "attachments": [], "receipt": null,
         "queued_at": chrono::Utc::now().to_rfc3339(),
     });
@@ -658,7 +658,7 @@ fn a_refusal_names_the_field_in_words_and_a_fixed_item_is_retried() {
     .unwrap();
     let status = collect_ok(&phone, &["status"]);
     assert!(
-        status.contains("queued:\n  000000000  kz.referral 2021.1  case ")
+        status.contains("queued:\n  000000000  kz.referral 2021.1.1  case ")
             && status.contains("(no number synced yet)  filled under a minute ago"),
         "{status}"
     );

@@ -163,7 +163,7 @@ fn the_version_diff_reports_changed_titles_descriptions_and_labels() {
     assert_eq!(published.status, 201, "{}", published.text);
 
     let diff = app.get(
-        "/api/v1/forms/kz.referral/versions/2021.1/diff/2026.3",
+        "/api/v1/forms/kz.referral/versions/2021.1.1/diff/2026.3",
         &admin,
     );
     assert_eq!(diff.status, 200, "{}", diff.text);

@@ -1100,6 +1100,19 @@ impl AuditFilter {
         }
     }
 
+    /// The actor as the log stores it: a user named by username or id
+    /// becomes their id; a shell actor (`os:alice`) stays as written. An
+    /// unknown user is 422, never an empty log that reads as "did nothing".
+    pub fn resolve_actor(&mut self, conn: &mut DbConnection) -> AppResult<()> {
+        if let Some(name) = self.actor.as_deref().filter(|n| !n.starts_with("os:")) {
+            let user = crate::auth::users::resolve(conn, name)?.ok_or_else(|| {
+                AppError::invalid_field("/actor", format!("no user with username or id {name:?}"))
+            })?;
+            self.actor = Some(user.id);
+        }
+        Ok(())
+    }
+
     fn apply<'a>(
         &self,
         mut query: audit_log::BoxedQuery<'a, MultiBackend>,

@@ -1099,12 +1099,7 @@ fn audit_command(
             no_formula_escape,
         } => {
             let formulas = exports::Formulas::from_param(Some(!no_formula_escape));
-            // A user by username or id; a shell actor (`os:alice`) as written.
-            let actor = match actor {
-                Some(name) if !name.starts_with("os:") => Some(user_by_name(conn, &name)?.id),
-                other => other,
-            };
-            let filter = audit::AuditQuery {
+            let mut filter = audit::AuditQuery {
                 from,
                 to,
                 action,
@@ -1112,6 +1107,7 @@ fn audit_command(
                 ..Default::default()
             }
             .export_filter()?;
+            filter.resolve_actor(conn)?;
             let options = ExportOptions {
                 out,
                 ..Default::default()

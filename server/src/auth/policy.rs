@@ -388,9 +388,10 @@ mod tests {
         assert!(work_on_case(&worker, case).is_ok());
         assert!(manage_case(&worker, case).is_err());
         // Moved off the site: the assignment no longer opens the case.
-        worker.site_ids = vec!["b".into()];
-        assert!(read_case(&worker, case, false).is_err());
-        assert!(work_on_case(&worker, case).is_err());
+        let mut moved = worker.clone();
+        moved.site_ids = vec!["b".into()];
+        assert!(read_case(&moved, case, false).is_err());
+        assert!(work_on_case(&moved, case).is_err());
         assert!(manage_case(&coordinator, case).is_ok());
         // Who may not see the case is told it does not exist; who may see
         // it and not do this is told why.

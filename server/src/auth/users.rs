@@ -95,23 +95,29 @@ fn valid_username(name: &str) -> bool {
             .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || "._-@".contains(c))
 }
 
-fn check_sites(conn: &mut DbConnection, role: Role, site_ids: &[String]) -> AppResult<()> {
+/// The sites a user is to work at, each named by id or code (`KZ-CAM-ALA`),
+/// as ids; an unknown one is 422 at its place in the list.
+fn resolve_sites(conn: &mut DbConnection, role: Role, names: &[String]) -> AppResult<Vec<String>> {
     let needs_site = matches!(role, Role::Coordinator | Role::FieldWorker | Role::Analyst);
-    if needs_site && site_ids.is_empty() {
+    if needs_site && names.is_empty() {
         return Err(AppError::invalid_field(
             "/site_ids",
             format!("a {role} must work at one site or more"),
         ));
     }
-    for (i, id) in site_ids.iter().enumerate() {
-        if super::sites::get(conn, id).is_err() {
-            return Err(AppError::invalid_field(
-                &format!("/site_ids/{i}"),
-                format!("no site with id {id:?}"),
-            ));
+    let mut ids = Vec::with_capacity(names.len());
+    for (i, name) in names.iter().enumerate() {
+        match super::sites::resolve(conn, name)? {
+            Some(site) => ids.push(site.id),
+            None => {
+                return Err(AppError::invalid_field(
+                    &format!("/site_ids/{i}"),
+                    format!("no site with id or code {name:?}"),
+                ))
+            }
         }
     }
-    Ok(())
+    Ok(ids)
 }
 
 /// Why `password` is too weak for `username` working at `site_ids`, if it
@@ -152,6 +158,8 @@ fn set_sites(conn: &mut DbConnection, user_id: &str, site_ids: &[String]) -> App
 /// Creates a user. Without a given password one is generated, returned once,
 /// and must be changed at first login.
 pub fn create(conn: &mut DbConnection, new: NewUser) -> AppResult<Created> {
+    let mut new = new;
+    new.site_ids = resolve_sites(conn, new.role, &new.site_ids)?;
     let mut errors = Vec::new();
     let username = new.username.trim().to_lowercase();
     if !valid_username(&username) {
@@ -174,7 +182,6 @@ pub fn create(conn: &mut DbConnection, new: NewUser) -> AppResult<Created> {
             errors,
         });
     }
-    check_sites(conn, new.role, &new.site_ids)?;
 
     let (password, one_time_password) = match new.password {
         Some(p) => (p, None),
@@ -307,9 +314,9 @@ pub fn count_with_role(conn: &mut DbConnection, role: Role) -> AppResult<i64> {
 pub fn update(conn: &mut DbConnection, id: &str, changes: UserChanges) -> AppResult<User> {
     let current = get(conn, id)?;
     let role = changes.role.unwrap_or(current.role);
-    let site_ids = changes.site_ids.clone().unwrap_or(current.site_ids.clone());
+    let mut site_ids = changes.site_ids.clone().unwrap_or(current.site_ids.clone());
     if changes.role.is_some() || changes.site_ids.is_some() {
-        check_sites(conn, role, &site_ids)?;
+        site_ids = resolve_sites(conn, role, &site_ids)?;
     }
     if let Some(name) = &changes.display_name {
         if name.trim().is_empty() || name.len() > 200 {

@@ -363,7 +363,8 @@ fn encode_cursor(created_at: NaiveDateTime, id: &str) -> String {
     URL_SAFE_NO_PAD.encode(format!("{}|{id}", created_at.and_utc().timestamp_micros()))
 }
 
-fn decode_cursor(cursor: &str) -> AppResult<(NaiveDateTime, String)> {
+/// Reads a cursor `encode_cursor` made; anything else is 400.
+pub fn decode_cursor(cursor: &str) -> AppResult<(NaiveDateTime, String)> {
     let bad = || AppError::bad_request("cursor: not a cursor this server gave");
     let text = URL_SAFE_NO_PAD
         .decode(cursor)

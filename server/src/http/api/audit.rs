@@ -18,13 +18,14 @@ pub async fn list(
     query: web::Query<AuditQuery>,
 ) -> AppResult<HttpResponse> {
     policy::read_audit(&me)?;
-    let filter = query.filter()?;
+    let mut filter = query.filter()?;
     let limit = query.limit()?;
     let before = query.cursor()?;
     // Reading the log is itself on it (it holds purposes in people's words).
     let detail = filter.describe();
     let page = state
         .read_audited(origin, me, "audit_read", move |conn, _| {
+            filter.resolve_actor(conn)?;
             let page = audit::query(conn, &filter, before, limit)?;
             Ok((
                 page,
@@ -50,13 +51,16 @@ pub async fn export_csv(
         None => filter.describe(),
     };
     // On record before the first byte leaves, like every export.
-    state
+    let filter = state
         .db(move |conn| {
+            let mut filter = filter;
+            filter.resolve_actor(conn)?;
             audit::record(
                 conn,
                 &origin,
                 Event::new(Some(&me), "audit_exported").detail(&detail),
-            )
+            )?;
+            Ok(filter)
         })
         .await?;
     super::exports::stream_csv(&state, "audit.csv", move |conn, sink| {
