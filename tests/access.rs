@@ -77,6 +77,8 @@ const MATRIX: &[Row] = &[
     ("GET", "/api/v1/sync", ['Y', 'Y', 'Y', 'Y', 'Y', 'Y', 'Y']),
     ("SEND", "/api/v1/submissions", ['-', 'Y', 'Y', 'Y', 'Y', '-', '-']),
     ("BATCH", "/api/v1/submissions/batch", ['-', 'Y', 'Y', 'Y', 'Y', '-', '-']),
+    ("GET", "/api/v1/submissions/held", ['-', 'Y', 'Y', '-', '-', '-', '-']),
+    ("GET", "/api/v1/submissions/held?site={site}", ['-', 'Y', '-', '-', '-', '-', '-']),
     ("PUT", "/api/v1/submissions/{instance}/attachments/{attachment}", ['-', '-', '-', 'Y', '-', '-', '-']),
     ("GET", "/api/v1/submissions/{instance}/attachments/{attachment}", ['-', 'Y', '-', 'Y', '-', '-', '-']),
     ("GET", "/api/v1/cases", ['-', 'Y', 'Y', 'Y', 'Y', '-', '-']),
