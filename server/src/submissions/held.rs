@@ -78,11 +78,30 @@ fn sender(conn: &mut DbConnection, user_id: &str) -> AppResult<(Principal, bool)
     ))
 }
 
+/// Namespace of the per-case advisory locks below (PostgreSQL's two-key
+/// form; the migration lock uses the one-key form).
+const HOLD_LOCK_SPACE: i32 = 15_002;
+
+/// Serialises holding a form for `case_id` with opening that case, across
+/// servers sharing a PostgreSQL database: without it a form held by one
+/// server while another opens the case could miss the join and wait
+/// forever. Held until the transaction ends. SQLite has one writer already.
+pub fn lock(conn: &mut DbConnection, case_id: &str) -> AppResult<()> {
+    if let DbConnection::Pg(c) = conn {
+        diesel::sql_query("SELECT pg_advisory_xact_lock($1, hashtext($2))")
+            .bind::<diesel::sql_types::Integer, _>(HOLD_LOCK_SPACE)
+            .bind::<diesel::sql_types::Text, _>(case_id)
+            .execute(c)?;
+    }
+    Ok(())
+}
+
 /// Joins the forms held for `case_id`, which has just opened, to it (their
 /// case, site and number copies set, their events folded in), or refuses
 /// those whose sender may not work on it. Call in the transaction that
 /// opened the case. Returns the refusals, for the audit rows written last.
 pub fn join(conn: &mut DbConnection, case_id: &str) -> AppResult<Vec<Refusal>> {
+    lock(conn, case_id)?;
     let rows: Vec<HeldRow> = submissions::table
         .filter(submissions::pending_case_id.eq(case_id))
         .filter(submissions::status.eq(PENDING_CASE))

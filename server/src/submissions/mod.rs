@@ -246,7 +246,8 @@ pub fn prepare(
 /// as if they had been sent one by one: a form about a case that an
 /// earlier item opens (`opened_earlier`) cannot be judged against a case
 /// not stored yet, so whether the caller may submit for it is judged when
-/// it is stored, after that item ([`store`] checks again, in order).
+/// it is stored, after that item ([`store`] checks again, in order). (A
+/// form about a case nobody has opened yet is held: [`held`].)
 pub fn prepare_after(
     conn: &mut DbConnection,
     forms: &FormCache,
@@ -520,7 +521,13 @@ pub fn store_unaudited(
     }
     let envelope = &p.envelope;
     let case_id = envelope.case_id.map(|c| c.to_string());
-    let plan = case_plan(conn, who, p)?;
+    let mut plan = case_plan(conn, who, p)?;
+    if let (CasePlan::Hold, Some(id)) = (&plan, &case_id) {
+        // Another server may be opening the case right now: once it has
+        // (or before it may), judge again.
+        held::lock(conn, id)?;
+        plan = case_plan(conn, who, p)?;
+    }
     let opens = matches!(plan, CasePlan::Open { .. });
     let held_for = match plan {
         CasePlan::Hold => case_id.clone(),
