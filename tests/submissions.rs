@@ -775,6 +775,28 @@ fn a_follow_up_sent_before_its_referral_is_held_then_joins_the_case() {
     let retried = phone.send_raw(&jwe_text);
     assert_eq!(retried.status, 200, "{}", retried.text);
     assert_eq!(retried.body["status"], "awaiting_attachments");
+
+    // Its attachments may come while it is held: it stays held, and is
+    // complete once it joins its case.
+    let later = uuid::Uuid::new_v4().to_string();
+    let early = form_envelope(follow_up, &later, fixture(follow_up));
+    let early_id = early["instance_id"].as_str().unwrap().to_string();
+    assert_eq!(phone.send(&early).status, 201);
+    let names = early["attachments"].as_array().unwrap();
+    assert!(!names.is_empty());
+    for declared in names {
+        let name = declared["name"].as_str().unwrap();
+        let res = phone.attach(&early_id, name, &attachment_content(name));
+        assert_eq!(res.status, 201, "{}", res.text);
+        assert_eq!(res.body["submission_status"], "pending_case");
+    }
+    let res = phone.send(&form_envelope(
+        "kz.referral",
+        &later,
+        fixture("kz.referral"),
+    ));
+    assert_eq!(res.status, 201, "{}", res.text);
+    assert_eq!(submission_row(&app, &early_id).2, "complete");
 }
 
 #[test]
