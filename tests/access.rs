@@ -80,6 +80,8 @@ const MATRIX: &[Row] = &[
     ("GET", "/api/v1/sync", ['Y', 'Y', 'Y', 'Y', 'Y', 'Y', 'Y']),
     ("SEND", "/api/v1/submissions", ['-', 'Y', 'Y', 'Y', 'Y', '-', '-']),
     ("BATCH", "/api/v1/submissions/batch", ['-', 'Y', 'Y', 'Y', 'Y', '-', '-']),
+    ("GET", "/api/v1/submissions/held", ['-', 'Y', 'Y', '-', '-', '-', '-']),
+    ("GET", "/api/v1/submissions/held?site={site}", ['-', 'Y', '-', '-', '-', '-', '-']),
     ("PUT", "/api/v1/submissions/{instance}/attachments/{attachment}", ['H', '-', 'H', 'Y', 'H', 'H', 'H']),
     ("GET", "/api/v1/submissions/{instance}/attachments/{attachment}", ['H', 'Y', 'H', 'Y', 'H', 'H', 'H']),
     ("GET", "/api/v1/cases", ['-', 'Y', 'Y', 'Y', 'Y', '-', '-']),

@@ -566,8 +566,8 @@ fn a_batch_is_judged_in_order_so_forms_about_the_case_its_referral_opens_are_sto
         case_outcome(&app, &coordinator, &one_by_one)
     );
 
-    // Order still counts: a form about a case before the referral that
-    // opens it is refused, as it would be sent alone.
+    // A form about a case before the referral that opens it is held, as it
+    // would be sent alone, and joins the case when the referral is stored.
     let reversed = uuid::Uuid::new_v4().to_string();
     let items: Vec<String> = ["kz.child", "kz.referral"]
         .iter()
@@ -578,11 +578,16 @@ fn a_batch_is_judged_in_order_so_forms_about_the_case_its_referral_opens_are_sto
         &worker,
         json!({ "submissions": items }),
     );
-    assert_eq!(res.body["results"][0]["status"], 403, "{}", res.text);
+    assert_eq!(res.body["results"][0]["status"], 201, "{}", res.text);
+    assert_eq!(
+        res.body["results"][0]["receipt"]["status"], "pending_case",
+        "{}",
+        res.text
+    );
     assert_eq!(res.body["results"][1]["status"], 201, "{}", res.text);
 
-    // A referral refused leaves no case for the forms after it: refused
-    // too, as each would be alone.
+    // A referral refused leaves no case for the forms after it: they are
+    // held, as each would be alone, until the fixed referral arrives.
     let refused = uuid::Uuid::new_v4().to_string();
     let mut bad_referral = fixture("kz.referral");
     bad_referral["child"]["child_sex"] = json!("not a sex");
@@ -596,7 +601,12 @@ fn a_batch_is_judged_in_order_so_forms_about_the_case_its_referral_opens_are_sto
         json!({ "submissions": items }),
     );
     assert_eq!(res.body["results"][0]["status"], 422, "{}", res.text);
-    assert_eq!(res.body["results"][1]["status"], 403, "{}", res.text);
+    assert_eq!(res.body["results"][1]["status"], 201, "{}", res.text);
+    assert_eq!(
+        res.body["results"][1]["receipt"]["status"], "pending_case",
+        "{}",
+        res.text
+    );
 }
 
 #[test]
@@ -655,4 +665,243 @@ fn the_collector_pushes_a_referral_and_its_follow_ups_in_one_default_batch() {
     assert!(pushed.contains("0 refused"), "{pushed}");
     let outcome = case_outcome(&app, &coordinator, &case_id);
     assert_ne!(outcome["state"], "referred", "{outcome:#}");
+}
+
+/// What `GET /submissions/held` shows `token`: (instance id, status) pairs.
+fn held_list(app: &TestApp, token: &str, query: &str) -> Vec<(String, String)> {
+    let res = app.get(&format!("/api/v1/submissions/held{query}"), token);
+    assert_eq!(res.status, 200, "{}", res.text);
+    res.body["held"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|h| {
+            (
+                h["instance_id"].as_str().unwrap().to_string(),
+                h["status"].as_str().unwrap().to_string(),
+            )
+        })
+        .collect()
+}
+
+fn submission_row(app: &TestApp, instance_id: &str) -> (Option<String>, Option<String>, String) {
+    submissions::table
+        .find(instance_id)
+        .select((
+            submissions::case_id,
+            submissions::case_number,
+            submissions::status,
+        ))
+        .first(&mut app.conn())
+        .unwrap()
+}
+
+#[test]
+fn a_follow_up_sent_before_its_referral_is_held_then_joins_the_case() {
+    let app = TestApp::spawn();
+    let (admin, worker) = setup(&app);
+    let (_, coordinator) = app.user(&admin, "manager", "coordinator", &["KZ-CAM-ALA"]);
+    let phone = phone(&app, &worker);
+    let follow_up = "kz.initial_assessment";
+
+    // In order: what the referral and the assessment make of a case.
+    let in_order = uuid::Uuid::new_v4().to_string();
+    let mut in_order_status = Value::Null;
+    for form in ["kz.referral", follow_up] {
+        let res = phone.send(&form_envelope(form, &in_order, fixture(form)));
+        assert_eq!(res.status, 201, "{form}: {}", res.text);
+        in_order_status = res.body["status"].clone();
+    }
+    // It declares a signature, still to come.
+    assert_eq!(in_order_status, "awaiting_attachments");
+
+    // The assessment first: stored and held, and a retry is 200, not 403.
+    let reordered = uuid::Uuid::new_v4().to_string();
+    let early = form_envelope(follow_up, &reordered, fixture(follow_up));
+    let early_id = early["instance_id"].as_str().unwrap().to_string();
+    let jwe_text = phone.encrypt(&early);
+    let first = phone.send_raw(&jwe_text);
+    assert_eq!(first.status, 201, "{}", first.text);
+    assert_eq!(first.body["status"], "pending_case");
+    assert_eq!(first.body["case_id"], reordered.as_str());
+    let again = phone.send_raw(&jwe_text);
+    assert_eq!(again.status, 200, "{}", again.text);
+    assert_eq!(again.body, first.body);
+    let mut changed = early.clone();
+    changed["completed_at"] = json!("2026-03-02T11:00:00+05:00");
+    phone.send(&changed).assert_problem(409, "conflict");
+    assert_eq!(
+        submission_row(&app, &early_id),
+        (None, None, "pending_case".into())
+    );
+    app.get(&format!("/api/v1/cases/{reordered}"), &coordinator)
+        .assert_problem(404, "not_found");
+    assert!(
+        held_list(&app, &coordinator, "").is_empty(),
+        "a form held for less than pending_case_days is not listed"
+    );
+
+    // The referral opens the case; the held assessment joins it.
+    let res = phone.send(&form_envelope(
+        "kz.referral",
+        &reordered,
+        fixture("kz.referral"),
+    ));
+    assert_eq!(res.status, 201, "{}", res.text);
+    let (case_id, number, status) = submission_row(&app, &early_id);
+    assert_eq!(case_id.as_deref(), Some(reordered.as_str()));
+    let case_number: Option<String> = cases::table
+        .find(&reordered)
+        .select(cases::number)
+        .first(&mut app.conn())
+        .unwrap();
+    assert_eq!(
+        number, case_number,
+        "the held form carries its case's number"
+    );
+    assert_eq!(status, "awaiting_attachments", "as it would be in order");
+    let timeline = app.get(&format!("/api/v1/cases/{reordered}/timeline"), &coordinator);
+    assert_eq!(timeline.status, 200, "{}", timeline.text);
+    assert!(
+        timeline.text.contains(&early_id),
+        "the held form is on the case's timeline: {}",
+        timeline.text
+    );
+    assert_eq!(
+        case_outcome(&app, &coordinator, &reordered),
+        case_outcome(&app, &coordinator, &in_order)
+    );
+    // A retry after it joined is still a retry.
+    let retried = phone.send_raw(&jwe_text);
+    assert_eq!(retried.status, 200, "{}", retried.text);
+    assert_eq!(retried.body["status"], "awaiting_attachments");
+
+    // Its attachments may come while it is held: it stays held, and is
+    // complete once it joins its case.
+    let later = uuid::Uuid::new_v4().to_string();
+    let early = form_envelope(follow_up, &later, fixture(follow_up));
+    let early_id = early["instance_id"].as_str().unwrap().to_string();
+    assert_eq!(phone.send(&early).status, 201);
+    let names = early["attachments"].as_array().unwrap();
+    assert!(!names.is_empty());
+    for declared in names {
+        let name = declared["name"].as_str().unwrap();
+        let res = phone.attach(&early_id, name, &attachment_content(name));
+        assert_eq!(res.status, 201, "{}", res.text);
+        assert_eq!(res.body["submission_status"], "pending_case");
+    }
+    let res = phone.send(&form_envelope(
+        "kz.referral",
+        &later,
+        fixture("kz.referral"),
+    ));
+    assert_eq!(res.status, 201, "{}", res.text);
+    assert_eq!(submission_row(&app, &early_id).2, "complete");
+}
+
+#[test]
+fn a_held_form_whose_sender_may_not_work_on_the_case_is_refused_when_it_opens() {
+    let app = TestApp::spawn();
+    let (admin, worker) = setup(&app);
+    let (_, coordinator) = app.user(&admin, "manager", "coordinator", &["KZ-CAM-ALA"]);
+    let (_, elsewhere_coordinator) =
+        app.user(&admin, "shymkent_manager", "coordinator", &["KZ-CAM-SHY"]);
+    let (elsewhere_id, elsewhere) =
+        app.user(&admin, "shymkent_worker", "field_worker", &["KZ-CAM-SHY"]);
+    let form = "kz.initial_assessment";
+    let case_id = uuid::Uuid::new_v4().to_string();
+
+    // A worker of another site sends a form about a case not seen yet.
+    let stranger = phone(&app, &elsewhere);
+    let early = form_envelope(form, &case_id, fixture(form));
+    let early_id = early["instance_id"].as_str().unwrap().to_string();
+    let res = stranger.send(&early);
+    assert_eq!(res.status, 201, "{}", res.text);
+    assert_eq!(res.body["status"], "pending_case");
+
+    // A worker of Almaty opens the case: the held form may not join it.
+    let res = phone(&app, &worker).send(&form_envelope(
+        "kz.referral",
+        &case_id,
+        fixture("kz.referral"),
+    ));
+    assert_eq!(res.status, 201, "{}", res.text);
+    assert_eq!(
+        submission_row(&app, &early_id),
+        (None, None, "refused".into())
+    );
+    let timeline = app.get(&format!("/api/v1/cases/{case_id}/timeline"), &coordinator);
+    assert!(!timeline.text.contains(&early_id), "{}", timeline.text);
+    let state: String = cases::table
+        .find(&case_id)
+        .select(cases::state)
+        .first(&mut app.conn())
+        .unwrap();
+    assert_eq!(state, "referred", "the refused assessment is not folded");
+
+    // The refusal is on record, as its sender's.
+    use casesync::db::schema::audit_log;
+    let refusals: Vec<(Option<String>, Option<String>)> = audit_log::table
+        .filter(audit_log::action.eq("access_refused"))
+        .filter(audit_log::object_id.eq(&early_id))
+        .select((audit_log::actor_id, audit_log::detail))
+        .load(&mut app.conn())
+        .unwrap();
+    assert_eq!(refusals.len(), 1, "{refusals:?}");
+    assert_eq!(refusals[0].0.as_deref(), Some(elsewhere_id.as_str()));
+
+    // Shown to the case's site's coordinators (and the sender's).
+    let refused = vec![(early_id.clone(), "refused".to_string())];
+    assert_eq!(held_list(&app, &coordinator, ""), refused);
+    assert_eq!(held_list(&app, &coordinator, "?site=KZ-CAM-ALA"), refused);
+    assert_eq!(held_list(&app, &elsewhere_coordinator, ""), refused);
+    app.get(
+        "/api/v1/submissions/held?site=KZ-CAM-ALA",
+        &elsewhere_coordinator,
+    )
+    .assert_problem(403, "forbidden");
+    app.get("/api/v1/submissions/held?site=NO-SUCH-SITE", &coordinator)
+        .assert_problem(422, "validation");
+    // Its sender's retry is refused like any form about a case not theirs.
+    stranger.send(&early).assert_problem(403, "forbidden");
+}
+
+#[test]
+fn a_form_held_longer_than_pending_case_days_is_listed_to_coordinators() {
+    let app = TestApp::spawn();
+    let (admin, worker) = setup(&app);
+    let (_, coordinator) = app.user(&admin, "manager", "coordinator", &["KZ-CAM-ALA"]);
+    let (_, elsewhere_coordinator) =
+        app.user(&admin, "shymkent_manager", "coordinator", &["KZ-CAM-SHY"]);
+    let form = "kz.initial_assessment";
+    let waiting = form_envelope(form, &uuid::Uuid::new_v4().to_string(), fixture(form));
+    let waiting_id = waiting["instance_id"].as_str().unwrap().to_string();
+    let res = phone(&app, &worker).send(&waiting);
+    assert_eq!(res.status, 201, "{}", res.text);
+    assert!(held_list(&app, &coordinator, "").is_empty());
+
+    // Received 15 days ago (the default pending_case_days is 14).
+    let received: chrono::NaiveDateTime = submissions::table
+        .find(&waiting_id)
+        .select(submissions::received_at)
+        .first(&mut app.conn())
+        .unwrap();
+    diesel::update(submissions::table.find(&waiting_id))
+        .set(submissions::received_at.eq(received - chrono::Duration::days(15)))
+        .execute(&mut app.conn())
+        .unwrap();
+    let res = app.get("/api/v1/submissions/held?site=KZ-CAM-ALA", &coordinator);
+    assert_eq!(res.status, 200, "{}", res.text);
+    assert_eq!(res.body["pending_case_days"], 14);
+    let held = &res.body["held"][0];
+    assert_eq!(held["instance_id"], waiting_id.as_str());
+    assert_eq!(held["status"], "pending_case");
+    assert_eq!(held["username"], "aigerim");
+    assert_eq!(held["days_held"], 15);
+    assert!(
+        held_list(&app, &elsewhere_coordinator, "").is_empty(),
+        "another site's coordinators do not see it"
+    );
+    // Nothing is dropped: it still waits for its case.
+    assert_eq!(submission_row(&app, &waiting_id).2, "pending_case");
 }

@@ -277,6 +277,29 @@ fn kz_care_plan_review() -> Value {
     data
 }
 
+/// Part 13: the Manager's decision record of the IA decision 8.5.1(c), the
+/// day of the assessment.
+fn kz_decision() -> Value {
+    let mut data = fixture("kz.decision");
+    data["decision"]["date"] = json!("2026-11-22");
+    data["decision"]["decision_type"] = json!("ia_decision");
+    data
+}
+
+/// The seven forms of the KZ walkthrough, in the order they
+/// happened: referral → initial assessment with decision (c) → decision
+/// record → social assessment → child protection meeting → plan → plan
+/// review.
+const KZ_SEVEN: [Step; 7] = [
+    ("kz.referral", kz_referral),
+    ("kz.initial_assessment", kz_initial_assessment),
+    ("kz.decision", kz_decision),
+    ("kz.social_assessment", kz_social_assessment),
+    ("kz.cp_meeting", kz_cp_meeting),
+    ("kz.care_plan", kz_care_plan),
+    ("kz.care_plan_review", kz_care_plan_review),
+];
+
 /// A KZ case opened by `phone` with the referral above.
 fn open_kz_case(phone: &Phone) -> String {
     let case_id = uuid::Uuid::new_v4().to_string();
@@ -1274,11 +1297,32 @@ fn bt_a_date_only_answer_is_late_by_whole_days() {
     }
 }
 
-/// All 720 arrival orders of the six forms of the KZ case above, through
-/// the fold with the shipped rules and calendar: one case. (Over HTTP the
-/// opening referral must come first; the fold itself does not care.)
+/// Every order of `n` items (Heap's algorithm, iteratively), each passed
+/// to `visit`.
+fn each_order(n: usize, mut visit: impl FnMut(&[usize])) {
+    let mut order: Vec<usize> = (0..n).collect();
+    let mut c = vec![0; n];
+    visit(&order);
+    let mut i = 0;
+    while i < n {
+        if c[i] < i {
+            order.swap(if i % 2 == 0 { 0 } else { c[i] }, i);
+            visit(&order);
+            c[i] += 1;
+            i = 0;
+        } else {
+            c[i] = 0;
+            i += 1;
+        }
+    }
+}
+
+/// All 5,040 arrival orders of the seven forms of the KZ walkthrough
+/// (#15 item 2), through the fold with the shipped rules and calendar: one
+/// case, its state, facts and every deadline verdict. (Over HTTP the forms
+/// before the referral are held until it arrives: the test after this.)
 #[test]
-fn every_arrival_order_of_six_kz_forms_folds_to_one_case() {
+fn every_arrival_order_of_seven_kz_forms_folds_to_one_case() {
     use casesync::cases::fold::{self, TimelineEvent};
     use casesync::cases::timeline::SubmissionEvent;
     use casesync::forms::{check, definitions};
@@ -1287,26 +1331,22 @@ fn every_arrival_order_of_six_kz_forms_folds_to_one_case() {
     let set = definitions::shipped();
     let kz = Programmes::shipped().get("kz").unwrap().clone();
     let completed = chrono::DateTime::parse_from_rfc3339("2027-04-01T09:00:00+05:00").unwrap();
-    let steps: Vec<(&str, Value)> = vec![
-        ("kz.referral", kz_referral()),
-        ("kz.case_intake", kz_intake()),
-        ("kz.initial_assessment", kz_initial_assessment()),
-        ("kz.social_assessment", kz_social_assessment()),
-        ("kz.cp_meeting", kz_cp_meeting()),
-        ("kz.care_plan", kz_care_plan()),
-    ];
-    let events: Vec<TimelineEvent> = steps
+    let events: Vec<TimelineEvent> = KZ_SEVEN
         .iter()
         .enumerate()
         .map(|(i, (form_id, data))| {
+            let data = data();
             let file = set
                 .forms
                 .iter()
                 .find(|f| f.document["x-form"]["id"] == *form_id)
                 .unwrap();
             let form = check::check(&file.document, &set.resources).unwrap();
-            assert!(form.validate(data).is_empty(), "{form_id} fixture is valid");
-            let event = SubmissionEvent::of(&form, data, completed);
+            assert!(
+                form.validate(&data).is_empty(),
+                "{form_id} fixture is valid"
+            );
+            let event = SubmissionEvent::of(&form, &data, completed);
             TimelineEvent {
                 id: format!("event-{i}"),
                 name: event.name,
@@ -1317,12 +1357,13 @@ fn every_arrival_order_of_six_kz_forms_folds_to_one_case() {
         .collect();
 
     let expected = fold::fold(&kz, &kz.calendar, &mut events.clone());
-    assert_eq!(expected.state, "care_plan_awaiting_approval");
-    let mut order: Vec<usize> = (0..events.len()).collect();
+    assert!(
+        expected.deadlines.len() > 5,
+        "the walkthrough starts deadlines: {:#?}",
+        expected.deadlines
+    );
     let mut seen = 0;
-    // Heap's algorithm, iteratively.
-    let mut c = vec![0; order.len()];
-    let mut check_order = |order: &[usize]| {
+    each_order(events.len(), |order| {
         let mut shuffled: Vec<TimelineEvent> = order.iter().map(|&i| events[i].clone()).collect();
         assert_eq!(
             fold::fold(&kz, &kz.calendar, &mut shuffled),
@@ -1330,19 +1371,63 @@ fn every_arrival_order_of_six_kz_forms_folds_to_one_case() {
             "{order:?}"
         );
         seen += 1;
-    };
-    check_order(&order);
-    let mut i = 0;
-    while i < order.len() {
-        if c[i] < i {
-            order.swap(if i % 2 == 0 { 0 } else { c[i] }, i);
-            check_order(&order);
-            c[i] += 1;
-            i = 0;
-        } else {
-            c[i] = 0;
-            i += 1;
+    });
+    assert_eq!(seen, 5040);
+}
+
+/// 20 of those 5,040 orders sent one by one over HTTP (#15 item 2): a form
+/// sent before the referral is held (201 `pending_case`) and joins the
+/// case when the referral arrives. Every case equals the one sent in order.
+#[test]
+fn twenty_arrival_orders_of_seven_kz_forms_over_http_give_the_in_order_case() {
+    let app = TestApp::spawn();
+    let staff = kz_staff(&app);
+    let worker = phone(&app, &staff.worker);
+    let mut orders = Vec::new();
+    each_order(KZ_SEVEN.len(), |order| orders.push(order.to_vec()));
+    // Every 252nd of the 5,040 (a spread), the in-order one first and the
+    // reversed one (the referral last) among them.
+    let mut sample: Vec<Vec<usize>> = orders.iter().step_by(252).take(19).cloned().collect();
+    sample.push((0..KZ_SEVEN.len()).rev().collect());
+    assert_eq!(sample[0], (0..KZ_SEVEN.len()).collect::<Vec<_>>());
+    assert_eq!(sample.len(), 20);
+
+    let mut expected = None;
+    for order in &sample {
+        let case_id = uuid::Uuid::new_v4().to_string();
+        let referral_at = order.iter().position(|&i| i == 0).unwrap();
+        for (sent, &i) in order.iter().enumerate() {
+            let (form_id, data) = KZ_SEVEN[i];
+            let res = worker.send(&form_envelope(form_id, &case_id, data()));
+            assert_eq!(res.status, 201, "{form_id} in {order:?}: {}", res.text);
+            if sent < referral_at {
+                assert_eq!(res.body["status"], "pending_case", "{order:?}");
+            } else {
+                assert_ne!(res.body["status"], "pending_case", "{order:?}");
+            }
+        }
+        let case = case_of(&app, &staff.coordinator, &case_id);
+        // The timeline in fold order, with the state after each event.
+        let events = timeline_of(&app, &staff.coordinator, &case_id);
+        let outcome = json!({ "case": comparable(&case), "timeline": events });
+        match &expected {
+            None => expected = Some(outcome),
+            Some(expected) => assert_eq!(&outcome, expected, "arrival order {order:?}"),
         }
     }
-    assert_eq!(seen, 720);
+    // The in-order case is the walkthrough's: the IA met on time (D7), and
+    // its timeline holds the seven forms.
+    let expected = expected.unwrap();
+    assert!(
+        expected["timeline"].as_array().unwrap().len() >= 7,
+        "{expected:#}"
+    );
+    assert!(
+        expected["case"]["deadlines"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|d| d["rule"] == "D7" && d["status"] == "met_on_time"),
+        "{expected:#}"
+    );
 }

@@ -86,6 +86,9 @@ pub struct Settings {
     /// The longest a break-glass grant lasts (a coordinator reading a case
     /// of another site), in minutes; a request may ask for less.
     pub break_glass_minutes: i64,
+    /// Days a form about a case not seen yet may wait for the form that
+    /// opens it before coordinators see it on `GET /submissions/held`.
+    pub pending_case_days: i64,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -144,6 +147,7 @@ impl Default for Settings {
             max_attachment_bytes: 10_000_000,
             indicator_suppression_threshold: 5,
             break_glass_minutes: 180,
+            pending_case_days: 14,
             session_ttl_hours: 12,
             device_token_ttl_days: 180,
             shutdown_timeout_secs: 30,
@@ -225,6 +229,11 @@ impl Settings {
         if !(1..=24 * 60).contains(&self.break_glass_minutes) {
             return Err(ConfigError::Invalid(
                 "break_glass_minutes must be from 1 to 1440 (a day)".into(),
+            ));
+        }
+        if !(1..=365).contains(&self.pending_case_days) {
+            return Err(ConfigError::Invalid(
+                "pending_case_days must be from 1 to 365".into(),
             ));
         }
         if self.session_ttl_hours <= 0 || self.device_token_ttl_days <= 0 {

@@ -22,7 +22,7 @@ pub const ACTION: &str = "action";
 
 /// What a submission adds to its case's timeline, read from its data once,
 /// before the write transaction.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Serialize, serde::Deserialize)]
 pub struct SubmissionEvent {
     pub name: String,
     /// As answered: RFC 3339 date-time or a date.

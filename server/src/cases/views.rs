@@ -289,7 +289,7 @@ pub fn timeline(conn: &mut DbConnection, case: &Case, now: DateTime<Utc>) -> App
 
 /// The id of the site a filter names by id or code. An unknown one is a
 /// 422, never an empty list that reads as "nothing overdue".
-pub(super) fn site_named(conn: &mut DbConnection, name: Option<&str>) -> AppResult<Option<String>> {
+pub fn site_named(conn: &mut DbConnection, name: Option<&str>) -> AppResult<Option<String>> {
     let Some(name) = name else { return Ok(None) };
     match crate::auth::sites::resolve(conn, name)? {
         Some(site) => Ok(Some(site.id)),

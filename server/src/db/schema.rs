@@ -320,6 +320,8 @@ diesel::table! {
         status -> Text,
         site_id -> Nullable<Text>,
         case_number -> Nullable<Text>,
+        pending_case_id -> Nullable<Text>,
+        pending_event -> Nullable<Text>,
     }
 }
 

@@ -11,7 +11,7 @@ use serde::Serialize;
 use serde_json::Value;
 use sha2::{Digest, Sha256};
 
-use super::{AttachmentDeclaration, Limits, COMPLETE};
+use super::{AttachmentDeclaration, Limits, AWAITING_ATTACHMENTS, COMPLETE};
 use crate::audit::{self, Event, Origin};
 use crate::auth::{now, policy, users, Principal};
 use crate::cases::{self, views};
@@ -306,7 +306,9 @@ pub fn receive(
             .count()
             .get_result(conn)?;
         let mut status = submission.status.clone();
-        if missing == 0 {
+        // A held form (waiting for its case) stays held; it is complete
+        // once it joins its case with every attachment received.
+        if missing == 0 && status == AWAITING_ATTACHMENTS {
             diesel::update(submissions::table.find(instance_id))
                 .set(submissions::status.eq(COMPLETE))
                 .execute(conn)?;

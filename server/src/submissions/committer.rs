@@ -105,8 +105,8 @@ fn commit_group(pool: &Pool, group: Vec<Job>) {
         // The audit rows last, once every case row the group touches is
         // locked (see `audit_received`).
         for (job, outcome) in group.iter().zip(&outcomes) {
-            if let Ok(Stored::Created(_)) = outcome {
-                audit_received(conn, &job.who, &job.origin, &job.prepared)?;
+            if let Ok(Stored::Created(receipt)) = outcome {
+                audit_received(conn, &job.who, &job.origin, &job.prepared, receipt)?;
             }
         }
         Ok::<_, AppError>(outcomes)

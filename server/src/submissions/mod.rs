@@ -6,6 +6,7 @@
 
 pub mod attachments;
 pub mod committer;
+pub mod held;
 
 use std::collections::HashSet;
 
@@ -63,6 +64,12 @@ pub struct AttachmentDeclaration {
 
 pub const COMPLETE: &str = "complete";
 pub const AWAITING_ATTACHMENTS: &str = "awaiting_attachments";
+/// About a case the server has not seen yet: stored and held until the
+/// form that opens it arrives ([`held`]).
+pub const PENDING_CASE: &str = "pending_case";
+/// Held, then refused when its case opened: its sender may not work on
+/// that case. Kept and listed to coordinators ([`held`]).
+pub const REFUSED: &str = "refused";
 
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct Receipt {
@@ -71,6 +78,9 @@ pub struct Receipt {
     pub received_at: NaiveDateTime,
     pub case_id: Option<String>,
     pub status: String,
+    /// Held forms this submission's new case refused (audited with it).
+    #[serde(skip)]
+    pub refused_held: Vec<held::Refusal>,
 }
 
 /// A new submission (201) or a retry of one already stored (200).
@@ -103,6 +113,9 @@ struct NewSubmission<'a> {
     /// 000015); kept in step by `cases::children` on readmission and merge.
     site_id: Option<&'a str>,
     case_number: Option<&'a str>,
+    /// A held form's case, and the event it will add to it (JSON).
+    pending_case_id: Option<&'a str>,
+    pending_event: Option<&'a str>,
 }
 
 /// JSON with every object's keys sorted: the same content hashes the same
@@ -131,27 +144,38 @@ fn undecryptable(err: jwe::JweError) -> AppError {
 }
 
 fn receipt_of(conn: &mut DbConnection, instance_id: &str) -> AppResult<Option<(String, Receipt)>> {
-    let row: Option<(String, NaiveDateTime, Option<String>, String)> = submissions::table
+    type Row = (
+        String,
+        NaiveDateTime,
+        Option<String>,
+        Option<String>,
+        String,
+    );
+    let row: Option<Row> = submissions::table
         .find(instance_id)
         .select((
             submissions::content_sha256,
             submissions::received_at,
             submissions::case_id,
+            submissions::pending_case_id,
             submissions::status,
         ))
         .first(conn)
         .optional()?;
-    Ok(row.map(|(sha, received_at, case_id, status)| {
-        (
-            sha,
-            Receipt {
-                instance_id: instance_id.to_string(),
-                received_at,
-                case_id,
-                status,
-            },
-        )
-    }))
+    Ok(
+        row.map(|(sha, received_at, case_id, pending_case_id, status)| {
+            (
+                sha,
+                Receipt {
+                    instance_id: instance_id.to_string(),
+                    received_at,
+                    case_id: case_id.or(pending_case_id),
+                    status,
+                    refused_held: Vec::new(),
+                },
+            )
+        }),
+    )
 }
 
 /// A submission that passed every check that needs no write: ready for
@@ -197,6 +221,9 @@ enum CasePlan {
     Update(cases::Case),
     /// The submission that opened the case, or an edit of it.
     Reopened(cases::Case),
+    /// About a case not seen yet, from someone who works at a site of the
+    /// form's programme: held until the case opens ([`held`]).
+    Hold,
     NoCase,
 }
 
@@ -219,7 +246,8 @@ pub fn prepare(
 /// as if they had been sent one by one: a form about a case that an
 /// earlier item opens (`opened_earlier`) cannot be judged against a case
 /// not stored yet, so whether the caller may submit for it is judged when
-/// it is stored, after that item ([`store`] checks again, in order).
+/// it is stored, after that item ([`store`] checks again, in order). (A
+/// form about a case nobody has opened yet is held: [`held`].)
 pub fn prepare_after(
     conn: &mut DbConnection,
     forms: &FormCache,
@@ -413,6 +441,9 @@ fn case_plan(conn: &mut DbConnection, who: &Principal, p: &Prepared) -> AppResul
                 {
                     Ok(CasePlan::Update(case))
                 }
+                // Its opening form may still be on its way (offline phones
+                // and retries reorder forms): judged when the case opens.
+                None if works_in_programme(conn, who, &p.programme)? => Ok(CasePlan::Hold),
                 _ => Err(AppError::Forbidden(
                     "you may not submit forms for this case".into(),
                 )),
@@ -428,6 +459,18 @@ fn case_plan(conn: &mut DbConnection, who: &Principal, p: &Prepared) -> AppResul
     }
 }
 
+/// Whether `who` works at an active site of `programme` (where a case of
+/// theirs would open).
+fn works_in_programme(
+    conn: &mut DbConnection,
+    who: &Principal,
+    programme: &str,
+) -> AppResult<bool> {
+    Ok(sites::list(conn, Some(&who.site_ids))?
+        .into_iter()
+        .any(|s| s.programme == programme && s.active))
+}
+
 /// Stores a prepared submission. Call inside a write transaction (or a
 /// savepoint of one): the idempotency check, the case change, the row, its
 /// attachments' declarations and the audit row commit together.
@@ -438,8 +481,8 @@ pub fn store(
     p: &Prepared,
 ) -> AppResult<Stored> {
     let stored = store_unaudited(conn, who, p)?;
-    if matches!(stored, Stored::Created(_)) {
-        audit_received(conn, who, origin, p)?;
+    if let Stored::Created(receipt) = &stored {
+        audit_received(conn, who, origin, p, receipt)?;
     }
     Ok(stored)
 }
@@ -453,6 +496,7 @@ pub fn audit_received(
     who: &Principal,
     origin: &Origin,
     p: &Prepared,
+    receipt: &Receipt,
 ) -> AppResult<()> {
     let what = format!("{} {}", p.envelope.form_id, p.envelope.form_version);
     audit::record(
@@ -461,7 +505,8 @@ pub fn audit_received(
         Event::new(Some(who), "submission_received")
             .object("submission", &p.instance_id)
             .detail(&what),
-    )
+    )?;
+    held::audit_refusals(conn, origin, &receipt.refused_held)
 }
 
 /// [`store`] without its audit row, which the caller writes once every
@@ -482,7 +527,19 @@ pub fn store_unaudited(
     }
     let envelope = &p.envelope;
     let case_id = envelope.case_id.map(|c| c.to_string());
-    let (case, seq) = match (case_plan(conn, who, p)?, &case_id) {
+    let mut plan = case_plan(conn, who, p)?;
+    if let (CasePlan::Hold, Some(id)) = (&plan, &case_id) {
+        // Another server may be opening the case right now: once it has
+        // (or before it may), judge again.
+        held::lock(conn, id)?;
+        plan = case_plan(conn, who, p)?;
+    }
+    let opens = matches!(plan, CasePlan::Open { .. });
+    let held_for = match plan {
+        CasePlan::Hold => case_id.clone(),
+        _ => None,
+    };
+    let (case, seq) = match (plan, &case_id) {
         (CasePlan::Open { site }, Some(id)) => {
             let programme = reconcile::programme_of(&p.programme)?;
             let opener = users::get(conn, &who.user_id)?;
@@ -513,11 +570,17 @@ pub fn store_unaudited(
     };
     let supersedes = envelope.supersedes.map(|s| s.to_string());
     if let Some(earlier) = &supersedes {
-        let found: Option<(String, Option<String>)> = submissions::table
+        let found: Option<(String, Option<String>, Option<String>)> = submissions::table
             .find(earlier)
-            .select((submissions::form_id, submissions::case_id))
+            .select((
+                submissions::form_id,
+                submissions::case_id,
+                submissions::pending_case_id,
+            ))
             .first(conn)
             .optional()?;
+        // A held form names its case in pending_case_id.
+        let found = found.map(|(form, case, pending)| (form, case.or(pending)));
         if found != Some((envelope.form_id.clone(), case_id.clone())) || earlier == &p.instance_id {
             return Err(AppError::invalid_field(
                 "/supersedes",
@@ -529,10 +592,16 @@ pub fn store_unaudited(
             .execute(conn)?;
     }
     let received_at = now();
-    let status = if envelope.attachments.is_empty() {
+    let status = if held_for.is_some() {
+        PENDING_CASE
+    } else if envelope.attachments.is_empty() {
         COMPLETE
     } else {
         AWAITING_ATTACHMENTS
+    };
+    let pending_event = match &held_for {
+        Some(_) => Some(held::HeldEvent::of(p).to_json()?),
+        None => None,
     };
     diesel::insert_into(submissions::table)
         .values(NewSubmission {
@@ -554,6 +623,8 @@ pub fn store_unaudited(
             status,
             site_id: case.as_ref().map(|c| c.site_id.as_str()),
             case_number: case.as_ref().and_then(|c| c.number.as_deref()),
+            pending_case_id: held_for.as_deref(),
+            pending_event: pending_event.as_deref(),
         })
         .execute(conn)?;
     diesel::insert_into(submission_cells::table)
@@ -592,11 +663,18 @@ pub fn store_unaudited(
             received_at.and_utc(),
         )?;
     }
+    // The forms that arrived before this one, which opens their case, join
+    // it now, in this transaction, or are refused.
+    let refused_held = match &case {
+        Some(case) if opens => held::join(conn, &case.id)?,
+        _ => Vec::new(),
+    };
     Ok(Stored::Created(Receipt {
         instance_id: p.instance_id.clone(),
         received_at,
-        case_id: case.map(|c| c.id),
+        case_id: case.map(|c| c.id).or(held_for),
         status: status.to_string(),
+        refused_held,
     }))
 }
 

@@ -70,6 +70,7 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
             .service(resource("/sync").route(get().to(sync::get)))
             .service(resource("/submissions").route(post().to(submissions::create)))
             .service(resource("/submissions/batch").route(post().to(submissions::batch)))
+            .service(resource("/submissions/held").route(get().to(submissions::held)))
             .service(
                 resource("/submissions/{instance_id}/attachments/{name}")
                     .route(put().to(submissions::put_attachment))

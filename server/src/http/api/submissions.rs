@@ -8,10 +8,12 @@ use serde_json::json;
 use crate::app::AppState;
 use crate::audit::{self, Origin};
 use crate::auth::policy;
+use crate::cases::views::site_named;
 use crate::cpu;
 use crate::error::{AppError, AppResult};
 use crate::http::extract::{AttachmentBody, AuthUser, Batch, BatchBody, JoseBody};
 use crate::submissions::attachments::{self, Received};
+use crate::submissions::held;
 use crate::submissions::{self, Stored};
 
 /// `POST /api/v1/submissions`: one JWE. 201 stored; 200 the same instance
@@ -134,6 +136,41 @@ pub async fn batch(
         })
         .collect();
     Ok(HttpResponse::Ok().json(json!({ "results": results })))
+}
+
+#[derive(Debug, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HeldQuery {
+    /// A site's code or id; all the caller's sites when absent.
+    pub site: Option<String>,
+}
+
+/// `GET /api/v1/submissions/held?site=`: for coordinators, forms their
+/// sites' workers sent about a case not seen for `pending_case_days`, and
+/// held forms refused when their case opened (docs/api.md § Held forms).
+pub async fn held(
+    state: web::Data<AppState>,
+    AuthUser(me): AuthUser,
+    query: web::Query<HeldQuery>,
+) -> AppResult<HttpResponse> {
+    policy::manage_cases(&me)?;
+    let days = state.settings.pending_case_days;
+    let site = query.into_inner().site;
+    let listed = state
+        .db(move |conn| {
+            let site_ids = match site_named(conn, site.as_deref())? {
+                Some(site) if !me.is_at_site(&site) => {
+                    return Err(AppError::Forbidden(
+                        "only the site's coordinators see its held forms".into(),
+                    ))
+                }
+                Some(site) => vec![site],
+                None => me.site_ids.clone(),
+            };
+            held::list(conn, &site_ids, days)
+        })
+        .await?;
+    Ok(HttpResponse::Ok().json(json!({ "pending_case_days": days, "held": listed })))
 }
 
 /// `PUT /api/v1/submissions/{instance_id}/attachments/{name}`: one declared
