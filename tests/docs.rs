@@ -548,3 +548,49 @@ fn the_docs_list_the_legal_bases_the_server_accepts() {
         }
     }
 }
+
+/// A label is what a phone shows above the question: the paper form's
+/// typing instructions ("(DD/MM/YY)" while the value is an ISO date, blanks
+/// to write a name on) belong in its description, not in the label.
+#[test]
+fn shipped_labels_carry_no_printed_form_instructions() {
+    fn walk(value: &Value, at: &str, found: &mut Vec<String>) {
+        match value {
+            Value::Object(map) => {
+                if let Some(Value::String(title)) = map.get("title") {
+                    let upper = title.to_uppercase();
+                    if upper.contains("DD/MM") || upper.contains("MM/YY") || title.contains("(...")
+                    {
+                        found.push(format!("{at}: {title:?}"));
+                    }
+                }
+                for (key, inner) in map {
+                    walk(inner, &format!("{at}/{key}"), found);
+                }
+            }
+            Value::Array(items) => {
+                for (i, inner) in items.iter().enumerate() {
+                    walk(inner, &format!("{at}/{i}"), found);
+                }
+            }
+            _ => {}
+        }
+    }
+    let mut found = Vec::new();
+    for programme in ["core", "kz", "bt"] {
+        let dir = root().join("form-definitions").join(programme);
+        for entry in std::fs::read_dir(&dir).unwrap() {
+            let path = entry.unwrap().path();
+            if path.extension().is_some_and(|e| e == "json") {
+                let value: Value = serde_json::from_str(&read(&path)).unwrap();
+                let name = path.strip_prefix(root()).unwrap().display().to_string();
+                walk(&value, &name, &mut found);
+            }
+        }
+    }
+    assert!(
+        found.is_empty(),
+        "labels with printed-form instructions:\n{}",
+        found.join("\n")
+    );
+}
