@@ -159,7 +159,9 @@ fn set_sites(conn: &mut DbConnection, user_id: &str, site_ids: &[String]) -> App
 /// and must be changed at first login.
 pub fn create(conn: &mut DbConnection, new: NewUser) -> AppResult<Created> {
     let mut new = new;
-    new.site_ids = resolve_sites(conn, new.role, &new.site_ids)?;
+    // Refused after the name and password are judged, so one answer names
+    // every problem of those; the password check needs the site codes.
+    let sites = resolve_sites(conn, new.role, &new.site_ids);
     let mut errors = Vec::new();
     let username = new.username.trim().to_lowercase();
     if !valid_username(&username) {
@@ -172,7 +174,8 @@ pub fn create(conn: &mut DbConnection, new: NewUser) -> AppResult<Created> {
         errors.extend(crate::json::unsafe_text("/display_name", name));
     }
     if let Some(p) = &new.password {
-        if let Some(why) = weakness_for(conn, &username, &new.site_ids, p)? {
+        let known = sites.as_deref().unwrap_or_default();
+        if let Some(why) = weakness_for(conn, &username, known, p)? {
             errors.push(FieldError::new("/password", why));
         }
     }
@@ -182,6 +185,7 @@ pub fn create(conn: &mut DbConnection, new: NewUser) -> AppResult<Created> {
             errors,
         });
     }
+    new.site_ids = sites?;
 
     let (password, one_time_password) = match new.password {
         Some(p) => (p, None),
