@@ -260,6 +260,77 @@ fn form_exports_are_deidentified_unless_a_coordinator_states_a_purpose() {
         .assert_problem(404, "not_found");
 }
 
+/// An export's query string as docs/api.md gives it: the filters and the
+/// disclosure's terms side by side, spaces as `+` or `%20`, flags as
+/// `true`/`false`. A parameter it does not take is refused with the names
+/// of those it does (never the one sent); one given twice is refused, the
+/// consent ids included (they go comma-separated, once).
+#[test]
+fn an_export_query_takes_its_filters_and_the_terms_side_by_side() {
+    let app = TestApp::spawn();
+    let [_, worker, coordinator, _] = almaty_staff(&app);
+    let id = uuid::Uuid::new_v4().to_string();
+    assert_eq!(
+        phone(&app, &worker)
+            .send(&referral(&id, "Timur Aliyev"))
+            .status,
+        201
+    );
+    let res = app.get(
+        "/api/v1/exports/cases.csv?programme=kz&from=2026-01-01&to=2026-12-31\
+         &site=KZ-CAM-ALA&bom=true&formula_escape=true&identifying=true\
+         &legal_basis=unicef_me&recipient=UNICEF+M%26E+consultant\
+         &purpose=quarterly+coaching+review&method=encrypted%20e-mail",
+        &coordinator,
+    );
+    assert_eq!(res.status, 200, "{}", res.text);
+    assert!(res.text.starts_with('\u{feff}'), "bom=true");
+    assert_eq!(rows(&res.text).len(), 1);
+    let logged = app.get("/api/v1/disclosures", &coordinator);
+    let logged = &logged.body["items"];
+    assert_eq!(logged[0]["legal_basis"], "unicef_me");
+    assert_eq!(logged[0]["recipient"], "UNICEF M&E consultant");
+    assert_eq!(logged[0]["purpose"], "quarterly coaching review");
+    assert_eq!(logged[0]["method"], "encrypted e-mail");
+
+    let res = app.get(
+        "/api/v1/exports/forms/kz.referral.csv?identifying=true&legal-basis=unicef_me\
+         &recipient=UNICEF&purpose=quarterly+coaching+review",
+        &coordinator,
+    );
+    let detail = res.assert_problem(400, "bad_request")["detail"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    for name in [
+        "`legal_basis`",
+        "`recipient`",
+        "`version`",
+        "`formula_escape`",
+    ] {
+        assert!(detail.contains(name), "{name}: {detail}");
+    }
+    assert!(!detail.contains("legal-basis"), "{detail}");
+    let res = app.get(
+        &format!(
+            "/api/v1/exports/cases.csv?programme=kz&identifying=true&legal_basis=consent\
+             &case={id}&consent=a1&consent=b2&recipient=UNICEF&purpose=quarterly+coaching+review"
+        ),
+        &coordinator,
+    );
+    let detail = res.assert_problem(400, "bad_request")["detail"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert!(detail.contains("duplicate field"), "{detail}");
+    let logged = app.get("/api/v1/disclosures", &coordinator);
+    assert_eq!(
+        logged.body["items"].as_array().unwrap().len(),
+        1,
+        "the refused ones logged nothing"
+    );
+}
+
 #[test]
 fn the_case_export_has_a_row_per_case_with_its_facts_and_deadlines() {
     let app = TestApp::spawn();
@@ -575,10 +646,13 @@ fn a_new_form_version_gives_the_union_of_columns_and_the_zip_joins_repeat_groups
     let mut conn = app.conn();
     let terms = form_exports::FormFilter {
         identifying: Some(true),
-        legal_basis: Some("required_by_law".into()),
-        provision: Some("Code on Marriage art. 76".into()),
-        recipient: Some("Almaty district court".into()),
-        purpose: Some("court report for case 1".into()),
+        terms: casesync::privacy::disclosures::DisclosureTerms {
+            legal_basis: Some("required_by_law".into()),
+            provision: Some("Code on Marriage art. 76".into()),
+            recipient: Some("Almaty district court".into()),
+            purpose: Some("court report for case 1".into()),
+            ..Default::default()
+        },
         ..Default::default()
     };
     let plan = form_exports::plan(&mut conn, &Scope::shell(), "kz.referral", &terms).unwrap();

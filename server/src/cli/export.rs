@@ -11,7 +11,7 @@ use crate::audit::{self, Event, Origin};
 use crate::config::Settings;
 use crate::db::{self, DbConnection};
 use crate::exports;
-use crate::privacy::disclosures;
+use crate::privacy::disclosures::{self, DisclosureTerms};
 
 #[derive(Debug, Default, Args)]
 pub struct ExportOptions {
@@ -35,30 +35,13 @@ pub struct ExportOptions {
     /// --legal-basis, --recipient and --purpose (logged and audited).
     #[arg(long)]
     pub identifying: bool,
-    /// Why (at least 10 characters).
-    #[arg(long)]
-    pub purpose: Option<String>,
     /// Only this case (its id); a disclosure by consent is of one case.
     #[arg(long)]
     pub case: Option<String>,
-    /// KZ: required_by_law, unicef_me, consent, staff_harm. BT: consent,
-    /// court_order, mandatory_report, immediate_safety_risk,
-    /// non_disclosure_agreement.
-    #[arg(long)]
-    pub legal_basis: Option<String>,
-    /// The provision of law, court order or agreement, where the basis
-    /// needs one.
-    #[arg(long)]
-    pub provision: Option<String>,
-    /// Consent record ids, comma-separated (--legal-basis consent).
-    #[arg(long)]
-    pub consent: Option<String>,
-    /// To whom the file goes.
-    #[arg(long)]
-    pub recipient: Option<String>,
-    /// How it is handed over (default: "CSV download").
-    #[arg(long)]
-    pub method: Option<String>,
+    /// The disclosure's terms (--legal-basis, --provision, --consent,
+    /// --recipient, --purpose, --method).
+    #[command(flatten)]
+    pub terms: DisclosureTerms,
     /// Write cells that a spreadsheet would run as formulas (=, +, -, @…)
     /// as they are, for scripts; recorded on the audit row.
     #[arg(long)]
@@ -108,13 +91,8 @@ fn export_command(
                 version,
                 bom: Some(options.bom),
                 identifying: Some(options.identifying),
-                purpose: options.purpose.clone(),
                 case: options.case.clone(),
-                legal_basis: options.legal_basis.clone(),
-                provision: options.provision.clone(),
-                consent: options.consent.clone(),
-                recipient: options.recipient.clone(),
-                method: options.method.clone(),
+                terms: options.terms.clone(),
                 formula_escape: Some(!options.no_formula_escape),
             };
             let plan = exports::forms::plan(conn, &scope, &form_id, &filter)?;
@@ -149,13 +127,8 @@ fn export_command(
                 site: options.site.clone(),
                 bom: Some(options.bom),
                 identifying: Some(options.identifying),
-                purpose: options.purpose.clone(),
                 case: options.case.clone(),
-                legal_basis: options.legal_basis.clone(),
-                provision: options.provision.clone(),
-                consent: options.consent.clone(),
-                recipient: options.recipient.clone(),
-                method: options.method.clone(),
+                terms: options.terms.clone(),
                 formula_escape: Some(!options.no_formula_escape),
             };
             let plan = exports::cases::plan(conn, &scope, &filter)?;
@@ -216,4 +189,57 @@ fn log_export(
         audit::record(conn, &Origin::default(), event)
     })?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::Parser;
+
+    use super::ExportCommand;
+    use crate::cli::{Cli, Command};
+    use crate::exports::cases::CaseFilter;
+
+    fn parse(args: &[&str]) -> Result<Cli, clap::Error> {
+        Cli::try_parse_from(
+            ["casesync", "export", "cases", "--programme", "kz"]
+                .iter()
+                .chain(args),
+        )
+    }
+
+    #[test]
+    fn the_shell_takes_the_terms_the_api_takes() {
+        let cli = parse(&[
+            "--identifying",
+            "--legal-basis",
+            "consent",
+            "--case",
+            "c-1",
+            "--consent",
+            "a1,b2",
+            "--recipient",
+            "Kazakh Red Crescent",
+            "--purpose",
+            "family tracing abroad",
+            "--method",
+            "sealed envelope",
+            "--out",
+            "cases.csv",
+        ])
+        .unwrap();
+        let Command::Export(ExportCommand::Cases { options, .. }) = cli.command else {
+            panic!("not an export: {:?}", cli.command);
+        };
+        let query: CaseFilter = serde_urlencoded::from_str(
+            "programme=kz&identifying=true&legal_basis=consent&case=c-1&consent=a1,b2\
+             &recipient=Kazakh%20Red%20Crescent&purpose=family%20tracing%20abroad\
+             &method=sealed%20envelope",
+        )
+        .unwrap();
+        assert_eq!(options.terms, query.terms);
+        assert_eq!(options.terms.consent.as_deref(), Some("a1,b2"));
+        // Once each, as in a query string.
+        let twice = parse(&["--consent", "a1", "--consent", "b2", "--out", "x.csv"]).unwrap_err();
+        assert_eq!(twice.kind(), clap::error::ErrorKind::ArgumentConflict);
+    }
 }

@@ -23,11 +23,13 @@ use crate::db::schema::{case_deadlines, cases, users};
 use crate::db::DbConnection;
 use crate::error::{AppError, AppResult};
 use crate::forms::model::FieldKind;
-use crate::privacy::disclosures::{Checked, Terms};
+use crate::privacy::disclosures::{self, Checked, DisclosureTerms};
 use crate::programmes::Programmes;
 
+/// Filters of a case export (`?programme=kz&from=…`), and the terms of an
+/// identifying one beside them.
 #[derive(Debug, Clone, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[serde(remote = "Self", deny_unknown_fields)]
 pub struct CaseFilter {
     pub programme: String,
     /// Opened on or after this day (UTC).
@@ -37,29 +39,21 @@ pub struct CaseFilter {
     pub site: Option<String>,
     pub bom: Option<bool>,
     pub identifying: Option<bool>,
-    pub purpose: Option<String>,
     /// Only this case (its id). A disclosure by consent is of one case.
     pub case: Option<String>,
-    /// An identifying export's terms (`privacy::disclosures::Terms`).
-    pub legal_basis: Option<String>,
-    pub provision: Option<String>,
-    pub consent: Option<String>,
-    pub recipient: Option<String>,
-    pub method: Option<String>,
+    /// An identifying export's terms, read beside the filters
+    /// (`disclosures::with_terms`).
+    #[serde(skip)]
+    pub terms: DisclosureTerms,
     /// `false`: formulas written as they are (`exports::sheet`).
     pub formula_escape: Option<bool>,
 }
 
-impl CaseFilter {
-    pub fn terms(&self) -> Terms {
-        Terms {
-            legal_basis: self.legal_basis.clone(),
-            provision: self.provision.clone(),
-            consent: self.consent.clone(),
-            recipient: self.recipient.clone(),
-            purpose: self.purpose.clone(),
-            method: self.method.clone(),
-        }
+impl<'de> Deserialize<'de> for CaseFilter {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        // `CaseFilter::deserialize` is the derive's (`remote = "Self"`).
+        let (filter, terms) = disclosures::with_terms(deserializer, CaseFilter::deserialize)?;
+        Ok(CaseFilter { terms, ..filter })
     }
 }
 
@@ -143,7 +137,7 @@ pub fn plan(conn: &mut DbConnection, scope: &Scope, filter: &CaseFilter) -> AppR
         privacy,
         &filter.programme,
         case.as_ref(),
-        &filter.terms(),
+        &filter.terms,
     )?;
     Ok(CaseExport {
         programme: filter.programme.clone(),

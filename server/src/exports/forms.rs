@@ -24,11 +24,12 @@ use crate::db::schema::{form_versions, forms, submission_cells, submissions, use
 use crate::db::DbConnection;
 use crate::error::{AppError, AppResult};
 use crate::forms::model;
-use crate::privacy::disclosures::{Checked, Terms};
+use crate::privacy::disclosures::{self, Checked, DisclosureTerms};
 
-/// Filters of a form export.
+/// Filters of a form export (`?from=&to=…`), and the terms of an
+/// identifying one beside them.
 #[derive(Debug, Clone, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[serde(remote = "Self", deny_unknown_fields)]
 pub struct FormFilter {
     /// Received on or after this day (UTC).
     pub from: Option<NaiveDate>,
@@ -42,30 +43,22 @@ pub struct FormFilter {
     /// `true` for names and other direct identifiers (coordinators only,
     /// on a legal basis, to a recipient, with a purpose).
     pub identifying: Option<bool>,
-    pub purpose: Option<String>,
     /// Only this case (its id). A disclosure by consent is of one case.
     pub case: Option<String>,
-    /// An identifying export's terms (`privacy::disclosures::Terms`).
-    pub legal_basis: Option<String>,
-    pub provision: Option<String>,
-    pub consent: Option<String>,
-    pub recipient: Option<String>,
-    pub method: Option<String>,
+    /// An identifying export's terms, read beside the filters
+    /// (`disclosures::with_terms`).
+    #[serde(skip)]
+    pub terms: DisclosureTerms,
     /// `false`: cells a spreadsheet would run as formulas are written as
     /// they are (for scripts; recorded on the audit row).
     pub formula_escape: Option<bool>,
 }
 
-impl FormFilter {
-    pub fn terms(&self) -> Terms {
-        Terms {
-            legal_basis: self.legal_basis.clone(),
-            provision: self.provision.clone(),
-            consent: self.consent.clone(),
-            recipient: self.recipient.clone(),
-            purpose: self.purpose.clone(),
-            method: self.method.clone(),
-        }
+impl<'de> Deserialize<'de> for FormFilter {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        // `FormFilter::deserialize` is the derive's (`remote = "Self"`).
+        let (filter, terms) = disclosures::with_terms(deserializer, FormFilter::deserialize)?;
+        Ok(FormFilter { terms, ..filter })
     }
 }
 
@@ -165,7 +158,7 @@ pub fn plan(
     let all_sites = sites::list(conn, None)?;
     let site_ids = export_sites(&all_sites, scope, &programme, filter.site.as_deref())?;
     let case = narrowed_case(conn, &site_ids, filter.case.as_deref())?;
-    let disclosure = disclosure(conn, privacy, &programme, case.as_ref(), &filter.terms())?;
+    let disclosure = disclosure(conn, privacy, &programme, case.as_ref(), &filter.terms)?;
     let time_zone = programme_of(&programme)?.calendar.time_zone;
     let columns = columns::columns(&versions, privacy);
     let layouts: Vec<Layout> = versions.iter().map(|fields| Layout::of(fields)).collect();

@@ -18,7 +18,7 @@ use crate::auth::{sites, Principal};
 use crate::cases::Case;
 use crate::db::DbConnection;
 use crate::error::{AppError, AppResult};
-use crate::privacy::disclosures::{self, Checked, Terms};
+use crate::privacy::disclosures::{self, Checked, DisclosureTerms};
 pub use columns::{Column, Privacy};
 pub use sheet::{push_cell, Chunk, Formulas};
 
@@ -175,7 +175,7 @@ pub(crate) fn disclosure(
     privacy: Privacy,
     programme: &str,
     case: Option<&Case>,
-    terms: &Terms,
+    terms: &DisclosureTerms,
 ) -> AppResult<Option<Checked>> {
     match privacy {
         Privacy::Deidentified => Ok(None),
@@ -229,7 +229,94 @@ pub(crate) fn export_sites(
 mod tests {
     use chrono::{DateTime, Utc};
 
+    use super::cases::CaseFilter;
+    use super::forms::FormFilter;
     use super::{Formulas, Privacy};
+
+    /// As actix's `web::Query` reads them.
+    fn query<T: serde::de::DeserializeOwned>(text: &str) -> Result<T, String> {
+        serde_urlencoded::from_str(text).map_err(|e| e.to_string())
+    }
+
+    #[test]
+    fn an_export_query_reads_its_filters_and_the_disclosure_terms_side_by_side() {
+        let filter: FormFilter = query(
+            "from=2026-01-01&to=2026-03-31&site=KZ-CAM-ALA&version=2021.1&bom=true\
+             &identifying=true&case=c-1&legal_basis=required_by_law\
+             &provision=Code%20on%20Marriage%20art.%2076&consent=a1,b2\
+             &recipient=Almaty+district+court&purpose=court%20report%20for%20case%201\
+             &method=sealed%20envelope&formula_escape=false",
+        )
+        .unwrap();
+        assert_eq!(filter.from, "2026-01-01".parse().ok());
+        assert_eq!(filter.to, "2026-03-31".parse().ok());
+        assert_eq!(filter.site.as_deref(), Some("KZ-CAM-ALA"));
+        assert_eq!(filter.version.as_deref(), Some("2021.1"));
+        assert_eq!(
+            (filter.bom, filter.identifying, filter.formula_escape),
+            (Some(true), Some(true), Some(false))
+        );
+        assert_eq!(filter.case.as_deref(), Some("c-1"));
+        let terms = &filter.terms;
+        assert_eq!(terms.legal_basis.as_deref(), Some("required_by_law"));
+        assert_eq!(terms.provision.as_deref(), Some("Code on Marriage art. 76"));
+        assert_eq!(terms.consent.as_deref(), Some("a1,b2"));
+        assert_eq!(terms.recipient.as_deref(), Some("Almaty district court"));
+        assert_eq!(terms.purpose.as_deref(), Some("court report for case 1"));
+        assert_eq!(terms.method.as_deref(), Some("sealed envelope"));
+
+        let filter: CaseFilter =
+            query("programme=kz&identifying=false&consent=id1%2Cid2&purpose=").unwrap();
+        assert_eq!(filter.programme, "kz");
+        assert_eq!(filter.identifying, Some(false));
+        assert_eq!(filter.terms.consent.as_deref(), Some("id1,id2"));
+        assert_eq!(filter.terms.purpose.as_deref(), Some(""), "said, empty");
+        assert_eq!(filter.terms.legal_basis, None);
+        let none: FormFilter = query("").unwrap();
+        assert_eq!((none.bom, none.terms.recipient), (None, None));
+    }
+
+    #[test]
+    fn an_export_query_is_refused_in_serdes_words_naming_every_parameter_it_takes() {
+        let unknown = query::<FormFilter>("identifying=true&legal-basis=consent").unwrap_err();
+        assert!(
+            unknown.starts_with("unknown field `legal-basis`, expected one of `from`, `to`"),
+            "{unknown}"
+        );
+        for name in [
+            "`version`",
+            "`formula_escape`",
+            "`legal_basis`",
+            "`provision`",
+            "`consent`",
+            "`recipient`",
+            "`purpose`",
+            "`method`",
+        ] {
+            assert!(unknown.contains(name), "{name} in {unknown}");
+        }
+        let unknown = query::<CaseFilter>("programme=kz&terms=x").unwrap_err();
+        assert!(unknown.contains("`programme`") && unknown.contains("`recipient`"));
+        // `consent` takes its ids comma-separated, once; no parameter twice.
+        for (text, said) in [
+            ("consent=a&consent=b", "duplicate field `consent`"),
+            (
+                "purpose=a&legal_basis=consent&purpose=b",
+                "duplicate field `purpose`",
+            ),
+            ("bom=true&bom=false", "duplicate field `bom`"),
+            ("bom=yes", "provided string was not `true` or `false`"),
+            ("identifying=1", "provided string was not `true` or `false`"),
+            ("from=2026-13-01", "input is out of range"),
+            ("to=", "premature end of input"),
+        ] {
+            assert_eq!(query::<FormFilter>(text).unwrap_err(), said, "{text}");
+        }
+        assert_eq!(
+            query::<CaseFilter>("identifying=true").unwrap_err(),
+            "missing field `programme`"
+        );
+    }
 
     #[test]
     fn stored_time_text_is_rearranged_to_rfc3339() {

@@ -95,20 +95,199 @@ pub fn bases(programme: &str) -> &'static [Basis] {
     }
 }
 
-/// What a caller says of an identifying export or share.
-#[derive(Debug, Clone, Default, Deserialize)]
+/// The terms of a disclosure: what a caller says of an identifying export
+/// or of a share. The one list of them, read from a share's JSON body, an
+/// export's query string (beside its filters: [`with_terms`]) and the
+/// command line (`casesync export`, flattened into its options; these
+/// comments are its help).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize, clap::Args)]
 #[serde(deny_unknown_fields)]
-pub struct Terms {
+pub struct DisclosureTerms {
+    /// KZ: required_by_law, unicef_me, consent, staff_harm. BT: consent,
+    /// court_order, mandatory_report, immediate_safety_risk,
+    /// non_disclosure_agreement.
+    #[arg(long)]
     pub legal_basis: Option<String>,
-    /// The provision of law, court order or agreement (where the basis
-    /// needs one).
+    /// The provision of law, court order or agreement, where the basis
+    /// needs one.
+    #[arg(long)]
     pub provision: Option<String>,
-    /// Consent record ids, comma-separated (a disclosure by consent).
+    /// Consent record ids, comma-separated (--legal-basis consent).
+    #[arg(long)]
     pub consent: Option<String>,
+    /// To whom the data goes.
+    #[arg(long)]
     pub recipient: Option<String>,
+    /// Why (at least 10 characters).
+    #[arg(long)]
     pub purpose: Option<String>,
-    /// How it is handed over; an export defaults to a download.
+    /// How it is handed over (an export's default: "CSV download").
+    #[arg(long)]
     pub method: Option<String>,
+}
+
+/// The query-string names of [`DisclosureTerms`] (a test holds them to
+/// serde's).
+const TERMS: [&str; 6] = [
+    "legal_basis",
+    "provision",
+    "consent",
+    "recipient",
+    "purpose",
+    "method",
+];
+
+/// Reads a query string that carries the disclosure terms beside a
+/// filter's own parameters, all in one flat list
+/// (`?identifying=true&legal_basis=…&recipient=…`): the terms go to
+/// [`DisclosureTerms`], the rest to `own`, the filter's serde derive
+/// (`#[serde(remote = "Self")]`, its `terms` field skipped).
+///
+/// `#[serde(flatten)]` would do it for serde, but a flattened struct refuses
+/// an unknown parameter without the list of those it accepts (an error that
+/// leaves a caller guessing, the more so as the name sent is not repeated),
+/// and it hands the flattened fields their values as text, so no term could
+/// ever be a number or a flag. Here each side reads its values as
+/// serde_urlencoded does (a flag from `true`/`false`, a number from its
+/// digits); an unknown parameter is refused with both lists; a parameter
+/// given twice is refused as before (`consent` takes its ids
+/// comma-separated, once).
+pub(crate) fn with_terms<'de, D, T>(
+    deserializer: D,
+    own: fn(QueryParameters) -> Result<T, QueryError>,
+) -> Result<(T, DisclosureTerms), D::Error>
+where
+    D: serde::Deserializer<'de>,
+{
+    struct Pairs;
+    impl<'de> serde::de::Visitor<'de> for Pairs {
+        type Value = Vec<(String, String)>;
+        fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+            f.write_str("query parameters")
+        }
+        fn visit_map<A: serde::de::MapAccess<'de>>(
+            self,
+            mut map: A,
+        ) -> Result<Self::Value, A::Error> {
+            let mut pairs = Vec::new();
+            while let Some(pair) = map.next_entry()? {
+                pairs.push(pair);
+            }
+            Ok(pairs)
+        }
+    }
+    let (terms, rest): (Vec<_>, Vec<_>) = deserializer
+        .deserialize_map(Pairs)?
+        .into_iter()
+        .map(|(name, value)| (name, QueryValue(value)))
+        .partition(|(name, _)| TERMS.contains(&name.as_str()));
+    let read = || -> Result<_, QueryError> {
+        let terms = DisclosureTerms::deserialize(QueryParameters::new(terms.into_iter()))?;
+        Ok((own(QueryParameters::new(rest.into_iter()))?, terms))
+    };
+    read().map_err(|e| serde::de::Error::custom(e.0))
+}
+
+/// A filter's own query parameters, for its serde derive ([`with_terms`]).
+pub(crate) type QueryParameters = serde::de::value::MapDeserializer<
+    'static,
+    std::vec::IntoIter<(String, QueryValue)>,
+    QueryError,
+>;
+
+/// What a query string could not be read as: serde's words, except that an
+/// unknown parameter is answered with the disclosure terms among the names
+/// expected.
+#[derive(Debug)]
+pub(crate) struct QueryError(String);
+
+impl std::fmt::Display for QueryError {
+    fn fmt(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for QueryError {}
+
+impl serde::de::Error for QueryError {
+    fn custom<M: std::fmt::Display>(message: M) -> Self {
+        QueryError(message.to_string())
+    }
+
+    fn unknown_field(field: &str, expected: &'static [&'static str]) -> Self {
+        let names: Vec<String> = expected
+            .iter()
+            .chain(&TERMS)
+            .map(|name| format!("`{name}`"))
+            .collect();
+        QueryError(format!(
+            "unknown field `{field}`, expected one of {}",
+            names.join(", ")
+        ))
+    }
+}
+
+/// One query parameter's value, read as the field asks, as serde_urlencoded
+/// reads it: a flag from `true`/`false`, a number from its digits, an
+/// optional value as present, anything else as text.
+#[derive(Debug)]
+pub(crate) struct QueryValue(String);
+
+impl serde::de::IntoDeserializer<'static, QueryError> for QueryValue {
+    type Deserializer = Self;
+    fn into_deserializer(self) -> Self {
+        self
+    }
+}
+
+macro_rules! parse_value {
+    ($($method:ident => $visit:ident),* $(,)?) => {$(
+        fn $method<V: serde::de::Visitor<'de>>(self, visitor: V) -> Result<V::Value, QueryError> {
+            visitor.$visit(self.0.parse().map_err(serde::de::Error::custom)?)
+        }
+    )*};
+}
+
+impl<'de> serde::Deserializer<'de> for QueryValue {
+    type Error = QueryError;
+
+    fn deserialize_any<V: serde::de::Visitor<'de>>(
+        self,
+        visitor: V,
+    ) -> Result<V::Value, QueryError> {
+        visitor.visit_string(self.0)
+    }
+
+    fn deserialize_option<V: serde::de::Visitor<'de>>(
+        self,
+        visitor: V,
+    ) -> Result<V::Value, QueryError> {
+        visitor.visit_some(self)
+    }
+
+    parse_value! {
+        deserialize_bool => visit_bool,
+        deserialize_i8 => visit_i8, deserialize_i16 => visit_i16,
+        deserialize_i32 => visit_i32, deserialize_i64 => visit_i64,
+        deserialize_u8 => visit_u8, deserialize_u16 => visit_u16,
+        deserialize_u32 => visit_u32, deserialize_u64 => visit_u64,
+        deserialize_f32 => visit_f32, deserialize_f64 => visit_f64,
+    }
+
+    fn deserialize_enum<V: serde::de::Visitor<'de>>(
+        self,
+        _name: &'static str,
+        _variants: &'static [&'static str],
+        visitor: V,
+    ) -> Result<V::Value, QueryError> {
+        use serde::de::IntoDeserializer;
+        visitor.visit_enum(IntoDeserializer::<QueryError>::into_deserializer(self.0))
+    }
+
+    serde::forward_to_deserialize_any! {
+        i128 u128 char str string bytes byte_buf unit unit_struct newtype_struct
+        seq tuple tuple_struct map struct identifier ignored_any
+    }
 }
 
 /// Terms that passed [`check`], ready to be logged.
@@ -134,7 +313,7 @@ pub fn check(
     conn: &mut DbConnection,
     programme: &str,
     case: Option<&Case>,
-    terms: &Terms,
+    terms: &DisclosureTerms,
     default_method: &str,
     now: DateTime<Utc>,
 ) -> AppResult<Checked> {
@@ -278,7 +457,7 @@ pub fn record(
 #[serde(deny_unknown_fields)]
 pub struct Share {
     #[serde(flatten)]
-    pub terms: Terms,
+    pub terms: DisclosureTerms,
     /// What was shared (documents, fields), never the data itself.
     pub what: String,
 }
@@ -411,4 +590,23 @@ pub fn list(
         .limit(500)
         .load(conn)?;
     Ok(rows.into_iter().map(Disclosure::from).collect())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{DisclosureTerms, TERMS};
+
+    #[test]
+    fn the_query_names_of_the_terms_are_its_fields() {
+        // serde lists a struct's fields when it refuses another.
+        let refused = serde_json::from_str::<DisclosureTerms>(r#"{"x": ""}"#).unwrap_err();
+        let listed: Vec<String> = TERMS.iter().map(|t| format!("`{t}`")).collect();
+        assert!(
+            refused.to_string().starts_with(&format!(
+                "unknown field `x`, expected one of {}",
+                listed.join(", ")
+            )),
+            "{refused}"
+        );
+    }
 }
