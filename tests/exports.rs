@@ -481,6 +481,25 @@ fn exports_from_the_shell_write_private_files_and_are_audited() {
         .flatten()
         .any(|d| d.starts_with("cases of kz, identifying; disclosure ")
             && d.ends_with("(unicef_me)")));
+    // In the disclosure log as the API's are, naming no account.
+    use casesync::db::schema::disclosures;
+    let logged: Vec<(Option<String>, String, String)> = disclosures::table
+        .select((
+            disclosures::actor_id,
+            disclosures::what,
+            disclosures::method,
+        ))
+        .load(&mut app.conn())
+        .unwrap();
+    assert_eq!(logged.len(), 1, "{logged:?}");
+    assert_eq!(logged[0].0, None);
+    assert!(
+        logged[0]
+            .1
+            .starts_with("cases of kz, columns: case_id case_number"),
+        "{logged:?}"
+    );
+    assert_eq!(logged[0].2, "CSV download");
 
     // The indicators of the month of the referral, by sex, on stdout.
     let done = run(&[

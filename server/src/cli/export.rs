@@ -1,17 +1,18 @@
 //! `export`: a form's submissions or a programme's cases as CSV (or a
 //! .zip), de-identified unless `--identifying` with the disclosure's terms.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use clap::{Args, Subcommand};
 
 use super::shell::{open_keyed, shell_actor, with_db, Output};
 use super::CliError;
-use crate::audit::{self, Event, Origin};
 use crate::config::Settings;
-use crate::db::{self, DbConnection};
-use crate::exports;
-use crate::privacy::disclosures::{self, DisclosureTerms};
+use crate::error::{AppError, AppResult};
+use crate::exports::cases::CaseFilter;
+use crate::exports::forms::FormFilter;
+use crate::exports::{self, Destination, Planned, Request, Requester};
+use crate::privacy::disclosures::DisclosureTerms;
 
 #[derive(Debug, Default, Args)]
 pub struct ExportOptions {
@@ -69,22 +70,13 @@ pub enum ExportCommand {
 }
 
 pub(super) fn run(settings: &Settings, cmd: ExportCommand) -> Result<(), CliError> {
-    with_db(settings, |conn| export_command(conn, settings, cmd))
-}
-
-fn export_command(
-    conn: &mut DbConnection,
-    settings: &Settings,
-    cmd: ExportCommand,
-) -> Result<(), CliError> {
-    let scope = exports::Scope::shell();
-    let (options, written) = match cmd {
+    let (request, out) = match cmd {
         ExportCommand::Forms {
             form_id,
             version,
             options,
         } => {
-            let filter = exports::forms::FormFilter {
+            let filter = FormFilter {
                 from: options.from,
                 to: options.to,
                 site: options.site.clone(),
@@ -95,33 +87,17 @@ fn export_command(
                 terms: options.terms.clone(),
                 formula_escape: Some(!options.no_formula_escape),
             };
-            let plan = exports::forms::plan(conn, &scope, &form_id, &filter)?;
-            let what = format!("form {form_id}");
-            log_export(
-                conn,
-                &options,
-                &what,
-                plan.disclosure.as_ref(),
-                plan.site_ids(),
-                &plan.column_names(),
-            )?;
-            // A .zip adds one CSV per repeat group.
-            let zipped = options.out.extension().is_some_and(|e| e == "zip");
-            // A second connection, keyed like the first, reads beside it
-            // (forms::write).
-            let mut second = open_keyed(settings).ok();
-            let written = Output::export(&options.out)?.write(|sink| {
-                if zipped {
-                    exports::archive::write(conn, second.as_mut(), &plan, sink)
-                } else {
-                    exports::forms::write(conn, second.as_mut(), &plan, sink)
-                }
-            })?;
-            (options, written)
+            let request = Request::Form {
+                form_id,
+                filter,
+                // A .zip adds one CSV per repeat group.
+                zipped: options.out.extension().is_some_and(|e| e == "zip"),
+            };
+            (request, options.out)
         }
         ExportCommand::Cases { programme, options } => {
-            let filter = exports::cases::CaseFilter {
-                programme: programme.clone(),
+            let filter = CaseFilter {
+                programme,
                 from: options.from,
                 to: options.to,
                 site: options.site.clone(),
@@ -131,64 +107,57 @@ fn export_command(
                 terms: options.terms.clone(),
                 formula_escape: Some(!options.no_formula_escape),
             };
-            let plan = exports::cases::plan(conn, &scope, &filter)?;
-            let what = format!("cases of {programme}");
-            log_export(
-                conn,
-                &options,
-                &what,
-                plan.disclosure.as_ref(),
-                plan.site_ids(),
-                &plan.column_names(),
-            )?;
-            let written = Output::export(&options.out)?
-                .write(|sink| exports::cases::write(conn, &plan, sink))?;
-            (options, written)
+            (Request::Cases(filter), options.out)
         }
     };
-    eprintln!("{written} rows written to {}", options.out.display());
-    Ok(())
+    with_db(settings, |conn| {
+        // A second connection, keyed like the first, reads beside it
+        // (`exports::forms::write`).
+        let mut second = match request {
+            Request::Form { .. } => open_keyed(settings).ok(),
+            Request::Cases(_) => None,
+        };
+        let file = out.display().to_string();
+        let requester = Requester::Shell {
+            actor: shell_actor(),
+            file: &file,
+        };
+        let mut destination = ExportFile {
+            out: &out,
+            output: None,
+        };
+        let written = exports::disclose_and_stream(
+            conn,
+            second.as_mut(),
+            requester,
+            &request,
+            &mut destination,
+        )?;
+        if let Some(output) = destination.output {
+            output.finish()?;
+        }
+        eprintln!("{written} rows written to {}", out.display());
+        Ok(())
+    })
 }
 
-/// Logs an export before its first row is written: the audit row, and for
-/// an identifying one the disclosure (KZ P4 asks for it beforehand).
-fn log_export(
-    conn: &mut DbConnection,
-    options: &ExportOptions,
-    what: &str,
-    disclosure: Option<&disclosures::Checked>,
-    site_ids: &[String],
-    columns: &[String],
-) -> Result<(), CliError> {
-    let file = options.out.display().to_string();
-    let note = exports::Formulas::from_param(Some(!options.no_formula_escape))
-        .note()
-        .map(|n| format!("; {n}"))
-        .unwrap_or_default();
-    db::write_tx(conn, |conn| {
-        let detail = match disclosure {
-            Some(checked) => {
-                let sent = format!("{what}, columns: {}{note}", columns.join(" "));
-                // The disclosure names a user account (or none); the audit
-                // row below names the operating-system user.
-                let id =
-                    disclosures::record(conn, None, checked, site_ids, &sent, chrono::Utc::now())?;
-                format!(
-                    "{what}, identifying; disclosure {id} ({}){note}",
-                    checked.basis
-                )
-            }
-            None => format!("{what}, de-identified{note}"),
-        };
-        let mut event = Event::new(Some(shell_actor()), "exported")
-            .object("file", &file)
-            .detail(&detail);
-        if let Some(checked) = disclosure {
-            event = event.purpose(&checked.purpose);
-        }
-        audit::record(conn, &Origin::default(), event)
-    })?;
-    Ok(())
+/// The export's file, created once the export is allowed and logged.
+struct ExportFile<'a> {
+    out: &'a Path,
+    output: Option<Output>,
+}
+
+impl Destination for ExportFile<'_> {
+    fn ready(&mut self, _: &Planned) -> AppResult<()> {
+        // A file that cannot be made is said as the shell says it.
+        let output = Output::export(self.out).map_err(|e| AppError::Internal(e.to_string()))?;
+        self.output = Some(output);
+        Ok(())
+    }
+
+    fn write(&mut self, chunk: Vec<u8>) -> bool {
+        self.output.as_mut().is_some_and(|o| o.chunk(chunk))
+    }
 }
 
 #[cfg(test)]

@@ -141,22 +141,29 @@ pub(super) struct Output {
     name: String,
     /// An export's spinner, counting what is written (on a terminal).
     progress: Option<indicatif::ProgressBar>,
+    bytes: u64,
+    failed: Option<std::io::Error>,
 }
 
 impl Output {
     /// `out`, or standard output when there is none.
     pub(super) fn open(out: Option<&Path>) -> Result<Output, CliError> {
-        Ok(match out {
-            Some(path) => Output {
-                writer: Box::new(std::io::BufWriter::new(create_private(path)?)),
-                name: path.display().to_string(),
-                progress: None,
-            },
-            None => Output {
-                writer: Box::new(std::io::BufWriter::new(std::io::stdout())),
-                name: "standard output".into(),
-                progress: None,
-            },
+        let (writer, name): (Box<dyn Write + Send>, String) = match out {
+            Some(path) => (
+                Box::new(std::io::BufWriter::new(create_private(path)?)),
+                path.display().to_string(),
+            ),
+            None => (
+                Box::new(std::io::BufWriter::new(std::io::stdout())),
+                "standard output".into(),
+            ),
+        };
+        Ok(Output {
+            writer,
+            name,
+            progress: None,
+            bytes: 0,
+            failed: None,
         })
     }
 
@@ -173,34 +180,41 @@ impl Output {
         })
     }
 
-    /// Hands `write` a sink for the output's chunks (false once writing
-    /// failed, which stops it), then flushes; a failure names the output.
+    /// Writes one chunk; false once writing failed (which stops the
+    /// report; [`Output::finish`] says why).
+    pub(super) fn chunk(&mut self, chunk: Vec<u8>) -> bool {
+        if let Some(progress) = &self.progress {
+            self.bytes += chunk.len() as u64;
+            progress.set_message(format!("{} written", indicatif::HumanBytes(self.bytes)));
+            progress.tick();
+        }
+        match self.writer.write_all(&chunk) {
+            Ok(()) => true,
+            Err(e) => {
+                self.failed = Some(e);
+                false
+            }
+        }
+    }
+
+    /// Flushes; a failure to write names the output.
+    pub(super) fn finish(mut self) -> Result<(), CliError> {
+        if let Some(progress) = &self.progress {
+            progress.finish_and_clear();
+        }
+        match self.failed.take().or_else(|| self.writer.flush().err()) {
+            Some(e) => Err(CliError::App(format!("{}: {e}", self.name))),
+            None => Ok(()),
+        }
+    }
+
+    /// Hands `write` a sink for the output's chunks, then [`Output::finish`]es.
     pub(super) fn write<T>(
         mut self,
         write: impl FnOnce(&mut (dyn FnMut(Vec<u8>) -> bool + Send)) -> Result<T, AppError>,
     ) -> Result<T, CliError> {
-        let mut failed = None;
-        let mut bytes = 0u64;
-        let done = write(&mut |chunk: Vec<u8>| {
-            if let Some(progress) = &self.progress {
-                bytes += chunk.len() as u64;
-                progress.set_message(format!("{} written", indicatif::HumanBytes(bytes)));
-                progress.tick();
-            }
-            match self.writer.write_all(&chunk) {
-                Ok(()) => true,
-                Err(e) => {
-                    failed = Some(e);
-                    false
-                }
-            }
-        })?;
-        if let Some(progress) = &self.progress {
-            progress.finish_and_clear();
-        }
-        if let Some(e) = failed.or_else(|| self.writer.flush().err()) {
-            return Err(CliError::App(format!("{}: {e}", self.name)));
-        }
+        let done = write(&mut |chunk| self.chunk(chunk))?;
+        self.finish()?;
         Ok(done)
     }
 }

@@ -1,7 +1,8 @@
 //! Exports: form submissions and cases as CSV, streamed a page at a time
 //! so a million rows cost no more memory than a thousand. De-identified
-//! unless the role may and the caller states a purpose (audited by the
-//! handler).
+//! unless the role may and the caller states a purpose. Both doors (the
+//! API and `casesync export`) go through [`disclose_and_stream`], which
+//! checks, logs the disclosure and the audit row, then streams.
 
 pub mod archive;
 pub mod cases;
@@ -14,9 +15,10 @@ pub mod stored;
 
 use chrono::{NaiveDateTime, Utc};
 
+use crate::audit::{self, Event, Origin};
 use crate::auth::{sites, Principal};
 use crate::cases::Case;
-use crate::db::DbConnection;
+use crate::db::{write_tx, DbConnection};
 use crate::error::{AppError, AppResult};
 use crate::privacy::disclosures::{self, Checked, DisclosureTerms};
 pub use columns::{Column, Privacy};
@@ -183,6 +185,212 @@ pub(crate) fn disclosure(
             disclosures::check(conn, programme, case, terms, "CSV download", Utc::now()).map(Some)
         }
     }
+}
+
+/// What is asked for.
+#[derive(Debug, Clone)]
+pub enum Request {
+    /// A form's current submissions: a CSV, or `zipped` a .zip with one
+    /// CSV per repeat group besides.
+    Form {
+        form_id: String,
+        filter: forms::FormFilter,
+        zipped: bool,
+    },
+    /// A programme's cases, a row each.
+    Cases(cases::CaseFilter),
+}
+
+/// An export that is allowed, its terms checked: what it will write.
+#[derive(Debug)]
+pub enum Planned {
+    Form {
+        plan: forms::FormExport,
+        zipped: bool,
+    },
+    Cases(cases::CaseExport),
+}
+
+impl Planned {
+    /// Its file's name: the form or the programme, never a name.
+    pub fn file_name(&self) -> String {
+        match self {
+            Planned::Form { plan, zipped: true } => format!("{}.zip", plan.form_id),
+            Planned::Form { plan, .. } => format!("{}.csv", plan.form_id),
+            Planned::Cases(plan) => format!("{}-cases.csv", plan.programme),
+        }
+    }
+
+    pub fn content_type(&self) -> &'static str {
+        match self {
+            Planned::Form { zipped: true, .. } => "application/zip",
+            _ => "text/csv; charset=utf-8",
+        }
+    }
+
+    /// What it is, for the disclosure log and the shell's audit row.
+    fn what(&self) -> String {
+        match self {
+            Planned::Form { plan, .. } => format!("form {}", plan.form_id),
+            Planned::Cases(plan) => format!("cases of {}", plan.programme),
+        }
+    }
+
+    fn disclosure(&self) -> Option<&Checked> {
+        match self {
+            Planned::Form { plan, .. } => plan.disclosure.as_ref(),
+            Planned::Cases(plan) => plan.disclosure.as_ref(),
+        }
+    }
+
+    fn formulas(&self) -> Formulas {
+        match self {
+            Planned::Form { plan, .. } => plan.formulas,
+            Planned::Cases(plan) => plan.formulas,
+        }
+    }
+
+    fn site_ids(&self) -> &[String] {
+        match self {
+            Planned::Form { plan, .. } => plan.site_ids(),
+            Planned::Cases(plan) => plan.site_ids(),
+        }
+    }
+
+    fn column_names(&self) -> Vec<String> {
+        match self {
+            Planned::Form { plan, .. } => plan.column_names(),
+            Planned::Cases(plan) => plan.column_names(),
+        }
+    }
+
+    /// Writes it to `sink`; a form export reads on `second` too when there
+    /// is one (`forms::write`). Returns the rows written.
+    fn write(
+        &self,
+        conn: &mut DbConnection,
+        second: Option<&mut DbConnection>,
+        sink: impl FnMut(Vec<u8>) -> bool + Send,
+    ) -> AppResult<u64> {
+        match self {
+            Planned::Form { plan, zipped: true } => archive::write(conn, second, plan, sink),
+            Planned::Form { plan, .. } => forms::write(conn, second, plan, sink),
+            Planned::Cases(plan) => cases::write(conn, plan, sink),
+        }
+    }
+}
+
+/// Who asks for an export and through which door: this decides what they
+/// may export and how the disclosure log and the audit row name it.
+#[derive(Debug, Clone, Copy)]
+pub enum Requester<'a> {
+    /// A signed-in user (the API): the disclosure names their account, the
+    /// audit row is `form_exported` of the form or `cases_exported` of the
+    /// programme, with the request's origin.
+    User {
+        who: &'a Principal,
+        origin: &'a Origin,
+    },
+    /// The server's shell (`casesync export`), with every site: the
+    /// disclosure names no account, the audit row is `exported` of the
+    /// file written, by `actor` (the operating-system user).
+    Shell { actor: &'a Principal, file: &'a str },
+}
+
+/// Where an export goes: an HTTP response, a file.
+pub trait Destination: Send {
+    /// The export is allowed and logged; its first byte comes next. An
+    /// error here ends it.
+    fn ready(&mut self, export: &Planned) -> AppResult<()>;
+    /// One chunk; false when it can take no more (the export stops).
+    fn write(&mut self, chunk: Vec<u8>) -> bool;
+}
+
+/// Runs an export for `requester`: plans it (the access policy, and for an
+/// identifying one the disclosure's terms: KZ P1, P4; BT Annex E), logs it
+/// in the same transaction (the disclosure, with the columns as what went,
+/// and the audit row: KZ P4 asks for them before anything leaves), then
+/// streams it to `destination`. Returns the rows written.
+pub fn disclose_and_stream(
+    conn: &mut DbConnection,
+    second: Option<&mut DbConnection>,
+    requester: Requester<'_>,
+    request: &Request,
+    destination: &mut dyn Destination,
+) -> AppResult<u64> {
+    let planned = write_tx(conn, |conn| {
+        let scope = match requester {
+            Requester::User { who, .. } => Scope::of(who)?,
+            Requester::Shell { .. } => Scope::shell(),
+        };
+        let planned = match request {
+            Request::Form {
+                form_id,
+                filter,
+                zipped,
+            } => Planned::Form {
+                plan: forms::plan(conn, &scope, form_id, filter)?,
+                zipped: *zipped,
+            },
+            Request::Cases(filter) => Planned::Cases(cases::plan(conn, &scope, filter)?),
+        };
+        log_export(conn, requester, &planned)?;
+        Ok::<_, AppError>(planned)
+    })?;
+    destination.ready(&planned)?;
+    planned.write(conn, second, |chunk| destination.write(chunk))
+}
+
+/// An export's audit row and, for an identifying one, its entry in the
+/// disclosure log. Both say when formulas were left as they are
+/// (`formula_escape=false`).
+fn log_export(
+    conn: &mut DbConnection,
+    requester: Requester<'_>,
+    export: &Planned,
+) -> AppResult<()> {
+    let what = export.what();
+    let note = export
+        .formulas()
+        .note()
+        .map(|n| format!("; {n}"))
+        .unwrap_or_default();
+    let privacy = match export.disclosure() {
+        Some(checked) => {
+            let sent = format!("{what}, columns: {}{note}", export.column_names().join(" "));
+            let account = match requester {
+                Requester::User { who, .. } => Some(who),
+                Requester::Shell { .. } => None,
+            };
+            let id =
+                disclosures::record(conn, account, checked, export.site_ids(), &sent, Utc::now())?;
+            format!("identifying; disclosure {id} ({}){note}", checked.basis)
+        }
+        None => format!("de-identified{note}"),
+    };
+    let shell_origin = Origin::default();
+    let (origin, event, detail) = match (requester, export) {
+        (Requester::User { who, origin }, Planned::Form { plan, .. }) => (
+            origin,
+            Event::new(Some(who), "form_exported").object("form", &plan.form_id),
+            privacy,
+        ),
+        (Requester::User { who, origin }, Planned::Cases(plan)) => (
+            origin,
+            Event::new(Some(who), "cases_exported").object("programme", &plan.programme),
+            privacy,
+        ),
+        (Requester::Shell { actor, file }, _) => (
+            &shell_origin,
+            Event::new(Some(actor), "exported").object("file", file),
+            format!("{what}, {privacy}"),
+        ),
+    };
+    let mut event = event.detail(&detail);
+    if let Some(checked) = export.disclosure() {
+        event = event.purpose(&checked.purpose);
+    }
+    audit::record(conn, origin, event)
 }
 
 /// The case an export is narrowed to, which must be of its sites.

@@ -1,23 +1,21 @@
-//! Exports, streamed: the checks and the audit row come first, then rows
-//! flow from a blocking task through a small channel, so memory stays flat
-//! however large the export and a client that goes away stops the work.
+//! Exports, streamed: `exports::disclose_and_stream` checks and logs first,
+//! then rows flow from a job on the CPU pool through a small channel, so
+//! memory stays flat however large the export and a client that goes away
+//! stops the work. A refusal before the first byte is its own answer.
 
 use actix_web::http::header::CONTENT_DISPOSITION;
 use actix_web::web::{self, Bytes};
 use actix_web::HttpResponse;
-use chrono::Utc;
 
 use crate::app::AppState;
-use crate::audit::{self, Event, Origin};
-use crate::auth::Principal;
-use crate::db::write_tx;
+use crate::audit::Origin;
+use crate::cpu::Slot;
 use crate::db::DbConnection;
 use crate::error::{AppError, AppResult};
-use crate::exports::cases::{self as case_exports, CaseFilter};
-use crate::exports::forms::{self as form_exports, FormFilter};
-use crate::exports::{self, archive, Formulas};
+use crate::exports::cases::CaseFilter;
+use crate::exports::forms::FormFilter;
+use crate::exports::{self, Destination, Planned, Request, Requester};
 use crate::http::extract::AuthUser;
-use crate::privacy::disclosures::{self, Checked};
 
 /// `GET /api/v1/exports/forms/{id}.csv|.zip?from=&to=&site=&version=&bom=&identifying=&purpose=&formula_escape=`
 pub async fn form_csv(
@@ -36,40 +34,12 @@ pub async fn form_csv(
             ))
         }
     };
-    let filter = filter.into_inner();
-    let plan = state
-        .db(move |conn| {
-            write_tx(conn, |conn| {
-                let plan = form_exports::plan(conn, &exports::Scope::of(&me)?, &form_id, &filter)?;
-                let what = format!("form {form_id}");
-                log_export(
-                    conn,
-                    &origin,
-                    &me,
-                    Event::new(Some(&me), "form_exported").object("form", &form_id),
-                    (&what, plan.disclosure.as_ref(), plan.formulas),
-                    plan.site_ids(),
-                    &plan.column_names(),
-                )?;
-                Ok(plan)
-            })
-        })
-        .await?;
-    // A second connection, when the pool has one to spare, lets the
-    // export read on both cores (`form_exports::write`).
-    let pool = state.pool.clone();
-    if zipped {
-        let filename = format!("{}.zip", plan.form_id);
-        return stream(&state, &filename, "application/zip", move |conn, sink| {
-            archive::write(conn, pool.try_get().as_deref_mut(), &plan, sink)
-        })
-        .await;
-    }
-    let filename = format!("{}.csv", plan.form_id);
-    stream_csv(&state, &filename, move |conn, sink| {
-        form_exports::write(conn, pool.try_get().as_deref_mut(), &plan, sink)
-    })
-    .await
+    let request = Request::Form {
+        form_id,
+        filter: filter.into_inner(),
+        zipped,
+    };
+    export(&state, origin, me, request).await
 }
 
 /// `GET /api/v1/exports/cases.csv?programme=&from=&to=&site=&bom=&identifying=&purpose=&formula_escape=`
@@ -79,60 +49,117 @@ pub async fn cases_csv(
     AuthUser(me): AuthUser,
     filter: web::Query<CaseFilter>,
 ) -> AppResult<HttpResponse> {
-    let filter = filter.into_inner();
-    let plan = state
-        .db(move |conn| {
-            write_tx(conn, |conn| {
-                let plan = case_exports::plan(conn, &exports::Scope::of(&me)?, &filter)?;
-                let what = format!("cases of {}", plan.programme);
-                log_export(
-                    conn,
-                    &origin,
-                    &me,
-                    Event::new(Some(&me), "cases_exported").object("programme", &plan.programme),
-                    (&what, plan.disclosure.as_ref(), plan.formulas),
-                    plan.site_ids(),
-                    &plan.column_names(),
-                )?;
-                Ok(plan)
-            })
-        })
-        .await?;
-    let filename = format!("{}-cases.csv", plan.programme);
-    stream_csv(&state, &filename, move |conn, sink| {
-        case_exports::write(conn, &plan, sink)
-    })
-    .await
+    export(&state, origin, me, Request::Cases(filter.into_inner())).await
 }
 
-/// An export's audit row and, for an identifying one, its entry in the
-/// disclosure log (what went: the export and its columns), in the
-/// transaction that plans it, before the first byte leaves. Both say when
-/// formulas were left as they are (`formula_escape=false`).
-fn log_export(
-    conn: &mut DbConnection,
-    origin: &Origin,
-    me: &Principal,
-    event: Event<'_>,
-    (what, disclosure, formulas): (&str, Option<&Checked>, Formulas),
-    site_ids: &[String],
-    columns: &[String],
-) -> AppResult<()> {
-    let note = formulas
-        .note()
-        .map(|n| format!("; {n}"))
-        .unwrap_or_default();
-    let Some(checked) = disclosure else {
-        return audit::record(conn, origin, event.detail(&format!("de-identified{note}")));
-    };
-    let sent = format!("{what}, columns: {}{note}", columns.join(" "));
-    let id = disclosures::record(conn, Some(me), checked, site_ids, &sent, Utc::now())?;
-    let detail = format!("identifying; disclosure {id} ({}){note}", checked.basis);
-    audit::record(
-        conn,
-        origin,
-        event.detail(&detail).purpose(&checked.purpose),
-    )
+/// Runs `request` for `me` on the CPU pool (a full pool is 503 before
+/// anything starts) and answers with its stream once it is checked and
+/// logged, or with its refusal.
+async fn export(
+    state: &AppState,
+    origin: Origin,
+    me: crate::auth::Principal,
+    request: Request,
+) -> AppResult<HttpResponse> {
+    let (head_tx, head_rx) = tokio::sync::oneshot::channel::<AppResult<(String, &str)>>();
+    let (body_tx, body_rx) = tokio::sync::mpsc::channel::<Result<Bytes, std::io::Error>>(8);
+    let pool = state.pool.clone();
+    state
+        .cpu
+        .start(move |slot| {
+            let mut conn = match pool.get() {
+                Ok(conn) => conn,
+                Err(e) => {
+                    let _ = head_tx.send(Err(e.into()));
+                    return;
+                }
+            };
+            // A second connection, when the pool has one to spare, lets a
+            // form export read on both cores (`exports::forms::write`).
+            let mut second = match request {
+                Request::Form { .. } => pool.try_get(),
+                Request::Cases(_) => None,
+            };
+            let mut response = Response {
+                head: Some(head_tx),
+                body: body_tx,
+                slot,
+            };
+            let requester = Requester::User {
+                who: &me,
+                origin: &origin,
+            };
+            let outcome = exports::disclose_and_stream(
+                &mut conn,
+                second.as_deref_mut(),
+                requester,
+                &request,
+                &mut response,
+            );
+            if let Err(e) = outcome {
+                match response.head.take() {
+                    Some(head) => {
+                        let _ = head.send(Err(e));
+                    }
+                    None => {
+                        tracing::error!(error = %e, "export failed part-way");
+                        let _ = response
+                            .body
+                            .blocking_send(Err(std::io::Error::other("export failed")));
+                    }
+                }
+            }
+        })
+        .await?;
+    let (filename, content_type) = head_rx
+        .await
+        .map_err(|_| AppError::internal("export: the job ended before it began"))??;
+    Ok(streaming(body_rx, &filename, content_type))
+}
+
+/// An export's way to the client: its head once it may start, then its
+/// chunks, sent without holding the CPU slot (a slow reader must not hold
+/// the pool).
+struct Response<'a> {
+    head: Option<tokio::sync::oneshot::Sender<AppResult<(String, &'static str)>>>,
+    body: tokio::sync::mpsc::Sender<Result<Bytes, std::io::Error>>,
+    slot: &'a mut Slot,
+}
+
+impl Destination for Response<'_> {
+    fn ready(&mut self, export: &Planned) -> AppResult<()> {
+        if let Some(head) = self.head.take() {
+            let _ = head.send(Ok((export.file_name(), export.content_type())));
+        }
+        Ok(())
+    }
+
+    fn write(&mut self, chunk: Vec<u8>) -> bool {
+        let body = &self.body;
+        self.slot
+            .idle(|| body.blocking_send(Ok(Bytes::from(chunk))))
+            .is_ok()
+    }
+}
+
+/// A `200` whose body is what arrives on `rx`, as an attachment named
+/// `filename`, never cached.
+fn streaming(
+    rx: tokio::sync::mpsc::Receiver<Result<Bytes, std::io::Error>>,
+    filename: &str,
+    content_type: &str,
+) -> HttpResponse {
+    let body = futures_util::stream::unfold(rx, |mut rx| async move {
+        rx.recv().await.map(|item| (item, rx))
+    });
+    HttpResponse::Ok()
+        .content_type(content_type.to_string())
+        .insert_header((
+            CONTENT_DISPOSITION,
+            format!("attachment; filename=\"{filename}\""),
+        ))
+        .insert_header(("Cache-Control", "no-store"))
+        .streaming(body)
 }
 
 pub(super) async fn stream_csv<F>(
@@ -186,15 +213,5 @@ where
             }
         })
         .await?;
-    let body = futures_util::stream::unfold(rx, |mut rx| async move {
-        rx.recv().await.map(|item| (item, rx))
-    });
-    Ok(HttpResponse::Ok()
-        .content_type(content_type.to_string())
-        .insert_header((
-            CONTENT_DISPOSITION,
-            format!("attachment; filename=\"{filename}\""),
-        ))
-        .insert_header(("Cache-Control", "no-store"))
-        .streaming(body))
+    Ok(streaming(rx, filename, content_type))
 }
