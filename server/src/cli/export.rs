@@ -79,12 +79,12 @@ pub(super) fn run(settings: &Settings, cmd: ExportCommand) -> Result<(), CliErro
             let filter = FormFilter {
                 from: options.from,
                 to: options.to,
-                site: options.site.clone(),
+                site: options.site,
                 version,
                 bom: Some(options.bom),
                 identifying: Some(options.identifying),
-                case: options.case.clone(),
-                terms: options.terms.clone(),
+                case: options.case,
+                terms: options.terms,
                 formula_escape: Some(!options.no_formula_escape),
             };
             let request = Request::Form {
@@ -100,11 +100,11 @@ pub(super) fn run(settings: &Settings, cmd: ExportCommand) -> Result<(), CliErro
                 programme,
                 from: options.from,
                 to: options.to,
-                site: options.site.clone(),
+                site: options.site,
                 bom: Some(options.bom),
                 identifying: Some(options.identifying),
-                case: options.case.clone(),
-                terms: options.terms.clone(),
+                case: options.case,
+                terms: options.terms,
                 formula_escape: Some(!options.no_formula_escape),
             };
             (Request::Cases(filter), options.out)
