@@ -4,7 +4,7 @@
 //! case content leaves its audit row; reassignment takes a case from the
 //! former worker; break-glass opens a case of another site for a while.
 
-mod common;
+use crate::common;
 
 use casesync::db::schema::{audit_log, break_glass_grants};
 use common::phone::{attachment_content, declarations, fixture, form_envelope, phone};

@@ -4,7 +4,7 @@
 //! refuses it, an approved request gives a redacted copy without the
 //! professional discussion of minutes, and every copy is on the audit log.
 
-mod common;
+use crate::common;
 
 use casesync::db::schema::audit_log;
 use common::phone::{fixture, form_envelope, phone, Phone};

@@ -5,7 +5,7 @@
 //! rows after a deletion, and an anchor kept elsewhere finds a cut tail
 //! whose head was moved back.
 
-mod common;
+use crate::common;
 
 use std::collections::BTreeSet;
 use std::sync::Arc;

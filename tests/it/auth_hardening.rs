@@ -4,7 +4,7 @@
 //! sessions, weak passwords refused. Over real HTTP, on SQLite and
 //! PostgreSQL alike.
 
-mod common;
+use crate::common;
 
 use std::io::Write;
 use std::process::Stdio;

@@ -5,7 +5,7 @@
 //! was acknowledged before it began, with the audit chain intact and a
 //! server starting on it.
 
-mod common;
+use crate::common;
 
 use std::io::Read;
 use std::path::Path;

@@ -1,7 +1,7 @@
 //! The real `casesync` binary: `serve` on a fresh directory, a graceful drain
 //! on SIGTERM, and the administration commands.
 
-mod common;
+use crate::common;
 
 use std::os::unix::fs::PermissionsExt;
 use std::path::Path;

@@ -2,7 +2,7 @@
 //! deadlines are the fold of its timeline; workers see only their cases;
 //! concurrent offline edits raise a conflict a coordinator resolves.
 
-mod common;
+use crate::common;
 
 use casesync::db::schema::audit_log;
 use common::phone::{declarations, fixture, form_envelope, phone};

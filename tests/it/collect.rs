@@ -2,7 +2,7 @@
 //! sync, fill, push with attachments; and a server killed with SIGKILL in
 //! the middle of a 2,000-submission push loses nothing it acknowledged.
 
-mod common;
+use crate::common;
 
 use std::collections::HashSet;
 use std::path::{Path, PathBuf};

@@ -5,7 +5,7 @@
 //! shows the programmes' own age bands; exports end lines as docs/api.md
 //! says.
 
-mod common;
+use crate::common;
 
 use std::path::{Path, PathBuf};
 

@@ -1,6 +1,6 @@
 //! Bad input gets its status and a problem+json body, and changes nothing.
 
-mod common;
+use crate::common;
 
 use casesync::crypto::{jwe, keys};
 use casesync::db::schema::{audit_log, sites, submissions, tokens, user_sites, users};

@@ -1,7 +1,7 @@
 //! Form exports over real HTTP: one row per current submission, the union
 //! of the form's fields, de-identified unless a coordinator states why.
 
-mod common;
+use crate::common;
 
 use casesync::db::schema::audit_log;
 use casesync::forms::{check, definitions, model::Pii};

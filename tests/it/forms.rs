@@ -1,7 +1,7 @@
 //! Form definitions and the registry: every shipped form checks, bundles and
 //! passes its fixtures; drafts, publishing, retiring and diffs over HTTP.
 
-mod common;
+use crate::common;
 
 use std::path::Path;
 

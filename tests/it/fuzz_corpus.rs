@@ -5,13 +5,13 @@
 
 use std::path::Path;
 
-#[path = "../fuzz/checks/csv.rs"]
+#[path = "../../fuzz/checks/csv.rs"]
 mod csv_check;
-#[path = "../fuzz/checks/envelope.rs"]
+#[path = "../../fuzz/checks/envelope.rs"]
 mod envelope_check;
-#[path = "../fuzz/checks/jwe.rs"]
+#[path = "../../fuzz/checks/jwe.rs"]
 mod jwe_check;
-#[path = "../fuzz/checks/query.rs"]
+#[path = "../../fuzz/checks/query.rs"]
 mod query_check;
 
 fn replay(target: &str, check: fn(&[u8])) {

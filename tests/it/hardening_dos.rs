@@ -1,7 +1,7 @@
 //! Issue 14, items 1 and 12: validation cannot stall the server, and every
 //! size limit holds whichever way a submission comes in.
 
-mod common;
+use crate::common;
 
 use std::collections::BTreeSet;
 use std::path::Path;

@@ -1,6 +1,6 @@
 //! Identity over real HTTP: first start, login, tokens, roles, restarts.
 
-mod common;
+use crate::common;
 
 use std::os::unix::fs::PermissionsExt;
 

@@ -13,7 +13,7 @@
 //! 2026, so a deadline still open is past due ("overdue") and counts in the
 //! timeliness denominators.
 
-mod common;
+use crate::common;
 
 use std::collections::HashMap;
 

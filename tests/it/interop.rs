@@ -3,7 +3,7 @@
 //! `.ci/run` installs jwcrypto and sets CASESYNC_TEST_REQUIRE_INTEROP=1, so CI
 //! fails without it; elsewhere the test says it was skipped.
 
-mod common;
+use crate::common;
 
 use std::io::Write;
 use std::process::{Command, Stdio};

@@ -1,7 +1,7 @@
 //! Programme keys: made on first start, sealed at rest, served as JWKs,
 //! rotated with old keys kept for decryption.
 
-mod common;
+use crate::common;
 
 use std::os::unix::fs::PermissionsExt;
 

@@ -1,6 +1,6 @@
 //! Both dialects' migrations stay in step with each other and with schema.rs.
 
-mod common;
+use crate::common;
 
 use std::collections::BTreeMap;
 
@@ -43,7 +43,10 @@ type Columns = BTreeMap<String, Vec<String>>;
 
 /// Tables and columns declared in `schema.rs`, read from its `table!` blocks.
 fn declared_columns() -> Columns {
-    let text = include_str!("../server/src/db/schema.rs");
+    let text = include_str!(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/server/src/db/schema.rs"
+    ));
     let mut out = Columns::new();
     let mut current: Option<String> = None;
     for line in text.lines().map(str::trim) {
@@ -163,13 +166,25 @@ fn submissions_stored_before_000015_get_their_cases_site_and_number() {
     );
     let (up, down) = if app.shared.db.is_postgres() {
         (
-            include_str!("../migrations/postgres/2026-11-23-000015_submission_case_copy/up.sql"),
-            include_str!("../migrations/postgres/2026-11-23-000015_submission_case_copy/down.sql"),
+            include_str!(concat!(
+                env!("CARGO_MANIFEST_DIR"),
+                "/migrations/postgres/2026-11-23-000015_submission_case_copy/up.sql"
+            )),
+            include_str!(concat!(
+                env!("CARGO_MANIFEST_DIR"),
+                "/migrations/postgres/2026-11-23-000015_submission_case_copy/down.sql"
+            )),
         )
     } else {
         (
-            include_str!("../migrations/sqlite/2026-11-23-000015_submission_case_copy/up.sql"),
-            include_str!("../migrations/sqlite/2026-11-23-000015_submission_case_copy/down.sql"),
+            include_str!(concat!(
+                env!("CARGO_MANIFEST_DIR"),
+                "/migrations/sqlite/2026-11-23-000015_submission_case_copy/up.sql"
+            )),
+            include_str!(concat!(
+                env!("CARGO_MANIFEST_DIR"),
+                "/migrations/sqlite/2026-11-23-000015_submission_case_copy/down.sql"
+            )),
         )
     };
     let mut conn = app.conn();

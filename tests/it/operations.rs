@@ -1,6 +1,6 @@
 //! Health, readiness, metrics, request ids, security headers and TLS.
 
-mod common;
+use crate::common;
 
 use std::io::{Read, Write};
 use std::net::TcpStream;

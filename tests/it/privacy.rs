@@ -4,7 +4,7 @@
 //! and stops the moment a consent is withdrawn; shares made outside the
 //! server go to the same log.
 
-mod common;
+use crate::common;
 
 use common::phone::{fixture, form_envelope, phone};
 use common::TestApp;

@@ -2,7 +2,7 @@
 //! E §9): the rules as pure functions, then closed cases built through the
 //! real submission path and reported by `casesync retention report`.
 
-mod common;
+use crate::common;
 
 use std::collections::BTreeMap;
 

@@ -2,7 +2,7 @@
 //! once, retries answered with the original receipt, bad input refused with
 //! nothing stored.
 
-mod common;
+use crate::common;
 
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine;

@@ -10,7 +10,7 @@
 //! "overdue" or "upcoming" by the real clock, so the tests assert due dates
 //! and outcomes (met on time, met late, not applicable), not open statuses.
 
-mod common;
+use crate::common;
 
 use common::phone::{fixture, form_envelope, phone, phone_for, Phone};
 use common::TestApp;
