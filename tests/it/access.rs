@@ -7,6 +7,7 @@
 use crate::common;
 
 use casesync::db::schema::{audit_log, break_glass_grants};
+use common::build::referral;
 use common::phone::{attachment_content, declarations, fixture, form_envelope, phone};
 use common::{Response, TestApp};
 use diesel::prelude::*;
@@ -159,12 +160,6 @@ impl World {
     }
 }
 
-fn referral(case_id: &str, child_name: &str) -> Value {
-    let mut data = fixture("kz.referral");
-    data["child"]["child_name"] = json!(child_name);
-    form_envelope("kz.referral", case_id, data)
-}
-
 /// Two KZ sites; the case at Almaty, assigned to the worker who opened it.
 fn world() -> World {
     let app = TestApp::spawn();
@@ -177,7 +172,7 @@ fn world() -> World {
     let (_, analyst) = app.user(&admin, "analyst", "analyst", &["KZ-CAM-ALA"]);
     let (_, viewer) = app.user(&admin, "committee", "viewer", &[]);
     let case_id = uuid::Uuid::new_v4().to_string();
-    let envelope = referral(&case_id, "Dana Access");
+    let envelope = referral(&case_id).child("Dana Access").envelope();
     let res = phone(&app, &assigned).send(&envelope);
     assert_eq!(res.status, 201, "{}", res.text);
     let attachment = declarations(&envelope["data"])
@@ -334,12 +329,17 @@ fn call(w: &World, method: &str, template: &str, caller: Caller) -> Response {
         ),
         "PUT" => w.app.request("PUT", &path, Some(token), Some(&body)),
         // A new referral from this caller's phone, alone or in a batch.
-        "SEND" => {
-            phone(&w.app, token).send(&referral(&uuid::Uuid::new_v4().to_string(), "Erlan Access"))
-        }
+        "SEND" => phone(&w.app, token).send(
+            &referral(&uuid::Uuid::new_v4().to_string())
+                .child("Erlan Access")
+                .envelope(),
+        ),
         "BATCH" => {
-            let sealed = phone(&w.app, token)
-                .encrypt(&referral(&uuid::Uuid::new_v4().to_string(), "Erlan Access"));
+            let sealed = phone(&w.app, token).encrypt(
+                &referral(&uuid::Uuid::new_v4().to_string())
+                    .child("Erlan Access")
+                    .envelope(),
+            );
             w.app.post(&path, token, json!({ "submissions": [sealed] }))
         }
         _ => unreachable!("{method}"),

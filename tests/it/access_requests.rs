@@ -7,41 +7,14 @@
 use crate::common;
 
 use casesync::db::schema::audit_log;
+use common::build::{submit, Staff};
 use common::phone::{fixture, form_envelope, phone, Phone};
 use common::{Response, TestApp};
 use diesel::prelude::*;
 use serde_json::{json, Value};
 
-struct Staff {
-    worker: String,
-    other_worker: String,
-    coordinator: String,
-    elsewhere: String,
-    analyst: String,
-}
-
 fn staff(app: &TestApp) -> Staff {
-    let admin = app.admin_token();
-    let (_, worker) = app.user(&admin, "aigerim", "field_worker", &["KZ-CAM-ALA"]);
-    let (_, other_worker) = app.user(&admin, "bolat", "field_worker", &["KZ-CAM-ALA"]);
-    let (_, coordinator) = app.user(&admin, "manager", "coordinator", &["KZ-CAM-ALA"]);
-    let (_, elsewhere) = app.user(&admin, "shymkent", "coordinator", &["KZ-CAM-SHY"]);
-    let (_, analyst) = app.user(&admin, "unicef", "analyst", &["KZ-CAM-ALA"]);
-    Staff {
-        worker,
-        other_worker,
-        coordinator,
-        elsewhere,
-        analyst,
-    }
-}
-
-/// Sends `form_id` for `case_id`; returns the instance id.
-fn submit(phone: &Phone, form_id: &str, case_id: &str, data: Value) -> String {
-    let envelope = form_envelope(form_id, case_id, data);
-    let res = phone.send(&envelope);
-    assert_eq!(res.status, 201, "{form_id}: {}", res.text);
-    envelope["instance_id"].as_str().unwrap().to_string()
+    app.staff().other_worker().elsewhere().analyst().build()
 }
 
 /// A case with a referral, the child protection meeting's minutes and the

@@ -11,6 +11,7 @@ use std::process::Stdio;
 use std::sync::Barrier;
 
 use casesync::db::schema::{audit_log, tokens};
+use common::build::referral;
 use common::phone::{fixture, form_envelope, phone};
 use common::{TestApp, USER_PASSWORD};
 use diesel::prelude::*;
@@ -287,12 +288,6 @@ fn coordinators_make_tokens_only_for_their_own_staff_and_the_audit_names_them() 
 
 // ---- 5. Site membership is the access boundary -----------------------------
 
-fn referral(case_id: &str) -> Value {
-    let mut data = fixture("kz.referral");
-    data["child"]["child_name"] = json!("Dana Boundary");
-    form_envelope("kz.referral", case_id, data)
-}
-
 fn initial_assessment(case_id: &str) -> Value {
     let mut ia = fixture("kz.initial_assessment");
     ia["admin"]["child_removed"] = json!(false);
@@ -309,7 +304,7 @@ fn moving_a_worker_off_a_site_ends_their_access_to_its_cases_at_once() {
     let (other_id, _) = app.user(&admin, "bolat", "field_worker", &["KZ-CAM-ALA"]);
     let (_, device) = device_token(&app, &admin, &worker_id);
     let case_id = uuid::Uuid::new_v4().to_string();
-    let res = phone(&app, &worker).send(&referral(&case_id));
+    let res = phone(&app, &worker).send(&referral(&case_id).child("Dana Boundary").envelope());
     assert_eq!(res.status, 201, "{}", res.text);
     let case = format!("/api/v1/cases/{case_id}");
     assert_eq!(app.get(&case, &worker).status, 200);

@@ -46,21 +46,13 @@ fn serve_on_a_fresh_directory_then_drain_on_sigterm() {
         );
     }
     let password = std::fs::read_to_string(&file).unwrap().trim().to_string();
-    let login = server.post(
-        "/api/v1/sessions",
-        None,
-        json!({ "username": "admin", "password": password }),
-    );
+    let login = server.login("admin", &password);
     assert_eq!(login.status, 201, "{}", login.text);
     let token = login.body["token"].as_str().unwrap().to_string();
     assert_eq!(server.get("/api/v1/me", &token).body["username"], "admin");
 
     server
-        .post(
-            "/api/v1/sessions",
-            None,
-            json!({ "username": "admin", "password": "wrong one" }),
-        )
+        .login("admin", "wrong one")
         .assert_problem(401, "unauthorized");
     let base = server.base.clone();
     let in_flight = std::thread::spawn(move || {
@@ -150,11 +142,7 @@ fn administration_commands_work_against_the_same_database() {
         server.get("/api/v1/me", &device_token).body["username"],
         "gulnara"
     );
-    let login = server.post(
-        "/api/v1/sessions",
-        None,
-        json!({ "username": "gulnara", "password": one_time }),
-    );
+    let login = server.login("gulnara", &one_time);
     assert_eq!(
         login.body["password_change_required"], true,
         "{}",
@@ -173,11 +161,7 @@ fn administration_commands_work_against_the_same_database() {
         Some("a-password-from-stdin\n"),
     );
     assert!(out.contains("password set"), "{out}");
-    let login = server.post(
-        "/api/v1/sessions",
-        None,
-        json!({ "username": "gulnara", "password": "a-password-from-stdin" }),
-    );
+    let login = server.login("gulnara", "a-password-from-stdin");
     assert_eq!(login.status, 201, "{}", login.text);
     let session = login.body["token"].as_str().unwrap().to_string();
 
@@ -312,20 +296,12 @@ fn logs_never_carry_secrets_or_names_and_cors_stays_off() {
         .unwrap()
         .trim()
         .to_string();
-    let login = server.post(
-        "/api/v1/sessions",
-        None,
-        json!({ "username": "admin", "password": password }),
-    );
+    let login = server.login("admin", &password);
     assert_eq!(login.status, 201, "{}", login.text);
     let token = login.body["token"].as_str().unwrap().to_string();
     let wrong = "wrong-password-do-not-log";
     server
-        .post(
-            "/api/v1/sessions",
-            None,
-            json!({ "username": "admin", "password": wrong }),
-        )
+        .login("admin", wrong)
         .assert_problem(401, "unauthorized");
     let bogus = "bogus-token-do-not-log";
     let res = agent()
@@ -436,11 +412,7 @@ fn a_query_string_never_reaches_the_log_at_any_level_or_format() {
             .unwrap()
             .trim()
             .to_string();
-        let login = server.post(
-            "/api/v1/sessions",
-            None,
-            json!({ "username": "admin", "password": password }),
-        );
+        let login = server.login("admin", &password);
         assert_eq!(login.status, 201, "{}", login.text);
         let first = login.body["token"].as_str().unwrap().to_string();
         let chosen = "Lantern-orbit-Meadow-42-quietly";
@@ -450,11 +422,7 @@ fn a_query_string_never_reaches_the_log_at_any_level_or_format() {
             json!({ "current_password": password, "new_password": chosen }),
         );
         assert_eq!(changed.status, 200, "{}", changed.text);
-        let login = server.post(
-            "/api/v1/sessions",
-            None,
-            json!({ "username": "admin", "password": chosen }),
-        );
+        let login = server.login("admin", chosen);
         assert_eq!(login.status, 201, "{}", login.text);
         let token = login.body["token"].as_str().unwrap().to_string();
         let purpose = "Purposeword Secretpurpose";

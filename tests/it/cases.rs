@@ -5,39 +5,24 @@
 use crate::common;
 
 use casesync::db::schema::audit_log;
+use common::build::{self, Staff};
 use common::phone::{declarations, fixture, form_envelope, phone};
 use common::TestApp;
 use diesel::prelude::*;
 use serde_json::{json, Value};
 
-struct Staff {
-    admin: String,
-    worker: String,
-    other_worker: String,
-    coordinator: String,
-}
-
 fn staff(app: &TestApp) -> Staff {
-    let admin = app.admin_token();
-    let (_, worker) = app.user(&admin, "aigerim", "field_worker", &["KZ-CAM-ALA"]);
-    let (_, other_worker) = app.user(&admin, "bolat", "field_worker", &["KZ-CAM-ALA"]);
-    let (_, coordinator) = app.user(&admin, "manager", "coordinator", &["KZ-CAM-ALA"]);
-    Staff {
-        admin,
-        worker,
-        other_worker,
-        coordinator,
-    }
+    app.staff().other_worker().build()
 }
 
 /// A referral received on Friday 20 November 2026 at 17:00 in Almaty, with
 /// evidence of immediate risk.
 fn referral(case_id: &str, child_name: &str) -> Value {
-    let mut data = fixture("kz.referral");
-    data["receipt"]["received_at"] = json!("2026-11-20T17:00:00+05:00");
-    data["receipt"]["immediate_risk"] = json!(true);
-    data["child"]["child_name"] = json!(child_name);
-    form_envelope("kz.referral", case_id, data)
+    build::referral(case_id)
+        .received_at("2026-11-20T17:00:00+05:00")
+        .immediate_risk()
+        .child(child_name)
+        .envelope()
 }
 
 /// The initial assessment, completed 44 hours after the referral, with
@@ -351,10 +336,13 @@ fn coordinators_assign_and_approve_as_timeline_events() {
 
 /// The referral of `child_name`, born 14 May 2012, a girl.
 fn referral_of(case_id: &str, child_name: &str) -> Value {
-    let mut env = referral(case_id, child_name);
-    env["data"]["child"]["child_dob"] = json!("2012-05-14");
-    env["data"]["child"]["child_sex"] = json!("female");
-    env
+    build::referral(case_id)
+        .received_at("2026-11-20T17:00:00+05:00")
+        .immediate_risk()
+        .child(child_name)
+        .born("2012-05-14")
+        .sex("female")
+        .envelope()
 }
 
 fn closure(case_id: &str) -> Value {

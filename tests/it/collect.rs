@@ -196,13 +196,7 @@ fn kill_9_during_a_2000_submission_push_loses_nothing_acknowledged() {
 
     // An admin with a real password, and a field worker.
     let initial = std::fs::read_to_string(work.path().join("data/initial-admin-password")).unwrap();
-    let token = server
-        .post(
-            "/api/v1/sessions",
-            None,
-            json!({"username": "admin", "password": initial.trim()}),
-        )
-        .body["token"]
+    let token = server.login("admin", initial.trim()).body["token"]
         .as_str()
         .unwrap()
         .to_string();

@@ -2,8 +2,8 @@
 
 use crate::common;
 
-use casesync::crypto::{jwe, keys};
-use casesync::db::schema::{audit_log, sites, submissions, tokens, user_sites, users};
+use casesync::db::schema::{audit_log, sites, tokens, user_sites, users};
+use common::phone::seal;
 use common::phone::{fixture, form_envelope, phone, Phone};
 use common::TestApp;
 use diesel::prelude::*;
@@ -259,22 +259,10 @@ fn one_address_guessing_many_accounts_is_slowed_not_refused() {
         .assert_problem(401, "unauthorized");
 }
 
-fn stored_submissions(app: &TestApp) -> i64 {
-    submissions::table
-        .count()
-        .get_result(&mut app.conn())
-        .unwrap()
-}
-
 /// Sends envelope JSON text as it is written (a `Value` cannot hold a key
 /// twice), encrypted as a phone would.
 fn send_text(phone: &Phone<'_>, text: &str) -> common::Response {
-    let public = keys::public_key_from_jwk(&phone.jwk).unwrap();
-    phone.send_raw(&jwe::encrypt(
-        text.as_bytes(),
-        phone.jwk["kid"].as_str().unwrap(),
-        &public,
-    ))
+    phone.send_raw(&seal(&phone.jwk, text.as_bytes()))
 }
 
 fn pointer_of(body: &Value) -> &str {
@@ -361,7 +349,7 @@ fn a_key_twice_or_a_nul_is_refused_in_bodies_and_envelopes() {
         let problem = res.assert_problem(400, "bad_request");
         assert_eq!(pointer_of(problem), pointer, "{}", res.text);
     }
-    assert_eq!(stored_submissions(&app), 0, "nothing was stored");
+    assert_eq!(app.stored_submissions(), 0, "nothing was stored");
     // The same envelope written once is taken.
     assert_eq!(send_text(&phone, &text).status, 201);
 }
@@ -460,5 +448,5 @@ fn bidirectional_controls_are_refused_in_names_and_identifiers() {
             .collect();
         assert_eq!(pointers, [pointer], "{problem}");
     }
-    assert_eq!(stored_submissions(&app), 0, "nothing was stored");
+    assert_eq!(app.stored_submissions(), 0, "nothing was stored");
 }

@@ -5,6 +5,7 @@ use crate::common;
 
 use casesync::db::schema::audit_log;
 use casesync::forms::{check, definitions, model::Pii};
+use common::build;
 use common::phone::{fixture, form_envelope, phone};
 use common::TestApp;
 use diesel::prelude::*;
@@ -45,11 +46,11 @@ fn direct_values(data: &Value) -> Vec<String> {
 }
 
 fn referral(case_id: &str, name: &str) -> Value {
-    let mut data = fixture("kz.referral");
-    data["receipt"]["received_at"] = json!("2026-11-20T17:00:00+05:00");
-    data["child"]["child_name"] = json!(name);
-    data["child"]["child_dob"] = json!("2012-05-14");
-    form_envelope("kz.referral", case_id, data)
+    build::referral(case_id)
+        .received_at("2026-11-20T17:00:00+05:00")
+        .child(name)
+        .born("2012-05-14")
+        .envelope()
 }
 
 fn rows(text: &str) -> Vec<csv::StringRecord> {
@@ -81,11 +82,8 @@ fn is_pseudonym(cell: &str) -> bool {
 /// Tokens of an admin, a field worker, a coordinator and an analyst of
 /// the Almaty centre.
 fn almaty_staff(app: &TestApp) -> [String; 4] {
-    let admin = app.admin_token();
-    let (_, worker) = app.user(&admin, "aigerim", "field_worker", &["KZ-CAM-ALA"]);
-    let (_, coordinator) = app.user(&admin, "manager", "coordinator", &["KZ-CAM-ALA"]);
-    let (_, analyst) = app.user(&admin, "analyst", "analyst", &["KZ-CAM-ALA"]);
-    [admin, worker, coordinator, analyst]
+    let staff = app.staff().analyst().build();
+    [staff.admin, staff.worker, staff.coordinator, staff.analyst]
 }
 
 #[test]

@@ -19,7 +19,8 @@ use std::collections::HashMap;
 
 use casesync::db::schema::audit_log;
 use chrono::{DateTime, FixedOffset};
-use common::phone::{fixture, form_envelope, phone_for, Phone};
+use common::build::{approve_at, submit};
+use common::phone::{fixture, phone_for, Phone};
 use common::TestApp;
 use diesel::prelude::*;
 use serde_json::{json, Value};
@@ -27,12 +28,6 @@ use serde_json::{json, Value};
 // ---------------------------------------------------------------------------
 // Shared helpers: submissions, cases, reports
 // ---------------------------------------------------------------------------
-
-/// Sends `form_id` with `data` for `case_id`; the server must accept it.
-fn submit(phone: &Phone, form_id: &str, case_id: &str, data: Value) {
-    let res = phone.send(&form_envelope(form_id, case_id, data));
-    assert_eq!(res.status, 201, "{form_id} for {case_id}: {}", res.text);
-}
 
 /// A form to send: its id and its data.
 type Form = (&'static str, Value);
@@ -44,13 +39,6 @@ fn send(phone: &Phone, case_id: &str, (form_id, data): Form) {
 
 fn new_case_id() -> String {
     uuid::Uuid::new_v4().to_string()
-}
-
-/// The case as staff read it.
-fn case_of(app: &TestApp, token: &str, case_id: &str) -> Value {
-    let res = app.get(&format!("/api/v1/cases/{case_id}"), token);
-    assert_eq!(res.status, 200, "{}", res.text);
-    res.body
 }
 
 /// The first occurrence of deadline `rule` on the case.
@@ -69,16 +57,6 @@ fn assert_deadline(case: &Value, rule: &str, due: &str, status: &str) {
     let d = deadline(case, rule);
     assert_eq!(d["due_at"], due, "{rule} of case {}: {d:#}", case["id"]);
     assert_eq!(d["status"], status, "{rule} of case {}: {d:#}", case["id"]);
-}
-
-/// A coordinator approves `subject`, stating when it was decided.
-fn approve_at(app: &TestApp, coordinator: &str, case_id: &str, subject: &str, at: &str) {
-    let res = app.post(
-        &format!("/api/v1/cases/{case_id}/approvals"),
-        coordinator,
-        json!({ "subject": subject, "decision": "approved", "occurred_at": at }),
-    );
-    assert_eq!(res.status, 200, "{subject} of {case_id}: {}", res.text);
 }
 
 /// The local day (UTC offset `hours`) of an RFC 3339 time.
@@ -1538,7 +1516,7 @@ fn check_kz_dataset(app: &TestApp, kz: &KzData) {
     ];
     let mut children = HashMap::new();
     for e in &table {
-        let case = case_of(app, &kz.coordinator, kz.id(e.label));
+        let case = app.case(&kz.coordinator, kz.id(e.label));
         let facts = &case["facts"];
         let what = format!("{} {:#}", e.label, facts);
         assert_eq!(facts["child.sex"], e.child.sex, "{what}");
@@ -1579,9 +1557,8 @@ fn check_kz_dataset(app: &TestApp, kz: &KzData) {
     assert_eq!(distinct.len(), 13, "15 cases of 13 children");
 
     // The facts the filters turn on, case by case.
-    let fact = |label: &str, name: &str| {
-        case_of(app, &kz.coordinator, kz.id(label))["facts"][name].clone()
-    };
+    let fact =
+        |label: &str, name: &str| app.case(&kz.coordinator, kz.id(label))["facts"][name].clone();
     // Country of origin: the record's, and the social assessment's answer.
     assert_eq!(fact("K1", "child.country_of_origin"), "UZ");
     assert_eq!(fact("K2b", "child.country_of_origin"), "KZ");
@@ -1630,7 +1607,7 @@ fn check_kz_dataset(app: &TestApp, kz: &KzData) {
     );
     assert_eq!(fact("K9", "kz.case_outcome"), "reunified_third_country");
     // The siblings are one family group, each with a case of their own.
-    let k4 = case_of(app, &kz.coordinator, kz.id("K4"));
+    let k4 = app.case(&kz.coordinator, kz.id("K4"));
     assert!(!k4["family_group_id"].is_null(), "{k4:#}");
     assert_eq!(k4["siblings"][0]["case_id"], kz.id("K5"));
 }
@@ -2703,7 +2680,7 @@ fn bt_dataset(app: &TestApp) -> BtData {
 fn bt_indicators_match_hand_counts() {
     let app = TestApp::spawn();
     let bt = bt_dataset(&app);
-    let get = |label: &str| case_of(&app, &bt.coordinator, &bt.cases[label]);
+    let get = |label: &str| app.case(&bt.coordinator, &bt.cases[label]);
 
     // What the counts rest on: states, and BT-1a (24 h from the report to
     // the assignment; met when the registration says the manager was

@@ -7,6 +7,7 @@ use std::os::unix::fs::PermissionsExt;
 
 use casesync::crypto::{jwe, kek::Kek, keys};
 use casesync::db::schema::sync_changes;
+use common::phone::seal;
 use common::TestApp;
 use diesel::prelude::*;
 
@@ -74,11 +75,7 @@ fn what_phones_encrypt_for_the_served_key_decrypts_with_the_sealed_private_key()
     let admin = app.admin_token();
     let jwk = app.get("/api/v1/programmes/kz/keys/current", &admin).body;
     let kid = jwk["kid"].as_str().unwrap();
-    let token = jwe::encrypt(
-        b"{\"hello\":\"world\"}",
-        kid,
-        &keys::public_key_from_jwk(&jwk).unwrap(),
-    );
+    let token = seal(&jwk, b"{\"hello\":\"world\"}");
 
     let ring = keys::KeyRing::new(Kek::load(&app.settings).unwrap());
     let mut conn = app.conn();

@@ -6,6 +6,7 @@
 
 use crate::common;
 
+use common::build;
 use common::phone::{fixture, form_envelope, phone};
 use common::TestApp;
 use serde_json::{json, Value};
@@ -22,23 +23,21 @@ struct Setup {
 }
 
 fn referral(case_id: &str, name: &str, dob: &str) -> Value {
-    let mut data = fixture("kz.referral");
-    data["child"]["child_name"] = json!(name);
-    data["child"]["child_dob"] = json!(dob);
-    data["child"]["child_dob_estimated"] = json!(false);
-    form_envelope("kz.referral", case_id, data)
+    build::referral(case_id)
+        .child(name)
+        .born(dob)
+        .dob_known()
+        .envelope()
 }
 
 /// A child of 12 (the parent consents for her, KZ 10.4) and another case
 /// at the same site.
 fn setup() -> Setup {
     let app = TestApp::spawn();
-    let admin = app.admin_token();
-    let (_, coordinator) = app.user(&admin, "manager", "coordinator", &["KZ-CAM-ALA"]);
-    let (_, other_coordinator) = app.user(&admin, "shymkent", "coordinator", &["KZ-CAM-SHY"]);
-    let (_, worker) = app.user(&admin, "aigerim", "field_worker", &["KZ-CAM-ALA"]);
-    let (_, other_worker) = app.user(&admin, "bolat", "field_worker", &["KZ-CAM-ALA"]);
-    let (_, analyst) = app.user(&admin, "analyst", "analyst", &["KZ-CAM-ALA"]);
+    let staff = app.staff().other_worker().elsewhere().analyst().build();
+    let (coordinator, worker) = (staff.coordinator, staff.worker);
+    let (other_worker, analyst) = (staff.other_worker, staff.analyst);
+    let other_coordinator = staff.elsewhere;
     let case_id = uuid::Uuid::new_v4().to_string();
     let sibling_case = uuid::Uuid::new_v4().to_string();
     let phone = phone(&app, &worker);

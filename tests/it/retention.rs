@@ -11,7 +11,8 @@ use casesync::cases::Case;
 use casesync::db::schema::{audit_log, cases};
 use casesync::programmes::{self, Programme, Programmes, Vocabulary};
 use chrono::NaiveDate;
-use common::phone::{fixture, form_envelope, phone_for, Phone};
+use common::build::{referral, submit};
+use common::phone::{fixture, phone_for, Phone};
 use common::TestApp;
 use diesel::prelude::*;
 use serde_json::{json, Value};
@@ -217,18 +218,10 @@ fn retention_mistakes_are_reported_with_their_pointer() {
 // Closed cases through the real submission path, and the report
 // ---------------------------------------------------------------------------
 
-/// Sends `form_id` with `data` for `case_id`; the server must accept it.
-fn submit(phone: &Phone, form_id: &str, case_id: &str, data: Value) {
-    let res = phone.send(&form_envelope(form_id, case_id, data));
-    assert_eq!(res.status, 201, "{form_id} for {case_id}: {}", res.text);
-}
-
 /// A KZ referral (received 2 March 2026) of `name`, born `dob`.
 fn kz_referral(phone: &Phone, name: &str, dob: &str) -> String {
     let case_id = uuid::Uuid::new_v4().to_string();
-    let mut data = fixture("kz.referral");
-    data["child"]["child_name"] = json!(name);
-    data["child"]["child_dob"] = json!(dob);
+    let data = referral(&case_id).child(name).born(dob).data();
     submit(phone, "kz.referral", &case_id, data);
     case_id
 }
@@ -270,12 +263,6 @@ fn bt_closed(
         assert_eq!(res.status, 200, "{}", res.text);
     }
     case_id
-}
-
-fn case_view(app: &TestApp, token: &str, case_id: &str) -> Value {
-    let res = app.get(&format!("/api/v1/cases/{case_id}"), token);
-    assert_eq!(res.status, 200, "{}", res.text);
-    res.body
 }
 
 /// `casesync retention report ARGS`: standard output and standard error.
@@ -359,15 +346,15 @@ fn closed_files_are_reported_with_their_retention_and_nothing_is_deleted() {
     let bt_pending = bt_closed(&app, &bt, &bt_supervisor, "Pema Lhamo", "2030-01-01", false);
 
     let number = |token: &str, id: &str| -> String {
-        let case = case_view(&app, token, id);
+        let case = app.case(token, id);
         case["number"].as_str().unwrap().to_string()
     };
     for id in [&ten, &grown, &unknown] {
-        assert_eq!(case_view(&app, &kz_manager, id)["state"], "closed");
+        assert_eq!(app.case(&kz_manager, id)["state"], "closed");
     }
-    assert_eq!(case_view(&app, &bt_supervisor, &bt_case)["state"], "closed");
+    assert_eq!(app.case(&bt_supervisor, &bt_case)["state"], "closed");
     assert_eq!(
-        case_view(&app, &bt_supervisor, &bt_pending)["state"],
+        app.case(&bt_supervisor, &bt_pending)["state"],
         "closure_awaiting_approval"
     );
     let (n_ten, n_grown, n_unknown, n_open) = (

@@ -15,13 +15,6 @@ use common::TestApp;
 use diesel::prelude::*;
 use serde_json::{json, Value};
 
-fn stored(app: &TestApp) -> i64 {
-    submissions::table
-        .count()
-        .get_result(&mut app.conn())
-        .unwrap()
-}
-
 /// An admin and a field worker of CAM Almaty: (admin token, worker token).
 fn setup(app: &TestApp) -> (String, String) {
     let admin = app.admin_token();
@@ -57,7 +50,7 @@ fn a_submission_opens_a_case_and_retries_get_the_original_receipt() {
     changed["data"]["child"]["concern_description"] = json!("Something else.");
     phone.send(&changed).assert_problem(409, "conflict");
 
-    assert_eq!(stored(&app), 1);
+    assert_eq!(app.stored_submissions(), 1);
     let (raw, payload): (String, String) = submissions::table
         .select((submissions::raw_jwe, submissions::payload))
         .first(&mut app.conn())
@@ -86,7 +79,7 @@ fn a_submission_opens_a_case_and_retries_get_the_original_receipt() {
         .first(&mut app.conn())
         .unwrap();
     assert_eq!(superseded_by.as_deref(), edit["instance_id"].as_str());
-    assert_eq!(stored(&app), 2);
+    assert_eq!(app.stored_submissions(), 2);
 }
 
 #[test]
@@ -198,7 +191,11 @@ fn bad_submissions_get_their_status_and_store_nothing() {
     }
     .send(&update)
     .assert_problem(403, "forbidden");
-    assert_eq!(stored(&app), 1, "only the one good submission is stored");
+    assert_eq!(
+        app.stored_submissions(),
+        1,
+        "only the one good submission is stored"
+    );
 }
 
 #[test]
@@ -219,7 +216,7 @@ fn the_same_submission_sent_five_times_at_once_is_stored_once() {
     let mut sorted = statuses.clone();
     sorted.sort();
     assert_eq!(sorted, [200, 200, 200, 200, 201], "{statuses:?}");
-    assert_eq!(stored(&app), 1);
+    assert_eq!(app.stored_submissions(), 1);
 }
 
 #[test]
@@ -256,7 +253,7 @@ fn a_batch_answers_per_item() {
         res.body["results"][2]["receipt"],
         res.body["results"][0]["receipt"]
     );
-    assert_eq!(stored(&app), 2);
+    assert_eq!(app.stored_submissions(), 2);
 
     app.post(
         "/api/v1/submissions/batch",

@@ -12,6 +12,7 @@
 
 use crate::common;
 
+use common::build::{approve_at, submit, Staff};
 use common::phone::{fixture, form_envelope, phone, phone_for, Phone};
 use common::TestApp;
 use serde_json::{json, Value};
@@ -19,19 +20,6 @@ use serde_json::{json, Value};
 // ---------------------------------------------------------------------------
 // Shared helpers
 // ---------------------------------------------------------------------------
-
-/// Sends `form_id` with `data` for `case_id`; the server must accept it.
-fn submit(phone: &Phone, form_id: &str, case_id: &str, data: Value) {
-    let res = phone.send(&form_envelope(form_id, case_id, data));
-    assert_eq!(res.status, 201, "{form_id}: {}", res.text);
-}
-
-/// The case as staff read it.
-fn case_of(app: &TestApp, token: &str, case_id: &str) -> Value {
-    let res = app.get(&format!("/api/v1/cases/{case_id}"), token);
-    assert_eq!(res.status, 200, "{}", res.text);
-    res.body
-}
 
 /// Occurrence `n` of deadline `rule` on the case.
 fn deadline<'a>(case: &'a Value, rule: &str, n: u32) -> &'a Value {
@@ -74,17 +62,6 @@ fn assert_state(case: &Value, state: &str) {
     assert_eq!(case["state"], state, "{:#}", case);
 }
 
-/// A coordinator approves `subject`, stating when it was decided (the
-/// story's day, not the server's clock).
-fn approve_at(app: &TestApp, coordinator: &str, case_id: &str, subject: &str, at: &str) {
-    let res = app.post(
-        &format!("/api/v1/cases/{case_id}/approvals"),
-        coordinator,
-        json!({ "subject": subject, "decision": "approved", "occurred_at": at }),
-    );
-    assert_eq!(res.status, 200, "{}", res.text);
-}
-
 /// The timeline's events in fold order, as (name, state after).
 fn timeline_of(app: &TestApp, token: &str, case_id: &str) -> Vec<(String, String)> {
     let res = app.get(&format!("/api/v1/cases/{case_id}/timeline"), token);
@@ -112,19 +89,8 @@ fn pairs(list: &[(&str, &str)]) -> Vec<(String, String)> {
 // KZ: the forms of a separated foreign child's case, step by step
 // ---------------------------------------------------------------------------
 
-struct KzStaff {
-    worker: String,
-    coordinator: String,
-}
-
-fn kz_staff(app: &TestApp) -> KzStaff {
-    let admin = app.admin_token();
-    let (_, worker) = app.user(&admin, "aigerim", "field_worker", &["KZ-CAM-ALA"]);
-    let (_, coordinator) = app.user(&admin, "manager", "coordinator", &["KZ-CAM-ALA"]);
-    KzStaff {
-        worker,
-        coordinator,
-    }
+fn kz_staff(app: &TestApp) -> Staff {
+    app.staff().build()
 }
 
 /// Annex C: a separated girl from Uzbekistan found alone at the bus
@@ -316,7 +282,7 @@ fn kz_separated_child_from_referral_to_the_first_care_plan_review() {
     let app = TestApp::spawn();
     let staff = kz_staff(&app);
     let worker = phone(&app, &staff.worker);
-    let get = |id: &str| case_of(&app, &staff.coordinator, id);
+    let get = |id: &str| app.case(&staff.coordinator, id);
 
     // Referral (8.1.1), Friday 17:00 local = 12:00 UTC.
     let case_id = open_kz_case(&worker);
@@ -523,7 +489,7 @@ fn kz_forms_arriving_in_any_order_give_the_same_case() {
             let (form_id, data) = steps[i];
             submit(&worker, form_id, &case_id, data());
         }
-        cases.push(case_of(&app, &staff.coordinator, &case_id));
+        cases.push(app.case(&staff.coordinator, &case_id));
     }
     let expected = comparable(&cases[0]);
     assert_eq!(expected["state"], "care_plan_awaiting_approval");
@@ -542,19 +508,8 @@ fn kz_forms_arriving_in_any_order_give_the_same_case() {
 // BT: the forms of a case, step by step
 // ---------------------------------------------------------------------------
 
-struct BtStaff {
-    worker: String,
-    coordinator: String,
-}
-
-fn bt_staff(app: &TestApp) -> BtStaff {
-    let admin = app.admin_token();
-    let (_, worker) = app.user(&admin, "karma", "field_worker", &["BT-NCWC"]);
-    let (_, coordinator) = app.user(&admin, "pema", "coordinator", &["BT-NCWC"]);
-    BtStaff {
-        worker,
-        coordinator,
-    }
+fn bt_staff(app: &TestApp) -> Staff {
+    app.staff().bt().build()
 }
 
 /// D-04 registration on `day`, reported that morning, with the initial
@@ -689,7 +644,7 @@ fn bt_high_risk_case_from_registration_to_closure() {
     let app = TestApp::spawn();
     let staff = bt_staff(&app);
     let worker = phone_for(&app, &staff.worker, "bt");
-    let get = |id: &str| case_of(&app, &staff.coordinator, id);
+    let get = |id: &str| app.case(&staff.coordinator, id);
     let case_id = uuid::Uuid::new_v4().to_string();
 
     // D-04 registration, Monday 1 June 2026, initial risk HIGH.
@@ -915,7 +870,7 @@ fn bt_low_risk_case_runs_on_the_low_risk_limits() {
     let app = TestApp::spawn();
     let staff = bt_staff(&app);
     let worker = phone_for(&app, &staff.worker, "bt");
-    let get = |id: &str| case_of(&app, &staff.coordinator, id);
+    let get = |id: &str| app.case(&staff.coordinator, id);
     let case_id = uuid::Uuid::new_v4().to_string();
 
     // D-04 on Monday 6 July 2026, initial risk LOW: assessment within a
@@ -1074,7 +1029,7 @@ fn kz_an_overdue_placement_review_stays_overdue_when_the_child_moves() {
     let app = TestApp::spawn();
     let staff = kz_staff(&app);
     let worker = phone(&app, &staff.worker);
-    let get = |id: &str| case_of(&app, &staff.coordinator, id);
+    let get = |id: &str| app.case(&staff.coordinator, id);
     let case_id = open_kz_case(&worker);
 
     // In the unit from Saturday 21 November (a date): the first monthly
@@ -1136,7 +1091,7 @@ fn bt_a_lower_risk_level_does_not_re_time_an_overdue_follow_up() {
     let app = TestApp::spawn();
     let staff = bt_staff(&app);
     let worker = phone_for(&app, &staff.worker, "bt");
-    let get = |id: &str| case_of(&app, &staff.coordinator, id);
+    let get = |id: &str| app.case(&staff.coordinator, id);
     let case_id = uuid::Uuid::new_v4().to_string();
 
     // As in the high-risk walkthrough: follow-ups every 84 h from the plan
@@ -1242,7 +1197,7 @@ fn bt_a_date_only_answer_is_late_by_whole_days() {
     let app = TestApp::spawn();
     let staff = bt_staff(&app);
     let worker = phone_for(&app, &staff.worker, "bt");
-    let get = |id: &str| case_of(&app, &staff.coordinator, id);
+    let get = |id: &str| app.case(&staff.coordinator, id);
     let case_id = uuid::Uuid::new_v4().to_string();
 
     // Low risk, registered Monday 6 July: assessment due Monday 13 July;
@@ -1406,7 +1361,7 @@ fn twenty_arrival_orders_of_seven_kz_forms_over_http_give_the_in_order_case() {
                 assert_ne!(res.body["status"], "pending_case", "{order:?}");
             }
         }
-        let case = case_of(&app, &staff.coordinator, &case_id);
+        let case = app.case(&staff.coordinator, &case_id);
         // The timeline in fold order, with the state after each event.
         let events = timeline_of(&app, &staff.coordinator, &case_id);
         let outcome = json!({ "case": comparable(&case), "timeline": events });

@@ -6,7 +6,7 @@ use std::process::{Child, Command, Stdio};
 use std::sync::{mpsc, Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use super::{agent, Response, TestDb};
+use super::{agent, gate, Response, TestDb};
 use serde_json::Value;
 
 pub const BIN: &str = env!("CARGO_BIN_EXE_casesync");
@@ -56,10 +56,13 @@ pub struct Served {
     pub base: String,
     /// Every line the server wrote to stderr (its JSON log), so far.
     logs: Arc<Mutex<Vec<String>>>,
+    /// Keeps a timed test from running beside this server.
+    _running: gate::Shared,
 }
 
 /// Starts `casesync serve` and waits for the address it logs.
 pub fn serve(dir: &Path, db: &TestDb, extra_env: &[(&str, &str)]) -> Served {
+    let running = gate::shared();
     let mut cmd = command(dir, db);
     cmd.arg("serve")
         .env("CASESYNC_BIND", "127.0.0.1:0")
@@ -99,6 +102,7 @@ pub fn serve(dir: &Path, db: &TestDb, extra_env: &[(&str, &str)]) -> Served {
         child,
         base: format!("http://{addr}"),
         logs,
+        _running: running,
     }
 }
 
@@ -109,6 +113,15 @@ impl Served {
             req = req.header("Authorization", format!("Bearer {t}"));
         }
         Response::from(req.send_json(body).unwrap())
+    }
+
+    /// Signs in (`POST /sessions`); the answer as it came.
+    pub fn login(&self, username: &str, password: &str) -> Response {
+        self.post(
+            "/api/v1/sessions",
+            None,
+            serde_json::json!({ "username": username, "password": password }),
+        )
     }
 
     pub fn get(&self, path: &str, token: &str) -> Response {

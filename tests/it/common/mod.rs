@@ -15,6 +15,8 @@ use diesel::connection::SimpleConnection;
 use serde_json::{json, Value};
 
 pub mod bin;
+pub mod build;
+pub mod gate;
 pub mod phone;
 
 pub const TEST_DB_ENV: &str = "CASESYNC_TEST_DATABASE_URL";
@@ -83,6 +85,8 @@ pub struct TestApp {
     handle: Option<actix_web::dev::ServerHandle>,
     thread: Option<JoinHandle<()>>,
     agent: ureq::Agent,
+    /// Keeps a timed test from running beside this server.
+    _running: gate::Shared,
 }
 
 /// A temporary directory only its owner may use, as a server's data
@@ -151,6 +155,7 @@ impl TestApp {
     }
 
     pub fn start(shared: Arc<Shared>, settings: Settings) -> TestApp {
+        let running = gate::shared();
         let state = casesync::server::prepare(settings.clone()).expect("server prepares");
         let (tx, rx) = mpsc::channel();
         let thread = std::thread::spawn(move || {
@@ -169,6 +174,7 @@ impl TestApp {
             handle: Some(handle),
             thread: Some(thread),
             agent: agent(),
+            _running: running,
         }
     }
 

@@ -69,6 +69,13 @@ pub fn form_envelope(form_id: &str, case_id: &str, data: Value) -> Value {
     })
 }
 
+/// `plaintext` encrypted as a phone does (JWE, RSA-OAEP-256 and A256GCM)
+/// for the served public key `jwk` of a programme.
+pub fn seal(jwk: &Value, plaintext: &[u8]) -> String {
+    let public = keys::public_key_from_jwk(jwk).unwrap();
+    jwe::encrypt(plaintext, jwk["kid"].as_str().unwrap(), &public)
+}
+
 pub struct Phone<'a> {
     pub app: &'a TestApp,
     pub token: String,
@@ -77,12 +84,7 @@ pub struct Phone<'a> {
 
 impl Phone<'_> {
     pub fn encrypt(&self, envelope: &Value) -> String {
-        let public = keys::public_key_from_jwk(&self.jwk).unwrap();
-        jwe::encrypt(
-            envelope.to_string().as_bytes(),
-            self.jwk["kid"].as_str().unwrap(),
-            &public,
-        )
+        seal(&self.jwk, envelope.to_string().as_bytes())
     }
 
     pub fn send_raw(&self, body: &str) -> Response {
@@ -100,8 +102,7 @@ impl Phone<'_> {
     }
 
     pub fn attach(&self, instance_id: &str, name: &str, content: &[u8]) -> Response {
-        let public = keys::public_key_from_jwk(&self.jwk).unwrap();
-        let body = jwe::encrypt(content, self.jwk["kid"].as_str().unwrap(), &public);
+        let body = seal(&self.jwk, content);
         self.app.raw(
             "PUT",
             &format!("/api/v1/submissions/{instance_id}/attachments/{name}"),
