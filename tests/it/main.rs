@@ -31,5 +31,6 @@ mod migrations;
 mod operations;
 mod privacy;
 mod retention;
+mod snapshots;
 mod submissions;
 mod walkthroughs;
