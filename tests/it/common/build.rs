@@ -85,7 +85,7 @@ impl Referral {
 /// field workers aigerim and bolat, the coordinator manager and the
 /// analyst; elsewhere, the coordinator shymkent of KZ-CAM-SHY. BT
 /// (`.bt()`): at BT-NCWC karma and dorji, the coordinator pema and the
-/// analyst. `admin` is the first administrator, whose password the builder
+/// analyst sonam. `admin` is the first administrator, whose password the builder
 /// changed. A role not asked for is an empty token (the server answers 401).
 #[derive(Debug, Clone)]
 pub struct Staff {
@@ -101,6 +101,7 @@ pub struct Staff {
 /// coordinator always, the others when asked.
 pub struct StaffBuilder<'a> {
     app: &'a TestApp,
+    admin: Option<String>,
     bt: bool,
     other_worker: bool,
     elsewhere: bool,
@@ -112,6 +113,7 @@ impl TestApp {
     pub fn staff(&self) -> StaffBuilder<'_> {
         StaffBuilder {
             app: self,
+            admin: None,
             bt: false,
             other_worker: false,
             elsewhere: false,
@@ -159,13 +161,20 @@ impl StaffBuilder<'_> {
         self
     }
 
+    /// Made by an admin already signed in (the first admin's one-time
+    /// password is gone once a builder has changed it).
+    pub fn by(mut self, admin: &str) -> Self {
+        self.admin = Some(admin.to_string());
+        self
+    }
+
     pub fn build(self) -> Staff {
         let app = self.app;
-        let admin = app.admin_token();
-        let (site, worker, other_worker, coordinator) = if self.bt {
-            ("BT-NCWC", "karma", "dorji", "pema")
+        let admin = self.admin.unwrap_or_else(|| app.admin_token());
+        let (site, worker, other_worker, coordinator, analyst) = if self.bt {
+            ("BT-NCWC", "karma", "dorji", "pema", "sonam")
         } else {
-            ("KZ-CAM-ALA", "aigerim", "bolat", "manager")
+            ("KZ-CAM-ALA", "aigerim", "bolat", "manager", "analyst")
         };
         let make = |wanted: bool, username: &str, role: &str, site: &str| {
             if wanted {
@@ -178,7 +187,7 @@ impl StaffBuilder<'_> {
         let other_worker = make(self.other_worker, other_worker, "field_worker", site);
         let coordinator = make(true, coordinator, "coordinator", site);
         let elsewhere = make(self.elsewhere, "shymkent", "coordinator", "KZ-CAM-SHY");
-        let analyst = make(self.analyst, "analyst", "analyst", site);
+        let analyst = make(self.analyst, analyst, "analyst", site);
         Staff {
             admin,
             worker,
