@@ -27,11 +27,7 @@ fn verify(app: &TestApp) -> audit::Verification {
 
 /// Runs the binary with these arguments on the app's database: (passed, output).
 fn run_cli(app: &TestApp, args: &[&str]) -> (bool, String) {
-    let out = common::bin::command(app.data_dir(), &app.shared.db)
-        .env("CASESYNC_DATA_DIR", app.data_dir())
-        .args(args)
-        .output()
-        .unwrap();
+    let out = app.shell().args(args).output().unwrap();
     let text = format!(
         "{}{}",
         String::from_utf8_lossy(&out.stdout),
@@ -627,8 +623,8 @@ fn the_csv_export_is_complete_and_on_record() {
 fn the_shell_exports_the_log_to_a_file() {
     let (app, ..) = busy_app();
     let out = app.data_dir().join("audit.csv");
-    let run = common::bin::command(app.data_dir(), &app.shared.db)
-        .env("CASESYNC_DATA_DIR", app.data_dir())
+    let run = app
+        .shell()
         .args(["audit", "export", "--out", out.to_str().unwrap()])
         .output()
         .unwrap();

@@ -528,8 +528,8 @@ fn weak_passwords_are_refused_everywhere_saying_why() {
     assert_eq!(changed.status, 200, "{}", changed.text);
 
     // The command line refuses them too.
-    let mut child = common::bin::command(app.data_dir(), &app.shared.db)
-        .env("CASESYNC_DATA_DIR", app.data_dir())
+    let mut child = app
+        .shell()
         .args(["users", "set-password", "dana"])
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())

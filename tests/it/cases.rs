@@ -563,8 +563,8 @@ fn the_morning_list_prints_in_the_terminal() {
         201
     );
 
-    let out = common::bin::command(app.data_dir(), &app.shared.db)
-        .env("CASESYNC_DATA_DIR", app.data_dir())
+    let out = app
+        .shell()
         .args(["cases", "overdue", "--site", "KZ-CAM-ALA"])
         .output()
         .unwrap();
@@ -586,8 +586,8 @@ fn the_morning_list_prints_in_the_terminal() {
     assert!(!d7.contains("0d late"), "{d7}");
     assert!(!text.contains("Child A"));
 
-    let other = common::bin::command(app.data_dir(), &app.shared.db)
-        .env("CASESYNC_DATA_DIR", app.data_dir())
+    let other = app
+        .shell()
         .args(["cases", "overdue", "--site", "BT-NCWC"])
         .output()
         .unwrap();

@@ -335,13 +335,7 @@ fn exports_from_the_shell_write_private_files_and_are_audited() {
     assert_eq!(phone.send(&referral(&id, "Timur Aliyev")).status, 201);
 
     let out = app.data_dir().join("referrals.csv");
-    let run = |args: &[&str]| {
-        common::bin::command(app.data_dir(), &app.shared.db)
-            .env("CASESYNC_DATA_DIR", app.data_dir())
-            .args(args)
-            .output()
-            .unwrap()
-    };
+    let run = |args: &[&str]| app.shell().args(args).output().unwrap();
     let done = run(&[
         "export",
         "forms",
@@ -851,13 +845,7 @@ fn formulas_are_neutralised_in_every_csv_unless_a_script_asks() {
         .ends_with("formulas not escaped (formula_escape=false)"));
 
     // From the shell: escaped unless --no-formula-escape, which is audited.
-    let run = |args: &[&str]| {
-        common::bin::command(app.data_dir(), &app.shared.db)
-            .env("CASESYNC_DATA_DIR", app.data_dir())
-            .args(args)
-            .output()
-            .unwrap()
-    };
+    let run = |args: &[&str]| app.shell().args(args).output().unwrap();
     let out = app.data_dir().join("referrals.csv");
     for (flag, expected) in [
         (None, format!("'{link}")),

@@ -267,8 +267,8 @@ fn bt_closed(
 
 /// `casesync retention report ARGS`: standard output and standard error.
 fn report(app: &TestApp, args: &[&str]) -> (String, String) {
-    let out = common::bin::command(app.data_dir(), &app.shared.db)
-        .env("CASESYNC_DATA_DIR", app.data_dir())
+    let out = app
+        .shell()
         .args(["retention", "report"])
         .args(args)
         .output()
@@ -542,8 +542,8 @@ fn closed_files_are_reported_with_their_retention_and_nothing_is_deleted() {
 #[test]
 fn an_unknown_programme_is_refused() {
     let app = TestApp::spawn();
-    let out = common::bin::command(app.data_dir(), &app.shared.db)
-        .env("CASESYNC_DATA_DIR", app.data_dir())
+    let out = app
+        .shell()
         .args(["retention", "report", "--programme", "xx"])
         .output()
         .unwrap();

@@ -51,6 +51,16 @@ pub fn cli(dir: &Path, db: &TestDb, args: &[&str], stdin: Option<&str>) -> Strin
     stdout
 }
 
+impl super::TestApp {
+    /// The `casesync` binary run from the shell beside this server: its
+    /// data directory and database, as an operator's commands would be.
+    pub fn shell(&self) -> Command {
+        let mut cmd = command(self.data_dir(), &self.shared.db);
+        cmd.env("CASESYNC_DATA_DIR", self.data_dir());
+        cmd
+    }
+}
+
 pub struct Served {
     pub child: Child,
     pub base: String,
