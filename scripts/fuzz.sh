@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Runs one cargo-fuzz target for a while, growing its corpus under
 # fuzz/corpus/TARGET (kept in git and replayed by `cargo test` through
-# tests/fuzz_corpus.rs). Crashes land in fuzz/artifacts/TARGET/.
+# tests/it/fuzz_corpus.rs). Crashes land in fuzz/artifacts/TARGET/.
 #
 #   scripts/fuzz.sh jwe|envelope|query|csv SECONDS
 #

@@ -1,6 +1,6 @@
 #![no_main]
 //! `scripts/fuzz.sh csv SECONDS`; the property is in `fuzz/checks/csv.rs`,
-//! which `tests/fuzz_corpus.rs` replays on every `cargo test`.
+//! which `tests/it/fuzz_corpus.rs` replays on every `cargo test`.
 
 #[path = "../checks/csv.rs"]
 mod check;

@@ -1,6 +1,6 @@
 #![no_main]
 //! `scripts/fuzz.sh jwe SECONDS`; the property is in `fuzz/checks/jwe.rs`,
-//! which `tests/fuzz_corpus.rs` replays on every `cargo test`.
+//! which `tests/it/fuzz_corpus.rs` replays on every `cargo test`.
 
 #[path = "../checks/jwe.rs"]
 mod check;

@@ -1,6 +1,6 @@
 #![no_main]
 //! `scripts/fuzz.sh query SECONDS`; the property is in `fuzz/checks/query.rs`,
-//! which `tests/fuzz_corpus.rs` replays on every `cargo test`.
+//! which `tests/it/fuzz_corpus.rs` replays on every `cargo test`.
 
 #[path = "../checks/query.rs"]
 mod check;

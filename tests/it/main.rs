@@ -1,0 +1,36 @@
+//! The integration tests, as one program: each module was once a test
+//! binary of its own, and all share the harness and builders in `common`
+//! (one copy of each). Each test starts its own server on loopback with its
+//! own database: SQLite in a private temporary directory, or a fresh
+//! PostgreSQL database when `CASESYNC_TEST_DATABASE_URL` is set.
+//!
+//! `cargo test --test it` runs them all; `cargo test --test it cases::`
+//! runs one module's.
+
+mod common;
+
+mod access;
+mod access_requests;
+mod audit;
+mod auth_hardening;
+mod backup;
+mod binary;
+mod cases;
+mod collect;
+mod docs;
+mod errors;
+mod exports;
+mod forms;
+mod fuzz_corpus;
+mod hardening_dos;
+mod identity;
+mod indicators;
+mod interop;
+mod keys;
+mod migrations;
+mod operations;
+mod privacy;
+mod retention;
+mod snapshots;
+mod submissions;
+mod walkthroughs;
