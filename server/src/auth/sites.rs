@@ -8,6 +8,11 @@ use crate::db::schema::sites;
 use crate::db::DbConnection;
 use crate::error::{AppError, AppResult, FieldError};
 
+crate::ids::string_id! {
+    /// A site, by its id (or, where the route says so, its code).
+    SiteId
+}
+
 pub const PROGRAMMES: [&str; 2] = ["kz", "bt"];
 
 #[derive(Debug, Clone, PartialEq, Serialize, Queryable, Selectable, Insertable)]

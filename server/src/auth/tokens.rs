@@ -15,6 +15,11 @@ use crate::db::schema::{tokens, users as users_table};
 use crate::db::DbConnection;
 use crate::error::{AppError, AppResult};
 
+crate::ids::string_id! {
+    /// A session or device token, by its id (never its secret).
+    TokenId
+}
+
 pub const KIND_SESSION: &str = "session";
 pub const KIND_DEVICE: &str = "device";
 

@@ -10,6 +10,11 @@ use crate::db::schema::{user_sites, users};
 use crate::db::DbConnection;
 use crate::error::{AppError, AppResult, FieldError};
 
+crate::ids::string_id! {
+    /// A user (staff member) of the server.
+    UserId
+}
+
 #[derive(Debug, Clone, Queryable, Selectable, Insertable)]
 #[diesel(table_name = users)]
 struct UserRow {

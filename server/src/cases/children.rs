@@ -17,6 +17,11 @@ use crate::db::DbConnection;
 use crate::error::{AppError, AppResult};
 use crate::programmes::{holidays, NumberScheme, Programme};
 
+crate::ids::string_id! {
+    /// A proposed pair of possibly duplicate children.
+    DuplicateId
+}
+
 /// Where the case-opening forms of both programmes ask for the child's name.
 pub const CHILD_NAME: &str = "/child/child_name";
 

@@ -17,6 +17,11 @@ use crate::db::schema::{case_events, conflicts};
 use crate::db::DbConnection;
 use crate::error::AppResult;
 
+crate::ids::string_id! {
+    /// A conflict between a submission and a fact changed since its base.
+    ConflictId
+}
+
 pub const OPEN: &str = "open";
 pub const RESOLVED: &str = "resolved";
 

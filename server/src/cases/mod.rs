@@ -25,6 +25,11 @@ use crate::error::{AppError, AppResult};
 use crate::programmes::{NumberScheme, Programme};
 use crate::sync::{self, ChangeKind};
 
+crate::ids::string_id! {
+    /// A case: one admission of one child (a UUID made on the phone).
+    CaseId
+}
+
 #[derive(Debug, Clone, PartialEq, Serialize, Queryable, Selectable, Insertable)]
 #[diesel(table_name = cases)]
 pub struct Case {

@@ -16,6 +16,11 @@ use crate::db::DbConnection;
 use crate::error::{AppError, AppResult, FieldError};
 use crate::exports::columns::age_in_years;
 
+crate::ids::string_id! {
+    /// A consent record.
+    ConsentId
+}
+
 /// Who signs (or assents).
 pub const SUBJECTS: [&str; 6] = [
     "child",

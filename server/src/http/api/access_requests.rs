@@ -9,7 +9,8 @@ use serde::Deserialize;
 use crate::app::{AppState, Audited};
 use crate::audit::Origin;
 use crate::cases::access_requests::{self, NewRequest, Review};
-use crate::cases::views;
+use crate::cases::{views, CaseId};
+use crate::privacy::AccessRequestId;
 use crate::error::{AppError, AppResult};
 use crate::http::extract::{ApiJson, AuthUser};
 
@@ -19,7 +20,7 @@ pub async fn create(
     state: web::Data<AppState>,
     origin: Origin,
     AuthUser(me): AuthUser,
-    id: web::Path<String>,
+    id: web::Path<CaseId>,
     body: ApiJson<NewRequest>,
 ) -> AppResult<HttpResponse> {
     let who = me.clone();
@@ -39,7 +40,7 @@ pub async fn list(
     state: web::Data<AppState>,
     origin: Origin,
     AuthUser(me): AuthUser,
-    id: web::Path<String>,
+    id: web::Path<CaseId>,
 ) -> AppResult<HttpResponse> {
     let items = state
         .read_audited(origin, me, "access_requests_listed", move |conn, me| {
@@ -58,7 +59,7 @@ pub async fn review(
     state: web::Data<AppState>,
     origin: Origin,
     AuthUser(me): AuthUser,
-    id: web::Path<String>,
+    id: web::Path<AccessRequestId>,
     body: ApiJson<Review>,
 ) -> AppResult<HttpResponse> {
     let who = me.clone();
@@ -82,7 +83,7 @@ pub async fn copy(
     state: web::Data<AppState>,
     origin: Origin,
     AuthUser(me): AuthUser,
-    id: web::Path<String>,
+    id: web::Path<AccessRequestId>,
 ) -> AppResult<HttpResponse> {
     let forms = state.forms.clone();
     let copy = state

@@ -10,7 +10,9 @@ use crate::app::{AppState, Audited};
 use crate::audit::Origin;
 use crate::cases::actions::{self, ApprovalInput, Assignment, Resolution, SiblingInput};
 use crate::cases::views::{self, CaseFilter, DeadlineFilter};
-use crate::cases::{break_glass, children};
+use crate::cases::children::DuplicateId;
+use crate::cases::conflicts::ConflictId;
+use crate::cases::{break_glass, children, CaseId};
 use crate::error::{AppError, AppResult};
 use crate::http::extract::{ApiJson, AuthUser};
 
@@ -34,7 +36,7 @@ pub async fn show(
     state: web::Data<AppState>,
     origin: Origin,
     AuthUser(me): AuthUser,
-    id: web::Path<String>,
+    id: web::Path<CaseId>,
 ) -> AppResult<HttpResponse> {
     let view = state
         .read_audited(origin, me, "case_read", move |conn, me| {
@@ -52,7 +54,7 @@ pub async fn timeline(
     state: web::Data<AppState>,
     origin: Origin,
     AuthUser(me): AuthUser,
-    id: web::Path<String>,
+    id: web::Path<CaseId>,
 ) -> AppResult<HttpResponse> {
     let timeline = state
         .read_audited(origin, me, "case_timeline_read", move |conn, me| {
@@ -69,7 +71,7 @@ pub async fn assign(
     state: web::Data<AppState>,
     origin: Origin,
     AuthUser(me): AuthUser,
-    id: web::Path<String>,
+    id: web::Path<CaseId>,
     body: ApiJson<Assignment>,
 ) -> AppResult<HttpResponse> {
     act_then_view(&state, origin, me, "case_assigned", move |conn, who| {
@@ -90,7 +92,7 @@ pub async fn approve(
     state: web::Data<AppState>,
     origin: Origin,
     AuthUser(me): AuthUser,
-    id: web::Path<String>,
+    id: web::Path<CaseId>,
     body: ApiJson<ApprovalInput>,
 ) -> AppResult<HttpResponse> {
     act_then_view(&state, origin, me, "case_approval", move |conn, who| {
@@ -147,7 +149,7 @@ pub async fn resolve(
     state: web::Data<AppState>,
     origin: Origin,
     AuthUser(me): AuthUser,
-    id: web::Path<String>,
+    id: web::Path<ConflictId>,
     body: ApiJson<Resolution>,
 ) -> AppResult<HttpResponse> {
     let who = me.clone();
@@ -167,7 +169,7 @@ pub async fn break_glass(
     state: web::Data<AppState>,
     origin: Origin,
     AuthUser(me): AuthUser,
-    id: web::Path<String>,
+    id: web::Path<CaseId>,
     body: ApiJson<break_glass::Request>,
 ) -> AppResult<HttpResponse> {
     let max_minutes = state.settings.break_glass_minutes;
@@ -205,7 +207,7 @@ pub async fn link_siblings(
     state: web::Data<AppState>,
     origin: Origin,
     AuthUser(me): AuthUser,
-    id: web::Path<String>,
+    id: web::Path<CaseId>,
     body: ApiJson<SiblingInput>,
 ) -> AppResult<HttpResponse> {
     act_then_view(&state, origin, me, "siblings_linked", move |conn, who| {
@@ -274,7 +276,7 @@ pub async fn decide_duplicate(
     state: web::Data<AppState>,
     origin: Origin,
     AuthUser(me): AuthUser,
-    path: web::Path<(String, String)>,
+    path: web::Path<(DuplicateId, String)>,
 ) -> AppResult<HttpResponse> {
     let (id, decision) = path.into_inner();
     let link = match decision.as_str() {

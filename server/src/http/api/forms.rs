@@ -6,7 +6,7 @@ use crate::app::{AppState, Audited};
 use crate::audit::Origin;
 use crate::auth::policy;
 use crate::error::{AppError, AppResult, FieldError};
-use crate::forms::{check, definitions, diff, registry};
+use crate::forms::{check, definitions, diff, registry, FormId, FormRef};
 use crate::http::extract::{parse_json, ApiJson, AuthUser, JsonBody};
 
 /// `GET /api/v1/forms`: every form with its versions (any signed-in user:
@@ -46,7 +46,7 @@ pub async fn current(
     state: web::Data<AppState>,
     req: HttpRequest,
     AuthUser(_me): AuthUser,
-    id: web::Path<String>,
+    id: web::Path<FormId>,
 ) -> AppResult<HttpResponse> {
     let row = state.db(move |conn| registry::current(conn, &id)).await?;
     Ok(document_response(&req, row))
@@ -57,9 +57,12 @@ pub async fn version(
     state: web::Data<AppState>,
     req: HttpRequest,
     AuthUser(_me): AuthUser,
-    path: web::Path<(String, String)>,
+    form: web::Path<FormRef>,
 ) -> AppResult<HttpResponse> {
-    let (id, v) = path.into_inner();
+    let FormRef {
+        form_id: id,
+        version: v,
+    } = form.into_inner();
     let row = state
         .db(move |conn| registry::version(conn, &id, &v))
         .await?;
@@ -72,7 +75,7 @@ pub async fn version(
 pub async fn version_diff(
     state: web::Data<AppState>,
     AuthUser(_me): AuthUser,
-    path: web::Path<(String, String, String)>,
+    path: web::Path<(FormId, String, String)>,
 ) -> AppResult<HttpResponse> {
     let (id, a, b) = path.into_inner();
     let cache = state.forms.clone();
@@ -93,10 +96,13 @@ pub async fn version_diff(
 pub async fn validate(
     state: web::Data<AppState>,
     AuthUser(_me): AuthUser,
-    path: web::Path<(String, String)>,
+    form: web::Path<FormRef>,
     body: JsonBody,
 ) -> AppResult<HttpResponse> {
-    let (id, v) = path.into_inner();
+    let FormRef {
+        form_id: id,
+        version: v,
+    } = form.into_inner();
     let cache = state.forms.clone();
     let report = state
         .cpu_db(body.0.len(), move |conn| {
@@ -130,7 +136,7 @@ pub async fn upload_draft(
     state: web::Data<AppState>,
     origin: Origin,
     AuthUser(me): AuthUser,
-    id: web::Path<String>,
+    id: web::Path<FormId>,
     body: ApiJson<Value>,
 ) -> AppResult<HttpResponse> {
     policy::administer(&me, "change forms")?;
@@ -168,7 +174,7 @@ pub async fn upload_draft(
 pub async fn show_draft(
     state: web::Data<AppState>,
     AuthUser(me): AuthUser,
-    id: web::Path<String>,
+    id: web::Path<FormId>,
 ) -> AppResult<HttpResponse> {
     policy::administer(&me, "see form drafts")?;
     let draft = state.db(move |conn| registry::draft(conn, &id)).await?;
@@ -183,7 +189,7 @@ pub async fn publish_draft(
     state: web::Data<AppState>,
     origin: Origin,
     AuthUser(me): AuthUser,
-    id: web::Path<String>,
+    id: web::Path<FormId>,
 ) -> AppResult<HttpResponse> {
     policy::administer(&me, "publish forms")?;
     let publisher = me.user_id.clone();
@@ -203,10 +209,13 @@ pub async fn retire(
     state: web::Data<AppState>,
     origin: Origin,
     AuthUser(me): AuthUser,
-    path: web::Path<(String, String)>,
+    form: web::Path<FormRef>,
 ) -> AppResult<HttpResponse> {
     policy::administer(&me, "retire forms")?;
-    let (id, v) = path.into_inner();
+    let FormRef {
+        form_id: id,
+        version: v,
+    } = form.into_inner();
     let info = state
         .audited(origin, me, "form_retired", move |conn| {
             let info = registry::retire(conn, &id, &v)?;

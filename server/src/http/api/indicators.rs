@@ -10,13 +10,14 @@ use crate::db::write_tx;
 use crate::error::{AppError, AppResult};
 use crate::http::extract::AuthUser;
 use crate::indicators::{self, Audience, ReportQuery};
+use crate::programmes::ProgrammeId;
 
 /// `GET /api/v1/indicators/{programme}?from=&to=&period=&by=&indicator=&site=&suppress=&format=`
 pub async fn report(
     state: web::Data<AppState>,
     origin: Origin,
     AuthUser(me): AuthUser,
-    programme: web::Path<String>,
+    programme: web::Path<ProgrammeId>,
     query: web::Query<ReportQuery>,
 ) -> AppResult<HttpResponse> {
     let query = query.into_inner();

@@ -2,6 +2,7 @@ use actix_web::{web, HttpResponse};
 
 use crate::app::AppState;
 use crate::crypto::keys;
+use crate::programmes::ProgrammeId;
 use crate::error::AppResult;
 use crate::http::extract::AuthUser;
 
@@ -10,7 +11,7 @@ use crate::http::extract::AuthUser;
 pub async fn current(
     state: web::Data<AppState>,
     AuthUser(_me): AuthUser,
-    programme: web::Path<String>,
+    programme: web::Path<ProgrammeId>,
 ) -> AppResult<HttpResponse> {
     let key = state
         .db(move |conn| keys::current(conn, &programme))

@@ -3,6 +3,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::app::{AppState, Audited};
 use crate::audit::Origin;
+use crate::auth::tokens::TokenId;
 use crate::auth::{tokens, users};
 use crate::error::{AppError, AppResult};
 use crate::http::extract::{AnyAuthUser, ApiJson, AuthUser};
@@ -86,7 +87,7 @@ pub async fn revoke_token(
     state: web::Data<AppState>,
     origin: Origin,
     AuthUser(me): AuthUser,
-    id: web::Path<String>,
+    id: web::Path<TokenId>,
 ) -> AppResult<HttpResponse> {
     let owner = me.user_id.clone();
     let revoked = state

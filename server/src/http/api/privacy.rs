@@ -9,7 +9,8 @@ use crate::app::{AppState, Audited};
 use crate::audit::Origin;
 use crate::error::AppResult;
 use crate::http::extract::{ApiJson, AuthUser};
-use crate::privacy::consents::{self, NewConsent, Withdrawal};
+use crate::cases::CaseId;
+use crate::privacy::consents::{self, ConsentId, NewConsent, Withdrawal};
 use crate::privacy::disclosures::{self, Share};
 
 /// `GET /api/v1/cases/{id}/consents`: who consented to what, and who
@@ -18,7 +19,7 @@ pub async fn list_consents(
     state: web::Data<AppState>,
     origin: Origin,
     AuthUser(me): AuthUser,
-    id: web::Path<String>,
+    id: web::Path<CaseId>,
 ) -> AppResult<HttpResponse> {
     let items = state
         .read_audited(origin, me, "consents_read", move |conn, me| {
@@ -36,7 +37,7 @@ pub async fn record_consent(
     state: web::Data<AppState>,
     origin: Origin,
     AuthUser(me): AuthUser,
-    id: web::Path<String>,
+    id: web::Path<CaseId>,
     body: ApiJson<NewConsent>,
 ) -> AppResult<HttpResponse> {
     let who = me.clone();
@@ -60,7 +61,7 @@ pub async fn withdraw_consent(
     state: web::Data<AppState>,
     origin: Origin,
     AuthUser(me): AuthUser,
-    id: web::Path<String>,
+    id: web::Path<ConsentId>,
     body: ApiJson<Withdrawal>,
 ) -> AppResult<HttpResponse> {
     let who = me.clone();
@@ -79,7 +80,7 @@ pub async fn record_share(
     state: web::Data<AppState>,
     origin: Origin,
     AuthUser(me): AuthUser,
-    id: web::Path<String>,
+    id: web::Path<CaseId>,
     body: ApiJson<Share>,
 ) -> AppResult<HttpResponse> {
     let who = me.clone();

@@ -13,7 +13,7 @@ use crate::cases::reconcile::programme_of;
 use crate::cases::timeline;
 use crate::error::{AppError, AppResult};
 use crate::http::extract::{ApiJson, AuthUser};
-use crate::programmes::holidays;
+use crate::programmes::{holidays, ProgrammeId};
 
 fn date(text: &str) -> AppResult<NaiveDate> {
     NaiveDate::parse_from_str(text, "%Y-%m-%d")
@@ -30,7 +30,7 @@ fn known(programme: &str) -> AppResult<()> {
 pub async fn calendar(
     state: web::Data<AppState>,
     AuthUser(_me): AuthUser,
-    programme: web::Path<String>,
+    programme: web::Path<ProgrammeId>,
 ) -> AppResult<HttpResponse> {
     known(&programme)?;
     let view = state
@@ -52,7 +52,7 @@ pub async fn set_day(
     state: web::Data<AppState>,
     origin: Origin,
     AuthUser(me): AuthUser,
-    path: web::Path<(String, String)>,
+    path: web::Path<(ProgrammeId, String)>,
     body: ApiJson<DayChange>,
 ) -> AppResult<HttpResponse> {
     policy::administer(&me, "change calendars")?;
@@ -84,7 +84,7 @@ pub async fn reset_day(
     state: web::Data<AppState>,
     origin: Origin,
     AuthUser(me): AuthUser,
-    path: web::Path<(String, String)>,
+    path: web::Path<(ProgrammeId, String)>,
 ) -> AppResult<HttpResponse> {
     policy::administer(&me, "change calendars")?;
     let (programme, day) = path.into_inner();

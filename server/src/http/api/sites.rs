@@ -2,6 +2,7 @@ use actix_web::{web, HttpResponse};
 
 use crate::app::{AppState, Audited};
 use crate::audit::Origin;
+use crate::auth::sites::SiteId;
 use crate::auth::{policy, sites};
 use crate::error::AppResult;
 use crate::http::extract::{ApiJson, AuthUser};
@@ -16,7 +17,7 @@ pub async fn list(state: web::Data<AppState>, AuthUser(_me): AuthUser) -> AppRes
 pub async fn show(
     state: web::Data<AppState>,
     AuthUser(_me): AuthUser,
-    id: web::Path<String>,
+    id: web::Path<SiteId>,
 ) -> AppResult<HttpResponse> {
     let site = state.db(move |conn| sites::get(conn, &id)).await?;
     Ok(HttpResponse::Ok().json(site))
@@ -45,7 +46,7 @@ pub async fn update(
     state: web::Data<AppState>,
     origin: Origin,
     AuthUser(me): AuthUser,
-    id: web::Path<String>,
+    id: web::Path<SiteId>,
     body: ApiJson<sites::SiteChanges>,
 ) -> AppResult<HttpResponse> {
     policy::administer(&me, "change sites")?;

@@ -3,6 +3,7 @@ use serde::Deserialize;
 
 use crate::app::{AppState, Audited};
 use crate::audit::Origin;
+use crate::auth::tokens::TokenId;
 use crate::auth::{policy, tokens, users};
 use crate::error::AppResult;
 use crate::http::extract::{ApiJson, AuthUser};
@@ -76,7 +77,7 @@ pub async fn revoke(
     state: web::Data<AppState>,
     origin: Origin,
     AuthUser(me): AuthUser,
-    id: web::Path<String>,
+    id: web::Path<TokenId>,
 ) -> AppResult<HttpResponse> {
     let actor = me.clone();
     let revoked = state

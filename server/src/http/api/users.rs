@@ -3,6 +3,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::app::{AppState, Audited};
 use crate::audit::Origin;
+use crate::auth::users::UserId;
 use crate::auth::{passwords, policy, users};
 use crate::error::{AppError, AppResult};
 use crate::http::extract::{ApiJson, AuthUser};
@@ -20,7 +21,7 @@ pub async fn list(state: web::Data<AppState>, AuthUser(me): AuthUser) -> AppResu
 pub async fn show(
     state: web::Data<AppState>,
     AuthUser(me): AuthUser,
-    id: web::Path<String>,
+    id: web::Path<UserId>,
 ) -> AppResult<HttpResponse> {
     policy::visible_user_sites(&me)?;
     let user = state
@@ -69,7 +70,7 @@ pub async fn update(
     state: web::Data<AppState>,
     origin: Origin,
     AuthUser(me): AuthUser,
-    id: web::Path<String>,
+    id: web::Path<UserId>,
     body: ApiJson<users::UserChanges>,
 ) -> AppResult<HttpResponse> {
     policy::administer(&me, "change users")?;
@@ -116,7 +117,7 @@ pub async fn reset_password(
     state: web::Data<AppState>,
     origin: Origin,
     AuthUser(me): AuthUser,
-    id: web::Path<String>,
+    id: web::Path<UserId>,
     body: ApiJson<Reset>,
 ) -> AppResult<HttpResponse> {
     policy::administer(&me, "reset passwords")?;
