@@ -13,7 +13,7 @@ macro_rules! string_id {
     ($(#[doc = $doc:literal])* $name:ident) => {
         $(#[doc = $doc])*
         #[derive(
-            Debug, Clone, PartialEq, Eq, Hash, serde::Deserialize, serde::Serialize, utoipa::ToSchema,
+            Clone, PartialEq, Eq, Hash, serde::Deserialize, serde::Serialize, utoipa::ToSchema,
         )]
         #[serde(transparent)]
         #[schema(value_type = String)]
@@ -33,6 +33,13 @@ macro_rules! string_id {
             type Target = str;
             fn deref(&self) -> &str {
                 &self.0
+            }
+        }
+
+        // Debug as the bare string, as the `String` it replaced printed.
+        impl std::fmt::Debug for $name {
+            fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                std::fmt::Debug::fmt(&self.0, f)
             }
         }
 

@@ -45,7 +45,7 @@ struct TokenRow {
 }
 
 /// A token as listed: never its secret or hash.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, utoipa::ToSchema)]
 pub struct TokenInfo {
     pub id: String,
     pub user_id: String,
@@ -79,7 +79,7 @@ impl From<TokenRow> for TokenInfo {
 }
 
 /// A freshly issued token: the secret is in `token` and nowhere else.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct Issued {
     pub token: String,
     #[serde(flatten)]

@@ -49,7 +49,7 @@ pub async fn list(
             Ok((access_requests::list(conn, &case)?, Some(what)))
         })
         .await?;
-    Ok(HttpResponse::Ok().json(serde_json::json!({ "items": items })))
+    Ok(HttpResponse::Ok().json(super::Items::new(items)))
 }
 
 /// `POST /api/v1/access-requests/{id}/review` (coordinator of the case's

@@ -116,7 +116,7 @@ pub async fn deadlines(
             Ok((views::due(conn, me, &filter, Utc::now())?, None))
         })
         .await?;
-    Ok(HttpResponse::Ok().json(serde_json::json!({ "items": items })))
+    Ok(HttpResponse::Ok().json(super::Items::new(items)))
 }
 
 #[derive(Debug, Deserialize)]
@@ -140,7 +140,7 @@ pub async fn conflicts(
             Ok((actions::conflicts_for(conn, me, all)?, None))
         })
         .await?;
-    Ok(HttpResponse::Ok().json(serde_json::json!({ "items": items })))
+    Ok(HttpResponse::Ok().json(super::Items::new(items)))
 }
 
 /// `POST /api/v1/conflicts/{id}/resolution` (coordinator):
@@ -199,7 +199,7 @@ pub async fn break_glass_grants(
             Ok((break_glass::list(conn, me, Utc::now())?, None))
         })
         .await?;
-    Ok(HttpResponse::Ok().json(serde_json::json!({ "items": items })))
+    Ok(HttpResponse::Ok().json(super::Items::new(items)))
 }
 
 /// `POST /api/v1/cases/{id}/siblings` (coordinator): `{"case_id": other}`
@@ -266,7 +266,7 @@ pub async fn duplicates(
             Ok((items, None))
         })
         .await?;
-    Ok(HttpResponse::Ok().json(serde_json::json!({ "items": items })))
+    Ok(HttpResponse::Ok().json(super::Items::new(items)))
 }
 
 /// `POST /api/v1/children/duplicates/{id}/link` and `…/dismiss`

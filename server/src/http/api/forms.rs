@@ -13,7 +13,7 @@ use crate::http::extract::{parse_json, ApiJson, AuthUser, JsonBody};
 /// phones need them).
 pub async fn list(state: web::Data<AppState>, AuthUser(_me): AuthUser) -> AppResult<HttpResponse> {
     let items = state.db(registry::list).await?;
-    Ok(HttpResponse::Ok().json(json!({ "items": items })))
+    Ok(HttpResponse::Ok().json(super::Items::new(items)))
 }
 
 fn etag_matches(req: &HttpRequest, sha256: &str) -> bool {

@@ -27,7 +27,7 @@ pub async fn list_consents(
             Ok((items, Some(Audited::object("case", id.as_str()))))
         })
         .await?;
-    Ok(HttpResponse::Ok().json(serde_json::json!({ "items": items })))
+    Ok(HttpResponse::Ok().json(super::Items::new(items)))
 }
 
 /// `POST /api/v1/cases/{id}/consents` (the assigned worker or a
@@ -118,5 +118,5 @@ pub async fn list_disclosures(
             Ok((disclosures::list(conn, me, query.case.as_deref())?, None))
         })
         .await?;
-    Ok(HttpResponse::Ok().json(serde_json::json!({ "items": items })))
+    Ok(HttpResponse::Ok().json(super::Items::new(items)))
 }
