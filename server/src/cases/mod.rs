@@ -217,7 +217,7 @@ pub fn notify_access_lost(
 
 /// What a phone keeps of a case: enough to find the child's file again and
 /// know what is due, no personal data.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, utoipa::ToSchema)]
 pub struct PhoneCase {
     pub id: String,
     pub number: Option<String>,
@@ -228,7 +228,7 @@ pub struct PhoneCase {
     pub next_deadlines: Vec<NextDeadline>,
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, utoipa::ToSchema)]
 pub struct NextDeadline {
     pub rule: String,
     #[serde(serialize_with = "crate::json::utc")]

@@ -183,9 +183,11 @@ fn read_jose(
 }
 
 /// A batch of encrypted submissions: `{"submissions": ["<JWE>", …]}`.
-#[derive(Debug, serde::Deserialize)]
+#[derive(Debug, serde::Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Batch {
+    /// Each a JWE as `POST /submissions` takes it.
+    #[schema(min_items = 1, max_items = 100)]
     pub submissions: Vec<String>,
 }
 
