@@ -78,7 +78,7 @@ fn record(
     Ok((id, case))
 }
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Assignment {
     /// The user to assign; `null` to leave the case unassigned.
@@ -139,7 +139,7 @@ pub fn assign(
     .1)
 }
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ApprovalInput {
     /// What is approved: one of the programme's `approvals` (`case_plan`, …).
@@ -207,7 +207,7 @@ pub fn approve(
     .1)
 }
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Resolution {
     /// `submitted` (the late submission's value), `other` (the value it
@@ -308,7 +308,7 @@ pub fn conflicts_for(
     Ok(query.order(conflicts::created_at).limit(1000).load(conn)?)
 }
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct SiblingInput {
     /// The case of the sibling, at the same site.

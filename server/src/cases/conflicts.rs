@@ -25,7 +25,7 @@ crate::ids::string_id! {
 pub const OPEN: &str = "open";
 pub const RESOLVED: &str = "resolved";
 
-#[derive(Debug, Clone, PartialEq, Serialize, Queryable, Selectable)]
+#[derive(Debug, Clone, PartialEq, Serialize, Queryable, Selectable, utoipa::ToSchema)]
 #[diesel(table_name = conflicts)]
 pub struct ConflictRow {
     pub id: String,
