@@ -47,7 +47,7 @@ pub const SCOPES: [&str; 5] = [
 /// The scopes that let identifying data leave the service.
 const SHARING: [&str; 2] = ["disclose", "share_providers"];
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct NewConsent {
     pub subject: String,
@@ -61,7 +61,7 @@ pub struct NewConsent {
     pub instance_id: Option<String>,
 }
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Withdrawal {
     pub reason: String,
@@ -91,7 +91,7 @@ pub struct ConsentRow {
     pub withdrawal_reason: Option<String>,
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct ConsentView {
     pub id: String,
     pub case_id: String,

@@ -96,7 +96,7 @@ pub fn bases(programme: &str) -> &'static [Basis] {
 }
 
 /// What a caller says of an identifying export or share.
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Default, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Terms {
     pub legal_basis: Option<String>,
@@ -274,7 +274,7 @@ pub fn record(
 
 /// A share made outside the server (a copy handed to the police, a call
 /// to a service provider), recorded by the one who made it.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Share {
     #[serde(flatten)]
@@ -337,7 +337,7 @@ pub struct DisclosureRow {
     pub what: String,
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct Disclosure {
     pub id: String,
     pub occurred_at: DateTime<Utc>,
