@@ -5,12 +5,39 @@ use serde_json::{json, Value};
 use crate::app::{AppState, Audited};
 use crate::audit::Origin;
 use crate::auth::policy;
-use crate::error::{AppError, AppResult, FieldError};
+use super::Items;
+use crate::error::{AppError, AppResult, FieldError, Problem};
 use crate::forms::{check, definitions, diff, registry, FormId, FormRef};
 use crate::http::extract::{parse_json, ApiJson, AuthUser, JsonBody};
 
+/// A draft as stored.
+#[derive(serde::Serialize, utoipa::ToSchema)]
+pub(super) struct DraftSaved {
+    form_id: String,
+    version: String,
+    /// How many fields the form has.
+    fields: usize,
+    uploaded_at: chrono::DateTime<chrono::Utc>,
+}
+
+/// What data checked against a version is: problems capped as a
+/// submission's are.
+#[derive(serde::Serialize, utoipa::ToSchema)]
+pub(super) struct Validated {
+    valid: bool,
+    errors: Vec<FieldError>,
+    /// Problems found beyond those listed.
+    unlisted_errors: usize,
+}
+
 /// `GET /api/v1/forms`: every form with its versions (any signed-in user:
 /// phones need them).
+#[utoipa::path(
+    get,
+    path = "/forms",
+    tag = "forms",
+    responses((status = 200, description = "Every form with its versions", body = Items<registry::FormSummary>)),
+)]
 pub async fn list(state: web::Data<AppState>, AuthUser(_me): AuthUser) -> AppResult<HttpResponse> {
     let items = state.db(registry::list).await?;
     Ok(HttpResponse::Ok().json(super::Items::new(items)))
@@ -42,6 +69,13 @@ fn document_response(req: &HttpRequest, row: registry::VersionRow) -> HttpRespon
 
 /// `GET /api/v1/forms/{id}`: the current version's bundled schema, with an
 /// ETag (its sha256); `If-None-Match` answers 304.
+#[utoipa::path(
+    get,
+    path = "/forms/{id}",
+    tag = "forms",
+    params(("id" = FormId, Path), ("If-None-Match" = Option<String>, Header, description = "An ETag held")),
+    responses((status = 200, description = "The current version's bundled JSON Schema", content_type = "application/schema+json", body = Object, headers(("ETag" = String, description = "The version's sha256"), ("X-Form-Version" = String), ("X-Form-Status" = String, description = "published or retired"))), (status = 304, description = "Not changed since the ETag given"), (status = 404, description = "No such form or version", body = Problem, content_type = "application/problem+json")),
+)]
 pub async fn current(
     state: web::Data<AppState>,
     req: HttpRequest,
@@ -53,6 +87,13 @@ pub async fn current(
 }
 
 /// `GET /api/v1/forms/{id}/versions/{version}`
+#[utoipa::path(
+    get,
+    path = "/forms/{id}/versions/{version}",
+    tag = "forms",
+    params(FormRef, ("If-None-Match" = Option<String>, Header, description = "An ETag held")),
+    responses((status = 200, description = "That version's bundled JSON Schema (also when retired)", content_type = "application/schema+json", body = Object, headers(("ETag" = String, description = "The version's sha256"), ("X-Form-Version" = String), ("X-Form-Status" = String, description = "published or retired"))), (status = 304, description = "Not changed since the ETag given"), (status = 404, description = "No such form or version", body = Problem, content_type = "application/problem+json")),
+)]
 pub async fn version(
     state: web::Data<AppState>,
     req: HttpRequest,
@@ -72,6 +113,13 @@ pub async fn version(
 /// `GET /api/v1/forms/{id}/versions/{a}/diff/{b}`: from a to b, the form's
 /// title, description and labels, and the fields added, removed and changed
 /// (`forms::diff` says in what).
+#[utoipa::path(
+    get,
+    path = "/forms/{id}/versions/{a}/diff/{b}",
+    tag = "forms",
+    params(("id" = FormId, Path), ("a" = String, Path, description = "The older version"), ("b" = String, Path, description = "The newer version")),
+    responses((status = 200, description = "What changed between two versions, field by field (docs/api.md)", body = Object), (status = 404, description = "No such form or version", body = Problem, content_type = "application/problem+json")),
+)]
 pub async fn version_diff(
     state: web::Data<AppState>,
     AuthUser(_me): AuthUser,
@@ -93,6 +141,14 @@ pub async fn version_diff(
 /// against a version without storing anything, so admins can try forms.
 /// Parsed and validated on the CPU pool; the errors are capped like a
 /// submission's, with `unlisted_errors` counting the rest.
+#[utoipa::path(
+    post,
+    path = "/forms/{id}/versions/{version}/validate",
+    tag = "forms",
+    params(FormRef),
+    request_body(content = Object, description = "Form data, as a submission's `data`"),
+    responses((status = 200, description = "Whether the data is valid, and its problems (capped); nothing stored", body = Validated), (status = 404, description = "No such form or version", body = Problem, content_type = "application/problem+json")),
+)]
 pub async fn validate(
     state: web::Data<AppState>,
     AuthUser(_me): AuthUser,
@@ -111,11 +167,11 @@ pub async fn validate(
             Ok(form.report(&data))
         })
         .await?;
-    Ok(HttpResponse::Ok().json(json!({
-        "valid": report.is_valid(),
-        "errors": report.errors,
-        "unlisted_errors": report.unlisted,
-    })))
+    Ok(HttpResponse::Ok().json(Validated {
+        valid: report.is_valid(),
+        errors: report.errors,
+        unlisted_errors: report.unlisted,
+    }))
 }
 
 /// Splits "pointer: message" problems into located errors.
@@ -132,6 +188,14 @@ fn located(problems: Vec<String>) -> Vec<FieldError> {
 /// `POST /api/v1/forms/{id}/draft` (admin): uploads a schema as the form's
 /// draft, checked against the 2020-12 meta-schema and our vocabulary, its
 /// `$ref`s resolved against the shared blocks.
+#[utoipa::path(
+    post,
+    path = "/forms/{id}/draft",
+    tag = "forms",
+    params(("id" = FormId, Path)),
+    request_body(content = Object, description = "A JSON Schema 2020-12 form definition (docs/forms.md) whose `x-form.id` is the form in the path"),
+    responses((status = 201, description = "Saved as the form's draft", body = DraftSaved), (status = 422, description = "The definition has problems (each with its schema location)", body = Problem, content_type = "application/problem+json")),
+)]
 pub async fn upload_draft(
     state: web::Data<AppState>,
     origin: Origin,
@@ -162,15 +226,22 @@ pub async fn upload_draft(
             Ok((draft, what))
         })
         .await?;
-    Ok(HttpResponse::Created().json(json!({
-        "form_id": draft.form_id,
-        "version": draft.version,
-        "fields": fields,
-        "uploaded_at": draft.uploaded_at.and_utc(),
-    })))
+    Ok(HttpResponse::Created().json(DraftSaved {
+        form_id: draft.form_id,
+        version: draft.version,
+        fields,
+        uploaded_at: draft.uploaded_at.and_utc(),
+    }))
 }
 
 /// `GET /api/v1/forms/{id}/draft` (admin): the draft as uploaded.
+#[utoipa::path(
+    get,
+    path = "/forms/{id}/draft",
+    tag = "forms",
+    params(("id" = FormId, Path)),
+    responses((status = 200, description = "The draft as uploaded", content_type = "application/schema+json", body = Object), (status = 404, description = "The form has no draft", body = Problem, content_type = "application/problem+json")),
+)]
 pub async fn show_draft(
     state: web::Data<AppState>,
     AuthUser(me): AuthUser,
@@ -185,6 +256,13 @@ pub async fn show_draft(
 
 /// `POST /api/v1/forms/{id}/draft/publish` (admin): freezes the draft as a
 /// new version; a version string already published is 409.
+#[utoipa::path(
+    post,
+    path = "/forms/{id}/draft/publish",
+    tag = "forms",
+    params(("id" = FormId, Path)),
+    responses((status = 201, description = "The new frozen version", body = registry::VersionInfo), (status = 404, description = "The form has no draft", body = Problem, content_type = "application/problem+json"), (status = 409, description = "That version is already published", body = Problem, content_type = "application/problem+json")),
+)]
 pub async fn publish_draft(
     state: web::Data<AppState>,
     origin: Origin,
@@ -205,6 +283,13 @@ pub async fn publish_draft(
 
 /// `POST /api/v1/forms/{id}/versions/{version}/retire` (admin): no new
 /// submissions against it; what was submitted stays valid.
+#[utoipa::path(
+    post,
+    path = "/forms/{id}/versions/{version}/retire",
+    tag = "forms",
+    params(FormRef),
+    responses((status = 200, description = "The version, retired", body = registry::VersionInfo), (status = 404, description = "No such form or version", body = Problem, content_type = "application/problem+json")),
+)]
 pub async fn retire(
     state: web::Data<AppState>,
     origin: Origin,
