@@ -79,6 +79,7 @@ pub struct Deadline {
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, utoipa::ToSchema)]
+#[schema(as = DeadlineStatus)]
 #[serde(rename_all = "snake_case")]
 pub enum Status {
     Upcoming,

@@ -20,6 +20,7 @@ use crate::programmes::retention::{Retention, Until};
 use crate::programmes::{Programme, Programmes};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, utoipa::ToSchema)]
+#[schema(as = RetentionStatus)]
 #[serde(rename_all = "snake_case")]
 pub enum Status {
     /// Before the retain-until date.

@@ -388,6 +388,19 @@ pub fn decode_cursor(cursor: &str) -> AppResult<(NaiveDateTime, String)> {
     Ok((at.naive_utc(), id.to_string()))
 }
 
+/// A `programme=` filter: one the server has, or 422 (not an empty list,
+/// which would read as "no cases").
+fn programme_named(programme: Option<&str>) -> AppResult<Option<String>> {
+    match programme {
+        None => Ok(None),
+        Some(p) if crate::auth::sites::PROGRAMMES.contains(&p) => Ok(Some(p.to_string())),
+        Some(_) => Err(AppError::invalid_field(
+            "/programme",
+            "must be \"kz\" or \"bt\"",
+        )),
+    }
+}
+
 /// The cases `who` may read that pass `filter`, oldest first, a page at a time.
 pub fn list(
     conn: &mut DbConnection,
@@ -403,8 +416,8 @@ pub fn list(
             .filter(cases::site_id.eq_any(site_ids)),
         CaseScope::Sites(sites) => query.filter(cases::site_id.eq_any(sites)),
     };
-    if let Some(p) = &filter.programme {
-        query = query.filter(cases::programme.eq(p.clone()));
+    if let Some(p) = programme_named(filter.programme.as_deref())? {
+        query = query.filter(cases::programme.eq(p));
     }
     if let Some(site) = site_named(conn, filter.site.as_deref())? {
         query = query.filter(cases::site_id.eq(site));
@@ -611,8 +624,8 @@ pub fn due_in(
     if let Some(assignee) = user_named(conn, filter.assignee.as_deref())? {
         query = query.filter(case_deadlines::assigned_to.eq(assignee));
     }
-    if let Some(p) = &filter.programme {
-        query = query.filter(case_deadlines::programme.eq(p.clone()));
+    if let Some(p) = programme_named(filter.programme.as_deref())? {
+        query = query.filter(case_deadlines::programme.eq(p));
     }
     let rows: Vec<DueRow> = query
         .order((case_deadlines::due_at, case_deadlines::case_id))

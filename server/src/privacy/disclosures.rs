@@ -274,7 +274,7 @@ pub fn record(
 
 /// A share made outside the server (a copy handed to the police, a call
 /// to a service provider), recorded by the one who made it.
-#[derive(Debug, Clone, Deserialize, utoipa::ToSchema)]
+#[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Share {
     #[serde(flatten)]
@@ -282,6 +282,32 @@ pub struct Share {
     /// What was shared (documents, fields), never the data itself.
     pub what: String,
 }
+
+// One object: the terms' fields and `what`, nothing else (a derived
+// schema would be `allOf` two closed objects, which nothing satisfies).
+impl utoipa::PartialSchema for Share {
+    fn schema() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
+        use utoipa::openapi::schema::{AdditionalProperties, Object, Schema, Type};
+        use utoipa::openapi::RefOr;
+        let mut object = match Terms::schema() {
+            RefOr::T(Schema::Object(terms)) => terms,
+            _ => Object::new(),
+        };
+        object.description = Some("A share made outside the server, on the terms an identifying export takes".into());
+        object.properties.insert(
+            "what".into(),
+            Object::builder()
+                .schema_type(Type::String)
+                .description(Some("What was shared (documents, fields), never the data itself."))
+                .into(),
+        );
+        object.required.push("what".into());
+        object.additional_properties = Some(Box::new(AdditionalProperties::FreeForm(false)));
+        RefOr::T(Schema::Object(object))
+    }
+}
+
+impl utoipa::ToSchema for Share {}
 
 /// Records a share of case `case_id`'s data, after the same checks as an
 /// identifying export.

@@ -146,7 +146,7 @@ pub async fn version_diff(
     path = "/forms/{id}/versions/{version}/validate",
     tag = "forms",
     params(FormRef),
-    request_body(content = Object, description = "Form data, as a submission's `data`"),
+    request_body(content = serde_json::Value, description = "Form data, as a submission's `data` (any JSON: what is not an object is reported invalid)"),
     responses((status = 200, description = "Whether the data is valid, and its problems (capped); nothing stored", body = Validated), (status = 404, description = "No such form or version", body = Problem, content_type = "application/problem+json")),
 )]
 pub async fn validate(

@@ -13,7 +13,20 @@ use utoipa::openapi::{ContentBuilder, OpenApi as Document, Ref, ResponseBuilder}
 use utoipa::{Modify, OpenApi};
 
 use super::*;
+use crate::auth::sites::{ProgrammeCode, SiteId};
+use crate::auth::tokens::TokenId;
+use crate::auth::users::UserId;
+use crate::cases::conflicts::ConflictId;
+use crate::cases::CaseId;
+use crate::forms::FormId;
+use crate::privacy::consents::ConsentId;
+use crate::privacy::AccessRequestId;
+use crate::cases::access_requests::Requester;
+use crate::cases::children::{DuplicateDecision, DuplicateId, DuplicateStatus};
+use crate::cases::views::DueStatus;
 use crate::error::{FieldError, Problem};
+use crate::indicators::ReportFormat;
+use crate::programmes::holidays::DayKind;
 
 #[derive(OpenApi)]
 #[openapi(
@@ -95,7 +108,26 @@ use crate::error::{FieldError, Problem};
         forms::validate,
         forms::version_diff,
     ),
-    components(schemas(Problem, FieldError)),
+    components(schemas(
+        Problem,
+        FieldError,
+        ProgrammeCode,
+        DayKind,
+        DueStatus,
+        DuplicateStatus,
+        DuplicateDecision,
+        Requester,
+        ReportFormat,
+        CaseId,
+        SiteId,
+        UserId,
+        TokenId,
+        FormId,
+        ConsentId,
+        AccessRequestId,
+        ConflictId,
+        DuplicateId,
+    )),
     modifiers(&Bearer, &CommonProblems),
 )]
 pub struct ApiDoc;

@@ -49,6 +49,7 @@ pub async fn calendar(
 }
 
 #[derive(Debug, Deserialize, utoipa::ToSchema)]
+#[schema(as = CalendarDayChange)]
 #[serde(deny_unknown_fields)]
 pub struct DayChange {
     /// `holiday`, or `working` to cancel a shipped holiday.
