@@ -108,8 +108,9 @@ for role in $ROLES; do
   set -e
   tail -n 60 "$LOGS/$role.log"
   took=$(( $(date +%s) - started ))
-  line=$(grep -E '^(Test cases|API Operations):|[0-9]+ (passed|failed)' "$LOGS/$role.log" | tr '\n' ' ' || true)
-  echo "$role: exit $rc in ${took}s; $line" >>"$summary"
+  cases=$(grep -A1 '^Test cases:' "$LOGS/$role.log" | tail -1 | sed 's/^ *//' || true)
+  tested=$(grep -E '^ +Tested: ' "$LOGS/$role.log" | sed 's/^ *//' || true)
+  echo "$role: $([ "$rc" -eq 0 ] && echo passed || echo FAILED) in ${took}s; operations $tested; $cases" >>"$summary"
   [ "$rc" -eq 0 ] || status=1
 done
 if ! curl -fs "$BASE/readyz" >/dev/null; then

@@ -1,4 +1,5 @@
-//! The one way identifier newtypes are made. Each domain module declares
+//! The one way identifier newtypes are made (and the schema of a value
+//! named by a list, [`one_of`]). Each domain module declares
 //! the identifiers it owns with [`string_id!`] (`cases::CaseId`,
 //! `auth::sites::SiteId`, …), so a handler's path says what it names and a
 //! case id cannot be passed where a user id is meant.
@@ -64,3 +65,17 @@ macro_rules! string_id {
 }
 
 pub(crate) use string_id;
+
+/// The schema of a string that must be one of `values` (a rule's own
+/// list, so the OpenAPI document and the check cannot disagree).
+pub fn one_of(values: &[&str]) -> utoipa::openapi::Object {
+    utoipa::openapi::ObjectBuilder::new()
+        .schema_type(utoipa::openapi::Type::String)
+        .enum_values(Some(values.iter().copied()))
+        .build()
+}
+
+/// The schema of a list of strings each one of `values`.
+pub fn many_of(values: &[&str]) -> utoipa::openapi::schema::Array {
+    utoipa::openapi::schema::Array::new(one_of(values))
+}

@@ -44,15 +44,35 @@ pub const SCOPES: [&str; 5] = [
     "share_providers",
     "disclose",
 ];
+fn subjects_schema() -> utoipa::openapi::Object {
+    crate::ids::one_of(&SUBJECTS)
+}
+
+fn kinds_schema() -> utoipa::openapi::Object {
+    crate::ids::one_of(&KINDS)
+}
+
+fn media_schema() -> utoipa::openapi::Object {
+    crate::ids::one_of(&MEDIA)
+}
+
+fn scopes_schema() -> utoipa::openapi::schema::Array {
+    crate::ids::many_of(&SCOPES)
+}
+
 /// The scopes that let identifying data leave the service.
 const SHARING: [&str; 2] = ["disclose", "share_providers"];
 
 #[derive(Debug, Clone, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct NewConsent {
+    #[schema(schema_with = subjects_schema)]
     pub subject: String,
+    #[schema(schema_with = kinds_schema)]
     pub kind: String,
+    #[schema(schema_with = media_schema)]
     pub medium: String,
+    #[schema(schema_with = scopes_schema)]
     pub scopes: Vec<String>,
     pub given_on: NaiveDate,
     /// To whom, for a disclosure by consent (KZ P6: "to whom, what, why").
