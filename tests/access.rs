@@ -693,11 +693,9 @@ fn the_openapi_document_is_public_and_is_the_checked_in_copy() {
     let res = app.request("GET", "/api/v1/openapi.json", None, None);
     assert_eq!(res.status, 200, "{}", res.text);
     assert_eq!(res.header("content-type"), Some("application/json"));
-    let checked_in = std::fs::read_to_string(concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/docs/openapi.json"
-    ))
-    .expect("docs/openapi.json is there");
+    let checked_in =
+        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/docs/openapi.json"))
+            .expect("docs/openapi.json is there");
     assert_eq!(
         res.text, checked_in,
         "regenerate with `CASESYNC_WRITE_OPENAPI=1 cargo test --lib openapi`"
@@ -709,10 +707,14 @@ fn the_openapi_document_is_public_and_is_the_checked_in_copy() {
             "SEND" | "BATCH" => "post",
             m => &m.to_ascii_lowercase(),
         };
-        let path = path.split('?').next().unwrap().trim_start_matches("/api/v1");
-        let described = paths.iter().any(|(template, item)| {
-            item.get(method).is_some() && template_matches(template, path)
-        });
+        let path = path
+            .split('?')
+            .next()
+            .unwrap()
+            .trim_start_matches("/api/v1");
+        let described = paths
+            .iter()
+            .any(|(template, item)| item.get(method).is_some() && template_matches(template, path));
         assert!(described, "{method} {path} is not in the OpenAPI document");
     }
 }
@@ -721,7 +723,7 @@ fn the_openapi_document_is_public_and_is_the_checked_in_copy() {
 fn template_matches(template: &str, path: &str) -> bool {
     let (t, p): (Vec<_>, Vec<_>) = (template.split('/').collect(), path.split('/').collect());
     t.len() == p.len()
-        && t.iter().zip(&p).all(|(t, p)| {
-            t == p || (t.starts_with('{') && t.ends_with('}')) || p.starts_with('{')
-        })
+        && t.iter()
+            .zip(&p)
+            .all(|(t, p)| t == p || (t.starts_with('{') && t.ends_with('}')) || p.starts_with('{'))
 }

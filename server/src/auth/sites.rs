@@ -23,7 +23,9 @@ pub enum ProgrammeCode {
     Bt,
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize, Queryable, Selectable, Insertable, utoipa::ToSchema)]
+#[derive(
+    Debug, Clone, PartialEq, Serialize, Queryable, Selectable, Insertable, utoipa::ToSchema,
+)]
 #[diesel(table_name = sites)]
 pub struct Site {
     pub id: String,

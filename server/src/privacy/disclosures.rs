@@ -293,12 +293,16 @@ impl utoipa::PartialSchema for Share {
             RefOr::T(Schema::Object(terms)) => terms,
             _ => Object::new(),
         };
-        object.description = Some("A share made outside the server, on the terms an identifying export takes".into());
+        object.description = Some(
+            "A share made outside the server, on the terms an identifying export takes".into(),
+        );
         object.properties.insert(
             "what".into(),
             Object::builder()
                 .schema_type(Type::String)
-                .description(Some("What was shared (documents, fields), never the data itself."))
+                .description(Some(
+                    "What was shared (documents, fields), never the data itself.",
+                ))
                 .into(),
         );
         object.required.push("what".into());

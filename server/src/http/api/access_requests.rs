@@ -6,14 +6,14 @@ use actix_web::{web, HttpResponse};
 use chrono::Utc;
 use serde::Deserialize;
 
+use super::Items;
 use crate::app::{AppState, Audited};
 use crate::audit::Origin;
 use crate::cases::access_requests::{self, NewRequest, Review};
 use crate::cases::{views, CaseId};
-use crate::privacy::AccessRequestId;
-use super::Items;
 use crate::error::{AppError, AppResult, Problem};
 use crate::http::extract::{ApiJson, AuthUser};
+use crate::privacy::AccessRequestId;
 
 /// `POST /api/v1/cases/{id}/access-requests` (assigned worker, coordinator):
 /// `{"requester": "child"|"parent"|"legal_representative", "received_on"}`

@@ -6,14 +6,14 @@ use actix_web::{web, HttpResponse};
 use chrono::Utc;
 use serde::Deserialize;
 
+use super::Items;
 use crate::app::{AppState, Audited};
 use crate::audit::Origin;
 use crate::cases::actions::{self, ApprovalInput, Assignment, Resolution, SiblingInput};
-use crate::cases::views::{self, CaseFilter, CaseSummary, CaseView, DeadlineFilter, Page};
-use super::Items;
 use crate::cases::children::{DuplicateDecision, DuplicateId, DuplicateStatus};
-use crate::cases::conflicts::ConflictRow;
 use crate::cases::conflicts::ConflictId;
+use crate::cases::conflicts::ConflictRow;
+use crate::cases::views::{self, CaseFilter, CaseSummary, CaseView, DeadlineFilter, Page};
 use crate::cases::{break_glass, children, CaseId};
 use crate::error::{AppError, AppResult, Problem};
 use crate::http::extract::{ApiJson, AuthUser};

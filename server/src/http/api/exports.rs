@@ -9,10 +9,10 @@ use chrono::Utc;
 
 use crate::app::AppState;
 use crate::audit::{self, Event, Origin};
+use crate::auth::sites::ProgrammeCode;
 use crate::auth::Principal;
 use crate::db::write_tx;
 use crate::db::DbConnection;
-use crate::auth::sites::ProgrammeCode;
 use crate::error::{AppError, AppResult, Problem};
 use crate::exports::cases::{self as case_exports, CaseFilter};
 use crate::exports::forms::{self as form_exports, FormFilter};

@@ -2,10 +2,10 @@ use actix_web::http::header;
 use actix_web::{web, HttpRequest, HttpResponse};
 use serde_json::{json, Value};
 
+use super::Items;
 use crate::app::{AppState, Audited};
 use crate::audit::Origin;
 use crate::auth::policy;
-use super::Items;
 use crate::error::{AppError, AppResult, FieldError, Problem};
 use crate::forms::{check, definitions, diff, registry, FormId, FormRef};
 use crate::http::extract::{parse_json, ApiJson, AuthUser, JsonBody};

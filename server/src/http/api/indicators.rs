@@ -6,8 +6,8 @@ use actix_web::{web, HttpResponse};
 
 use crate::app::AppState;
 use crate::audit::{self, Event, Origin};
-use crate::db::write_tx;
 use crate::auth::sites::ProgrammeCode;
+use crate::db::write_tx;
 use crate::error::{AppError, AppResult, Problem};
 use crate::http::extract::AuthUser;
 use crate::indicators::{self, Audience, ReportQuery};

@@ -1,12 +1,12 @@
 use actix_web::{web, HttpResponse};
 
 use crate::app::AppState;
-use crate::crypto::keys;
-use crate::programmes::ProgrammeId;
 use crate::auth::sites::ProgrammeCode;
-use crate::error::Problem;
+use crate::crypto::keys;
 use crate::error::AppResult;
+use crate::error::Problem;
 use crate::http::extract::AuthUser;
+use crate::programmes::ProgrammeId;
 
 /// `GET /api/v1/programmes/{programme}/keys/current`: the public JWK phones
 /// encrypt submissions for, with its `kid`.

@@ -16,16 +16,16 @@ use super::*;
 use crate::auth::sites::{ProgrammeCode, SiteId};
 use crate::auth::tokens::TokenId;
 use crate::auth::users::UserId;
-use crate::cases::conflicts::ConflictId;
-use crate::cases::CaseId;
-use crate::forms::FormId;
-use crate::privacy::consents::ConsentId;
-use crate::privacy::AccessRequestId;
 use crate::cases::access_requests::Requester;
 use crate::cases::children::{DuplicateDecision, DuplicateId, DuplicateStatus};
+use crate::cases::conflicts::ConflictId;
 use crate::cases::views::DueStatus;
+use crate::cases::CaseId;
 use crate::error::{FieldError, Problem};
+use crate::forms::FormId;
 use crate::indicators::ReportFormat;
+use crate::privacy::consents::ConsentId;
+use crate::privacy::AccessRequestId;
 use crate::programmes::holidays::DayKind;
 
 #[derive(OpenApi)]
@@ -186,8 +186,14 @@ impl CommonProblems {
             ("503", "Database unavailable, or the workers for CPU-heavy work are busy (`Retry-After`)"),
         ];
         if !public {
-            common.push(("401", "No, unknown, expired or revoked token (`WWW-Authenticate: Bearer`)"));
-            common.push(("403", "The caller's role does not allow it, or a password change is required first"));
+            common.push((
+                "401",
+                "No, unknown, expired or revoked token (`WWW-Authenticate: Bearer`)",
+            ));
+            common.push((
+                "403",
+                "The caller's role does not allow it, or a password change is required first",
+            ));
         }
         if op.request_body.is_some() {
             common.push(("413", "The body is over the server's limit"));

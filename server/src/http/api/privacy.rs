@@ -5,12 +5,12 @@ use actix_web::{web, HttpResponse};
 use chrono::Utc;
 use serde::Deserialize;
 
+use super::Items;
 use crate::app::{AppState, Audited};
 use crate::audit::Origin;
-use super::Items;
+use crate::cases::CaseId;
 use crate::error::{AppResult, Problem};
 use crate::http::extract::{ApiJson, AuthUser};
-use crate::cases::CaseId;
 use crate::privacy::consents::{self, ConsentId, NewConsent, Withdrawal};
 use crate::privacy::disclosures::{self, Share};
 

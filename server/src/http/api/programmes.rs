@@ -9,9 +9,9 @@ use serde::Deserialize;
 use crate::app::{AppState, Audited};
 use crate::audit::Origin;
 use crate::auth::policy;
+use crate::auth::sites::ProgrammeCode;
 use crate::cases::reconcile::programme_of;
 use crate::cases::timeline;
-use crate::auth::sites::ProgrammeCode;
 use crate::error::{AppError, AppResult, Problem};
 use crate::http::extract::{ApiJson, AuthUser};
 use crate::programmes::holidays::{self, DayKind};
@@ -105,7 +105,6 @@ pub async fn set_day(
     path = "/programmes/{programme}/calendar/days/{date}",
     tag = "programmes",
     params(("programme" = ProgrammeCode, Path), ("date" = String, Path, format = Date, description = "YYYY-MM-DD")),
-    
     responses((status = 200, description = "Back to the shipped calendar for that day; the calendar as it now stands", body = holidays::CalendarView), (status = 404, description = "No such programme, or the day was not changed", body = Problem, content_type = "application/problem+json"), (status = 422, description = "A field is not valid", body = Problem, content_type = "application/problem+json")),
 )]
 pub async fn reset_day(

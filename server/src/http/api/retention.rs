@@ -9,11 +9,11 @@ use serde::Deserialize;
 use crate::app::AppState;
 use crate::audit::{self, Event, Origin};
 use crate::auth::policy;
-use crate::cases::retention::{self, ReportQuery};
 use crate::auth::sites::ProgrammeCode;
+use crate::cases::retention::{self, ReportQuery};
 use crate::error::{AppError, AppResult, Problem};
-use crate::indicators::ReportFormat;
 use crate::http::extract::AuthUser;
+use crate::indicators::ReportFormat;
 
 #[derive(Debug, Deserialize, utoipa::IntoParams)]
 #[into_params(parameter_in = Query)]

@@ -1,12 +1,12 @@
 use actix_web::{web, HttpResponse};
 
+use super::Items;
 use crate::app::{AppState, Audited};
 use crate::audit::Origin;
-use super::Items;
 use crate::auth::sites::SiteId;
 use crate::auth::{policy, sites};
-use crate::error::Problem;
 use crate::error::AppResult;
+use crate::error::Problem;
 use crate::http::extract::{ApiJson, AuthUser};
 
 /// `GET /api/v1/sites`: every signed-in user may see the organisation units.

@@ -22,7 +22,7 @@ use crate::submissions::{self, Stored};
     post,
     path = "/submissions",
     tag = "submissions",
-    request_body(content = String, content_type = "application/jose", description = "One JWE in compact serialization (RSA-OAEP-256, A256GCM) whose plaintext is the envelope (docs/api.md)"),
+    request_body(content = JoseBody, content_type = "application/jose", description = "One JWE in compact serialization (RSA-OAEP-256, A256GCM) whose plaintext is the envelope (docs/api.md)"),
     responses(
         (status = 201, description = "Stored", body = submissions::Receipt),
         (status = 200, description = "The same instance was stored before with the same content: the original receipt", body = submissions::Receipt),
@@ -251,7 +251,7 @@ pub async fn held(
     path = "/submissions/{instance_id}/attachments/{name}",
     tag = "submissions",
     params(("instance_id" = uuid::Uuid, Path, description = "The submission"), ("name" = String, Path, description = "The attachment, as the envelope declared it")),
-    request_body(content = String, content_type = "application/jose", description = "The file as one JWE in compact serialization"),
+    request_body(content = JoseBody, content_type = "application/jose", description = "The file as one JWE in compact serialization"),
     responses(
         (status = 201, description = "Stored", body = attachments::AttachmentReceipt),
         (status = 200, description = "Already stored", body = attachments::AttachmentReceipt),

@@ -1,13 +1,13 @@
 use actix_web::{web, HttpResponse};
 use serde::Deserialize;
 
+use super::Items;
 use crate::app::{AppState, Audited};
 use crate::audit::Origin;
-use super::Items;
 use crate::auth::tokens::TokenId;
 use crate::auth::{policy, tokens, users};
-use crate::error::Problem;
 use crate::error::AppResult;
+use crate::error::Problem;
 use crate::http::extract::{ApiJson, AuthUser};
 
 /// `GET /api/v1/tokens`: device tokens (admins: all; coordinators: those of

@@ -1,9 +1,9 @@
 use actix_web::{web, HttpResponse};
 use serde::{Deserialize, Serialize};
 
+use super::Items;
 use crate::app::{AppState, Audited};
 use crate::audit::Origin;
-use super::Items;
 use crate::auth::users::UserId;
 use crate::auth::{passwords, policy, users};
 use crate::error::Problem;
