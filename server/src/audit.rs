@@ -303,7 +303,7 @@ struct NewRow<'a> {
     hash: &'a str,
 }
 
-#[derive(Debug, Clone, Serialize, Queryable, Selectable)]
+#[derive(Debug, Clone, Serialize, Queryable, Selectable, utoipa::ToSchema)]
 #[diesel(table_name = audit_log)]
 pub struct AuditRow {
     pub id: i64,
@@ -947,7 +947,8 @@ fn walk(conn: &mut DbConnection, key: Option<&ChainKey>) -> AppResult<Verificati
 
 /// The filters of `GET /audit` and its CSV export, as the query string has
 /// them; `filter` and `limit` check them.
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Default, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 pub struct AuditQuery {
     /// On or after: a day (YYYY-MM-DD, UTC) or an RFC 3339 time.
@@ -959,7 +960,10 @@ pub struct AuditQuery {
     pub action: Option<String>,
     pub object_type: Option<String>,
     pub object_id: Option<String>,
+    /// The `next_cursor` of the page before (the page only).
     pub cursor: Option<String>,
+    /// Rows per page, 1–500, 100 by default (the page only).
+    #[param(value_type = Option<i64>, minimum = 1, maximum = 500)]
     pub limit: Option<String>,
     /// The CSV export only: `false` leaves formulas as they are
     /// (`exports::sheet`), recorded on its audit row.
@@ -1140,7 +1144,7 @@ impl AuditFilter {
     }
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct AuditPage {
     pub items: Vec<AuditRow>,
     /// Pass as `cursor` for the next (older) page; absent on the last.

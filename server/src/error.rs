@@ -10,9 +10,11 @@ use serde::Serialize;
 pub type AppResult<T> = Result<T, AppError>;
 
 /// One thing wrong with the input, located by a JSON pointer (RFC 6901).
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, utoipa::ToSchema)]
 pub struct FieldError {
+    /// Where: a JSON pointer into the body (or `/name` of a query parameter).
     pub pointer: String,
+    /// What was wrong, in words.
     pub message: String,
 }
 
@@ -82,17 +84,25 @@ pub enum AppError {
     Internal(String),
 }
 
-#[derive(Serialize)]
-struct Problem<'a> {
+/// An RFC 9457 problem, the body of every error.
+#[derive(Serialize, utoipa::ToSchema)]
+pub struct Problem<'a> {
+    /// `urn:casesync:problem:<name>`, stable per kind of problem.
     #[serde(rename = "type")]
+    #[schema(value_type = String, example = "urn:casesync:problem:validation")]
     kind: String,
+    #[schema(value_type = String)]
     title: &'a str,
+    #[schema(minimum = 400, maximum = 599)]
     status: u16,
     detail: String,
+    /// Each problem with its pointer (validation and bad requests).
     #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<Vec<FieldError>>)]
     errors: Option<&'a [FieldError]>,
     /// Problems found beyond those listed in `errors`.
     #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(minimum = 0)]
     unlisted_errors: Option<usize>,
 }
 

@@ -19,6 +19,7 @@ pub mod error;
 pub mod exports;
 pub mod forms;
 pub mod http;
+pub mod ids;
 pub mod indicators;
 pub mod json;
 pub mod metrics;

@@ -60,6 +60,8 @@ type Row = (&'static str, &'static str, [char; 7]);
 #[rustfmt::skip]
 const MATRIX: &[Row] = &[
     ("GET", "/api/v1/me", ['Y', 'Y', 'Y', 'Y', 'Y', 'Y', 'Y']),
+    // The API's description: public (it holds no data), and the same to all.
+    ("GET", "/api/v1/openapi.json", ['Y', 'Y', 'Y', 'Y', 'Y', 'Y', 'Y']),
     ("GET", "/api/v1/users", ['Y', 'Y', 'Y', '-', '-', '-', '-']),
     ("POST", "/api/v1/users", ['Y', '-', '-', '-', '-', '-', '-']),
     ("GET", "/api/v1/users/{user}", ['Y', 'Y', 'H', '-', '-', '-', '-']),
@@ -680,4 +682,48 @@ fn break_glass_opens_a_case_of_another_site_for_a_while_and_loudly() {
         statuses.iter().all(|s| *s == 201 || *s == 409),
         "{statuses:?}"
     );
+}
+
+/// The OpenAPI document is served without a token (it describes the API
+/// and holds no data, as ODK Central's docs are public), is the copy
+/// checked into docs/openapi.json, and describes every route of the matrix.
+#[test]
+fn the_openapi_document_is_public_and_is_the_checked_in_copy() {
+    let app = TestApp::spawn();
+    let res = app.request("GET", "/api/v1/openapi.json", None, None);
+    assert_eq!(res.status, 200, "{}", res.text);
+    assert_eq!(res.header("content-type"), Some("application/json"));
+    let checked_in =
+        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/docs/openapi.json"))
+            .expect("docs/openapi.json is there");
+    assert_eq!(
+        res.text, checked_in,
+        "regenerate with `CASESYNC_WRITE_OPENAPI=1 cargo test --lib openapi`"
+    );
+    assert_eq!(res.body["openapi"], "3.1.0");
+    let paths = res.body["paths"].as_object().expect("paths");
+    for (method, path, _) in MATRIX {
+        let method = match *method {
+            "SEND" | "BATCH" => "post",
+            m => &m.to_ascii_lowercase(),
+        };
+        let path = path
+            .split('?')
+            .next()
+            .unwrap()
+            .trim_start_matches("/api/v1");
+        let described = paths
+            .iter()
+            .any(|(template, item)| item.get(method).is_some() && template_matches(template, path));
+        assert!(described, "{method} {path} is not in the OpenAPI document");
+    }
+}
+
+/// Whether `/cases/{id}` describes `/cases/{case}` or `/cases/abc`.
+fn template_matches(template: &str, path: &str) -> bool {
+    let (t, p): (Vec<_>, Vec<_>) = (template.split('/').collect(), path.split('/').collect());
+    t.len() == p.len()
+        && t.iter()
+            .zip(&p)
+            .all(|(t, p)| t == p || (t.starts_with('{') && t.ends_with('}')) || p.starts_with('{'))
 }

@@ -883,6 +883,11 @@ fn sites_and_people_are_named_by_code_username_or_id() {
             "/api/v1/deadlines?status=overdue&assignee=nobody",
             "/assignee",
         ),
+        // An unknown programme or status is refused, not an empty list
+        // (found by schemathesis: the OpenAPI document names the values).
+        ("/api/v1/cases?programme=xx", "/programme"),
+        ("/api/v1/deadlines?programme=xx", "/programme"),
+        ("/api/v1/children/duplicates?status=merged", "/status"),
     ] {
         let res = app.get(url, &staff.coordinator);
         let problem = res.assert_problem(422, "validation");

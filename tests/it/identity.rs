@@ -42,6 +42,12 @@ fn first_start_creates_admin_whose_written_password_must_be_changed() {
         json!({ "current_password": password, "new_password": ADMIN_PASSWORD }),
     );
     assert_eq!(res.status, 200, "{}", res.text);
+    // A UTC time with its Z, as every time the server writes (docs/api.md).
+    let expires_at = res.body["expires_at"].as_str().unwrap();
+    assert!(
+        chrono::DateTime::parse_from_rfc3339(expires_at).is_ok() && expires_at.ends_with('Z'),
+        "{expires_at}"
+    );
     assert!(
         !file.exists(),
         "the stale one-time password file is removed"

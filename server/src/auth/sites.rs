@@ -8,14 +8,30 @@ use crate::db::schema::sites;
 use crate::db::DbConnection;
 use crate::error::{AppError, AppResult, FieldError};
 
+crate::ids::string_id! {
+    /// A site, by its id (or, where the route says so, its code).
+    SiteId
+}
+
 pub const PROGRAMMES: [&str; 2] = ["kz", "bt"];
 
-#[derive(Debug, Clone, PartialEq, Serialize, Queryable, Selectable, Insertable)]
+/// A programme's code, as the API names it ([`PROGRAMMES`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize, utoipa::ToSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum ProgrammeCode {
+    Kz,
+    Bt,
+}
+
+#[derive(
+    Debug, Clone, PartialEq, Serialize, Queryable, Selectable, Insertable, utoipa::ToSchema,
+)]
 #[diesel(table_name = sites)]
 pub struct Site {
     pub id: String,
     pub code: String,
     pub name: String,
+    #[schema(value_type = ProgrammeCode)]
     pub programme: String,
     /// The organisation acronym BT case codes carry (`NCWC`, `RENEW`, …).
     pub org_code: Option<String>,
@@ -26,21 +42,28 @@ pub struct Site {
     pub updated_at: chrono::NaiveDateTime,
 }
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct NewSite {
+    #[schema(min_length = 1, max_length = 64, pattern = "^[A-Za-z0-9._-]+$")]
     pub code: String,
+    #[schema(min_length = 1, max_length = 200)]
     pub name: String,
+    #[schema(value_type = ProgrammeCode)]
     pub programme: String,
+    /// The organisation acronym in Bhutan case codes (`NCWC`, `RENEW`, …).
     #[serde(default)]
+    #[schema(pattern = "^[A-Z][A-Z0-9]{1,9}$")]
     pub org_code: Option<String>,
 }
 
-#[derive(Debug, Clone, Default, Deserialize, AsChangeset)]
+#[derive(Debug, Clone, Default, Deserialize, AsChangeset, utoipa::ToSchema)]
 #[diesel(table_name = sites)]
 #[serde(deny_unknown_fields)]
 pub struct SiteChanges {
+    #[schema(min_length = 1, max_length = 200)]
     pub name: Option<String>,
+    #[schema(pattern = "^[A-Z][A-Z0-9]{1,9}$")]
     pub org_code: Option<String>,
     pub active: Option<bool>,
 }

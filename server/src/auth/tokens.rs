@@ -15,6 +15,11 @@ use crate::db::schema::{tokens, users as users_table};
 use crate::db::DbConnection;
 use crate::error::{AppError, AppResult};
 
+crate::ids::string_id! {
+    /// A session or device token, by its id (never its secret).
+    TokenId
+}
+
 pub const KIND_SESSION: &str = "session";
 pub const KIND_DEVICE: &str = "device";
 
@@ -40,7 +45,7 @@ struct TokenRow {
 }
 
 /// A token as listed: never its secret or hash.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, utoipa::ToSchema)]
 pub struct TokenInfo {
     pub id: String,
     pub user_id: String,
@@ -74,7 +79,7 @@ impl From<TokenRow> for TokenInfo {
 }
 
 /// A freshly issued token: the secret is in `token` and nowhere else.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct Issued {
     pub token: String,
     #[serde(flatten)]

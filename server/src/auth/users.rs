@@ -10,6 +10,11 @@ use crate::db::schema::{user_sites, users};
 use crate::db::DbConnection;
 use crate::error::{AppError, AppResult, FieldError};
 
+crate::ids::string_id! {
+    /// A user (staff member) of the server.
+    UserId
+}
+
 #[derive(Debug, Clone, Queryable, Selectable, Insertable)]
 #[diesel(table_name = users)]
 struct UserRow {
@@ -25,7 +30,7 @@ struct UserRow {
 }
 
 /// A user as shown to admins and coordinators: never the password hash.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, utoipa::ToSchema)]
 pub struct User {
     pub id: String,
     pub username: String,
@@ -40,21 +45,25 @@ pub struct User {
     pub updated_at: chrono::NaiveDateTime,
 }
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct NewUser {
+    /// Lowercase letters, digits, `.`, `_`, `-`, `@`.
+    #[schema(min_length = 3, max_length = 64, pattern = "^[a-z0-9._@-]+$")]
     pub username: String,
     #[serde(default)]
     pub display_name: Option<String>,
     pub role: Role,
+    /// Each by id or code; coordinators, field workers and analysts need one or more.
     #[serde(default)]
     pub site_ids: Vec<String>,
     /// When absent a one-time password is generated and returned once.
     #[serde(default)]
+    #[schema(min_length = 10, max_length = 256)]
     pub password: Option<String>,
 }
 
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Default, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct UserChanges {
     pub display_name: Option<String>,

@@ -36,11 +36,21 @@ const REQUESTERS: [&str; 3] = ["child", "parent", "legal_representative"];
 /// able to tell why access was given or refused.
 const MIN_REASONING: usize = 20;
 
+/// Who may ask for a copy of a case file.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum Requester {
+    Child,
+    Parent,
+    LegalRepresentative,
+}
+
 /// `POST /cases/{id}/access-requests`.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct NewRequest {
     /// `child`, `parent` or `legal_representative`.
+    #[schema(value_type = Requester)]
     pub requester: String,
     /// The day the request was made to the centre.
     pub received_on: NaiveDate,
@@ -48,7 +58,7 @@ pub struct NewRequest {
 
 /// One value withheld from a copy: a field (by JSON pointer into its data)
 /// of one of the case's submissions.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Redaction {
     pub instance_id: String,
@@ -56,18 +66,27 @@ pub struct Redaction {
     pub reason: String,
 }
 
+/// What a review decides.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum ReviewDecision {
+    Approved,
+    Refused,
+}
+
 /// `POST /access-requests/{id}/review`.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Review {
     /// `approved` or `refused`.
+    #[schema(value_type = ReviewDecision)]
     pub decision: String,
     pub best_interests_reasoning: Option<String>,
     #[serde(default)]
     pub redactions: Vec<Redaction>,
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct AccessRequest {
     pub id: String,
     pub case_id: String,
@@ -322,7 +341,7 @@ pub fn review(
 }
 
 /// The case file as a child or parent receives it.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct CaseCopy {
     pub access_request_id: String,
     pub requester: String,
@@ -338,7 +357,7 @@ pub struct CaseCopy {
     pub redacted_values: usize,
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct CopiedCase {
     pub number: Option<String>,
     pub programme: String,
@@ -350,7 +369,7 @@ pub struct CopiedCase {
 
 /// A timeline event without its facts and details: those repeat what the
 /// forms say, and a redaction must not leak back through them.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct CopiedEvent {
     pub name: String,
     pub kind: String,
@@ -360,7 +379,7 @@ pub struct CopiedEvent {
     pub instance_id: Option<String>,
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct CopiedSubmission {
     pub instance_id: String,
     pub form_id: String,
@@ -535,7 +554,7 @@ pub fn produce_copy(
 
 /// Meeting minutes as the child, parent or legal representative receives
 /// them on request (8.7.22(d)): without the professional discussion.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct MinutesCopy {
     pub case_id: String,
     pub case_number: Option<String>,

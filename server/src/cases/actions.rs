@@ -78,7 +78,7 @@ fn record(
     Ok((id, case))
 }
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Assignment {
     /// The user to assign; `null` to leave the case unassigned.
@@ -139,12 +139,24 @@ pub fn assign(
     .1)
 }
 
-#[derive(Debug, Clone, Deserialize)]
+/// What a coordinator may decide of something put to them.
+const DECISIONS: [&str; 2] = ["approved", "returned"];
+
+fn decisions_schema() -> utoipa::openapi::Object {
+    crate::ids::one_of(&DECISIONS)
+}
+
+fn choices_schema() -> utoipa::openapi::Object {
+    crate::ids::one_of(&["submitted", "other", "value"])
+}
+
+#[derive(Debug, Clone, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ApprovalInput {
     /// What is approved: one of the programme's `approvals` (`case_plan`, …).
     pub subject: String,
     /// `approved`, or `returned` for changes.
+    #[schema(schema_with = decisions_schema)]
     pub decision: String,
     pub note: Option<String>,
     /// When it was decided (default: now).
@@ -173,7 +185,7 @@ pub fn approve(
             ),
         ));
     }
-    if a.decision != "approved" && a.decision != "returned" {
+    if !DECISIONS.contains(&a.decision.as_str()) {
         return Err(AppError::invalid_field("/decision", "approved or returned"));
     }
     let name = format!("{}_{}", a.subject, a.decision);
@@ -207,11 +219,12 @@ pub fn approve(
     .1)
 }
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Resolution {
     /// `submitted` (the late submission's value), `other` (the value it
     /// conflicted with) or `value` (a corrected one, given in `value`).
+    #[schema(schema_with = choices_schema)]
     pub choice: String,
     pub value: Option<Value>,
     pub note: Option<String>,
@@ -308,7 +321,7 @@ pub fn conflicts_for(
     Ok(query.order(conflicts::created_at).limit(1000).load(conn)?)
 }
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct SiblingInput {
     /// The case of the sibling, at the same site.

@@ -29,7 +29,7 @@ const MIN_REASON_WORDS: usize = 4;
 /// renewal.
 const RENEWAL_WINDOW_HOURS: i64 = 24;
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Request {
     pub reason: String,
@@ -37,7 +37,7 @@ pub struct Request {
     pub minutes: Option<i64>,
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct Grant {
     pub id: String,
     pub case_id: String,

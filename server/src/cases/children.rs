@@ -17,6 +17,11 @@ use crate::db::DbConnection;
 use crate::error::{AppError, AppResult};
 use crate::programmes::{holidays, NumberScheme, Programme};
 
+crate::ids::string_id! {
+    /// A proposed pair of possibly duplicate children.
+    DuplicateId
+}
+
 /// Where the case-opening forms of both programmes ask for the child's name.
 pub const CHILD_NAME: &str = "/child/child_name";
 
@@ -237,6 +242,23 @@ pub const OPEN: &str = "open";
 pub const LINKED: &str = "linked";
 pub const DISMISSED: &str = "dismissed";
 
+/// Where a proposed pair stands: [`OPEN`], [`LINKED`] or [`DISMISSED`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, serde::Deserialize, utoipa::ToSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum DuplicateStatus {
+    Open,
+    Linked,
+    Dismissed,
+}
+
+/// A coordinator's decision on a pair: the same child, or two.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, serde::Deserialize, utoipa::ToSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum DuplicateDecision {
+    Link,
+    Dismiss,
+}
+
 #[derive(Debug, Clone, PartialEq, Serialize, Queryable, Selectable)]
 #[diesel(table_name = duplicate_candidates)]
 pub struct CandidateRow {
@@ -255,7 +277,7 @@ pub struct CandidateRow {
 }
 
 /// A proposed pair as a coordinator sees it: case numbers, never names.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct Candidate {
     pub id: String,
     pub site_id: String,
@@ -268,13 +290,13 @@ pub struct Candidate {
     pub other_child: ChildCases,
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct ChildCases {
     pub child_id: String,
     pub cases: Vec<CaseRef>,
 }
 
-#[derive(Debug, Clone, Serialize, Queryable)]
+#[derive(Debug, Clone, Serialize, Queryable, utoipa::ToSchema)]
 pub struct CaseRef {
     pub case_id: String,
     pub number: Option<String>,
@@ -338,9 +360,16 @@ pub fn candidates(
     site: Option<&str>,
 ) -> AppResult<Vec<Candidate>> {
     policy::review_duplicates(who, None)?;
+    let status = status.unwrap_or(OPEN);
+    if ![OPEN, LINKED, DISMISSED].contains(&status) {
+        return Err(AppError::invalid_field(
+            "/status",
+            "must be open, linked or dismissed",
+        ));
+    }
     let mut query = duplicate_candidates::table
         .filter(duplicate_candidates::site_id.eq_any(who.site_ids.clone()))
-        .filter(duplicate_candidates::status.eq(status.unwrap_or(OPEN).to_string()))
+        .filter(duplicate_candidates::status.eq(status.to_string()))
         .select(CandidateRow::as_select())
         .into_boxed();
     if let Some(site) = super::views::site_named(conn, site)? {

@@ -17,10 +17,15 @@ use crate::db::schema::{case_events, conflicts};
 use crate::db::DbConnection;
 use crate::error::AppResult;
 
+crate::ids::string_id! {
+    /// A conflict between a submission and a fact changed since its base.
+    ConflictId
+}
+
 pub const OPEN: &str = "open";
 pub const RESOLVED: &str = "resolved";
 
-#[derive(Debug, Clone, PartialEq, Serialize, Queryable, Selectable)]
+#[derive(Debug, Clone, PartialEq, Serialize, Queryable, Selectable, utoipa::ToSchema)]
 #[diesel(table_name = conflicts)]
 pub struct ConflictRow {
     pub id: String,

@@ -78,7 +78,8 @@ pub struct Deadline {
     pub late_in_days: bool,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, utoipa::ToSchema)]
+#[schema(as = DeadlineStatus)]
 #[serde(rename_all = "snake_case")]
 pub enum Status {
     Upcoming,
@@ -125,7 +126,7 @@ impl Deadline {
 /// How late a deadline was met, or is: in whole local days when it was met
 /// by a date-only answer (or, still open, when its limit counts days), else
 /// in hours to one decimal. Serialised `{"days": 1}` or `{"hours": 17.0}`.
-#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum Late {
     Days(i64),

@@ -25,6 +25,11 @@ use crate::error::{AppError, AppResult};
 use crate::programmes::{NumberScheme, Programme};
 use crate::sync::{self, ChangeKind};
 
+crate::ids::string_id! {
+    /// A case: one admission of one child (a UUID made on the phone).
+    CaseId
+}
+
 #[derive(Debug, Clone, PartialEq, Serialize, Queryable, Selectable, Insertable)]
 #[diesel(table_name = cases)]
 pub struct Case {
@@ -212,7 +217,7 @@ pub fn notify_access_lost(
 
 /// What a phone keeps of a case: enough to find the child's file again and
 /// know what is due, no personal data.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, utoipa::ToSchema)]
 pub struct PhoneCase {
     pub id: String,
     pub number: Option<String>,
@@ -223,7 +228,7 @@ pub struct PhoneCase {
     pub next_deadlines: Vec<NextDeadline>,
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, utoipa::ToSchema)]
 pub struct NextDeadline {
     pub rule: String,
     #[serde(serialize_with = "crate::json::utc")]

@@ -19,7 +19,8 @@ use crate::error::{AppError, AppResult};
 use crate::programmes::retention::{Retention, Until};
 use crate::programmes::{Programme, Programmes};
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, utoipa::ToSchema)]
+#[schema(as = RetentionStatus)]
 #[serde(rename_all = "snake_case")]
 pub enum Status {
     /// Before the retain-until date.
@@ -161,8 +162,15 @@ pub struct ReportQuery {
     pub as_of: Option<NaiveDate>,
 }
 
+/// The JSON report as [`write_json`] streams it.
+#[derive(utoipa::ToSchema)]
+pub struct Report {
+    pub items: Vec<Entry>,
+    pub summary: Summary,
+}
+
 /// One line of the report: case numbers only, never names.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 pub struct Entry {
     pub case_id: String,
     pub case_number: String,
@@ -174,7 +182,7 @@ pub struct Entry {
     pub status: Status,
 }
 
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 pub struct Summary {
     pub kept: u64,
     pub due: u64,

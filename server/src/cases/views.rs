@@ -17,6 +17,7 @@ use super::reconcile::programme_of;
 use super::timeline::{self, EventRow};
 use super::{break_glass, find, Case};
 use crate::auth::policy::{self, CaseAccess, CaseScope};
+use crate::auth::sites::ProgrammeCode;
 use crate::auth::{Principal, Role};
 use crate::db::schema::{case_deadlines, cases, conflicts, user_sites, users};
 use crate::db::DbConnection;
@@ -55,7 +56,7 @@ pub fn access_to(
     }
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct DeadlineView {
     pub rule: String,
     pub title: String,
@@ -152,7 +153,7 @@ fn deadline_views(
         .collect())
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct CaseView {
     pub id: String,
     pub number: Option<String>,
@@ -213,7 +214,7 @@ pub fn view(conn: &mut DbConnection, case: Case, now: DateTime<Utc>) -> AppResul
     })
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct TimelineEntry {
     pub id: String,
     pub name: String,
@@ -234,7 +235,7 @@ pub struct TimelineEntry {
     pub detail: Option<Value>,
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct Timeline {
     pub case_id: String,
     pub number: Option<String>,
@@ -313,12 +314,17 @@ fn user_named(conn: &mut DbConnection, name: Option<&str>) -> AppResult<Option<S
 }
 
 /// Filters of `GET /cases`.
-#[derive(Debug, Clone, Default, serde::Deserialize)]
+#[derive(Debug, Clone, Default, serde::Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 pub struct CaseFilter {
+    #[param(value_type = Option<ProgrammeCode>)]
     pub programme: Option<String>,
+    /// A site's code or id.
     pub site: Option<String>,
+    /// A workflow state of the programme.
     pub state: Option<String>,
+    /// A user's id or username.
     pub assignee: Option<String>,
     /// Only cases with an overdue deadline.
     pub overdue: Option<bool>,
@@ -327,11 +333,13 @@ pub struct CaseFilter {
     pub needs_assignee: Option<bool>,
     /// Closed cases too (default: open ones only).
     pub include_closed: Option<bool>,
+    /// The `next_cursor` of the page before.
     pub cursor: Option<String>,
+    /// Cases per page, 100 by default; kept within 1–500.
     pub limit: Option<i64>,
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct CaseSummary {
     pub id: String,
     pub number: Option<String>,
@@ -350,7 +358,7 @@ pub struct CaseSummary {
     pub needs_assignee: bool,
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct Page<T> {
     pub items: Vec<T>,
     /// Pass as `cursor` for the next page; absent on the last.
@@ -380,6 +388,19 @@ pub fn decode_cursor(cursor: &str) -> AppResult<(NaiveDateTime, String)> {
     Ok((at.naive_utc(), id.to_string()))
 }
 
+/// A `programme=` filter: one the server has, or 422 (not an empty list,
+/// which would read as "no cases").
+fn programme_named(programme: Option<&str>) -> AppResult<Option<String>> {
+    match programme {
+        None => Ok(None),
+        Some(p) if crate::auth::sites::PROGRAMMES.contains(&p) => Ok(Some(p.to_string())),
+        Some(_) => Err(AppError::invalid_field(
+            "/programme",
+            "must be \"kz\" or \"bt\"",
+        )),
+    }
+}
+
 /// The cases `who` may read that pass `filter`, oldest first, a page at a time.
 pub fn list(
     conn: &mut DbConnection,
@@ -395,8 +416,8 @@ pub fn list(
             .filter(cases::site_id.eq_any(site_ids)),
         CaseScope::Sites(sites) => query.filter(cases::site_id.eq_any(sites)),
     };
-    if let Some(p) = &filter.programme {
-        query = query.filter(cases::programme.eq(p.clone()));
+    if let Some(p) = programme_named(filter.programme.as_deref())? {
+        query = query.filter(cases::programme.eq(p));
     }
     if let Some(site) = site_named(conn, filter.site.as_deref())? {
         query = query.filter(cases::site_id.eq(site));
@@ -493,18 +514,32 @@ fn working_assignees(
     Ok(pairs.into_iter().collect())
 }
 
+/// Which deadlines `GET /deadlines` lists.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, serde::Deserialize, utoipa::ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum DueStatus {
+    Overdue,
+    DueSoon,
+    Upcoming,
+}
+
 /// Filters of `GET /deadlines`.
-#[derive(Debug, Clone, Default, serde::Deserialize)]
+#[derive(Debug, Clone, Default, serde::Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 pub struct DeadlineFilter {
     /// `overdue`, `due_soon` or `upcoming` (default: overdue and due soon).
+    #[param(value_type = Option<DueStatus>)]
     pub status: Option<String>,
+    /// A site's code or id.
     pub site: Option<String>,
+    /// A user's id or username.
     pub assignee: Option<String>,
+    #[param(value_type = Option<ProgrammeCode>)]
     pub programme: Option<String>,
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct DueItem {
     pub case_id: String,
     pub case_number: Option<String>,
@@ -589,8 +624,8 @@ pub fn due_in(
     if let Some(assignee) = user_named(conn, filter.assignee.as_deref())? {
         query = query.filter(case_deadlines::assigned_to.eq(assignee));
     }
-    if let Some(p) = &filter.programme {
-        query = query.filter(case_deadlines::programme.eq(p.clone()));
+    if let Some(p) = programme_named(filter.programme.as_deref())? {
+        query = query.filter(case_deadlines::programme.eq(p));
     }
     let rows: Vec<DueRow> = query
         .order((case_deadlines::due_at, case_deadlines::case_id))

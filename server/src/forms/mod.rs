@@ -1,6 +1,23 @@
 //! Forms: the model, the registry (draft → published → retired), bundling,
 //! vocabulary checks and the validator cache.
 
+crate::ids::string_id! {
+    /// A form, e.g. `kz.referral`.
+    FormId
+}
+
+/// One version of a form, as a path names it: `/forms/{id}/versions/{version}`.
+#[derive(Debug, Clone, serde::Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Path)]
+pub struct FormRef {
+    /// The form, e.g. `kz.referral`.
+    #[serde(rename = "id")]
+    #[param(rename = "id", value_type = String)]
+    pub form_id: FormId,
+    /// The version, e.g. `2021.1.1`.
+    pub version: String,
+}
+
 pub mod bundle;
 pub mod check;
 pub mod definitions;

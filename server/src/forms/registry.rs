@@ -30,7 +30,7 @@ pub struct VersionRow {
 }
 
 /// A version as listed: everything but the document.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, utoipa::ToSchema)]
 pub struct VersionInfo {
     pub form_id: String,
     pub version: String,
@@ -55,7 +55,7 @@ impl From<&VersionRow> for VersionInfo {
     }
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct FormSummary {
     pub id: String,
     pub programme: String,

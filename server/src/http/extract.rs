@@ -135,6 +135,22 @@ impl FromRequest for JoseBody {
     }
 }
 
+/// A JWE in compact serialization: five base64url parts (protected header,
+/// encrypted key, IV, ciphertext, tag), as the OpenAPI document says.
+impl utoipa::PartialSchema for JoseBody {
+    fn schema() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
+        utoipa::openapi::ObjectBuilder::new()
+            .schema_type(utoipa::openapi::Type::String)
+            .pattern(Some("^[A-Za-z0-9_-]+(\\.[A-Za-z0-9_-]+){4}$"))
+            .description(Some(
+                "A JWE in compact serialization (RSA-OAEP-256, A256GCM)",
+            ))
+            .into()
+    }
+}
+
+impl utoipa::ToSchema for JoseBody {}
+
 /// An attachment as a JWE: like [`JoseBody`], within the attachment limit
 /// (the plaintext limit, a third more for base64url, and room for headers).
 #[derive(Debug)]
@@ -183,9 +199,11 @@ fn read_jose(
 }
 
 /// A batch of encrypted submissions: `{"submissions": ["<JWE>", …]}`.
-#[derive(Debug, serde::Deserialize)]
+#[derive(Debug, serde::Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Batch {
+    /// Each a JWE as `POST /submissions` takes it.
+    #[schema(min_items = 1, max_items = 100)]
     pub submissions: Vec<String>,
 }
 

@@ -22,20 +22,37 @@ use crate::programmes::{DeadlineRule, Programme, Programmes};
 pub use periods::{Grain, Period};
 pub use render::{csv, json};
 
+/// How a report is answered: `json` (the default) or `csv`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum ReportFormat {
+    Json,
+    Csv,
+}
+
 /// The query of `GET /indicators/{programme}` and `casesync indicators`.
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Default, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 pub struct ReportQuery {
+    /// First day counted.
     pub from: Option<NaiveDate>,
+    /// Last day counted.
     pub to: Option<NaiveDate>,
+    /// `range` (default), `month`, `quarter` or `year`.
     pub period: Option<String>,
     /// Comma-separated breakdowns.
     pub by: Option<String>,
     /// Comma-separated indicator ids.
     pub indicator: Option<String>,
+    /// Deadline-timeliness indicators too.
     pub timeliness: Option<bool>,
+    /// A site's code.
     pub site: Option<String>,
+    /// Hide small counts (always so for viewers).
     pub suppress: Option<bool>,
+    /// `json` (default) or `csv`.
+    #[param(value_type = Option<ReportFormat>)]
     pub format: Option<String>,
 }
 

@@ -16,6 +16,11 @@ use crate::db::DbConnection;
 use crate::error::{AppError, AppResult, FieldError};
 use crate::exports::columns::age_in_years;
 
+crate::ids::string_id! {
+    /// A consent record.
+    ConsentId
+}
+
 /// Who signs (or assents).
 pub const SUBJECTS: [&str; 6] = [
     "child",
@@ -39,15 +44,35 @@ pub const SCOPES: [&str; 5] = [
     "share_providers",
     "disclose",
 ];
+fn subjects_schema() -> utoipa::openapi::Object {
+    crate::ids::one_of(&SUBJECTS)
+}
+
+fn kinds_schema() -> utoipa::openapi::Object {
+    crate::ids::one_of(&KINDS)
+}
+
+fn media_schema() -> utoipa::openapi::Object {
+    crate::ids::one_of(&MEDIA)
+}
+
+fn scopes_schema() -> utoipa::openapi::schema::Array {
+    crate::ids::many_of(&SCOPES)
+}
+
 /// The scopes that let identifying data leave the service.
 const SHARING: [&str; 2] = ["disclose", "share_providers"];
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct NewConsent {
+    #[schema(schema_with = subjects_schema)]
     pub subject: String,
+    #[schema(schema_with = kinds_schema)]
     pub kind: String,
+    #[schema(schema_with = media_schema)]
     pub medium: String,
+    #[schema(schema_with = scopes_schema)]
     pub scopes: Vec<String>,
     pub given_on: NaiveDate,
     /// To whom, for a disclosure by consent (KZ P6: "to whom, what, why").
@@ -56,7 +81,7 @@ pub struct NewConsent {
     pub instance_id: Option<String>,
 }
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Withdrawal {
     pub reason: String,
@@ -86,7 +111,7 @@ pub struct ConsentRow {
     pub withdrawal_reason: Option<String>,
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct ConsentView {
     pub id: String,
     pub case_id: String,

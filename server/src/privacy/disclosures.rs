@@ -100,7 +100,7 @@ pub fn bases(programme: &str) -> &'static [Basis] {
 /// export's query string (beside its filters: [`with_terms`]) and the
 /// command line (`casesync export`, flattened into its options; these
 /// comments are its help).
-#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize, clap::Args)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize, clap::Args, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct DisclosureTerms {
     /// KZ: required_by_law, unicef_me, consent, staff_harm. BT: consent,
@@ -462,6 +462,36 @@ pub struct Share {
     pub what: String,
 }
 
+// One object: the terms' fields and `what`, nothing else (a derived
+// schema would be `allOf` two closed objects, which nothing satisfies).
+impl utoipa::PartialSchema for Share {
+    fn schema() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
+        use utoipa::openapi::schema::{AdditionalProperties, Object, Schema, Type};
+        use utoipa::openapi::RefOr;
+        let mut object = match DisclosureTerms::schema() {
+            RefOr::T(Schema::Object(terms)) => terms,
+            _ => Object::new(),
+        };
+        object.description = Some(
+            "A share made outside the server, on the terms an identifying export takes".into(),
+        );
+        object.properties.insert(
+            "what".into(),
+            Object::builder()
+                .schema_type(Type::String)
+                .description(Some(
+                    "What was shared (documents, fields), never the data itself.",
+                ))
+                .into(),
+        );
+        object.required.push("what".into());
+        object.additional_properties = Some(Box::new(AdditionalProperties::FreeForm(false)));
+        RefOr::T(Schema::Object(object))
+    }
+}
+
+impl utoipa::ToSchema for Share {}
+
 /// Records a share of case `case_id`'s data, after the same checks as an
 /// identifying export.
 pub fn share(
@@ -516,7 +546,7 @@ pub struct DisclosureRow {
     pub what: String,
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct Disclosure {
     pub id: String,
     pub occurred_at: DateTime<Utc>,

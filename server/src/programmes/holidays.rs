@@ -17,7 +17,15 @@ use crate::error::{AppError, AppResult};
 pub const HOLIDAY: &str = "holiday";
 pub const WORKING: &str = "working";
 
-#[derive(Debug, Clone, PartialEq, Serialize, Queryable)]
+/// What an admin makes of a day: [`HOLIDAY`] or [`WORKING`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, serde::Deserialize, utoipa::ToSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum DayKind {
+    Holiday,
+    Working,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Queryable, utoipa::ToSchema)]
 pub struct DayChange {
     pub programme: String,
     pub day: String,
@@ -105,7 +113,7 @@ pub fn reset_day(conn: &mut DbConnection, programme: &str, day: NaiveDate) -> Ap
     Ok(removed > 0)
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, utoipa::ToSchema)]
 pub struct Holiday {
     pub date: NaiveDate,
     pub name: String,
@@ -113,7 +121,7 @@ pub struct Holiday {
     pub origin: &'static str,
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, utoipa::ToSchema)]
 pub struct CalendarView {
     pub programme: String,
     pub time_zone: String,

@@ -22,6 +22,11 @@ use crate::forms::model::{self, CaseRole, FieldKind, Pii};
 use crate::forms::relevance::{Predicate, Reference};
 pub use calendar::{Calendar, Limit, Moment};
 
+crate::ids::string_id! {
+    /// A programme: `kz` or `bt`.
+    ProgrammeId
+}
+
 /// A case fact named in a condition: `{"fact": "risk_level", "eq": "high"}`.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct FactRef(pub String);

@@ -148,7 +148,7 @@ pub(super) fn declare(
     Ok(())
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, utoipa::ToSchema)]
 pub struct AttachmentReceipt {
     pub instance_id: String,
     pub name: String,

@@ -209,7 +209,7 @@ pub fn audit_refusals(
 }
 
 /// A held form on the coordinators' list.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, utoipa::ToSchema)]
 pub struct HeldForm {
     pub instance_id: String,
     pub form_id: String,

@@ -71,7 +71,7 @@ pub const PENDING_CASE: &str = "pending_case";
 /// that case. Kept and listed to coordinators ([`held`]).
 pub const REFUSED: &str = "refused";
 
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, utoipa::ToSchema)]
 pub struct Receipt {
     pub instance_id: String,
     #[serde(serialize_with = "crate::json::utc")]

@@ -18,7 +18,7 @@ use crate::forms::registry;
 /// Changes answered per call; `more` says to call again.
 pub const PAGE: i64 = 500;
 
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, utoipa::ToSchema)]
 pub struct SyncForm {
     pub form_id: String,
     pub programme: String,
@@ -28,14 +28,14 @@ pub struct SyncForm {
     pub status: String,
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, utoipa::ToSchema)]
 pub struct SyncKey {
     pub programme: String,
     pub kid: String,
     pub jwk: serde_json::Value,
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, utoipa::ToSchema)]
 pub struct Feed {
     /// Pass back as `?cursor=` next time.
     pub cursor: String,

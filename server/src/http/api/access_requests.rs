@@ -6,20 +6,30 @@ use actix_web::{web, HttpResponse};
 use chrono::Utc;
 use serde::Deserialize;
 
+use super::Items;
 use crate::app::{AppState, Audited};
 use crate::audit::Origin;
 use crate::cases::access_requests::{self, NewRequest, Review};
-use crate::cases::views;
-use crate::error::{AppError, AppResult};
+use crate::cases::{views, CaseId};
+use crate::error::{AppError, AppResult, Problem};
 use crate::http::extract::{ApiJson, AuthUser};
+use crate::privacy::AccessRequestId;
 
 /// `POST /api/v1/cases/{id}/access-requests` (assigned worker, coordinator):
 /// `{"requester": "child"|"parent"|"legal_representative", "received_on"}`
+#[utoipa::path(
+    post,
+    path = "/cases/{id}/access-requests",
+    tag = "privacy",
+    params(("id" = CaseId, Path)),
+    request_body = NewRequest,
+    responses((status = 201, description = "Recorded", body = access_requests::AccessRequest), (status = 404, description = "No such case, or one the caller may not see", body = Problem, content_type = "application/problem+json"), (status = 422, description = "A field is not valid", body = Problem, content_type = "application/problem+json")),
+)]
 pub async fn create(
     state: web::Data<AppState>,
     origin: Origin,
     AuthUser(me): AuthUser,
-    id: web::Path<String>,
+    id: web::Path<CaseId>,
     body: ApiJson<NewRequest>,
 ) -> AppResult<HttpResponse> {
     let who = me.clone();
@@ -35,11 +45,18 @@ pub async fn create(
 }
 
 /// `GET /api/v1/cases/{id}/access-requests` (whoever may read the case).
+#[utoipa::path(
+    get,
+    path = "/cases/{id}/access-requests",
+    tag = "privacy",
+    params(("id" = CaseId, Path)),
+    responses((status = 200, description = "The case's access requests", body = Items<access_requests::AccessRequest>), (status = 404, description = "No such case, or one the caller may not see", body = Problem, content_type = "application/problem+json")),
+)]
 pub async fn list(
     state: web::Data<AppState>,
     origin: Origin,
     AuthUser(me): AuthUser,
-    id: web::Path<String>,
+    id: web::Path<CaseId>,
 ) -> AppResult<HttpResponse> {
     let items = state
         .read_audited(origin, me, "access_requests_listed", move |conn, me| {
@@ -48,17 +65,25 @@ pub async fn list(
             Ok((access_requests::list(conn, &case)?, Some(what)))
         })
         .await?;
-    Ok(HttpResponse::Ok().json(serde_json::json!({ "items": items })))
+    Ok(HttpResponse::Ok().json(super::Items::new(items)))
 }
 
 /// `POST /api/v1/access-requests/{id}/review` (coordinator of the case's
 /// site): `{"decision": "approved"|"refused", "best_interests_reasoning",
 /// "redactions": [{"instance_id", "pointer", "reason"}]}`
+#[utoipa::path(
+    post,
+    path = "/access-requests/{id}/review",
+    tag = "privacy",
+    params(("id" = AccessRequestId, Path)),
+    request_body = Review,
+    responses((status = 200, description = "Reviewed", body = access_requests::AccessRequest), (status = 404, description = "No such request, or one the caller may not see", body = Problem, content_type = "application/problem+json"), (status = 409, description = "Already reviewed", body = Problem, content_type = "application/problem+json"), (status = 422, description = "A field or redaction is not valid", body = Problem, content_type = "application/problem+json")),
+)]
 pub async fn review(
     state: web::Data<AppState>,
     origin: Origin,
     AuthUser(me): AuthUser,
-    id: web::Path<String>,
+    id: web::Path<AccessRequestId>,
     body: ApiJson<Review>,
 ) -> AppResult<HttpResponse> {
     let who = me.clone();
@@ -78,11 +103,18 @@ pub async fn review(
 
 /// `GET /api/v1/access-requests/{id}/copy` (assigned worker, coordinator):
 /// the redacted copy of an approved request; built now, never stored.
+#[utoipa::path(
+    get,
+    path = "/access-requests/{id}/copy",
+    tag = "privacy",
+    params(("id" = AccessRequestId, Path)),
+    responses((status = 200, description = "The case file as the requester receives it", body = access_requests::CaseCopy), (status = 404, description = "No such request, or one the caller may not see", body = Problem, content_type = "application/problem+json"), (status = 409, description = "The request is not approved", body = Problem, content_type = "application/problem+json")),
+)]
 pub async fn copy(
     state: web::Data<AppState>,
     origin: Origin,
     AuthUser(me): AuthUser,
-    id: web::Path<String>,
+    id: web::Path<AccessRequestId>,
 ) -> AppResult<HttpResponse> {
     let forms = state.forms.clone();
     let copy = state
@@ -100,16 +132,25 @@ pub async fn copy(
     Ok(HttpResponse::Ok().json(copy))
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 pub struct FamilyCopyQuery {
     /// Who asked for it: `child`, `parent` or `legal_representative`.
+    #[param(value_type = Option<access_requests::Requester>)]
     requested_by: Option<String>,
 }
 
 /// `GET /api/v1/submissions/{instance_id}/family-copy[?requested_by=]`
 /// (assigned worker, coordinator): meeting minutes without their
 /// professional discussion (8.7.22(d), P8).
+#[utoipa::path(
+    get,
+    path = "/submissions/{instance_id}/family-copy",
+    tag = "privacy",
+    params(("instance_id" = uuid::Uuid, Path), FamilyCopyQuery),
+    responses((status = 200, description = "Meeting minutes without their professional discussion", body = access_requests::MinutesCopy), (status = 404, description = "No such minutes, or minutes the caller may not see", body = Problem, content_type = "application/problem+json"), (status = 422, description = "Not a requester", body = Problem, content_type = "application/problem+json")),
+)]
 pub async fn family_copy(
     state: web::Data<AppState>,
     origin: Origin,

@@ -6,11 +6,18 @@ use actix_web::{web, HttpResponse};
 use crate::app::{AppState, Audited};
 use crate::audit::{self, AuditQuery, Event, Origin};
 use crate::auth::policy;
-use crate::error::AppResult;
+use crate::error::{AppResult, Problem};
 use crate::exports::Formulas;
 use crate::http::extract::AuthUser;
 
 /// `GET /api/v1/audit?from=&to=&actor=&action=&object_type=&object_id=&cursor=&limit=`
+#[utoipa::path(
+    get,
+    path = "/audit",
+    tag = "audit",
+    params(AuditQuery),
+    responses((status = 200, description = "A page of the audit log, newest first", body = audit::AuditPage), (status = 422, description = "No such actor", body = Problem, content_type = "application/problem+json")),
+)]
 pub async fn list(
     state: web::Data<AppState>,
     origin: Origin,
@@ -37,6 +44,13 @@ pub async fn list(
 }
 
 /// `GET /api/v1/exports/audit.csv?from=&to=&actor=&action=&object_type=&object_id=&formula_escape=`
+#[utoipa::path(
+    get,
+    path = "/exports/audit.csv",
+    tag = "audit",
+    params(AuditQuery),
+    responses((status = 200, description = "The rows as CSV, oldest first", content_type = "text/csv", body = String), (status = 422, description = "No such actor", body = Problem, content_type = "application/problem+json")),
+)]
 pub async fn export_csv(
     state: web::Data<AppState>,
     origin: Origin,

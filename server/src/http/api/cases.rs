@@ -6,15 +6,26 @@ use actix_web::{web, HttpResponse};
 use chrono::Utc;
 use serde::Deserialize;
 
+use super::Items;
 use crate::app::{AppState, Audited};
 use crate::audit::Origin;
 use crate::cases::actions::{self, ApprovalInput, Assignment, Resolution, SiblingInput};
-use crate::cases::views::{self, CaseFilter, DeadlineFilter};
-use crate::cases::{break_glass, children};
-use crate::error::{AppError, AppResult};
+use crate::cases::children::{DuplicateDecision, DuplicateId, DuplicateStatus};
+use crate::cases::conflicts::ConflictId;
+use crate::cases::conflicts::ConflictRow;
+use crate::cases::views::{self, CaseFilter, CaseSummary, CaseView, DeadlineFilter, Page};
+use crate::cases::{break_glass, children, CaseId};
+use crate::error::{AppError, AppResult, Problem};
 use crate::http::extract::{ApiJson, AuthUser};
 
 /// `GET /api/v1/cases?programme=&site=&state=&assignee=&overdue=&cursor=`
+#[utoipa::path(
+    get,
+    path = "/cases",
+    tag = "cases",
+    params(CaseFilter),
+    responses((status = 200, description = "A page of the cases the caller may read", body = Page<CaseSummary>), (status = 422, description = "A filter names no such site, user or programme", body = Problem, content_type = "application/problem+json")),
+)]
 pub async fn list(
     state: web::Data<AppState>,
     origin: Origin,
@@ -30,11 +41,18 @@ pub async fn list(
 }
 
 /// `GET /api/v1/cases/{id}`: state, facts, deadlines.
+#[utoipa::path(
+    get,
+    path = "/cases/{id}",
+    tag = "cases",
+    params(("id" = CaseId, Path)),
+    responses((status = 200, description = "State, facts, deadlines", body = CaseView), (status = 404, description = "No such case, or one the caller may not see", body = Problem, content_type = "application/problem+json")),
+)]
 pub async fn show(
     state: web::Data<AppState>,
     origin: Origin,
     AuthUser(me): AuthUser,
-    id: web::Path<String>,
+    id: web::Path<CaseId>,
 ) -> AppResult<HttpResponse> {
     let view = state
         .read_audited(origin, me, "case_read", move |conn, me| {
@@ -48,11 +66,18 @@ pub async fn show(
 
 /// `GET /api/v1/cases/{id}/timeline`: events in the order they happened,
 /// and the deadlines.
+#[utoipa::path(
+    get,
+    path = "/cases/{id}/timeline",
+    tag = "cases",
+    params(("id" = CaseId, Path)),
+    responses((status = 200, description = "Events in the order they happened, and the deadlines", body = views::Timeline), (status = 404, description = "No such case, or one the caller may not see", body = Problem, content_type = "application/problem+json")),
+)]
 pub async fn timeline(
     state: web::Data<AppState>,
     origin: Origin,
     AuthUser(me): AuthUser,
-    id: web::Path<String>,
+    id: web::Path<CaseId>,
 ) -> AppResult<HttpResponse> {
     let timeline = state
         .read_audited(origin, me, "case_timeline_read", move |conn, me| {
@@ -65,11 +90,19 @@ pub async fn timeline(
 }
 
 /// `POST /api/v1/cases/{id}/assignment` (coordinator): `{"assignee": id|null}`
+#[utoipa::path(
+    post,
+    path = "/cases/{id}/assignment",
+    tag = "cases",
+    params(("id" = CaseId, Path)),
+    request_body = Assignment,
+    responses((status = 200, description = "Assigned; the case as it now stands", body = CaseView), (status = 404, description = "No such case, or one the caller may not see", body = Problem, content_type = "application/problem+json"), (status = 409, description = "The case is closed, or the change conflicts with its state", body = Problem, content_type = "application/problem+json"), (status = 422, description = "The assignee may not take this case", body = Problem, content_type = "application/problem+json")),
+)]
 pub async fn assign(
     state: web::Data<AppState>,
     origin: Origin,
     AuthUser(me): AuthUser,
-    id: web::Path<String>,
+    id: web::Path<CaseId>,
     body: ApiJson<Assignment>,
 ) -> AppResult<HttpResponse> {
     act_then_view(&state, origin, me, "case_assigned", move |conn, who| {
@@ -86,11 +119,19 @@ pub async fn assign(
 
 /// `POST /api/v1/cases/{id}/approvals` (coordinator):
 /// `{"subject": "case_plan", "decision": "approved"|"returned", "note"}`
+#[utoipa::path(
+    post,
+    path = "/cases/{id}/approvals",
+    tag = "cases",
+    params(("id" = CaseId, Path)),
+    request_body = ApprovalInput,
+    responses((status = 200, description = "Recorded; the case as it now stands", body = CaseView), (status = 404, description = "No such case, or one the caller may not see", body = Problem, content_type = "application/problem+json"), (status = 409, description = "The case is closed, or the change conflicts with its state", body = Problem, content_type = "application/problem+json"), (status = 422, description = "Not an approval of this programme, or a field is not valid", body = Problem, content_type = "application/problem+json")),
+)]
 pub async fn approve(
     state: web::Data<AppState>,
     origin: Origin,
     AuthUser(me): AuthUser,
-    id: web::Path<String>,
+    id: web::Path<CaseId>,
     body: ApiJson<ApprovalInput>,
 ) -> AppResult<HttpResponse> {
     act_then_view(&state, origin, me, "case_approval", move |conn, who| {
@@ -103,6 +144,13 @@ pub async fn approve(
 }
 
 /// `GET /api/v1/deadlines?status=overdue|due_soon|upcoming&site=&assignee=`
+#[utoipa::path(
+    get,
+    path = "/deadlines",
+    tag = "cases",
+    params(DeadlineFilter),
+    responses((status = 200, description = "Deadlines of the cases the caller may read", body = Items<views::DueItem>), (status = 422, description = "A filter is not valid", body = Problem, content_type = "application/problem+json")),
+)]
 pub async fn deadlines(
     state: web::Data<AppState>,
     origin: Origin,
@@ -114,10 +162,11 @@ pub async fn deadlines(
             Ok((views::due(conn, me, &filter, Utc::now())?, None))
         })
         .await?;
-    Ok(HttpResponse::Ok().json(serde_json::json!({ "items": items })))
+    Ok(HttpResponse::Ok().json(super::Items::new(items)))
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 pub struct ConflictQuery {
     /// Resolved ones too.
@@ -125,6 +174,13 @@ pub struct ConflictQuery {
 }
 
 /// `GET /api/v1/conflicts[?all=true]`
+#[utoipa::path(
+    get,
+    path = "/conflicts",
+    tag = "cases",
+    params(ConflictQuery),
+    responses((status = 200, description = "Conflicts of the caller's sites' cases", body = Items<ConflictRow>)),
+)]
 pub async fn conflicts(
     state: web::Data<AppState>,
     origin: Origin,
@@ -138,16 +194,24 @@ pub async fn conflicts(
             Ok((actions::conflicts_for(conn, me, all)?, None))
         })
         .await?;
-    Ok(HttpResponse::Ok().json(serde_json::json!({ "items": items })))
+    Ok(HttpResponse::Ok().json(super::Items::new(items)))
 }
 
 /// `POST /api/v1/conflicts/{id}/resolution` (coordinator):
 /// `{"choice": "submitted"|"other"|"value", "value", "note"}`
+#[utoipa::path(
+    post,
+    path = "/conflicts/{id}/resolution",
+    tag = "cases",
+    params(("id" = ConflictId, Path)),
+    request_body = Resolution,
+    responses((status = 200, description = "The conflict, resolved", body = ConflictRow), (status = 404, description = "No such conflict, or one the caller may not see", body = Problem, content_type = "application/problem+json"), (status = 409, description = "Already resolved", body = Problem, content_type = "application/problem+json"), (status = 422, description = "Not a valid choice or value", body = Problem, content_type = "application/problem+json")),
+)]
 pub async fn resolve(
     state: web::Data<AppState>,
     origin: Origin,
     AuthUser(me): AuthUser,
-    id: web::Path<String>,
+    id: web::Path<ConflictId>,
     body: ApiJson<Resolution>,
 ) -> AppResult<HttpResponse> {
     let who = me.clone();
@@ -163,11 +227,19 @@ pub async fn resolve(
 
 /// `POST /api/v1/cases/{id}/break-glass` (coordinator of another site):
 /// `{"reason": "…", "minutes": 60}` opens the case to read for a while.
+#[utoipa::path(
+    post,
+    path = "/cases/{id}/break-glass",
+    tag = "cases",
+    params(("id" = CaseId, Path)),
+    request_body = break_glass::Request,
+    responses((status = 201, description = "The grant: the case may be read until it expires", body = break_glass::Grant), (status = 404, description = "No such case", body = Problem, content_type = "application/problem+json"), (status = 409, description = "A case of the caller's own sites, or a grant already runs", body = Problem, content_type = "application/problem+json"), (status = 422, description = "The reason or the minutes are not acceptable", body = Problem, content_type = "application/problem+json")),
+)]
 pub async fn break_glass(
     state: web::Data<AppState>,
     origin: Origin,
     AuthUser(me): AuthUser,
-    id: web::Path<String>,
+    id: web::Path<CaseId>,
     body: ApiJson<break_glass::Request>,
 ) -> AppResult<HttpResponse> {
     let max_minutes = state.settings.break_glass_minutes;
@@ -187,6 +259,12 @@ pub async fn break_glass(
 
 /// `GET /api/v1/break-glass` (admins; coordinators for their sites' cases
 /// and their own grants): who opened which case, why, until when.
+#[utoipa::path(
+    get,
+    path = "/break-glass",
+    tag = "cases",
+    responses((status = 200, description = "Break-glass grants, newest first", body = Items<break_glass::Grant>)),
+)]
 pub async fn break_glass_grants(
     state: web::Data<AppState>,
     origin: Origin,
@@ -197,15 +275,23 @@ pub async fn break_glass_grants(
             Ok((break_glass::list(conn, me, Utc::now())?, None))
         })
         .await?;
-    Ok(HttpResponse::Ok().json(serde_json::json!({ "items": items })))
+    Ok(HttpResponse::Ok().json(super::Items::new(items)))
 }
 
 /// `POST /api/v1/cases/{id}/siblings` (coordinator): `{"case_id": other}`
+#[utoipa::path(
+    post,
+    path = "/cases/{id}/siblings",
+    tag = "cases",
+    params(("id" = CaseId, Path)),
+    request_body = SiblingInput,
+    responses((status = 200, description = "Linked; the case as it now stands", body = CaseView), (status = 404, description = "No such case, or one the caller may not see", body = Problem, content_type = "application/problem+json"), (status = 409, description = "The case is closed, or the change conflicts with its state", body = Problem, content_type = "application/problem+json"), (status = 422, description = "The other case is not of this site, or is the same child", body = Problem, content_type = "application/problem+json")),
+)]
 pub async fn link_siblings(
     state: web::Data<AppState>,
     origin: Origin,
     AuthUser(me): AuthUser,
-    id: web::Path<String>,
+    id: web::Path<CaseId>,
     body: ApiJson<SiblingInput>,
 ) -> AppResult<HttpResponse> {
     act_then_view(&state, origin, me, "siblings_linked", move |conn, who| {
@@ -240,16 +326,26 @@ where
     Ok(HttpResponse::Ok().json(view))
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 pub struct DuplicateQuery {
     /// `open` (default), `linked` or `dismissed`.
+    #[param(value_type = Option<DuplicateStatus>)]
     status: Option<String>,
+    /// A site's code or id.
     site: Option<String>,
 }
 
 /// `GET /api/v1/children/duplicates?status=&site=` (coordinator): pairs of
 /// children that may be one, by case number — never by name.
+#[utoipa::path(
+    get,
+    path = "/children/duplicates",
+    tag = "cases",
+    params(DuplicateQuery),
+    responses((status = 200, description = "Pairs of children that may be one, by case number", body = Items<children::Candidate>), (status = 422, description = "Not a status, or no such site", body = Problem, content_type = "application/problem+json")),
+)]
 pub async fn duplicates(
     state: web::Data<AppState>,
     origin: Origin,
@@ -264,17 +360,24 @@ pub async fn duplicates(
             Ok((items, None))
         })
         .await?;
-    Ok(HttpResponse::Ok().json(serde_json::json!({ "items": items })))
+    Ok(HttpResponse::Ok().json(super::Items::new(items)))
 }
 
 /// `POST /api/v1/children/duplicates/{id}/link` and `…/dismiss`
 /// (coordinator): the same child — a readmission, or a further referral to
 /// the open case — or two children.
+#[utoipa::path(
+    post,
+    path = "/children/duplicates/{id}/{decision}",
+    tag = "cases",
+    params(("id" = DuplicateId, Path), ("decision" = DuplicateDecision, Path)),
+    responses((status = 200, description = "The pair, decided", body = children::Candidate), (status = 404, description = "No such pair, one the caller may not see, or a decision other than link or dismiss", body = Problem, content_type = "application/problem+json"), (status = 409, description = "Already decided", body = Problem, content_type = "application/problem+json")),
+)]
 pub async fn decide_duplicate(
     state: web::Data<AppState>,
     origin: Origin,
     AuthUser(me): AuthUser,
-    path: web::Path<(String, String)>,
+    path: web::Path<(DuplicateId, String)>,
 ) -> AppResult<HttpResponse> {
     let (id, decision) = path.into_inner();
     let link = match decision.as_str() {

@@ -11,13 +11,44 @@ use crate::app::AppState;
 use crate::audit::Origin;
 use crate::cpu::Slot;
 use crate::db::DbConnection;
-use crate::error::{AppError, AppResult};
+use crate::auth::sites::ProgrammeCode;
+use crate::error::{AppError, AppResult, Problem};
 use crate::exports::cases::CaseFilter;
 use crate::exports::forms::FormFilter;
 use crate::exports::{self, Destination, Planned, Request, Requester};
 use crate::http::extract::AuthUser;
 
 /// `GET /api/v1/exports/forms/{id}.csv|.zip?from=&to=&site=&version=&bom=&identifying=&purpose=&formula_escape=`
+#[utoipa::path(
+    get,
+    path = "/exports/forms/{file}",
+    tag = "exports",
+    params(
+        ("file" = String, Path, description = "`{form_id}.csv`, or `{form_id}.zip` for the archive with one CSV per repeat group", example = "kz.referral.csv"),
+        ("from" = Option<chrono::NaiveDate>, Query, description = "Received on or after this day (UTC)"),
+        ("to" = Option<chrono::NaiveDate>, Query, description = "Received on or before this day (UTC)"),
+        ("site" = Option<String>, Query, description = "A site's code"),
+        ("version" = Option<String>, Query, description = "One version of the form"),
+        ("identifying" = Option<bool>, Query, description = "Names and other direct identifiers (coordinators only): a disclosure, needing the terms below"),
+        ("case" = Option<String>, Query, description = "Only this case (its id)"),
+        ("legal_basis" = Option<String>, Query, description = "An identifying export's legal basis"),
+        ("provision" = Option<String>, Query, description = "The provision of law, court order or agreement, where the basis needs one"),
+        ("consent" = Option<String>, Query, description = "Consent record ids, comma-separated (legal_basis=consent)"),
+        ("recipient" = Option<String>, Query),
+        ("purpose" = Option<String>, Query),
+        ("method" = Option<String>, Query, description = "How it is handed over; `CSV download` by default"),
+        ("bom" = Option<bool>, Query, description = "Start with a byte-order mark, for Excel"),
+        ("formula_escape" = Option<bool>, Query, description = "`false`: cells a spreadsheet would run as formulas are written as they are"),
+    ),
+    responses(
+        (status = 200, description = "One row per current submission, streamed", content(
+            (String = "text/csv"),
+            (Vec<u8> = "application/zip"),
+        )),
+        (status = 404, description = "No such form, or a file name other than {form}.csv or {form}.zip", body = Problem, content_type = "application/problem+json"),
+        (status = 422, description = "A filter is not valid, or a disclosure's terms are missing (each named)", body = Problem, content_type = "application/problem+json"),
+    ),
+)]
 pub async fn form_csv(
     state: web::Data<AppState>,
     origin: Origin,
@@ -43,6 +74,32 @@ pub async fn form_csv(
 }
 
 /// `GET /api/v1/exports/cases.csv?programme=&from=&to=&site=&bom=&identifying=&purpose=&formula_escape=`
+#[utoipa::path(
+    get,
+    path = "/exports/cases.csv",
+    tag = "exports",
+    params(
+        ("programme" = ProgrammeCode, Query),
+        ("from" = Option<chrono::NaiveDate>, Query, description = "Opened on or after this day (UTC)"),
+        ("to" = Option<chrono::NaiveDate>, Query, description = "Opened on or before this day (UTC)"),
+        ("site" = Option<String>, Query, description = "A site's code"),
+        ("identifying" = Option<bool>, Query, description = "Names and other direct identifiers (coordinators only): a disclosure, needing the terms below"),
+        ("case" = Option<String>, Query, description = "Only this case (its id)"),
+        ("legal_basis" = Option<String>, Query, description = "An identifying export's legal basis"),
+        ("provision" = Option<String>, Query, description = "The provision of law, court order or agreement, where the basis needs one"),
+        ("consent" = Option<String>, Query, description = "Consent record ids, comma-separated (legal_basis=consent)"),
+        ("recipient" = Option<String>, Query),
+        ("purpose" = Option<String>, Query),
+        ("method" = Option<String>, Query, description = "How it is handed over; `CSV download` by default"),
+        ("bom" = Option<bool>, Query, description = "Start with a byte-order mark, for Excel"),
+        ("formula_escape" = Option<bool>, Query, description = "`false`: cells a spreadsheet would run as formulas are written as they are"),
+    ),
+    responses(
+        (status = 200, description = "One row per case, streamed", content_type = "text/csv", body = String),
+        (status = 404, description = "No such case", body = Problem, content_type = "application/problem+json"),
+        (status = 422, description = "A filter is not valid, or a disclosure's terms are missing (each named)", body = Problem, content_type = "application/problem+json"),
+    ),
+)]
 pub async fn cases_csv(
     state: web::Data<AppState>,
     origin: Origin,

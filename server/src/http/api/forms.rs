@@ -2,18 +2,45 @@ use actix_web::http::header;
 use actix_web::{web, HttpRequest, HttpResponse};
 use serde_json::{json, Value};
 
+use super::Items;
 use crate::app::{AppState, Audited};
 use crate::audit::Origin;
 use crate::auth::policy;
-use crate::error::{AppError, AppResult, FieldError};
-use crate::forms::{check, definitions, diff, registry};
+use crate::error::{AppError, AppResult, FieldError, Problem};
+use crate::forms::{check, definitions, diff, registry, FormId, FormRef};
 use crate::http::extract::{parse_json, ApiJson, AuthUser, JsonBody};
+
+/// A draft as stored.
+#[derive(serde::Serialize, utoipa::ToSchema)]
+pub(super) struct DraftSaved {
+    form_id: String,
+    version: String,
+    /// How many fields the form has.
+    fields: usize,
+    uploaded_at: chrono::DateTime<chrono::Utc>,
+}
+
+/// What data checked against a version is: problems capped as a
+/// submission's are.
+#[derive(serde::Serialize, utoipa::ToSchema)]
+pub(super) struct Validated {
+    valid: bool,
+    errors: Vec<FieldError>,
+    /// Problems found beyond those listed.
+    unlisted_errors: usize,
+}
 
 /// `GET /api/v1/forms`: every form with its versions (any signed-in user:
 /// phones need them).
+#[utoipa::path(
+    get,
+    path = "/forms",
+    tag = "forms",
+    responses((status = 200, description = "Every form with its versions", body = Items<registry::FormSummary>)),
+)]
 pub async fn list(state: web::Data<AppState>, AuthUser(_me): AuthUser) -> AppResult<HttpResponse> {
     let items = state.db(registry::list).await?;
-    Ok(HttpResponse::Ok().json(json!({ "items": items })))
+    Ok(HttpResponse::Ok().json(super::Items::new(items)))
 }
 
 fn etag_matches(req: &HttpRequest, sha256: &str) -> bool {
@@ -42,24 +69,41 @@ fn document_response(req: &HttpRequest, row: registry::VersionRow) -> HttpRespon
 
 /// `GET /api/v1/forms/{id}`: the current version's bundled schema, with an
 /// ETag (its sha256); `If-None-Match` answers 304.
+#[utoipa::path(
+    get,
+    path = "/forms/{id}",
+    tag = "forms",
+    params(("id" = FormId, Path), ("If-None-Match" = Option<String>, Header, description = "An ETag held")),
+    responses((status = 200, description = "The current version's bundled JSON Schema", content_type = "application/schema+json", body = Object, headers(("ETag" = String, description = "The version's sha256"), ("X-Form-Version" = String), ("X-Form-Status" = String, description = "published or retired"))), (status = 304, description = "Not changed since the ETag given"), (status = 404, description = "No such form or version", body = Problem, content_type = "application/problem+json")),
+)]
 pub async fn current(
     state: web::Data<AppState>,
     req: HttpRequest,
     AuthUser(_me): AuthUser,
-    id: web::Path<String>,
+    id: web::Path<FormId>,
 ) -> AppResult<HttpResponse> {
     let row = state.db(move |conn| registry::current(conn, &id)).await?;
     Ok(document_response(&req, row))
 }
 
 /// `GET /api/v1/forms/{id}/versions/{version}`
+#[utoipa::path(
+    get,
+    path = "/forms/{id}/versions/{version}",
+    tag = "forms",
+    params(FormRef, ("If-None-Match" = Option<String>, Header, description = "An ETag held")),
+    responses((status = 200, description = "That version's bundled JSON Schema (also when retired)", content_type = "application/schema+json", body = Object, headers(("ETag" = String, description = "The version's sha256"), ("X-Form-Version" = String), ("X-Form-Status" = String, description = "published or retired"))), (status = 304, description = "Not changed since the ETag given"), (status = 404, description = "No such form or version", body = Problem, content_type = "application/problem+json")),
+)]
 pub async fn version(
     state: web::Data<AppState>,
     req: HttpRequest,
     AuthUser(_me): AuthUser,
-    path: web::Path<(String, String)>,
+    form: web::Path<FormRef>,
 ) -> AppResult<HttpResponse> {
-    let (id, v) = path.into_inner();
+    let FormRef {
+        form_id: id,
+        version: v,
+    } = form.into_inner();
     let row = state
         .db(move |conn| registry::version(conn, &id, &v))
         .await?;
@@ -69,10 +113,17 @@ pub async fn version(
 /// `GET /api/v1/forms/{id}/versions/{a}/diff/{b}`: from a to b, the form's
 /// title, description and labels, and the fields added, removed and changed
 /// (`forms::diff` says in what).
+#[utoipa::path(
+    get,
+    path = "/forms/{id}/versions/{a}/diff/{b}",
+    tag = "forms",
+    params(("id" = FormId, Path), ("a" = String, Path, description = "The older version"), ("b" = String, Path, description = "The newer version")),
+    responses((status = 200, description = "What changed between two versions, field by field (docs/api.md)", body = Object), (status = 404, description = "No such form or version", body = Problem, content_type = "application/problem+json")),
+)]
 pub async fn version_diff(
     state: web::Data<AppState>,
     AuthUser(_me): AuthUser,
-    path: web::Path<(String, String, String)>,
+    path: web::Path<(FormId, String, String)>,
 ) -> AppResult<HttpResponse> {
     let (id, a, b) = path.into_inner();
     let cache = state.forms.clone();
@@ -90,13 +141,24 @@ pub async fn version_diff(
 /// against a version without storing anything, so admins can try forms.
 /// Parsed and validated on the CPU pool; the errors are capped like a
 /// submission's, with `unlisted_errors` counting the rest.
+#[utoipa::path(
+    post,
+    path = "/forms/{id}/versions/{version}/validate",
+    tag = "forms",
+    params(FormRef),
+    request_body(content = serde_json::Value, description = "Form data, as a submission's `data` (any JSON: what is not an object is reported invalid)"),
+    responses((status = 200, description = "Whether the data is valid, and its problems (capped); nothing stored", body = Validated), (status = 404, description = "No such form or version", body = Problem, content_type = "application/problem+json")),
+)]
 pub async fn validate(
     state: web::Data<AppState>,
     AuthUser(_me): AuthUser,
-    path: web::Path<(String, String)>,
+    form: web::Path<FormRef>,
     body: JsonBody,
 ) -> AppResult<HttpResponse> {
-    let (id, v) = path.into_inner();
+    let FormRef {
+        form_id: id,
+        version: v,
+    } = form.into_inner();
     let cache = state.forms.clone();
     let report = state
         .cpu_db(body.0.len(), move |conn| {
@@ -105,11 +167,11 @@ pub async fn validate(
             Ok(form.report(&data))
         })
         .await?;
-    Ok(HttpResponse::Ok().json(json!({
-        "valid": report.is_valid(),
-        "errors": report.errors,
-        "unlisted_errors": report.unlisted,
-    })))
+    Ok(HttpResponse::Ok().json(Validated {
+        valid: report.is_valid(),
+        errors: report.errors,
+        unlisted_errors: report.unlisted,
+    }))
 }
 
 /// Splits "pointer: message" problems into located errors.
@@ -126,11 +188,19 @@ fn located(problems: Vec<String>) -> Vec<FieldError> {
 /// `POST /api/v1/forms/{id}/draft` (admin): uploads a schema as the form's
 /// draft, checked against the 2020-12 meta-schema and our vocabulary, its
 /// `$ref`s resolved against the shared blocks.
+#[utoipa::path(
+    post,
+    path = "/forms/{id}/draft",
+    tag = "forms",
+    params(("id" = FormId, Path)),
+    request_body(content = Object, description = "A JSON Schema 2020-12 form definition (docs/forms.md) whose `x-form.id` is the form in the path"),
+    responses((status = 201, description = "Saved as the form's draft", body = DraftSaved), (status = 422, description = "The definition has problems (each with its schema location)", body = Problem, content_type = "application/problem+json")),
+)]
 pub async fn upload_draft(
     state: web::Data<AppState>,
     origin: Origin,
     AuthUser(me): AuthUser,
-    id: web::Path<String>,
+    id: web::Path<FormId>,
     body: ApiJson<Value>,
 ) -> AppResult<HttpResponse> {
     policy::administer(&me, "change forms")?;
@@ -156,19 +226,26 @@ pub async fn upload_draft(
             Ok((draft, what))
         })
         .await?;
-    Ok(HttpResponse::Created().json(json!({
-        "form_id": draft.form_id,
-        "version": draft.version,
-        "fields": fields,
-        "uploaded_at": draft.uploaded_at.and_utc(),
-    })))
+    Ok(HttpResponse::Created().json(DraftSaved {
+        form_id: draft.form_id,
+        version: draft.version,
+        fields,
+        uploaded_at: draft.uploaded_at.and_utc(),
+    }))
 }
 
 /// `GET /api/v1/forms/{id}/draft` (admin): the draft as uploaded.
+#[utoipa::path(
+    get,
+    path = "/forms/{id}/draft",
+    tag = "forms",
+    params(("id" = FormId, Path)),
+    responses((status = 200, description = "The draft as uploaded", content_type = "application/schema+json", body = Object), (status = 404, description = "The form has no draft", body = Problem, content_type = "application/problem+json")),
+)]
 pub async fn show_draft(
     state: web::Data<AppState>,
     AuthUser(me): AuthUser,
-    id: web::Path<String>,
+    id: web::Path<FormId>,
 ) -> AppResult<HttpResponse> {
     policy::administer(&me, "see form drafts")?;
     let draft = state.db(move |conn| registry::draft(conn, &id)).await?;
@@ -179,11 +256,18 @@ pub async fn show_draft(
 
 /// `POST /api/v1/forms/{id}/draft/publish` (admin): freezes the draft as a
 /// new version; a version string already published is 409.
+#[utoipa::path(
+    post,
+    path = "/forms/{id}/draft/publish",
+    tag = "forms",
+    params(("id" = FormId, Path)),
+    responses((status = 201, description = "The new frozen version", body = registry::VersionInfo), (status = 404, description = "The form has no draft", body = Problem, content_type = "application/problem+json"), (status = 409, description = "That version is already published", body = Problem, content_type = "application/problem+json")),
+)]
 pub async fn publish_draft(
     state: web::Data<AppState>,
     origin: Origin,
     AuthUser(me): AuthUser,
-    id: web::Path<String>,
+    id: web::Path<FormId>,
 ) -> AppResult<HttpResponse> {
     policy::administer(&me, "publish forms")?;
     let publisher = me.user_id.clone();
@@ -199,14 +283,24 @@ pub async fn publish_draft(
 
 /// `POST /api/v1/forms/{id}/versions/{version}/retire` (admin): no new
 /// submissions against it; what was submitted stays valid.
+#[utoipa::path(
+    post,
+    path = "/forms/{id}/versions/{version}/retire",
+    tag = "forms",
+    params(FormRef),
+    responses((status = 200, description = "The version, retired", body = registry::VersionInfo), (status = 404, description = "No such form or version", body = Problem, content_type = "application/problem+json")),
+)]
 pub async fn retire(
     state: web::Data<AppState>,
     origin: Origin,
     AuthUser(me): AuthUser,
-    path: web::Path<(String, String)>,
+    form: web::Path<FormRef>,
 ) -> AppResult<HttpResponse> {
     policy::administer(&me, "retire forms")?;
-    let (id, v) = path.into_inner();
+    let FormRef {
+        form_id: id,
+        version: v,
+    } = form.into_inner();
     let info = state
         .audited(origin, me, "form_retired", move |conn| {
             let info = registry::retire(conn, &id, &v)?;

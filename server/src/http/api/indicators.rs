@@ -6,17 +6,33 @@ use actix_web::{web, HttpResponse};
 
 use crate::app::AppState;
 use crate::audit::{self, Event, Origin};
+use crate::auth::sites::ProgrammeCode;
 use crate::db::write_tx;
-use crate::error::{AppError, AppResult};
+use crate::error::{AppError, AppResult, Problem};
 use crate::http::extract::AuthUser;
 use crate::indicators::{self, Audience, ReportQuery};
+use crate::programmes::ProgrammeId;
 
 /// `GET /api/v1/indicators/{programme}?from=&to=&period=&by=&indicator=&site=&suppress=&format=`
+#[utoipa::path(
+    get,
+    path = "/indicators/{programme}",
+    tag = "indicators",
+    params(("programme" = ProgrammeCode, Path), ReportQuery),
+    responses(
+        (status = 200, description = "One row per indicator, period and breakdown (docs/indicators.md)", content(
+            (Object = "application/json"),
+            (String = "text/csv"),
+        )),
+        (status = 404, description = "No such programme", body = Problem, content_type = "application/problem+json"),
+        (status = 422, description = "A parameter is not valid (named)", body = Problem, content_type = "application/problem+json"),
+    ),
+)]
 pub async fn report(
     state: web::Data<AppState>,
     origin: Origin,
     AuthUser(me): AuthUser,
-    programme: web::Path<String>,
+    programme: web::Path<ProgrammeId>,
     query: web::Query<ReportQuery>,
 ) -> AppResult<HttpResponse> {
     let query = query.into_inner();

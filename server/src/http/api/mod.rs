@@ -8,6 +8,7 @@ mod forms;
 mod indicators;
 mod keys;
 mod me;
+pub mod openapi;
 mod privacy;
 mod programmes;
 mod retention;
@@ -19,11 +20,25 @@ mod tokens;
 mod users;
 
 use actix_web::web::{self, delete, get, patch, post, put, resource};
+use serde::Serialize;
+
+/// A list answer: `{"items": [...]}`.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct Items<T> {
+    pub items: Vec<T>,
+}
+
+impl<T> Items<T> {
+    pub fn new(items: Vec<T>) -> Self {
+        Items { items }
+    }
+}
 
 /// One resource per path, so a wrong method answers 405, not 404.
 pub fn routes(cfg: &mut web::ServiceConfig) {
     cfg.service(
         web::scope("/api/v1")
+            .service(resource("/openapi.json").route(get().to(openapi::document)))
             .service(resource("/sessions").route(post().to(sessions::login)))
             .service(resource("/sessions/current").route(delete().to(sessions::logout)))
             .service(resource("/me").route(get().to(me::show)))

@@ -5,20 +5,29 @@ use actix_web::{web, HttpResponse};
 use chrono::Utc;
 use serde::Deserialize;
 
+use super::Items;
 use crate::app::{AppState, Audited};
 use crate::audit::Origin;
-use crate::error::AppResult;
+use crate::cases::CaseId;
+use crate::error::{AppResult, Problem};
 use crate::http::extract::{ApiJson, AuthUser};
-use crate::privacy::consents::{self, NewConsent, Withdrawal};
+use crate::privacy::consents::{self, ConsentId, NewConsent, Withdrawal};
 use crate::privacy::disclosures::{self, Share};
 
 /// `GET /api/v1/cases/{id}/consents`: who consented to what, and who
 /// withdrew (those who may read the case).
+#[utoipa::path(
+    get,
+    path = "/cases/{id}/consents",
+    tag = "privacy",
+    params(("id" = CaseId, Path)),
+    responses((status = 200, description = "Who consented to what, and who withdrew", body = Items<consents::ConsentView>), (status = 404, description = "No such case, or one the caller may not see", body = Problem, content_type = "application/problem+json")),
+)]
 pub async fn list_consents(
     state: web::Data<AppState>,
     origin: Origin,
     AuthUser(me): AuthUser,
-    id: web::Path<String>,
+    id: web::Path<CaseId>,
 ) -> AppResult<HttpResponse> {
     let items = state
         .read_audited(origin, me, "consents_read", move |conn, me| {
@@ -26,17 +35,25 @@ pub async fn list_consents(
             Ok((items, Some(Audited::object("case", id.as_str()))))
         })
         .await?;
-    Ok(HttpResponse::Ok().json(serde_json::json!({ "items": items })))
+    Ok(HttpResponse::Ok().json(super::Items::new(items)))
 }
 
 /// `POST /api/v1/cases/{id}/consents` (the assigned worker or a
 /// coordinator of the case's site): `{"subject", "kind", "medium",
 /// "scopes": [...], "given_on", "recipient", "instance_id"}`
+#[utoipa::path(
+    post,
+    path = "/cases/{id}/consents",
+    tag = "privacy",
+    params(("id" = CaseId, Path)),
+    request_body = NewConsent,
+    responses((status = 201, description = "Recorded", body = consents::ConsentView), (status = 404, description = "No such case, or one the caller may not see", body = Problem, content_type = "application/problem+json"), (status = 422, description = "A field is not valid (each named)", body = Problem, content_type = "application/problem+json")),
+)]
 pub async fn record_consent(
     state: web::Data<AppState>,
     origin: Origin,
     AuthUser(me): AuthUser,
-    id: web::Path<String>,
+    id: web::Path<CaseId>,
     body: ApiJson<NewConsent>,
 ) -> AppResult<HttpResponse> {
     let who = me.clone();
@@ -56,11 +73,19 @@ pub async fn record_consent(
 
 /// `POST /api/v1/consents/{id}/withdrawal`: `{"reason", "withdrawn_on"}`;
 /// honoured from now on.
+#[utoipa::path(
+    post,
+    path = "/consents/{id}/withdrawal",
+    tag = "privacy",
+    params(("id" = ConsentId, Path)),
+    request_body = Withdrawal,
+    responses((status = 200, description = "The record, withdrawn", body = consents::ConsentView), (status = 404, description = "No such consent, or one the caller may not see", body = Problem, content_type = "application/problem+json"), (status = 409, description = "Already withdrawn", body = Problem, content_type = "application/problem+json"), (status = 422, description = "A field is not valid", body = Problem, content_type = "application/problem+json")),
+)]
 pub async fn withdraw_consent(
     state: web::Data<AppState>,
     origin: Origin,
     AuthUser(me): AuthUser,
-    id: web::Path<String>,
+    id: web::Path<ConsentId>,
     body: ApiJson<Withdrawal>,
 ) -> AppResult<HttpResponse> {
     let who = me.clone();
@@ -75,11 +100,19 @@ pub async fn withdraw_consent(
 
 /// `POST /api/v1/cases/{id}/disclosures`: a share made outside the server,
 /// on a legal basis, logged like an identifying export.
+#[utoipa::path(
+    post,
+    path = "/cases/{id}/disclosures",
+    tag = "privacy",
+    params(("id" = CaseId, Path)),
+    request_body = Share,
+    responses((status = 201, description = "The logged disclosure", body = disclosures::Disclosure), (status = 404, description = "No such case, or one the caller may not see", body = Problem, content_type = "application/problem+json"), (status = 422, description = "Missing or invalid terms (each named)", body = Problem, content_type = "application/problem+json")),
+)]
 pub async fn record_share(
     state: web::Data<AppState>,
     origin: Origin,
     AuthUser(me): AuthUser,
-    id: web::Path<String>,
+    id: web::Path<CaseId>,
     body: ApiJson<Share>,
 ) -> AppResult<HttpResponse> {
     let who = me.clone();
@@ -98,14 +131,23 @@ pub async fn record_share(
     Ok(HttpResponse::Created().json(disclosure))
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 pub struct DisclosureQuery {
+    /// One case's disclosures.
     case: Option<String>,
 }
 
 /// `GET /api/v1/disclosures[?case=]`: the disclosure log (admins; the
 /// coordinators of the sites whose data went).
+#[utoipa::path(
+    get,
+    path = "/disclosures",
+    tag = "privacy",
+    params(DisclosureQuery),
+    responses((status = 200, description = "The disclosure log, newest first", body = Items<disclosures::Disclosure>), (status = 404, description = "No such case, or one the caller may not see", body = Problem, content_type = "application/problem+json")),
+)]
 pub async fn list_disclosures(
     state: web::Data<AppState>,
     origin: Origin,
@@ -117,5 +159,5 @@ pub async fn list_disclosures(
             Ok((disclosures::list(conn, me, query.case.as_deref())?, None))
         })
         .await?;
-    Ok(HttpResponse::Ok().json(serde_json::json!({ "items": items })))
+    Ok(HttpResponse::Ok().json(super::Items::new(items)))
 }

@@ -9,21 +9,41 @@ use serde::Deserialize;
 use crate::app::AppState;
 use crate::audit::{self, Event, Origin};
 use crate::auth::policy;
+use crate::auth::sites::ProgrammeCode;
 use crate::cases::retention::{self, ReportQuery};
-use crate::error::{AppError, AppResult};
+use crate::error::{AppError, AppResult, Problem};
 use crate::http::extract::AuthUser;
+use crate::indicators::ReportFormat;
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 pub struct Params {
+    /// One programme; all when absent.
+    #[param(value_type = Option<ProgrammeCode>)]
     pub programme: Option<String>,
     /// json (default) or csv.
+    #[param(value_type = Option<ReportFormat>)]
     pub format: Option<String>,
+    /// The day to judge on; today in each programme's time zone by default.
     pub as_of: Option<NaiveDate>,
 }
 
 /// `GET /api/v1/retention?programme=&as_of=&format=csv|json`
 /// (coordinators, their sites).
+#[utoipa::path(
+    get,
+    path = "/retention",
+    tag = "retention",
+    params(Params),
+    responses(
+        (status = 200, description = "Closed case files and until when each must be kept", content(
+            (retention::Report = "application/json"),
+            (String = "text/csv"),
+        )),
+        (status = 422, description = "Not a programme or format", body = Problem, content_type = "application/problem+json"),
+    ),
+)]
 pub async fn report(
     state: web::Data<AppState>,
     origin: Origin,

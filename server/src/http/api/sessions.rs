@@ -5,18 +5,19 @@ use crate::app::{AppState, Audited};
 use crate::audit::{self, Event, Origin};
 use crate::auth::{self, passwords, throttle, tokens, users};
 use crate::db::write_tx;
+use crate::error::Problem;
 use crate::error::{AppError, AppResult};
 use crate::http::extract::{AnyAuthUser, ApiJson};
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Login {
     username: String,
     password: String,
 }
 
-#[derive(Serialize)]
-struct LoginAnswer {
+#[derive(Serialize, utoipa::ToSchema)]
+pub(super) struct LoginAnswer {
     token: String,
     token_id: String,
     #[serde(serialize_with = "crate::json::utc")]
@@ -34,6 +35,18 @@ enum Outcome {
 /// `POST /api/v1/sessions`: username and password for a bearer token.
 /// The attempt is reserved against the throttle before the password is
 /// checked; repeated failures are slowed, then refused for a while (429).
+#[utoipa::path(
+    post,
+    path = "/sessions",
+    tag = "sessions",
+    security(()),
+    request_body = Login,
+    responses(
+        (status = 201, description = "Signed in: a session token", body = LoginAnswer),
+        (status = 401, description = "Wrong username or password", body = Problem, content_type = "application/problem+json"),
+        (status = 429, description = "Too many failed logins from this address for this account (`Retry-After`)", body = Problem, content_type = "application/problem+json"),
+    ),
+)]
 pub async fn login(
     state: web::Data<AppState>,
     origin: Origin,
@@ -114,6 +127,12 @@ pub async fn login(
 }
 
 /// `DELETE /api/v1/sessions/current`: revokes the token used for this call.
+#[utoipa::path(
+    delete,
+    path = "/sessions/current",
+    tag = "sessions",
+    responses((status = 204, description = "The token used for this call is revoked")),
+)]
 pub async fn logout(
     state: web::Data<AppState>,
     origin: Origin,

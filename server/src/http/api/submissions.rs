@@ -3,14 +3,13 @@ use std::collections::HashSet;
 use actix_web::http::header;
 use actix_web::{web, HttpResponse, ResponseError};
 use futures_util::future::join_all;
-use serde_json::json;
 
 use crate::app::AppState;
 use crate::audit::{self, Origin};
 use crate::auth::policy;
 use crate::cases::views::site_named;
 use crate::cpu;
-use crate::error::{AppError, AppResult};
+use crate::error::{AppError, AppResult, Problem};
 use crate::http::extract::{AttachmentBody, AuthUser, Batch, BatchBody, JoseBody};
 use crate::submissions::attachments::{self, Received};
 use crate::submissions::held;
@@ -19,6 +18,19 @@ use crate::submissions::{self, Stored};
 /// `POST /api/v1/submissions`: one JWE. 201 stored; 200 the same instance
 /// was already stored with the same content (a retry); 409 same instance,
 /// other content; 400 unreadable; 403 not for this case; 422 invalid.
+#[utoipa::path(
+    post,
+    path = "/submissions",
+    tag = "submissions",
+    request_body(content = JoseBody, content_type = "application/jose", description = "One JWE in compact serialization (RSA-OAEP-256, A256GCM) whose plaintext is the envelope (docs/api.md)"),
+    responses(
+        (status = 201, description = "Stored", body = submissions::Receipt),
+        (status = 200, description = "The same instance was stored before with the same content: the original receipt", body = submissions::Receipt),
+        (status = 409, description = "The instance_id was stored before with other content", body = Problem, content_type = "application/problem+json"),
+        (status = 422, description = "Not a published form version, wrong programme or case, or the data fails validation (pointers under /data)", body = Problem, content_type = "application/problem+json"),
+        (status = 404, description = "No such case, or one the caller may not see", body = Problem, content_type = "application/problem+json"),
+    ),
+)]
 pub async fn create(
     state: web::Data<AppState>,
     origin: Origin,
@@ -43,6 +55,46 @@ pub async fn create(
     })
 }
 
+/// What a batch answers: one result per item, in the order sent.
+#[derive(serde::Serialize, utoipa::ToSchema)]
+pub(super) struct BatchAnswer {
+    results: Vec<BatchItem>,
+}
+
+/// What `POST /submissions` would have said of one item.
+#[derive(serde::Serialize, utoipa::ToSchema)]
+pub(super) struct BatchItem {
+    /// The item's place in `submissions`, from 0.
+    index: usize,
+    /// 201 stored, 200 a retry, or the problem's status.
+    #[schema(minimum = 200, maximum = 599)]
+    status: u16,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    receipt: Option<submissions::Receipt>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<Problem>)]
+    problem: Option<serde_json::Value>,
+}
+
+impl BatchItem {
+    fn stored(index: usize, status: u16, receipt: submissions::Receipt) -> Self {
+        BatchItem {
+            index,
+            status,
+            receipt: Some(receipt),
+            problem: None,
+        }
+    }
+}
+
+/// Forms held for a case not seen yet, and those refused when it opened.
+#[derive(serde::Serialize, utoipa::ToSchema)]
+pub(super) struct HeldAnswer {
+    /// How long a form waits for its case before it is listed here.
+    pending_case_days: i64,
+    held: Vec<held::HeldForm>,
+}
+
 /// Most submissions one batch may carry.
 pub const MAX_BATCH: usize = 100;
 
@@ -51,6 +103,16 @@ pub const MAX_BATCH: usize = 100;
 /// its own, in its own savepoint; the answer says per item what
 /// `POST /submissions` would have said (an item over `max_submission_bytes`
 /// is 413 and is not decrypted).
+#[utoipa::path(
+    post,
+    path = "/submissions/batch",
+    tag = "submissions",
+    request_body = Batch,
+    responses(
+        (status = 200, description = "Each item's answer, as `POST /submissions` would have given it", body = BatchAnswer),
+        (status = 422, description = "No submissions, or more than 100", body = Problem, content_type = "application/problem+json"),
+    ),
+)]
 pub async fn batch(
     state: web::Data<AppState>,
     origin: Origin,
@@ -117,28 +179,26 @@ pub async fn batch(
         .into_iter()
         .enumerate()
         .map(|(index, outcome)| match outcome {
-            Ok(Stored::Created(receipt)) => {
-                json!({ "index": index, "status": 201, "receipt": receipt })
-            }
-            Ok(Stored::Repeated(receipt)) => {
-                json!({ "index": index, "status": 200, "receipt": receipt })
-            }
+            Ok(Stored::Created(receipt)) => BatchItem::stored(index, 201, receipt),
+            Ok(Stored::Repeated(receipt)) => BatchItem::stored(index, 200, receipt),
             Err(err) => {
                 if let AppError::Internal(cause) = &err {
                     tracing::error!(%cause, index, "internal error in a batch item");
                 }
-                json!({
-                    "index": index,
-                    "status": err.status_code().as_u16(),
-                    "problem": err.problem(),
-                })
+                BatchItem {
+                    index,
+                    status: err.status_code().as_u16(),
+                    receipt: None,
+                    problem: Some(err.problem()),
+                }
             }
         })
         .collect();
-    Ok(HttpResponse::Ok().json(json!({ "results": results })))
+    Ok(HttpResponse::Ok().json(BatchAnswer { results }))
 }
 
-#[derive(Debug, serde::Deserialize)]
+#[derive(Debug, serde::Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 pub struct HeldQuery {
     /// A site's code or id; all the caller's sites when absent.
@@ -148,6 +208,13 @@ pub struct HeldQuery {
 /// `GET /api/v1/submissions/held?site=`: for coordinators, forms their
 /// sites' workers sent about a case not seen for `pending_case_days`, and
 /// held forms refused when their case opened (docs/api.md § Held forms).
+#[utoipa::path(
+    get,
+    path = "/submissions/held",
+    tag = "submissions",
+    params(HeldQuery),
+    responses((status = 200, description = "Held forms of the caller's sites", body = HeldAnswer), (status = 422, description = "No such site", body = Problem, content_type = "application/problem+json")),
+)]
 pub async fn held(
     state: web::Data<AppState>,
     AuthUser(me): AuthUser,
@@ -170,12 +237,28 @@ pub async fn held(
             held::list(conn, &site_ids, days)
         })
         .await?;
-    Ok(HttpResponse::Ok().json(json!({ "pending_case_days": days, "held": listed })))
+    Ok(HttpResponse::Ok().json(HeldAnswer {
+        pending_case_days: days,
+        held: listed,
+    }))
 }
 
 /// `PUT /api/v1/submissions/{instance_id}/attachments/{name}`: one declared
 /// attachment as a JWE. 201 stored; 200 already stored; 404 not declared;
 /// 422 not the declared size or sha256.
+#[utoipa::path(
+    put,
+    path = "/submissions/{instance_id}/attachments/{name}",
+    tag = "submissions",
+    params(("instance_id" = uuid::Uuid, Path, description = "The submission"), ("name" = String, Path, description = "The attachment, as the envelope declared it")),
+    request_body(content = JoseBody, content_type = "application/jose", description = "The file as one JWE in compact serialization"),
+    responses(
+        (status = 201, description = "Stored", body = attachments::AttachmentReceipt),
+        (status = 200, description = "Already stored", body = attachments::AttachmentReceipt),
+        (status = 404, description = "No such submission or declared attachment, or one the caller may not see", body = Problem, content_type = "application/problem+json"),
+        (status = 422, description = "Not the declared size or sha256", body = Problem, content_type = "application/problem+json"),
+    ),
+)]
 pub async fn put_attachment(
     state: web::Data<AppState>,
     origin: Origin,
@@ -206,6 +289,16 @@ pub async fn put_attachment(
 
 /// `GET /api/v1/submissions/{instance_id}/attachments/{name}`: the file,
 /// decrypted, for those who may read the submission (audited).
+#[utoipa::path(
+    get,
+    path = "/submissions/{instance_id}/attachments/{name}",
+    tag = "submissions",
+    params(("instance_id" = uuid::Uuid, Path, description = "The submission"), ("name" = String, Path, description = "The attachment, as the envelope declared it")),
+    responses(
+        (status = 200, description = "The file, decrypted, with its declared media type", content_type = "application/octet-stream", body = Vec<u8>),
+        (status = 404, description = "No such attachment, or one the caller may not see", body = Problem, content_type = "application/problem+json"),
+    ),
+)]
 pub async fn get_attachment(
     state: web::Data<AppState>,
     origin: Origin,

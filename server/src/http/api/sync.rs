@@ -8,14 +8,23 @@ use crate::error::AppResult;
 use crate::http::extract::AuthUser;
 use crate::sync::feed;
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 pub struct SyncQuery {
+    /// The `cursor` of the last answer; absent for everything.
     cursor: Option<String>,
 }
 
 /// `GET /api/v1/sync?cursor=`: form versions, programme keys and the
 /// caller's assigned open cases; with a cursor, only what changed since.
+#[utoipa::path(
+    get,
+    path = "/sync",
+    tag = "sync",
+    params(SyncQuery),
+    responses((status = 200, description = "Form versions, programme keys and the caller's open assigned cases (or what changed since the cursor)", body = feed::Feed)),
+)]
 pub async fn get(
     state: web::Data<AppState>,
     origin: Origin,

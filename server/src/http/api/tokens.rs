@@ -1,14 +1,23 @@
 use actix_web::{web, HttpResponse};
 use serde::Deserialize;
 
+use super::Items;
 use crate::app::{AppState, Audited};
 use crate::audit::Origin;
+use crate::auth::tokens::TokenId;
 use crate::auth::{policy, tokens, users};
 use crate::error::AppResult;
+use crate::error::Problem;
 use crate::http::extract::{ApiJson, AuthUser};
 
 /// `GET /api/v1/tokens`: device tokens (admins: all; coordinators: those of
 /// their sites' field workers). Never the secrets.
+#[utoipa::path(
+    get,
+    path = "/tokens",
+    tag = "tokens",
+    responses((status = 200, description = "Device tokens (never their secrets)", body = Items<tokens::TokenInfo>)),
+)]
 pub async fn list(state: web::Data<AppState>, AuthUser(me): AuthUser) -> AppResult<HttpResponse> {
     let scope = policy::visible_user_sites(&me)?;
     let list = state
@@ -25,10 +34,10 @@ pub async fn list(state: web::Data<AppState>, AuthUser(me): AuthUser) -> AppResu
             tokens::list_devices(conn, of_users.as_deref())
         })
         .await?;
-    Ok(HttpResponse::Ok().json(serde_json::json!({ "items": list })))
+    Ok(HttpResponse::Ok().json(super::Items::new(list)))
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct NewDeviceToken {
     user_id: String,
@@ -39,6 +48,17 @@ pub struct NewDeviceToken {
 
 /// `POST /api/v1/tokens`: a device token for a field worker's phone; the
 /// secret is in this answer only.
+#[utoipa::path(
+    post,
+    path = "/tokens",
+    tag = "tokens",
+    request_body = NewDeviceToken,
+    responses(
+        (status = 201, description = "The device token; its secret is in this answer only", body = tokens::Issued),
+        (status = 404, description = "No such user, or one the caller may not see", body = Problem, content_type = "application/problem+json"),
+        (status = 422, description = "Not a field worker, or the lifetime is over the cap", body = Problem, content_type = "application/problem+json"),
+    ),
+)]
 pub async fn create(
     state: web::Data<AppState>,
     origin: Origin,
@@ -72,11 +92,18 @@ pub async fn create(
 
 /// `DELETE /api/v1/tokens/{id}`: admins revoke any token, coordinators those
 /// of their sites' staff, anyone their own.
+#[utoipa::path(
+    delete,
+    path = "/tokens/{id}",
+    tag = "tokens",
+    params(("id" = TokenId, Path)),
+    responses((status = 200, description = "The token, revoked", body = tokens::TokenInfo), (status = 404, description = "No such token, or one the caller may not see", body = Problem, content_type = "application/problem+json")),
+)]
 pub async fn revoke(
     state: web::Data<AppState>,
     origin: Origin,
     AuthUser(me): AuthUser,
-    id: web::Path<String>,
+    id: web::Path<TokenId>,
 ) -> AppResult<HttpResponse> {
     let actor = me.clone();
     let revoked = state

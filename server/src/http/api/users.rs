@@ -1,26 +1,42 @@
 use actix_web::{web, HttpResponse};
 use serde::{Deserialize, Serialize};
 
+use super::Items;
 use crate::app::{AppState, Audited};
 use crate::audit::Origin;
+use crate::auth::users::UserId;
 use crate::auth::{passwords, policy, users};
+use crate::error::Problem;
 use crate::error::{AppError, AppResult};
 use crate::http::extract::{ApiJson, AuthUser};
 
 /// `GET /api/v1/users`: admins see everyone, coordinators their sites' staff.
+#[utoipa::path(
+    get,
+    path = "/users",
+    tag = "users",
+    responses((status = 200, description = "Admins: every user; coordinators: their sites' staff", body = Items<users::User>)),
+)]
 pub async fn list(state: web::Data<AppState>, AuthUser(me): AuthUser) -> AppResult<HttpResponse> {
     let scope = policy::visible_user_sites(&me)?;
     let list = state
         .db(move |conn| users::list(conn, scope.as_deref()))
         .await?;
-    Ok(HttpResponse::Ok().json(serde_json::json!({ "items": list })))
+    Ok(HttpResponse::Ok().json(super::Items::new(list)))
 }
 
 /// `GET /api/v1/users/{id}`
+#[utoipa::path(
+    get,
+    path = "/users/{id}",
+    tag = "users",
+    params(("id" = UserId, Path)),
+    responses((status = 200, description = "The user", body = users::User), (status = 404, description = "No such user, or one the caller may not see", body = Problem, content_type = "application/problem+json")),
+)]
 pub async fn show(
     state: web::Data<AppState>,
     AuthUser(me): AuthUser,
-    id: web::Path<String>,
+    id: web::Path<UserId>,
 ) -> AppResult<HttpResponse> {
     policy::visible_user_sites(&me)?;
     let user = state
@@ -35,8 +51,8 @@ pub async fn show(
     Ok(HttpResponse::Ok().json(user))
 }
 
-#[derive(Serialize)]
-struct CreatedUser {
+#[derive(Serialize, utoipa::ToSchema)]
+pub(super) struct CreatedUser {
     user: users::User,
     /// Shown once; the user must change it at first login.
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -44,6 +60,17 @@ struct CreatedUser {
 }
 
 /// `POST /api/v1/users` (admin)
+#[utoipa::path(
+    post,
+    path = "/users",
+    tag = "users",
+    request_body = users::NewUser,
+    responses(
+        (status = 201, description = "Created; the one-time password when none was given", body = CreatedUser),
+        (status = 409, description = "The username is taken", body = Problem, content_type = "application/problem+json"),
+        (status = 422, description = "The user is not valid (each problem with its pointer)", body = Problem, content_type = "application/problem+json"),
+    ),
+)]
 pub async fn create(
     state: web::Data<AppState>,
     origin: Origin,
@@ -65,11 +92,19 @@ pub async fn create(
 }
 
 /// `PATCH /api/v1/users/{id}` (admin): name, role, sites, active.
+#[utoipa::path(
+    patch,
+    path = "/users/{id}",
+    tag = "users",
+    params(("id" = UserId, Path)),
+    request_body = users::UserChanges,
+    responses((status = 200, description = "The user, changed", body = users::User), (status = 404, description = "No such user, or one the caller may not see", body = Problem, content_type = "application/problem+json"), (status = 422, description = "A change is not valid", body = Problem, content_type = "application/problem+json")),
+)]
 pub async fn update(
     state: web::Data<AppState>,
     origin: Origin,
     AuthUser(me): AuthUser,
-    id: web::Path<String>,
+    id: web::Path<UserId>,
     body: ApiJson<users::UserChanges>,
 ) -> AppResult<HttpResponse> {
     policy::administer(&me, "change users")?;
@@ -102,21 +137,41 @@ fn describe_changes(c: &users::UserChanges) -> String {
     parts.join(",")
 }
 
-#[derive(Deserialize)]
+/// A generated password, shown once; it must be changed at next login.
+#[derive(Serialize, utoipa::ToSchema)]
+pub(super) struct OneTimePassword {
+    one_time_password: String,
+}
+
+#[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Reset {
     /// When absent a one-time password is generated and returned once.
     #[serde(default)]
+    #[schema(min_length = 10, max_length = 256)]
     password: Option<String>,
 }
 
 /// `POST /api/v1/users/{id}/password` (admin): reset; every token of the
 /// user stops working and the new password must be changed at next login.
+#[utoipa::path(
+    post,
+    path = "/users/{id}/password",
+    tag = "users",
+    params(("id" = UserId, Path)),
+    request_body = Reset,
+    responses(
+        (status = 200, description = "The generated one-time password", body = OneTimePassword),
+        (status = 204, description = "The password given is set (to be changed at next login)"),
+        (status = 404, description = "No such user, or one the caller may not see", body = Problem, content_type = "application/problem+json"),
+        (status = 422, description = "The password is not acceptable", body = Problem, content_type = "application/problem+json"),
+    ),
+)]
 pub async fn reset_password(
     state: web::Data<AppState>,
     origin: Origin,
     AuthUser(me): AuthUser,
-    id: web::Path<String>,
+    id: web::Path<UserId>,
     body: ApiJson<Reset>,
 ) -> AppResult<HttpResponse> {
     policy::administer(&me, "reset passwords")?;
@@ -132,7 +187,9 @@ pub async fn reset_password(
         })
         .await?;
     Ok(if generated {
-        HttpResponse::Ok().json(serde_json::json!({ "one_time_password": password }))
+        HttpResponse::Ok().json(OneTimePassword {
+            one_time_password: password,
+        })
     } else {
         HttpResponse::NoContent().finish()
     })
