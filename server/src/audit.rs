@@ -452,7 +452,7 @@ pub fn record(conn: &mut DbConnection, origin: &Origin, event: Event<'_>) -> App
         let seq = head_seq + 1;
         let content = Content {
             // Taken under the lock, so times rise with positions.
-            occurred_at: crate::auth::now(),
+            occurred_at: crate::time::now(),
             actor_id: event.actor.map(|p| p.user_id.as_str()),
             actor_role: event.actor.map(|p| p.role.as_str()),
             actor_sites: sites.as_deref(),

@@ -29,3 +29,4 @@ pub mod server;
 pub mod submissions;
 pub mod sync;
 pub mod telemetry;
+pub mod time;

@@ -194,7 +194,7 @@ pub fn create(conn: &mut DbConnection, new: NewUser) -> AppResult<Created> {
             (p.clone(), Some(p))
         }
     };
-    let now = super::now();
+    let now = crate::time::now();
     let row = UserRow {
         id: uuid::Uuid::new_v4().to_string(),
         display_name: new
@@ -345,7 +345,7 @@ pub fn update(conn: &mut DbConnection, id: &str, changes: UserChanges) -> AppRes
             ));
         }
     }
-    let now = super::now();
+    let now = crate::time::now();
     diesel::update(users::table.find(id))
         .set((
             users::display_name.eq(changes
@@ -429,7 +429,7 @@ fn store_password(
         .set((
             users::password_hash.eq(passwords::hash(password)),
             users::must_change_password.eq(must_change),
-            users::updated_at.eq(super::now()),
+            users::updated_at.eq(crate::time::now()),
         ))
         .execute(conn)?;
     Ok(())

@@ -9,13 +9,14 @@ use serde_json::Value;
 
 use super::reconcile::programme_of;
 use super::{numbers, timeline, Case};
-use crate::auth::{now, policy, Principal};
+use crate::auth::{policy, Principal};
 use crate::db::schema::{
     case_deadlines, case_events, cases, children, duplicate_candidates, submissions,
 };
 use crate::db::DbConnection;
 use crate::error::{AppError, AppResult};
 use crate::programmes::{holidays, NumberScheme, Programme};
+use crate::time::now;
 
 /// Where the case-opening forms of both programmes ask for the child's name.
 pub const CHILD_NAME: &str = "/child/child_name";

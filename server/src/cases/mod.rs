@@ -18,12 +18,13 @@ pub mod views;
 use diesel::prelude::*;
 use serde::Serialize;
 
-use crate::auth::{now, sites::Site, Principal, Role};
+use crate::auth::{sites::Site, Principal, Role};
 use crate::db::schema::{case_deadlines, cases};
 use crate::db::DbConnection;
 use crate::error::{AppError, AppResult};
 use crate::programmes::{NumberScheme, Programme};
 use crate::sync::{self, ChangeKind};
+use crate::time::now;
 
 #[derive(Debug, Clone, PartialEq, Serialize, Queryable, Selectable, Insertable)]
 #[diesel(table_name = cases)]

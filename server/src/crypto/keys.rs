@@ -16,10 +16,10 @@ use serde_json::{json, Value};
 
 use super::kek::Kek;
 use super::CryptoError;
-use crate::auth::now;
 use crate::db::schema::keys;
 use crate::db::{write_tx, DbConnection};
 use crate::error::{AppError, AppResult};
+use crate::time::now;
 
 #[derive(Debug, Clone, Queryable, Selectable, Insertable)]
 #[diesel(table_name = keys)]

@@ -11,7 +11,7 @@ use diesel::prelude::*;
 use serde::Deserialize;
 use serde_json::Value;
 
-use super::columns::{age_in_years, treatment, Treatment};
+use super::columns::{treatment, Treatment};
 use super::pseudonym::{Kind, Pseudonyms};
 use super::{
     day_range, disclosure, export_sites, header_chunk, narrowed_case, privacy, stamp, Chunk,
@@ -25,6 +25,7 @@ use crate::error::{AppError, AppResult};
 use crate::forms::model::FieldKind;
 use crate::privacy::disclosures::{Checked, Terms};
 use crate::programmes::Programmes;
+use crate::time::age_in_years;
 
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields)]

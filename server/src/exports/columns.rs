@@ -12,10 +12,11 @@
 //! table of every shipped field's class is generated into
 //! docs/field-classes.md (`field_classes_markdown`, kept current by a test).
 
-use chrono::{Datelike, NaiveDate};
+use chrono::NaiveDate;
 use serde_json::Value;
 
 use crate::forms::model::{Field, FieldKind, Pii};
+use crate::time::age_in_years;
 
 /// Identifying exports keep every answer; de-identified ones apply the
 /// rules above.
@@ -306,15 +307,6 @@ fn text(value: &Value) -> String {
             .join(" "),
         other => other.to_string(),
     }
-}
-
-/// Whole years from `born` to `on`.
-pub fn age_in_years(born: NaiveDate, on: NaiveDate) -> Option<i32> {
-    let mut years = on.year() - born.year();
-    if (on.month(), on.day()) < (born.month(), born.day()) {
-        years -= 1;
-    }
-    (years >= 0).then_some(years)
 }
 
 /// The cell of `column` for a submission's `data`; `event_day` is the

@@ -12,7 +12,8 @@ use chrono::NaiveDate;
 use foldhash::HashMap;
 use serde::de::{self, DeserializeSeed, Deserializer, IgnoredAny, MapAccess, SeqAccess, Visitor};
 
-use super::columns::{age_in_years, Column};
+use super::columns::Column;
+use crate::time::age_in_years;
 
 #[derive(Debug, Clone)]
 enum Slot {

@@ -15,10 +15,11 @@ use chrono::NaiveDate;
 use serde_json::Value;
 use sha2::{Digest, Sha256};
 
-use super::columns::{self, age_in_years, Column, Privacy};
+use super::columns::{self, Column, Privacy};
 use super::sheet::{push_cell, push_record, Formulas};
 use crate::forms::model::Field;
 use crate::forms::CompiledForm;
+use crate::time::age_in_years;
 
 /// The layout of `form`'s version, worked out once per process.
 pub fn layout(form: &CompiledForm) -> &Layout {

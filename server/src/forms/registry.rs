@@ -7,11 +7,11 @@ use serde_json::Value;
 
 use super::definitions::DefinitionSet;
 use super::validate::CompiledForm;
-use crate::auth::now;
 use crate::db::schema::{form_drafts, form_versions, forms};
 use crate::db::{write_tx, DbConnection};
 use crate::error::{AppError, AppResult};
 use crate::sync::{self, ChangeKind};
+use crate::time::now;
 
 pub const PUBLISHED: &str = "published";
 pub const RETIRED: &str = "retired";

@@ -17,7 +17,7 @@ use serde_json::{Map, Value};
 use sha2::{Digest, Sha256};
 
 use crate::audit::{self, Event, Origin};
-use crate::auth::{now, sites, users, Principal};
+use crate::auth::{sites, users, Principal};
 use crate::cases::children::Identity;
 use crate::cases::timeline::SubmissionEvent;
 use crate::cases::{self, reconcile};
@@ -30,6 +30,7 @@ use crate::exports::stored;
 use crate::forms::model::CaseRole;
 use crate::forms::{registry, FormCache};
 use crate::programmes::Programmes;
+use crate::time::now;
 
 /// What a phone encrypts (see docs/api.md § Submissions).
 #[derive(Debug, Clone, Deserialize)]

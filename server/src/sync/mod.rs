@@ -55,7 +55,7 @@ pub fn record_change(
             sync_changes::kind.eq(kind.as_str()),
             sync_changes::object_id.eq(object_id),
             sync_changes::user_id.eq(user_id),
-            sync_changes::created_at.eq(crate::auth::now()),
+            sync_changes::created_at.eq(crate::time::now()),
         ))
         .execute(conn)?;
     Ok(seq)
