@@ -25,12 +25,12 @@ use diesel::prelude::*;
 use serde::{Deserialize, Serialize, Serializer};
 
 use crate::auth::Principal;
+use crate::changes;
 use crate::crypto::audit_key::{AuditKeyFile, AUDIT_KEY_FILE};
 use crate::crypto::kek::Kek;
 use crate::db::schema::{audit_head, audit_log};
 use crate::db::{write_tx, DbConnection, MultiBackend};
 use crate::error::{AppError, AppResult, FieldError};
-use crate::sync::feed;
 
 /// The link of the first row: there is no row before it.
 pub const GENESIS: &str = "0000000000000000000000000000000000000000000000000000000000000000";
@@ -1065,7 +1065,7 @@ impl AuditQuery {
     pub fn cursor(&self) -> AppResult<Option<i64>> {
         given(&self.cursor)
             .map(|c| {
-                feed::decode_cursor(c)
+                changes::decode_cursor(c)
                     .map_err(|_| bad_param("cursor", "not a cursor this server gave"))
             })
             .transpose()
@@ -1167,7 +1167,7 @@ pub fn query(
         .load(conn)?;
     let next_cursor = if items.len() as i64 > limit {
         items.truncate(limit as usize);
-        items.last().and_then(|r| r.seq).map(feed::encode_cursor)
+        items.last().and_then(|r| r.seq).map(changes::encode_cursor)
     } else {
         None
     };

@@ -9,6 +9,7 @@ pub mod audit;
 pub mod auth;
 pub mod backup;
 pub mod cases;
+pub mod changes;
 pub mod cli;
 pub mod collect;
 pub mod config;

@@ -19,11 +19,11 @@ use diesel::prelude::*;
 use serde::Serialize;
 
 use crate::auth::{sites::Site, Principal, Role};
+use crate::changes::{self, ChangeKind};
 use crate::db::schema::{case_deadlines, cases};
 use crate::db::DbConnection;
 use crate::error::{AppError, AppResult};
 use crate::programmes::{NumberScheme, Programme};
-use crate::sync::{self, ChangeKind};
 use crate::time::now;
 
 #[derive(Debug, Clone, PartialEq, Serialize, Queryable, Selectable, Insertable)]
@@ -164,7 +164,7 @@ pub fn touch(conn: &mut DbConnection, case: &Case) -> AppResult<i64> {
 /// Tells the assigned worker's phone (only theirs) that the case changed.
 fn notify_phone(conn: &mut DbConnection, case: &Case) -> AppResult<()> {
     if let Some(user) = case.assigned_to.as_deref() {
-        sync::record_change(conn, ChangeKind::Case, &case.id, Some(user))?;
+        changes::record_change(conn, ChangeKind::Case, &case.id, Some(user))?;
     }
     Ok(())
 }
@@ -181,10 +181,10 @@ pub fn assign(conn: &mut DbConnection, case: &Case, to: Option<&str>) -> AppResu
         ))
         .execute(conn)?;
     if let Some(previous) = case.assigned_to.as_deref().filter(|p| Some(*p) != to) {
-        sync::record_change(conn, ChangeKind::Case, &case.id, Some(previous))?;
+        changes::record_change(conn, ChangeKind::Case, &case.id, Some(previous))?;
     }
     if let Some(to) = to {
-        sync::record_change(conn, ChangeKind::Case, &case.id, Some(to))?;
+        changes::record_change(conn, ChangeKind::Case, &case.id, Some(to))?;
     }
     find(conn, &case.id)?.ok_or_else(|| AppError::NotFound("the case is gone".into()))
 }
@@ -206,7 +206,7 @@ pub fn notify_access_lost(
         .select(cases::id)
         .load(conn)?;
     for case_id in &lost {
-        sync::record_change(conn, ChangeKind::Case, case_id, Some(user_id))?;
+        changes::record_change(conn, ChangeKind::Case, case_id, Some(user_id))?;
     }
     Ok(lost.len())
 }

@@ -134,7 +134,7 @@ pub fn rotate(
         diesel::insert_into(keys::table)
             .values(&row)
             .execute(conn)?;
-        crate::sync::record_change(conn, crate::sync::ChangeKind::Key, &row.kid, None)?;
+        crate::changes::record_change(conn, crate::changes::ChangeKind::Key, &row.kid, None)?;
         Ok(PublicKeyInfo::from(row))
     })
 }
