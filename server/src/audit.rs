@@ -962,7 +962,7 @@ pub struct AuditQuery {
     pub cursor: Option<String>,
     pub limit: Option<String>,
     /// The CSV export only: `false` leaves formulas as they are
-    /// (`exports::sheet`), recorded on its audit row.
+    /// (`sheet`), recorded on its audit row.
     pub formula_escape: Option<bool>,
 }
 
@@ -1197,14 +1197,14 @@ const CSV_HEADER: [&str; 15] = [
 /// order, a page at a time to `sink`; stops when the sink does (the client
 /// went away). Returns the rows written. Purposes and details are people's
 /// words: formulas in them are neutralised unless `formulas` says not
-/// (`exports::sheet`).
+/// (`sheet`).
 pub fn write_csv(
     conn: &mut DbConnection,
     filter: &AuditFilter,
-    formulas: crate::exports::Formulas,
+    formulas: crate::sheet::Formulas,
     sink: &mut (dyn FnMut(Vec<u8>) -> bool + Send),
 ) -> AppResult<u64> {
-    use crate::exports::Chunk;
+    use crate::sheet::Chunk;
     let mut out = Chunk::new(formulas);
     out.record(CSV_HEADER)?;
     let mut written = 0u64;

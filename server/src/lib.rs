@@ -27,6 +27,7 @@ pub mod privacy;
 pub mod programmes;
 pub mod rekey;
 pub mod server;
+pub mod sheet;
 pub mod submissions;
 pub mod sync;
 pub mod telemetry;

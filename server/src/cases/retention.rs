@@ -318,8 +318,8 @@ pub fn write_csv(
     mut sink: impl FnMut(Vec<u8>) -> bool,
 ) -> AppResult<Summary> {
     // Case numbers, codes and dates only, but every CSV goes through the
-    // one writer that neutralises formulas (`exports::sheet`).
-    use crate::exports::{Chunk, Formulas};
+    // one writer that neutralises formulas (`sheet`).
+    use crate::sheet::{Chunk, Formulas};
     let mut head = Chunk::new(Formulas::Escaped);
     head.record(CSV_HEADER)?;
     if !sink(head.bytes()?) {

@@ -11,7 +11,6 @@ use diesel::prelude::*;
 use serde::Deserialize;
 use serde_json::Value;
 
-use super::columns::{treatment, Treatment};
 use super::pseudonym::{Kind, Pseudonyms};
 use super::{
     day_range, disclosure, export_sites, header_chunk, narrowed_case, privacy, stamp, Chunk,
@@ -22,6 +21,7 @@ use crate::cases::Case;
 use crate::db::schema::{case_deadlines, cases, users};
 use crate::db::DbConnection;
 use crate::error::{AppError, AppResult};
+use crate::forms::columns::{treatment, Treatment};
 use crate::forms::model::FieldKind;
 use crate::privacy::disclosures::{Checked, Terms};
 use crate::programmes::Programmes;
@@ -47,7 +47,7 @@ pub struct CaseFilter {
     pub consent: Option<String>,
     pub recipient: Option<String>,
     pub method: Option<String>,
-    /// `false`: formulas written as they are (`exports::sheet`).
+    /// `false`: formulas written as they are (`sheet`).
     pub formula_escape: Option<bool>,
 }
 
@@ -78,7 +78,7 @@ pub struct CaseExport {
     pub privacy: Privacy,
     /// An identifying export's checked terms, to be logged before it runs.
     pub disclosure: Option<Checked>,
-    /// Whether formulas are neutralised (`exports::sheet`).
+    /// Whether formulas are neutralised (`sheet`).
     pub formulas: Formulas,
     /// De-identified: this export's names for cases.
     pseudonyms: Option<Pseudonyms>,

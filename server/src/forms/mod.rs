@@ -3,6 +3,7 @@
 
 pub mod bundle;
 pub mod check;
+pub mod columns;
 pub mod definitions;
 pub mod diff;
 pub mod fixtures;

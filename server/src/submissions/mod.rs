@@ -5,6 +5,7 @@
 //! Owns the `submissions` and `attachments` tables.
 
 pub mod attachments;
+pub mod cells;
 pub mod committer;
 pub mod held;
 
@@ -26,7 +27,7 @@ use crate::crypto::keys::KeyRing;
 use crate::db::schema::{submission_cells, submissions};
 use crate::db::{write_tx, DbConnection};
 use crate::error::{AppError, AppResult};
-use crate::exports::stored;
+use crate::forms::columns;
 use crate::forms::model::CaseRole;
 use crate::forms::{registry, FormCache};
 use crate::programmes::Programmes;
@@ -187,8 +188,8 @@ pub struct Prepared {
     envelope: Envelope,
     /// The decrypted envelope as stored.
     payload: String,
-    /// Its answers as export records (`exports::stored`).
-    cells: stored::StoredCells,
+    /// Its answers as export records (`submissions::cells`).
+    cells: cells::StoredCells,
     content_sha256: String,
     kid: String,
     raw: String,
@@ -379,7 +380,7 @@ pub fn prepare_after(
                 .map(|m| calendar.local_date(m.at))
         })
         .unwrap_or(prepared.envelope.completed_at.date_naive());
-    prepared.cells = stored::layout(&form).cells(data, event_day);
+    prepared.cells = cells::stored_cells(columns::layout(&form), data, event_day);
     if prepared.case_role == CaseRole::Opens {
         prepared.identity = Identity::of(data, &prepared.event.facts);
     }
