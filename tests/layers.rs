@@ -266,7 +266,9 @@ fn references(module: &[String], code: &str) -> Vec<(usize, Vec<String>)> {
     let mut i = 0;
     let word_at = |i: usize, word: &[u8]| {
         bytes[i..].starts_with(word)
-            && (i == 0 || !(bytes[i - 1].is_ascii_alphanumeric() || matches!(bytes[i - 1], b'_' | b'$' | b':')))
+            && (i == 0
+                || !(bytes[i - 1].is_ascii_alphanumeric()
+                    || matches!(bytes[i - 1], b'_' | b'$' | b':')))
     };
     while i < bytes.len() {
         match bytes[i] {
@@ -430,7 +432,11 @@ fn the_layer_list_names_every_module_and_only_modules() {
     let layers = architecture();
     let mut seen = BTreeSet::new();
     for layer in &layers {
-        assert!(seen.insert(layer.name()), "`{}` is listed twice", layer.name());
+        assert!(
+            seen.insert(layer.name()),
+            "`{}` is listed twice",
+            layer.name()
+        );
         let dir = root().join("server/src").join(layer.path.join("/"));
         let file = dir.with_extension("rs");
         assert!(
@@ -448,9 +454,16 @@ fn the_layer_list_names_every_module_and_only_modules() {
     }
     let lib = std::fs::read_to_string(root().join("server/src/lib.rs")).unwrap();
     for line in lib.lines() {
-        if let Some(name) = line.trim().strip_prefix("pub mod ").or(line.trim().strip_prefix("mod ")) {
+        if let Some(name) = line
+            .trim()
+            .strip_prefix("pub mod ")
+            .or(line.trim().strip_prefix("mod "))
+        {
             let name = name.trim_end_matches(';');
-            assert!(seen.contains(name), "module `{name}` (lib.rs) is in no layer of ARCHITECTURE.md");
+            assert!(
+                seen.contains(name),
+                "module `{name}` (lib.rs) is in no layer of ARCHITECTURE.md"
+            );
         }
     }
 }
@@ -463,10 +476,22 @@ fn the_check_reads_groups_super_paths_and_skips_comments() {
     let file = |path: &str, text: &str| (PathBuf::from(path), text.to_string());
     let files = [
         file("low.rs", "use crate::{mid::x, high};\n"),
-        file("mid/leaf.rs", "// crate::high\nfn f() { let s = \"crate::high\"; super::y(); }\n"),
-        file("mid/mod.rs", "use crate::low;\nmod tests {\n    use super::super::high::z;\n}\n"),
-        file("side.rs", "use crate::low::a;\nfn g() { crate::mid::leaf::f(); }\n"),
-        file("high.rs", "use crate::mid::{self, leaf::{a, b as c}};\nuse crate::low::*;\n"),
+        file(
+            "mid/leaf.rs",
+            "// crate::high\nfn f() { let s = \"crate::high\"; super::y(); }\n",
+        ),
+        file(
+            "mid/mod.rs",
+            "use crate::low;\nmod tests {\n    use super::super::high::z;\n}\n",
+        ),
+        file(
+            "side.rs",
+            "use crate::low::a;\nfn g() { crate::mid::leaf::f(); }\n",
+        ),
+        file(
+            "high.rs",
+            "use crate::mid::{self, leaf::{a, b as c}};\nuse crate::low::*;\n",
+        ),
     ];
     let problems = violations(&layers, &files);
     let expected = [

@@ -353,20 +353,6 @@ pub fn write_private_file(path: &Path, contents: &str) -> std::io::Result<()> {
     file.sync_all()
 }
 
-/// Removes the initial admin password file once that password no longer
-/// works, so a stale secret does not linger on disk.
-pub fn forget_initial_password(path: &Path, old_password: &str) {
-    if let Ok(contents) = fs::read_to_string(path) {
-        if contents.trim() == old_password {
-            if let Err(err) = fs::remove_file(path) {
-                tracing::warn!(%err, file = %path.display(), "could not remove the initial password file");
-            } else {
-                tracing::info!(file = %path.display(), "initial admin password changed; file removed");
-            }
-        }
-    }
-}
-
 fn tls_config(tls: &TlsSettings) -> Result<rustls::ServerConfig, StartError> {
     use rustls::pki_types::pem::PemObject;
     use rustls::pki_types::{CertificateDer, PrivateKeyDer};

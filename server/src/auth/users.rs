@@ -315,6 +315,8 @@ pub fn count_with_role(conn: &mut DbConnection, role: Role) -> AppResult<i64> {
 }
 
 /// Applies an admin's changes. Disabling a user revokes all their tokens.
+/// A change of sites goes through `cases::update_user`, which also tells
+/// the user's phone of the cases it must drop.
 pub fn update(conn: &mut DbConnection, id: &str, changes: UserChanges) -> AppResult<User> {
     let current = get(conn, id)?;
     let role = changes.role.unwrap_or(current.role);
@@ -359,17 +361,31 @@ pub fn update(conn: &mut DbConnection, id: &str, changes: UserChanges) -> AppRes
         ))
         .execute(conn)?;
     if changes.site_ids.is_some() {
-        set_sites(conn, id, &site_ids)?;
         // Site membership is the access boundary: the policy refuses the
-        // cases of a site the user left from now on; their phone hears on
-        // its next sync to drop them.
-        crate::cases::notify_access_lost(conn, id, &site_ids)?;
+        // cases of a site the user left from now on (their phone hears of
+        // them from `cases::update_user`).
+        set_sites(conn, id, &site_ids)?;
     }
     if changes.active == Some(false) || changes.role.is_some_and(|r| r != current.role) {
         // A disabled user, or one whose powers changed, starts from a fresh login.
         tokens::revoke_all_for_user(conn, id)?;
     }
     get(conn, id)
+}
+
+/// Removes the initial admin password file once that password no longer
+/// works, so a stale secret does not linger on disk. File I/O: call it off
+/// the async threads.
+pub fn forget_initial_password(path: &std::path::Path, old_password: &str) {
+    if let Ok(contents) = std::fs::read_to_string(path) {
+        if contents.trim() == old_password {
+            if let Err(err) = std::fs::remove_file(path) {
+                tracing::warn!(%err, file = %path.display(), "could not remove the initial password file");
+            } else {
+                tracing::info!(file = %path.display(), "initial admin password changed; file removed");
+            }
+        }
+    }
 }
 
 /// Sets a password chosen by the user and clears the must-change flag.

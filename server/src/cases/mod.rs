@@ -18,7 +18,7 @@ pub mod views;
 use diesel::prelude::*;
 use serde::Serialize;
 
-use crate::auth::{sites::Site, Principal, Role};
+use crate::auth::{sites::Site, users, Principal, Role};
 use crate::changes::{self, ChangeKind};
 use crate::db::schema::{case_deadlines, cases};
 use crate::db::DbConnection;
@@ -187,6 +187,22 @@ pub fn assign(conn: &mut DbConnection, case: &Case, to: Option<&str>) -> AppResu
         changes::record_change(conn, ChangeKind::Case, &case.id, Some(to))?;
     }
     find(conn, &case.id)?.ok_or_else(|| AppError::NotFound("the case is gone".into()))
+}
+
+/// Applies an admin's changes to a user (`auth::users::update`); when
+/// their sites change, their phone hears on its next sync to drop the
+/// cases of the sites they left ([`notify_access_lost`]).
+pub fn update_user(
+    conn: &mut DbConnection,
+    id: &str,
+    changes: users::UserChanges,
+) -> AppResult<users::User> {
+    let sites_change = changes.site_ids.is_some();
+    let user = users::update(conn, id, changes)?;
+    if sites_change {
+        notify_access_lost(conn, id, &user.site_ids)?;
+    }
+    Ok(user)
 }
 
 /// Tells `user_id`'s phone of each open case assigned to them at a site

@@ -362,7 +362,7 @@ pub fn prepare_after(
         &prepared.envelope.attachments,
     ));
     if !report.is_valid() {
-        return Err(AppError::invalid_data(report));
+        return Err(AppError::invalid_data(report.errors, report.unlisted));
     }
     let mut prepared = prepared;
     if let Value::Object(data) = data {
