@@ -785,7 +785,7 @@ fn rekey_command(settings: &Settings, new_passphrase_file: Option<&Path>) -> Res
                 .map_err(|e| CliError::App(format!("reading {}: {e}", file.display())))
         })
         .transpose()?;
-    let done = crate::rekey::rekey(settings, new_passphrase)?;
+    let done = crate::server::rekey::rekey(settings, new_passphrase)?;
     println!(
         "key-encryption key rotated: {} private key(s) re-sealed{}{}",
         done.private_keys,

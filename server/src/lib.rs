@@ -25,7 +25,6 @@ pub mod json;
 pub mod metrics;
 pub mod privacy;
 pub mod programmes;
-pub mod rekey;
 pub mod server;
 pub mod sheet;
 pub mod submissions;

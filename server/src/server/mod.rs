@@ -3,7 +3,10 @@
 //!
 //! The data directory holds children's data (the embedded database) and
 //! the keys: it is made 0700 with every file 0600, and a server refuses to
-//! start on one that others can read.
+//! start on one that others can read. `rekey` (below) replaces the keys
+//! under it; an interrupted one is finished or undone here, on opening.
+
+pub mod rekey;
 
 use std::fs::{self, OpenOptions};
 use std::io::Write;
@@ -136,7 +139,7 @@ pub struct Storage {
 pub fn open_storage(settings: &Settings) -> Result<Storage, StartError> {
     kek::create_private_dir(&settings.data_dir)?;
     check_private(&settings.data_dir)?;
-    crate::rekey::finish_interrupted(settings)?;
+    rekey::finish_interrupted(settings)?;
     refuse_lost_master_key(settings)?;
     let kek = Kek::load(settings)?;
     let database = Database::new(
