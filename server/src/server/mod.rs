@@ -18,7 +18,7 @@ use std::sync::Arc;
 
 use actix_web::HttpServer;
 
-use crate::app::{self, AppState};
+use crate::app::AppState;
 use crate::audit::{self, Event, Origin};
 use crate::auth::{sites, users, Role};
 use crate::config::{Settings, TlsSettings};
@@ -395,7 +395,7 @@ pub fn bind(state: AppState) -> Result<Bound, StartError> {
     let addr = listener
         .local_addr()
         .map_err(io("reading the bound address"))?;
-    let mut server = HttpServer::new(move || app::build(state.clone()))
+    let mut server = HttpServer::new(move || crate::http::build(state.clone()))
         .shutdown_timeout(settings.shutdown_timeout_secs);
     if settings.workers > 0 {
         server = server.workers(settings.workers);
