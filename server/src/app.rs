@@ -14,9 +14,9 @@ use crate::crypto::keys::KeyRing;
 use crate::db::{write_tx, DbConnection, Pool};
 use crate::error::AppResult;
 use crate::forms::FormCache;
+use crate::ingest::committer::Committer;
+use crate::ingest::Limits;
 use crate::metrics::Metrics;
-use crate::submissions::committer::Committer;
-use crate::submissions::Limits;
 
 /// What every handler can reach.
 #[derive(Clone)]

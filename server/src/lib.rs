@@ -21,6 +21,7 @@ pub mod exports;
 pub mod forms;
 pub mod http;
 pub mod indicators;
+pub mod ingest;
 pub mod json;
 pub mod metrics;
 pub mod privacy;

@@ -28,8 +28,8 @@ use crate::crypto::keys::{self, KeyRing};
 use crate::db::{self, write_tx, Database, DatabaseKey, DbConnection};
 use crate::error::{AppError, AppResult};
 use crate::forms::{self, FormCache};
+use crate::ingest::committer::Committer;
 use crate::metrics::Metrics;
-use crate::submissions::committer::Committer;
 
 #[derive(Debug, thiserror::Error)]
 pub enum StartError {

@@ -12,9 +12,9 @@ use crate::cases::views::site_named;
 use crate::cpu;
 use crate::error::{AppError, AppResult};
 use crate::http::extract::{AttachmentBody, AuthUser, Batch, BatchBody, JoseBody};
-use crate::submissions::attachments::{self, Received};
-use crate::submissions::held;
-use crate::submissions::{self, Stored};
+use crate::ingest::attachments::{self, Received};
+use crate::ingest::held;
+use crate::ingest::{self, Stored};
 
 /// `POST /api/v1/submissions`: one JWE. 201 stored; 200 the same instance
 /// was already stored with the same content (a retry); 409 same instance,
@@ -34,7 +34,7 @@ pub async fn create(
     );
     let prepared = state
         .cpu_db(body.0.len(), move |conn| {
-            submissions::prepare(conn, &forms, &keys, &limits, &who, body.0)
+            ingest::prepare(conn, &forms, &keys, &limits, &who, body.0)
         })
         .await?;
     Ok(match state.committer.store(prepared, me, origin).await? {
@@ -79,9 +79,8 @@ pub async fn batch(
             Ok(items
                 .into_iter()
                 .map(|raw| {
-                    let prepared = submissions::prepare_after(
-                        conn, &forms, &keys, &limits, &who, raw, &opened,
-                    );
+                    let prepared =
+                        ingest::prepare_after(conn, &forms, &keys, &limits, &who, raw, &opened);
                     if let Ok(p) = &prepared {
                         opened.extend(p.opens_case());
                     }
