@@ -10,7 +10,7 @@ use crate::audit::{self, Event, Origin};
 use crate::auth::{passwords, sites, tokens, users, Role};
 use crate::cases::fold::Status;
 use crate::cases::views;
-use crate::collect;
+use crate::client as collect;
 use crate::config::{DatabaseTarget, Settings};
 use crate::crypto::kek::Kek;
 use crate::crypto::keys;

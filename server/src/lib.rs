@@ -11,7 +11,8 @@ pub mod backup;
 pub mod cases;
 pub mod changes;
 pub mod cli;
-pub mod collect;
+pub mod client;
+
 pub mod config;
 pub mod cpu;
 pub mod crypto;
