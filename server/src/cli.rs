@@ -1133,7 +1133,7 @@ fn audit_command(
 }
 
 fn retention_command(conn: &mut DbConnection, cmd: RetentionCommand) -> Result<(), CliError> {
-    use crate::cases::retention;
+    use crate::privacy::retention;
     let RetentionCommand::Report {
         programme,
         as_of,

@@ -3,7 +3,6 @@
 //! the `cases` table; `timeline` owns events and deadlines, `children` the
 //! children and their possible duplicates.
 
-pub mod access_requests;
 pub mod actions;
 pub mod break_glass;
 pub mod children;
@@ -11,7 +10,6 @@ pub mod conflicts;
 pub mod fold;
 pub mod numbers;
 pub mod reconcile;
-pub mod retention;
 pub mod timeline;
 pub mod views;
 

@@ -9,9 +9,9 @@ use serde::Deserialize;
 use crate::app::AppState;
 use crate::audit::{self, Event, Origin};
 use crate::auth::policy;
-use crate::cases::retention::{self, ReportQuery};
 use crate::error::{AppError, AppResult};
 use crate::http::extract::AuthUser;
+use crate::privacy::retention::{self, ReportQuery};
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]

@@ -11,8 +11,8 @@ use diesel::prelude::*;
 use serde::Serialize;
 use serde_json::Value;
 
-use super::Case;
 use crate::auth::sites;
+use crate::cases::Case;
 use crate::db::schema::cases;
 use crate::db::DbConnection;
 use crate::error::{AppError, AppResult};
