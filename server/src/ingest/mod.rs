@@ -25,14 +25,14 @@ use crate::cases::timeline::SubmissionEvent;
 use crate::cases::{self, reconcile};
 use crate::crypto::jwe;
 use crate::crypto::keys::KeyRing;
-use crate::db::schema::{submission_cells, submissions};
+use crate::db::schema::submissions;
 use crate::db::{write_tx, DbConnection};
 use crate::error::{AppError, AppResult};
 use crate::forms::columns;
 use crate::forms::model::CaseRole;
 use crate::forms::{registry, FormCache};
 use crate::programmes::Programmes;
-use crate::submissions::cells;
+use crate::submissions::{self as rows, cells, NewSubmission};
 use crate::submissions::{AttachmentDeclaration, Envelope};
 pub use crate::submissions::{AWAITING_ATTACHMENTS, COMPLETE, PENDING_CASE, REFUSED};
 use crate::time::now;
@@ -54,34 +54,6 @@ pub struct Receipt {
 pub enum Stored {
     Created(Receipt),
     Repeated(Receipt),
-}
-
-#[derive(Debug, Insertable)]
-#[diesel(table_name = submissions)]
-struct NewSubmission<'a> {
-    instance_id: &'a str,
-    form_id: &'a str,
-    form_version: &'a str,
-    case_id: Option<&'a str>,
-    submitted_by: &'a str,
-    device_id: &'a str,
-    started_at: Option<NaiveDateTime>,
-    completed_at: NaiveDateTime,
-    received_at: NaiveDateTime,
-    kid: &'a str,
-    raw_jwe: &'a str,
-    payload: &'a str,
-    content_sha256: &'a str,
-    base_case_version: Option<i64>,
-    supersedes: Option<&'a str>,
-    status: &'a str,
-    /// Copies of its case's site and number, for exports (migration
-    /// 000015); kept in step by `cases::children` on readmission and merge.
-    site_id: Option<&'a str>,
-    case_number: Option<&'a str>,
-    /// A held form's case, and the event it will add to it (JSON).
-    pending_case_id: Option<&'a str>,
-    pending_event: Option<&'a str>,
 }
 
 /// JSON with every object's keys sorted: the same content hashes the same
@@ -553,9 +525,7 @@ pub fn store_unaudited(
                 "must name an earlier submission of the same form and case",
             ));
         }
-        diesel::update(submissions::table.find(earlier))
-            .set(submissions::superseded_by.eq(&p.instance_id))
-            .execute(conn)?;
+        rows::supersede(conn, earlier, &p.instance_id)?;
     }
     let received_at = now();
     let status = if held_for.is_some() {
@@ -569,8 +539,9 @@ pub fn store_unaudited(
         Some(_) => Some(held::HeldEvent::of(p).to_json()?),
         None => None,
     };
-    diesel::insert_into(submissions::table)
-        .values(NewSubmission {
+    rows::insert(
+        conn,
+        &NewSubmission {
             instance_id: &p.instance_id,
             form_id: &envelope.form_id,
             form_version: &envelope.form_version,
@@ -591,19 +562,9 @@ pub fn store_unaudited(
             case_number: case.as_ref().and_then(|c| c.number.as_deref()),
             pending_case_id: held_for.as_deref(),
             pending_event: pending_event.as_deref(),
-        })
-        .execute(conn)?;
-    diesel::insert_into(submission_cells::table)
-        .values((
-            submission_cells::form_id.eq(&envelope.form_id),
-            submission_cells::received_at.eq(received_at),
-            submission_cells::instance_id.eq(&p.instance_id),
-            submission_cells::layout.eq(&p.cells.layout),
-            submission_cells::event_day.eq(&p.cells.event_day),
-            submission_cells::identifying.eq(&p.cells.identifying),
-            submission_cells::deidentified.eq(&p.cells.deidentified),
-        ))
-        .execute(conn)?;
+        },
+        &p.cells,
+    )?;
     attachments::declare(conn, &p.instance_id, &envelope.attachments)?;
     if let Some(case) = &case {
         reconcile::submission(

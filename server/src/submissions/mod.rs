@@ -9,9 +9,12 @@ pub mod envelope;
 
 use diesel::prelude::*;
 
-use crate::db::schema::submissions;
+use chrono::NaiveDateTime;
+
+use crate::db::schema::{submission_cells, submissions};
 use crate::db::DbConnection;
 use crate::error::AppResult;
+pub use cells::StoredCells;
 pub use envelope::{AttachmentDeclaration, Envelope};
 
 pub const COMPLETE: &str = "complete";
@@ -22,6 +25,66 @@ pub const PENDING_CASE: &str = "pending_case";
 /// Held, then refused when its case opened: its sender may not work on
 /// that case. Kept and listed to coordinators (`ingest::held`).
 pub const REFUSED: &str = "refused";
+
+/// A new submission's row, as ingest stores it.
+#[derive(Debug, Insertable)]
+#[diesel(table_name = submissions)]
+pub struct NewSubmission<'a> {
+    pub instance_id: &'a str,
+    pub form_id: &'a str,
+    pub form_version: &'a str,
+    pub case_id: Option<&'a str>,
+    pub submitted_by: &'a str,
+    pub device_id: &'a str,
+    pub started_at: Option<NaiveDateTime>,
+    pub completed_at: NaiveDateTime,
+    pub received_at: NaiveDateTime,
+    pub kid: &'a str,
+    pub raw_jwe: &'a str,
+    pub payload: &'a str,
+    pub content_sha256: &'a str,
+    pub base_case_version: Option<i64>,
+    pub supersedes: Option<&'a str>,
+    pub status: &'a str,
+    /// Copies of its case's site and number, for exports (migration
+    /// 000015); kept in step by [`renumber_case`] and [`relink_case`].
+    pub site_id: Option<&'a str>,
+    pub case_number: Option<&'a str>,
+    /// A held form's case, and the event it will add to it (JSON).
+    pub pending_case_id: Option<&'a str>,
+    pub pending_event: Option<&'a str>,
+}
+
+/// Stores a new submission's row and the export cells beside it.
+pub fn insert(
+    conn: &mut DbConnection,
+    row: &NewSubmission<'_>,
+    cells: &StoredCells,
+) -> AppResult<()> {
+    diesel::insert_into(submissions::table)
+        .values(row)
+        .execute(conn)?;
+    diesel::insert_into(submission_cells::table)
+        .values((
+            submission_cells::form_id.eq(row.form_id),
+            submission_cells::received_at.eq(row.received_at),
+            submission_cells::instance_id.eq(row.instance_id),
+            submission_cells::layout.eq(&cells.layout),
+            submission_cells::event_day.eq(&cells.event_day),
+            submission_cells::identifying.eq(&cells.identifying),
+            submission_cells::deidentified.eq(&cells.deidentified),
+        ))
+        .execute(conn)?;
+    Ok(())
+}
+
+/// Marks `earlier` as replaced by the submission `by` (an edit).
+pub fn supersede(conn: &mut DbConnection, earlier: &str, by: &str) -> AppResult<()> {
+    diesel::update(submissions::table.find(earlier))
+        .set(submissions::superseded_by.eq(by))
+        .execute(conn)?;
+    Ok(())
+}
 
 /// Gives the submissions of `case_id` the case's new number (a
 /// readmission numbers the case anew; exports read the copy).
