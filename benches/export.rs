@@ -4,7 +4,7 @@
 //! Prints rows/s and the process's resident memory before and at its peak
 //! during the export (the rows are inserted directly, not through ingest:
 //! this measures the export, not the decryption), each with the export
-//! cells ingest stores beside it (`exports::stored`).
+//! cells ingest stores beside it (`submissions::cells`).
 //!
 //! `cargo bench --bench export`; `KEEP_DB=1` keeps the database and says
 //! where, `REUSE_DB=<that directory>` exports it again without the setup.
@@ -64,7 +64,7 @@ fn main() {
     )
     .unwrap();
 
-    // The cells ingest stores beside each payload (exports::stored).
+    // The cells ingest stores beside each payload (submissions::cells).
     let set = casesync::forms::definitions::shipped();
     let file = set
         .forms
@@ -72,8 +72,11 @@ fn main() {
         .find(|f| f.document["x-form"]["id"] == "kz.referral")
         .unwrap();
     let form = casesync::forms::check::check(&file.document, &set.resources).unwrap();
-    let cells = casesync::exports::stored::Layout::of(&form.fields)
-        .cells(&data, chrono::NaiveDate::from_ymd_opt(2026, 3, 2).unwrap());
+    let cells = casesync::submissions::cells::stored_cells(
+        &casesync::forms::columns::Layout::of(&form.fields),
+        &data,
+        chrono::NaiveDate::from_ymd_opt(2026, 3, 2).unwrap(),
+    );
 
     // The JWE as received is kept in the same row: as large as a real one
     // (base64url of the envelope plus the encrypted key), so reading past

@@ -1,9 +1,9 @@
-//! The CSV cell writer (`exports::sheet`): cells (split on 0xFF) written
+//! The CSV cell writer (`sheet`): cells (split on 0xFF) written
 //! as a record read back as the same cells — each neutralised with a
 //! leading `'` exactly when it would run as a formula — and a stored raw
 //! record neutralised later is byte for byte the record written escaped.
 
-use casesync::exports::sheet::{self, Chunk, Formulas};
+use casesync::sheet::{self, Chunk, Formulas};
 
 fn written(cells: &[&[u8]], formulas: Formulas) -> Vec<u8> {
     let mut chunk = Chunk::new(formulas);

@@ -3,7 +3,7 @@
 
 use casesync::cases::views::{self, CaseFilter, DeadlineFilter};
 use casesync::http::extract::carries_credential;
-use casesync::{audit, exports, indicators, sync};
+use casesync::{audit, changes, exports, indicators};
 
 fn parse<T: serde::de::DeserializeOwned>(query: &str) -> Option<T> {
     serde_urlencoded::from_str::<T>(query).ok()
@@ -26,9 +26,9 @@ pub fn check(data: &[u8]) {
     let _ = audit::parse_bound("to", text, true);
     let _ = indicators::periods::Grain::parse(Some(text));
     let _ = views::decode_cursor(text);
-    if let Ok(seq) = sync::feed::decode_cursor(text) {
+    if let Ok(seq) = changes::decode_cursor(text) {
         assert_eq!(
-            sync::feed::decode_cursor(&sync::feed::encode_cursor(seq)).ok(),
+            changes::decode_cursor(&changes::encode_cursor(seq)).ok(),
             Some(seq)
         );
     }

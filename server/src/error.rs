@@ -122,21 +122,22 @@ impl AppError {
         }
     }
 
-    /// 422 for a submission's data, from its validation report.
-    pub fn invalid_data(report: crate::forms::validate::Report) -> Self {
-        let detail = if report.unlisted == 0 {
-            format!("the form data has {} problem(s)", report.errors.len())
+    /// 422 for a submission's data: the problems listed (at most one per
+    /// question) and how many more were found (`forms::validate::Report`).
+    pub fn invalid_data(errors: Vec<FieldError>, unlisted: usize) -> Self {
+        let detail = if unlisted == 0 {
+            format!("the form data has {} problem(s)", errors.len())
         } else {
             format!(
                 "the form data has {} problems; the first {} are listed, at most one per question",
-                report.total(),
-                report.errors.len()
+                errors.len() + unlisted,
+                errors.len()
             )
         };
         AppError::InvalidData {
             detail,
-            errors: report.errors,
-            unlisted: report.unlisted,
+            errors,
+            unlisted,
         }
     }
 

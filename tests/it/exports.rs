@@ -1010,7 +1010,7 @@ fn formulas_are_neutralised_in_every_csv_unless_a_script_asks() {
 /// text of direct identifiers and of free-text fields (narratives, places,
 /// references, file names) of `form_id`, as its fields are classed.
 fn identifying_and_free_text(form_id: &str, data: &Value) -> Vec<String> {
-    use casesync::exports::columns::Class;
+    use casesync::forms::columns::Class;
     fn strings(v: &Value, out: &mut Vec<String>) {
         match v {
             // Codes (`mother`, `other`) are choices' values, kept by right.

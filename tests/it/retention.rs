@@ -6,9 +6,9 @@ use crate::common;
 
 use std::collections::BTreeMap;
 
-use casesync::cases::retention::{self, assess, birthday, may_purge, Status};
 use casesync::cases::Case;
 use casesync::db::schema::{audit_log, cases};
+use casesync::privacy::retention::{self, assess, birthday, may_purge, Status};
 use casesync::programmes::{self, Programme, Programmes, Vocabulary};
 use chrono::NaiveDate;
 use common::build::{referral, submit};

@@ -82,10 +82,3 @@ impl Principal {
         self.site_ids.iter().any(|s| s == site_id)
     }
 }
-
-/// Current UTC time at the precision stored in the database (microseconds),
-/// so values read back compare equal on both dialects.
-pub fn now() -> chrono::NaiveDateTime {
-    use chrono::{SubsecRound, Utc};
-    Utc::now().naive_utc().trunc_subsecs(6)
-}

@@ -119,7 +119,7 @@ pub fn create(conn: &mut DbConnection, new: NewSite) -> AppResult<Site> {
         detail: "the site is not valid".into(),
         errors,
     })?;
-    let now = super::now();
+    let now = crate::time::now();
     let site = Site {
         id: uuid::Uuid::new_v4().to_string(),
         code: new.code,
@@ -160,7 +160,7 @@ pub fn update(conn: &mut DbConnection, id: &str, changes: SiteChanges) -> AppRes
     let found = get(conn, id)?;
     if changes.name.is_some() || changes.org_code.is_some() || changes.active.is_some() {
         diesel::update(sites::table.find(&found.id))
-            .set((&changes, sites::updated_at.eq(super::now())))
+            .set((&changes, sites::updated_at.eq(crate::time::now())))
             .execute(conn)?;
     }
     get(conn, id)

@@ -105,7 +105,7 @@ fn issue(
     lifetime: Duration,
 ) -> AppResult<Issued> {
     let secret = new_secret();
-    let now = super::now();
+    let now = crate::time::now();
     let row = TokenRow {
         id: uuid::Uuid::new_v4().to_string(),
         user_id: user_id.to_string(),
@@ -191,7 +191,7 @@ pub fn authenticate(conn: &mut DbConnection, secret: &str) -> AppResult<Option<P
     if !secret.starts_with(PREFIX) || secret.len() > 100 {
         return Ok(None);
     }
-    let now = super::now();
+    let now = crate::time::now();
     let found: Option<(TokenRow, bool)> = tokens::table
         .inner_join(users_table::table)
         .filter(tokens::token_hash.eq(digest(secret)))
@@ -254,7 +254,7 @@ pub fn list_devices(
 pub fn revoke(conn: &mut DbConnection, id: &str) -> AppResult<TokenInfo> {
     get(conn, id)?;
     diesel::update(tokens::table.find(id).filter(tokens::revoked_at.is_null()))
-        .set(tokens::revoked_at.eq(super::now()))
+        .set(tokens::revoked_at.eq(crate::time::now()))
         .execute(conn)?;
     get(conn, id)
 }
@@ -267,7 +267,7 @@ pub fn revoke_sessions_of(conn: &mut DbConnection, user_id: &str) -> AppResult<u
             .filter(tokens::kind.eq(KIND_SESSION))
             .filter(tokens::revoked_at.is_null()),
     )
-    .set(tokens::revoked_at.eq(super::now()))
+    .set(tokens::revoked_at.eq(crate::time::now()))
     .execute(conn)?)
 }
 
@@ -277,7 +277,7 @@ pub fn revoke_all_for_user(conn: &mut DbConnection, user_id: &str) -> AppResult<
             .filter(tokens::user_id.eq(user_id))
             .filter(tokens::revoked_at.is_null()),
     )
-    .set(tokens::revoked_at.eq(super::now()))
+    .set(tokens::revoked_at.eq(crate::time::now()))
     .execute(conn)?)
 }
 

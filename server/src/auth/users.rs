@@ -203,7 +203,7 @@ pub fn create(conn: &mut DbConnection, new: NewUser) -> AppResult<Created> {
             (p.clone(), Some(p))
         }
     };
-    let now = super::now();
+    let now = crate::time::now();
     let row = UserRow {
         id: uuid::Uuid::new_v4().to_string(),
         display_name: new
@@ -324,6 +324,8 @@ pub fn count_with_role(conn: &mut DbConnection, role: Role) -> AppResult<i64> {
 }
 
 /// Applies an admin's changes. Disabling a user revokes all their tokens.
+/// A change of sites goes through `cases::update_user`, which also tells
+/// the user's phone of the cases it must drop.
 pub fn update(conn: &mut DbConnection, id: &str, changes: UserChanges) -> AppResult<User> {
     let current = get(conn, id)?;
     let role = changes.role.unwrap_or(current.role);
@@ -354,7 +356,7 @@ pub fn update(conn: &mut DbConnection, id: &str, changes: UserChanges) -> AppRes
             ));
         }
     }
-    let now = super::now();
+    let now = crate::time::now();
     diesel::update(users::table.find(id))
         .set((
             users::display_name.eq(changes
@@ -368,17 +370,31 @@ pub fn update(conn: &mut DbConnection, id: &str, changes: UserChanges) -> AppRes
         ))
         .execute(conn)?;
     if changes.site_ids.is_some() {
-        set_sites(conn, id, &site_ids)?;
         // Site membership is the access boundary: the policy refuses the
-        // cases of a site the user left from now on; their phone hears on
-        // its next sync to drop them.
-        crate::cases::notify_access_lost(conn, id, &site_ids)?;
+        // cases of a site the user left from now on (their phone hears of
+        // them from `cases::update_user`).
+        set_sites(conn, id, &site_ids)?;
     }
     if changes.active == Some(false) || changes.role.is_some_and(|r| r != current.role) {
         // A disabled user, or one whose powers changed, starts from a fresh login.
         tokens::revoke_all_for_user(conn, id)?;
     }
     get(conn, id)
+}
+
+/// Removes the initial admin password file once that password no longer
+/// works, so a stale secret does not linger on disk. File I/O: call it off
+/// the async threads.
+pub fn forget_initial_password(path: &std::path::Path, old_password: &str) {
+    if let Ok(contents) = std::fs::read_to_string(path) {
+        if contents.trim() == old_password {
+            if let Err(err) = std::fs::remove_file(path) {
+                tracing::warn!(%err, file = %path.display(), "could not remove the initial password file");
+            } else {
+                tracing::info!(file = %path.display(), "initial admin password changed; file removed");
+            }
+        }
+    }
 }
 
 /// Sets a password chosen by the user and clears the must-change flag.
@@ -438,7 +454,7 @@ fn store_password(
         .set((
             users::password_hash.eq(passwords::hash(password)),
             users::must_change_password.eq(must_change),
-            users::updated_at.eq(super::now()),
+            users::updated_at.eq(crate::time::now()),
         ))
         .execute(conn)?;
     Ok(())

@@ -12,11 +12,12 @@ use super::reconcile::programme_of;
 use super::timeline::{self, NewEvent, ACTION};
 use super::{find, Case};
 use crate::auth::policy::{self, CaseScope};
-use crate::auth::{now, users, Principal, Role};
+use crate::auth::{users, Principal, Role};
 use crate::db::schema::conflicts;
 use crate::db::DbConnection;
 use crate::error::{AppError, AppResult};
 use crate::programmes::{holidays, CASE_ASSIGNED, CONFLICT_RESOLVED};
+use crate::time::now;
 
 fn case_for(conn: &mut DbConnection, who: &Principal, id: &str) -> AppResult<Case> {
     let case = find(conn, id)?.ok_or_else(|| AppError::NotFound("no such case".into()))?;

@@ -9,13 +9,12 @@ use serde_json::Value;
 
 use super::reconcile::programme_of;
 use super::{numbers, timeline, Case};
-use crate::auth::{now, policy, Principal};
-use crate::db::schema::{
-    case_deadlines, case_events, cases, children, duplicate_candidates, submissions,
-};
+use crate::auth::{policy, Principal};
+use crate::db::schema::{case_deadlines, case_events, cases, children, duplicate_candidates};
 use crate::db::DbConnection;
 use crate::error::{AppError, AppResult};
 use crate::programmes::{holidays, NumberScheme, Programme};
+use crate::time::now;
 
 crate::ids::string_id! {
     /// A proposed pair of possibly duplicate children.
@@ -499,9 +498,7 @@ fn readmit(conn: &mut DbConnection, case: &Case, earlier: &str) -> AppResult<()>
         ))
         .execute(conn)?;
     // The submissions' copy of the number (exports read it).
-    diesel::update(submissions::table.filter(submissions::case_id.eq(&case.id)))
-        .set(submissions::case_number.eq(&number))
-        .execute(conn)?;
+    crate::submissions::renumber_case(conn, &case.id, number.as_deref())?;
     super::touch(conn, case)?;
     Ok(())
 }
@@ -532,13 +529,13 @@ fn merge_into(conn: &mut DbConnection, case: &Case, target: &Case) -> AppResult<
             case_events::seq.eq(case_events::seq + target_version),
         ))
         .execute(conn)?;
-    diesel::update(submissions::table.filter(submissions::case_id.eq(&case.id)))
-        .set((
-            submissions::case_id.eq(&target.id),
-            submissions::site_id.eq(&target.site_id),
-            submissions::case_number.eq(&target.number),
-        ))
-        .execute(conn)?;
+    crate::submissions::relink_case(
+        conn,
+        &case.id,
+        &target.id,
+        &target.site_id,
+        target.number.as_deref(),
+    )?;
     diesel::update(cases::table.find(&target.id))
         .set(cases::version.eq(cases::version + moved))
         .execute(conn)?;

@@ -12,10 +12,10 @@ use serde_json::{Map, Value};
 use super::fold::Folded;
 use super::timeline::EventRow;
 use super::Case;
-use crate::auth::now;
 use crate::db::schema::{case_events, conflicts};
 use crate::db::DbConnection;
 use crate::error::AppResult;
+use crate::time::now;
 
 crate::ids::string_id! {
     /// A conflict between a submission and a fact changed since its base.

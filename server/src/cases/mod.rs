@@ -3,7 +3,6 @@
 //! the `cases` table; `timeline` owns events and deadlines, `children` the
 //! children and their possible duplicates.
 
-pub mod access_requests;
 pub mod actions;
 pub mod break_glass;
 pub mod children;
@@ -11,19 +10,19 @@ pub mod conflicts;
 pub mod fold;
 pub mod numbers;
 pub mod reconcile;
-pub mod retention;
 pub mod timeline;
 pub mod views;
 
 use diesel::prelude::*;
 use serde::Serialize;
 
-use crate::auth::{now, sites::Site, Principal, Role};
+use crate::auth::{sites::Site, users, Principal, Role};
+use crate::changes::{self, ChangeKind};
 use crate::db::schema::{case_deadlines, cases};
 use crate::db::DbConnection;
 use crate::error::{AppError, AppResult};
 use crate::programmes::{NumberScheme, Programme};
-use crate::sync::{self, ChangeKind};
+use crate::time::now;
 
 crate::ids::string_id! {
     /// A case: one admission of one child (a UUID made on the phone).
@@ -168,7 +167,7 @@ pub fn touch(conn: &mut DbConnection, case: &Case) -> AppResult<i64> {
 /// Tells the assigned worker's phone (only theirs) that the case changed.
 fn notify_phone(conn: &mut DbConnection, case: &Case) -> AppResult<()> {
     if let Some(user) = case.assigned_to.as_deref() {
-        sync::record_change(conn, ChangeKind::Case, &case.id, Some(user))?;
+        changes::record_change(conn, ChangeKind::Case, &case.id, Some(user))?;
     }
     Ok(())
 }
@@ -185,12 +184,28 @@ pub fn assign(conn: &mut DbConnection, case: &Case, to: Option<&str>) -> AppResu
         ))
         .execute(conn)?;
     if let Some(previous) = case.assigned_to.as_deref().filter(|p| Some(*p) != to) {
-        sync::record_change(conn, ChangeKind::Case, &case.id, Some(previous))?;
+        changes::record_change(conn, ChangeKind::Case, &case.id, Some(previous))?;
     }
     if let Some(to) = to {
-        sync::record_change(conn, ChangeKind::Case, &case.id, Some(to))?;
+        changes::record_change(conn, ChangeKind::Case, &case.id, Some(to))?;
     }
     find(conn, &case.id)?.ok_or_else(|| AppError::NotFound("the case is gone".into()))
+}
+
+/// Applies an admin's changes to a user (`auth::users::update`); when
+/// their sites change, their phone hears on its next sync to drop the
+/// cases of the sites they left ([`notify_access_lost`]).
+pub fn update_user(
+    conn: &mut DbConnection,
+    id: &str,
+    changes: users::UserChanges,
+) -> AppResult<users::User> {
+    let sites_change = changes.site_ids.is_some();
+    let user = users::update(conn, id, changes)?;
+    if sites_change {
+        notify_access_lost(conn, id, &user.site_ids)?;
+    }
+    Ok(user)
 }
 
 /// Tells `user_id`'s phone of each open case assigned to them at a site
@@ -210,7 +225,7 @@ pub fn notify_access_lost(
         .select(cases::id)
         .load(conn)?;
     for case_id in &lost {
-        sync::record_change(conn, ChangeKind::Case, case_id, Some(user_id))?;
+        changes::record_change(conn, ChangeKind::Case, case_id, Some(user_id))?;
     }
     Ok(lost.len())
 }

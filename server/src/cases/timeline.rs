@@ -9,13 +9,13 @@ use serde_json::{Map, Value};
 
 use super::fold::{self, Deadline, Folded, Outcome, TimelineEvent};
 use super::Case;
-use crate::auth::now;
 use crate::db::schema::{case_deadlines, case_events, cases};
 use crate::db::DbConnection;
 use crate::error::{AppError, AppResult};
 use crate::forms::model::Field;
 use crate::forms::validate::CompiledForm;
 use crate::programmes::{Calendar, Moment, Programme};
+use crate::time::now;
 
 pub const SUBMISSION: &str = "submission";
 pub const ACTION: &str = "action";

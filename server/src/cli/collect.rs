@@ -8,7 +8,7 @@ use std::path::PathBuf;
 use clap::{Args, Subcommand};
 
 use super::CliError;
-use crate::collect;
+use crate::client as collect;
 
 #[derive(Debug, Args)]
 pub struct CollectArgs {

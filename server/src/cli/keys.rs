@@ -85,7 +85,7 @@ pub(super) fn rekey(
                 .map_err(|e| CliError::App(format!("reading {}: {e}", file.display())))
         })
         .transpose()?;
-    let done = crate::rekey::rekey(settings, new_passphrase)?;
+    let done = crate::server::rekey::rekey(settings, new_passphrase)?;
     println!(
         "key-encryption key rotated: {} private key(s) re-sealed{}{}",
         done.private_keys,

@@ -8,9 +8,9 @@ use clap::Subcommand;
 use super::shell::{self, shell_actor, with_db, Output, CLI_ORIGIN_DETAIL};
 use super::CliError;
 use crate::audit::Event;
-use crate::cases::retention;
 use crate::config::Settings;
 use crate::db::DbConnection;
+use crate::privacy::retention;
 
 #[derive(Debug, Subcommand)]
 pub enum RetentionCommand {

@@ -15,8 +15,18 @@ use aws_lc_rs::rand::{SecureRandom, SystemRandom};
 use base64::engine::general_purpose::STANDARD;
 use base64::Engine;
 
-use super::CryptoError;
 use crate::config::Settings;
+
+/// What can go wrong with keys, here or in `crypto::keys`.
+#[derive(Debug, thiserror::Error)]
+pub enum CryptoError {
+    #[error("keys: {0}")]
+    Config(String),
+    #[error("a sealed key could not be opened")]
+    Unseal,
+    #[error("key generation failed")]
+    KeyGeneration,
+}
 
 /// The file holding the KEK when no passphrase is configured.
 pub const MASTER_KEY_FILE: &str = "master.key";

@@ -16,10 +16,10 @@ use serde_json::{json, Value};
 
 use super::kek::Kek;
 use super::CryptoError;
-use crate::auth::now;
 use crate::db::schema::keys;
 use crate::db::{write_tx, DbConnection};
 use crate::error::{AppError, AppResult};
+use crate::time::now;
 
 #[derive(Debug, Clone, Queryable, Selectable, Insertable)]
 #[diesel(table_name = keys)]
@@ -134,7 +134,7 @@ pub fn rotate(
         diesel::insert_into(keys::table)
             .values(&row)
             .execute(conn)?;
-        crate::sync::record_change(conn, crate::sync::ChangeKind::Key, &row.kid, None)?;
+        crate::changes::record_change(conn, crate::changes::ChangeKind::Key, &row.kid, None)?;
         Ok(PublicKeyInfo::from(row))
     })
 }

@@ -6,12 +6,4 @@ pub mod jwe;
 pub mod kek;
 pub mod keys;
 
-#[derive(Debug, thiserror::Error)]
-pub enum CryptoError {
-    #[error("keys: {0}")]
-    Config(String),
-    #[error("a sealed key could not be opened")]
-    Unseal,
-    #[error("key generation failed")]
-    KeyGeneration,
-}
+pub use kek::CryptoError;

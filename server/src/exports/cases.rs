@@ -11,7 +11,6 @@ use diesel::prelude::*;
 use serde::Deserialize;
 use serde_json::Value;
 
-use super::columns::{age_in_years, treatment, Treatment};
 use super::pseudonym::{Kind, Pseudonyms};
 use super::{
     day_range, disclosure, export_sites, header_chunk, narrowed_case, privacy, stamp, Chunk,
@@ -22,9 +21,11 @@ use crate::cases::Case;
 use crate::db::schema::{case_deadlines, cases, users};
 use crate::db::DbConnection;
 use crate::error::{AppError, AppResult};
+use crate::forms::columns::{treatment, Treatment};
 use crate::forms::model::FieldKind;
 use crate::privacy::disclosures::{self, Checked, DisclosureTerms};
 use crate::programmes::Programmes;
+use crate::time::age_in_years;
 
 /// Filters of a case export (`?programme=kz&from=…`), and the terms of an
 /// identifying one beside them.
@@ -45,7 +46,7 @@ pub struct CaseFilter {
     /// (`disclosures::with_terms`).
     #[serde(skip)]
     pub terms: DisclosureTerms,
-    /// `false`: formulas written as they are (`exports::sheet`).
+    /// `false`: formulas written as they are (`sheet`).
     pub formula_escape: Option<bool>,
 }
 
@@ -71,7 +72,7 @@ pub struct CaseExport {
     pub privacy: Privacy,
     /// An identifying export's checked terms, to be logged before it runs.
     pub disclosure: Option<Checked>,
-    /// Whether formulas are neutralised (`exports::sheet`).
+    /// Whether formulas are neutralised (`sheet`).
     pub formulas: Formulas,
     /// De-identified: this export's names for cases.
     pseudonyms: Option<Pseudonyms>,

@@ -10,10 +10,8 @@ use diesel::sql_types::{Nullable, Text};
 use serde::Deserialize;
 use serde_json::Value;
 
-use super::columns::{self, Column, Privacy, RepeatTable};
 use super::flatten::{Cells, Flattener};
 use super::pseudonym::{Kind, Pseudonyms};
-use super::stored::{Layout, Mapping, Record};
 use super::{
     day_range, disclosure, export_sites, header_chunk, narrowed_case, privacy, push_cell,
     push_utc_text, Chunk, Formulas, Scope,
@@ -23,8 +21,10 @@ use crate::cases::reconcile::programme_of;
 use crate::db::schema::{form_versions, forms, submission_cells, submissions, users};
 use crate::db::DbConnection;
 use crate::error::{AppError, AppResult};
+use crate::forms::columns::{self, Column, Layout, Privacy, RepeatTable};
 use crate::forms::model;
 use crate::privacy::disclosures::{self, Checked, DisclosureTerms};
+use crate::submissions::cells::{Mapping, Record};
 
 /// Filters of a form export (`?from=&to=…`), and the terms of an
 /// identifying one beside them.
@@ -69,7 +69,7 @@ pub struct FormExport {
     pub privacy: Privacy,
     /// An identifying export's checked terms, to be logged before it runs.
     pub disclosure: Option<Checked>,
-    /// Whether formulas are neutralised (`exports::sheet`).
+    /// Whether formulas are neutralised (`sheet`).
     pub formulas: Formulas,
     /// De-identified: this export's names for cases and submissions.
     pseudonyms: Option<Pseudonyms>,
@@ -223,7 +223,7 @@ struct PageRow {
     received_at: String,
 }
 
-/// A row's stored record (`exports::stored`): its layout, the event's
+/// A row's stored record (`submissions::cells`): its layout, the event's
 /// day, the record of the privacy the export reads.
 type StoredRow = (String, String, String);
 

@@ -6,12 +6,9 @@
 
 pub mod archive;
 pub mod cases;
-pub mod columns;
 mod flatten;
 pub mod forms;
 pub mod pseudonym;
-pub mod sheet;
-pub mod stored;
 
 use chrono::{NaiveDateTime, Utc};
 
@@ -20,9 +17,9 @@ use crate::auth::{sites, Principal};
 use crate::cases::Case;
 use crate::db::{write_tx, DbConnection};
 use crate::error::{AppError, AppResult};
+pub use crate::forms::columns::{Column, Privacy};
 use crate::privacy::disclosures::{self, Checked, DisclosureTerms};
-pub use columns::{Column, Privacy};
-pub use sheet::{push_cell, Chunk, Formulas};
+pub use crate::sheet::{push_cell, Chunk, Formulas};
 
 /// The header line, after a byte-order mark when Excel needs one.
 pub(crate) fn header_chunk(header: &[String], bom: bool) -> AppResult<Vec<u8>> {

@@ -20,6 +20,7 @@ pub struct FormRef {
 
 pub mod bundle;
 pub mod check;
+pub mod columns;
 pub mod definitions;
 pub mod diff;
 pub mod fixtures;

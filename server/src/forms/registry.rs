@@ -7,11 +7,11 @@ use serde_json::Value;
 
 use super::definitions::DefinitionSet;
 use super::validate::CompiledForm;
-use crate::auth::now;
+use crate::changes::{self, ChangeKind};
 use crate::db::schema::{form_drafts, form_versions, forms};
 use crate::db::{write_tx, DbConnection};
 use crate::error::{AppError, AppResult};
-use crate::sync::{self, ChangeKind};
+use crate::time::now;
 
 pub const PUBLISHED: &str = "published";
 pub const RETIRED: &str = "retired";
@@ -138,7 +138,7 @@ pub fn publish(
     diesel::insert_into(form_versions::table)
         .values(&row)
         .execute(conn)?;
-    sync::record_change(
+    changes::record_change(
         conn,
         ChangeKind::Form,
         &sync_object(&row.form_id, &row.version),
@@ -355,7 +355,7 @@ pub fn retire(
                 form_versions::retired_at.eq(now()),
             ))
             .execute(conn)?;
-        sync::record_change(
+        changes::record_change(
             conn,
             ChangeKind::Form,
             &sync_object(form_id, version_name),

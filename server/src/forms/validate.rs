@@ -117,8 +117,8 @@ pub struct CompiledForm {
     conditionals: Vec<Conditional>,
     /// Outer arrays before the arrays inside their items.
     array_limits: Vec<ArrayLimit>,
-    /// The export cells stored for each submission (`exports::stored`).
-    pub export_layout: std::sync::OnceLock<crate::exports::stored::Layout>,
+    /// The column layout of this version's stored cells (`forms::columns`).
+    pub export_layout: std::sync::OnceLock<super::columns::Layout>,
 }
 
 impl std::fmt::Debug for CompiledForm {

@@ -16,9 +16,9 @@ use crate::cases::fold::Late;
 use crate::db::schema::{case_deadlines, case_events, cases};
 use crate::db::DbConnection;
 use crate::error::AppResult;
-use crate::exports::columns::age_in_years;
 use crate::programmes::indicators::{Criteria, Dimension, Indicator, PeriodBy};
 use crate::programmes::{Calendar, Condition, Moment};
+use crate::time::age_in_years;
 
 const PAGE: i64 = 1000;
 

@@ -5,7 +5,7 @@ use serde_json::{json, Map, Value};
 
 use super::{Item, Request, Row, Suppression};
 use crate::error::AppResult;
-use crate::exports::{Chunk, Formulas};
+use crate::sheet::{Chunk, Formulas};
 
 /// A count as shown: a number, or the mark that hides it.
 enum Shown {
@@ -63,7 +63,7 @@ const COLUMNS: [&str; 8] = [
 ];
 
 /// The report as CSV. Labels and breakdown values go through the one
-/// writer that neutralises formulas (`exports::sheet`); counts and
+/// writer that neutralises formulas (`sheet`); counts and
 /// percents are numbers, which it leaves as they are.
 pub fn csv(request: &Request, rows: &[Row]) -> AppResult<Vec<u8>> {
     let mut out = Chunk::new(Formulas::Escaped);

@@ -14,7 +14,7 @@ use crate::cases::{self, views, Case};
 use crate::db::schema::{consents, submissions};
 use crate::db::DbConnection;
 use crate::error::{AppError, AppResult, FieldError};
-use crate::exports::columns::age_in_years;
+use crate::time::age_in_years;
 
 crate::ids::string_id! {
     /// A consent record.

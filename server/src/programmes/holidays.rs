@@ -9,10 +9,10 @@ use diesel::prelude::*;
 use serde::Serialize;
 
 use super::{Calendar, Programme};
-use crate::auth::now;
 use crate::db::schema::calendar_days;
 use crate::db::DbConnection;
 use crate::error::{AppError, AppResult};
+use crate::time::now;
 
 pub const HOLIDAY: &str = "holiday";
 pub const WORKING: &str = "working";

@@ -1,721 +1,119 @@
-//! Ingest of encrypted submissions: decrypt → envelope → published form
-//! version → may the caller submit for this case → validate → store once.
-//! `prepare` does everything that needs no write (in parallel, off the
-//! writer); `store` is the write, run alone or in a group commit.
-//! Owns the `submissions` and `attachments` tables.
+//! A stored submission: the envelope a phone sends ([`envelope`]), its
+//! statuses, the export cells stored beside it ([`cells`]), and the copy
+//! of its case's id, site and number each row keeps. Owns the
+//! `submissions`, `attachments` and `submission_cells` tables; the pipeline
+//! that fills them is `ingest`, above `cases`.
 
-pub mod attachments;
-pub mod committer;
-pub mod held;
+pub mod cells;
+pub mod envelope;
 
-use std::collections::HashSet;
-
-use chrono::{DateTime, FixedOffset, NaiveDateTime};
 use diesel::prelude::*;
-use serde::{Deserialize, Serialize};
-use serde_json::{Map, Value};
-use sha2::{Digest, Sha256};
 
-use crate::audit::{self, Event, Origin};
-use crate::auth::{now, sites, users, Principal};
-use crate::cases::children::Identity;
-use crate::cases::timeline::SubmissionEvent;
-use crate::cases::{self, reconcile};
-use crate::crypto::jwe;
-use crate::crypto::keys::KeyRing;
+use chrono::NaiveDateTime;
+
 use crate::db::schema::{submission_cells, submissions};
-use crate::db::{write_tx, DbConnection};
-use crate::error::{AppError, AppResult};
-use crate::exports::stored;
-use crate::forms::model::CaseRole;
-use crate::forms::{registry, FormCache};
-use crate::programmes::Programmes;
-
-/// What a phone encrypts (see docs/api.md § Submissions).
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct Envelope {
-    pub instance_id: uuid::Uuid,
-    pub form_id: String,
-    pub form_version: String,
-    #[serde(default)]
-    pub case_id: Option<uuid::Uuid>,
-    #[serde(default)]
-    pub base_case_version: Option<i64>,
-    #[serde(default)]
-    pub supersedes: Option<uuid::Uuid>,
-    pub device_id: String,
-    #[serde(default)]
-    pub started_at: Option<DateTime<FixedOffset>>,
-    pub completed_at: DateTime<FixedOffset>,
-    pub data: Map<String, Value>,
-    #[serde(default)]
-    pub attachments: Vec<AttachmentDeclaration>,
-}
-
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct AttachmentDeclaration {
-    pub name: String,
-    pub media_type: String,
-    pub size: u64,
-    pub sha256: String,
-}
+use crate::db::DbConnection;
+use crate::error::AppResult;
+pub use cells::StoredCells;
+pub use envelope::{AttachmentDeclaration, Envelope};
 
 pub const COMPLETE: &str = "complete";
 pub const AWAITING_ATTACHMENTS: &str = "awaiting_attachments";
 /// About a case the server has not seen yet: stored and held until the
-/// form that opens it arrives ([`held`]).
+/// form that opens it arrives (`ingest::held`).
 pub const PENDING_CASE: &str = "pending_case";
 /// Held, then refused when its case opened: its sender may not work on
-/// that case. Kept and listed to coordinators ([`held`]).
+/// that case. Kept and listed to coordinators (`ingest::held`).
 pub const REFUSED: &str = "refused";
 
-#[derive(Debug, Clone, PartialEq, Serialize, utoipa::ToSchema)]
-pub struct Receipt {
-    pub instance_id: String,
-    #[serde(serialize_with = "crate::json::utc")]
-    pub received_at: NaiveDateTime,
-    pub case_id: Option<String>,
-    pub status: String,
-    /// Held forms this submission's new case refused (audited with it).
-    #[serde(skip)]
-    pub refused_held: Vec<held::Refusal>,
-}
-
-/// A new submission (201) or a retry of one already stored (200).
-#[derive(Debug)]
-pub enum Stored {
-    Created(Receipt),
-    Repeated(Receipt),
-}
-
+/// A new submission's row, as ingest stores it.
 #[derive(Debug, Insertable)]
 #[diesel(table_name = submissions)]
-struct NewSubmission<'a> {
-    instance_id: &'a str,
-    form_id: &'a str,
-    form_version: &'a str,
-    case_id: Option<&'a str>,
-    submitted_by: &'a str,
-    device_id: &'a str,
-    started_at: Option<NaiveDateTime>,
-    completed_at: NaiveDateTime,
-    received_at: NaiveDateTime,
-    kid: &'a str,
-    raw_jwe: &'a str,
-    payload: &'a str,
-    content_sha256: &'a str,
-    base_case_version: Option<i64>,
-    supersedes: Option<&'a str>,
-    status: &'a str,
+pub struct NewSubmission<'a> {
+    pub instance_id: &'a str,
+    pub form_id: &'a str,
+    pub form_version: &'a str,
+    pub case_id: Option<&'a str>,
+    pub submitted_by: &'a str,
+    pub device_id: &'a str,
+    pub started_at: Option<NaiveDateTime>,
+    pub completed_at: NaiveDateTime,
+    pub received_at: NaiveDateTime,
+    pub kid: &'a str,
+    pub raw_jwe: &'a str,
+    pub payload: &'a str,
+    pub content_sha256: &'a str,
+    pub base_case_version: Option<i64>,
+    pub supersedes: Option<&'a str>,
+    pub status: &'a str,
     /// Copies of its case's site and number, for exports (migration
-    /// 000015); kept in step by `cases::children` on readmission and merge.
-    site_id: Option<&'a str>,
-    case_number: Option<&'a str>,
+    /// 000015); kept in step by [`renumber_case`] and [`relink_case`].
+    pub site_id: Option<&'a str>,
+    pub case_number: Option<&'a str>,
     /// A held form's case, and the event it will add to it (JSON).
-    pending_case_id: Option<&'a str>,
-    pending_event: Option<&'a str>,
+    pub pending_case_id: Option<&'a str>,
+    pub pending_event: Option<&'a str>,
 }
 
-/// JSON with every object's keys sorted: the same content hashes the same
-/// however a phone serialised it.
-fn canonical(value: &Value) -> String {
-    fn sorted(value: &Value) -> Value {
-        match value {
-            Value::Object(map) => {
-                let mut keys: Vec<&String> = map.keys().collect();
-                keys.sort();
-                Value::Object(
-                    keys.into_iter()
-                        .map(|k| (k.clone(), sorted(&map[k])))
-                        .collect(),
-                )
-            }
-            Value::Array(items) => Value::Array(items.iter().map(sorted).collect()),
-            other => other.clone(),
-        }
-    }
-    sorted(value).to_string()
-}
-
-fn undecryptable(err: jwe::JweError) -> AppError {
-    AppError::bad_request(format!("the submission could not be read: {err}"))
-}
-
-fn receipt_of(conn: &mut DbConnection, instance_id: &str) -> AppResult<Option<(String, Receipt)>> {
-    type Row = (
-        String,
-        NaiveDateTime,
-        Option<String>,
-        Option<String>,
-        String,
-    );
-    let row: Option<Row> = submissions::table
-        .find(instance_id)
-        .select((
-            submissions::content_sha256,
-            submissions::received_at,
-            submissions::case_id,
-            submissions::pending_case_id,
-            submissions::status,
-        ))
-        .first(conn)
-        .optional()?;
-    Ok(
-        row.map(|(sha, received_at, case_id, pending_case_id, status)| {
-            (
-                sha,
-                Receipt {
-                    instance_id: instance_id.to_string(),
-                    received_at,
-                    case_id: case_id.or(pending_case_id),
-                    status,
-                    refused_held: Vec::new(),
-                },
-            )
-        }),
-    )
-}
-
-/// A submission that passed every check that needs no write: ready for
-/// [`store`].
-#[derive(Debug)]
-pub struct Prepared {
-    instance_id: String,
-    envelope: Envelope,
-    /// The decrypted envelope as stored.
-    payload: String,
-    /// Its answers as export records (`exports::stored`).
-    cells: stored::StoredCells,
-    content_sha256: String,
-    kid: String,
-    raw: String,
-    programme: String,
-    case_role: CaseRole,
-    /// What it adds to its case's timeline.
-    event: SubmissionEvent,
-    /// For a form that opens a case: who the child is.
-    identity: Identity,
-}
-
-impl Prepared {
-    pub fn instance_id(&self) -> &str {
-        &self.instance_id
-    }
-
-    /// The case this submission opens, if it opens one.
-    pub fn opens_case(&self) -> Option<uuid::Uuid> {
-        match self.case_role {
-            CaseRole::Opens => self.envelope.case_id,
-            _ => None,
-        }
-    }
-}
-
-/// What storing a submission does to its case.
-enum CasePlan {
-    Open {
-        site: sites::Site,
-    },
-    Update(cases::Case),
-    /// The submission that opened the case, or an edit of it.
-    Reopened(cases::Case),
-    /// About a case not seen yet, from someone who works at a site of the
-    /// form's programme: held until the case opens ([`held`]).
-    Hold,
-    NoCase,
-}
-
-/// Decrypts, reads and checks one JWE from `who`, in the order of the
-/// contract: size (413) → decrypt (400) → envelope (400) → published
-/// version (422) → access (403) → data (422). Writes nothing. CPU-heavy:
-/// callers run it on the CPU pool (`AppState::cpu_db`).
-pub fn prepare(
+/// Stores a new submission's row and the export cells beside it.
+pub fn insert(
     conn: &mut DbConnection,
-    forms: &FormCache,
-    keys: &KeyRing,
-    limits: &Limits,
-    who: &Principal,
-    raw: String,
-) -> AppResult<Prepared> {
-    prepare_after(conn, forms, keys, limits, who, raw, &HashSet::new())
-}
-
-/// [`prepare`] for an item of a batch, judged after the items before it
-/// as if they had been sent one by one: a form about a case that an
-/// earlier item opens (`opened_earlier`) cannot be judged against a case
-/// not stored yet, so whether the caller may submit for it is judged when
-/// it is stored, after that item ([`store`] checks again, in order). (A
-/// form about a case nobody has opened yet is held: [`held`].)
-pub fn prepare_after(
-    conn: &mut DbConnection,
-    forms: &FormCache,
-    keys: &KeyRing,
-    limits: &Limits,
-    who: &Principal,
-    raw: String,
-    opened_earlier: &HashSet<uuid::Uuid>,
-) -> AppResult<Prepared> {
-    // 0. Within the size a submission may have, however it came (a batch
-    // item as much as a request of its own): nothing larger is decrypted.
-    if raw.len() > limits.max_submission_bytes {
-        return Err(AppError::PayloadTooLarge {
-            limit: limits.max_submission_bytes,
-        });
-    }
-
-    // 1. Decrypt.
-    let parsed = jwe::parse(&raw).map_err(undecryptable)?;
-    let (key_programme, private) = keys
-        .get(conn, &parsed.kid)?
-        .ok_or_else(|| undecryptable(jwe::JweError::UnknownKey))?;
-    let plaintext = parsed.decrypt(&private).map_err(undecryptable)?;
-
-    // 2. Envelope shape.
-    let mut envelope_value: Value = crate::json::parse_json(&plaintext)?;
-    drop(plaintext);
-    // The envelope's fields are read with an empty `data` in its place: a
-    // copy of the data (megabytes, perhaps) is made only once it is valid.
-    let data = match envelope_value.get_mut("data") {
-        Some(data @ Value::Object(_)) => std::mem::replace(data, Value::Object(Map::new())),
-        _ => Value::Null,
-    };
-    let envelope: Envelope = crate::json::from_value(&envelope_value)?;
-    if !data.is_null() {
-        envelope_value["data"] = data;
-    }
-    if envelope.device_id.trim().is_empty() || envelope.device_id.len() > 200 {
-        return Err(AppError::bad_request(
-            "/device_id: must be 1–200 characters",
-        ));
-    }
-    crate::json::refuse_unsafe_text([
-        ("/form_id", envelope.form_id.as_str()),
-        ("/form_version", envelope.form_version.as_str()),
-        ("/device_id", envelope.device_id.as_str()),
-    ])?;
-    attachments::check_declarations(&envelope.attachments, limits)?;
-    let instance_id = envelope.instance_id.to_string();
-
-    // 3. A published version of a form of the key's programme.
-    let status =
-        registry::status(conn, &envelope.form_id, &envelope.form_version)?.ok_or_else(|| {
-            AppError::invalid_field("/form_version", "is not a published version of this form")
-        })?;
-    if status != registry::PUBLISHED {
-        return Err(AppError::invalid_field(
-            "/form_version",
-            "is retired; sync to get the current version",
-        ));
-    }
-    let form = forms.get(conn, &envelope.form_id, &envelope.form_version)?;
-    if form.meta.programme != key_programme {
-        return Err(AppError::invalid_field(
-            "/form_id",
-            "belongs to another programme than the key it was encrypted for",
-        ));
-    }
-    let prepared = Prepared {
-        instance_id,
-        // Both set once the data is valid: no work on what is refused.
-        payload: String::new(),
-        cells: Default::default(),
-        content_sha256: String::new(),
-        kid: parsed.kid,
-        raw,
-        programme: form.meta.programme.clone(),
-        case_role: form.meta.case,
-        event: SubmissionEvent {
-            name: form.meta.event.clone(),
-            occurred_at: String::new(),
-            facts: Default::default(),
-        },
-        identity: Identity::default(),
-        envelope,
-    };
-
-    // 4. May the caller submit for this case? (Checked again when storing.)
-    let opened_earlier = prepared
-        .envelope
-        .case_id
-        .is_some_and(|case| opened_earlier.contains(&case));
-    match case_plan(conn, who, &prepared) {
-        Err(AppError::Forbidden(_)) if opened_earlier => {}
-        judged => {
-            judged?;
-        }
-    }
-
-    // 5. The data against that exact version, attachments included.
-    let data = &envelope_value["data"];
-    let mut report = form.report(data);
-    for error in &mut report.errors {
-        error.pointer.insert_str(0, "/data");
-    }
-    report.errors.extend(Identity::unsafe_name(data));
-    report.errors.extend(attachments::check_references(
-        &form.fields,
-        data,
-        &prepared.envelope.attachments,
-    ));
-    if !report.is_valid() {
-        return Err(AppError::invalid_data(report));
-    }
-    let mut prepared = prepared;
-    if let Value::Object(data) = data {
-        prepared.envelope.data = data.clone();
-    }
-    prepared.payload = envelope_value.to_string();
-    prepared.content_sha256 = hex::encode(Sha256::digest(canonical(&envelope_value).as_bytes()));
-    prepared.event = SubmissionEvent::of(&form, data, prepared.envelope.completed_at);
-    let event_day = Programmes::shipped()
-        .get(&prepared.programme)
-        .and_then(|p| {
-            let calendar = &p.calendar;
-            calendar
-                .moment(&Value::String(prepared.event.occurred_at.clone()))
-                .map(|m| calendar.local_date(m.at))
-        })
-        .unwrap_or(prepared.envelope.completed_at.date_naive());
-    prepared.cells = stored::layout(&form).cells(data, event_day);
-    if prepared.case_role == CaseRole::Opens {
-        prepared.identity = Identity::of(data, &prepared.event.facts);
-    }
-    Ok(prepared)
-}
-
-fn case_plan(conn: &mut DbConnection, who: &Principal, p: &Prepared) -> AppResult<CasePlan> {
-    crate::auth::policy::submit_forms(who)?;
-    let case_id = p.envelope.case_id.map(|c| c.to_string());
-    let existing = match &case_id {
-        Some(id) => cases::find(conn, id)?,
-        None => None,
-    };
-    match p.case_role {
-        CaseRole::Opens => {
-            if case_id.is_none() {
-                return Err(AppError::invalid_field(
-                    "/case_id",
-                    "is required: this form opens a case",
-                ));
-            }
-            match existing {
-                Some(case) if case.opened_by_instance == p.instance_id => {
-                    Ok(CasePlan::Reopened(case))
-                }
-                // An edit of the form that opened the case.
-                Some(case)
-                    if p.envelope.supersedes.is_some() && cases::may_submit_for(who, &case) =>
-                {
-                    Ok(CasePlan::Reopened(case))
-                }
-                Some(_) => Err(AppError::invalid_field(
-                    "/case_id",
-                    "a case with this id already exists",
-                )),
-                None => {
-                    let site = sites::list(conn, Some(&who.site_ids))?
-                        .into_iter()
-                        .find(|s| s.programme == p.programme && s.active)
-                        .ok_or_else(|| {
-                            AppError::Forbidden(format!(
-                                "you work at no site of programme {}",
-                                p.programme
-                            ))
-                        })?;
-                    Ok(CasePlan::Open { site })
-                }
-            }
-        }
-        CaseRole::Updates => {
-            if case_id.is_none() {
-                return Err(AppError::invalid_field(
-                    "/case_id",
-                    "is required: this form belongs to a case",
-                ));
-            }
-            match existing {
-                Some(case)
-                    if case.programme == p.programme && cases::may_submit_for(who, &case) =>
-                {
-                    Ok(CasePlan::Update(case))
-                }
-                // Its opening form may still be on its way (offline phones
-                // and retries reorder forms): judged when the case opens.
-                None if works_in_programme(conn, who, &p.programme)? => Ok(CasePlan::Hold),
-                _ => Err(AppError::Forbidden(
-                    "you may not submit forms for this case".into(),
-                )),
-            }
-        }
-        CaseRole::None => match case_id {
-            Some(_) => Err(AppError::invalid_field(
-                "/case_id",
-                "must be absent: this form is not about a case",
-            )),
-            None => Ok(CasePlan::NoCase),
-        },
-    }
-}
-
-/// Whether `who` works at an active site of `programme` (where a case of
-/// theirs would open).
-fn works_in_programme(
-    conn: &mut DbConnection,
-    who: &Principal,
-    programme: &str,
-) -> AppResult<bool> {
-    Ok(sites::list(conn, Some(&who.site_ids))?
-        .into_iter()
-        .any(|s| s.programme == programme && s.active))
-}
-
-/// Stores a prepared submission. Call inside a write transaction (or a
-/// savepoint of one): the idempotency check, the case change, the row, its
-/// attachments' declarations and the audit row commit together.
-pub fn store(
-    conn: &mut DbConnection,
-    who: &Principal,
-    origin: &Origin,
-    p: &Prepared,
-) -> AppResult<Stored> {
-    let stored = store_unaudited(conn, who, p)?;
-    if let Stored::Created(receipt) = &stored {
-        audit_received(conn, who, origin, p, receipt)?;
-    }
-    Ok(stored)
-}
-
-/// The audit row of a stored submission. Written last in its transaction:
-/// on PostgreSQL the audit chain's head is locked until commit, and a
-/// transaction that took it before a case's row could deadlock with one
-/// that took them the other way round.
-pub fn audit_received(
-    conn: &mut DbConnection,
-    who: &Principal,
-    origin: &Origin,
-    p: &Prepared,
-    receipt: &Receipt,
+    row: &NewSubmission<'_>,
+    cells: &StoredCells,
 ) -> AppResult<()> {
-    let what = format!("{} {}", p.envelope.form_id, p.envelope.form_version);
-    audit::record(
-        conn,
-        origin,
-        Event::new(Some(who), "submission_received")
-            .object("submission", &p.instance_id)
-            .detail(&what),
-    )?;
-    held::audit_refusals(conn, origin, &receipt.refused_held)
-}
-
-/// [`store`] without its audit row, which the caller writes once every
-/// other row of its transaction is written.
-pub fn store_unaudited(
-    conn: &mut DbConnection,
-    who: &Principal,
-    p: &Prepared,
-) -> AppResult<Stored> {
-    if let Some((sha, receipt)) = receipt_of(conn, &p.instance_id)? {
-        return if sha == p.content_sha256 {
-            Ok(Stored::Repeated(receipt))
-        } else {
-            Err(AppError::Conflict(
-                "this instance_id was already submitted with other content".into(),
-            ))
-        };
-    }
-    let envelope = &p.envelope;
-    let case_id = envelope.case_id.map(|c| c.to_string());
-    let mut plan = case_plan(conn, who, p)?;
-    if let (CasePlan::Hold, Some(id)) = (&plan, &case_id) {
-        // Another server may be opening the case right now: once it has
-        // (or before it may), judge again.
-        held::lock(conn, id)?;
-        plan = case_plan(conn, who, p)?;
-    }
-    let opens = matches!(plan, CasePlan::Open { .. });
-    let held_for = match plan {
-        CasePlan::Hold => case_id.clone(),
-        _ => None,
-    };
-    let (case, seq) = match (plan, &case_id) {
-        (CasePlan::Open { site }, Some(id)) => {
-            let programme = reconcile::programme_of(&p.programme)?;
-            let opener = users::get(conn, &who.user_id)?;
-            let calendar = &programme.calendar;
-            let occurred_at = calendar
-                .moment(&Value::String(p.event.occurred_at.clone()))
-                .map_or(envelope.completed_at.to_utc(), |m| m.at);
-            let case = cases::open(
-                conn,
-                cases::Opening {
-                    id,
-                    programme: &programme,
-                    site: &site,
-                    by: who,
-                    by_display_name: &opener.display_name,
-                    instance_id: &p.instance_id,
-                    occurred_at,
-                    identity: p.identity.clone(),
-                },
-            )?;
-            (Some(case), 1)
-        }
-        (CasePlan::Update(case) | CasePlan::Reopened(case), _) => {
-            let seq = cases::touch(conn, &case)?;
-            (Some(case), seq)
-        }
-        _ => (None, 0),
-    };
-    let supersedes = envelope.supersedes.map(|s| s.to_string());
-    if let Some(earlier) = &supersedes {
-        let found: Option<(String, Option<String>, Option<String>)> = submissions::table
-            .find(earlier)
-            .select((
-                submissions::form_id,
-                submissions::case_id,
-                submissions::pending_case_id,
-            ))
-            .first(conn)
-            .optional()?;
-        // A held form names its case in pending_case_id.
-        let found = found.map(|(form, case, pending)| (form, case.or(pending)));
-        if found != Some((envelope.form_id.clone(), case_id.clone())) || earlier == &p.instance_id {
-            return Err(AppError::invalid_field(
-                "/supersedes",
-                "must name an earlier submission of the same form and case",
-            ));
-        }
-        diesel::update(submissions::table.find(earlier))
-            .set(submissions::superseded_by.eq(&p.instance_id))
-            .execute(conn)?;
-    }
-    let received_at = now();
-    let status = if held_for.is_some() {
-        PENDING_CASE
-    } else if envelope.attachments.is_empty() {
-        COMPLETE
-    } else {
-        AWAITING_ATTACHMENTS
-    };
-    let pending_event = match &held_for {
-        Some(_) => Some(held::HeldEvent::of(p).to_json()?),
-        None => None,
-    };
     diesel::insert_into(submissions::table)
-        .values(NewSubmission {
-            instance_id: &p.instance_id,
-            form_id: &envelope.form_id,
-            form_version: &envelope.form_version,
-            case_id: case.as_ref().map(|c| c.id.as_str()),
-            submitted_by: &who.user_id,
-            device_id: &envelope.device_id,
-            started_at: envelope.started_at.map(|t| t.naive_utc()),
-            completed_at: envelope.completed_at.naive_utc(),
-            received_at,
-            kid: &p.kid,
-            raw_jwe: &p.raw,
-            payload: &p.payload,
-            content_sha256: &p.content_sha256,
-            base_case_version: envelope.base_case_version,
-            supersedes: supersedes.as_deref(),
-            status,
-            site_id: case.as_ref().map(|c| c.site_id.as_str()),
-            case_number: case.as_ref().and_then(|c| c.number.as_deref()),
-            pending_case_id: held_for.as_deref(),
-            pending_event: pending_event.as_deref(),
-        })
+        .values(row)
         .execute(conn)?;
     diesel::insert_into(submission_cells::table)
         .values((
-            submission_cells::form_id.eq(&envelope.form_id),
-            submission_cells::received_at.eq(received_at),
-            submission_cells::instance_id.eq(&p.instance_id),
-            submission_cells::layout.eq(&p.cells.layout),
-            submission_cells::event_day.eq(&p.cells.event_day),
-            submission_cells::identifying.eq(&p.cells.identifying),
-            submission_cells::deidentified.eq(&p.cells.deidentified),
+            submission_cells::form_id.eq(row.form_id),
+            submission_cells::received_at.eq(row.received_at),
+            submission_cells::instance_id.eq(row.instance_id),
+            submission_cells::layout.eq(&cells.layout),
+            submission_cells::event_day.eq(&cells.event_day),
+            submission_cells::identifying.eq(&cells.identifying),
+            submission_cells::deidentified.eq(&cells.deidentified),
         ))
         .execute(conn)?;
-    attachments::declare(conn, &p.instance_id, &envelope.attachments)?;
-    if let Some(case) = &case {
-        reconcile::submission(
-            conn,
-            &case.id,
-            seq,
-            reconcile::Stored {
-                instance_id: &p.instance_id,
-                event: &p.event,
-                by: &who.user_id,
-                base_version: envelope.base_case_version,
-                supersedes: supersedes.as_deref(),
-            },
-        )?;
-        crate::privacy::from_forms::record(
-            conn,
-            who,
-            case,
-            &envelope.form_id,
-            &envelope.data,
-            &p.instance_id,
-            supersedes.as_deref(),
-            received_at.and_utc(),
-        )?;
-    }
-    // The forms that arrived before this one, which opens their case, join
-    // it now, in this transaction, or are refused.
-    let refused_held = match &case {
-        Some(case) if opens => held::join(conn, &case.id)?,
-        _ => Vec::new(),
-    };
-    Ok(Stored::Created(Receipt {
-        instance_id: p.instance_id.clone(),
-        received_at,
-        case_id: case.map(|c| c.id).or(held_for),
-        status: status.to_string(),
-        refused_held,
-    }))
+    Ok(())
 }
 
-/// After `store` failed: a copy of the same submission that won a race (in
-/// another transaction) makes this one a retry, not an error.
-pub fn settle_race(conn: &mut DbConnection, p: &Prepared, failure: AppError) -> AppResult<Stored> {
-    if matches!(
-        failure,
-        AppError::Conflict(_) | AppError::Validation { .. } | AppError::InvalidData { .. }
-    ) {
-        if let Some((sha, receipt)) = receipt_of(conn, &p.instance_id)? {
-            if sha == p.content_sha256 {
-                return Ok(Stored::Repeated(receipt));
-            }
-        }
-    }
-    Err(failure)
+/// Marks `earlier` as replaced by the submission `by` (an edit).
+pub fn supersede(conn: &mut DbConnection, earlier: &str, by: &str) -> AppResult<()> {
+    diesel::update(submissions::table.find(earlier))
+        .set(submissions::superseded_by.eq(by))
+        .execute(conn)?;
+    Ok(())
 }
 
-/// Limits a submission is checked against.
-#[derive(Debug, Clone)]
-pub struct Limits {
-    pub max_attachment_bytes: u64,
-    /// The largest JWE, batch items included.
-    pub max_submission_bytes: usize,
-}
-
-/// Ingests one JWE from `who` in its own transaction (the group committer
-/// is the fast path; this one serves tools and tests).
-pub fn ingest(
+/// Gives the submissions of `case_id` the case's new number (a
+/// readmission numbers the case anew; exports read the copy).
+pub fn renumber_case(
     conn: &mut DbConnection,
-    forms: &FormCache,
-    keys: &KeyRing,
-    limits: &Limits,
-    who: &Principal,
-    origin: &Origin,
-    raw: String,
-) -> AppResult<Stored> {
-    let prepared = prepare(conn, forms, keys, limits, who, raw)?;
-    match write_tx(conn, |conn| store(conn, who, origin, &prepared)) {
-        Ok(stored) => Ok(stored),
-        Err(failure) => settle_race(conn, &prepared, failure),
-    }
+    case_id: &str,
+    number: Option<&str>,
+) -> AppResult<()> {
+    diesel::update(submissions::table.filter(submissions::case_id.eq(case_id)))
+        .set(submissions::case_number.eq(number))
+        .execute(conn)?;
+    Ok(())
+}
+
+/// Moves the submissions of `case_id` to the case they were merged into:
+/// its id, site and number.
+pub fn relink_case(
+    conn: &mut DbConnection,
+    case_id: &str,
+    to_case: &str,
+    to_site: &str,
+    to_number: Option<&str>,
+) -> AppResult<()> {
+    diesel::update(submissions::table.filter(submissions::case_id.eq(case_id)))
+        .set((
+            submissions::case_id.eq(to_case),
+            submissions::site_id.eq(to_site),
+            submissions::case_number.eq(to_number),
+        ))
+        .execute(conn)?;
+    Ok(())
 }

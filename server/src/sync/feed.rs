@@ -3,13 +3,11 @@
 //! cursor is the change log's sequence, read before the data, so a change
 //! committed meanwhile is sent (again) next time rather than lost.
 
-use base64::engine::general_purpose::URL_SAFE_NO_PAD;
-use base64::Engine;
 use serde::Serialize;
 
-use super::{changes_for, latest, ChangeKind};
 use crate::auth::{sites, Principal};
 use crate::cases::{self, PhoneCase};
+use crate::changes::{changes_for, decode_cursor, encode_cursor, latest, ChangeKind};
 use crate::crypto::keys;
 use crate::db::DbConnection;
 use crate::error::{AppError, AppResult};
@@ -48,22 +46,6 @@ pub struct Feed {
     pub cases: Vec<PhoneCase>,
     /// Cases to remove from the phone: closed, or assigned to someone else.
     pub dropped_cases: Vec<String>,
-}
-
-pub fn encode_cursor(seq: i64) -> String {
-    URL_SAFE_NO_PAD.encode(format!("v1:{seq}"))
-}
-
-pub fn decode_cursor(cursor: &str) -> AppResult<i64> {
-    URL_SAFE_NO_PAD
-        .decode(cursor)
-        .ok()
-        .and_then(|bytes| String::from_utf8(bytes).ok())
-        .and_then(|text| text.strip_prefix("v1:")?.parse::<i64>().ok())
-        .filter(|seq| *seq >= 0)
-        .ok_or_else(|| {
-            AppError::bad_request("cursor: not a cursor this server gave; sync again without one")
-        })
 }
 
 /// The programmes whose forms and keys `who` needs: those of their sites,
@@ -178,6 +160,8 @@ pub fn feed(conn: &mut DbConnection, who: &Principal, cursor: Option<&str>) -> A
 #[cfg(test)]
 mod tests {
     use super::*;
+    use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+    use base64::Engine;
 
     #[test]
     fn cursors_round_trip_and_refuse_what_we_did_not_make() {

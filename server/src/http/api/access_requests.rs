@@ -1,6 +1,6 @@
 //! Access to the case file by the child, parents or legal representative
 //! (KZ 10.5) and the family's copy of meeting minutes (8.7.22(d)): thin
-//! handlers over `cases::access_requests`, each audited in its transaction.
+//! handlers over `privacy::access_requests`, each audited in its transaction.
 
 use actix_web::{web, HttpResponse};
 use chrono::Utc;
@@ -9,10 +9,10 @@ use serde::Deserialize;
 use super::Items;
 use crate::app::{AppState, Audited};
 use crate::audit::Origin;
-use crate::cases::access_requests::{self, NewRequest, Review};
 use crate::cases::{views, CaseId};
 use crate::error::{AppError, AppResult, Problem};
 use crate::http::extract::{ApiJson, AuthUser};
+use crate::privacy::access_requests::{self, NewRequest, Review};
 use crate::privacy::AccessRequestId;
 
 /// `POST /api/v1/cases/{id}/access-requests` (assigned worker, coordinator):

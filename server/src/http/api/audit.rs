@@ -7,8 +7,8 @@ use crate::app::{AppState, Audited};
 use crate::audit::{self, AuditQuery, Event, Origin};
 use crate::auth::policy;
 use crate::error::{AppResult, Problem};
-use crate::exports::Formulas;
 use crate::http::extract::AuthUser;
+use crate::sheet::Formulas;
 
 /// `GET /api/v1/audit?from=&to=&actor=&action=&object_type=&object_id=&cursor=&limit=`
 #[utoipa::path(

@@ -9,9 +9,9 @@ use actix_web::HttpResponse;
 
 use crate::app::AppState;
 use crate::audit::Origin;
+use crate::auth::sites::ProgrammeCode;
 use crate::cpu::Slot;
 use crate::db::DbConnection;
-use crate::auth::sites::ProgrammeCode;
 use crate::error::{AppError, AppResult, Problem};
 use crate::exports::cases::CaseFilter;
 use crate::exports::forms::FormFilter;

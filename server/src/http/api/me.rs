@@ -91,7 +91,12 @@ pub async fn change_password(
             Ok((issued, Audited::object("user", user_id.as_str())))
         })
         .await?;
-    crate::server::forget_initial_password(&initial_password_file, &changed_from);
+    let forgotten =
+        web::block(move || users::forget_initial_password(&initial_password_file, &changed_from))
+            .await;
+    if let Err(err) = forgotten {
+        tracing::warn!(%err, "could not check the initial password file");
+    }
     Ok(HttpResponse::Ok().json(FreshSession {
         token: issued.token,
         token_id: issued.info.id,

@@ -10,10 +10,10 @@ use crate::app::AppState;
 use crate::audit::{self, Event, Origin};
 use crate::auth::policy;
 use crate::auth::sites::ProgrammeCode;
-use crate::cases::retention::{self, ReportQuery};
 use crate::error::{AppError, AppResult, Problem};
 use crate::http::extract::AuthUser;
 use crate::indicators::ReportFormat;
+use crate::privacy::retention::{self, ReportQuery};
 
 #[derive(Debug, Deserialize, utoipa::IntoParams)]
 #[into_params(parameter_in = Query)]

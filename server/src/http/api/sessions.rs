@@ -3,7 +3,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::app::{AppState, Audited};
 use crate::audit::{self, Event, Origin};
-use crate::auth::{self, passwords, throttle, tokens, users};
+use crate::auth::{passwords, throttle, tokens, users};
 use crate::db::write_tx;
 use crate::error::Problem;
 use crate::error::{AppError, AppResult};
@@ -59,7 +59,7 @@ pub async fn login(
     let verdict = {
         let keys = keys.clone();
         state
-            .db(move |conn| throttle::reserve(conn, &keys, &rules, auth::now()))
+            .db(move |conn| throttle::reserve(conn, &keys, &rules, crate::time::now()))
             .await?
     };
     match verdict {

@@ -11,9 +11,9 @@ use crate::cases::views::site_named;
 use crate::cpu;
 use crate::error::{AppError, AppResult, Problem};
 use crate::http::extract::{AttachmentBody, AuthUser, Batch, BatchBody, JoseBody};
-use crate::submissions::attachments::{self, Received};
-use crate::submissions::held;
-use crate::submissions::{self, Stored};
+use crate::ingest::attachments::{self, Received};
+use crate::ingest::held;
+use crate::ingest::{self, Stored};
 
 /// `POST /api/v1/submissions`: one JWE. 201 stored; 200 the same instance
 /// was already stored with the same content (a retry); 409 same instance,
@@ -24,8 +24,8 @@ use crate::submissions::{self, Stored};
     tag = "submissions",
     request_body(content = JoseBody, content_type = "application/jose", description = "One JWE in compact serialization (RSA-OAEP-256, A256GCM) whose plaintext is the envelope (docs/api.md)"),
     responses(
-        (status = 201, description = "Stored", body = submissions::Receipt),
-        (status = 200, description = "The same instance was stored before with the same content: the original receipt", body = submissions::Receipt),
+        (status = 201, description = "Stored", body = ingest::Receipt),
+        (status = 200, description = "The same instance was stored before with the same content: the original receipt", body = ingest::Receipt),
         (status = 409, description = "The instance_id was stored before with other content", body = Problem, content_type = "application/problem+json"),
         (status = 422, description = "Not a published form version, wrong programme or case, or the data fails validation (pointers under /data)", body = Problem, content_type = "application/problem+json"),
         (status = 404, description = "No such case, or one the caller may not see", body = Problem, content_type = "application/problem+json"),
@@ -46,7 +46,7 @@ pub async fn create(
     );
     let prepared = state
         .cpu_db(body.0.len(), move |conn| {
-            submissions::prepare(conn, &forms, &keys, &limits, &who, body.0)
+            ingest::prepare(conn, &forms, &keys, &limits, &who, body.0)
         })
         .await?;
     Ok(match state.committer.store(prepared, me, origin).await? {
@@ -70,14 +70,14 @@ pub(super) struct BatchItem {
     #[schema(minimum = 200, maximum = 599)]
     status: u16,
     #[serde(skip_serializing_if = "Option::is_none")]
-    receipt: Option<submissions::Receipt>,
+    receipt: Option<ingest::Receipt>,
     #[serde(skip_serializing_if = "Option::is_none")]
     #[schema(value_type = Option<Problem>)]
     problem: Option<serde_json::Value>,
 }
 
 impl BatchItem {
-    fn stored(index: usize, status: u16, receipt: submissions::Receipt) -> Self {
+    fn stored(index: usize, status: u16, receipt: ingest::Receipt) -> Self {
         BatchItem {
             index,
             status,
@@ -141,9 +141,8 @@ pub async fn batch(
             Ok(items
                 .into_iter()
                 .map(|raw| {
-                    let prepared = submissions::prepare_after(
-                        conn, &forms, &keys, &limits, &who, raw, &opened,
-                    );
+                    let prepared =
+                        ingest::prepare_after(conn, &forms, &keys, &limits, &who, raw, &opened);
                     if let Ok(p) = &prepared {
                         opened.extend(p.opens_case());
                     }

@@ -112,7 +112,7 @@ pub async fn update(
         .audited(origin, me, "user_updated", move |conn| {
             let changes = body.0;
             let described = describe_changes(&changes);
-            let user = users::update(conn, &id, changes)?;
+            let user = crate::cases::update_user(conn, &id, changes)?;
             let what = Audited::object("user", &user.id).detail(described);
             Ok((user, what))
         })

@@ -12,12 +12,12 @@
 use std::fs;
 use std::path::{Path, PathBuf};
 
+use super::{self as server, StartError};
 use crate::config::{DatabaseTarget, Secret, Settings};
 use crate::crypto::audit_key::{write_new_file, AuditKeyFile, AUDIT_KEY_FILE};
 use crate::crypto::kek::{self, Kek};
 use crate::crypto::keys;
 use crate::db::{self, encryption, write_tx, Database, DatabaseKey};
-use crate::server::{self, StartError};
 
 fn next_of(path: &Path) -> PathBuf {
     let mut name = path.as_os_str().to_owned();

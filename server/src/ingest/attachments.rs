@@ -13,7 +13,7 @@ use sha2::{Digest, Sha256};
 
 use super::{AttachmentDeclaration, Limits, AWAITING_ATTACHMENTS, COMPLETE};
 use crate::audit::{self, Event, Origin};
-use crate::auth::{now, policy, users, Principal};
+use crate::auth::{policy, users, Principal};
 use crate::cases::{self, views};
 use crate::crypto::jwe;
 use crate::crypto::keys::KeyRing;
@@ -21,6 +21,7 @@ use crate::db::schema::{attachments, submissions};
 use crate::db::{write_tx, DbConnection};
 use crate::error::{AppError, AppResult, FieldError};
 use crate::forms::model::{Field, FieldKind};
+use crate::time::now;
 
 /// The envelope's list on its own: unique, safe names; a media type; a size
 /// within the limit; a sha256 in hex. A malformed list is a malformed

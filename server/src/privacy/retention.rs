@@ -11,8 +11,8 @@ use diesel::prelude::*;
 use serde::Serialize;
 use serde_json::Value;
 
-use super::Case;
 use crate::auth::sites;
+use crate::cases::Case;
 use crate::db::schema::cases;
 use crate::db::DbConnection;
 use crate::error::{AppError, AppResult};
@@ -326,8 +326,8 @@ pub fn write_csv(
     mut sink: impl FnMut(Vec<u8>) -> bool,
 ) -> AppResult<Summary> {
     // Case numbers, codes and dates only, but every CSV goes through the
-    // one writer that neutralises formulas (`exports::sheet`).
-    use crate::exports::{Chunk, Formulas};
+    // one writer that neutralises formulas (`sheet`).
+    use crate::sheet::{Chunk, Formulas};
     let mut head = Chunk::new(Formulas::Escaped);
     head.record(CSV_HEADER)?;
     if !sink(head.bytes()?) {

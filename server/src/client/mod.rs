@@ -9,7 +9,7 @@
 //! the phone app use it; tests and benchmarks drive the server through it;
 //! admins use it to try forms.
 
-pub mod client;
+pub mod http;
 pub mod prompt;
 pub mod store;
 pub mod template;
@@ -29,7 +29,7 @@ use crate::crypto::{jwe, keys};
 use crate::forms::model::{CaseRole, Field, FieldKind};
 use crate::forms::relevance;
 use crate::forms::{bundle, validate::CompiledForm};
-use client::{Answer, Client};
+use http::{Answer, Client};
 use store::{Dir, Queued, QueuedAttachment, Session, SyncState};
 
 pub type CollectResult<T> = Result<T, String>;

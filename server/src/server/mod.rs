@@ -3,7 +3,10 @@
 //!
 //! The data directory holds children's data (the embedded database) and
 //! the keys: it is made 0700 with every file 0600, and a server refuses to
-//! start on one that others can read.
+//! start on one that others can read. `rekey` (below) replaces the keys
+//! under it; an interrupted one is finished or undone here, on opening.
+
+pub mod rekey;
 
 use std::fs::{self, OpenOptions};
 use std::io::Write;
@@ -15,7 +18,7 @@ use std::sync::Arc;
 
 use actix_web::HttpServer;
 
-use crate::app::{self, AppState};
+use crate::app::AppState;
 use crate::audit::{self, Event, Origin};
 use crate::auth::{sites, users, Role};
 use crate::config::{Settings, TlsSettings};
@@ -25,8 +28,8 @@ use crate::crypto::keys::{self, KeyRing};
 use crate::db::{self, write_tx, Database, DatabaseKey, DbConnection};
 use crate::error::{AppError, AppResult};
 use crate::forms::{self, FormCache};
+use crate::ingest::committer::Committer;
 use crate::metrics::Metrics;
-use crate::submissions::committer::Committer;
 
 #[derive(Debug, thiserror::Error)]
 pub enum StartError {
@@ -136,7 +139,7 @@ pub struct Storage {
 pub fn open_storage(settings: &Settings) -> Result<Storage, StartError> {
     kek::create_private_dir(&settings.data_dir)?;
     check_private(&settings.data_dir)?;
-    crate::rekey::finish_interrupted(settings)?;
+    rekey::finish_interrupted(settings)?;
     refuse_lost_master_key(settings)?;
     let kek = Kek::load(settings)?;
     let database = Database::new(
@@ -353,20 +356,6 @@ pub fn write_private_file(path: &Path, contents: &str) -> std::io::Result<()> {
     file.sync_all()
 }
 
-/// Removes the initial admin password file once that password no longer
-/// works, so a stale secret does not linger on disk.
-pub fn forget_initial_password(path: &Path, old_password: &str) {
-    if let Ok(contents) = fs::read_to_string(path) {
-        if contents.trim() == old_password {
-            if let Err(err) = fs::remove_file(path) {
-                tracing::warn!(%err, file = %path.display(), "could not remove the initial password file");
-            } else {
-                tracing::info!(file = %path.display(), "initial admin password changed; file removed");
-            }
-        }
-    }
-}
-
 fn tls_config(tls: &TlsSettings) -> Result<rustls::ServerConfig, StartError> {
     use rustls::pki_types::pem::PemObject;
     use rustls::pki_types::{CertificateDer, PrivateKeyDer};
@@ -406,7 +395,7 @@ pub fn bind(state: AppState) -> Result<Bound, StartError> {
     let addr = listener
         .local_addr()
         .map_err(io("reading the bound address"))?;
-    let mut server = HttpServer::new(move || app::build(state.clone()))
+    let mut server = HttpServer::new(move || crate::http::build(state.clone()))
         .shutdown_timeout(settings.shutdown_timeout_secs);
     if settings.workers > 0 {
         server = server.workers(settings.workers);

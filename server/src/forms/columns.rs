@@ -12,10 +12,13 @@
 //! table of every shipped field's class is generated into
 //! docs/field-classes.md (`field_classes_markdown`, kept current by a test).
 
-use chrono::{Datelike, NaiveDate};
+use chrono::NaiveDate;
 use serde_json::Value;
+use sha2::{Digest, Sha256};
 
 use crate::forms::model::{Field, FieldKind, Pii};
+use crate::forms::CompiledForm;
+use crate::time::age_in_years;
 
 /// Identifying exports keep every answer; de-identified ones apply the
 /// rules above.
@@ -308,15 +311,6 @@ fn text(value: &Value) -> String {
     }
 }
 
-/// Whole years from `born` to `on`.
-pub fn age_in_years(born: NaiveDate, on: NaiveDate) -> Option<i32> {
-    let mut years = on.year() - born.year();
-    if (on.month(), on.day()) < (born.month(), born.day()) {
-        years -= 1;
-    }
-    (years >= 0).then_some(years)
-}
-
 /// The cell of `column` for a submission's `data`; `event_day` is the
 /// local day its event happened (for ages).
 pub fn cell(column: &Column, data: &Value, event_day: Option<NaiveDate>) -> String {
@@ -364,7 +358,7 @@ pub fn field_classes_markdown() -> String {
     forms.sort_by(|a, b| a.meta.id.cmp(&b.meta.id));
     let mut out = String::from(
         "# Field classes of the shipped forms\n\n\
-         Generated from the form definitions by `exports::columns::field_classes_markdown` \
+         Generated from the form definitions by `forms::columns::field_classes_markdown` \
          (`CASESYNC_WRITE_DOCS=1 cargo test --lib field_classes` rewrites it; the test fails \
          when it is stale). What each class means and why: docs/api.md, \"Exports\". \
          Identifying exports keep every field.\n\n\
@@ -409,6 +403,50 @@ pub fn field_classes_markdown() -> String {
         }
     }
     out
+}
+
+/// The layout of `form`'s version, worked out once per process (the
+/// cells ingest stores beside each submission follow it: `submissions::cells`).
+pub fn layout(form: &CompiledForm) -> &Layout {
+    form.export_layout.get_or_init(|| Layout::of(&form.fields))
+}
+
+/// The columns of one form version, both privacies, and their tag.
+#[derive(Debug, Clone)]
+pub struct Layout {
+    pub identifying: Vec<Column>,
+    pub deidentified: Vec<Column>,
+    pub tag: String,
+}
+
+impl Layout {
+    pub fn of(fields: &[Field]) -> Layout {
+        let version = |privacy| columns(&[fields.to_vec()], privacy);
+        let (identifying, deidentified) = (
+            version(Privacy::Identifying),
+            version(Privacy::Deidentified),
+        );
+        let mut hash = Sha256::new();
+        for column in identifying.iter().chain(&deidentified) {
+            hash.update(column.header().as_bytes());
+            hash.update(b"\n");
+        }
+        // v3: free text left out and every date as its month when
+        // de-identified (#14).
+        let tag = format!("v3:{}", &hex::encode(hash.finalize())[..16]);
+        Layout {
+            identifying,
+            deidentified,
+            tag,
+        }
+    }
+
+    pub fn columns(&self, privacy: Privacy) -> &[Column] {
+        match privacy {
+            Privacy::Identifying => &self.identifying,
+            Privacy::Deidentified => &self.deidentified,
+        }
+    }
 }
 
 #[cfg(test)]

@@ -13,12 +13,13 @@ use serde_json::{Map, Value};
 
 use super::{Prepared, AWAITING_ATTACHMENTS, COMPLETE, PENDING_CASE, REFUSED};
 use crate::audit::{self, Event, Origin};
-use crate::auth::{now, users, Principal};
+use crate::auth::{users, Principal};
 use crate::cases::timeline::SubmissionEvent;
 use crate::cases::{self, reconcile};
 use crate::db::schema::{attachments, submissions};
 use crate::db::DbConnection;
 use crate::error::{AppError, AppResult};
+use crate::time::now;
 
 /// What a held form will add to its case, read from its form when it was
 /// received (the form's rules are not at hand when the case opens).

@@ -14,9 +14,9 @@ use diesel::prelude::*;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
-use super::reconcile::programme_of;
-use super::{find, views, Case};
 use crate::auth::{policy, Principal};
+use crate::cases::reconcile::programme_of;
+use crate::cases::{find, views, Case};
 use crate::db::schema::{access_requests, submissions};
 use crate::db::DbConnection;
 use crate::error::{AppError, AppResult, FieldError};
@@ -514,11 +514,11 @@ pub fn produce_copy(
         .events
         .into_iter()
         .filter(|e| match e.kind.as_str() {
-            super::timeline::SUBMISSION => copied.iter().any(|s| s.instance_id == e.id),
+            crate::cases::timeline::SUBMISSION => copied.iter().any(|s| s.instance_id == e.id),
             _ => !e.superseded && e.recorded_at.naive_utc() <= as_of,
         })
         .map(|e| CopiedEvent {
-            instance_id: (e.kind == super::timeline::SUBMISSION).then(|| e.id.clone()),
+            instance_id: (e.kind == crate::cases::timeline::SUBMISSION).then(|| e.id.clone()),
             name: e.name,
             kind: e.kind,
             occurred_at: e.occurred_at,

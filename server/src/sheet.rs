@@ -14,7 +14,7 @@
 //! of the four signs (which some locales' spreadsheets take for them), are
 //! treated the same way.
 //!
-//! Answers are stored at ingest unescaped (`exports::stored`): the rule is
+//! Answers are stored at ingest unescaped (`submissions::cells`): the rule is
 //! applied as a file is written, so records stored before it are covered
 //! and `formula_escape=false` can give scripts the values as they are.
 
