@@ -27,6 +27,7 @@ mod identity;
 mod indicators;
 mod interop;
 mod keys;
+mod layers;
 mod migrations;
 mod operations;
 mod privacy;
