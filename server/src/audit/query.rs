@@ -32,8 +32,8 @@ pub struct AuditQuery {
     /// Rows per page, 1–500, 100 by default (the page only).
     #[param(value_type = Option<i64>, minimum = 1, maximum = 500)]
     pub limit: Option<String>,
-    /// The CSV export only: `false` leaves formulas as they are
-    /// (`sheet`), recorded on its audit row.
+    /// The CSV export only: `false` leaves cells a spreadsheet would run
+    /// as formulas as they are, recorded on its audit row.
     pub formula_escape: Option<bool>,
 }
 

@@ -119,11 +119,17 @@ impl ConnectionManager {
                 // envelope fit one page instead of overflowing into three,
                 // and exports and indicator scans read a quarter of the
                 // pages (a form export of 300,000 rows: 194k → 276k rows/s).
+                // A 32 MiB page cache (SQLite's default is 2 MB): SQLCipher
+                // decrypts and verifies every page it brings into the cache,
+                // so with the default the index pages every insert touches
+                // were decrypted again and again (storing 200,000 referrals:
+                // 108 s → 28 s; docs/operations.md, "Data at rest").
                 conn.batch_execute(&format!(
                     "PRAGMA busy_timeout = {};
                      PRAGMA page_size = 16384;
                      PRAGMA journal_mode = WAL;
                      PRAGMA synchronous = FULL;
+                     PRAGMA cache_size = -32768;
                      PRAGMA foreign_keys = ON;",
                     self.busy_timeout_ms
                 ))?;

@@ -112,7 +112,7 @@ pub struct DisclosureTerms {
     /// needs one.
     #[arg(long)]
     pub provision: Option<String>,
-    /// Consent record ids, comma-separated (--legal-basis consent).
+    /// Consent record ids, comma-separated (a disclosure by consent).
     #[arg(long)]
     pub consent: Option<String>,
     /// To whom the data goes.
