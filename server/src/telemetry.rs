@@ -1,6 +1,6 @@
 //! Logging setup: structured, with request ids from the request spans.
 //! Nothing that logs may include a token, a password or a child's name,
-//! nor a query string (see `http::middleware::RequestSpan`; tests/binary.rs holds it at
+//! nor a query string (see `http::middleware::RequestSpan`; tests/it/binary.rs holds it at
 //! every level, in both formats).
 
 use tracing_subscriber::fmt::format::FmtSpan;

@@ -1,5 +1,5 @@
 // One portable schema for both dialects: text ids, UTC timestamps without a
-// zone, booleans, JSON as text. Kept by hand; `tests/migrations.rs` checks it
+// zone, booleans, JSON as text. Kept by hand; `tests/it/migrations.rs` checks it
 // against what the migrations create on each database.
 
 diesel::table! {
