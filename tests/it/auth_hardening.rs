@@ -42,6 +42,62 @@ fn device_token(app: &TestApp, maker: &str, user_id: &str) -> (String, String) {
 
 // ---- 2. Login throttling holds under concurrency ---------------------------
 
+/// Counters that hold nothing back any more (a window passed with no lock,
+/// a lock that expired) are pruned, so guesses at made-up usernames from
+/// many addresses cannot grow the table for ever; live windows and locks
+/// stay, and a real failed login's counters go once their window passes.
+#[test]
+fn stale_login_counters_are_pruned_and_live_ones_kept() {
+    use casesync::auth::throttle;
+    use casesync::db::schema::login_throttle;
+    use chrono::{Duration, Utc};
+
+    let app = TestApp::spawn();
+    let window = app.settings.login.window_secs;
+    let now = Utc::now().naive_utc();
+    let mut conn = app.conn();
+    let old = now - Duration::seconds(window * 2);
+    for (key, started, locked) in [
+        ("ip:stale-window", old, None),
+        ("pair:expired|lock", old, Some(now - Duration::seconds(1))),
+        (
+            "pair:live|lock",
+            old,
+            Some(now + Duration::seconds(window * 4)),
+        ),
+        ("ip:live-window", now, None),
+    ] {
+        diesel::insert_into(login_throttle::table)
+            .values((
+                login_throttle::throttle_key.eq(key),
+                login_throttle::failures.eq(3),
+                login_throttle::window_started_at.eq(started),
+                login_throttle::locked_until.eq(locked),
+            ))
+            .execute(&mut conn)
+            .unwrap();
+    }
+    assert_eq!(throttle::prune(&mut conn, window, now).unwrap(), 2);
+    let mut left: Vec<String> = login_throttle::table
+        .select(login_throttle::throttle_key)
+        .load(&mut conn)
+        .unwrap();
+    left.sort();
+    assert_eq!(left, ["ip:live-window", "pair:live|lock"]);
+
+    // A wrong password over HTTP leaves its three counters; a window later
+    // they are stale and go.
+    app.login("nobody-here", "a wrong guess")
+        .assert_problem(401, "unauthorized");
+    let counters = |conn: &mut casesync::db::DbConnection| -> i64 {
+        login_throttle::table.count().get_result(conn).unwrap()
+    };
+    assert_eq!(counters(&mut conn), 5);
+    let later = Utc::now().naive_utc() + Duration::seconds(window + 1);
+    assert_eq!(throttle::prune(&mut conn, window, later).unwrap(), 4);
+    assert_eq!(counters(&mut conn), 1, "only the live lock is left");
+}
+
 /// 200 guesses at one account at once: the attempt is reserved in the
 /// database before the password is verified, so no more than `lock_after`
 /// passwords are ever checked. Each verified wrong password leaves exactly

@@ -16,6 +16,7 @@
 //! count below the limit: at most `lock_after` passwords are ever verified
 //! per account and address within a lock. A right password releases it.
 
+use std::sync::atomic::{AtomicI64, Ordering};
 use std::time::Duration as StdDuration;
 
 use chrono::{Duration, NaiveDateTime};
@@ -171,15 +172,50 @@ fn delay(failures_before: i32, tolerated: i32, rules: &LoginThrottleSettings) ->
     StdDuration::from_millis(ms.min(rules.max_delay_ms))
 }
 
+/// How often a server clears counters that no longer hold anything back.
+const PRUNE_EVERY_SECS: i64 = 60;
+
+/// When this process last pruned (seconds since the epoch).
+static LAST_PRUNE: AtomicI64 = AtomicI64::new(0);
+
+/// Deletes the counters that the next attempt would start over anyway: an
+/// expired lock, or a window with no lock that has passed. Without it,
+/// attempts at made-up usernames from many addresses would grow the table
+/// for ever. Returns how many went.
+pub fn prune(conn: &mut DbConnection, window_secs: i64, now: NaiveDateTime) -> AppResult<usize> {
+    let stale_window = now - Duration::seconds(window_secs);
+    Ok(diesel::delete(
+        login_throttle::table.filter(
+            login_throttle::locked_until
+                .le(now)
+                .or(login_throttle::locked_until
+                    .is_null()
+                    .and(login_throttle::window_started_at.lt(stale_window))),
+        ),
+    )
+    .execute(conn)?)
+}
+
 /// Reserves this login attempt before its password is checked: counts it
 /// as a failure against its keys (in one write transaction) and says
-/// whether to verify, and after what wait.
+/// whether to verify, and after what wait. At most once a minute per
+/// process it first prunes stale counters (one statement, linear in the
+/// table, in its own short transaction).
 pub fn reserve(
     conn: &mut DbConnection,
     keys: &Keys,
     rules: &LoginThrottleSettings,
     now: NaiveDateTime,
 ) -> AppResult<Verdict> {
+    let epoch = now.and_utc().timestamp();
+    let last = LAST_PRUNE.load(Ordering::Relaxed);
+    if epoch - last >= PRUNE_EVERY_SECS
+        && LAST_PRUNE
+            .compare_exchange(last, epoch, Ordering::Relaxed, Ordering::Relaxed)
+            .is_ok()
+    {
+        write_tx(conn, |conn| prune(conn, rules.window_secs, now))?;
+    }
     write_tx(conn, |conn| {
         // Always in this order (pair, account, address), so transactions
         // on PostgreSQL wait for each other's rows without deadlock.
