@@ -1034,6 +1034,26 @@ fn the_shell_needs_the_servers_database_and_audits_its_user() {
     );
     assert!(!elsewhere.path().join("data").exists(), "nothing created");
 
+    // On PostgreSQL the shell finds the database from anywhere, but not the
+    // key-encryption key its programme keys are sealed under: it refuses
+    // before making a new one that would open none of them.
+    if app.shared.db.is_postgres() {
+        let stray = tempfile::tempdir().unwrap();
+        let out = common::bin::command(stray.path(), &app.shared.db)
+            .env_remove("CASESYNC_DATA_DIR")
+            .args(["users", "list"])
+            .output()
+            .unwrap();
+        assert!(!out.status.success());
+        let said = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            said.contains("master.key is missing") && said.contains("--data-dir"),
+            "{said}"
+        );
+        let made = stray.path().join("data").join("master.key");
+        assert!(!made.exists(), "no key made");
+    }
+
     // Pointed at the server's directory, it works: the database (SQLite)
     // and the keys (the audit chain's key, on PostgreSQL too) are there.
     let mut right = common::bin::command(elsewhere.path(), &app.shared.db);

@@ -123,4 +123,5 @@ fn a_restart_keeps_the_keys_and_a_wrong_master_key_is_refused() {
     };
     let err = err.to_string();
     assert!(err.contains("does not open"), "{err}");
+    assert!(!master.exists(), "no new key is made beside the old data");
 }

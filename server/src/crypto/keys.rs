@@ -194,6 +194,11 @@ pub fn reseal_all(conn: &mut DbConnection, old: &Kek, new: &Kek) -> AppResult<us
     Ok(rows.len())
 }
 
+/// Whether any programme key is stored (each sealed under the KEK).
+pub fn any_stored(conn: &mut DbConnection) -> AppResult<bool> {
+    Ok(diesel::select(diesel::dsl::exists(keys::table.select(keys::kid))).get_result(conn)?)
+}
+
 /// Whether every stored private key opens with `kek` (true with none).
 pub fn all_open_with(conn: &mut DbConnection, kek: &Kek) -> AppResult<bool> {
     let rows: Vec<(String, String)> = keys::table

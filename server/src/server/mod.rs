@@ -111,18 +111,36 @@ fn refuse_lost_master_key(settings: &Settings) -> Result<(), StartError> {
     if material.exists() {
         return Ok(());
     }
-    if let crate::config::DatabaseTarget::Sqlite(path) = &settings.database_target()? {
-        // A plaintext database from before encryption has no key to lose.
-        let encrypted = fs::metadata(path).map(|m| m.len() > 0).unwrap_or(false)
-            && !db::encryption::is_plaintext(path)
-                .map_err(io(format!("reading {}", path.display())))?;
-        if encrypted {
-            return Err(StartError::DataDir(format!(
-                "{} is missing but the database {} exists: the database does not open without the key it was encrypted with. Put back the {} you keep for it (docs/operations.md, backup and restore)",
-                material.display(),
-                path.display(),
-                material.file_name().unwrap_or_default().to_string_lossy()
-            )));
+    let file_name = material.file_name().unwrap_or_default().to_string_lossy();
+    match &settings.database_target()? {
+        crate::config::DatabaseTarget::Sqlite(path) => {
+            // A plaintext database from before encryption has no key to lose.
+            let encrypted = fs::metadata(path).map(|m| m.len() > 0).unwrap_or(false)
+                && !db::encryption::is_plaintext(path)
+                    .map_err(io(format!("reading {}", path.display())))?;
+            if encrypted {
+                return Err(StartError::DataDir(format!(
+                    "{} is missing but the database {} exists: the database does not open without the key it was encrypted with. Put back the {file_name} you keep for it (docs/operations.md, backup and restore)",
+                    material.display(),
+                    path.display(),
+                )));
+            }
+        }
+        target @ crate::config::DatabaseTarget::Postgres(_) => {
+            // A new key would open none of the programme keys sealed in the
+            // database (a shell run outside the server's directory, or a
+            // second server without its copy): refuse before making one.
+            // A database that cannot be asked yet (no tables) has none.
+            let sealed = db::open_one(Database::new(target.clone(), None))
+                .ok()
+                .and_then(|mut conn| crate::crypto::keys::any_stored(&mut conn).ok())
+                .unwrap_or(false);
+            if sealed {
+                return Err(StartError::DataDir(format!(
+                    "{} is missing but the PostgreSQL database holds programme keys sealed under a key-encryption key, and a new one does not open them. Run this with the server's data directory (--data-dir, or --config with its casesync.toml), or put back the {file_name} you keep for it (docs/operations.md, backup and restore)",
+                    material.display(),
+                )));
+            }
         }
     }
     Ok(())
