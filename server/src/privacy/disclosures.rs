@@ -100,7 +100,18 @@ pub fn bases(programme: &str) -> &'static [Basis] {
 /// export's query string (beside its filters: [`with_terms`]) and the
 /// command line (`casesync export`, flattened into its options; these
 /// comments are its help).
-#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize, clap::Args, utoipa::ToSchema)]
+#[derive(
+    Debug,
+    Clone,
+    Default,
+    PartialEq,
+    Eq,
+    Deserialize,
+    clap::Args,
+    utoipa::ToSchema,
+    utoipa::IntoParams,
+)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 pub struct DisclosureTerms {
     /// KZ: required_by_law, unicef_me, consent, staff_harm. BT: consent,

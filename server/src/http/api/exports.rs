@@ -17,6 +17,7 @@ use crate::exports::cases::CaseFilter;
 use crate::exports::forms::FormFilter;
 use crate::exports::{self, Destination, Planned, Request, Requester};
 use crate::http::extract::AuthUser;
+use crate::privacy::disclosures::DisclosureTerms;
 
 /// `GET /api/v1/exports/forms/{id}.csv|.zip?from=&to=&site=&version=&bom=&identifying=&purpose=&formula_escape=`
 #[utoipa::path(
@@ -31,12 +32,7 @@ use crate::http::extract::AuthUser;
         ("version" = Option<String>, Query, description = "One version of the form"),
         ("identifying" = Option<bool>, Query, description = "Names and other direct identifiers (coordinators only): a disclosure, needing the terms below"),
         ("case" = Option<String>, Query, description = "Only this case (its id)"),
-        ("legal_basis" = Option<String>, Query, description = "An identifying export's legal basis"),
-        ("provision" = Option<String>, Query, description = "The provision of law, court order or agreement, where the basis needs one"),
-        ("consent" = Option<String>, Query, description = "Consent record ids, comma-separated (legal_basis=consent)"),
-        ("recipient" = Option<String>, Query),
-        ("purpose" = Option<String>, Query),
-        ("method" = Option<String>, Query, description = "How it is handed over; `CSV download` by default"),
+        DisclosureTerms,
         ("bom" = Option<bool>, Query, description = "Start with a byte-order mark, for Excel"),
         ("formula_escape" = Option<bool>, Query, description = "`false`: cells a spreadsheet would run as formulas are written as they are"),
     ),
@@ -85,12 +81,7 @@ pub async fn form_csv(
         ("site" = Option<String>, Query, description = "A site's code"),
         ("identifying" = Option<bool>, Query, description = "Names and other direct identifiers (coordinators only): a disclosure, needing the terms below"),
         ("case" = Option<String>, Query, description = "Only this case (its id)"),
-        ("legal_basis" = Option<String>, Query, description = "An identifying export's legal basis"),
-        ("provision" = Option<String>, Query, description = "The provision of law, court order or agreement, where the basis needs one"),
-        ("consent" = Option<String>, Query, description = "Consent record ids, comma-separated (legal_basis=consent)"),
-        ("recipient" = Option<String>, Query),
-        ("purpose" = Option<String>, Query),
-        ("method" = Option<String>, Query, description = "How it is handed over; `CSV download` by default"),
+        DisclosureTerms,
         ("bom" = Option<bool>, Query, description = "Start with a byte-order mark, for Excel"),
         ("formula_escape" = Option<bool>, Query, description = "`false`: cells a spreadsheet would run as formulas are written as they are"),
     ),
