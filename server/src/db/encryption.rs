@@ -16,10 +16,43 @@ use diesel::Connection;
 use super::DbError;
 use crate::crypto::kek::Kek;
 
-/// Every encrypted database is opened with this page size: SQLCipher does
-/// not record it in the file, so it must never change. 16 KiB as for the
-/// plaintext database (see `ConnectionManager::open`).
-pub const PAGE_SIZE: u32 = 16384;
+/// How the pages of an encrypted database are laid out and authenticated.
+/// SQLCipher records none of it in the file: a database opens only with
+/// the settings it was written with, so these never change for a file;
+/// a file written with an older set is converted at start
+/// (`convert_if_legacy`).
+struct CipherSettings {
+    /// 16 KiB, as for the plaintext database (see `ConnectionManager::open`).
+    page_size: u32,
+    hmac: &'static str,
+}
+
+/// For every database this version writes. HMAC-SHA256 rather than
+/// SQLCipher's default HMAC-SHA512: every page read is verified and every
+/// page written is signed, and SHA-256 runs on the CPU's SHA extensions
+/// (1.2 GB/s against 390 MB/s for SHA-512 on the 2-core bench machine);
+/// the tag is still 32 bytes of a 256-bit key (issue #14's closing note).
+const CURRENT: CipherSettings = CipherSettings {
+    page_size: 16384,
+    hmac: "HMAC_SHA256",
+};
+
+/// What earlier versions wrote, newest first (HMAC-SHA512 until #14).
+const LEGACY: [CipherSettings; 1] = [CipherSettings {
+    page_size: 16384,
+    hmac: "HMAC_SHA512",
+}];
+
+impl CipherSettings {
+    /// The pragmas that follow `PRAGMA key`, for `schema` (`main` or an
+    /// attached database's name).
+    fn pragmas(&self, schema: &str) -> String {
+        format!(
+            "PRAGMA {schema}.cipher_page_size = {}; PRAGMA {schema}.cipher_hmac_algorithm = {};",
+            self.page_size, self.hmac
+        )
+    }
+}
 
 /// What the KEK derives the database key for; a new label is a new key.
 const KEY_PURPOSE: &str = "sqlcipher database key v1";
@@ -66,11 +99,21 @@ pub fn apply_key(
     key: &DatabaseKey,
     busy_timeout_ms: u32,
 ) -> Result<(), DbError> {
+    apply_key_with(conn, key, &CURRENT, busy_timeout_ms)
+}
+
+fn apply_key_with(
+    conn: &mut SqliteConnection,
+    key: &DatabaseKey,
+    settings: &CipherSettings,
+    busy_timeout_ms: u32,
+) -> Result<(), DbError> {
     // The busy timeout before the first read: another connection may be
     // holding the WAL index for a moment.
     conn.batch_execute(&format!(
-        "PRAGMA key = {}; PRAGMA cipher_page_size = {PAGE_SIZE}; PRAGMA busy_timeout = {busy_timeout_ms};",
-        key.pragma_value()
+        "PRAGMA key = {}; {} PRAGMA busy_timeout = {busy_timeout_ms};",
+        key.pragma_value(),
+        settings.pragmas("main")
     ))?;
     // The key is only checked when the first page is read.
     match conn.batch_execute("SELECT count(*) FROM sqlite_master") {
@@ -131,10 +174,10 @@ pub fn export_encrypted(
 ) -> Result<(), DbError> {
     fresh_private_file(dest)?;
     source.batch_execute(&format!(
-        "ATTACH DATABASE {} AS encrypted KEY {};
-         PRAGMA encrypted.cipher_page_size = {PAGE_SIZE};",
+        "ATTACH DATABASE {} AS encrypted KEY {}; {}",
         sql_string(dest),
-        key.pragma_value()
+        key.pragma_value(),
+        CURRENT.pragmas("encrypted")
     ))?;
     let exported = source.batch_execute("SELECT sqlcipher_export('encrypted')");
     source.batch_execute("DETACH DATABASE encrypted")?;
@@ -184,6 +227,53 @@ pub fn encrypt_if_plaintext(path: &Path, key: &DatabaseKey) -> Result<bool, DbEr
     Ok(true)
 }
 
+/// Converts a database an earlier version encrypted with other cipher
+/// settings (`LEGACY`) to `CURRENT`, like `encrypt_if_plaintext`: a synced
+/// copy renamed over the old file. A file that opens with `CURRENT`, or
+/// with none of them (a wrong key, reported by the first open), is left
+/// as it is. Returns whether it converted.
+pub fn convert_if_legacy(path: &Path, key: &DatabaseKey) -> Result<bool, DbError> {
+    if is_plaintext(path)? || fs::metadata(path)?.len() == 0 {
+        return Ok(false);
+    }
+    let opens_with = |settings: &CipherSettings| -> Result<Option<SqliteConnection>, DbError> {
+        let mut conn = SqliteConnection::establish(&path.to_string_lossy())?;
+        match apply_key_with(&mut conn, key, settings, 10_000) {
+            Ok(()) => Ok(Some(conn)),
+            Err(DbError::Encryption(_)) => Ok(None),
+            Err(e) => Err(e),
+        }
+    };
+    if opens_with(&CURRENT)?.is_some() {
+        return Ok(false);
+    }
+    let mut found = None;
+    for settings in &LEGACY {
+        if let Some(conn) = opens_with(settings)? {
+            found = Some((conn, settings));
+            break;
+        }
+    }
+    let Some((mut old, settings)) = found else {
+        return Ok(false);
+    };
+    let converting = with_suffix(path, ".converting");
+    old.batch_execute("PRAGMA wal_checkpoint(TRUNCATE)")?;
+    export_encrypted(&mut old, &converting, key)?;
+    drop(old);
+    let mut copy = SqliteConnection::establish(&converting.to_string_lossy())?;
+    apply_key(&mut copy, key, 10_000)?;
+    drop(copy);
+    replace_database(&converting, path)?;
+    tracing::warn!(
+        file = %path.display(),
+        from = settings.hmac,
+        to = CURRENT.hmac,
+        "the embedded database was converted to this version's page authentication"
+    );
+    Ok(true)
+}
+
 /// Re-encrypts the database under `new_key` into `<path>.rekey` (synced),
 /// returning that file; `commit_rekeyed` puts it in place. The caller
 /// changes what must change with it (the sealed keys) in the new file
@@ -224,8 +314,9 @@ impl RawDb {
         }
         if let Some(key) = key {
             db.exec(&format!(
-                "PRAGMA key = {}; PRAGMA cipher_page_size = {PAGE_SIZE};",
-                key.pragma_value()
+                "PRAGMA key = {}; {}",
+                key.pragma_value(),
+                CURRENT.pragmas("main")
             ))?;
         }
         db.exec("PRAGMA busy_timeout = 10000")?;
@@ -349,6 +440,44 @@ mod tests {
         let wrong = Database::new(DatabaseTarget::Sqlite(path.clone()), Some(key(2)));
         let err = open_one(&wrong).err().expect("a wrong key is refused");
         assert!(err.to_string().contains("does not open"), "{err}");
+    }
+
+    /// Whether `path` opens under `key` with `settings` alone.
+    fn opens_with(path: &Path, key: &DatabaseKey, settings: &CipherSettings) -> bool {
+        let mut conn = SqliteConnection::establish(&path.to_string_lossy()).unwrap();
+        apply_key_with(&mut conn, key, settings, 1_000).is_ok()
+    }
+
+    #[test]
+    fn a_database_an_earlier_version_encrypted_is_converted_with_its_data() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("x.db");
+        let mut old = SqliteConnection::establish(&path.to_string_lossy()).unwrap();
+        apply_key_with(&mut old, &key(1), &LEGACY[0], 1_000).unwrap();
+        old.batch_execute(
+            "PRAGMA journal_mode = WAL; CREATE TABLE t (v TEXT); INSERT INTO t VALUES ('a'), ('b')",
+        )
+        .unwrap();
+        drop(old);
+        assert!(!opens_with(&path, &key(1), &CURRENT));
+
+        // Under another key nothing is converted.
+        assert!(!convert_if_legacy(&path, &key(2)).unwrap());
+        assert!(opens_with(&path, &key(1), &LEGACY[0]));
+
+        let keyed = Database::new(DatabaseTarget::Sqlite(path.clone()), Some(key(1)));
+        let mut conn = open_one(&keyed).unwrap();
+        assert_eq!(count(&mut conn), 2);
+        conn.batch_execute("INSERT INTO t VALUES ('c')").unwrap();
+        assert_eq!(count(&mut conn), 3);
+        drop(conn);
+        assert!(opens_with(&path, &key(1), &CURRENT));
+        assert!(!opens_with(&path, &key(1), &LEGACY[0]));
+        assert!(!path.with_extension("db.converting").exists());
+        assert!(
+            !convert_if_legacy(&path, &key(1)).unwrap(),
+            "converted once"
+        );
     }
 
     #[test]

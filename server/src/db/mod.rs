@@ -209,6 +209,7 @@ fn prepare_file(database: &Database) -> Result<(), DbError> {
     }
     if let Some(key) = &database.key {
         encryption::encrypt_if_plaintext(path, key)?;
+        encryption::convert_if_legacy(path, key)?;
         prepared.insert(path.clone());
     }
     Ok(())
