@@ -15,7 +15,7 @@ mod common;
 
 use std::time::Instant;
 
-use casesync::db::schema::{cases, submission_cells, submissions};
+use casesync::db::schema::{cases, submission_cells, submission_cells_deidentified, submissions};
 use casesync::db::write_tx;
 use casesync::db::Database;
 use casesync::error::AppError;
@@ -141,7 +141,16 @@ fn main() {
                         submission_cells::layout.eq(&cells.layout),
                         submission_cells::event_day.eq(&cells.event_day),
                         submission_cells::identifying.eq(&cells.identifying),
-                        submission_cells::deidentified.eq(&cells.deidentified),
+                    ))
+                    .execute(conn)?;
+                diesel::insert_into(submission_cells_deidentified::table)
+                    .values((
+                        submission_cells_deidentified::form_id.eq("kz.referral"),
+                        submission_cells_deidentified::received_at.eq(received_at),
+                        submission_cells_deidentified::instance_id.eq(&instance),
+                        submission_cells_deidentified::layout.eq(&cells.layout),
+                        submission_cells_deidentified::event_day.eq(&cells.event_day),
+                        submission_cells_deidentified::deidentified.eq(&cells.deidentified),
                     ))
                     .execute(conn)?;
             }

@@ -202,3 +202,61 @@ fn submissions_stored_before_000015_get_their_cases_site_and_number() {
         .unwrap();
     assert_eq!(copied, (Some(case.0), case.1));
 }
+
+/// Migration 000024 moves the de-identified records of the submissions
+/// already stored into their own table, unchanged (down and up again).
+#[test]
+fn de_identified_records_stored_before_000024_move_to_their_own_table() {
+    use casesync::db::schema::submission_cells_deidentified as cells;
+    use diesel::connection::SimpleConnection;
+
+    let app = common::TestApp::spawn();
+    let admin = app.admin_token();
+    let (_, worker) = app.user(&admin, "aigerim", "field_worker", &["KZ-CAM-ALA"]);
+    let envelope = common::phone::form_envelope(
+        "kz.referral",
+        &uuid::Uuid::new_v4().to_string(),
+        common::phone::fixture("kz.referral"),
+    );
+    assert_eq!(
+        common::phone::phone(&app, &worker).send(&envelope).status,
+        201
+    );
+    let instance = envelope["instance_id"].as_str().unwrap();
+    let mut conn = app.conn();
+    let record = |conn: &mut casesync::db::DbConnection| -> (String, String, String) {
+        cells::table
+            .filter(cells::instance_id.eq(instance))
+            .select((cells::layout, cells::event_day, cells::deidentified))
+            .first(conn)
+            .unwrap()
+    };
+    let stored = record(&mut conn);
+    assert!(!stored.2.is_empty());
+    let (up, down) = if app.shared.db.is_postgres() {
+        (
+            include_str!(concat!(
+                env!("CARGO_MANIFEST_DIR"),
+                "/migrations/postgres/2026-12-06-000024_deidentified_cells/up.sql"
+            )),
+            include_str!(concat!(
+                env!("CARGO_MANIFEST_DIR"),
+                "/migrations/postgres/2026-12-06-000024_deidentified_cells/down.sql"
+            )),
+        )
+    } else {
+        (
+            include_str!(concat!(
+                env!("CARGO_MANIFEST_DIR"),
+                "/migrations/sqlite/2026-12-06-000024_deidentified_cells/up.sql"
+            )),
+            include_str!(concat!(
+                env!("CARGO_MANIFEST_DIR"),
+                "/migrations/sqlite/2026-12-06-000024_deidentified_cells/down.sql"
+            )),
+        )
+    };
+    conn.batch_execute(down).unwrap();
+    conn.batch_execute(up).unwrap();
+    assert_eq!(record(&mut conn), stored);
+}

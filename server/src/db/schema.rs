@@ -333,6 +333,16 @@ diesel::table! {
         layout -> Text,
         event_day -> Text,
         identifying -> Text,
+    }
+}
+
+diesel::table! {
+    submission_cells_deidentified (form_id, received_at, instance_id) {
+        form_id -> Text,
+        received_at -> Timestamp,
+        instance_id -> Text,
+        layout -> Text,
+        event_day -> Text,
         deidentified -> Text,
     }
 }
@@ -435,6 +445,7 @@ diesel::allow_tables_to_appear_in_same_query!(access_requests, cases);
 diesel::allow_tables_to_appear_in_same_query!(break_glass_grants, cases);
 diesel::allow_tables_to_appear_in_same_query!(break_glass_grants, users);
 diesel::joinable!(submission_cells -> submissions (instance_id));
+diesel::joinable!(submission_cells_deidentified -> submissions (instance_id));
 diesel::allow_tables_to_appear_in_same_query!(attachments, submissions);
 diesel::allow_tables_to_appear_in_same_query!(submission_cells, submissions);
 diesel::allow_tables_to_appear_in_same_query!(submission_cells, cases);

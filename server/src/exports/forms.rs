@@ -18,13 +18,13 @@ use super::{
 };
 use crate::auth::sites;
 use crate::cases::reconcile::programme_of;
-use crate::db::schema::{form_versions, forms, submission_cells, submissions, users};
+use crate::db::schema::{form_versions, forms, submissions, users};
 use crate::db::DbConnection;
 use crate::error::{AppError, AppResult};
 use crate::forms::columns::{self, Column, Layout, Privacy, RepeatTable};
 use crate::forms::model;
 use crate::privacy::disclosures::{self, Checked, DisclosureTerms};
-use crate::submissions::cells::{Mapping, Record};
+use crate::submissions::cells::{self, Mapping, Record, StoredRecord};
 
 /// Filters of a form export (`?from=&to=…`), and the terms of an
 /// identifying one beside them.
@@ -223,15 +223,11 @@ struct PageRow {
     received_at: String,
 }
 
-/// A row's stored record (`submissions::cells`): its layout, the event's
-/// day, the record of the privacy the export reads.
-type StoredRow = (String, String, String);
-
 /// Instance id → its stored record; then → its envelope, for the rows
 /// whose stored record will not do.
 #[derive(Default)]
 struct Answers {
-    stored: foldhash::HashMap<String, StoredRow>,
+    stored: foldhash::HashMap<String, StoredRecord>,
     envelopes: foldhash::HashMap<String, String>,
 }
 
@@ -332,25 +328,15 @@ fn answers(
     if !all_envelopes {
         // One range of their table, which is ordered like the pages
         // (cheaper than a seek a row).
-        let record = match export.read {
-            Privacy::Identifying => "submission_cells.identifying",
-            Privacy::Deidentified => "submission_cells.deidentified",
-        };
-        answers.stored = submission_cells::table
-            .filter(submission_cells::form_id.eq(&export.form_id))
-            .filter(submission_cells::received_at.ge(stored_time(&first.received_at)?))
-            .filter(submission_cells::received_at.le(stored_time(&last.received_at)?))
-            .select((
-                submission_cells::instance_id,
-                (
-                    submission_cells::layout,
-                    submission_cells::event_day,
-                    sql::<Text>(record),
-                ),
-            ))
-            .load::<(String, StoredRow)>(conn)?
-            .into_iter()
-            .collect();
+        answers.stored = cells::in_range(
+            conn,
+            &export.form_id,
+            export.read,
+            stored_time(&first.received_at)?,
+            stored_time(&last.received_at)?,
+        )?
+        .into_iter()
+        .collect();
     }
     let needing: Vec<&str> = rows
         .iter()
@@ -384,7 +370,7 @@ impl FormExport {
         &'a self,
         row: &PageRow,
         answers: &'a Answers,
-    ) -> Option<(&'a StoredRow, &'a Mapping)> {
+    ) -> Option<(&'a StoredRecord, &'a Mapping)> {
         let stored = answers.stored.get(&row.instance_id)?;
         let mapping = self.mappings.get(&row.version)?;
         mapping.accepts(&stored.0).then_some((stored, mapping))

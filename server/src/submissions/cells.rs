@@ -1,5 +1,5 @@
 //! A submission's answers stored at ingest as ready CSV
-//! (`submission_cells`), so a form export of its version copies one
+//! (`submission_cells`, `submission_cells_deidentified`), so a form export of its version copies one
 //! string per row instead of reading every envelope. Two records per
 //! submission, each with its version's own columns (`forms::columns`):
 //! the identifying one and the de-identified one. An export whose columns
@@ -11,14 +11,19 @@
 
 use std::io::Write as _;
 
-use chrono::NaiveDate;
+use chrono::{NaiveDate, NaiveDateTime};
+use diesel::prelude::*;
 use serde_json::Value;
 
+use crate::db::schema::{submission_cells, submission_cells_deidentified};
+use crate::db::DbConnection;
+use crate::error::AppResult;
 use crate::forms::columns::{self, Column, Layout, Privacy};
 use crate::sheet::{push_cell, push_record, Formulas};
 use crate::time::age_in_years;
 
-/// What ingest stores beside a submission (a row of `submission_cells`).
+/// What ingest stores beside a submission (a row of `submission_cells`
+/// and one of `submission_cells_deidentified`).
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct StoredCells {
     pub layout: String,
@@ -51,6 +56,50 @@ pub fn stored_cells(layout: &Layout, data: &Value, event_day: NaiveDate) -> Stor
         identifying: record(&layout.identifying),
         deidentified: record(&layout.deidentified),
     }
+}
+
+/// A stored record as an export reads it: the layout's tag, the event's
+/// local day, the record.
+pub type StoredRecord = (String, String, String);
+
+/// The `privacy` records of `form_id`'s submissions received from `first`
+/// to `last` (inclusive), by instance id: one range of the table that
+/// privacy is kept in, which is ordered like the export's pages. Each
+/// privacy has a table of its own so an export reads (and decrypts) only
+/// the records it writes.
+pub fn in_range(
+    conn: &mut DbConnection,
+    form_id: &str,
+    privacy: Privacy,
+    first: NaiveDateTime,
+    last: NaiveDateTime,
+) -> AppResult<Vec<(String, StoredRecord)>> {
+    Ok(match privacy {
+        Privacy::Identifying => submission_cells::table
+            .filter(submission_cells::form_id.eq(form_id))
+            .filter(submission_cells::received_at.between(first, last))
+            .select((
+                submission_cells::instance_id,
+                (
+                    submission_cells::layout,
+                    submission_cells::event_day,
+                    submission_cells::identifying,
+                ),
+            ))
+            .load(conn)?,
+        Privacy::Deidentified => submission_cells_deidentified::table
+            .filter(submission_cells_deidentified::form_id.eq(form_id))
+            .filter(submission_cells_deidentified::received_at.between(first, last))
+            .select((
+                submission_cells_deidentified::instance_id,
+                (
+                    submission_cells_deidentified::layout,
+                    submission_cells_deidentified::event_day,
+                    submission_cells_deidentified::deidentified,
+                ),
+            ))
+            .load(conn)?,
+    })
 }
 
 /// Where an export column comes from in a version's identifying record.

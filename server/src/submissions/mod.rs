@@ -1,7 +1,8 @@
 //! A stored submission: the envelope a phone sends ([`envelope`]), its
 //! statuses, the export cells stored beside it ([`cells`]), and the copy
 //! of its case's id, site and number each row keeps. Owns the
-//! `submissions`, `attachments` and `submission_cells` tables; the pipeline
+//! `submissions`, `attachments`, `submission_cells` and
+//! `submission_cells_deidentified` tables; the pipeline
 //! that fills them is `ingest`, above `cases`.
 
 pub mod cells;
@@ -11,7 +12,7 @@ use diesel::prelude::*;
 
 use chrono::NaiveDateTime;
 
-use crate::db::schema::{submission_cells, submissions};
+use crate::db::schema::{submission_cells, submission_cells_deidentified, submissions};
 use crate::db::DbConnection;
 use crate::error::AppResult;
 pub use cells::StoredCells;
@@ -72,7 +73,16 @@ pub fn insert(
             submission_cells::layout.eq(&cells.layout),
             submission_cells::event_day.eq(&cells.event_day),
             submission_cells::identifying.eq(&cells.identifying),
-            submission_cells::deidentified.eq(&cells.deidentified),
+        ))
+        .execute(conn)?;
+    diesel::insert_into(submission_cells_deidentified::table)
+        .values((
+            submission_cells_deidentified::form_id.eq(row.form_id),
+            submission_cells_deidentified::received_at.eq(row.received_at),
+            submission_cells_deidentified::instance_id.eq(row.instance_id),
+            submission_cells_deidentified::layout.eq(&cells.layout),
+            submission_cells_deidentified::event_day.eq(&cells.event_day),
+            submission_cells_deidentified::deidentified.eq(&cells.deidentified),
         ))
         .execute(conn)?;
     Ok(())
