@@ -582,9 +582,10 @@ fn inner_instance_id(xml: &[u8]) -> Result<String, String> {
     let mut id = String::new();
     loop {
         match reader.read_event() {
-            Err(e) => {
+            // Only where: the parser's words may quote the form's content.
+            Err(_) => {
                 return Err(format!(
-                    "not well-formed XML at byte {}: {e}",
+                    "not well-formed XML at byte {}",
                     reader.error_position()
                 ))
             }
@@ -596,7 +597,8 @@ fn inner_instance_id(xml: &[u8]) -> Result<String, String> {
                 }
             }
             Ok(Event::Text(t)) if is_instance_id(&path) => {
-                id.push_str(&t.xml_content().map_err(|e| e.to_string())?);
+                let text = t.xml_content().map_err(|_| "its instanceID is not text")?;
+                id.push_str(&text);
             }
             Ok(Event::End(_)) => {
                 if is_instance_id(&path) {
