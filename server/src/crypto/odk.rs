@@ -310,7 +310,6 @@ pub fn parse_manifest(bytes: &[u8]) -> Result<Manifest, OdkError> {
                     if form_id.as_deref().is_none_or(str::is_empty) {
                         return Err(OdkError::ManifestMissing("data id=\"…\""));
                     }
-                    // Not None any more: a second root is refused above.
                 }
                 path.push(name);
                 if path.len() > MAX_DEPTH {
