@@ -166,20 +166,19 @@ pub async fn create_for_collect(
             let (Some(user), Some(programme)) = (user, programme) else {
                 unreachable!("issue_device refuses a user that does not exist");
             };
-            let collect_settings =
-                collect_settings::for_token(&public_url, &programme, &user.username, &issued.token);
             let what = Audited::object("token", &issued.info.id)
                 .detail(format!("{} (ODK Collect, {programme})", request.user_id));
-            Ok((
-                IssuedForCollect {
-                    issued,
-                    collect_settings,
-                },
-                what,
-            ))
+            Ok(((issued, programme, user.username), what))
         })
         .await?;
-    Ok(HttpResponse::Created().json(issued))
+    // Drawn after the commit: the transaction stays short.
+    let (issued, programme, username) = issued;
+    let collect_settings =
+        collect_settings::for_token(&public_url, &programme, &username, &issued.token);
+    Ok(HttpResponse::Created().json(IssuedForCollect {
+        issued,
+        collect_settings,
+    }))
 }
 
 /// `DELETE /api/v1/tokens/{id}`: admins revoke any token, coordinators those
