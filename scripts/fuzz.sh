@@ -3,14 +3,14 @@
 # fuzz/corpus/TARGET (kept in git and replayed by `cargo test` through
 # tests/it/fuzz_corpus.rs). Crashes land in fuzz/artifacts/TARGET/.
 #
-#   scripts/fuzz.sh jwe|envelope|query|csv SECONDS
+#   scripts/fuzz.sh jwe|envelope|query|csv|odk SECONDS
 #
 # Needs a nightly toolchain (`rustup toolchain list`); installs cargo-fuzz
 # from crates.io when it is missing.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-target=${1:?usage: scripts/fuzz.sh TARGET SECONDS (targets: jwe envelope query csv)}
+target=${1:?usage: scripts/fuzz.sh TARGET SECONDS (targets: jwe envelope query csv odk)}
 seconds=${2:?usage: scripts/fuzz.sh TARGET SECONDS}
 
 if ! rustup toolchain list | grep -q '^nightly'; then

@@ -35,6 +35,9 @@ impl fmt::Debug for Secret {
 pub struct Settings {
     /// Address and port to listen on.
     pub bind: String,
+    /// The address phones reach this server at (`https://host[/prefix]`),
+    /// behind any proxy; ODK Collect's settings QR codes point there.
+    pub public_url: Option<String>,
     /// Where the SQLite database, keys and the initial admin password live.
     pub data_dir: PathBuf,
     /// `postgres://…` for PostgreSQL, `sqlite://path` or empty for the
@@ -137,6 +140,7 @@ impl Default for Settings {
     fn default() -> Self {
         Settings {
             bind: "127.0.0.1:8080".into(),
+            public_url: None,
             data_dir: PathBuf::from("./data"),
             database_url: None,
             db_pool_size: 8,
@@ -270,6 +274,18 @@ impl Settings {
             return Err(ConfigError::Invalid(
                 "indicator_suppression_threshold must be 2 or more".into(),
             ));
+        }
+        if let Some(url) = &self.public_url {
+            let rest = url
+                .strip_prefix("https://")
+                .or_else(|| url.strip_prefix("http://"));
+            if rest
+                .is_none_or(|r| r.is_empty() || r.starts_with('/') || r.contains(['?', '#', ' ']))
+            {
+                return Err(ConfigError::Invalid(
+                    "public_url must be an http:// or https:// address with a host and no query, e.g. https://casesync.example.org".into(),
+                ));
+            }
         }
         self.database_target()?;
         Ok(())

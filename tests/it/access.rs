@@ -73,6 +73,7 @@ const MATRIX: &[Row] = &[
     ("PATCH", "/api/v1/sites/{site}", ['Y', '-', '-', '-', '-', '-', '-']),
     ("GET", "/api/v1/tokens", ['Y', 'Y', 'Y', '-', '-', '-', '-']),
     ("POST", "/api/v1/tokens", ['Y', 'Y', '-', '-', '-', '-', '-']),
+    ("POST", "/api/v1/tokens/collect-settings", ['Y', 'Y', '-', '-', '-', '-', '-']),
     ("DELETE", "/api/v1/tokens/{token}", ['Y', 'P', '-', '-', '-', '-', '-']),
     // Each caller's own tokens only: another's is not found (404).
     ("DELETE", "/api/v1/me/tokens/{token}", ['P', 'P', 'P', 'P', 'P', 'P', 'P']),
@@ -256,7 +257,7 @@ fn body_for(w: &World, method: &str, path: &str, caller: Caller) -> Value {
             "code": format!("KZ-NEW-{}", tag.to_uppercase()), "name": "New site", "programme": "kz",
         }),
         ("PATCH", "/api/v1/sites/{site}") => json!({ "name": "Almaty CAM" }),
-        ("POST", "/api/v1/tokens") => {
+        ("POST", "/api/v1/tokens" | "/api/v1/tokens/collect-settings") => {
             json!({ "user_id": w.spare_id, "label": format!("by {tag}") })
         }
         ("PUT", p) if p.contains("/calendar/") => json!({ "kind": "holiday", "name": "Test day" }),

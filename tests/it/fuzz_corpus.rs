@@ -11,6 +11,8 @@ mod csv_check;
 mod envelope_check;
 #[path = "../../fuzz/checks/jwe.rs"]
 mod jwe_check;
+#[path = "../../fuzz/checks/odk.rs"]
+mod odk_check;
 #[path = "../../fuzz/checks/query.rs"]
 mod query_check;
 
@@ -47,4 +49,9 @@ fn the_query_corpus_holds() {
 #[test]
 fn the_csv_corpus_holds() {
     replay("csv", csv_check::check);
+}
+
+#[test]
+fn the_odk_corpus_holds() {
+    replay("odk", odk_check::check);
 }

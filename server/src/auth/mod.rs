@@ -1,6 +1,7 @@
 //! Identity: sites, users, passwords, bearer tokens, login throttling and the
 //! access policy every handler consults.
 
+pub mod collect_settings;
 pub mod passwords;
 pub mod policy;
 pub mod sites;

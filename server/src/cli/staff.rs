@@ -1,13 +1,14 @@
 //! Staff and where they work: `users`, `sites` and the phones' device
 //! `tokens`.
 
-use std::io::{BufRead, IsTerminal};
+use std::io::{BufRead, IsTerminal, Write};
+use std::path::PathBuf;
 
 use clap::{Args, Subcommand};
 
-use super::shell::{audit_change, with_db};
+use super::shell::{audit_change, create_private, with_db};
 use super::CliError;
-use crate::auth::{passwords, sites, tokens, users, Role};
+use crate::auth::{collect_settings, passwords, sites, tokens, users, Role};
 use crate::config::Settings;
 use crate::db::{write_tx, DbConnection};
 use crate::error::AppError;
@@ -63,6 +64,23 @@ pub enum TokensCommand {
         #[arg(long)]
         days: Option<i64>,
     },
+    /// Make a device token for a field worker and print ODK Collect's
+    /// settings QR code for it (shown once): scanning it sets up the phone.
+    Qr {
+        username: String,
+        #[arg(long, default_value = "ODK Collect")]
+        label: String,
+        #[arg(long)]
+        days: Option<i64>,
+        /// The programme the phone is for, when the user works in more
+        /// than one.
+        #[arg(long)]
+        programme: Option<String>,
+        /// Also write the QR code as a PNG to this file (readable by its
+        /// owner only: it holds the token).
+        #[arg(long)]
+        png: Option<PathBuf>,
+    },
     /// List device tokens.
     List,
     /// Revoke a token by id.
@@ -86,7 +104,10 @@ pub(super) fn sites(settings: &Settings, cmd: SitesCommand) -> Result<(), CliErr
 
 pub(super) fn tokens(settings: &Settings, cmd: TokensCommand) -> Result<(), CliError> {
     let ttl = settings.device_token_ttl_days;
-    with_db(settings, |conn| tokens_command(conn, cmd, ttl))
+    let public_url = settings.public_url.clone();
+    with_db(settings, |conn| {
+        tokens_command(conn, cmd, ttl, public_url.as_deref())
+    })
 }
 
 fn user_by_name(conn: &mut DbConnection, username: &str) -> Result<users::User, CliError> {
@@ -237,6 +258,7 @@ fn tokens_command(
     conn: &mut DbConnection,
     cmd: TokensCommand,
     default_days: i64,
+    public_url: Option<&str>,
 ) -> Result<(), CliError> {
     match cmd {
         TokensCommand::Create {
@@ -261,6 +283,52 @@ fn tokens_command(
                 "device token {} for {username}, expires {}; shown once:\n{}",
                 issued.info.id, issued.info.expires_at, issued.token
             );
+        }
+        TokensCommand::Qr {
+            username,
+            label,
+            days,
+            programme,
+            png,
+        } => {
+            let public_url = collect_settings::require_public_url(public_url)?;
+            let user = user_by_name(conn, &username)?;
+            let programme = collect_settings::programme_for(conn, &user, programme.as_deref())?;
+            let issued = write_tx(conn, |conn| {
+                let issued = tokens::issue_device(
+                    conn,
+                    &user.id,
+                    &label,
+                    None,
+                    days.unwrap_or(default_days),
+                    default_days,
+                )?;
+                audit_change(conn, "device_token_created", "token", &issued.info.id)?;
+                Ok::<_, AppError>(issued)
+            })?;
+            let settings =
+                collect_settings::for_token(public_url, &programme, &user.username, &issued.token);
+            if let Some(path) = &png {
+                create_private(path)?
+                    .write_all(&collect_settings::qr_png(&settings.settings))
+                    .map_err(|e| CliError::App(format!("{}: {e}", path.display())))?;
+            }
+            let code = qrcode::QrCode::new(settings.settings.as_bytes())
+                .map_err(|e| CliError::App(format!("the QR code: {e}")))?;
+            println!(
+                "device token {} for {username}, expires {}; ODK Collect is set to {}.\n\
+                 Scan this in Collect (Settings, Project management, Reconfigure with QR code); shown once:\n\n{}\n\nThe same as text:\n{}",
+                issued.info.id,
+                issued.info.expires_at,
+                settings.server_url,
+                code.render::<qrcode::render::unicode::Dense1x2>()
+                    .quiet_zone(true)
+                    .build(),
+                settings.settings
+            );
+            if let Some(path) = png {
+                println!("PNG written to {}", path.display());
+            }
         }
         TokensCommand::List => {
             let all_users = users::list(conn, None)?;

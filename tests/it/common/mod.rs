@@ -120,6 +120,8 @@ pub fn test_settings(shared: &Shared) -> Settings {
         db_pool_size: 4,
         workers: 2,
         shutdown_timeout_secs: 2,
+        // Where ODK Collect's settings QR codes point (tests/it/collect_qr.rs).
+        public_url: Some("https://casesync.test".into()),
         ..Settings::default()
     };
     s.login.delay_ms = 20;

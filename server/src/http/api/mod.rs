@@ -70,6 +70,10 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
                     .route(get().to(tokens::list))
                     .route(post().to(tokens::create)),
             )
+            // Before `/tokens/{id}`, which would otherwise take the name.
+            .service(
+                resource("/tokens/collect-settings").route(post().to(tokens::create_for_collect)),
+            )
             .service(resource("/tokens/{id}").route(delete().to(tokens::revoke)))
             .service(
                 resource("/programmes/{programme}/keys/current").route(get().to(keys::current)),

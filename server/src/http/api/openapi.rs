@@ -58,6 +58,7 @@ use crate::programmes::holidays::DayKind;
         sites::update,
         tokens::list,
         tokens::create,
+        tokens::create_for_collect,
         tokens::revoke,
         keys::current,
         programmes::calendar,

@@ -4,6 +4,7 @@ use serde::Deserialize;
 use super::Items;
 use crate::app::{AppState, Audited};
 use crate::audit::Origin;
+use crate::auth::collect_settings::{self, CollectSettings};
 use crate::auth::tokens::TokenId;
 use crate::auth::{policy, tokens, users};
 use crate::error::AppResult;
@@ -88,6 +89,96 @@ pub async fn create(
         })
         .await?;
     Ok(HttpResponse::Created().json(issued))
+}
+
+#[derive(Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct NewCollectToken {
+    user_id: String,
+    label: String,
+    #[serde(default)]
+    expires_in_days: Option<i64>,
+    /// The programme the phone is for; needed only when the user works in
+    /// more than one.
+    #[serde(default)]
+    programme: Option<String>,
+}
+
+/// A new device token with ODK Collect's settings QR code for it.
+#[derive(serde::Serialize, utoipa::ToSchema)]
+pub struct IssuedForCollect {
+    #[serde(flatten)]
+    issued: tokens::Issued,
+    collect_settings: CollectSettings,
+}
+
+/// `POST /api/v1/tokens/collect-settings`: a new device token for a field
+/// worker's phone, with the QR code that sets up ODK Collect with it. A
+/// POST, and a new token each time: a token's secret is kept only as its
+/// hash, so its QR code exists only in the answer that made it.
+#[utoipa::path(
+    post,
+    path = "/tokens/collect-settings",
+    tag = "tokens",
+    request_body = NewCollectToken,
+    responses(
+        (status = 201, description = "The device token and Collect's settings QR code (text and PNG); both hold the secret and are in this answer only", body = IssuedForCollect),
+        (status = 404, description = "No such user, or one the caller may not see", body = Problem, content_type = "application/problem+json"),
+        (status = 409, description = "The server's public_url is not set", body = Problem, content_type = "application/problem+json"),
+        (status = 422, description = "Not a field worker, the lifetime is over the cap, or the programme is not one the user works in (or must be named)", body = Problem, content_type = "application/problem+json"),
+    ),
+)]
+pub async fn create_for_collect(
+    state: web::Data<AppState>,
+    origin: Origin,
+    AuthUser(me): AuthUser,
+    body: ApiJson<NewCollectToken>,
+) -> AppResult<HttpResponse> {
+    policy::visible_user_sites(&me)?;
+    let public_url =
+        collect_settings::require_public_url(state.settings.public_url.as_deref())?.to_string();
+    let max_days = state.settings.device_token_ttl_days;
+    let ttl_days = body.0.expires_in_days.unwrap_or(max_days);
+    let actor = me.clone();
+    let issued = state
+        .audited(origin, actor, "device_token_created", move |conn| {
+            let request = body.0;
+            let user = users::get(conn, &request.user_id).ok();
+            let programme = match &user {
+                Some(user) => {
+                    policy::issue_device_token_for(&me, &user.site_ids)?;
+                    Some(collect_settings::programme_for(
+                        conn,
+                        user,
+                        request.programme.as_deref(),
+                    )?)
+                }
+                None => None,
+            };
+            let issued = tokens::issue_device(
+                conn,
+                &request.user_id,
+                &request.label,
+                Some(&me.user_id),
+                ttl_days,
+                max_days,
+            )?;
+            let (Some(user), Some(programme)) = (user, programme) else {
+                unreachable!("issue_device refuses a user that does not exist");
+            };
+            let what = Audited::object("token", &issued.info.id)
+                .detail(format!("{} (ODK Collect, {programme})", request.user_id));
+            Ok(((issued, programme, user.username), what))
+        })
+        .await?;
+    // Drawn after the commit: the transaction stays short.
+    let (issued, programme, username) = issued;
+    let collect_settings =
+        collect_settings::for_token(&public_url, &programme, &username, &issued.token);
+    Ok(HttpResponse::Created().json(IssuedForCollect {
+        issued,
+        collect_settings,
+    }))
 }
 
 /// `DELETE /api/v1/tokens/{id}`: admins revoke any token, coordinators those
