@@ -29,6 +29,8 @@ mod interop;
 mod keys;
 mod layers;
 mod migrations;
+mod odk_store;
+mod odk_xform;
 mod operations;
 mod privacy;
 mod retention;

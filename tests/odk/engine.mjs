@@ -11,20 +11,17 @@
 //                                          (/data/a/kids[2]/name); prints the
 //                                          submission XML, violations to stderr
 import { readFileSync } from 'node:fs';
-import { join } from 'node:path';
-import { pathToFileURL } from 'node:url';
+import { createRequire } from 'node:module';
 
 const modules = process.env.CASESYNC_TEST_ODK_NODE_MODULES;
 if (!modules) { console.error('CASESYNC_TEST_ODK_NODE_MODULES is not set'); process.exit(2); }
-const load = async (name) => import(pathToFileURL(join(modules, name, JSON.parse(
-  readFileSync(join(modules, name, 'package.json'), 'utf8')).exports?.['.']?.import
-  ?? JSON.parse(readFileSync(join(modules, name, 'package.json'), 'utf8')).main)).href);
+const require = createRequire(modules.replace(/\/?$/, '/'));
 
-const { JSDOM } = await load('jsdom');
+const { JSDOM } = require('jsdom');
 const { window } = new JSDOM('');
 Object.assign(globalThis, { DOMParser: window.DOMParser, Node: window.Node, document: window.document });
 globalThis.__dirname = process.cwd();   // web-tree-sitter's Node branch reads __dirname
-const { createInstance } = await load('@getodk/xforms-engine');
+const { createInstance } = await import(require.resolve('@getodk/xforms-engine'));
 
 const [command, ...args] = process.argv.slice(2);
 
@@ -47,35 +44,37 @@ if (command === 'load') {
   const [file, answersFile] = args;
   const form = await createInstance(readFileSync(file, 'utf8'));
   const answers = JSON.parse(readFileSync(answersFile, 'utf8'));
-  // "/data/a[2]/b" → the engine's reference of that node.
   const find = (ref) => all(form.root).find((n) => n.currentState.reference === ref);
+  const problems = [];
   for (const [path, value] of answers) {
-    // Make every repeat on the way hold enough items.
+    // Every repeat on the way gets the items the path needs.
     const steps = path.split('/');
-    for (let i = 1; i < steps.length; i++) {
+    for (let i = 2; i < steps.length; i++) {
       const m = steps[i].match(/^(.*)\[(\d+)\]$/);
       if (!m) continue;
-      const rangeRef = steps.slice(0, i).join('/').replace(/\[\d+\]$/, '') + '/' + m[1];
-      const parentRef = steps.slice(0, i).join('/') + '/' + m[1];
-      const range = all(form.root).find((n) => n.nodeType === 'repeat-range:uncontrolled' || n.nodeType === 'repeat-range:controlled'
-        ? n.currentState.reference === parentRef || n.currentState.reference === rangeRef : false);
-      if (!range) throw new Error(`no repeat at ${parentRef}`);
+      const range = find(steps.slice(0, i).join('/') + '/' + m[1]);
+      if (!range || !range.nodeType.startsWith('repeat-range')) { problems.push(`${path}: no repeat ${m[1]}`); break; }
       while (range.currentState.children.length < Number(m[2])) range.addInstances();
     }
     const node = find(path);
-    if (!node) throw new Error(`no node ${path}`);
-    if (node.nodeType === 'select-node' || node.nodeType === 'select') {
+    if (!node) { problems.push(`${path}: no such question`); continue; }
+    if (!node.currentState.relevant) { problems.push(`${path}: not relevant`); continue; }
+    if (node.nodeType === 'select') {
       const values = String(value).split(' ').filter(Boolean);
-      if (node.selectValues) node.selectValues(values); else node.selectValue(values[0]);
-    } else if (typeof node.selectValue === 'function' && node.nodeType !== 'input') {
-      node.selectValue(String(value));
+      if (node.definition.bodyElement.type === 'select') node.selectValues(values); else node.selectValue(values[0]);
+    } else if (node.nodeType === 'upload') {
+      node.setValue(new File([new Uint8Array([1, 2, 3])], String(value)));
+    } else if (node.valueType === 'int' || node.valueType === 'decimal') {
+      node.setValue(Number(value));
     } else {
-      node.setValue(value);
+      node.setValue(String(value));
     }
   }
   const payload = await form.root.prepareInstancePayload();
-  if (payload.violations?.length) console.error('violations:', JSON.stringify(payload.violations.map((v) => v.reference ?? v)));
+  for (const v of payload.violations ?? []) problems.push(`${v.reference ?? ''}: ${v.violation?.condition ?? JSON.stringify(v)}`);
+  for (const p of problems) console.error(p);
   console.log(await payload.data[0].get('xml_submission_file').text());
+  process.exit(problems.length ? 3 : 0);
 } else {
   console.error('usage: engine.mjs load FORM.xml... | fill FORM.xml ANSWERS.json');
   process.exit(2);

@@ -275,9 +275,14 @@ fn read_object(
                 match element.child(&node.name) {
                     Some(child) if present => {
                         let map = read_object(children, child, &here, false)?;
-                        // A section is kept when it must be there, was said
-                        // to be there, or holds an answer.
-                        (node.required || *toggle || !map.is_empty()).then_some(Value::Object(map))
+                        // A section is kept when it holds an answer, was said
+                        // to be there, or must always be there. A required
+                        // section under a condition with nothing answered
+                        // is one whose condition was false.
+                        let keep = map.values().any(answered)
+                            || *toggle
+                            || (node.required && node.relevant.is_none());
+                        keep.then_some(Value::Object(map))
                     }
                     _ => None,
                 }
@@ -313,6 +318,15 @@ fn read_object(
         }
     }
     Ok(out)
+}
+
+/// Whether a read value holds an answer: a section with only empty
+/// sections inside holds none.
+fn answered(value: &Value) -> bool {
+    match value {
+        Value::Object(map) => map.values().any(answered),
+        _ => true,
+    }
 }
 
 /// The items of a repeat, without a template a client may have left in.
@@ -358,18 +372,105 @@ fn typed(leaf: &Leaf, text: &str, at: &str) -> Result<Value, String> {
 /// Answers → the instance a phone would send with them (`instance_id`
 /// with its `uuid:`): the inverse of [`read`], for tests and tools.
 pub fn to_xml(table: &FormTable, answers: &Map<String, Value>, instance_id: &str) -> String {
-    let mut out = String::new();
-    out.push_str(&format!(
+    let mut sink = XmlSink(String::new());
+    sink.0.push_str(&format!(
         "<data id=\"{}\" version=\"{}\">",
         escape(&table.meta.id),
         escape(&table.meta.version)
     ));
-    write_object(&table.nodes, answers, &mut out);
-    out.push_str(&format!(
+    write_object(&table.nodes, answers, &mut sink);
+    sink.0.push_str(&format!(
         "<meta><instanceID>{}</instanceID></meta></data>",
         escape(instance_id)
     ));
-    out
+    sink.0
+}
+
+/// One value of [`answer_paths`].
+#[derive(Debug, Clone, PartialEq)]
+pub struct PathAnswer {
+    /// `/data/a/kids[2]/name`: repeat items numbered from 1.
+    pub path: String,
+    pub value: String,
+    /// Asked on the phone; `false` for a hidden value (a reference that
+    /// entities will fill), which an engine sets in the instance directly.
+    pub asked: bool,
+}
+
+/// Answers → what is entered on the phone, in form order, the known /
+/// unknown and "present?" questions included, computed counts left out.
+/// For tests that fill a form in an engine.
+pub fn answer_paths(table: &FormTable, answers: &Map<String, Value>) -> Vec<PathAnswer> {
+    let mut sink = PathSink {
+        at: vec!["/data".to_string()],
+        out: Vec::new(),
+    };
+    write_object(&table.nodes, answers, &mut sink);
+    sink.out
+}
+
+/// What walking answers through the mapping produces.
+trait Sink {
+    /// An element opens; `item`: its position in a repeat, from 1.
+    fn open(&mut self, name: &str, item: Option<usize>);
+    fn close(&mut self, name: &str);
+    /// A leaf and who gives its value.
+    fn leaf(&mut self, name: &str, text: &str, by: Source);
+}
+
+/// Who gives a leaf its value.
+#[derive(Clone, Copy, PartialEq)]
+enum Source {
+    Question,
+    /// Not asked: entities fill it.
+    Hidden,
+    /// Computed by the form (a repeat's count).
+    Computed,
+}
+
+struct XmlSink(String);
+
+impl Sink for XmlSink {
+    fn open(&mut self, name: &str, _: Option<usize>) {
+        self.0.push_str(&format!("<{name}>"));
+    }
+    fn close(&mut self, name: &str) {
+        self.0.push_str(&format!("</{name}>"));
+    }
+    fn leaf(&mut self, name: &str, text: &str, _: Source) {
+        if text.is_empty() {
+            self.0.push_str(&format!("<{name}/>"));
+        } else {
+            self.0
+                .push_str(&format!("<{name}>{}</{name}>", escape(text)));
+        }
+    }
+}
+
+struct PathSink {
+    at: Vec<String>,
+    out: Vec<PathAnswer>,
+}
+
+impl Sink for PathSink {
+    fn open(&mut self, name: &str, item: Option<usize>) {
+        self.at.push(match item {
+            Some(i) => format!("{name}[{i}]"),
+            None => name.to_string(),
+        });
+    }
+    fn close(&mut self, _: &str) {
+        self.at.pop();
+    }
+    fn leaf(&mut self, name: &str, text: &str, by: Source) {
+        if by != Source::Computed && !text.is_empty() {
+            self.out.push(PathAnswer {
+                path: format!("{}/{name}", self.at.join("/")),
+                value: text.to_string(),
+                asked: by == Source::Question,
+            });
+        }
+    }
 }
 
 fn escape(text: &str) -> String {
@@ -384,15 +485,8 @@ fn scalar_text(value: &Value) -> String {
     }
 }
 
-fn element(out: &mut String, name: &str, text: &str) {
-    if text.is_empty() {
-        out.push_str(&format!("<{name}/>"));
-    } else {
-        out.push_str(&format!("<{name}>{}</{name}>", escape(text)));
-    }
-}
-
-fn write_object(nodes: &[Node], answers: &Map<String, Value>, out: &mut String) {
+fn write_object(nodes: &[Node], answers: &Map<String, Value>, out: &mut dyn Sink) {
+    let empty = Map::new();
     for node in nodes {
         let name = node.name.as_str();
         let value = answers.get(name);
@@ -405,56 +499,76 @@ fn write_object(nodes: &[Node], answers: &Map<String, Value>, out: &mut String) 
                         Some(_) => "known",
                         None => "",
                     };
-                    element(out, &format!("{name}{KNOWN_SUFFIX}"), known);
+                    out.leaf(&format!("{name}{KNOWN_SUFFIX}"), known, Source::Question);
                     let typed = value.filter(|_| !is_const);
-                    element(out, name, &typed.map(scalar_text).unwrap_or_default());
+                    out.leaf(
+                        name,
+                        &typed.map(scalar_text).unwrap_or_default(),
+                        Source::Question,
+                    );
                 } else {
-                    element(out, name, &value.map(scalar_text).unwrap_or_default());
+                    out.leaf(
+                        name,
+                        &value.map(scalar_text).unwrap_or_default(),
+                        Source::Question,
+                    );
                 }
             }
-            Kind::Hidden { .. } => element(out, name, &value.map(scalar_text).unwrap_or_default()),
+            Kind::Hidden { .. } => out.leaf(
+                name,
+                &value.map(scalar_text).unwrap_or_default(),
+                Source::Hidden,
+            ),
             Kind::Group { children, toggle } => {
                 if *toggle {
                     let present = if value.is_some() { "true" } else { "" };
-                    element(out, &format!("{name}{PRESENT_SUFFIX}"), present);
+                    out.leaf(
+                        &format!("{name}{PRESENT_SUFFIX}"),
+                        present,
+                        Source::Question,
+                    );
                 }
-                out.push_str(&format!("<{name}>"));
-                let empty = Map::new();
+                out.open(name, None);
                 write_object(
                     children,
                     value.and_then(Value::as_object).unwrap_or(&empty),
                     out,
                 );
-                out.push_str(&format!("</{name}>"));
+                out.close(name);
             }
             Kind::Repeat { children, min, max } => {
-                let items = value.and_then(Value::as_array).cloned().unwrap_or_default();
-                for item in &items {
-                    out.push_str(&format!("<{name}>"));
-                    let empty = Map::new();
+                let items = value
+                    .and_then(Value::as_array)
+                    .map(Vec::as_slice)
+                    .unwrap_or_default();
+                for (i, item) in items.iter().enumerate() {
+                    out.open(name, Some(i + 1));
                     write_object(children, item.as_object().unwrap_or(&empty), out);
-                    out.push_str(&format!("</{name}>"));
+                    out.close(name);
                 }
                 if *min > 0 || max.is_some() {
-                    element(
-                        out,
+                    out.leaf(
                         &format!("{name}{COUNT_SUFFIX}"),
                         &items.len().to_string(),
+                        Source::Computed,
                     );
                 }
             }
             Kind::List { min, max, .. } => {
-                let items = value.and_then(Value::as_array).cloned().unwrap_or_default();
-                for item in &items {
-                    out.push_str(&format!("<{name}>"));
-                    element(out, LIST_VALUE, &scalar_text(item));
-                    out.push_str(&format!("</{name}>"));
+                let items = value
+                    .and_then(Value::as_array)
+                    .map(Vec::as_slice)
+                    .unwrap_or_default();
+                for (i, item) in items.iter().enumerate() {
+                    out.open(name, Some(i + 1));
+                    out.leaf(LIST_VALUE, &scalar_text(item), Source::Question);
+                    out.close(name);
                 }
                 if *min > 0 || max.is_some() {
-                    element(
-                        out,
+                    out.leaf(
                         &format!("{name}{COUNT_SUFFIX}"),
                         &items.len().to_string(),
+                        Source::Computed,
                     );
                 }
             }
@@ -494,6 +608,15 @@ mod tests {
         let back = read(&t, &xml).unwrap();
         assert_eq!(Value::Object(back.answers), answers);
         assert_eq!(back.meta.instance_id.as_deref(), Some("abc"));
+        let paths: Vec<(String, String)> = answer_paths(&t, answers.as_object().unwrap())
+            .into_iter()
+            .map(|a| (a.path, a.value))
+            .collect();
+        assert!(paths.contains(&("/data/name__known".into(), "unknown".into())));
+        assert!(paths.contains(&("/data/sib[1]/age".into(), "3".into())));
+        assert!(paths.contains(&("/data/phones[2]/value".into(), "8 & 9".into())));
+        assert!(paths.contains(&("/data/extra__present".into(), "true".into())));
+        assert!(!paths.iter().any(|(p, _)| p.contains("__count")));
         // Unanswered: nothing but the date; the optional section is absent.
         let only = json!({"d": "2026-01-02"});
         let xml = to_xml(&t, only.as_object().unwrap(), "uuid:x");

@@ -6,4 +6,22 @@
 
 pub mod instance;
 pub mod nodes;
+pub mod store;
 pub mod xform;
+
+use serde_json::Value;
+
+/// Whether a checked form (its bundled document) can be put on a phone:
+/// every reason it cannot, as `schema location: why`. Uploads of drafts
+/// call it, so a form Collect cannot ask is never published.
+pub fn check(bundled: &Value) -> Result<(), Vec<String>> {
+    let prefix = |p: String| match p.split_once(": /") {
+        Some((_, rest)) => format!("/{rest}"),
+        None => p,
+    };
+    let table = nodes::FormTable::build(bundled)
+        .map_err(|p| p.into_iter().map(prefix).collect::<Vec<_>>())?;
+    xform::generate_from(&table, &[])
+        .map(|_| ())
+        .map_err(|p| p.into_iter().map(prefix).collect())
+}

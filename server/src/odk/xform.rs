@@ -319,19 +319,20 @@ impl Binds<'_> {
             }
             Predicate::Compare { field, op, value } => {
                 let (target, path) = self.target(field, base, at)?;
-                let leaf =
-                    match &target.node.kind {
-                        Kind::Question { leaf, .. } => Some(leaf),
-                        Kind::Hidden { .. } => None,
-                        Kind::List { .. } if *op == Op::Contains => {
-                            let v = value_literal(value, None)?;
-                            return Ok(format!("count({path}[{LIST_VALUE} = {v}]) > 0"));
-                        }
-                        _ => return Err(format!(
+                let leaf = match &target.node.kind {
+                    Kind::Question { leaf, .. } => Some(leaf),
+                    Kind::Hidden { .. } => None,
+                    Kind::List { .. } if *op == Op::Contains => {
+                        let v = value_literal(value, None)?;
+                        return Ok(format!("count({path}[{LIST_VALUE} = {v}]) > 0"));
+                    }
+                    _ => {
+                        return Err(format!(
                             "a comparison with a section or a list ({}) has no meaning on a phone",
                             target.node.name
-                        )),
-                    };
+                        ))
+                    }
+                };
                 let subject = value_of(target.node, &path);
                 let lit = |v: &Value| value_literal(v, leaf);
                 match op {
