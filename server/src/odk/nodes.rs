@@ -518,36 +518,43 @@ impl Builder {
             if let Some(max) = max {
                 constraints.push(format!("count-selected(.) <= {max}"));
             }
-            let mut rule = Vec::new();
-            if let (Some(cond), Some(then)) = (prop.get("if"), prop.get("then")) {
-                match contains_values(cond) {
-                    Some(values)
-                        if then.as_object().is_some_and(|t| t.len() == 1)
-                            && then.get("maxItems").and_then(Value::as_u64).is_some() =>
-                    {
-                        let n = then["maxItems"].as_u64().unwrap_or(0);
-                        rule.push((values, format!("count-selected(.) <= {n}")));
-                    }
-                    _ => {
-                        self.refuse(&format!("{at}/if"), "only \"if it contains one of these values, then at most N\" can be put on a phone; this rule cannot");
+            // `if: {contains: …}, then: {maxItems: N}`: "at most N when one
+            // of these is chosen" (social assessment's non-return bars).
+            let refused = "only \"if it contains one of its choices, then at most N\" can be put on a phone; this rule cannot";
+            match (prop.get("if"), prop.get("then")) {
+                (None, None) => {}
+                (Some(cond), Some(then)) => {
+                    let choices: Vec<&str> = self
+                        .lists
+                        .iter()
+                        .find(|l| l.id == list)
+                        .map(|l| l.items.iter().map(|(v, _)| v.as_str()).collect())
+                        .unwrap_or_default();
+                    let values = contains_values(cond)
+                        .filter(|vs| vs.iter().all(|v| choices.contains(&v.as_str())));
+                    let most = then
+                        .as_object()
+                        .filter(|t| t.len() == 1)
+                        .and_then(|t| t.get("maxItems"))
+                        .and_then(Value::as_u64);
+                    let (Some(values), Some(most)) = (values, most) else {
+                        self.refuse(&format!("{at}/if"), refused);
                         return None;
-                    }
+                    };
+                    let any = values
+                        .iter()
+                        .map(|v| format!("selected(., '{v}')"))
+                        .collect::<Vec<_>>()
+                        .join(" or ");
+                    constraints.push(format!("not({any}) or count-selected(.) <= {most}"));
                 }
-            } else if prop.get("if").is_some() || prop.get("then").is_some() {
-                self.refuse(
-                    &format!("{at}/if"),
-                    "\"if\" and \"then\" must come together",
-                );
-                return None;
-            }
-            let mut constraints = constraints;
-            for (values, then) in rule {
-                let any = values
-                    .iter()
-                    .map(|v| format!("selected(., {})", literal(v).unwrap_or_default()))
-                    .collect::<Vec<_>>()
-                    .join(" or ");
-                constraints.push(format!("not({any}) or {then}"));
+                _ => {
+                    self.refuse(
+                        &format!("{at}/if"),
+                        "\"if\" and \"then\" must come together",
+                    );
+                    return None;
+                }
             }
             return Some(Kind::Question {
                 leaf: Leaf::Many(list),
