@@ -17,6 +17,7 @@ import java.nio.file.*;
 import java.util.*;
 import org.javarosa.core.model.Constants;
 import org.javarosa.core.model.FormDef;
+import org.javarosa.core.model.FormIndex;
 import org.javarosa.core.model.SelectChoice;
 import org.javarosa.core.model.data.*;
 import org.javarosa.core.model.data.helper.Selection;
@@ -46,6 +47,7 @@ public class Fill {
   }
 
   static void setHidden(TreeElement e, String parent, Map<String, String> hidden) {
+    if (e.getMult() == TreeReference.INDEX_TEMPLATE) return;   // a repeat's template, not an item
     String here = parent + "/" + e.getName() + "[" + (Math.max(e.getMult(), 0) + 1) + "]";
     String v = hidden.remove(here);
     if (v != null) e.setAnswer(new StringData(v));
@@ -78,29 +80,36 @@ public class Fill {
     boolean bad = false;
     FormEntryModel m = new FormEntryModel(fd);
     FormEntryController c = new FormEntryController(m);
-    for (int ev = c.stepToNextEvent(); ev != FormEntryController.EVENT_END_OF_FORM; ev = c.stepToNextEvent()) {
-      String ref = path(m.getFormIndex().getReference());
-      if (ev == FormEntryController.EVENT_PROMPT_NEW_REPEAT) {
-        String inside = ref + "/";
-        if (answers.keySet().stream().anyMatch(k -> k.startsWith(inside))) c.newRepeat();
-      } else if (ev == FormEntryController.EVENT_QUESTION) {
-        String v = answers.get(ref);
-        if (v == null) continue;
-        asked.add(ref);
-        FormEntryPrompt p = m.getQuestionPrompt();
-        IAnswerData d = switch (p.getDataType()) {
-          case Constants.DATATYPE_INTEGER -> new IntegerData(Integer.parseInt(v));
-          case Constants.DATATYPE_DECIMAL -> new DecimalData(Double.parseDouble(v));
-          case Constants.DATATYPE_DATE -> new DateData(java.sql.Date.valueOf(v));
-          case Constants.DATATYPE_DATE_TIME -> new DateTimeData(Date.from(java.time.OffsetDateTime.parse(v).toInstant()));
-          case Constants.DATATYPE_CHOICE -> new SelectOneData(choice(p, v));
-          case Constants.DATATYPE_CHOICE_LIST -> new SelectMultiData(Arrays.stream(v.split(" ")).map(x -> choice(p, x)).toList());
-          default -> new StringData(v);
-        };
-        int r = c.answerQuestion(d, true);
-        if (r != FormEntryController.ANSWER_OK) {
-          bad = true;
-          System.err.println(ref + " = " + v + (r == FormEntryController.ANSWER_CONSTRAINT_VIOLATED ? ": CONSTRAINT VIOLATED" : ": REQUIRED BUT EMPTY"));
+    // A question may apply only after a later answer (a rule naming a field
+    // further down): like a person sent back by Collect's check at the end,
+    // walk the form again while that answers more.
+    for (int pass = 0, before = -1; pass < 5 && asked.size() != before; pass++) {
+      before = asked.size();
+      c.jumpToIndex(FormIndex.createBeginningOfFormIndex());
+      for (int ev = c.stepToNextEvent(); ev != FormEntryController.EVENT_END_OF_FORM; ev = c.stepToNextEvent()) {
+        String ref = path(m.getFormIndex().getReference());
+        if (ev == FormEntryController.EVENT_PROMPT_NEW_REPEAT) {
+          String inside = ref + "/";
+          if (answers.keySet().stream().anyMatch(k -> k.startsWith(inside))) c.newRepeat();
+        } else if (ev == FormEntryController.EVENT_QUESTION) {
+          String v = answers.get(ref);
+          if (v == null || asked.contains(ref)) continue;
+          asked.add(ref);
+          FormEntryPrompt p = m.getQuestionPrompt();
+          IAnswerData d = switch (p.getDataType()) {
+            case Constants.DATATYPE_INTEGER -> new IntegerData(Integer.parseInt(v));
+            case Constants.DATATYPE_DECIMAL -> new DecimalData(Double.parseDouble(v));
+            case Constants.DATATYPE_DATE -> new DateData(java.sql.Date.valueOf(v));
+            case Constants.DATATYPE_DATE_TIME -> new DateTimeData(Date.from(java.time.OffsetDateTime.parse(v).toInstant()));
+            case Constants.DATATYPE_CHOICE -> new SelectOneData(choice(p, v));
+            case Constants.DATATYPE_CHOICE_LIST -> new SelectMultiData(Arrays.stream(v.split(" ")).map(x -> choice(p, x)).toList());
+            default -> new StringData(v);
+          };
+          int r = c.answerQuestion(d, true);
+          if (r != FormEntryController.ANSWER_OK) {
+            bad = true;
+            System.err.println(ref + " = " + v + (r == FormEntryController.ANSWER_CONSTRAINT_VIOLATED ? ": CONSTRAINT VIOLATED" : ": REQUIRED BUT EMPTY"));
+          }
         }
       }
     }

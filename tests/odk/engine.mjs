@@ -46,19 +46,20 @@ if (command === 'load') {
   const answers = JSON.parse(readFileSync(answersFile, 'utf8'));
   const find = (ref) => all(form.root).find((n) => n.currentState.reference === ref);
   const problems = [];
-  for (const [path, value] of answers) {
+  const set = ([path, value]) => {
     // Every repeat on the way gets the items the path needs.
     const steps = path.split('/');
     for (let i = 2; i < steps.length; i++) {
       const m = steps[i].match(/^(.*)\[(\d+)\]$/);
       if (!m) continue;
       const range = find(steps.slice(0, i).join('/') + '/' + m[1]);
-      if (!range || !range.nodeType.startsWith('repeat-range')) { problems.push(`${path}: no repeat ${m[1]}`); break; }
+      if (!range || !range.nodeType.startsWith('repeat-range')) return `${path}: no repeat ${m[1]}`;
+      if (!range.currentState.relevant) return `${path}: not relevant`;
       while (range.currentState.children.length < Number(m[2])) range.addInstances();
     }
     const node = find(path);
-    if (!node) { problems.push(`${path}: no such question`); continue; }
-    if (!node.currentState.relevant) { problems.push(`${path}: not relevant`); continue; }
+    if (!node) return `${path}: no such question`;
+    if (!node.currentState.relevant) return `${path}: not relevant`;
     if (node.nodeType === 'select') {
       const values = String(value).split(' ').filter(Boolean);
       if (node.definition.bodyElement.type === 'select') node.selectValues(values); else node.selectValue(values[0]);
@@ -69,7 +70,17 @@ if (command === 'load') {
     } else {
       node.setValue(String(value));
     }
+    return null;
+  };
+  // A question may apply only after a later answer (a rule naming a field
+  // further down): answer in form order, then again what did not apply yet.
+  let pending = answers;
+  for (let pass = 0; pass < 5 && pending.length; pass++) {
+    const left = pending.filter((answer) => set(answer) !== null);
+    if (left.length === pending.length) break;
+    pending = left;
   }
+  for (const answer of pending) { const why = set(answer); if (why) problems.push(why); }
   const payload = await form.root.prepareInstancePayload();
   for (const v of payload.violations ?? []) problems.push(`${v.reference ?? ''}: ${v.violation?.condition ?? JSON.stringify(v)}`);
   for (const p of problems) console.error(p);
