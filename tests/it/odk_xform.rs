@@ -76,14 +76,37 @@ fn shipped() -> Vec<CompiledForm> {
         .collect()
 }
 
-/// Writes every shipped form's XForm into `dir`; their paths.
+/// Writes every shipped form's XForm into `dir`, and the KZ referral's
+/// once more with `x-labels` (translations: `<itext>`); their paths.
 fn write_xforms(dir: &Path) -> Vec<PathBuf> {
     let key = public_key();
-    shipped()
+    let mut documents: Vec<(String, Value)> = shipped()
         .iter()
-        .map(|form| {
-            let xml = xform::generate(&form.document, &key).unwrap();
-            let path = dir.join(format!("{}.xml", form.meta.id));
+        .map(|form| (form.meta.id.clone(), (*form.document).clone()))
+        .collect();
+    let mut labelled = documents
+        .iter()
+        .find(|(id, _)| id == "kz.referral")
+        .unwrap()
+        .1
+        .clone();
+    let child = "/properties/child/properties";
+    for at in [
+        "/properties/child".to_string(),
+        format!("{child}/child_sex"),
+        format!("{child}/siblings"),
+        format!("{child}/siblings/items/properties/dob"),
+        "/properties/signoff/properties/referrer_signature".to_string(),
+    ] {
+        labelled.pointer_mut(&at).unwrap()["x-labels"] =
+            serde_json::json!({"Russian (ru)": "Метка", "Kazakh (kk)": "Белгі"});
+    }
+    documents.push(("kz.referral.labelled".into(), labelled));
+    documents
+        .iter()
+        .map(|(id, document)| {
+            let xml = xform::generate(document, &key).unwrap();
+            let path = dir.join(format!("{id}.xml"));
             std::fs::write(&path, xml).unwrap();
             path
         })
