@@ -7,7 +7,7 @@
 
 use serde_json::Value;
 
-use crate::forms::model::{self, CaseRole, FormMeta};
+use crate::forms::model::{self, FormMeta};
 use crate::forms::relevance::{FieldRef, Predicate};
 
 /// Suffix of the known/unknown question of an "or unknown" field.
@@ -215,11 +215,6 @@ impl FormTable {
     pub fn list(&self, id: &str) -> Option<&ChoiceList> {
         self.lists.iter().find(|l| l.id == id)
     }
-
-    /// Whether the form carries a case reference the phone must send.
-    pub fn has_case(&self) -> bool {
-        self.meta.case != CaseRole::None
-    }
 }
 
 struct Builder {
@@ -264,7 +259,12 @@ fn is_unknown_const(schema: &Value) -> bool {
         .is_some_and(|c| c != "known" && !c.is_empty() && !c.chars().any(char::is_whitespace))
 }
 
+/// The choices of a choice field: `oneOf`/`anyOf` of `const` (+ `title`),
+/// or an `enum` (its values are their own labels).
 fn choices(schema: &Value) -> Option<Vec<(Value, Option<String>)>> {
+    if let Some(values) = schema.get("enum").and_then(Value::as_array) {
+        return Some(values.iter().map(|v| (v.clone(), None)).collect());
+    }
     let list = schema
         .get("oneOf")
         .or_else(|| schema.get("anyOf"))?
@@ -509,7 +509,7 @@ impl Builder {
                     "then",
                 ],
             );
-            self.only(items, &items_at, &["type", "oneOf", "anyOf"]);
+            self.only(items, &items_at, &["type", "oneOf", "anyOf", "enum"]);
             let list = self.choice_list(key, items, &items_at)?;
             let mut constraints = Vec::new();
             if min > 0 {
@@ -630,7 +630,7 @@ impl Builder {
             ));
         }
         if choices(schema).is_some() {
-            self.only(schema, at, &["type", "oneOf", "anyOf"]);
+            self.only(schema, at, &["type", "oneOf", "anyOf", "enum"]);
             let list = self.choice_list(key, schema, at)?;
             return Some(Scalar::Leaf(Leaf::One(list), constraints));
         }

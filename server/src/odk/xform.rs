@@ -560,10 +560,6 @@ fn label_id(path: &str) -> String {
     format!("{path}:label")
 }
 
-fn hint_id(path: &str) -> String {
-    format!("{path}:hint")
-}
-
 impl Out<'_> {
     /// Attribute values are escaped here (`&`, `<`, `>`, `"`), leaving `'`
     /// as it is: XPath literals stay readable, as pyxform writes them.
@@ -785,7 +781,6 @@ impl Out<'_> {
             self.empty("label", &[("ref", &reference)])?;
         }
         if let Some(hint) = &node.hint {
-            let _ = hint_id(path);
             self.text("hint", &[], hint)?;
         }
         Ok(())
@@ -945,9 +940,10 @@ mod tests {
 
     #[test]
     fn the_skeleton_is_what_pyxform_writes_with_the_key() {
-        let x = xml(
-            json!({"d": {"type": "string", "format": "date", "x-pii": "quasi", "x-fact": "a.b"}}),
-        );
+        let x = xml(json!({
+            "d": {"type": "string", "format": "date", "x-pii": "quasi", "x-fact": "a.b"},
+            "faith": {"type": "string", "enum": ["islam", "other"]}
+        }));
         for part in [
             "xmlns:jr=\"http://openrosa.org/javarosa\"",
             "xmlns:odk=\"http://www.opendatakit.org/xforms\"",
@@ -958,6 +954,8 @@ mod tests {
             "<bind nodeset=\"/data/d\" type=\"date\"/>",
             "<case_id/>",
             "<base_case_version/>",
+            "<itemset nodeset=\"instance('faith')/root/item\">",
+            "<name>islam</name>",
         ] {
             assert!(x.contains(part), "{part} missing from\n{x}");
         }
