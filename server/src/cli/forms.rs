@@ -90,6 +90,15 @@ fn publish(
         .map_err(|e| CliError::App(format!("{}: not valid JSON: {e}", file.display())))?;
     let compiled = check::check(&document, &resources)
         .map_err(|p| CliError::App(format!("{}:\n  {}", file.display(), p.join("\n  "))))?;
+    // Its XForm is made at the next start (docs/odk.md); one ODK Collect
+    // cannot ask is refused now.
+    crate::odk::check(&compiled.document).map_err(|p| {
+        CliError::App(format!(
+            "{}: cannot be put on a phone (ODK Collect):\n  {}",
+            file.display(),
+            p.join("\n  ")
+        ))
+    })?;
     let info = write_tx(conn, |conn| {
         let info = forms::registry::publish(conn, &compiled, None)?;
         audit_change(
