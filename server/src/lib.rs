@@ -26,6 +26,7 @@ pub mod indicators;
 pub mod ingest;
 pub mod json;
 pub mod metrics;
+pub mod odk;
 pub mod privacy;
 pub mod programmes;
 pub mod server;

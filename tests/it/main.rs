@@ -31,6 +31,8 @@ mod keys;
 mod layers;
 mod migrations;
 mod odk_crypto;
+mod odk_store;
+mod odk_xform;
 mod operations;
 mod privacy;
 mod retention;

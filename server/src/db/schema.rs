@@ -143,6 +143,18 @@ diesel::joinable!(form_versions -> forms (form_id));
 diesel::allow_tables_to_appear_in_same_query!(forms, form_versions);
 
 diesel::table! {
+    odk_xforms (form_id, odk_version) {
+        form_id -> Text,
+        version -> Text,
+        odk_version -> Text,
+        key_id -> Text,
+        xml -> Text,
+        md5 -> Text,
+        created_at -> Timestamp,
+    }
+}
+
+diesel::table! {
     keys (kid) {
         kid -> Text,
         programme -> Text,

@@ -238,6 +238,13 @@ pub fn prepare(settings: Settings) -> Result<AppState, StartError> {
     if !created.is_empty() {
         tracing::info!(keys = ?created, "programme keys created");
     }
+    // Every published version's XForm for the current keys (#17): made
+    // once, here for the shipped versions and after a key rotation.
+    let refused = crate::odk::store::ensure_all(&mut conn)
+        .map_err(|e| StartError::Bootstrap(format!("making the XForms: {e}")))?;
+    for form in &refused {
+        tracing::error!(form = %form, "form version has no XForm");
+    }
     drop(conn);
     Ok(AppState {
         pool: pool.clone(),

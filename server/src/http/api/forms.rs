@@ -217,6 +217,14 @@ pub async fn upload_draft(
             errors: located(problems),
         }
     })?;
+    // A form ODK Collect cannot ask is refused here, so it is never published.
+    crate::odk::check(&compiled.document).map_err(|problems| AppError::Validation {
+        detail: format!(
+            "the form cannot be put on a phone (ODK Collect): {} problem(s)",
+            problems.len()
+        ),
+        errors: located(problems),
+    })?;
     let fields = compiled.fields.len();
     let uploader = me.user_id.clone();
     let draft = state
@@ -274,6 +282,7 @@ pub async fn publish_draft(
     let info = state
         .audited(origin, me, "form_published", move |conn| {
             let info = registry::publish_draft(conn, &id, &publisher)?;
+            crate::odk::store::ensure(conn, &info.form_id, &info.version)?;
             let what = Audited::object("form", &info.form_id).detail(&info.version);
             Ok((info, what))
         })

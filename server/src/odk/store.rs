@@ -1,0 +1,176 @@
+//! The stored XForms: one per published form version and programme key,
+//! made once and never again (Collect checks the md5 of the exact bytes).
+//! Owns the `odk_xforms` table. A key rotation gives each version a new
+//! XForm whose ODK version carries a suffix (`2021.1.1~k2`); that suffix
+//! maps back to the same JSON-Schema version.
+
+use diesel::prelude::*;
+use md5::{Digest, Md5};
+use serde_json::Value;
+
+use crate::crypto::keys;
+use crate::db::schema::odk_xforms;
+use crate::db::{write_tx, DbConnection};
+use crate::error::{AppError, AppResult};
+use crate::forms::registry;
+use crate::time::now;
+
+#[derive(Debug, Clone, PartialEq, Queryable, Selectable, Insertable)]
+#[diesel(table_name = odk_xforms)]
+pub struct StoredXform {
+    pub form_id: String,
+    /// The JSON-Schema version it was made from.
+    pub version: String,
+    /// The version the XForm states (`<data version>`, `formList`).
+    pub odk_version: String,
+    /// The programme key it encrypts to.
+    pub key_id: String,
+    pub xml: String,
+    /// Lowercase hex MD5 of `xml`'s bytes (`formList` `hash` is `md5:` + it).
+    pub md5: String,
+    pub created_at: chrono::NaiveDateTime,
+}
+
+/// The ODK version of the `n`-th XForm (from 1) of a JSON-Schema version.
+fn odk_version(version: &str, n: usize) -> String {
+    if n <= 1 {
+        version.to_string()
+    } else {
+        format!("{version}~k{n}")
+    }
+}
+
+/// The XForm of a published version for its programme's current key: the
+/// stored one, or made and stored now. A version the generator refuses is
+/// an error naming the form, the schema location and why.
+pub fn ensure(conn: &mut DbConnection, form_id: &str, version: &str) -> AppResult<StoredXform> {
+    let row = registry::version(conn, form_id, version)?;
+    let document: Value = serde_json::from_str(&row.document).map_err(AppError::internal)?;
+    let programme = document
+        .pointer("/x-form/programme")
+        .and_then(Value::as_str)
+        .ok_or_else(|| AppError::internal(format!("{form_id} {version} has no programme")))?
+        .to_string();
+    let key = keys::current(conn, &programme)?;
+    if let Some(found) = odk_xforms::table
+        .filter(odk_xforms::form_id.eq(form_id))
+        .filter(odk_xforms::version.eq(version))
+        .filter(odk_xforms::key_id.eq(&key.kid))
+        .select(StoredXform::as_select())
+        .first(conn)
+        .optional()?
+    {
+        return Ok(found);
+    }
+    let der = {
+        use aws_lc_rs::encoding::AsDer;
+        let public = keys::public_key_from_jwk(&key.jwk).map_err(AppError::internal)?;
+        public
+            .as_der()
+            .map_err(|_| AppError::internal("the programme key has no DER form"))?
+            .as_ref()
+            .to_vec()
+    };
+    let earlier: i64 = odk_xforms::table
+        .filter(odk_xforms::form_id.eq(form_id))
+        .filter(odk_xforms::version.eq(version))
+        .count()
+        .get_result(conn)?;
+    let refused = |problems: Vec<String>| AppError::Validation {
+        detail: format!(
+            "{form_id} {version} cannot be put on a phone (ODK Collect): {}",
+            problems.join("; ")
+        ),
+        errors: Vec::new(),
+    };
+    // The XForm states the ODK version on its root (`<data version>`).
+    let mut table = super::nodes::FormTable::build(&document).map_err(refused)?;
+    table.meta.version = odk_version(version, earlier as usize + 1);
+    let xml = super::xform::generate_from(&table, &der).map_err(refused)?;
+    let xml = String::from_utf8(xml).map_err(AppError::internal)?;
+    let stored = StoredXform {
+        form_id: form_id.to_string(),
+        version: version.to_string(),
+        odk_version: table.meta.version,
+        key_id: key.kid.clone(),
+        md5: hex::encode(Md5::digest(xml.as_bytes())),
+        xml,
+        created_at: now(),
+    };
+    diesel::insert_into(odk_xforms::table)
+        .values(&stored)
+        .execute(conn)?;
+    Ok(stored)
+}
+
+/// Makes the XForms the published versions lack for their programme's
+/// current key (at start, after a key rotation). The versions refused are
+/// returned with why; the others are stored.
+pub fn ensure_all(conn: &mut DbConnection) -> AppResult<Vec<String>> {
+    let programmes: Vec<String> = crate::auth::sites::PROGRAMMES
+        .iter()
+        .map(|p| p.to_string())
+        .collect();
+    let mut refused = Vec::new();
+    for (_, info) in registry::published_in(conn, &programmes)? {
+        let made = write_tx(conn, |conn| ensure(conn, &info.form_id, &info.version));
+        match made {
+            Ok(_) => {}
+            Err(AppError::Validation { detail, .. }) => refused.push(detail),
+            Err(other) => return Err(other),
+        }
+    }
+    Ok(refused)
+}
+
+/// The XForms a phone of `programme` is offered: the newest published
+/// version of each form, for the programme's current key, made now where
+/// a rotation left one missing.
+pub fn current(conn: &mut DbConnection, programme: &str) -> AppResult<Vec<StoredXform>> {
+    let versions = registry::published_in(conn, &[programme.to_string()])?;
+    // Ordered by form, then publication: the last of each form is newest.
+    let mut newest: Vec<(String, String)> = Vec::new();
+    for (_, info) in versions {
+        match newest.last_mut() {
+            Some((form, version)) if *form == info.form_id => *version = info.version,
+            _ => newest.push((info.form_id, info.version)),
+        }
+    }
+    newest
+        .into_iter()
+        .map(|(form, version)| write_tx(conn, |conn| ensure(conn, &form, &version)))
+        .collect()
+}
+
+/// One stored XForm by the version it states.
+pub fn get(conn: &mut DbConnection, form_id: &str, odk_version: &str) -> AppResult<StoredXform> {
+    odk_xforms::table
+        .find((form_id, odk_version))
+        .select(StoredXform::as_select())
+        .first(conn)
+        .optional()?
+        .ok_or_else(|| {
+            AppError::NotFound(format!("form {form_id:?} has no version {odk_version:?}"))
+        })
+}
+
+/// The JSON-Schema version an ODK version was made from (`2021.1~k2` →
+/// `2021.1`), as submissions name it.
+pub fn schema_version(
+    conn: &mut DbConnection,
+    form_id: &str,
+    odk_version: &str,
+) -> AppResult<String> {
+    Ok(get(conn, form_id, odk_version)?.version)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_rotated_key_suffixes_the_version() {
+        assert_eq!(odk_version("2021.1", 1), "2021.1");
+        assert_eq!(odk_version("2021.1", 2), "2021.1~k2");
+    }
+}
