@@ -1,0 +1,315 @@
+//! The ODK Collect door of the pipeline: an OpenRosa upload (the
+//! `xml_submission_file` part and the files beside it) is decrypted with
+//! the programme key its XForm carries, read with the form's mapping
+//! (`odk::instance`), made into the usual envelope and handed to
+//! [`super::prepare_opened`], the same checks a JWE passes.
+//!
+//! The raw record kept (`submissions.raw_jwe`) is the upload as the phone
+//! encrypted it: the manifest and `submission.xml.enc`, which only the
+//! programme key opens, as a JWE only the programme key opens. The media
+//! are stored as each attachment's own JWE (re-encrypted for the programme
+//! key), so they open on read like any attachment and are not kept twice.
+//! A plaintext upload (ODK Web Forms does not encrypt) is kept as a JWE of
+//! its XML, so nothing is stored in the clear.
+
+use std::collections::HashSet;
+
+use aws_lc_rs::rsa::PublicEncryptingKey;
+use base64::engine::general_purpose::STANDARD;
+use base64::Engine;
+use serde_json::{json, Map, Value};
+use sha2::{Digest, Sha256};
+
+use super::{Limits, Opened, Prepared, ReceivedFile};
+use crate::auth::Principal;
+use crate::crypto::keys::KeyRing;
+use crate::crypto::{jwe, odk as odk_crypto};
+use crate::db::DbConnection;
+use crate::error::{AppError, AppResult};
+use crate::forms::{registry, FormCache};
+use crate::odk::{instance, nodes, store};
+
+/// One OpenRosa upload, its parts read whole.
+#[derive(Debug, Clone)]
+pub struct Upload {
+    /// The `xml_submission_file` part: an encrypted submission's manifest,
+    /// or a plaintext instance.
+    pub xml: Vec<u8>,
+    /// The other parts: (file name, bytes).
+    pub files: Vec<(String, Vec<u8>)>,
+    /// The `deviceID` query parameter Collect adds.
+    pub device_id: Option<String>,
+    /// Whether a plaintext instance may be taken (the `odk_allow_plaintext`
+    /// setting, and the request came over TLS or loopback).
+    pub plaintext_allowed: bool,
+}
+
+/// The raw record of an encrypted upload, inside a JWE.
+const RAW_FORMAT: &str = "odk-encrypted-1";
+
+fn unreadable(err: odk_crypto::OdkError) -> AppError {
+    AppError::bad_request(format!("the submission could not be read: {err}"))
+}
+
+/// What Collect shows for a form it should not have: 404 (OpenRosa's
+/// "unknown form or version").
+fn unknown_form(form_id: &str, version: Option<&str>) -> AppError {
+    AppError::NotFound(format!(
+        "this server has no form {form_id:?} version {:?} for this programme; update the blank forms on the phone",
+        version.unwrap_or("")
+    ))
+}
+
+/// The stored XForm an upload names, which must be of `programme`.
+fn xform_of(
+    conn: &mut DbConnection,
+    programme: &str,
+    form_id: &str,
+    version: Option<&str>,
+) -> AppResult<(store::StoredXform, Value)> {
+    let odk_version = version.ok_or_else(|| unknown_form(form_id, version))?;
+    let xform = match store::get(conn, form_id, odk_version) {
+        Ok(x) => x,
+        Err(AppError::NotFound(_)) => return Err(unknown_form(form_id, version)),
+        Err(other) => return Err(other),
+    };
+    let document: Value =
+        serde_json::from_str(&registry::version(conn, form_id, &xform.version)?.document)
+            .map_err(AppError::internal)?;
+    if document
+        .pointer("/x-form/programme")
+        .and_then(Value::as_str)
+        != Some(programme)
+    {
+        return Err(unknown_form(form_id, version));
+    }
+    Ok((xform, document))
+}
+
+/// The media type a phone's file name implies (Collect names files by what
+/// the widget recorded).
+fn media_type_of(name: &str) -> &'static str {
+    let ext = name.rsplit_once('.').map(|(_, e)| e.to_ascii_lowercase());
+    match ext.as_deref() {
+        Some("jpg" | "jpeg") => "image/jpeg",
+        Some("png") => "image/png",
+        Some("gif") => "image/gif",
+        Some("webp") => "image/webp",
+        Some("svg") => "image/svg+xml",
+        Some("pdf") => "application/pdf",
+        Some("m4a") => "audio/mp4",
+        Some("mp3") => "audio/mpeg",
+        Some("ogg") => "audio/ogg",
+        Some("amr") => "audio/amr",
+        Some("wav") => "audio/wav",
+        Some("mp4") => "video/mp4",
+        _ => "application/octet-stream",
+    }
+}
+
+/// The envelope of a read instance (docs/odk.md, "The OpenRosa
+/// endpoints"): ids without `uuid:`, the JSON-Schema version the ODK
+/// version maps back to, timeStart/timeEnd, the hidden case fields, the
+/// edit's deprecatedID as `supersedes`, the files with size and sha256.
+fn envelope_of(
+    read: &instance::Instance,
+    form_version: &str,
+    device_id: Option<&str>,
+    media: &[(String, Vec<u8>)],
+) -> AppResult<Value> {
+    let meta = &read.meta;
+    let instance_id = meta
+        .instance_id
+        .clone()
+        .ok_or_else(|| AppError::bad_request("the form has no meta/instanceID"))?;
+    let base_case_version = match &meta.base_case_version {
+        Some(v) => Some(v.trim().parse::<i64>().map_err(|_| {
+            AppError::bad_request("the form's base_case_version is not a whole number")
+        })?),
+        None => None,
+    };
+    let device_id = device_id
+        .or(meta.device_id.as_deref())
+        .unwrap_or("odk")
+        .to_string();
+    let completed_at = meta
+        .time_end
+        .clone()
+        .unwrap_or_else(|| chrono::Utc::now().to_rfc3339());
+    let attachments: Vec<Value> = media
+        .iter()
+        .map(|(name, bytes)| {
+            json!({
+                "name": name,
+                "media_type": media_type_of(name),
+                "size": bytes.len(),
+                "sha256": hex::encode(Sha256::digest(bytes)),
+            })
+        })
+        .collect();
+    let mut envelope = Map::new();
+    envelope.insert("instance_id".into(), json!(instance_id));
+    envelope.insert("form_id".into(), json!(read.form_id));
+    envelope.insert("form_version".into(), json!(form_version));
+    envelope.insert("device_id".into(), json!(device_id));
+    envelope.insert("completed_at".into(), json!(completed_at));
+    if let Some(start) = &meta.time_start {
+        envelope.insert("started_at".into(), json!(start));
+    }
+    if let Some(case) = &meta.case_id {
+        envelope.insert("case_id".into(), json!(case));
+    }
+    if let Some(version) = base_case_version {
+        envelope.insert("base_case_version".into(), json!(version));
+    }
+    if let Some(old) = &meta.deprecated_id {
+        envelope.insert("supersedes".into(), json!(old));
+    }
+    envelope.insert("attachments".into(), Value::Array(attachments));
+    envelope.insert("data".into(), Value::Object(read.answers.clone()));
+    Ok(Value::Object(envelope))
+}
+
+/// Re-encrypts each file for the programme key: stored as `PUT
+/// …/attachments/{name}` stores a file.
+fn sealed_files(
+    public: &PublicEncryptingKey,
+    kid: &str,
+    media: &[(String, Vec<u8>)],
+) -> Vec<ReceivedFile> {
+    media
+        .iter()
+        .map(|(name, bytes)| ReceivedFile {
+            name: name.clone(),
+            kid: kid.to_string(),
+            raw_jwe: jwe::encrypt(bytes, kid, public),
+        })
+        .collect()
+}
+
+/// The root's `id` and `version` of a plaintext instance.
+fn root_identity(xml: &str) -> Result<(String, Option<String>), String> {
+    use quick_xml::events::Event;
+    let mut reader = quick_xml::Reader::from_str(xml);
+    loop {
+        match reader.read_event() {
+            Ok(Event::Start(e) | Event::Empty(e)) => {
+                let attr = |name: &[u8]| {
+                    e.attributes()
+                        .flatten()
+                        .find(|a| a.key.local_name().as_ref() == name)
+                        .and_then(|a| a.unescape_value().ok().map(|v| v.into_owned()))
+                };
+                let id = attr(b"id").ok_or("its root has no id")?;
+                return Ok((id, attr(b"version")));
+            }
+            Ok(Event::DocType(_)) => return Err("a DOCTYPE is not accepted".into()),
+            Ok(Event::Eof) => return Err("it has no root element".into()),
+            Err(e) => return Err(format!("not well-formed XML: {e}")),
+            Ok(_) => {}
+        }
+    }
+}
+
+/// Decrypts and reads one upload to `programme`'s OpenRosa endpoint, then
+/// checks it as any submission ([`super::prepare_opened`]). Writes
+/// nothing. CPU-heavy: callers run it on the CPU pool.
+pub fn prepare(
+    conn: &mut DbConnection,
+    forms: &FormCache,
+    keys: &KeyRing,
+    limits: &Limits,
+    who: &Principal,
+    programme: &str,
+    upload: Upload,
+) -> AppResult<Prepared> {
+    let (xml, media, xform, document, raw) = match odk_crypto::parse_manifest(&upload.xml) {
+        Ok(manifest) => {
+            let (xform, document) = xform_of(
+                conn,
+                programme,
+                &manifest.form_id,
+                manifest.version.as_deref(),
+            )?;
+            let (_, private) = keys
+                .get(conn, &xform.key_id)?
+                .ok_or_else(|| AppError::internal("the key of a stored XForm is gone"))?;
+            let parts: Vec<(&str, &[u8])> = upload
+                .files
+                .iter()
+                .map(|(n, b)| (n.as_str(), b.as_slice()))
+                .collect();
+            let opened = manifest.decrypt(&private, &parts).map_err(unreadable)?;
+            let xml = String::from_utf8(opened.xml.bytes)
+                .map_err(|_| AppError::bad_request("the decrypted form is not UTF-8 text"))?;
+            let media: Vec<(String, Vec<u8>)> = opened
+                .media
+                .into_iter()
+                .map(|f| (f.name, f.bytes))
+                .collect();
+            // The manifest and the encrypted form, as the phone sent them.
+            let xml_part = upload
+                .files
+                .iter()
+                .find(|(n, _)| *n == manifest.xml_file)
+                .map(|(_, b)| STANDARD.encode(b))
+                .unwrap_or_default();
+            let record = json!({
+                "format": RAW_FORMAT,
+                "manifest": String::from_utf8_lossy(&upload.xml),
+                "files": { manifest.xml_file.clone(): xml_part },
+            });
+            (xml, media, xform, document, record.to_string())
+        }
+        Err(odk_crypto::OdkError::NotEncrypted) if upload.plaintext_allowed => {
+            let xml = String::from_utf8(upload.xml)
+                .map_err(|_| AppError::bad_request("the form is not UTF-8 text"))?;
+            let (form_id, version) = root_identity(&xml)
+                .map_err(|why| AppError::bad_request(format!("the form could not be read: {why}")))?;
+            let (xform, document) = xform_of(conn, programme, &form_id, version.as_deref())?;
+            (xml.clone(), upload.files, xform, document, xml)
+        }
+        Err(odk_crypto::OdkError::NotEncrypted) => {
+            return Err(AppError::bad_request(
+                "this server takes only encrypted submissions: update the blank form on the phone (it carries the programme's key)",
+            ))
+        }
+        Err(other) => return Err(unreadable(other)),
+    };
+    if media.iter().map(|(_, b)| b.len()).sum::<usize>() + xml.len()
+        > limits.max_submission_bytes + limits.max_attachment_bytes as usize * media.len().max(1)
+    {
+        return Err(AppError::PayloadTooLarge {
+            limit: limits.max_submission_bytes,
+        });
+    }
+    let table = nodes::FormTable::build(&document)
+        .map_err(|p| AppError::internal(format!("a published form has no mapping: {p:?}")))?;
+    let read = instance::read(&table, &xml)
+        .map_err(|why| AppError::bad_request(format!("the form could not be read: {why}")))?;
+    if read.form_id != xform.form_id || read.version.as_deref() != Some(&xform.odk_version) {
+        return Err(AppError::bad_request(
+            "the form inside is not the form the upload names",
+        ));
+    }
+    let envelope = envelope_of(&read, &xform.version, upload.device_id.as_deref(), &media)?;
+    let (key_programme, private) = keys
+        .get(conn, &xform.key_id)?
+        .ok_or_else(|| AppError::internal("the key of a stored XForm is gone"))?;
+    let public = private.public_key();
+    let raw = jwe::encrypt(raw.as_bytes(), &xform.key_id, &public);
+    super::prepare_opened(
+        conn,
+        forms,
+        limits,
+        who,
+        Opened {
+            envelope,
+            kid: xform.key_id.clone(),
+            key_programme,
+            raw,
+            files: sealed_files(&public, &xform.key_id, &media),
+        },
+        &HashSet::new(),
+    )
+}
