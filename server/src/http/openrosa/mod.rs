@@ -256,10 +256,10 @@ async fn form_list(req: HttpRequest, query: web::Query<FormListQuery>) -> Answer
 }
 
 /// `GET …/forms/{formID}.xml`: the stored bytes, never made again.
-async fn form(req: HttpRequest, path: web::Path<(String,)>) -> Answer {
+async fn form(req: HttpRequest) -> Answer {
     let caller = caller(&req).await?;
-    let form_id = path.into_inner().0;
-    let form_id = form_id.strip_suffix(".xml").ok_or_else(no_such_form)?;
+    let file = req.match_info().get("file").unwrap_or("");
+    let form_id = file.strip_suffix(".xml").ok_or_else(no_such_form)?;
     let xform = current_forms(&req, &caller.programme)
         .await?
         .into_iter()
@@ -269,9 +269,9 @@ async fn form(req: HttpRequest, path: web::Path<(String,)>) -> Answer {
 }
 
 /// `GET …/forms/{formID}/manifest`: the form's media; none yet.
-async fn manifest(req: HttpRequest, path: web::Path<(String,)>) -> Answer {
+async fn manifest(req: HttpRequest) -> Answer {
     let caller = caller(&req).await?;
-    let form_id = path.into_inner().0;
+    let form_id = req.match_info().get("form_id").unwrap_or("").to_string();
     if !current_forms(&req, &caller.programme)
         .await?
         .iter()
