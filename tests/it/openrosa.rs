@@ -713,6 +713,20 @@ fn bad_uploads_are_refused_with_their_status_and_store_nothing() {
     for (what, body, status) in cases {
         let res = post_body(&app, "/odk/kz/submission", &auth, &body);
         assert_openrosa_error(&res, status);
+        // Each refused for its own reason, said in words.
+        let why = match what {
+            "wrong key" => "does not open with this programme's key",
+            "bad padding" => "properly padded",
+            "mismatched instanceID" => "instanceID is not the one in the manifest",
+            "signature mismatch" => "do not match the submission's signature",
+            "truncated multipart" => "cut short",
+            "0-byte part" => "is empty (0 bytes)",
+            "no manifest" => "no xml_submission_file",
+            "unknown version" => "update the blank forms",
+            "plaintext" => "only encrypted submissions",
+            _ => "",
+        };
+        assert!(res.text.contains(why), "{what}: {}", res.text);
         assert!(!res.text.contains("Dana"), "{what}: {}", res.text);
         assert_eq!(app.stored_submissions(), before, "{what} stored something");
     }

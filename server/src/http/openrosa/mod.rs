@@ -14,7 +14,7 @@ use actix_web::{web, HttpMessage, HttpRequest, HttpResponse, ResponseError};
 use base64::engine::general_purpose::STANDARD;
 use base64::Engine;
 use futures_util::StreamExt;
-use quick_xml::escape::escape;
+use quick_xml::escape::{escape, partial_escape};
 
 use crate::app::AppState;
 use crate::audit::Origin;
@@ -97,7 +97,7 @@ type Answer = Result<HttpResponse, OpenRosaError>;
 fn response_body(nature: &str, message: &str) -> String {
     format!(
         "<OpenRosaResponse xmlns=\"http://openrosa.org/http/response\" items=\"0\"><message nature=\"{nature}\">{}</message></OpenRosaResponse>",
-        escape(message)
+        partial_escape(message)
     )
 }
 
