@@ -673,6 +673,28 @@ fn bad_uploads_are_refused_with_their_status_and_store_nothing() {
         400,
     ));
 
+    // An answer the form cannot hold (a name where yes/no goes): named by
+    // its place, never quoted back.
+    let bad_answer = instance_xml("kz.referral", &answers, &case_id, &id).replacen(
+        "<child_dob_estimated>true</child_dob_estimated>",
+        "<child_dob_estimated>Dana Quoted</child_dob_estimated>",
+        1,
+    );
+    assert!(bad_answer.contains("Dana Quoted"));
+    let unreadable = odk::encrypt(
+        &public,
+        "kz.referral",
+        Some("2021.1.1"),
+        &format!("uuid:{id}"),
+        bad_answer.as_bytes(),
+        &media,
+    );
+    cases.push((
+        "unreadable answer",
+        multipart_body(&parts_of(&unreadable)),
+        400,
+    ));
+
     // A 0-byte part.
     let mut empty = good(&id);
     let i = file_of(&mut empty, "submission.xml.enc");
@@ -724,6 +746,7 @@ fn bad_uploads_are_refused_with_their_status_and_store_nothing() {
             "no manifest" => "no xml_submission_file",
             "unknown version" => "update the blank forms",
             "plaintext" => "only encrypted submissions",
+            "unreadable answer" => "child_dob_estimated: the answer is neither true nor false",
             _ => "",
         };
         assert!(res.text.contains(why), "{what}: {}", res.text);

@@ -276,9 +276,9 @@ pub fn prepare(
         }
         Err(other) => return Err(unreadable(other)),
     };
-    if media.iter().map(|(_, b)| b.len()).sum::<usize>() + xml.len()
-        > limits.max_submission_bytes + limits.max_attachment_bytes as usize * media.len().max(1)
-    {
+    // The form itself within a submission's size, however it came; each
+    // file is held to max_attachment_bytes with the envelope's list.
+    if xml.len() > limits.max_submission_bytes {
         return Err(AppError::PayloadTooLarge {
             limit: limits.max_submission_bytes,
         });
