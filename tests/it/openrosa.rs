@@ -785,3 +785,103 @@ fn plaintext_is_taken_only_where_the_setting_allows_it() {
         .unwrap();
     assert_eq!(raw.split('.').count(), 5, "kept encrypted, as a JWE");
 }
+
+#[test]
+fn a_split_upload_waits_for_its_last_file_then_is_stored_whole() {
+    use casesync::db::schema::{odk_upload_parts, submissions};
+    use diesel::prelude::*;
+    let app = TestApp::spawn();
+    let admin = app.admin_token();
+    let (_, session, device) = worker(&app, &admin, "aigerim");
+    let (_, _, bolat_device) = worker(&app, &admin, "bolat");
+    let auth = basic("aigerim", &device);
+    let case_id = uuid::Uuid::new_v4().to_string();
+    let instance_id = uuid::Uuid::new_v4().to_string();
+    let answers = referral(&case_id).data();
+    let sent = encrypted(
+        &app,
+        &session,
+        "kz.referral",
+        &answers,
+        &case_id,
+        &instance_id,
+    );
+    let parts = parts_of(&sent);
+    let (manifest, files) = parts.split_first().unwrap();
+    let (xml_part, media_parts) = files.split_last().unwrap();
+    assert!(!media_parts.is_empty(), "the referral carries a file");
+    let kept = || -> i64 {
+        odk_upload_parts::table
+            .count()
+            .get_result(&mut app.conn())
+            .unwrap()
+    };
+    let before = app.stored_submissions();
+
+    // The first request: the manifest and the files, more to come.
+    let mut first = vec![manifest.clone()];
+    first.extend(media_parts.iter().cloned());
+    first.push(("*isIncomplete*".into(), b"yes".to_vec()));
+    let res = post(&app, &auth, &first);
+    assert_eq!(res.status, 202, "{}", res.text);
+    assert!(res.text.contains("<message nature=\"\">"), "{}", res.text);
+    assert_eq!(app.stored_submissions(), before, "nothing stored yet");
+    assert_eq!(kept(), 1 + media_parts.len() as i64);
+
+    // Someone else's phone may not finish it.
+    let res = post(
+        &app,
+        &basic("bolat", &bolat_device),
+        &[manifest.clone(), xml_part.clone()],
+    );
+    assert_openrosa_error(&res, 409);
+
+    // The last request: the same manifest and the form.
+    let res = post(&app, &auth, &[manifest.clone(), xml_part.clone()]);
+    assert_eq!(res.status, 201, "{}", res.text);
+    assert_eq!(app.stored_submissions(), before + 1);
+    assert_eq!(kept(), 0, "the parts are dropped once stored");
+    let status: String = submissions::table
+        .find(&instance_id)
+        .select(submissions::status)
+        .first(&mut app.conn())
+        .unwrap();
+    assert_eq!(status, "complete");
+    app.case(&session, &case_id);
+    let name = declarations(&answers)[0]["name"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let file = app.get(
+        &format!("/api/v1/submissions/{instance_id}/attachments/{name}"),
+        &session,
+    );
+    assert_eq!(file.bytes, attachment_content(&name));
+
+    // A split upload whose parts do not check out is refused whole, and
+    // its parts are dropped: nothing half-stored.
+    let other_case = uuid::Uuid::new_v4().to_string();
+    let other_id = uuid::Uuid::new_v4().to_string();
+    let answers = referral(&other_case).data();
+    let mut sent = encrypted(
+        &app,
+        &session,
+        "kz.referral",
+        &answers,
+        &other_case,
+        &other_id,
+    );
+    let last = sent.files.len() - 1;
+    *sent.files[last].bytes.last_mut().unwrap() ^= 0x20;
+    let parts = parts_of(&sent);
+    let (manifest, files) = parts.split_first().unwrap();
+    let (xml_part, media_parts) = files.split_last().unwrap();
+    let mut first = vec![manifest.clone()];
+    first.extend(media_parts.iter().cloned());
+    first.push(("*isIncomplete*".into(), b"yes".to_vec()));
+    assert_eq!(post(&app, &auth, &first).status, 202);
+    let res = post(&app, &auth, &[manifest.clone(), xml_part.clone()]);
+    assert_openrosa_error(&res, 400);
+    assert_eq!(kept(), 0);
+    assert_eq!(app.stored_submissions(), before + 1);
+}

@@ -20,11 +20,14 @@ use base64::Engine;
 use serde_json::{json, Map, Value};
 use sha2::{Digest, Sha256};
 
+use diesel::prelude::*;
+
 use super::{Limits, Opened, Prepared, ReceivedFile};
 use crate::auth::Principal;
 use crate::crypto::keys::KeyRing;
 use crate::crypto::{jwe, odk as odk_crypto};
-use crate::db::DbConnection;
+use crate::db::schema::odk_upload_parts;
+use crate::db::{write_tx, DbConnection};
 use crate::error::{AppError, AppResult};
 use crate::forms::{registry, FormCache};
 use crate::odk::{instance, nodes, store};
@@ -39,9 +42,113 @@ pub struct Upload {
     pub files: Vec<(String, Vec<u8>)>,
     /// The `deviceID` query parameter Collect adds.
     pub device_id: Option<String>,
+    /// Collect's `*isIncomplete*` part said `yes`: more files follow in
+    /// another request.
+    pub incomplete: bool,
     /// Whether a plaintext instance may be taken (the `odk_allow_plaintext`
     /// setting, and the request came over TLS or loopback).
     pub plaintext_allowed: bool,
+}
+
+/// What an upload came to.
+#[derive(Debug)]
+pub enum Outcome {
+    /// Every file is here: checked, ready for `ingest::store`; with the
+    /// instanceID whose kept parts [`forget_parts`] drops once it is stored.
+    Ready(Box<Prepared>, Option<String>),
+    /// A split upload's part (Collect's `*isIncomplete*`): kept until the
+    /// manifest's last file arrives (`odk_upload_parts`).
+    Waiting,
+}
+
+/// The name the manifest part is kept under among a split upload's parts.
+const MANIFEST_PART: &str = "xml_submission_file";
+
+/// The parts of a split upload kept so far: (name, bytes as sent, sender).
+fn kept_parts(
+    conn: &mut DbConnection,
+    instance_id: &str,
+) -> AppResult<Vec<(String, Vec<u8>, String)>> {
+    let rows: Vec<(String, String, String)> = odk_upload_parts::table
+        .filter(odk_upload_parts::instance_id.eq(instance_id))
+        .select((
+            odk_upload_parts::name,
+            odk_upload_parts::content,
+            odk_upload_parts::submitted_by,
+        ))
+        .load(conn)?;
+    rows.into_iter()
+        .map(|(name, content, by)| {
+            let bytes = STANDARD
+                .decode(content)
+                .map_err(|_| AppError::internal("a kept upload part is not base64"))?;
+            Ok((name, bytes, by))
+        })
+        .collect()
+}
+
+/// Forgets a split upload's kept parts: once it is stored, or refused
+/// whole (the phone then sends it again from the start).
+pub fn forget_parts(conn: &mut DbConnection, instance_id: &str) -> AppResult<()> {
+    diesel::delete(odk_upload_parts::table.filter(odk_upload_parts::instance_id.eq(instance_id)))
+        .execute(conn)?;
+    Ok(())
+}
+
+/// Keeps the parts of a split upload that are not kept yet. Each must be a
+/// file the manifest names and look like one Collect encrypted.
+fn keep_parts(
+    conn: &mut DbConnection,
+    who: &Principal,
+    manifest: &odk_crypto::Manifest,
+    manifest_bytes: &[u8],
+    files: &[(String, Vec<u8>)],
+) -> AppResult<()> {
+    let named: Vec<&str> = manifest
+        .media
+        .iter()
+        .map(String::as_str)
+        .chain(std::iter::once(manifest.xml_file.as_str()))
+        .collect();
+    for (name, bytes) in files {
+        let error = if !named.contains(&name.as_str()) {
+            Some(odk_crypto::OdkError::UnexpectedFile(
+                name.chars().take(80).collect(),
+            ))
+        } else if bytes.is_empty() {
+            Some(odk_crypto::OdkError::EmptyFile(name.clone()))
+        } else if bytes.len() % 16 != 0 {
+            Some(odk_crypto::OdkError::Truncated(name.clone()))
+        } else {
+            None
+        };
+        if let Some(error) = error {
+            return Err(unreadable(error));
+        }
+    }
+    let now = crate::time::now();
+    write_tx(conn, |conn| {
+        let parts = std::iter::once((MANIFEST_PART, manifest_bytes))
+            .chain(files.iter().map(|(n, b)| (n.as_str(), b.as_slice())));
+        for (name, bytes) in parts {
+            let kept = odk_upload_parts::table
+                .find((&manifest.instance_id, name))
+                .count()
+                .get_result::<i64>(conn)?;
+            if kept == 0 {
+                diesel::insert_into(odk_upload_parts::table)
+                    .values((
+                        odk_upload_parts::instance_id.eq(&manifest.instance_id),
+                        odk_upload_parts::name.eq(name),
+                        odk_upload_parts::submitted_by.eq(&who.user_id),
+                        odk_upload_parts::content.eq(STANDARD.encode(bytes)),
+                        odk_upload_parts::received_at.eq(now),
+                    ))
+                    .execute(conn)?;
+            }
+        }
+        Ok(())
+    })
 }
 
 /// The raw record of an encrypted upload, inside a JWE.
@@ -212,8 +319,9 @@ fn root_identity(xml: &str) -> Result<(String, Option<String>), String> {
 }
 
 /// Decrypts and reads one upload to `programme`'s OpenRosa endpoint, then
-/// checks it as any submission ([`super::prepare_opened`]). Writes
-/// nothing. CPU-heavy: callers run it on the CPU pool.
+/// checks it as any submission ([`super::prepare_opened`]). Writes nothing
+/// but the parts of a split upload that is not complete yet. CPU-heavy:
+/// callers run it on the CPU pool.
 pub fn prepare(
     conn: &mut DbConnection,
     forms: &FormCache,
@@ -222,7 +330,8 @@ pub fn prepare(
     who: &Principal,
     programme: &str,
     upload: Upload,
-) -> AppResult<Prepared> {
+) -> AppResult<Outcome> {
+    let mut split = None;
     let (xml, media, xform, document, raw) = match odk_crypto::parse_manifest(&upload.xml) {
         Ok(manifest) => {
             let (xform, document) = xform_of(
@@ -234,12 +343,47 @@ pub fn prepare(
             let (_, private) = keys
                 .get(conn, &xform.key_id)?
                 .ok_or_else(|| AppError::internal("the key of a stored XForm is gone"))?;
-            let parts: Vec<(&str, &[u8])> = upload
-                .files
+            // A split upload: the parts sent before, by the same phone
+            // with the same manifest, join this one's.
+            let sent = upload.files.len();
+            let mut files = upload.files;
+            let kept = kept_parts(conn, &manifest.instance_id)?;
+            for (name, bytes, by) in &kept {
+                if by != &who.user_id || (name == MANIFEST_PART && *bytes != upload.xml) {
+                    return Err(AppError::Conflict(
+                        "this instanceID is already being sent with another manifest or by someone else".into(),
+                    ));
+                }
+                if name != MANIFEST_PART && !files.iter().any(|(n, _)| n == name) {
+                    files.push((name.clone(), bytes.clone()));
+                }
+            }
+            let complete = manifest
+                .media
+                .iter()
+                .chain(std::iter::once(&manifest.xml_file))
+                .all(|name| files.iter().any(|(n, _)| n == name));
+            if !complete && (upload.incomplete || !kept.is_empty()) {
+                keep_parts(conn, who, &manifest, &upload.xml, &files[..sent])?;
+                return Ok(Outcome::Waiting);
+            }
+            if !kept.is_empty() {
+                split = Some(manifest.instance_id.clone());
+            }
+            let parts: Vec<(&str, &[u8])> = files
                 .iter()
                 .map(|(n, b)| (n.as_str(), b.as_slice()))
                 .collect();
-            let opened = manifest.decrypt(&private, &parts).map_err(unreadable)?;
+            let opened = match manifest.decrypt(&private, &parts) {
+                Ok(opened) => opened,
+                Err(err) => {
+                    // Refused whole: the phone sends it again from the start.
+                    if !kept.is_empty() {
+                        write_tx(conn, |conn| forget_parts(conn, &manifest.instance_id))?;
+                    }
+                    return Err(unreadable(err));
+                }
+            };
             let xml = String::from_utf8(opened.xml.bytes)
                 .map_err(|_| AppError::bad_request("the decrypted form is not UTF-8 text"))?;
             let media: Vec<(String, Vec<u8>)> = opened
@@ -248,8 +392,7 @@ pub fn prepare(
                 .map(|f| (f.name, f.bytes))
                 .collect();
             // The manifest and the encrypted form, as the phone sent them.
-            let xml_part = upload
-                .files
+            let xml_part = files
                 .iter()
                 .find(|(n, _)| *n == manifest.xml_file)
                 .map(|(_, b)| STANDARD.encode(b))
@@ -312,4 +455,5 @@ pub fn prepare(
         },
         &HashSet::new(),
     )
+    .map(|p| Outcome::Ready(Box::new(p), split))
 }

@@ -20,7 +20,8 @@ use crate::app::AppState;
 use crate::audit::Origin;
 use crate::auth::{policy, sites, tokens, Principal};
 use crate::error::AppError;
-use crate::ingest::{self, odk::Upload};
+use crate::ingest::odk::{Outcome, Upload};
+use crate::ingest::{self};
 use crate::odk::store::{self, StoredXform};
 
 /// The routes, under both prefixes; the key form first, so `key` is never
@@ -374,7 +375,7 @@ async fn submission(
     multipart: Multipart,
 ) -> Answer {
     let caller = caller(&req).await?;
-    let (xml, files, _incomplete) = read_upload(&state, multipart).await?;
+    let (xml, files, incomplete) = read_upload(&state, multipart).await?;
     let xml =
         xml.ok_or_else(|| AppError::bad_request("the upload has no xml_submission_file part"))?;
     let loopback = req.peer_addr().is_some_and(|a| a.ip().is_loopback());
@@ -382,6 +383,7 @@ async fn submission(
         xml,
         files,
         device_id: query.into_inner().device_id,
+        incomplete,
         plaintext_allowed: state.settings.odk_allow_plaintext
             && (state.settings.tls.is_some() || loopback),
     };
@@ -393,14 +395,30 @@ async fn submission(
         caller.who.clone(),
         caller.programme.clone(),
     );
-    let prepared = state
+    let outcome = state
         .cpu_db(size, move |conn| {
             ingest::odk::prepare(conn, &forms, &keys, &limits, &who, &programme, upload)
         })
         .await?;
+    let (prepared, split) = match outcome {
+        Outcome::Ready(prepared, split) => (*prepared, split),
+        // Collect counts 202 as sent and goes on with the next part.
+        Outcome::Waiting => {
+            return Ok(HttpResponse::Accepted()
+                .content_type(XML)
+                .body(response_body("", "Received; waiting for the other files")))
+        }
+    };
     // Stored or already stored with the same content: both are Collect's
     // success (it counts only 201 and 202; never 200).
     state.committer.store(prepared, caller.who, origin).await?;
+    if let Some(instance_id) = split {
+        state
+            .db(move |conn| {
+                crate::db::write_tx(conn, |conn| ingest::odk::forget_parts(conn, &instance_id))
+            })
+            .await?;
+    }
     Ok(HttpResponse::Created()
         .content_type(XML)
         .body(response_body("", "Received")))
