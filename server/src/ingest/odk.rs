@@ -12,7 +12,8 @@
 //! A plaintext upload (ODK Web Forms does not encrypt) is kept as a JWE of
 //! its XML, so nothing is stored in the clear.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
+use std::sync::{Arc, RwLock};
 
 use aws_lc_rs::rsa::PublicEncryptingKey;
 use base64::engine::general_purpose::STANDARD;
@@ -35,6 +36,8 @@ use crate::odk::{instance, nodes, store};
 /// One OpenRosa upload, its parts read whole.
 #[derive(Debug, Clone)]
 pub struct Upload {
+    /// The programme whose endpoint it came to.
+    pub programme: String,
     /// The `xml_submission_file` part: an encrypted submission's manifest,
     /// or a plaintext instance.
     pub xml: Vec<u8>,
@@ -167,30 +170,68 @@ fn unknown_form(form_id: &str, version: Option<&str>) -> AppError {
     ))
 }
 
+/// A stored XForm as ingest needs it, with the mapping its instances are
+/// read with.
+pub struct KnownForm {
+    /// Its `xml` left out: only the names and key are needed here.
+    xform: store::StoredXform,
+    programme: String,
+    table: nodes::FormTable,
+}
+
+/// The XForms uploads named, with their mappings: a stored XForm never
+/// changes for its form and ODK version (Collect checks its md5), so its
+/// mapping is built once per server (`AppState::odk_forms`).
+#[derive(Default)]
+pub struct OdkForms(RwLock<HashMap<(String, String), Arc<KnownForm>>>);
+
 /// The stored XForm an upload names, which must be of `programme`.
 fn xform_of(
     conn: &mut DbConnection,
+    known: &OdkForms,
     programme: &str,
     form_id: &str,
     version: Option<&str>,
-) -> AppResult<(store::StoredXform, Value)> {
+) -> AppResult<Arc<KnownForm>> {
     let odk_version = version.ok_or_else(|| unknown_form(form_id, version))?;
-    let xform = match store::get(conn, form_id, odk_version) {
-        Ok(x) => x,
-        Err(AppError::NotFound(_)) => return Err(unknown_form(form_id, version)),
-        Err(other) => return Err(other),
+    let known = &known.0;
+    let key = (form_id.to_string(), odk_version.to_string());
+    let cached = known.read().expect("known forms").get(&key).cloned();
+    let found = match cached {
+        Some(found) => found,
+        None => {
+            let mut xform = match store::get(conn, form_id, odk_version) {
+                Ok(x) => x,
+                Err(AppError::NotFound(_)) => return Err(unknown_form(form_id, version)),
+                Err(other) => return Err(other),
+            };
+            xform.xml = String::new();
+            let document: Value =
+                serde_json::from_str(&registry::version(conn, form_id, &xform.version)?.document)
+                    .map_err(AppError::internal)?;
+            let table = nodes::FormTable::build(&document).map_err(|p| {
+                AppError::internal(format!("a published form has no mapping: {p:?}"))
+            })?;
+            let found = Arc::new(KnownForm {
+                programme: document
+                    .pointer("/x-form/programme")
+                    .and_then(Value::as_str)
+                    .unwrap_or_default()
+                    .to_string(),
+                xform,
+                table,
+            });
+            known
+                .write()
+                .expect("known forms")
+                .insert(key, found.clone());
+            found
+        }
     };
-    let document: Value =
-        serde_json::from_str(&registry::version(conn, form_id, &xform.version)?.document)
-            .map_err(AppError::internal)?;
-    if document
-        .pointer("/x-form/programme")
-        .and_then(Value::as_str)
-        != Some(programme)
-    {
+    if found.programme != programme {
         return Err(unknown_form(form_id, version));
     }
-    Ok((xform, document))
+    Ok(found)
 }
 
 /// The media type a phone's file name implies (Collect names files by what
@@ -325,23 +366,25 @@ fn root_identity(xml: &str) -> Result<(String, Option<String>), String> {
 pub fn prepare(
     conn: &mut DbConnection,
     forms: &FormCache,
+    odk_forms: &OdkForms,
     keys: &KeyRing,
     limits: &Limits,
     who: &Principal,
-    programme: &str,
     upload: Upload,
 ) -> AppResult<Outcome> {
+    let programme = upload.programme.as_str();
     let mut split = None;
-    let (xml, media, xform, document, raw) = match odk_crypto::parse_manifest(&upload.xml) {
+    let (xml, media, known, raw) = match odk_crypto::parse_manifest(&upload.xml) {
         Ok(manifest) => {
-            let (xform, document) = xform_of(
+            let known = xform_of(
                 conn,
+                odk_forms,
                 programme,
                 &manifest.form_id,
                 manifest.version.as_deref(),
             )?;
             let (_, private) = keys
-                .get(conn, &xform.key_id)?
+                .get(conn, &known.xform.key_id)?
                 .ok_or_else(|| AppError::internal("the key of a stored XForm is gone"))?;
             // A split upload: the parts sent before, by the same phone
             // with the same manifest, join this one's.
@@ -402,15 +445,15 @@ pub fn prepare(
                 "manifest": String::from_utf8_lossy(&upload.xml),
                 "files": { manifest.xml_file.clone(): xml_part },
             });
-            (xml, media, xform, document, record.to_string())
+            (xml, media, known, record.to_string())
         }
         Err(odk_crypto::OdkError::NotEncrypted) if upload.plaintext_allowed => {
             let xml = String::from_utf8(upload.xml)
                 .map_err(|_| AppError::bad_request("the form is not UTF-8 text"))?;
             let (form_id, version) = root_identity(&xml)
                 .map_err(|why| AppError::bad_request(format!("the form could not be read: {why}")))?;
-            let (xform, document) = xform_of(conn, programme, &form_id, version.as_deref())?;
-            (xml.clone(), upload.files, xform, document, xml)
+            let known = xform_of(conn, odk_forms, programme, &form_id, version.as_deref())?;
+            (xml.clone(), upload.files, known, xml)
         }
         Err(odk_crypto::OdkError::NotEncrypted) => {
             return Err(AppError::bad_request(
@@ -426,9 +469,8 @@ pub fn prepare(
             limit: limits.max_submission_bytes,
         });
     }
-    let table = nodes::FormTable::build(&document)
-        .map_err(|p| AppError::internal(format!("a published form has no mapping: {p:?}")))?;
-    let read = instance::read(&table, &xml)
+    let xform = &known.xform;
+    let read = instance::read(&known.table, &xml)
         .map_err(|why| AppError::bad_request(format!("the form could not be read: {why}")))?;
     if read.form_id != xform.form_id || read.version.as_deref() != Some(&xform.odk_version) {
         return Err(AppError::bad_request(

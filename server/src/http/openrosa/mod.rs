@@ -380,6 +380,7 @@ async fn submission(
         xml.ok_or_else(|| AppError::bad_request("the upload has no xml_submission_file part"))?;
     let loopback = req.peer_addr().is_some_and(|a| a.ip().is_loopback());
     let upload = Upload {
+        programme: caller.programme.clone(),
         xml,
         files,
         device_id: query.into_inner().device_id,
@@ -388,16 +389,16 @@ async fn submission(
             && (state.settings.tls.is_some() || loopback),
     };
     let size = upload.xml.len() + upload.files.iter().map(|(_, b)| b.len()).sum::<usize>();
-    let (forms, keys, limits, who, programme) = (
+    let (forms, odk_forms, keys, limits, who) = (
         state.forms.clone(),
+        state.odk_forms.clone(),
         state.keys.clone(),
         state.submission_limits(),
         caller.who.clone(),
-        caller.programme.clone(),
     );
     let outcome = state
         .cpu_db(size, move |conn| {
-            ingest::odk::prepare(conn, &forms, &keys, &limits, &who, &programme, upload)
+            ingest::odk::prepare(conn, &forms, &odk_forms, &keys, &limits, &who, upload)
         })
         .await?;
     let (prepared, split) = match outcome {
