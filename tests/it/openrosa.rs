@@ -885,3 +885,54 @@ fn a_split_upload_waits_for_its_last_file_then_is_stored_whole() {
     assert_eq!(kept(), 0);
     assert_eq!(app.stored_submissions(), before + 1);
 }
+
+/// `casesync collect odk-push` (the benchmark's OpenRosa mode) sends copies
+/// as Collect does, and each is stored.
+#[test]
+fn the_collector_pushes_copies_as_odk_collect_does() {
+    use common::bin::BIN;
+    let app = TestApp::spawn();
+    let admin = app.admin_token();
+    worker(&app, &admin, "aigerim");
+    let work = tempfile::tempdir().unwrap();
+    let phone = work.path().join("phone");
+    let mut answers = fixture("kz.referral");
+    // Signed on paper: odk-push sends no files.
+    answers["signoff"]["referrer_signature"]
+        .as_object_mut()
+        .unwrap()
+        .remove("signature");
+    let answers_file = work.path().join("referral.json");
+    std::fs::write(&answers_file, answers.to_string()).unwrap();
+    let run = |args: &[&str]| {
+        let out = std::process::Command::new(BIN)
+            .arg("collect")
+            .arg("--dir")
+            .arg(&phone)
+            .args(args)
+            .env("CASESYNC_COLLECT_PASSWORD", common::USER_PASSWORD)
+            .stdin(std::process::Stdio::null())
+            .output()
+            .unwrap();
+        let text = String::from_utf8_lossy(&out.stdout).into_owned();
+        assert!(
+            out.status.success(),
+            "collect {args:?}: {text}{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        text
+    };
+    run(&["login", "--server", &app.url(""), "--username", "aigerim"]);
+    let before = app.stored_submissions();
+    let out = run(&[
+        "odk-push",
+        "kz.referral",
+        answers_file.to_str().unwrap(),
+        "--count",
+        "3",
+        "--concurrency",
+        "2",
+    ]);
+    assert!(out.contains("OpenRosa: 3 stored, 0 refused"), "{out}");
+    assert_eq!(app.stored_submissions(), before + 3);
+}
