@@ -7,17 +7,28 @@
 # `casesync collect push --stats`), and `openssl speed rsa2048` for the
 # ceiling set by one RSA-2048 private operation per submission.
 #
+# MODE=openrosa then sends the same N referrals again as ODK Collect does
+# (`casesync collect odk-push`: the instance XML encrypted with Collect's
+# scheme, multipart to /odk/kz/submission) with the same concurrency, and
+# prints both rates.
+#
 #   scripts/bench-ingest.sh                 # 20000 submissions, 32 clients
 #   N=5000 C=8 scripts/bench-ingest.sh
+#   MODE=openrosa N=5000 C=8 scripts/bench-ingest.sh
+#   BIN=target/debug/casesync ...           # a binary already built
 set -euo pipefail
 cd "$(dirname "$0")/.."
+MODE=${MODE:-jwe}
 N=${N:-20000}
 C=${C:-32}
 PORT=${PORT:-18437}
 ROOT=$PWD
 
-cargo build --release --quiet
-BIN=$ROOT/target/release/casesync
+if [ -z "${BIN:-}" ]; then
+  cargo build --release --quiet
+  BIN=$ROOT/target/release/casesync
+fi
+BIN=$(realpath "$BIN")
 WORK=$(mktemp -d "${TMPDIR:-/tmp}/casesync-bench.XXXXXX")
 SERVER=
 cleanup() {
@@ -83,6 +94,23 @@ user, system = (u1 - u0) / hz, (s1 - s0) / hz
 print(f"server: {user:.1f} s user + {system:.1f} s system CPU, "
       f"{(user + system) * 1e3 / n:.2f} ms CPU per submission")
 PY
+
+if [ "$MODE" = openrosa ]; then
+  echo
+  echo "pushing the same $N referrals as ODK Collect does (encrypted multipart, OpenRosa) with $C concurrent clients"
+  server_before=$(cpu "$SERVER")
+  /usr/bin/time -f "collector: %U s user, %S s system CPU" \
+    "$BIN" collect odk-push kz.referral referral.json --count "$N" --concurrency "$C"
+  server_after=$(cpu "$SERVER")
+  python3 - "$server_before" "$server_after" "$(getconf CLK_TCK)" "$N" <<'PY'
+import sys
+(u0, s0), (u1, s1) = (map(int, a.split()) for a in sys.argv[1:3])
+hz, n = int(sys.argv[3]), int(sys.argv[4])
+user, system = (u1 - u0) / hz, (s1 - s0) / hz
+print(f"server: {user:.1f} s user + {system:.1f} s system CPU, "
+      f"{(user + system) * 1e3 / n:.2f} ms CPU per OpenRosa submission")
+PY
+fi
 
 echo
 echo "openssl speed rsa2048 (a private-key operation per submission sets the ceiling):"

@@ -25,6 +25,8 @@ pub struct AppState {
     pub settings: Arc<Settings>,
     pub metrics: Metrics,
     pub forms: Arc<FormCache>,
+    /// The XForms ODK uploads name, with their mappings (`ingest::odk`).
+    pub odk_forms: Arc<crate::ingest::odk::OdkForms>,
     /// Programme private keys, unsealed on first use.
     pub keys: Arc<KeyRing>,
     /// The one writer that stores submissions in group commits.

@@ -92,6 +92,10 @@ pub struct Settings {
     /// Days a form about a case not seen yet may wait for the form that
     /// opens it before coordinators see it on `GET /submissions/held`.
     pub pending_case_days: i64,
+    /// Whether the OpenRosa endpoint (`/odk/…/submission`) takes
+    /// unencrypted submissions (ODK Web Forms does not encrypt); even then
+    /// only over TLS or from loopback (docs/odk.md).
+    pub odk_allow_plaintext: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -152,6 +156,7 @@ impl Default for Settings {
             indicator_suppression_threshold: 5,
             break_glass_minutes: 180,
             pending_case_days: 14,
+            odk_allow_plaintext: false,
             session_ttl_hours: 12,
             device_token_ttl_days: 180,
             shutdown_timeout_secs: 30,

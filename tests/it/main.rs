@@ -33,6 +33,7 @@ mod migrations;
 mod odk_crypto;
 mod odk_store;
 mod odk_xform;
+mod openrosa;
 mod operations;
 mod privacy;
 mod retention;

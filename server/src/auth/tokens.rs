@@ -224,6 +224,26 @@ pub fn authenticate(conn: &mut DbConnection, secret: &str) -> AppResult<Option<P
     }))
 }
 
+/// A phone's credentials (OpenRosa: HTTP Basic with the device token as
+/// password, or the token in the path): [`authenticate`], then the token
+/// must be a device token and, when a username came with it, its user's.
+/// One hash lookup, never argon2.
+pub fn authenticate_device(
+    conn: &mut DbConnection,
+    username: Option<&str>,
+    secret: &str,
+) -> AppResult<Option<Principal>> {
+    let Some(principal) = authenticate(conn, secret)? else {
+        return Ok(None);
+    };
+    let kind: String = tokens::table
+        .find(&principal.token_id)
+        .select(tokens::kind)
+        .first(conn)?;
+    let same_user = username.is_none_or(|u| u == principal.username);
+    Ok((kind == KIND_DEVICE && same_user).then_some(principal))
+}
+
 pub fn get(conn: &mut DbConnection, id: &str) -> AppResult<TokenInfo> {
     tokens::table
         .find(id)

@@ -100,6 +100,17 @@ pub enum CollectCommand {
         #[arg(long)]
         stats: bool,
     },
+    /// Send COUNT copies of a filled form as ODK Collect does (encrypted
+    /// multipart to /odk/{programme}/submission), CONCURRENCY at a time,
+    /// and print the rate: the ingest benchmark's OpenRosa mode.
+    OdkPush {
+        form: String,
+        answers: PathBuf,
+        #[arg(long, default_value_t = 1)]
+        count: usize,
+        #[arg(long, default_value_t = 1)]
+        concurrency: usize,
+    },
     /// Counts of queued, sent and refused submissions, and each queued or
     /// refused one with its form, case and age (and why it was refused).
     Status,
@@ -292,6 +303,12 @@ fn collect_command(args: CollectArgs) -> Result<(), String> {
                 ));
             }
         }
+        CollectCommand::OdkPush {
+            form,
+            answers,
+            count,
+            concurrency,
+        } => super::odk_push::run(dir, &form, &answers, count, concurrency)?,
         CollectCommand::Status => {
             let status = collect::status(dir)?;
             println!(

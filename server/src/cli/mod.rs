@@ -12,6 +12,7 @@ mod export;
 mod forms;
 mod indicators;
 mod keys;
+mod odk_push;
 mod retention;
 mod shell;
 mod staff;

@@ -155,6 +155,16 @@ diesel::table! {
 }
 
 diesel::table! {
+    odk_upload_parts (instance_id, name) {
+        instance_id -> Text,
+        name -> Text,
+        submitted_by -> Text,
+        content -> Text,
+        received_at -> Timestamp,
+    }
+}
+
+diesel::table! {
     keys (kid) {
         kid -> Text,
         programme -> Text,

@@ -33,7 +33,7 @@ impl RootSpanBuilder for RequestSpan {
         tracing::info_span!(
             "HTTP request",
             http.method = %request.method(),
-            http.target = %request.path(),
+            http.target = %redacted_path(request.path()),
             http.route = tracing::field::Empty,
             http.status_code = tracing::field::Empty,
             request_id = %request_id,
@@ -56,6 +56,16 @@ impl RootSpanBuilder for RequestSpan {
         };
         span.record("http.status_code", status.as_u16());
     }
+}
+
+/// A request path as logs and audit rows may hold it: the device token of
+/// an OpenRosa key path (`/odk/key/{token}/…`, docs/odk.md) replaced.
+pub fn redacted_path(path: &str) -> std::borrow::Cow<'_, str> {
+    let Some(rest) = path.strip_prefix("/odk/key/") else {
+        return path.into();
+    };
+    let after = rest.find('/').map_or("", |i| &rest[i..]);
+    format!("/odk/key/[redacted]{after}").into()
 }
 
 /// A credential in the query string is refused (400) before routing,
@@ -110,7 +120,7 @@ pub(super) async fn audit_refusals(
     let route = request
         .match_pattern()
         .unwrap_or_else(|| "unmatched".to_string());
-    let detail = format!("{} {}", request.method(), request.path());
+    let detail = format!("{} {}", request.method(), redacted_path(request.path()));
     let recorded = state
         .db(move |conn| {
             write_tx(conn, |conn| {

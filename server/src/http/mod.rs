@@ -4,6 +4,7 @@
 pub mod api;
 pub mod extract;
 pub mod middleware;
+pub mod openrosa;
 pub mod ops;
 
 use std::time::Instant;
@@ -64,6 +65,7 @@ pub fn build(
         .route("/healthz", web::get().to(ops::healthz))
         .route("/readyz", web::get().to(ops::readyz))
         .route("/metrics", web::get().to(ops::metrics))
+        .configure(openrosa::routes)
         .configure(api::routes)
         .default_service(web::to(middleware::not_found))
         .wrap(from_fn(middleware::refuse_credentials_in_query))

@@ -149,6 +149,27 @@ pub(super) fn declare(
     Ok(())
 }
 
+/// Marks the declared attachments that came with their submission (an
+/// ODK Collect upload carries its files) as received, in the submission's
+/// own transaction: stored as if each had been `PUT` on its own.
+pub(super) fn arrived_with(
+    conn: &mut DbConnection,
+    instance_id: &str,
+    files: &[super::ReceivedFile],
+    received_at: NaiveDateTime,
+) -> AppResult<()> {
+    for file in files {
+        diesel::update(attachments::table.find((instance_id, &file.name)))
+            .set((
+                attachments::kid.eq(&file.kid),
+                attachments::raw_jwe.eq(&file.raw_jwe),
+                attachments::received_at.eq(received_at),
+            ))
+            .execute(conn)?;
+    }
+    Ok(())
+}
+
 #[derive(Debug, Clone, PartialEq, Serialize, utoipa::ToSchema)]
 pub struct AttachmentReceipt {
     pub instance_id: String,

@@ -9,6 +9,7 @@
 pub mod attachments;
 pub mod committer;
 pub mod held;
+pub mod odk;
 
 use std::collections::HashSet;
 
@@ -129,6 +130,8 @@ pub struct Prepared {
     content_sha256: String,
     kid: String,
     raw: String,
+    /// Attachments that came with it ([`ReceivedFile`]).
+    files: Vec<ReceivedFile>,
     programme: String,
     case_role: CaseRole,
     /// What it adds to its case's timeline.
@@ -209,10 +212,66 @@ pub fn prepare_after(
         .get(conn, &parsed.kid)?
         .ok_or_else(|| undecryptable(jwe::JweError::UnknownKey))?;
     let plaintext = parsed.decrypt(&private).map_err(undecryptable)?;
-
-    // 2. Envelope shape.
-    let mut envelope_value: Value = crate::json::parse_json(&plaintext)?;
+    let envelope_value: Value = crate::json::parse_json(&plaintext)?;
     drop(plaintext);
+    let kid = parsed.kid;
+    prepare_opened(
+        conn,
+        forms,
+        limits,
+        who,
+        Opened {
+            envelope: envelope_value,
+            kid,
+            key_programme,
+            raw,
+            files: Vec::new(),
+        },
+        opened_earlier,
+    )
+}
+
+/// A submission opened by its door (a JWE, or an ODK Collect upload:
+/// [`odk`]): the envelope as JSON, the programme key it was encrypted for,
+/// the raw record kept as received, and files that came with it.
+pub struct Opened {
+    pub envelope: Value,
+    pub kid: String,
+    pub key_programme: String,
+    /// Kept as the submission's raw record (`submissions.raw_jwe`).
+    pub raw: String,
+    /// Attachments that came with the submission, already encrypted for
+    /// the programme key as `PUT …/attachments/{name}` would store them.
+    pub files: Vec<ReceivedFile>,
+}
+
+/// An attachment that arrived with its submission (ODK Collect sends the
+/// files in the same request).
+#[derive(Debug, Clone)]
+pub struct ReceivedFile {
+    pub name: String,
+    pub kid: String,
+    pub raw_jwe: String,
+}
+
+/// Everything after decryption, the same for every door: envelope (400)
+/// → published version (422) → access (403) → data (422). Writes nothing.
+pub fn prepare_opened(
+    conn: &mut DbConnection,
+    forms: &FormCache,
+    limits: &Limits,
+    who: &Principal,
+    opened: Opened,
+    opened_earlier: &HashSet<uuid::Uuid>,
+) -> AppResult<Prepared> {
+    let Opened {
+        envelope: mut envelope_value,
+        kid,
+        key_programme,
+        raw,
+        files,
+    } = opened;
+    // 2. Envelope shape.
     // The envelope's fields are read with an empty `data` in its place: a
     // copy of the data (megabytes, perhaps) is made only once it is valid.
     let data = match envelope_value.get_mut("data") {
@@ -260,8 +319,9 @@ pub fn prepare_after(
         payload: String::new(),
         cells: Default::default(),
         content_sha256: String::new(),
-        kid: parsed.kid,
+        kid,
         raw,
+        files,
         programme: form.meta.programme.clone(),
         case_role: form.meta.case,
         event: SubmissionEvent {
@@ -528,9 +588,13 @@ pub fn store_unaudited(
         rows::supersede(conn, earlier, &p.instance_id)?;
     }
     let received_at = now();
+    let all_received = envelope
+        .attachments
+        .iter()
+        .all(|d| p.files.iter().any(|f| f.name == d.name));
     let status = if held_for.is_some() {
         PENDING_CASE
-    } else if envelope.attachments.is_empty() {
+    } else if all_received {
         COMPLETE
     } else {
         AWAITING_ATTACHMENTS
@@ -566,6 +630,7 @@ pub fn store_unaudited(
         &p.cells,
     )?;
     attachments::declare(conn, &p.instance_id, &envelope.attachments)?;
+    attachments::arrived_with(conn, &p.instance_id, &p.files, received_at)?;
     if let Some(case) = &case {
         reconcile::submission(
             conn,

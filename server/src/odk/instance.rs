@@ -337,11 +337,13 @@ fn items_of<'a>(element: &'a Element, name: &'a str) -> impl Iterator<Item = &'a
         .filter(move |c| c.name == name && c.attr("template").is_none())
 }
 
+/// An answer that cannot be read is named by its place, never quoted:
+/// the message reaches the phone (and logs), and answers are case data.
 fn typed(leaf: &Leaf, text: &str, at: &str) -> Result<Value, String> {
     Ok(match leaf {
         Leaf::Integer => Value::Number(
             text.parse::<i64>()
-                .map_err(|_| format!("{at}: {text:?} is not a whole number"))?
+                .map_err(|_| format!("{at}: the answer is not a whole number"))?
                 .into(),
         ),
         Leaf::Decimal => match text.parse::<i64>() {
@@ -350,13 +352,13 @@ fn typed(leaf: &Leaf, text: &str, at: &str) -> Result<Value, String> {
                 text.parse::<f64>()
                     .ok()
                     .and_then(Number::from_f64)
-                    .ok_or_else(|| format!("{at}: {text:?} is not a number"))?,
+                    .ok_or_else(|| format!("{at}: the answer is not a number"))?,
             ),
         },
         Leaf::Boolean => match text {
             "true" => Value::Bool(true),
             "false" => Value::Bool(false),
-            other => return Err(format!("{at}: {other:?} is neither true nor false")),
+            _ => return Err(format!("{at}: the answer is neither true nor false")),
         },
         Leaf::Many(_) => Value::Array(
             text.split_whitespace()

@@ -252,6 +252,7 @@ pub fn prepare(settings: Settings) -> Result<AppState, StartError> {
         settings: Arc::new(settings),
         metrics: Metrics::new(),
         forms: Arc::new(FormCache::new()),
+        odk_forms: Default::default(),
         keys: Arc::new(KeyRing::new(kek)),
         committer: Arc::new(Committer::start(pool)),
     })

@@ -1,0 +1,1 @@
+DROP TABLE odk_upload_parts;

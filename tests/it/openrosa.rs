@@ -1,0 +1,938 @@
+//! The OpenRosa endpoints for ODK Collect (docs/odk.md, "The OpenRosa
+//! endpoints"), over real HTTP: the Basic challenge and device-token
+//! sign-in, the key path (and its token never in a log), formList and the
+//! exact XForm bytes, HEAD and POST /submission with Collect's encryption,
+//! the case an ODK referral opens equal to the one a JWE opens, and the
+//! bad-input set each with its status and nothing stored.
+
+use crate::common;
+
+use base64::engine::general_purpose::STANDARD;
+use base64::Engine;
+use casesync::crypto::{keys, odk};
+use casesync::odk::{instance, nodes::FormTable};
+use common::bin::serve;
+use common::build::referral;
+use common::phone::{attachment_content, declarations, fixture, form_envelope, phone};
+use common::{agent, Response, TestApp, TestDb};
+use md5::{Digest, Md5};
+use serde_json::{json, Value};
+
+const STARTED: &str = "2026-03-02T10:00:00.000+05:00";
+const COMPLETED: &str = "2026-03-02T10:40:00.000+05:00";
+
+/// A device token for the user `user_id`, made by `admin`.
+fn device_token(app: &TestApp, admin: &str, user_id: &str) -> String {
+    let res = app.post(
+        "/api/v1/tokens",
+        admin,
+        json!({ "user_id": user_id, "label": "ODK Collect" }),
+    );
+    assert_eq!(res.status, 201, "{}", res.text);
+    res.body["token"].as_str().unwrap().to_string()
+}
+
+fn basic(username: &str, token: &str) -> String {
+    format!(
+        "Basic {}",
+        STANDARD.encode(format!("{username}:{token}").as_bytes())
+    )
+}
+
+/// A field worker of KZ-CAM-ALA with a device token: (id, session, device).
+fn worker(app: &TestApp, admin: &str, username: &str) -> (String, String, String) {
+    let (id, session) = app.user(admin, username, "field_worker", &["KZ-CAM-ALA"]);
+    let device = device_token(app, admin, &id);
+    (id, session, device)
+}
+
+fn get(app: &TestApp, path: &str, auth: Option<&str>) -> Response {
+    let mut req = agent().get(app.url(path));
+    if let Some(a) = auth {
+        req = req.header("Authorization", a);
+    }
+    Response::from(req.call().unwrap())
+}
+
+fn head(app: &TestApp, path: &str, auth: Option<&str>) -> Response {
+    let mut req = agent().head(app.url(path));
+    if let Some(a) = auth {
+        req = req.header("Authorization", a);
+    }
+    Response::from(req.call().unwrap())
+}
+
+/// One part of a multipart upload: field name, file name, bytes.
+type Part = (String, Vec<u8>);
+
+const BOUNDARY: &str = "----casesync-test-boundary-7d2a";
+
+fn multipart_body(parts: &[Part]) -> Vec<u8> {
+    let mut body = Vec::new();
+    for (name, bytes) in parts {
+        let kind = if name == "xml_submission_file" {
+            "text/xml"
+        } else {
+            "application/octet-stream"
+        };
+        body.extend_from_slice(
+            format!(
+                "--{BOUNDARY}\r\nContent-Disposition: form-data; name=\"{name}\"; filename=\"{name}\"\r\nContent-Type: {kind}\r\n\r\n"
+            )
+            .as_bytes(),
+        );
+        body.extend_from_slice(bytes);
+        body.extend_from_slice(b"\r\n");
+    }
+    body.extend_from_slice(format!("--{BOUNDARY}--\r\n").as_bytes());
+    body
+}
+
+fn post_body(app: &TestApp, path: &str, auth: &str, body: &[u8]) -> Response {
+    Response::from(
+        agent()
+            .post(app.url(path))
+            .header("Authorization", auth)
+            .header("X-OpenRosa-Version", "1.0")
+            .content_type(format!("multipart/form-data; boundary={BOUNDARY}"))
+            .send(body)
+            .unwrap(),
+    )
+}
+
+fn post(app: &TestApp, auth: &str, parts: &[Part]) -> Response {
+    post_body(
+        app,
+        "/odk/kz/submission?deviceID=tablet-7",
+        auth,
+        &multipart_body(parts),
+    )
+}
+
+/// The parts Collect sends for an encrypted submission.
+fn parts_of(encrypted: &odk::Encrypted) -> Vec<Part> {
+    std::iter::once((
+        "xml_submission_file".to_string(),
+        encrypted.manifest.clone().into_bytes(),
+    ))
+    .chain(
+        encrypted
+            .files
+            .iter()
+            .map(|f| (f.name.clone(), f.bytes.clone())),
+    )
+    .collect()
+}
+
+fn shipped_table(form_id: &str) -> FormTable {
+    let set = casesync::forms::definitions::shipped();
+    let form = set
+        .forms
+        .iter()
+        .map(|f| casesync::forms::check::check(&f.document, &set.resources).unwrap())
+        .find(|f| f.meta.id == form_id)
+        .unwrap();
+    FormTable::build(&form.document).unwrap()
+}
+
+/// A filled instance of `form_id` as a phone writes it: the answers, the
+/// start and end times, the hidden case id, the instanceID.
+fn instance_xml(form_id: &str, answers: &Value, case_id: &str, instance_id: &str) -> String {
+    let xml = instance::to_xml(
+        &shipped_table(form_id),
+        answers.as_object().unwrap(),
+        &format!("uuid:{instance_id}"),
+    );
+    xml.replace(
+        "<meta><instanceID>",
+        &format!(
+            "<meta><timeStart>{STARTED}</timeStart><timeEnd>{COMPLETED}</timeEnd><case_id>{case_id}</case_id><instanceID>"
+        ),
+    )
+}
+
+fn kz_key(app: &TestApp, session: &str) -> aws_lc_rs::rsa::PublicEncryptingKey {
+    let jwk = app.get("/api/v1/programmes/kz/keys/current", session).body;
+    keys::public_key_from_jwk(&jwk).unwrap()
+}
+
+/// The answers' files, as the phone attaches them (manifest order).
+fn media_of(answers: &Value) -> Vec<(String, Vec<u8>)> {
+    declarations(answers)
+        .iter()
+        .map(|d| {
+            let name = d["name"].as_str().unwrap().to_string();
+            let content = attachment_content(&name);
+            (name, content)
+        })
+        .collect()
+}
+
+/// `answers` of `form_id` encrypted as Collect does for the KZ key.
+fn encrypted(
+    app: &TestApp,
+    session: &str,
+    form_id: &str,
+    answers: &Value,
+    case_id: &str,
+    instance_id: &str,
+) -> odk::Encrypted {
+    let xml = instance_xml(form_id, answers, case_id, instance_id);
+    let media = media_of(answers);
+    let media: Vec<(&str, &[u8])> = media
+        .iter()
+        .map(|(n, b)| (n.as_str(), b.as_slice()))
+        .collect();
+    odk::encrypt(
+        &kz_key(app, session),
+        form_id,
+        Some(version_of(form_id)),
+        &format!("uuid:{instance_id}"),
+        xml.as_bytes(),
+        &media,
+    )
+}
+
+fn version_of(form_id: &str) -> &'static str {
+    if form_id.starts_with("bt.") {
+        "2021.11.1"
+    } else {
+        "2021.1.1"
+    }
+}
+
+fn assert_openrosa_error(res: &Response, status: u16) {
+    assert_eq!(res.status, status, "{}", res.text);
+    assert_eq!(res.header("x-openrosa-version"), Some("1.0"));
+    assert!(
+        res.text.contains("<message nature=\"error\">"),
+        "{}",
+        res.text
+    );
+}
+
+#[test]
+fn collect_is_challenged_then_signs_in_with_the_device_token() {
+    let app = TestApp::spawn();
+    let admin = app.admin_token();
+    let (_, session, device) = worker(&app, &admin, "aigerim");
+
+    // No credentials: the challenge Collect waits for.
+    for res in [
+        get(&app, "/odk/kz/formList", None),
+        head(&app, "/odk/kz/submission", None),
+    ] {
+        assert_eq!(res.status, 401, "{}", res.text);
+        assert_eq!(
+            res.header("www-authenticate"),
+            Some("Basic realm=\"casesync\"")
+        );
+        assert_eq!(res.header("x-openrosa-version"), Some("1.0"));
+        assert!(res.header("date").is_some());
+    }
+    // Wrong: the password (never taken here), another user's name, a
+    // session token as the Basic password.
+    for auth in [
+        basic("aigerim", common::USER_PASSWORD),
+        basic("bolat", &device),
+        basic("aigerim", &session),
+        basic("aigerim", "cs_not-a-token"),
+    ] {
+        let res = get(&app, "/odk/kz/formList", Some(&auth));
+        assert_eq!(res.status, 401, "{auth}: {}", res.text);
+        assert!(res.header("www-authenticate").is_some());
+    }
+    let auth = basic("aigerim", &device);
+    let res = get(&app, "/odk/kz/formList", Some(&auth));
+    assert_eq!(res.status, 200, "{}", res.text);
+    assert_eq!(res.header("x-openrosa-version"), Some("1.0"));
+    assert!(res.header("date").is_some());
+    assert_eq!(res.header("content-type"), Some("text/xml; charset=utf-8"));
+
+    // HEAD /submission: 204 with the largest upload.
+    let res = head(&app, "/odk/kz/submission", Some(&auth));
+    assert_eq!(res.status, 204, "{}", res.text);
+    let accepted = app.settings.max_submission_bytes + app.settings.max_attachment_bytes as usize;
+    assert_eq!(
+        res.header("x-openrosa-accept-content-length"),
+        Some(accepted.to_string().as_str())
+    );
+    assert_eq!(res.header("x-openrosa-version"), Some("1.0"));
+
+    // A revoked token is refused at once.
+    let tokens = app.get("/api/v1/tokens", &admin);
+    let id = tokens.body["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|t| t["kind"] == "device")
+        .unwrap()["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert_eq!(
+        app.delete(&format!("/api/v1/tokens/{id}"), &admin).status,
+        200
+    );
+    assert_eq!(get(&app, "/odk/kz/formList", Some(&auth)).status, 401);
+}
+
+#[test]
+fn form_list_offers_the_programmes_forms_with_the_md5_of_the_bytes_served() {
+    let app = TestApp::spawn();
+    let admin = app.admin_token();
+    let (_, _, device) = worker(&app, &admin, "aigerim");
+    let auth = basic("aigerim", &device);
+    let list = get(&app, "/odk/kz/formList", Some(&auth));
+    assert_eq!(list.status, 200, "{}", list.text);
+    assert!(list
+        .text
+        .contains("<xforms xmlns=\"http://openrosa.org/xforms/xformsList\">"));
+    let stored = casesync::odk::store::current(&mut app.conn(), "kz").unwrap();
+    assert_eq!(list.text.matches("<xform>").count(), stored.len());
+    assert!(!list.text.contains("bt."), "only the programme's forms");
+    assert!(list
+        .text
+        .contains("<downloadUrl>https://casesync.test/odk/kz/forms/kz.referral.xml</downloadUrl>"));
+    assert!(list.text.contains("<version>2021.1.1</version>"));
+
+    let one = get(&app, "/odk/kz/formList?formID=kz.referral", Some(&auth));
+    assert_eq!(one.text.matches("<xform>").count(), 1, "{}", one.text);
+    let hash = one
+        .text
+        .split_once("<hash>md5:")
+        .unwrap()
+        .1
+        .split_once("</hash>")
+        .unwrap()
+        .0
+        .to_string();
+    let form = get(&app, "/odk/kz/forms/kz.referral.xml", Some(&auth));
+    assert_eq!(form.status, 200, "{}", form.text);
+    assert_eq!(form.header("content-type"), Some("text/xml; charset=utf-8"));
+    assert_eq!(hex::encode(Md5::digest(&form.bytes)), hash);
+    assert!(form.text.contains("base64RsaPublicKey="));
+
+    let manifest = get(&app, "/odk/kz/forms/kz.referral/manifest", Some(&auth));
+    assert_eq!(manifest.status, 200);
+    assert_eq!(
+        manifest.text,
+        "<manifest xmlns=\"http://openrosa.org/xforms/xformsManifest\"/>"
+    );
+
+    // Unknown programme, form, or a form of another programme: 404.
+    for path in [
+        "/odk/xx/formList",
+        "/odk/kz/forms/kz.nothing.xml",
+        "/odk/kz/forms/bt.registration.xml",
+        "/odk/kz/forms/kz.nothing/manifest",
+        "/odk/kz/forms/kz.referral",
+    ] {
+        let res = get(&app, path, Some(&auth));
+        assert_eq!(res.status, 404, "{path}: {}", res.text);
+    }
+    // A KZ worker is not set up for BT.
+    assert_openrosa_error(&get(&app, "/odk/bt/formList", Some(&auth)), 403);
+}
+
+#[test]
+fn the_key_path_signs_in_without_a_challenge_and_links_with_the_key() {
+    let app = TestApp::spawn();
+    let admin = app.admin_token();
+    let (_, _, device) = worker(&app, &admin, "aigerim");
+    let list = get(&app, &format!("/odk/key/{device}/kz/formList"), None);
+    assert_eq!(list.status, 200, "{}", list.text);
+    assert!(list.text.contains(&format!(
+        "<downloadUrl>https://casesync.test/odk/key/{device}/kz/forms/kz.referral.xml</downloadUrl>"
+    )));
+    let form = get(
+        &app,
+        &format!("/odk/key/{device}/kz/forms/kz.referral.xml"),
+        None,
+    );
+    assert_eq!(form.status, 200);
+    let res = head(&app, &format!("/odk/key/{device}/kz/submission"), None);
+    assert_eq!(res.status, 204);
+    let res = get(&app, "/odk/key/cs_made-up/kz/formList", None);
+    assert_eq!(res.status, 401);
+}
+
+/// Hardening (#17): the token of a key path is in no log line, whatever
+/// the answer.
+#[test]
+fn a_key_path_leaves_no_token_in_the_log() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = TestDb::new();
+    let server = serve(dir.path(), &db, &[("RUST_LOG", "trace")]);
+    let secret = "cs_thisisakeypathtokenthatmustnotbelogged";
+    for path in [
+        format!("/odk/key/{secret}/kz/formList"),
+        format!("/odk/key/{secret}/kz/submission"),
+        format!("/odk/key/{secret}/kz/forms/kz.referral.xml"),
+        format!("/odk/key/{secret}/nowhere"),
+    ] {
+        let res = agent()
+            .get(format!("{}{path}", server.base))
+            .call()
+            .unwrap();
+        assert!(res.status().as_u16() >= 400);
+    }
+    server.terminate();
+    let logs = server.logs();
+    assert!(
+        logs.iter()
+            .any(|l| l.contains("/odk/key/[redacted]/kz/formList")),
+        "the requests were logged, with their path redacted"
+    );
+    assert!(
+        !logs.iter().any(|l| l.contains("thisisakeypathtoken")),
+        "a log line holds the key path's token"
+    );
+    assert!(server.wait(std::time::Duration::from_secs(20)).success());
+}
+
+/// The case and timeline with what differs between two servers (ids the
+/// database made, times the server made) left out.
+fn comparable(mut value: Value) -> Value {
+    fn strip(v: &mut Value) {
+        match v {
+            // Ids each server made (sites, people, the child's record).
+            Value::String(s) if s.len() >= 36 && uuid::Uuid::parse_str(&s[..36]).is_ok() => {
+                s.replace_range(..36, "<id>");
+            }
+            Value::Object(map) => {
+                map.retain(|k, _| {
+                    !(k == "id"
+                        || k == "received_at"
+                        || k == "updated_at"
+                        || k == "created_at"
+                        || k == "stored_at"
+                        || k == "recorded_at"
+                        || k == "etag"
+                        // Hours late now: the clock moved between reads.
+                        || k == "late")
+                });
+                map.values_mut().for_each(strip);
+            }
+            Value::Array(items) => items.iter_mut().for_each(strip),
+            _ => {}
+        }
+    }
+    strip(&mut value);
+    value
+}
+
+#[test]
+fn an_encrypted_referral_opens_the_case_a_jwe_of_the_same_answers_opens() {
+    let case_id = uuid::Uuid::new_v4().to_string();
+    let instance_id = uuid::Uuid::new_v4().to_string();
+    let answers = referral(&case_id).child("Dana Collect").data();
+
+    // As a JWE, on one server.
+    let jwe_app = TestApp::spawn();
+    let admin = jwe_app.admin_token();
+    let (_, session, _) = worker(&jwe_app, &admin, "aigerim");
+    let mut envelope = form_envelope("kz.referral", &case_id, answers.clone());
+    envelope["instance_id"] = json!(instance_id);
+    envelope["started_at"] = json!(STARTED);
+    envelope["completed_at"] = json!(COMPLETED);
+    let p = phone(&jwe_app, &session);
+    assert_eq!(p.send(&envelope).status, 201);
+    for d in declarations(&answers) {
+        let name = d["name"].as_str().unwrap();
+        let res = p.attach(&instance_id, name, &attachment_content(name));
+        assert_eq!(res.status, 201, "{}", res.text);
+    }
+    let jwe_case = jwe_app.case(&session, &case_id);
+    let jwe_timeline = jwe_app.get(&format!("/api/v1/cases/{case_id}/timeline"), &session);
+
+    // As ODK Collect sends it, on another.
+    let app = TestApp::spawn();
+    let admin = app.admin_token();
+    let (_, session, device) = worker(&app, &admin, "aigerim");
+    let auth = basic("aigerim", &device);
+    let sent = encrypted(
+        &app,
+        &session,
+        "kz.referral",
+        &answers,
+        &case_id,
+        &instance_id,
+    );
+    let before = app.stored_submissions();
+    let res = post(&app, &auth, &parts_of(&sent));
+    assert_eq!(res.status, 201, "{}", res.text);
+    assert_eq!(
+        res.text,
+        "<OpenRosaResponse xmlns=\"http://openrosa.org/http/response\" items=\"0\"><message nature=\"\">Received</message></OpenRosaResponse>"
+    );
+    assert_eq!(res.header("x-openrosa-version"), Some("1.0"));
+    assert_eq!(app.stored_submissions(), before + 1);
+    let odk_case = app.case(&session, &case_id);
+    let odk_timeline = app.get(&format!("/api/v1/cases/{case_id}/timeline"), &session);
+    assert_eq!(comparable(odk_case), comparable(jwe_case));
+    assert_eq!(comparable(odk_timeline.body), comparable(jwe_timeline.body));
+
+    // The attachment arrived with it, and opens as any attachment does.
+    let name = declarations(&answers)[0]["name"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let file = app.get(
+        &format!("/api/v1/submissions/{instance_id}/attachments/{name}"),
+        &session,
+    );
+    assert_eq!(file.status, 200, "{}", file.text);
+    assert_eq!(file.bytes, attachment_content(&name));
+
+    // The raw record is kept encrypted: no answer in it.
+    use casesync::db::schema::submissions;
+    use diesel::prelude::*;
+    let (raw, status): (String, String) = submissions::table
+        .find(&instance_id)
+        .select((submissions::raw_jwe, submissions::status))
+        .first(&mut app.conn())
+        .unwrap();
+    assert!(!raw.contains("Dana"));
+    assert_eq!(raw.split('.').count(), 5, "a JWE in compact form");
+    assert_eq!(status, "complete");
+
+    // The resend of the same upload: 201 again, nothing new stored.
+    let again = post(&app, &auth, &parts_of(&sent));
+    assert_eq!(again.status, 201, "{}", again.text);
+    assert_eq!(app.stored_submissions(), before + 1);
+    // The same instanceID with other answers: 409.
+    let other = referral(&case_id).child("Dana Changed").data();
+    let changed = encrypted(
+        &app,
+        &session,
+        "kz.referral",
+        &other,
+        &case_id,
+        &instance_id,
+    );
+    assert_openrosa_error(&post(&app, &auth, &parts_of(&changed)), 409);
+    assert_eq!(app.stored_submissions(), before + 1);
+
+    // A follow-up about the case, from the same phone.
+    let mut ia = fixture("kz.initial_assessment");
+    ia["admin"]["child_removed"] = json!(false);
+    ia["admin"].as_object_mut().unwrap().remove("removal_at");
+    let follow_up = uuid::Uuid::new_v4().to_string();
+    let sent = encrypted(
+        &app,
+        &session,
+        "kz.initial_assessment",
+        &ia,
+        &case_id,
+        &follow_up,
+    );
+    let res = post(&app, &auth, &parts_of(&sent));
+    assert_eq!(res.status, 201, "{}", res.text);
+    let timeline = app.get(&format!("/api/v1/cases/{case_id}/timeline"), &session);
+    assert!(
+        timeline.text.contains(&follow_up),
+        "the follow-up is on the case's timeline: {}",
+        timeline.text
+    );
+
+    // Another worker of the site, not assigned the case: 403.
+    let (_, bolat_session, bolat_device) = worker(&app, &admin, "bolat");
+    let third = uuid::Uuid::new_v4().to_string();
+    let sent = encrypted(
+        &app,
+        &bolat_session,
+        "kz.initial_assessment",
+        &ia,
+        &case_id,
+        &third,
+    );
+    let res = post(&app, &basic("bolat", &bolat_device), &parts_of(&sent));
+    assert_openrosa_error(&res, 403);
+    assert!(!res.text.contains("Dana"));
+}
+
+#[test]
+fn bad_uploads_are_refused_with_their_status_and_store_nothing() {
+    let app = TestApp::spawn();
+    let admin = app.admin_token();
+    let (_, session, device) = worker(&app, &admin, "aigerim");
+    let auth = basic("aigerim", &device);
+    let case_id = uuid::Uuid::new_v4().to_string();
+    let answers = referral(&case_id).child("Dana Refused").data();
+    let good = |instance_id: &str| {
+        encrypted(
+            &app,
+            &session,
+            "kz.referral",
+            &answers,
+            &case_id,
+            instance_id,
+        )
+    };
+    let id = uuid::Uuid::new_v4().to_string();
+    let before = app.stored_submissions();
+    let file_of = |e: &mut odk::Encrypted, name: &str| -> usize {
+        e.files.iter().position(|f| f.name == name).unwrap()
+    };
+
+    // Encrypted for another key.
+    let other_key = {
+        let private =
+            aws_lc_rs::rsa::PrivateDecryptingKey::generate(aws_lc_rs::rsa::KeySize::Rsa2048)
+                .unwrap();
+        private.public_key()
+    };
+    let xml = instance_xml("kz.referral", &answers, &case_id, &id);
+    let media = media_of(&answers);
+    let media: Vec<(&str, &[u8])> = media
+        .iter()
+        .map(|(n, b)| (n.as_str(), b.as_slice()))
+        .collect();
+    let wrong_key = odk::encrypt(
+        &other_key,
+        "kz.referral",
+        Some("2021.1.1"),
+        &format!("uuid:{id}"),
+        xml.as_bytes(),
+        &media,
+    );
+    let mut cases: Vec<(&str, Vec<u8>, u16)> =
+        vec![("wrong key", multipart_body(&parts_of(&wrong_key)), 400)];
+
+    // Bad padding: the last byte of the form flipped.
+    let mut bad_pad = good(&id);
+    let i = file_of(&mut bad_pad, "submission.xml.enc");
+    *bad_pad.files[i].bytes.last_mut().unwrap() ^= 0x20;
+    cases.push(("bad padding", multipart_body(&parts_of(&bad_pad)), 400));
+
+    // A correctly signed manifest around a form of another instanceID.
+    let k = [7u8; 32];
+    let public = kz_key(&app, &session);
+    let wrapped = odk::wrap_key(&public, &k);
+    let swapped = odk::encrypt_with(
+        &public,
+        &k,
+        &wrapped,
+        "kz.referral",
+        Some("2021.1.1"),
+        &format!("uuid:{id}"),
+        instance_xml(
+            "kz.referral",
+            &answers,
+            &case_id,
+            &uuid::Uuid::new_v4().to_string(),
+        )
+        .as_bytes(),
+        &media,
+    );
+    cases.push((
+        "mismatched instanceID",
+        multipart_body(&parts_of(&swapped)),
+        400,
+    ));
+
+    // A file replaced after signing.
+    let signed = odk::encrypt_with(
+        &public,
+        &k,
+        &wrapped,
+        "kz.referral",
+        Some("2021.1.1"),
+        &format!("uuid:{id}"),
+        xml.as_bytes(),
+        &media,
+    );
+    let other_media: Vec<(&str, &[u8])> = media
+        .iter()
+        .map(|(n, _)| (*n, b"another picture".as_slice()))
+        .collect();
+    let other = odk::encrypt_with(
+        &public,
+        &k,
+        &wrapped,
+        "kz.referral",
+        Some("2021.1.1"),
+        &format!("uuid:{id}"),
+        xml.as_bytes(),
+        &other_media,
+    );
+    let mut tampered = signed.clone();
+    tampered.files[0].bytes = other.files[0].bytes.clone();
+    cases.push((
+        "signature mismatch",
+        multipart_body(&parts_of(&tampered)),
+        400,
+    ));
+
+    // The multipart body cut short.
+    let whole = multipart_body(&parts_of(&good(&id)));
+    cases.push((
+        "truncated multipart",
+        whole[..whole.len() / 2].to_vec(),
+        400,
+    ));
+
+    // An answer the form cannot hold (a name where yes/no goes): named by
+    // its place, never quoted back.
+    let bad_answer = instance_xml("kz.referral", &answers, &case_id, &id).replacen(
+        "<child_dob_estimated>true</child_dob_estimated>",
+        "<child_dob_estimated>Dana Quoted</child_dob_estimated>",
+        1,
+    );
+    assert!(bad_answer.contains("Dana Quoted"));
+    let unreadable = odk::encrypt(
+        &public,
+        "kz.referral",
+        Some("2021.1.1"),
+        &format!("uuid:{id}"),
+        bad_answer.as_bytes(),
+        &media,
+    );
+    cases.push((
+        "unreadable answer",
+        multipart_body(&parts_of(&unreadable)),
+        400,
+    ));
+
+    // A 0-byte part.
+    let mut empty = good(&id);
+    let i = file_of(&mut empty, "submission.xml.enc");
+    empty.files[i].bytes.clear();
+    cases.push(("0-byte part", multipart_body(&parts_of(&empty)), 400));
+
+    // No xml_submission_file.
+    let no_xml: Vec<Part> = parts_of(&good(&id)).into_iter().skip(1).collect();
+    cases.push(("no manifest", multipart_body(&no_xml), 400));
+
+    // A form this server does not have.
+    let unknown = good(&id);
+    let mut parts = parts_of(&unknown);
+    parts[0].1 = unknown
+        .manifest
+        .replace("version=\"2021.1.1\"", "version=\"1999.1\"")
+        .into_bytes();
+    cases.push(("unknown version", multipart_body(&parts), 404));
+
+    // Plaintext, not allowed by default.
+    cases.push((
+        "plaintext",
+        multipart_body(&[("xml_submission_file".into(), xml.clone().into_bytes())]),
+        400,
+    ));
+
+    // Larger than the server takes.
+    let big = vec![
+        b'x';
+        app.settings.max_submission_bytes
+            + app.settings.max_attachment_bytes as usize
+            + 128 * 1024
+    ];
+    let mut parts = parts_of(&good(&id));
+    parts.push(("huge.jpg.enc".into(), big));
+    cases.push(("too large", multipart_body(&parts), 413));
+
+    for (what, body, status) in cases {
+        let res = post_body(&app, "/odk/kz/submission", &auth, &body);
+        assert_openrosa_error(&res, status);
+        // Each refused for its own reason, said in words.
+        let why = match what {
+            "wrong key" => "does not open with this programme's key",
+            "bad padding" => "properly padded",
+            "mismatched instanceID" => "instanceID is not the one in the manifest",
+            "signature mismatch" => "do not match the submission's signature",
+            "truncated multipart" => "cut short",
+            "0-byte part" => "is empty (0 bytes)",
+            "no manifest" => "no xml_submission_file",
+            "unknown version" => "update the blank forms",
+            "plaintext" => "only encrypted submissions",
+            "unreadable answer" => "child_dob_estimated: the answer is neither true nor false",
+            _ => "",
+        };
+        assert!(res.text.contains(why), "{what}: {}", res.text);
+        assert!(!res.text.contains("Dana"), "{what}: {}", res.text);
+        assert_eq!(app.stored_submissions(), before, "{what} stored something");
+    }
+    let res = get(
+        &app,
+        &format!("/api/v1/cases/{case_id}"),
+        Some(&format!("Bearer {session}")),
+    );
+    assert_eq!(res.status, 404, "no case was opened");
+}
+
+#[test]
+fn plaintext_is_taken_only_where_the_setting_allows_it() {
+    let app = TestApp::spawn_with(|s| s.odk_allow_plaintext = true);
+    let admin = app.admin_token();
+    let (_, session, device) = worker(&app, &admin, "aigerim");
+    let case_id = uuid::Uuid::new_v4().to_string();
+    let answers = referral(&case_id).data();
+    let id = uuid::Uuid::new_v4().to_string();
+    let xml = instance_xml("kz.referral", &answers, &case_id, &id);
+    let mut parts: Vec<Part> = vec![("xml_submission_file".into(), xml.into_bytes())];
+    parts.extend(media_of(&answers));
+    // From loopback, as the tests are.
+    let res = post(&app, &basic("aigerim", &device), &parts);
+    assert_eq!(res.status, 201, "{}", res.text);
+    app.case(&session, &case_id);
+    use casesync::db::schema::submissions;
+    use diesel::prelude::*;
+    let raw: String = submissions::table
+        .find(&id)
+        .select(submissions::raw_jwe)
+        .first(&mut app.conn())
+        .unwrap();
+    assert_eq!(raw.split('.').count(), 5, "kept encrypted, as a JWE");
+}
+
+#[test]
+fn a_split_upload_waits_for_its_last_file_then_is_stored_whole() {
+    use casesync::db::schema::{odk_upload_parts, submissions};
+    use diesel::prelude::*;
+    let app = TestApp::spawn();
+    let admin = app.admin_token();
+    let (_, session, device) = worker(&app, &admin, "aigerim");
+    let (_, _, bolat_device) = worker(&app, &admin, "bolat");
+    let auth = basic("aigerim", &device);
+    let case_id = uuid::Uuid::new_v4().to_string();
+    let instance_id = uuid::Uuid::new_v4().to_string();
+    let answers = referral(&case_id).data();
+    let sent = encrypted(
+        &app,
+        &session,
+        "kz.referral",
+        &answers,
+        &case_id,
+        &instance_id,
+    );
+    let parts = parts_of(&sent);
+    let (manifest, files) = parts.split_first().unwrap();
+    let (xml_part, media_parts) = files.split_last().unwrap();
+    assert!(!media_parts.is_empty(), "the referral carries a file");
+    let kept = || -> i64 {
+        odk_upload_parts::table
+            .count()
+            .get_result(&mut app.conn())
+            .unwrap()
+    };
+    let before = app.stored_submissions();
+
+    // The first request: the manifest and the files, more to come.
+    let mut first = vec![manifest.clone()];
+    first.extend(media_parts.iter().cloned());
+    first.push(("*isIncomplete*".into(), b"yes".to_vec()));
+    let res = post(&app, &auth, &first);
+    assert_eq!(res.status, 202, "{}", res.text);
+    assert!(res.text.contains("<message nature=\"\">"), "{}", res.text);
+    assert_eq!(app.stored_submissions(), before, "nothing stored yet");
+    assert_eq!(kept(), 1 + media_parts.len() as i64);
+
+    // Someone else's phone may not finish it.
+    let res = post(
+        &app,
+        &basic("bolat", &bolat_device),
+        &[manifest.clone(), xml_part.clone()],
+    );
+    assert_openrosa_error(&res, 409);
+
+    // The last request: the same manifest and the form.
+    let res = post(&app, &auth, &[manifest.clone(), xml_part.clone()]);
+    assert_eq!(res.status, 201, "{}", res.text);
+    assert_eq!(app.stored_submissions(), before + 1);
+    assert_eq!(kept(), 0, "the parts are dropped once stored");
+    let status: String = submissions::table
+        .find(&instance_id)
+        .select(submissions::status)
+        .first(&mut app.conn())
+        .unwrap();
+    assert_eq!(status, "complete");
+    app.case(&session, &case_id);
+    let name = declarations(&answers)[0]["name"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let file = app.get(
+        &format!("/api/v1/submissions/{instance_id}/attachments/{name}"),
+        &session,
+    );
+    assert_eq!(file.bytes, attachment_content(&name));
+
+    // A split upload whose parts do not check out is refused whole, and
+    // its parts are dropped: nothing half-stored.
+    let other_case = uuid::Uuid::new_v4().to_string();
+    let other_id = uuid::Uuid::new_v4().to_string();
+    let answers = referral(&other_case).data();
+    let mut sent = encrypted(
+        &app,
+        &session,
+        "kz.referral",
+        &answers,
+        &other_case,
+        &other_id,
+    );
+    let last = sent.files.len() - 1;
+    *sent.files[last].bytes.last_mut().unwrap() ^= 0x20;
+    let parts = parts_of(&sent);
+    let (manifest, files) = parts.split_first().unwrap();
+    let (xml_part, media_parts) = files.split_last().unwrap();
+    let mut first = vec![manifest.clone()];
+    first.extend(media_parts.iter().cloned());
+    first.push(("*isIncomplete*".into(), b"yes".to_vec()));
+    assert_eq!(post(&app, &auth, &first).status, 202);
+    let res = post(&app, &auth, &[manifest.clone(), xml_part.clone()]);
+    assert_openrosa_error(&res, 400);
+    assert_eq!(kept(), 0);
+    assert_eq!(app.stored_submissions(), before + 1);
+}
+
+/// `casesync collect odk-push` (the benchmark's OpenRosa mode) sends copies
+/// as Collect does, and each is stored.
+#[test]
+fn the_collector_pushes_copies_as_odk_collect_does() {
+    use common::bin::BIN;
+    let app = TestApp::spawn();
+    let admin = app.admin_token();
+    worker(&app, &admin, "aigerim");
+    let work = tempfile::tempdir().unwrap();
+    let phone = work.path().join("phone");
+    let mut answers = fixture("kz.referral");
+    // Signed on paper: odk-push sends no files.
+    answers["signoff"]["referrer_signature"]
+        .as_object_mut()
+        .unwrap()
+        .remove("signature");
+    let answers_file = work.path().join("referral.json");
+    std::fs::write(&answers_file, answers.to_string()).unwrap();
+    let run = |args: &[&str]| {
+        let out = std::process::Command::new(BIN)
+            .arg("collect")
+            .arg("--dir")
+            .arg(&phone)
+            .args(args)
+            .env("CASESYNC_COLLECT_PASSWORD", common::USER_PASSWORD)
+            .stdin(std::process::Stdio::null())
+            .output()
+            .unwrap();
+        let text = String::from_utf8_lossy(&out.stdout).into_owned();
+        assert!(
+            out.status.success(),
+            "collect {args:?}: {text}{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        text
+    };
+    run(&["login", "--server", &app.url(""), "--username", "aigerim"]);
+    let before = app.stored_submissions();
+    let out = run(&[
+        "odk-push",
+        "kz.referral",
+        answers_file.to_str().unwrap(),
+        "--count",
+        "3",
+        "--concurrency",
+        "2",
+    ]);
+    assert!(out.contains("OpenRosa: 3 stored, 0 refused"), "{out}");
+    assert_eq!(app.stored_submissions(), before + 3);
+}
