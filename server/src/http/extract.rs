@@ -23,23 +23,25 @@ pub struct AuthUser(pub Principal);
 #[derive(Debug, Clone)]
 pub struct AnyAuthUser(pub Principal);
 
+/// The token of an `Authorization: Bearer <token>` header, if the request
+/// has one (both front doors read it).
+pub fn bearer_token(req: &HttpRequest) -> Option<String> {
+    let value = req.headers().get(header::AUTHORIZATION)?.to_str().ok()?;
+    let (scheme, token) = value.split_once(' ')?;
+    (scheme.eq_ignore_ascii_case("bearer") && !token.trim().is_empty())
+        .then(|| token.trim().to_string())
+}
+
 fn bearer(req: &HttpRequest) -> Result<String, AppError> {
     let value = req.headers().get(header::AUTHORIZATION).ok_or_else(|| {
         AppError::Unauthorized("an Authorization: Bearer token is required".into())
     })?;
-    let value = value
+    value
         .to_str()
         .map_err(|_| AppError::Unauthorized("the Authorization header is not valid".into()))?;
-    match value.split_once(' ') {
-        Some((scheme, token))
-            if scheme.eq_ignore_ascii_case("bearer") && !token.trim().is_empty() =>
-        {
-            Ok(token.trim().to_string())
-        }
-        _ => Err(AppError::Unauthorized(
-            "the Authorization header must be 'Bearer <token>'".into(),
-        )),
-    }
+    bearer_token(req).ok_or_else(|| {
+        AppError::Unauthorized("the Authorization header must be 'Bearer <token>'".into())
+    })
 }
 
 async fn authenticate(req: HttpRequest) -> Result<Principal, AppError> {
@@ -55,7 +57,7 @@ async fn authenticate(req: HttpRequest) -> Result<Principal, AppError> {
     Ok(principal)
 }
 
-fn state(req: &HttpRequest) -> Result<web::Data<AppState>, AppError> {
+pub fn state(req: &HttpRequest) -> Result<web::Data<AppState>, AppError> {
     req.app_data::<web::Data<AppState>>()
         .cloned()
         .ok_or_else(|| AppError::internal("application state is missing"))

@@ -20,6 +20,7 @@ use crate::app::AppState;
 use crate::audit::Origin;
 use crate::auth::{policy, sites, tokens, Principal};
 use crate::error::AppError;
+use crate::http::extract;
 use crate::ingest::odk::{Outcome, Upload};
 use crate::ingest::{self};
 use crate::odk::store::{self, StoredXform};
@@ -121,29 +122,18 @@ fn basic(req: &HttpRequest) -> Option<(String, String)> {
     Some((user.to_string(), password.to_string()))
 }
 
-fn bearer(req: &HttpRequest) -> Option<String> {
-    let value = req.headers().get(header::AUTHORIZATION)?.to_str().ok()?;
-    let (scheme, token) = value.split_once(' ')?;
-    scheme
-        .eq_ignore_ascii_case("bearer")
-        .then(|| token.trim().to_string())
-}
-
 /// Authenticates the request: the token in the path, else HTTP Basic
 /// (username and device token), else a bearer token (a browser page of
 /// this server, the API's own clients). Then the caller must be one who
 /// fills forms, at a site of the programme.
 async fn caller(req: &HttpRequest) -> Result<Caller, OpenRosaError> {
-    let state = req
-        .app_data::<web::Data<AppState>>()
-        .cloned()
-        .ok_or_else(|| AppError::internal("application state is missing"))?;
+    let state = extract::state(req)?;
     let programme = req.match_info().get("programme").unwrap_or("").to_string();
     if !sites::PROGRAMMES.contains(&programme.as_str()) {
         return Err(AppError::NotFound("no such programme".into()).into());
     }
     let in_path = req.match_info().get("token").map(str::to_string);
-    let (basic, bearer) = (basic(req), bearer(req));
+    let (basic, bearer) = (basic(req), extract::bearer_token(req));
     let found = state
         .db(move |conn| match (in_path, basic, bearer) {
             (Some(token), _, _) => tokens::authenticate_device(conn, None, &token),
@@ -201,10 +191,7 @@ async fn current_forms(
     req: &HttpRequest,
     programme: &str,
 ) -> Result<Vec<StoredXform>, OpenRosaError> {
-    let state = req
-        .app_data::<web::Data<AppState>>()
-        .cloned()
-        .ok_or_else(|| AppError::internal("application state is missing"))?;
+    let state = extract::state(req)?;
     let programme = programme.to_string();
     Ok(state
         .db(move |conn| store::current(conn, &programme))
