@@ -23,12 +23,12 @@ use std::time::{Duration, Instant};
 
 use indicatif::{ProgressBar, ProgressStyle};
 use serde_json::{json, Map, Value};
-use sha2::{Digest, Sha256};
 
 use crate::crypto::{jwe, keys};
 use crate::forms::model::{CaseRole, Field, FieldKind};
 use crate::forms::relevance;
 use crate::forms::{bundle, validate::CompiledForm};
+use crate::submissions::envelope::AttachmentDeclaration;
 use http::{Answer, Client};
 use store::{Dir, Queued, QueuedAttachment, Session, SyncState};
 
@@ -408,18 +408,6 @@ pub struct Filled {
     pub case_id: Option<String>,
 }
 
-fn media_type_of(name: &str) -> &'static str {
-    let lower = name.to_ascii_lowercase();
-    let ext = lower.rsplit('.').next().unwrap_or("");
-    match ext {
-        "png" => "image/png",
-        "jpg" | "jpeg" => "image/jpeg",
-        "webp" => "image/webp",
-        "pdf" => "application/pdf",
-        _ => "application/octet-stream",
-    }
-}
-
 /// The synced document of `form_id` (`version`, else the newest published
 /// one synced), compiled.
 fn synced_form(
@@ -550,14 +538,7 @@ pub fn fill(dir: &Path, options: &FillOptions) -> CollectResult<Vec<Filled>> {
     }
     let declarations: Vec<Value> = files
         .iter()
-        .map(|(name, bytes)| {
-            json!({
-                "name": name,
-                "media_type": media_type_of(name),
-                "size": bytes.len(),
-                "sha256": hex::encode(Sha256::digest(bytes)),
-            })
-        })
+        .map(|(name, bytes)| AttachmentDeclaration::of(name, bytes).to_json())
         .collect();
     let base_case_version = options.case_id.as_ref().and_then(|id| {
         state

@@ -19,7 +19,6 @@ use aws_lc_rs::rsa::PublicEncryptingKey;
 use base64::engine::general_purpose::STANDARD;
 use base64::Engine;
 use serde_json::{json, Map, Value};
-use sha2::{Digest, Sha256};
 
 use diesel::prelude::*;
 
@@ -32,6 +31,7 @@ use crate::db::{write_tx, DbConnection};
 use crate::error::{AppError, AppResult};
 use crate::forms::{registry, FormCache};
 use crate::odk::{instance, nodes, store};
+use crate::submissions::AttachmentDeclaration;
 
 /// One OpenRosa upload, its parts read whole.
 #[derive(Debug, Clone)]
@@ -234,27 +234,6 @@ fn xform_of(
     Ok(found)
 }
 
-/// The media type a phone's file name implies (Collect names files by what
-/// the widget recorded).
-fn media_type_of(name: &str) -> &'static str {
-    let ext = name.rsplit_once('.').map(|(_, e)| e.to_ascii_lowercase());
-    match ext.as_deref() {
-        Some("jpg" | "jpeg") => "image/jpeg",
-        Some("png") => "image/png",
-        Some("gif") => "image/gif",
-        Some("webp") => "image/webp",
-        Some("svg") => "image/svg+xml",
-        Some("pdf") => "application/pdf",
-        Some("m4a") => "audio/mp4",
-        Some("mp3") => "audio/mpeg",
-        Some("ogg") => "audio/ogg",
-        Some("amr") => "audio/amr",
-        Some("wav") => "audio/wav",
-        Some("mp4") => "video/mp4",
-        _ => "application/octet-stream",
-    }
-}
-
 /// The envelope of a read instance (docs/odk.md, "The OpenRosa
 /// endpoints"): ids without `uuid:`, the JSON-Schema version the ODK
 /// version maps back to, timeStart/timeEnd, the hidden case fields, the
@@ -286,14 +265,7 @@ fn envelope_of(
         .unwrap_or_else(|| chrono::Utc::now().to_rfc3339());
     let attachments: Vec<Value> = media
         .iter()
-        .map(|(name, bytes)| {
-            json!({
-                "name": name,
-                "media_type": media_type_of(name),
-                "size": bytes.len(),
-                "sha256": hex::encode(Sha256::digest(bytes)),
-            })
-        })
+        .map(|(name, bytes)| AttachmentDeclaration::of(name, bytes).to_json())
         .collect();
     let mut envelope = Map::new();
     envelope.insert("instance_id".into(), json!(instance_id));
