@@ -200,6 +200,27 @@ fn replace_database(new: &Path, path: &Path) -> Result<(), DbError> {
     Ok(())
 }
 
+/// Replaces the database at `path`, open on `source`, by a copy of it
+/// encrypted under `key` with `CURRENT` settings: its WAL folded in,
+/// copied to `<path><suffix>`, synced, checked to open, then renamed over
+/// the old file, so a crash at any point leaves one whole database.
+fn replace_with_encrypted_copy(
+    mut source: SqliteConnection,
+    path: &Path,
+    suffix: &str,
+    key: &DatabaseKey,
+) -> Result<(), DbError> {
+    let copy_path = with_suffix(path, suffix);
+    source.batch_execute("PRAGMA wal_checkpoint(TRUNCATE)")?;
+    export_encrypted(&mut source, &copy_path, key)?;
+    drop(source);
+    // The copy opens with the key and holds the same tables.
+    let mut copy = SqliteConnection::establish(&copy_path.to_string_lossy())?;
+    apply_key(&mut copy, key, 10_000)?;
+    drop(copy);
+    replace_database(&copy_path, path)
+}
+
 /// Encrypts a plaintext database in place: copied into a new encrypted
 /// file, synced, then renamed over the old one, so a crash at any point
 /// leaves one whole database. Its WAL is folded in first. Nothing else may
@@ -209,17 +230,9 @@ pub fn encrypt_if_plaintext(path: &Path, key: &DatabaseKey) -> Result<bool, DbEr
     if !is_plaintext(path)? {
         return Ok(false);
     }
-    let encrypting = with_suffix(path, ".encrypting");
-    {
-        let mut plain = SqliteConnection::establish(&path.to_string_lossy())?;
-        plain.batch_execute("PRAGMA busy_timeout = 10000")?;
-        plain.batch_execute("PRAGMA wal_checkpoint(TRUNCATE)")?;
-        export_encrypted(&mut plain, &encrypting, key)?;
-        // The copy opens with the key and holds the same tables.
-        let mut copy = SqliteConnection::establish(&encrypting.to_string_lossy())?;
-        apply_key(&mut copy, key, 10_000)?;
-    }
-    replace_database(&encrypting, path)?;
+    let mut plain = SqliteConnection::establish(&path.to_string_lossy())?;
+    plain.batch_execute("PRAGMA busy_timeout = 10000")?;
+    replace_with_encrypted_copy(plain, path, ".encrypting", key)?;
     tracing::warn!(
         file = %path.display(),
         "the embedded database was stored in plaintext; it is now encrypted (SQLCipher) under a key derived from the key-encryption key"
@@ -254,17 +267,10 @@ pub fn convert_if_legacy(path: &Path, key: &DatabaseKey) -> Result<bool, DbError
             break;
         }
     }
-    let Some((mut old, settings)) = found else {
+    let Some((old, settings)) = found else {
         return Ok(false);
     };
-    let converting = with_suffix(path, ".converting");
-    old.batch_execute("PRAGMA wal_checkpoint(TRUNCATE)")?;
-    export_encrypted(&mut old, &converting, key)?;
-    drop(old);
-    let mut copy = SqliteConnection::establish(&converting.to_string_lossy())?;
-    apply_key(&mut copy, key, 10_000)?;
-    drop(copy);
-    replace_database(&converting, path)?;
+    replace_with_encrypted_copy(old, path, ".converting", key)?;
     tracing::warn!(
         file = %path.display(),
         from = settings.hmac,
