@@ -11,6 +11,7 @@ use serde::de::DeserializeOwned;
 use crate::app::AppState;
 use crate::audit::Origin;
 use crate::auth::{tokens, Principal};
+use crate::config::Settings;
 use crate::error::AppError;
 pub use crate::json::parse_json;
 
@@ -55,6 +56,35 @@ async fn authenticate(req: HttpRequest) -> Result<Principal, AppError> {
     tracing::Span::current().record("user_id", principal.user_id.as_str());
     req.extensions_mut().insert(principal.clone());
     Ok(principal)
+}
+
+/// Whether the request reached us over TLS — the one copy of that rule
+/// (plaintext ODK uploads need it; a web console's `Secure` cookie will).
+/// Our own `tls` settings: every connection is. Otherwise a proxy in front
+/// ended TLS: `X-Forwarded-Proto: https` counts only from an address in
+/// `trusted_proxies` (the last value, the one the nearest proxy wrote).
+/// With no proxy configured a loopback peer counts as a same-host proxy
+/// that ended TLS; with one configured, a loopback peer without the
+/// header does not.
+pub fn over_tls(req: &HttpRequest, settings: &Settings) -> bool {
+    if settings.tls.is_some() {
+        return true;
+    }
+    let Some(peer) = req.peer_addr().map(|a| a.ip().to_canonical()) else {
+        return false;
+    };
+    if settings.trusted_proxies.is_empty() {
+        return peer.is_loopback();
+    }
+    if !settings.trusted_proxies.contains(&peer) {
+        return false;
+    }
+    let protos = req.headers().get_all("x-forwarded-proto");
+    let last = protos
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .last();
+    last.is_some_and(|proto| proto.trim().eq_ignore_ascii_case("https"))
 }
 
 pub fn state(req: &HttpRequest) -> Result<web::Data<AppState>, AppError> {
@@ -439,6 +469,60 @@ mod tests {
         ] {
             assert!(!carries_credential(query), "{query}");
         }
+    }
+
+    #[test]
+    fn tls_is_our_own_or_a_trusted_proxys_word() {
+        use actix_web::test::TestRequest;
+        let request = |peer: &str, proto: Option<&str>| {
+            let mut req = TestRequest::default().peer_addr(peer.parse().unwrap());
+            if let Some(proto) = proto {
+                req = req.insert_header(("X-Forwarded-Proto", proto));
+            }
+            req.to_http_request()
+        };
+        let mut settings = Settings::default();
+        // No proxy configured: loopback stands for a same-host proxy.
+        assert!(over_tls(&request("127.0.0.1:5000", None), &settings));
+        assert!(over_tls(&request("[::1]:5000", None), &settings));
+        assert!(!over_tls(
+            &request("10.0.0.9:5000", Some("https")),
+            &settings
+        ));
+        // A proxy configured: only its header counts, loopback is no proof.
+        settings.trusted_proxies = vec!["10.0.0.9".parse().unwrap()];
+        assert!(over_tls(
+            &request("10.0.0.9:5000", Some("https")),
+            &settings
+        ));
+        assert!(over_tls(
+            &request("[::ffff:10.0.0.9]:5000", Some("HTTPS")),
+            &settings
+        ));
+        assert!(over_tls(
+            &request("10.0.0.9:5000", Some("http, https")),
+            &settings
+        ));
+        assert!(!over_tls(
+            &request("10.0.0.9:5000", Some("https, http")),
+            &settings
+        ));
+        assert!(!over_tls(&request("10.0.0.9:5000", None), &settings));
+        assert!(!over_tls(&request("127.0.0.1:5000", None), &settings));
+        assert!(!over_tls(
+            &request("127.0.0.1:5000", Some("https")),
+            &settings
+        ));
+        assert!(!over_tls(
+            &request("10.0.0.8:5000", Some("https")),
+            &settings
+        ));
+        // Our own TLS: every connection.
+        settings.tls = Some(crate::config::TlsSettings {
+            cert: "c.pem".into(),
+            key: "k.pem".into(),
+        });
+        assert!(over_tls(&request("10.0.0.8:5000", None), &settings));
     }
 
     #[test]
