@@ -58,33 +58,55 @@ async fn authenticate(req: HttpRequest) -> Result<Principal, AppError> {
     Ok(principal)
 }
 
-/// Whether the request reached us over TLS — the one copy of that rule
-/// (plaintext ODK uploads need it; a web console's `Secure` cookie will).
-/// Our own `tls` settings: every connection is. Otherwise a proxy in front
-/// ended TLS: `X-Forwarded-Proto: https` counts only from an address in
-/// `trusted_proxies` (the last value, the one the nearest proxy wrote).
-/// With no proxy configured a loopback peer counts as a same-host proxy
-/// that ended TLS; with one configured, a loopback peer without the
-/// header does not.
-pub fn over_tls(req: &HttpRequest, settings: &Settings) -> bool {
+/// How a request reached us, as far as we can tell: the one copy of the
+/// "is this request TLS" rule ([`over_tls`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Transport {
+    /// Our own `tls`, or a proxy in `trusted_proxies` that says
+    /// `X-Forwarded-Proto: https` (its last value, the one the nearest
+    /// proxy wrote).
+    Tls,
+    /// A loopback peer while no proxy is configured: taken to be a proxy
+    /// on this host that ended TLS, which we cannot check.
+    Loopback,
+    /// Anything else: a direct peer, a configured proxy without the
+    /// header, anyone else's header, or loopback once a proxy is
+    /// configured (a same-host proxy forwards plain requests too).
+    Plain,
+}
+
+pub fn transport(req: &HttpRequest, settings: &Settings) -> Transport {
     if settings.tls.is_some() {
-        return true;
+        return Transport::Tls;
     }
     let Some(peer) = req.peer_addr().map(|a| a.ip().to_canonical()) else {
-        return false;
+        return Transport::Plain;
     };
     if settings.trusted_proxies.is_empty() {
-        return peer.is_loopback();
+        return match peer.is_loopback() {
+            true => Transport::Loopback,
+            false => Transport::Plain,
+        };
     }
     if !settings.trusted_proxies.contains(&peer) {
-        return false;
+        return Transport::Plain;
     }
     let protos = req.headers().get_all("x-forwarded-proto");
     let last = protos
         .filter_map(|v| v.to_str().ok())
         .flat_map(|v| v.split(','))
         .last();
-    last.is_some_and(|proto| proto.trim().eq_ignore_ascii_case("https"))
+    match last.is_some_and(|proto| proto.trim().eq_ignore_ascii_case("https")) {
+        true => Transport::Tls,
+        false => Transport::Plain,
+    }
+}
+
+/// Whether the request may be treated as having come over TLS (plaintext
+/// ODK uploads need it; a web console's `Secure` cookie will): TLS, or
+/// loopback while no proxy is configured ([`transport`]).
+pub fn over_tls(req: &HttpRequest, settings: &Settings) -> bool {
+    transport(req, settings) != Transport::Plain
 }
 
 pub fn state(req: &HttpRequest) -> Result<web::Data<AppState>, AppError> {
@@ -482,8 +504,13 @@ mod tests {
             req.to_http_request()
         };
         let mut settings = Settings::default();
-        // No proxy configured: loopback stands for a same-host proxy.
+        // No proxy configured: loopback stands for a same-host proxy,
+        // which is not known TLS (links from it are http).
         assert!(over_tls(&request("127.0.0.1:5000", None), &settings));
+        assert_eq!(
+            transport(&request("127.0.0.1:5000", Some("https")), &settings),
+            Transport::Loopback
+        );
         assert!(over_tls(&request("[::1]:5000", None), &settings));
         assert!(!over_tls(
             &request("10.0.0.9:5000", Some("https")),
@@ -491,6 +518,10 @@ mod tests {
         ));
         // A proxy configured: only its header counts, loopback is no proof.
         settings.trusted_proxies = vec!["10.0.0.9".parse().unwrap()];
+        assert_eq!(
+            transport(&request("10.0.0.9:5000", Some("https")), &settings),
+            Transport::Tls
+        );
         assert!(over_tls(
             &request("10.0.0.9:5000", Some("https")),
             &settings

@@ -171,11 +171,14 @@ async fn caller(req: &HttpRequest) -> Result<Caller, OpenRosaError> {
     }
     let root = match &state.settings.public_url {
         Some(url) => url.trim_end_matches('/').to_string(),
-        // Without public_url, links only echo how this caller reached us
-        // (a convenience for tests and a first try; not a security decision).
+        // Without public_url, links echo how this caller reached us: https
+        // only when that is known (a loopback peer may be plain HTTP).
         None => {
-            let info = req.connection_info();
-            format!("{}://{}", info.scheme(), info.host())
+            let scheme = match extract::transport(req, &state.settings) {
+                extract::Transport::Tls => "https",
+                _ => "http",
+            };
+            format!("{scheme}://{}", req.connection_info().host())
         }
     };
     let base = match req.match_info().get("token") {
