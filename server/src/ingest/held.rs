@@ -4,7 +4,10 @@
 //! forms join the case in the same transaction, or are refused if their
 //! sender may not work on it (status `refused`, audited as
 //! `access_refused`). Coordinators list refused forms and forms held longer
-//! than `pending_case_days`; nothing is dropped.
+//! than `pending_case_days`; nothing is dropped. The same list holds ODK
+//! forms quarantined for a coordinator (answers their form version refuses,
+//! which a phone cannot fix: status `quarantined`, with their problems),
+//! which a coordinator dismisses with a reason ([`dismiss`]).
 
 use chrono::{Duration, NaiveDateTime};
 use diesel::prelude::*;
@@ -237,8 +240,9 @@ pub struct HeldForm {
 }
 
 /// What coordinators of `site_ids` see: forms their sites' workers sent
-/// that have waited at least `pending_case_days` for their case, and held
-/// forms refused, sent by their sites' workers or about their sites' cases.
+/// that have waited at least `pending_case_days` for their case, held
+/// forms refused, sent by their sites' workers or about their sites' cases,
+/// and their sites' workers' quarantined forms (at once).
 pub fn list(
     conn: &mut DbConnection,
     site_ids: &[String],

@@ -239,19 +239,24 @@ pub fn prune_stale_parts(
     })
 }
 
-/// Prunes stale split uploads ([`prune_stale_parts`]) at most once an hour
-/// per server, on an OpenRosa upload; a prune that deletes anything is
-/// audited (`odk_upload_parts_pruned`) and logged, with counts only.
-pub fn prune_if_due(
+impl OdkForms {
+    /// Whether this server should prune stale split uploads now: at most
+    /// once an hour, checked on each OpenRosa upload (no database work
+    /// when it is not due).
+    pub fn prune_due(&self, now: chrono::NaiveDateTime) -> bool {
+        self.1.due(now, PRUNE_EVERY_SECS)
+    }
+}
+
+/// Prunes stale split uploads ([`prune_stale_parts`]) in its own
+/// transaction; a prune that deletes anything is audited
+/// (`odk_upload_parts_pruned`) and logged, with counts only.
+pub fn prune_and_audit(
     conn: &mut DbConnection,
-    known: &OdkForms,
     days: i64,
     origin: &Origin,
-) -> AppResult<Option<Pruned>> {
-    let now = crate::time::now();
-    if !known.1.due(now, PRUNE_EVERY_SECS) {
-        return Ok(None);
-    }
+    now: chrono::NaiveDateTime,
+) -> AppResult<Pruned> {
     let pruned = write_tx(conn, |conn| {
         let pruned = prune_stale_parts(conn, days, now)?;
         if pruned.parts > 0 {
@@ -275,7 +280,7 @@ pub fn prune_if_due(
             "pruned split ODK uploads never finished"
         );
     }
-    Ok(Some(pruned))
+    Ok(pruned)
 }
 
 /// The stored XForm an upload names, which must be of `programme`.

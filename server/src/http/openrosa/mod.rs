@@ -369,14 +369,13 @@ async fn submission(
     multipart: Multipart,
 ) -> Answer {
     let caller = caller(&req).await?;
-    let (odk_forms, days, at) = (
-        state.odk_forms.clone(),
-        state.settings.odk_split_upload_days,
-        origin.clone(),
-    );
-    state
-        .db(move |conn| ingest::odk::prune_if_due(conn, &odk_forms, days, &at))
-        .await?;
+    let now = crate::time::now();
+    if state.odk_forms.prune_due(now) {
+        let (days, at) = (state.settings.odk_split_upload_days, origin.clone());
+        state
+            .db(move |conn| ingest::odk::prune_and_audit(conn, days, &at, now))
+            .await?;
+    }
     let (xml, files, incomplete) = read_upload(&state, multipart).await?;
     let xml =
         xml.ok_or_else(|| AppError::bad_request("the upload has no xml_submission_file part"))?;
