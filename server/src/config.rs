@@ -96,6 +96,13 @@ pub struct Settings {
     /// unencrypted submissions (ODK Web Forms does not encrypt); even then
     /// only over TLS or from loopback (docs/odk.md).
     pub odk_allow_plaintext: bool,
+    /// Addresses of reverse proxies whose `X-Forwarded-Proto: https` says
+    /// a request came over TLS (`http::extract::over_tls`); none by
+    /// default. Once one is set, a loopback peer without it is not TLS.
+    pub trusted_proxies: Vec<std::net::IpAddr>,
+    /// Days the parts of an ODK split upload whose last request never came
+    /// are kept before they are deleted (`ingest::odk::prune_stale_parts`).
+    pub odk_split_upload_days: i64,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -157,6 +164,8 @@ impl Default for Settings {
             break_glass_minutes: 180,
             pending_case_days: 14,
             odk_allow_plaintext: false,
+            trusted_proxies: Vec::new(),
+            odk_split_upload_days: 7,
             session_ttl_hours: 12,
             device_token_ttl_days: 180,
             shutdown_timeout_secs: 30,
@@ -243,6 +252,11 @@ impl Settings {
         if !(1..=365).contains(&self.pending_case_days) {
             return Err(ConfigError::Invalid(
                 "pending_case_days must be from 1 to 365".into(),
+            ));
+        }
+        if !(1..=90).contains(&self.odk_split_upload_days) {
+            return Err(ConfigError::Invalid(
+                "odk_split_upload_days must be from 1 to 90".into(),
             ));
         }
         if self.session_ttl_hours <= 0 || self.device_token_ttl_days <= 0 {

@@ -10,7 +10,7 @@ use serde::Serialize;
 pub type AppResult<T> = Result<T, AppError>;
 
 /// One thing wrong with the input, located by a JSON pointer (RFC 6901).
-#[derive(Debug, Clone, PartialEq, Serialize, utoipa::ToSchema)]
+#[derive(Debug, Clone, PartialEq, Serialize, serde::Deserialize, utoipa::ToSchema)]
 pub struct FieldError {
     /// Where: a JSON pointer into the body (or `/name` of a query parameter).
     pub pointer: String,

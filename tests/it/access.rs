@@ -86,6 +86,7 @@ const MATRIX: &[Row] = &[
     ("BATCH", "/api/v1/submissions/batch", ['-', 'Y', 'Y', 'Y', 'Y', '-', '-']),
     ("GET", "/api/v1/submissions/held", ['-', 'Y', 'Y', '-', '-', '-', '-']),
     ("GET", "/api/v1/submissions/held?site={site}", ['-', 'Y', '-', '-', '-', '-', '-']),
+    ("POST", "/api/v1/submissions/held/{instance}/dismissal", ['-', 'P', 'H', '-', '-', '-', '-']),
     ("PUT", "/api/v1/submissions/{instance}/attachments/{attachment}", ['H', '-', 'H', 'Y', 'H', 'H', 'H']),
     ("GET", "/api/v1/submissions/{instance}/attachments/{attachment}", ['H', 'Y', 'H', 'Y', 'H', 'H', 'H']),
     ("GET", "/api/v1/cases", ['-', 'Y', 'Y', 'Y', 'Y', '-', '-']),
@@ -302,6 +303,9 @@ fn body_for(w: &World, method: &str, path: &str, caller: Caller) -> Value {
             json!({ "decision": "approved", "redactions": [] })
         }
         ("POST", p) if p.ends_with("/withdrawal") => json!({ "reason": "asked to stop" }),
+        ("POST", p) if p.ends_with("/dismissal") => {
+            json!({ "reason": "the worker sent a corrected form" })
+        }
         ("POST", "/api/v1/cases/{case}/disclosures") => json!({
             "what": "initial assessment report", "legal_basis": "required_by_law",
             "provision": "Code on Marriage and Family art. 76", "recipient": "district court",

@@ -16,7 +16,6 @@
 //! count below the limit: at most `lock_after` passwords are ever verified
 //! per account and address within a lock. A right password releases it.
 
-use std::sync::atomic::{AtomicI64, Ordering};
 use std::time::Duration as StdDuration;
 
 use chrono::{Duration, NaiveDateTime};
@@ -26,6 +25,7 @@ use crate::config::LoginThrottleSettings;
 use crate::db::schema::login_throttle;
 use crate::db::{write_tx, DbConnection};
 use crate::error::{AppError, AppResult};
+use crate::time::AtMostEvery;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Verdict {
@@ -175,8 +175,8 @@ fn delay(failures_before: i32, tolerated: i32, rules: &LoginThrottleSettings) ->
 /// How often a server clears counters that no longer hold anything back.
 const PRUNE_EVERY_SECS: i64 = 60;
 
-/// When this process last pruned (seconds since the epoch).
-static LAST_PRUNE: AtomicI64 = AtomicI64::new(0);
+/// When this process last pruned.
+static LAST_PRUNE: AtMostEvery = AtMostEvery::new();
 
 /// Deletes the counters that the next attempt would start over anyway: an
 /// expired lock, or a window with no lock that has passed. Without it,
@@ -207,13 +207,7 @@ pub fn reserve(
     rules: &LoginThrottleSettings,
     now: NaiveDateTime,
 ) -> AppResult<Verdict> {
-    let epoch = now.and_utc().timestamp();
-    let last = LAST_PRUNE.load(Ordering::Relaxed);
-    if epoch - last >= PRUNE_EVERY_SECS
-        && LAST_PRUNE
-            .compare_exchange(last, epoch, Ordering::Relaxed, Ordering::Relaxed)
-            .is_ok()
-    {
+    if LAST_PRUNE.due(now, PRUNE_EVERY_SECS) {
         write_tx(conn, |conn| prune(conn, rules.window_secs, now))?;
     }
     write_tx(conn, |conn| {

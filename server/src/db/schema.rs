@@ -344,6 +344,7 @@ diesel::table! {
         case_number -> Nullable<Text>,
         pending_case_id -> Nullable<Text>,
         pending_event -> Nullable<Text>,
+        problems -> Nullable<Text>,
     }
 }
 

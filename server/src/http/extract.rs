@@ -11,6 +11,7 @@ use serde::de::DeserializeOwned;
 use crate::app::AppState;
 use crate::audit::Origin;
 use crate::auth::{tokens, Principal};
+use crate::config::Settings;
 use crate::error::AppError;
 pub use crate::json::parse_json;
 
@@ -55,6 +56,57 @@ async fn authenticate(req: HttpRequest) -> Result<Principal, AppError> {
     tracing::Span::current().record("user_id", principal.user_id.as_str());
     req.extensions_mut().insert(principal.clone());
     Ok(principal)
+}
+
+/// How a request reached us, as far as we can tell: the one copy of the
+/// "is this request TLS" rule ([`over_tls`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Transport {
+    /// Our own `tls`, or a proxy in `trusted_proxies` that says
+    /// `X-Forwarded-Proto: https` (its last value, the one the nearest
+    /// proxy wrote).
+    Tls,
+    /// A loopback peer while no proxy is configured: taken to be a proxy
+    /// on this host that ended TLS, which we cannot check.
+    Loopback,
+    /// Anything else: a direct peer, a configured proxy without the
+    /// header, anyone else's header, or loopback once a proxy is
+    /// configured (a same-host proxy forwards plain requests too).
+    Plain,
+}
+
+pub fn transport(req: &HttpRequest, settings: &Settings) -> Transport {
+    if settings.tls.is_some() {
+        return Transport::Tls;
+    }
+    let Some(peer) = req.peer_addr().map(|a| a.ip().to_canonical()) else {
+        return Transport::Plain;
+    };
+    if settings.trusted_proxies.is_empty() {
+        return match peer.is_loopback() {
+            true => Transport::Loopback,
+            false => Transport::Plain,
+        };
+    }
+    if !settings.trusted_proxies.contains(&peer) {
+        return Transport::Plain;
+    }
+    let protos = req.headers().get_all("x-forwarded-proto");
+    let last = protos
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .last();
+    match last.is_some_and(|proto| proto.trim().eq_ignore_ascii_case("https")) {
+        true => Transport::Tls,
+        false => Transport::Plain,
+    }
+}
+
+/// Whether the request may be treated as having come over TLS (plaintext
+/// ODK uploads need it; a web console's `Secure` cookie will): TLS, or
+/// loopback while no proxy is configured ([`transport`]).
+pub fn over_tls(req: &HttpRequest, settings: &Settings) -> bool {
+    transport(req, settings) != Transport::Plain
 }
 
 pub fn state(req: &HttpRequest) -> Result<web::Data<AppState>, AppError> {
@@ -439,6 +491,69 @@ mod tests {
         ] {
             assert!(!carries_credential(query), "{query}");
         }
+    }
+
+    #[test]
+    fn tls_is_our_own_or_a_trusted_proxys_word() {
+        use actix_web::test::TestRequest;
+        let request = |peer: &str, proto: Option<&str>| {
+            let mut req = TestRequest::default().peer_addr(peer.parse().unwrap());
+            if let Some(proto) = proto {
+                req = req.insert_header(("X-Forwarded-Proto", proto));
+            }
+            req.to_http_request()
+        };
+        let mut settings = Settings::default();
+        // No proxy configured: loopback stands for a same-host proxy,
+        // which is not known TLS (links from it are http).
+        assert!(over_tls(&request("127.0.0.1:5000", None), &settings));
+        assert_eq!(
+            transport(&request("127.0.0.1:5000", Some("https")), &settings),
+            Transport::Loopback
+        );
+        assert!(over_tls(&request("[::1]:5000", None), &settings));
+        assert!(!over_tls(
+            &request("10.0.0.9:5000", Some("https")),
+            &settings
+        ));
+        // A proxy configured: only its header counts, loopback is no proof.
+        settings.trusted_proxies = vec!["10.0.0.9".parse().unwrap()];
+        assert_eq!(
+            transport(&request("10.0.0.9:5000", Some("https")), &settings),
+            Transport::Tls
+        );
+        assert!(over_tls(
+            &request("10.0.0.9:5000", Some("https")),
+            &settings
+        ));
+        assert!(over_tls(
+            &request("[::ffff:10.0.0.9]:5000", Some("HTTPS")),
+            &settings
+        ));
+        assert!(over_tls(
+            &request("10.0.0.9:5000", Some("http, https")),
+            &settings
+        ));
+        assert!(!over_tls(
+            &request("10.0.0.9:5000", Some("https, http")),
+            &settings
+        ));
+        assert!(!over_tls(&request("10.0.0.9:5000", None), &settings));
+        assert!(!over_tls(&request("127.0.0.1:5000", None), &settings));
+        assert!(!over_tls(
+            &request("127.0.0.1:5000", Some("https")),
+            &settings
+        ));
+        assert!(!over_tls(
+            &request("10.0.0.8:5000", Some("https")),
+            &settings
+        ));
+        // Our own TLS: every connection.
+        settings.tls = Some(crate::config::TlsSettings {
+            cert: "c.pem".into(),
+            key: "k.pem".into(),
+        });
+        assert!(over_tls(&request("10.0.0.8:5000", None), &settings));
     }
 
     #[test]

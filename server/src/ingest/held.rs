@@ -4,21 +4,26 @@
 //! forms join the case in the same transaction, or are refused if their
 //! sender may not work on it (status `refused`, audited as
 //! `access_refused`). Coordinators list refused forms and forms held longer
-//! than `pending_case_days`; nothing is dropped.
+//! than `pending_case_days`; nothing is dropped. The same list holds ODK
+//! forms quarantined for a coordinator (answers their form version refuses,
+//! which a phone cannot fix: status `quarantined`, with their problems),
+//! which a coordinator dismisses with a reason ([`dismiss`]).
 
 use chrono::{Duration, NaiveDateTime};
 use diesel::prelude::*;
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
-use super::{Prepared, AWAITING_ATTACHMENTS, COMPLETE, PENDING_CASE, REFUSED};
+use super::{
+    Prepared, AWAITING_ATTACHMENTS, COMPLETE, DISMISSED, PENDING_CASE, QUARANTINED, REFUSED,
+};
 use crate::audit::{self, Event, Origin};
 use crate::auth::{users, Principal};
 use crate::cases::timeline::SubmissionEvent;
 use crate::cases::{self, reconcile};
 use crate::db::schema::{attachments, submissions};
 use crate::db::DbConnection;
-use crate::error::{AppError, AppResult};
+use crate::error::{AppError, AppResult, FieldError};
 use crate::time::now;
 
 /// What a held form will add to its case, read from its form when it was
@@ -223,15 +228,21 @@ pub struct HeldForm {
     pub username: String,
     #[serde(serialize_with = "crate::json::utc")]
     pub received_at: NaiveDateTime,
-    /// `pending_case` (still waiting) or `refused`.
+    /// `pending_case` (still waiting), `refused`, or `quarantined` (from
+    /// ODK Collect, with answers its form version refuses).
     pub status: String,
     /// Whole days since it was received.
     pub days_held: i64,
+    /// For a quarantined form: what its form version refuses, by place
+    /// (JSON pointers and messages, never an answer).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub problems: Option<Vec<FieldError>>,
 }
 
 /// What coordinators of `site_ids` see: forms their sites' workers sent
-/// that have waited at least `pending_case_days` for their case, and held
-/// forms refused, sent by their sites' workers or about their sites' cases.
+/// that have waited at least `pending_case_days` for their case, held
+/// forms refused, sent by their sites' workers or about their sites' cases,
+/// and their sites' workers' quarantined forms (at once).
 pub fn list(
     conn: &mut DbConnection,
     site_ids: &[String],
@@ -265,6 +276,25 @@ pub fn list(
         .filter(submissions::submitted_by.eq_any(&sender_ids))
         .select(select)
         .load(conn)?;
+    // Quarantined forms of the sites' workers, at once: nothing will
+    // change them but a coordinator.
+    let quarantined: Vec<(Row, Option<String>, String)> = submissions::table
+        .filter(submissions::status.eq(QUARANTINED))
+        .filter(submissions::submitted_by.eq_any(&sender_ids))
+        .select((select, submissions::problems, submissions::payload))
+        .load(conn)?;
+    let mut problems_of = std::collections::HashMap::new();
+    for (mut row, problems, payload) in quarantined {
+        let problems: Vec<FieldError> =
+            serde_json::from_str(problems.as_deref().unwrap_or("[]"))
+                .map_err(|e| AppError::internal(format!("problems of {}: {e}", row.0)))?;
+        // The case it names, from its envelope (it joined none).
+        row.3 = serde_json::from_str::<Value>(&payload)
+            .ok()
+            .and_then(|v| v.get("case_id").and_then(Value::as_str).map(str::to_string));
+        problems_of.insert(row.0.clone(), problems);
+        rows.push(row);
+    }
     // Refusals are rare: read them all and keep those of these sites.
     let refused: Vec<Row> = submissions::table
         .filter(submissions::status.eq(REFUSED))
@@ -292,6 +322,7 @@ pub fn list(
             Some(name) => name.clone(),
             None => users::get(conn, &submitted_by)?.username,
         };
+        let problems = problems_of.remove(&instance_id);
         listed.push(HeldForm {
             case_number: numbers.remove(&instance_id).flatten(),
             instance_id,
@@ -303,8 +334,41 @@ pub fn list(
             received_at,
             status,
             days_held: (now - received_at).num_days(),
+            problems,
         });
     }
     listed.sort_by(|a, b| (a.received_at, &a.instance_id).cmp(&(b.received_at, &b.instance_id)));
     Ok(listed)
+}
+
+/// Dismisses a quarantined form (a coordinator has dealt with it, e.g.
+/// the worker sent a corrected one): it leaves the held list, is kept, and
+/// a resend of it is still a retry. Only a coordinator of a site of its
+/// sender; a form that is not quarantined is 409. The caller audits it,
+/// with the reason, in the same transaction.
+pub fn dismiss(conn: &mut DbConnection, who: &Principal, instance_id: &str) -> AppResult<()> {
+    let found: Option<(String, String)> = submissions::table
+        .find(instance_id)
+        .select((submissions::status, submissions::submitted_by))
+        .first(conn)
+        .optional()?;
+    const NOT_FOUND: &str = "no such quarantined form";
+    let (status, sender) = found.ok_or_else(|| AppError::NotFound(NOT_FOUND.into()))?;
+    let sender = users::get(conn, &sender)?;
+    if !sender.site_ids.iter().any(|s| who.site_ids.contains(s)) {
+        // As if it did not exist (no oracle), audited as a refusal.
+        return Err(AppError::Hidden(NOT_FOUND.into()));
+    }
+    if status == DISMISSED {
+        return Err(AppError::Conflict("this form was already dismissed".into()));
+    }
+    if status != QUARANTINED {
+        return Err(AppError::Conflict(
+            "only a quarantined form (held for a coordinator) can be dismissed".into(),
+        ));
+    }
+    diesel::update(submissions::table.find(instance_id))
+        .set(submissions::status.eq(DISMISSED))
+        .execute(conn)?;
+    Ok(())
 }

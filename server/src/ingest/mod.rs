@@ -28,14 +28,16 @@ use crate::crypto::jwe;
 use crate::crypto::keys::KeyRing;
 use crate::db::schema::submissions;
 use crate::db::{write_tx, DbConnection};
-use crate::error::{AppError, AppResult};
+use crate::error::{AppError, AppResult, FieldError};
 use crate::forms::columns;
 use crate::forms::model::CaseRole;
 use crate::forms::{registry, FormCache};
 use crate::programmes::Programmes;
 use crate::submissions::{self as rows, cells, NewSubmission};
 use crate::submissions::{AttachmentDeclaration, Envelope};
-pub use crate::submissions::{AWAITING_ATTACHMENTS, COMPLETE, PENDING_CASE, REFUSED};
+pub use crate::submissions::{
+    AWAITING_ATTACHMENTS, COMPLETE, DISMISSED, PENDING_CASE, QUARANTINED, REFUSED,
+};
 use crate::time::now;
 
 #[derive(Debug, Clone, PartialEq, Serialize, utoipa::ToSchema)]
@@ -138,6 +140,10 @@ pub struct Prepared {
     event: SubmissionEvent,
     /// For a form that opens a case: who the child is.
     identity: Identity,
+    /// Answers its form version refuses, from a door whose sender cannot
+    /// fix them ([`Opened::quarantine`]): stored as `quarantined`, not
+    /// processed.
+    problems: Option<Vec<FieldError>>,
 }
 
 impl Prepared {
@@ -147,10 +153,15 @@ impl Prepared {
 
     /// The case this submission opens, if it opens one.
     pub fn opens_case(&self) -> Option<uuid::Uuid> {
-        match self.case_role {
-            CaseRole::Opens => self.envelope.case_id,
+        match (self.case_role, &self.problems) {
+            (CaseRole::Opens, None) => self.envelope.case_id,
             _ => None,
         }
+    }
+
+    /// What its form version refuses in it, when it is to be quarantined.
+    pub fn problems(&self) -> Option<&[FieldError]> {
+        self.problems.as_deref()
     }
 }
 
@@ -226,6 +237,7 @@ pub fn prepare_after(
             key_programme,
             raw,
             files: Vec::new(),
+            quarantine: false,
         },
         opened_earlier,
     )
@@ -243,6 +255,10 @@ pub struct Opened {
     /// Attachments that came with the submission, already encrypted for
     /// the programme key as `PUT …/attachments/{name}` would store them.
     pub files: Vec<ReceivedFile>,
+    /// Store answers the form version refuses as `quarantined` instead of
+    /// refusing them (422): for ODK Collect, which cannot edit a sent
+    /// encrypted form. A JWE's sender can fix it, so it gets the 422.
+    pub quarantine: bool,
 }
 
 /// An attachment that arrived with its submission (ODK Collect sends the
@@ -270,6 +286,7 @@ pub fn prepare_opened(
         key_programme,
         raw,
         files,
+        quarantine,
     } = opened;
     // 2. Envelope shape.
     // The envelope's fields are read with an empty `data` in its place: a
@@ -330,6 +347,7 @@ pub fn prepare_opened(
             facts: Default::default(),
         },
         identity: Identity::default(),
+        problems: None,
         envelope,
     };
 
@@ -357,10 +375,19 @@ pub fn prepare_opened(
         data,
         &prepared.envelope.attachments,
     ));
+    let mut prepared = prepared;
+    if !report.is_valid() && quarantine {
+        // Kept as sent, hashed as any submission (a resend is a retry);
+        // nothing of it is read into a case, an event or an export.
+        prepared.payload = envelope_value.to_string();
+        prepared.content_sha256 =
+            hex::encode(Sha256::digest(canonical(&envelope_value).as_bytes()));
+        prepared.problems = Some(report.errors);
+        return Ok(prepared);
+    }
     if !report.is_valid() {
         return Err(AppError::invalid_data(report.errors, report.unlisted));
     }
-    let mut prepared = prepared;
     if let Value::Object(data) = data {
         prepared.envelope.data = data.clone();
     }
@@ -496,11 +523,30 @@ pub fn audit_received(
     p: &Prepared,
     receipt: &Receipt,
 ) -> AppResult<()> {
-    let what = format!("{} {}", p.envelope.form_id, p.envelope.form_version);
+    let (action, what) = match &p.problems {
+        None => (
+            "submission_received",
+            format!("{} {}", p.envelope.form_id, p.envelope.form_version),
+        ),
+        Some(problems) => (
+            "submission_quarantined",
+            format!(
+                "{} {}; held for a coordinator: {} problem(s) at {}",
+                p.envelope.form_id,
+                p.envelope.form_version,
+                problems.len(),
+                problems
+                    .iter()
+                    .map(|e| e.pointer.as_str())
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ),
+        ),
+    };
     audit::record(
         conn,
         origin,
-        Event::new(Some(who), "submission_received")
+        Event::new(Some(who), action)
             .object("submission", &p.instance_id)
             .detail(&what),
     )?;
@@ -522,6 +568,9 @@ pub fn store_unaudited(
                 "this instance_id was already submitted with other content".into(),
             ))
         };
+    }
+    if let Some(problems) = &p.problems {
+        return store_quarantined(conn, who, p, problems);
     }
     let envelope = &p.envelope;
     let case_id = envelope.case_id.map(|c| c.to_string());
@@ -626,8 +675,9 @@ pub fn store_unaudited(
             case_number: case.as_ref().and_then(|c| c.number.as_deref()),
             pending_case_id: held_for.as_deref(),
             pending_event: pending_event.as_deref(),
+            problems: None,
         },
-        &p.cells,
+        Some(&p.cells),
     )?;
     attachments::declare(conn, &p.instance_id, &envelope.attachments)?;
     attachments::arrived_with(conn, &p.instance_id, &p.files, received_at)?;
@@ -667,6 +717,56 @@ pub fn store_unaudited(
         case_id: case.map(|c| c.id).or(held_for),
         status: status.to_string(),
         refused_held,
+    }))
+}
+
+/// Stores a quarantined submission ([`Prepared::problems`]): its row (no
+/// case, no export cells, nothing folded) with the problems, and the files
+/// that came with it, for a coordinator (`held::list`).
+fn store_quarantined(
+    conn: &mut DbConnection,
+    who: &Principal,
+    p: &Prepared,
+    problems: &[FieldError],
+) -> AppResult<Stored> {
+    let envelope = &p.envelope;
+    let problems = serde_json::to_string(problems).map_err(AppError::internal)?;
+    let received_at = now();
+    rows::insert(
+        conn,
+        &NewSubmission {
+            instance_id: &p.instance_id,
+            form_id: &envelope.form_id,
+            form_version: &envelope.form_version,
+            case_id: None,
+            submitted_by: &who.user_id,
+            device_id: &envelope.device_id,
+            started_at: envelope.started_at.map(|t| t.naive_utc()),
+            completed_at: envelope.completed_at.naive_utc(),
+            received_at,
+            kid: &p.kid,
+            raw_jwe: &p.raw,
+            payload: &p.payload,
+            content_sha256: &p.content_sha256,
+            base_case_version: envelope.base_case_version,
+            supersedes: None,
+            status: QUARANTINED,
+            site_id: None,
+            case_number: None,
+            pending_case_id: None,
+            pending_event: None,
+            problems: Some(&problems),
+        },
+        None,
+    )?;
+    attachments::declare(conn, &p.instance_id, &envelope.attachments)?;
+    attachments::arrived_with(conn, &p.instance_id, &p.files, received_at)?;
+    Ok(Stored::Created(Receipt {
+        instance_id: p.instance_id.clone(),
+        received_at,
+        case_id: envelope.case_id.map(|c| c.to_string()),
+        status: QUARANTINED.to_string(),
+        refused_held: Vec::new(),
     }))
 }
 

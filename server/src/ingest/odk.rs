@@ -23,6 +23,7 @@ use serde_json::{json, Map, Value};
 use diesel::prelude::*;
 
 use super::{Limits, Opened, Prepared, ReceivedFile};
+use crate::audit::{self, Event, Origin};
 use crate::auth::Principal;
 use crate::crypto::keys::KeyRing;
 use crate::crypto::{jwe, odk as odk_crypto};
@@ -32,6 +33,7 @@ use crate::error::{AppError, AppResult};
 use crate::forms::{registry, FormCache};
 use crate::odk::{instance, nodes, store};
 use crate::submissions::AttachmentDeclaration;
+use crate::time::AtMostEvery;
 
 /// One OpenRosa upload, its parts read whole.
 #[derive(Debug, Clone)]
@@ -183,7 +185,103 @@ pub struct KnownForm {
 /// changes for its form and ODK version (Collect checks its md5), so its
 /// mapping is built once per server (`AppState::odk_forms`).
 #[derive(Default)]
-pub struct OdkForms(RwLock<HashMap<(String, String), Arc<KnownForm>>>);
+pub struct OdkForms(
+    RwLock<HashMap<(String, String), Arc<KnownForm>>>,
+    /// When this server last pruned stale split uploads.
+    AtMostEvery,
+);
+
+/// How often one server looks for split uploads never finished.
+const PRUNE_EVERY_SECS: i64 = 60 * 60;
+
+/// What [`prune_stale_parts`] deleted: counts only, never whose.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Pruned {
+    pub parts: usize,
+    pub uploads: usize,
+}
+
+/// Deletes the kept parts of split uploads that received nothing for
+/// `days` days: the phone gave up (or was lost), and these are children's
+/// data sent to be stored whole or not at all. An upload still receiving
+/// parts keeps all of them. Call in a write transaction.
+pub fn prune_stale_parts(
+    conn: &mut DbConnection,
+    days: i64,
+    now: chrono::NaiveDateTime,
+) -> AppResult<Pruned> {
+    let cutoff = now - chrono::Duration::days(days);
+    let ids_received = |since: bool, conn: &mut DbConnection| -> AppResult<HashSet<String>> {
+        let query = odk_upload_parts::table.select(odk_upload_parts::instance_id);
+        let ids: Vec<String> = if since {
+            query
+                .filter(odk_upload_parts::received_at.ge(cutoff))
+                .load(conn)?
+        } else {
+            query
+                .filter(odk_upload_parts::received_at.lt(cutoff))
+                .load(conn)?
+        };
+        Ok(ids.into_iter().collect())
+    };
+    let alive = ids_received(true, conn)?;
+    let stale: Vec<String> = ids_received(false, conn)?
+        .into_iter()
+        .filter(|id| !alive.contains(id))
+        .collect();
+    let parts = diesel::delete(
+        odk_upload_parts::table.filter(odk_upload_parts::instance_id.eq_any(&stale)),
+    )
+    .execute(conn)?;
+    Ok(Pruned {
+        parts,
+        uploads: stale.len(),
+    })
+}
+
+impl OdkForms {
+    /// Whether this server should prune stale split uploads now: at most
+    /// once an hour, checked on each OpenRosa upload (no database work
+    /// when it is not due).
+    pub fn prune_due(&self, now: chrono::NaiveDateTime) -> bool {
+        self.1.due(now, PRUNE_EVERY_SECS)
+    }
+}
+
+/// Prunes stale split uploads ([`prune_stale_parts`]) in its own
+/// transaction; a prune that deletes anything is audited
+/// (`odk_upload_parts_pruned`) and logged, with counts only.
+pub fn prune_and_audit(
+    conn: &mut DbConnection,
+    days: i64,
+    origin: &Origin,
+    now: chrono::NaiveDateTime,
+) -> AppResult<Pruned> {
+    let pruned = write_tx(conn, |conn| {
+        let pruned = prune_stale_parts(conn, days, now)?;
+        if pruned.parts > 0 {
+            let detail = format!(
+                "{} parts of {} split uploads unfinished for {days} days deleted",
+                pruned.parts, pruned.uploads
+            );
+            audit::record(
+                conn,
+                origin,
+                Event::new(None, "odk_upload_parts_pruned").detail(&detail),
+            )?;
+        }
+        Ok::<_, AppError>(pruned)
+    })?;
+    if pruned.parts > 0 {
+        tracing::info!(
+            parts = pruned.parts,
+            uploads = pruned.uploads,
+            days,
+            "pruned split ODK uploads never finished"
+        );
+    }
+    Ok(pruned)
+}
 
 /// The stored XForm an upload names, which must be of `programme`.
 fn xform_of(
@@ -466,6 +564,9 @@ pub fn prepare(
             key_programme,
             raw,
             files: sealed_files(&public, &xform.key_id, &media),
+            // A sent ODK form cannot be fixed on the phone: answers the
+            // form version refuses are held for a coordinator.
+            quarantine: true,
         },
         &HashSet::new(),
     )

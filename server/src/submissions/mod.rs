@@ -26,6 +26,13 @@ pub const PENDING_CASE: &str = "pending_case";
 /// Held, then refused when its case opened: its sender may not work on
 /// that case. Kept and listed to coordinators (`ingest::held`).
 pub const REFUSED: &str = "refused";
+/// From ODK Collect, decrypted and well-formed, but its answers are ones
+/// its form version refuses: an encrypted form cannot be edited on the
+/// phone, so it is stored (not processed) for a coordinator, with the
+/// problems found (`problems`), instead of refused (`ingest::held`).
+pub const QUARANTINED: &str = "quarantined";
+/// A quarantined form a coordinator dismissed, with a reason (audited).
+pub const DISMISSED: &str = "dismissed";
 
 /// A new submission's row, as ingest stores it.
 #[derive(Debug, Insertable)]
@@ -54,17 +61,24 @@ pub struct NewSubmission<'a> {
     /// A held form's case, and the event it will add to it (JSON).
     pub pending_case_id: Option<&'a str>,
     pub pending_event: Option<&'a str>,
+    /// A quarantined form's problems (JSON: pointers and messages).
+    pub problems: Option<&'a str>,
 }
 
-/// Stores a new submission's row and the export cells beside it.
+/// Stores a new submission's row and the export cells beside it; a
+/// quarantined one has none (its answers are not the form's: no export
+/// shows them).
 pub fn insert(
     conn: &mut DbConnection,
     row: &NewSubmission<'_>,
-    cells: &StoredCells,
+    cells: Option<&StoredCells>,
 ) -> AppResult<()> {
     diesel::insert_into(submissions::table)
         .values(row)
         .execute(conn)?;
+    let Some(cells) = cells else {
+        return Ok(());
+    };
     diesel::insert_into(submission_cells::table)
         .values((
             submission_cells::form_id.eq(row.form_id),

@@ -91,6 +91,10 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
             .service(resource("/submissions/batch").route(post().to(submissions::batch)))
             .service(resource("/submissions/held").route(get().to(submissions::held)))
             .service(
+                resource("/submissions/held/{instance_id}/dismissal")
+                    .route(post().to(submissions::dismiss_held)),
+            )
+            .service(
                 resource("/submissions/{instance_id}/attachments/{name}")
                     .route(put().to(submissions::put_attachment))
                     .route(get().to(submissions::get_attachment)),

@@ -68,6 +68,7 @@ use crate::programmes::holidays::DayKind;
         submissions::create,
         submissions::batch,
         submissions::held,
+        submissions::dismiss_held,
         submissions::put_attachment,
         submissions::get_attachment,
         cases::list,

@@ -4,13 +4,13 @@ use actix_web::http::header;
 use actix_web::{web, HttpResponse, ResponseError};
 use futures_util::future::join_all;
 
-use crate::app::AppState;
+use crate::app::{AppState, Audited};
 use crate::audit::{self, Origin};
 use crate::auth::policy;
 use crate::cases::views::site_named;
 use crate::cpu;
 use crate::error::{AppError, AppResult, Problem};
-use crate::http::extract::{AttachmentBody, AuthUser, Batch, BatchBody, JoseBody};
+use crate::http::extract::{ApiJson, AttachmentBody, AuthUser, Batch, BatchBody, JoseBody};
 use crate::ingest::attachments::{self, Received};
 use crate::ingest::held;
 use crate::ingest::{self, Stored};
@@ -240,6 +240,58 @@ pub async fn held(
         pending_case_days: days,
         held: listed,
     }))
+}
+
+/// A coordinator's dismissal of a quarantined form.
+#[derive(Debug, serde::Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Dismissal {
+    /// Why, in the coordinator's words (e.g. "the worker sent a corrected
+    /// form"); kept in the audit log.
+    pub reason: String,
+}
+
+/// Longest dismissal reason kept.
+const MAX_REASON_CHARS: usize = 500;
+
+/// `POST /api/v1/submissions/held/{instance_id}/dismissal`: a coordinator
+/// of a site of its sender takes a quarantined ODK form off the held list,
+/// with a reason (audited as `quarantined_form_dismissed`). The form is
+/// kept. 204; 404 not one of the caller's sites' forms; 409 not quarantined.
+#[utoipa::path(
+    post,
+    path = "/submissions/held/{instance_id}/dismissal",
+    tag = "submissions",
+    params(("instance_id" = String, Path)),
+    request_body = Dismissal,
+    responses((status = 204, description = "Dismissed"), (status = 404, description = "No such quarantined form of the caller's sites", body = Problem, content_type = "application/problem+json"), (status = 409, description = "Not quarantined, or already dismissed", body = Problem, content_type = "application/problem+json"), (status = 422, description = "No reason given", body = Problem, content_type = "application/problem+json")),
+)]
+pub async fn dismiss_held(
+    state: web::Data<AppState>,
+    origin: Origin,
+    AuthUser(me): AuthUser,
+    instance_id: web::Path<String>,
+    body: ApiJson<Dismissal>,
+) -> AppResult<HttpResponse> {
+    policy::manage_cases(&me)?;
+    let reason = body.0.reason.trim().to_string();
+    if reason.is_empty() || reason.chars().count() > MAX_REASON_CHARS {
+        return Err(AppError::invalid_field(
+            "/reason",
+            format!("say in up to {MAX_REASON_CHARS} characters why this form is dismissed"),
+        ));
+    }
+    let who = me.clone();
+    state
+        .audited(origin, me, "quarantined_form_dismissed", move |conn| {
+            held::dismiss(conn, &who, &instance_id)?;
+            Ok((
+                (),
+                Audited::object("submission", instance_id.as_str()).purpose(reason),
+            ))
+        })
+        .await?;
+    Ok(HttpResponse::NoContent().finish())
 }
 
 /// `PUT /api/v1/submissions/{instance_id}/attachments/{name}`: one declared

@@ -171,9 +171,14 @@ async fn caller(req: &HttpRequest) -> Result<Caller, OpenRosaError> {
     }
     let root = match &state.settings.public_url {
         Some(url) => url.trim_end_matches('/').to_string(),
+        // Without public_url, links echo how this caller reached us: https
+        // only when that is known (a loopback peer may be plain HTTP).
         None => {
-            let info = req.connection_info();
-            format!("{}://{}", info.scheme(), info.host())
+            let scheme = match extract::transport(req, &state.settings) {
+                extract::Transport::Tls => "https",
+                _ => "http",
+            };
+            format!("{scheme}://{}", req.connection_info().host())
         }
     };
     let base = match req.match_info().get("token") {
@@ -341,7 +346,9 @@ struct SubmissionQuery {
 }
 
 /// `POST …/submission`: 201 stored (and for a resend of the same form);
-/// 400 unreadable, 401, 403 not for this case, 404 unknown form or
+/// 202 stored but held for a coordinator (answers the form version
+/// refuses: a sent form cannot be fixed on the phone), or a split
+/// upload's part; 400 unreadable, 401, 403 not for this case, 404 unknown form or
 /// version, 409 same instanceID with other content, 413 too large.
 async fn submission(
     req: HttpRequest,
@@ -351,10 +358,16 @@ async fn submission(
     multipart: Multipart,
 ) -> Answer {
     let caller = caller(&req).await?;
+    let now = crate::time::now();
+    if state.odk_forms.prune_due(now) {
+        let (days, at) = (state.settings.odk_split_upload_days, origin.clone());
+        state
+            .db(move |conn| ingest::odk::prune_and_audit(conn, days, &at, now))
+            .await?;
+    }
     let (xml, files, incomplete) = read_upload(&state, multipart).await?;
     let xml =
         xml.ok_or_else(|| AppError::bad_request("the upload has no xml_submission_file part"))?;
-    let loopback = req.peer_addr().is_some_and(|a| a.ip().is_loopback());
     let upload = Upload {
         programme: caller.programme.clone(),
         xml,
@@ -362,7 +375,7 @@ async fn submission(
         device_id: query.into_inner().device_id,
         incomplete,
         plaintext_allowed: state.settings.odk_allow_plaintext
-            && (state.settings.tls.is_some() || loopback),
+            && extract::over_tls(&req, &state.settings),
     };
     let size = upload.xml.len() + upload.files.iter().map(|(_, b)| b.len()).sum::<usize>();
     let (forms, odk_forms, keys, limits, who) = (
@@ -386,9 +399,12 @@ async fn submission(
                 .body(response_body("", "Received; waiting for the other files")))
         }
     };
+    let held = prepared.problems().map(held_message);
     // Stored or already stored with the same content: both are Collect's
     // success (it counts only 201 and 202; never 200).
-    state.committer.store(prepared, caller.who, origin).await?;
+    let receipt = match state.committer.store(prepared, caller.who, origin).await? {
+        ingest::Stored::Created(r) | ingest::Stored::Repeated(r) => r,
+    };
     if let Some(instance_id) = split {
         state
             .db(move |conn| {
@@ -396,7 +412,30 @@ async fn submission(
             })
             .await?;
     }
+    if [ingest::QUARANTINED, ingest::DISMISSED].contains(&receipt.status.as_str()) {
+        // Stored, not processed: 202, which Collect counts as sent.
+        let message = held.unwrap_or_else(|| held_message(&[]));
+        return Ok(HttpResponse::Accepted()
+            .content_type(XML)
+            .body(response_body("", &message)));
+    }
     Ok(HttpResponse::Created()
         .content_type(XML)
         .body(response_body("", "Received")))
+}
+
+/// What Collect shows for a form held for a coordinator: what to do, and
+/// where the answers do not fit (places and the validator's words, never
+/// an answer).
+fn held_message(problems: &[crate::error::FieldError]) -> String {
+    let mut message = String::from(
+        "Received, held for your coordinator: some answers do not fit the form, so it is not in the case yet; tell your coordinator",
+    );
+    for problem in problems.iter().take(5) {
+        message.push_str(&format!("; {} {}", problem.pointer, problem.message));
+    }
+    if problems.len() > 5 {
+        message.push_str(&format!("; and {} more", problems.len() - 5));
+    }
+    message
 }
