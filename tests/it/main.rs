@@ -18,6 +18,7 @@ mod binary;
 mod cases;
 mod collect;
 mod collect_qr;
+mod console;
 mod docs;
 mod errors;
 mod exports;
