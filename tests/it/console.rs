@@ -297,7 +297,10 @@ fn the_morning_list_shows_an_overdue_deadline_made_by_a_real_submission_to_its_p
         today.text
     );
     assert!(overdue.contains("aigerim"), "the assigned worker by name");
-    assert!(overdue.contains(" days") || overdue.contains(" hours"), "how late:\n{overdue}");
+    assert!(
+        overdue.contains(" days") || overdue.contains(" hours"),
+        "how late:\n{overdue}"
+    );
     assert!(
         !today.text.contains("Child A"),
         "no child's name on the list"

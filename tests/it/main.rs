@@ -15,6 +15,7 @@ mod audit;
 mod auth_hardening;
 mod backup;
 mod binary;
+mod browser;
 mod cases;
 mod collect;
 mod collect_qr;

@@ -230,9 +230,16 @@ pub async fn change_password(
         Ok(issued) => issued,
         // Why it was refused, in the server's words (which field, why).
         Err(AppError::Validation { errors, detail }) => {
+            let t = Catalogue::of(&req);
             let why = errors
                 .iter()
-                .map(|e| e.message.clone())
+                .map(|e| {
+                    let field = match e.pointer.as_str() {
+                        "/current_password" => t.s("password.current"),
+                        _ => t.s("password.new"),
+                    };
+                    format!("{field}: {}", e.message)
+                })
                 .collect::<Vec<_>>()
                 .join("; ");
             let why = if why.is_empty() { detail } else { why };

@@ -83,7 +83,7 @@ pub async fn page(
         case_number: item.case_number.unwrap_or_else(|| item.case_id.clone()),
         case_id: item.case_id,
         title: item.title,
-        due_local: item.due_local,
+        due_local: local_time(&item.due_local),
     };
     let (overdue, due_soon): (Vec<DueItem>, Vec<DueItem>) =
         items.into_iter().partition(|i| i.late.is_some());
@@ -95,9 +95,22 @@ pub async fn page(
     super::page(StatusCode::OK, &body)
 }
 
+/// How late, for a reader: days once it is two days or more, whichever
+/// unit the rule counts in.
 fn late_in_words(late: Late, t: &Catalogue) -> String {
     match late {
         Late::Days(days) => format!("{days} {}", t.s("late.days")),
+        Late::Hours(hours) if hours >= 48.0 => {
+            format!("{} {}", (hours / 24.0).floor(), t.s("late.days"))
+        }
         Late::Hours(hours) => format!("{hours:.1} {}", t.s("late.hours")),
     }
+}
+
+/// A programme-local time (RFC 3339 with its offset) as people read it:
+/// `2026-11-20 21:00`, in the programme's zone as given.
+fn local_time(rfc3339: &str) -> String {
+    chrono::DateTime::parse_from_rfc3339(rfc3339)
+        .map(|t| t.format("%Y-%m-%d %H:%M").to_string())
+        .unwrap_or_else(|_| rfc3339.to_string())
 }
