@@ -225,9 +225,9 @@ impl Drop for Browser {
 }
 
 #[test]
-fn a_coordinator_signs_in_sees_an_overdue_deadline_and_signs_out() {
+fn a_coordinator_signs_in_sees_an_overdue_deadline_opens_the_case_assigns_it_and_signs_out() {
     let app = TestApp::spawn();
-    let staff = app.staff().build();
+    let staff = app.staff().other_worker().build();
     let case_id = uuid::Uuid::new_v4().to_string();
     let referral = build::referral(&case_id)
         .received_at("2026-11-20T17:00:00+05:00")
@@ -267,6 +267,30 @@ fn a_coordinator_signs_in_sees_an_overdue_deadline_and_signs_out() {
     assert!(overdue.contains("aigerim"), "{overdue}");
     assert!(!browser.source().contains("Child A"));
     browser.screenshots("today");
+
+    // The case, from its link on the list: the child, and the assignment.
+    browser.click(&format!("a[href='/cases/{case_id}']"));
+    assert_eq!(
+        browser.arrives_at(&format!("/cases/{case_id}")),
+        format!("/cases/{case_id}")
+    );
+    assert!(browser
+        .text("section[aria-labelledby=child]")
+        .contains("Child A"));
+    browser.screenshots("case");
+    browser.runtime.block_on(async {
+        browser
+            .client()
+            .find(Locator::Css("#assignee"))
+            .await
+            .unwrap()
+            .select_by_label("bolat")
+            .await
+            .unwrap();
+    });
+    browser.click("form[action$='/assignment'] button[type=submit]");
+    assert_eq!(browser.text("[role=status]"), "The case is assigned.");
+    assert!(browser.text("dl.facts").contains("bolat"));
 
     browser.click("form[action='/sign-out'] button");
     assert_eq!(browser.arrives_at("/sign-in"), "/sign-in");

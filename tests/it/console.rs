@@ -342,3 +342,69 @@ fn behind_an_https_address_the_session_cookie_is_secure() {
 fn staff_token(app: &TestApp) -> String {
     app.token_for("manager", USER_PASSWORD)
 }
+
+#[test]
+fn a_coordinator_reads_a_case_with_its_child_and_assigns_it_and_others_are_refused() {
+    let app = TestApp::spawn();
+    let staff = app.staff().other_worker().build();
+    let case_id = uuid::Uuid::new_v4().to_string();
+    let referral = build::referral(&case_id)
+        .received_at("2026-11-20T17:00:00+05:00")
+        .immediate_risk()
+        .child("Child A")
+        .envelope();
+    assert_eq!(phone(&app, &staff.worker).send(&referral).status, 201);
+
+    let mut coordinator = Browser::with_session(&app, &staff.coordinator);
+    let before = audited(&app, "case_read");
+    let page = coordinator.get(&format!("/cases/{case_id}"));
+    assert_eq!(page.status, 200, "{}", page.text);
+    assert!(
+        page.text.contains("Child A"),
+        "the coordinator sees the child's name"
+    );
+    assert!(page.text.contains("overdue"), "the deadlines' verdicts");
+    assert!(page.text.contains("referral_received"), "the timeline");
+    assert_eq!(audited(&app, "case_read"), before + 1);
+
+    // Assign it to the other worker, through the form.
+    let bolat = app.get("/api/v1/users", &staff.coordinator).body["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|u| u["username"] == "bolat")
+        .unwrap()["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let forged = coordinator.post(
+        &format!("/cases/{case_id}/assignment"),
+        &[("csrf", "nope"), ("assignee", &bolat)],
+    );
+    assert_eq!(forged.status, 403);
+    let csrf = Browser::hidden(&page, "csrf");
+    let assigned = coordinator.post(
+        &format!("/cases/{case_id}/assignment"),
+        &[("csrf", &csrf), ("assignee", &bolat)],
+    );
+    assert_eq!(assigned.status, 303, "{}", assigned.text);
+    let after = coordinator.get(assigned.header("location").unwrap());
+    assert!(after.text.contains("The case is assigned."));
+    assert_eq!(
+        app.case(&staff.coordinator, &case_id)["assigned_to"],
+        bolat.as_str()
+    );
+    assert_eq!(audited(&app, "case_assigned"), 1);
+
+    // The former worker no longer reads it; the new one does.
+    let former = Browser::with_session(&app, &staff.worker).get(&format!("/cases/{case_id}"));
+    assert_eq!(former.status, 404);
+    assert!(former.text.contains("There is no such page."));
+    assert!(!former.text.contains("Child A"));
+    let new = Browser::with_session(&app, &staff.other_worker).get(&format!("/cases/{case_id}"));
+    assert_eq!(new.status, 200);
+    assert!(
+        !new.text.contains("Assign the case"),
+        "only coordinators assign"
+    );
+}

@@ -8,6 +8,7 @@
 //! inline, nothing from elsewhere, no framing); every state-changing form
 //! carries a CSRF value; errors are pages in the reader's language.
 
+mod case;
 pub mod i18n;
 pub mod session;
 mod sign_in;
@@ -47,7 +48,9 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
                 .route(web::get().to(sign_in::password_form))
                 .route(web::post().to(sign_in::change_password)),
         )
-        .service(resource("/today").route(web::get().to(today::page)));
+        .service(resource("/today").route(web::get().to(today::page)))
+        .service(resource("/cases/{id}").route(web::get().to(case::page)))
+        .service(resource("/cases/{id}/assignment").route(web::post().to(case::assign)));
 }
 
 /// What every page shows around its content.
@@ -97,6 +100,14 @@ pub fn page(status: StatusCode, template: &impl Template) -> Result<HttpResponse
         .content_type("text/html; charset=utf-8")
         .insert_header((header::CONTENT_SECURITY_POLICY, CONTENT_SECURITY_POLICY))
         .body(html))
+}
+
+/// A programme-local time (RFC 3339 with its offset) as people read it:
+/// `2026-11-20 21:00`, in the programme's zone as given.
+pub fn local_time(rfc3339: &str) -> String {
+    chrono::DateTime::parse_from_rfc3339(rfc3339)
+        .map(|t| t.format("%Y-%m-%d %H:%M").to_string())
+        .unwrap_or_else(|_| rfc3339.to_string())
 }
 
 /// A redirect after a form (303: the browser follows with a GET).

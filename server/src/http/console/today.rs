@@ -16,7 +16,7 @@ use crate::cases::views::{self, DeadlineFilter, DueItem};
 
 use super::i18n::Catalogue;
 use super::session::WebUser;
-use super::{Chrome, WebError};
+use super::{local_time, Chrome, WebError};
 
 /// One deadline as the page shows it.
 pub struct Row {
@@ -97,7 +97,7 @@ pub async fn page(
 
 /// How late, for a reader: days once it is two days or more, whichever
 /// unit the rule counts in.
-fn late_in_words(late: Late, t: &Catalogue) -> String {
+pub(super) fn late_in_words(late: Late, t: &Catalogue) -> String {
     match late {
         Late::Days(days) => format!("{days} {}", t.s("late.days")),
         Late::Hours(hours) if hours >= 48.0 => {
@@ -105,12 +105,4 @@ fn late_in_words(late: Late, t: &Catalogue) -> String {
         }
         Late::Hours(hours) => format!("{hours:.1} {}", t.s("late.hours")),
     }
-}
-
-/// A programme-local time (RFC 3339 with its offset) as people read it:
-/// `2026-11-20 21:00`, in the programme's zone as given.
-fn local_time(rfc3339: &str) -> String {
-    chrono::DateTime::parse_from_rfc3339(rfc3339)
-        .map(|t| t.format("%Y-%m-%d %H:%M").to_string())
-        .unwrap_or_else(|_| rfc3339.to_string())
 }
