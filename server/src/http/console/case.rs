@@ -158,7 +158,7 @@ pub async fn page(
 }
 
 fn deadline_line(d: &DeadlineView, t: &Catalogue) -> DeadlineLine {
-    let status = match serde_json::to_value(&d.status)
+    let status = match serde_json::to_value(d.status)
         .ok()
         .as_ref()
         .and_then(Value::as_str)
