@@ -408,3 +408,47 @@ fn a_coordinator_reads_a_case_with_its_child_and_assigns_it_and_others_are_refus
         "only coordinators assign"
     );
 }
+
+#[test]
+fn the_case_list_filters_by_number_overdue_and_worker_and_pages() {
+    let app = TestApp::spawn();
+    let staff = app.staff().other_worker().build();
+    let worker = phone(&app, &staff.worker);
+    let mut ids = Vec::new();
+    for i in 0..3 {
+        let case_id = uuid::Uuid::new_v4().to_string();
+        let referral = build::referral(&case_id)
+            .received_at("2026-11-20T17:00:00+05:00")
+            .immediate_risk()
+            .child(&format!("Child {i}"))
+            .envelope();
+        assert_eq!(worker.send(&referral).status, 201);
+        ids.push(case_id);
+    }
+    let mut coordinator = Browser::with_session(&app, &staff.coordinator);
+    let all = coordinator.get("/cases");
+    assert_eq!(all.status, 200, "{}", all.text);
+    for id in &ids {
+        assert!(all.text.contains(&format!("/cases/{id}\"")), "{id}");
+    }
+    assert!(!all.text.contains("Child 0"), "no names on the list");
+    let one = coordinator.get("/cases?number=2&site=&worker=");
+    assert_eq!(
+        one.text.matches("href=\"/cases/").count(),
+        1,
+        "{}",
+        one.text
+    );
+    assert!(one.text.contains(&format!("/cases/{}\"", ids[1])));
+    let overdue = coordinator.get("/cases?overdue=on");
+    assert_eq!(overdue.text.matches("href=\"/cases/").count(), 3);
+    let theirs = coordinator.get("/cases?worker=bolat");
+    assert!(theirs.text.contains("No case matches."));
+    // A field worker's list holds their own cases only.
+    let other = Browser::with_session(&app, &staff.other_worker).get("/cases");
+    assert!(other.text.contains("No case matches."));
+    // An unknown worker is the API's 422, as a page.
+    let unknown = coordinator.get("/cases?worker=nobody-here");
+    assert_eq!(unknown.status, 422);
+    assert!(unknown.text.contains("The form could not be read."));
+}

@@ -9,6 +9,7 @@
 //! carries a CSRF value; errors are pages in the reader's language.
 
 mod case;
+mod cases;
 pub mod i18n;
 pub mod session;
 mod sign_in;
@@ -49,6 +50,7 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
                 .route(web::post().to(sign_in::change_password)),
         )
         .service(resource("/today").route(web::get().to(today::page)))
+        .service(resource("/cases").route(web::get().to(cases::page)))
         .service(resource("/cases/{id}").route(web::get().to(case::page)))
         .service(resource("/cases/{id}/assignment").route(web::post().to(case::assign)));
 }
