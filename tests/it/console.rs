@@ -7,7 +7,7 @@ use std::collections::BTreeMap;
 
 use crate::common;
 
-use casesync::db::schema::audit_log;
+use casesync::db::schema::{audit_log, submissions};
 use common::build;
 use common::phone::phone;
 use common::{Response, TestApp, USER_PASSWORD};
@@ -451,4 +451,89 @@ fn the_case_list_filters_by_number_overdue_and_worker_and_pages() {
     let unknown = coordinator.get("/cases?worker=nobody-here");
     assert_eq!(unknown.status, 422);
     assert!(unknown.text.contains("The form could not be read."));
+}
+
+#[test]
+fn a_coordinators_morning_shows_what_waits_on_them() {
+    let app = TestApp::spawn();
+    let staff = app.staff().build();
+    let worker = phone(&app, &staff.worker);
+    // Two referrals of what may be the same child.
+    let (first, second) = (
+        uuid::Uuid::new_v4().to_string(),
+        uuid::Uuid::new_v4().to_string(),
+    );
+    for id in [&first, &second] {
+        let referral = build::referral(id)
+            .received_at("2026-11-20T17:00:00+05:00")
+            .child("Aliya Nurlanovna")
+            .envelope();
+        assert_eq!(worker.send(&referral).status, 201);
+    }
+    // A form about a case the server has not seen: held.
+    let unseen = uuid::Uuid::new_v4().to_string();
+    let held = common::phone::form_envelope(
+        "kz.initial_assessment",
+        &unseen,
+        common::phone::fixture("kz.initial_assessment"),
+    );
+    let sent = worker.send(&held);
+    assert_eq!(sent.status, 201, "{}", sent.text);
+    assert_eq!(sent.body["status"], "pending_case");
+    // Waiting longer than pending_case_days (14 by default).
+    let waiting = held["instance_id"].as_str().unwrap().to_string();
+    let received: chrono::NaiveDateTime = submissions::table
+        .find(&waiting)
+        .select(submissions::received_at)
+        .first(&mut app.conn())
+        .unwrap();
+    diesel::update(submissions::table.find(&waiting))
+        .set(submissions::received_at.eq(received - chrono::Duration::days(15)))
+        .execute(&mut app.conn())
+        .unwrap();
+
+    let mut coordinator = Browser::with_session(&app, &staff.coordinator);
+    // Unassign the first: it now needs an assignee.
+    let page = coordinator.get(&format!("/cases/{first}"));
+    let csrf = Browser::hidden(&page, "csrf");
+    let done = coordinator.post(
+        &format!("/cases/{first}/assignment"),
+        &[("csrf", &csrf), ("assignee", "")],
+    );
+    assert_eq!(done.status, 303);
+
+    let today = coordinator.get("/today");
+    assert_eq!(today.status, 200, "{}", today.text);
+    let section = |id: &str| {
+        let start = today.text.find(&format!("id=\"{id}\"")).unwrap();
+        today.text[start..]
+            .split("</section>")
+            .next()
+            .unwrap()
+            .to_string()
+    };
+    assert!(section("needs-assignee").contains(&format!("/cases/{first}")));
+    assert!(!section("needs-assignee").contains(&format!("/cases/{second}")));
+    let held_part = section("held");
+    assert!(held_part.contains("kz.initial_assessment"), "{held_part}");
+    assert!(held_part.contains(&unseen));
+    assert!(held_part.contains("aigerim"));
+    let duplicates = section("duplicates");
+    assert!(
+        duplicates.contains(&format!("/cases/{first}"))
+            && duplicates.contains(&format!("/cases/{second}")),
+        "{duplicates}"
+    );
+    assert!(
+        !today.text.contains("Aliya"),
+        "no names on the morning list"
+    );
+    for action in [
+        "deadlines_listed",
+        "cases_listed",
+        "conflicts_listed",
+        "duplicates_listed",
+    ] {
+        assert!(audited(&app, action) >= 1, "{action} audited");
+    }
 }
