@@ -537,3 +537,34 @@ fn a_coordinators_morning_shows_what_waits_on_them() {
         assert!(audited(&app, action) >= 1, "{action} audited");
     }
 }
+
+#[test]
+fn the_reader_chooses_a_language_and_comes_back_to_the_same_page_of_this_server_only() {
+    let app = TestApp::spawn();
+    let mut browser = Browser::new(&app);
+    let page = browser.get("/sign-in");
+    assert!(
+        page.text.contains("href=\"/language/ru?back=/sign-in\""),
+        "{}",
+        page.text
+    );
+    let chosen = browser.get("/language/ru?back=/sign-in");
+    assert_eq!(chosen.status, 303);
+    assert_eq!(chosen.header("location"), Some("/sign-in"));
+    assert_eq!(browser.cookies["casesync_lang"], "ru");
+    assert!(browser.get("/sign-in").text.contains("Вход"));
+    // Never sent elsewhere.
+    for back in ["https://evil.example/", "//evil.example/", "evil"] {
+        let res = browser.get(&format!(
+            "/language/en?back={}",
+            serde_urlencoded::to_string([("x", back)])
+                .unwrap()
+                .trim_start_matches("x=")
+        ));
+        assert_eq!(res.header("location"), Some("/"), "{back}");
+    }
+    assert!(browser.get("/sign-in").text.contains("Sign in"));
+    // A language the console does not speak changes nothing.
+    browser.get("/language/xx");
+    assert_eq!(browser.cookies["casesync_lang"], "en");
+}

@@ -145,7 +145,7 @@ pub async fn page(
         })
         .collect();
     let body = CasePage {
-        chrome: Chrome::signed_in(t, &session),
+        chrome: Chrome::signed_in(&req, &session),
         assigned: read.case.assigned_to.as_deref().map(name_of),
         case: read.case,
         child: read.child,

@@ -16,7 +16,6 @@ use crate::audit::Origin;
 use crate::auth::{sites, users, Role};
 use crate::cases::views::{self, CaseFilter, CaseSummary};
 
-use super::i18n::Catalogue;
 use super::session::WebUser;
 use super::{Chrome, WebError};
 
@@ -104,7 +103,6 @@ pub async fn page(
     WebUser(session): WebUser,
     form: web::Query<FilterForm>,
 ) -> Result<HttpResponse, WebError> {
-    let t = Catalogue::of(&req);
     let form = form.into_inner();
     let filter = form.to_filter();
     let (page, site_list, staff) = state
@@ -142,7 +140,7 @@ pub async fn page(
     let lines = page.items.iter().map(line).collect();
     let next = page.next_cursor.as_deref().map(|c| form.next_page(c));
     let body = CasesPage {
-        chrome: Chrome::signed_in(t, &session),
+        chrome: Chrome::signed_in(&req, &session),
         sites: site_list.into_iter().map(|s| (s.code, s.name)).collect(),
         workers: staff
             .iter()

@@ -19,7 +19,7 @@ use actix_web::body::{BoxBody, MessageBody};
 use actix_web::dev::{ServiceRequest, ServiceResponse};
 use actix_web::http::{header, StatusCode};
 use actix_web::middleware::{from_fn, Next};
-use actix_web::{web, HttpMessage, HttpResponse, ResponseError};
+use actix_web::{web, HttpMessage, HttpRequest, HttpResponse, ResponseError};
 use askama::Template;
 
 use crate::auth::Principal;
@@ -44,6 +44,7 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
                 .route(web::post().to(sign_in::submit)),
         )
         .service(resource("/sign-out").route(web::post().to(sign_in::sign_out)))
+        .service(resource("/language/{code}").route(web::get().to(language)))
         .service(
             resource("/password")
                 .route(web::get().to(sign_in::password_form))
@@ -62,23 +63,37 @@ pub struct Chrome {
     pub user: Option<(String, &'static str)>,
     /// The CSRF value for the sign-out form.
     pub csrf: Option<String>,
+    /// This page's path and query, to come back to after a language change.
+    pub here: String,
 }
 
 impl Chrome {
-    pub fn anonymous(t: &'static Catalogue) -> Chrome {
+    pub fn anonymous(req: &HttpRequest) -> Chrome {
         Chrome {
-            t,
+            t: Catalogue::of(req),
             user: None,
             csrf: None,
+            here: req
+                .uri()
+                .path_and_query()
+                .map_or("/".to_string(), |p| p.to_string()),
         }
     }
 
-    pub fn signed_in(t: &'static Catalogue, session: &session::Session) -> Chrome {
+    pub fn signed_in(req: &HttpRequest, session: &session::Session) -> Chrome {
         Chrome {
-            t,
             user: Some(user_line(&session.principal)),
             csrf: Some(session.csrf()),
+            ..Chrome::anonymous(req)
         }
+    }
+
+    /// Every language the console speaks, each named in itself.
+    pub fn languages(&self) -> Vec<(&'static str, &'static str)> {
+        Catalogue::all()
+            .iter()
+            .map(|c| (c.lang, c.s("language.name")))
+            .collect()
     }
 }
 
@@ -124,6 +139,37 @@ async fn home(session: Result<session::Session, WebError>) -> HttpResponse {
         Ok(_) => see_other("/today"),
         Err(_) => see_other("/sign-in"),
     }
+}
+
+#[derive(serde::Deserialize)]
+struct Back {
+    back: Option<String>,
+}
+
+/// `GET /language/{code}?back=/path`: keeps the reader's choice of
+/// language in a cookie and goes back to the page. Only a path of this
+/// server is gone back to (never another site: no open redirect).
+async fn language(
+    state: web::Data<crate::app::AppState>,
+    code: web::Path<String>,
+    query: web::Query<Back>,
+) -> Result<HttpResponse, WebError> {
+    let back = query
+        .back
+        .as_deref()
+        .filter(|b| b.starts_with('/') && !b.starts_with("//") && !b.contains('\\'))
+        .unwrap_or("/");
+    let mut res = see_other(back);
+    if let Some(chosen) = Catalogue::all().iter().find(|c| c.lang == code.as_str()) {
+        let mut cookie = actix_web::cookie::Cookie::build(i18n::LANG_COOKIE, chosen.lang)
+            .path("/")
+            .same_site(actix_web::cookie::SameSite::Lax)
+            .secure(session::over_tls(&state))
+            .finish();
+        cookie.set_max_age(actix_web::cookie::time::Duration::days(365));
+        res.add_cookie(&cookie).map_err(AppError::internal)?;
+    }
+    Ok(res)
 }
 
 async fn style() -> HttpResponse {
@@ -219,6 +265,7 @@ async fn error_pages(
         return Ok(res.map_into_boxed_body());
     };
     let t = Catalogue::of(res.request());
+    let chrome = Chrome::anonymous(res.request());
     let request_id = res
         .request()
         .extensions()
@@ -226,7 +273,7 @@ async fn error_pages(
         .map(|id| id.to_string());
     let status = res.status();
     let html = ErrorTemplate {
-        chrome: Chrome::anonymous(t),
+        chrome,
         message,
         request_id,
     }

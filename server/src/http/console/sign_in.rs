@@ -36,7 +36,7 @@ fn sign_in_page(
     let mut res = page(
         status,
         &SignInPage {
-            chrome: Chrome::anonymous(Catalogue::of(req)),
+            chrome: Chrome::anonymous(req),
             nonce,
             username,
             problem,
@@ -171,7 +171,7 @@ fn password_page(
     page(
         status,
         &PasswordPage {
-            chrome: Chrome::signed_in(Catalogue::of(req), session),
+            chrome: Chrome::signed_in(req, session),
             one_time: session.principal.must_change_password,
             problem,
             done,

@@ -76,7 +76,7 @@ pub async fn page(
     WebUser(session): WebUser,
 ) -> Result<HttpResponse, WebError> {
     let t = Catalogue::of(&req);
-    let chrome = Chrome::signed_in(t, &session);
+    let chrome = Chrome::signed_in(&req, &session);
     let me = session.principal.clone();
     if !matches!(me.role, Role::Coordinator | Role::FieldWorker) {
         let body = TodayPage {
