@@ -89,6 +89,14 @@ pub struct Assignment {
     pub occurred_at: Option<String>,
 }
 
+/// What the audit row of an assignment says: the assignee's id, or
+/// `unassigned`.
+pub fn assignment_detail(case: &Case) -> String {
+    case.assigned_to
+        .clone()
+        .unwrap_or_else(|| "unassigned".into())
+}
+
 /// Gives the case to a field worker (or coordinator) of its site.
 pub fn assign(
     conn: &mut DbConnection,

@@ -619,3 +619,50 @@ pub fn siblings(
     }
     Ok((Some(group), cases))
 }
+
+/// The child of a case as staff who may read the case see them: the name
+/// as the newest form that gives one wrote it, the date of birth and sex
+/// the server holds, and the age today.
+#[derive(Debug, Clone, Serialize)]
+pub struct Shown {
+    pub name: Option<String>,
+    pub date_of_birth: Option<String>,
+    pub age: Option<i32>,
+    pub sex: Option<String>,
+}
+
+/// `case`'s child, for a reader the caller already checked may read it.
+pub fn shown(conn: &mut DbConnection, case: &Case) -> AppResult<Option<Shown>> {
+    use crate::db::schema::submissions;
+    let Some(child_id) = &case.child_id else {
+        return Ok(None);
+    };
+    let (date_of_birth, sex): (Option<String>, Option<String>) = children::table
+        .find(child_id)
+        .select((children::date_of_birth, children::sex))
+        .first(conn)?;
+    // Newest first: a later form may correct the spelling.
+    let payloads: Vec<String> = submissions::table
+        .filter(submissions::case_id.eq(&case.id))
+        .filter(submissions::superseded_by.is_null())
+        .order(submissions::received_at.desc())
+        .select(submissions::payload)
+        .load(conn)?;
+    let name = payloads.iter().find_map(|payload| {
+        let envelope: Value = serde_json::from_str(payload).ok()?;
+        envelope
+            .pointer(&format!("/data{CHILD_NAME}"))
+            .and_then(Value::as_str)
+            .map(str::to_string)
+    });
+    let age = date_of_birth
+        .as_deref()
+        .and_then(|d| chrono::NaiveDate::parse_from_str(d, "%Y-%m-%d").ok())
+        .and_then(|born| crate::time::age_in_years(born, now().date()));
+    Ok(Some(Shown {
+        name,
+        date_of_birth,
+        age,
+        sex,
+    }))
+}

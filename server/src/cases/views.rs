@@ -333,6 +333,8 @@ pub struct CaseFilter {
     pub needs_assignee: Option<bool>,
     /// Closed cases too (default: open ones only).
     pub include_closed: Option<bool>,
+    /// The case with this number (as its programme writes it).
+    pub number: Option<String>,
     /// The `next_cursor` of the page before.
     pub cursor: Option<String>,
     /// Cases per page, 100 by default; kept within 1–500.
@@ -430,6 +432,9 @@ pub fn list(
     }
     if filter.overdue == Some(true) {
         query = query.filter(cases::next_due_at.lt(now.naive_utc()));
+    }
+    if let Some(number) = &filter.number {
+        query = query.filter(cases::number.eq(number.trim().to_string()));
     }
     if let Some(wanted) = filter.needs_assignee {
         let has_worker = cases::assigned_to.is_not_null().and(diesel::dsl::exists(

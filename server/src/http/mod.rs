@@ -2,10 +2,12 @@
 //! the handlers — parse, check access, call one domain function, render.
 
 pub mod api;
+pub mod console;
 pub mod extract;
 pub mod middleware;
 pub mod openrosa;
 pub mod ops;
+pub mod sign_in;
 
 use std::time::Instant;
 
@@ -67,6 +69,7 @@ pub fn build(
         .route("/metrics", web::get().to(ops::metrics))
         .configure(openrosa::routes)
         .configure(api::routes)
+        .configure(console::routes)
         .default_service(web::to(middleware::not_found))
         .wrap(from_fn(middleware::refuse_credentials_in_query))
         .wrap(from_fn(middleware::audit_refusals))

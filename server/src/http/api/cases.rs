@@ -107,11 +107,7 @@ pub async fn assign(
 ) -> AppResult<HttpResponse> {
     act_then_view(&state, origin, me, "case_assigned", move |conn, who| {
         let case = actions::assign(conn, who, &id, &body.0)?;
-        let what = Audited::object("case", &case.id).detail(
-            case.assigned_to
-                .clone()
-                .unwrap_or_else(|| "unassigned".into()),
-        );
+        let what = Audited::object("case", &case.id).detail(actions::assignment_detail(&case));
         Ok((case, Some(what)))
     })
     .await

@@ -8,6 +8,7 @@ use crate::auth::{tokens, users};
 use crate::error::Problem;
 use crate::error::{AppError, AppResult};
 use crate::http::extract::{AnyAuthUser, ApiJson, AuthUser};
+use crate::http::sign_in;
 
 #[derive(Serialize, utoipa::ToSchema)]
 pub(super) struct Me {
@@ -80,23 +81,8 @@ pub async fn change_password(
         current_password,
         new_password,
     } = body.0;
-    let initial_password_file = state.settings.initial_admin_password_path();
-    let ttl = state.settings.session_ttl_hours;
-    let changed_from = current_password.clone();
-    let user_id = me.user_id.clone();
-    let issued = state
-        .audited(origin, me, "password_changed", move |conn| {
-            users::change_own_password(conn, &user_id, &current_password, &new_password)?;
-            let issued = tokens::issue_session(conn, &user_id, ttl)?;
-            Ok((issued, Audited::object("user", user_id.as_str())))
-        })
-        .await?;
-    let forgotten =
-        web::block(move || users::forget_initial_password(&initial_password_file, &changed_from))
-            .await;
-    if let Err(err) = forgotten {
-        tracing::warn!(%err, "could not check the initial password file");
-    }
+    let issued =
+        sign_in::change_password(&state, origin, me, current_password, new_password).await?;
     Ok(HttpResponse::Ok().json(FreshSession {
         token: issued.token,
         token_id: issued.info.id,

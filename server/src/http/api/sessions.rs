@@ -2,12 +2,12 @@ use actix_web::{web, HttpResponse};
 use serde::{Deserialize, Serialize};
 
 use crate::app::{AppState, Audited};
-use crate::audit::{self, Event, Origin};
-use crate::auth::{passwords, throttle, tokens, users};
-use crate::db::write_tx;
+use crate::audit::Origin;
+use crate::auth::{tokens, users};
 use crate::error::Problem;
 use crate::error::{AppError, AppResult};
 use crate::http::extract::{AnyAuthUser, ApiJson};
+use crate::http::sign_in::{self, SignIn, SignedIn};
 
 #[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
@@ -24,12 +24,6 @@ pub(super) struct LoginAnswer {
     expires_at: chrono::NaiveDateTime,
     user: users::User,
     password_change_required: bool,
-}
-
-/// Why a login failed, decided off the async workers.
-enum Outcome {
-    Ok(Box<LoginAnswer>),
-    WrongCredentials,
 }
 
 /// `POST /api/v1/sessions`: username and password for a bearer token.
@@ -53,74 +47,23 @@ pub async fn login(
     body: ApiJson<Login>,
 ) -> AppResult<HttpResponse> {
     let Login { username, password } = body.0;
-    let keys = throttle::Keys::new(&username, origin.client_ip.as_deref().unwrap_or("unknown"));
-    let rules = state.settings.login.clone();
-
-    let verdict = {
-        let keys = keys.clone();
-        state
-            .db(move |conn| throttle::reserve(conn, &keys, &rules, crate::time::now()))
-            .await?
-    };
-    match verdict {
-        throttle::Verdict::Locked { retry_after_secs } => {
-            let origin = origin.clone();
-            state
-                .db(move |conn| {
-                    audit::record(
-                        conn,
-                        &origin,
-                        Event::new(None, "login_refused").detail("throttled"),
-                    )
-                })
-                .await?;
-            return Err(AppError::TooManyRequests { retry_after_secs });
+    match sign_in::sign_in(&state, origin, username, password).await? {
+        SignIn::Ok(signed) => {
+            let SignedIn {
+                token,
+                token_id,
+                expires_at,
+                user,
+            } = *signed;
+            Ok(HttpResponse::Created().json(LoginAnswer {
+                token,
+                token_id,
+                expires_at,
+                password_change_required: user.must_change_password,
+                user,
+            }))
         }
-        throttle::Verdict::Allow(delay) if !delay.is_zero() => tokio::time::sleep(delay).await,
-        throttle::Verdict::Allow(_) => {}
-    }
-
-    let ttl = state.settings.session_ttl_hours;
-    let outcome = state
-        .db(move |conn| {
-            let found = users::credentials(conn, &username)?;
-            // Verify against a decoy when the user is unknown, so the answer
-            // takes as long and says as little either way.
-            let (user_id, hash) = match &found {
-                Some((id, hash)) => (Some(id.clone()), hash.as_str()),
-                None => (None, passwords::decoy_hash()),
-            };
-            let password_ok = passwords::verify(&password, hash);
-            write_tx(conn, |conn| match user_id.filter(|_| password_ok) {
-                None => {
-                    // The attempt already counts as failed (reserved above);
-                    // one row per password verified and found wrong.
-                    audit::record(conn, &origin, Event::new(None, "login_failed"))?;
-                    Ok(Outcome::WrongCredentials)
-                }
-                Some(user_id) => {
-                    throttle::release(conn, &keys)?;
-                    let issued = tokens::issue_session(conn, &user_id, ttl)?;
-                    let user = users::get(conn, &user_id)?;
-                    audit::record(
-                        conn,
-                        &origin,
-                        Event::new(None, "login").object("user", &user_id),
-                    )?;
-                    Ok(Outcome::Ok(Box::new(LoginAnswer {
-                        token: issued.token,
-                        token_id: issued.info.id,
-                        expires_at: issued.info.expires_at,
-                        password_change_required: user.must_change_password,
-                        user,
-                    })))
-                }
-            })
-        })
-        .await?;
-    match outcome {
-        Outcome::Ok(answer) => Ok(HttpResponse::Created().json(answer)),
-        Outcome::WrongCredentials => Err(AppError::Unauthorized(
+        SignIn::WrongCredentials => Err(AppError::Unauthorized(
             "the username or password is wrong".into(),
         )),
     }

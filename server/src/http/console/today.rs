@@ -1,0 +1,242 @@
+//! Today: a coordinator's morning. Per site, the deadlines of the reader's
+//! cases — overdue (with how late) then due soon — grouped by rule; and
+//! for coordinators the queues that wait on them: cases needing a new
+//! assignee, held forms, open conflicts, possible duplicate children. Each
+//! part is the read of its API route, audited as that route is.
+
+use std::collections::{BTreeMap, HashMap};
+
+use actix_web::http::StatusCode;
+use actix_web::{web, HttpRequest, HttpResponse};
+use askama::Template;
+use chrono::Utc;
+
+use crate::app::AppState;
+use crate::audit::Origin;
+use crate::auth::{sites, users, Principal, Role};
+use crate::cases::actions;
+use crate::cases::children::{self, Candidate};
+use crate::cases::conflicts::ConflictRow;
+use crate::cases::fold::Late;
+use crate::cases::views::{self, CaseFilter, DeadlineFilter, DueItem};
+use crate::ingest::held::{self, HeldForm};
+
+use super::i18n::Catalogue;
+use super::session::WebUser;
+use super::{local_time, Chrome, WebError};
+
+/// One deadline as the page shows it.
+pub struct Row {
+    pub case_id: String,
+    pub case_number: String,
+    pub assigned: Option<String>,
+    pub due_local: String,
+    /// How late, in the reader's words (`3 days`).
+    pub late: Option<String>,
+}
+
+/// The deadlines of one rule.
+pub struct RuleGroup {
+    pub title: String,
+    pub rows: Vec<Row>,
+}
+
+/// One site's deadlines.
+pub struct SiteDeadlines {
+    pub name: String,
+    pub overdue: Vec<RuleGroup>,
+    pub overdue_count: usize,
+    pub due_soon: Vec<RuleGroup>,
+    pub due_soon_count: usize,
+}
+
+/// What waits on a coordinator besides deadlines.
+pub struct Queues {
+    pub needs_assignee: Vec<(String, String)>,
+    pub held: Vec<HeldForm>,
+    pub conflicts: Vec<ConflictRow>,
+    pub duplicates: Vec<Candidate>,
+    pub pending_case_days: i64,
+}
+
+#[derive(Template)]
+#[template(path = "today.html")]
+struct TodayPage {
+    chrome: Chrome,
+    /// `None`: the reader's role sees no case deadlines.
+    sites: Option<Vec<SiteDeadlines>>,
+    queues: Option<Queues>,
+}
+
+/// `GET /today`.
+pub async fn page(
+    req: HttpRequest,
+    state: web::Data<AppState>,
+    origin: Origin,
+    WebUser(session): WebUser,
+) -> Result<HttpResponse, WebError> {
+    let t = Catalogue::of(&req);
+    let chrome = Chrome::signed_in(&req, &session);
+    let me = session.principal.clone();
+    if !matches!(me.role, Role::Coordinator | Role::FieldWorker) {
+        let body = TodayPage {
+            chrome,
+            sites: None,
+            queues: None,
+        };
+        return super::page(StatusCode::OK, &body);
+    }
+    // The same read, access rule and audit row as `GET /api/v1/deadlines`.
+    let (items, names, site_names) = state
+        .read_audited(
+            origin.clone(),
+            me.clone(),
+            "deadlines_listed",
+            move |conn, me| {
+                let items = views::due(conn, me, &DeadlineFilter::default(), Utc::now())?;
+                let names: HashMap<String, String> = users::list(conn, Some(&me.site_ids))?
+                    .into_iter()
+                    .map(|u| (u.id, u.username))
+                    .collect();
+                let site_names: HashMap<String, String> = sites::list(conn, Some(&me.site_ids))?
+                    .into_iter()
+                    .map(|s| (s.id, s.name))
+                    .collect();
+                Ok(((items, names, site_names), None))
+            },
+        )
+        .await?;
+    let queues = if me.role == Role::Coordinator {
+        Some(queues(&state, origin, me).await?)
+    } else {
+        None
+    };
+    let body = TodayPage {
+        chrome,
+        sites: Some(by_site(items, &names, &site_names, t)),
+        queues,
+    };
+    super::page(StatusCode::OK, &body)
+}
+
+/// The deadlines per site (by name), each split into overdue and due soon
+/// and grouped by rule, most overdue rule first.
+fn by_site(
+    items: Vec<DueItem>,
+    names: &HashMap<String, String>,
+    site_names: &HashMap<String, String>,
+    t: &Catalogue,
+) -> Vec<SiteDeadlines> {
+    let mut per_site: BTreeMap<String, (Vec<DueItem>, Vec<DueItem>)> = BTreeMap::new();
+    for item in items {
+        let site = site_names
+            .get(&item.site_id)
+            .cloned()
+            .unwrap_or_else(|| item.site_id.clone());
+        let (overdue, soon) = per_site.entry(site).or_default();
+        if item.late.is_some() {
+            overdue.push(item);
+        } else {
+            soon.push(item);
+        }
+    }
+    let row = |item: DueItem| Row {
+        late: item.late.map(|late| late_in_words(late, t)),
+        assigned: item
+            .assigned_to
+            .as_ref()
+            .map(|id| names.get(id).cloned().unwrap_or_else(|| id.clone())),
+        case_number: item.case_number.unwrap_or_else(|| item.case_id.clone()),
+        case_id: item.case_id,
+        due_local: local_time(&item.due_local),
+    };
+    // Items come most overdue first; a rule's group keeps that order and
+    // stands where its first item stood.
+    let group = |items: Vec<DueItem>| {
+        let mut groups: Vec<RuleGroup> = Vec::new();
+        for item in items {
+            let title = item.title.clone();
+            match groups.iter_mut().find(|g| g.title == title) {
+                Some(g) => g.rows.push(row(item)),
+                None => groups.push(RuleGroup {
+                    title,
+                    rows: vec![row(item)],
+                }),
+            }
+        }
+        groups
+    };
+    per_site
+        .into_iter()
+        .map(|(name, (overdue, soon))| SiteDeadlines {
+            name,
+            overdue_count: overdue.len(),
+            due_soon_count: soon.len(),
+            overdue: group(overdue),
+            due_soon: group(soon),
+        })
+        .collect()
+}
+
+/// A coordinator's queues, each read as its API route reads it.
+async fn queues(
+    state: &web::Data<AppState>,
+    origin: Origin,
+    me: Principal,
+) -> Result<Queues, WebError> {
+    let days = state.settings.pending_case_days;
+    let (needs_assignee, held) = state
+        .read_audited(
+            origin.clone(),
+            me.clone(),
+            "cases_listed",
+            move |conn, me| {
+                let filter = CaseFilter {
+                    needs_assignee: Some(true),
+                    limit: Some(100),
+                    ..CaseFilter::default()
+                };
+                let cases = views::list(conn, me, &filter, Utc::now())?
+                    .items
+                    .into_iter()
+                    .map(|c| (c.number.clone().unwrap_or_else(|| c.id.clone()), c.id))
+                    .collect();
+                // As `GET /submissions/held` for all the coordinator's sites.
+                let held = held::list(conn, &me.site_ids, days)?;
+                Ok(((cases, held), None))
+            },
+        )
+        .await?;
+    let conflicts = state
+        .read_audited(
+            origin.clone(),
+            me.clone(),
+            "conflicts_listed",
+            |conn, me| Ok((actions::conflicts_for(conn, me, false)?, None)),
+        )
+        .await?;
+    let duplicates = state
+        .read_audited(origin, me, "duplicates_listed", |conn, me| {
+            Ok((children::candidates(conn, me, None, None)?, None))
+        })
+        .await?;
+    Ok(Queues {
+        needs_assignee,
+        held,
+        conflicts,
+        duplicates,
+        pending_case_days: days,
+    })
+}
+
+/// How late, for a reader: days once it is two days or more, whichever
+/// unit the rule counts in.
+pub(super) fn late_in_words(late: Late, t: &Catalogue) -> String {
+    match late {
+        Late::Days(days) => format!("{days} {}", t.s("late.days")),
+        Late::Hours(hours) if hours >= 48.0 => {
+            format!("{} {}", (hours / 24.0).floor(), t.s("late.days"))
+        }
+        Late::Hours(hours) => format!("{hours:.1} {}", t.s("late.hours")),
+    }
+}
