@@ -140,8 +140,12 @@ fn audited(app: &TestApp, action: &str) -> i64 {
 
 #[test]
 fn a_coordinator_signs_in_with_a_cookie_and_signs_out_and_the_session_ends() {
-    // No https address: the cookie cannot ask for TLS.
-    let app = TestApp::spawn_with(|s| s.public_url = None);
+    // No https address, and a proxy is configured that this request did
+    // not come through: nothing says TLS, so the cookie cannot ask for it.
+    let app = TestApp::spawn_with(|s| {
+        s.public_url = None;
+        s.trusted_proxies = vec!["10.0.0.9".parse().unwrap()];
+    });
     let staff = app.staff().build();
     let mut browser = Browser::new(&app);
 

@@ -150,6 +150,7 @@ struct Back {
 /// language in a cookie and goes back to the page. Only a path of this
 /// server is gone back to (never another site: no open redirect).
 async fn language(
+    req: HttpRequest,
     state: web::Data<crate::app::AppState>,
     code: web::Path<String>,
     query: web::Query<Back>,
@@ -164,7 +165,7 @@ async fn language(
         let mut cookie = actix_web::cookie::Cookie::build(i18n::LANG_COOKIE, chosen.lang)
             .path("/")
             .same_site(actix_web::cookie::SameSite::Lax)
-            .secure(session::over_tls(&state))
+            .secure(session::secure(&req, &state))
             .finish();
         cookie.set_max_age(actix_web::cookie::time::Duration::days(365));
         res.add_cookie(&cookie).map_err(AppError::internal)?;

@@ -22,10 +22,12 @@ use super::WebError;
 pub const SESSION_COOKIE: &str = "casesync_session";
 pub const SIGN_IN_COOKIE: &str = "casesync_sign_in";
 
-/// Whether browsers reach this server over TLS: it terminates TLS itself,
-/// or its public address is https (a proxy in front terminates it).
-pub fn over_tls(state: &AppState) -> bool {
-    state.settings.tls.is_some()
+/// Whether this browser's cookies must ask for TLS (`Secure`): the request
+/// came over TLS by the server's one rule (`extract::over_tls`: its own
+/// TLS, a trusted proxy's word, or loopback with no proxy configured), or
+/// the server's public address is https.
+pub fn secure(req: &HttpRequest, state: &AppState) -> bool {
+    extract::over_tls(req, &state.settings)
         || state
             .settings
             .public_url
@@ -33,33 +35,43 @@ pub fn over_tls(state: &AppState) -> bool {
             .is_some_and(|u| u.starts_with("https://"))
 }
 
-fn cookie(state: &AppState, name: &'static str, value: String) -> Cookie<'static> {
+fn cookie(
+    req: &HttpRequest,
+    state: &AppState,
+    name: &'static str,
+    value: String,
+) -> Cookie<'static> {
     Cookie::build(name, value)
         .path("/")
         .http_only(true)
         .same_site(SameSite::Strict)
-        .secure(over_tls(state))
+        .secure(secure(req, state))
         .finish()
 }
 
 /// The session cookie for `token`, living as long as the session.
-pub fn session_cookie(state: &AppState, token: String, lifetime_secs: i64) -> Cookie<'static> {
-    let mut c = cookie(state, SESSION_COOKIE, token);
+pub fn session_cookie(
+    req: &HttpRequest,
+    state: &AppState,
+    token: String,
+    lifetime_secs: i64,
+) -> Cookie<'static> {
+    let mut c = cookie(req, state, SESSION_COOKIE, token);
     c.set_max_age(CookieDuration::seconds(lifetime_secs.max(0)));
     c
 }
 
 /// A cookie that tells the browser to forget `name`.
-pub fn removal(state: &AppState, name: &'static str) -> Cookie<'static> {
-    let mut c = cookie(state, name, String::new());
+pub fn removal(req: &HttpRequest, state: &AppState, name: &'static str) -> Cookie<'static> {
+    let mut c = cookie(req, state, name, String::new());
     c.make_removal();
     c
 }
 
 /// A fresh random value for the sign-in form and its cookie.
-pub fn sign_in_nonce(state: &AppState) -> (String, Cookie<'static>) {
+pub fn sign_in_nonce(req: &HttpRequest, state: &AppState) -> (String, Cookie<'static>) {
     let nonce = hex::encode(rand::random::<[u8; 16]>());
-    (nonce.clone(), cookie(state, SIGN_IN_COOKIE, nonce))
+    (nonce.clone(), cookie(req, state, SIGN_IN_COOKIE, nonce))
 }
 
 /// The CSRF value of the session whose token is `token`.

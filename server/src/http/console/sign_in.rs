@@ -32,7 +32,7 @@ fn sign_in_page(
     username: String,
     problem: Option<&'static str>,
 ) -> Result<HttpResponse, WebError> {
-    let (nonce, cookie) = session::sign_in_nonce(state);
+    let (nonce, cookie) = session::sign_in_nonce(req, state);
     let mut res = page(
         status,
         &SignInPage {
@@ -118,9 +118,14 @@ pub async fn submit(
         "/"
     };
     let mut res = see_other(next);
-    res.add_cookie(&session::session_cookie(&state, signed.token, lifetime))
-        .map_err(AppError::internal)?;
-    res.add_removal_cookie(&session::removal(&state, SIGN_IN_COOKIE))
+    res.add_cookie(&session::session_cookie(
+        &req,
+        &state,
+        signed.token,
+        lifetime,
+    ))
+    .map_err(AppError::internal)?;
+    res.add_removal_cookie(&session::removal(&req, &state, SIGN_IN_COOKIE))
         .map_err(AppError::internal)?;
     Ok(res)
 }
@@ -132,6 +137,7 @@ pub struct CsrfOnly {
 
 /// `POST /sign-out`: revokes the session (audited) and forgets the cookie.
 pub async fn sign_out(
+    req: HttpRequest,
     state: web::Data<AppState>,
     origin: Origin,
     session: Session,
@@ -146,7 +152,7 @@ pub async fn sign_out(
         })
         .await?;
     let mut res = see_other("/sign-in");
-    res.add_removal_cookie(&session::removal(&state, SESSION_COOKIE))
+    res.add_removal_cookie(&session::removal(&req, &state, SESSION_COOKIE))
         .map_err(AppError::internal)?;
     Ok(res)
 }
@@ -263,7 +269,12 @@ pub async fn change_password(
         token: issued.token.clone(),
     };
     let mut res = password_page(&req, &fresh, StatusCode::OK, None, true)?;
-    res.add_cookie(&session::session_cookie(&state, issued.token, lifetime))
-        .map_err(AppError::internal)?;
+    res.add_cookie(&session::session_cookie(
+        &req,
+        &state,
+        issued.token,
+        lifetime,
+    ))
+    .map_err(AppError::internal)?;
     Ok(res)
 }
