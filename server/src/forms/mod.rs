@@ -18,6 +18,7 @@ pub struct FormRef {
     pub version: String,
 }
 
+pub mod answers;
 pub mod bundle;
 pub mod check;
 pub mod columns;
