@@ -22,7 +22,7 @@ const STARTED: &str = "2026-03-02T10:00:00.000+05:00";
 const COMPLETED: &str = "2026-03-02T10:40:00.000+05:00";
 
 /// A device token for the user `user_id`, made by `admin`.
-fn device_token(app: &TestApp, admin: &str, user_id: &str) -> String {
+pub(crate) fn device_token(app: &TestApp, admin: &str, user_id: &str) -> String {
     let res = app.post(
         "/api/v1/tokens",
         admin,
@@ -32,7 +32,7 @@ fn device_token(app: &TestApp, admin: &str, user_id: &str) -> String {
     res.body["token"].as_str().unwrap().to_string()
 }
 
-fn basic(username: &str, token: &str) -> String {
+pub(crate) fn basic(username: &str, token: &str) -> String {
     format!(
         "Basic {}",
         STANDARD.encode(format!("{username}:{token}").as_bytes())
@@ -63,11 +63,11 @@ fn head(app: &TestApp, path: &str, auth: Option<&str>) -> Response {
 }
 
 /// One part of a multipart upload: field name, file name, bytes.
-type Part = (String, Vec<u8>);
+pub(crate) type Part = (String, Vec<u8>);
 
 const BOUNDARY: &str = "----casesync-test-boundary-7d2a";
 
-fn multipart_body(parts: &[Part]) -> Vec<u8> {
+pub(crate) fn multipart_body(parts: &[Part]) -> Vec<u8> {
     let mut body = Vec::new();
     for (name, bytes) in parts {
         let kind = if name == "xml_submission_file" {
@@ -88,7 +88,7 @@ fn multipart_body(parts: &[Part]) -> Vec<u8> {
     body
 }
 
-fn post_body(app: &TestApp, path: &str, auth: &str, body: &[u8]) -> Response {
+pub(crate) fn post_body(app: &TestApp, path: &str, auth: &str, body: &[u8]) -> Response {
     Response::from(
         agent()
             .post(app.url(path))

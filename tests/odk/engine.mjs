@@ -1,15 +1,28 @@
 // @getodk/xforms-engine (ODK Web Forms' engine) headless under Node, for
-// tests/it/odk_xform.rs. Node resolves packages from NODE_PATH only for
+// tests/it/odk_xform.rs: loads forms and fills many variants of their
+// answers in one process. Each form is parsed once; each variant is a
+// fresh instance of it. Node resolves packages from NODE_PATH only for
 // CommonJS, so the engine is imported by its path under the directory the
 // tests give in CASESYNC_TEST_ODK_NODE_MODULES.
 //
-//   node engine.mjs load FORM.xml...      loads each form; prints "ok NAME" or
-//                                          "FAIL NAME: why"; exits 1 on a failure
-//   node engine.mjs fill FORM.xml ANSWERS.json
-//                                          ANSWERS: [[path, value], ...] with
-//                                          1-based repeat positions
-//                                          (/data/a/kids[2]/name); prints the
-//                                          submission XML, violations to stderr
+//   node engine.mjs JOBS.json
+//
+// JOBS: {"forms": [{"xform": "FORM.xml", "variants": [{
+//          "answers": [[path, value], ...],   1-based repeat positions
+//                                              (/data/a/kids[2]/name)
+//          "items": [[repeat path, n], ...],   then that many items exactly
+//          "hidden": [[path, value], ...]      values no question asks (case
+//                                              references, meta/case_id),
+//                                              written into the instance as
+//                                              entities would fill them
+//        }, ...]}, ...]}
+//
+// Prints {"form", "loaded": node count} (or "failed": why) per form, then one JSON line per
+// variant, in order: {"form", "variant", "valid"
+// (the engine's own verdict: no required or constraint violation among the
+// questions that apply), "violations": ["path: condition"], "unset":
+// ["path: why"] (answers the engine would not take, such as one to a
+// question that does not apply), "xml" (the instance it submits)}.
 import { readFileSync } from 'node:fs';
 import { createRequire } from 'node:module';
 
@@ -21,43 +34,37 @@ const { JSDOM } = require('jsdom');
 const { window } = new JSDOM('');
 Object.assign(globalThis, { DOMParser: window.DOMParser, Node: window.Node, document: window.document });
 globalThis.__dirname = process.cwd();   // web-tree-sitter's Node branch reads __dirname
-const { createInstance } = await import(require.resolve('@getodk/xforms-engine'));
-
-const [command, ...args] = process.argv.slice(2);
+const { loadForm } = await import(require.resolve('@getodk/xforms-engine'));
 
 const all = (n) => [n, ...(n.currentState.children ?? []).flatMap(all)];
 
-if (command === 'load') {
-  let failed = 0;
-  for (const file of args) {
-    try {
-      const form = await createInstance(readFileSync(file, 'utf8'));
-      const count = all(form.root).length;
-      console.log(`ok ${file} (${count} nodes)`);
-    } catch (e) {
-      failed++;
-      console.log(`FAIL ${file}: ${e?.stack ?? e}`);
-    }
-  }
-  process.exit(failed ? 1 : 0);
-} else if (command === 'fill') {
-  const [file, answersFile] = args;
-  const form = await createInstance(readFileSync(file, 'utf8'));
-  const answers = JSON.parse(readFileSync(answersFile, 'utf8'));
-  const find = (ref) => all(form.root).find((n) => n.currentState.reference === ref);
-  const problems = [];
+/// Nodes by reference; a repeat's part is indexed again after it changes.
+function index(root, map = new Map()) {
+  for (const n of all(root)) map.set(n.currentState.reference, n);
+  return map;
+}
+
+function fill(form, variant) {
+  const nodes = index(form.root);
+  const rangeOf = (ref) => {
+    const range = nodes.get(ref);
+    return range && range.nodeType.startsWith('repeat-range') ? range : null;
+  };
   const set = ([path, value]) => {
     // Every repeat on the way gets the items the path needs.
     const steps = path.split('/');
     for (let i = 2; i < steps.length; i++) {
       const m = steps[i].match(/^(.*)\[(\d+)\]$/);
       if (!m) continue;
-      const range = find(steps.slice(0, i).join('/') + '/' + m[1]);
-      if (!range || !range.nodeType.startsWith('repeat-range')) return `${path}: no repeat ${m[1]}`;
+      const range = rangeOf(steps.slice(0, i).join('/') + '/' + m[1]);
+      if (!range) return `${path}: no repeat ${m[1]}`;
       if (!range.currentState.relevant) return `${path}: not relevant`;
-      while (range.currentState.children.length < Number(m[2])) range.addInstances();
+      if (range.currentState.children.length < Number(m[2])) {
+        while (range.currentState.children.length < Number(m[2])) range.addInstances();
+        index(range, nodes);
+      }
     }
-    const node = find(path);
+    const node = nodes.get(path);
     if (!node) return `${path}: no such question`;
     if (!node.currentState.relevant) return `${path}: not relevant`;
     if (node.nodeType === 'select') {
@@ -74,19 +81,59 @@ if (command === 'load') {
   };
   // A question may apply only after a later answer (a rule naming a field
   // further down): answer in form order, then again what did not apply yet.
-  let pending = answers;
+  let pending = variant.answers;
   for (let pass = 0; pass < 5 && pending.length; pass++) {
     const left = pending.filter((answer) => set(answer) !== null);
     if (left.length === pending.length) break;
     pending = left;
   }
-  for (const answer of pending) { const why = set(answer); if (why) problems.push(why); }
-  const payload = await form.root.prepareInstancePayload();
-  for (const v of payload.violations ?? []) problems.push(`${v.reference ?? ''}: ${v.violation?.condition ?? JSON.stringify(v)}`);
-  for (const p of problems) console.error(p);
-  console.log(await payload.data[0].get('xml_submission_file').text());
-  process.exit(problems.length ? 3 : 0);
-} else {
-  console.error('usage: engine.mjs load FORM.xml... | fill FORM.xml ANSWERS.json');
-  process.exit(2);
+  const unset = [];
+  for (const answer of pending) { const why = set(answer); if (why) unset.push(why); }
+  for (const [path, n] of variant.items ?? []) {
+    const range = rangeOf(path);
+    if (!range) { unset.push(`${path}: no repeat`); continue; }
+    if (!range.currentState.relevant) { unset.push(`${path}: not relevant`); continue; }
+    while (range.currentState.children.length > n) range.removeInstances(range.currentState.children.length - 1, 1);
+    while (range.currentState.children.length < n) range.addInstances();
+  }
+  return unset;
+}
+
+/// Writes `hidden` values into the submitted instance; an element that is
+/// not there (it does not apply) stays out.
+function patch(xml, hidden) {
+  if (!hidden?.length) return xml;
+  const doc = new window.DOMParser().parseFromString(xml, 'text/xml');
+  for (const [path, value] of hidden) {
+    let el = doc.documentElement;
+    for (const step of path.split('/').slice(2)) {
+      const m = step.match(/^(.*)\[(\d+)\]$/);
+      const [name, n] = m ? [m[1], Number(m[2])] : [step, 1];
+      el = el && [...el.children].filter((c) => c.localName === name)[n - 1];
+    }
+    if (el) el.textContent = value;
+  }
+  return new window.XMLSerializer().serializeToString(doc);
+}
+
+const jobs = JSON.parse(readFileSync(process.argv[2], 'utf8'));
+for (const [f, job] of jobs.forms.entries()) {
+  let loaded;
+  try {
+    loaded = await loadForm(readFileSync(job.xform, 'utf8'));
+    if (loaded.status === 'failure') throw loaded.error ?? new Error('does not load');
+    console.log(JSON.stringify({ form: f, loaded: all(loaded.createInstance().root).length }));
+  } catch (e) {
+    console.log(JSON.stringify({ form: f, failed: String(e?.stack ?? e) }));
+    continue;
+  }
+  for (const [v, variant] of job.variants.entries()) {
+    const { root } = loaded.createInstance();
+    const unset = fill({ root }, variant);
+    const payload = await root.prepareInstancePayload();
+    const violations = (payload.violations ?? []).map((x) =>
+      `${x.reference ?? ''}: ${x.violation?.condition ?? JSON.stringify(x)}`);
+    const xml = patch(await payload.data[0].get('xml_submission_file').text(), variant.hidden);
+    console.log(JSON.stringify({ form: f, variant: v, valid: payload.status === 'ready', violations, unset, xml }));
+  }
 }

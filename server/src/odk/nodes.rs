@@ -120,6 +120,7 @@ pub enum Kind {
     /// An array of objects: `<group><repeat>`.
     Repeat {
         children: Vec<Node>,
+        /// `minItems`, and at least 1 when the array is required.
         min: usize,
         max: Option<usize>,
     },
@@ -128,6 +129,7 @@ pub enum Kind {
     List {
         value: Leaf,
         constraints: Vec<String>,
+        /// `minItems`, and at least 1 when the array is required.
         min: usize,
         max: Option<usize>,
     },
@@ -481,15 +483,19 @@ impl Builder {
                     toggle: !required && has_required,
                 })
             }
-            Some("array") => self.array(key, prop, at),
+            Some("array") => self.array(key, prop, at, required),
             _ => self.scalar(key, prop, at).map(Scalar::into_kind),
         }
     }
 
-    fn array(&mut self, key: &str, prop: &Value, at: &str) -> Option<Kind> {
+    fn array(&mut self, key: &str, prop: &Value, at: &str, required: bool) -> Option<Kind> {
         let items = prop.get("items").unwrap_or(&Value::Null);
         let items_at = format!("{at}/items");
         let min = prop.get("minItems").and_then(Value::as_u64).unwrap_or(0) as usize;
+        // A repeat the phone leaves with no item is not sent at all, so a
+        // required one needs an item to be there (docs/odk.md), as a
+        // required text needs more than "".
+        let repeat_min = if required { min.max(1) } else { min };
         let max = prop
             .get("maxItems")
             .and_then(Value::as_u64)
@@ -586,13 +592,17 @@ impl Builder {
                 &["type", "properties", "required", "additionalProperties"],
             );
             let children = self.object_children(items, &items_at);
-            return Some(Kind::Repeat { children, min, max });
+            return Some(Kind::Repeat {
+                children,
+                min: repeat_min,
+                max,
+            });
         }
         match self.scalar(LIST_VALUE, items, &items_at)? {
             Scalar::Leaf(value, constraints) => Some(Kind::List {
                 value,
                 constraints,
-                min,
+                min: repeat_min,
                 max,
             }),
             Scalar::Hidden => Some(Kind::Hidden { many: true }),

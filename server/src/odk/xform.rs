@@ -994,6 +994,29 @@ mod tests {
     }
 
     #[test]
+    fn a_required_repeat_needs_an_item_as_a_required_question_needs_an_answer() {
+        let f = form(
+            json!({
+                "acts": {"type": "array", "maxItems": 9, "items": {"type": "object",
+                    "properties": {"a": {"type": "string"}}}},
+                "phones": {"type": "array", "items": {"type": "string"}},
+                "spare": {"type": "array", "maxItems": 9, "items": {"type": "object",
+                    "properties": {"a": {"type": "string"}}}}
+            }),
+            &["acts", "phones"],
+        );
+        let x = String::from_utf8(generate(&f, KEY).unwrap()).unwrap();
+        for part in [
+            "</acts>\n          <acts>\n            <a/>\n          </acts>\n          <acts__count/>",
+            "<bind nodeset=\"/data/acts__count\" type=\"int\" constraint=\"(. &gt;= 1) and (. &lt;= 9)\"",
+            "<bind nodeset=\"/data/phones__count\" type=\"int\" constraint=\". &gt;= 1\"",
+            "<bind nodeset=\"/data/spare__count\" type=\"int\" constraint=\". &lt;= 9\"",
+        ] {
+            assert!(x.contains(part), "{part} missing from\n{x}");
+        }
+    }
+
+    #[test]
     fn what_a_phone_cannot_ask_is_refused_with_its_place() {
         let cases = [
             (
