@@ -292,6 +292,11 @@ fn a_coordinator_signs_in_sees_an_overdue_deadline_opens_the_case_assigns_it_and
     assert_eq!(browser.text("[role=status]"), "The case is assigned.");
     assert!(browser.text("dl.facts").contains("bolat"));
 
+    // The referral itself, in labelled sections.
+    browser.click("ol.timeline a[href^='/submissions/']");
+    assert!(browser.text("div.answers").contains("Child A"));
+    browser.screenshots("submission");
+
     browser.click("form[action='/sign-out'] button");
     assert_eq!(browser.arrives_at("/sign-in"), "/sign-in");
     browser.goto("/today");

@@ -572,3 +572,52 @@ fn the_reader_chooses_a_language_and_comes_back_to_the_same_page_of_this_server_
     browser.get("/language/xx");
     assert_eq!(browser.cookies["casesync_lang"], "en");
 }
+
+#[test]
+fn a_form_reads_in_labelled_sections_for_those_who_may_read_its_case_only() {
+    let app = TestApp::spawn();
+    let staff = app.staff().other_worker().build();
+    let case_id = uuid::Uuid::new_v4().to_string();
+    let referral = build::referral(&case_id)
+        .received_at("2026-11-20T17:00:00+05:00")
+        .child("Child A")
+        .envelope();
+    let instance = referral["instance_id"].as_str().unwrap().to_string();
+    assert_eq!(phone(&app, &staff.worker).send(&referral).status, 201);
+
+    let mut coordinator = Browser::with_session(&app, &staff.coordinator);
+    let case = coordinator.get(&format!("/cases/{case_id}"));
+    assert!(
+        case.text
+            .contains(&format!("href=\"/submissions/{instance}\"")),
+        "the timeline links the form"
+    );
+    let before = audited(&app, "submission_read");
+    let form = coordinator.get(&format!("/submissions/{instance}"));
+    assert_eq!(form.status, 200, "{}", form.text);
+    assert!(form.text.contains("Child A"));
+    // Questions by their titles, sections as headings, choices by title.
+    let kz: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/form-definitions/kz/referral.json"
+        ))
+        .unwrap(),
+    )
+    .unwrap();
+    let child_title = kz["properties"]["child"]["title"].as_str().unwrap();
+    assert!(
+        form.text.contains(&format!("heading\">{child_title}")),
+        "{}",
+        form.text
+    );
+    assert_eq!(audited(&app, "submission_read"), before + 1);
+
+    // A worker the case is not assigned to: as if it were not there.
+    let other =
+        Browser::with_session(&app, &staff.other_worker).get(&format!("/submissions/{instance}"));
+    assert_eq!(other.status, 404);
+    assert!(!other.text.contains("Child A"));
+    let unknown = coordinator.get("/submissions/no-such-form");
+    assert_eq!(unknown.status, 404);
+}

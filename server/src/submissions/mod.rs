@@ -141,3 +141,83 @@ pub fn relink_case(
         .execute(conn)?;
     Ok(())
 }
+
+/// A stored submission as its readers see it: which form, about which
+/// case, who sent it when, and its answers.
+#[derive(Debug, Clone)]
+pub struct Stored {
+    pub instance_id: String,
+    pub form_id: String,
+    pub form_version: String,
+    pub case_id: Option<String>,
+    pub submitted_by: String,
+    pub completed_at: NaiveDateTime,
+    pub received_at: NaiveDateTime,
+    /// An edit replaced it.
+    pub superseded_by: Option<String>,
+    pub status: String,
+    /// The envelope's `data`.
+    pub data: serde_json::Value,
+}
+
+/// Submission `instance_id`, if stored. The caller checks that the reader
+/// may see its case.
+pub fn stored(conn: &mut DbConnection, instance_id: &str) -> AppResult<Option<Stored>> {
+    type Row = (
+        String,
+        String,
+        String,
+        Option<String>,
+        String,
+        NaiveDateTime,
+        NaiveDateTime,
+        Option<String>,
+        String,
+        String,
+    );
+    let row: Option<Row> = submissions::table
+        .find(instance_id)
+        .select((
+            submissions::instance_id,
+            submissions::form_id,
+            submissions::form_version,
+            submissions::case_id,
+            submissions::submitted_by,
+            submissions::completed_at,
+            submissions::received_at,
+            submissions::superseded_by,
+            submissions::status,
+            submissions::payload,
+        ))
+        .first(conn)
+        .optional()?;
+    let Some((
+        instance_id,
+        form_id,
+        form_version,
+        case_id,
+        submitted_by,
+        completed_at,
+        received_at,
+        superseded_by,
+        status,
+        payload,
+    )) = row
+    else {
+        return Ok(None);
+    };
+    let mut envelope: serde_json::Value =
+        serde_json::from_str(&payload).map_err(crate::error::AppError::internal)?;
+    Ok(Some(Stored {
+        instance_id,
+        form_id,
+        form_version,
+        case_id,
+        submitted_by,
+        completed_at,
+        received_at,
+        superseded_by,
+        status,
+        data: envelope["data"].take(),
+    }))
+}

@@ -26,6 +26,8 @@ use super::{local_time, see_other, Chrome, WebError};
 /// One line of the timeline as the page shows it.
 pub struct EventLine {
     pub name: String,
+    /// The submission to read, for an event a form made.
+    pub form: Option<String>,
     pub occurred_at: String,
     pub recorded_at: String,
     pub recorded_by: String,
@@ -133,6 +135,7 @@ pub async fn page(
         .iter()
         .map(|e| EventLine {
             name: e.name.clone(),
+            form: (e.kind == crate::cases::timeline::SUBMISSION).then(|| e.id.clone()),
             occurred_at: local_time(&e.occurred_at),
             recorded_at: e.recorded_at.format("%Y-%m-%d %H:%M UTC").to_string(),
             recorded_by: name_of(&e.recorded_by),

@@ -13,6 +13,7 @@ mod cases;
 pub mod i18n;
 pub mod session;
 mod sign_in;
+mod submission;
 mod today;
 
 use actix_web::body::{BoxBody, MessageBody};
@@ -53,7 +54,8 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
         .service(resource("/today").route(web::get().to(today::page)))
         .service(resource("/cases").route(web::get().to(cases::page)))
         .service(resource("/cases/{id}").route(web::get().to(case::page)))
-        .service(resource("/cases/{id}/assignment").route(web::post().to(case::assign)));
+        .service(resource("/cases/{id}/assignment").route(web::post().to(case::assign)))
+        .service(resource("/submissions/{id}").route(web::get().to(submission::page)));
 }
 
 /// What every page shows around its content.
