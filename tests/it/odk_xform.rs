@@ -14,42 +14,11 @@
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
+use crate::common;
 use casesync::forms::{check, definitions, CompiledForm};
 use casesync::odk::{instance, nodes::FormTable, xform};
+use common::odk::{compile_fill, tool, validate_jar};
 use serde_json::{Map, Value};
-
-fn required() -> bool {
-    std::env::var("CASESYNC_TEST_REQUIRE_ODK").is_ok_and(|v| v == "1")
-}
-
-/// The tool named by `var`, when it and `program` are there; otherwise
-/// `None` after saying why (or a failure under CASESYNC_TEST_REQUIRE_ODK=1).
-fn tool(var: &str, program: &str) -> Option<PathBuf> {
-    let path = std::env::var_os(var).map(PathBuf::from);
-    let runs = Command::new(program)
-        .arg(if program == "java" {
-            "-version"
-        } else {
-            "--version"
-        })
-        .output()
-        .is_ok_and(|o| o.status.success());
-    let why = match &path {
-        None => format!("{var} is not set"),
-        Some(p) if !p.exists() => format!("{var}={} does not exist", p.display()),
-        Some(_) if !runs => format!("{program} does not run"),
-        Some(_) => return path,
-    };
-    if required() {
-        panic!("CASESYNC_TEST_REQUIRE_ODK=1 but {why}");
-    }
-    eprintln!("SKIPPED: {why} (.ci/run installs the ODK tools)");
-    None
-}
-
-fn validate_jar() -> Option<PathBuf> {
-    tool("CASESYNC_TEST_ODK_VALIDATE_JAR", "java")
-}
 
 fn node_modules() -> Option<PathBuf> {
     tool("CASESYNC_TEST_ODK_NODE_MODULES", "node")
@@ -258,74 +227,7 @@ fn javarosa_fill(
         xform::generate(&form.document, &public_key()).unwrap(),
     )
     .unwrap();
-    // JavaRosa numbers every step (/data[1]/child[1]/siblings[2]/name[1]).
-    let lines: Vec<String> = instance::answer_paths(&table, &answers)
-        .into_iter()
-        .map(|answer| {
-            let numbered: Vec<String> = answer
-                .path
-                .split('/')
-                .skip(1)
-                .map(|step| {
-                    if step.ends_with(']') {
-                        step.to_string()
-                    } else {
-                        format!("{step}[1]")
-                    }
-                })
-                .collect();
-            let value = answer
-                .value
-                .replace('\\', "\\\\")
-                .replace('\n', "\\n")
-                .replace('\t', "\\t");
-            let how = if answer.asked { "Q" } else { "H" };
-            format!("{how}\t/{}\t{value}", numbered.join("/"))
-        })
-        .collect();
-    let answers_path = dir.join(format!("{}.tsv", form.meta.id));
-    std::fs::write(&answers_path, lines.join("\n")).unwrap();
-    let classpath = format!("{}:{}", jar.display(), classes.display());
-    let out = Command::new("java")
-        .args([
-            "-Djava.awt.headless=true",
-            "-Duser.timezone=GMT+05:00",
-            "-cp",
-            &classpath,
-            "Fill",
-        ])
-        .arg(&form_path)
-        .arg(&answers_path)
-        .output()
-        .unwrap();
-    let xml = String::from_utf8(out.stdout).unwrap();
-    if !out.status.success() {
-        return Err(format!(
-            "JavaRosa refused answers of {}:\n{}",
-            form.meta.id,
-            String::from_utf8_lossy(&out.stderr)
-        ));
-    }
-    Ok(xml)
-}
-
-fn compile_fill(jar: &Path, dir: &Path) -> PathBuf {
-    let classes = dir.join("classes");
-    std::fs::create_dir_all(&classes).unwrap();
-    let javac = Command::new("javac")
-        .arg("-d")
-        .arg(&classes)
-        .arg("-cp")
-        .arg(jar)
-        .arg(concat!(env!("CARGO_MANIFEST_DIR"), "/tests/odk/Fill.java"))
-        .output()
-        .unwrap();
-    assert!(
-        javac.status.success(),
-        "{}",
-        String::from_utf8_lossy(&javac.stderr)
-    );
-    classes
+    common::odk::javarosa_fill(jar, classes, &form_path, &table, &answers, &[], None)
 }
 
 /// JavaRosa fills every shipped form with its fixture's answers, stepping

@@ -23,6 +23,20 @@ Object.assign(globalThis, { DOMParser: window.DOMParser, Node: window.Node, docu
 globalThis.__dirname = process.cwd();   // web-tree-sitter's Node branch reads __dirname
 const { createInstance } = await import(require.resolve('@getodk/xforms-engine'));
 
+// Form attachments (a follow-up's case list, jr://file-csv/cases.csv): the
+// file of that name in CASESYNC_TEST_ODK_MEDIA, else an empty case list.
+const attachments = {
+  form: {
+    fetchFormAttachment: async (url) => {
+      const name = String(url).split('/').pop();
+      const dir = process.env.CASESYNC_TEST_ODK_MEDIA;
+      let text = 'name,label,__version\n';
+      try { if (dir) text = readFileSync(`${dir}/${name}`, 'utf8'); } catch { /* the empty list */ }
+      return new Response(text, { status: 200, headers: { 'Content-Type': 'text/csv' } });
+    },
+  },
+};
+
 const [command, ...args] = process.argv.slice(2);
 
 const all = (n) => [n, ...(n.currentState.children ?? []).flatMap(all)];
@@ -31,7 +45,7 @@ if (command === 'load') {
   let failed = 0;
   for (const file of args) {
     try {
-      const form = await createInstance(readFileSync(file, 'utf8'));
+      const form = await createInstance(readFileSync(file, 'utf8'), attachments);
       const count = all(form.root).length;
       console.log(`ok ${file} (${count} nodes)`);
     } catch (e) {
@@ -42,7 +56,7 @@ if (command === 'load') {
   process.exit(failed ? 1 : 0);
 } else if (command === 'fill') {
   const [file, answersFile] = args;
-  const form = await createInstance(readFileSync(file, 'utf8'));
+  const form = await createInstance(readFileSync(file, 'utf8'), attachments);
   const answers = JSON.parse(readFileSync(answersFile, 'utf8'));
   const find = (ref) => all(form.root).find((n) => n.currentState.reference === ref);
   const problems = [];

@@ -151,6 +151,7 @@ diesel::table! {
         xml -> Text,
         md5 -> Text,
         created_at -> Timestamp,
+        generator -> Integer,
     }
 }
 

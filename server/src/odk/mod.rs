@@ -2,8 +2,10 @@
 //! Forms, and their filled instances read back as answers. `nodes` is the
 //! one mapping (docs/odk.md), `xform` writes a form from it, `instance`
 //! reads a submission with it, `store` keeps each version's XForm.
-//! The OpenRosa endpoints, decryption and entities are built on top.
+//! `entities` is the case list a phone picks follow-ups' cases from.
+//! The OpenRosa endpoints and decryption are built on top.
 
+pub mod entities;
 pub mod instance;
 pub mod nodes;
 pub mod store;
