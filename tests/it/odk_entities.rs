@@ -131,6 +131,11 @@ impl<'a> Collect<'a> {
         let manifest_url = between(&entry, "<manifestUrl>", "</manifestUrl>")
             .unwrap_or_else(|| panic!("{form_id} has no manifest: {entry}"));
         let manifest = self.get(on_this_server(manifest_url));
+        assert!(
+            manifest.text.contains("<mediaFile type=\"entityList\">"),
+            "{}",
+            manifest.text
+        );
         assert_eq!(
             between(&manifest.text, "<filename>", "</filename>"),
             Some("cases.csv"),
@@ -413,6 +418,26 @@ fn a_kz_case_opened_and_followed_up_from_collect_folds_as_jwe_and_leaves_the_lis
     assert!(row(&csv, case_id).is_none(), "{csv}");
     let (_, csv) = bolat.case_list("kz.child");
     assert!(row(&csv, case_id).is_some(), "{csv}");
+    // Collect's integrity check drops it from aigerim's phone, not bolat's;
+    // an id the server does not know (a case made offline) stays.
+    let unknown = uuid::Uuid::new_v4().to_string();
+    let path = format!("/odk/kz/entities/cases/integrity?id={case_id},{unknown}");
+    let gone = format!("<entity id=\"{case_id}\"><deleted>true</deleted></entity>");
+    let kept = format!("<entity id=\"{unknown}\"><deleted>false</deleted></entity>");
+    let aigerim = collect.get(&path);
+    assert!(
+        aigerim.text.contains(&gone) && aigerim.text.contains(&kept),
+        "{}",
+        aigerim.text
+    );
+    assert_eq!(aigerim.header("x-openrosa-version"), Some("1.0"));
+    let theirs = bolat.get(&path).text;
+    assert!(
+        theirs.contains(&format!(
+            "<entity id=\"{case_id}\"><deleted>false</deleted>"
+        )),
+        "{theirs}"
+    );
 }
 
 /// The BT registration and a follow-up from Collect fold as their JWE

@@ -24,13 +24,16 @@ globalThis.__dirname = process.cwd();   // web-tree-sitter's Node branch reads _
 const { createInstance } = await import(require.resolve('@getodk/xforms-engine'));
 
 // Form attachments (a follow-up's case list, jr://file-csv/cases.csv): the
-// file of that name in CASESYNC_TEST_ODK_MEDIA, else an empty case list.
+// file of that name in CASESYNC_TEST_ODK_MEDIA, else a list of one case,
+// which `fill` picks when the answers name none (a follow-up is always
+// about a case).
+const ONE_CASE = '00000000-0000-4000-8000-00000000ca5e';
 const attachments = {
   form: {
     fetchFormAttachment: async (url) => {
       const name = String(url).split('/').pop();
       const dir = process.env.CASESYNC_TEST_ODK_MEDIA;
-      let text = 'name,label,__version\n';
+      let text = `name,label,__version\n${ONE_CASE},Case 1,1\n`;
       try { if (dir) text = readFileSync(`${dir}/${name}`, 'utf8'); } catch { /* the empty list */ }
       return new Response(text, { status: 200, headers: { 'Content-Type': 'text/csv' } });
     },
@@ -88,7 +91,10 @@ if (command === 'load') {
   };
   // A question may apply only after a later answer (a rule naming a field
   // further down): answer in form order, then again what did not apply yet.
-  let pending = answers;
+  const pick = '/data/meta/case_id';
+  let pending = find(pick) && !answers.some(([path]) => path === pick)
+    ? [[pick, ONE_CASE], ...answers]
+    : answers;
   for (let pass = 0; pass < 5 && pending.length; pass++) {
     const left = pending.filter((answer) => set(answer) !== null);
     if (left.length === pending.length) break;

@@ -82,3 +82,35 @@ pub fn case_list(
         cases: cases.len(),
     })
 }
+
+/// The most ids one integrity check may ask about (Collect asks about the
+/// cases of its list, one worker's).
+pub const MAX_INTEGRITY_IDS: usize = 5000;
+
+/// For each id Collect holds from the list, whether it left the list
+/// (`deleted`): a case that exists but is no longer on `who`'s list
+/// (closed, merged, reassigned, moved) is; an id the server does not know
+/// is not (a case made offline whose form has not arrived yet).
+pub fn deleted(
+    conn: &mut DbConnection,
+    who: &Principal,
+    programme: &Programme,
+    ids: &[String],
+) -> AppResult<Vec<(String, bool)>> {
+    if ids.len() > MAX_INTEGRITY_IDS {
+        return Err(AppError::bad_request(format!(
+            "ask about at most {MAX_INTEGRITY_IDS} cases at once"
+        )));
+    }
+    let on_list: std::collections::HashSet<String> = cases::assigned_open(conn, who)?
+        .into_iter()
+        .filter(|c| c.programme == programme.id)
+        .map(|c| c.id)
+        .collect();
+    ids.iter()
+        .map(|id| {
+            let gone = !on_list.contains(id) && cases::find(conn, id)?.is_some();
+            Ok((id.clone(), gone))
+        })
+        .collect()
+}

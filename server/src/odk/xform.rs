@@ -1147,6 +1147,41 @@ mod tests {
     }
 
     #[test]
+    fn forms_about_a_case_make_or_pick_an_entity_of_the_case_list() {
+        let follow_up = xml(json!({"d": {"type": "string", "format": "date"}}));
+        for part in [
+            "xmlns:entities=\"http://www.opendatakit.org/xforms/entities\"",
+            "entities:entities-version=\"2024.1.0\"",
+            "<entity dataset=\"cases\" id=\"\" update=\"1\" baseVersion=\"\" trunkVersion=\"\" branchId=\"\"/>",
+            "<instance id=\"cases\" src=\"jr://file-csv/cases.csv\"/>",
+            "<bind nodeset=\"/data/meta/case_id\" type=\"string\" required=\"true()\"/>",
+            "calculate=\"instance('cases')/root/item[name = /data/meta/case_id]/__version\"",
+            "<bind nodeset=\"/data/meta/entity/@id\" type=\"string\" readonly=\"true()\" calculate=\"/data/meta/case_id\"/>",
+            "<select1 ref=\"/data/meta/case_id\">",
+        ] {
+            assert!(follow_up.contains(part), "{part} missing from\n{follow_up}");
+        }
+        let mut opening = form(json!({"d": {"type": "string", "format": "date"}}), &[]);
+        opening["x-form"]["case"] = json!("opens");
+        let opening = String::from_utf8(generate(&opening, KEY).unwrap()).unwrap();
+        for part in [
+            "<entity dataset=\"cases\" id=\"\" create=\"1\">",
+            "calculate=\"once(uuid())\"",
+            "calculate=\"concat('New case, opened ', today())\"",
+        ] {
+            assert!(opening.contains(part), "{part} missing from\n{opening}");
+        }
+        assert!(!opening.contains("jr://file-csv"));
+        // A choice list called "cases" would hide the case list.
+        let clash = form(
+            json!({"cases": {"type": "string", "enum": ["a", "b"]}}),
+            &[],
+        );
+        let problems = generate(&clash, KEY).unwrap_err();
+        assert!(problems[0].contains("case list"), "{problems:?}");
+    }
+
+    #[test]
     fn the_same_form_and_key_give_the_same_bytes() {
         let f = form(json!({"d": {"type": "string", "format": "date"}}), &["d"]);
         assert_eq!(generate(&f, KEY).unwrap(), generate(&f, KEY).unwrap());

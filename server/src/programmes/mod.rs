@@ -893,7 +893,8 @@ mod tests {
                 "initial_state": "opened",
                 "transitions": [{"on": "referal_received", "to": "closed"}],
                 "deadlines": [{"id": "X", "title": "x", "start": {"fact": "no.such"},
-                               "limit": "3 days", "met_by": ["nothing"], "source": "-"}]
+                               "limit": "3 days", "met_by": ["nothing"], "source": "-"}],
+                "on_phone": ["state", "child_name", "state"]
             }),
             &vocabulary,
         )
@@ -909,6 +910,8 @@ mod tests {
             "/deadlines/0/limit",
             "/deadlines/0/met_by/0",
             "/states: no state is marked",
+            "/on_phone/1: \"child_name\" cannot be shown on the phone",
+            "/on_phone/2: listed twice",
         ] {
             assert!(
                 problems.iter().any(|p| p.starts_with(expected)),

@@ -35,8 +35,10 @@ pub(super) async fn manifest(req: HttpRequest, state: web::Data<AppState>) -> An
         .into_iter()
         .find(|x| x.form_id == form_id)
         .ok_or_else(no_such_form)?;
-    let mut body = String::from("<manifest xmlns=\"http://openrosa.org/xforms/xformsManifest\">");
-    if reads_case_list(&xform) {
+    let mut body = String::from("<manifest xmlns=\"http://openrosa.org/xforms/xformsManifest\"");
+    if !reads_case_list(&xform) {
+        body.push_str("/>");
+    } else {
         let programme = programme_of(&caller.programme)?;
         let who = caller.who.clone();
         let list = state
@@ -44,12 +46,58 @@ pub(super) async fn manifest(req: HttpRequest, state: web::Data<AppState>) -> An
             .await?;
         let name = entities::file_name();
         body.push_str(&format!(
-            "<mediaFile><filename>{name}</filename><hash>md5:{md5}</hash><downloadUrl>{base}/entities/{name}</downloadUrl></mediaFile>",
+            "><mediaFile type=\"entityList\"><filename>{name}</filename><hash>md5:{md5}</hash><downloadUrl>{base}/entities/{name}</downloadUrl><integrityUrl>{base}/entities/{DATASET}/integrity</integrityUrl></mediaFile>",
             md5 = list.md5,
             base = escape(&caller.base),
         ));
+        body.push_str("</manifest>");
     }
-    body.push_str("</manifest>");
+    Ok(HttpResponse::Ok()
+        .content_type(XML)
+        .insert_header(("Cache-Control", "no-store"))
+        .body(body))
+}
+
+#[derive(serde::Deserialize)]
+pub(super) struct IntegrityQuery {
+    /// Comma-separated case ids.
+    id: Option<String>,
+}
+
+/// `GET …/entities/cases/integrity?id=a,b`: which of the cases Collect
+/// holds left the caller's list, so Collect drops them from the phone.
+/// Says nothing about a case beyond "no longer yours to hold".
+pub(super) async fn integrity(
+    req: HttpRequest,
+    state: web::Data<AppState>,
+    query: web::Query<IntegrityQuery>,
+) -> Answer {
+    let caller = caller(&req).await?;
+    if req.match_info().get("dataset") != Some(DATASET) {
+        return Err(AppError::NotFound("no such case list for this programme".into()).into());
+    }
+    let ids: Vec<String> = query
+        .into_inner()
+        .id
+        .unwrap_or_default()
+        .split(',')
+        .map(str::trim)
+        .filter(|id| !id.is_empty())
+        .map(str::to_string)
+        .collect();
+    let programme = programme_of(&caller.programme)?;
+    let who = caller.who;
+    let states = state
+        .db(move |conn| entities::deleted(conn, &who, &programme, &ids))
+        .await?;
+    let mut body = String::from("<?xml version=\"1.0\" encoding=\"UTF-8\"?><data><entities>");
+    for (id, deleted) in states {
+        body.push_str(&format!(
+            "<entity id=\"{}\"><deleted>{deleted}</deleted></entity>",
+            escape(&id)
+        ));
+    }
+    body.push_str("</entities></data>");
     Ok(HttpResponse::Ok()
         .content_type(XML)
         .insert_header(("Cache-Control", "no-store"))

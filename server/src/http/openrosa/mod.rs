@@ -40,6 +40,10 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
                     web::get().to(manifest::manifest),
                 )
                 .route("/entities/{file}", web::get().to(manifest::entity_list))
+                .route(
+                    "/entities/{dataset}/integrity",
+                    web::get().to(manifest::integrity),
+                )
                 .route("/forms/{file}", web::get().to(form))
                 .route("/submission", web::head().to(submission_head))
                 .route("/submission", web::post().to(submission)),
