@@ -92,7 +92,7 @@ if (command === 'load') {
   // A question may apply only after a later answer (a rule naming a field
   // further down): answer in form order, then again what did not apply yet.
   const pick = '/data/meta/case_id';
-  let pending = find(pick) && !answers.some(([path]) => path === pick)
+  let pending = find(pick)?.nodeType === 'select' && !answers.some(([path]) => path === pick)
     ? [[pick, ONE_CASE], ...answers]
     : answers;
   for (let pass = 0; pass < 5 && pending.length; pass++) {

@@ -1056,7 +1056,8 @@ mod tests {
             "xmlns:jr=\"http://openrosa.org/javarosa\"",
             "xmlns:odk=\"http://www.opendatakit.org/xforms\"",
             "xmlns:orx=\"http://openrosa.org/xforms\"",
-            "<model odk:xforms-version=\"1.0.0\">",
+            // A follow-up: it also declares ODK Entities.
+            "<model odk:xforms-version=\"1.0.0\" entities:entities-version=\"2024.1.0\">",
             "<data id=\"kz.t\" version=\"1\">",
             "<bind nodeset=\"/data/meta/instanceID\" type=\"string\" readonly=\"true()\" jr:preload=\"uid\"/>",
             "<bind nodeset=\"/data/d\" type=\"date\"/>",
