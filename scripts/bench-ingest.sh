@@ -10,7 +10,8 @@
 # MODE=openrosa then sends the same N referrals again as ODK Collect does
 # (`casesync collect odk-push`: the instance XML encrypted with Collect's
 # scheme, multipart to /odk/kz/submission) with the same concurrency, and
-# prints both rates.
+# prints both rates, then the latency of ODK Collect's formList (every
+# form of the programme) asked 2,000 times by one client and by C clients.
 #
 #   scripts/bench-ingest.sh                 # 20000 submissions, 32 clients
 #   N=5000 C=8 scripts/bench-ingest.sh
@@ -110,6 +111,10 @@ user, system = (u1 - u0) / hz, (s1 - s0) / hz
 print(f"server: {user:.1f} s user + {system:.1f} s system CPU, "
       f"{(user + system) * 1e3 / n:.2f} ms CPU per OpenRosa submission")
 PY
+  echo
+  echo "formList of the programme as ODK Collect asks for it, one client, then $C clients:"
+  "$BIN" collect odk-formlist kz --count 2000 --concurrency 1
+  "$BIN" collect odk-formlist kz --count 2000 --concurrency "$C"
 fi
 
 echo

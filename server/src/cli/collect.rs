@@ -111,6 +111,16 @@ pub enum CollectCommand {
         #[arg(long, default_value_t = 1)]
         concurrency: usize,
     },
+    /// Ask for PROGRAMME's form list COUNT times as ODK Collect does,
+    /// CONCURRENCY at a time, and print the latency: the ingest
+    /// benchmark's formList figure.
+    OdkFormlist {
+        programme: String,
+        #[arg(long, default_value_t = 1)]
+        count: usize,
+        #[arg(long, default_value_t = 1)]
+        concurrency: usize,
+    },
     /// Counts of queued, sent and refused submissions, and each queued or
     /// refused one with its form, case and age (and why it was refused).
     Status,
@@ -309,6 +319,11 @@ fn collect_command(args: CollectArgs) -> Result<(), String> {
             count,
             concurrency,
         } => super::odk_push::run(dir, &form, &answers, count, concurrency)?,
+        CollectCommand::OdkFormlist {
+            programme,
+            count,
+            concurrency,
+        } => super::odk_push::formlist(dir, &programme, count, concurrency)?,
         CollectCommand::Status => {
             let status = collect::status(dir)?;
             println!(

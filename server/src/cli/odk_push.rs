@@ -2,6 +2,8 @@
 //! Collect does — the instance XML encrypted with `crypto::odk::encrypt`,
 //! POSTed as multipart to `/odk/{programme}/submission` — for the ingest
 //! benchmark's OpenRosa mode (scripts/bench-ingest.sh, `MODE=openrosa`).
+//! `collect odk-formlist` asks for a programme's form list as Collect does
+//! on "Download form", for the same benchmark's formList latency.
 //! Signed in as the collector is (its session token as a bearer token).
 
 use std::path::Path;
@@ -38,6 +40,49 @@ fn multipart(encrypted: &odk_crypto::Encrypted) -> Vec<u8> {
     }
     body.extend_from_slice(format!("--{BOUNDARY}--\r\n").as_bytes());
     body
+}
+
+fn agent() -> ureq::Agent {
+    ureq::Agent::config_builder()
+        .http_status_as_error(false)
+        .build()
+        .into()
+}
+
+/// Runs `each(i)` for `i` in `0..count` on `concurrency` threads; the
+/// latency of every call that returned `Ok`, sorted, and the errors.
+fn load(
+    count: usize,
+    concurrency: usize,
+    each: impl Fn(usize) -> Result<(), String> + Sync,
+) -> (Vec<Duration>, Vec<String>) {
+    let next = AtomicUsize::new(0);
+    let latencies = Mutex::new(Vec::with_capacity(count));
+    let refused = Mutex::new(Vec::new());
+    std::thread::scope(|scope| {
+        for _ in 0..concurrency.max(1) {
+            scope.spawn(|| loop {
+                let i = next.fetch_add(1, Ordering::Relaxed);
+                if i >= count {
+                    break;
+                }
+                let sent = Instant::now();
+                let answer = each(i);
+                let took = sent.elapsed();
+                match answer {
+                    Ok(()) => latencies.lock().expect("latencies").push(took),
+                    Err(e) => refused.lock().expect("refusals").push(e),
+                }
+            });
+        }
+    });
+    let mut latencies = latencies.into_inner().expect("latencies");
+    latencies.sort();
+    (latencies, refused.into_inner().expect("refusals"))
+}
+
+fn ms(d: Duration) -> f64 {
+    d.as_secs_f64() * 1e3
 }
 
 /// The ODK version the server offers for `form_id` (its formList).
@@ -91,10 +136,7 @@ pub fn run(
 
     let server = session.server.trim_end_matches('/').to_string();
     let base = format!("{server}/odk/{}", form.meta.programme);
-    let agent: ureq::Agent = ureq::Agent::config_builder()
-        .http_status_as_error(false)
-        .build()
-        .into();
+    let agent = agent();
     let version = odk_version(&agent, &base, &session.token, form_id)?;
     let jwk: Value = agent
         .get(format!(
@@ -134,43 +176,26 @@ pub fn run(
         })
         .collect();
 
-    let next = AtomicUsize::new(0);
-    let latencies = Mutex::new(Vec::with_capacity(count));
-    let refused = Mutex::new(Vec::new());
     let url = format!("{base}/submission?deviceID={}", session.device_id);
     let started = Instant::now();
-    std::thread::scope(|scope| {
-        for _ in 0..concurrency.max(1) {
-            scope.spawn(|| loop {
-                let i = next.fetch_add(1, Ordering::Relaxed);
-                let Some(body) = bodies.get(i) else { break };
-                let sent = Instant::now();
-                let answer = agent
-                    .post(&url)
-                    .header("Authorization", format!("Bearer {}", session.token))
-                    .header("X-OpenRosa-Version", "1.0")
-                    .content_type(format!("multipart/form-data; boundary={BOUNDARY}"))
-                    .send(body.as_slice());
-                let took = sent.elapsed();
-                match answer {
-                    Ok(res) if res.status().as_u16() == 201 => {
-                        latencies.lock().expect("latencies").push(took)
-                    }
-                    Ok(mut res) => refused.lock().expect("refusals").push(format!(
-                        "{}: {}",
-                        res.status(),
-                        res.body_mut().read_to_string().unwrap_or_default()
-                    )),
-                    Err(e) => refused.lock().expect("refusals").push(e.to_string()),
-                }
-            });
+    let (latencies, refused) = load(count, concurrency, |i| {
+        let answer = agent
+            .post(&url)
+            .header("Authorization", format!("Bearer {}", session.token))
+            .header("X-OpenRosa-Version", "1.0")
+            .content_type(format!("multipart/form-data; boundary={BOUNDARY}"))
+            .send(bodies[i].as_slice());
+        match answer {
+            Ok(res) if res.status().as_u16() == 201 => Ok(()),
+            Ok(mut res) => Err(format!(
+                "{}: {}",
+                res.status(),
+                res.body_mut().read_to_string().unwrap_or_default()
+            )),
+            Err(e) => Err(e.to_string()),
         }
     });
     let elapsed = started.elapsed().as_secs_f64();
-    let mut latencies = latencies.into_inner().expect("latencies");
-    latencies.sort();
-    let refused = refused.into_inner().expect("refusals");
-    let ms = |d: Duration| d.as_secs_f64() * 1e3;
     println!(
         "OpenRosa: {} stored, {} refused in {elapsed:.1} s: {:.0} submissions/s; latency p50 {:.1} ms, p99 {:.1} ms",
         latencies.len(),
@@ -181,6 +206,58 @@ pub fn run(
     );
     if let Some(first) = refused.first() {
         return Err(format!("{} refused; the first: {first}", refused.len()));
+    }
+    Ok(())
+}
+
+/// Asks for `programme`'s form list `count` times, `concurrency` at a
+/// time, each answer read whole and checked to list forms; prints the
+/// latency percentiles.
+pub fn formlist(
+    dir: &Path,
+    programme: &str,
+    count: usize,
+    concurrency: usize,
+) -> Result<(), String> {
+    let session = Dir::open(dir)
+        .and_then(|d| d.session())
+        .map_err(|e| format!("the collector is not signed in: {e}"))?;
+    let server = session.server.trim_end_matches('/');
+    let url = format!("{server}/odk/{programme}/formList");
+    let agent = agent();
+    let forms = AtomicUsize::new(0);
+    let started = Instant::now();
+    let (latencies, refused) = load(count, concurrency, |_| {
+        let mut res = agent
+            .get(&url)
+            .header("Authorization", format!("Bearer {}", session.token))
+            .header("X-OpenRosa-Version", "1.0")
+            .call()
+            .map_err(|e| e.to_string())?;
+        let status = res.status().as_u16();
+        let body = res.body_mut().read_to_string().map_err(|e| e.to_string())?;
+        if status != 200 {
+            return Err(format!("{status}: {body}"));
+        }
+        forms.store(body.matches("<xform>").count(), Ordering::Relaxed);
+        Ok(())
+    });
+    let elapsed = started.elapsed().as_secs_f64();
+    let forms = forms.into_inner();
+    println!(
+        "formList ({forms} forms): {} answered, {} refused in {elapsed:.1} s: {:.0} requests/s; latency p50 {:.2} ms, p99 {:.2} ms, max {:.2} ms",
+        latencies.len(),
+        refused.len(),
+        latencies.len() as f64 / elapsed,
+        ms(crate::client::quantile(&latencies, 0.5)),
+        ms(crate::client::quantile(&latencies, 0.99)),
+        ms(latencies.last().copied().unwrap_or_default()),
+    );
+    if let Some(first) = refused.first() {
+        return Err(format!("{} refused; the first: {first}", refused.len()));
+    }
+    if forms == 0 {
+        return Err(format!("the form list of {programme} lists no forms"));
     }
     Ok(())
 }

@@ -383,6 +383,42 @@ pub fn published_in(
         .collect())
 }
 
+/// The newest published version of each form of `programme`, with the
+/// form's title, by form id: what a phone is offered. Reads no schema.
+pub fn newest_published_in(
+    conn: &mut DbConnection,
+    programme: &str,
+) -> AppResult<Vec<NewestVersion>> {
+    let rows: Vec<(String, String, String)> = form_versions::table
+        .inner_join(forms::table)
+        .filter(forms::programme.eq(programme))
+        .filter(form_versions::status.eq(PUBLISHED))
+        .order((form_versions::form_id, form_versions::published_at))
+        .select((form_versions::form_id, form_versions::version, forms::title))
+        .load(conn)?;
+    // Ordered by form, then publication: the last of each form is newest.
+    let mut newest: Vec<NewestVersion> = Vec::new();
+    for (form_id, version, title) in rows {
+        match newest.last_mut() {
+            Some(last) if last.form_id == form_id => last.version = version,
+            _ => newest.push(NewestVersion {
+                form_id,
+                version,
+                title,
+            }),
+        }
+    }
+    Ok(newest)
+}
+
+/// A form's newest published version and its title.
+#[derive(Debug, Clone, PartialEq)]
+pub struct NewestVersion {
+    pub form_id: String,
+    pub version: String,
+    pub title: String,
+}
+
 /// A version named as in the sync change log, with its form's programme.
 pub fn by_sync_object(
     conn: &mut DbConnection,

@@ -155,23 +155,85 @@ pub fn ensure_all(conn: &mut DbConnection) -> AppResult<Vec<String>> {
     Ok(refused)
 }
 
+/// What `formList` says of one XForm: everything but its bytes.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Listing {
+    pub form_id: String,
+    pub odk_version: String,
+    pub md5: String,
+    /// The form's title, as text (not XML).
+    pub title: String,
+}
+
 /// The XForms a phone of `programme` is offered: the newest published
-/// version of each form, for the programme's current key, made now where
-/// a rotation left one missing.
-pub fn current(conn: &mut DbConnection, programme: &str) -> AppResult<Vec<StoredXform>> {
-    let versions = registry::published_in(conn, &[programme.to_string()])?;
-    // Ordered by form, then publication: the last of each form is newest.
-    let mut newest: Vec<(String, String)> = Vec::new();
-    for (_, info) in versions {
-        match newest.last_mut() {
-            Some((form, version)) if *form == info.form_id => *version = info.version,
-            _ => newest.push((info.form_id, info.version)),
-        }
-    }
+/// version of each form, for the programme's current key. A read of three
+/// small queries and no XForm bytes (Collect asks for it often); only
+/// where a key rotation left an XForm unmade is one made now.
+pub fn offered(conn: &mut DbConnection, programme: &str) -> AppResult<Vec<Listing>> {
+    let newest = registry::newest_published_in(conn, programme)?;
+    let key = keys::current(conn, programme)?;
+    let form_ids: Vec<&str> = newest.iter().map(|n| n.form_id.as_str()).collect();
+    let stored: Vec<(String, String, String, String)> = odk_xforms::table
+        .filter(odk_xforms::key_id.eq(&key.kid))
+        .filter(odk_xforms::form_id.eq_any(&form_ids))
+        .select((
+            odk_xforms::form_id,
+            odk_xforms::version,
+            odk_xforms::odk_version,
+            odk_xforms::md5,
+        ))
+        .load(conn)?;
     newest
         .into_iter()
-        .map(|(form, version)| write_tx(conn, |conn| ensure(conn, &form, &version)))
+        .map(|n| {
+            let found = stored
+                .iter()
+                .find(|(form, version, _, _)| *form == n.form_id && *version == n.version);
+            let (odk_version, md5) = match found {
+                Some((_, _, odk_version, md5)) => (odk_version.clone(), md5.clone()),
+                None => {
+                    let made = write_tx(conn, |conn| ensure(conn, &n.form_id, &n.version))?;
+                    (made.odk_version, made.md5)
+                }
+            };
+            // An untitled form is named by its id, as its XForm is.
+            let title = if n.title.is_empty() {
+                n.form_id.clone()
+            } else {
+                n.title
+            };
+            Ok(Listing {
+                form_id: n.form_id,
+                odk_version,
+                md5,
+                title,
+            })
+        })
         .collect()
+}
+
+/// The XForms `offered` lists, with their bytes.
+pub fn current(conn: &mut DbConnection, programme: &str) -> AppResult<Vec<StoredXform>> {
+    offered(conn, programme)?
+        .into_iter()
+        .map(|l| get(conn, &l.form_id, &l.odk_version))
+        .collect()
+}
+
+/// The XForm `formList` offers for `form_id` of `programme` (its bytes);
+/// `None` when the programme offers no such form.
+pub fn offered_one(
+    conn: &mut DbConnection,
+    programme: &str,
+    form_id: &str,
+) -> AppResult<Option<StoredXform>> {
+    let Some(listing) = offered(conn, programme)?
+        .into_iter()
+        .find(|l| l.form_id == form_id)
+    else {
+        return Ok(None);
+    };
+    get(conn, form_id, &listing.odk_version).map(Some)
 }
 
 /// One stored XForm by the version it states.

@@ -23,7 +23,7 @@ use crate::error::AppError;
 use crate::http::extract;
 use crate::ingest::odk::{Outcome, Upload};
 use crate::ingest::{self};
-use crate::odk::store::{self, StoredXform};
+use crate::odk::store::{self, Listing};
 
 mod manifest;
 
@@ -197,28 +197,17 @@ async fn caller(req: &HttpRequest) -> Result<Caller, OpenRosaError> {
     })
 }
 
-async fn current_forms(
-    req: &HttpRequest,
-    programme: &str,
-) -> Result<Vec<StoredXform>, OpenRosaError> {
+/// What `formList` offers a phone of `programme` (no XForm bytes).
+async fn current_forms(req: &HttpRequest, programme: &str) -> Result<Vec<Listing>, OpenRosaError> {
     let state = extract::state(req)?;
     let programme = programme.to_string();
     Ok(state
-        .db(move |conn| store::current(conn, &programme))
+        .db(move |conn| store::offered(conn, &programme))
         .await?)
 }
 
 fn no_such_form() -> OpenRosaError {
     AppError::NotFound("no such form for this programme".into()).into()
-}
-
-/// The form's title as its XForm states it (`<h:title>`).
-fn title_of(xform: &StoredXform) -> &str {
-    xform
-        .xml
-        .split_once("<h:title>")
-        .and_then(|(_, rest)| rest.split_once("</h:title>"))
-        .map_or(xform.form_id.as_str(), |(title, _)| title)
 }
 
 #[derive(serde::Deserialize)]
@@ -243,7 +232,7 @@ async fn form_list(req: HttpRequest, query: web::Query<FormListQuery>) -> Answer
         body.push_str(&format!(
             "<xform><formID>{id}</formID><name>{name}</name><version>{version}</version><hash>md5:{md5}</hash><downloadUrl>{base}/forms/{id}.xml</downloadUrl>",
             id = escape(&xform.form_id),
-            name = title_of(xform),
+            name = escape(&xform.title),
             version = escape(&xform.odk_version),
             md5 = xform.md5,
             base = escape(&caller.base),
@@ -267,10 +256,10 @@ async fn form(req: HttpRequest) -> Answer {
     let caller = caller(&req).await?;
     let file = req.match_info().get("file").unwrap_or("");
     let form_id = file.strip_suffix(".xml").ok_or_else(no_such_form)?;
-    let xform = current_forms(&req, &caller.programme)
+    let (programme, form_id) = (caller.programme.clone(), form_id.to_string());
+    let xform = extract::state(&req)?
+        .db(move |conn| store::offered_one(conn, &programme, &form_id))
         .await?
-        .into_iter()
-        .find(|x| x.form_id == form_id)
         .ok_or_else(no_such_form)?;
     Ok(HttpResponse::Ok().content_type(XML).body(xform.xml))
 }
