@@ -163,8 +163,16 @@ fn a_new_writer_adds_a_version_only_where_the_bytes_change() {
     let now = store::ensure(&mut conn, "kz.initial_assessment", "2021.1.1").unwrap();
     let before = now.xml.replace("Which case is this about?", "Case");
     older(&mut conn, "kz.initial_assessment", Some(&before));
-    let made = store::ensure(&mut conn, "kz.initial_assessment", "2021.1.1").unwrap();
-    assert_eq!(made.odk_version, "2021.1.1~k2");
+    // formList offers the new one, with its manifest (the case list).
+    let offered = store::offered(&mut conn, "kz").unwrap();
+    let listed = offered
+        .iter()
+        .find(|l| l.form_id == "kz.initial_assessment")
+        .unwrap();
+    assert_eq!(listed.odk_version, "2021.1.1~k2");
+    assert!(listed.case_list);
+    let made = store::get(&mut conn, "kz.initial_assessment", "2021.1.1~k2").unwrap();
+    assert_eq!(made.md5, listed.md5);
     assert_eq!(made.generator, store::GENERATOR);
     assert!(made.xml.contains("Which case is this about?"));
     let kept = store::get(&mut conn, "kz.initial_assessment", "2021.1.1").unwrap();
@@ -185,4 +193,5 @@ fn a_new_writer_adds_a_version_only_where_the_bytes_change() {
     assert_eq!(same.odk_version, "2021.1.1");
     assert_eq!(same.xml, referral.xml);
     assert_eq!(same.generator, store::GENERATOR);
+    assert!(!same.case_list, "a referral opens its case: no list");
 }

@@ -2,7 +2,9 @@
 -- entities changed what a form about a case holds). A version whose stored
 -- XForm came from an older writer gets a new row with a new odk_version
 -- suffix ("2021.1.1~k2"), unless the new writer's bytes are the same; the
--- old row stays, so a phone still holding it can send it. SQLite cannot
+-- old row stays, so a phone still holding it can send it. `case_list`: the
+-- XForm reads the phone's case list (cases.csv, ODK Entities), so formList
+-- gives it a manifest without reading its bytes. SQLite cannot
 -- change a UNIQUE constraint in place: the table is copied.
 CREATE TABLE odk_xforms_new (
     form_id TEXT NOT NULL,
@@ -13,6 +15,7 @@ CREATE TABLE odk_xforms_new (
     md5 TEXT NOT NULL,
     created_at TIMESTAMP NOT NULL,
     generator INTEGER NOT NULL DEFAULT 1,
+    case_list BOOLEAN NOT NULL DEFAULT FALSE,
     PRIMARY KEY (form_id, odk_version),
     UNIQUE (form_id, version, key_id, generator),
     FOREIGN KEY (form_id, version) REFERENCES form_versions (form_id, version)

@@ -152,6 +152,7 @@ diesel::table! {
         md5 -> Text,
         created_at -> Timestamp,
         generator -> Integer,
+        case_list -> Bool,
     }
 }
 

@@ -33,6 +33,9 @@ pub struct StoredXform {
     pub created_at: chrono::NaiveDateTime,
     /// The [`GENERATOR`] that wrote it.
     pub generator: i32,
+    /// It reads the phone's case list (`cases.csv`, ODK Entities): its
+    /// manifest lists that file.
+    pub case_list: bool,
 }
 
 /// The generation of the XForm writer. Raise it when `xform` writes a
@@ -107,11 +110,16 @@ pub fn ensure(conn: &mut DbConnection, form_id: &str, version: &str) -> AppResul
         table.meta.version = old.odk_version.clone();
         let xml = super::xform::generate_from(&table, &der).map_err(refused)?;
         if xml == old.xml.as_bytes() {
+            let case_list = table.meta.case == crate::forms::model::CaseRole::Updates;
             diesel::update(odk_xforms::table.find((&old.form_id, &old.odk_version)))
-                .set(odk_xforms::generator.eq(GENERATOR))
+                .set((
+                    odk_xforms::generator.eq(GENERATOR),
+                    odk_xforms::case_list.eq(case_list),
+                ))
                 .execute(conn)?;
             return Ok(StoredXform {
                 generator: GENERATOR,
+                case_list,
                 ..old.clone()
             });
         }
@@ -128,6 +136,7 @@ pub fn ensure(conn: &mut DbConnection, form_id: &str, version: &str) -> AppResul
         xml,
         created_at: now(),
         generator: GENERATOR,
+        case_list: table.meta.case == crate::forms::model::CaseRole::Updates,
     };
     diesel::insert_into(odk_xforms::table)
         .values(&stored)
@@ -163,6 +172,8 @@ pub struct Listing {
     pub md5: String,
     /// The form's title, as text (not XML).
     pub title: String,
+    /// It reads the phone's case list: its manifest lists `cases.csv`.
+    pub case_list: bool,
 }
 
 /// The XForms a phone of `programme` is offered: the newest published
@@ -173,14 +184,17 @@ pub fn offered(conn: &mut DbConnection, programme: &str) -> AppResult<Vec<Listin
     let newest = registry::newest_published_in(conn, programme)?;
     let key = keys::current(conn, programme)?;
     let form_ids: Vec<&str> = newest.iter().map(|n| n.form_id.as_str()).collect();
-    let stored: Vec<(String, String, String, String)> = odk_xforms::table
+    let stored: Vec<(String, String, String, String, bool)> = odk_xforms::table
         .filter(odk_xforms::key_id.eq(&key.kid))
         .filter(odk_xforms::form_id.eq_any(&form_ids))
+        // An older writer's XForm is written again by `ensure` below.
+        .filter(odk_xforms::generator.eq(GENERATOR))
         .select((
             odk_xforms::form_id,
             odk_xforms::version,
             odk_xforms::odk_version,
             odk_xforms::md5,
+            odk_xforms::case_list,
         ))
         .load(conn)?;
     newest
@@ -188,12 +202,14 @@ pub fn offered(conn: &mut DbConnection, programme: &str) -> AppResult<Vec<Listin
         .map(|n| {
             let found = stored
                 .iter()
-                .find(|(form, version, _, _)| *form == n.form_id && *version == n.version);
-            let (odk_version, md5) = match found {
-                Some((_, _, odk_version, md5)) => (odk_version.clone(), md5.clone()),
+                .find(|(form, version, ..)| *form == n.form_id && *version == n.version);
+            let (odk_version, md5, case_list) = match found {
+                Some((_, _, odk_version, md5, case_list)) => {
+                    (odk_version.clone(), md5.clone(), *case_list)
+                }
                 None => {
                     let made = write_tx(conn, |conn| ensure(conn, &n.form_id, &n.version))?;
-                    (made.odk_version, made.md5)
+                    (made.odk_version, made.md5, made.case_list)
                 }
             };
             // An untitled form is named by its id, as its XForm is.
@@ -207,6 +223,7 @@ pub fn offered(conn: &mut DbConnection, programme: &str) -> AppResult<Vec<Listin
                 odk_version,
                 md5,
                 title,
+                case_list,
             })
         })
         .collect()

@@ -12,16 +12,7 @@ use crate::cases::reconcile::programme_of;
 use crate::db::write_tx;
 use crate::error::AppError;
 use crate::odk::entities;
-use crate::odk::store::StoredXform;
 use crate::odk::xform::DATASET;
-
-/// Whether the XForm reads the case list: the stored bytes decide, so an
-/// XForm made before entities is never offered a file it does not use.
-pub(super) fn reads_case_list(xform: &StoredXform) -> bool {
-    xform
-        .xml
-        .contains(&format!("src=\"jr://file-csv/{DATASET}.csv\""))
-}
 
 /// `GET …/forms/{formID}/manifest`: the case list for a follow-up form,
 /// with the md5 of the list this caller gets now (it changes when their
@@ -36,7 +27,7 @@ pub(super) async fn manifest(req: HttpRequest, state: web::Data<AppState>) -> An
         .find(|x| x.form_id == form_id)
         .ok_or_else(no_such_form)?;
     let mut body = String::from("<manifest xmlns=\"http://openrosa.org/xforms/xformsManifest\"");
-    if !reads_case_list(&xform) {
+    if !xform.case_list {
         body.push_str("/>");
     } else {
         let programme = programme_of(&caller.programme)?;

@@ -238,7 +238,7 @@ async fn form_list(req: HttpRequest, query: web::Query<FormListQuery>) -> Answer
             base = escape(&caller.base),
         ));
         // Only a form with media has a manifest (the case list).
-        if manifest::reads_case_list(xform) {
+        if xform.case_list {
             body.push_str(&format!(
                 "<manifestUrl>{base}/forms/{id}/manifest</manifestUrl>",
                 id = escape(&xform.form_id),
