@@ -2,10 +2,9 @@
 //! Forms, and their filled instances read back as answers. `nodes` is the
 //! one mapping (docs/odk.md), `xform` writes a form from it, `instance`
 //! reads a submission with it, `store` keeps each version's XForm.
-//! `entities` is the case list a phone picks follow-ups' cases from.
-//! The OpenRosa endpoints and decryption are built on top.
+//! The OpenRosa endpoints, decryption and the phone's case list
+//! (`sync::case_list`) are built on top.
 
-pub mod entities;
 pub mod instance;
 pub mod nodes;
 pub mod store;

@@ -1,6 +1,6 @@
 //! A form's manifest and the media it names: the phone's case list
 //! (`cases.csv`, ODK Entities) for every form that picks its case from it.
-//! Thin: the list is `odk::entities`'s; reading it is audited like a sync.
+//! Thin: the list is `sync::case_list`'s; reading it is audited like a sync.
 
 use actix_web::{web, HttpRequest, HttpResponse};
 use quick_xml::escape::escape;
@@ -11,8 +11,8 @@ use crate::audit::{self, Event, Origin};
 use crate::cases::reconcile::programme_of;
 use crate::db::write_tx;
 use crate::error::AppError;
-use crate::odk::entities;
 use crate::odk::xform::DATASET;
+use crate::sync::case_list as entities;
 
 /// `GET …/forms/{formID}/manifest`: the case list for a follow-up form,
 /// with the md5 of the list this caller gets now (it changes when their

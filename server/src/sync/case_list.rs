@@ -25,7 +25,7 @@ pub struct CaseList {
 
 /// The file name of the case list in a manifest.
 pub fn file_name() -> String {
-    format!("{}.csv", super::xform::DATASET)
+    format!("{}.csv", crate::odk::xform::DATASET)
 }
 
 /// The label a case has on the phone: its number, else a neutral one made
