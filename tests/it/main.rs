@@ -33,6 +33,7 @@ mod keys;
 mod layers;
 mod migrations;
 mod odk_crypto;
+mod odk_entities;
 mod odk_store;
 mod odk_xform;
 mod openrosa;

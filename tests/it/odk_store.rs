@@ -1,8 +1,9 @@
 //! The stored XForms (`odk::store`, migration 000023): made at start for
 //! the shipped versions and at publish for new ones, never made again for
 //! the same version and key, a new suffixed ODK version after a key
-//! rotation that maps back to the JSON-Schema version; a draft Collect
-//! cannot ask is refused at upload.
+//! rotation (or a new XForm writer that changes the bytes) that maps back
+//! to the JSON-Schema version; a draft Collect cannot ask is refused at
+//! upload.
 
 use crate::common;
 
@@ -130,4 +131,67 @@ fn a_published_draft_gets_its_xform_and_an_unaskable_one_is_refused_at_upload() 
     let current = store::current(&mut conn, "kz").unwrap();
     let referral = current.iter().find(|x| x.form_id == "kz.referral").unwrap();
     assert_eq!(referral.odk_version, "2026.5");
+}
+
+/// A new XForm writer (`store::GENERATOR`; ODK Entities was one) leaves a
+/// stored XForm as it is: a version whose bytes it changes gets a new
+/// suffixed ODK version beside the old one; a version it writes the same
+/// keeps its ODK version.
+#[test]
+fn a_new_writer_adds_a_version_only_where_the_bytes_change() {
+    use casesync::db::schema::odk_xforms;
+    use diesel::prelude::*;
+    let app = TestApp::spawn();
+    let mut conn = app.conn();
+    let older = |conn: &mut _, form: &str, xml: Option<&str>| {
+        let target = odk_xforms::table.filter(odk_xforms::form_id.eq(form));
+        diesel::update(target)
+            .set(odk_xforms::generator.eq(1))
+            .execute(conn)
+            .unwrap();
+        if let Some(xml) = xml {
+            diesel::update(target)
+                .set((
+                    odk_xforms::xml.eq(xml),
+                    odk_xforms::md5.eq(hex::encode(Md5::digest(xml.as_bytes()))),
+                ))
+                .execute(conn)
+                .unwrap();
+        }
+    };
+    // Written differently before: the old bytes stay, a new version is made.
+    let now = store::ensure(&mut conn, "kz.initial_assessment", "2021.1.1").unwrap();
+    let before = now.xml.replace("Which case is this about?", "Case");
+    older(&mut conn, "kz.initial_assessment", Some(&before));
+    // formList offers the new one, with its manifest (the case list).
+    let offered = store::offered(&mut conn, "kz").unwrap();
+    let listed = offered
+        .iter()
+        .find(|l| l.form_id == "kz.initial_assessment")
+        .unwrap();
+    assert_eq!(listed.odk_version, "2021.1.1~k2");
+    assert!(listed.case_list);
+    let made = store::get(&mut conn, "kz.initial_assessment", "2021.1.1~k2").unwrap();
+    assert_eq!(made.md5, listed.md5);
+    assert_eq!(made.generator, store::GENERATOR);
+    assert!(made.xml.contains("Which case is this about?"));
+    let kept = store::get(&mut conn, "kz.initial_assessment", "2021.1.1").unwrap();
+    assert_eq!(kept.xml, before);
+    assert_eq!(
+        store::schema_version(&mut conn, "kz.initial_assessment", "2021.1.1~k2").unwrap(),
+        "2021.1.1"
+    );
+    // Asked again: the new one, not a third.
+    assert_eq!(
+        store::ensure(&mut conn, "kz.initial_assessment", "2021.1.1").unwrap(),
+        made
+    );
+    // Written the same: the stored XForm stays current, now of this writer.
+    let referral = store::ensure(&mut conn, "kz.referral", "2021.1.1").unwrap();
+    older(&mut conn, "kz.referral", None);
+    let same = store::ensure(&mut conn, "kz.referral", "2021.1.1").unwrap();
+    assert_eq!(same.odk_version, "2021.1.1");
+    assert_eq!(same.xml, referral.xml);
+    assert_eq!(same.generator, store::GENERATOR);
+    assert!(!same.case_list, "a referral opens its case: no list");
 }

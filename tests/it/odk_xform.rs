@@ -16,44 +16,13 @@
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
+use crate::common;
 use casesync::forms::{check, definitions, CompiledForm};
 use casesync::odk::instance;
 use casesync::odk::nodes::{FormTable, Kind, Leaf, Node};
 use casesync::odk::xform;
+use common::odk::{compile_fill, tool, validate_jar};
 use serde_json::{Map, Value};
-
-fn required() -> bool {
-    std::env::var("CASESYNC_TEST_REQUIRE_ODK").is_ok_and(|v| v == "1")
-}
-
-/// The tool named by `var`, when it and `program` are there; otherwise
-/// `None` after saying why (or a failure under CASESYNC_TEST_REQUIRE_ODK=1).
-fn tool(var: &str, program: &str) -> Option<PathBuf> {
-    let path = std::env::var_os(var).map(PathBuf::from);
-    let runs = Command::new(program)
-        .arg(if program == "java" {
-            "-version"
-        } else {
-            "--version"
-        })
-        .output()
-        .is_ok_and(|o| o.status.success());
-    let why = match &path {
-        None => format!("{var} is not set"),
-        Some(p) if !p.exists() => format!("{var}={} does not exist", p.display()),
-        Some(_) if !runs => format!("{program} does not run"),
-        Some(_) => return path,
-    };
-    if required() {
-        panic!("CASESYNC_TEST_REQUIRE_ODK=1 but {why}");
-    }
-    eprintln!("SKIPPED: {why} (.ci/run installs the ODK tools)");
-    None
-}
-
-fn validate_jar() -> Option<PathBuf> {
-    tool("CASESYNC_TEST_ODK_VALIDATE_JAR", "java")
-}
 
 fn node_modules() -> Option<PathBuf> {
     tool("CASESYNC_TEST_ODK_NODE_MODULES", "node")
@@ -238,74 +207,7 @@ fn javarosa_fill(
         xform::generate(&form.document, &public_key()).unwrap(),
     )
     .unwrap();
-    // JavaRosa numbers every step (/data[1]/child[1]/siblings[2]/name[1]).
-    let lines: Vec<String> = instance::answer_paths(&table, &answers)
-        .into_iter()
-        .map(|answer| {
-            let numbered: Vec<String> = answer
-                .path
-                .split('/')
-                .skip(1)
-                .map(|step| {
-                    if step.ends_with(']') {
-                        step.to_string()
-                    } else {
-                        format!("{step}[1]")
-                    }
-                })
-                .collect();
-            let value = answer
-                .value
-                .replace('\\', "\\\\")
-                .replace('\n', "\\n")
-                .replace('\t', "\\t");
-            let how = if answer.asked { "Q" } else { "H" };
-            format!("{how}\t/{}\t{value}", numbered.join("/"))
-        })
-        .collect();
-    let answers_path = dir.join(format!("{}.tsv", form.meta.id));
-    std::fs::write(&answers_path, lines.join("\n")).unwrap();
-    let classpath = format!("{}:{}", jar.display(), classes.display());
-    let out = Command::new("java")
-        .args([
-            "-Djava.awt.headless=true",
-            "-Duser.timezone=GMT+05:00",
-            "-cp",
-            &classpath,
-            "Fill",
-        ])
-        .arg(&form_path)
-        .arg(&answers_path)
-        .output()
-        .unwrap();
-    let xml = String::from_utf8(out.stdout).unwrap();
-    if !out.status.success() {
-        return Err(format!(
-            "JavaRosa refused answers of {}:\n{}",
-            form.meta.id,
-            String::from_utf8_lossy(&out.stderr)
-        ));
-    }
-    Ok(xml)
-}
-
-fn compile_fill(jar: &Path, dir: &Path) -> PathBuf {
-    let classes = dir.join("classes");
-    std::fs::create_dir_all(&classes).unwrap();
-    let javac = Command::new("javac")
-        .arg("-d")
-        .arg(&classes)
-        .arg("-cp")
-        .arg(jar)
-        .arg(concat!(env!("CARGO_MANIFEST_DIR"), "/tests/odk/Fill.java"))
-        .output()
-        .unwrap();
-    assert!(
-        javac.status.success(),
-        "{}",
-        String::from_utf8_lossy(&javac.stderr)
-    );
-    classes
+    common::odk::javarosa_fill(jar, classes, &form_path, &table, &answers, &[], None)
 }
 
 /// JavaRosa fills every shipped form with its fixture's answers, stepping
@@ -844,7 +746,7 @@ fn uploads(nodes: &[Node], answers: &Value, out: &mut Vec<String>) {
 
 /// What an OpenRosa submission of `xml` sends: the instance and every file
 /// its answers name.
-fn submission_parts(table: &FormTable, xml: &str, answers: &Value) -> Vec<crate::openrosa::Part> {
+fn submission_parts(table: &FormTable, xml: &str, answers: &Value) -> Vec<common::odk::Part> {
     let mut parts = vec![("xml_submission_file".to_string(), xml.as_bytes().to_vec())];
     let mut names = Vec::new();
     uploads(&table.nodes, answers, &mut names);
@@ -870,7 +772,7 @@ fn submission_parts(table: &FormTable, xml: &str, answers: &Value) -> Vec<crate:
 #[test]
 fn the_web_forms_engine_and_the_server_agree_on_every_variant_of_every_shipped_form() {
     use crate::common::{agent, Response, TestApp};
-    use crate::openrosa::{basic, device_token, multipart_body, post_body};
+    use common::odk::{basic, device_token, multipart_body, post_body};
     let Some(modules) = node_modules() else {
         return;
     };
@@ -920,13 +822,10 @@ fn the_web_forms_engine_and_the_server_agree_on_every_variant_of_every_shipped_f
             .map(|variant| {
                 let paths = instance::answer_paths(table, &variant.answers);
                 let pair = |a: &instance::PathAnswer| serde_json::json!([a.path, a.value]);
-                let mut hidden: Vec<Value> = paths.iter().filter(|a| !a.asked).map(pair).collect();
-                // A follow-up names its case: one the server has not seen,
-                // so it is held for it (stored) when the answers are valid.
-                if form.meta.case == casesync::forms::model::CaseRole::Updates {
-                    let case = uuid::Uuid::new_v4().to_string();
-                    hidden.push(serde_json::json!(["/data/meta/case_id", case]));
-                }
+                // A follow-up picks its case from the case list the engine
+                // is given (one case the server has not seen): held for it
+                // (stored) when the answers are valid.
+                let hidden: Vec<Value> = paths.iter().filter(|a| !a.asked).map(pair).collect();
                 serde_json::json!({
                     "answers": paths.iter().filter(|a| a.asked).map(pair).collect::<Vec<_>>(),
                     "items": variant.items,

@@ -13,6 +13,10 @@ use casesync::crypto::{keys, odk};
 use casesync::odk::{instance, nodes::FormTable};
 use common::bin::serve;
 use common::build::referral;
+use common::odk::{
+    basic, comparable, device_token, get, media_of, multipart_body, parts_of, post_body, Part,
+    BOUNDARY,
+};
 use common::phone::{attachment_content, declarations, fixture, form_envelope, phone};
 use common::{agent, Response, TestApp, TestDb};
 use md5::{Digest, Md5};
@@ -21,37 +25,11 @@ use serde_json::{json, Value};
 const STARTED: &str = "2026-03-02T10:00:00.000+05:00";
 const COMPLETED: &str = "2026-03-02T10:40:00.000+05:00";
 
-/// A device token for the user `user_id`, made by `admin`.
-pub(crate) fn device_token(app: &TestApp, admin: &str, user_id: &str) -> String {
-    let res = app.post(
-        "/api/v1/tokens",
-        admin,
-        json!({ "user_id": user_id, "label": "ODK Collect" }),
-    );
-    assert_eq!(res.status, 201, "{}", res.text);
-    res.body["token"].as_str().unwrap().to_string()
-}
-
-pub(crate) fn basic(username: &str, token: &str) -> String {
-    format!(
-        "Basic {}",
-        STANDARD.encode(format!("{username}:{token}").as_bytes())
-    )
-}
-
 /// A field worker of KZ-CAM-ALA with a device token: (id, session, device).
 fn worker(app: &TestApp, admin: &str, username: &str) -> (String, String, String) {
     let (id, session) = app.user(admin, username, "field_worker", &["KZ-CAM-ALA"]);
     let device = device_token(app, admin, &id);
     (id, session, device)
-}
-
-fn get(app: &TestApp, path: &str, auth: Option<&str>) -> Response {
-    let mut req = agent().get(app.url(path));
-    if let Some(a) = auth {
-        req = req.header("Authorization", a);
-    }
-    Response::from(req.call().unwrap())
 }
 
 fn head(app: &TestApp, path: &str, auth: Option<&str>) -> Response {
@@ -62,44 +40,6 @@ fn head(app: &TestApp, path: &str, auth: Option<&str>) -> Response {
     Response::from(req.call().unwrap())
 }
 
-/// One part of a multipart upload: field name, file name, bytes.
-pub(crate) type Part = (String, Vec<u8>);
-
-const BOUNDARY: &str = "----casesync-test-boundary-7d2a";
-
-pub(crate) fn multipart_body(parts: &[Part]) -> Vec<u8> {
-    let mut body = Vec::new();
-    for (name, bytes) in parts {
-        let kind = if name == "xml_submission_file" {
-            "text/xml"
-        } else {
-            "application/octet-stream"
-        };
-        body.extend_from_slice(
-            format!(
-                "--{BOUNDARY}\r\nContent-Disposition: form-data; name=\"{name}\"; filename=\"{name}\"\r\nContent-Type: {kind}\r\n\r\n"
-            )
-            .as_bytes(),
-        );
-        body.extend_from_slice(bytes);
-        body.extend_from_slice(b"\r\n");
-    }
-    body.extend_from_slice(format!("--{BOUNDARY}--\r\n").as_bytes());
-    body
-}
-
-pub(crate) fn post_body(app: &TestApp, path: &str, auth: &str, body: &[u8]) -> Response {
-    Response::from(
-        agent()
-            .post(app.url(path))
-            .header("Authorization", auth)
-            .header("X-OpenRosa-Version", "1.0")
-            .content_type(format!("multipart/form-data; boundary={BOUNDARY}"))
-            .send(body)
-            .unwrap(),
-    )
-}
-
 fn post(app: &TestApp, auth: &str, parts: &[Part]) -> Response {
     post_body(
         app,
@@ -107,21 +47,6 @@ fn post(app: &TestApp, auth: &str, parts: &[Part]) -> Response {
         auth,
         &multipart_body(parts),
     )
-}
-
-/// The parts Collect sends for an encrypted submission.
-fn parts_of(encrypted: &odk::Encrypted) -> Vec<Part> {
-    std::iter::once((
-        "xml_submission_file".to_string(),
-        encrypted.manifest.clone().into_bytes(),
-    ))
-    .chain(
-        encrypted
-            .files
-            .iter()
-            .map(|f| (f.name.clone(), f.bytes.clone())),
-    )
-    .collect()
 }
 
 fn shipped_table(form_id: &str) -> FormTable {
@@ -154,18 +79,6 @@ fn instance_xml(form_id: &str, answers: &Value, case_id: &str, instance_id: &str
 fn kz_key(app: &TestApp, session: &str) -> aws_lc_rs::rsa::PublicEncryptingKey {
     let jwk = app.get("/api/v1/programmes/kz/keys/current", session).body;
     keys::public_key_from_jwk(&jwk).unwrap()
-}
-
-/// The answers' files, as the phone attaches them (manifest order).
-fn media_of(answers: &Value) -> Vec<(String, Vec<u8>)> {
-    declarations(answers)
-        .iter()
-        .map(|d| {
-            let name = d["name"].as_str().unwrap().to_string();
-            let content = attachment_content(&name);
-            (name, content)
-        })
-        .collect()
 }
 
 /// `answers` of `form_id` encrypted as Collect does for the KZ key.
@@ -389,37 +302,6 @@ fn a_key_path_leaves_no_token_in_the_log() {
         "a log line holds the key path's token"
     );
     assert!(server.wait(std::time::Duration::from_secs(20)).success());
-}
-
-/// The case and timeline with what differs between two servers (ids the
-/// database made, times the server made) left out.
-fn comparable(mut value: Value) -> Value {
-    fn strip(v: &mut Value) {
-        match v {
-            // Ids each server made (sites, people, the child's record).
-            Value::String(s) if s.len() >= 36 && uuid::Uuid::parse_str(&s[..36]).is_ok() => {
-                s.replace_range(..36, "<id>");
-            }
-            Value::Object(map) => {
-                map.retain(|k, _| {
-                    !(k == "id"
-                        || k == "received_at"
-                        || k == "updated_at"
-                        || k == "created_at"
-                        || k == "stored_at"
-                        || k == "recorded_at"
-                        || k == "etag"
-                        // Hours late now: the clock moved between reads.
-                        || k == "late")
-                });
-                map.values_mut().for_each(strip);
-            }
-            Value::Array(items) => items.iter_mut().for_each(strip),
-            _ => {}
-        }
-    }
-    strip(&mut value);
-    value
 }
 
 #[test]

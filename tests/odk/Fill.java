@@ -3,7 +3,10 @@
 // prints the instance Collect would send. Written for tests/it/odk_xform.rs.
 //
 //   javac -cp ODK_Validate.jar Fill.java
-//   java -cp ODK_Validate.jar:. Fill FORM.xml ANSWERS.tsv
+//   java -cp ODK_Validate.jar:. Fill FORM.xml ANSWERS.tsv [MEDIA_DIR]
+//
+// MEDIA_DIR holds the form's attachments (a follow-up's case list,
+// jr://file-csv/cases.csv), as Collect keeps them beside the form.
 //
 // ANSWERS.tsv: one "Q|H<TAB>path<TAB>value" a line; every step of a path
 // carries its 1-based position (/data[1]/child[1]/siblings[2]/name[1]). Q
@@ -24,6 +27,9 @@ import org.javarosa.core.model.data.helper.Selection;
 import org.javarosa.core.model.instance.InstanceInitializationFactory;
 import org.javarosa.core.model.instance.TreeElement;
 import org.javarosa.core.model.instance.TreeReference;
+import org.javarosa.core.reference.PrefixedRootFactory;
+import org.javarosa.core.reference.Reference;
+import org.javarosa.core.reference.ReferenceManager;
 import org.javarosa.core.services.IPropertyManager;
 import org.javarosa.core.services.PropertyManager;
 import org.javarosa.core.services.properties.IPropertyRules;
@@ -64,8 +70,28 @@ public class Fill {
     public List<IPropertyRules> getRules() { return List.of(); }
   }
 
+  /** jr://file-csv/NAME and jr://file/NAME: the file NAME of a directory. */
+  static class Media extends PrefixedRootFactory {
+    final Path dir;
+    Media(Path dir) { super(new String[] {"jr://file-csv/", "jr://file/"}); this.dir = dir; }
+    protected Reference factory(String terminal, String uri) {
+      Path file = dir.resolve(terminal);
+      return new Reference() {
+        public boolean doesBinaryExist() { return Files.exists(file); }
+        public java.io.InputStream getStream() throws java.io.IOException { return Files.newInputStream(file); }
+        public String getURI() { return uri; }
+        public String getLocalURI() { return file.toString(); }
+        public boolean isReadOnly() { return true; }
+        public java.io.OutputStream getOutputStream() { throw new UnsupportedOperationException(); }
+        public void remove() {}
+        public Reference[] probeAlternativeReferences() { return new Reference[0]; }
+      };
+    }
+  }
+
   public static void main(String[] a) throws Exception {
     PropertyManager.setPropertyManager(new Properties());
+    if (a.length > 2) ReferenceManager.instance().addReferenceFactory(new Media(Path.of(a[2])));
     FormDef fd = XFormUtils.getFormFromInputStream(new FileInputStream(a[0]));
     fd.initialize(true, new InstanceInitializationFactory());
     Map<String, String> answers = new LinkedHashMap<>();

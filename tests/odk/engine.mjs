@@ -11,10 +11,12 @@
 //          "answers": [[path, value], ...],   1-based repeat positions
 //                                              (/data/a/kids[2]/name)
 //          "items": [[repeat path, n], ...],   then that many items exactly
-//          "hidden": [[path, value], ...]      values no question asks (case
-//                                              references, meta/case_id),
-//                                              written into the instance as
-//                                              entities would fill them
+//          "hidden": [[path, value], ...]      values no question asks (record
+//                                              references), written into the
+//                                              instance as entities fill them
+//        A follow-up's case is picked from its case list (the file of that
+//        name in CASESYNC_TEST_ODK_MEDIA, else one case) when no answer
+//        names it.
 //        }, ...]}, ...]}
 //
 // Prints {"form", "loaded": node count} (or "failed": why) per form, then one JSON line per
@@ -35,6 +37,21 @@ const { window } = new JSDOM('');
 Object.assign(globalThis, { DOMParser: window.DOMParser, Node: window.Node, document: window.document });
 globalThis.__dirname = process.cwd();   // web-tree-sitter's Node branch reads __dirname
 const { loadForm } = await import(require.resolve('@getodk/xforms-engine'));
+
+// Form attachments (a follow-up's case list, jr://file-csv/cases.csv): the
+// file of that name in CASESYNC_TEST_ODK_MEDIA, else a list of one case,
+// which `fill` picks when the answers name none (a follow-up is always
+// about a case).
+const ONE_CASE = '00000000-0000-4000-8000-00000000ca5e';
+const attachments = {
+  fetchFormAttachment: async (url) => {
+    const name = String(url).split('/').pop();
+    const dir = process.env.CASESYNC_TEST_ODK_MEDIA;
+    let text = `name,label,__version\n${ONE_CASE},Case 1,1\n`;
+    try { if (dir) text = readFileSync(`${dir}/${name}`, 'utf8'); } catch { /* the one-case list */ }
+    return new Response(text, { status: 200, headers: { 'Content-Type': 'text/csv' } });
+  },
+};
 
 const all = (n) => [n, ...(n.currentState.children ?? []).flatMap(all)];
 
@@ -81,7 +98,10 @@ function fill(form, variant) {
   };
   // A question may apply only after a later answer (a rule naming a field
   // further down): answer in form order, then again what did not apply yet.
-  let pending = variant.answers;
+  const pick = '/data/meta/case_id';
+  let pending = nodes.get(pick)?.nodeType === 'select' && !variant.answers.some(([path]) => path === pick)
+    ? [[pick, ONE_CASE], ...variant.answers]
+    : variant.answers;
   for (let pass = 0; pass < 5 && pending.length; pass++) {
     const left = pending.filter((answer) => set(answer) !== null);
     if (left.length === pending.length) break;
@@ -120,7 +140,7 @@ const jobs = JSON.parse(readFileSync(process.argv[2], 'utf8'));
 for (const [f, job] of jobs.forms.entries()) {
   let loaded;
   try {
-    loaded = await loadForm(readFileSync(job.xform, 'utf8'));
+    loaded = await loadForm(readFileSync(job.xform, 'utf8'), attachments);
     if (loaded.status === 'failure') throw loaded.error ?? new Error('does not load');
     console.log(JSON.stringify({ form: f, loaded: all(loaded.createInstance().root).length }));
   } catch (e) {

@@ -151,6 +151,8 @@ diesel::table! {
         xml -> Text,
         md5 -> Text,
         created_at -> Timestamp,
+        generator -> Integer,
+        case_list -> Bool,
     }
 }
 

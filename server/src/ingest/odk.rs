@@ -347,7 +347,21 @@ fn envelope_of(
         .instance_id
         .clone()
         .ok_or_else(|| AppError::bad_request("the form has no meta/instanceID"))?;
-    let base_case_version = match &meta.base_case_version {
+    // The entity (ODK Entities) names the case and the version it was
+    // made from; the hidden fields say the same, and must agree.
+    let case_id = agreed(
+        &meta.entity_id,
+        &meta.case_id,
+        "meta/entity id",
+        "meta/case_id",
+    )?;
+    let base_case_version = agreed(
+        &meta.entity_base_version,
+        &meta.base_case_version,
+        "meta/entity baseVersion",
+        "meta/base_case_version",
+    )?;
+    let base_case_version = match base_case_version {
         Some(v) => Some(v.trim().parse::<i64>().map_err(|_| {
             AppError::bad_request("the form's base_case_version is not a whole number")
         })?),
@@ -374,7 +388,7 @@ fn envelope_of(
     if let Some(start) = &meta.time_start {
         envelope.insert("started_at".into(), json!(start));
     }
-    if let Some(case) = &meta.case_id {
+    if let Some(case) = case_id {
         envelope.insert("case_id".into(), json!(case));
     }
     if let Some(version) = base_case_version {
@@ -386,6 +400,23 @@ fn envelope_of(
     envelope.insert("attachments".into(), Value::Array(attachments));
     envelope.insert("data".into(), Value::Object(read.answers.clone()));
     Ok(Value::Object(envelope))
+}
+
+/// The value `entity` and `hidden` both give (either, when one is blank);
+/// a form where they differ was altered and is refused.
+fn agreed<'a>(
+    entity: &'a Option<String>,
+    hidden: &'a Option<String>,
+    entity_name: &str,
+    hidden_name: &str,
+) -> AppResult<Option<&'a String>> {
+    match (entity, hidden) {
+        (Some(a), Some(b)) if a.trim() != b.trim() => Err(AppError::bad_request(format!(
+            "the form's {entity_name} and {hidden_name} differ; send the form again from the phone"
+        ))),
+        (Some(a), _) => Ok(Some(a)),
+        (None, b) => Ok(b.as_ref()),
+    }
 }
 
 /// Re-encrypts each file for the programme key: stored as `PUT

@@ -30,6 +30,10 @@ pub struct Meta {
     pub device_id: Option<String>,
     pub case_id: Option<String>,
     pub base_case_version: Option<String>,
+    /// `meta/entity/@id`: the case the entity made or changed is.
+    pub entity_id: Option<String>,
+    /// `meta/entity/@baseVersion`: the case list version it was made from.
+    pub entity_base_version: Option<String>,
 }
 
 /// A read instance: which form and version it says it is, its meta, and
@@ -195,6 +199,17 @@ pub fn read(table: &FormTable, xml: &str) -> Result<Instance, String> {
         meta.device_id = m.value("deviceID").map(str::to_string);
         meta.case_id = m.value(CASE_ID).map(str::to_string);
         meta.base_case_version = m.value(BASE_CASE_VERSION).map(str::to_string);
+        if let Some(entity) = m.child("entity") {
+            let attr = |name: &str| {
+                entity
+                    .attr(name)
+                    .map(str::trim)
+                    .filter(|v| !v.is_empty())
+                    .map(str::to_string)
+            };
+            meta.entity_id = attr("id");
+            meta.entity_base_version = attr("baseVersion");
+        }
     }
     let answers = read_object(&table.nodes, &root, "/data", true)?;
     Ok(Instance {

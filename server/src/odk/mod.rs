@@ -2,7 +2,8 @@
 //! Forms, and their filled instances read back as answers. `nodes` is the
 //! one mapping (docs/odk.md), `xform` writes a form from it, `instance`
 //! reads a submission with it, `store` keeps each version's XForm.
-//! The OpenRosa endpoints, decryption and entities are built on top.
+//! The OpenRosa endpoints, decryption and the phone's case list
+//! (`sync::case_list`) are built on top.
 
 pub mod instance;
 pub mod nodes;

@@ -2,7 +2,9 @@
 //! made once and never again (Collect checks the md5 of the exact bytes).
 //! Owns the `odk_xforms` table. A key rotation gives each version a new
 //! XForm whose ODK version carries a suffix (`2021.1.1~k2`); that suffix
-//! maps back to the same JSON-Schema version.
+//! maps back to the same JSON-Schema version. So does a change of the
+//! XForm writer ([`GENERATOR`]) that changes a version's bytes: the stored
+//! XForm stays as it was, and a new one is made beside it.
 
 use diesel::prelude::*;
 use md5::{Digest, Md5};
@@ -29,9 +31,21 @@ pub struct StoredXform {
     /// Lowercase hex MD5 of `xml`'s bytes (`formList` `hash` is `md5:` + it).
     pub md5: String,
     pub created_at: chrono::NaiveDateTime,
+    /// The [`GENERATOR`] that wrote it.
+    pub generator: i32,
+    /// It reads the phone's case list (`cases.csv`, ODK Entities): its
+    /// manifest lists that file.
+    pub case_list: bool,
 }
 
-/// The ODK version of the `n`-th XForm (from 1) of a JSON-Schema version.
+/// The generation of the XForm writer. Raise it when `xform` writes a
+/// form differently; each version is then written again once, and stored
+/// as a new XForm only when its bytes changed. 2: ODK Entities (the case
+/// list, `meta/entity`).
+pub const GENERATOR: i32 = 2;
+
+/// The ODK version of the `n`-th XForm (from 1) of a JSON-Schema version
+/// (a new key or a new writer makes the next).
 fn odk_version(version: &str, n: usize) -> String {
     if n <= 1 {
         version.to_string()
@@ -52,15 +66,20 @@ pub fn ensure(conn: &mut DbConnection, form_id: &str, version: &str) -> AppResul
         .ok_or_else(|| AppError::internal(format!("{form_id} {version} has no programme")))?
         .to_string();
     let key = keys::current(conn, &programme)?;
-    if let Some(found) = odk_xforms::table
+    // The newest XForm of this version for this key: current when this
+    // writer made it; otherwise the one to compare the new bytes with.
+    let stored = odk_xforms::table
         .filter(odk_xforms::form_id.eq(form_id))
         .filter(odk_xforms::version.eq(version))
         .filter(odk_xforms::key_id.eq(&key.kid))
+        .order(odk_xforms::generator.desc())
         .select(StoredXform::as_select())
         .first(conn)
-        .optional()?
-    {
-        return Ok(found);
+        .optional()?;
+    if let Some(found) = &stored {
+        if found.generator >= GENERATOR {
+            return Ok(found.clone());
+        }
     }
     let der = {
         use aws_lc_rs::encoding::AsDer;
@@ -85,6 +104,26 @@ pub fn ensure(conn: &mut DbConnection, form_id: &str, version: &str) -> AppResul
     };
     // The XForm states the ODK version on its root (`<data version>`).
     let mut table = super::nodes::FormTable::build(&document).map_err(refused)?;
+    if let Some(old) = &stored {
+        // An older writer's XForm: the same bytes again keep it (a form the
+        // change does not touch keeps its version on every phone).
+        table.meta.version = old.odk_version.clone();
+        let xml = super::xform::generate_from(&table, &der).map_err(refused)?;
+        if xml == old.xml.as_bytes() {
+            let case_list = table.meta.case == crate::forms::model::CaseRole::Updates;
+            diesel::update(odk_xforms::table.find((&old.form_id, &old.odk_version)))
+                .set((
+                    odk_xforms::generator.eq(GENERATOR),
+                    odk_xforms::case_list.eq(case_list),
+                ))
+                .execute(conn)?;
+            return Ok(StoredXform {
+                generator: GENERATOR,
+                case_list,
+                ..old.clone()
+            });
+        }
+    }
     table.meta.version = odk_version(version, earlier as usize + 1);
     let xml = super::xform::generate_from(&table, &der).map_err(refused)?;
     let xml = String::from_utf8(xml).map_err(AppError::internal)?;
@@ -96,6 +135,8 @@ pub fn ensure(conn: &mut DbConnection, form_id: &str, version: &str) -> AppResul
         md5: hex::encode(Md5::digest(xml.as_bytes())),
         xml,
         created_at: now(),
+        generator: GENERATOR,
+        case_list: table.meta.case == crate::forms::model::CaseRole::Updates,
     };
     diesel::insert_into(odk_xforms::table)
         .values(&stored)
@@ -131,6 +172,8 @@ pub struct Listing {
     pub md5: String,
     /// The form's title, as text (not XML).
     pub title: String,
+    /// It reads the phone's case list: its manifest lists `cases.csv`.
+    pub case_list: bool,
 }
 
 /// The XForms a phone of `programme` is offered: the newest published
@@ -141,14 +184,17 @@ pub fn offered(conn: &mut DbConnection, programme: &str) -> AppResult<Vec<Listin
     let newest = registry::newest_published_in(conn, programme)?;
     let key = keys::current(conn, programme)?;
     let form_ids: Vec<&str> = newest.iter().map(|n| n.form_id.as_str()).collect();
-    let stored: Vec<(String, String, String, String)> = odk_xforms::table
+    let stored: Vec<(String, String, String, String, bool)> = odk_xforms::table
         .filter(odk_xforms::key_id.eq(&key.kid))
         .filter(odk_xforms::form_id.eq_any(&form_ids))
+        // An older writer's XForm is written again by `ensure` below.
+        .filter(odk_xforms::generator.eq(GENERATOR))
         .select((
             odk_xforms::form_id,
             odk_xforms::version,
             odk_xforms::odk_version,
             odk_xforms::md5,
+            odk_xforms::case_list,
         ))
         .load(conn)?;
     newest
@@ -156,12 +202,14 @@ pub fn offered(conn: &mut DbConnection, programme: &str) -> AppResult<Vec<Listin
         .map(|n| {
             let found = stored
                 .iter()
-                .find(|(form, version, _, _)| *form == n.form_id && *version == n.version);
-            let (odk_version, md5) = match found {
-                Some((_, _, odk_version, md5)) => (odk_version.clone(), md5.clone()),
+                .find(|(form, version, ..)| *form == n.form_id && *version == n.version);
+            let (odk_version, md5, case_list) = match found {
+                Some((_, _, odk_version, md5, case_list)) => {
+                    (odk_version.clone(), md5.clone(), *case_list)
+                }
                 None => {
                     let made = write_tx(conn, |conn| ensure(conn, &n.form_id, &n.version))?;
-                    (made.odk_version, made.md5)
+                    (made.odk_version, made.md5, made.case_list)
                 }
             };
             // An untitled form is named by its id, as its XForm is.
@@ -175,6 +223,7 @@ pub fn offered(conn: &mut DbConnection, programme: &str) -> AppResult<Vec<Listin
                 odk_version,
                 md5,
                 title,
+                case_list,
             })
         })
         .collect()

@@ -49,6 +49,12 @@ pub fn generate_from(table: &FormTable, public_key_der: &[u8]) -> Result<Vec<u8>
             .map(|p| format!("{id} {v}: {p}"))
             .collect());
     }
+    if table.meta.case == CaseRole::Updates && table.list(DATASET).is_some() {
+        return Err(vec![format!(
+            "{} {}: a choice list named {DATASET:?} would hide the case list of the phone; rename the field",
+            table.meta.id, table.meta.version
+        )]);
+    }
     let binds = binds.out;
     let key = base64::engine::general_purpose::STANDARD.encode(public_key_der);
     write(table, &binds, &key).map_err(|e| vec![format!("writing the XForm: {e}")])
@@ -506,7 +512,7 @@ fn write(table: &FormTable, binds: &[Bind], key: &str) -> io::Result<Vec<u8>> {
         langs,
     };
     o.w.write_event(Event::Decl(BytesDecl::new("1.0", Some("UTF-8"), None)))?;
-    o.start(
+    o.root(
         "h:html",
         &[
             ("xmlns", XFORMS),
@@ -517,10 +523,17 @@ fn write(table: &FormTable, binds: &[Bind], key: &str) -> io::Result<Vec<u8>> {
             ("xmlns:orx", "http://openrosa.org/xforms"),
             ("xmlns:xsd", "http://www.w3.org/2001/XMLSchema"),
         ],
+        table.meta.case != CaseRole::None,
     )?;
     o.start("h:head", &[])?;
     o.text("h:title", &[], &table.title)?;
-    o.start("model", &[("odk:xforms-version", "1.0.0")])?;
+    let mut model = vec![("odk:xforms-version", "1.0.0")];
+    // A form about a case makes or changes an entity of the case list
+    // (docs/odk.md, "Cases on the phone").
+    if table.meta.case != CaseRole::None {
+        model.push(("entities:entities-version", ENTITIES_VERSION));
+    }
+    o.start("model", &model)?;
     o.itext()?;
     o.start("instance", &[])?;
     o.start(
@@ -537,6 +550,11 @@ fn write(table: &FormTable, binds: &[Bind], key: &str) -> io::Result<Vec<u8>> {
     for list in &table.lists {
         o.choice_list(list)?;
     }
+    if table.meta.case == CaseRole::Updates {
+        // The phone's case list, as the manifest serves it.
+        let src = format!("jr://file-csv/{DATASET}.csv");
+        o.empty("instance", &[("id", DATASET), ("src", &src)])?;
+    }
     for bind in binds {
         let attrs: Vec<(&str, &str)> = bind.iter().map(|(k, v)| (*k, v.as_str())).collect();
         o.empty("bind", &attrs)?;
@@ -550,6 +568,9 @@ fn write(table: &FormTable, binds: &[Bind], key: &str) -> io::Result<Vec<u8>> {
     o.end("model")?;
     o.end("h:head")?;
     o.start("h:body", &[])?;
+    if table.meta.case == CaseRole::Updates {
+        o.case_picker()?;
+    }
     o.controls(&table.nodes, "/data")?;
     o.end("h:body")?;
     o.end("h:html")?;
@@ -577,6 +598,15 @@ impl Out<'_> {
             });
         }
         start
+    }
+
+    /// The root element; `entities`: it declares the entities namespace.
+    fn root(&mut self, name: &str, attrs: &[(&str, &str)], entities: bool) -> io::Result<()> {
+        let mut attrs = attrs.to_vec();
+        if entities {
+            attrs.insert(1, ("xmlns:entities", ENTITIES));
+        }
+        self.start(name, &attrs)
     }
 
     fn start(&mut self, name: &str, attrs: &[(&str, &str)]) -> io::Result<()> {
@@ -660,13 +690,33 @@ impl Out<'_> {
         for name in ["instanceID", "timeStart", "timeEnd", "deviceID"] {
             self.empty(name, &[])?;
         }
-        // The case the form is about. Entities (a later step) will add
-        // `meta/entity` here and fill these from the phone's case list.
+        // The case the form is about, and the entity of the phone's case
+        // list it makes or changes (ODK Entities 2024.1: Collect keeps the
+        // list offline and sends `meta/entity`).
         match self.table.meta.case {
-            CaseRole::Opens => self.empty(CASE_ID, &[])?,
+            CaseRole::Opens => {
+                self.empty(CASE_ID, &[])?;
+                self.start(
+                    "entity",
+                    &[("dataset", DATASET), ("id", ""), ("create", "1")],
+                )?;
+                self.empty("label", &[])?;
+                self.end("entity")?;
+            }
             CaseRole::Updates => {
                 self.empty(CASE_ID, &[])?;
                 self.empty(BASE_CASE_VERSION, &[])?;
+                self.empty(
+                    "entity",
+                    &[
+                        ("dataset", DATASET),
+                        ("id", ""),
+                        ("update", "1"),
+                        ("baseVersion", ""),
+                        ("trunkVersion", ""),
+                        ("branchId", ""),
+                    ],
+                )?;
             }
             CaseRole::None => {}
         }
@@ -704,27 +754,75 @@ impl Out<'_> {
                 ("jr:preloadParams", "deviceid"),
             ],
         )?;
-        match self.table.meta.case {
-            // A form that opens a case names the new case on the phone.
-            CaseRole::Opens => self.empty(
+        let calculated = |o: &mut Self, path: &str, ty: &str, calculate: &str| {
+            o.empty(
                 "bind",
                 &[
-                    ("nodeset", &b(CASE_ID)),
-                    ("type", "string"),
+                    ("nodeset", path),
+                    ("type", ty),
                     ("readonly", "true()"),
-                    ("calculate", "once(uuid())"),
+                    ("calculate", calculate),
                 ],
-            )?,
+            )
+        };
+        let case_id = b(CASE_ID);
+        let entity = |attr: &str| format!("/data/meta/entity/{attr}");
+        match self.table.meta.case {
+            // A form that opens a case names the new case on the phone, and
+            // the entity is that case, under a label that names no one.
+            CaseRole::Opens => {
+                calculated(self, &case_id, "string", "once(uuid())")?;
+                calculated(self, &entity("@id"), "string", &case_id)?;
+                calculated(self, &entity("label"), "string", OPENED_LABEL)?;
+            }
+            // A follow-up: the worker picks the case from the list; its
+            // version there is the version the answers were made against.
             CaseRole::Updates => {
-                self.empty("bind", &[("nodeset", &b(CASE_ID)), ("type", "string")])?;
                 self.empty(
                     "bind",
-                    &[("nodeset", &b(BASE_CASE_VERSION)), ("type", "int")],
+                    &[
+                        ("nodeset", &case_id),
+                        ("type", "string"),
+                        ("required", "true()"),
+                    ],
                 )?;
+                let column = |name: &str| {
+                    format!("instance('{DATASET}')/root/item[name = {case_id}]/{name}")
+                };
+                calculated(self, &b(BASE_CASE_VERSION), "int", &column("__version"))?;
+                calculated(self, &entity("@id"), "string", &case_id)?;
+                calculated(
+                    self,
+                    &entity("@baseVersion"),
+                    "string",
+                    &column("__version"),
+                )?;
+                calculated(
+                    self,
+                    &entity("@trunkVersion"),
+                    "string",
+                    &column("__trunkVersion"),
+                )?;
+                calculated(self, &entity("@branchId"), "string", &column("__branchId"))?;
             }
             CaseRole::None => {}
         }
         Ok(())
+    }
+
+    /// The question of a follow-up that names its case: one of the
+    /// worker's cases, from the case list on the phone.
+    fn case_picker(&mut self) -> io::Result<()> {
+        let path = format!("/data/meta/{CASE_ID}");
+        self.start("select1", &[("ref", &path)])?;
+        self.text("label", &[], "Which case is this about?")?;
+        self.text("hint", &[], "Your cases, by case number")?;
+        let nodeset = format!("instance('{DATASET}')/root/item");
+        self.start("itemset", &[("nodeset", &nodeset)])?;
+        self.empty("value", &[("ref", "name")])?;
+        self.empty("label", &[("ref", "label")])?;
+        self.end("itemset")?;
+        self.end("select1")
     }
 
     fn choice_list(&mut self, list: &ChoiceList) -> io::Result<()> {
@@ -893,6 +991,16 @@ fn collect_texts<'a>(nodes: &'a [Node], parent: &str, out: &mut Vec<(String, &'a
 pub const CASE_ID: &str = "case_id";
 /// `meta/base_case_version`: the case version an update was made against.
 pub const BASE_CASE_VERSION: &str = "base_case_version";
+/// The entity list of a programme's cases (`meta/entity/@dataset`), served
+/// as `cases.csv` in the manifest of every follow-up form.
+pub const DATASET: &str = "cases";
+/// The ODK Entities version the forms declare: offline entities (Collect
+/// 2024.3 and later keep creations and updates on the phone until sent).
+pub const ENTITIES_VERSION: &str = "2024.1.0";
+const ENTITIES: &str = "http://www.opendatakit.org/xforms/entities";
+/// The label a new case has on the phone until the server's list names it
+/// by its case number: it names no one (docs/security.md).
+const OPENED_LABEL: &str = "concat('New case, opened ', today())";
 
 #[cfg(test)]
 mod tests {
@@ -948,7 +1056,8 @@ mod tests {
             "xmlns:jr=\"http://openrosa.org/javarosa\"",
             "xmlns:odk=\"http://www.opendatakit.org/xforms\"",
             "xmlns:orx=\"http://openrosa.org/xforms\"",
-            "<model odk:xforms-version=\"1.0.0\">",
+            // A follow-up: it also declares ODK Entities.
+            "<model odk:xforms-version=\"1.0.0\" entities:entities-version=\"2024.1.0\">",
             "<data id=\"kz.t\" version=\"1\">",
             "<bind nodeset=\"/data/meta/instanceID\" type=\"string\" readonly=\"true()\" jr:preload=\"uid\"/>",
             "<bind nodeset=\"/data/d\" type=\"date\"/>",
@@ -1059,6 +1168,41 @@ mod tests {
                 "{properties}: {problems:?}"
             );
         }
+    }
+
+    #[test]
+    fn forms_about_a_case_make_or_pick_an_entity_of_the_case_list() {
+        let follow_up = xml(json!({"d": {"type": "string", "format": "date"}}));
+        for part in [
+            "xmlns:entities=\"http://www.opendatakit.org/xforms/entities\"",
+            "entities:entities-version=\"2024.1.0\"",
+            "<entity dataset=\"cases\" id=\"\" update=\"1\" baseVersion=\"\" trunkVersion=\"\" branchId=\"\"/>",
+            "<instance id=\"cases\" src=\"jr://file-csv/cases.csv\"/>",
+            "<bind nodeset=\"/data/meta/case_id\" type=\"string\" required=\"true()\"/>",
+            "calculate=\"instance('cases')/root/item[name = /data/meta/case_id]/__version\"",
+            "<bind nodeset=\"/data/meta/entity/@id\" type=\"string\" readonly=\"true()\" calculate=\"/data/meta/case_id\"/>",
+            "<select1 ref=\"/data/meta/case_id\">",
+        ] {
+            assert!(follow_up.contains(part), "{part} missing from\n{follow_up}");
+        }
+        let mut opening = form(json!({"d": {"type": "string", "format": "date"}}), &[]);
+        opening["x-form"]["case"] = json!("opens");
+        let opening = String::from_utf8(generate(&opening, KEY).unwrap()).unwrap();
+        for part in [
+            "<entity dataset=\"cases\" id=\"\" create=\"1\">",
+            "calculate=\"once(uuid())\"",
+            "calculate=\"concat('New case, opened ', today())\"",
+        ] {
+            assert!(opening.contains(part), "{part} missing from\n{opening}");
+        }
+        assert!(!opening.contains("jr://file-csv"));
+        // A choice list called "cases" would hide the case list.
+        let clash = form(
+            json!({"cases": {"type": "string", "enum": ["a", "b"]}}),
+            &[],
+        );
+        let problems = generate(&clash, KEY).unwrap_err();
+        assert!(problems[0].contains("case list"), "{problems:?}");
     }
 
     #[test]

@@ -162,7 +162,14 @@ pub struct Programme {
     pub indicators: indicators::Indicators,
     /// How long closed case files are kept (absent: no rule, kept).
     pub retention: Option<retention::Retention>,
+    /// The columns of the phone's case list besides id, label (the case
+    /// number) and version: each one of [`ON_PHONE_COLUMNS`].
+    pub on_phone: Vec<String>,
 }
+
+/// What `on_phone` may list: what the worker's own case file holds and the
+/// sync feed already sends, and nothing about the child.
+pub const ON_PHONE_COLUMNS: [&str; 2] = ["state", "opened_on"];
 
 impl Programme {
     pub fn state(&self, id: &str) -> Option<&State> {
@@ -339,6 +346,10 @@ struct RawProgramme {
     // Closed-file retention: see `retention::compile`.
     #[serde(default)]
     retention: Option<Value>,
+    /// What the case list on a worker's phone shows of each case besides
+    /// its number (docs/odk.md, "Cases on the phone").
+    #[serde(default)]
+    on_phone: Vec<String>,
 }
 
 fn default_due_soon() -> String {
@@ -792,6 +803,19 @@ pub fn compile(document: &Value, vocabulary: &Vocabulary) -> Result<Programme, V
     );
 
     let retention = retention::compile(&mut c, raw.retention.as_ref());
+    for (i, column) in raw.on_phone.iter().enumerate() {
+        if !ON_PHONE_COLUMNS.contains(&column.as_str()) {
+            c.problem(
+                format!("/on_phone/{i}"),
+                format!(
+                    "{column:?} cannot be shown on the phone (one of: {})",
+                    ON_PHONE_COLUMNS.join(", ")
+                ),
+            );
+        } else if raw.on_phone[..i].contains(column) {
+            c.problem(format!("/on_phone/{i}"), "listed twice");
+        }
+    }
 
     if !c.problems.is_empty() {
         return Err(c.problems);
@@ -799,6 +823,7 @@ pub fn compile(document: &Value, vocabulary: &Vocabulary) -> Result<Programme, V
     Ok(Programme {
         indicators,
         retention,
+        on_phone: raw.on_phone,
         id: raw.programme,
         title: raw.title,
         case_number,
@@ -868,7 +893,8 @@ mod tests {
                 "initial_state": "opened",
                 "transitions": [{"on": "referal_received", "to": "closed"}],
                 "deadlines": [{"id": "X", "title": "x", "start": {"fact": "no.such"},
-                               "limit": "3 days", "met_by": ["nothing"], "source": "-"}]
+                               "limit": "3 days", "met_by": ["nothing"], "source": "-"}],
+                "on_phone": ["state", "child_name", "state"]
             }),
             &vocabulary,
         )
@@ -884,6 +910,8 @@ mod tests {
             "/deadlines/0/limit",
             "/deadlines/0/met_by/0",
             "/states: no state is marked",
+            "/on_phone/1: \"child_name\" cannot be shown on the phone",
+            "/on_phone/2: listed twice",
         ] {
             assert!(
                 problems.iter().any(|p| p.starts_with(expected)),

@@ -17,6 +17,7 @@ use serde_json::{json, Value};
 pub mod bin;
 pub mod build;
 pub mod gate;
+pub mod odk;
 pub mod phone;
 
 pub const TEST_DB_ENV: &str = "CASESYNC_TEST_DATABASE_URL";

@@ -25,6 +25,8 @@ use crate::ingest::odk::{Outcome, Upload};
 use crate::ingest::{self};
 use crate::odk::store::{self, Listing};
 
+mod manifest;
+
 /// The routes, under both prefixes; the key form first, so `key` is never
 /// read as a programme.
 pub fn routes(cfg: &mut web::ServiceConfig) {
@@ -33,7 +35,15 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
             web::scope(prefix)
                 .wrap(DefaultHeaders::new().add(("X-OpenRosa-Version", "1.0")))
                 .route("/formList", web::get().to(form_list))
-                .route("/forms/{form_id}/manifest", web::get().to(manifest))
+                .route(
+                    "/forms/{form_id}/manifest",
+                    web::get().to(manifest::manifest),
+                )
+                .route("/entities/{file}", web::get().to(manifest::entity_list))
+                .route(
+                    "/entities/{dataset}/integrity",
+                    web::get().to(manifest::integrity),
+                )
                 .route("/forms/{file}", web::get().to(form))
                 .route("/submission", web::head().to(submission_head))
                 .route("/submission", web::post().to(submission)),
@@ -225,13 +235,22 @@ async fn form_list(req: HttpRequest, query: web::Query<FormListQuery>) -> Answer
     {
         // The title is already escaped XML text in the XForm.
         body.push_str(&format!(
-            "<xform><formID>{id}</formID><name>{name}</name><version>{version}</version><hash>md5:{md5}</hash><downloadUrl>{base}/forms/{id}.xml</downloadUrl></xform>",
+            "<xform><formID>{id}</formID><name>{name}</name><version>{version}</version><hash>md5:{md5}</hash><downloadUrl>{base}/forms/{id}.xml</downloadUrl>",
             id = escape(&xform.form_id),
             name = escape(&xform.title),
             version = escape(&xform.odk_version),
             md5 = xform.md5,
             base = escape(&caller.base),
         ));
+        // Only a form with media has a manifest (the case list).
+        if xform.case_list {
+            body.push_str(&format!(
+                "<manifestUrl>{base}/forms/{id}/manifest</manifestUrl>",
+                id = escape(&xform.form_id),
+                base = escape(&caller.base),
+            ));
+        }
+        body.push_str("</xform>");
     }
     body.push_str("</xforms>");
     Ok(HttpResponse::Ok().content_type(XML).body(body))
@@ -248,22 +267,6 @@ async fn form(req: HttpRequest) -> Answer {
         .await?
         .ok_or_else(no_such_form)?;
     Ok(HttpResponse::Ok().content_type(XML).body(xform.xml))
-}
-
-/// `GET …/forms/{formID}/manifest`: the form's media; none yet.
-async fn manifest(req: HttpRequest) -> Answer {
-    let caller = caller(&req).await?;
-    let form_id = req.match_info().get("form_id").unwrap_or("").to_string();
-    if !current_forms(&req, &caller.programme)
-        .await?
-        .iter()
-        .any(|x| x.form_id == form_id)
-    {
-        return Err(no_such_form());
-    }
-    Ok(HttpResponse::Ok()
-        .content_type(XML)
-        .body("<manifest xmlns=\"http://openrosa.org/xforms/xformsManifest\"/>"))
 }
 
 /// The most an upload may carry: the form and one attachment at the most
