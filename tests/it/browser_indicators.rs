@@ -72,4 +72,16 @@ fn a_coordinator_chooses_a_period_and_a_breakdown_and_reads_the_table_and_charts
     assert!(source.contains("<svg"), "charts inline");
     assert!(!source.contains("Child 0"), "no child's name on the page");
     browser.screenshots("indicators");
+    // The same page scrolled to its charts.
+    let here = browser
+        .runtime
+        .block_on(browser.client().current_url())
+        .unwrap();
+    let query = here.query().unwrap_or_default().to_string();
+    browser.goto(&format!("/indicators?{query}#charts"));
+    assert!(
+        browser.text("#charts figcaption").contains("female")
+            || browser.source().contains("female")
+    );
+    browser.screenshots("indicators-charts");
 }

@@ -420,6 +420,8 @@ fn bar_chart(bars: &[Bar], percent: bool) -> Result<String, AppError> {
         chart
             .configure_mesh()
             .disable_x_mesh()
+            .light_line_style(TRANSPARENT)
+            .y_labels(6)
             .x_labels(count)
             .x_label_formatter(&label_of)
             .y_label_formatter(&|v| format!("{v:.0}"))
@@ -478,7 +480,18 @@ mod tests {
         assert!(!svg.contains("<script"), "{svg}");
         assert!(!svg.contains("<b>"), "labels are escaped: {svg}");
         assert!(svg.contains("&lt;5"), "the mark, not a number: {svg}");
-        assert!(svg.contains(">12<"), "{svg}");
+        assert!(svg.contains("\n12\n</text>"), "{svg}");
+    }
+
+    #[test]
+    fn a_chart_of_nothing_or_only_hidden_values_is_still_drawn() {
+        for bars in [vec![], vec![("male".to_string(), None, "x".to_string())]] {
+            for percent in [false, true] {
+                assert!(bar_chart(&bars, percent).unwrap().starts_with("<svg"));
+            }
+        }
+        let one = vec![("2026-11".to_string(), Some(33.3), "33.3".to_string())];
+        assert!(bar_chart(&one, true).unwrap().contains("33.3%"));
     }
 
     #[test]
