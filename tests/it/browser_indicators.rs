@@ -60,10 +60,10 @@ fn a_coordinator_chooses_a_period_and_a_breakdown_and_reads_the_table_and_charts
         .expect("six girls in November");
     let indicator = girls["indicator"].as_str().unwrap();
     let rows = browser.text("table.indicators tbody");
-    let want = format!("2026-11 female 6");
+    let want = "2026-11 female 6";
     assert!(
         rows.lines()
-            .any(|l| l.contains(&want) && l.contains(girls["label"].as_str().unwrap())),
+            .any(|l| l.contains(want) && l.contains(girls["label"].as_str().unwrap())),
         "{indicator}: {want} not in\n{rows}"
     );
     let charts = browser.text("figure.chart figcaption");

@@ -142,6 +142,25 @@ fn the_page_shows_the_apis_numbers_and_its_csv() {
     assert_eq!(csv.text, api_csv.text);
     assert!(csv.text.contains("IND-"), "{}", csv.text);
 
+    // Timeliness per rule over months: the chosen rule's percent per month.
+    let rule = json["indicators"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|i| i["kind"] == "timeliness")
+        .expect("timeliness rules in the report")["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let months = browser.get(&format!(
+        "/indicators?programme=kz&from=2026-10-01&to=2026-11-30&period=month&chart={rule}"
+    ));
+    assert_eq!(months.status, 200, "{}", months.text);
+    let caption = months.text.split("<figcaption>").nth(1).unwrap();
+    assert!(caption.contains("percent · over the periods"), "{caption}");
+    let chart = &months.text[months.text.find("<svg").unwrap()..];
+    assert!(chart.contains("2026-10") && chart.contains("2026-11"));
+
     // A field worker has no indicators: no link, and the page is refused.
     let mut worker = Browser::with_session(&app, &staff.worker);
     let today = worker.get("/today");
