@@ -85,3 +85,40 @@ fn a_coordinator_chooses_a_period_and_a_breakdown_and_reads_the_table_and_charts
     );
     browser.screenshots("indicators-charts");
 }
+
+#[test]
+fn a_viewer_sees_only_suppressed_indicators() {
+    let app = TestApp::spawn();
+    let staff = november_referrals(&app);
+    app.user(&staff.admin, "observer", "viewer", &[]);
+    let Some(browser) = Browser::open(&app) else {
+        return;
+    };
+    browser.sign_in("observer", USER_PASSWORD);
+    browser.goto("/indicators");
+    browser.runtime.block_on(async {
+        browser
+            .client()
+            .find(Locator::Css("#programme"))
+            .await
+            .unwrap()
+            .select_by_value("kz")
+            .await
+            .unwrap();
+    });
+    browser.click("input[name=by][value=sex]");
+    browser.click("form.filters button[type=submit]");
+    assert_eq!(browser.arrives_at("/indicators"), "/indicators");
+    assert!(browser
+        .text("#suppression-note")
+        .contains("Small counts are suppressed"));
+    let rows = browser.text("table.indicators tbody");
+    // The one boy of November: the mark, never his count.
+    let boy = rows
+        .lines()
+        .find(|l| l.contains("2026-11 male"))
+        .unwrap_or_else(|| panic!("no November boys' row in\n{rows}"));
+    assert!(boy.contains("<5") && boy.contains("suppressed"), "{boy}");
+    assert!(!boy.contains(" 1 "), "{boy}");
+    browser.screenshots("indicators-viewer");
+}
