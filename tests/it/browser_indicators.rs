@@ -95,6 +95,7 @@ fn a_viewer_sees_only_suppressed_indicators() {
         return;
     };
     browser.sign_in("observer", USER_PASSWORD);
+    assert_eq!(browser.arrives_at("/today"), "/today");
     browser.goto("/indicators");
     browser.runtime.block_on(async {
         browser
@@ -121,4 +122,12 @@ fn a_viewer_sees_only_suppressed_indicators() {
     assert!(boy.contains("<5") && boy.contains("suppressed"), "{boy}");
     assert!(!boy.contains(" 1 "), "{boy}");
     browser.screenshots("indicators-viewer");
+    let here = browser
+        .runtime
+        .block_on(browser.client().current_url())
+        .unwrap();
+    let query = here.query().unwrap_or_default().to_string();
+    browser.goto(&format!("/indicators?{query}#charts"));
+    assert!(browser.text("#charts figcaption").contains("cases"));
+    browser.screenshots("indicators-viewer-charts");
 }

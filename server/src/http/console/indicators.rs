@@ -399,10 +399,12 @@ fn bar_chart(bars: &[Bar], percent: bool) -> Result<String, AppError> {
         let root = SVGBackend::with_string(&mut svg, (width, 300)).into_drawing_area();
         root.fill(&WHITE).map_err(|e| drawing(&e))?;
         let highest = bars.iter().filter_map(|b| b.1).fold(0.0, f64::max);
+        // Counts: at least 0..5, so the axis has whole steps even when
+        // every value is hidden (the scale never hints at a hidden one).
         let top = if percent {
             100.0
         } else {
-            (highest * 1.15).max(1.0)
+            (highest * 1.15).max(5.0)
         };
         let count = bars.len().max(1);
         let mut chart = ChartBuilder::on(&root)
