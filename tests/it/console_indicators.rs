@@ -205,3 +205,33 @@ fn a_viewer_sees_suppression_never_the_small_count() {
     let svg = &svg[..svg.find("</svg>").unwrap()];
     assert!(svg.contains("&lt;5"), "the mark in the chart: {svg}");
 }
+
+/// Every role gets from the page (and its CSV) what it gets from the API
+/// for the same query: the one access rule.
+#[test]
+fn each_role_gets_from_the_page_what_the_api_gives_it() {
+    let app = TestApp::spawn();
+    let staff = app.staff().analyst().elsewhere().build();
+    let (_, viewer) = app.user(&staff.admin, "observer", "viewer", &[]);
+    let query = "programme=kz&from=2026-11-01&to=2026-11-30&site=KZ-CAM-ALA";
+    let api = "/api/v1/indicators/kz?from=2026-11-01&to=2026-11-30&site=KZ-CAM-ALA";
+    // (who, their token, the status for this site, whether their role
+    // has the header link)
+    for (who, token, status, has_link) in [
+        ("admin", &staff.admin, 403, false),
+        ("coordinator", &staff.coordinator, 200, true),
+        ("coordinator of another site", &staff.elsewhere, 403, true),
+        ("field worker", &staff.worker, 403, false),
+        ("analyst", &staff.analyst, 200, true),
+        ("viewer", &viewer, 200, true),
+    ] {
+        assert_eq!(app.get(api, token).status, status, "API, {who}");
+        let mut browser = Browser::with_session(&app, token);
+        let page = browser.get(&format!("/indicators?{query}"));
+        assert_eq!(page.status, status, "page, {who}: {}", page.text);
+        let csv = browser.get(&format!("/indicators.csv?{query}"));
+        assert_eq!(csv.status, status, "CSV, {who}: {}", csv.text);
+        let link = browser.get("/today").text.contains("href=\"/indicators\"");
+        assert_eq!(link, has_link, "the header link, {who}");
+    }
+}
