@@ -26,8 +26,8 @@ const CHROMIUM: &str = "/usr/bin/chromium";
 const CHROMEDRIVER: &str = "/usr/bin/chromedriver";
 
 /// A headless Chromium and its driver, gone when dropped.
-struct Browser {
-    runtime: tokio::runtime::Runtime,
+pub(crate) struct Browser {
+    pub(crate) runtime: tokio::runtime::Runtime,
     client: Option<Client>,
     driver: Child,
     _profile: tempfile::TempDir,
@@ -49,7 +49,7 @@ fn free_port() -> u16 {
 impl Browser {
     /// Chromium on `app`, or `None` (after saying why) where it is not
     /// installed and not required.
-    fn open(app: &TestApp) -> Option<Browser> {
+    pub(crate) fn open(app: &TestApp) -> Option<Browser> {
         let chromium = std::env::var("CASESYNC_TEST_CHROMIUM").unwrap_or(CHROMIUM.into());
         let driver = std::env::var("CASESYNC_TEST_CHROMEDRIVER").unwrap_or(CHROMEDRIVER.into());
         for tool in [&chromium, &driver] {
@@ -118,23 +118,23 @@ impl Browser {
         })
     }
 
-    fn client(&self) -> &Client {
+    pub(crate) fn client(&self) -> &Client {
         self.client.as_ref().unwrap()
     }
 
-    fn goto(&self, path: &str) {
+    pub(crate) fn goto(&self, path: &str) {
         let url = format!("{}{path}", self.base.trim_end_matches('/'));
         self.runtime.block_on(self.client().goto(&url)).unwrap();
     }
 
-    fn path(&self) -> String {
+    pub(crate) fn path(&self) -> String {
         let url = self.runtime.block_on(self.client().current_url()).unwrap();
         url.path().to_string()
     }
 
     /// Waits (a few seconds at most) for the browser to be at `path`
     /// after a click, then says where it is.
-    fn arrives_at(&self, path: &str) -> String {
+    pub(crate) fn arrives_at(&self, path: &str) -> String {
         let started = Instant::now();
         loop {
             let now = self.path();
@@ -145,11 +145,11 @@ impl Browser {
         }
     }
 
-    fn source(&self) -> String {
+    pub(crate) fn source(&self) -> String {
         self.runtime.block_on(self.client().source()).unwrap()
     }
 
-    fn fill(&self, css: &str, text: &str) {
+    pub(crate) fn fill(&self, css: &str, text: &str) {
         self.runtime.block_on(async {
             let field = self.client().find(Locator::Css(css)).await.unwrap();
             field.clear().await.unwrap();
@@ -157,7 +157,7 @@ impl Browser {
         });
     }
 
-    fn click(&self, css: &str) {
+    pub(crate) fn click(&self, css: &str) {
         self.runtime.block_on(async {
             self.client()
                 .find(Locator::Css(css))
@@ -171,7 +171,7 @@ impl Browser {
 
     /// The text of the first element `css` matches, waiting a little for
     /// a page still loading.
-    fn text(&self, css: &str) -> String {
+    pub(crate) fn text(&self, css: &str) -> String {
         self.runtime.block_on(async {
             let found = self
                 .client()
@@ -191,7 +191,7 @@ impl Browser {
     }
 
     /// Saves the page as `name` at a laptop's and a tablet's size.
-    fn screenshots(&self, name: &str) {
+    pub(crate) fn screenshots(&self, name: &str) {
         let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("screenshots");
         std::fs::create_dir_all(&dir).unwrap();
         self.runtime.block_on(async {
@@ -205,7 +205,7 @@ impl Browser {
         });
     }
 
-    fn sign_in(&self, username: &str, password: &str) {
+    pub(crate) fn sign_in(&self, username: &str, password: &str) {
         self.goto("/");
         assert_eq!(self.path(), "/sign-in");
         self.fill("#username", username);

@@ -14,7 +14,7 @@ use common::{Response, TestApp, USER_PASSWORD};
 use diesel::prelude::*;
 
 /// A browser: its cookies, no redirects followed (each is checked).
-struct Browser<'a> {
+pub(crate) struct Browser<'a> {
     app: &'a TestApp,
     agent: ureq::Agent,
     cookies: BTreeMap<String, String>,
@@ -22,7 +22,7 @@ struct Browser<'a> {
 }
 
 impl<'a> Browser<'a> {
-    fn new(app: &'a TestApp) -> Browser<'a> {
+    pub(crate) fn new(app: &'a TestApp) -> Browser<'a> {
         Browser {
             app,
             agent: ureq::Agent::config_builder()
@@ -37,7 +37,7 @@ impl<'a> Browser<'a> {
 
     /// A browser already holding `token` as its session (the same token
     /// store as the API's).
-    fn with_session(app: &'a TestApp, token: &str) -> Browser<'a> {
+    pub(crate) fn with_session(app: &'a TestApp, token: &str) -> Browser<'a> {
         let mut browser = Browser::new(app);
         browser
             .cookies
@@ -68,7 +68,7 @@ impl<'a> Browser<'a> {
         }
     }
 
-    fn get(&mut self, path: &str) -> Response {
+    pub(crate) fn get(&mut self, path: &str) -> Response {
         let res: Response = self
             .agent
             .get(self.app.url(path))

@@ -7,11 +7,44 @@ use actix_web::{web, HttpResponse};
 use crate::app::AppState;
 use crate::audit::{self, Event, Origin};
 use crate::auth::sites::ProgrammeCode;
+use crate::auth::Principal;
 use crate::db::write_tx;
 use crate::error::{AppError, AppResult, Problem};
 use crate::http::extract::AuthUser;
-use crate::indicators::{self, Audience, ReportQuery};
+use crate::indicators::{self, Audience, ReportQuery, Request, Row};
 use crate::programmes::ProgrammeId;
+
+/// A report for `me`: planned for their audience, audited as
+/// `indicators_reported` in one transaction, then counted on a pooled
+/// connection. The API's route and the console's page (and its CSV) both
+/// read a report here, so both have one access rule and one audit row.
+pub async fn reported(
+    state: &AppState,
+    origin: Origin,
+    me: Principal,
+    programme: String,
+    query: ReportQuery,
+) -> AppResult<(Request, Vec<Row>)> {
+    let threshold = state.settings.indicator_suppression_threshold;
+    state
+        .db(move |conn| {
+            let request = write_tx(conn, |conn| {
+                let request =
+                    indicators::plan(conn, &Audience::of(&me)?, &programme, &query, threshold)?;
+                audit::record(
+                    conn,
+                    &origin,
+                    Event::new(Some(&me), "indicators_reported")
+                        .object("programme", &request.programme.id)
+                        .detail(&indicators::describe(&request)),
+                )?;
+                Ok::<_, AppError>(request)
+            })?;
+            let rows = indicators::report(conn, &request)?;
+            Ok((request, rows))
+        })
+        .await
+}
 
 /// `GET /api/v1/indicators/{programme}?from=&to=&period=&by=&indicator=&site=&suppress=&format=`
 #[utoipa::path(
@@ -41,25 +74,7 @@ pub async fn report(
         Some("csv") => true,
         Some(_) => return Err(AppError::invalid_field("/format", "csv or json")),
     };
-    let threshold = state.settings.indicator_suppression_threshold;
-    let (request, rows) = state
-        .db(move |conn| {
-            let request = write_tx(conn, |conn| {
-                let request =
-                    indicators::plan(conn, &Audience::of(&me)?, &programme, &query, threshold)?;
-                audit::record(
-                    conn,
-                    &origin,
-                    Event::new(Some(&me), "indicators_reported")
-                        .object("programme", &request.programme.id)
-                        .detail(&indicators::describe(&request)),
-                )?;
-                Ok::<_, AppError>(request)
-            })?;
-            let rows = indicators::report(conn, &request)?;
-            Ok((request, rows))
-        })
-        .await?;
+    let (request, rows) = reported(&state, origin, me, programme.to_string(), query).await?;
     if !csv {
         return Ok(HttpResponse::Ok()
             .insert_header(("Cache-Control", "no-store"))

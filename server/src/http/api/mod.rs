@@ -5,7 +5,7 @@ mod audit;
 mod cases;
 mod exports;
 mod forms;
-mod indicators;
+pub(crate) mod indicators;
 mod keys;
 mod me;
 pub mod openapi;

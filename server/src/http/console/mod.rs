@@ -11,6 +11,7 @@
 mod case;
 mod cases;
 pub mod i18n;
+mod indicators;
 pub mod session;
 mod sign_in;
 mod submission;
@@ -55,7 +56,9 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
         .service(resource("/cases").route(web::get().to(cases::page)))
         .service(resource("/cases/{id}").route(web::get().to(case::page)))
         .service(resource("/cases/{id}/assignment").route(web::post().to(case::assign)))
-        .service(resource("/submissions/{id}").route(web::get().to(submission::page)));
+        .service(resource("/submissions/{id}").route(web::get().to(submission::page)))
+        .service(resource("/indicators").route(web::get().to(indicators::page)))
+        .service(resource("/indicators.csv").route(web::get().to(indicators::csv)));
 }
 
 /// What every page shows around its content.
