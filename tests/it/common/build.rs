@@ -135,6 +135,15 @@ impl TestApp {
             .get_result(&mut self.conn())
             .unwrap()
     }
+
+    /// Forms kept but held out of their case for a coordinator (202).
+    pub fn quarantined_submissions(&self) -> i64 {
+        submissions::table
+            .filter(submissions::status.eq("quarantined"))
+            .count()
+            .get_result(&mut self.conn())
+            .unwrap()
+    }
 }
 
 impl StaffBuilder<'_> {
