@@ -81,7 +81,7 @@ impl<'a> Browser<'a> {
         res
     }
 
-    fn post(&mut self, path: &str, form: &[(&str, &str)]) -> Response {
+    pub(crate) fn post(&mut self, path: &str, form: &[(&str, &str)]) -> Response {
         let body = serde_urlencoded::to_string(form).unwrap();
         let res: Response = self
             .agent
@@ -97,7 +97,7 @@ impl<'a> Browser<'a> {
     }
 
     /// The value of the hidden field `name` in `page`.
-    fn hidden(page: &Response, name: &str) -> String {
+    pub(crate) fn hidden(page: &Response, name: &str) -> String {
         let marker = format!("name=\"{name}\" value=\"");
         let start = page
             .text
@@ -130,7 +130,7 @@ fn set_cookie<'r>(res: &'r Response, name: &str) -> &'r str {
         .unwrap_or_else(|| panic!("no Set-Cookie for {name}: {:?}", res.headers))
 }
 
-fn audited(app: &TestApp, action: &str) -> i64 {
+pub(crate) fn audited(app: &TestApp, action: &str) -> i64 {
     audit_log::table
         .filter(audit_log::action.eq(action))
         .count()

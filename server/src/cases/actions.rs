@@ -16,7 +16,7 @@ use crate::auth::{users, Principal, Role};
 use crate::db::schema::conflicts;
 use crate::db::DbConnection;
 use crate::error::{AppError, AppResult};
-use crate::programmes::{holidays, CASE_ASSIGNED, CONFLICT_RESOLVED};
+use crate::programmes::{holidays, Approval, Programme, CASE_ASSIGNED, CONFLICT_RESOLVED};
 use crate::time::now;
 
 fn case_for(conn: &mut DbConnection, who: &Principal, id: &str) -> AppResult<Case> {
@@ -200,13 +200,7 @@ pub fn approve(
     let name = format!("{}_{}", a.subject, a.decision);
     // Only what the case awaits: an approval the workflow has no step for
     // here would be recorded and change nothing.
-    let awaited = programme.transitions.iter().any(|t| {
-        t.on.as_deref() == Some(name.as_str())
-            && t.from
-                .as_ref()
-                .is_none_or(|from| from.contains(&case.state))
-    });
-    if !awaited {
+    if !awaits(&programme, &case.state, &name) {
         return Err(AppError::Conflict(format!(
             "the case ({}) is not awaiting a {} decision",
             case.state, a.subject
@@ -226,6 +220,30 @@ pub fn approve(
         detail,
     )?
     .1)
+}
+
+/// Whether the workflow has a step from `state` on the event `name`.
+fn awaits(programme: &Programme, state: &str, name: &str) -> bool {
+    programme.transitions.iter().any(|t| {
+        t.on.as_deref() == Some(name)
+            && t.from
+                .as_ref()
+                .is_none_or(|from| from.iter().any(|f| f == state))
+    })
+}
+
+/// The approvals a case in `state` awaits: those [`approve`] would take
+/// (approved or returned).
+pub fn awaited_approvals<'p>(programme: &'p Programme, state: &str) -> Vec<&'p Approval> {
+    programme
+        .approvals
+        .iter()
+        .filter(|a| {
+            DECISIONS
+                .iter()
+                .any(|d| awaits(programme, state, &format!("{}_{d}", a.subject)))
+        })
+        .collect()
 }
 
 #[derive(Debug, Clone, Deserialize, utoipa::ToSchema)]
@@ -333,7 +351,7 @@ pub fn conflicts_for(
 #[derive(Debug, Clone, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct SiblingInput {
-    /// The case of the sibling, at the same site.
+    /// The case of the sibling, at the same site: its id or its number.
     pub case_id: String,
 }
 
@@ -345,9 +363,30 @@ pub fn link_siblings(
     s: &SiblingInput,
 ) -> AppResult<Case> {
     let case = case_for(conn, who, case_id)?;
-    let other = find(conn, &s.case_id)?
-        .filter(|o| o.site_id == case.site_id)
-        .ok_or_else(|| AppError::invalid_field("/case_id", "no such case at this site"))?;
+    let other = match find(conn, &s.case_id)? {
+        Some(other) => Some(other),
+        None => super::numbered(conn, &case.site_id, &s.case_id)?,
+    }
+    .filter(|o| o.site_id == case.site_id)
+    .ok_or_else(|| AppError::invalid_field("/case_id", "no such case at this site"))?;
     super::children::link_siblings(conn, &case, &other)?;
     Ok(case)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_case_awaits_the_approvals_its_workflow_has_a_step_for() {
+        let kz = programme_of("kz").unwrap();
+        let subjects = |state: &str| -> Vec<String> {
+            awaited_approvals(&kz, state)
+                .into_iter()
+                .map(|a| a.subject.clone())
+                .collect()
+        };
+        assert_eq!(subjects("care_plan_awaiting_approval"), ["care_plan"]);
+        assert!(subjects("referred").is_empty());
+    }
 }

@@ -222,7 +222,13 @@ pub fn active(
 /// Grants for review, newest first: admins see all; a coordinator sees
 /// those on their sites' cases (someone looked at their cases) and their
 /// own.
-pub fn list(conn: &mut DbConnection, who: &Principal, now: DateTime<Utc>) -> AppResult<Vec<Grant>> {
+/// `case_id` narrows them to one case.
+pub fn list(
+    conn: &mut DbConnection,
+    who: &Principal,
+    case_id: Option<&str>,
+    now: DateTime<Utc>,
+) -> AppResult<Vec<Grant>> {
     let sites = policy::review_break_glass(who)?;
     let mut query = break_glass_grants::table
         .inner_join(cases::table)
@@ -245,6 +251,9 @@ pub fn list(conn: &mut DbConnection, who: &Principal, now: DateTime<Utc>) -> App
                 .eq_any(sites)
                 .or(break_glass_grants::user_id.eq(who.user_id.clone())),
         );
+    }
+    if let Some(case_id) = case_id {
+        query = query.filter(break_glass_grants::case_id.eq(case_id.to_string()));
     }
     type Row = (
         String,

@@ -384,6 +384,33 @@ pub fn candidates(
     rows.into_iter().map(|row| candidate(conn, row)).collect()
 }
 
+/// The open pairs one of which is `child_id`, for a coordinator of the
+/// child's site (the case page's "may be the same child").
+pub fn candidates_of_child(
+    conn: &mut DbConnection,
+    who: &Principal,
+    site_id: &str,
+    child_id: &str,
+) -> AppResult<Vec<Candidate>> {
+    policy::review_duplicates(who, Some(site_id))?;
+    let rows = duplicate_candidates::table
+        .filter(duplicate_candidates::site_id.eq(site_id))
+        .filter(duplicate_candidates::status.eq(OPEN))
+        .filter(
+            duplicate_candidates::child_id
+                .eq(child_id)
+                .or(duplicate_candidates::other_child_id.eq(child_id)),
+        )
+        .select(CandidateRow::as_select())
+        .order((
+            duplicate_candidates::score.desc(),
+            duplicate_candidates::created_at,
+        ))
+        .limit(50)
+        .load(conn)?;
+    rows.into_iter().map(|row| candidate(conn, row)).collect()
+}
+
 fn open_candidate(conn: &mut DbConnection, who: &Principal, id: &str) -> AppResult<CandidateRow> {
     policy::review_duplicates(who, None)?;
     let row: CandidateRow = duplicate_candidates::table

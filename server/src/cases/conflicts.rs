@@ -46,6 +46,19 @@ pub struct ConflictRow {
     pub resolution_event_id: Option<String>,
 }
 
+/// A case's conflicts, open ones first, each group oldest first. The
+/// caller has checked the reader may read the case.
+pub fn of_case(conn: &mut DbConnection, case_id: &str) -> AppResult<Vec<ConflictRow>> {
+    let mut rows: Vec<ConflictRow> = conflicts::table
+        .filter(conflicts::case_id.eq(case_id))
+        .select(ConflictRow::as_select())
+        .order((conflicts::created_at, conflicts::id))
+        .limit(500)
+        .load(conn)?;
+    rows.sort_by_key(|c| c.status != OPEN);
+    Ok(rows)
+}
+
 /// Raises a conflict for each fact that event `event_id` (made on case
 /// version `base`) sets to a value other than the one a later-recorded
 /// event set it to. Returns how many were raised.

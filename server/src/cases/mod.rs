@@ -78,6 +78,16 @@ pub fn find(conn: &mut DbConnection, id: &str) -> AppResult<Option<Case>> {
         .optional()?)
 }
 
+/// The case of `site_id` numbered `number` (as its programme writes it).
+pub fn numbered(conn: &mut DbConnection, site_id: &str, number: &str) -> AppResult<Option<Case>> {
+    Ok(cases::table
+        .filter(cases::site_id.eq(site_id))
+        .filter(cases::number.eq(number.trim()))
+        .select(Case::as_select())
+        .first(conn)
+        .optional()?)
+}
+
 /// Whether `who` may submit forms for `case` (the access policy decides).
 pub fn may_submit_for(who: &Principal, case: &Case) -> bool {
     crate::auth::policy::work_on_case(who, case.scope()).is_ok()

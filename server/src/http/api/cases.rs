@@ -9,12 +9,13 @@ use serde::Deserialize;
 use super::Items;
 use crate::app::{AppState, Audited};
 use crate::audit::Origin;
+use crate::auth::Principal;
 use crate::cases::actions::{self, ApprovalInput, Assignment, Resolution, SiblingInput};
 use crate::cases::children::{DuplicateDecision, DuplicateId, DuplicateStatus};
 use crate::cases::conflicts::ConflictId;
 use crate::cases::conflicts::ConflictRow;
 use crate::cases::views::{self, CaseFilter, CaseSummary, CaseView, DeadlineFilter, Page};
-use crate::cases::{break_glass, children, CaseId};
+use crate::cases::{break_glass, children, Case, CaseId};
 use crate::error::{AppError, AppResult, Problem};
 use crate::http::extract::{ApiJson, AuthUser};
 
@@ -105,12 +106,26 @@ pub async fn assign(
     id: web::Path<CaseId>,
     body: ApiJson<Assignment>,
 ) -> AppResult<HttpResponse> {
-    act_then_view(&state, origin, me, "case_assigned", move |conn, who| {
-        let case = actions::assign(conn, who, &id, &body.0)?;
-        let what = Audited::object("case", &case.id).detail(actions::assignment_detail(&case));
-        Ok((case, Some(what)))
-    })
-    .await
+    let case = assigned(&state, origin, me, id.into_inner(), body.0).await?;
+    view_of(&state, case).await
+}
+
+/// A coordinator's assignment, audited as `case_assigned` (the API's and
+/// the console's).
+pub async fn assigned(
+    state: &AppState,
+    origin: Origin,
+    me: Principal,
+    id: CaseId,
+    assignment: Assignment,
+) -> AppResult<Case> {
+    state
+        .read_audited(origin, me, "case_assigned", move |conn, who| {
+            let case = actions::assign(conn, who, &id, &assignment)?;
+            let what = Audited::object("case", &case.id).detail(actions::assignment_detail(&case));
+            Ok((case, Some(what)))
+        })
+        .await
 }
 
 /// `POST /api/v1/cases/{id}/approvals` (coordinator):
@@ -130,13 +145,27 @@ pub async fn approve(
     id: web::Path<CaseId>,
     body: ApiJson<ApprovalInput>,
 ) -> AppResult<HttpResponse> {
-    act_then_view(&state, origin, me, "case_approval", move |conn, who| {
-        let case = actions::approve(conn, who, &id, &body.0)?;
-        let what = Audited::object("case", &case.id)
-            .detail(format!("{} {}", body.0.subject, body.0.decision));
-        Ok((case, Some(what)))
-    })
-    .await
+    let case = approved(&state, origin, me, id.into_inner(), body.0).await?;
+    view_of(&state, case).await
+}
+
+/// A coordinator's approval (or return for changes), audited as
+/// `case_approval` (the API's and the console's).
+pub async fn approved(
+    state: &AppState,
+    origin: Origin,
+    me: Principal,
+    id: CaseId,
+    approval: ApprovalInput,
+) -> AppResult<Case> {
+    state
+        .read_audited(origin, me, "case_approval", move |conn, who| {
+            let case = actions::approve(conn, who, &id, &approval)?;
+            let what = Audited::object("case", &case.id)
+                .detail(format!("{} {}", approval.subject, approval.decision));
+            Ok((case, Some(what)))
+        })
+        .await
 }
 
 /// `GET /api/v1/deadlines?status=overdue|due_soon|upcoming&site=&assignee=`
@@ -210,15 +239,26 @@ pub async fn resolve(
     id: web::Path<ConflictId>,
     body: ApiJson<Resolution>,
 ) -> AppResult<HttpResponse> {
-    let who = me.clone();
-    let resolved = state
-        .audited(origin, me, "conflict_resolved", move |conn| {
-            let resolved = actions::resolve(conn, &who, &id, &body.0)?;
-            let what = Audited::object("conflict", &resolved.id).detail(&body.0.choice);
-            Ok((resolved, what))
-        })
-        .await?;
+    let resolved = resolved(&state, origin, me, id.into_inner(), body.0).await?;
     Ok(HttpResponse::Ok().json(resolved))
+}
+
+/// A coordinator's settling of a conflict, audited as `conflict_resolved`
+/// (the API's and the console's).
+pub async fn resolved(
+    state: &AppState,
+    origin: Origin,
+    me: Principal,
+    id: ConflictId,
+    resolution: Resolution,
+) -> AppResult<ConflictRow> {
+    state
+        .read_audited(origin, me, "conflict_resolved", move |conn, who| {
+            let resolved = actions::resolve(conn, who, &id, &resolution)?;
+            let what = Audited::object("conflict", &resolved.id).detail(&resolution.choice);
+            Ok((resolved, Some(what)))
+        })
+        .await
 }
 
 /// `POST /api/v1/cases/{id}/break-glass` (coordinator of another site):
@@ -268,7 +308,7 @@ pub async fn break_glass_grants(
 ) -> AppResult<HttpResponse> {
     let items = state
         .read_audited(origin, me, "break_glass_listed", move |conn, me| {
-            Ok((break_glass::list(conn, me, Utc::now())?, None))
+            Ok((break_glass::list(conn, me, None, Utc::now())?, None))
         })
         .await?;
     Ok(HttpResponse::Ok().json(super::Items::new(items)))
@@ -290,32 +330,30 @@ pub async fn link_siblings(
     id: web::Path<CaseId>,
     body: ApiJson<SiblingInput>,
 ) -> AppResult<HttpResponse> {
-    act_then_view(&state, origin, me, "siblings_linked", move |conn, who| {
-        let case = actions::link_siblings(conn, who, &id, &body.0)?;
-        let what = Audited::object("case", &case.id).detail(&body.0.case_id);
-        Ok((case, Some(what)))
-    })
-    .await
+    let case = siblings_linked(&state, origin, me, id.into_inner(), body.0).await?;
+    view_of(&state, case).await
 }
 
-/// A staff action on a case (audited in its transaction), answered with
-/// the case as it now stands.
-async fn act_then_view<F>(
+/// A coordinator's link of two children as siblings, audited as
+/// `siblings_linked` (the API's and the console's).
+pub async fn siblings_linked(
     state: &AppState,
     origin: Origin,
-    me: crate::auth::Principal,
-    action: &'static str,
-    act: F,
-) -> AppResult<HttpResponse>
-where
-    F: FnOnce(
-            &mut crate::db::DbConnection,
-            &crate::auth::Principal,
-        ) -> AppResult<(crate::cases::Case, Option<Audited>)>
-        + Send
-        + 'static,
-{
-    let case = state.read_audited(origin, me, action, act).await?;
+    me: Principal,
+    id: CaseId,
+    sibling: SiblingInput,
+) -> AppResult<Case> {
+    state
+        .read_audited(origin, me, "siblings_linked", move |conn, who| {
+            let case = actions::link_siblings(conn, who, &id, &sibling)?;
+            let what = Audited::object("case", &case.id).detail(&sibling.case_id);
+            Ok((case, Some(what)))
+        })
+        .await
+}
+
+/// The answer to a staff action on a case: the case as it now stands.
+async fn view_of(state: &AppState, case: Case) -> AppResult<HttpResponse> {
     let view = state
         .db(move |conn| views::view(conn, case, Utc::now()))
         .await?;
@@ -381,21 +419,34 @@ pub async fn decide_duplicate(
         "dismiss" => false,
         _ => return Err(AppError::NotFound("link or dismiss".into())),
     };
+    let pair = duplicate_decided(&state, origin, me, id, link).await?;
+    Ok(HttpResponse::Ok().json(pair))
+}
+
+/// A coordinator's decision on a possible duplicate — the same child
+/// (`link`, audited `children_linked`) or two (`duplicate_dismissed`);
+/// the API's and the console's.
+pub async fn duplicate_decided(
+    state: &AppState,
+    origin: Origin,
+    me: Principal,
+    id: DuplicateId,
+    link: bool,
+) -> AppResult<children::Candidate> {
     let action = if link {
         "children_linked"
     } else {
         "duplicate_dismissed"
     };
-    let who = me.clone();
-    let pair = state
-        .audited(origin, me, action, move |conn| {
+    state
+        .read_audited(origin, me, action, move |conn, who| {
             let pair = if link {
-                children::link(conn, &who, &id)?
+                children::link(conn, who, &id)?
             } else {
-                children::dismiss(conn, &who, &id)?
+                children::dismiss(conn, who, &id)?
             };
-            Ok((pair, Audited::object("duplicate_candidate", id.as_str())))
+            let what = Audited::object("duplicate_candidate", id.as_str());
+            Ok((pair, Some(what)))
         })
-        .await?;
-    Ok(HttpResponse::Ok().json(pair))
+        .await
 }

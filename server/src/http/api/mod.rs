@@ -2,7 +2,7 @@
 
 mod access_requests;
 mod audit;
-mod cases;
+pub mod cases;
 mod exports;
 mod forms;
 pub(crate) mod indicators;

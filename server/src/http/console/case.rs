@@ -1,6 +1,11 @@
 //! A case: the child, its state, deadlines with their verdicts, the
-//! timeline, and (for its coordinators) the assignment form. The reads of
-//! `GET /api/v1/cases/{id}` and `/timeline`, one `case_read` audit row.
+//! timeline, conflicts, siblings, consents, disclosures, access requests
+//! and break-glass grants; for its coordinators the forms that act on it
+//! (assign, approve, resolve a conflict, link or dismiss a possible
+//! duplicate, link a sibling). The reads of `GET /api/v1/cases/{id}`,
+//! `/timeline` and the case's lists, one `case_read` audit row naming what
+//! the page showed; each action is the API's own (`api::cases`), audited
+//! as the API audits it.
 
 use std::collections::HashMap;
 
@@ -13,11 +18,19 @@ use serde_json::Value;
 
 use crate::app::{AppState, Audited};
 use crate::audit::Origin;
-use crate::auth::{users, Role};
-use crate::cases::actions::{self, Assignment};
-use crate::cases::children::{self, Shown};
+use crate::auth::{policy, users, Role};
+use crate::cases::actions::{self, ApprovalInput, Assignment, Resolution, SiblingInput};
+use crate::cases::break_glass::{self, Grant};
+use crate::cases::children::{self, Candidate, DuplicateId, Shown};
+use crate::cases::conflicts::{self, ConflictId, ConflictRow};
+use crate::cases::reconcile::programme_of;
 use crate::cases::views::{self, CaseView, DeadlineView, Timeline};
 use crate::cases::CaseId;
+use crate::error::{AppError, AppResult};
+use crate::http::api::cases as api;
+use crate::privacy::access_requests::{self, AccessRequest};
+use crate::privacy::consents::{self, ConsentView};
+use crate::privacy::disclosures::{self, Disclosure};
 
 use super::i18n::Catalogue;
 use super::session::WebUser;
@@ -53,7 +66,20 @@ struct CasePage {
     events: Vec<EventLine>,
     /// Who the case may be given to, when the reader may assign it.
     assignees: Option<Vec<(String, String)>>,
-    assigned_done: bool,
+    /// What the reader's last action here did (a catalogue key).
+    done: Option<&'static str>,
+    /// Whether the reader may act on the case (a coordinator of its site).
+    manages: bool,
+    conflicts: Vec<ConflictRow>,
+    /// The approvals the case awaits: (subject, title).
+    approvals: Vec<(String, String)>,
+    /// Possible duplicates of the child: (pair, the other child's cases).
+    duplicates: Vec<(Candidate, Vec<children::CaseRef>)>,
+    consents: Vec<ConsentView>,
+    /// `None` where the reader's role may not read them.
+    disclosures: Option<Vec<Disclosure>>,
+    access_requests: Vec<AccessRequest>,
+    grants: Option<Vec<Grant>>,
 }
 
 struct Read {
@@ -62,14 +88,49 @@ struct Read {
     child: Option<Shown>,
     names: HashMap<String, String>,
     assignees: Option<Vec<(String, String)>>,
+    manages: bool,
+    conflicts: Vec<ConflictRow>,
+    approvals: Vec<(String, String)>,
+    duplicates: Vec<(Candidate, Vec<children::CaseRef>)>,
+    consents: Vec<ConsentView>,
+    disclosures: Option<Vec<Disclosure>>,
+    access_requests: Vec<AccessRequest>,
+    grants: Option<Vec<Grant>>,
 }
+
+/// What the page shows besides the case itself, for the `case_read` row.
+const SHOWN: &str = "child, timeline, conflicts, approvals, possible duplicates, siblings, \
+     consents, disclosures, access requests, break-glass grants";
 
 #[derive(Deserialize)]
 pub struct CaseQuery {
-    assigned: Option<String>,
+    done: Option<String>,
 }
 
-/// `GET /cases/{id}[?assigned=1]`.
+/// The notices a finished action leaves (`?done=`), as catalogue keys.
+fn notice(done: Option<&str>) -> Option<&'static str> {
+    Some(match done? {
+        "assigned" => "case.assigned_done",
+        "approved" => "case.approval_done",
+        "resolved" => "case.resolved_done",
+        "linked" => "case.duplicate_linked",
+        "dismissed" => "case.duplicate_dismissed",
+        "siblings" => "case.siblings_done",
+        _ => return None,
+    })
+}
+
+/// A list the reader's role may not read is left off the page, as the
+/// API refuses it; any other failure is the page's.
+fn if_allowed<T>(read: AppResult<T>) -> AppResult<Option<T>> {
+    match read {
+        Ok(v) => Ok(Some(v)),
+        Err(AppError::Forbidden(_)) => Ok(None),
+        Err(e) => Err(e),
+    }
+}
+
+/// `GET /cases/{id}[?done=assigned|approved|resolved|…]`.
 pub async fn page(
     req: HttpRequest,
     state: web::Data<AppState>,
@@ -85,9 +146,42 @@ pub async fn page(
             session.principal.clone(),
             "case_read",
             move |conn, me| {
-                let (case, access) = views::readable(conn, me, &id, Utc::now())?;
-                let what = Audited::object("case", &case.id).detail(access.as_str());
+                let now = Utc::now();
+                let (case, access) = views::readable(conn, me, &id, now)?;
+                let what = Audited::object("case", &case.id)
+                    .detail(format!("{}; console: {SHOWN}", access.as_str()));
+                let manages = policy::manage_case(me, case.scope()).is_ok();
                 let child = children::shown(conn, &case)?;
+                let conflicts = conflicts::of_case(conn, &case.id)?;
+                let approvals = if manages {
+                    let programme = programme_of(&case.programme)?;
+                    actions::awaited_approvals(&programme, &case.state)
+                        .into_iter()
+                        .map(|a| (a.subject.clone(), a.title.clone()))
+                        .collect()
+                } else {
+                    Vec::new()
+                };
+                let duplicates = match (&case.child_id, manages) {
+                    (Some(child_id), true) => {
+                        children::candidates_of_child(conn, me, &case.site_id, child_id)?
+                            .into_iter()
+                            .map(|pair| {
+                                let other = if &pair.child.child_id == child_id {
+                                    pair.other_child.cases.clone()
+                                } else {
+                                    pair.child.cases.clone()
+                                };
+                                (pair, other)
+                            })
+                            .collect()
+                    }
+                    _ => Vec::new(),
+                };
+                let consents = consents::list(conn, me, &case.id, now)?;
+                let disclosures = if_allowed(disclosures::list(conn, me, Some(&case.id)))?;
+                let access_requests = access_requests::list(conn, &case)?;
+                let grants = if_allowed(break_glass::list(conn, me, Some(&case.id), now))?;
                 let timeline = views::timeline(conn, &case, Utc::now())?;
                 let staff = users::list(conn, Some(std::slice::from_ref(&case.site_id)))?;
                 let names = staff
@@ -103,7 +197,7 @@ pub async fn page(
                         .map(|u| (u.id.clone(), u.username.clone()))
                         .collect()
                 });
-                let case = views::view(conn, case, Utc::now())?;
+                let case = views::view(conn, case, now)?;
                 Ok((
                     Read {
                         case,
@@ -111,6 +205,14 @@ pub async fn page(
                         child,
                         names,
                         assignees,
+                        manages,
+                        conflicts,
+                        approvals,
+                        duplicates,
+                        consents,
+                        disclosures,
+                        access_requests,
+                        grants,
                     },
                     Some(what),
                 ))
@@ -155,7 +257,15 @@ pub async fn page(
         deadlines,
         events,
         assignees: read.assignees,
-        assigned_done: query.assigned.is_some(),
+        done: notice(query.done.as_deref()),
+        manages: read.manages,
+        conflicts: read.conflicts,
+        approvals: read.approvals,
+        duplicates: read.duplicates,
+        consents: read.consents,
+        disclosures: read.disclosures,
+        access_requests: read.access_requests,
+        grants: read.grants,
     };
     super::page(StatusCode::OK, &body)
 }
@@ -198,8 +308,7 @@ pub struct AssignForm {
     assignee: String,
 }
 
-/// `POST /cases/{id}/assignment`: the API's assignment, audited as
-/// `case_assigned`.
+/// `POST /cases/{id}/assignment`: the API's assignment (`case_assigned`).
 pub async fn assign(
     state: web::Data<AppState>,
     origin: Origin,
@@ -213,19 +322,163 @@ pub async fn assign(
         note: None,
         occurred_at: None,
     };
-    let case_id = id.to_string();
-    state
-        .read_audited(
-            origin,
-            session.principal,
-            "case_assigned",
-            move |conn, who| {
-                let case = actions::assign(conn, who, &id, &assignment)?;
-                let what =
-                    Audited::object("case", &case.id).detail(actions::assignment_detail(&case));
-                Ok(((), Some(what)))
-            },
-        )
-        .await?;
-    Ok(see_other(&format!("/cases/{case_id}?assigned=1")))
+    let case = api::assigned(
+        &state,
+        origin,
+        session.principal,
+        id.into_inner(),
+        assignment,
+    )
+    .await?;
+    Ok(back_to(&case.id, "assigned"))
+}
+
+/// Back to the case page, saying what was done (to Today when the id
+/// sent is not one: never a redirect elsewhere).
+fn back_to(case_id: &str, done: &str) -> HttpResponse {
+    if case_id.is_empty()
+        || !case_id
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '-')
+    {
+        return see_other("/today");
+    }
+    see_other(&format!("/cases/{case_id}?done={done}"))
+}
+
+/// A note as typed: blank is none.
+fn note(text: &str) -> Option<String> {
+    Some(text.trim().to_string()).filter(|n| !n.is_empty())
+}
+
+#[derive(Deserialize)]
+pub struct ApprovalForm {
+    csrf: String,
+    subject: String,
+    /// `approved` or `returned`.
+    decision: String,
+    #[serde(default)]
+    note: String,
+}
+
+/// `POST /cases/{id}/approvals`: the API's approval (`case_approval`).
+pub async fn approve(
+    state: web::Data<AppState>,
+    origin: Origin,
+    WebUser(session): WebUser,
+    id: web::Path<CaseId>,
+    form: web::Form<ApprovalForm>,
+) -> Result<HttpResponse, WebError> {
+    session.check_csrf(&form.csrf)?;
+    let form = form.into_inner();
+    let approval = ApprovalInput {
+        subject: form.subject,
+        decision: form.decision,
+        note: note(&form.note),
+        occurred_at: None,
+    };
+    let case = api::approved(&state, origin, session.principal, id.into_inner(), approval).await?;
+    Ok(back_to(&case.id, "approved"))
+}
+
+#[derive(Deserialize)]
+pub struct ResolutionForm {
+    csrf: String,
+    /// `submitted`, `other` or `value`.
+    choice: String,
+    /// The corrected value, with `value`.
+    #[serde(default)]
+    value: String,
+    #[serde(default)]
+    note: String,
+}
+
+/// `POST /conflicts/{id}/resolution`: the API's resolution
+/// (`conflict_resolved`).
+pub async fn resolve(
+    state: web::Data<AppState>,
+    origin: Origin,
+    WebUser(session): WebUser,
+    id: web::Path<ConflictId>,
+    form: web::Form<ResolutionForm>,
+) -> Result<HttpResponse, WebError> {
+    session.check_csrf(&form.csrf)?;
+    let form = form.into_inner();
+    let value = (form.choice == "value").then(|| typed_value(&form.value));
+    let resolution = Resolution {
+        choice: form.choice,
+        value,
+        note: note(&form.note),
+    };
+    let resolved = api::resolved(
+        &state,
+        origin,
+        session.principal,
+        id.into_inner(),
+        resolution,
+    )
+    .await?;
+    Ok(back_to(&resolved.case_id, "resolved"))
+}
+
+/// A value typed in a text box, as the API would take it in JSON: a
+/// number, `true`/`false` or JSON as such, anything else as text.
+fn typed_value(text: &str) -> Value {
+    let text = text.trim();
+    serde_json::from_str(text).unwrap_or_else(|_| Value::String(text.to_string()))
+}
+
+#[derive(Deserialize)]
+pub struct DuplicateForm {
+    csrf: String,
+    /// The case page the decision was made from, to go back to.
+    case: CaseId,
+}
+
+/// `POST /children/duplicates/{id}/{link|dismiss}`: the API's decision
+/// (`children_linked` or `duplicate_dismissed`).
+pub async fn decide_duplicate(
+    state: web::Data<AppState>,
+    origin: Origin,
+    WebUser(session): WebUser,
+    path: web::Path<(DuplicateId, String)>,
+    form: web::Form<DuplicateForm>,
+) -> Result<HttpResponse, WebError> {
+    session.check_csrf(&form.csrf)?;
+    let (id, decision) = path.into_inner();
+    let link = match decision.as_str() {
+        "link" => true,
+        "dismiss" => false,
+        _ => return Err(AppError::NotFound("link or dismiss".into()).into()),
+    };
+    api::duplicate_decided(&state, origin, session.principal, id, link).await?;
+    Ok(back_to(
+        &form.case,
+        if link { "linked" } else { "dismissed" },
+    ))
+}
+
+#[derive(Deserialize)]
+pub struct SiblingForm {
+    csrf: String,
+    /// The sibling's case number, as the programme writes it.
+    number: String,
+}
+
+/// `POST /cases/{id}/siblings`: the API's link (`siblings_linked`), the
+/// other case named by its number at this case's site.
+pub async fn link_siblings(
+    state: web::Data<AppState>,
+    origin: Origin,
+    WebUser(session): WebUser,
+    id: web::Path<CaseId>,
+    form: web::Form<SiblingForm>,
+) -> Result<HttpResponse, WebError> {
+    session.check_csrf(&form.csrf)?;
+    let sibling = SiblingInput {
+        case_id: form.number.trim().to_string(),
+    };
+    let case =
+        api::siblings_linked(&state, origin, session.principal, id.into_inner(), sibling).await?;
+    Ok(back_to(&case.id, "siblings"))
 }

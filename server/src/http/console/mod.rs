@@ -56,6 +56,13 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
         .service(resource("/cases").route(web::get().to(cases::page)))
         .service(resource("/cases/{id}").route(web::get().to(case::page)))
         .service(resource("/cases/{id}/assignment").route(web::post().to(case::assign)))
+        .service(resource("/cases/{id}/approvals").route(web::post().to(case::approve)))
+        .service(resource("/cases/{id}/siblings").route(web::post().to(case::link_siblings)))
+        .service(resource("/conflicts/{id}/resolution").route(web::post().to(case::resolve)))
+        .service(
+            resource("/children/duplicates/{id}/{decision}")
+                .route(web::post().to(case::decide_duplicate)),
+        )
         .service(resource("/submissions/{id}").route(web::get().to(submission::page)))
         .service(resource("/indicators").route(web::get().to(indicators::page)))
         .service(resource("/indicators.csv").route(web::get().to(indicators::csv)));
@@ -215,9 +222,11 @@ impl std::fmt::Display for WebError {
 }
 
 /// Marks an error answer for [`error_pages`], which writes its page in the
-/// reader's language (an error has no request to take it from).
-#[derive(Clone, Copy)]
-struct ErrorPage(&'static str);
+/// reader's language (an error has no request to take it from), with what
+/// was wrong when the reader can act on it (a value refused, a step the
+/// case is not at).
+#[derive(Clone)]
+struct ErrorPage(&'static str, Option<String>);
 
 impl ResponseError for WebError {
     fn status_code(&self) -> StatusCode {
@@ -229,10 +238,14 @@ impl ResponseError for WebError {
     }
 
     fn error_response(&self) -> HttpResponse {
-        let (mut res, message) = match self {
+        let (mut res, message, detail) = match self {
             WebError::SignInNeeded => return see_other("/sign-in"),
             WebError::PasswordChangeNeeded => return see_other("/password"),
-            WebError::Csrf => (HttpResponse::Forbidden().finish(), "sign_in.expired_form"),
+            WebError::Csrf => (
+                HttpResponse::Forbidden().finish(),
+                "sign_in.expired_form",
+                None,
+            ),
             // The API's answer keeps its status, headers (Retry-After) and
             // what it does on the way (logging a cause, auditing a
             // refusal); only its body becomes a page.
@@ -245,10 +258,19 @@ impl ResponseError for WebError {
                     s if s.is_client_error() => "error.bad_request",
                     _ => "error.internal",
                 };
-                (res, message)
+                // Refusals of what was sent say why; 403 and 404 say no
+                // more than the API does, and server errors nothing.
+                let detail = matches!(
+                    res.status(),
+                    StatusCode::BAD_REQUEST
+                        | StatusCode::CONFLICT
+                        | StatusCode::UNPROCESSABLE_ENTITY
+                )
+                .then(|| e.to_string());
+                (res, message, detail)
             }
         };
-        res.extensions_mut().insert(ErrorPage(message));
+        res.extensions_mut().insert(ErrorPage(message, detail));
         res
     }
 }
@@ -258,6 +280,7 @@ impl ResponseError for WebError {
 struct ErrorTemplate {
     chrome: Chrome,
     message: &'static str,
+    detail: Option<String>,
     request_id: Option<String>,
 }
 
@@ -267,7 +290,8 @@ async fn error_pages(
     next: Next<impl MessageBody + 'static>,
 ) -> Result<ServiceResponse<BoxBody>, actix_web::Error> {
     let res = next.call(req).await?;
-    let Some(ErrorPage(message)) = res.response().extensions().get::<ErrorPage>().copied() else {
+    let Some(ErrorPage(message, detail)) = res.response().extensions().get::<ErrorPage>().cloned()
+    else {
         return Ok(res.map_into_boxed_body());
     };
     let t = Catalogue::of(res.request());
@@ -281,6 +305,7 @@ async fn error_pages(
     let html = ErrorTemplate {
         chrome,
         message,
+        detail,
         request_id,
     }
     .render()
