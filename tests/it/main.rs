@@ -21,6 +21,7 @@ mod cases;
 mod collect;
 mod collect_qr;
 mod console;
+mod console_exports;
 mod console_indicators;
 mod docs;
 mod errors;
