@@ -16,6 +16,7 @@ mod auth_hardening;
 mod backup;
 mod binary;
 mod browser;
+mod browser_exports;
 mod browser_indicators;
 mod cases;
 mod collect;
