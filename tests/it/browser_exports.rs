@@ -66,7 +66,10 @@ fn a_coordinator_downloads_a_deidentified_csv_and_an_identifying_one_through_the
     // Identifying: the case export, through the disclosure form.
     choose(&browser, "#what", "cases:kz");
     browser.click("#identifying");
-    assert_eq!(browser.arrives_at("/exports/disclosure"), "/exports/disclosure");
+    assert_eq!(
+        browser.arrives_at("/exports/disclosure"),
+        "/exports/disclosure"
+    );
     assert!(browser.text("#exported").contains("KZ"));
     browser.screenshots("exports-disclosure");
     let disclosed = || -> i64 {

@@ -242,7 +242,8 @@ fn a_deidentified_download_is_the_apis_csv() {
     assert_eq!(res.status, 422, "{}", res.text);
     assert!(res.text.contains("role=\"alert\""), "{}", res.text);
     assert!(
-        res.text.contains("<strong>From (day, UTC)</strong>: a date (YYYY-MM-DD)"),
+        res.text
+            .contains("<strong>From (day, UTC)</strong>: a date (YYYY-MM-DD)"),
         "{}",
         res.text
     );
@@ -284,14 +285,19 @@ fn an_identifying_export_needs_the_disclosure_form_and_is_recorded_with_it() {
             "{basis}"
         );
     }
-    assert!(!form.text.contains("court_order"), "BT's bases are not KZ's");
+    assert!(
+        !form.text.contains("court_order"),
+        "BT's bases are not KZ's"
+    );
     for field in ["provision", "recipient", "purpose", "method", "case"] {
         assert!(
             form.text.contains(&format!("<label for=\"{field}\">")),
             "{field}"
         );
     }
-    assert!(form.text.contains("method=\"post\" action=\"/exports/download\""));
+    assert!(form
+        .text
+        .contains("method=\"post\" action=\"/exports/download\""));
     assert_eq!(Browser::hidden(&form, "what"), "form:kz.referral");
     let csrf = Browser::hidden(&form, "csrf");
 
@@ -309,9 +315,9 @@ fn an_identifying_export_needs_the_disclosure_form_and_is_recorded_with_it() {
         "{}",
         res.text
     );
-    assert!(res.text.contains(
-        "<strong>Purpose</strong>: state the reasons (at least 10 characters)"
-    ));
+    assert!(res
+        .text
+        .contains("<strong>Purpose</strong>: state the reasons (at least 10 characters)"));
     assert!(res.text.contains("value=\"Almaty district court\""));
     assert_eq!(Browser::hidden(&res, "what"), "form:kz.referral");
     // A basis that needs its provision, without it.
@@ -328,7 +334,8 @@ fn an_identifying_export_needs_the_disclosure_form_and_is_recorded_with_it() {
     );
     assert_eq!(res.status, 422, "{}", res.text);
     assert!(
-        res.text.contains("<strong>Provision, court order or agreement</strong>"),
+        res.text
+            .contains("<strong>Provision, court order or agreement</strong>"),
         "{}",
         res.text
     );
@@ -451,7 +458,11 @@ fn an_identifying_post_without_the_sessions_csrf_value_is_refused() {
         &Browser::with_session(&app, &staff.elsewhere).get("/today"),
         "csrf",
     );
-    for csrf in [None, Some("0123456789abcdef0123456789abcdef"), Some(&*other)] {
+    for csrf in [
+        None,
+        Some("0123456789abcdef0123456789abcdef"),
+        Some(&*other),
+    ] {
         let mut post = identifying_post(csrf.unwrap_or(""), TERMS);
         if csrf.is_none() {
             post.remove(0);
