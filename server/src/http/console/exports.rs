@@ -117,24 +117,26 @@ impl Choice {
         };
         let from = day(&self.from, "/from");
         let to = day(&self.to, "/to");
-        let target = self.target();
-        if !matches!(target, Some(("cases" | "form", id)) if !id.is_empty()) {
-            errors.push(FieldError::new(
-                "/what",
-                "choose the cases of a programme or one form",
-            ));
-        }
-        if !errors.is_empty() {
+        let target = self
+            .target()
+            .filter(|(kind, id)| matches!(*kind, "cases" | "form") && !id.is_empty());
+        let Some((kind, id)) = target.filter(|_| errors.is_empty()) else {
+            if target.is_none() {
+                errors.push(FieldError::new(
+                    "/what",
+                    "choose the cases of a programme or one form",
+                ));
+            }
             return Err(AppError::Validation {
                 detail: "the export's filters are not valid".into(),
                 errors,
             });
-        }
+        };
         let identifying = terms.is_some().then_some(true);
         let terms = terms.map(Terms::disclosure).unwrap_or_default();
         let bom = self.bom.then_some(true);
-        Ok(match target {
-            Some(("cases", programme)) => Request::Cases(CaseFilter {
+        Ok(match (kind, id) {
+            ("cases", programme) => Request::Cases(CaseFilter {
                 programme: programme.to_string(),
                 from,
                 to,
@@ -145,7 +147,7 @@ impl Choice {
                 terms,
                 formula_escape: None,
             }),
-            Some((_, form_id)) => Request::Form {
+            (_, form_id) => Request::Form {
                 form_id: form_id.to_string(),
                 filter: FormFilter {
                     from,
@@ -160,7 +162,6 @@ impl Choice {
                 },
                 zipped: self.zip,
             },
-            None => unreachable!("checked above"),
         })
     }
 
