@@ -106,4 +106,10 @@ fn a_coordinator_downloads_a_deidentified_csv_and_an_identifying_one_through_the
     let text = String::from_utf8(csv).unwrap();
     assert!(text.contains(&case_id), "identifying: the case's own id");
     assert_eq!(disclosed(), before + 1);
+
+    // In Russian, the same page.
+    browser.goto("/language/ru?back=/exports");
+    assert_eq!(browser.arrives_at("/exports"), "/exports");
+    assert!(browser.text("h1").contains("Выгрузки"));
+    browser.screenshots("exports-ru");
 }
