@@ -31,6 +31,8 @@ pub(crate) struct Browser {
     client: Option<Client>,
     driver: Child,
     _profile: tempfile::TempDir,
+    /// Where the browser saves downloads (`downloads`).
+    downloads: tempfile::TempDir,
     base: String,
 }
 
@@ -89,6 +91,17 @@ impl Browser {
                 format!("--user-data-dir={}", profile.path().display()),
             ]),
         );
+        // Downloads go, without asking, to a directory of this browser's.
+        let downloads = tempfile::tempdir().unwrap();
+        options.insert(
+            "prefs".into(),
+            json!({
+                "download.default_directory": downloads.path().display().to_string(),
+                "download.prompt_for_download": false,
+                "download.directory_upgrade": true,
+                "safebrowsing.enabled": false,
+            }),
+        );
         let mut capabilities = Map::new();
         capabilities.insert("goog:chromeOptions".into(), json!(options));
         let client = runtime.block_on(async {
@@ -114,6 +127,7 @@ impl Browser {
             client: Some(client),
             driver,
             _profile: profile,
+            downloads,
             base: app.url(""),
         })
     }
@@ -203,6 +217,32 @@ impl Browser {
             }
             self.client().set_window_size(1280, 800).await.unwrap();
         });
+    }
+
+    /// The file `name` once the browser has saved it whole (a few
+    /// seconds at most: Chromium writes `name.crdownload` and renames it
+    /// when done), or `None`.
+    pub(crate) fn downloaded(&self, name: &str) -> Option<Vec<u8>> {
+        let path = self.downloads.path().join(name);
+        let started = Instant::now();
+        while started.elapsed() < Duration::from_secs(10) {
+            if let Ok(bytes) = std::fs::read(&path) {
+                return Some(bytes);
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        None
+    }
+
+    /// The names of the files in the download directory.
+    pub(crate) fn downloads(&self) -> Vec<String> {
+        std::fs::read_dir(self.downloads.path())
+            .map(|dir| {
+                dir.filter_map(|e| e.ok())
+                    .map(|e| e.file_name().to_string_lossy().into_owned())
+                    .collect()
+            })
+            .unwrap_or_default()
     }
 
     pub(crate) fn sign_in(&self, username: &str, password: &str) {

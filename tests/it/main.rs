@@ -7,8 +7,6 @@
 //! `cargo test --test it` runs them all; `cargo test --test it cases::`
 //! runs one module's.
 
-mod common;
-
 mod access;
 mod access_requests;
 mod audit;
@@ -16,12 +14,15 @@ mod auth_hardening;
 mod backup;
 mod binary;
 mod browser;
+mod browser_exports;
 mod browser_indicators;
 mod cases;
 mod collect;
 mod collect_qr;
+mod common;
 mod console;
 mod console_case;
+mod console_exports;
 mod console_indicators;
 mod docs;
 mod errors;
@@ -46,3 +47,4 @@ mod retention;
 mod snapshots;
 mod submissions;
 mod walkthroughs;
+

@@ -102,8 +102,9 @@ pub async fn cases_csv(
 
 /// Runs `request` for `me` on the CPU pool (a full pool is 503 before
 /// anything starts) and answers with its stream once it is checked and
-/// logged, or with its refusal.
-async fn export(
+/// logged, or with its refusal. The console's downloads are this too
+/// (`console::exports`).
+pub(crate) async fn export(
     state: &AppState,
     origin: Origin,
     me: crate::auth::Principal,

@@ -3,13 +3,13 @@
 mod access_requests;
 mod audit;
 pub mod cases;
-mod exports;
+pub(crate) mod exports;
 mod forms;
 pub(crate) mod indicators;
 mod keys;
 mod me;
 pub mod openapi;
-mod privacy;
+pub(crate) mod privacy;
 mod programmes;
 mod retention;
 mod sessions;

@@ -29,13 +29,24 @@ pub async fn list_consents(
     AuthUser(me): AuthUser,
     id: web::Path<CaseId>,
 ) -> AppResult<HttpResponse> {
-    let items = state
+    let items = consents_read(&state, origin, me, id.into_inner()).await?;
+    Ok(HttpResponse::Ok().json(super::Items::new(items)))
+}
+
+/// The consents of case `id` for `me`, audited `consents_read` (the API's
+/// list, and the console's disclosure form).
+pub(crate) async fn consents_read(
+    state: &AppState,
+    origin: Origin,
+    me: crate::auth::Principal,
+    id: CaseId,
+) -> AppResult<Vec<consents::ConsentView>> {
+    state
         .read_audited(origin, me, "consents_read", move |conn, me| {
             let items = consents::list(conn, me, &id, Utc::now())?;
             Ok((items, Some(Audited::object("case", id.as_str()))))
         })
-        .await?;
-    Ok(HttpResponse::Ok().json(super::Items::new(items)))
+        .await
 }
 
 /// `POST /api/v1/cases/{id}/consents` (the assigned worker or a

@@ -10,6 +10,7 @@
 
 mod case;
 mod cases;
+mod exports;
 pub mod i18n;
 mod indicators;
 pub mod session;
@@ -65,7 +66,14 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
         )
         .service(resource("/submissions/{id}").route(web::get().to(submission::page)))
         .service(resource("/indicators").route(web::get().to(indicators::page)))
-        .service(resource("/indicators.csv").route(web::get().to(indicators::csv)));
+        .service(resource("/indicators.csv").route(web::get().to(indicators::csv)))
+        .service(resource("/exports").route(web::get().to(exports::page)))
+        .service(
+            resource("/exports/download")
+                .route(web::get().to(exports::download))
+                .route(web::post().to(exports::download_identifying)),
+        )
+        .service(resource("/exports/disclosure").route(web::get().to(exports::disclosure)));
 }
 
 /// What every page shows around its content.
