@@ -10,6 +10,7 @@
 
 mod case;
 mod cases;
+mod forms;
 pub mod i18n;
 mod indicators;
 pub mod session;
@@ -58,7 +59,14 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
         .service(resource("/cases/{id}/assignment").route(web::post().to(case::assign)))
         .service(resource("/submissions/{id}").route(web::get().to(submission::page)))
         .service(resource("/indicators").route(web::get().to(indicators::page)))
-        .service(resource("/indicators.csv").route(web::get().to(indicators::csv)));
+        .service(resource("/indicators.csv").route(web::get().to(indicators::csv)))
+        .service(resource("/forms").route(web::get().to(forms::list)))
+        .service(resource("/forms/drafts").route(web::post().to(forms::upload)))
+        .service(resource("/forms/{id}").route(web::get().to(forms::form)))
+        .service(resource("/forms/{id}/publish").route(web::post().to(forms::publish)))
+        .service(
+            resource("/forms/{id}/versions/{version}/retire").route(web::post().to(forms::retire)),
+        );
 }
 
 /// What every page shows around its content.
