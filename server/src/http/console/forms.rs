@@ -435,6 +435,8 @@ pub async fn form(
 
 #[derive(Deserialize)]
 pub struct CsrfForm {
+    /// Missing is refused as a wrong value is (403), not as unreadable.
+    #[serde(default)]
     csrf: String,
 }
 
