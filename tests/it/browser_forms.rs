@@ -72,7 +72,10 @@ fn an_admin_uploads_a_draft_publishes_it_and_reads_the_diff() {
 
     // The corrected file, from the refusal page's own form.
     let good_file = dir.path().join("referral.json");
-    let good = retitled("2026.3", "Referral (2026)");
+    let mut good = retitled("2026.3", "Referral (2026)");
+    let category = &mut good["properties"]["referrer"]["properties"]["referrer_category"];
+    category["title"] = json!("Who referred the child");
+    category["x-labels"] = json!({"ru": "Кто направил ребёнка"});
     std::fs::write(&good_file, serde_json::to_string_pretty(&good).unwrap()).unwrap();
     choose_file(&browser, "#file", &good_file);
     browser.click("form.upload button[type=submit]");
@@ -92,6 +95,12 @@ fn an_admin_uploads_a_draft_publishes_it_and_reads_the_diff() {
     assert!(
         diff.lines()
             .any(|l| l.contains("title") && l.contains(&old_title) && l.contains("Referral (2026)")),
+        "{diff}"
+    );
+    assert!(
+        diff.lines().any(|l| l.contains("referrer/referrer_category")
+            && l.contains("labels in other languages")
+            && l.contains("Кто направил ребёнка")),
         "{diff}"
     );
     let versions = browser.text("table.versions");

@@ -180,6 +180,12 @@ pub struct DiffLine {
 fn shown<T: serde::Serialize>(value: &Option<T>) -> String {
     match value.as_ref().map(serde_json::to_value) {
         Some(Ok(Value::String(s))) => s,
+        // `x-labels`: each language and its label.
+        Some(Ok(Value::Object(labels))) if labels.values().all(Value::is_string) => labels
+            .iter()
+            .map(|(lang, label)| format!("{lang}: {}", label.as_str().unwrap_or_default()))
+            .collect::<Vec<_>>()
+            .join("; "),
         Some(Ok(Value::Null)) | None => String::new(),
         Some(Ok(other)) => other.to_string(),
         Some(Err(_)) => String::new(),
