@@ -40,11 +40,17 @@ fn an_admin_uploads_a_draft_publishes_it_and_reads_the_diff() {
     browser.click("nav a[href='/forms']");
     assert_eq!(browser.arrives_at("/forms"), "/forms");
     let list = browser.text("table.forms");
-    assert!(list.contains("kz.referral") && list.contains("2021.1.1"), "{list}");
+    assert!(
+        list.contains("kz.referral") && list.contains("2021.1.1"),
+        "{list}"
+    );
     browser.screenshots("forms");
 
     browser.click("a[href='/forms/kz.referral']");
-    assert_eq!(browser.arrives_at("/forms/kz.referral"), "/forms/kz.referral");
+    assert_eq!(
+        browser.arrives_at("/forms/kz.referral"),
+        "/forms/kz.referral"
+    );
     browser.screenshots("form");
 
     // A draft with a problem: an array of items with no maxItems.
@@ -79,10 +85,16 @@ fn an_admin_uploads_a_draft_publishes_it_and_reads_the_diff() {
     std::fs::write(&good_file, serde_json::to_string_pretty(&good).unwrap()).unwrap();
     choose_file(&browser, "#file", &good_file);
     browser.click("form.upload button[type=submit]");
-    assert_eq!(browser.arrives_at("/forms/kz.referral"), "/forms/kz.referral");
+    assert_eq!(
+        browser.arrives_at("/forms/kz.referral"),
+        "/forms/kz.referral"
+    );
     assert!(browser.text("p.done").contains("2026.3"));
     browser.click("form.publish button[type=submit]");
-    assert_eq!(browser.arrives_at("/forms/kz.referral"), "/forms/kz.referral");
+    assert_eq!(
+        browser.arrives_at("/forms/kz.referral"),
+        "/forms/kz.referral"
+    );
     assert!(browser.text("p.done").contains("Published version 2026.3"));
 
     // The diff against the version before: the title, before and after.
@@ -93,18 +105,23 @@ fn an_admin_uploads_a_draft_publishes_it_and_reads_the_diff() {
         .unwrap()
         .to_string();
     assert!(
-        diff.lines()
-            .any(|l| l.contains("title") && l.contains(&old_title) && l.contains("Referral (2026)")),
+        diff.lines().any(|l| l.contains("title")
+            && l.contains(&old_title)
+            && l.contains("Referral (2026)")),
         "{diff}"
     );
     assert!(
-        diff.lines().any(|l| l.contains("referrer/referrer_category")
-            && l.contains("labels in other languages")
-            && l.contains("Кто направил ребёнка")),
+        diff.lines()
+            .any(|l| l.contains("referrer/referrer_category")
+                && l.contains("labels in other languages")
+                && l.contains("Кто направил ребёнка")),
         "{diff}"
     );
     let versions = browser.text("table.versions");
-    assert!(versions.contains("2026.3") && versions.contains("current"), "{versions}");
+    assert!(
+        versions.contains("2026.3") && versions.contains("current"),
+        "{versions}"
+    );
     browser.screenshots("form-published");
     browser.goto("/forms/kz.referral?from=2021.1.1&to=2026.3#diff");
     browser.screenshots("forms-diff");

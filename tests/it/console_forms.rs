@@ -79,33 +79,41 @@ fn only_admins_get_the_forms_pages_and_others_change_nothing() {
     let mut admin = Browser::with_session(&app, &staff.admin);
     let list = admin.get("/forms");
     assert_eq!(list.status, 200, "{}", list.text);
-    assert!(list.text.contains("<a href=\"/forms\">Forms</a>"), "nav link");
+    assert!(
+        list.text.contains("<a href=\"/forms\">Forms</a>"),
+        "nav link"
+    );
     assert!(list.text.contains("<a href=\"/forms/kz.referral\">"));
     assert!(list.text.contains("<a href=\"/forms/bt.referral\">"));
     assert!(list.text.contains("2021.1.1"));
     let page = admin.get("/forms/kz.referral");
     assert_eq!(page.status, 200, "{}", page.text);
-    assert!(page.text.contains("/forms/kz.referral/versions/2021.1.1/retire"));
+    assert!(page
+        .text
+        .contains("/forms/kz.referral/versions/2021.1.1/retire"));
     assert_eq!(admin.get("/forms/kz.nothing").status, 404);
 
     // Every other role: the 403 page for each page and each change, and
     // nothing changed; no link in the header.
     let draft = retitled("2026.9", "Referral (new)");
     assert_eq!(
-        app.post("/api/v1/forms/kz.referral/draft", &staff.admin, draft.clone())
-            .status,
+        app.post(
+            "/api/v1/forms/kz.referral/draft",
+            &staff.admin,
+            draft.clone()
+        )
+        .status,
         201
     );
-    for token in [
-        &staff.coordinator,
-        &staff.worker,
-        &staff.analyst,
-        &viewer,
-    ] {
+    for token in [&staff.coordinator, &staff.worker, &staff.analyst, &viewer] {
         let mut browser = Browser::with_session(&app, token);
         let signed_in = browser.get("/password");
         assert_eq!(signed_in.status, 200, "{}", signed_in.text);
-        assert!(!signed_in.text.contains("href=\"/forms\""), "{}", signed_in.text);
+        assert!(
+            !signed_in.text.contains("href=\"/forms\""),
+            "{}",
+            signed_in.text
+        );
         let csrf = Browser::hidden(&signed_in, "csrf");
         for path in ["/forms", "/forms/kz.referral"] {
             let refused = browser.get(path);
@@ -176,13 +184,21 @@ fn an_invalid_draft_shows_each_problem_where_it_is_and_stores_nothing() {
     // A form other than the page's, and text that is not JSON.
     let other = upload(&mut admin, &csrf, "kz.follow_up", &retitled("2026.4", "R"));
     assert_eq!(other.status, 422, "{}", other.text);
-    assert!(other.text.contains("the form&#39;s settings (x-form), id"), "{}", other.text);
+    assert!(
+        other.text.contains("the form&#39;s settings (x-form), id"),
+        "{}",
+        other.text
+    );
     let broken = admin.post_multipart(
         "/forms/drafts",
         &[("csrf", "", &csrf), ("schema", "", "{\"title\": \"x\",")],
     );
     assert_eq!(broken.status, 422, "{}", broken.text);
-    assert!(broken.text.contains("The text is not JSON:"), "{}", broken.text);
+    assert!(
+        broken.text.contains("The text is not JSON:"),
+        "{}",
+        broken.text
+    );
     assert!(broken.text.contains("line 1"), "{}", broken.text);
 
     assert_eq!(drafts(&app), 0, "nothing stored");
@@ -201,7 +217,12 @@ fn an_admin_uploads_publishes_retires_and_the_diff_shows_the_title_change() {
     let old_title = referral_source()["title"].as_str().unwrap().to_string();
 
     // From the list: the form is the definition's x-form.id.
-    let saved = upload(&mut admin, &csrf, "", &retitled("2026.3", "Referral (2026)"));
+    let saved = upload(
+        &mut admin,
+        &csrf,
+        "",
+        &retitled("2026.3", "Referral (2026)"),
+    );
     assert_eq!(saved.status, 303, "{}", saved.text);
     assert_eq!(
         saved.header("location"),
@@ -212,7 +233,11 @@ fn an_admin_uploads_publishes_retires_and_the_diff_shows_the_title_change() {
     assert_eq!(api_draft.status, 200);
     assert_eq!(api_draft.body["title"], "Referral (2026)");
     let page = admin.get("/forms/kz.referral?uploaded=2026.3");
-    assert!(page.text.contains("Saved as the draft: 2026.3"), "{}", page.text);
+    assert!(
+        page.text.contains("Saved as the draft: 2026.3"),
+        "{}",
+        page.text
+    );
     assert!(page.text.contains("Publish version 2026.3"));
 
     let published = admin.post("/forms/kz.referral/publish", &[("csrf", &csrf)]);
@@ -226,7 +251,11 @@ fn an_admin_uploads_publishes_retires_and_the_diff_shows_the_title_change() {
     let page = admin.get(&next);
     assert_eq!(page.status, 200, "{}", page.text);
     assert!(page.text.contains("Published version 2026.3"));
-    assert!(page.text.contains("Changes from 2021.1.1 → 2026.3"), "{}", page.text);
+    assert!(
+        page.text.contains("Changes from 2021.1.1 → 2026.3"),
+        "{}",
+        page.text
+    );
     let row = format!(
         "<td><em>the form itself</em></td>\n  <td>title</td>\n  <td class=\"before\">{}</td>\n  <td class=\"after\">Referral (2026)</td>",
         old_title.replace('\'', "&#39;")
@@ -239,11 +268,19 @@ fn an_admin_uploads_publishes_retires_and_the_diff_shows_the_title_change() {
     assert_eq!(api.body["title"], json!([old_title, "Referral (2026)"]));
     // Any two versions: the same one twice changes nothing.
     let same = admin.get("/forms/kz.referral?from=2026.3&to=2026.3");
-    assert!(same.text.contains("Nothing a phone shows or checks changed"));
+    assert!(same
+        .text
+        .contains("Nothing a phone shows or checks changed"));
 
     // Publishing the same version string again: said on the page, 409.
     assert_eq!(
-        upload(&mut admin, &csrf, "kz.referral", &retitled("2026.3", "Again")).status,
+        upload(
+            &mut admin,
+            &csrf,
+            "kz.referral",
+            &retitled("2026.3", "Again")
+        )
+        .status,
         303
     );
     let again = admin.post("/forms/kz.referral/publish", &[("csrf", &csrf)]);
@@ -264,15 +301,15 @@ fn an_admin_uploads_publishes_retires_and_the_diff_shows_the_title_change() {
     assert_eq!(current_version(&app, &admin_token), "2021.1.1");
     let page = admin.get("/forms/kz.referral?retired=2026.3");
     assert!(page.text.contains("Retired version 2026.3"));
-    assert!(page.text.contains("<td class=\"retired\">retired</td>"), "{}", page.text);
+    assert!(
+        page.text.contains("<td class=\"retired\">retired</td>"),
+        "{}",
+        page.text
+    );
     // Audited as the API audits: the form and the version.
     let rows: Vec<(String, Option<String>, Option<String>)> = audit_log::table
         .filter(audit_log::action.like("form_%"))
-        .select((
-            audit_log::action,
-            audit_log::object_id,
-            audit_log::detail,
-        ))
+        .select((audit_log::action, audit_log::object_id, audit_log::detail))
         .order(audit_log::id)
         .load(&mut app.conn())
         .unwrap();
@@ -297,7 +334,12 @@ fn a_form_without_the_csrf_value_is_refused_and_changes_nothing() {
 
     let forged = upload(&mut admin, "", "kz.referral", &draft);
     assert_eq!(forged.status, 403, "{}", forged.text);
-    let forged = upload(&mut admin, "0123456789abcdef0123456789abcdef", "kz.referral", &draft);
+    let forged = upload(
+        &mut admin,
+        "0123456789abcdef0123456789abcdef",
+        "kz.referral",
+        &draft,
+    );
     assert_eq!(forged.status, 403, "{}", forged.text);
     assert_eq!(drafts(&app), 0);
 

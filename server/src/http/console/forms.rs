@@ -584,8 +584,8 @@ async fn read_upload(state: &AppState, mut multipart: Multipart) -> Result<Uploa
     let mut total = 0usize;
     let mut upload = Upload::default();
     while let Some(part) = multipart.next().await {
-        let mut part = part
-            .map_err(|e| AppError::bad_request(format!("the upload could not be read: {e}")))?;
+        let mut part =
+            part.map_err(|e| AppError::bad_request(format!("the upload could not be read: {e}")))?;
         let name = part.name().unwrap_or("").to_string();
         let mut bytes = Vec::new();
         while let Some(chunk) = part.next().await {
