@@ -688,3 +688,30 @@ pub async fn upload(
         Err(other) => Err(other.into()),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_schema_location_reads_as_the_field_and_what_of_it() {
+        let en = &Catalogue::all()[0];
+        let cases = [
+            ("", "the form as a whole"),
+            ("/$schema", "the form as a whole, $schema"),
+            ("/x-form/id", "the form's settings (x-form), id"),
+            (
+                "/properties/child/properties/siblings",
+                "field child › siblings",
+            ),
+            (
+                "/properties/child/properties/siblings/items/properties/name/oneOf/1/title",
+                "field child › siblings › each item › name, choice 2 › title",
+            ),
+            ("/properties/a~1b/maxItems", "field a/b, maxItems"),
+        ];
+        for (pointer, words) in cases {
+            assert_eq!(place_in_words(pointer, en), words, "{pointer}");
+        }
+    }
+}
