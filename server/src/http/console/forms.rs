@@ -395,11 +395,16 @@ async fn form_page(
     } else {
         None
     };
-    let done = query
-        .published
-        .map(|v| ("forms.published_done", v))
-        .or(query.uploaded.map(|v| ("forms.uploaded_done", v)))
-        .or(query.retired.map(|v| ("forms.retired_done", v)));
+    // Said only of a version the form has: a link cannot make the page
+    // claim what did not happen.
+    let draft_version = form.draft.as_ref().map(|d| d.version.as_str());
+    let done = (query.published.map(|v| ("forms.published_done", v)))
+        .or(query.retired.map(|v| ("forms.retired_done", v)))
+        .filter(|(_, v)| form.has(v))
+        .or(query
+            .uploaded
+            .filter(|v| Some(v.as_str()) == draft_version)
+            .map(|v| ("forms.uploaded_done", v)));
     let status = if refused.is_some() {
         StatusCode::CONFLICT
     } else {
