@@ -96,6 +96,35 @@ impl<'a> Browser<'a> {
         res
     }
 
+    /// A form sent as `multipart/form-data` (a file upload): `parts` are
+    /// (name, file name or "" for a plain field, content).
+    pub(crate) fn post_multipart(&mut self, path: &str, parts: &[(&str, &str, &str)]) -> Response {
+        const BOUNDARY: &str = "----casesync-console-test-3f9c";
+        let mut body = String::new();
+        for (name, file, content) in parts {
+            let file = if file.is_empty() {
+                String::new()
+            } else {
+                format!("; filename=\"{file}\"\r\nContent-Type: application/json")
+            };
+            body.push_str(&format!(
+                "--{BOUNDARY}\r\nContent-Disposition: form-data; name=\"{name}\"{file}\r\n\r\n{content}\r\n"
+            ));
+        }
+        body.push_str(&format!("--{BOUNDARY}--\r\n"));
+        let res: Response = self
+            .agent
+            .post(self.app.url(path))
+            .header("Cookie", self.cookie_header())
+            .header("Accept-Language", self.language)
+            .content_type(format!("multipart/form-data; boundary={BOUNDARY}"))
+            .send(body.as_bytes())
+            .expect("the console answers")
+            .into();
+        self.keep_cookies(&res);
+        res
+    }
+
     /// The value of the hidden field `name` in `page`.
     pub(crate) fn hidden(page: &Response, name: &str) -> String {
         let marker = format!("name=\"{name}\" value=\"");

@@ -326,6 +326,47 @@ pub fn draft(conn: &mut DbConnection, form_id: &str) -> AppResult<Draft> {
         .ok_or_else(|| AppError::NotFound(format!("form {form_id:?} has no draft")))
 }
 
+/// A draft as listed: its form (with the programme and title the draft
+/// gives, for a form not published yet), version and upload.
+#[derive(Debug, Clone, PartialEq)]
+pub struct DraftInfo {
+    pub form_id: String,
+    pub version: String,
+    pub programme: String,
+    pub title: String,
+    pub uploaded_by: Option<String>,
+    pub uploaded_at: chrono::NaiveDateTime,
+}
+
+/// Every form's draft, by form.
+pub fn drafts(conn: &mut DbConnection) -> AppResult<Vec<DraftInfo>> {
+    let rows: Vec<Draft> = form_drafts::table
+        .select(Draft::as_select())
+        .order(form_drafts::form_id)
+        .load(conn)?;
+    Ok(rows
+        .into_iter()
+        .map(|d| {
+            let document: Value = serde_json::from_str(&d.document).unwrap_or_default();
+            let text = |pointer: &str| {
+                document
+                    .pointer(pointer)
+                    .and_then(Value::as_str)
+                    .unwrap_or_default()
+                    .to_string()
+            };
+            DraftInfo {
+                programme: text("/x-form/programme"),
+                title: text("/title"),
+                form_id: d.form_id,
+                version: d.version,
+                uploaded_by: d.uploaded_by,
+                uploaded_at: d.uploaded_at,
+            }
+        })
+        .collect())
+}
+
 /// Publishes the form's draft as a new version and removes the draft.
 pub fn publish_draft(conn: &mut DbConnection, form_id: &str, by: &str) -> AppResult<VersionInfo> {
     let draft = draft(conn, form_id)?;

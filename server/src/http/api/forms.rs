@@ -1,3 +1,5 @@
+use std::sync::Arc;
+
 use actix_web::http::header;
 use actix_web::{web, HttpRequest, HttpResponse};
 use serde_json::{json, Value};
@@ -5,9 +7,9 @@ use serde_json::{json, Value};
 use super::Items;
 use crate::app::{AppState, Audited};
 use crate::audit::Origin;
-use crate::auth::policy;
+use crate::auth::{policy, Principal};
 use crate::error::{AppError, AppResult, FieldError, Problem};
-use crate::forms::{check, definitions, diff, registry, FormId, FormRef};
+use crate::forms::{check, definitions, diff, registry, CompiledForm, FormId, FormRef};
 use crate::http::extract::{parse_json, ApiJson, AuthUser, JsonBody};
 
 /// A draft as stored.
@@ -126,15 +128,28 @@ pub async fn version_diff(
     path: web::Path<(FormId, String, String)>,
 ) -> AppResult<HttpResponse> {
     let (id, a, b) = path.into_inner();
-    let cache = state.forms.clone();
-    let (from, to) = state
-        .db(move |conn| Ok((cache.get(conn, &id, &a)?, cache.get(conn, &id, &b)?)))
-        .await?;
-    let mut body = json!(diff::diff(&from, &to));
+    let (from, to, changes) = compared(&state, id, a, b).await?;
+    let mut body = json!(changes);
     body["form_id"] = json!(from.meta.id);
     body["from"] = json!(from.meta.version);
     body["to"] = json!(to.meta.version);
     Ok(HttpResponse::Ok().json(body))
+}
+
+/// Two versions of a form and what changed from the first to the second
+/// (the API's diff route and the console's form page).
+pub async fn compared(
+    state: &AppState,
+    id: FormId,
+    a: String,
+    b: String,
+) -> AppResult<(Arc<CompiledForm>, Arc<CompiledForm>, diff::Diff)> {
+    let cache = state.forms.clone();
+    let (from, to) = state
+        .db(move |conn| Ok((cache.get(conn, &id, &a)?, cache.get(conn, &id, &b)?)))
+        .await?;
+    let changes = diff::diff(&from, &to);
+    Ok((from, to, changes))
 }
 
 /// `POST /api/v1/forms/{id}/versions/{version}/validate`: checks data
@@ -203,8 +218,29 @@ pub async fn upload_draft(
     id: web::Path<FormId>,
     body: ApiJson<Value>,
 ) -> AppResult<HttpResponse> {
+    let (draft, fields) = draft_uploaded(&state, origin, me, id.into_inner(), body.0).await?;
+    Ok(HttpResponse::Created().json(DraftSaved {
+        form_id: draft.form_id,
+        version: draft.version,
+        fields,
+        uploaded_at: draft.uploaded_at.and_utc(),
+    }))
+}
+
+/// An admin's upload of `source` as the draft of form `id` (the API's
+/// route and the console's upload): refused unless the uploader is an
+/// admin; checked (the form in the address, the meta-schema, casesync's
+/// vocabulary, what ODK Collect can ask) with every problem located and
+/// nothing stored; else saved, audited as `form_draft_uploaded`. Gives the
+/// draft and how many fields it has.
+pub async fn draft_uploaded(
+    state: &AppState,
+    origin: Origin,
+    me: Principal,
+    id: FormId,
+    source: Value,
+) -> AppResult<(registry::Draft, usize)> {
     policy::administer(&me, "change forms")?;
-    let source = body.0;
     if source.pointer("/x-form/id").and_then(Value::as_str) != Some(id.as_str()) {
         return Err(AppError::invalid_field(
             "/x-form/id",
@@ -234,12 +270,7 @@ pub async fn upload_draft(
             Ok((draft, what))
         })
         .await?;
-    Ok(HttpResponse::Created().json(DraftSaved {
-        form_id: draft.form_id,
-        version: draft.version,
-        fields,
-        uploaded_at: draft.uploaded_at.and_utc(),
-    }))
+    Ok((draft, fields))
 }
 
 /// `GET /api/v1/forms/{id}/draft` (admin): the draft as uploaded.
@@ -277,17 +308,29 @@ pub async fn publish_draft(
     AuthUser(me): AuthUser,
     id: web::Path<FormId>,
 ) -> AppResult<HttpResponse> {
+    let info = draft_published(&state, origin, me, id.into_inner()).await?;
+    Ok(HttpResponse::Created().json(info))
+}
+
+/// An admin's publishing of form `id`'s draft (the API's route and the
+/// console's button), audited as `form_published`; its XForm is stored
+/// for phones in the same transaction.
+pub async fn draft_published(
+    state: &AppState,
+    origin: Origin,
+    me: Principal,
+    id: FormId,
+) -> AppResult<registry::VersionInfo> {
     policy::administer(&me, "publish forms")?;
     let publisher = me.user_id.clone();
-    let info = state
+    state
         .audited(origin, me, "form_published", move |conn| {
             let info = registry::publish_draft(conn, &id, &publisher)?;
             crate::odk::store::ensure(conn, &info.form_id, &info.version)?;
             let what = Audited::object("form", &info.form_id).detail(&info.version);
             Ok((info, what))
         })
-        .await?;
-    Ok(HttpResponse::Created().json(info))
+        .await
 }
 
 /// `POST /api/v1/forms/{id}/versions/{version}/retire` (admin): no new
@@ -305,17 +348,28 @@ pub async fn retire(
     AuthUser(me): AuthUser,
     form: web::Path<FormRef>,
 ) -> AppResult<HttpResponse> {
+    let info = version_retired(&state, origin, me, form.into_inner()).await?;
+    Ok(HttpResponse::Ok().json(info))
+}
+
+/// An admin's retiring of a version (the API's route and the console's
+/// button), audited as `form_retired`.
+pub async fn version_retired(
+    state: &AppState,
+    origin: Origin,
+    me: Principal,
+    form: FormRef,
+) -> AppResult<registry::VersionInfo> {
     policy::administer(&me, "retire forms")?;
     let FormRef {
         form_id: id,
         version: v,
-    } = form.into_inner();
-    let info = state
+    } = form;
+    state
         .audited(origin, me, "form_retired", move |conn| {
             let info = registry::retire(conn, &id, &v)?;
             let what = Audited::object("form", &info.form_id).detail(&info.version);
             Ok((info, what))
         })
-        .await?;
-    Ok(HttpResponse::Ok().json(info))
+        .await
 }

@@ -4,7 +4,7 @@ mod access_requests;
 mod audit;
 pub mod cases;
 pub(crate) mod exports;
-mod forms;
+pub(crate) mod forms;
 pub(crate) mod indicators;
 mod keys;
 mod me;

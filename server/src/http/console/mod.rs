@@ -11,6 +11,7 @@
 mod case;
 mod cases;
 mod exports;
+mod forms;
 pub mod i18n;
 mod indicators;
 pub mod session;
@@ -73,7 +74,14 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
                 .route(web::get().to(exports::download))
                 .route(web::post().to(exports::download_identifying)),
         )
-        .service(resource("/exports/disclosure").route(web::get().to(exports::disclosure)));
+        .service(resource("/exports/disclosure").route(web::get().to(exports::disclosure)))
+        .service(resource("/forms").route(web::get().to(forms::list)))
+        .service(resource("/forms/drafts").route(web::post().to(forms::upload)))
+        .service(resource("/forms/{id}").route(web::get().to(forms::form)))
+        .service(resource("/forms/{id}/publish").route(web::post().to(forms::publish)))
+        .service(
+            resource("/forms/{id}/versions/{version}/retire").route(web::post().to(forms::retire)),
+        );
 }
 
 /// What every page shows around its content.
