@@ -25,7 +25,13 @@ pub fn check(data: &[u8]) {
     let _ = audit::parse_bound("from", text, false);
     let _ = audit::parse_bound("to", text, true);
     let _ = indicators::periods::Grain::parse(Some(text));
-    let _ = views::decode_cursor(text);
+    for sort in [
+        views::CaseSort::Oldest,
+        views::CaseSort::Newest,
+        views::CaseSort::Due,
+    ] {
+        let _ = views::decode_cursor(text, sort);
+    }
     if let Ok(seq) = changes::decode_cursor(text) {
         assert_eq!(
             changes::decode_cursor(&changes::encode_cursor(seq)).ok(),

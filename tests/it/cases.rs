@@ -1077,3 +1077,70 @@ fn the_shell_needs_the_servers_database_and_audits_its_user() {
         .unwrap();
     assert_eq!(actors, [Some("os:alice".to_string())]);
 }
+
+#[test]
+fn the_case_list_sorts_oldest_newest_or_by_the_next_deadline_a_page_at_a_time() {
+    let app = TestApp::spawn();
+    let staff = staff(&app);
+    let phone = phone(&app, &staff.worker);
+    // Opened in the order a, b, c; due (24 hours after each referral) in
+    // the order b, c, a; d is closed and due for nothing.
+    let ids: Vec<String> = (0..4).map(|_| uuid::Uuid::new_v4().to_string()).collect();
+    for (id, received) in ids.iter().zip([
+        "2026-11-22T09:00:00+05:00",
+        "2026-11-20T09:00:00+05:00",
+        "2026-11-21T09:00:00+05:00",
+        "2026-11-19T09:00:00+05:00",
+    ]) {
+        let referral = build::referral(id)
+            .received_at(received)
+            .immediate_risk()
+            .child("Child")
+            .envelope();
+        assert_eq!(phone.send(&referral).status, 201);
+    }
+    let closed = phone.send(&closure(&ids[3]));
+    assert_eq!(closed.status, 201, "{}", closed.text);
+    let walk = |sort: &str| -> Vec<String> {
+        let mut seen = Vec::new();
+        let mut cursor: Option<String> = None;
+        loop {
+            let mut path = format!("/api/v1/cases?include_closed=true&limit=1&sort={sort}");
+            if let Some(c) = &cursor {
+                path.push_str(&format!("&cursor={c}"));
+            }
+            let page = app.get(&path, &staff.coordinator);
+            assert_eq!(page.status, 200, "{}", page.text);
+            seen.extend(
+                page.body["items"]
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .map(|c| c["id"].as_str().unwrap().to_string()),
+            );
+            match page.body["next_cursor"].as_str() {
+                Some(next) => cursor = Some(next.to_string()),
+                None => return seen,
+            }
+        }
+    };
+    let [a, b, c, d] = [&ids[0], &ids[1], &ids[2], &ids[3]].map(String::clone);
+    assert_eq!(walk("oldest"), [a.clone(), b.clone(), c.clone(), d.clone()]);
+    assert_eq!(walk("newest"), [d.clone(), c.clone(), b.clone(), a.clone()]);
+    assert_eq!(
+        walk("due"),
+        [b, c, a, d],
+        "the closed case, due for nothing, last"
+    );
+
+    // A cursor is for the order it was made in.
+    let first = app.get("/api/v1/cases?limit=1&sort=newest", &staff.coordinator);
+    let cursor = first.body["next_cursor"].as_str().unwrap();
+    app.get(
+        &format!("/api/v1/cases?limit=1&sort=due&cursor={cursor}"),
+        &staff.coordinator,
+    )
+    .assert_problem(400, "bad_request");
+    let res = app.get("/api/v1/cases?sort=alphabetical", &staff.coordinator);
+    assert_eq!(res.status, 400, "{}", res.text);
+}

@@ -313,6 +313,30 @@ fn user_named(conn: &mut DbConnection, name: Option<&str>) -> AppResult<Option<S
     }
 }
 
+/// The order of a list of cases.
+#[derive(Debug, Clone, Copy, Default, PartialEq, serde::Deserialize, utoipa::ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum CaseSort {
+    /// Oldest first (by when the server opened them).
+    #[default]
+    Oldest,
+    /// Newest first.
+    Newest,
+    /// The soonest next deadline first (the most overdue at the top);
+    /// cases without an open deadline last.
+    Due,
+}
+
+impl CaseSort {
+    fn tag(self) -> &'static str {
+        match self {
+            CaseSort::Oldest => "o",
+            CaseSort::Newest => "n",
+            CaseSort::Due => "d",
+        }
+    }
+}
+
 /// Filters of `GET /cases`.
 #[derive(Debug, Clone, Default, serde::Deserialize, utoipa::IntoParams)]
 #[into_params(parameter_in = Query)]
@@ -335,7 +359,10 @@ pub struct CaseFilter {
     pub include_closed: Option<bool>,
     /// The case with this number (as its programme writes it).
     pub number: Option<String>,
-    /// The `next_cursor` of the page before.
+    /// `oldest` (default), `newest` or `due`.
+    #[param(value_type = Option<CaseSort>)]
+    pub sort: Option<CaseSort>,
+    /// The `next_cursor` of the page before (of the same sort).
     pub cursor: Option<String>,
     /// Cases per page, 100 by default; kept within 1–500.
     pub limit: Option<i64>,
@@ -369,25 +396,45 @@ pub struct Page<T> {
 
 const MAX_PAGE: i64 = 500;
 
-fn encode_cursor(created_at: NaiveDateTime, id: &str) -> String {
-    URL_SAFE_NO_PAD.encode(format!("{}|{id}", created_at.and_utc().timestamp_micros()))
+/// Where a page of `sort` ended: the last case's sort key (its opening,
+/// or its next deadline, `-` for none) and id.
+fn encode_cursor(sort: CaseSort, at: Option<NaiveDateTime>, id: &str) -> String {
+    let at = at.map_or("-".to_string(), |t| {
+        t.and_utc().timestamp_micros().to_string()
+    });
+    URL_SAFE_NO_PAD.encode(format!("{}|{at}|{id}", sort.tag()))
 }
 
-/// Reads a cursor `encode_cursor` made; anything else is 400.
-pub fn decode_cursor(cursor: &str) -> AppResult<(NaiveDateTime, String)> {
-    let bad = || AppError::bad_request("cursor: not a cursor this server gave");
+/// Reads a cursor `encode_cursor` made for `sort` (or, for the oldest
+/// first, one of before sorting: `micros|id`); anything else is 400.
+pub fn decode_cursor(cursor: &str, sort: CaseSort) -> AppResult<(Option<NaiveDateTime>, String)> {
+    let bad = || AppError::bad_request("cursor: not a cursor this server gave for this sort");
     let text = URL_SAFE_NO_PAD
         .decode(cursor)
         .ok()
         .and_then(|b| String::from_utf8(b).ok())
         .ok_or_else(bad)?;
-    let (micros, id) = text.split_once('|').ok_or_else(bad)?;
-    let at = micros
-        .parse::<i64>()
-        .ok()
-        .and_then(DateTime::from_timestamp_micros)
-        .ok_or_else(bad)?;
-    Ok((at.naive_utc(), id.to_string()))
+    let parts: Vec<&str> = text.splitn(3, '|').collect();
+    let (tag, at, id) = match parts[..] {
+        [at, id] => ("o", at, id),
+        [tag, at, id] => (tag, at, id),
+        _ => return Err(bad()),
+    };
+    if tag != sort.tag() {
+        return Err(bad());
+    }
+    let at = match at {
+        "-" if sort == CaseSort::Due => None,
+        micros => Some(
+            micros
+                .parse::<i64>()
+                .ok()
+                .and_then(DateTime::from_timestamp_micros)
+                .ok_or_else(bad)?
+                .naive_utc(),
+        ),
+    };
+    Ok((at, id.to_string()))
 }
 
 /// A `programme=` filter: one the server has, or 422 (not an empty list,
@@ -403,7 +450,8 @@ fn programme_named(programme: Option<&str>) -> AppResult<Option<String>> {
     }
 }
 
-/// The cases `who` may read that pass `filter`, oldest first, a page at a time.
+/// The cases `who` may read that pass `filter`, in its sort (oldest first
+/// unless it says), a page at a time.
 pub fn list(
     conn: &mut DbConnection,
     who: &Principal,
@@ -458,20 +506,48 @@ pub fn list(
             .filter(cases::closed_at.is_null())
             .filter(cases::merged_into.is_null());
     }
+    let sort = filter.sort.unwrap_or_default();
     if let Some(cursor) = &filter.cursor {
-        let (at, id) = decode_cursor(cursor)?;
-        // `>=` first: a range the index can seek to.
-        query = query
-            .filter(cases::created_at.ge(at))
-            .filter(cases::created_at.gt(at).or(cases::id.gt(id)));
+        // Each comparison `>=`/`<=` first: a range an index can seek to.
+        query = match (sort, decode_cursor(cursor, sort)?) {
+            (CaseSort::Oldest, (Some(at), id)) => query
+                .filter(cases::created_at.ge(at))
+                .filter(cases::created_at.gt(at).or(cases::id.gt(id))),
+            (CaseSort::Newest, (Some(at), id)) => query
+                .filter(cases::created_at.le(at))
+                .filter(cases::created_at.lt(at).or(cases::id.lt(id))),
+            (CaseSort::Due, (Some(at), id)) => query.filter(
+                cases::next_due_at
+                    .gt(at)
+                    .or(cases::next_due_at.eq(at).and(cases::id.gt(id)))
+                    .or(cases::next_due_at.is_null()),
+            ),
+            (CaseSort::Due, (None, id)) => query
+                .filter(cases::next_due_at.is_null())
+                .filter(cases::id.gt(id)),
+            (_, (None, _)) => {
+                return Err(AppError::bad_request(
+                    "cursor: not a cursor this server gave for this sort",
+                ))
+            }
+        };
     }
-    let mut rows: Vec<Case> = query
-        .order((cases::created_at, cases::id))
-        .limit(limit + 1)
-        .load(conn)?;
+    query = match sort {
+        CaseSort::Oldest => query.order((cases::created_at, cases::id)),
+        CaseSort::Newest => query.order((cases::created_at.desc(), cases::id.desc())),
+        // NULLs sort first in SQLite and last in PostgreSQL: say where.
+        CaseSort::Due => query.order((cases::next_due_at.is_null(), cases::next_due_at, cases::id)),
+    };
+    let mut rows: Vec<Case> = query.limit(limit + 1).load(conn)?;
     let next_cursor = if rows.len() as i64 > limit {
         rows.truncate(limit as usize);
-        rows.last().map(|c| encode_cursor(c.created_at, &c.id))
+        rows.last().map(|c| {
+            let at = match sort {
+                CaseSort::Due => c.next_due_at,
+                _ => Some(c.created_at),
+            };
+            encode_cursor(sort, at, &c.id)
+        })
     } else {
         None
     };

@@ -1,6 +1,7 @@
 //! The case list: the reader's cases (a coordinator's sites', a field
-//! worker's own), filtered by site, worker, overdue, needing an assignee,
-//! closed too, or one case number; a page at a time. The read of
+//! worker's own), filtered by programme, site, state, worker, overdue,
+//! needing an assignee, closed too, or one case number; sorted oldest or
+//! newest first or by the next deadline; a page at a time. The read of
 //! `GET /api/v1/cases`, audited as `cases_listed`.
 
 use std::collections::HashMap;
@@ -14,7 +15,8 @@ use serde::Deserialize;
 use crate::app::AppState;
 use crate::audit::Origin;
 use crate::auth::{sites, users, Role};
-use crate::cases::views::{self, CaseFilter, CaseSummary};
+use crate::cases::views::{self, CaseFilter, CaseSort, CaseSummary};
+use crate::programmes::Programmes;
 
 use super::session::WebUser;
 use super::{Chrome, WebError};
@@ -29,6 +31,13 @@ pub struct FilterForm {
     worker: String,
     #[serde(default)]
     number: String,
+    #[serde(default)]
+    programme: String,
+    #[serde(default)]
+    state: String,
+    /// `oldest` (or empty), `newest`, `due`.
+    #[serde(default)]
+    sort: String,
     overdue: Option<String>,
     needs_assignee: Option<String>,
     include_closed: Option<String>,
@@ -39,6 +48,14 @@ impl FilterForm {
     fn to_filter(&self) -> CaseFilter {
         let chosen = |v: &str| Some(v.trim().to_string()).filter(|v| !v.is_empty());
         CaseFilter {
+            programme: chosen(&self.programme),
+            state: chosen(&self.state),
+            // An order the page does not offer is the default one.
+            sort: Some(match self.sort.as_str() {
+                "newest" => CaseSort::Newest,
+                "due" => CaseSort::Due,
+                _ => CaseSort::Oldest,
+            }),
             site: chosen(&self.site),
             assignee: chosen(&self.worker),
             number: chosen(&self.number),
@@ -47,7 +64,6 @@ impl FilterForm {
             include_closed: self.include_closed.as_ref().map(|_| true),
             cursor: self.cursor.clone().filter(|c| !c.is_empty()),
             limit: Some(50),
-            ..CaseFilter::default()
         }
     }
 
@@ -57,6 +73,9 @@ impl FilterForm {
             ("site", self.site.as_str()),
             ("worker", self.worker.as_str()),
             ("number", self.number.as_str()),
+            ("programme", self.programme.as_str()),
+            ("state", self.state.as_str()),
+            ("sort", self.sort.as_str()),
         ];
         for (name, on) in [
             ("overdue", &self.overdue),
@@ -91,6 +110,8 @@ struct CasesPage {
     sites: Vec<(String, String)>,
     /// (username, username) of the workers of those sites.
     workers: Vec<String>,
+    /// The programmes of those sites, each with its states (id, title).
+    programmes: Vec<(String, Vec<(String, String)>)>,
     lines: Vec<Line>,
     next: Option<String>,
 }
@@ -123,10 +144,14 @@ pub async fn page(
         .iter()
         .map(|u| (u.id.as_str(), u.username.as_str()))
         .collect();
+    let shipped = Programmes::shipped();
     let line = |c: &CaseSummary| Line {
         id: c.id.clone(),
         number: c.number.clone().unwrap_or_else(|| c.id.clone()),
-        state: c.state.clone(),
+        state: shipped
+            .get(&c.programme)
+            .and_then(|p| p.state(&c.state))
+            .map_or_else(|| c.state.clone(), |s| s.title.clone()),
         assigned: c
             .assigned_to
             .as_deref()
@@ -139,8 +164,24 @@ pub async fn page(
     };
     let lines = page.items.iter().map(line).collect();
     let next = page.next_cursor.as_deref().map(|c| form.next_page(c));
+    let mut codes: Vec<String> = site_list.iter().map(|s| s.programme.clone()).collect();
+    codes.sort();
+    codes.dedup();
+    let programmes = codes
+        .into_iter()
+        .filter_map(|code| {
+            let states = shipped
+                .get(&code)?
+                .states
+                .iter()
+                .map(|s| (s.id.clone(), s.title.clone()))
+                .collect();
+            Some((code, states))
+        })
+        .collect();
     let body = CasesPage {
         chrome: Chrome::signed_in(&req, &session),
+        programmes,
         sites: site_list.into_iter().map(|s| (s.code, s.name)).collect(),
         workers: staff
             .iter()
