@@ -14,6 +14,7 @@ mod auth_hardening;
 mod backup;
 mod binary;
 mod browser;
+mod browser_case;
 mod browser_exports;
 mod browser_forms;
 mod browser_indicators;
