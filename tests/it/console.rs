@@ -81,7 +81,7 @@ impl<'a> Browser<'a> {
         res
     }
 
-    fn post(&mut self, path: &str, form: &[(&str, &str)]) -> Response {
+    pub(crate) fn post(&mut self, path: &str, form: &[(&str, &str)]) -> Response {
         let body = serde_urlencoded::to_string(form).unwrap();
         let res: Response = self
             .agent
@@ -97,7 +97,7 @@ impl<'a> Browser<'a> {
     }
 
     /// The value of the hidden field `name` in `page`.
-    fn hidden(page: &Response, name: &str) -> String {
+    pub(crate) fn hidden(page: &Response, name: &str) -> String {
         let marker = format!("name=\"{name}\" value=\"");
         let start = page
             .text
@@ -107,7 +107,7 @@ impl<'a> Browser<'a> {
         page.text[start..].split('"').next().unwrap().to_string()
     }
 
-    fn sign_in(&mut self, username: &str, password: &str) -> Response {
+    pub(crate) fn sign_in(&mut self, username: &str, password: &str) -> Response {
         let form = self.get("/sign-in");
         assert_eq!(form.status, 200, "{}", form.text);
         let nonce = Browser::hidden(&form, "nonce");
