@@ -486,3 +486,27 @@ fn an_admin_adds_a_person_changes_their_sites_and_resets_the_password() {
         "field_worker"
     );
 }
+
+#[test]
+fn without_a_public_url_the_page_says_why_no_code_is_made() {
+    let app = TestApp::spawn_with(|s| s.public_url = None);
+    let staff = app.staff().build();
+    let aigerim = app.get("/api/v1/me", &staff.worker).body["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let mut manager = Browser::with_session(&app, &staff.coordinator);
+    let page = manager.get(&format!("/people/{aigerim}"));
+    let csrf = Browser::hidden(&page, "csrf");
+    let refused = manager.post(
+        &format!("/people/{aigerim}/tokens"),
+        &[("csrf", &csrf), ("label", "phone")],
+    );
+    assert_eq!(refused.status, 409, "{}", refused.text);
+    assert!(
+        refused.text.contains("an admin sets public_url"),
+        "{}",
+        refused.text
+    );
+    assert!(device_tokens_of(&app, &staff.admin, &aigerim).is_empty());
+}

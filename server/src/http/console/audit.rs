@@ -87,6 +87,7 @@ impl FilterForm {
 pub struct Line {
     pub seq: i64,
     pub at: String,
+    /// Empty for the server itself (first start, sealing).
     pub actor: String,
     pub role: String,
     pub action: String,
@@ -110,6 +111,10 @@ struct AuditPage {
 
 fn line(row: &AuditRow, names: &HashMap<String, String>) -> Line {
     let object = match (&row.object_type, &row.object_id) {
+        // A user by their username, as the reader knows them.
+        (Some(t), Some(id)) if t == "user" && names.contains_key(id) => {
+            format!("{t} {}", names[id])
+        }
         (Some(t), Some(id)) => format!("{t} {id}"),
         (Some(t), None) => t.clone(),
         (None, Some(id)) => id.clone(),

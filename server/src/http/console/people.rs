@@ -99,15 +99,12 @@ pub async fn list(
     state: web::Data<AppState>,
     WebUser(session): WebUser,
 ) -> Result<HttpResponse, WebError> {
-    people_page(
-        &req,
-        &state,
-        &session,
-        StatusCode::OK,
-        None,
-        NewUserForm::default(),
-    )
-    .await
+    // A new person is a field worker unless the admin says otherwise.
+    let form = NewUserForm {
+        role: Role::FieldWorker.as_str().to_string(),
+        ..NewUserForm::default()
+    };
+    people_page(&req, &state, &session, StatusCode::OK, None, form).await
 }
 
 async fn people_page(
