@@ -466,7 +466,7 @@ fn field<'a>(form: &'a [(String, String)], name: &str) -> Option<&'a str> {
         .map(|(_, v)| v.as_str())
 }
 
-fn all<'a>(form: &'a [(String, String)], name: &str) -> Vec<String> {
+fn all(form: &[(String, String)], name: &str) -> Vec<String> {
     form.iter()
         .filter(|(k, _)| k == name)
         .map(|(_, v)| v.clone())
