@@ -167,7 +167,16 @@ fn each_role_sees_the_people_and_tokens_the_api_gives_it() {
             .status,
         404
     );
+    // Refused as the API refuses: a hidden refusal is on record.
+    let refusals = audited(&app, "access_refused");
     assert_eq!(manager.get(&format!("/people/{yerlan}")).status, 404);
+    assert_eq!(audited(&app, "access_refused"), refusals + 1);
+    assert_eq!(
+        manager.get("/people/no-such-person").status,
+        404,
+        "a missing person is not a refusal"
+    );
+    assert_eq!(audited(&app, "access_refused"), refusals + 1);
     let forged = manager.post(
         &format!("/people/{yerlan}/tokens"),
         &[("csrf", &csrf), ("label", "phone")],
