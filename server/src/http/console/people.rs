@@ -443,7 +443,7 @@ fn refusal(t: &Catalogue, e: &AppError) -> Option<(StatusCode, String)> {
     }
 }
 
-/// Shows `result`'s refusal on the person's page, or passes other errors on.
+/// Shows a refusal on the person's page, or passes other errors on.
 async fn refused_on_person(
     req: &HttpRequest,
     state: &AppState,
