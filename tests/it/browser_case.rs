@@ -14,7 +14,6 @@ use serde_json::json;
 fn a_coordinator_resolves_a_conflict_and_a_field_worker_sees_only_their_cases() {
     let app = TestApp::spawn();
     let staff = app.staff().other_worker().build();
-    let worker_phone = phone(&app, &staff.worker);
     let (mine, theirs) = (
         uuid::Uuid::new_v4().to_string(),
         uuid::Uuid::new_v4().to_string(),

@@ -14,7 +14,7 @@ use common::TestApp;
 use serde_json::{json, Value};
 
 /// base64 → zlib → JSON, as Collect reads a settings code.
-fn inflate(settings: &str) -> Value {
+pub(crate) fn inflate(settings: &str) -> Value {
     let zlib = STANDARD.decode(settings).expect("base64");
     let mut text = String::new();
     flate2::read::ZlibDecoder::new(&zlib[..])
@@ -24,7 +24,7 @@ fn inflate(settings: &str) -> Value {
 }
 
 /// The text of the one QR code in a PNG.
-fn read_qr(png_bytes: &[u8]) -> String {
+pub(crate) fn read_qr(png_bytes: &[u8]) -> String {
     let decoder = png::Decoder::new(std::io::Cursor::new(png_bytes));
     let mut reader = decoder.read_info().expect("a PNG");
     let mut pixels = vec![0; reader.output_buffer_size().unwrap()];
@@ -37,7 +37,7 @@ fn read_qr(png_bytes: &[u8]) -> String {
     grids[0].decode().expect("a readable QR code").1
 }
 
-fn png_of(data_url: &str) -> Vec<u8> {
+pub(crate) fn png_of(data_url: &str) -> Vec<u8> {
     let b64 = data_url
         .strip_prefix("data:image/png;base64,")
         .expect("a PNG data URL");

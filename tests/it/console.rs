@@ -136,7 +136,7 @@ impl<'a> Browser<'a> {
         page.text[start..].split('"').next().unwrap().to_string()
     }
 
-    fn sign_in(&mut self, username: &str, password: &str) -> Response {
+    pub(crate) fn sign_in(&mut self, username: &str, password: &str) -> Response {
         let form = self.get("/sign-in");
         assert_eq!(form.status, 200, "{}", form.text);
         let nonce = Browser::hidden(&form, "nonce");

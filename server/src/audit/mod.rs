@@ -26,4 +26,4 @@ pub use chain::{
 };
 pub use csv::write_csv;
 pub use query::{parse_bound, query, recent, AuditFilter, AuditPage, AuditQuery};
-pub use verify::{head, verify, Anchor, Problem, Verification};
+pub use verify::{head, verify, verify_here, Anchor, Problem, Verification};

@@ -360,6 +360,17 @@ pub(super) fn walk(conn: &mut DbConnection, key: Option<&ChainKey>) -> AppResult
     Ok(found)
 }
 
+/// `verify` as a running server can: with the key it opened for this
+/// database's chain at start (`key_chain`), no anchor (those are kept
+/// outside the server). For the console's audit page; the command line's
+/// `casesync audit verify` opens the key file itself.
+pub fn verify_here(conn: &mut DbConnection) -> AppResult<Verification> {
+    let key = head_keying(conn)?
+        .chain_id
+        .and_then(|chain_id| registered(&chain_id));
+    verify(conn, key.as_ref(), None)
+}
+
 /// The head as an anchor; `None` for an empty chain.
 pub fn head(conn: &mut DbConnection) -> AppResult<Option<Anchor>> {
     let head: Option<(i64, String)> = audit_head::table

@@ -95,10 +95,16 @@ pub(super) async fn audit_refusals(
     next: Next<impl MessageBody>,
 ) -> Result<ServiceResponse<impl MessageBody>, Error> {
     let res = next.call(req).await?;
+    // The console's pages carry the API's error inside their own.
     let hidden = res
         .response()
         .error()
-        .and_then(|e| e.as_error::<AppError>())
+        .and_then(|e| {
+            e.as_error::<AppError>().or_else(|| match e.as_error() {
+                Some(crate::http::console::WebError::App(inner)) => Some(inner),
+                _ => None,
+            })
+        })
         .is_some_and(AppError::is_hidden_refusal);
     if res.status() != StatusCode::FORBIDDEN && !hidden {
         return Ok(res);

@@ -5,7 +5,7 @@ use actix_web::{web, HttpResponse};
 
 use crate::app::{AppState, Audited};
 use crate::audit::{self, AuditQuery, Event, Origin};
-use crate::auth::policy;
+use crate::auth::{policy, Principal};
 use crate::error::{AppResult, Problem};
 use crate::http::extract::AuthUser;
 use crate::sheet::Formulas;
@@ -24,13 +24,25 @@ pub async fn list(
     AuthUser(me): AuthUser,
     query: web::Query<AuditQuery>,
 ) -> AppResult<HttpResponse> {
+    let page = read(&state, origin, me, &query).await?;
+    Ok(HttpResponse::Ok().json(page))
+}
+
+/// A page of the log (`GET /audit`, and the console's audit page), read
+/// by an admin and audited as `audit_read`.
+pub async fn read(
+    state: &AppState,
+    origin: Origin,
+    me: Principal,
+    query: &AuditQuery,
+) -> AppResult<audit::AuditPage> {
     policy::read_audit(&me)?;
     let mut filter = query.filter()?;
     let limit = query.limit()?;
     let before = query.cursor()?;
     // Reading the log is itself on it (it holds purposes in people's words).
     let detail = filter.describe();
-    let page = state
+    state
         .read_audited(origin, me, "audit_read", move |conn, _| {
             filter.resolve_actor(conn)?;
             let page = audit::query(conn, &filter, before, limit)?;
@@ -39,8 +51,7 @@ pub async fn list(
                 Some(Audited::object("audit_log", "query").detail(detail)),
             ))
         })
-        .await?;
-    Ok(HttpResponse::Ok().json(page))
+        .await
 }
 
 /// `GET /api/v1/exports/audit.csv?from=&to=&actor=&action=&object_type=&object_id=&formula_escape=`
@@ -56,6 +67,17 @@ pub async fn export_csv(
     origin: Origin,
     AuthUser(me): AuthUser,
     query: web::Query<AuditQuery>,
+) -> AppResult<HttpResponse> {
+    exported(&state, origin, me, &query).await
+}
+
+/// The log as streamed CSV (`GET /exports/audit.csv`, and the console's
+/// download), audited as `audit_exported` before the first byte leaves.
+pub async fn exported(
+    state: &AppState,
+    origin: Origin,
+    me: Principal,
+    query: &AuditQuery,
 ) -> AppResult<HttpResponse> {
     policy::read_audit(&me)?;
     let filter = query.export_filter()?;
@@ -77,7 +99,7 @@ pub async fn export_csv(
             Ok(filter)
         })
         .await?;
-    super::exports::stream_csv(&state, "audit.csv", move |conn, sink| {
+    super::exports::stream_csv(state, "audit.csv", move |conn, sink| {
         audit::write_csv(conn, &filter, formulas, sink)
     })
     .await

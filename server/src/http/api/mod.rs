@@ -1,7 +1,7 @@
 //! The JSON API, `/api/v1`. Every route is registered here, in one place.
 
 mod access_requests;
-mod audit;
+pub(crate) mod audit;
 pub mod cases;
 pub(crate) mod exports;
 pub(crate) mod forms;
@@ -16,8 +16,8 @@ mod sessions;
 mod sites;
 mod submissions;
 mod sync;
-mod tokens;
-mod users;
+pub(crate) mod tokens;
+pub(crate) mod users;
 
 use actix_web::web::{self, delete, get, patch, post, put, resource};
 use serde::Serialize;

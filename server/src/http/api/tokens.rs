@@ -6,7 +6,8 @@ use crate::app::{AppState, Audited};
 use crate::audit::Origin;
 use crate::auth::collect_settings::{self, CollectSettings};
 use crate::auth::tokens::TokenId;
-use crate::auth::{policy, tokens, users};
+use crate::auth::{policy, tokens, users, Principal};
+use crate::db::DbConnection;
 use crate::error::AppResult;
 use crate::error::Problem;
 use crate::http::extract::{ApiJson, AuthUser};
@@ -20,22 +21,30 @@ use crate::http::extract::{ApiJson, AuthUser};
     responses((status = 200, description = "Device tokens (never their secrets)", body = Items<tokens::TokenInfo>)),
 )]
 pub async fn list(state: web::Data<AppState>, AuthUser(me): AuthUser) -> AppResult<HttpResponse> {
-    let scope = policy::visible_user_sites(&me)?;
-    let list = state
-        .db(move |conn| {
-            let of_users = match scope {
-                None => None,
-                Some(sites) => Some(
-                    users::list(conn, Some(&sites))?
-                        .into_iter()
-                        .map(|u| u.id)
-                        .collect::<Vec<_>>(),
-                ),
-            };
-            tokens::list_devices(conn, of_users.as_deref())
-        })
-        .await?;
+    policy::visible_user_sites(&me)?;
+    let list = state.db(move |conn| visible(conn, &me, None)).await?;
     Ok(HttpResponse::Ok().json(super::Items::new(list)))
+}
+
+/// The device tokens `me` may see (`GET /tokens`; admins: all,
+/// coordinators: those of their sites' staff), only `of_user`'s when given
+/// (the console's page of a person).
+pub fn visible(
+    conn: &mut DbConnection,
+    me: &Principal,
+    of_user: Option<&str>,
+) -> AppResult<Vec<tokens::TokenInfo>> {
+    let of_users = match policy::visible_user_sites(me)? {
+        None => of_user.map(|u| vec![u.to_string()]),
+        Some(sites) => Some(
+            users::list(conn, Some(&sites))?
+                .into_iter()
+                .map(|u| u.id)
+                .filter(|id| of_user.is_none_or(|u| u == id))
+                .collect::<Vec<_>>(),
+        ),
+    };
+    tokens::list_devices(conn, of_users.as_deref())
 }
 
 #[derive(Deserialize, utoipa::ToSchema)]
@@ -94,22 +103,22 @@ pub async fn create(
 #[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct NewCollectToken {
-    user_id: String,
-    label: String,
+    pub user_id: String,
+    pub label: String,
     #[serde(default)]
-    expires_in_days: Option<i64>,
+    pub expires_in_days: Option<i64>,
     /// The programme the phone is for; needed only when the user works in
     /// more than one.
     #[serde(default)]
-    programme: Option<String>,
+    pub programme: Option<String>,
 }
 
 /// A new device token with ODK Collect's settings QR code for it.
 #[derive(serde::Serialize, utoipa::ToSchema)]
 pub struct IssuedForCollect {
     #[serde(flatten)]
-    issued: tokens::Issued,
-    collect_settings: CollectSettings,
+    pub issued: tokens::Issued,
+    pub collect_settings: CollectSettings,
 }
 
 /// `POST /api/v1/tokens/collect-settings`: a new device token for a field
@@ -134,15 +143,28 @@ pub async fn create_for_collect(
     AuthUser(me): AuthUser,
     body: ApiJson<NewCollectToken>,
 ) -> AppResult<HttpResponse> {
+    let issued = issued_for_collect(&state, origin, me, body.0).await?;
+    Ok(HttpResponse::Created().json(issued))
+}
+
+/// A device token with Collect's settings for it (`POST
+/// /tokens/collect-settings`, and the console), audited as
+/// `device_token_created`: the same rules as `POST /tokens` (a coordinator
+/// only for users all of whose sites are theirs, the lifetime cap).
+pub async fn issued_for_collect(
+    state: &AppState,
+    origin: Origin,
+    me: Principal,
+    request: NewCollectToken,
+) -> AppResult<IssuedForCollect> {
     policy::visible_user_sites(&me)?;
     let public_url =
         collect_settings::require_public_url(state.settings.public_url.as_deref())?.to_string();
     let max_days = state.settings.device_token_ttl_days;
-    let ttl_days = body.0.expires_in_days.unwrap_or(max_days);
+    let ttl_days = request.expires_in_days.unwrap_or(max_days);
     let actor = me.clone();
     let issued = state
         .audited(origin, actor, "device_token_created", move |conn| {
-            let request = body.0;
             let user = users::get(conn, &request.user_id).ok();
             let programme = match &user {
                 Some(user) => {
@@ -175,10 +197,10 @@ pub async fn create_for_collect(
     let (issued, programme, username) = issued;
     let collect_settings =
         collect_settings::for_token(&public_url, &programme, &username, &issued.token);
-    Ok(HttpResponse::Created().json(IssuedForCollect {
+    Ok(IssuedForCollect {
         issued,
         collect_settings,
-    }))
+    })
 }
 
 /// `DELETE /api/v1/tokens/{id}`: admins revoke any token, coordinators those
@@ -196,8 +218,21 @@ pub async fn revoke(
     AuthUser(me): AuthUser,
     id: web::Path<TokenId>,
 ) -> AppResult<HttpResponse> {
+    let revoked = revoked(&state, origin, me, id.to_string()).await?;
+    Ok(HttpResponse::Ok().json(revoked))
+}
+
+/// Revokes a token (`DELETE /tokens/{id}`, and the console), audited as
+/// `token_revoked`: admins any, coordinators those of their sites' staff,
+/// anyone their own.
+pub async fn revoked(
+    state: &AppState,
+    origin: Origin,
+    me: Principal,
+    id: String,
+) -> AppResult<tokens::TokenInfo> {
     let actor = me.clone();
-    let revoked = state
+    state
         .audited(origin, actor, "token_revoked", move |conn| {
             let token = tokens::get(conn, &id)?;
             if token.user_id != me.user_id {
@@ -207,6 +242,5 @@ pub async fn revoke(
             let revoked = tokens::revoke(conn, &id)?;
             Ok((revoked, Audited::object("token", id.as_str())))
         })
-        .await?;
-    Ok(HttpResponse::Ok().json(revoked))
+        .await
 }

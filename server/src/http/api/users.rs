@@ -5,7 +5,8 @@ use super::Items;
 use crate::app::{AppState, Audited};
 use crate::audit::Origin;
 use crate::auth::users::UserId;
-use crate::auth::{passwords, policy, users};
+use crate::auth::{passwords, policy, users, Principal};
+use crate::db::DbConnection;
 use crate::error::Problem;
 use crate::error::{AppError, AppResult};
 use crate::http::extract::{ApiJson, AuthUser};
@@ -18,11 +19,27 @@ use crate::http::extract::{ApiJson, AuthUser};
     responses((status = 200, description = "Admins: every user; coordinators: their sites' staff", body = Items<users::User>)),
 )]
 pub async fn list(state: web::Data<AppState>, AuthUser(me): AuthUser) -> AppResult<HttpResponse> {
-    let scope = policy::visible_user_sites(&me)?;
-    let list = state
-        .db(move |conn| users::list(conn, scope.as_deref()))
-        .await?;
+    let list = listed(&state, &me).await?;
     Ok(HttpResponse::Ok().json(super::Items::new(list)))
+}
+
+/// The users `me` may see (the read of `GET /users`, and of the console's
+/// people page): admins everyone, coordinators their sites' staff.
+pub async fn listed(state: &AppState, me: &Principal) -> AppResult<Vec<users::User>> {
+    let scope = policy::visible_user_sites(me)?;
+    state
+        .db(move |conn| users::list(conn, scope.as_deref()))
+        .await
+}
+
+/// The user `id` as `me` may see them (`GET /users/{id}`): a user of no
+/// site of a coordinator's is told as missing (#16).
+pub fn visible(conn: &mut DbConnection, me: &Principal, id: &str) -> AppResult<users::User> {
+    policy::visible_user_sites(me)?;
+    let user = users::get(conn, id)?;
+    policy::may_manage_user_at(me, &user.site_ids)
+        .map_err(|_| AppError::Hidden(format!("no user with id {id:?}")))?;
+    Ok(user)
 }
 
 /// `GET /api/v1/users/{id}`
@@ -39,15 +56,7 @@ pub async fn show(
     id: web::Path<UserId>,
 ) -> AppResult<HttpResponse> {
     policy::visible_user_sites(&me)?;
-    let user = state
-        .db(move |conn| {
-            let user = users::get(conn, &id)?;
-            // A user of no site of yours is told as missing (#16).
-            policy::may_manage_user_at(&me, &user.site_ids)
-                .map_err(|_| AppError::Hidden(format!("no user with id {:?}", id.as_str())))?;
-            Ok(user)
-        })
-        .await?;
+    let user = state.db(move |conn| visible(conn, &me, &id)).await?;
     Ok(HttpResponse::Ok().json(user))
 }
 
@@ -77,18 +86,29 @@ pub async fn create(
     AuthUser(me): AuthUser,
     body: ApiJson<users::NewUser>,
 ) -> AppResult<HttpResponse> {
-    policy::administer(&me, "create users")?;
-    let created = state
-        .audited(origin, me, "user_created", move |conn| {
-            let created = users::create(conn, body.0)?;
-            let what = Audited::object("user", &created.user.id).detail(created.user.role.as_str());
-            Ok((created, what))
-        })
-        .await?;
+    let created = created(&state, origin, me, body.0).await?;
     Ok(HttpResponse::Created().json(CreatedUser {
         user: created.user,
         one_time_password: created.one_time_password,
     }))
+}
+
+/// An admin creates a user (`POST /users`, and the console), audited as
+/// `user_created`.
+pub async fn created(
+    state: &AppState,
+    origin: Origin,
+    me: Principal,
+    new: users::NewUser,
+) -> AppResult<users::Created> {
+    policy::administer(&me, "create users")?;
+    state
+        .audited(origin, me, "user_created", move |conn| {
+            let created = users::create(conn, new)?;
+            let what = Audited::object("user", &created.user.id).detail(created.user.role.as_str());
+            Ok((created, what))
+        })
+        .await
 }
 
 /// `PATCH /api/v1/users/{id}` (admin): name, role, sites, active.
@@ -107,17 +127,28 @@ pub async fn update(
     id: web::Path<UserId>,
     body: ApiJson<users::UserChanges>,
 ) -> AppResult<HttpResponse> {
+    let user = updated(&state, origin, me, id.to_string(), body.0).await?;
+    Ok(HttpResponse::Ok().json(user))
+}
+
+/// An admin changes a user's name, role, sites or standing (`PATCH
+/// /users/{id}`, and the console), audited as `user_updated`.
+pub async fn updated(
+    state: &AppState,
+    origin: Origin,
+    me: Principal,
+    id: String,
+    changes: users::UserChanges,
+) -> AppResult<users::User> {
     policy::administer(&me, "change users")?;
-    let user = state
+    state
         .audited(origin, me, "user_updated", move |conn| {
-            let changes = body.0;
             let described = describe_changes(&changes);
             let user = crate::cases::update_user(conn, &id, changes)?;
             let what = Audited::object("user", &user.id).detail(described);
             Ok((user, what))
         })
-        .await?;
-    Ok(HttpResponse::Ok().json(user))
+        .await
 }
 
 fn describe_changes(c: &users::UserChanges) -> String {
@@ -174,23 +205,37 @@ pub async fn reset_password(
     id: web::Path<UserId>,
     body: ApiJson<Reset>,
 ) -> AppResult<HttpResponse> {
+    Ok(
+        match password_reset(&state, origin, me, id.to_string(), body.0.password).await? {
+            Some(one_time_password) => {
+                HttpResponse::Ok().json(OneTimePassword { one_time_password })
+            }
+            None => HttpResponse::NoContent().finish(),
+        },
+    )
+}
+
+/// An admin resets a user's password (`POST /users/{id}/password`, and the
+/// console), audited as `password_reset`: `chosen`, or a generated one
+/// handed back once. Every token of the user stops working.
+pub async fn password_reset(
+    state: &AppState,
+    origin: Origin,
+    me: Principal,
+    id: String,
+    chosen: Option<String>,
+) -> AppResult<Option<String>> {
     policy::administer(&me, "reset passwords")?;
-    let (password, generated) = match body.0.password {
+    let (password, generated) = match chosen {
         Some(p) => (p, false),
         None => (passwords::generate(), true),
     };
-    let chosen = password.clone();
+    let set = password.clone();
     state
         .audited(origin, me, "password_reset", move |conn| {
-            users::reset_password(conn, &id, &chosen)?;
+            users::reset_password(conn, &id, &set)?;
             Ok(((), Audited::object("user", id.as_str())))
         })
         .await?;
-    Ok(if generated {
-        HttpResponse::Ok().json(OneTimePassword {
-            one_time_password: password,
-        })
-    } else {
-        HttpResponse::NoContent().finish()
-    })
+    Ok(generated.then_some(password))
 }

@@ -8,12 +8,14 @@
 //! inline, nothing from elsewhere, no framing); every state-changing form
 //! carries a CSRF value; errors are pages in the reader's language.
 
+pub mod audit;
 mod case;
 mod cases;
 mod exports;
 mod forms;
 pub mod i18n;
 mod indicators;
+pub mod people;
 pub mod session;
 mod sign_in;
 mod submission;
@@ -81,7 +83,23 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
         .service(resource("/forms/{id}/publish").route(web::post().to(forms::publish)))
         .service(
             resource("/forms/{id}/versions/{version}/retire").route(web::post().to(forms::retire)),
-        );
+        )
+        .service(
+            resource("/people")
+                .route(web::get().to(people::list))
+                .route(web::post().to(people::create_user)),
+        )
+        .service(
+            resource("/people/{id}")
+                .route(web::get().to(people::person))
+                .route(web::post().to(people::update_user)),
+        )
+        .service(resource("/people/{id}/tokens").route(web::post().to(people::create_token)))
+        .service(resource("/people/{id}/password").route(web::post().to(people::reset_password)))
+        .service(resource("/tokens/{id}/revoke").route(web::post().to(people::revoke_token)))
+        .service(resource("/audit").route(web::get().to(audit::page)))
+        .service(resource("/audit.csv").route(web::get().to(audit::csv)))
+        .service(resource("/audit/chain").route(web::get().to(audit::chain)));
 }
 
 /// What every page shows around its content.

@@ -1,0 +1,277 @@
+//! The audit log, for admins: a page of rows with the API's filters
+//! (`api::audit::read`, audited as `audit_read`), older pages, the CSV
+//! download (`api::audit::exported`, `audit_exported`, streamed), and the
+//! chain's state (`audit::verify_here`, what `casesync audit verify` finds
+//! without an anchor).
+
+use std::collections::HashMap;
+
+use actix_web::http::StatusCode;
+use actix_web::{web, HttpRequest, HttpResponse};
+use askama::Template;
+use serde::Deserialize;
+
+use crate::app::AppState;
+use crate::audit::{self, AuditQuery, AuditRow, Origin};
+use crate::auth::policy;
+use crate::error::AppError;
+use crate::http::api::audit as api_audit;
+use crate::http::api::users as api_users;
+
+use super::i18n::Catalogue;
+use super::session::WebUser;
+use super::{Chrome, WebError};
+
+/// Rows a page shows.
+const PAGE_ROWS: &str = "50";
+
+/// Only admins read the log (the header link too).
+pub fn may_see(role: &str) -> bool {
+    role == "role.admin"
+}
+
+/// The filter form as the browser sends it (a GET: bookmarkable).
+#[derive(Debug, Default, Deserialize)]
+pub struct FilterForm {
+    #[serde(default)]
+    pub from: String,
+    #[serde(default)]
+    pub to: String,
+    #[serde(default)]
+    pub actor: String,
+    #[serde(default)]
+    pub action: String,
+    #[serde(default)]
+    pub object_type: String,
+    #[serde(default)]
+    pub object_id: String,
+    #[serde(default)]
+    pub cursor: String,
+}
+
+impl FilterForm {
+    /// The API's query for this form (an empty field is an absent one).
+    fn query(&self, paged: bool) -> AuditQuery {
+        let given = |v: &str| Some(v.trim().to_string()).filter(|v| !v.is_empty());
+        AuditQuery {
+            from: given(&self.from),
+            to: given(&self.to),
+            actor: given(&self.actor),
+            action: given(&self.action),
+            object_type: given(&self.object_type),
+            object_id: given(&self.object_id),
+            cursor: given(&self.cursor).filter(|_| paged),
+            limit: paged.then(|| PAGE_ROWS.to_string()),
+            formula_escape: None,
+        }
+    }
+
+    /// This filter as a query string, from `cursor` when given.
+    fn query_string(&self, cursor: Option<&str>) -> String {
+        let mut pairs = vec![
+            ("from", self.from.as_str()),
+            ("to", self.to.as_str()),
+            ("actor", self.actor.as_str()),
+            ("action", self.action.as_str()),
+            ("object_type", self.object_type.as_str()),
+            ("object_id", self.object_id.as_str()),
+        ];
+        pairs.retain(|(_, v)| !v.trim().is_empty());
+        if let Some(c) = cursor {
+            pairs.push(("cursor", c));
+        }
+        serde_urlencoded::to_string(pairs).unwrap_or_default()
+    }
+}
+
+pub struct Line {
+    pub seq: i64,
+    pub at: String,
+    /// Empty for the server itself (first start, sealing).
+    pub actor: String,
+    pub role: String,
+    pub action: String,
+    pub object: String,
+    /// The case page, when the row is about a case.
+    pub case: Option<String>,
+    pub detail: String,
+    pub purpose: String,
+}
+
+#[derive(Template)]
+#[template(path = "audit.html")]
+struct AuditPage {
+    chrome: Chrome,
+    form: FilterForm,
+    lines: Vec<Line>,
+    next: Option<String>,
+    csv: String,
+    problem: Option<String>,
+}
+
+fn line(row: &AuditRow, names: &HashMap<String, String>) -> Line {
+    let object = match (&row.object_type, &row.object_id) {
+        // A user by their username, as the reader knows them.
+        (Some(t), Some(id)) if t == "user" && names.contains_key(id) => {
+            format!("{t} {}", names[id])
+        }
+        (Some(t), Some(id)) => format!("{t} {id}"),
+        (Some(t), None) => t.clone(),
+        (None, Some(id)) => id.clone(),
+        (None, None) => String::new(),
+    };
+    Line {
+        seq: row.seq.unwrap_or_default(),
+        at: format!("{} UTC", row.occurred_at.format("%Y-%m-%d %H:%M:%S")),
+        actor: row
+            .actor_id
+            .as_deref()
+            .map(|id| names.get(id).cloned().unwrap_or_else(|| id.to_string()))
+            .unwrap_or_default(),
+        role: row.actor_role.clone().unwrap_or_default(),
+        action: row.action.clone(),
+        case: (row.object_type.as_deref() == Some("case"))
+            .then(|| row.object_id.clone())
+            .flatten(),
+        object,
+        detail: row.detail.clone().unwrap_or_default(),
+        purpose: row.purpose.clone().unwrap_or_default(),
+    }
+}
+
+/// A filter the API refuses (a bad date, an unknown user), in its words.
+fn refusal(t: &Catalogue, e: &AppError) -> Option<(StatusCode, String)> {
+    let status = actix_web::ResponseError::status_code(e);
+    match e {
+        AppError::Validation { errors, detail } | AppError::BadRequest { errors, detail } => {
+            let why = errors
+                .iter()
+                .map(|e| {
+                    let key = match e.pointer.trim_start_matches('/') {
+                        "from" => "audit.from",
+                        "to" => "audit.to",
+                        "actor" => "audit.actor",
+                        "action" => "audit.action",
+                        "object_type" => "audit.object_type",
+                        "object_id" => "audit.object_id",
+                        _ => "audit.page",
+                    };
+                    format!("{}: {}", t.s(key), e.message)
+                })
+                .collect::<Vec<_>>()
+                .join("; ");
+            Some((status, if why.is_empty() { detail.clone() } else { why }))
+        }
+        _ => None,
+    }
+}
+
+/// `GET /audit?from=&to=&actor=&action=&object_type=&object_id=&cursor=`.
+pub async fn page(
+    req: HttpRequest,
+    state: web::Data<AppState>,
+    origin: Origin,
+    WebUser(session): WebUser,
+    form: web::Query<FilterForm>,
+) -> Result<HttpResponse, WebError> {
+    let form = form.into_inner();
+    let me = session.principal.clone();
+    let read = api_audit::read(&state, origin, me.clone(), &form.query(true)).await;
+    let (lines, next, problem, status) = match read {
+        Ok(page) => {
+            let names: HashMap<String, String> = api_users::listed(&state, &me)
+                .await?
+                .into_iter()
+                .map(|u| (u.id, u.username))
+                .collect();
+            let lines = page.items.iter().map(|r| line(r, &names)).collect();
+            let next = page
+                .next_cursor
+                .as_deref()
+                .map(|c| form.query_string(Some(c)));
+            (lines, next, None, StatusCode::OK)
+        }
+        Err(e) => match refusal(Catalogue::of(&req), &e) {
+            Some((status, why)) => (Vec::new(), None, Some(why), status),
+            None => return Err(e.into()),
+        },
+    };
+    let body = AuditPage {
+        chrome: Chrome::signed_in(&req, &session),
+        csv: format!("/audit.csv?{}", form.query_string(None)),
+        form,
+        lines,
+        next,
+        problem,
+    };
+    super::page(status, &body)
+}
+
+/// `GET /audit.csv?…`: the API's export of the same filter, streamed.
+pub async fn csv(
+    req: HttpRequest,
+    state: web::Data<AppState>,
+    origin: Origin,
+    WebUser(session): WebUser,
+    form: web::Query<FilterForm>,
+) -> Result<HttpResponse, WebError> {
+    let form = form.into_inner();
+    let exported = api_audit::exported(
+        &state,
+        origin,
+        session.principal.clone(),
+        &form.query(false),
+    )
+    .await;
+    match exported {
+        Ok(res) => Ok(res),
+        Err(e) => match refusal(Catalogue::of(&req), &e) {
+            Some((status, why)) => {
+                let body = AuditPage {
+                    chrome: Chrome::signed_in(&req, &session),
+                    csv: format!("/audit.csv?{}", form.query_string(None)),
+                    form,
+                    lines: Vec::new(),
+                    next: None,
+                    problem: Some(why),
+                };
+                super::page(status, &body)
+            }
+            None => Err(e.into()),
+        },
+    }
+}
+
+#[derive(Template)]
+#[template(path = "audit_chain.html")]
+struct ChainPage {
+    chrome: Chrome,
+    intact: bool,
+    rows: u64,
+    head_seq: i64,
+    head_hash: String,
+    problems: Vec<String>,
+    more_problems: u64,
+}
+
+/// `GET /audit/chain`: walks the whole chain (as `casesync audit verify`
+/// does, with the server's key and no anchor) and says whether it is
+/// intact or where it breaks. On its own page: the walk reads every row.
+pub async fn chain(
+    req: HttpRequest,
+    state: web::Data<AppState>,
+    WebUser(session): WebUser,
+) -> Result<HttpResponse, WebError> {
+    policy::read_audit(&session.principal)?;
+    let found = state.db(audit::verify_here).await?;
+    let body = ChainPage {
+        chrome: Chrome::signed_in(&req, &session),
+        intact: found.is_intact(),
+        rows: found.rows,
+        head_seq: found.head_seq,
+        head_hash: found.head_hash.clone(),
+        problems: found.problems.iter().map(ToString::to_string).collect(),
+        more_problems: found.more_problems,
+    };
+    super::page(StatusCode::OK, &body)
+}
