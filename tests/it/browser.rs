@@ -183,6 +183,27 @@ impl Browser {
         });
     }
 
+    /// Clicks what submits a form and waits (a few seconds at most) for the
+    /// next page to replace this one: for a form that comes back to the
+    /// same path, where [`Browser::arrives_at`] cannot tell the pages apart.
+    pub(crate) fn submit(&self, css: &str) {
+        self.runtime.block_on(async {
+            let page = self.client().find(Locator::Css("html")).await.unwrap();
+            self.client()
+                .find(Locator::Css(css))
+                .await
+                .unwrap_or_else(|e| panic!("no {css}: {e}"))
+                .click()
+                .await
+                .unwrap();
+            let started = Instant::now();
+            // The old page's root goes stale once the new one is loaded.
+            while page.tag_name().await.is_ok() && started.elapsed() < Duration::from_secs(5) {
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        });
+    }
+
     /// The text of the first element `css` matches, waiting a little for
     /// a page still loading.
     pub(crate) fn text(&self, css: &str) -> String {

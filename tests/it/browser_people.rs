@@ -101,7 +101,7 @@ fn an_admin_filters_the_audit_log_and_checks_the_chain() {
     browser.click("nav a[href='/audit']");
     assert_eq!(browser.arrives_at("/audit"), "/audit");
     browser.fill("#action", "user_created");
-    browser.click("form.filters button[type=submit]");
+    browser.submit("form.filters button[type=submit]");
     assert_eq!(browser.arrives_at("/audit"), "/audit");
     let rows = browser.text("table.audit tbody");
     assert!(rows.contains("user_created"), "{rows}");
