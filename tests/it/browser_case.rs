@@ -6,9 +6,8 @@ use crate::browser::Browser;
 use crate::common;
 
 use common::build;
-use common::phone::{declarations, fixture, form_envelope, phone};
+use common::phone::phone;
 use common::{TestApp, USER_PASSWORD};
-use serde_json::json;
 
 #[test]
 fn a_coordinator_resolves_a_conflict_and_a_field_worker_sees_only_their_cases() {
@@ -32,13 +31,8 @@ fn a_coordinator_resolves_a_conflict_and_a_field_worker_sees_only_their_cases() 
         ("male", "2026-11-21", &staff.worker),
         ("female", "2026-11-22", &staff.coordinator),
     ] {
-        let mut data = fixture("kz.child");
-        data["identity"]["sex"] = json!(sex);
-        data["record"]["recorded_date"] = json!(day);
-        let mut env = form_envelope("kz.child", &mine, data.clone());
-        env["base_case_version"] = json!(base);
-        env["attachments"] = json!(declarations(&data));
-        assert_eq!(phone(&app, token).send(&env).status, 201);
+        let edit = build::offline_child_record(&mine, base, sex, day);
+        assert_eq!(phone(&app, token).send(&edit).status, 201);
     }
     let number = |id: &str| {
         app.case(&staff.coordinator, id)["number"]

@@ -6,7 +6,7 @@ use crate::common;
 
 use casesync::db::schema::audit_log;
 use common::build::{self, Staff};
-use common::phone::{declarations, fixture, form_envelope, phone};
+use common::phone::{fixture, form_envelope, phone};
 use common::TestApp;
 use diesel::prelude::*;
 use serde_json::{json, Value};
@@ -206,15 +206,7 @@ fn two_offline_edits_of_one_fact_raise_one_conflict_for_the_coordinator() {
         .unwrap();
 
     // Both edit the child's record offline from the same case version.
-    let child_record = |sex: &str, day: &str| {
-        let mut data = fixture("kz.child");
-        data["identity"]["sex"] = json!(sex);
-        data["record"]["recorded_date"] = json!(day);
-        let mut env = form_envelope("kz.child", &case_id, data.clone());
-        env["base_case_version"] = json!(base);
-        env["attachments"] = json!(declarations(&data));
-        env
-    };
+    let child_record = |sex: &str, day: &str| build::offline_child_record(&case_id, base, sex, day);
     let first = worker_phone.send(&child_record("male", "2026-11-21"));
     assert_eq!(first.status, 201, "{}", first.text);
     let second = coordinator_phone.send(&child_record("female", "2026-11-22"));

@@ -7,7 +7,7 @@ use std::collections::BTreeMap;
 
 use crate::common;
 
-use casesync::db::schema::{audit_log, submissions};
+use casesync::db::schema::submissions;
 use common::build;
 use common::phone::phone;
 use common::{Response, TestApp, USER_PASSWORD};
@@ -159,14 +159,6 @@ fn set_cookie<'r>(res: &'r Response, name: &str) -> &'r str {
         .unwrap_or_else(|| panic!("no Set-Cookie for {name}: {:?}", res.headers))
 }
 
-pub(crate) fn audited(app: &TestApp, action: &str) -> i64 {
-    audit_log::table
-        .filter(audit_log::action.eq(action))
-        .count()
-        .get_result(&mut app.conn())
-        .unwrap()
-}
-
 #[test]
 fn a_coordinator_signs_in_with_a_cookie_and_signs_out_and_the_session_ends() {
     // No https address, and a proxy is configured that this request did
@@ -223,8 +215,8 @@ fn a_coordinator_signs_in_with_a_cookie_and_signs_out_and_the_session_ends() {
             .header("location"),
         Some("/sign-in")
     );
-    assert!(audited(&app, "login") >= 2);
-    assert_eq!(audited(&app, "logout"), 1);
+    assert!(app.audit_count("login") >= 2);
+    assert_eq!(app.audit_count("logout"), 1);
     drop(staff);
 }
 
@@ -297,7 +289,7 @@ fn a_one_time_password_must_be_changed_first_and_a_weak_one_is_refused_with_why(
         .assert_problem(401, "unauthorized");
     assert_ne!(browser.cookies["casesync_session"], old_token);
     assert_eq!(browser.get("/today").status, 200);
-    assert_eq!(audited(&app, "password_changed"), 1);
+    assert_eq!(app.audit_count("password_changed"), 1);
 }
 
 #[test]
@@ -319,7 +311,7 @@ fn the_morning_list_shows_an_overdue_deadline_made_by_a_real_submission_to_its_p
         .unwrap()
         .to_string();
 
-    let before = audited(&app, "deadlines_listed");
+    let before = app.audit_count("deadlines_listed");
     let mut coordinator = Browser::with_session(&app, &staff.coordinator);
     let today = coordinator.get("/today");
     assert_eq!(today.status, 200, "{}", today.text);
@@ -338,7 +330,7 @@ fn the_morning_list_shows_an_overdue_deadline_made_by_a_real_submission_to_its_p
         !today.text.contains("Child A"),
         "no child's name on the list"
     );
-    assert_eq!(audited(&app, "deadlines_listed"), before + 1);
+    assert_eq!(app.audit_count("deadlines_listed"), before + 1);
 
     // The worker it is assigned to sees it; another worker does not.
     assert!(Browser::with_session(&app, &staff.worker)
@@ -389,7 +381,7 @@ fn a_coordinator_reads_a_case_with_its_child_and_assigns_it_and_others_are_refus
     assert_eq!(phone(&app, &staff.worker).send(&referral).status, 201);
 
     let mut coordinator = Browser::with_session(&app, &staff.coordinator);
-    let before = audited(&app, "case_read");
+    let before = app.audit_count("case_read");
     let page = coordinator.get(&format!("/cases/{case_id}"));
     assert_eq!(page.status, 200, "{}", page.text);
     assert!(
@@ -398,7 +390,7 @@ fn a_coordinator_reads_a_case_with_its_child_and_assigns_it_and_others_are_refus
     );
     assert!(page.text.contains("overdue"), "the deadlines' verdicts");
     assert!(page.text.contains("referral_received"), "the timeline");
-    assert_eq!(audited(&app, "case_read"), before + 1);
+    assert_eq!(app.audit_count("case_read"), before + 1);
 
     // Assign it to the other worker, through the form.
     let bolat = app.get("/api/v1/users", &staff.coordinator).body["items"]
@@ -427,7 +419,7 @@ fn a_coordinator_reads_a_case_with_its_child_and_assigns_it_and_others_are_refus
         app.case(&staff.coordinator, &case_id)["assigned_to"],
         bolat.as_str()
     );
-    assert_eq!(audited(&app, "case_assigned"), 1);
+    assert_eq!(app.audit_count("case_assigned"), 1);
 
     // The former worker no longer reads it; the new one does.
     let former = Browser::with_session(&app, &staff.worker).get(&format!("/cases/{case_id}"));
@@ -567,7 +559,7 @@ fn a_coordinators_morning_shows_what_waits_on_them() {
         "conflicts_listed",
         "duplicates_listed",
     ] {
-        assert!(audited(&app, action) >= 1, "{action} audited");
+        assert!(app.audit_count(action) >= 1, "{action} audited");
     }
 }
 
@@ -621,7 +613,7 @@ fn a_form_reads_in_labelled_sections_for_those_who_may_read_its_case_only() {
             .contains(&format!("href=\"/submissions/{instance}\"")),
         "the timeline links the form"
     );
-    let before = audited(&app, "submission_read");
+    let before = app.audit_count("submission_read");
     let form = coordinator.get(&format!("/submissions/{instance}"));
     assert_eq!(form.status, 200, "{}", form.text);
     assert!(form.text.contains("Child A"));
@@ -640,7 +632,7 @@ fn a_form_reads_in_labelled_sections_for_those_who_may_read_its_case_only() {
         "{}",
         form.text
     );
-    assert_eq!(audited(&app, "submission_read"), before + 1);
+    assert_eq!(app.audit_count("submission_read"), before + 1);
 
     // A worker the case is not assigned to: as if it were not there.
     let other =

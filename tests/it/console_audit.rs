@@ -11,14 +11,6 @@ use casesync::db::schema::audit_log;
 use common::{Response, TestApp};
 use diesel::prelude::*;
 
-fn audited(app: &TestApp, action: &str) -> i64 {
-    audit_log::table
-        .filter(audit_log::action.eq(action))
-        .count()
-        .get_result(&mut app.conn())
-        .unwrap()
-}
-
 /// The positions of the rows a page shows, in its order.
 fn seqs_on(page: &Response) -> Vec<i64> {
     let Some(start) = page.text.find("<table class=\"audit\">") else {
@@ -62,11 +54,11 @@ fn only_admins_read_the_log_and_its_filters_are_the_apis() {
     let mut root = Browser::with_session(&app, admin);
     let api = seqs_of(&app.get("/api/v1/audit?action=user_created&limit=50", admin));
     assert!(api.len() >= 3, "the staff made");
-    let reads = audited(&app, "audit_read");
+    let reads = app.audit_count("audit_read");
     let page = root.get("/audit?action=user_created");
     assert_eq!(page.status, 200, "{}", page.text);
     assert_eq!(seqs_on(&page), api);
-    assert_eq!(audited(&app, "audit_read"), reads + 1);
+    assert_eq!(app.audit_count("audit_read"), reads + 1);
     assert!(page.text.contains("<a href=\"/audit\">Audit</a>"));
     assert!(
         page.text.contains("value=\"user_created\""),
@@ -143,10 +135,10 @@ fn the_log_pages_back_and_its_csv_is_the_apis() {
     assert!(first
         .text
         .contains("href=\"/audit.csv?action=audit_read\" download"));
-    let exports = audited(&app, "audit_exported");
+    let exports = app.audit_count("audit_exported");
     let csv = root.get("/audit.csv?action=user_created");
     assert_eq!(csv.status, 200, "{}", csv.text);
-    assert_eq!(audited(&app, "audit_exported"), exports + 1);
+    assert_eq!(app.audit_count("audit_exported"), exports + 1);
     assert!(csv.header("content-type").unwrap().starts_with("text/csv"));
     assert_eq!(
         csv.header("content-disposition"),

@@ -5,10 +5,10 @@
 //! assignment are tests/it/console.rs.)
 
 use crate::common;
-use crate::console::{audited, Browser};
+use crate::console::Browser;
 
 use common::build;
-use common::phone::{declarations, fixture, form_envelope, phone};
+use common::phone::phone;
 use common::TestApp;
 use serde_json::{json, Value};
 
@@ -37,15 +37,7 @@ fn a_coordinator_resolves_a_conflict_on_the_case_page_and_a_worker_only_sees_it(
         .as_i64()
         .unwrap();
     // Two offline edits of the child's sex from the same case version.
-    let child_record = |sex: &str, day: &str| {
-        let mut data = fixture("kz.child");
-        data["identity"]["sex"] = json!(sex);
-        data["record"]["recorded_date"] = json!(day);
-        let mut env = form_envelope("kz.child", &case_id, data.clone());
-        env["base_case_version"] = json!(base);
-        env["attachments"] = json!(declarations(&data));
-        env
-    };
+    let child_record = |sex: &str, day: &str| build::offline_child_record(&case_id, base, sex, day);
     assert_eq!(
         worker_phone
             .send(&child_record("male", "2026-11-21"))
@@ -91,7 +83,7 @@ fn a_coordinator_resolves_a_conflict_on_the_case_page_and_a_worker_only_sees_it(
     let bad = coordinator.post(&path, &[("csrf", &csrf), ("choice", "maybe")]);
     assert_eq!(bad.status, 422, "{}", bad.text);
     assert!(bad.text.contains("choice"), "{}", bad.text);
-    assert_eq!(audited(&app, "conflict_resolved"), 0);
+    assert_eq!(app.audit_count("conflict_resolved"), 0);
     // The worker may not resolve, even with a form of their own session.
     let worker_csrf = Browser::hidden(&seen, "csrf");
     let refused = worker.post(&path, &[("csrf", &worker_csrf), ("choice", "other")]);
@@ -113,7 +105,7 @@ fn a_coordinator_resolves_a_conflict_on_the_case_page_and_a_worker_only_sees_it(
         !after.text.contains("action=\"/conflicts/"),
         "nothing left to resolve"
     );
-    assert_eq!(audited(&app, "conflict_resolved"), 1);
+    assert_eq!(app.audit_count("conflict_resolved"), 1);
     let conflicts = app.get("/api/v1/conflicts?all=true", &staff.coordinator);
     let resolved: Vec<&Value> = conflicts.body["items"]
         .as_array()
@@ -200,7 +192,7 @@ fn possible_duplicates_and_siblings_are_decided_on_the_case_page() {
     let after = coordinator.get(&format!("/cases/{second}?done=dismissed"));
     assert!(after.text.contains("Recorded as two children."));
     assert!(!after.text.contains("Possibly the same child"));
-    assert_eq!(audited(&app, "duplicate_dismissed"), 1);
+    assert_eq!(app.audit_count("duplicate_dismissed"), 1);
     // Deciding again is the API's 409, on the page.
     let again = coordinator.post(
         &format!("/children/duplicates/{pair}/link"),
@@ -224,7 +216,7 @@ fn possible_duplicates_and_siblings_are_decided_on_the_case_page() {
     let after = coordinator.get(linked.header("location").unwrap());
     assert!(after.text.contains("The siblings are linked."));
     assert!(after.text.contains(&format!("/cases/{sister}")));
-    assert_eq!(audited(&app, "siblings_linked"), 1);
+    assert_eq!(app.audit_count("siblings_linked"), 1);
     let siblings = &app.case(&staff.coordinator, &sister)["siblings"];
     assert_eq!(siblings[0]["case_id"], second.as_str());
 }
@@ -264,7 +256,7 @@ fn approvals_are_offered_only_when_awaited_and_a_decision_out_of_turn_says_why()
         "{}",
         out_of_turn.text
     );
-    assert_eq!(audited(&app, "case_approval"), 0);
+    assert_eq!(app.audit_count("case_approval"), 0);
 }
 
 #[test]
@@ -289,7 +281,7 @@ fn the_privacy_lists_are_shown_to_the_roles_the_api_shows_them_to() {
     );
     assert_eq!(consent.status, 201, "{}", consent.text);
 
-    let before = audited(&app, "case_read");
+    let before = app.audit_count("case_read");
     let coordinator =
         Browser::with_session(&app, &staff.coordinator).get(&format!("/cases/{case_id}"));
     assert!(
@@ -300,7 +292,7 @@ fn the_privacy_lists_are_shown_to_the_roles_the_api_shows_them_to() {
     assert!(coordinator.text.contains("Emergency access"));
     assert!(coordinator.text.contains("Requests for the case file"));
     assert_eq!(
-        audited(&app, "case_read"),
+        app.audit_count("case_read"),
         before + 1,
         "one row for the page"
     );

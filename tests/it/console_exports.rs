@@ -9,7 +9,7 @@
 use crate::common;
 use crate::console::Browser;
 
-use casesync::db::schema::{audit_log, disclosures};
+use casesync::db::schema::disclosures;
 use common::build;
 use common::phone::phone;
 use common::{Response, TestApp};
@@ -39,24 +39,6 @@ pub(crate) fn two_referrals(app: &TestApp) -> (build::Staff, String) {
         assert_eq!(res.status, 201, "{}", res.text);
     }
     (staff, first)
-}
-
-fn count_audit(app: &TestApp, action: &str) -> i64 {
-    audit_log::table
-        .filter(audit_log::action.eq(action))
-        .count()
-        .get_result(&mut app.conn())
-        .unwrap()
-}
-
-fn last_audit_detail(app: &TestApp, action: &str) -> String {
-    audit_log::table
-        .filter(audit_log::action.eq(action))
-        .order(audit_log::id.desc())
-        .select(audit_log::detail)
-        .first::<Option<String>>(&mut app.conn())
-        .unwrap()
-        .unwrap_or_default()
 }
 
 fn count_disclosures(app: &TestApp) -> i64 {
@@ -202,15 +184,15 @@ fn a_deidentified_download_is_the_apis_csv() {
     ] {
         let from_api = app.get(&api, &staff.coordinator);
         assert_attachment(&from_api, file);
-        let before = count_audit(&app, action);
+        let before = app.audit_count(action);
         let from_page = browser.get(&console);
         assert_attachment(&from_page, file);
         assert_eq!(
             from_page.header("content-type"),
             from_api.header("content-type")
         );
-        assert_eq!(count_audit(&app, action), before + 1, "audited once");
-        assert_eq!(last_audit_detail(&app, action), "de-identified");
+        assert_eq!(app.audit_count(action), before + 1, "audited once");
+        assert_eq!(app.last_audit_detail(action), "de-identified");
         assert_eq!(from_page.bytes.len(), from_api.bytes.len(), "{file}");
         let header = |text: &str| text.lines().next().unwrap().to_string();
         assert_eq!(header(&from_page.text), header(&from_api.text));
@@ -237,7 +219,7 @@ fn a_deidentified_download_is_the_apis_csv() {
 
     // A filter written badly re-shows the page with what was wrong, and
     // starts (and records) nothing.
-    let before = count_audit(&app, "form_exported");
+    let before = app.audit_count("form_exported");
     let res = browser.get("/exports/download?what=form%3Akz.referral&from=20.11.2026");
     assert_eq!(res.status, 422, "{}", res.text);
     assert!(res.text.contains("role=\"alert\""), "{}", res.text);
@@ -250,7 +232,7 @@ fn a_deidentified_download_is_the_apis_csv() {
     assert!(res.text.contains("value=\"20.11.2026\""), "kept as typed");
     let res = browser.get("/exports/download?what=form%3Akz.nothing");
     assert_eq!(res.status, 404, "the API's answer: {}", res.text);
-    assert_eq!(count_audit(&app, "form_exported"), before);
+    assert_eq!(app.audit_count("form_exported"), before);
 }
 
 /// The form's fields of an identifying export of the referral form.
@@ -303,7 +285,7 @@ fn an_identifying_export_needs_the_disclosure_form_and_is_recorded_with_it() {
 
     // Missing terms: the form again, each problem named in the API's
     // words, the terms given kept; nothing disclosed, nothing audited.
-    let (disclosed, exported) = (count_disclosures(&app), count_audit(&app, "form_exported"));
+    let (disclosed, exported) = (count_disclosures(&app), app.audit_count("form_exported"));
     let res = browser.post(
         "/exports/download",
         &identifying_post(&csrf, &[("recipient", "Almaty district court")]),
@@ -340,7 +322,7 @@ fn an_identifying_export_needs_the_disclosure_form_and_is_recorded_with_it() {
         res.text
     );
     assert_eq!(count_disclosures(&app), disclosed);
-    assert_eq!(count_audit(&app, "form_exported"), exported);
+    assert_eq!(app.audit_count("form_exported"), exported);
 
     // With the terms: the download, recorded as the API records it, and
     // the API's file byte for byte (no pseudonyms when identifying).
@@ -348,8 +330,8 @@ fn an_identifying_export_needs_the_disclosure_form_and_is_recorded_with_it() {
     assert_attachment(&res, "kz.referral.csv");
     assert!(res.text.contains("Madina Exportova"), "{}", res.text);
     assert_eq!(count_disclosures(&app), disclosed + 1);
-    assert_eq!(count_audit(&app, "form_exported"), exported + 1);
-    let detail = last_audit_detail(&app, "form_exported");
+    assert_eq!(app.audit_count("form_exported"), exported + 1);
+    let detail = app.last_audit_detail("form_exported");
     assert!(
         detail.starts_with("identifying; disclosure ") && detail.ends_with("(required_by_law)"),
         "{detail}"
@@ -402,12 +384,12 @@ fn an_identifying_export_needs_the_disclosure_form_and_is_recorded_with_it() {
         assert_eq!(given.status, 201, "{}", given.text);
         ids.push(given.body["id"].as_str().unwrap().to_string());
     }
-    let reads = count_audit(&app, "consents_read");
+    let reads = app.audit_count("consents_read");
     let form = browser.get(&format!(
         "/exports/disclosure?what=form%3Akz.referral&{FORM_QUERY}&case={case_id}"
     ));
     assert_eq!(form.status, 200, "{}", form.text);
-    assert_eq!(count_audit(&app, "consents_read"), reads + 1);
+    assert_eq!(app.audit_count("consents_read"), reads + 1);
     for id in &ids {
         assert!(
             form.text.contains(&format!(
@@ -452,7 +434,7 @@ fn an_identifying_post_without_the_sessions_csrf_value_is_refused() {
     let app = TestApp::spawn();
     let (staff, _) = two_referrals(&app);
     let mut browser = Browser::with_session(&app, &staff.coordinator);
-    let (disclosed, exported) = (count_disclosures(&app), count_audit(&app, "form_exported"));
+    let (disclosed, exported) = (count_disclosures(&app), app.audit_count("form_exported"));
     // No value, a wrong one, and another session's.
     let other = Browser::hidden(
         &Browser::with_session(&app, &staff.elsewhere).get("/today"),
@@ -473,5 +455,5 @@ fn an_identifying_post_without_the_sessions_csrf_value_is_refused() {
         assert!(!res.text.contains("Madina"));
     }
     assert_eq!(count_disclosures(&app), disclosed);
-    assert_eq!(count_audit(&app, "form_exported"), exported);
+    assert_eq!(app.audit_count("form_exported"), exported);
 }

@@ -28,14 +28,6 @@ pub(crate) fn retitled(version: &str, title: &str) -> Value {
     draft
 }
 
-fn audited(app: &TestApp, action: &str) -> i64 {
-    audit_log::table
-        .filter(audit_log::action.eq(action))
-        .count()
-        .get_result(&mut app.conn())
-        .unwrap()
-}
-
 fn drafts(app: &TestApp) -> i64 {
     form_drafts::table
         .count()
@@ -131,9 +123,9 @@ fn only_admins_get_the_forms_pages_and_others_change_nothing() {
         assert_eq!(uploaded.status, 403, "{}", uploaded.text);
     }
     assert_eq!(current_version(&app, &staff.admin), "2021.1.1");
-    assert_eq!(audited(&app, "form_published"), 0);
-    assert_eq!(audited(&app, "form_retired"), 0);
-    assert_eq!(audited(&app, "form_draft_uploaded"), 1, "the API's only");
+    assert_eq!(app.audit_count("form_published"), 0);
+    assert_eq!(app.audit_count("form_retired"), 0);
+    assert_eq!(app.audit_count("form_draft_uploaded"), 1, "the API's only");
 }
 
 #[test]
@@ -202,7 +194,7 @@ fn an_invalid_draft_shows_each_problem_where_it_is_and_stores_nothing() {
     assert!(broken.text.contains("line 1"), "{}", broken.text);
 
     assert_eq!(drafts(&app), 0, "nothing stored");
-    assert_eq!(audited(&app, "form_draft_uploaded"), 0);
+    assert_eq!(app.audit_count("form_draft_uploaded"), 0);
     assert_eq!(current_version(&app, &admin_token), "2021.1.1");
     let page = admin.get("/forms/kz.referral");
     assert!(page.text.contains("This form has no draft."));
@@ -228,7 +220,7 @@ fn an_admin_uploads_publishes_retires_and_the_diff_shows_the_title_change() {
         saved.header("location"),
         Some("/forms/kz.referral?uploaded=2026.3")
     );
-    assert_eq!(audited(&app, "form_draft_uploaded"), 1);
+    assert_eq!(app.audit_count("form_draft_uploaded"), 1);
     let api_draft = app.get("/api/v1/forms/kz.referral/draft", &admin_token);
     assert_eq!(api_draft.status, 200);
     assert_eq!(api_draft.body["title"], "Referral (2026)");
@@ -244,7 +236,7 @@ fn an_admin_uploads_publishes_retires_and_the_diff_shows_the_title_change() {
     assert_eq!(published.status, 303, "{}", published.text);
     let next = published.header("location").unwrap().to_string();
     assert_eq!(next, "/forms/kz.referral?published=2026.3");
-    assert_eq!(audited(&app, "form_published"), 1);
+    assert_eq!(app.audit_count("form_published"), 1);
     assert_eq!(current_version(&app, &admin_token), "2026.3");
 
     // The diff from the version before, as the API's: the title changed.
@@ -286,7 +278,7 @@ fn an_admin_uploads_publishes_retires_and_the_diff_shows_the_title_change() {
     let again = admin.post("/forms/kz.referral/publish", &[("csrf", &csrf)]);
     assert_eq!(again.status, 409, "{}", again.text);
     assert!(again.text.contains("already published"), "{}", again.text);
-    assert_eq!(audited(&app, "form_published"), 1);
+    assert_eq!(app.audit_count("form_published"), 1);
 
     let retired = admin.post(
         "/forms/kz.referral/versions/2026.3/retire",
@@ -297,7 +289,7 @@ fn an_admin_uploads_publishes_retires_and_the_diff_shows_the_title_change() {
         retired.header("location"),
         Some("/forms/kz.referral?retired=2026.3")
     );
-    assert_eq!(audited(&app, "form_retired"), 1);
+    assert_eq!(app.audit_count("form_retired"), 1);
     assert_eq!(current_version(&app, &admin_token), "2021.1.1");
     let page = admin.get("/forms/kz.referral?retired=2026.3");
     assert!(page.text.contains("Retired version 2026.3"));
@@ -354,6 +346,6 @@ fn a_form_without_the_csrf_value_is_refused_and_changes_nothing() {
     assert_eq!(forged.status, 403, "{}", forged.text);
     assert_eq!(current_version(&app, &admin_token), "2021.1.1");
     assert_eq!(drafts(&app), 1, "the API's draft, unpublished");
-    assert_eq!(audited(&app, "form_published"), 0);
-    assert_eq!(audited(&app, "form_retired"), 0);
+    assert_eq!(app.audit_count("form_published"), 0);
+    assert_eq!(app.audit_count("form_retired"), 0);
 }

@@ -13,28 +13,8 @@ use crate::collect_qr::{inflate, png_of, read_qr};
 use crate::common;
 use crate::console::Browser;
 
-use casesync::db::schema::audit_log;
 use common::{Response, TestApp, USER_PASSWORD};
-use diesel::prelude::*;
 use serde_json::Value;
-
-fn audited(app: &TestApp, action: &str) -> i64 {
-    audit_log::table
-        .filter(audit_log::action.eq(action))
-        .count()
-        .get_result(&mut app.conn())
-        .unwrap()
-}
-
-fn last_detail(app: &TestApp, action: &str) -> String {
-    audit_log::table
-        .filter(audit_log::action.eq(action))
-        .order(audit_log::id.desc())
-        .select(audit_log::detail)
-        .first::<Option<String>>(&mut app.conn())
-        .unwrap()
-        .unwrap_or_default()
-}
 
 /// The usernames linked from a people page.
 fn people_on(page: &Response) -> BTreeSet<String> {
@@ -148,7 +128,7 @@ fn each_role_sees_the_people_and_tokens_the_api_gives_it() {
         page.text
     );
     let csrf = Browser::hidden(&page, "csrf");
-    let made_before = audited(&app, "device_token_created");
+    let made_before = app.audit_count("device_token_created");
     let forged = manager.post(
         &format!("/people/{dana}/tokens"),
         &[("csrf", &csrf), ("label", "phone")],
@@ -158,7 +138,7 @@ fn each_role_sees_the_people_and_tokens_the_api_gives_it() {
         .text
         .contains("also works at a site you do not coordinate"));
     assert!(!forged.text.contains("collect-qr"));
-    assert_eq!(audited(&app, "device_token_created"), made_before);
+    assert_eq!(app.audit_count("device_token_created"), made_before);
     assert!(device_tokens_of(&app, admin, &dana).is_empty());
 
     // A worker of another site only: not there at all, as from the API.
@@ -168,15 +148,15 @@ fn each_role_sees_the_people_and_tokens_the_api_gives_it() {
         404
     );
     // Refused as the API refuses: a hidden refusal is on record.
-    let refusals = audited(&app, "access_refused");
+    let refusals = app.audit_count("access_refused");
     assert_eq!(manager.get(&format!("/people/{yerlan}")).status, 404);
-    assert_eq!(audited(&app, "access_refused"), refusals + 1);
+    assert_eq!(app.audit_count("access_refused"), refusals + 1);
     assert_eq!(
         manager.get("/people/no-such-person").status,
         404,
         "a missing person is not a refusal"
     );
-    assert_eq!(audited(&app, "access_refused"), refusals + 1);
+    assert_eq!(app.audit_count("access_refused"), refusals + 1);
     let forged = manager.post(
         &format!("/people/{yerlan}/tokens"),
         &[("csrf", &csrf), ("label", "phone")],
@@ -235,7 +215,7 @@ fn a_coordinator_makes_a_collect_token_sees_its_qr_code_and_revokes_it() {
     assert!(long.text.contains("device_token_ttl_days"), "{}", long.text);
     assert!(device_tokens_of(&app, &staff.admin, &aigerim).is_empty());
 
-    let before = audited(&app, "device_token_created");
+    let before = app.audit_count("device_token_created");
     let made = manager.post(
         &path,
         &[
@@ -246,8 +226,10 @@ fn a_coordinator_makes_a_collect_token_sees_its_qr_code_and_revokes_it() {
     );
     assert_eq!(made.status, 201, "{}", made.text);
     assert_eq!(made.header("cache-control"), Some("no-store"));
-    assert_eq!(audited(&app, "device_token_created"), before + 1);
-    assert!(last_detail(&app, "device_token_created").contains("(ODK Collect, kz)"));
+    assert_eq!(app.audit_count("device_token_created"), before + 1);
+    assert!(app
+        .last_audit_detail("device_token_created")
+        .contains("(ODK Collect, kz)"));
 
     // The QR code (a data: URL the CSP allows) and its text, which is
     // Collect's settings with a working device token of the worker.
@@ -286,14 +268,14 @@ fn a_coordinator_makes_a_collect_token_sees_its_qr_code_and_revokes_it() {
     assert_eq!(manager.post(&revoke, &[]).status, 403);
     assert_eq!(app.get("/api/v1/me", &secret).status, 200);
 
-    let revoked_before = audited(&app, "token_revoked");
+    let revoked_before = app.audit_count("token_revoked");
     let done = manager.post(&revoke, &[("csrf", &csrf)]);
     assert_eq!(done.status, 303, "{}", done.text);
     assert_eq!(
         done.header("location"),
         Some(format!("/people/{aigerim}?done=revoked").as_str())
     );
-    assert_eq!(audited(&app, "token_revoked"), revoked_before + 1);
+    assert_eq!(app.audit_count("token_revoked"), revoked_before + 1);
     assert_eq!(app.get("/api/v1/me", &secret).status, 401);
     let page = manager.get(&format!("/people/{aigerim}?done=revoked"));
     assert!(page.text.contains("The token is revoked"));
@@ -341,7 +323,7 @@ fn an_admin_adds_a_person_changes_their_sites_and_resets_the_password() {
     let csrf = Browser::hidden(&page, "csrf");
 
     // A weak password: the API's reason, nobody made, the form kept.
-    let created_before = audited(&app, "user_created");
+    let created_before = app.audit_count("user_created");
     let weak = root.post(
         "/people",
         &[
@@ -360,7 +342,7 @@ fn an_admin_adds_a_person_changes_their_sites_and_resets_the_password() {
         weak.text
     );
     assert!(weak.text.contains("value=\"saule\""));
-    assert_eq!(audited(&app, "user_created"), created_before);
+    assert_eq!(app.audit_count("user_created"), created_before);
     assert!(!usernames(&app.get("/api/v1/users", admin)).contains("saule"));
 
     // Without the CSRF value: refused.
@@ -388,7 +370,7 @@ fn an_admin_adds_a_person_changes_their_sites_and_resets_the_password() {
     );
     assert_eq!(made.status, 201, "{}", made.text);
     assert_eq!(made.header("cache-control"), Some("no-store"));
-    assert_eq!(audited(&app, "user_created"), created_before + 1);
+    assert_eq!(app.audit_count("user_created"), created_before + 1);
     let one_time = between(&made.text, "<code id=\"one-time-password\">", "<").to_string();
     let login = app.login("saule", &one_time);
     assert_eq!(login.status, 201, "{}", login.text);
@@ -416,13 +398,13 @@ fn an_admin_adds_a_person_changes_their_sites_and_resets_the_password() {
         ],
     );
     assert_eq!(changed.status, 303, "{}", changed.text);
-    assert_eq!(last_detail(&app, "user_updated"), "site_ids");
+    assert_eq!(app.last_audit_detail("user_updated"), "site_ids");
     let user = app.get(&format!("/api/v1/users/{saule}"), admin).body;
     let mut want = vec![ala.clone(), shy.clone()];
     want.sort();
     assert_eq!(user["site_ids"], serde_json::json!(want));
     // A field worker needs a site: the API's refusal, nothing changed.
-    let updates = audited(&app, "user_updated");
+    let updates = app.audit_count("user_updated");
     let no_site = root.post(
         &format!("/people/{saule}"),
         &[
@@ -434,25 +416,25 @@ fn an_admin_adds_a_person_changes_their_sites_and_resets_the_password() {
     );
     assert_eq!(no_site.status, 422, "{}", no_site.text);
     assert!(no_site.text.contains("must work at one site or more"));
-    assert_eq!(audited(&app, "user_updated"), updates);
+    assert_eq!(app.audit_count("user_updated"), updates);
 
     // Reset: a weak chosen one is refused with why; a blank one gives a
     // one-time password, shown once; the old sessions end.
     let session = app.token_for("saule", &one_time);
-    let resets = audited(&app, "password_reset");
+    let resets = app.audit_count("password_reset");
     let weak = root.post(
         &format!("/people/{saule}/password"),
         &[("csrf", &csrf), ("password", "saule12345")],
     );
     assert_eq!(weak.status, 422, "{}", weak.text);
     assert!(weak.text.contains("Password:"), "{}", weak.text);
-    assert_eq!(audited(&app, "password_reset"), resets);
+    assert_eq!(app.audit_count("password_reset"), resets);
     let reset = root.post(
         &format!("/people/{saule}/password"),
         &[("csrf", &csrf), ("password", "")],
     );
     assert_eq!(reset.status, 200, "{}", reset.text);
-    assert_eq!(audited(&app, "password_reset"), resets + 1);
+    assert_eq!(app.audit_count("password_reset"), resets + 1);
     let fresh = between(&reset.text, "<code id=\"one-time-password\">", "<");
     assert_ne!(fresh, one_time);
     assert_eq!(app.login("saule", fresh).status, 201);
@@ -466,7 +448,7 @@ fn an_admin_adds_a_person_changes_their_sites_and_resets_the_password() {
         .text
         .contains(&format!("action=\"/people/{saule}/password\"")));
     let csrf = Browser::hidden(&page, "csrf");
-    let creates = audited(&app, "user_created");
+    let creates = app.audit_count("user_created");
     let refused = manager.post(
         "/people",
         &[
@@ -478,7 +460,7 @@ fn an_admin_adds_a_person_changes_their_sites_and_resets_the_password() {
         ],
     );
     assert_eq!(refused.status, 403, "{}", refused.text);
-    assert_eq!(audited(&app, "user_created"), creates);
+    assert_eq!(app.audit_count("user_created"), creates);
     let refused = manager.post(
         &format!("/people/{saule}/password"),
         &[("csrf", &csrf), ("password", "")],

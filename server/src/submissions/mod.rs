@@ -160,64 +160,45 @@ pub struct Stored {
     pub data: serde_json::Value,
 }
 
+/// The columns [`Stored`] is made of, with the whole envelope.
+#[derive(Queryable, Selectable)]
+#[diesel(table_name = submissions)]
+struct StoredRow {
+    instance_id: String,
+    form_id: String,
+    form_version: String,
+    case_id: Option<String>,
+    submitted_by: String,
+    completed_at: NaiveDateTime,
+    received_at: NaiveDateTime,
+    superseded_by: Option<String>,
+    status: String,
+    payload: String,
+}
+
 /// Submission `instance_id`, if stored. The caller checks that the reader
 /// may see its case.
 pub fn stored(conn: &mut DbConnection, instance_id: &str) -> AppResult<Option<Stored>> {
-    type Row = (
-        String,
-        String,
-        String,
-        Option<String>,
-        String,
-        NaiveDateTime,
-        NaiveDateTime,
-        Option<String>,
-        String,
-        String,
-    );
-    let row: Option<Row> = submissions::table
+    let Some(row) = submissions::table
         .find(instance_id)
-        .select((
-            submissions::instance_id,
-            submissions::form_id,
-            submissions::form_version,
-            submissions::case_id,
-            submissions::submitted_by,
-            submissions::completed_at,
-            submissions::received_at,
-            submissions::superseded_by,
-            submissions::status,
-            submissions::payload,
-        ))
+        .select(StoredRow::as_select())
         .first(conn)
-        .optional()?;
-    let Some((
-        instance_id,
-        form_id,
-        form_version,
-        case_id,
-        submitted_by,
-        completed_at,
-        received_at,
-        superseded_by,
-        status,
-        payload,
-    )) = row
+        .optional()?
     else {
         return Ok(None);
     };
     let mut envelope: serde_json::Value =
-        serde_json::from_str(&payload).map_err(crate::error::AppError::internal)?;
+        serde_json::from_str(&row.payload).map_err(crate::error::AppError::internal)?;
     Ok(Some(Stored {
-        instance_id,
-        form_id,
-        form_version,
-        case_id,
-        submitted_by,
-        completed_at,
-        received_at,
-        superseded_by,
-        status,
+        instance_id: row.instance_id,
+        form_id: row.form_id,
+        form_version: row.form_version,
+        case_id: row.case_id,
+        submitted_by: row.submitted_by,
+        completed_at: row.completed_at,
+        received_at: row.received_at,
+        superseded_by: row.superseded_by,
+        status: row.status,
         data: envelope["data"].take(),
     }))
 }

@@ -3,11 +3,11 @@
 //! test that needs something different says so at its call (a builder
 //! method, a field set on the result), not in a copy of the helper.
 
-use casesync::db::schema::submissions;
+use casesync::db::schema::{audit_log, submissions};
 use diesel::prelude::*;
 use serde_json::{json, Value};
 
-use super::phone::{fixture, form_envelope, Phone};
+use super::phone::{declarations, fixture, form_envelope, Phone};
 use super::TestApp;
 
 /// Sends `form_id` about `case_id` from `phone`, asserts it is stored
@@ -128,6 +128,27 @@ impl TestApp {
         res.body
     }
 
+    /// How many audit rows record `action`.
+    pub fn audit_count(&self, action: &str) -> i64 {
+        audit_log::table
+            .filter(audit_log::action.eq(action))
+            .count()
+            .get_result(&mut self.conn())
+            .unwrap()
+    }
+
+    /// The detail of the newest audit row recording `action` (empty if none
+    /// was written).
+    pub fn last_audit_detail(&self, action: &str) -> String {
+        audit_log::table
+            .filter(audit_log::action.eq(action))
+            .order(audit_log::id.desc())
+            .select(audit_log::detail)
+            .first::<Option<String>>(&mut self.conn())
+            .unwrap()
+            .unwrap_or_default()
+    }
+
     /// Submissions stored, read from the database.
     pub fn stored_submissions(&self) -> i64 {
         submissions::table
@@ -216,4 +237,16 @@ pub fn approve_at(app: &TestApp, coordinator: &str, case_id: &str, subject: &str
         json!({ "subject": subject, "decision": "approved", "occurred_at": at }),
     );
     assert_eq!(res.status, 200, "{subject} of {case_id}: {}", res.text);
+}
+
+/// A KZ child record setting the child's sex, made on a phone offline from
+/// case version `base` (two of these from one version raise a conflict).
+pub fn offline_child_record(case_id: &str, base: i64, sex: &str, day: &str) -> Value {
+    let mut data = fixture("kz.child");
+    data["identity"]["sex"] = json!(sex);
+    data["record"]["recorded_date"] = json!(day);
+    let mut env = form_envelope("kz.child", case_id, data.clone());
+    env["base_case_version"] = json!(base);
+    env["attachments"] = json!(declarations(&data));
+    env
 }

@@ -80,6 +80,12 @@ pub async fn report(
             .insert_header(("Cache-Control", "no-store"))
             .json(indicators::json(&request, &rows)));
     }
+    csv_answer(&request, &rows)
+}
+
+/// A report as its CSV download (the API's `format=csv` and the console's
+/// *Download as CSV*).
+pub fn csv_answer(request: &Request, rows: &[Row]) -> AppResult<HttpResponse> {
     let filename = format!(
         "{}-indicators-{}-{}.csv",
         request.programme.id, request.from, request.to
@@ -91,5 +97,5 @@ pub async fn report(
             format!("attachment; filename=\"{filename}\""),
         ))
         .insert_header(("Cache-Control", "no-store"))
-        .body(indicators::csv(&request, &rows)?))
+        .body(indicators::csv(request, rows)?))
 }

@@ -9,7 +9,6 @@
 
 use std::collections::BTreeSet;
 
-use actix_web::http::header::CONTENT_DISPOSITION;
 use actix_web::http::StatusCode;
 use actix_web::{web, HttpRequest, HttpResponse};
 use askama::Template;
@@ -22,7 +21,7 @@ use crate::app::AppState;
 use crate::audit::Origin;
 use crate::auth::{sites, Role};
 use crate::error::AppError;
-use crate::http::api::indicators::reported;
+use crate::http::api::indicators::{csv_answer, reported};
 use crate::indicators::{self, ReportQuery, TOTAL};
 use crate::programmes::Programmes;
 
@@ -250,18 +249,7 @@ pub async fn csv(
         query,
     )
     .await?;
-    let filename = format!(
-        "{}-indicators-{}-{}.csv",
-        request.programme.id, request.from, request.to
-    );
-    Ok(HttpResponse::Ok()
-        .content_type("text/csv; charset=utf-8")
-        .insert_header((
-            CONTENT_DISPOSITION,
-            format!("attachment; filename=\"{filename}\""),
-        ))
-        .insert_header(("Cache-Control", "no-store"))
-        .body(indicators::csv(&request, &rows)?))
+    Ok(csv_answer(&request, &rows)?)
 }
 
 /// A JSON value as the API wrote it: a number, a suppression mark, or
