@@ -147,6 +147,42 @@ pub struct Prepared {
 }
 
 impl Prepared {
+    /// Its submission row as sent by `submitted_by`, about no case yet:
+    /// the storing path names the case, the quarantine its problems.
+    fn row<'a>(
+        &'a self,
+        submitted_by: &'a str,
+        received_at: NaiveDateTime,
+        status: &'a str,
+    ) -> NewSubmission<'a> {
+        let envelope = &self.envelope;
+        NewSubmission {
+            instance_id: &self.instance_id,
+            form_id: &envelope.form_id,
+            form_version: &envelope.form_version,
+            case_id: None,
+            submitted_by,
+            device_id: &envelope.device_id,
+            started_at: envelope.started_at.map(|t| t.naive_utc()),
+            completed_at: envelope.completed_at.naive_utc(),
+            received_at,
+            kid: &self.kid,
+            raw_jwe: &self.raw,
+            payload: &self.payload,
+            content_sha256: &self.content_sha256,
+            base_case_version: envelope.base_case_version,
+            supersedes: None,
+            status,
+            site_id: None,
+            case_number: None,
+            pending_case_id: None,
+            pending_event: None,
+            problems: None,
+        }
+    }
+}
+
+impl Prepared {
     pub fn instance_id(&self) -> &str {
         &self.instance_id
     }
@@ -655,27 +691,13 @@ pub fn store_unaudited(
     rows::insert(
         conn,
         &NewSubmission {
-            instance_id: &p.instance_id,
-            form_id: &envelope.form_id,
-            form_version: &envelope.form_version,
             case_id: case.as_ref().map(|c| c.id.as_str()),
-            submitted_by: &who.user_id,
-            device_id: &envelope.device_id,
-            started_at: envelope.started_at.map(|t| t.naive_utc()),
-            completed_at: envelope.completed_at.naive_utc(),
-            received_at,
-            kid: &p.kid,
-            raw_jwe: &p.raw,
-            payload: &p.payload,
-            content_sha256: &p.content_sha256,
-            base_case_version: envelope.base_case_version,
             supersedes: supersedes.as_deref(),
-            status,
             site_id: case.as_ref().map(|c| c.site_id.as_str()),
             case_number: case.as_ref().and_then(|c| c.number.as_deref()),
             pending_case_id: held_for.as_deref(),
             pending_event: pending_event.as_deref(),
-            problems: None,
+            ..p.row(&who.user_id, received_at, status)
         },
         Some(&p.cells),
     )?;
@@ -735,27 +757,8 @@ fn store_quarantined(
     rows::insert(
         conn,
         &NewSubmission {
-            instance_id: &p.instance_id,
-            form_id: &envelope.form_id,
-            form_version: &envelope.form_version,
-            case_id: None,
-            submitted_by: &who.user_id,
-            device_id: &envelope.device_id,
-            started_at: envelope.started_at.map(|t| t.naive_utc()),
-            completed_at: envelope.completed_at.naive_utc(),
-            received_at,
-            kid: &p.kid,
-            raw_jwe: &p.raw,
-            payload: &p.payload,
-            content_sha256: &p.content_sha256,
-            base_case_version: envelope.base_case_version,
-            supersedes: None,
-            status: QUARANTINED,
-            site_id: None,
-            case_number: None,
-            pending_case_id: None,
-            pending_event: None,
             problems: Some(&problems),
+            ..p.row(&who.user_id, received_at, QUARANTINED)
         },
         None,
     )?;

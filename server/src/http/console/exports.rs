@@ -506,11 +506,7 @@ pub async fn download_identifying(
     WebUser(session): WebUser,
     form: web::Form<Vec<(String, String)>>,
 ) -> Result<HttpResponse, WebError> {
-    let sent = form
-        .iter()
-        .find(|(k, _)| k == "csrf")
-        .map_or("", |(_, v)| v.as_str());
-    session.check_csrf(sent)?;
+    session.check_csrf_in(&form)?;
     let (choice, terms) = read(&form);
     let started = match choice.request(Some(&terms)) {
         Ok(request) => export(&state, origin.clone(), session.principal.clone(), request).await,

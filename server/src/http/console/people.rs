@@ -473,10 +473,6 @@ fn all(form: &[(String, String)], name: &str) -> Vec<String> {
         .collect()
 }
 
-fn check_csrf(session: &Session, form: &[(String, String)]) -> Result<(), WebError> {
-    session.check_csrf(field(form, "csrf").unwrap_or(""))
-}
-
 /// A role as the form sends it; an unknown one is the API's 422 for it.
 fn role_of(text: &str) -> Result<Role, AppError> {
     text.parse()
@@ -493,7 +489,7 @@ pub async fn create_token(
     id: web::Path<String>,
     form: web::Form<Vec<(String, String)>>,
 ) -> Result<HttpResponse, WebError> {
-    check_csrf(&session, &form)?;
+    session.check_csrf_in(&form)?;
     let id = id.into_inner();
     let days = field(&form, "expires_in_days").map(str::trim).unwrap_or("");
     let expires_in_days = if days.is_empty() {
@@ -545,7 +541,7 @@ pub async fn revoke_token(
     id: web::Path<String>,
     form: web::Form<Vec<(String, String)>>,
 ) -> Result<HttpResponse, WebError> {
-    check_csrf(&session, &form)?;
+    session.check_csrf_in(&form)?;
     let revoked =
         api_tokens::revoked(&state, origin, session.principal.clone(), id.into_inner()).await?;
     Ok(see_other(&format!(
@@ -563,7 +559,7 @@ pub async fn create_user(
     WebUser(session): WebUser,
     form: web::Form<Vec<(String, String)>>,
 ) -> Result<HttpResponse, WebError> {
-    check_csrf(&session, &form)?;
+    session.check_csrf_in(&form)?;
     let kept = NewUserForm {
         username: field(&form, "username").unwrap_or("").to_string(),
         display_name: field(&form, "display_name").unwrap_or("").to_string(),
@@ -614,7 +610,7 @@ pub async fn update_user(
     id: web::Path<String>,
     form: web::Form<Vec<(String, String)>>,
 ) -> Result<HttpResponse, WebError> {
-    check_csrf(&session, &form)?;
+    session.check_csrf_in(&form)?;
     let id = id.into_inner();
     let me = session.principal.clone();
     policy::administer(&me, "change users")?;
@@ -667,7 +663,7 @@ pub async fn reset_password(
     id: web::Path<String>,
     form: web::Form<Vec<(String, String)>>,
 ) -> Result<HttpResponse, WebError> {
-    check_csrf(&session, &form)?;
+    session.check_csrf_in(&form)?;
     let id = id.into_inner();
     let chosen = field(&form, "password")
         .filter(|p| !p.is_empty())

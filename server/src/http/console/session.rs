@@ -115,6 +115,16 @@ impl Session {
             Err(WebError::Csrf)
         }
     }
+
+    /// [`Session::check_csrf`] for a form read as pairs (one with repeated
+    /// names, such as checkboxes of sites).
+    pub fn check_csrf_in(&self, form: &[(String, String)]) -> Result<(), WebError> {
+        let sent = form
+            .iter()
+            .find(|(k, _)| k == "csrf")
+            .map_or("", |(_, v)| v.as_str());
+        self.check_csrf(sent)
+    }
 }
 
 impl FromRequest for Session {
