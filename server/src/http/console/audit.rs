@@ -263,7 +263,8 @@ pub async fn chain(
     WebUser(session): WebUser,
 ) -> Result<HttpResponse, WebError> {
     policy::read_audit(&session.principal)?;
-    let found = state.db(audit::verify_here).await?;
+    // Every row's hash: CPU work for the bounded pool (503 when full).
+    let found = state.cpu_db(0, audit::verify_here).await?;
     let body = ChainPage {
         chrome: Chrome::signed_in(&req, &session),
         intact: found.is_intact(),
