@@ -284,6 +284,12 @@ impl ResponseError for AppError {
             } => {
                 response.insert_header((header::RETRY_AFTER, retry_after_secs.to_string()));
             }
+            // The rest of the body is left unread: close the connection
+            // rather than leave a client blocked sending it into a socket
+            // nobody reads.
+            AppError::PayloadTooLarge { .. } => {
+                response.force_close();
+            }
             _ => {}
         }
         response.json(body)

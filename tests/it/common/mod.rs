@@ -133,6 +133,8 @@ pub fn test_settings(shared: &Shared) -> Settings {
 pub fn agent() -> ureq::Agent {
     ureq::Agent::config_builder()
         .http_status_as_error(false)
+        // A hung exchange fails its test instead of stalling the suite.
+        .timeout_global(Some(std::time::Duration::from_secs(300)))
         .build()
         .into()
 }
