@@ -45,8 +45,9 @@ fn bench(c: &mut Criterion) {
                 display_name: None,
                 role: Role::Viewer,
                 site_ids: Vec::new(),
-                password: Some("bench-password-1".into()),
+                password: None,
             },
+            casesync::auth::passwords::NewPassword::hashed(Some("bench-password-1".into())),
         )
     })
     .unwrap()

@@ -43,8 +43,9 @@ pub fn bench_db() -> BenchDb {
             display_name: Some("Bench Worker".into()),
             role: Role::FieldWorker,
             site_ids: vec![site.id.clone()],
-            password: Some("a long bench password".into()),
+            password: None,
         },
+        casesync::auth::passwords::NewPassword::hashed(Some("a long bench password".into())),
     )
     .unwrap()
     .user;

@@ -7,6 +7,7 @@ use std::sync::Arc;
 use actix_web::web;
 
 use crate::audit::{self, Event, Origin};
+use crate::auth::passwords::NewPassword;
 use crate::auth::Principal;
 use crate::config::Settings;
 use crate::cpu::{CpuPool, Weight};
@@ -65,6 +66,14 @@ impl AppState {
                 let mut conn = pool.get()?;
                 work(&mut conn)
             })
+            .await
+    }
+
+    /// `chosen` (or a generated password) hashed on the CPU pool, before
+    /// the write transaction that stores it.
+    pub async fn hashed_password(&self, chosen: Option<String>) -> AppResult<NewPassword> {
+        self.cpu
+            .run(Weight::of_bytes(0), move || Ok(NewPassword::hashed(chosen)))
             .await
     }
 

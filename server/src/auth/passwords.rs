@@ -8,6 +8,32 @@ use rand::Rng;
 pub const MIN_PASSWORD_LEN: usize = 10;
 pub const MAX_PASSWORD_LEN: usize = 256;
 
+/// A password to store, hashed before the write transaction that stores
+/// it: Argon2 takes tens of milliseconds, and the embedded database has one
+/// write lock that every submission waits for (#19).
+pub struct NewPassword {
+    pub plain: String,
+    pub hash: String,
+    /// Made by the server (a one-time password, shown once), not chosen.
+    pub generated: bool,
+}
+
+impl NewPassword {
+    /// `chosen`, or a generated one, with its hash. Slow: run it on the CPU
+    /// pool (`AppState::hashed_password`), never inside a transaction.
+    pub fn hashed(chosen: Option<String>) -> NewPassword {
+        let (plain, generated) = match chosen {
+            Some(p) => (p, false),
+            None => (generate(), true),
+        };
+        NewPassword {
+            hash: hash(&plain),
+            plain,
+            generated,
+        }
+    }
+}
+
 pub fn hash(password: &str) -> String {
     let salt = SaltString::generate(&mut OsRng);
     Argon2::default()

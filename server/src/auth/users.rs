@@ -5,7 +5,8 @@ use std::collections::BTreeMap;
 use diesel::prelude::*;
 use serde::{Deserialize, Serialize};
 
-use super::{passwords, tokens, Role};
+use super::passwords::{self, NewPassword};
+use super::{tokens, Role};
 use crate::db::schema::{user_sites, users};
 use crate::db::DbConnection;
 use crate::error::{AppError, AppResult, FieldError};
@@ -164,9 +165,10 @@ fn set_sites(conn: &mut DbConnection, user_id: &str, site_ids: &[String]) -> App
     Ok(())
 }
 
-/// Creates a user. Without a given password one is generated, returned once,
-/// and must be changed at first login.
-pub fn create(conn: &mut DbConnection, new: NewUser) -> AppResult<Created> {
+/// Creates a user with `password`, made from `new.password` by the caller
+/// before the transaction (`NewPassword::hashed`): a generated one is
+/// returned once and must be changed at first login.
+pub fn create(conn: &mut DbConnection, new: NewUser, password: NewPassword) -> AppResult<Created> {
     let mut new = new;
     // Refused after the name and password are judged, so one answer names
     // every problem of those; the password check needs the site codes.
@@ -182,9 +184,9 @@ pub fn create(conn: &mut DbConnection, new: NewUser) -> AppResult<Created> {
     if let Some(name) = &new.display_name {
         errors.extend(crate::json::unsafe_text("/display_name", name));
     }
-    if let Some(p) = &new.password {
+    if !password.generated {
         let known = sites.as_deref().unwrap_or_default();
-        if let Some(why) = weakness_for(conn, &username, known, p)? {
+        if let Some(why) = weakness_for(conn, &username, known, &password.plain)? {
             errors.push(FieldError::new("/password", why));
         }
     }
@@ -196,13 +198,12 @@ pub fn create(conn: &mut DbConnection, new: NewUser) -> AppResult<Created> {
     }
     new.site_ids = sites?;
 
-    let (password, one_time_password) = match new.password {
-        Some(p) => (p, None),
-        None => {
-            let p = passwords::generate();
-            (p.clone(), Some(p))
-        }
-    };
+    let NewPassword {
+        plain,
+        hash,
+        generated,
+    } = password;
+    let one_time_password = generated.then_some(plain);
     let now = crate::time::now();
     let row = UserRow {
         id: uuid::Uuid::new_v4().to_string(),
@@ -213,7 +214,7 @@ pub fn create(conn: &mut DbConnection, new: NewUser) -> AppResult<Created> {
             .unwrap_or_else(|| username.clone()),
         username,
         role: new.role.as_str().to_string(),
-        password_hash: passwords::hash(&password),
+        password_hash: hash,
         must_change_password: one_time_password.is_some(),
         active: true,
         created_at: now,
@@ -397,66 +398,87 @@ pub fn forget_initial_password(path: &std::path::Path, old_password: &str) {
     }
 }
 
-/// Sets a password chosen by the user and clears the must-change flag.
-/// Every session of the user ends, the one that asked included (a session
-/// opened with a one-time password ends with its change): the caller issues
-/// a fresh one. Device tokens stay; the user lists and revokes them on `/me`.
-pub fn change_own_password(
+/// Checks the user's current password (Argon2: call off the write
+/// transaction) and answers the hash it matched, for
+/// [`change_own_password`].
+pub fn verify_own_password(
     conn: &mut DbConnection,
     user_id: &str,
     current_password: &str,
-    new_password: &str,
-) -> AppResult<()> {
-    let row: UserRow = users::table
+) -> AppResult<String> {
+    let stored: String = users::table
         .find(user_id)
-        .select(UserRow::as_select())
+        .select(users::password_hash)
         .first(conn)?;
-    if !passwords::verify(current_password, &row.password_hash) {
+    if !passwords::verify(current_password, &stored) {
         return Err(AppError::invalid_field(
             "/current_password",
             "is not the current password",
         ));
     }
-    if current_password == new_password {
+    Ok(stored)
+}
+
+/// Sets a password chosen by the user and clears the must-change flag,
+/// once [`verify_own_password`] has matched `verified_hash`; a password
+/// changed in between is a conflict. Every session of the user ends, the
+/// one that asked included (a session opened with a one-time password
+/// ends with its change): the caller issues a fresh one. Device tokens
+/// stay; the user lists and revokes them on `/me`.
+pub fn change_own_password(
+    conn: &mut DbConnection,
+    user_id: &str,
+    verified_hash: &str,
+    current_password: &str,
+    new: &NewPassword,
+) -> AppResult<()> {
+    if current_password == new.plain {
         return Err(AppError::invalid_field(
             "/new_password",
             "must differ from the current password",
         ));
     }
     let user = get(conn, user_id)?;
-    if let Some(why) = weakness_for(conn, &user.username, &user.site_ids, new_password)? {
+    if let Some(why) = weakness_for(conn, &user.username, &user.site_ids, &new.plain)? {
         return Err(AppError::invalid_field("/new_password", why));
     }
-    store_password(conn, user_id, new_password, false)?;
+    let changed = diesel::update(
+        users::table
+            .find(user_id)
+            .filter(users::password_hash.eq(verified_hash)),
+    )
+    .set((
+        users::password_hash.eq(&new.hash),
+        users::must_change_password.eq(false),
+        users::updated_at.eq(crate::time::now()),
+    ))
+    .execute(conn)?;
+    if changed == 0 {
+        return Err(AppError::Conflict(
+            "the password was changed at the same moment from elsewhere; sign in again".into(),
+        ));
+    }
     tokens::revoke_sessions_of(conn, user_id)?;
     Ok(())
 }
 
 /// An administrator's reset: the user must change it at next login, and all
 /// of the user's tokens stop working.
-pub fn reset_password(conn: &mut DbConnection, user_id: &str, new_password: &str) -> AppResult<()> {
+pub fn reset_password(conn: &mut DbConnection, user_id: &str, new: &NewPassword) -> AppResult<()> {
     let user = get(conn, user_id)?;
-    if let Some(why) = weakness_for(conn, &user.username, &user.site_ids, new_password)? {
-        return Err(AppError::invalid_field("/password", why));
+    if !new.generated {
+        if let Some(why) = weakness_for(conn, &user.username, &user.site_ids, &new.plain)? {
+            return Err(AppError::invalid_field("/password", why));
+        }
     }
-    store_password(conn, user_id, new_password, true)?;
-    tokens::revoke_all_for_user(conn, user_id)?;
-    Ok(())
-}
-
-fn store_password(
-    conn: &mut DbConnection,
-    user_id: &str,
-    password: &str,
-    must_change: bool,
-) -> AppResult<()> {
     diesel::update(users::table.find(user_id))
         .set((
-            users::password_hash.eq(passwords::hash(password)),
-            users::must_change_password.eq(must_change),
+            users::password_hash.eq(&new.hash),
+            users::must_change_password.eq(true),
             users::updated_at.eq(crate::time::now()),
         ))
         .execute(conn)?;
+    tokens::revoke_all_for_user(conn, user_id)?;
     Ok(())
 }
 

@@ -8,7 +8,8 @@ use clap::{Args, Subcommand};
 
 use super::shell::{audit_change, create_private, with_db};
 use super::CliError;
-use crate::auth::{collect_settings, passwords, sites, tokens, users, Role};
+use crate::auth::passwords::NewPassword;
+use crate::auth::{collect_settings, sites, tokens, users, Role};
 use crate::config::Settings;
 use crate::db::{write_tx, DbConnection};
 use crate::error::AppError;
@@ -124,6 +125,7 @@ fn users_command(conn: &mut DbConnection, cmd: UsersCommand) -> Result<(), CliEr
                     .ok_or_else(|| CliError::App(format!("no site with code or id {code:?}")))?;
                 site_ids.push(site.id);
             }
+            let password = NewPassword::hashed(None);
             let created = write_tx(conn, |conn| {
                 let created = users::create(
                     conn,
@@ -134,6 +136,7 @@ fn users_command(conn: &mut DbConnection, cmd: UsersCommand) -> Result<(), CliEr
                         site_ids,
                         password: None,
                     },
+                    password,
                 )?;
                 audit_change(conn, "user_created", "user", &created.user.id)?;
                 Ok::<_, AppError>(created)
@@ -182,8 +185,8 @@ fn users_command(conn: &mut DbConnection, cmd: UsersCommand) -> Result<(), CliEr
         UsersCommand::SetPassword { username } => {
             let user = user_by_name(conn, &username)?;
             let stdin = std::io::stdin();
-            let (password, generated) = if stdin.is_terminal() {
-                (passwords::generate(), true)
+            let chosen = if stdin.is_terminal() {
+                None
             } else {
                 let mut line = String::new();
                 stdin
@@ -191,18 +194,15 @@ fn users_command(conn: &mut DbConnection, cmd: UsersCommand) -> Result<(), CliEr
                     .read_line(&mut line)
                     .map_err(|e| CliError::App(format!("reading the password: {e}")))?;
                 let line = line.trim_end_matches(['\n', '\r']).to_string();
-                if line.is_empty() {
-                    (passwords::generate(), true)
-                } else {
-                    (line, false)
-                }
+                (!line.is_empty()).then_some(line)
             };
+            let password = NewPassword::hashed(chosen);
             write_tx(conn, |conn| {
                 users::reset_password(conn, &user.id, &password)?;
                 audit_change(conn, "password_reset", "user", &user.id)
             })?;
-            if generated {
-                println!("one-time password for {username}: {password}");
+            if password.generated {
+                println!("one-time password for {username}: {}", password.plain);
             } else {
                 println!("password set for {username}; it must be changed at next login");
             }

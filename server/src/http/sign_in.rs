@@ -114,9 +114,19 @@ pub async fn change_password(
     let ttl = state.settings.session_ttl_hours;
     let changed_from = current_password.clone();
     let user_id = me.user_id.clone();
+    // Both Argon2 runs on the CPU pool, before the write transaction.
+    let verified_hash = {
+        let (user_id, current_password) = (user_id.clone(), current_password.clone());
+        state
+            .cpu_db(0, move |conn| {
+                users::verify_own_password(conn, &user_id, &current_password)
+            })
+            .await?
+    };
+    let new = state.hashed_password(Some(new_password)).await?;
     let issued = state
         .audited(origin, me, "password_changed", move |conn| {
-            users::change_own_password(conn, &user_id, &current_password, &new_password)?;
+            users::change_own_password(conn, &user_id, &verified_hash, &current_password, &new)?;
             let issued = tokens::issue_session(conn, &user_id, ttl)?;
             Ok((issued, Audited::object("user", user_id.as_str())))
         })

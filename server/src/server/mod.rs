@@ -20,6 +20,7 @@ use actix_web::HttpServer;
 
 use crate::app::AppState;
 use crate::audit::{self, Event, Origin};
+use crate::auth::passwords::NewPassword;
 use crate::auth::{sites, users, Role};
 use crate::config::{Settings, TlsSettings};
 use crate::cpu::CpuPool;
@@ -341,6 +342,8 @@ fn bootstrap(conn: &mut DbConnection, settings: &Settings) -> Result<(), StartEr
 }
 
 fn create_first_admin(conn: &mut DbConnection) -> AppResult<Option<String>> {
+    // Hashed before the transaction (#19), even if it turns out unneeded.
+    let password = NewPassword::hashed(None);
     write_tx(conn, |conn| {
         // Users made by the CLI before the first `serve` do not count: without
         // an admin nobody could administer the server.
@@ -356,6 +359,7 @@ fn create_first_admin(conn: &mut DbConnection) -> AppResult<Option<String>> {
                 site_ids: Vec::new(),
                 password: None,
             },
+            password,
         )?;
         audit::record(
             conn,

@@ -5,7 +5,7 @@ use super::Items;
 use crate::app::{AppState, Audited};
 use crate::audit::Origin;
 use crate::auth::users::UserId;
-use crate::auth::{passwords, policy, users, Principal};
+use crate::auth::{policy, users, Principal};
 use crate::db::DbConnection;
 use crate::error::Problem;
 use crate::error::{AppError, AppResult};
@@ -102,9 +102,11 @@ pub async fn created(
     new: users::NewUser,
 ) -> AppResult<users::Created> {
     policy::administer(&me, "create users")?;
+    let mut new = new;
+    let password = state.hashed_password(new.password.take()).await?;
     state
         .audited(origin, me, "user_created", move |conn| {
-            let created = users::create(conn, new)?;
+            let created = users::create(conn, new, password)?;
             let what = Audited::object("user", &created.user.id).detail(created.user.role.as_str());
             Ok((created, what))
         })
@@ -226,16 +228,12 @@ pub async fn password_reset(
     chosen: Option<String>,
 ) -> AppResult<Option<String>> {
     policy::administer(&me, "reset passwords")?;
-    let (password, generated) = match chosen {
-        Some(p) => (p, false),
-        None => (passwords::generate(), true),
-    };
-    let set = password.clone();
-    state
+    let new = state.hashed_password(chosen).await?;
+    let new = state
         .audited(origin, me, "password_reset", move |conn| {
-            users::reset_password(conn, &id, &set)?;
-            Ok(((), Audited::object("user", id.as_str())))
+            users::reset_password(conn, &id, &new)?;
+            Ok((new, Audited::object("user", id.as_str())))
         })
         .await?;
-    Ok(generated.then_some(password))
+    Ok(new.generated.then_some(new.plain))
 }
