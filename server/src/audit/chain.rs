@@ -200,7 +200,14 @@ pub fn key_chain(
     kek: &Kek,
 ) -> AppResult<ChainKey> {
     let path = data_dir.join(AUDIT_KEY_FILE);
-    let file = AuditKeyFile::load(data_dir, kek).map_err(AppError::internal)?;
+    let file = AuditKeyFile::load(data_dir, kek).map_err(|e| {
+        let text = e.to_string();
+        if text.contains("does not open with this key-encryption key") {
+            key_refusal(format!("{text}. {SAME_KEK_FIX}"))
+        } else {
+            AppError::internal(text)
+        }
+    })?;
     let head = head_keying(conn)?;
     let key = match (file, head.chain_id.clone()) {
         (Some(file), Some(chain_id)) => {
@@ -273,9 +280,12 @@ pub fn key_chain(
     Ok(key)
 }
 
+/// How to give a server of a shared database the keys of the others.
+const SAME_KEK_FIX: &str = "Every server of one database needs the same key files: copy master.key (or kek.salt, with the same key_passphrase) and audit.key from the server that made them, or from the directory `casesync keys shared --out DIR` made for a new deployment, into this server's data directory (docs/operations.md, \"Several servers\")";
+
 pub(super) fn missing_key_message(path: &std::path::Path, chain_id: &str) -> String {
     format!(
-        "the audit chain of this database is keyed (chain {chain_id}) but {} is missing: copy it from the server that keyed it (every server of one database needs the same file), or restore it from the backup",
+        "the audit chain of this database is keyed (chain {chain_id}) but {} is missing: copy it from the server that keyed it (every server of one database needs the same file), or restore it from the backup. {SAME_KEK_FIX}",
         path.display()
     )
 }
