@@ -101,11 +101,20 @@ fn servers_started_together_on_a_new_database_share_one_set_of_keys() {
     let verified = casesync::audit::verify(&mut conn, Some(&chain_key), None).unwrap();
     assert!(verified.is_intact(), "{:?}", verified.problems);
 
-    // A third server started with nothing (it makes its own master.key) is
-    // refused, and told which files to copy from where.
+    // A third server started with nothing is refused (it does not make a
+    // master.key of its own), and told which files to copy from where.
     let bare = data_dir_with(&work.path().join("c"), &[]);
     let Err(err) = casesync::server::prepare(settings_for(&bare, &db)) else {
         panic!("a server without the deployment's keys must not start");
+    };
+    let err = err.to_string();
+    assert!(err.contains("master.key is missing"), "{err}");
+    assert!(!bare.join(MASTER_KEY_FILE).exists());
+    // With a master.key of its own (one it made before the database had
+    // keys), the audit.key it lacks is named.
+    std::fs::copy(&other_files_for(&work), bare.join(MASTER_KEY_FILE)).unwrap();
+    let Err(err) = casesync::server::prepare(settings_for(&bare, &db)) else {
+        panic!("a server without the deployment's audit.key must not start");
     };
     let err = err.to_string();
     assert!(err.contains("audit.key is missing"), "{err}");
@@ -113,8 +122,7 @@ fn servers_started_together_on_a_new_database_share_one_set_of_keys() {
     assert!(err.contains("Several servers"), "{err}");
 
     // A fourth with the audit.key but another master.key: refused too.
-    let other = work.path().join("other-keys");
-    let other_files = casesync::server::make_shared_keys(&Settings::default(), &other).unwrap();
+    let other_files = vec![other_files_for(&work)];
     let mixed = data_dir_with(
         &work.path().join("d"),
         &[other_files[0].clone(), shared.join(AUDIT_KEY_FILE)],
@@ -128,6 +136,15 @@ fn servers_started_together_on_a_new_database_share_one_set_of_keys() {
         "{err}"
     );
     assert!(err.contains("copy master.key"), "{err}");
+}
+
+/// The master.key of another deployment (made once per test directory).
+fn other_files_for(work: &tempfile::TempDir) -> PathBuf {
+    let other = work.path().join("other-keys");
+    if !other.exists() {
+        casesync::server::make_shared_keys(&Settings::default(), &other).unwrap();
+    }
+    other.join(MASTER_KEY_FILE)
 }
 
 fn collect(phone: &Path, args: &[&str]) -> Command {
@@ -159,16 +176,15 @@ fn acknowledged(phone: &Path) -> usize {
 
 #[test]
 fn two_servers_one_killed_mid_push_lose_nothing_acknowledged() {
-    const PER_PHONE: usize = 150;
+    const PER_PHONE: usize = 100;
     let db = TestDb::new();
     if !db.is_postgres() {
         eprintln!("skipped: several servers share a PostgreSQL database, not SQLite");
         return;
     }
     let work = common::private_tempdir();
-    let files =
-        casesync::server::make_shared_keys(&Settings::default(), &work.path().join("keys"))
-            .unwrap();
+    let files = casesync::server::make_shared_keys(&Settings::default(), &work.path().join("keys"))
+        .unwrap();
     let roots: Vec<PathBuf> = ["a", "b"].iter().map(|n| work.path().join(n)).collect();
     for root in &roots {
         data_dir_with(root, &files);
@@ -219,9 +235,12 @@ fn two_servers_one_killed_mid_push_lose_nothing_acknowledged() {
         .map(|n| work.path().join(n))
         .collect();
     for (phone, server) in phones.iter().zip([&a.base, &b.base]) {
-        let login = collect(phone, &["login", "--server", server, "--username", "aigerim"])
-            .output()
-            .unwrap();
+        let login = collect(
+            phone,
+            &["login", "--server", server, "--username", "aigerim"],
+        )
+        .output()
+        .unwrap();
         succeeded(&login, "login");
         succeeded(&collect(phone, &["pull"]).output().unwrap(), "pull");
         let fill = collect(
@@ -242,8 +261,17 @@ fn two_servers_one_killed_mid_push_lose_nothing_acknowledged() {
         collect(
             phone,
             &[
-                "push", "--batch", "5", "--concurrency", "2", "--retries", "3", "--server",
-                first, "--server", second,
+                "push",
+                "--batch",
+                "5",
+                "--concurrency",
+                "2",
+                "--retries",
+                "3",
+                "--server",
+                first,
+                "--server",
+                second,
             ],
         )
         .spawn()
@@ -274,13 +302,21 @@ fn two_servers_one_killed_mid_push_lose_nothing_acknowledged() {
     // first, finds nothing there and is sent to a.
     let fill = collect(
         &phones[1],
-        &["fill", "kz.referral", referral.to_str().unwrap(), "--count", "10"],
+        &[
+            "fill",
+            "kz.referral",
+            referral.to_str().unwrap(),
+            "--count",
+            "10",
+        ],
     )
     .output()
     .unwrap();
     succeeded(&fill, "fill");
     let out = succeeded(
-        &push(&phones[1], &b.base, &a.base).wait_with_output().unwrap(),
+        &push(&phones[1], &b.base, &a.base)
+            .wait_with_output()
+            .unwrap(),
         "push after b died",
     );
     assert!(out.contains("0 still queued"), "{out}");
@@ -304,7 +340,9 @@ fn two_servers_one_killed_mid_push_lose_nothing_acknowledged() {
         None,
     );
     assert!(
-        check.contains(&format!("{total} acknowledged submission(s), {total} stored")),
+        check.contains(&format!(
+            "{total} acknowledged submission(s), {total} stored"
+        )),
         "{check}"
     );
     assert!(check.contains("every case equal to its refold"), "{check}");
@@ -327,13 +365,21 @@ fn the_check_finds_a_lost_submission_a_gap_in_the_case_numbers_and_a_stale_fold(
     let sent: Vec<String> = (0..3)
         .map(|_| {
             let case = uuid::Uuid::new_v4().to_string();
-            common::build::submit(&phone, "kz.referral", &case, common::build::referral(&case).data())
+            common::build::submit(
+                &phone,
+                "kz.referral",
+                &case,
+                common::build::referral(&case).data(),
+            )
         })
         .collect();
     let mut conn = app.conn();
     let report = casesync::cases::check::run(&mut conn, &sent).unwrap();
     assert!(report.passed(), "{:?}", report.problems);
-    assert_eq!((report.acknowledged, report.stored, report.cases), (3, 3, 3));
+    assert_eq!(
+        (report.acknowledged, report.stored, report.cases),
+        (3, 3, 3)
+    );
     assert_eq!((report.numbers, report.counters), (3, 1));
 
     // KZ §3.5 F3 numbers cases 1, 2, … per site: a number gone from the
@@ -356,7 +402,10 @@ fn the_check_finds_a_lost_submission_a_gap_in_the_case_numbers_and_a_stale_fold(
         problems.contains("acknowledged submission never-stored is not stored"),
         "{problems}"
     );
-    assert!(problems.contains("without gaps (missing [2])"), "{problems}");
+    assert!(
+        problems.contains("without gaps (missing [2])"),
+        "{problems}"
+    );
     assert!(
         problems.contains(&format!("case {second}: state closed_by_hand")),
         "{problems}"

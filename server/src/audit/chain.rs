@@ -13,7 +13,7 @@ use serde::{Serialize, Serializer};
 
 use crate::auth::Principal;
 use crate::crypto::audit_key::{AuditKeyFile, AUDIT_KEY_FILE};
-use crate::crypto::kek::Kek;
+use crate::crypto::kek::{self, Kek};
 use crate::db::schema::{audit_head, audit_log};
 use crate::db::{write_tx, DbConnection};
 use crate::error::{AppError, AppResult};
@@ -203,7 +203,7 @@ pub fn key_chain(
     let file = AuditKeyFile::load(data_dir, kek).map_err(|e| {
         let text = e.to_string();
         if text.contains("does not open with this key-encryption key") {
-            key_refusal(format!("{text}. {SAME_KEK_FIX}"))
+            key_refusal(format!("{text}. {}", kek::SHARED_KEYS_FIX))
         } else {
             AppError::internal(text)
         }
@@ -280,13 +280,11 @@ pub fn key_chain(
     Ok(key)
 }
 
-/// How to give a server of a shared database the keys of the others.
-const SAME_KEK_FIX: &str = "Every server of one database needs the same key files: copy master.key (or kek.salt, with the same key_passphrase) and audit.key from the server that made them, or from the directory `casesync keys shared --out DIR` made for a new deployment, into this server's data directory (docs/operations.md, \"Several servers\")";
-
 pub(super) fn missing_key_message(path: &std::path::Path, chain_id: &str) -> String {
     format!(
-        "the audit chain of this database is keyed (chain {chain_id}) but {} is missing: copy it from the server that keyed it (every server of one database needs the same file), or restore it from the backup. {SAME_KEK_FIX}",
-        path.display()
+        "the audit chain of this database is keyed (chain {chain_id}) but {} is missing: copy it from the server that keyed it (every server of one database needs the same file), or restore it from the backup. {}",
+        path.display(),
+        kek::SHARED_KEYS_FIX
     )
 }
 

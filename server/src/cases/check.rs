@@ -125,10 +125,14 @@ fn numbers(conn: &mut DbConnection, all: &[Case], report: &mut Report) -> AppRes
             _ => {
                 let parts: Vec<&str> = number.split('-').collect();
                 match parts.as_slice() {
-                    [count, day_month, year, ..] if day_month.len() == 4 => count
-                        .parse::<i64>()
-                        .ok()
-                        .map(|n| (format!("bt:{}:20{year}-{}", case.site_id, &day_month[2..]), n)),
+                    [count, day_month, year, ..] if day_month.len() == 4 => {
+                        count.parse::<i64>().ok().map(|n| {
+                            (
+                                format!("bt:{}:20{year}-{}", case.site_id, &day_month[2..]),
+                                n,
+                            )
+                        })
+                    }
                     _ => None,
                 }
             }
@@ -142,7 +146,10 @@ fn numbers(conn: &mut DbConnection, all: &[Case], report: &mut Report) -> AppRes
         }
     }
     let counters: HashMap<String, i64> = case_number_counters::table
-        .select((case_number_counters::scope, case_number_counters::last_value))
+        .select((
+            case_number_counters::scope,
+            case_number_counters::last_value,
+        ))
         .load::<(String, i64)>(conn)?
         .into_iter()
         .collect();

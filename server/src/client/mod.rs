@@ -678,9 +678,13 @@ pub fn push(dir: &Path, options: &PushOptions) -> CollectResult<PushReport> {
     let shared = Shared {
         dir: &dir,
         session: &session,
-        client: client_for(&session, options.servers.first().map(String::as_str), options.retries)
-            .with_fallbacks(options.servers.get(1..).unwrap_or_default())
-            .with_progress(progress.clone()),
+        client: client_for(
+            &session,
+            options.servers.first().map(String::as_str),
+            options.retries,
+        )
+        .with_fallbacks(options.servers.get(1..).unwrap_or_default())
+        .with_progress(progress.clone()),
         progress,
         signed_out: AtomicBool::new(false),
         refusals: Mutex::new(Vec::new()),

@@ -137,8 +137,9 @@ fn refuse_lost_master_key(settings: &Settings) -> Result<(), StartError> {
                 .unwrap_or(false);
             if sealed {
                 return Err(StartError::DataDir(format!(
-                    "{} is missing but the PostgreSQL database holds programme keys sealed under a key-encryption key, and a new one does not open them. Run this with the server's data directory (--data-dir, or --config with its casesync.toml), or put back the {file_name} you keep for it (docs/operations.md, backup and restore)",
+                    "{} is missing but the PostgreSQL database holds programme keys sealed under a key-encryption key, and a new one does not open them. Run this with the server's data directory (--data-dir, or --config with its casesync.toml), or put back the {file_name} you keep for it (docs/operations.md, backup and restore). {}",
                     material.display(),
+                    kek::SHARED_KEYS_FIX,
                 )));
             }
         }
@@ -200,7 +201,11 @@ pub fn make_shared_keys(settings: &Settings, out: &Path) -> Result<Vec<PathBuf>,
     }
     kek::create_private_dir(out)?;
     let (kek, material) = Kek::generate_like(settings)?;
-    let material_file = out.join(kek::key_material_file(settings)?.file_name().unwrap_or_default());
+    let material_file = out.join(
+        kek::key_material_file(settings)?
+            .file_name()
+            .unwrap_or_default(),
+    );
     kek::write_key_file(&material_file, &material)?;
     // A new database's chain head is at seq 0: the key keys it from seq 1.
     crate::crypto::audit_key::AuditKeyFile::generate(uuid::Uuid::new_v4().to_string(), 1)
