@@ -176,7 +176,7 @@ fn acknowledged(phone: &Path) -> usize {
 
 #[test]
 fn two_servers_one_killed_mid_push_lose_nothing_acknowledged() {
-    const PER_PHONE: usize = 100;
+    const PER_PHONE: usize = 60;
     let db = TestDb::new();
     if !db.is_postgres() {
         eprintln!("skipped: several servers share a PostgreSQL database, not SQLite");
