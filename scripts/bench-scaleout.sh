@@ -76,7 +76,8 @@ done
 echo "two servers started together on a new database: $BASE_A (a), $BASE_B (b)"
 
 json() { python3 -c "import json,sys; print(json.load(sys.stdin)$1)"; }
-INITIAL=$(cat a/data/initial-admin-password b/data/initial-admin-password 2>/dev/null | head -n 1)
+# The first admin is made by whichever server started first.
+INITIAL=$(cat a/data/initial-admin-password 2>/dev/null || cat b/data/initial-admin-password)
 TOKEN=$(curl -fs -H 'Content-Type: application/json' \
   -d "{\"username\":\"admin\",\"password\":\"$INITIAL\"}" "$BASE_A/api/v1/sessions" | json "['token']")
 TOKEN=$(curl -fs -H "Authorization: Bearer $TOKEN" -H 'Content-Type: application/json' \
