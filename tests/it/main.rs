@@ -52,4 +52,5 @@ mod privacy;
 mod retention;
 mod snapshots;
 mod submissions;
+mod kz_rules;
 mod walkthroughs;
