@@ -40,6 +40,7 @@ mod identity;
 mod indicators;
 mod interop;
 mod keys;
+mod kz_rules;
 mod layers;
 mod migrations;
 mod odk_crypto;

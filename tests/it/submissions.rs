@@ -178,7 +178,7 @@ fn bad_submissions_get_their_status_and_store_nothing() {
     let update = json!({
         "instance_id": uuid::Uuid::new_v4().to_string(),
         "form_id": "kz.initial_assessment",
-        "form_version": "2021.1.1",
+        "form_version": common::phone::shipped_version("kz.initial_assessment"),
         "case_id": case_id,
         "device_id": "tablet-9",
         "completed_at": "2026-03-03T12:00:00Z",

@@ -141,6 +141,7 @@ fn kz_initial_assessment() -> Value {
     data["admin"].as_object_mut().unwrap().remove("removal_at");
     data["decision"]["ia_decision"] = json!("c_reasonable_grounds_for_concern");
     data["decision"]["ia_decision_date"] = json!("2026-11-22");
+    data["decision"]["sa_sw_appointed_at"] = json!("2026-11-22");
     data["signoff"]["manager_approved_date"] = json!("2026-11-22");
     data["signoff"]["sw_signature"]["signed_date"] = json!("2026-11-22");
     data["signoff"]["manager_approval"]["signed_date"] = json!("2026-11-22");

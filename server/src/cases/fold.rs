@@ -21,7 +21,7 @@ use serde::Serialize;
 use serde_json::Value;
 
 use crate::programmes::{
-    Calendar, Condition, DeadlineRule, FactRef, Limit, Moment, Programme, Start,
+    Calendar, Condition, DeadlineRule, FactRef, Limit, Moment, Programme, Start, DATED_PREFIX,
 };
 
 /// One entry of a case's timeline, as the fold needs it.
@@ -200,9 +200,53 @@ pub fn order(programme: &Programme, events: &mut [TimelineEvent]) {
     });
 }
 
+/// The `dated:F` events of `events`: one per answer of each date fact F a
+/// rule is met by (docs/programmes.md, "Dated steps"), on its date, with the
+/// id of the submission that lists it. Answers that are not dates are left
+/// out: the form's validation has already refused them.
+fn dated_steps(
+    programme: &Programme,
+    calendar: &Calendar,
+    events: &[TimelineEvent],
+) -> Vec<TimelineEvent> {
+    let mut steps = Vec::new();
+    for event in events {
+        for (fact, value) in &event.facts {
+            if !programme.dated_facts.contains(fact) {
+                continue;
+            }
+            let values = match value {
+                Value::Array(items) => items.as_slice(),
+                one => std::slice::from_ref(one),
+            };
+            for value in values {
+                if let Some(at) = calendar.moment(value) {
+                    steps.push(TimelineEvent {
+                        id: event.id.clone(),
+                        name: format!("{DATED_PREFIX}{fact}"),
+                        occurred_at: at,
+                        facts: Vec::new(),
+                    });
+                }
+            }
+        }
+    }
+    steps
+}
+
 /// Folds the timeline. `events` need not be sorted.
 pub fn fold(programme: &Programme, calendar: &Calendar, events: &mut [TimelineEvent]) -> Folded {
     order(programme, events);
+    let steps = dated_steps(programme, calendar, events);
+    let mut expanded;
+    let events: &mut [TimelineEvent] = if steps.is_empty() {
+        events
+    } else {
+        expanded = events.to_vec();
+        expanded.extend(steps);
+        order(programme, &mut expanded);
+        &mut expanded
+    };
     let mut fold = Fold {
         programme,
         calendar,
@@ -222,6 +266,11 @@ pub fn fold(programme: &Programme, calendar: &Calendar, events: &mut [TimelineEv
     let mut event_days: BTreeMap<String, Vec<NaiveDate>> = BTreeMap::new();
     for event in events.iter() {
         fold.apply(event);
+        if event.name.starts_with(DATED_PREFIX) {
+            // Part of its submission's event, not an event of its own.
+            fold.steps.pop();
+            continue;
+        }
         let day = calendar.local_date(event.occurred_at.at);
         let days = event_days.entry(event.name.clone()).or_default();
         if days.last() != Some(&day) {
@@ -462,7 +511,21 @@ impl Fold<'_> {
             let from = if restarts.contains(&index) {
                 Some(event.occurred_at)
             } else if self.triggered(&rule.start, event, entered, held_before[index]) {
-                self.known_moment(&rule.start).or(Some(event.occurred_at))
+                // The starting record's own answer first (an older record's
+                // removal time is not this one's), else the case's.
+                rule.start_at
+                    .as_ref()
+                    .and_then(|fact| {
+                        event
+                            .facts
+                            .iter()
+                            .find(|(f, _)| f == fact)
+                            .map(|(_, v)| v)
+                            .or_else(|| self.facts.get(fact))
+                    })
+                    .and_then(|v| self.calendar.moment(v))
+                    .or_else(|| self.known_moment(&rule.start))
+                    .or(Some(event.occurred_at))
             } else {
                 None
             };

@@ -89,6 +89,40 @@ pub fn numbered(conn: &mut DbConnection, site_id: &str, number: &str) -> AppResu
         .optional()?)
 }
 
+/// A form's "Case ID Number" answer (`x-form.case_number`) that is not the
+/// number of the case its envelope names: the paper number is the case's,
+/// never a second truth. A case not stored yet (a held form) is not judged.
+pub fn number_mismatch(
+    conn: &mut DbConnection,
+    case_id: Option<&str>,
+    pointer: Option<&str>,
+    data: &serde_json::Value,
+) -> AppResult<Option<crate::error::FieldError>> {
+    let (Some(case_id), Some(pointer)) = (case_id, pointer) else {
+        return Ok(None);
+    };
+    let Some(given) = data.pointer(pointer).and_then(serde_json::Value::as_str) else {
+        return Ok(None);
+    };
+    let Some(number) = cases::table
+        .find(case_id)
+        .select(cases::number)
+        .first::<Option<String>>(conn)
+        .optional()?
+        .flatten()
+    else {
+        return Ok(None);
+    };
+    Ok((given.trim() != number).then(|| {
+        crate::error::FieldError::new(
+            format!("/data{pointer}"),
+            format!(
+                "is {given:?}, but this form belongs to case {number}: write the case's number (or leave it empty to have it filled from the case)"
+            ),
+        )
+    }))
+}
+
 /// Whether `who` may submit forms for `case` (the access policy decides).
 pub fn may_submit_for(who: &Principal, case: &Case) -> bool {
     crate::auth::policy::work_on_case(who, case.scope()).is_ok()

@@ -16,6 +16,9 @@ pub struct FormMeta {
     pub case: CaseRole,
     pub event: String,
     pub occurred_at: String,
+    /// `x-form.case_number`: the JSON pointer of the field that carries the
+    /// case's number as the paper form writes it ("Case ID Number").
+    pub case_number: Option<String>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -161,6 +164,10 @@ pub fn meta(bundled: &Value) -> Result<FormMeta, String> {
         case,
         event: text("event")?,
         occurred_at: text("occurred_at")?,
+        case_number: x
+            .get("case_number")
+            .and_then(Value::as_str)
+            .map(str::to_string),
     })
 }
 

@@ -406,6 +406,12 @@ pub fn prepare_opened(
         error.pointer.insert_str(0, "/data");
     }
     report.errors.extend(Identity::unsafe_name(data));
+    report.errors.extend(cases::number_mismatch(
+        conn,
+        prepared.envelope.case_id.map(|c| c.to_string()).as_deref(),
+        form.meta.case_number.as_deref(),
+        data,
+    )?);
     report.errors.extend(attachments::check_references(
         &form.fields,
         data,

@@ -46,6 +46,10 @@ pub type Condition = Predicate<FactRef>;
 /// Facts staff actions set, beside the forms' `x-fact`s.
 pub const ACTION_FACTS: [&str; 1] = ["case.assigned_to"];
 pub const CASE_ASSIGNED: &str = "case_assigned";
+/// `met_by: ["dated:F"]`: each answer of the date fact F (a repeat group's
+/// list of dated steps, such as the monthly placement reviews) is an event
+/// of its own on its date, named `dated:F`.
+pub const DATED_PREFIX: &str = "dated:";
 pub const CONFLICT_RESOLVED: &str = "conflict_resolved";
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -128,6 +132,10 @@ pub struct DeadlineRule {
     /// form), not when the form's event did.
     pub met_at: Option<String>,
     pub every: bool,
+    /// The clock starts at this fact's value (a date or time the form
+    /// records), not when the start fired: post-discharge checks count from
+    /// the discharge date, though the case enters monitoring at approval.
+    pub start_at: Option<String>,
     /// The limit is extended by this fact's number of hours (travel time).
     pub plus_hours: Option<String>,
     /// Event and fact starts fire on every occurrence (while none is open),
@@ -165,6 +173,8 @@ pub struct Programme {
     /// The columns of the phone's case list besides id, label (the case
     /// number) and version: each one of [`ON_PHONE_COLUMNS`].
     pub on_phone: Vec<String>,
+    /// The date facts whose every answer is a `dated:` event of its own.
+    pub dated_facts: Vec<String>,
 }
 
 /// What `on_phone` may list: what the worker's own case file holds and the
@@ -374,6 +384,10 @@ struct RawCalendar {
     /// Weekend days worked by decree (a holiday moved onto a Monday).
     #[serde(default)]
     working_days: Vec<RawHoliday>,
+    /// Where each year's list comes from (year → decree, order or law).
+    /// When given, every year with a holiday or working day needs one.
+    #[serde(default)]
+    sources: std::collections::BTreeMap<String, String>,
     #[serde(default)]
     source: String,
 }
@@ -432,6 +446,8 @@ struct RawDeadline {
     met_when: Option<Value>,
     #[serde(default)]
     met_at: Option<Value>,
+    #[serde(default)]
+    start_at: Option<Value>,
     #[serde(default)]
     plus_hours: Option<Value>,
     #[serde(default)]
@@ -667,6 +683,31 @@ pub fn compile(document: &Value, vocabulary: &Vocabulary) -> Result<Programme, V
         }
     }
     let _ = &raw.calendar.source;
+    if !raw.calendar.sources.is_empty() {
+        for (key, text) in &raw.calendar.sources {
+            if key.parse::<i32>().is_err() || text.trim().is_empty() {
+                c.problem(
+                    format!("/calendar/sources/{key}"),
+                    "is a year with the source of its list",
+                );
+            }
+        }
+        let years: BTreeSet<i32> = raw
+            .calendar
+            .holidays
+            .iter()
+            .chain(&raw.calendar.working_days)
+            .map(|h| chrono::Datelike::year(&h.date))
+            .collect();
+        for year in years {
+            if !raw.calendar.sources.contains_key(&year.to_string()) {
+                c.problem(
+                    "/calendar/sources".into(),
+                    format!("no source for the days of {year}"),
+                );
+            }
+        }
+    }
     let calendar = Calendar {
         time_zone,
         weekend,
@@ -723,6 +764,7 @@ pub fn compile(document: &Value, vocabulary: &Vocabulary) -> Result<Programme, V
     }
 
     let mut deadlines = Vec::new();
+    let mut dated_facts: Vec<String> = Vec::new();
     let mut ids = HashSet::new();
     for (i, d) in raw.deadlines.iter().enumerate() {
         let at = |k: &str| format!("/deadlines/{i}/{k}");
@@ -737,12 +779,21 @@ pub fn compile(document: &Value, vocabulary: &Vocabulary) -> Result<Programme, V
             .and_then(|w| c.condition(at("met_when"), w));
         let limit = c.limit_rule(at("limit"), &d.limit);
         let met_at = c.fact_ref(at("met_at"), d.met_at.as_ref());
+        let start_at = c.fact_ref(at("start_at"), d.start_at.as_ref());
         let plus_hours = c.fact_ref(at("plus_hours"), d.plus_hours.as_ref());
         if d.met_by.is_empty() {
             c.problem(at("met_by"), "names no event");
         }
         for (j, e) in d.met_by.iter().enumerate() {
-            c.event(format!("/deadlines/{i}/met_by/{j}"), e);
+            match e.strip_prefix(DATED_PREFIX) {
+                Some(fact) => {
+                    c.fact(format!("/deadlines/{i}/met_by/{j}"), fact);
+                    if !dated_facts.iter().any(|f| f == fact) {
+                        dated_facts.push(fact.to_string());
+                    }
+                }
+                None => c.event(format!("/deadlines/{i}/met_by/{j}"), e),
+            }
         }
         for (j, s) in d.while_state.iter().flatten().enumerate() {
             c.state(format!("/deadlines/{i}/while_state/{j}"), s);
@@ -764,6 +815,7 @@ pub fn compile(document: &Value, vocabulary: &Vocabulary) -> Result<Programme, V
                 met_by: d.met_by.clone(),
                 met_when,
                 met_at,
+                start_at,
                 plus_hours,
                 every: d.every,
                 each: d.each,
@@ -824,6 +876,7 @@ pub fn compile(document: &Value, vocabulary: &Vocabulary) -> Result<Programme, V
         indicators,
         retention,
         on_phone: raw.on_phone,
+        dated_facts,
         id: raw.programme,
         title: raw.title,
         case_number,
