@@ -15,6 +15,8 @@
 
 use crate::common;
 
+mod text;
+
 use std::collections::HashMap;
 
 use casesync::db::schema::audit_log;

@@ -88,6 +88,17 @@ pub fn numbered(conn: &mut DbConnection, site_id: &str, number: &str) -> AppResu
         .optional()?)
 }
 
+/// Whether a case of `programme` at any site has `number` (BT codes are
+/// unique in the programme).
+fn number_taken(conn: &mut DbConnection, programme: &str, number: &str) -> AppResult<bool> {
+    Ok(diesel::select(diesel::dsl::exists(
+        cases::table
+            .filter(cases::programme.eq(programme))
+            .filter(cases::number.eq(number)),
+    ))
+    .get_result(conn)?)
+}
+
 /// Whether `who` may submit forms for `case` (the access policy decides).
 pub fn may_submit_for(who: &Principal, case: &Case) -> bool {
     crate::auth::policy::work_on_case(who, case.scope()).is_ok()
@@ -100,6 +111,8 @@ pub struct Opening<'a> {
     pub site: &'a Site,
     pub by: &'a Principal,
     pub by_display_name: &'a str,
+    /// The initials an admin set for the opener (BT codes), if any.
+    pub by_initials: Option<&'a str>,
     pub instance_id: &'a str,
     /// When the opening event happened (for BT, the registration date).
     pub occurred_at: chrono::DateTime<chrono::Utc>,
@@ -124,14 +137,17 @@ pub fn open(conn: &mut DbConnection, o: Opening) -> AppResult<Case> {
         }
         NumberScheme::BtCaseCode => {
             let day = o.programme.calendar.local_date(o.occurred_at);
-            let count = numbers::next(conn, &numbers::bt_scope(&o.site.id, day))?;
-            let org = o.site.org_code.as_deref().unwrap_or(&o.site.code);
-            numbers::bt_code(
-                count,
-                day,
-                &numbers::org_code(org),
-                &numbers::initials(o.by_display_name),
-            )
+            let org = numbers::org_code(o.site.org_code.as_deref().unwrap_or(&o.site.code));
+            let initials = numbers::initials(o.by_display_name, o.by_initials);
+            // Codes issued before the count was per organisation (per site)
+            // may already hold the next value: skip those.
+            loop {
+                let count = numbers::next(conn, &numbers::bt_scope(&org, day))?;
+                let code = numbers::bt_code(count, day, &org, &initials);
+                if !number_taken(conn, &o.programme.id, &code)? {
+                    break code;
+                }
+            }
         }
     };
     let t = now();
