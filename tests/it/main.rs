@@ -12,6 +12,7 @@ mod access_requests;
 mod audit;
 mod auth_hardening;
 mod backup;
+mod bt_numbers;
 mod binary;
 mod browser;
 mod browser_case;

@@ -107,7 +107,10 @@ fn encrypted(
 }
 
 fn version_of(form_id: &str) -> &'static str {
-    if form_id.starts_with("bt.") {
+    if form_id == "bt.registration" {
+        // 2021.11.2: "Case no:" given by the server (#20 item 10).
+        "2021.11.2"
+    } else if form_id.starts_with("bt.") {
         "2021.11.1"
     } else {
         "2021.1.1"

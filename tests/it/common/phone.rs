@@ -55,11 +55,21 @@ pub fn envelope(case_id: &str, data: Value) -> Value {
     form_envelope("kz.referral", case_id, data)
 }
 
+/// The shipped (current) version of `form_id`.
+pub fn version_of(form_id: &str) -> &'static str {
+    match form_id {
+        // "Case no:" given by the server (#20 item 10).
+        "bt.registration" => "2021.11.2",
+        f if f.starts_with("bt.") => "2021.11.1",
+        _ => "2021.1.1",
+    }
+}
+
 pub fn form_envelope(form_id: &str, case_id: &str, data: Value) -> Value {
     json!({
         "instance_id": uuid::Uuid::new_v4().to_string(),
         "form_id": form_id,
-        "form_version": if form_id.starts_with("bt.") { "2021.11.1" } else { "2021.1.1" },
+        "form_version": version_of(form_id),
         "case_id": case_id,
         "device_id": "tablet-7",
         "started_at": "2026-03-02T10:00:00+05:00",

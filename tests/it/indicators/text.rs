@@ -385,3 +385,50 @@ fn the_decisions_are_written_in_the_definitions() {
     assert!(kz.contains("still-open placements measured to the period end"));
     assert!(kz.contains("8.9.9(a)"));
 }
+
+/// 8.1.4 and Part 13: a readmission reopens the child's file ("Case 1.1");
+/// Table 1 Indicators 1 and 2 break the cases down by "whether the
+/// referral (i.e. case) is a readmission". The intake's answer (file
+/// reopened: readmission) counts the case as one at once; the
+/// coordinator's link confirms the child and gives the number `N.1` — the
+/// same readmission, counted once, as when only the link says so.
+#[test]
+fn kz_a_readmission_declared_at_intake_is_the_linked_one() {
+    let app = TestApp::new();
+    let admin = app.admin_token();
+    let (_, worker) = app.user(&admin, "aigerim", "field_worker", &[ALA]);
+    let (_, coordinator) = app.user(&admin, "manager", "coordinator", &[ALA]);
+    let phone = phone_for(&app, &worker, "kz");
+    let child = Child {
+        name: "Timur Aliyev",
+        sex: "male",
+        dob: "2010-02-20",
+    };
+    let first = open_kz(&phone, &child, "2026-01-05T10:00:00+05:00");
+    send(
+        &phone,
+        &first,
+        kz_closure("2026-01-10", "other", "no_further_action", "parental_care", None),
+    );
+    let again = open_kz(&phone, &child, "2026-01-20T10:00:00+05:00");
+    let (form, mut data) = kz_intake("2026-01-20T10:00:00+05:00", "2026-01-20T12:00:00+05:00");
+    data["case_file"]["previous_referral_found"] = json!(true);
+    data["case_file"]["existing_file_found"] = json!(true);
+    data["case_file"]["file_action"] = json!("reopened_readmission");
+    send(&phone, &again, (form, data));
+    let path = format!("{KZ_JAN}&indicator=IND-01&timeliness=false&by=readmission");
+    let r = report(&app, &coordinator, &path);
+    expect(&r, "IND-01", JAN, &[("readmission", "yes")], Cell::count(1, 1));
+    expect(&r, "IND-01", JAN, &[("readmission", "no")], Cell::count(1, 1));
+    // The coordinator links the child: the number becomes N.1, and the
+    // breakdown is the same (one readmission; one child now).
+    let root = app.case(&coordinator, &first)["number"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    link_readmission(&app, &coordinator, &again, &first);
+    assert_eq!(app.case(&coordinator, &again)["number"], format!("{root}.1"));
+    let r = report(&app, &coordinator, &path);
+    expect(&r, "IND-01", JAN, &[("readmission", "yes")], Cell::count(1, 1));
+    expect(&r, "IND-01", JAN, &[], Cell::count(2, 1));
+}
