@@ -44,12 +44,25 @@ fn two_sites_of_one_organisation_never_issue_the_same_code() {
                 "site_ids": ["BT-NCWC-PARO"], "password": crate::common::USER_PASSWORD }),
     );
     assert_eq!(made.status, 201, "{}", made.text);
-    let thimphu = phone_for(&app, &app.token_for("karma.t", crate::common::USER_PASSWORD), "bt");
-    let paro = phone_for(&app, &app.token_for("kinley.t", crate::common::USER_PASSWORD), "bt");
+    let thimphu = phone_for(
+        &app,
+        &app.token_for("karma.t", crate::common::USER_PASSWORD),
+        "bt",
+    );
+    let paro = phone_for(
+        &app,
+        &app.token_for("kinley.t", crate::common::USER_PASSWORD),
+        "bt",
+    );
     let mut codes = Vec::new();
     for phone in [&thimphu, &paro, &thimphu] {
         let case_id = uuid::Uuid::new_v4().to_string();
-        crate::common::build::submit(phone, "bt.registration", &case_id, registration("2026-03-03"));
+        crate::common::build::submit(
+            phone,
+            "bt.registration",
+            &case_id,
+            registration("2026-03-03"),
+        );
         let case = app.case(&admin, &case_id);
         codes.push(case["number"].as_str().unwrap().to_string());
     }
@@ -86,9 +99,18 @@ fn initials_set_on_the_profile_go_into_the_code() {
     );
     assert_eq!(made.status, 201, "{}", made.text);
     assert_eq!(made.body["user"]["initials"], "SN");
-    let phone = phone_for(&app, &app.token_for("sonam.n", crate::common::USER_PASSWORD), "bt");
+    let phone = phone_for(
+        &app,
+        &app.token_for("sonam.n", crate::common::USER_PASSWORD),
+        "bt",
+    );
     let case_id = uuid::Uuid::new_v4().to_string();
-    crate::common::build::submit(&phone, "bt.registration", &case_id, registration("2026-03-03"));
+    crate::common::build::submit(
+        &phone,
+        "bt.registration",
+        &case_id,
+        registration("2026-03-03"),
+    );
     assert_eq!(app.case(&admin, &case_id)["number"], "001-0303-26-NCWC-SN");
 }
 

@@ -148,7 +148,8 @@ fn latin(c: char) -> Option<char> {
         ("ýÿŷ", 'Y'),
         ("źżž", 'Z'),
     ];
-    const CYRILLIC: &str = "аaәaбbвvгgғgдdеeёeжzзzиiіiйyкkқqлlмmнnңnоoөoпpрrсsтtуuұuүuфfхhһhцtчcшsщsъ ыyь эeюyяy";
+    const CYRILLIC: &str =
+        "аaәaбbвvгgғgдdеeёeжzзzиiіiйyкkқqлlмmнnңnоoөoпpрrсsтtуuұuүuфfхhһhцtчcшsщsъ ыyь эeюyяy";
     let lower = c.to_lowercase().next()?;
     if let Some((_, l)) = ACCENTED.iter().find(|(letters, _)| letters.contains(lower)) {
         return Some(*l);

@@ -78,9 +78,10 @@ impl CaseData {
     /// Enough records (distinct days) of each `min_events` event by `last`.
     fn has_enough(&self, criteria: &Criteria, last: NaiveDate) -> bool {
         criteria.min_events.iter().all(|(event, min)| {
-            let days = self.events.get(event).map_or(0, |days| {
-                days.iter().filter(|d| **d <= last).count()
-            });
+            let days = self
+                .events
+                .get(event)
+                .map_or(0, |days| days.iter().filter(|d| **d <= last).count());
             days >= *min
         })
     }
@@ -88,11 +89,12 @@ impl CaseData {
     /// `criteria` hold for one record counted as a unit: its answers, and
     /// the events that followed it before its event's next record.
     fn record_meets(&self, criteria: &Criteria, last: NaiveDate, unit: &Counted) -> bool {
-        let had = |event: &String| {
-            unit.records.get(event).into_iter().flatten().any(|r| {
-                r.at >= unit.from && unit.until.is_none_or(|u| r.at < u) && r.day <= last
-            })
-        };
+        let had =
+            |event: &String| {
+                unit.records.get(event).into_iter().flatten().any(|r| {
+                    r.at >= unit.from && unit.until.is_none_or(|u| r.at < u) && r.day <= last
+                })
+            };
         holds_in(&unit.facts, &criteria.filter)
             && (criteria.has_events.is_empty() || criteria.has_events.iter().any(had))
             && !criteria.lacks_events.iter().any(had)
@@ -216,18 +218,19 @@ fn needs(request: &Request) -> (HashSet<String>, HashSet<String>, HashSet<String
     let mut facts = HashSet::new();
     let mut events = HashSet::new();
     let mut records = HashSet::new();
-    let mut criteria = |c: &Criteria, facts: &mut HashSet<String>, records: Option<&mut HashSet<String>>| {
-        if let Some(f) = &c.filter {
-            facts.extend(f.refs().into_iter().map(|r| r.0.clone()));
-        }
-        events.extend(c.has_events.iter().cloned());
-        events.extend(c.lacks_events.iter().cloned());
-        events.extend(c.min_events.iter().map(|(e, _)| e.clone()));
-        if let Some(records) = records {
-            records.extend(c.has_events.iter().cloned());
-            records.extend(c.lacks_events.iter().cloned());
-        }
-    };
+    let mut criteria =
+        |c: &Criteria, facts: &mut HashSet<String>, records: Option<&mut HashSet<String>>| {
+            if let Some(f) = &c.filter {
+                facts.extend(f.refs().into_iter().map(|r| r.0.clone()));
+            }
+            events.extend(c.has_events.iter().cloned());
+            events.extend(c.lacks_events.iter().cloned());
+            events.extend(c.min_events.iter().map(|(e, _)| e.clone()));
+            if let Some(records) = records {
+                records.extend(c.has_events.iter().cloned());
+                records.extend(c.lacks_events.iter().cloned());
+            }
+        };
     let mut period_events = Vec::new();
     for item in &request.items {
         let Item::Indicator(i) = item else { continue };
@@ -480,11 +483,15 @@ fn records_of(
         let moment = calendar
             .moment(&Value::String(occurred_at))
             .unwrap_or(Moment::instant(utc.and_utc()));
-        out.entry(case_id).or_default().entry(name).or_default().push(Record {
-            at: moment.at.naive_utc(),
-            day: calendar.local_date(moment.at),
-            facts: partial::entries::<Value>(&text, facts).unwrap_or_default(),
-        });
+        out.entry(case_id)
+            .or_default()
+            .entry(name)
+            .or_default()
+            .push(Record {
+                at: moment.at.naive_utc(),
+                day: calendar.local_date(moment.at),
+                facts: partial::entries::<Value>(&text, facts).unwrap_or_default(),
+            });
     }
     Ok(out)
 }
@@ -622,9 +629,7 @@ impl Counter<'_> {
                 })
                 .map_or(UNKNOWN, |b| b.id.as_str()),
             Dimension::Readmission(_) if case.admission > 0 => "yes",
-            Dimension::Readmission(Some(declared))
-                if declared.test(&|fact| facts.get(&fact.0)) =>
-            {
+            Dimension::Readmission(Some(declared)) if declared.test(&|fact| facts.get(&fact.0)) => {
                 "yes"
             }
             Dimension::Readmission(_) => "no",
@@ -661,7 +666,14 @@ impl Counter<'_> {
     }
 
     /// Counts a case (and a numerator's answer) in every cell of `dims`.
-    fn add_to(&mut self, n: usize, p: usize, dims: &[Vec<u32>], case: &CaseData, met: Option<bool>) {
+    fn add_to(
+        &mut self,
+        n: usize,
+        p: usize,
+        dims: &[Vec<u32>],
+        case: &CaseData,
+        met: Option<bool>,
+    ) {
         each_cell(n, p, dims, |key| {
             let cell = self.cells.entry(key).or_default();
             cell.add_case(case);

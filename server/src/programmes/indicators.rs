@@ -43,7 +43,10 @@ pub enum Dimension {
     PreviousCaseFact(String),
     /// A fact as the latest record of `event` answered it (KZ 5: the
     /// temporary placement's type, not the case's latest arrangement).
-    EventFact { event: String, fact: String },
+    EventFact {
+        event: String,
+        fact: String,
+    },
     /// The days from one date fact of the latest record of `event` to
     /// another (or to the period's last day while unanswered), in bands
     /// (KZ 6, 8D: duration of placement).
@@ -287,7 +290,9 @@ pub(super) fn compile(
         let unit = match &raw.unit {
             None => Unit::Cases,
             Some(Value::String(u)) if u == "cases" => Unit::Cases,
-            Some(Value::Object(m)) if m.len() == 1 && m.get("event").is_some_and(Value::is_string) => {
+            Some(Value::Object(m))
+                if m.len() == 1 && m.get("event").is_some_and(Value::is_string) =>
+            {
                 let event = m["event"].as_str().unwrap_or_default();
                 c.event(format!("{at}/unit/event"), event);
                 if raw.period != serde_json::json!({"event": event}) {
@@ -406,7 +411,9 @@ pub(super) fn compile(
 
 fn dimension(c: &mut Checker, at: &str, raw: &Value) -> Option<Dimension> {
     if let Some(m) = raw.as_object().filter(|m| {
-        m.len() == 2 && m.get("case") == Some(&Value::from("readmission")) && m.contains_key("declared")
+        m.len() == 2
+            && m.get("case") == Some(&Value::from("readmission"))
+            && m.contains_key("declared")
     }) {
         let declared = c.condition(format!("{at}/declared"), &m["declared"]);
         return Some(Dimension::Readmission(declared));
@@ -497,7 +504,9 @@ fn event_dimension(c: &mut Checker, at: &str, key: &str, value: &Value) -> Optio
             );
         }
     }
-    if raw.bands.first().is_none_or(|b| b.from != 0) || raw.bands.last().is_some_and(|b| b.to.is_some()) {
+    if raw.bands.first().is_none_or(|b| b.from != 0)
+        || raw.bands.last().is_some_and(|b| b.to.is_some())
+    {
         c.problem(
             format!("{at}/bands"),
             "bands start at 0 days and the last is open-ended",

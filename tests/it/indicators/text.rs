@@ -97,7 +97,13 @@ fn bt_d3_counts_plans_not_cases() {
         &a,
         bt_case_plan("2026-02-03", Involved::Yes, Involved::Yes, false, false),
     );
-    approve_at(&app, &coordinator, &a, "case_plan", "2026-02-04T10:00:00+06:00");
+    approve_at(
+        &app,
+        &coordinator,
+        &a,
+        "case_plan",
+        "2026-02-04T10:00:00+06:00",
+    );
     send(
         &phone,
         &a,
@@ -124,7 +130,13 @@ fn bt_d3_counts_plans_not_cases() {
         },
     );
     // The second version approved on 20 Feb: both plans approved.
-    approve_at(&app, &coordinator, &a, "case_plan", "2026-02-20T10:00:00+06:00");
+    approve_at(
+        &app,
+        &coordinator,
+        &a,
+        "case_plan",
+        "2026-02-20T10:00:00+06:00",
+    );
     let r = report(
         &app,
         &coordinator,
@@ -143,25 +155,26 @@ fn bt_g1_needs_several_follow_up_visits() {
     let (_, worker) = app.user(&admin, "karma", "field_worker", &["BT-NCWC"]);
     let (_, coordinator) = app.user(&admin, "pema", "coordinator", &["BT-NCWC"]);
     let phone = phone_for(&app, &worker, "bt");
-    let review = || {
-        bt_review(
-            "2026-02-15",
-            Present::Yes,
-            Present::Yes,
-            true,
-        )
-    };
+    let review = || bt_review("2026-02-15", Present::Yes, Present::Yes, true);
     // Two visits, a review, goal met: meets the criteria.
     let a = bt_case(&phone, "Sonam Choden", "2026-02-02");
     send(&phone, &a, bt_follow_up("2026-02-05"));
     send(&phone, &a, bt_follow_up("2026-02-12"));
     send(&phone, &a, review());
-    send(&phone, &a, bt_closure("2026-02-20", "goal_met", true, true, true));
+    send(
+        &phone,
+        &a,
+        bt_closure("2026-02-20", "goal_met", true, true, true),
+    );
     // One visit only: does not.
     let b = bt_case(&phone, "Dechen Wangmo", "2026-02-02");
     send(&phone, &b, bt_follow_up("2026-02-05"));
     send(&phone, &b, review());
-    send(&phone, &b, bt_closure("2026-02-20", "goal_met", true, true, true));
+    send(
+        &phone,
+        &b,
+        bt_closure("2026-02-20", "goal_met", true, true, true),
+    );
     let r = report(
         &app,
         &coordinator,
@@ -195,13 +208,19 @@ fn bt_g6_g7_say_their_threshold_is_not_the_sops() {
     let csv = app.get(&format!("{path}&format=csv"), &coordinator);
     assert_eq!(csv.status, 200, "{}", csv.text);
     let (header, rows) = csv_table(&csv.text);
-    let at = header.iter().position(|h| h == "caveat").expect("a caveat column");
+    let at = header
+        .iter()
+        .position(|h| h == "caveat")
+        .expect("a caveat column");
     let g6 = rows
         .iter()
         .find(|row| &row[0] == "BT-G6-child")
         .expect("a G6 row");
     assert!(g6[at].contains("6 or more"), "{g6:?}");
-    let g2 = rows.iter().find(|row| &row[0] == "BT-G2").expect("a G2 row");
+    let g2 = rows
+        .iter()
+        .find(|row| &row[0] == "BT-G2")
+        .expect("a G2 row");
     assert_eq!(&g2[at], "");
 }
 
@@ -240,7 +259,13 @@ fn kz_5_breaks_down_by_the_temporary_placements_type() {
     send(
         &phone,
         &k,
-        kz_closure("2026-01-28", "other", "no_further_action", "parental_care", None),
+        kz_closure(
+            "2026-01-28",
+            "other",
+            "no_further_action",
+            "parental_care",
+            None,
+        ),
     );
     let r = report(
         &app,
@@ -292,7 +317,11 @@ fn kz_6_and_8d_break_down_by_duration_of_placement() {
     send(
         &phone,
         &b,
-        kz_temporary_placement("2026-01-10", Placement::CamUnit { open_regime: false }, None),
+        kz_temporary_placement(
+            "2026-01-10",
+            Placement::CamUnit { open_regime: false },
+            None,
+        ),
     );
     let r = report(
         &app,
@@ -330,8 +359,18 @@ fn kz_6_and_8d_break_down_by_duration_of_placement() {
     );
     let catalogue = Programmes::shipped();
     for id in ["IND-06", "IND-08D"] {
-        let indicator = catalogue.get("kz").unwrap().indicators.list.iter().find(|i| i.id == id).unwrap();
-        assert!(indicator.by.iter().any(|b| b == "placement_duration"), "{id}");
+        let indicator = catalogue
+            .get("kz")
+            .unwrap()
+            .indicators
+            .list
+            .iter()
+            .find(|i| i.id == id)
+            .unwrap();
+        assert!(
+            indicator.by.iter().any(|b| b == "placement_duration"),
+            "{id}"
+        );
     }
 }
 
@@ -351,7 +390,13 @@ fn kz_12_counts_a_successful_plan_closed_with_a_referral_to_support_services() {
         send(
             &phone,
             &k,
-            kz_closure("2026-01-25", "cpp_no_longer_necessary", outcome, "parental_care", None),
+            kz_closure(
+                "2026-01-25",
+                "cpp_no_longer_necessary",
+                outcome,
+                "parental_care",
+                None,
+            ),
         );
     };
     closed("Aruzhan", "remained_with_parents_after_cpp");
@@ -370,7 +415,9 @@ fn the_decisions_are_written_in_the_definitions() {
     let catalogue = Programmes::shipped();
     let bt = &catalogue.get("bt").unwrap().indicators;
     let g1 = bt.list.iter().find(|i| i.id == "BT-G1").unwrap();
-    assert!(g1.ratio.as_ref().unwrap().0.min_events == vec![("follow_up_conducted".to_string(), 2)]);
+    assert!(
+        g1.ratio.as_ref().unwrap().0.min_events == vec![("follow_up_conducted".to_string(), 2)]
+    );
     let kz = serde_json::to_string(
         &serde_json::from_str::<Value>(
             &std::fs::read_to_string(
@@ -408,7 +455,13 @@ fn kz_a_readmission_declared_at_intake_is_the_linked_one() {
     send(
         &phone,
         &first,
-        kz_closure("2026-01-10", "other", "no_further_action", "parental_care", None),
+        kz_closure(
+            "2026-01-10",
+            "other",
+            "no_further_action",
+            "parental_care",
+            None,
+        ),
     );
     let again = open_kz(&phone, &child, "2026-01-20T10:00:00+05:00");
     let (form, mut data) = kz_intake("2026-01-20T10:00:00+05:00", "2026-01-20T12:00:00+05:00");
@@ -418,8 +471,20 @@ fn kz_a_readmission_declared_at_intake_is_the_linked_one() {
     send(&phone, &again, (form, data));
     let path = format!("{KZ_JAN}&indicator=IND-01&timeliness=false&by=readmission");
     let r = report(&app, &coordinator, &path);
-    expect(&r, "IND-01", JAN, &[("readmission", "yes")], Cell::count(1, 1));
-    expect(&r, "IND-01", JAN, &[("readmission", "no")], Cell::count(1, 1));
+    expect(
+        &r,
+        "IND-01",
+        JAN,
+        &[("readmission", "yes")],
+        Cell::count(1, 1),
+    );
+    expect(
+        &r,
+        "IND-01",
+        JAN,
+        &[("readmission", "no")],
+        Cell::count(1, 1),
+    );
     // The coordinator links the child: the number becomes N.1, and the
     // breakdown is the same (one readmission; one child now).
     let root = app.case(&coordinator, &first)["number"]
@@ -427,8 +492,17 @@ fn kz_a_readmission_declared_at_intake_is_the_linked_one() {
         .unwrap()
         .to_string();
     link_readmission(&app, &coordinator, &again, &first);
-    assert_eq!(app.case(&coordinator, &again)["number"], format!("{root}.1"));
+    assert_eq!(
+        app.case(&coordinator, &again)["number"],
+        format!("{root}.1")
+    );
     let r = report(&app, &coordinator, &path);
-    expect(&r, "IND-01", JAN, &[("readmission", "yes")], Cell::count(1, 1));
+    expect(
+        &r,
+        "IND-01",
+        JAN,
+        &[("readmission", "yes")],
+        Cell::count(1, 1),
+    );
     expect(&r, "IND-01", JAN, &[], Cell::count(2, 1));
 }
