@@ -22,7 +22,7 @@ fn registration(day: &str) -> serde_json::Value {
 /// Initials of case manager opening the case (Karma Thanda)".
 #[test]
 fn two_sites_of_one_organisation_never_issue_the_same_code() {
-    let app = TestApp::new();
+    let app = TestApp::spawn();
     let admin = app.admin_token();
     let site = app.post(
         "/api/v1/sites",
@@ -81,7 +81,7 @@ fn two_sites_of_one_organisation_never_issue_the_same_code() {
 /// letters on their profile, and the codes carry them (no `XX`).
 #[test]
 fn initials_set_on_the_profile_go_into_the_code() {
-    let app = TestApp::new();
+    let app = TestApp::spawn();
     let admin = app.admin_token();
     let bad = app.post(
         "/api/v1/users",
@@ -119,7 +119,7 @@ fn initials_set_on_the_profile_go_into_the_code() {
 /// code typed on the phone is refused with a reason the worker can act on.
 #[test]
 fn a_registration_cannot_bring_its_own_case_code() {
-    let app = TestApp::new();
+    let app = TestApp::spawn();
     let admin = app.admin_token();
     let (_, worker) = app.user(&admin, "karma", "field_worker", &["BT-NCWC"]);
     let phone = phone_for(&app, &worker, "bt");

@@ -40,7 +40,7 @@ fn bt_follow_up(day: &str) -> Form {
 /// answer, not the case's latest referral.
 #[test]
 fn bt_e2_counts_each_referral_with_its_own_consent() {
-    let app = TestApp::new();
+    let app = TestApp::spawn();
     let admin = app.admin_token();
     let (_, worker) = app.user(&admin, "karma", "field_worker", &["BT-NCWC"]);
     let (_, coordinator) = app.user(&admin, "pema", "coordinator", &["BT-NCWC"]);
@@ -84,7 +84,7 @@ fn bt_e2_counts_each_referral_with_its_own_consent() {
 /// version replaced before its approval counts as not approved.
 #[test]
 fn bt_d3_counts_plans_not_cases() {
-    let app = TestApp::new();
+    let app = TestApp::spawn();
     let admin = app.admin_token();
     let (_, worker) = app.user(&admin, "karma", "field_worker", &["BT-NCWC"]);
     let (_, coordinator) = app.user(&admin, "pema", "coordinator", &["BT-NCWC"]);
@@ -150,7 +150,7 @@ fn bt_d3_counts_plans_not_cases() {
 /// — G1 needs follow-up visits on at least 2 days besides the review.
 #[test]
 fn bt_g1_needs_several_follow_up_visits() {
-    let app = TestApp::new();
+    let app = TestApp::spawn();
     let admin = app.admin_token();
     let (_, worker) = app.user(&admin, "karma", "field_worker", &["BT-NCWC"]);
     let (_, coordinator) = app.user(&admin, "pema", "coordinator", &["BT-NCWC"]);
@@ -188,7 +188,7 @@ fn bt_g1_needs_several_follow_up_visits() {
 /// itself says the ≥ 6 it uses is a proposal, in JSON and in every CSV row.
 #[test]
 fn bt_g6_g7_say_their_threshold_is_not_the_sops() {
-    let app = TestApp::new();
+    let app = TestApp::spawn();
     let admin = app.admin_token();
     let (_, coordinator) = app.user(&admin, "pema", "coordinator", &["BT-NCWC"]);
     let path = format!("{BT_FEB}&timeliness=false");
@@ -241,7 +241,7 @@ fn kz_child(name: &'static str) -> Child {
 /// records.
 #[test]
 fn kz_5_breaks_down_by_the_temporary_placements_type() {
-    let app = TestApp::new();
+    let app = TestApp::spawn();
     let admin = app.admin_token();
     let (_, worker) = app.user(&admin, "aigerim", "field_worker", &[ALA]);
     let (_, coordinator) = app.user(&admin, "manager", "coordinator", &[ALA]);
@@ -295,7 +295,7 @@ fn kz_5_breaks_down_by_the_temporary_placements_type() {
 /// end". Bands on 8.4.4(b): monthly review, at most 3 months in the unit.
 #[test]
 fn kz_6_and_8d_break_down_by_duration_of_placement() {
-    let app = TestApp::new();
+    let app = TestApp::spawn();
     let admin = app.admin_token();
     let (_, worker) = app.user(&admin, "aigerim", "field_worker", &[ALA]);
     let (_, coordinator) = app.user(&admin, "manager", "coordinator", &[ALA]);
@@ -380,7 +380,7 @@ fn kz_6_and_8d_break_down_by_duration_of_placement() {
 /// support services before closing, so that outcome counts too.
 #[test]
 fn kz_12_counts_a_successful_plan_closed_with_a_referral_to_support_services() {
-    let app = TestApp::new();
+    let app = TestApp::spawn();
     let admin = app.admin_token();
     let (_, worker) = app.user(&admin, "aigerim", "field_worker", &[ALA]);
     let (_, coordinator) = app.user(&admin, "manager", "coordinator", &[ALA]);
@@ -441,7 +441,7 @@ fn the_decisions_are_written_in_the_definitions() {
 /// same readmission, counted once, as when only the link says so.
 #[test]
 fn kz_a_readmission_declared_at_intake_is_the_linked_one() {
-    let app = TestApp::new();
+    let app = TestApp::spawn();
     let admin = app.admin_token();
     let (_, worker) = app.user(&admin, "aigerim", "field_worker", &[ALA]);
     let (_, coordinator) = app.user(&admin, "manager", "coordinator", &[ALA]);
