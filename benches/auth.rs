@@ -43,6 +43,7 @@ fn bench(c: &mut Criterion) {
             users::NewUser {
                 username: format!("bench{}", uuid::Uuid::new_v4().simple()),
                 display_name: None,
+                initials: None,
                 role: Role::Viewer,
                 site_ids: Vec::new(),
                 password: None,

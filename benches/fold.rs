@@ -155,6 +155,7 @@ fn reconcile_one(samples: usize) {
                     site: &site,
                     by: &who,
                     by_display_name: "Bench Worker",
+                    by_initials: None,
                     instance_id: &format!("{case_id}-00"),
                     occurred_at: events[0].1,
                     identity: Identity::default(),

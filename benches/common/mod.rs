@@ -41,6 +41,7 @@ pub fn bench_db() -> BenchDb {
         users::NewUser {
             username: "bench".into(),
             display_name: Some("Bench Worker".into()),
+            initials: None,
             role: Role::FieldWorker,
             site_ids: vec![site.id.clone()],
             password: None,

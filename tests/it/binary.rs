@@ -212,7 +212,7 @@ fn forms_commands_validate_publish_and_list() {
         ],
         None,
     );
-    assert!(out.contains("ok   bt.registration 2021.11.1"), "{out}");
+    assert!(out.contains("ok   bt.registration 2021.11.2"), "{out}");
     assert!(out.contains("fixtures ok"), "{out}");
 
     // A broken copy fails with its location and a non-zero exit.

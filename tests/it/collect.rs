@@ -97,7 +97,7 @@ fn the_collector_signs_in_syncs_fills_and_pushes_with_attachments() {
     assert!(pulled.contains("1 key(s), 0 case(s)"), "{pulled}");
     assert!(phone.join("forms/kz.referral@2021.1.1.json").is_file());
     assert!(
-        !phone.join("forms/bt.registration@2021.11.1.json").exists(),
+        !phone.join("forms/bt.registration@2021.11.2.json").exists(),
         "only the worker's programme"
     );
 

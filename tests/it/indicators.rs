@@ -15,6 +15,8 @@
 
 use crate::common;
 
+mod text;
+
 use std::collections::HashMap;
 
 use casesync::db::schema::audit_log;
@@ -2760,8 +2762,11 @@ fn bt_indicators_match_hand_counts() {
         ("BT-F5", 3, 2, Some(66.7)),
         // Closures in the range: B1 (10 Mar), B3 (25 Mar), B4 (20 Mar), B5
         // (27 Feb).
-        // A criterion and a review: B1, B4, B5; not B3 (no review) → 3/4.
-        ("BT-G1", 4, 3, Some(75.0)),
+        // A criterion and a review: B1, B4, B5; not B3 (no review). §9.6
+        // also asks for "several follow-up visits" (at least 2 days of
+        // D-09): no case of this dataset has any → 0/4 (the visits are
+        // counted in `text::bt_g1_needs_several_follow_up_visits`).
+        ("BT-G1", 4, 0, Some(0.0)),
         // Goal met: B1, B4 → 2/4.
         ("BT-G2", 4, 2, Some(50.0)),
         // Discussed with the child or the caregiver: B1, B4, B5 → 3/4.

@@ -19,6 +19,7 @@ mod browser_exports;
 mod browser_forms;
 mod browser_indicators;
 mod browser_people;
+mod bt_numbers;
 mod cases;
 mod collect;
 mod collect_qr;

@@ -99,19 +99,11 @@ fn encrypted(
     odk::encrypt(
         &kz_key(app, session),
         form_id,
-        Some(version_of(form_id)),
+        Some(&crate::common::phone::shipped_version(form_id)),
         &format!("uuid:{instance_id}"),
         xml.as_bytes(),
         &media,
     )
-}
-
-fn version_of(form_id: &str) -> &'static str {
-    if form_id.starts_with("bt.") {
-        "2021.11.1"
-    } else {
-        "2021.1.1"
-    }
 }
 
 fn assert_openrosa_error(res: &Response, status: u16) {

@@ -659,10 +659,11 @@ fn bt_high_risk_case_from_registration_to_closure() {
     assert_state(&case, "registered");
     // §3.1: NNN-DDMM-YY-ORG-II — the site's first case of June 2026,
     // registered 1 June, at the NCWC.
-    // "KX": the initials of "karma", who has no second name.
+    // "KA": "karma" has no second name; the SOP wants the worker's
+    // initials, not a padding, so a single name gives its first two letters.
     let code = case["number"].as_str().unwrap();
     assert!(is_bt_case_code(code), "{code}");
-    assert_eq!(code, "001-0106-26-NCWC-KX");
+    assert_eq!(code, "001-0106-26-NCWC-KA");
     // §8.2, Annex B: high risk — comprehensive assessment the same day
     // (before leaving the child): by the end of 1 June, Thimphu (UTC+6).
     assert_open(&case, "BT-2", 1, "2026-06-01T17:59:59Z");
@@ -886,7 +887,7 @@ fn bt_low_risk_case_runs_on_the_low_risk_limits() {
     assert_state(&case, "registered");
     let code = case["number"].as_str().unwrap();
     assert!(is_bt_case_code(code), "{code}");
-    assert_eq!(code, "001-0607-26-NCWC-KX");
+    assert_eq!(code, "001-0607-26-NCWC-KA");
     assert_open(&case, "BT-2", 1, "2026-07-13T17:59:59Z");
 
     // The assessment on Wednesday 15 July is two days late: missed, met

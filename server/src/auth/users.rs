@@ -28,6 +28,7 @@ struct UserRow {
     active: bool,
     created_at: chrono::NaiveDateTime,
     updated_at: chrono::NaiveDateTime,
+    initials: Option<String>,
 }
 
 /// A user as shown to admins and coordinators: never the password hash.
@@ -40,6 +41,9 @@ pub struct User {
     pub site_ids: Vec<String>,
     pub must_change_password: bool,
     pub active: bool,
+    /// The initials of the worker's BT case codes (SOP §10.2) when set;
+    /// otherwise they come from the display name.
+    pub initials: Option<String>,
     #[serde(serialize_with = "crate::json::utc")]
     pub created_at: chrono::NaiveDateTime,
     #[serde(serialize_with = "crate::json::utc")]
@@ -54,6 +58,11 @@ pub struct NewUser {
     pub username: String,
     #[serde(default)]
     pub display_name: Option<String>,
+    /// Two or three capital letters A–Z for the worker's BT case codes,
+    /// when the display name gives none (a name in another script).
+    #[serde(default)]
+    #[schema(pattern = "^[A-Z]{2,3}$")]
+    pub initials: Option<String>,
     pub role: Role,
     /// Each by id or code; coordinators, field workers and analysts need one or more.
     #[serde(default)]
@@ -68,6 +77,9 @@ pub struct NewUser {
 #[serde(deny_unknown_fields)]
 pub struct UserChanges {
     pub display_name: Option<String>,
+    /// Two or three capital letters; an empty text clears them.
+    #[schema(pattern = "^([A-Z]{2,3})?$")]
+    pub initials: Option<String>,
     pub role: Option<Role>,
     pub site_ids: Option<Vec<String>>,
     pub active: Option<bool>,
@@ -93,8 +105,20 @@ fn to_user(row: UserRow, site_ids: Vec<String>) -> AppResult<User> {
         site_ids,
         must_change_password: row.must_change_password,
         active: row.active,
+        initials: row.initials,
         created_at: row.created_at,
         updated_at: row.updated_at,
+    })
+}
+
+/// Initials as a BT case code writes them (§10.2, `[A-Z]{2,3}`).
+fn initials_problem(text: &str) -> Option<FieldError> {
+    let ok = (2..=3).contains(&text.len()) && text.chars().all(|c| c.is_ascii_uppercase());
+    (!ok).then(|| {
+        FieldError::new(
+            "/initials",
+            "two or three capital letters A–Z, as they appear in the worker's case codes (e.g. KT)",
+        )
     })
 }
 
@@ -184,6 +208,9 @@ pub fn create(conn: &mut DbConnection, new: NewUser, password: NewPassword) -> A
     if let Some(name) = &new.display_name {
         errors.extend(crate::json::unsafe_text("/display_name", name));
     }
+    if let Some(e) = new.initials.as_deref().and_then(initials_problem) {
+        errors.push(e);
+    }
     if !password.generated {
         let known = sites.as_deref().unwrap_or_default();
         if let Some(why) = weakness_for(conn, &username, known, &password.plain)? {
@@ -219,6 +246,7 @@ pub fn create(conn: &mut DbConnection, new: NewUser, password: NewPassword) -> A
         active: true,
         created_at: now,
         updated_at: now,
+        initials: new.initials.clone(),
     };
     diesel::insert_into(users::table)
         .values(&row)
@@ -343,6 +371,19 @@ pub fn update(conn: &mut DbConnection, id: &str, changes: UserChanges) -> AppRes
         }
         crate::json::refuse_unsafe_text([("/display_name", name.as_str())])?;
     }
+    let initials = match changes.initials.as_deref() {
+        None => current.initials.clone(),
+        Some("") => None,
+        Some(text) => {
+            if let Some(e) = initials_problem(text) {
+                return Err(AppError::Validation {
+                    detail: "the user is not valid".into(),
+                    errors: vec![e],
+                });
+            }
+            Some(text.to_string())
+        }
+    };
     let stays_admin = role == Role::Admin && changes.active.unwrap_or(current.active);
     if current.role == Role::Admin && current.active && !stays_admin {
         let other_admins: i64 = users::table
@@ -367,6 +408,7 @@ pub fn update(conn: &mut DbConnection, id: &str, changes: UserChanges) -> AppRes
                 .unwrap_or(&current.display_name)),
             users::role.eq(role.as_str()),
             users::active.eq(changes.active.unwrap_or(current.active)),
+            users::initials.eq(initials),
             users::updated_at.eq(now),
         ))
         .execute(conn)?;

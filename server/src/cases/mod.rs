@@ -89,38 +89,15 @@ pub fn numbered(conn: &mut DbConnection, site_id: &str, number: &str) -> AppResu
         .optional()?)
 }
 
-/// A form's "Case ID Number" answer (`x-form.case_number`) that is not the
-/// number of the case its envelope names: the paper number is the case's,
-/// never a second truth. A case not stored yet (a held form) is not judged.
-pub fn number_mismatch(
-    conn: &mut DbConnection,
-    case_id: Option<&str>,
-    pointer: Option<&str>,
-    data: &serde_json::Value,
-) -> AppResult<Option<crate::error::FieldError>> {
-    let (Some(case_id), Some(pointer)) = (case_id, pointer) else {
-        return Ok(None);
-    };
-    let Some(given) = data.pointer(pointer).and_then(serde_json::Value::as_str) else {
-        return Ok(None);
-    };
-    let Some(number) = cases::table
-        .find(case_id)
-        .select(cases::number)
-        .first::<Option<String>>(conn)
-        .optional()?
-        .flatten()
-    else {
-        return Ok(None);
-    };
-    Ok((given.trim() != number).then(|| {
-        crate::error::FieldError::new(
-            format!("/data{pointer}"),
-            format!(
-                "is {given:?}, but this form belongs to case {number}: write the case's number (or leave it empty to have it filled from the case)"
-            ),
-        )
-    }))
+/// Whether a case of `programme` at any site has `number` (BT codes are
+/// unique in the programme).
+fn number_taken(conn: &mut DbConnection, programme: &str, number: &str) -> AppResult<bool> {
+    Ok(diesel::select(diesel::dsl::exists(
+        cases::table
+            .filter(cases::programme.eq(programme))
+            .filter(cases::number.eq(number)),
+    ))
+    .get_result(conn)?)
 }
 
 /// Whether `who` may submit forms for `case` (the access policy decides).
@@ -135,6 +112,8 @@ pub struct Opening<'a> {
     pub site: &'a Site,
     pub by: &'a Principal,
     pub by_display_name: &'a str,
+    /// The initials an admin set for the opener (BT codes), if any.
+    pub by_initials: Option<&'a str>,
     pub instance_id: &'a str,
     /// When the opening event happened (for BT, the registration date).
     pub occurred_at: chrono::DateTime<chrono::Utc>,
@@ -159,14 +138,17 @@ pub fn open(conn: &mut DbConnection, o: Opening) -> AppResult<Case> {
         }
         NumberScheme::BtCaseCode => {
             let day = o.programme.calendar.local_date(o.occurred_at);
-            let count = numbers::next(conn, &numbers::bt_scope(&o.site.id, day))?;
-            let org = o.site.org_code.as_deref().unwrap_or(&o.site.code);
-            numbers::bt_code(
-                count,
-                day,
-                &numbers::org_code(org),
-                &numbers::initials(o.by_display_name),
-            )
+            let org = numbers::org_code(o.site.org_code.as_deref().unwrap_or(&o.site.code));
+            let initials = numbers::initials(o.by_display_name, o.by_initials);
+            // Codes issued before the count was per organisation (per site)
+            // may already hold the next value: skip those.
+            loop {
+                let count = numbers::next(conn, &numbers::bt_scope(&org, day))?;
+                let code = numbers::bt_code(count, day, &org, &initials);
+                if !number_taken(conn, &o.programme.id, &code)? {
+                    break code;
+                }
+            }
         }
     };
     let t = now();

@@ -37,6 +37,10 @@ pub struct AddUser {
     pub sites: Vec<String>,
     #[arg(long)]
     pub display_name: Option<String>,
+    /// Initials of the worker's BT case codes (two or three capitals),
+    /// when the display name gives none.
+    #[arg(long)]
+    pub initials: Option<String>,
 }
 
 #[derive(Debug, Subcommand)]
@@ -132,6 +136,7 @@ fn users_command(conn: &mut DbConnection, cmd: UsersCommand) -> Result<(), CliEr
                     users::NewUser {
                         username: add.username,
                         display_name: add.display_name,
+                        initials: add.initials,
                         role: add.role,
                         site_ids,
                         password: None,

@@ -26,6 +26,7 @@ diesel::table! {
         active -> Bool,
         created_at -> Timestamp,
         updated_at -> Timestamp,
+        initials -> Nullable<Text>,
     }
 }
 

@@ -10,7 +10,7 @@ use super::validate::CompiledForm;
 
 pub const DRAFT_2020_12: &str = "https://json-schema.org/draft/2020-12/schema";
 
-const X_KEYWORDS: [&str; 9] = [
+const X_KEYWORDS: [&str; 10] = [
     "x-form",
     "x-labels",
     "x-relevant",
@@ -20,6 +20,7 @@ const X_KEYWORDS: [&str; 9] = [
     "x-attachment",
     "x-section",
     "x-professional-discussion",
+    "x-case-number",
 ];
 
 /// Checks and compiles a form. `Err` lists every problem found, each with
@@ -247,6 +248,7 @@ fn check_keyword(key: &str, value: &Value, is_root: bool, at: &str, problems: &m
         "x-form" => is_root && value.is_object(),
         "x-pii" => matches!(value.as_str(), Some("direct" | "quasi")),
         "x-sensitive" | "x-professional-discussion" => value.is_boolean(),
+        "x-case-number" => value == &Value::Bool(true),
         "x-fact" => value.as_str().is_some_and(|f| {
             f.split('.').all(|part| {
                 !part.is_empty()

@@ -16,9 +16,6 @@ pub struct FormMeta {
     pub case: CaseRole,
     pub event: String,
     pub occurred_at: String,
-    /// `x-form.case_number`: the JSON pointer of the field that carries the
-    /// case's number as the paper form writes it ("Case ID Number").
-    pub case_number: Option<String>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -81,6 +78,10 @@ pub struct Field {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub attachment: Option<Value>,
     pub professional_discussion: bool,
+    /// `x-case-number`: the field holds the case's number as the server
+    /// gave it, never a worker's answer (filled and checked by `ingest`).
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub case_number: bool,
     /// Where the field's schema sits in the bundled document.
     pub schema_pointer: String,
 }
@@ -164,10 +165,6 @@ pub fn meta(bundled: &Value) -> Result<FormMeta, String> {
         case,
         event: text("event")?,
         occurred_at: text("occurred_at")?,
-        case_number: x
-            .get("case_number")
-            .and_then(Value::as_str)
-            .map(str::to_string),
     })
 }
 
@@ -318,6 +315,7 @@ fn walk_object(schema: &Value, path: &str, schema_at: &str, out: &mut Vec<Field>
                 .get("x-professional-discussion")
                 .and_then(Value::as_bool)
                 .unwrap_or(false),
+            case_number: prop.get("x-case-number") == Some(&Value::Bool(true)),
             schema_pointer: pointer.clone(),
         });
         match kind {

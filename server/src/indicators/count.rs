@@ -16,7 +16,7 @@ use crate::cases::fold::Late;
 use crate::db::schema::{case_deadlines, case_events, cases};
 use crate::db::DbConnection;
 use crate::error::AppResult;
-use crate::programmes::indicators::{Criteria, Dimension, Indicator, PeriodBy};
+use crate::programmes::indicators::{Criteria, Dimension, Indicator, PeriodBy, Unit};
 use crate::programmes::{Calendar, Condition, Moment};
 use crate::time::age_in_years;
 
@@ -35,13 +35,30 @@ struct CaseData {
     closed: Option<NaiveDate>,
     facts: HashMap<String, Value>,
     events: HashMap<String, Vec<NaiveDate>>,
+    /// The records of the events an indicator or breakdown reads one by
+    /// one, in the order they happened.
+    records: HashMap<String, Vec<Record>>,
+}
+
+/// One record of an event: when it happened and the facts its form set.
+struct Record {
+    at: NaiveDateTime,
+    day: NaiveDate,
+    facts: HashMap<String, Value>,
+}
+
+/// A record being counted as a unit: its own answers over the case's, and
+/// the time from it to the next record of its event.
+struct Counted<'a> {
+    facts: HashMap<String, Value>,
+    from: NaiveDateTime,
+    until: Option<NaiveDateTime>,
+    records: &'a HashMap<String, Vec<Record>>,
 }
 
 impl CaseData {
     fn holds(&self, condition: &Option<Condition>) -> bool {
-        condition
-            .as_ref()
-            .is_none_or(|c| c.test(&|fact| self.facts.get(&fact.0)))
+        holds_in(&self.facts, condition)
     }
 
     /// `criteria` hold with the events that happened by `last` (a day).
@@ -55,12 +72,54 @@ impl CaseData {
         self.holds(&criteria.filter)
             && (criteria.has_events.is_empty() || criteria.has_events.iter().any(had))
             && !criteria.lacks_events.iter().any(had)
+            && self.has_enough(criteria, last)
+    }
+
+    /// Enough records (distinct days) of each `min_events` event by `last`.
+    fn has_enough(&self, criteria: &Criteria, last: NaiveDate) -> bool {
+        criteria.min_events.iter().all(|(event, min)| {
+            let days = self
+                .events
+                .get(event)
+                .map_or(0, |days| days.iter().filter(|d| **d <= last).count());
+            days >= *min
+        })
+    }
+
+    /// `criteria` hold for one record counted as a unit: its answers, and
+    /// the events that followed it before its event's next record.
+    fn record_meets(&self, criteria: &Criteria, last: NaiveDate, unit: &Counted) -> bool {
+        let had =
+            |event: &String| {
+                unit.records.get(event).into_iter().flatten().any(|r| {
+                    r.at >= unit.from && unit.until.is_none_or(|u| r.at < u) && r.day <= last
+                })
+            };
+        holds_in(&unit.facts, &criteria.filter)
+            && (criteria.has_events.is_empty() || criteria.has_events.iter().any(had))
+            && !criteria.lacks_events.iter().any(had)
+            && self.has_enough(criteria, last)
+    }
+
+    /// The latest record of `event`.
+    fn latest(&self, event: &str) -> Option<&Record> {
+        self.records.get(event).and_then(|r| r.last())
     }
 
     fn date_fact(&self, fact: &str) -> Option<NaiveDate> {
-        let text = self.facts.get(fact)?.as_str()?;
-        text.get(..10)?.parse().ok()
+        date_in(&self.facts, fact)
     }
+}
+
+fn holds_in(facts: &HashMap<String, Value>, condition: &Option<Condition>) -> bool {
+    condition
+        .as_ref()
+        .is_none_or(|c| c.test(&|fact| facts.get(&fact.0)))
+}
+
+fn date_in(facts: &HashMap<String, Value>, fact: &str) -> Option<NaiveDate> {
+    let text = facts.get(fact)?.as_str()?;
+    text.get(..10)?.parse().ok()
 }
 
 /// Interned strings: breakdown values and children, as small numbers.
@@ -153,25 +212,42 @@ type CaseRow = (
     NaiveDateTime,
 );
 
-/// The facts and events the items and breakdowns of `request` read.
-fn needs(request: &Request) -> (HashSet<String>, HashSet<String>) {
+/// The facts, event days and event records the items and breakdowns of
+/// `request` read.
+fn needs(request: &Request) -> (HashSet<String>, HashSet<String>, HashSet<String>) {
     let mut facts = HashSet::new();
     let mut events = HashSet::new();
-    let mut criteria = |c: &Criteria, facts: &mut HashSet<String>| {
-        if let Some(f) = &c.filter {
-            facts.extend(f.refs().into_iter().map(|r| r.0.clone()));
-        }
-        events.extend(c.has_events.iter().cloned());
-        events.extend(c.lacks_events.iter().cloned());
-    };
+    let mut records = HashSet::new();
+    let mut criteria =
+        |c: &Criteria, facts: &mut HashSet<String>, records: Option<&mut HashSet<String>>| {
+            if let Some(f) = &c.filter {
+                facts.extend(f.refs().into_iter().map(|r| r.0.clone()));
+            }
+            events.extend(c.has_events.iter().cloned());
+            events.extend(c.lacks_events.iter().cloned());
+            events.extend(c.min_events.iter().map(|(e, _)| e.clone()));
+            if let Some(records) = records {
+                records.extend(c.has_events.iter().cloned());
+                records.extend(c.lacks_events.iter().cloned());
+            }
+        };
     let mut period_events = Vec::new();
     for item in &request.items {
         let Item::Indicator(i) = item else { continue };
-        criteria(&i.population, &mut facts);
+        let by_record = match &i.unit {
+            Unit::Records(e) => {
+                records.insert(e.clone());
+                true
+            }
+            Unit::Cases => false,
+        };
+        let mut sink = HashSet::new();
+        criteria(&i.population, &mut facts, by_record.then_some(&mut sink));
         if let Some((n, d)) = &i.ratio {
-            criteria(n, &mut facts);
-            criteria(d, &mut facts);
+            criteria(n, &mut facts, by_record.then_some(&mut sink));
+            criteria(d, &mut facts, by_record.then_some(&mut sink));
         }
+        records.extend(sink);
         if let Some(p) = &i.previous_case {
             if let Some(f) = &p.filter {
                 facts.extend(f.refs().into_iter().map(|r| r.0.clone()));
@@ -188,11 +264,28 @@ fn needs(request: &Request) -> (HashSet<String>, HashSet<String>) {
     }
     events.extend(period_events);
     for (_, d) in &request.by {
-        if let Dimension::Fact(f) | Dimension::AgeFrom(f) | Dimension::PreviousCaseFact(f) = d {
-            facts.insert(f.clone());
+        match d {
+            Dimension::Fact(f) | Dimension::AgeFrom(f) | Dimension::PreviousCaseFact(f) => {
+                facts.insert(f.clone());
+            }
+            Dimension::EventFact { event, fact } => {
+                records.insert(event.clone());
+                facts.insert(fact.clone());
+            }
+            Dimension::Readmission(Some(declared)) => {
+                facts.extend(declared.refs().into_iter().map(|r| r.0.clone()));
+            }
+            Dimension::Duration {
+                event, from, to, ..
+            } => {
+                records.insert(event.clone());
+                facts.insert(from.clone());
+                facts.insert(to.clone());
+            }
+            _ => {}
         }
     }
-    (facts, events)
+    (facts, events, records)
 }
 
 pub(super) fn count(
@@ -226,7 +319,7 @@ pub(super) fn count(
             })
             .collect(),
     };
-    let (facts, events) = needs(request);
+    let (facts, events, record_events) = needs(request);
     if !counter.with_previous.is_empty() {
         counter.load_earlier(conn, &facts)?;
     }
@@ -282,6 +375,11 @@ pub(super) fn count(
         } else {
             event_days_of(conn, calendar, &unfolded, &events)?
         };
+        let mut records = if record_events.is_empty() {
+            HashMap::new()
+        } else {
+            records_of(conn, calendar, &ids, &record_events, &facts)?
+        };
         let mut deadlines = if counter.rule_items.is_empty() {
             HashMap::new()
         } else {
@@ -289,10 +387,12 @@ pub(super) fn count(
         };
         for row in &page {
             serial += 1;
-            let Some(case) = counter.case_data(row, serial, &facts, &events, &mut stored_events)?
+            let Some(mut case) =
+                counter.case_data(row, serial, &facts, &events, &mut stored_events)?
             else {
                 continue;
             };
+            case.records = records.remove(&row.0).unwrap_or_default();
             counter.add(&case, deadlines.remove(&row.0).unwrap_or_default());
         }
         if page.len() < PAGE as usize {
@@ -351,6 +451,47 @@ fn deadlines_of(
             on_time,
             late_in_days,
         });
+    }
+    Ok(out)
+}
+
+/// The records of `wanted` events of cases, each with the `facts` its form
+/// set, in the order they happened (superseded ones left out).
+fn records_of(
+    conn: &mut DbConnection,
+    calendar: &Calendar,
+    ids: &[&str],
+    wanted: &HashSet<String>,
+    facts: &HashSet<String>,
+) -> AppResult<HashMap<String, HashMap<String, Vec<Record>>>> {
+    let names: Vec<&str> = wanted.iter().map(String::as_str).collect();
+    let mut out: HashMap<String, HashMap<String, Vec<Record>>> = HashMap::new();
+    for (case_id, name, occurred_at, utc, text) in case_events::table
+        .filter(case_events::case_id.eq_any(ids))
+        .filter(case_events::name.eq_any(&names))
+        .filter(case_events::superseded.eq(false))
+        .order((case_events::occurred_at_utc, case_events::seq))
+        .select((
+            case_events::case_id,
+            case_events::name,
+            case_events::occurred_at,
+            case_events::occurred_at_utc,
+            case_events::facts,
+        ))
+        .load::<(String, String, String, NaiveDateTime, String)>(conn)?
+    {
+        let moment = calendar
+            .moment(&Value::String(occurred_at))
+            .unwrap_or(Moment::instant(utc.and_utc()));
+        out.entry(case_id)
+            .or_default()
+            .entry(name)
+            .or_default()
+            .push(Record {
+                at: moment.at.naive_utc(),
+                day: calendar.local_date(moment.at),
+                facts: partial::entries::<Value>(&text, facts).unwrap_or_default(),
+            });
     }
     Ok(out)
 }
@@ -424,28 +565,59 @@ impl Counter<'_> {
             closed: closed_at.map(|t| self.calendar.local_date(t.and_utc())),
             facts,
             events,
+            records: HashMap::new(),
         }))
+    }
+
+    /// The values of every breakdown for a case whose facts are `facts`
+    /// (the case's, or a counted record's over them), as of `last`.
+    fn dims(
+        &mut self,
+        case: &CaseData,
+        facts: &HashMap<String, Value>,
+        last: NaiveDate,
+    ) -> Vec<Vec<u32>> {
+        let request = self.request;
+        request
+            .by
+            .iter()
+            .map(|(_, d)| self.values(case, facts, d, last))
+            .collect()
     }
 
     /// The values of one breakdown for a case (a list-valued fact gives
     /// several; no answer gives `unknown`).
-    fn values(&mut self, case: &CaseData, dimension: &Dimension) -> Vec<u32> {
+    fn values(
+        &mut self,
+        case: &CaseData,
+        facts: &HashMap<String, Value>,
+        dimension: &Dimension,
+        last: NaiveDate,
+    ) -> Vec<u32> {
         let request = self.request;
         let one: &str = match dimension {
-            Dimension::Fact(f) => {
-                let mut ids: Vec<u32> = match case.facts.get(f) {
-                    Some(Value::Array(items)) if !items.is_empty() => {
-                        items.iter().map(|v| self.value_id(v)).collect()
-                    }
-                    Some(Value::Array(_) | Value::Null) | None => vec![self.strings.id(UNKNOWN)],
-                    Some(v) => vec![self.value_id(v)],
-                };
-                ids.sort_unstable();
-                ids.dedup();
-                return ids;
+            Dimension::Fact(f) => return self.fact_values(facts.get(f)),
+            Dimension::EventFact { event, fact } => {
+                let value = case.latest(event).and_then(|r| r.facts.get(fact));
+                return self.fact_values(value);
             }
-            Dimension::AgeFrom(f) => case
-                .date_fact(f)
+            Dimension::Duration {
+                event,
+                from,
+                to,
+                bands,
+            } => case
+                .latest(event)
+                .and_then(|r| {
+                    let start = date_in(&r.facts, from)?;
+                    // Still running at the period's end: measured to it.
+                    let end = date_in(&r.facts, to).map_or(last, |end| end.min(last));
+                    let days = (end - start).num_days();
+                    (days >= 0).then_some(days as u32)
+                })
+                .and_then(|days| bands.iter().find(|b| b.holds(days)))
+                .map_or(UNKNOWN, |b| b.id.as_str()),
+            Dimension::AgeFrom(f) => date_in(facts, f)
                 .and_then(|born| age_in_years(born, case.opened))
                 .and_then(|age| {
                     request
@@ -456,8 +628,11 @@ impl Counter<'_> {
                         .find(|b| b.holds(age as u32))
                 })
                 .map_or(UNKNOWN, |b| b.id.as_str()),
-            Dimension::Readmission if case.admission > 0 => "yes",
-            Dimension::Readmission => "no",
+            Dimension::Readmission(_) if case.admission > 0 => "yes",
+            Dimension::Readmission(Some(declared)) if declared.test(&|fact| facts.get(&fact.0)) => {
+                "yes"
+            }
+            Dimension::Readmission(_) => "no",
             Dimension::Site => request
                 .site_codes
                 .get(&case.site_id)
@@ -469,6 +644,19 @@ impl Counter<'_> {
         vec![self.strings.id(one)]
     }
 
+    fn fact_values(&mut self, value: Option<&Value>) -> Vec<u32> {
+        let mut ids: Vec<u32> = match value {
+            Some(Value::Array(items)) if !items.is_empty() => {
+                items.iter().map(|v| self.value_id(v)).collect()
+            }
+            Some(Value::Array(_) | Value::Null) | None => vec![self.strings.id(UNKNOWN)],
+            Some(v) => vec![self.value_id(v)],
+        };
+        ids.sort_unstable();
+        ids.dedup();
+        ids
+    }
+
     fn value_id(&mut self, value: &Value) -> u32 {
         match value {
             Value::String(s) => self.strings.id(s),
@@ -477,17 +665,41 @@ impl Counter<'_> {
         }
     }
 
+    /// Counts a case (and a numerator's answer) in every cell of `dims`.
+    fn add_to(
+        &mut self,
+        n: usize,
+        p: usize,
+        dims: &[Vec<u32>],
+        case: &CaseData,
+        met: Option<bool>,
+    ) {
+        each_cell(n, p, dims, |key| {
+            let cell = self.cells.entry(key).or_default();
+            cell.add_case(case);
+            if let Some(met) = met {
+                cell.denominator += 1;
+                cell.numerator += u64::from(met);
+            }
+        });
+    }
+
     fn add(&mut self, case: &CaseData, deadlines: Vec<DeadlineRow>) {
         let request = self.request;
-        let dims: Vec<Vec<u32>> = request
+        // A duration is measured to each period's end: breakdowns per period.
+        let timed = request
             .by
             .iter()
-            .map(|(_, d)| self.values(case, d))
-            .collect();
+            .any(|(_, d)| matches!(d, Dimension::Duration { .. }));
+        let base = self.dims(case, &case.facts, request.to);
         for (n, item) in request.items.iter().enumerate() {
             let Item::Indicator(indicator) = item else {
                 continue;
             };
+            if let Unit::Records(event) = &indicator.unit {
+                self.add_records(n, indicator, event, case);
+                continue;
+            }
             let periods = periods_of(indicator, case, &request.periods);
             if periods.is_empty() {
                 continue;
@@ -498,10 +710,6 @@ impl Counter<'_> {
                     Some(found) => Some(found),
                     None => continue,
                 },
-            };
-            let dims = match &previous {
-                Some(values) => self.with_previous_values(&dims, values),
-                None => dims.clone(),
             };
             for p in periods {
                 let last = request.periods[p].last;
@@ -517,14 +725,16 @@ impl Counter<'_> {
                         Some(case.meets(num, last))
                     }
                 };
-                each_cell(n, p, &dims, |key| {
-                    let cell = self.cells.entry(key).or_default();
-                    cell.add_case(case);
-                    if let Some(met) = numerator {
-                        cell.denominator += 1;
-                        cell.numerator += u64::from(met);
-                    }
-                });
+                let dims = if timed {
+                    self.dims(case, &case.facts, last)
+                } else {
+                    base.clone()
+                };
+                let dims = match &previous {
+                    Some(values) => self.with_previous_values(&dims, values),
+                    None => dims,
+                };
+                self.add_to(n, p, &dims, case, numerator);
             }
         }
         for d in deadlines {
@@ -547,6 +757,11 @@ impl Counter<'_> {
                 }
                 _ => None,
             };
+            let dims = if timed {
+                self.dims(case, &case.facts, request.periods[p].last)
+            } else {
+                base.clone()
+            };
             each_cell(n, p, &dims, |key| {
                 let cell = self.cells.entry(key).or_default();
                 cell.add_case(case);
@@ -558,6 +773,43 @@ impl Counter<'_> {
                     None => {}
                 }
             });
+        }
+    }
+
+    /// An indicator whose unit is each record of `event` (BT E2: each
+    /// referral; BT D3: each plan version): every record in a period is
+    /// one unit of the denominator, judged on its own answers.
+    fn add_records(&mut self, n: usize, indicator: &Indicator, event: &str, case: &CaseData) {
+        let Some(list) = case.records.get(event) else {
+            return;
+        };
+        for (k, record) in list.iter().enumerate() {
+            let Some(p) = index_of(&self.request.periods, record.day) else {
+                continue;
+            };
+            let last = self.request.periods[p].last;
+            let mut facts = case.facts.clone();
+            facts.extend(record.facts.iter().map(|(k, v)| (k.clone(), v.clone())));
+            let unit = Counted {
+                facts,
+                from: record.at,
+                until: list.get(k + 1).map(|next| next.at),
+                records: &case.records,
+            };
+            if !case.record_meets(&indicator.population, last, &unit) {
+                continue;
+            }
+            let numerator = match &indicator.ratio {
+                None => None,
+                Some((num, den)) => {
+                    if !case.record_meets(den, last, &unit) {
+                        continue;
+                    }
+                    Some(case.record_meets(num, last, &unit))
+                }
+            };
+            let dims = self.dims(case, &unit.facts, last);
+            self.add_to(n, p, &dims, case, numerator);
         }
     }
 
@@ -646,6 +898,7 @@ impl Counter<'_> {
                     closed: None,
                     facts: case_facts,
                     events: HashMap::new(),
+                    records: HashMap::new(),
                 };
                 let qualifies = self
                     .with_previous
@@ -660,7 +913,7 @@ impl Counter<'_> {
                     .collect();
                 let values = previous_dims
                     .iter()
-                    .map(|f| self.values(&data, &Dimension::Fact(f.clone())))
+                    .map(|f| self.fact_values(data.facts.get(f)))
                     .collect();
                 self.earlier.entry(child).or_default().push(Earlier {
                     opened_at,

@@ -70,6 +70,7 @@ pub fn csv(request: &Request, rows: &[Row]) -> AppResult<Vec<u8>> {
     let mut header = vec!["indicator", "label", "period"];
     header.extend(request.by.iter().map(|(n, _)| n.as_str()));
     header.extend(COLUMNS);
+    header.push("caveat");
     out.record(&header)?;
     for row in rows {
         let item = &request.items[row.item];
@@ -85,6 +86,11 @@ pub fn csv(request: &Request, rows: &[Row]) -> AppResult<Vec<u8>> {
             Shown::Absent => String::new(),
         }));
         record.push(suppression(row).to_string());
+        // On every row, so a row read alone still says what it rests on.
+        record.push(match item {
+            Item::Indicator(i) => i.caveat.clone().unwrap_or_default(),
+            Item::Timeliness(_) => String::new(),
+        });
         out.record(&record)?;
     }
     out.bytes()
@@ -99,10 +105,12 @@ pub fn json(request: &Request, rows: &[Row]) -> Value {
             Item::Indicator(i) => json!({
                 "id": i.id, "label": i.label, "title": i.title, "level": i.level,
                 "kind": item.kind(), "source": i.source, "by": i.by,
+                "unit": i.unit.name(), "caveat": i.caveat,
             }),
             Item::Timeliness(r) => json!({
                 "id": item.id(), "label": r.id, "title": format!("Timeliness: {}", r.title),
                 "level": "timeliness", "kind": item.kind(), "source": r.source, "by": [],
+                "unit": "deadlines", "caveat": null,
             }),
         })
         .collect();

@@ -406,11 +406,12 @@ pub fn prepare_opened(
         error.pointer.insert_str(0, "/data");
     }
     report.errors.extend(Identity::unsafe_name(data));
-    report.errors.extend(cases::number_mismatch(
+    report.errors.extend(case_number_answers(
         conn,
-        prepared.envelope.case_id.map(|c| c.to_string()).as_deref(),
-        form.meta.case_number.as_deref(),
+        &form.fields,
         data,
+        form.meta.case,
+        prepared.envelope.case_id,
     )?);
     report.errors.extend(attachments::check_references(
         &form.fields,
@@ -450,6 +451,43 @@ pub fn prepare_opened(
         prepared.identity = Identity::of(data, &prepared.event.facts);
     }
     Ok(prepared)
+}
+
+/// The answers to `x-case-number` fields (BT registration `header/case_no`):
+/// the case's number is the server's, never a second one typed in. A form
+/// that opens a case leaves it empty (the number exists once the server
+/// opens the case); a form about a case may carry it only as the case has
+/// it.
+fn case_number_answers(
+    conn: &mut DbConnection,
+    fields: &[crate::forms::model::Field],
+    data: &Value,
+    role: CaseRole,
+    case_id: Option<uuid::Uuid>,
+) -> AppResult<Vec<FieldError>> {
+    let mut errors = Vec::new();
+    for field in fields.iter().filter(|f| f.case_number) {
+        for (pointer, value) in field.values_in(data) {
+            let Some(text) = value.as_str().map(str::trim).filter(|t| !t.is_empty()) else {
+                continue;
+            };
+            let number = match (role, case_id) {
+                (CaseRole::Updates, Some(id)) => {
+                    cases::find(conn, &id.to_string())?.and_then(|c| c.number)
+                }
+                _ => None,
+            };
+            if number.as_deref() == Some(text) {
+                continue;
+            }
+            let why = match number {
+                Some(n) => format!("is not this case's number ({n}); leave it to the phone, which fills it from the case"),
+                None => "the case number is given by the server when this form opens the case: leave it empty (the case shows its number once received)".to_string(),
+            };
+            errors.push(FieldError::new(&format!("/data{pointer}"), why));
+        }
+    }
+    Ok(errors)
 }
 
 fn case_plan(conn: &mut DbConnection, who: &Principal, p: &Prepared) -> AppResult<CasePlan> {
@@ -644,6 +682,7 @@ pub fn store_unaudited(
                     site: &site,
                     by: who,
                     by_display_name: &opener.display_name,
+                    by_initials: opener.initials.as_deref(),
                     instance_id: &p.instance_id,
                     occurred_at,
                     identity: p.identity.clone(),

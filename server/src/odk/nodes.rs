@@ -456,6 +456,10 @@ impl Builder {
                 };
             }
         }
+        if prop.get("x-case-number").is_some() {
+            // The server fills it: not asked on the phone (docs/odk.md).
+            return Some(Kind::Hidden { many: false });
+        }
         if prop.get("x-attachment").is_some() {
             return self.scalar(key, prop, at).map(Scalar::into_kind);
         }

@@ -32,12 +32,62 @@ pub enum Dimension {
     Fact(String),
     /// The age band at the case's opening, from a date-of-birth fact.
     AgeFrom(String),
-    Readmission,
+    /// A readmission: a coordinator linked the case to the child's earlier
+    /// one (admission > 0), or the case's answers declare it (KZ 8.1.4:
+    /// the intake's "reopened the child's file").
+    Readmission(Option<Condition>),
     Site,
     Programme,
     /// A fact of the child's earlier case an indicator's `previous_case`
     /// found (empty for other indicators).
     PreviousCaseFact(String),
+    /// A fact as the latest record of `event` answered it (KZ 5: the
+    /// temporary placement's type, not the case's latest arrangement).
+    EventFact {
+        event: String,
+        fact: String,
+    },
+    /// The days from one date fact of the latest record of `event` to
+    /// another (or to the period's last day while unanswered), in bands
+    /// (KZ 6, 8D: duration of placement).
+    Duration {
+        event: String,
+        from: String,
+        to: String,
+        bands: Vec<AgeBand>,
+    },
+}
+
+impl Dimension {
+    /// The event whose latest record the breakdown reads.
+    pub fn event(&self) -> Option<&str> {
+        match self {
+            Dimension::EventFact { event, .. } | Dimension::Duration { event, .. } => Some(event),
+            _ => None,
+        }
+    }
+}
+
+impl Unit {
+    /// As a report names it: `cases`, or `records of <event>`.
+    pub fn name(&self) -> String {
+        match self {
+            Unit::Cases => "cases".into(),
+            Unit::Records(e) => format!("records of {e}"),
+        }
+    }
+}
+
+/// What one unit of an indicator is.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub enum Unit {
+    /// A case (the default).
+    #[default]
+    Cases,
+    /// Each record of this event (a referral, a plan version): its own
+    /// answers decide the filters, its own day the period; an event a
+    /// criterion requires must follow it, before the next record.
+    Records(String),
 }
 
 /// Which date puts a case in a reporting period.
@@ -58,6 +108,9 @@ pub struct Criteria {
     pub filter: Option<Condition>,
     pub has_events: Vec<String>,
     pub lacks_events: Vec<String>,
+    /// At least so many records of an event (on distinct days) by the
+    /// period's end (BT G1: "several follow-up visits").
+    pub min_events: Vec<(String, usize)>,
 }
 
 /// The child's earlier case that qualifies this one (KZ indicator 14: a
@@ -85,6 +138,10 @@ pub struct Indicator {
     pub previous_case: Option<PreviousCase>,
     /// The breakdowns the manual asks for.
     pub by: Vec<String>,
+    pub unit: Unit,
+    /// What a reader must know to read the counts (a threshold the
+    /// manual does not give); shown with the report, not only in notes.
+    pub caveat: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Default)]
@@ -123,7 +180,9 @@ struct RawIndicator {
     #[serde(default)]
     lacks_events: Vec<String>,
     #[serde(default)]
-    unit: Option<String>,
+    unit: Option<Value>,
+    #[serde(default)]
+    caveat: Option<String>,
     #[serde(default)]
     numerator: Option<RawCriteria>,
     #[serde(default)]
@@ -143,6 +202,8 @@ struct RawIndicator {
 struct RawCriteria {
     #[serde(default)]
     filter: Option<Value>,
+    #[serde(default)]
+    min_events: std::collections::BTreeMap<String, usize>,
     #[serde(default)]
     has_events: Vec<String>,
     #[serde(default)]
@@ -226,12 +287,31 @@ pub(super) fn compile(
                 ),
             );
         }
-        if raw.unit.as_deref().is_some_and(|u| u != "cases") {
-            c.problem(
-                format!("{at}/unit"),
-                "only \"cases\" (distinct children are always reported beside)",
-            );
-        }
+        let unit = match &raw.unit {
+            None => Unit::Cases,
+            Some(Value::String(u)) if u == "cases" => Unit::Cases,
+            Some(Value::Object(m))
+                if m.len() == 1 && m.get("event").is_some_and(Value::is_string) =>
+            {
+                let event = m["event"].as_str().unwrap_or_default();
+                c.event(format!("{at}/unit/event"), event);
+                if raw.period != serde_json::json!({"event": event}) {
+                    c.problem(
+                        format!("{at}/period"),
+                        "an indicator counting records of an event counts them by that event",
+                    );
+                }
+                Unit::Records(event.into())
+            }
+            Some(_) => {
+                c.problem(
+                    format!("{at}/unit"),
+                    "\"cases\" or {\"event\": E} (each record of E); distinct children are always reported beside",
+                );
+                Unit::Cases
+            }
+        };
+
         for (j, name) in raw.by.iter().enumerate() {
             if out.dimension(name).is_none() {
                 c.problem(
@@ -247,6 +327,7 @@ pub(super) fn compile(
             raw.filter.as_ref(),
             &raw.has_events,
             &raw.lacks_events,
+            &Default::default(),
         );
         let ratio = match (&raw.numerator, &raw.denominator) {
             (None, None) => None,
@@ -257,6 +338,7 @@ pub(super) fn compile(
                     n.filter.as_ref(),
                     &n.has_events,
                     &n.lacks_events,
+                    &n.min_events,
                 ),
                 criteria(
                     c,
@@ -264,6 +346,7 @@ pub(super) fn compile(
                     d.filter.as_ref(),
                     &d.has_events,
                     &d.lacks_events,
+                    &d.min_events,
                 ),
             )),
             _ => {
@@ -291,6 +374,12 @@ pub(super) fn compile(
                 "an indicator with previous_case counts by \"opened\"",
             );
         }
+        if matches!(unit, Unit::Records(_)) && (ratio.is_none() || previous_case.is_some()) {
+            c.problem(
+                format!("{at}/unit"),
+                "records of an event are counted as a percentage (a count of records has no column), without previous_case",
+            );
+        }
         let Some(period) = period else { continue };
         out.list.push(Indicator {
             id: raw.id,
@@ -303,6 +392,8 @@ pub(super) fn compile(
             ratio,
             previous_case,
             by: raw.by,
+            unit,
+            caveat: raw.caveat,
         });
     }
     for (i, raw) in not_computable.iter().enumerate() {
@@ -319,17 +410,26 @@ pub(super) fn compile(
 }
 
 fn dimension(c: &mut Checker, at: &str, raw: &Value) -> Option<Dimension> {
+    if let Some(m) = raw.as_object().filter(|m| {
+        m.len() == 2
+            && m.get("case") == Some(&Value::from("readmission"))
+            && m.contains_key("declared")
+    }) {
+        let declared = c.condition(format!("{at}/declared"), &m["declared"]);
+        return Some(Dimension::Readmission(declared));
+    }
     let map = raw.as_object().filter(|m| m.len() == 1);
     let Some((key, value)) = map.and_then(|m| m.iter().next()) else {
         c.problem(
             at.into(),
-            "a breakdown is one of {\"fact\"}, {\"age_from\"}, {\"case\"}, {\"previous_case_fact\"}",
+            "a breakdown is one of {\"fact\"}, {\"age_from\"}, {\"case\"}, {\"previous_case_fact\"}, {\"event_fact\"}, {\"duration\"}",
         );
         return None;
     };
     let text = value.as_str().unwrap_or_default();
     let at = format!("{at}/{key}");
     match key.as_str() {
+        "event_fact" | "duration" => event_dimension(c, &at, key, value),
         "fact" | "age_from" | "previous_case_fact" => {
             c.fact(at, text);
             Some(match key.as_str() {
@@ -339,7 +439,7 @@ fn dimension(c: &mut Checker, at: &str, raw: &Value) -> Option<Dimension> {
             })
         }
         "case" => match text {
-            "readmission" => Some(Dimension::Readmission),
+            "readmission" => Some(Dimension::Readmission(None)),
             "site" => Some(Dimension::Site),
             "programme" => Some(Dimension::Programme),
             _ => {
@@ -352,6 +452,72 @@ fn dimension(c: &mut Checker, at: &str, raw: &Value) -> Option<Dimension> {
             None
         }
     }
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawEventDimension {
+    event: String,
+    #[serde(default)]
+    fact: Option<String>,
+    #[serde(default)]
+    from: Option<String>,
+    #[serde(default)]
+    to: Option<String>,
+    #[serde(default)]
+    bands: Vec<AgeBand>,
+}
+
+/// `{"event_fact": {"event", "fact"}}` or
+/// `{"duration": {"event", "from", "to", "bands"}}` (bands in days).
+fn event_dimension(c: &mut Checker, at: &str, key: &str, value: &Value) -> Option<Dimension> {
+    let raw = match RawEventDimension::deserialize(value) {
+        Ok(r) => r,
+        Err(e) => {
+            c.problem(at.into(), e.to_string());
+            return None;
+        }
+    };
+    c.event(format!("{at}/event"), &raw.event);
+    if key == "event_fact" {
+        let Some(fact) = raw.fact else {
+            c.problem(format!("{at}/fact"), "names the fact");
+            return None;
+        };
+        c.fact(format!("{at}/fact"), &fact);
+        return Some(Dimension::EventFact {
+            event: raw.event,
+            fact,
+        });
+    }
+    let (Some(from), Some(to)) = (raw.from, raw.to) else {
+        c.problem(at.into(), "a duration names its from and to date facts");
+        return None;
+    };
+    c.fact(format!("{at}/from"), &from);
+    c.fact(format!("{at}/to"), &to);
+    for (i, pair) in raw.bands.windows(2).enumerate() {
+        if pair[0].to.is_none_or(|to| to + 1 != pair[1].from) {
+            c.problem(
+                format!("{at}/bands/{}", i + 1),
+                "bands must follow each other without gap or overlap",
+            );
+        }
+    }
+    if raw.bands.first().is_none_or(|b| b.from != 0)
+        || raw.bands.last().is_some_and(|b| b.to.is_some())
+    {
+        c.problem(
+            format!("{at}/bands"),
+            "bands start at 0 days and the last is open-ended",
+        );
+    }
+    Some(Dimension::Duration {
+        event: raw.event,
+        from,
+        to,
+        bands: raw.bands,
+    })
 }
 
 fn period(c: &mut Checker, at: &str, raw: &Value) -> Option<PeriodBy> {
@@ -396,16 +562,21 @@ fn criteria(
     filter: Option<&Value>,
     has: &[String],
     lacks: &[String],
+    min: &std::collections::BTreeMap<String, usize>,
 ) -> Criteria {
     for (key, list) in [("has_events", has), ("lacks_events", lacks)] {
         for (j, event) in list.iter().enumerate() {
             c.event(format!("{at}/{key}/{j}"), event);
         }
     }
+    for event in min.keys() {
+        c.event(format!("{at}/min_events/{event}"), event);
+    }
     Criteria {
         filter: filter.and_then(|f| c.condition(format!("{at}/filter"), f)),
         has_events: has.to_vec(),
         lacks_events: lacks.to_vec(),
+        min_events: min.iter().map(|(e, n)| (e.clone(), *n)).collect(),
     }
 }
 

@@ -396,6 +396,7 @@ fn create_first_admin(conn: &mut DbConnection) -> AppResult<Option<String>> {
             users::NewUser {
                 username: "admin".into(),
                 display_name: Some("Administrator".into()),
+                initials: None,
                 role: Role::Admin,
                 site_ids: Vec::new(),
                 password: None,

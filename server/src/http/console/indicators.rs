@@ -132,6 +132,8 @@ struct IndicatorsPage {
     dimensions: Vec<String>,
     /// (id, label, title) of the report's indicators, for the chart choice.
     items: Vec<(String, String, String)>,
+    /// (label, caveat) of the report's indicators that carry one.
+    caveats: Vec<(String, String)>,
     suppressed: bool,
     threshold: u64,
     by: Vec<String>,
@@ -193,6 +195,7 @@ pub async fn page(
         sites,
         dimensions,
         items: Vec::new(),
+        caveats: Vec::new(),
         suppressed: me.role == Role::Viewer,
         threshold: state.settings.indicator_suppression_threshold,
         by: Vec::new(),
@@ -221,6 +224,14 @@ pub async fn page(
         .flatten()
         .map(|i| (text(&i["id"]), text(&i["label"]), text(&i["title"])))
         .collect();
+    body.caveats = report["indicators"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter(|i| i["caveat"].is_string())
+        .map(|i| (text(&i["label"]), text(&i["caveat"])))
+        .collect();
+    body.caveats.dedup();
     if !body.items.iter().any(|i| i.0 == form.chart) {
         body.form.chart = body.items.first().map(|i| i.0.clone()).unwrap_or_default();
     }

@@ -572,6 +572,7 @@ pub async fn create_user(
             let new = NewUser {
                 username: kept.username.clone(),
                 display_name: Some(kept.display_name.clone()).filter(|d| !d.trim().is_empty()),
+                initials: None,
                 role,
                 site_ids: kept.sites.clone(),
                 password: password.map(str::to_string),
