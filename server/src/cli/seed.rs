@@ -143,25 +143,110 @@ const KZ_NAMES: [&[&str]; 4] = [
         "Laura", "Malika", "Nazym",
     ],
     &[
-        "Timur", "Arman", "Nurlan", "Daniyar", "Alikhan", "Yerlan", "Bolat", "Aibek", "Askar",
-        "Ruslan", "Marat", "Sanzhar", "Dias", "Alisher", "Miras", "Nursultan", "Azamat", "Beibit",
-        "Galym", "Kairat", "Madi", "Olzhas", "Rakhat", "Serik", "Temirlan", "Yerzhan", "Zhandos",
-        "Adil", "Bekzat", "Chingiz",
+        "Timur",
+        "Arman",
+        "Nurlan",
+        "Daniyar",
+        "Alikhan",
+        "Yerlan",
+        "Bolat",
+        "Aibek",
+        "Askar",
+        "Ruslan",
+        "Marat",
+        "Sanzhar",
+        "Dias",
+        "Alisher",
+        "Miras",
+        "Nursultan",
+        "Azamat",
+        "Beibit",
+        "Galym",
+        "Kairat",
+        "Madi",
+        "Olzhas",
+        "Rakhat",
+        "Serik",
+        "Temirlan",
+        "Yerzhan",
+        "Zhandos",
+        "Adil",
+        "Bekzat",
+        "Chingiz",
     ],
     &[
-        "Akhmetovna", "Bekovna", "Serikovna", "Nurlanovna", "Maratovna", "Askarovna", "Timurovna",
-        "Kairatovna", "Erlanovna", "Bolatovna", "Ruslanovna", "Aibekovna", "Galymovna",
-        "Daniyarovna", "Armanovna", "Olzhasovna", "Rakhatovna", "Sanzharovna", "Temirovna",
-        "Yerzhanovna", "Adilovna", "Beibitovna", "Diasovna", "Madiovna", "Zhandosovna",
-        "Mirasovna", "Azamatovna", "Chingizovna", "Kanatovna", "Muratovna",
+        "Akhmetovna",
+        "Bekovna",
+        "Serikovna",
+        "Nurlanovna",
+        "Maratovna",
+        "Askarovna",
+        "Timurovna",
+        "Kairatovna",
+        "Erlanovna",
+        "Bolatovna",
+        "Ruslanovna",
+        "Aibekovna",
+        "Galymovna",
+        "Daniyarovna",
+        "Armanovna",
+        "Olzhasovna",
+        "Rakhatovna",
+        "Sanzharovna",
+        "Temirovna",
+        "Yerzhanovna",
+        "Adilovna",
+        "Beibitovna",
+        "Diasovna",
+        "Madiovna",
+        "Zhandosovna",
+        "Mirasovna",
+        "Azamatovna",
+        "Chingizovna",
+        "Kanatovna",
+        "Muratovna",
     ],
     &[
-        "Abenov", "Bekov", "Dzhaksybekov", "Esenov", "Zhumabaev", "Iskakov", "Kaliev",
-        "Lukpanov", "Mukhamedov", "Nurpeisov", "Omarov", "Pernebekov", "Rakhimov", "Sadykov",
-        "Tulegenov", "Utepov", "Khamitov", "Shaikenov", "Yesimov", "Akhmetov", "Baimukhanov",
-        "Dosanov", "Ermekov", "Zhakupov", "Kasymov", "Mamyrov", "Nazarbekov", "Orazov",
-        "Sultanov", "Tokhtarov", "Urazov", "Abdrakhmanov", "Baigaliev", "Seitkali", "Kenzhebekov",
-        "Myrzakhmetov", "Beisenov", "Karimov", "Zhexenov", "Alimov",
+        "Abenov",
+        "Bekov",
+        "Dzhaksybekov",
+        "Esenov",
+        "Zhumabaev",
+        "Iskakov",
+        "Kaliev",
+        "Lukpanov",
+        "Mukhamedov",
+        "Nurpeisov",
+        "Omarov",
+        "Pernebekov",
+        "Rakhimov",
+        "Sadykov",
+        "Tulegenov",
+        "Utepov",
+        "Khamitov",
+        "Shaikenov",
+        "Yesimov",
+        "Akhmetov",
+        "Baimukhanov",
+        "Dosanov",
+        "Ermekov",
+        "Zhakupov",
+        "Kasymov",
+        "Mamyrov",
+        "Nazarbekov",
+        "Orazov",
+        "Sultanov",
+        "Tokhtarov",
+        "Urazov",
+        "Abdrakhmanov",
+        "Baigaliev",
+        "Seitkali",
+        "Kenzhebekov",
+        "Myrzakhmetov",
+        "Beisenov",
+        "Karimov",
+        "Zhexenov",
+        "Alimov",
     ],
 ];
 
@@ -173,10 +258,36 @@ const BT_NAMES: [&[&str]; 4] = [
         "Kezang", "Passang", "Dawa",
     ],
     &[
-        "Dorji", "Tashi", "Wangchuk", "Tenzin", "Sonam", "Kinley", "Tshering", "Karma", "Jigme",
-        "Ugyen", "Namgay", "Sangay", "Tandin", "Chencho", "Phuntsho", "Pema", "Rinchen", "Thinley",
-        "Yeshi", "Norbu", "Nima", "Dawa", "Kezang", "Passang", "Samdrup", "Lhendup", "Gyeltshen",
-        "Penjor", "Sherab", "Tobgay",
+        "Dorji",
+        "Tashi",
+        "Wangchuk",
+        "Tenzin",
+        "Sonam",
+        "Kinley",
+        "Tshering",
+        "Karma",
+        "Jigme",
+        "Ugyen",
+        "Namgay",
+        "Sangay",
+        "Tandin",
+        "Chencho",
+        "Phuntsho",
+        "Pema",
+        "Rinchen",
+        "Thinley",
+        "Yeshi",
+        "Norbu",
+        "Nima",
+        "Dawa",
+        "Kezang",
+        "Passang",
+        "Samdrup",
+        "Lhendup",
+        "Gyeltshen",
+        "Penjor",
+        "Sherab",
+        "Tobgay",
     ],
     &[
         "Choden", "Yangzom", "Pelmo", "Dema", "Lham", "Zam", "Bidha", "Om", "Gyem", "Selden",
@@ -185,11 +296,46 @@ const BT_NAMES: [&[&str]; 4] = [
         "Namgyel", "Palden",
     ],
     &[
-        "Wangmo", "Lhamo", "Zangmo", "Dorji", "Tshering", "Wangchuk", "Gyeltshen", "Tenzin",
-        "Penjor", "Dendup", "Phuntsho", "Rinzin", "Yangchen", "Choden", "Dema", "Peldon",
-        "Tshomo", "Drukpa", "Namgyel", "Tobgay", "Sherab", "Jamtsho", "Lhendup", "Samdrup",
-        "Norbu", "Gyamtsho", "Tashi", "Kinga", "Chophel", "Letho", "Yonten", "Rabgay", "Dorjee",
-        "Jigme", "Karchung", "Lethro", "Nidup", "Pelzang", "Sonam", "Wangdi",
+        "Wangmo",
+        "Lhamo",
+        "Zangmo",
+        "Dorji",
+        "Tshering",
+        "Wangchuk",
+        "Gyeltshen",
+        "Tenzin",
+        "Penjor",
+        "Dendup",
+        "Phuntsho",
+        "Rinzin",
+        "Yangchen",
+        "Choden",
+        "Dema",
+        "Peldon",
+        "Tshomo",
+        "Drukpa",
+        "Namgyel",
+        "Tobgay",
+        "Sherab",
+        "Jamtsho",
+        "Lhendup",
+        "Samdrup",
+        "Norbu",
+        "Gyamtsho",
+        "Tashi",
+        "Kinga",
+        "Chophel",
+        "Letho",
+        "Yonten",
+        "Rabgay",
+        "Dorjee",
+        "Jigme",
+        "Karchung",
+        "Lethro",
+        "Nidup",
+        "Pelzang",
+        "Sonam",
+        "Wangdi",
     ],
 ];
 
@@ -202,9 +348,8 @@ struct Template {
     files: Vec<(String, Vec<u8>)>,
 }
 
-/// A site's people: its field workers (who submit) as principals.
+/// A site's field workers (who submit) as principals.
 struct SiteStaff {
-    site: sites::Site,
     workers: Vec<Principal>,
 }
 
@@ -442,10 +587,7 @@ fn setup(
                     must_change_password: false,
                 });
             }
-            staff.push(SiteStaff {
-                site: site.clone(),
-                workers,
-            });
+            staff.push(SiteStaff { workers });
         }
         if staff.is_empty() {
             continue;
@@ -540,13 +682,17 @@ fn template(
     let version = registry::current(conn, form_id)?.version;
     let form = state.forms.get(conn, form_id, &version)?;
     let mut files: Vec<(String, Vec<u8>)> = Vec::new();
-    for field in form.fields.iter().filter(|f| f.kind == FieldKind::Attachment) {
+    for field in form
+        .fields
+        .iter()
+        .filter(|f| f.kind == FieldKind::Attachment)
+    {
         for (_, value) in field.values_in(&data) {
             if let Some(name) = value.as_str() {
                 if !files.iter().any(|(n, _)| n == name) {
                     // A small picture, as a tablet's signature pad makes.
-                    let bytes = format!("\u{89}PNG a signature drawn on a tablet: {name}")
-                        .into_bytes();
+                    let bytes =
+                        format!("\u{89}PNG a signature drawn on a tablet: {name}").into_bytes();
                     files.push((name.to_string(), bytes));
                 }
             }
@@ -662,7 +808,12 @@ fn one_case(
                 }
             }
         }
-        let completed = format!("{day}T{:02}:{:02}:00{}", 9 + k % 8, (k * 7) % 60, programme.offset);
+        let completed = format!(
+            "{day}T{:02}:{:02}:00{}",
+            9 + k % 8,
+            (k * 7) % 60,
+            programme.offset
+        );
         let started = format!("{day}T08:{:02}:00{}", (k * 3) % 60, programme.offset);
         let declarations: Vec<Value> = t
             .files
