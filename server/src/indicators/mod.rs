@@ -87,6 +87,9 @@ impl Audience {
 
 /// One line of the report's index: an indicator of the programme, or the
 /// timeliness of one of its deadline rules.
+// A report holds a few dozen items, built once: boxing the larger variant
+// would save nothing worth the indirection.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug, Clone)]
 pub enum Item {
     Indicator(Indicator),

@@ -484,7 +484,7 @@ fn case_number_answers(
                 Some(n) => format!("is not this case's number ({n}); leave it to the phone, which fills it from the case"),
                 None => "the case number is given by the server when this form opens the case: leave it empty (the case shows its number once received)".to_string(),
             };
-            errors.push(FieldError::new(&format!("/data{pointer}"), why));
+            errors.push(FieldError::new(format!("/data{pointer}"), why));
         }
     }
     Ok(errors)
