@@ -50,6 +50,7 @@ mod openrosa;
 mod operations;
 mod privacy;
 mod retention;
+mod scaleout;
 mod snapshots;
 mod submissions;
 mod walkthroughs;

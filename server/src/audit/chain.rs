@@ -13,7 +13,7 @@ use serde::{Serialize, Serializer};
 
 use crate::auth::Principal;
 use crate::crypto::audit_key::{AuditKeyFile, AUDIT_KEY_FILE};
-use crate::crypto::kek::Kek;
+use crate::crypto::kek::{self, Kek};
 use crate::db::schema::{audit_head, audit_log};
 use crate::db::{write_tx, DbConnection};
 use crate::error::{AppError, AppResult};
@@ -200,7 +200,14 @@ pub fn key_chain(
     kek: &Kek,
 ) -> AppResult<ChainKey> {
     let path = data_dir.join(AUDIT_KEY_FILE);
-    let file = AuditKeyFile::load(data_dir, kek).map_err(AppError::internal)?;
+    let file = AuditKeyFile::load(data_dir, kek).map_err(|e| {
+        let text = e.to_string();
+        if text.contains("does not open with this key-encryption key") {
+            key_refusal(format!("{text}. {}", kek::SHARED_KEYS_FIX))
+        } else {
+            AppError::internal(text)
+        }
+    })?;
     let head = head_keying(conn)?;
     let key = match (file, head.chain_id.clone()) {
         (Some(file), Some(chain_id)) => {
@@ -275,8 +282,9 @@ pub fn key_chain(
 
 pub(super) fn missing_key_message(path: &std::path::Path, chain_id: &str) -> String {
     format!(
-        "the audit chain of this database is keyed (chain {chain_id}) but {} is missing: copy it from the server that keyed it (every server of one database needs the same file), or restore it from the backup",
-        path.display()
+        "the audit chain of this database is keyed (chain {chain_id}) but {} is missing: copy it from the server that keyed it (every server of one database needs the same file), or restore it from the backup. {}",
+        path.display(),
+        kek::SHARED_KEYS_FIX
     )
 }
 

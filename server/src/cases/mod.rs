@@ -5,6 +5,7 @@
 
 pub mod actions;
 pub mod break_glass;
+pub mod check;
 pub mod children;
 pub mod conflicts;
 pub mod fold;

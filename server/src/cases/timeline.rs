@@ -203,20 +203,115 @@ pub fn refold(
     Ok(folded)
 }
 
-/// Writes a fold's result for `case` (whose assignee the deadlines copy).
-pub fn save(conn: &mut DbConnection, case: &Case, folded: &Folded) -> AppResult<()> {
-    let next_due = folded
+/// The earliest open deadline of a fold: the case's `next_due_at`.
+fn next_due(folded: &Folded) -> Option<NaiveDateTime> {
+    folded
         .deadlines
         .iter()
         .filter(|d| d.is_open())
-        .map(|d| d.due_at)
-        .min();
+        .map(|d| d.due_at.naive_utc())
+        .min()
+}
+
+/// A deadline as its row says it: rule, occurrence, start, due, outcome,
+/// when met or ended, whether on time, the event that ended it.
+type DeadlineCells = (
+    String,
+    i32,
+    NaiveDateTime,
+    NaiveDateTime,
+    String,
+    Option<NaiveDateTime>,
+    Option<bool>,
+    Option<String>,
+);
+
+/// What differs between `case` as stored and a fold of its stored events
+/// from scratch (nothing, when the case never disagrees with its events):
+/// the check after load (`casesync cases check`).
+pub fn refold_differences(
+    conn: &mut DbConnection,
+    programme: &Programme,
+    calendar: &Calendar,
+    case: &Case,
+) -> AppResult<Vec<String>> {
+    let rows = events(conn, &case.id)?;
+    let mut input = fold_input(calendar, &rows);
+    let folded = fold::fold(programme, calendar, &mut input);
+    let json = |text: &str| serde_json::from_str::<Value>(text).unwrap_or(Value::Null);
+    let mut out = Vec::new();
+    if case.state != folded.state {
+        out.push(format!("state {} ≠ refolded {}", case.state, folded.state));
+    }
+    if json(&case.facts) != serde_json::to_value(&folded.facts).map_err(AppError::internal)? {
+        out.push("facts differ from the refold".into());
+    }
+    if case.closed_at != folded.closed_at.map(|t| t.naive_utc()) {
+        out.push("closed_at differs from the refold".into());
+    }
+    if case.next_due_at != next_due(&folded) {
+        out.push("next_due_at differs from the refold".into());
+    }
+    let days: Option<String> = cases::table
+        .find(&case.id)
+        .select(cases::event_days)
+        .first(conn)?;
+    if json(days.as_deref().unwrap_or("null"))
+        != serde_json::to_value(&folded.event_days).map_err(AppError::internal)?
+    {
+        out.push("event_days differ from the refold".into());
+    }
+    let mut stored: Vec<DeadlineCells> = case_deadlines::table
+        .filter(case_deadlines::case_id.eq(&case.id))
+        .select((
+            case_deadlines::rule_id,
+            case_deadlines::occurrence,
+            case_deadlines::started_at,
+            case_deadlines::due_at,
+            case_deadlines::outcome,
+            case_deadlines::met_at,
+            case_deadlines::on_time,
+            case_deadlines::ended_by,
+        ))
+        .load(conn)?;
+    let mut refolded: Vec<DeadlineCells> = folded
+        .deadlines
+        .iter()
+        .map(|d| {
+            let (outcome, met_at, on_time, ended_by) = outcome_cells(d);
+            (
+                d.rule.clone(),
+                d.occurrence as i32,
+                d.started_at.naive_utc(),
+                d.due_at.naive_utc(),
+                outcome.to_string(),
+                met_at,
+                on_time,
+                ended_by.map(str::to_string),
+            )
+        })
+        .collect();
+    stored.sort();
+    refolded.sort();
+    if stored != refolded {
+        out.push(format!(
+            "deadlines differ from the refold ({} stored, {} refolded)",
+            stored.len(),
+            refolded.len()
+        ));
+    }
+    Ok(out)
+}
+
+/// Writes a fold's result for `case` (whose assignee the deadlines copy).
+pub fn save(conn: &mut DbConnection, case: &Case, folded: &Folded) -> AppResult<()> {
+    let next_due = next_due(folded);
     diesel::update(cases::table.find(&case.id))
         .set((
             cases::state.eq(&folded.state),
             cases::facts.eq(serde_json::to_string(&folded.facts).map_err(AppError::internal)?),
             cases::closed_at.eq(folded.closed_at.map(|t| t.naive_utc())),
-            cases::next_due_at.eq(next_due.map(|t| t.naive_utc())),
+            cases::next_due_at.eq(next_due),
             cases::event_days
                 .eq(serde_json::to_string(&folded.event_days).map_err(AppError::internal)?),
         ))
@@ -249,8 +344,16 @@ type DeadlineValues<'a> = (
     diesel::dsl::Eq<case_deadlines::late_in_days, bool>,
 );
 
-fn deadline_row<'a>(case: &'a Case, d: &'a Deadline) -> DeadlineValues<'a> {
-    let (outcome, met_at, on_time, ended_by) = match &d.outcome {
+/// A deadline's outcome columns: outcome, met or ended at, on time, by which event.
+fn outcome_cells(
+    d: &Deadline,
+) -> (
+    &'static str,
+    Option<NaiveDateTime>,
+    Option<bool>,
+    Option<&str>,
+) {
+    match &d.outcome {
         Outcome::Open => ("open", None, None, None),
         Outcome::Met {
             at,
@@ -275,7 +378,11 @@ fn deadline_row<'a>(case: &'a Case, d: &'a Deadline) -> DeadlineValues<'a> {
             Some(false),
             Some(ended.event_id.as_str()),
         ),
-    };
+    }
+}
+
+fn deadline_row<'a>(case: &'a Case, d: &'a Deadline) -> DeadlineValues<'a> {
+    let (outcome, met_at, on_time, ended_by) = outcome_cells(d);
     (
         case_deadlines::case_id.eq(case.id.as_str()),
         case_deadlines::rule_id.eq(d.rule.as_str()),

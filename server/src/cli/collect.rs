@@ -93,9 +93,11 @@ pub enum CollectCommand {
         /// Retries of a request that failed for a passing reason.
         #[arg(long, default_value_t = 5)]
         retries: u32,
-        /// Send to this address instead of the one signed in to.
-        #[arg(long)]
-        server: Option<String>,
+        /// Send to this address instead of the one signed in to. Given
+        /// more than once (servers of one database), a request whose
+        /// server cannot be reached goes to the next.
+        #[arg(long = "server")]
+        servers: Vec<String>,
         /// Print throughput and latency percentiles.
         #[arg(long)]
         stats: bool,
@@ -218,7 +220,7 @@ fn collect_command(args: CollectArgs) -> Result<(), String> {
                     batch: 20,
                     concurrency: 1,
                     retries: 5,
-                    server: None,
+                    servers: Vec::new(),
                     stats: false,
                 },
             });
@@ -267,7 +269,7 @@ fn collect_command(args: CollectArgs) -> Result<(), String> {
             batch,
             concurrency,
             retries,
-            server,
+            servers,
             stats,
         } => {
             let report = collect::push(
@@ -276,7 +278,7 @@ fn collect_command(args: CollectArgs) -> Result<(), String> {
                     batch,
                     concurrency,
                     retries,
-                    server,
+                    servers,
                 },
             )?;
             println!(

@@ -20,9 +20,28 @@ pub enum KeysCommand {
     Rotate { programme: String },
     /// List every key (public parts only).
     List,
+    /// Make the key files every server of a new PostgreSQL database
+    /// shares (the KEK's and audit.key) into a new directory, before the
+    /// first start; copy them into each server's data directory.
+    Shared {
+        /// The directory to create.
+        #[arg(long)]
+        out: std::path::PathBuf,
+    },
 }
 
 pub(super) fn run(settings: &Settings, cmd: KeysCommand) -> Result<(), CliError> {
+    if let KeysCommand::Shared { out } = &cmd {
+        // No database yet: these files are what its servers start from.
+        let files = crate::server::make_shared_keys(settings, out)?;
+        for file in &files {
+            println!("{}", file.display());
+        }
+        println!(
+            "copy these files (mode 0600) into the data directory of every server of the database, then start them; keep a copy apart from the database's backups"
+        );
+        return Ok(());
+    }
     let bits = settings.rsa_key_bits;
     with_db(settings, |conn| {
         // After with_db's checks: a lost master.key is not remade here.
@@ -70,6 +89,7 @@ fn programme_keys(
                 );
             }
         }
+        KeysCommand::Shared { .. } => unreachable!("made without a database above"),
     }
     Ok(())
 }

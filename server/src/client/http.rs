@@ -1,7 +1,10 @@
 //! HTTP for the collector: JSON and JOSE bodies, bearer token, and retries
 //! with exponential backoff (with jitter) on what is worth retrying — no
-//! connection, a timeout, 408, 429 (honouring Retry-After) and 5xx.
+//! connection, a timeout, 408, 429 (honouring Retry-After) and 5xx. Given
+//! several addresses of one deployment (servers sharing a database), a
+//! request whose server cannot be reached goes to the next at once.
 
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -21,7 +24,10 @@ pub struct Answer {
 #[derive(Debug, Clone)]
 pub struct Client {
     agent: ureq::Agent,
-    base: String,
+    /// The deployment's addresses; `current` indexes the one in use, shared
+    /// by every clone so all workers move on together.
+    bases: Arc<Vec<String>>,
+    current: Arc<AtomicUsize>,
     token: Option<String>,
     retries: u32,
     /// Told about each wait before a retry, so a person sees why it is slow.
@@ -47,11 +53,27 @@ impl Client {
             .new_agent();
         Client {
             agent,
-            base: base.trim_end_matches('/').to_string(),
+            bases: Arc::new(vec![base.trim_end_matches('/').to_string()]),
+            current: Arc::new(AtomicUsize::new(0)),
             token,
             retries,
             progress: None,
         }
+    }
+
+    /// More addresses of the same deployment, tried in order after the
+    /// first when it cannot be reached.
+    pub fn with_fallbacks(mut self, others: &[String]) -> Client {
+        let mut bases = (*self.bases).clone();
+        bases.extend(others.iter().map(|b| b.trim_end_matches('/').to_string()));
+        bases.dedup();
+        self.bases = Arc::new(bases);
+        self
+    }
+
+    /// The address requests go to now.
+    pub fn base(&self) -> &str {
+        &self.bases[self.current.load(Ordering::SeqCst) % self.bases.len()]
     }
 
     pub fn with_progress(mut self, progress: indicatif::ProgressBar) -> Client {
@@ -81,9 +103,11 @@ impl Client {
         path: &str,
         body: Option<(&str, &[u8])>,
     ) -> Result<Answer, String> {
-        let url = format!("{}{}", self.base, path);
+        let first = self.current.load(Ordering::SeqCst);
         let mut attempt = 0;
         loop {
+            let used = self.current.load(Ordering::SeqCst);
+            let url = format!("{}{}", self.bases[used % self.bases.len()], path);
             let started = Instant::now();
             let outcome = self.once(method, &url, body);
             let latency = started.elapsed();
@@ -108,6 +132,22 @@ impl Client {
                 Err(err) => {
                     if attempt >= self.retries {
                         return Err(format!("{method} {path}: {err}"));
+                    }
+                    if self.bases.len() > 1 {
+                        // Unreachable: on to the next address, unless another
+                        // request moved on already. No wait until every
+                        // address was tried once in this call.
+                        let _ = self.current.compare_exchange(
+                            used,
+                            used + 1,
+                            Ordering::SeqCst,
+                            Ordering::SeqCst,
+                        );
+                        let next = self.current.load(Ordering::SeqCst);
+                        if !(next - first).is_multiple_of(self.bases.len()) {
+                            attempt += 1;
+                            continue;
+                        }
                     }
                     None
                 }

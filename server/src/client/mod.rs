@@ -623,8 +623,10 @@ pub struct PushOptions {
     pub concurrency: usize,
     /// Retries of a request that failed for a reason worth retrying.
     pub retries: u32,
-    /// Another address of the same server (e.g. after it moved).
-    pub server: Option<String>,
+    /// Other addresses of the same deployment (after it moved, or its
+    /// several servers): the first is used, the next when it cannot be
+    /// reached. Empty: the one signed in to.
+    pub servers: Vec<String>,
 }
 
 #[derive(Debug, Default)]
@@ -676,8 +678,13 @@ pub fn push(dir: &Path, options: &PushOptions) -> CollectResult<PushReport> {
     let shared = Shared {
         dir: &dir,
         session: &session,
-        client: client_for(&session, options.server.as_deref(), options.retries)
-            .with_progress(progress.clone()),
+        client: client_for(
+            &session,
+            options.servers.first().map(String::as_str),
+            options.retries,
+        )
+        .with_fallbacks(options.servers.get(1..).unwrap_or_default())
+        .with_progress(progress.clone()),
         progress,
         signed_out: AtomicBool::new(false),
         refusals: Mutex::new(Vec::new()),
@@ -984,6 +991,23 @@ pub fn status(dir: &Path) -> CollectResult<Status> {
     }
     for name in dir.list("failed")? {
         out.refused.push(line("failed", &name)?);
+    }
+    Ok(out)
+}
+
+/// The instance ids the server acknowledged: every sent item, and queued
+/// ones holding a receipt (their attachments still to go).
+pub fn acknowledged(dir: &Path) -> CollectResult<Vec<String>> {
+    let dir = Dir::open(dir)?;
+    let mut out = Vec::new();
+    for sub in ["sent", "queue"] {
+        for name in dir.list(sub)? {
+            if let Some(item) = dir.read::<Queued>(&format!("{sub}/{name}"))? {
+                if item.receipt.is_some() {
+                    out.push(item.instance_id);
+                }
+            }
+        }
     }
     Ok(out)
 }

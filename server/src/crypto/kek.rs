@@ -33,6 +33,9 @@ pub const MASTER_KEY_FILE: &str = "master.key";
 /// The Argon2id salt of a passphrase KEK.
 pub const SALT_FILE: &str = "kek.salt";
 
+/// How to give a server of a shared database the keys of the others.
+pub const SHARED_KEYS_FIX: &str = "Every server of one database needs the same key files: copy master.key (or kek.salt, with the same key_passphrase) and audit.key from the server that made them, or from the directory `casesync keys shared --out DIR` made for a new deployment, into this server's data directory (docs/operations.md, \"Several servers\")";
+
 pub struct Kek {
     key: LessSafeKey,
     /// For keys derived from the KEK (the database's): HMAC-SHA256 under it.

@@ -156,8 +156,9 @@ pub fn ensure_current(
                     .map_err(|_| CryptoError::Unseal)?;
                 kek.open(&row.kid, &sealed).map_err(|_| {
                     CryptoError::Config(format!(
-                        "the private key {} does not open with this key-encryption key: is data/master.key (or the passphrase) the one it was sealed with?",
-                        row.kid
+                        "the private key {} does not open with this key-encryption key: is data/master.key (or the passphrase) the one it was sealed with? {}",
+                        row.kid,
+                        super::kek::SHARED_KEYS_FIX
                     ))
                 })?;
             }

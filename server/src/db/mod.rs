@@ -254,6 +254,29 @@ pub fn run_migrations(conn: &mut DbConnection) -> Result<usize, DbError> {
     Ok(applied)
 }
 
+/// Runs `f` holding the migration lock on PostgreSQL (a session advisory
+/// lock, re-entrant, so `run_migrations` may take it again inside): the
+/// first start of a database (migrations, the audit chain's keying, the
+/// programme keys, the first admin) then happens once, whichever of several
+/// servers started together gets there first. SQLite has one server.
+pub fn with_start_lock<T, E>(
+    conn: &mut DbConnection,
+    f: impl FnOnce(&mut DbConnection) -> Result<T, E>,
+) -> Result<T, E>
+where
+    E: From<DbError>,
+{
+    if !matches!(conn, DbConnection::Pg(_)) {
+        return f(conn);
+    }
+    let lock = format!("SELECT pg_advisory_lock({MIGRATION_LOCK_KEY})");
+    conn.batch_execute(&lock).map_err(DbError::from)?;
+    let result = f(conn);
+    let unlock = format!("SELECT pg_advisory_unlock({MIGRATION_LOCK_KEY})");
+    conn.batch_execute(&unlock).map_err(DbError::from)?;
+    result
+}
+
 /// True when the database has every migration this build knows.
 pub fn migrations_current(conn: &mut DbConnection) -> Result<bool, DbError> {
     let pending = match conn {

@@ -138,8 +138,9 @@ fn refuse_lost_master_key(settings: &Settings) -> Result<(), StartError> {
                 .unwrap_or(false);
             if sealed {
                 return Err(StartError::DataDir(format!(
-                    "{} is missing but the PostgreSQL database holds programme keys sealed under a key-encryption key, and a new one does not open them. Run this with the server's data directory (--data-dir, or --config with its casesync.toml), or put back the {file_name} you keep for it (docs/operations.md, backup and restore)",
+                    "{} is missing but the PostgreSQL database holds programme keys sealed under a key-encryption key, and a new one does not open them. Run this with the server's data directory (--data-dir, or --config with its casesync.toml), or put back the {file_name} you keep for it (docs/operations.md, backup and restore). {}",
                     material.display(),
+                    kek::SHARED_KEYS_FIX,
                 )));
             }
         }
@@ -184,6 +185,36 @@ pub fn audit_key(settings: &Settings) -> Result<Option<audit::ChainKey>, StartEr
     let storage = open_storage(settings)?;
     let file = crate::crypto::audit_key::AuditKeyFile::load(&settings.data_dir, &storage.kek)?;
     Ok(file.as_ref().map(audit::ChainKey::new))
+}
+
+/// The key material every server of a new PostgreSQL database shares,
+/// made once into `out` (a new directory, 0700) before any of them starts:
+/// the KEK's (`master.key`, or with a passphrase configured `kek.salt`) and
+/// `audit.key`, sealed under that KEK, keying the chain from its first row.
+/// Copied into each server's data directory, servers started together
+/// come up on the same keys (docs/operations.md, "Several servers").
+pub fn make_shared_keys(settings: &Settings, out: &Path) -> Result<Vec<PathBuf>, StartError> {
+    if out.exists() {
+        return Err(StartError::DataDir(format!(
+            "{} already exists: name a new directory, so no key file is ever overwritten",
+            out.display()
+        )));
+    }
+    kek::create_private_dir(out)?;
+    let (kek, material) = Kek::generate_like(settings)?;
+    let material_file = out.join(
+        kek::key_material_file(settings)?
+            .file_name()
+            .unwrap_or_default(),
+    );
+    kek::write_key_file(&material_file, &material)?;
+    // A new database's chain head is at seq 0: the key keys it from seq 1.
+    crate::crypto::audit_key::AuditKeyFile::generate(uuid::Uuid::new_v4().to_string(), 1)
+        .write_new(out, &kek)?;
+    Ok(vec![
+        material_file,
+        out.join(crate::crypto::audit_key::AUDIT_KEY_FILE),
+    ])
 }
 
 /// Held by a running `serve` (shared, so several may share a directory);
@@ -231,21 +262,10 @@ pub fn prepare(settings: Settings) -> Result<AppState, StartError> {
     let Storage { kek, database } = open_storage(&settings)?;
     let pool = db::connect(&database, settings.db_pool_size)?;
     let mut conn = pool.get().map_err(db::DbError::from)?;
-    prepare_database(&mut conn)?;
-    audit::key_chain(&mut conn, &settings.data_dir, &kek).map_err(refusal)?;
-    bootstrap(&mut conn, &settings)?;
-    publish_shipped_forms(&mut conn)?;
-    let created = keys::ensure_current(&mut conn, &kek, &sites::PROGRAMMES, settings.rsa_key_bits)?;
-    if !created.is_empty() {
-        tracing::info!(keys = ?created, "programme keys created");
-    }
-    // Every published version's XForm for the current keys (#17): made
-    // once, here for the shipped versions and after a key rotation.
-    let refused = crate::odk::store::ensure_all(&mut conn)
-        .map_err(|e| StartError::Bootstrap(format!("making the XForms: {e}")))?;
-    for form in &refused {
-        tracing::error!(form = %form, "form version has no XForm");
-    }
+    // Servers started together on a new PostgreSQL database take turns
+    // here: the first keys the audit chain and makes the programme keys,
+    // the others find them made and check their KEK opens them.
+    db::with_start_lock(&mut conn, |conn| first_start(conn, &settings, &kek))?;
     drop(conn);
     Ok(AppState {
         pool: pool.clone(),
@@ -257,6 +277,27 @@ pub fn prepare(settings: Settings) -> Result<AppState, StartError> {
         keys: Arc::new(KeyRing::new(kek)),
         committer: Arc::new(Committer::start(pool)),
     })
+}
+
+/// Migrations, the audit chain's key, the first admin, the shipped forms
+/// and the programme keys, each made once on a new database.
+fn first_start(conn: &mut DbConnection, settings: &Settings, kek: &Kek) -> Result<(), StartError> {
+    prepare_database(conn)?;
+    audit::key_chain(conn, &settings.data_dir, kek).map_err(refusal)?;
+    bootstrap(conn, settings)?;
+    publish_shipped_forms(conn)?;
+    let created = keys::ensure_current(conn, kek, &sites::PROGRAMMES, settings.rsa_key_bits)?;
+    if !created.is_empty() {
+        tracing::info!(keys = ?created, "programme keys created");
+    }
+    // Every published version's XForm for the current keys (#17): made
+    // once, here for the shipped versions and after a key rotation.
+    let refused = crate::odk::store::ensure_all(conn)
+        .map_err(|e| StartError::Bootstrap(format!("making the XForms: {e}")))?;
+    for form in &refused {
+        tracing::error!(form = %form, "form version has no XForm");
+    }
+    Ok(())
 }
 
 /// Applies pending migrations and seeds the manuals' sites into an empty
