@@ -13,9 +13,19 @@
 # prints both rates, then the latency of ODK Collect's formList (every
 # form of the programme) asked 2,000 times by one client and by C clients.
 #
+# STORED=S (#19 item 1) runs the same push twice in one invocation: first
+# into an empty database, then into one pre-filled by `casesync seed` with
+# S submissions of realistic cases (S/10 distinct children at the six
+# default sites, about 10 forms each across the programme's forms, every
+# one stored by ingest's own code) and prints both rates side by side with
+# the stored count. STORED=0 (the default) is the single run on an empty
+# database. SEEDED=<dir> starts from a copy of a data directory seeded
+# earlier (`casesync --data-dir DIR seed --cases S/10 --forms-per-case 10`).
+#
 #   scripts/bench-ingest.sh                 # 20000 submissions, 32 clients
 #   N=5000 C=8 scripts/bench-ingest.sh
 #   MODE=openrosa N=5000 C=8 scripts/bench-ingest.sh
+#   STORED=100000 N=5000 scripts/bench-ingest.sh   # empty, then 100,000 stored
 #   BIN=target/debug/casesync ...           # a binary already built
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -23,6 +33,7 @@ MODE=${MODE:-jwe}
 N=${N:-20000}
 C=${C:-32}
 PORT=${PORT:-18437}
+STORED=${STORED:-0}
 ROOT=$PWD
 
 if [ -z "${BIN:-}" ]; then
@@ -40,7 +51,21 @@ cleanup() {
 trap cleanup EXIT
 cd "$WORK"
 
-CASESYNC_BIND=127.0.0.1:$PORT CASESYNC_LOG_FORMAT=json RUST_LOG=warn "$BIN" serve 2>server.log &
+# The referral fixture, signed on paper (no signature image to upload).
+python3 - "$ROOT/tests/fixtures/forms/kz.referral/valid.json" > referral.json <<'PY'
+import json, sys
+data = json.load(open(sys.argv[1]))
+data["signoff"]["referrer_signature"].pop("signature", None)
+print(json.dumps(data))
+PY
+
+# One run: a server on data directory $1 (made by `serve` when empty),
+# the bench worker, N referrals pushed by C clients. Leaves the rate in
+# $RATE and stops the server.
+RATE=
+run_bench() {
+local DATA_DIR=$1
+CASESYNC_BIND=127.0.0.1:$PORT CASESYNC_LOG_FORMAT=json RUST_LOG=warn "$BIN" --data-dir "$DATA_DIR" serve 2>>server.log &
 SERVER=$!
 BASE=http://127.0.0.1:$PORT
 for _ in $(seq 1 100); do
@@ -49,7 +74,7 @@ for _ in $(seq 1 100); do
 done
 
 json() { python3 -c "import json,sys; print(json.load(sys.stdin)$1)"; }
-INITIAL=$(cat data/initial-admin-password)
+INITIAL=$(cat "$DATA_DIR/initial-admin-password")
 TOKEN=$(curl -fs -H 'Content-Type: application/json' \
   -d "{\"username\":\"admin\",\"password\":\"$INITIAL\"}" "$BASE/api/v1/sessions" | json "['token']")
 # The change ends the one-time session; its answer carries a fresh one.
@@ -61,18 +86,11 @@ curl -fs -o /dev/null -H "Authorization: Bearer $TOKEN" -H 'Content-Type: applic
   -d "{\"username\":\"bench\",\"role\":\"field_worker\",\"site_ids\":[\"$SITE\"],\"password\":\"bench-worker-password\"}" \
   "$BASE/api/v1/users"
 
-# The referral fixture, signed on paper (no signature image to upload).
-python3 - "$ROOT/tests/fixtures/forms/kz.referral/valid.json" > referral.json <<'PY'
-import json, sys
-data = json.load(open(sys.argv[1]))
-data["signoff"]["referrer_signature"].pop("signature", None)
-print(json.dumps(data))
-PY
-
 # The collector stands in for 32 phones: its own durable bookkeeping (an
 # fsync per acknowledgement) is not what is measured, so its directory goes
 # to memory when the machine has /dev/shm. The server's data stays on disk.
-PHONE_ROOT=$WORK
+case "${PHONE_ROOT:-}" in /dev/shm/*) rm -rf "$PHONE_ROOT" ;; esac
+PHONE_ROOT=$(mktemp -d "$WORK/phone.XXXXXX")
 [ -d /dev/shm ] && [ -w /dev/shm ] && PHONE_ROOT=$(mktemp -d /dev/shm/casesync-phone.XXXXXX)
 export CASESYNC_COLLECT_DIR=$PHONE_ROOT/phone
 CASESYNC_COLLECT_PASSWORD=bench-worker-password "$BIN" collect login --server "$BASE" --username bench >/dev/null
@@ -82,10 +100,10 @@ start=$(date +%s.%N)
 fill_secs=$(python3 -c "import time; print(f'{time.time() - $start:.1f}')")
 echo "prepared $N encrypted referrals on the collector in ${fill_secs} s"
 echo "pushing with $C concurrent clients, one submission per request, into SQLite"
-cpu() { awk '{print $14 " " $15}' "/proc/$1/stat"; }  # user, system ticks
 server_before=$(cpu "$SERVER")
 /usr/bin/time -f "collector: %U s user, %S s system CPU" \
-  "$BIN" collect push --batch 1 --concurrency "$C" --retries 3 --stats
+  "$BIN" collect push --batch 1 --concurrency "$C" --retries 3 --stats 2>&1 | tee push.log
+RATE=$(grep -o '[0-9]* accepted/s' push.log | tail -1 | cut -d' ' -f1)
 server_after=$(cpu "$SERVER")
 python3 - "$server_before" "$server_after" "$(getconf CLK_TCK)" "$N" <<'PY'
 import sys
@@ -115,6 +133,39 @@ PY
   echo "formList of the programme as ODK Collect asks for it, one client, then $C clients:"
   "$BIN" collect odk-formlist kz --count 2000 --concurrency 1
   "$BIN" collect odk-formlist kz --count 2000 --concurrency "$C"
+fi
+
+kill "$SERVER"; wait "$SERVER" 2>/dev/null || true
+SERVER=
+}
+cpu() { awk '{print $14 " " $15}' "/proc/$1/stat"; }  # user, system ticks
+
+echo "== empty database"
+run_bench "$WORK/empty"
+EMPTY_RATE=$RATE
+if [ "$STORED" -gt 0 ]; then
+  echo
+  if [ -n "${SEEDED:-}" ]; then
+    echo "== a copy of the seeded data directory $SEEDED"
+    cp -a "$SEEDED" "$WORK/stored"
+  else
+    echo "== seeding $STORED submissions: $((STORED / 10)) cases of about 10 forms each"
+    /usr/bin/time -f "seed: %e s, peak RSS %M KB" \
+      "$BIN" --data-dir "$WORK/stored" seed --cases "$((STORED / 10))" --forms-per-case 10 \
+      --fixtures "$ROOT/tests/fixtures/forms"
+  fi
+  echo
+  echo "== the same push into the database holding those submissions"
+  run_bench "$WORK/stored"
+  STORED_RATE=$RATE
+  echo
+  python3 - "$EMPTY_RATE" "$STORED_RATE" "$STORED" "$N" <<'PY'
+import sys
+empty, stored, count, n = (int(a) for a in sys.argv[1:5])
+print(f"ingest of {n} referrals: {empty} accepted/s into an empty database, "
+      f"{stored} accepted/s with {count:,} submissions stored before: "
+      f"{100 * stored / empty:.0f} % of the empty rate")
+PY
 fi
 
 echo

@@ -14,6 +14,7 @@ mod indicators;
 mod keys;
 mod odk_push;
 mod retention;
+mod seed;
 mod shell;
 mod staff;
 
@@ -34,6 +35,7 @@ pub use self::forms::FormsCommand;
 pub use self::indicators::IndicatorsArgs;
 pub use self::keys::KeysCommand;
 pub use self::retention::RetentionCommand;
+pub use self::seed::SeedArgs;
 pub use self::staff::{AddUser, SitesCommand, TokensCommand, UsersCommand};
 
 #[derive(Debug, Parser)]
@@ -130,6 +132,11 @@ pub enum Command {
         #[arg(long)]
         new_passphrase_file: Option<PathBuf>,
     },
+    /// Benchmarks only: fill the data directory with realistic cases
+    /// through ingest's own code (`scripts/bench-ingest.sh STORED=`,
+    /// `scripts/bench-console.sh`). Never on a real centre's data.
+    #[command(hide = true)]
+    Seed(SeedArgs),
 }
 
 /// Why a command failed, printed after `casesync: `.
@@ -224,5 +231,6 @@ fn server_command(
         Command::Rekey {
             new_passphrase_file,
         } => keys::rekey(&settings, new_passphrase_file.as_deref()),
+        Command::Seed(args) => seed::run(settings, args),
     }
 }
