@@ -10,7 +10,7 @@ use tokio::sync::{mpsc, oneshot};
 use super::{audit_received, settle_race, store_unaudited, Prepared, Stored};
 use crate::audit::Origin;
 use crate::auth::Principal;
-use crate::db::{write_tx, DbConnection, Pool};
+use crate::db::{self, write_tx, Database, DbConnection, Pool};
 use crate::error::{AppError, AppResult};
 
 /// Most submissions stored by one commit.
@@ -30,11 +30,11 @@ pub struct Committer {
 }
 
 impl Committer {
-    pub fn start(pool: Pool) -> Committer {
+    pub fn start(pool: Pool, database: Database) -> Committer {
         let (queue, jobs) = mpsc::channel(4 * MAX_GROUP);
         std::thread::Builder::new()
             .name("casesync-commit".into())
-            .spawn(move || run(pool, jobs))
+            .spawn(move || run(Writer::new(pool, database), jobs))
             .expect("start the commit thread");
         Committer { queue }
     }
@@ -72,7 +72,45 @@ impl Committer {
     }
 }
 
-fn run(pool: Pool, mut jobs: mpsc::Receiver<Job>) {
+/// The committer's connection: its own (`db::dedicated`), opened again
+/// after a failure, or one from the pool while it cannot be opened.
+struct Writer {
+    pool: Pool,
+    database: Database,
+    own: Option<DbConnection>,
+}
+
+impl Writer {
+    fn new(pool: Pool, database: Database) -> Writer {
+        Writer {
+            pool,
+            database,
+            own: None,
+        }
+    }
+
+    /// Runs `work` on the writer's connection; a connection that failed
+    /// is dropped, and the next group opens a new one.
+    fn with<T>(&mut self, work: impl FnOnce(&mut DbConnection) -> AppResult<T>) -> AppResult<T> {
+        if self.own.is_none() {
+            match db::dedicated(&self.database) {
+                Ok(conn) => self.own = Some(conn),
+                Err(err) => {
+                    tracing::warn!(error = %err, "the committer's own connection did not open; using the pool");
+                    return work(&mut *self.pool.get()?);
+                }
+            }
+        }
+        let conn = self.own.as_mut().expect("opened above");
+        let outcome = work(conn);
+        if outcome.is_err() && r2d2::R2D2Connection::is_broken(conn) {
+            self.own = None;
+        }
+        outcome
+    }
+}
+
+fn run(mut writer: Writer, mut jobs: mpsc::Receiver<Job>) {
     while let Some(first) = jobs.blocking_recv() {
         // Whatever queued up while the previous group was committing.
         let mut group = vec![first];
@@ -82,39 +120,35 @@ fn run(pool: Pool, mut jobs: mpsc::Receiver<Job>) {
                 Err(_) => break,
             }
         }
-        commit_group(&pool, group);
+        commit_group(&mut writer, group);
     }
 }
 
-fn commit_group(pool: &Pool, group: Vec<Job>) {
-    let mut conn = match pool.get() {
-        Ok(conn) => conn,
-        Err(err) => {
-            let err = AppError::from(err);
-            for job in group {
-                let _ = job.reply.send(Err(clone_error(&err)));
+fn commit_group(writer: &mut Writer, group: Vec<Job>) {
+    let outcomes = writer.with(|conn| {
+        let outcomes = write_tx(conn, |conn: &mut DbConnection| {
+            let outcomes: Vec<AppResult<Stored>> = group
+                .iter()
+                .map(|job| conn.transaction(|c| store_unaudited(c, &job.who, &job.prepared)))
+                .collect();
+            // The audit rows last, once every case row the group touches is
+            // locked (see `audit_received`).
+            for (job, outcome) in group.iter().zip(&outcomes) {
+                if let Ok(Stored::Created(receipt)) = outcome {
+                    audit_received(conn, &job.who, &job.origin, &job.prepared, receipt)?;
+                }
             }
-            return;
-        }
-    };
-    let committed = write_tx(&mut conn, |conn: &mut DbConnection| {
-        let outcomes: Vec<AppResult<Stored>> = group
+            Ok::<_, AppError>(outcomes)
+        })?;
+        Ok(group
             .iter()
-            .map(|job| conn.transaction(|c| store_unaudited(c, &job.who, &job.prepared)))
-            .collect();
-        // The audit rows last, once every case row the group touches is
-        // locked (see `audit_received`).
-        for (job, outcome) in group.iter().zip(&outcomes) {
-            if let Ok(Stored::Created(receipt)) = outcome {
-                audit_received(conn, &job.who, &job.origin, &job.prepared, receipt)?;
-            }
-        }
-        Ok::<_, AppError>(outcomes)
+            .zip(outcomes)
+            .map(|(job, outcome)| outcome.or_else(|err| settle_race(conn, &job.prepared, err)))
+            .collect::<Vec<_>>())
     });
-    match committed {
+    match outcomes {
         Ok(outcomes) => {
             for (job, outcome) in group.into_iter().zip(outcomes) {
-                let outcome = outcome.or_else(|err| settle_race(&mut conn, &job.prepared, err));
                 // A client that went away learns the outcome when it retries.
                 let _ = job.reply.send(outcome);
             }

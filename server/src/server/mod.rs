@@ -275,7 +275,7 @@ pub fn prepare(settings: Settings) -> Result<AppState, StartError> {
         forms: Arc::new(FormCache::new()),
         odk_forms: Default::default(),
         keys: Arc::new(KeyRing::new(kek)),
-        committer: Arc::new(Committer::start(pool)),
+        committer: Arc::new(Committer::start(pool, database)),
     })
 }
 
