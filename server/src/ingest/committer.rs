@@ -103,7 +103,7 @@ impl Writer {
         }
         let conn = self.own.as_mut().expect("opened above");
         let outcome = work(conn);
-        if outcome.is_err() && r2d2::R2D2Connection::is_broken(conn) {
+        if outcome.is_err() && diesel::r2d2::R2D2Connection::is_broken(conn) {
             self.own = None;
         }
         outcome
