@@ -112,7 +112,7 @@ fn servers_started_together_on_a_new_database_share_one_set_of_keys() {
     assert!(!bare.join(MASTER_KEY_FILE).exists());
     // With a master.key of its own (one it made before the database had
     // keys), the audit.key it lacks is named.
-    std::fs::copy(&other_files_for(&work), bare.join(MASTER_KEY_FILE)).unwrap();
+    std::fs::copy(other_files_for(&work), bare.join(MASTER_KEY_FILE)).unwrap();
     let Err(err) = casesync::server::prepare(settings_for(&bare, &db)) else {
         panic!("a server without the deployment's audit.key must not start");
     };
@@ -122,7 +122,7 @@ fn servers_started_together_on_a_new_database_share_one_set_of_keys() {
     assert!(err.contains("Several servers"), "{err}");
 
     // A fourth with the audit.key but another master.key: refused too.
-    let other_files = vec![other_files_for(&work)];
+    let other_files = [other_files_for(&work)];
     let mixed = data_dir_with(
         &work.path().join("d"),
         &[other_files[0].clone(), shared.join(AUDIT_KEY_FILE)],

@@ -647,6 +647,7 @@ fn ensure_user(
     if let Some(user) = users::find_by_username(conn, username)? {
         return Ok(user);
     }
+    let password = crate::auth::passwords::NewPassword::hashed(Some(password.into()));
     let created = write_tx(conn, |conn| {
         let created = users::create(
             conn,
@@ -655,8 +656,9 @@ fn ensure_user(
                 display_name: None,
                 role,
                 site_ids,
-                password: Some(password.into()),
+                password: None,
             },
+            password,
         )?;
         audit_change(conn, "user_created", "user", &created.user.id)?;
         Ok::<_, crate::error::AppError>(created)

@@ -144,7 +144,7 @@ impl Client {
                             Ordering::SeqCst,
                         );
                         let next = self.current.load(Ordering::SeqCst);
-                        if !(next - first).is_multiple_of(self.bases.len()) {
+                        if (next - first) % self.bases.len() != 0 {
                             attempt += 1;
                             continue;
                         }
