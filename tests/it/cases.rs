@@ -33,6 +33,8 @@ fn initial_assessment(case_id: &str, base: i64) -> Value {
     data["admin"]["child_removed"] = json!(false);
     data["admin"].as_object_mut().unwrap().remove("removal_at");
     data["decision"]["ia_decision_date"] = json!("2026-11-22");
+    // D15's eight weeks count from the Social Worker's appointment (8.6.1).
+    data["decision"]["sa_sw_appointed_at"] = json!("2026-11-22");
     let mut env = form_envelope("kz.initial_assessment", case_id, data);
     env["base_case_version"] = json!(base);
     env
@@ -746,6 +748,11 @@ fn closure_waits_while_a_parent_is_charged_and_edits_leave_the_fold() {
     ia["admin"]["child_removed"] = json!(false);
     ia["admin"].as_object_mut().unwrap().remove("removal_at");
     ia["decision"]["ia_decision"] = json!("a_no_further_action");
+    // No Social Worker is appointed for a social assessment under (a).
+    ia["decision"]
+        .as_object_mut()
+        .unwrap()
+        .remove("sa_sw_appointed_at");
     ia["decision"]["parent_charged"] = json!(true);
     let res = worker.send(&form_envelope("kz.initial_assessment", &case_id, ia));
     assert_eq!(res.status, 201, "{}", res.text);
@@ -788,9 +795,11 @@ fn an_emergency_record_meets_its_deadlines_at_the_times_it_records() {
     let worker = phone(&app, &staff.worker);
     let case_id = uuid::Uuid::new_v4().to_string();
     assert_eq!(worker.send(&referral(&case_id, "Child A")).status, 201);
-    // Danger reported at 22:40; the GTA told at 01:25 and the juvenile
+    // Danger reported at 22:40, removal found necessary at 01:20 (the
+    // "reasonable cause" D4a/b count from, 8.2.2), the child removed at
+    // 02:15 (D4c's start); the GTA told at 01:25 and the juvenile
     // inspection asked at 01:30 (within the 4 hours proposed for
-    // "immediately", 8.2.2); the Prosecutor only at 09:00: late.
+    // "immediately"); the Prosecutor only at 09:00: late.
     let res = worker.send(&form_envelope(
         "kz.emergency_action",
         &case_id,
@@ -800,13 +809,13 @@ fn an_emergency_record_meets_its_deadlines_at_the_times_it_records() {
     let case = app
         .get(&format!("/api/v1/cases/{case_id}"), &staff.worker)
         .body;
-    for (rule, status) in [
-        ("D4a", "met_on_time"),
-        ("D4b", "met_on_time"),
-        ("D4c", "met_late"),
+    for (rule, due, status) in [
+        ("D4a", "2026-03-03T00:20:00Z", "met_on_time"),
+        ("D4b", "2026-03-03T00:20:00Z", "met_on_time"),
+        ("D4c", "2026-03-03T01:15:00Z", "met_late"),
     ] {
         let d = deadline(&case, rule);
-        assert_eq!(d["due_at"], "2026-03-02T21:40:00Z", "{d:#}");
+        assert_eq!(d["due_at"], due, "{rule}: {d:#}");
         assert_eq!(d["status"], status, "{rule}: {d:#}");
     }
     assert_eq!(deadline(&case, "D4c")["ended_at"], "2026-03-03T04:00:00Z");
