@@ -403,6 +403,35 @@ fn an_admin_adds_a_person_changes_their_sites_and_resets_the_password() {
     let mut want = vec![ala.clone(), shy.clone()];
     want.sort();
     assert_eq!(user["site_ids"], serde_json::json!(want));
+    // Initials for BT case codes (SOP §10.2, #20 item 12): the API's
+    // refusal in the field's words, then set, then cleared again.
+    let initials = |root: &mut Browser, value: &str| {
+        root.post(
+            &format!("/people/{saule}"),
+            &[
+                ("csrf", &csrf),
+                ("display_name", "Saule"),
+                ("initials", value),
+                ("role", "field_worker"),
+                ("site", &ala),
+                ("site", &shy),
+                ("active", "on"),
+            ],
+        )
+    };
+    let bad = initials(&mut root, "s1");
+    assert_eq!(bad.status, 422, "{}", bad.text);
+    assert!(bad.text.contains("Initials in case codes"), "{}", bad.text);
+    assert_eq!(initials(&mut root, "SA").status, 303);
+    assert_eq!(app.last_audit_detail("user_updated"), "initials");
+    let user = app.get(&format!("/api/v1/users/{saule}"), admin).body;
+    assert_eq!(user["initials"], "SA");
+    assert!(root
+        .get(&format!("/people/{saule}"))
+        .text
+        .contains("value=\"SA\""));
+    assert_eq!(initials(&mut root, "").status, 303);
+    assert!(app.get(&format!("/api/v1/users/{saule}"), admin).body["initials"].is_null());
     // A field worker needs a site: the API's refusal, nothing changed.
     let updates = app.audit_count("user_updated");
     let no_site = root.post(

@@ -526,7 +526,8 @@ fn exports_from_the_shell_write_private_files_and_are_audited() {
             "percent",
             "median_delay_hours",
             "median_delay_days",
-            "suppression"
+            "suppression",
+            "caveat"
         ]
     );
     let cells: Vec<(String, String, String)> = rows(&text)

@@ -293,6 +293,7 @@ fn assert_csv_matches(csv_text: &str, report: &Report) {
         "median_delay_hours",
         "median_delay_days",
         "suppression",
+        "caveat",
     ];
     want.extend(values.iter().map(|s| s.to_string()));
     assert_eq!(header, want);

@@ -575,8 +575,9 @@ fn a_plan_records_why_a_parent_has_not_signed_and_the_one_year_check_has_one_cod
 
 /// Item 8. "Case ID Number" on Annexes D, E, G, H, I is the case number the
 /// manual gives (Part 13, footnotes 62–67: "Case 1", "Case 1.1"), not the
-/// internal id: the server refuses a number that is not the case's and
-/// takes the form without one.
+/// internal id: the server refuses a number that is not the case's, and a
+/// form sent without one (ODK Collect never asks) is stored with the case's
+/// number filled in, as the paper form carries it.
 #[test]
 fn the_case_id_number_on_the_paper_forms_is_the_case_number() {
     let app = TestApp::spawn();
@@ -602,7 +603,7 @@ fn the_case_id_number_on_the_paper_forms_is_the_case_number() {
     );
     assert!(
         res.text
-            .contains(&format!("this form belongs to case {number}")),
+            .contains(&format!("is not this case's number ({number})")),
         "{}",
         res.text
     );
@@ -616,5 +617,18 @@ fn the_case_id_number_on_the_paper_forms_is_the_case_number() {
     assert_eq!(res.status, 422, "{}", res.text);
 
     ia["header"]["case_number"] = json!(number);
-    submit(&worker, "kz.initial_assessment", &case_id, ia);
+    submit(&worker, "kz.initial_assessment", &case_id, ia.clone());
+
+    // Left empty, the server fills it from the case.
+    ia["header"].as_object_mut().unwrap().remove("case_number");
+    let sent = submit(&worker, "kz.initial_assessment", &case_id, ia);
+    use casesync::db::schema::submissions;
+    use diesel::prelude::*;
+    let payload: String = submissions::table
+        .find(&sent)
+        .select(submissions::payload)
+        .first(&mut app.conn())
+        .unwrap();
+    let stored: Value = serde_json::from_str(&payload).unwrap();
+    assert_eq!(stored["data"]["header"]["case_number"], json!(number));
 }

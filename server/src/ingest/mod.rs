@@ -406,13 +406,17 @@ pub fn prepare_opened(
         error.pointer.insert_str(0, "/data");
     }
     report.errors.extend(Identity::unsafe_name(data));
+    let case_number = match (form.meta.case, prepared.envelope.case_id) {
+        (CaseRole::Updates, Some(id)) if form.fields.iter().any(|f| f.case_number) => {
+            cases::find(conn, &id.to_string())?.and_then(|c| c.number)
+        }
+        _ => None,
+    };
     report.errors.extend(case_number_answers(
-        conn,
         &form.fields,
         data,
-        form.meta.case,
-        prepared.envelope.case_id,
-    )?);
+        case_number.as_deref(),
+    ));
     report.errors.extend(attachments::check_references(
         &form.fields,
         data,
@@ -431,11 +435,17 @@ pub fn prepare_opened(
     if !report.is_valid() {
         return Err(AppError::invalid_data(report.errors, report.unlisted));
     }
+    // Hashed as sent: a retry matches even if the case was renumbered since
+    // (a readmission link), while what is stored carries the number.
+    prepared.content_sha256 = hex::encode(Sha256::digest(canonical(&envelope_value).as_bytes()));
+    if let Some(number) = &case_number {
+        fill_case_number(&mut envelope_value["data"], &form.fields, number);
+    }
+    let data = &envelope_value["data"];
     if let Value::Object(data) = data {
         prepared.envelope.data = data.clone();
     }
     prepared.payload = envelope_value.to_string();
-    prepared.content_sha256 = hex::encode(Sha256::digest(canonical(&envelope_value).as_bytes()));
     prepared.event = SubmissionEvent::of(&form, data, prepared.envelope.completed_at);
     let event_day = Programmes::shipped()
         .get(&prepared.programme)
@@ -453,31 +463,23 @@ pub fn prepare_opened(
     Ok(prepared)
 }
 
-/// The answers to `x-case-number` fields (BT registration `header/case_no`):
-/// the case's number is the server's, never a second one typed in. A form
-/// that opens a case leaves it empty (the number exists once the server
-/// opens the case); a form about a case may carry it only as the case has
-/// it.
+/// The answers to `x-case-number` fields (Annexes D, E, G, H, I "Case ID
+/// Number", BT registration `header/case_no`): the case's number is the
+/// server's, never a second one typed in. A form that opens a case leaves
+/// it empty (the number exists once the server opens the case); a form
+/// about a case may carry it only as the case has it (`number`).
 fn case_number_answers(
-    conn: &mut DbConnection,
     fields: &[crate::forms::model::Field],
     data: &Value,
-    role: CaseRole,
-    case_id: Option<uuid::Uuid>,
-) -> AppResult<Vec<FieldError>> {
+    number: Option<&str>,
+) -> Vec<FieldError> {
     let mut errors = Vec::new();
     for field in fields.iter().filter(|f| f.case_number) {
         for (pointer, value) in field.values_in(data) {
             let Some(text) = value.as_str().map(str::trim).filter(|t| !t.is_empty()) else {
                 continue;
             };
-            let number = match (role, case_id) {
-                (CaseRole::Updates, Some(id)) => {
-                    cases::find(conn, &id.to_string())?.and_then(|c| c.number)
-                }
-                _ => None,
-            };
-            if number.as_deref() == Some(text) {
+            if number == Some(text) {
                 continue;
             }
             let why = match number {
@@ -487,7 +489,32 @@ fn case_number_answers(
             errors.push(FieldError::new(format!("/data{pointer}"), why));
         }
     }
-    Ok(errors)
+    errors
+}
+
+/// Writes the case's number into the `x-case-number` fields a form about
+/// the case left empty (ODK Collect never asks for it), so the stored
+/// answers carry it like the paper form does (#20 item 8). Only fields
+/// outside repeats, under an object the answers already have.
+fn fill_case_number(data: &mut Value, fields: &[crate::forms::model::Field], number: &str) {
+    for field in fields
+        .iter()
+        .filter(|f| f.case_number && !f.path.contains("[]"))
+    {
+        let mut segments: Vec<&str> = field.path.split('/').collect();
+        let Some(key) = segments.pop() else { continue };
+        let parent = segments
+            .iter()
+            .try_fold(&mut *data, |node, segment| node.get_mut(*segment));
+        if let Some(Value::Object(parent)) = parent {
+            let empty = parent
+                .get(key)
+                .is_none_or(|v| v.as_str().is_some_and(|t| t.trim().is_empty()) || v.is_null());
+            if empty {
+                parent.insert(key.to_string(), Value::String(number.to_string()));
+            }
+        }
+    }
 }
 
 fn case_plan(conn: &mut DbConnection, who: &Principal, p: &Prepared) -> AppResult<CasePlan> {

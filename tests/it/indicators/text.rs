@@ -90,6 +90,9 @@ fn bt_d3_counts_plans_not_cases() {
     let (_, coordinator) = app.user(&admin, "pema", "coordinator", &["BT-NCWC"]);
     let phone = phone_for(&app, &worker, "bt");
     let a = bt_case(&phone, "Sonam Choden", "2026-02-02");
+    // Consent and the assessment come first: a plan follows them (§7).
+    send(&phone, &a, bt_consent("bt.consent_caregiver", "2026-02-02"));
+    send(&phone, &a, bt_assessment("2026-02-02", "medium"));
     // Version 1 agreed 3 Feb, approved 4 Feb; version 2 agreed 16 Feb,
     // never approved. Counted by case, the case has an approval: 1 of 1.
     send(

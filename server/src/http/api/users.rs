@@ -158,6 +158,9 @@ fn describe_changes(c: &users::UserChanges) -> String {
     if c.display_name.is_some() {
         parts.push("display_name".to_string());
     }
+    if c.initials.is_some() {
+        parts.push("initials".to_string());
+    }
     if let Some(role) = c.role {
         parts.push(format!("role={role}"));
     }

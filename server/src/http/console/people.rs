@@ -79,6 +79,7 @@ struct PeoplePage {
 pub struct NewUserForm {
     pub username: String,
     pub display_name: String,
+    pub initials: String,
     pub role: String,
     pub sites: Vec<String>,
 }
@@ -416,6 +417,7 @@ fn refusal(t: &Catalogue, e: &AppError) -> Option<(StatusCode, String)> {
         let key = match pointer.split('/').nth(1).unwrap_or("") {
             "username" => "people.username",
             "display_name" => "people.display_name",
+            "initials" => "people.initials",
             "role" => "people.role",
             "site_ids" => "people.sites",
             "password" => "people.password",
@@ -563,6 +565,7 @@ pub async fn create_user(
     let kept = NewUserForm {
         username: field(&form, "username").unwrap_or("").to_string(),
         display_name: field(&form, "display_name").unwrap_or("").to_string(),
+        initials: field(&form, "initials").unwrap_or("").trim().to_string(),
         role: field(&form, "role").unwrap_or("").to_string(),
         sites: all(&form, "site"),
     };
@@ -572,7 +575,7 @@ pub async fn create_user(
             let new = NewUser {
                 username: kept.username.clone(),
                 display_name: Some(kept.display_name.clone()).filter(|d| !d.trim().is_empty()),
-                initials: None,
+                initials: Some(kept.initials.clone()).filter(|i| !i.is_empty()),
                 role,
                 site_ids: kept.sites.clone(),
                 password: password.map(str::to_string),
@@ -626,6 +629,11 @@ pub async fn update_user(
     if name != current.display_name {
         changes.display_name = Some(name.to_string());
     }
+    // An emptied field clears them (the display name gives them again).
+    let initials = field(&form, "initials").unwrap_or("").trim();
+    if initials != current.initials.as_deref().unwrap_or("") {
+        changes.initials = Some(initials.to_string());
+    }
     match role_of(field(&form, "role").unwrap_or("")) {
         Ok(role) if role != current.role => changes.role = Some(role),
         Ok(_) => {}
@@ -641,6 +649,7 @@ pub async fn update_user(
         changes.active = Some(active);
     }
     let nothing = changes.display_name.is_none()
+        && changes.initials.is_none()
         && changes.role.is_none()
         && changes.site_ids.is_none()
         && changes.active.is_none();
