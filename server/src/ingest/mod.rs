@@ -36,7 +36,7 @@ use crate::programmes::Programmes;
 use crate::submissions::{self as rows, cells, NewSubmission};
 use crate::submissions::{AttachmentDeclaration, Envelope};
 pub use crate::submissions::{
-    AWAITING_ATTACHMENTS, COMPLETE, DISMISSED, PENDING_CASE, QUARANTINED, REFUSED,
+    AWAITING_ATTACHMENTS, COMPLETE, CORRECTED, DISMISSED, PENDING_CASE, QUARANTINED, REFUSED,
 };
 use crate::time::now;
 
