@@ -465,6 +465,14 @@ fn case_plan(conn: &mut DbConnection, who: &Principal, p: &Prepared) -> AppResul
                 Some(case) if case.opened_by_instance == p.instance_id => {
                     Ok(CasePlan::Reopened(case))
                 }
+                // A held form a coordinator corrected, sent again by the
+                // phone: its accepted version opened the case (a retry).
+                Some(case)
+                    if case.opened_by_instance
+                        == held::corrected_id(&p.instance_id).to_string() =>
+                {
+                    Ok(CasePlan::Reopened(case))
+                }
                 // An edit of the form that opened the case.
                 Some(case)
                     if p.envelope.supersedes.is_some() && cases::may_submit_for(who, &case) =>
