@@ -1328,7 +1328,14 @@ fn a_coordinator_reads_a_held_forms_answers_with_its_problems_beside_them() {
     let case_id = uuid::Uuid::new_v4().to_string();
     let instance_id = uuid::Uuid::new_v4().to_string();
     let answers = unfit(&referral(&case_id).child("Dana Held").data());
-    let sent = encrypted(&app, &session, "kz.referral", &answers, &case_id, &instance_id);
+    let sent = encrypted(
+        &app,
+        &session,
+        "kz.referral",
+        &answers,
+        &case_id,
+        &instance_id,
+    );
     held_from_collect(&app, &basic("aigerim", &device), &sent);
 
     let path = format!("/api/v1/submissions/held/{instance_id}");
@@ -1392,7 +1399,9 @@ fn a_coordinator_reads_a_held_forms_answers_with_its_problems_beside_them() {
     let mut browser = crate::console::Browser::with_session(&app, &coordinator);
     let today = browser.get("/today");
     assert!(
-        today.text.contains(&format!("href=\"/held/{instance_id}\"")),
+        today
+            .text
+            .contains(&format!("href=\"/held/{instance_id}\"")),
         "{}",
         today.text
     );
@@ -1470,7 +1479,14 @@ fn a_corrected_held_form_folds_into_its_case_as_the_same_answers_sent_clean() {
     let (_, elsewhere) = app.user(&admin, "marat", "coordinator", &["KZ-CAM-SHY"]);
     let auth = basic("aigerim", &device);
     let instance_id = uuid::Uuid::new_v4().to_string();
-    let sent = encrypted(&app, &session, "kz.referral", &unfit(&answers), &case_id, &instance_id);
+    let sent = encrypted(
+        &app,
+        &session,
+        "kz.referral",
+        &unfit(&answers),
+        &case_id,
+        &instance_id,
+    );
     held_from_collect(&app, &auth, &sent);
     let correction = format!("/api/v1/submissions/held/{instance_id}/correction");
     let stored = app.stored_submissions();
@@ -1484,7 +1500,12 @@ fn a_corrected_held_form_folds_into_its_case_as_the_same_answers_sent_clean() {
     let held = app.get("/api/v1/submissions/held", &coordinator);
     assert!(held.text.contains(&instance_id), "{}", held.text);
     assert_eq!(
-        get(&app, &format!("/api/v1/cases/{case_id}"), Some(&format!("Bearer {session}"))).status,
+        get(
+            &app,
+            &format!("/api/v1/cases/{case_id}"),
+            Some(&format!("Bearer {session}"))
+        )
+        .status,
         404
     );
     // Not the caller's to correct: 404 (another site), as for reading.
@@ -1502,11 +1523,17 @@ fn a_corrected_held_form_folds_into_its_case_as_the_same_answers_sent_clean() {
     assert_eq!(res.body["case_id"], case_id.as_str());
     assert_eq!(res.body["status"], "complete");
     assert_eq!(app.stored_submissions(), stored + 1);
-    assert_eq!(comparable(app.case(&session, &case_id)), comparable(twin_case));
+    assert_eq!(
+        comparable(app.case(&session, &case_id)),
+        comparable(twin_case)
+    );
     let timeline = app.get(&format!("/api/v1/cases/{case_id}/timeline"), &session);
     assert_eq!(comparable(timeline.body.clone()), comparable(twin_timeline));
     // Its file came with it, and opens as any attachment does.
-    let name = declarations(&answers)[0]["name"].as_str().unwrap().to_string();
+    let name = declarations(&answers)[0]["name"]
+        .as_str()
+        .unwrap()
+        .to_string();
     let file = app.get(
         &format!("/api/v1/submissions/{accepted}/attachments/{name}"),
         &session,
@@ -1520,12 +1547,22 @@ fn a_corrected_held_form_folds_into_its_case_as_the_same_answers_sent_clean() {
         .select((submissions::status, submissions::superseded_by))
         .first(&mut app.conn())
         .unwrap();
-    assert_eq!((status.as_str(), by.as_deref()), ("corrected", Some(accepted.as_str())));
+    assert_eq!(
+        (status.as_str(), by.as_deref()),
+        ("corrected", Some(accepted.as_str()))
+    );
     let held = app.get("/api/v1/submissions/held", &coordinator);
     assert!(!held.text.contains(&instance_id), "{}", held.text);
-    let original = app.get(&format!("/api/v1/submissions/held/{instance_id}"), &coordinator);
+    let original = app.get(
+        &format!("/api/v1/submissions/held/{instance_id}"),
+        &coordinator,
+    );
     assert_eq!(original.status, 200, "{}", original.text);
-    assert_eq!(original.body["data"], unfit(&answers), "what the phone sent");
+    assert_eq!(
+        original.body["data"],
+        unfit(&answers),
+        "what the phone sent"
+    );
     assert_eq!(original.body["corrected_as"], accepted.as_str());
     // Audited once, naming the coordinator.
     let corrected: Vec<(Option<String>, Option<String>, Option<String>)> = audit_log::table
@@ -1636,6 +1673,9 @@ fn a_corrected_held_edit_supersedes_the_form_it_edits() {
     assert_eq!(superseded(&accepted), json!(false));
     assert_ne!(comparable(timeline.body.clone()), comparable(before.body));
     // The case as the same two forms sent clean make it.
-    assert_eq!(comparable(app.case(&session, &case_id)), comparable(twin_case));
+    assert_eq!(
+        comparable(app.case(&session, &case_id)),
+        comparable(twin_case)
+    );
     assert_eq!(comparable(timeline.body), comparable(twin_timeline));
 }

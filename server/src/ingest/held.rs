@@ -451,7 +451,10 @@ fn place(lines: Vec<Line>, problems: &[FieldError]) -> (Vec<Placed>, Vec<FieldEr
         .collect();
     let mut general = Vec::new();
     for problem in problems {
-        let at = problem.pointer.strip_prefix("/data").filter(|p| !p.is_empty());
+        let at = problem
+            .pointer
+            .strip_prefix("/data")
+            .filter(|p| !p.is_empty());
         let within = |line: &Placed, at: &str| {
             let p = line.line.pointer.as_str();
             at == p || at.strip_prefix(p).is_some_and(|rest| rest.starts_with('/'))
@@ -695,7 +698,10 @@ pub fn accept_correction(
     .execute(conn)?;
     let detail = format!(
         "accepted as {} ({} {}), sent by {}",
-        receipt.instance_id, prepared.envelope.form_id, prepared.envelope.form_version, sender.username
+        receipt.instance_id,
+        prepared.envelope.form_id,
+        prepared.envelope.form_version,
+        sender.username
     );
     audit::record(
         conn,

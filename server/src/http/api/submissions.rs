@@ -9,8 +9,8 @@ use crate::audit::{self, Origin};
 use crate::auth::policy;
 use crate::cases::views::site_named;
 use crate::cpu;
-use crate::error::{AppError, AppResult, Problem};
 use crate::db::write_tx;
+use crate::error::{AppError, AppResult, Problem};
 use crate::http::extract::{
     ApiJson, AttachmentBody, AuthUser, Batch, BatchBody, JoseBody, JsonBody,
 };

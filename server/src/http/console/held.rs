@@ -45,13 +45,8 @@ pub async fn page(
     id: web::Path<String>,
     query: web::Query<Done>,
 ) -> Result<HttpResponse, WebError> {
-    let r = api::submissions::held_form(
-        &state,
-        origin,
-        session.principal.clone(),
-        id.into_inner(),
-    )
-    .await?;
+    let r = api::submissions::held_form(&state, origin, session.principal.clone(), id.into_inner())
+        .await?;
     let page = HeldPage {
         chrome: Chrome::signed_in(&req, &session),
         received_at: r.received_at.format("%Y-%m-%d %H:%M UTC").to_string(),
@@ -88,8 +83,7 @@ pub async fn dismiss(
     )
     .await?;
     // An instance id is a UUID: nothing else is put in the address.
-    let id = uuid::Uuid::parse_str(&id).map_err(|_| {
-        WebError::App(crate::error::AppError::NotFound("no such form".into()))
-    })?;
+    let id = uuid::Uuid::parse_str(&id)
+        .map_err(|_| WebError::App(crate::error::AppError::NotFound("no such form".into())))?;
     Ok(see_other(&format!("/held/{id}?done=dismissed")))
 }
