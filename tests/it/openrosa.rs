@@ -1679,3 +1679,73 @@ fn a_corrected_held_edit_supersedes_the_form_it_edits() {
     );
     assert_eq!(comparable(timeline.body), comparable(twin_timeline));
 }
+
+/// Issue #17: the console's held form page asks again the questions with
+/// a problem. Left blank, the page comes back (422) saying what still
+/// does not fit, and nothing changes; answered, the form goes into its
+/// case (the API's correction, audited with the coordinator as actor).
+#[test]
+fn a_coordinator_corrects_a_held_form_on_the_console() {
+    use crate::console::Browser;
+    let app = TestApp::spawn();
+    let admin = app.admin_token();
+    let (_, session, device) = worker(&app, &admin, "aigerim");
+    let (_, coordinator) = app.user(&admin, "saule", "coordinator", &["KZ-CAM-ALA"]);
+    let case_id = uuid::Uuid::new_v4().to_string();
+    let instance_id = uuid::Uuid::new_v4().to_string();
+    let answers = referral(&case_id).child("Dana Console").data();
+    let sent = encrypted(
+        &app,
+        &session,
+        "kz.referral",
+        &unfit(&answers),
+        &case_id,
+        &instance_id,
+    );
+    held_from_collect(&app, &basic("aigerim", &device), &sent);
+
+    let mut browser = Browser::with_session(&app, &coordinator);
+    let page = browser.get(&format!("/held/{instance_id}"));
+    assert_eq!(page.status, 200, "{}", page.text);
+    let field = "answer:/migration/migration_status_description";
+    assert!(
+        page.text.contains(&format!("name=\"{field}\"")),
+        "{}",
+        page.text
+    );
+    let csrf = Browser::hidden(&page, "csrf");
+    let path = format!("/held/{instance_id}/correction");
+    let stored = app.stored_submissions();
+
+    // Left blank: still wrong, the page says so, nothing changes.
+    let res = browser.post(&path, &[("csrf", &csrf), (field, "  ")]);
+    assert_eq!(res.status, 422, "{}", res.text);
+    assert!(res.text.contains(MISSING), "{}", res.text);
+    assert_eq!(app.stored_submissions(), stored);
+    // Without the form's CSRF value: refused.
+    let value = answers["migration"]["migration_status_description"]
+        .as_str()
+        .unwrap();
+    let res = browser.post(&path, &[("csrf", "forged"), (field, value)]);
+    assert_eq!(res.status, 403, "{}", res.text);
+    assert_eq!(app.stored_submissions(), stored);
+
+    // Answered: accepted into the case.
+    let res = browser.post(&path, &[("csrf", &csrf), (field, value)]);
+    assert_eq!(res.status, 303, "{}", res.text);
+    assert_eq!(
+        res.header("location"),
+        Some(format!("/held/{instance_id}?done=corrected").as_str())
+    );
+    assert_eq!(app.stored_submissions(), stored + 1);
+    assert_eq!(app.audit_count("quarantined_form_corrected"), 1);
+    let case = app.get(&format!("/api/v1/cases/{case_id}"), &session);
+    assert_eq!(case.status, 200, "{}", case.text);
+    let page = browser.get(&format!("/held/{instance_id}?done=corrected"));
+    assert!(page.text.contains("Corrected and accepted"), "{}", page.text);
+    assert!(
+        !page.text.contains(&format!("name=\"{field}\"")),
+        "no correction form once accepted: {}",
+        page.text
+    );
+}

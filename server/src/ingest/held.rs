@@ -31,7 +31,8 @@ use crate::cases::{self, reconcile};
 use crate::db::schema::{attachments, submissions};
 use crate::db::DbConnection;
 use crate::error::{AppError, AppResult, FieldError};
-use crate::forms::answers::{self, Line};
+use crate::forms::answers::{self, Line, Shown};
+use crate::forms::model::{Field, FieldKind};
 use crate::forms::FormCache;
 use crate::time::now;
 
@@ -437,6 +438,162 @@ pub struct HeldReading {
     pub answers: Vec<Placed>,
     /// The answers as the phone sent them (the envelope's `data`).
     pub data: Value,
+    /// The questions with a problem that the console's correction form
+    /// lets a coordinator answer again ([`Editable`]).
+    pub editable: Vec<Editable>,
+}
+
+/// How the console asks a question again.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Input {
+    Text,
+    Number,
+    YesNo,
+    /// One of the form's choices: (the value as JSON, its title).
+    Choice(Vec<(String, String)>),
+}
+
+/// A question with a problem, as the console's correction form asks it:
+/// where its answer goes, what it is called, how it is answered and what
+/// the phone sent (as the input's text).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Editable {
+    pub pointer: String,
+    pub label: String,
+    pub input: Input,
+    pub current: String,
+    pub problems: Vec<String>,
+}
+
+/// The field of the form whose answer is at `pointer` in the data (repeat
+/// item indices left out).
+fn field_at<'a>(fields: &'a [Field], pointer: &str) -> Option<&'a Field> {
+    let path: Vec<String> = pointer
+        .split('/')
+        .skip(1)
+        .filter(|s| s.parse::<usize>().is_err())
+        .map(|s| s.replace("~1", "/").replace("~0", "~"))
+        .collect();
+    fields.iter().find(|f| {
+        f.segments()
+            .map(|s| s.trim_end_matches("[]"))
+            .eq(path.iter().map(String::as_str))
+    })
+}
+
+/// The questions with a problem that one input can answer again.
+fn editable(fields: &[Field], data: &Value, answers: &[Placed]) -> Vec<Editable> {
+    answers
+        .iter()
+        .filter(|a| !a.problems.is_empty() && a.line.value != Shown::Heading)
+        .filter_map(|a| {
+            let field = field_at(fields, &a.line.pointer)?;
+            let input = match field.kind {
+                FieldKind::Text | FieldKind::Date | FieldKind::DateTime
+                    if field.options.is_empty() =>
+                {
+                    Input::Text
+                }
+                FieldKind::Integer | FieldKind::Number => Input::Number,
+                FieldKind::Boolean => Input::YesNo,
+                FieldKind::SelectOne | FieldKind::Text if !field.options.is_empty() => {
+                    Input::Choice(
+                        field
+                            .options
+                            .iter()
+                            .map(|c| {
+                                let title = c.title.clone().unwrap_or_else(|| match &c.value {
+                                    Value::String(s) => s.clone(),
+                                    other => other.to_string(),
+                                });
+                                (c.value.to_string(), title)
+                            })
+                            .collect(),
+                    )
+                }
+                _ => return None,
+            };
+            let current = match (data.pointer(&a.line.pointer), &input) {
+                (None | Some(Value::Null), _) => String::new(),
+                (Some(v), Input::Choice(_)) => v.to_string(),
+                (Some(Value::Bool(true)), _) => "yes".into(),
+                (Some(Value::Bool(false)), _) => "no".into(),
+                (Some(Value::String(s)), _) => s.clone(),
+                (Some(other), _) => other.to_string(),
+            };
+            Some(Editable {
+                pointer: a.line.pointer.clone(),
+                label: a.line.label.clone(),
+                input,
+                current,
+                problems: a.problems.clone(),
+            })
+        })
+        .collect()
+}
+
+/// The held form's answers with `typed` (pointer, text as typed into the
+/// console's correction form) put in place of its [`Editable`] questions'
+/// answers: a blank one removed, each read as its input asks (a number
+/// that is not one is kept as typed, for the check to say so).
+pub fn with_typed(reading: &HeldReading, typed: &[(String, String)]) -> Value {
+    let mut data = reading.data.clone();
+    for question in &reading.editable {
+        let Some((_, text)) = typed.iter().find(|(p, _)| *p == question.pointer) else {
+            continue;
+        };
+        let text = text.trim();
+        let value = match (&question.input, text) {
+            (_, "") => None,
+            (Input::YesNo, "yes") => Some(Value::Bool(true)),
+            (Input::YesNo, "no") => Some(Value::Bool(false)),
+            (Input::Number, t) => Some(
+                t.parse::<i64>()
+                    .map(Value::from)
+                    .or_else(|_| t.parse::<f64>().map(Value::from))
+                    .unwrap_or_else(|_| Value::String(t.to_string())),
+            ),
+            (Input::Choice(_), t) => {
+                Some(serde_json::from_str(t).unwrap_or_else(|_| Value::String(t.to_string())))
+            }
+            (_, t) => Some(Value::String(t.to_string())),
+        };
+        put(&mut data, &question.pointer, value);
+    }
+    data
+}
+
+/// Sets (or, with `None`, removes) the answer at `pointer`, making the
+/// sections on the way.
+fn put(data: &mut Value, pointer: &str, value: Option<Value>) {
+    let Some((parent, last)) = pointer.rsplit_once('/') else {
+        return;
+    };
+    let last = last.replace("~1", "/").replace("~0", "~");
+    let mut at = data;
+    for segment in parent.split('/').skip(1) {
+        let key = segment.replace("~1", "/").replace("~0", "~");
+        at = match at {
+            Value::Array(items) => match key.parse::<usize>().ok().and_then(|i| items.get_mut(i)) {
+                Some(item) => item,
+                None => return,
+            },
+            Value::Object(map) => map
+                .entry(key)
+                .or_insert_with(|| Value::Object(Map::new())),
+            _ => return,
+        };
+    }
+    if let Value::Object(map) = at {
+        match value {
+            Some(v) => {
+                map.insert(last, v);
+            }
+            None => {
+                map.remove(&last);
+            }
+        }
+    }
 }
 
 /// Places each problem (`/data/...` pointers) beside the deepest line it
@@ -501,6 +658,7 @@ pub fn read(
         .collect();
     let lines = answers::labelled_with(&form.fields, &data, &|p| named.contains(p));
     let (answers, general) = place(lines, &problems);
+    let editable = editable(&form.fields, &data, &answers);
     let username = users::get(conn, &row.submitted_by)?.username;
     Ok(HeldReading {
         case_id: envelope["case_id"].as_str().map(str::to_string),
@@ -518,6 +676,7 @@ pub fn read(
         general,
         answers,
         data,
+        editable,
     })
 }
 

@@ -71,6 +71,7 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
         .service(resource("/submissions/{id}").route(web::get().to(submission::page)))
         .service(resource("/held/{id}").route(web::get().to(held::page)))
         .service(resource("/held/{id}/dismissal").route(web::post().to(held::dismiss)))
+        .service(resource("/held/{id}/correction").route(web::post().to(held::correct)))
         .service(resource("/indicators").route(web::get().to(indicators::page)))
         .service(resource("/indicators.csv").route(web::get().to(indicators::csv)))
         .service(resource("/exports").route(web::get().to(exports::page)))
