@@ -1742,7 +1742,11 @@ fn a_coordinator_corrects_a_held_form_on_the_console() {
     let case = app.get(&format!("/api/v1/cases/{case_id}"), &session);
     assert_eq!(case.status, 200, "{}", case.text);
     let page = browser.get(&format!("/held/{instance_id}?done=corrected"));
-    assert!(page.text.contains("Corrected and accepted"), "{}", page.text);
+    assert!(
+        page.text.contains("Corrected and accepted"),
+        "{}",
+        page.text
+    );
     assert!(
         !page.text.contains(&format!("name=\"{field}\"")),
         "no correction form once accepted: {}",

@@ -578,9 +578,7 @@ fn put(data: &mut Value, pointer: &str, value: Option<Value>) {
                 Some(item) => item,
                 None => return,
             },
-            Value::Object(map) => map
-                .entry(key)
-                .or_insert_with(|| Value::Object(Map::new())),
+            Value::Object(map) => map.entry(key).or_insert_with(|| Value::Object(Map::new())),
             _ => return,
         };
     }

@@ -124,8 +124,8 @@ pub async fn correct(
     match outcome {
         Ok(_) => back_to(&id, "corrected"),
         Err(AppError::InvalidData { errors, .. } | AppError::Validation { errors, .. }) => {
-            let r = api::submissions::held_form(&state, origin, session.principal.clone(), id)
-                .await?;
+            let r =
+                api::submissions::held_form(&state, origin, session.principal.clone(), id).await?;
             let mut page = HeldPage::of(&req, &session, r);
             for question in &mut page.r.editable {
                 if let Some((_, text)) = typed.iter().find(|(p, _)| *p == question.pointer) {
