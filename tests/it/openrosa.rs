@@ -1753,3 +1753,60 @@ fn a_coordinator_corrects_a_held_form_on_the_console() {
         page.text
     );
 }
+
+/// Issue #17, in a real browser: a coordinator opens a held form from
+/// Today, sees the missing answer with its problem beside it, answers it
+/// and accepts the form into its case (screenshots `held-form*`).
+#[test]
+fn in_a_browser_a_coordinator_opens_a_held_form_from_today_and_corrects_it() {
+    let app = TestApp::spawn();
+    let admin = app.admin_token();
+    let (_, session, device) = worker(&app, &admin, "aigerim");
+    app.user(&admin, "saule", "coordinator", &["KZ-CAM-ALA"]);
+    let case_id = uuid::Uuid::new_v4().to_string();
+    let instance_id = uuid::Uuid::new_v4().to_string();
+    let answers = referral(&case_id).child("Dana Browser").data();
+    let sent = encrypted(
+        &app,
+        &session,
+        "kz.referral",
+        &unfit(&answers),
+        &case_id,
+        &instance_id,
+    );
+    held_from_collect(&app, &basic("aigerim", &device), &sent);
+    let Some(browser) = crate::browser::Browser::open(&app) else {
+        return;
+    };
+    browser.sign_in("saule", common::USER_PASSWORD);
+    assert_eq!(browser.arrives_at("/today"), "/today");
+    browser.click(&format!("a[href='/held/{instance_id}']"));
+    let page = format!("/held/{instance_id}");
+    assert_eq!(browser.arrives_at(&page), page);
+    let shown = browser.text("div.answers");
+    assert!(shown.contains("not answered"), "{shown}");
+    assert!(shown.contains(MISSING), "{shown}");
+    browser.screenshots("held-form");
+    // The list at the top leads to the answer the problem is about.
+    let listed = browser.text("div.problems ul");
+    assert!(listed.contains("Please describe the child"), "{listed}");
+    let value = answers["migration"]["migration_status_description"]
+        .as_str()
+        .unwrap();
+    browser.fill(
+        "input[name='answer:/migration/migration_status_description']",
+        value,
+    );
+    browser.submit("section[aria-labelledby=correct] button[type=submit]");
+    assert!(
+        browser.text("p.done").contains("Corrected and accepted"),
+        "{}",
+        browser.source()
+    );
+    browser.screenshots("held-form-corrected");
+    assert_eq!(
+        app.get(&format!("/api/v1/cases/{case_id}"), &session)
+            .status,
+        200
+    );
+}
