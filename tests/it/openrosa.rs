@@ -91,6 +91,35 @@ fn encrypted(
     instance_id: &str,
 ) -> odk::Encrypted {
     let xml = instance_xml(form_id, answers, case_id, instance_id);
+    encrypted_xml(app, session, form_id, answers, instance_id, &xml)
+}
+
+/// [`encrypted`] for an edit on the phone of `deprecated` (Collect's
+/// `meta/deprecatedID`).
+fn encrypted_edit(
+    app: &TestApp,
+    session: &str,
+    form_id: &str,
+    answers: &Value,
+    case_id: &str,
+    instance_id: &str,
+    deprecated: &str,
+) -> odk::Encrypted {
+    let xml = instance_xml(form_id, answers, case_id, instance_id).replace(
+        "<instanceID>",
+        &format!("<deprecatedID>uuid:{deprecated}</deprecatedID><instanceID>"),
+    );
+    encrypted_xml(app, session, form_id, answers, instance_id, &xml)
+}
+
+fn encrypted_xml(
+    app: &TestApp,
+    session: &str,
+    form_id: &str,
+    answers: &Value,
+    instance_id: &str,
+    xml: &str,
+) -> odk::Encrypted {
     let media = media_of(answers);
     let media: Vec<(&str, &[u8])> = media
         .iter()
@@ -1256,4 +1285,520 @@ fn plaintext_trusts_the_forwarded_proto_only_from_a_configured_proxy() {
     assert_openrosa_error(&send(&app, &auth, Some("https")), 400);
     assert_openrosa_error(&send(&app, &auth, None), 400);
     assert_eq!(app.stored_submissions(), before);
+}
+
+/// A KZ referral's answers without `migration_status_description`, which
+/// the form version requires: what a coordinator finds held.
+fn unfit(answers: &Value) -> Value {
+    let mut unfit = answers.clone();
+    unfit["migration"]
+        .as_object_mut()
+        .unwrap()
+        .remove("migration_status_description");
+    unfit
+}
+
+const MISSING: &str = "/data/migration/migration_status_description";
+
+/// `answers` sent from Collect by `auth` and held for a coordinator (202).
+fn held_from_collect(app: &TestApp, auth: &str, sent: &odk::Encrypted) {
+    let res = post(app, auth, &parts_of(sent));
+    assert_eq!(res.status, 202, "{}", res.text);
+}
+
+/// Issue #17, the quarantine's open gaps: a coordinator of the sender's
+/// sites reads a held form's answers, each beside what its form version
+/// says of it (audited as `quarantined_form_read`); everyone else gets
+/// 404, audited as a refusal. The console's held list links the page.
+#[test]
+fn a_coordinator_reads_a_held_forms_answers_with_its_problems_beside_them() {
+    let app = TestApp::spawn();
+    let admin = app.admin_token();
+    let (_, session, device) = worker(&app, &admin, "aigerim");
+    let (_, coordinator) = app.user(&admin, "saule", "coordinator", &["KZ-CAM-ALA"]);
+    let (_, elsewhere) = app.user(&admin, "marat", "coordinator", &["KZ-CAM-SHY"]);
+    let case_id = uuid::Uuid::new_v4().to_string();
+    let instance_id = uuid::Uuid::new_v4().to_string();
+    let answers = unfit(&referral(&case_id).child("Dana Held").data());
+    let sent = encrypted(
+        &app,
+        &session,
+        "kz.referral",
+        &answers,
+        &case_id,
+        &instance_id,
+    );
+    held_from_collect(&app, &basic("aigerim", &device), &sent);
+
+    let path = format!("/api/v1/submissions/held/{instance_id}");
+    let read_before = app.audit_count("quarantined_form_read");
+    let refused_before = app.audit_count("access_refused");
+    let res = app.get(&path, &coordinator);
+    assert_eq!(res.status, 200, "{}", res.text);
+    assert_eq!(res.header("cache-control"), Some("no-store"));
+    let body = &res.body;
+    assert_eq!(body["status"], "quarantined");
+    assert_eq!(body["username"], "aigerim");
+    assert_eq!(body["case_id"], case_id.as_str());
+    // The answers as the phone sent them.
+    assert_eq!(body["data"], answers);
+    assert_eq!(body["problems"][0]["pointer"], MISSING);
+    // The missing answer has its line, in its section, with its problem.
+    let lines = body["answers"].as_array().unwrap();
+    let at = lines
+        .iter()
+        .position(|l| l["pointer"] == "/migration/migration_status_description")
+        .unwrap_or_else(|| panic!("no line for the missing answer: {}", res.text));
+    assert_eq!(lines[at]["unanswered"], true);
+    assert!(
+        !lines[at]["problems"].as_array().unwrap().is_empty(),
+        "{}",
+        res.text
+    );
+    let section = lines[..at]
+        .iter()
+        .rposition(|l| l["pointer"] == "/migration")
+        .expect("the line sits in its section");
+    assert_eq!(lines[section]["heading"], true);
+    assert!(
+        lines.iter().any(|l| l["pointer"] == "/child/child_name"
+            && l["value"] == "Dana Held"
+            && l["problems"] == json!([])),
+        "the child's answers are there: {}",
+        res.text
+    );
+    assert_eq!(body["general_problems"], json!([]));
+    assert_eq!(app.audit_count("quarantined_form_read"), read_before + 1);
+
+    // Another site's coordinator, and the worker who sent it: 404, each
+    // refusal audited; nothing read.
+    for token in [&elsewhere, &session] {
+        let res = app.get(&path, token);
+        assert_eq!(res.status, 404, "{}", res.text);
+        assert!(!res.text.contains("Dana"), "{}", res.text);
+    }
+    assert_eq!(app.audit_count("access_refused"), refused_before + 2);
+    assert_eq!(app.audit_count("quarantined_form_read"), read_before + 1);
+    // A submission that was never held is not one.
+    let res = app.get(
+        &format!("/api/v1/submissions/held/{}", uuid::Uuid::new_v4()),
+        &coordinator,
+    );
+    assert_eq!(res.status, 404, "{}", res.text);
+
+    // The console: Today's held forms link the page, which shows the
+    // problem beside the unanswered question.
+    let mut browser = crate::console::Browser::with_session(&app, &coordinator);
+    let today = browser.get("/today");
+    assert!(
+        today
+            .text
+            .contains(&format!("href=\"/held/{instance_id}\"")),
+        "{}",
+        today.text
+    );
+    let page = browser.get(&format!("/held/{instance_id}"));
+    assert_eq!(page.status, 200, "{}", page.text);
+    assert!(page.text.contains("not answered"), "{}", page.text);
+    assert!(page.text.contains(MISSING), "{}", page.text);
+    assert!(page.text.contains("Dana Held"), "{}", page.text);
+    assert_eq!(app.audit_count("quarantined_form_read"), read_before + 2);
+    let other = crate::console::Browser::with_session(&app, &elsewhere)
+        .get(&format!("/held/{instance_id}"));
+    assert_eq!(other.status, 404);
+    assert!(!other.text.contains("Dana"));
+}
+
+/// A KZ referral sent clean as a JWE on its own server: the twin a
+/// corrected held form is compared with (case and timeline).
+fn clean_twin(answers: &Value, case_id: &str, edit: Option<&Value>) -> (Value, Value) {
+    let app = TestApp::spawn();
+    let admin = app.admin_token();
+    let (_, session, _) = worker(&app, &admin, "aigerim");
+    let p = phone(&app, &session);
+    let mut sent = vec![(answers.clone(), None)];
+    let first = uuid::Uuid::new_v4().to_string();
+    if let Some(edited) = edit {
+        sent.push((edited.clone(), Some(first.clone())));
+    }
+    for (i, (data, supersedes)) in sent.into_iter().enumerate() {
+        let instance_id = if i == 0 {
+            first.clone()
+        } else {
+            uuid::Uuid::new_v4().to_string()
+        };
+        let mut envelope = form_envelope("kz.referral", case_id, data.clone());
+        envelope["instance_id"] = json!(instance_id);
+        envelope["started_at"] = json!(STARTED);
+        envelope["completed_at"] = json!(COMPLETED);
+        if let Some(earlier) = supersedes {
+            envelope["supersedes"] = json!(earlier);
+        }
+        let res = p.send(&envelope);
+        assert_eq!(res.status, 201, "{}", res.text);
+        for d in declarations(&data) {
+            let name = d["name"].as_str().unwrap();
+            let res = p.attach(&instance_id, name, &attachment_content(name));
+            assert_eq!(res.status, 201, "{}", res.text);
+        }
+    }
+    (
+        app.case(&session, case_id),
+        app.get(&format!("/api/v1/cases/{case_id}/timeline"), &session)
+            .body,
+    )
+}
+
+/// Issue #17: a coordinator corrects a held form. Answers that still do
+/// not fit are 422 with the usual problems, and nothing changes; answers
+/// that fit are stored by the usual path as the form's accepted version,
+/// and the case folds exactly as if they had arrived clean (compared with
+/// the same answers sent as a JWE). The held form is kept as the phone
+/// sent it, off the held list; the correction is audited with the
+/// coordinator as actor; the same correction again changes nothing.
+#[test]
+fn a_corrected_held_form_folds_into_its_case_as_the_same_answers_sent_clean() {
+    use casesync::db::schema::{audit_log, submissions};
+    use diesel::prelude::*;
+    let case_id = uuid::Uuid::new_v4().to_string();
+    let answers = referral(&case_id).child("Dana Corrected").data();
+    let (twin_case, twin_timeline) = clean_twin(&answers, &case_id, None);
+
+    let app = TestApp::spawn();
+    let admin = app.admin_token();
+    let (_, session, device) = worker(&app, &admin, "aigerim");
+    let (saule, coordinator) = app.user(&admin, "saule", "coordinator", &["KZ-CAM-ALA"]);
+    let (_, elsewhere) = app.user(&admin, "marat", "coordinator", &["KZ-CAM-SHY"]);
+    let auth = basic("aigerim", &device);
+    let instance_id = uuid::Uuid::new_v4().to_string();
+    let sent = encrypted(
+        &app,
+        &session,
+        "kz.referral",
+        &unfit(&answers),
+        &case_id,
+        &instance_id,
+    );
+    held_from_collect(&app, &auth, &sent);
+    let correction = format!("/api/v1/submissions/held/{instance_id}/correction");
+    let stored = app.stored_submissions();
+
+    // Still wrong: 422 with the problem where it is; nothing changes.
+    let still = unfit(&answers);
+    let res = app.post(&correction, &coordinator, json!({ "data": still }));
+    assert_eq!(res.status, 422, "{}", res.text);
+    assert!(res.text.contains(MISSING), "{}", res.text);
+    assert_eq!(app.stored_submissions(), stored);
+    let held = app.get("/api/v1/submissions/held", &coordinator);
+    assert!(held.text.contains(&instance_id), "{}", held.text);
+    assert_eq!(
+        get(
+            &app,
+            &format!("/api/v1/cases/{case_id}"),
+            Some(&format!("Bearer {session}"))
+        )
+        .status,
+        404
+    );
+    // Not the caller's to correct: 404 (another site), as for reading.
+    let res = app.post(&correction, &elsewhere, json!({ "data": answers }));
+    assert_eq!(res.status, 404, "{}", res.text);
+    let res = app.post(&correction, &session, json!({ "data": answers }));
+    assert_eq!(res.status, 404, "{}", res.text);
+    assert_eq!(app.stored_submissions(), stored);
+
+    // Corrected: stored as the accepted version, the case opened.
+    let res = app.post(&correction, &coordinator, json!({ "data": answers }));
+    assert_eq!(res.status, 201, "{}", res.text);
+    let accepted = res.body["instance_id"].as_str().unwrap().to_string();
+    assert_ne!(accepted, instance_id);
+    assert_eq!(res.body["case_id"], case_id.as_str());
+    assert_eq!(res.body["status"], "complete");
+    assert_eq!(app.stored_submissions(), stored + 1);
+    assert_eq!(
+        comparable(app.case(&session, &case_id)),
+        comparable(twin_case)
+    );
+    let timeline = app.get(&format!("/api/v1/cases/{case_id}/timeline"), &session);
+    assert_eq!(comparable(timeline.body.clone()), comparable(twin_timeline));
+    // Its file came with it, and opens as any attachment does.
+    let name = declarations(&answers)[0]["name"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let file = app.get(
+        &format!("/api/v1/submissions/{accepted}/attachments/{name}"),
+        &session,
+    );
+    assert_eq!(file.status, 200, "{}", file.text);
+    assert_eq!(file.bytes, attachment_content(&name));
+
+    // The held form: kept as the phone sent it, corrected, off the list.
+    let (status, by): (String, Option<String>) = submissions::table
+        .find(&instance_id)
+        .select((submissions::status, submissions::superseded_by))
+        .first(&mut app.conn())
+        .unwrap();
+    assert_eq!(
+        (status.as_str(), by.as_deref()),
+        ("corrected", Some(accepted.as_str()))
+    );
+    let held = app.get("/api/v1/submissions/held", &coordinator);
+    assert!(!held.text.contains(&instance_id), "{}", held.text);
+    let original = app.get(
+        &format!("/api/v1/submissions/held/{instance_id}"),
+        &coordinator,
+    );
+    assert_eq!(original.status, 200, "{}", original.text);
+    assert_eq!(
+        original.body["data"],
+        unfit(&answers),
+        "what the phone sent"
+    );
+    assert_eq!(original.body["corrected_as"], accepted.as_str());
+    // Audited once, naming the coordinator.
+    let corrected: Vec<(Option<String>, Option<String>, Option<String>)> = audit_log::table
+        .filter(audit_log::action.eq("quarantined_form_corrected"))
+        .select((audit_log::actor_id, audit_log::object_id, audit_log::detail))
+        .load(&mut app.conn())
+        .unwrap();
+    assert_eq!(corrected.len(), 1, "{corrected:?}");
+    assert_eq!(corrected[0].0.as_deref(), Some(saule.as_str()));
+    assert_eq!(corrected[0].1.as_deref(), Some(instance_id.as_str()));
+    assert!(corrected[0].2.as_deref().unwrap().contains(&accepted));
+
+    // The same correction again: the same receipt, nothing changes.
+    let again = app.post(&correction, &coordinator, json!({ "data": answers }));
+    assert_eq!(again.status, 200, "{}", again.text);
+    assert_eq!(again.body["instance_id"], accepted.as_str());
+    assert_eq!(app.stored_submissions(), stored + 1);
+    assert_eq!(app.audit_count("quarantined_form_corrected"), 1);
+    let after = app.get(&format!("/api/v1/cases/{case_id}/timeline"), &session);
+    assert_eq!(comparable(after.body), comparable(timeline.body));
+    // Other answers now: 409; a dismissal: 409. Nothing changes.
+    let mut other = answers.clone();
+    other["child"]["child_name"] = json!("Dana Other");
+    let res = app.post(&correction, &coordinator, json!({ "data": other }));
+    assert_eq!(res.status, 409, "{}", res.text);
+    let res = app.post(
+        &format!("/api/v1/submissions/held/{instance_id}/dismissal"),
+        &coordinator,
+        json!({ "reason": "late" }),
+    );
+    assert_eq!(res.status, 409, "{}", res.text);
+    // The phone sending the same form again: a retry, now in its case.
+    let res = post(&app, &auth, &parts_of(&sent));
+    assert_eq!(res.status, 201, "{}", res.text);
+    assert_eq!(app.stored_submissions(), stored + 1);
+}
+
+/// Issue #17: a held form that was an edit on the phone (Collect's
+/// `deprecatedID`, our `supersedes`), once corrected, supersedes the form
+/// it edits exactly as a clean edit would: the case shows the edited
+/// answers, the original is superseded (compared with the same two forms
+/// sent clean as JWEs).
+#[test]
+fn a_corrected_held_edit_supersedes_the_form_it_edits() {
+    use casesync::db::schema::submissions;
+    use diesel::prelude::*;
+    let case_id = uuid::Uuid::new_v4().to_string();
+    let first = referral(&case_id).child("Dana First").data();
+    let edited = referral(&case_id).child("Dana Edited").data();
+    let (twin_case, twin_timeline) = clean_twin(&first, &case_id, Some(&edited));
+
+    let app = TestApp::spawn();
+    let admin = app.admin_token();
+    let (_, session, device) = worker(&app, &admin, "aigerim");
+    let (_, coordinator) = app.user(&admin, "saule", "coordinator", &["KZ-CAM-ALA"]);
+    let auth = basic("aigerim", &device);
+    let original = uuid::Uuid::new_v4().to_string();
+    let sent = encrypted(&app, &session, "kz.referral", &first, &case_id, &original);
+    assert_eq!(post(&app, &auth, &parts_of(&sent)).status, 201);
+    let before = app.get(&format!("/api/v1/cases/{case_id}/timeline"), &session);
+    // The edit, with an answer missing: held.
+    let edit = uuid::Uuid::new_v4().to_string();
+    let sent = encrypted_edit(
+        &app,
+        &session,
+        "kz.referral",
+        &unfit(&edited),
+        &case_id,
+        &edit,
+        &original,
+    );
+    held_from_collect(&app, &auth, &sent);
+    let held = app.get(&format!("/api/v1/submissions/held/{edit}"), &coordinator);
+    assert_eq!(held.status, 200, "{}", held.text);
+    let unchanged = app.get(&format!("/api/v1/cases/{case_id}/timeline"), &session);
+    assert_eq!(comparable(unchanged.body), comparable(before.body.clone()));
+
+    let res = app.post(
+        &format!("/api/v1/submissions/held/{edit}/correction"),
+        &coordinator,
+        json!({ "data": edited }),
+    );
+    assert_eq!(res.status, 201, "{}", res.text);
+    let accepted = res.body["instance_id"].as_str().unwrap().to_string();
+    // The original is superseded by the accepted version, as by an edit.
+    let superseded_by: Option<String> = submissions::table
+        .find(&original)
+        .select(submissions::superseded_by)
+        .first(&mut app.conn())
+        .unwrap();
+    assert_eq!(superseded_by.as_deref(), Some(accepted.as_str()));
+    let supersedes: Option<String> = submissions::table
+        .find(&accepted)
+        .select(submissions::supersedes)
+        .first(&mut app.conn())
+        .unwrap();
+    assert_eq!(supersedes.as_deref(), Some(original.as_str()));
+    let timeline = app.get(&format!("/api/v1/cases/{case_id}/timeline"), &session);
+    let events = timeline.body["events"].as_array().unwrap();
+    let superseded = |id: &str| {
+        events
+            .iter()
+            .find(|e| e["id"] == id)
+            .unwrap_or_else(|| panic!("no event {id}: {}", timeline.text))["superseded"]
+            .clone()
+    };
+    assert_eq!(superseded(&original), json!(true));
+    assert_eq!(superseded(&accepted), json!(false));
+    assert_ne!(comparable(timeline.body.clone()), comparable(before.body));
+    // The case as the same two forms sent clean make it.
+    assert_eq!(
+        comparable(app.case(&session, &case_id)),
+        comparable(twin_case)
+    );
+    assert_eq!(comparable(timeline.body), comparable(twin_timeline));
+}
+
+/// Issue #17: the console's held form page asks again the questions with
+/// a problem. Left blank, the page comes back (422) saying what still
+/// does not fit, and nothing changes; answered, the form goes into its
+/// case (the API's correction, audited with the coordinator as actor).
+#[test]
+fn a_coordinator_corrects_a_held_form_on_the_console() {
+    use crate::console::Browser;
+    let app = TestApp::spawn();
+    let admin = app.admin_token();
+    let (_, session, device) = worker(&app, &admin, "aigerim");
+    let (_, coordinator) = app.user(&admin, "saule", "coordinator", &["KZ-CAM-ALA"]);
+    let case_id = uuid::Uuid::new_v4().to_string();
+    let instance_id = uuid::Uuid::new_v4().to_string();
+    let answers = referral(&case_id).child("Dana Console").data();
+    let sent = encrypted(
+        &app,
+        &session,
+        "kz.referral",
+        &unfit(&answers),
+        &case_id,
+        &instance_id,
+    );
+    held_from_collect(&app, &basic("aigerim", &device), &sent);
+
+    let mut browser = Browser::with_session(&app, &coordinator);
+    let page = browser.get(&format!("/held/{instance_id}"));
+    assert_eq!(page.status, 200, "{}", page.text);
+    let field = "answer:/migration/migration_status_description";
+    assert!(
+        page.text.contains(&format!("name=\"{field}\"")),
+        "{}",
+        page.text
+    );
+    let csrf = Browser::hidden(&page, "csrf");
+    let path = format!("/held/{instance_id}/correction");
+    let stored = app.stored_submissions();
+
+    // Left blank: still wrong, the page says so, nothing changes.
+    let res = browser.post(&path, &[("csrf", &csrf), (field, "  ")]);
+    assert_eq!(res.status, 422, "{}", res.text);
+    assert!(res.text.contains(MISSING), "{}", res.text);
+    assert_eq!(app.stored_submissions(), stored);
+    // Without the form's CSRF value: refused.
+    let value = answers["migration"]["migration_status_description"]
+        .as_str()
+        .unwrap();
+    let res = browser.post(&path, &[("csrf", "forged"), (field, value)]);
+    assert_eq!(res.status, 403, "{}", res.text);
+    assert_eq!(app.stored_submissions(), stored);
+
+    // Answered: accepted into the case.
+    let res = browser.post(&path, &[("csrf", &csrf), (field, value)]);
+    assert_eq!(res.status, 303, "{}", res.text);
+    assert_eq!(
+        res.header("location"),
+        Some(format!("/held/{instance_id}?done=corrected").as_str())
+    );
+    assert_eq!(app.stored_submissions(), stored + 1);
+    assert_eq!(app.audit_count("quarantined_form_corrected"), 1);
+    let case = app.get(&format!("/api/v1/cases/{case_id}"), &session);
+    assert_eq!(case.status, 200, "{}", case.text);
+    let page = browser.get(&format!("/held/{instance_id}?done=corrected"));
+    assert!(
+        page.text.contains("Corrected and accepted"),
+        "{}",
+        page.text
+    );
+    assert!(
+        !page.text.contains(&format!("name=\"{field}\"")),
+        "no correction form once accepted: {}",
+        page.text
+    );
+}
+
+/// Issue #17, in a real browser: a coordinator opens a held form from
+/// Today, sees the missing answer with its problem beside it, answers it
+/// and accepts the form into its case (screenshots `held-form*`).
+#[test]
+fn in_a_browser_a_coordinator_opens_a_held_form_from_today_and_corrects_it() {
+    let app = TestApp::spawn();
+    let admin = app.admin_token();
+    let (_, session, device) = worker(&app, &admin, "aigerim");
+    app.user(&admin, "saule", "coordinator", &["KZ-CAM-ALA"]);
+    let case_id = uuid::Uuid::new_v4().to_string();
+    let instance_id = uuid::Uuid::new_v4().to_string();
+    let answers = referral(&case_id).child("Dana Browser").data();
+    let sent = encrypted(
+        &app,
+        &session,
+        "kz.referral",
+        &unfit(&answers),
+        &case_id,
+        &instance_id,
+    );
+    held_from_collect(&app, &basic("aigerim", &device), &sent);
+    let Some(browser) = crate::browser::Browser::open(&app) else {
+        return;
+    };
+    browser.sign_in("saule", common::USER_PASSWORD);
+    assert_eq!(browser.arrives_at("/today"), "/today");
+    browser.click(&format!("a[href='/held/{instance_id}']"));
+    let page = format!("/held/{instance_id}");
+    assert_eq!(browser.arrives_at(&page), page);
+    let shown = browser.text("div.answers");
+    assert!(shown.contains("not answered"), "{shown}");
+    assert!(shown.contains(MISSING), "{shown}");
+    browser.screenshots("held-form");
+    // The list at the top leads to the answer the problem is about.
+    let listed = browser.text("div.problems ul");
+    assert!(listed.contains("Please describe the child"), "{listed}");
+    let value = answers["migration"]["migration_status_description"]
+        .as_str()
+        .unwrap();
+    browser.fill(
+        "input[name='answer:/migration/migration_status_description']",
+        value,
+    );
+    browser.submit("section[aria-labelledby=correct] button[type=submit]");
+    assert!(
+        browser.text("p.done").contains("Corrected and accepted"),
+        "{}",
+        browser.source()
+    );
+    browser.screenshots("held-form-corrected");
+    assert_eq!(
+        app.get(&format!("/api/v1/cases/{case_id}"), &session)
+            .status,
+        200
+    );
 }

@@ -12,6 +12,9 @@ use super::model::{Field, FieldKind};
 /// One line of the answers.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Line {
+    /// Where its answer is in the submission's `data` (a JSON pointer,
+    /// `/section/field`, `/group/0/field` in a repeat item).
+    pub pointer: String,
     /// How deep in sections and repeat items (0 at the top).
     pub depth: usize,
     pub label: String,
@@ -27,19 +30,44 @@ pub enum Shown {
     Text(String),
     Yes,
     No,
+    /// Not answered: shown only where something is said about it
+    /// ([`labelled_with`]).
+    Unanswered,
 }
 
 /// The answered fields of `data` (a submission's `data`), in form order.
 /// Fields not answered are left out.
 pub fn labelled(fields: &[Field], data: &Value) -> Vec<Line> {
+    labelled_with(fields, data, &|_| false)
+}
+
+/// [`labelled`], with a line ([`Shown::Unanswered`]) for each field not
+/// answered whose pointer `named` names (a missing answer a problem is
+/// about, beside the answers it belongs with).
+pub fn labelled_with(fields: &[Field], data: &Value, named: &dyn Fn(&str) -> bool) -> Vec<Line> {
     let mut children: HashMap<&str, Vec<&Field>> = HashMap::new();
     for field in fields {
         let parent = field.path.rsplit_once('/').map_or("", |(p, _)| p);
         children.entry(parent).or_default().push(field);
     }
     let mut lines = Vec::new();
-    walk(&children, "", data, 0, false, &mut lines);
+    let at = Place {
+        parent: "",
+        pointer: "",
+        depth: 0,
+        discussion: false,
+    };
+    walk(&children, at, data, named, &mut lines);
     lines
+}
+
+/// Where [`walk`] is: the parent field's path, its pointer in the data.
+#[derive(Clone, Copy)]
+struct Place<'a> {
+    parent: &'a str,
+    pointer: &'a str,
+    depth: usize,
+    discussion: bool,
 }
 
 fn title(field: &Field) -> String {
@@ -48,44 +76,66 @@ fn title(field: &Field) -> String {
 
 fn walk(
     children: &HashMap<&str, Vec<&Field>>,
-    parent: &str,
+    at: Place,
     data: &Value,
-    depth: usize,
-    discussion: bool,
+    named: &dyn Fn(&str) -> bool,
     lines: &mut Vec<Line>,
 ) {
-    let Some(fields) = children.get(parent) else {
+    let Some(fields) = children.get(at.parent) else {
         return;
     };
     for field in fields {
-        let Some(value) = data.get(&field.key).filter(|v| !v.is_null()) else {
-            continue;
-        };
-        let discussion = discussion || field.professional_discussion;
-        let line = |depth: usize, label: String, value: Shown| Line {
+        let discussion = at.discussion || field.professional_discussion;
+        let pointer = format!(
+            "{}/{}",
+            at.pointer,
+            field.key.replace('~', "~0").replace('/', "~1")
+        );
+        let line = |pointer: &str, depth: usize, label: String, value: Shown| Line {
+            pointer: pointer.to_string(),
             depth,
             label,
             value,
             professional_discussion: discussion,
         };
+        let Some(value) = data.get(&field.key).filter(|v| !v.is_null()) else {
+            if named(&pointer) {
+                lines.push(line(&pointer, at.depth, title(field), Shown::Unanswered));
+            }
+            continue;
+        };
         match field.kind {
             FieldKind::Section | FieldKind::Object => {
-                lines.push(line(depth, title(field), Shown::Heading));
-                walk(children, &field.path, value, depth + 1, discussion, lines);
+                lines.push(line(&pointer, at.depth, title(field), Shown::Heading));
+                let next = Place {
+                    parent: &field.path,
+                    pointer: &pointer,
+                    depth: at.depth + 1,
+                    discussion,
+                };
+                walk(children, next, value, named, lines);
             }
             FieldKind::Repeat => {
                 let items = value.as_array().map(Vec::as_slice).unwrap_or_default();
-                lines.push(line(depth, title(field), Shown::Heading));
+                lines.push(line(&pointer, at.depth, title(field), Shown::Heading));
                 for (i, item) in items.iter().enumerate() {
+                    let item_pointer = format!("{pointer}/{i}");
                     lines.push(line(
-                        depth + 1,
+                        &item_pointer,
+                        at.depth + 1,
                         format!("{} {}", title(field), i + 1),
                         Shown::Heading,
                     ));
-                    walk(children, &field.path, item, depth + 2, discussion, lines);
+                    let next = Place {
+                        parent: &field.path,
+                        pointer: &item_pointer,
+                        depth: at.depth + 2,
+                        discussion,
+                    };
+                    walk(children, next, item, named, lines);
                 }
             }
-            _ => lines.push(line(depth, title(field), shown(field, value))),
+            _ => lines.push(line(&pointer, at.depth, title(field), shown(field, value))),
         }
     }
 }
@@ -188,5 +238,42 @@ mod tests {
                 (1, "note", &Shown::Text("said in confidence".into()), true),
             ]
         );
+    }
+
+    #[test]
+    fn lines_carry_their_pointers_and_a_named_unanswered_field_gets_a_line() {
+        let form = json!({
+            "properties": {
+                "child": {
+                    "type": "object", "title": "The child",
+                    "properties": {
+                        "name": {"type": "string", "title": "Name"},
+                        "age": {"type": "integer", "title": "Age"},
+                        "siblings": {"type": "array", "title": "Siblings",
+                                     "items": {"type": "object", "properties": {"name": {"type": "string", "title": "Name"}}}}
+                    }
+                }
+            }
+        });
+        let f = fields(&form);
+        let data = json!({"child": {"name": "A", "siblings": [{"name": "B"}]}});
+        let lines = labelled_with(&f, &data, &|p| p == "/child/age");
+        let seen: Vec<(&str, &str, &Shown)> = lines
+            .iter()
+            .map(|l| (l.pointer.as_str(), l.label.as_str(), &l.value))
+            .collect();
+        assert_eq!(
+            seen,
+            [
+                ("/child", "The child", &Shown::Heading),
+                ("/child/name", "Name", &Shown::Text("A".into())),
+                ("/child/age", "Age", &Shown::Unanswered),
+                ("/child/siblings", "Siblings", &Shown::Heading),
+                ("/child/siblings/0", "Siblings 1", &Shown::Heading),
+                ("/child/siblings/0/name", "Name", &Shown::Text("B".into())),
+            ]
+        );
+        // Unnamed, an unanswered field is left out, as before.
+        assert_eq!(labelled(&f, &data).len(), 5);
     }
 }

@@ -36,7 +36,7 @@ use crate::programmes::Programmes;
 use crate::submissions::{self as rows, cells, NewSubmission};
 use crate::submissions::{AttachmentDeclaration, Envelope};
 pub use crate::submissions::{
-    AWAITING_ATTACHMENTS, COMPLETE, DISMISSED, PENDING_CASE, QUARANTINED, REFUSED,
+    AWAITING_ATTACHMENTS, COMPLETE, CORRECTED, DISMISSED, PENDING_CASE, QUARANTINED, REFUSED,
 };
 use crate::time::now;
 
@@ -534,6 +534,14 @@ fn case_plan(conn: &mut DbConnection, who: &Principal, p: &Prepared) -> AppResul
             }
             match existing {
                 Some(case) if case.opened_by_instance == p.instance_id => {
+                    Ok(CasePlan::Reopened(case))
+                }
+                // A held form a coordinator corrected, sent again by the
+                // phone: its accepted version opened the case (a retry).
+                Some(case)
+                    if case.opened_by_instance
+                        == held::corrected_id(&p.instance_id).to_string() =>
+                {
                     Ok(CasePlan::Reopened(case))
                 }
                 // An edit of the form that opened the case.

@@ -33,6 +33,10 @@ pub const REFUSED: &str = "refused";
 pub const QUARANTINED: &str = "quarantined";
 /// A quarantined form a coordinator dismissed, with a reason (audited).
 pub const DISMISSED: &str = "dismissed";
+/// A quarantined form a coordinator corrected: kept as the phone sent it,
+/// its `superseded_by` the accepted version, stored as a submission of its
+/// own (`ingest::held::correct`).
+pub const CORRECTED: &str = "corrected";
 
 /// A new submission's row, as ingest stores it.
 #[derive(Debug, Insertable)]

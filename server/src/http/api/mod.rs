@@ -14,7 +14,7 @@ mod programmes;
 mod retention;
 mod sessions;
 mod sites;
-mod submissions;
+pub(crate) mod submissions;
 mod sync;
 pub(crate) mod tokens;
 pub(crate) mod users;
@@ -93,6 +93,14 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
             .service(
                 resource("/submissions/held/{instance_id}/dismissal")
                     .route(post().to(submissions::dismiss_held)),
+            )
+            .service(
+                resource("/submissions/held/{instance_id}")
+                    .route(get().to(submissions::held_answers)),
+            )
+            .service(
+                resource("/submissions/held/{instance_id}/correction")
+                    .route(post().to(submissions::correct_held)),
             )
             .service(
                 resource("/submissions/{instance_id}/attachments/{name}")

@@ -69,6 +69,8 @@ use crate::programmes::holidays::DayKind;
         submissions::batch,
         submissions::held,
         submissions::dismiss_held,
+        submissions::held_answers,
+        submissions::correct_held,
         submissions::put_attachment,
         submissions::get_attachment,
         cases::list,

@@ -9,8 +9,11 @@ use crate::audit::{self, Origin};
 use crate::auth::policy;
 use crate::cases::views::site_named;
 use crate::cpu;
+use crate::db::write_tx;
 use crate::error::{AppError, AppResult, Problem};
-use crate::http::extract::{ApiJson, AttachmentBody, AuthUser, Batch, BatchBody, JoseBody};
+use crate::http::extract::{
+    ApiJson, AttachmentBody, AuthUser, Batch, BatchBody, JoseBody, JsonBody,
+};
 use crate::ingest::attachments::{self, Received};
 use crate::ingest::held;
 use crate::ingest::{self, Stored};
@@ -273,8 +276,20 @@ pub async fn dismiss_held(
     instance_id: web::Path<String>,
     body: ApiJson<Dismissal>,
 ) -> AppResult<HttpResponse> {
+    dismissed(&state, origin, me, instance_id.into_inner(), body.0.reason).await?;
+    Ok(HttpResponse::NoContent().finish())
+}
+
+/// A quarantined form dismissed with `reason` (shared with the console).
+pub async fn dismissed(
+    state: &web::Data<AppState>,
+    origin: Origin,
+    me: crate::auth::Principal,
+    instance_id: String,
+    reason: String,
+) -> AppResult<()> {
     policy::manage_cases(&me)?;
-    let reason = body.0.reason.trim().to_string();
+    let reason = reason.trim().to_string();
     if reason.is_empty() || reason.chars().count() > MAX_REASON_CHARS {
         return Err(AppError::invalid_field(
             "/reason",
@@ -290,8 +305,232 @@ pub async fn dismiss_held(
                 Audited::object("submission", instance_id.as_str()).purpose(reason),
             ))
         })
+        .await
+}
+
+/// A quarantined form's answers as sent, each beside what its form
+/// version says of it.
+#[derive(serde::Serialize, utoipa::ToSchema)]
+pub(super) struct HeldFormAnswers {
+    instance_id: String,
+    form_id: String,
+    form_version: String,
+    form_title: String,
+    /// The case it names (it joined none).
+    case_id: Option<String>,
+    submitted_by: String,
+    username: String,
+    #[serde(serialize_with = "crate::json::utc")]
+    received_at: chrono::NaiveDateTime,
+    #[serde(serialize_with = "crate::json::utc")]
+    completed_at: chrono::NaiveDateTime,
+    /// `quarantined`, `corrected` or `dismissed`.
+    status: String,
+    /// Once corrected: the `instance_id` of the accepted version.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    corrected_as: Option<String>,
+    /// Every problem, as on the held list (pointers under `/data`).
+    problems: Vec<crate::error::FieldError>,
+    /// Problems about no single answer.
+    general_problems: Vec<crate::error::FieldError>,
+    /// The answers in form order, each with the problems about it; an
+    /// answer a problem says is missing is listed with `unanswered`.
+    answers: Vec<HeldAnswerLine>,
+    /// The answers as the phone sent them (the envelope's `data`): start a
+    /// correction from these.
+    #[schema(value_type = Object)]
+    data: serde_json::Value,
+}
+
+/// One line of a quarantined form's answers.
+#[derive(serde::Serialize, utoipa::ToSchema)]
+pub(super) struct HeldAnswerLine {
+    /// Where the answer is in `data` (a JSON pointer).
+    pointer: String,
+    /// How deep in sections and repeat items (0 at the top).
+    depth: usize,
+    label: String,
+    /// The answer as text (a choice by its title; `yes`/`no`); absent
+    /// for a heading and an unanswered question.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    value: Option<String>,
+    /// A section, repeat group or item: what follows is in it.
+    heading: bool,
+    /// Not answered (listed because a problem is about it).
+    unanswered: bool,
+    /// What the form version says of this answer.
+    problems: Vec<String>,
+}
+
+impl From<held::HeldReading> for HeldFormAnswers {
+    fn from(r: held::HeldReading) -> Self {
+        use crate::forms::answers::Shown;
+        let answers = r
+            .answers
+            .into_iter()
+            .map(|placed| {
+                let line = placed.line;
+                let value = match &line.value {
+                    Shown::Text(text) => Some(text.clone()),
+                    Shown::Yes => Some("yes".into()),
+                    Shown::No => Some("no".into()),
+                    Shown::Heading | Shown::Unanswered => None,
+                };
+                HeldAnswerLine {
+                    heading: line.value == Shown::Heading,
+                    unanswered: line.value == Shown::Unanswered,
+                    pointer: line.pointer,
+                    depth: line.depth,
+                    label: line.label,
+                    value,
+                    problems: placed.problems,
+                }
+            })
+            .collect();
+        HeldFormAnswers {
+            instance_id: r.instance_id,
+            form_id: r.form_id,
+            form_version: r.form_version,
+            form_title: r.form_title,
+            case_id: r.case_id,
+            submitted_by: r.submitted_by,
+            username: r.username,
+            received_at: r.received_at,
+            completed_at: r.completed_at,
+            status: r.status,
+            corrected_as: r.corrected_as,
+            problems: r.problems,
+            general_problems: r.general,
+            answers,
+            data: r.data,
+        }
+    }
+}
+
+/// Only coordinators read or correct a held form: to anyone else it is
+/// not there (404, audited as a refusal), as to another site's.
+fn coordinates(me: &crate::auth::Principal) -> AppResult<()> {
+    policy::manage_cases(me).map_err(|_| AppError::Hidden("no such quarantined form".into()))
+}
+
+/// A quarantined form read by a coordinator of its sender's sites,
+/// audited as `quarantined_form_read` (shared with the console).
+pub async fn held_form(
+    state: &web::Data<AppState>,
+    origin: Origin,
+    me: crate::auth::Principal,
+    instance_id: String,
+) -> AppResult<held::HeldReading> {
+    coordinates(&me)?;
+    let forms = state.forms.clone();
+    state
+        .read_audited(origin, me, "quarantined_form_read", move |conn, me| {
+            let reading = held::read(conn, &forms, me, &instance_id)?;
+            let what = Audited::object("submission", reading.instance_id.as_str())
+                .detail(reading.status.as_str());
+            Ok((reading, Some(what)))
+        })
+        .await
+}
+
+/// `GET /api/v1/submissions/held/{instance_id}`: a quarantined form's
+/// answers as the phone sent them, each with the problems its form version
+/// finds in it, for the coordinators of its sender's sites (audited as
+/// `quarantined_form_read`); 404 for anyone else.
+#[utoipa::path(
+    get,
+    path = "/submissions/held/{instance_id}",
+    tag = "submissions",
+    params(("instance_id" = String, Path)),
+    responses((status = 200, description = "The answers, the problems beside them", body = HeldFormAnswers), (status = 404, description = "No such quarantined form of the caller's sites", body = Problem, content_type = "application/problem+json")),
+)]
+pub async fn held_answers(
+    state: web::Data<AppState>,
+    origin: Origin,
+    AuthUser(me): AuthUser,
+    instance_id: web::Path<String>,
+) -> AppResult<HttpResponse> {
+    let reading = held_form(&state, origin, me, instance_id.into_inner()).await?;
+    Ok(HttpResponse::Ok()
+        .insert_header((header::CACHE_CONTROL, "no-store"))
+        .json(HeldFormAnswers::from(reading)))
+}
+
+/// A coordinator's corrected answers to a quarantined form.
+#[derive(Debug, serde::Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct HeldCorrection {
+    /// The form's answers, whole, for the same form version (the envelope's
+    /// `data`): usually the held form's `data` with what was wrong fixed.
+    #[schema(value_type = Object)]
+    pub data: serde_json::Value,
+}
+
+/// Corrects quarantined form `instance_id` with `data` (shared with the
+/// console): checked on the CPU pool as a submission of its sender, then
+/// stored as its accepted version in one write transaction with its audit
+/// row (`quarantined_form_corrected`, the coordinator as actor).
+pub async fn corrected(
+    state: &web::Data<AppState>,
+    origin: Origin,
+    me: crate::auth::Principal,
+    instance_id: String,
+    body: web::BytesMut,
+) -> AppResult<Stored> {
+    coordinates(&me)?;
+    let (forms, limits, who) = (state.forms.clone(), state.submission_limits(), me.clone());
+    let correction = state
+        .cpu_db(body.len(), move |conn| {
+            let body: HeldCorrection = crate::http::extract::parse_json(&body)?;
+            held::prepare_correction(conn, &forms, &limits, &who, &instance_id, body.data)
+        })
         .await?;
-    Ok(HttpResponse::NoContent().finish())
+    state
+        .db(move |conn| {
+            match write_tx(conn, |conn| {
+                held::accept_correction(conn, &me, &origin, &correction)
+            }) {
+                Ok(stored) => Ok(stored),
+                Err(failure) => ingest::settle_race(conn, &correction.prepared, failure),
+            }
+        })
+        .await
+}
+
+/// `POST /api/v1/submissions/held/{instance_id}/correction`: a coordinator
+/// of a site of its sender sends the quarantined form's answers corrected,
+/// for the same form version. Checked as any submission of its sender
+/// (422 with the problems under `/data` when they still do not fit), then
+/// stored by the usual path as the form's accepted version (a submission
+/// of its own, `instance_id` derived from the held one's; an edit's
+/// `supersedes` kept): 201 with its receipt; 200 the same correction again
+/// (nothing changes). The held form is kept as sent, status `corrected`.
+#[utoipa::path(
+    post,
+    path = "/submissions/held/{instance_id}/correction",
+    tag = "submissions",
+    params(("instance_id" = String, Path)),
+    request_body = HeldCorrection,
+    responses(
+        (status = 201, description = "Accepted: the receipt of the stored version", body = ingest::Receipt),
+        (status = 200, description = "The same correction was accepted before: its receipt", body = ingest::Receipt),
+        (status = 404, description = "No such quarantined form of the caller's sites", body = Problem, content_type = "application/problem+json"),
+        (status = 409, description = "Dismissed, not quarantined, corrected before with other answers, or its sender may no longer submit for its case", body = Problem, content_type = "application/problem+json"),
+        (status = 422, description = "The answers still do not fit the form version (pointers under /data)", body = Problem, content_type = "application/problem+json"),
+    ),
+)]
+pub async fn correct_held(
+    state: web::Data<AppState>,
+    origin: Origin,
+    AuthUser(me): AuthUser,
+    instance_id: web::Path<String>,
+    body: JsonBody,
+) -> AppResult<HttpResponse> {
+    let stored = corrected(&state, origin, me, instance_id.into_inner(), body.0).await?;
+    Ok(match stored {
+        Stored::Created(receipt) => HttpResponse::Created().json(receipt),
+        Stored::Repeated(receipt) => HttpResponse::Ok().json(receipt),
+    })
 }
 
 /// `PUT /api/v1/submissions/{instance_id}/attachments/{name}`: one declared

@@ -13,6 +13,7 @@ mod case;
 mod cases;
 mod exports;
 mod forms;
+mod held;
 pub mod i18n;
 mod indicators;
 pub mod people;
@@ -68,6 +69,9 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
                 .route(web::post().to(case::decide_duplicate)),
         )
         .service(resource("/submissions/{id}").route(web::get().to(submission::page)))
+        .service(resource("/held/{id}").route(web::get().to(held::page)))
+        .service(resource("/held/{id}/dismissal").route(web::post().to(held::dismiss)))
+        .service(resource("/held/{id}/correction").route(web::post().to(held::correct)))
         .service(resource("/indicators").route(web::get().to(indicators::page)))
         .service(resource("/indicators.csv").route(web::get().to(indicators::csv)))
         .service(resource("/exports").route(web::get().to(exports::page)))
