@@ -902,3 +902,41 @@ fn a_form_held_longer_than_pending_case_days_is_listed_to_coordinators() {
     // Nothing is dropped: it still waits for its case.
     assert_eq!(submission_row(&app, &waiting_id).2, "pending_case");
 }
+
+/// The group committer writes through a connection of its own. On
+/// PostgreSQL the database server may close it while it sits idle (a
+/// restart, an idle timeout, a failover): it is checked and opened again
+/// before the next group, so the next phone is not answered 503 once.
+/// SQLite has no server to close it: skipped there.
+#[test]
+fn the_committers_connection_closed_while_idle_is_opened_again_before_the_next_form() {
+    let app = TestApp::spawn();
+    if !app.shared.db.is_postgres() {
+        return;
+    }
+    let staff = app.staff().build();
+    let worker = phone(&app, &staff.worker);
+    let first = uuid::Uuid::new_v4().to_string();
+    common::build::submit(
+        &worker,
+        "kz.referral",
+        &first,
+        common::build::referral(&first).data(),
+    );
+    // Every other connection to this test's database ends, as at a restart.
+    diesel::sql_query(
+        "SELECT pg_terminate_backend(pid) FROM pg_stat_activity \
+         WHERE datname = current_database() AND pid <> pg_backend_pid()",
+    )
+    .execute(&mut app.conn())
+    .unwrap();
+    // Longer than the committer's idle check (1 s).
+    std::thread::sleep(std::time::Duration::from_millis(1500));
+    let second = uuid::Uuid::new_v4().to_string();
+    common::build::submit(
+        &worker,
+        "kz.referral",
+        &second,
+        common::build::referral(&second).data(),
+    );
+}

@@ -4,12 +4,15 @@
 //! instead of once per submission, and nobody hears "stored" before the
 //! commit that stored it.
 
+use std::time::{Duration, Instant};
+
 use diesel::Connection;
 use tokio::sync::{mpsc, oneshot};
 
 use super::{audit_received, settle_race, store_unaudited, Prepared, Stored};
 use crate::audit::Origin;
 use crate::auth::Principal;
+use crate::config::DatabaseTarget;
 use crate::db::{self, write_tx, Database, DbConnection, Pool};
 use crate::error::{AppError, AppResult};
 
@@ -78,7 +81,14 @@ struct Writer {
     pool: Pool,
     database: Database,
     own: Option<DbConnection>,
+    /// When the own connection last did work: a PostgreSQL connection idle
+    /// longer than [`IDLE_CHECK`] is checked before use, as the pool checks
+    /// its own on check-out (the server may have closed it meanwhile).
+    last_used: Instant,
 }
+
+/// How long a network connection may sit idle before it is checked.
+const IDLE_CHECK: Duration = Duration::from_secs(1);
 
 impl Writer {
     fn new(pool: Pool, database: Database) -> Writer {
@@ -86,12 +96,23 @@ impl Writer {
             pool,
             database,
             own: None,
+            last_used: Instant::now(),
         }
     }
 
     /// Runs `work` on the writer's connection; a connection that failed
     /// is dropped, and the next group opens a new one.
     fn with<T>(&mut self, work: impl FnOnce(&mut DbConnection) -> AppResult<T>) -> AppResult<T> {
+        let network = matches!(self.database.target, DatabaseTarget::Postgres(_));
+        if network && self.last_used.elapsed() > IDLE_CHECK {
+            if let Some(conn) = self.own.as_mut() {
+                if diesel::r2d2::R2D2Connection::ping(conn).is_err() {
+                    tracing::info!("the committer's idle connection was closed; opening a new one");
+                    self.own = None;
+                }
+            }
+        }
+        self.last_used = Instant::now();
         if self.own.is_none() {
             match db::dedicated(&self.database) {
                 Ok(conn) => self.own = Some(conn),
