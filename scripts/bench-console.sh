@@ -50,13 +50,14 @@ CASESYNC_BIND=127.0.0.1:$PORT CASESYNC_LOG_FORMAT=json RUST_LOG=warn \
   "$BIN" --data-dir "$DIR" serve 2>server.log &
 SERVER=$!
 BASE=http://127.0.0.1:$PORT
-for _ in $(seq 1 300); do
+# A large database may take a while to open (migrations, first reads).
+for _ in $(seq 1 1800); do
   curl -fs "$BASE/readyz" >/dev/null 2>&1 && break
   sleep 0.1
 done
 echo "uptime: $(uptime)"
 
-python3 - "$BASE" "$REQS" <<'PY'
+PYTHONUNBUFFERED=1 python3 - "$BASE" "$REQS" <<'PY'
 import html, http.client, re, sys, time, urllib.parse
 from datetime import date, timedelta
 
@@ -78,8 +79,17 @@ class Browser:
             headers["Content-Type"] = "application/x-www-form-urlencoded"
             body = urllib.parse.urlencode(body)
         started = time.perf_counter()
-        self.conn.request(method, path, body=body, headers=headers)
-        res = self.conn.getresponse()
+        try:
+            self.conn.request(method, path, body=body, headers=headers)
+            res = self.conn.getresponse()
+        except (http.client.RemoteDisconnected, ConnectionError):
+            # The server closed a connection left idle while other pages
+            # were measured: a browser opens a new one.
+            self.conn.close()
+            self.conn = http.client.HTTPConnection(host)
+            started = time.perf_counter()
+            self.conn.request(method, path, body=body, headers=headers)
+            res = self.conn.getresponse()
         text = res.read().decode("utf-8", "replace")
         took = time.perf_counter() - started
         for name, value in res.getheaders():
