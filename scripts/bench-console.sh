@@ -155,7 +155,7 @@ pages = [
     (coord, "exports", "/exports"),
     (coord, "indicators (form)", "/indicators"),
     (coord, "indicators kz year by sex, age_band", "/indicators?" + q([
-        ("programme", "kz"), ("from", str(year_ago)), ("to", str(today)), ("period", "whole"),
+        ("programme", "kz"), ("from", str(year_ago)), ("to", str(today)), ("period", "range"),
         ("site", ""), ("by", "sex"), ("by", "age_band"), ("chart", "")])),
     (coord, "people (coordinator)", "/people"),
     (admin, "people (admin)", "/people"),
