@@ -392,12 +392,15 @@ pub fn prepare_opened(
         .envelope
         .case_id
         .is_some_and(|case| opened_earlier.contains(&case));
-    match case_plan(conn, who, &prepared) {
-        Err(AppError::Forbidden(_)) if opened_earlier => {}
-        judged => {
-            judged?;
-        }
-    }
+    // The number of the case a form is about, for its `x-case-number`
+    // fields, from the case the plan has just read.
+    let case_number = match case_plan(conn, who, &prepared) {
+        Err(AppError::Forbidden(_)) if opened_earlier => None,
+        judged => match judged? {
+            CasePlan::Update(case) => case.number,
+            _ => None,
+        },
+    };
 
     // 5. The data against that exact version, attachments included.
     let data = &envelope_value["data"];
@@ -406,12 +409,6 @@ pub fn prepare_opened(
         error.pointer.insert_str(0, "/data");
     }
     report.errors.extend(Identity::unsafe_name(data));
-    let case_number = match (form.meta.case, prepared.envelope.case_id) {
-        (CaseRole::Updates, Some(id)) if form.fields.iter().any(|f| f.case_number) => {
-            cases::find(conn, &id.to_string())?.and_then(|c| c.number)
-        }
-        _ => None,
-    };
     report.errors.extend(case_number_answers(
         &form.fields,
         data,
