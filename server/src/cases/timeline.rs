@@ -2,8 +2,6 @@
 //! stored, and the fold that turns them into the case's state, facts and
 //! deadlines. Owns `case_events` and `case_deadlines`.
 
-use std::collections::HashMap;
-
 use chrono::{DateTime, FixedOffset, NaiveDateTime};
 use diesel::prelude::*;
 use serde::Serialize;
@@ -318,76 +316,15 @@ pub fn save(conn: &mut DbConnection, case: &Case, folded: &Folded) -> AppResult<
                 .eq(serde_json::to_string(&folded.event_days).map_err(AppError::internal)?),
         ))
         .execute(conn)?;
-    // Only the deadlines the fold changed are written: a case's deadlines
-    // are rewritten on every form about it, and each row sits in four
-    // indexes (one of them Today's), so deleting and inserting them all
-    // made every form pay for the case's whole history.
-    let mut stored: HashMap<(String, i32), StoredDeadline> = case_deadlines::table
-        .filter(case_deadlines::case_id.eq(&case.id))
-        .select(StoredDeadline::as_select())
-        .load::<StoredDeadline>(conn)?
-        .into_iter()
-        .map(|row| ((row.rule_id.clone(), row.occurrence), row))
-        .collect();
+    diesel::delete(case_deadlines::table.filter(case_deadlines::case_id.eq(&case.id)))
+        .execute(conn)?;
     // One statement each: batch inserts are not portable across our backends.
     for d in &folded.deadlines {
-        let key = (d.rule.clone(), d.occurrence as i32);
-        match stored.remove(&key) {
-            Some(row) if row.is_written(case, d) => {}
-            Some(_) => {
-                diesel::update(case_deadlines::table.find((&case.id, &key.0, key.1)))
-                    .set(deadline_row(case, d))
-                    .execute(conn)?;
-            }
-            None => {
-                diesel::insert_into(case_deadlines::table)
-                    .values(deadline_row(case, d))
-                    .execute(conn)?;
-            }
-        }
-    }
-    for (rule_id, occurrence) in stored.into_keys() {
-        diesel::delete(case_deadlines::table.find((&case.id, rule_id, occurrence)))
+        diesel::insert_into(case_deadlines::table)
+            .values(deadline_row(case, d))
             .execute(conn)?;
     }
     Ok(())
-}
-
-/// A deadline row as stored, to tell whether a fold changed it.
-#[derive(Queryable, Selectable)]
-#[diesel(table_name = case_deadlines)]
-struct StoredDeadline {
-    rule_id: String,
-    occurrence: i32,
-    programme: String,
-    site_id: String,
-    assigned_to: Option<String>,
-    started_at: NaiveDateTime,
-    due_at: NaiveDateTime,
-    soon_at: NaiveDateTime,
-    outcome: String,
-    met_at: Option<NaiveDateTime>,
-    on_time: Option<bool>,
-    ended_by: Option<String>,
-    late_in_days: bool,
-}
-
-impl StoredDeadline {
-    /// Whether the row already holds what `deadline_row` would write.
-    fn is_written(&self, case: &Case, d: &Deadline) -> bool {
-        let (outcome, met_at, on_time, ended_by) = outcome_cells(d);
-        self.programme == case.programme
-            && self.site_id == case.site_id
-            && self.assigned_to.as_deref() == case.assigned_to.as_deref()
-            && self.started_at == d.started_at.naive_utc()
-            && self.due_at == d.due_at.naive_utc()
-            && self.soon_at == d.soon_at.naive_utc()
-            && self.outcome == outcome
-            && self.met_at == met_at
-            && self.on_time == on_time
-            && self.ended_by.as_deref() == ended_by
-            && self.late_in_days == d.late_in_days
-    }
 }
 
 type DeadlineValues<'a> = (
