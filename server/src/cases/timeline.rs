@@ -199,7 +199,7 @@ pub fn refold(
     let rows = events(conn, &case.id)?;
     let mut input = fold_input(calendar, &rows);
     let folded = fold::fold(programme, calendar, &mut input);
-    save(conn, case, &folded)?;
+    save(conn, programme, case, &folded, &rows)?;
     Ok(folded)
 }
 
@@ -303,8 +303,15 @@ pub fn refold_differences(
     Ok(out)
 }
 
-/// Writes a fold's result for `case` (whose assignee the deadlines copy).
-pub fn save(conn: &mut DbConnection, case: &Case, folded: &Folded) -> AppResult<()> {
+/// Writes a fold's result for `case` (whose assignee the deadlines copy),
+/// and what the indicators read of it; `rows` are the events folded.
+pub fn save(
+    conn: &mut DbConnection,
+    programme: &Programme,
+    case: &Case,
+    folded: &Folded,
+    rows: &[EventRow],
+) -> AppResult<()> {
     let next_due = next_due(folded);
     diesel::update(cases::table.find(&case.id))
         .set((
@@ -324,7 +331,15 @@ pub fn save(conn: &mut DbConnection, case: &Case, folded: &Folded) -> AppResult<
             .values(deadline_row(case, d))
             .execute(conn)?;
     }
-    Ok(())
+    crate::indicators::projection::save(
+        conn,
+        programme,
+        &case.id,
+        &folded.facts,
+        &folded.event_days,
+        folded.closed_at,
+        rows,
+    )
 }
 
 type DeadlineValues<'a> = (
@@ -445,7 +460,8 @@ pub fn refold_open(
         for case in &chunk {
             let own = by_case.remove(&case.id).unwrap_or_default();
             let mut input = fold_input(calendar, &own);
-            save(conn, case, &fold::fold(programme, calendar, &mut input))?;
+            let folded = fold::fold(programme, calendar, &mut input);
+            save(conn, programme, case, &folded, &own)?;
         }
         folded += chunk.len();
     }

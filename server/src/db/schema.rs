@@ -261,6 +261,17 @@ diesel::table! {
 }
 
 diesel::table! {
+    indicator_cases (case_id) {
+        case_id -> Text,
+        spec -> Text,
+        closed_at -> Nullable<Timestamp>,
+        facts -> Text,
+        event_days -> Text,
+        records -> Nullable<Text>,
+    }
+}
+
+diesel::table! {
     case_deadlines (case_id, rule_id, occurrence) {
         case_id -> Text,
         rule_id -> Text,
@@ -478,6 +489,8 @@ diesel::allow_tables_to_appear_in_same_query!(submission_cells, cases);
 diesel::allow_tables_to_appear_in_same_query!(submission_cells, users);
 diesel::joinable!(case_events -> cases (case_id));
 diesel::joinable!(case_deadlines -> cases (case_id));
+diesel::joinable!(indicator_cases -> cases (case_id));
+diesel::allow_tables_to_appear_in_same_query!(indicator_cases, cases);
 diesel::joinable!(cases -> children (child_id));
 diesel::allow_tables_to_appear_in_same_query!(
     cases,

@@ -6,14 +6,15 @@ use std::collections::BTreeMap;
 
 use chrono::{DateTime, NaiveDate, NaiveDateTime, Utc};
 use diesel::prelude::*;
-use foldhash::{HashMap, HashMapExt, HashSet, HashSetExt};
+use foldhash::{HashMap, HashMapExt, HashSet};
 use serde_json::Value;
 
 use super::partial;
+use super::projection::{self, Reads};
 use super::periods::{index_of, Period};
 use super::{Item, Request, Row, TOTAL, UNKNOWN};
 use crate::cases::fold::Late;
-use crate::db::schema::{case_deadlines, case_events, cases};
+use crate::db::schema::{case_deadlines, case_events, cases, indicator_cases};
 use crate::db::DbConnection;
 use crate::error::AppResult;
 use crate::programmes::indicators::{Criteria, Dimension, Indicator, PeriodBy, Unit};
@@ -45,6 +46,25 @@ struct Record {
     at: NaiveDateTime,
     day: NaiveDate,
     facts: HashMap<String, Value>,
+}
+
+impl From<projection::StoredRecord> for Record {
+    fn from(r: projection::StoredRecord) -> Record {
+        Record {
+            at: r.at,
+            day: r.day,
+            facts: r.facts.into_iter().collect(),
+        }
+    }
+}
+
+/// What a report reads of a case besides its own columns: from its
+/// projection, or (without a current one) from the case as folded.
+struct Read {
+    closed_at: Option<NaiveDateTime>,
+    facts: String,
+    events: Option<String>,
+    records: HashMap<String, Vec<Record>>,
 }
 
 /// A record being counted as a unit: its own answers over the case's, and
@@ -200,92 +220,55 @@ struct Counter<'a> {
     rule_items: HashMap<String, usize>,
 }
 
+/// A case as a report pages through it: the case's own columns (all in
+/// the index it pages by) and its projection, if it has one.
 type CaseRow = (
     String,
     Option<String>,
     String,
     i32,
     Option<NaiveDateTime>,
-    Option<NaiveDateTime>,
-    String,
-    Option<String>,
     NaiveDateTime,
+    Option<String>,
+    Option<NaiveDateTime>,
+    Option<String>,
+    Option<String>,
+    Option<String>,
 );
+
+/// A case's columns a report reads when it has no current projection:
+/// facts, event days, closure.
+type Unprojected = (String, Option<String>, Option<NaiveDateTime>);
+
+/// Cases without a projection of the current definitions (a release that
+/// reads more, before its first start made them again): read as folded.
+fn unprojected(
+    conn: &mut DbConnection,
+    ids: &[&str],
+) -> AppResult<HashMap<String, Unprojected>> {
+    if ids.is_empty() {
+        return Ok(HashMap::new());
+    }
+    Ok(cases::table
+        .filter(cases::id.eq_any(ids))
+        .select((cases::id, cases::facts, cases::event_days, cases::closed_at))
+        .load::<(String, String, Option<String>, Option<NaiveDateTime>)>(conn)?
+        .into_iter()
+        .map(|(id, facts, days, closed)| (id, (facts, days, closed)))
+        .collect())
+}
 
 /// The facts, event days and event records the items and breakdowns of
 /// `request` read.
 fn needs(request: &Request) -> (HashSet<String>, HashSet<String>, HashSet<String>) {
-    let mut facts = HashSet::new();
-    let mut events = HashSet::new();
-    let mut records = HashSet::new();
-    let mut criteria =
-        |c: &Criteria, facts: &mut HashSet<String>, records: Option<&mut HashSet<String>>| {
-            if let Some(f) = &c.filter {
-                facts.extend(f.refs().into_iter().map(|r| r.0.clone()));
-            }
-            events.extend(c.has_events.iter().cloned());
-            events.extend(c.lacks_events.iter().cloned());
-            events.extend(c.min_events.iter().map(|(e, _)| e.clone()));
-            if let Some(records) = records {
-                records.extend(c.has_events.iter().cloned());
-                records.extend(c.lacks_events.iter().cloned());
-            }
-        };
-    let mut period_events = Vec::new();
-    for item in &request.items {
-        let Item::Indicator(i) = item else { continue };
-        let by_record = match &i.unit {
-            Unit::Records(e) => {
-                records.insert(e.clone());
-                true
-            }
-            Unit::Cases => false,
-        };
-        let mut sink = HashSet::new();
-        criteria(&i.population, &mut facts, by_record.then_some(&mut sink));
-        if let Some((n, d)) = &i.ratio {
-            criteria(n, &mut facts, by_record.then_some(&mut sink));
-            criteria(d, &mut facts, by_record.then_some(&mut sink));
-        }
-        records.extend(sink);
-        if let Some(p) = &i.previous_case {
-            if let Some(f) = &p.filter {
-                facts.extend(f.refs().into_iter().map(|r| r.0.clone()));
-            }
-            facts.insert(p.date.clone());
-        }
-        match &i.period {
-            PeriodBy::Event(e) => period_events.push(e.clone()),
-            PeriodBy::Fact(f) => {
-                facts.insert(f.clone());
-            }
-            _ => {}
-        }
-    }
-    events.extend(period_events);
-    for (_, d) in &request.by {
-        match d {
-            Dimension::Fact(f) | Dimension::AgeFrom(f) | Dimension::PreviousCaseFact(f) => {
-                facts.insert(f.clone());
-            }
-            Dimension::EventFact { event, fact } => {
-                records.insert(event.clone());
-                facts.insert(fact.clone());
-            }
-            Dimension::Readmission(Some(declared)) => {
-                facts.extend(declared.refs().into_iter().map(|r| r.0.clone()));
-            }
-            Dimension::Duration {
-                event, from, to, ..
-            } => {
-                records.insert(event.clone());
-                facts.insert(from.clone());
-                facts.insert(to.clone());
-            }
-            _ => {}
-        }
-    }
-    (facts, events, records)
+    let reads = Reads::of(
+        request.items.iter().filter_map(|i| match i {
+            Item::Indicator(i) => Some(i),
+            Item::Timeliness(_) => None,
+        }),
+        request.by.iter().map(|(_, d)| d),
+    );
+    (reads.facts, reads.events, reads.records)
 }
 
 pub(super) fn count(
@@ -330,10 +313,12 @@ pub(super) fn count(
         (request.from - chrono::Duration::days(1)).and_time(chrono::NaiveTime::MIN),
         opened_before,
     );
+    let spec = projection::spec(&request.programme);
     let mut after: Option<(NaiveDateTime, String)> = None;
     let mut serial = 0u32;
     loop {
         let mut query = cases::table
+            .left_join(indicator_cases::table)
             .filter(cases::programme.eq(&request.programme.id))
             .filter(cases::site_id.eq_any(&request.site_ids))
             .filter(cases::merged_into.is_null())
@@ -344,15 +329,17 @@ pub(super) fn count(
                 cases::site_id,
                 cases::admission,
                 cases::opened_at,
-                cases::closed_at,
-                cases::facts,
-                cases::event_days,
                 cases::created_at,
+                indicator_cases::spec.nullable(),
+                indicator_cases::closed_at.nullable(),
+                indicator_cases::facts.nullable(),
+                indicator_cases::event_days.nullable(),
+                indicator_cases::records.nullable(),
             ))
             .into_boxed();
         if let Some((at, id)) = &after {
-            // `>=` first: the index (programme, created_at, id) seeks to
-            // where the last page ended.
+            // `>=` first: the index (programme, created_at, id, ...) seeks
+            // to where the last page ended.
             query = query
                 .filter(cases::created_at.ge(*at))
                 .filter(cases::created_at.gt(*at).or(cases::id.gt(id.clone())));
@@ -362,23 +349,29 @@ pub(super) fn count(
             .limit(PAGE)
             .load(conn)?;
         let Some(last) = page.last() else { break };
-        after = Some((last.8, last.0.clone()));
+        after = Some((last.5, last.0.clone()));
         let ids: Vec<&str> = page.iter().map(|r| r.0.as_str()).collect();
-        // Cases folded before event days were stored: read their events.
-        let unfolded: Vec<&str> = page
+        let stale: Vec<&str> = page
             .iter()
-            .filter(|r| r.7.is_none())
+            .filter(|r| r.6.as_deref() != Some(spec.id.as_str()))
             .map(|r| r.0.as_str())
+            .collect();
+        let mut old = unprojected(conn, &stale)?;
+        // Cases folded before event days were stored: read their events.
+        let unfolded: Vec<&str> = old
+            .iter()
+            .filter(|(_, r)| r.1.is_none())
+            .map(|(id, _)| id.as_str())
             .collect();
         let mut stored_events = if unfolded.is_empty() {
             HashMap::new()
         } else {
             event_days_of(conn, calendar, &unfolded, &events)?
         };
-        let mut records = if record_events.is_empty() {
+        let mut records = if record_events.is_empty() || stale.is_empty() {
             HashMap::new()
         } else {
-            records_of(conn, calendar, &ids, &record_events, &facts)?
+            records_of(conn, calendar, &stale, &record_events, &facts)?
         };
         let mut deadlines = if counter.rule_items.is_empty() {
             HashMap::new()
@@ -387,12 +380,35 @@ pub(super) fn count(
         };
         for row in &page {
             serial += 1;
-            let Some(mut case) =
-                counter.case_data(row, serial, &facts, &events, &mut stored_events)?
+            let read = match old.remove(&row.0) {
+                Some((fact_text, event_text, closed_at)) => Read {
+                    closed_at,
+                    facts: fact_text,
+                    events: event_text,
+                    records: records.remove(&row.0).unwrap_or_default(),
+                },
+                None => Read {
+                    closed_at: row.7,
+                    facts: row.8.clone().unwrap_or_default(),
+                    events: row.9.clone(),
+                    records: match (&row.10, record_events.is_empty()) {
+                        (Some(text), false) => {
+                            projection::records_in(text, &record_events, &facts)
+                                .into_iter()
+                                .map(|(event, list)| {
+                                    (event, list.into_iter().map(Record::from).collect())
+                                })
+                                .collect()
+                        }
+                        _ => HashMap::new(),
+                    },
+                },
+            };
+            let Some(case) =
+                counter.case_data(row, read, serial, &facts, &events, &mut stored_events)?
             else {
                 continue;
             };
-            case.records = records.remove(&row.0).unwrap_or_default();
             counter.add(&case, deadlines.remove(&row.0).unwrap_or_default());
         }
         if page.len() < PAGE as usize {
@@ -536,18 +552,18 @@ impl Counter<'_> {
     fn case_data(
         &mut self,
         row: &CaseRow,
+        read: Read,
         serial: u32,
         facts: &HashSet<String>,
         events: &HashSet<String>,
         stored_events: &mut HashMap<String, HashMap<String, Vec<NaiveDate>>>,
     ) -> AppResult<Option<CaseData>> {
-        let (id, child_id, site_id, admission, opened_at, closed_at, fact_text, event_text, _) =
-            row;
+        let (id, child_id, site_id, admission, opened_at, ..) = row;
         let Some(opened_at) = *opened_at else {
             return Ok(None);
         };
-        let facts = partial::entries::<Value>(fact_text, facts).unwrap_or_default();
-        let events = match event_text {
+        let facts = partial::entries::<Value>(&read.facts, facts).unwrap_or_default();
+        let events = match &read.events {
             Some(text) => partial::entries::<Vec<NaiveDate>>(text, events).unwrap_or_default(),
             None => stored_events.remove(id).unwrap_or_default(),
         };
@@ -562,10 +578,10 @@ impl Counter<'_> {
             admission: *admission,
             opened_at,
             opened: self.calendar.local_date(opened_at.and_utc()),
-            closed: closed_at.map(|t| self.calendar.local_date(t.and_utc())),
+            closed: read.closed_at.map(|t| self.calendar.local_date(t.and_utc())),
             facts,
             events,
-            records: HashMap::new(),
+            records: read.records,
         }))
     }
 
@@ -857,6 +873,7 @@ impl Counter<'_> {
     /// The cases of children with more than one case, for `previous_case`.
     fn load_earlier(&mut self, conn: &mut DbConnection, facts: &HashSet<String>) -> AppResult<()> {
         let request = self.request;
+        let spec = projection::spec(&request.programme);
         let readmitted: Vec<String> = cases::table
             .filter(cases::programme.eq(&request.programme.id))
             .filter(cases::admission.gt(0))
@@ -876,14 +893,38 @@ impl Counter<'_> {
             })
             .collect();
         for chunk in readmitted.chunks(PAGE as usize) {
-            let rows: Vec<(Option<String>, Option<NaiveDateTime>, String)> = cases::table
+            type EarlierRow = (
+                String,
+                Option<String>,
+                Option<NaiveDateTime>,
+                Option<String>,
+                Option<String>,
+            );
+            let rows: Vec<EarlierRow> = cases::table
+                .left_join(indicator_cases::table)
                 .filter(cases::child_id.eq_any(chunk))
                 .filter(cases::merged_into.is_null())
-                .select((cases::child_id, cases::opened_at, cases::facts))
+                .select((
+                    cases::id,
+                    cases::child_id,
+                    cases::opened_at,
+                    indicator_cases::spec.nullable(),
+                    indicator_cases::facts.nullable(),
+                ))
                 .load(conn)?;
-            for (child, opened_at, text) in rows {
+            let stale: Vec<&str> = rows
+                .iter()
+                .filter(|r| r.3.as_deref() != Some(spec.id.as_str()))
+                .map(|r| r.0.as_str())
+                .collect();
+            let mut old = unprojected(conn, &stale)?;
+            for (id, child, opened_at, _, projected) in rows {
                 let (Some(child), Some(opened_at)) = (child, opened_at) else {
                     continue;
+                };
+                let text = match old.remove(&id) {
+                    Some((facts, ..)) => facts,
+                    None => projected.unwrap_or_default(),
                 };
                 let case_facts: HashMap<String, Value> =
                     partial::entries(&text, facts).unwrap_or_default();

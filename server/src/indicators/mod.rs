@@ -5,6 +5,7 @@
 
 mod count;
 mod partial;
+pub mod projection;
 pub mod periods;
 mod render;
 mod suppress;

@@ -1,0 +1,20 @@
+-- What the indicator engine reads of a case (#19 item 4): only the facts,
+-- event days and event records the programme's indicator definitions use,
+-- written by the fold with the case. A report of 100,000 cases reads this
+-- (a few hundred bytes a case) instead of every case's whole facts.
+-- `spec` names the definitions it was made from: rows of an older spec
+-- are made again at start (the server fills the table; SQL cannot read
+-- programme.json).
+CREATE TABLE indicator_cases (
+    case_id TEXT PRIMARY KEY NOT NULL REFERENCES cases (id),
+    spec TEXT NOT NULL,
+    closed_at TIMESTAMP,
+    facts TEXT NOT NULL,
+    event_days TEXT NOT NULL,
+    records TEXT
+);
+
+-- A report pages through a programme's cases in arrival order: with the
+-- columns it reads of the case in the index, it never reads the case rows.
+DROP INDEX cases_programme_created;
+CREATE INDEX cases_programme_created ON cases (programme, created_at, id) INCLUDE (site_id, merged_into, opened_at, child_id, admission);
