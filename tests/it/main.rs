@@ -39,6 +39,7 @@ mod fuzz_corpus;
 mod hardening_dos;
 mod identity;
 mod indicators;
+mod indicators_projection;
 mod interop;
 mod keys;
 mod kz_rules;
