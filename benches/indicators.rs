@@ -17,7 +17,8 @@ use casesync::db::schema::{case_deadlines, cases, children};
 use casesync::db::write_tx;
 use casesync::error::AppError;
 use casesync::db::schema::indicator_cases;
-use casesync::indicators::{self, projection, Audience, ReportQuery};
+use casesync::indicators::projection::{self, StoredDeadline};
+use casesync::indicators::{self, Audience, ReportQuery};
 use casesync::programmes::{Moment, Programmes};
 use chrono::{DateTime, Duration, Utc};
 use common::{bench_db, BenchDb};
@@ -210,17 +211,7 @@ fn main() {
                         cases::event_days.eq(serde_json::to_string(&folded.event_days).unwrap()),
                     ))
                     .execute(conn)?;
-                // What the fold's save writes beside the case (KZ reads no
-                // event one record at a time: no event rows needed).
-                projection::save(
-                    conn,
-                    &kz,
-                    &id,
-                    &folded.facts,
-                    &folded.event_days,
-                    folded.closed_at,
-                    &[],
-                )?;
+                let mut stored = Vec::new();
                 for d in &folded.deadlines {
                     let (outcome, on_time) = if d.is_open() {
                         ("open", None)
@@ -244,7 +235,27 @@ fn main() {
                         ))
                         .execute(conn)?;
                     deadlines += 1;
+                    stored.push(StoredDeadline(
+                        d.rule.clone(),
+                        d.due_at.naive_utc(),
+                        outcome.to_string(),
+                        on_time.map(|_| (d.due_at + Duration::hours(30)).naive_utc()),
+                        on_time,
+                        false,
+                    ));
                 }
+                // What the fold's save writes beside the case (KZ reads no
+                // event one record at a time: no event rows needed).
+                projection::save(
+                    conn,
+                    &kz,
+                    &id,
+                    &folded.facts,
+                    &folded.event_days,
+                    folded.closed_at,
+                    &[],
+                    stored,
+                )?;
             }
             Ok::<_, AppError>(())
         })

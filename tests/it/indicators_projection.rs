@@ -114,7 +114,15 @@ fn all_reports(conn: &mut DbConnection) -> Vec<(String, Option<String>, Vec<Row>
     out
 }
 
-type ProjectionRow = (String, String, Option<chrono::NaiveDateTime>, String, String, Option<String>);
+type ProjectionRow = (
+    String,
+    String,
+    Option<chrono::NaiveDateTime>,
+    String,
+    String,
+    Option<String>,
+    String,
+);
 
 fn projections(conn: &mut DbConnection) -> Vec<ProjectionRow> {
     indicator_cases::table
@@ -126,6 +134,7 @@ fn projections(conn: &mut DbConnection) -> Vec<ProjectionRow> {
             indicator_cases::facts,
             indicator_cases::event_days,
             indicator_cases::records,
+            indicator_cases::deadlines,
         ))
         .load(conn)
         .unwrap()

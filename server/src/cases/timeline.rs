@@ -13,6 +13,7 @@ use crate::db::schema::{case_deadlines, case_events, cases};
 use crate::db::DbConnection;
 use crate::error::{AppError, AppResult};
 use crate::forms::model::Field;
+use crate::indicators::projection::StoredDeadline;
 use crate::forms::validate::CompiledForm;
 use crate::programmes::{Calendar, Moment, Programme};
 use crate::time::now;
@@ -331,6 +332,21 @@ pub fn save(
             .values(deadline_row(case, d))
             .execute(conn)?;
     }
+    let deadlines = folded
+        .deadlines
+        .iter()
+        .map(|d| {
+            let (outcome, met_at, on_time, _) = outcome_cells(d);
+            StoredDeadline(
+                d.rule.clone(),
+                d.due_at.naive_utc(),
+                outcome.to_string(),
+                met_at,
+                on_time,
+                d.late_in_days,
+            )
+        })
+        .collect();
     crate::indicators::projection::save(
         conn,
         programme,
@@ -339,6 +355,7 @@ pub fn save(
         &folded.event_days,
         folded.closed_at,
         rows,
+        deadlines,
     )
 }
 

@@ -261,13 +261,15 @@ diesel::table! {
 }
 
 diesel::table! {
-    indicator_cases (case_id) {
+    indicator_cases (id) {
+        id -> BigInt,
         case_id -> Text,
         spec -> Text,
         closed_at -> Nullable<Timestamp>,
         facts -> Text,
         event_days -> Text,
         records -> Nullable<Text>,
+        deadlines -> Text,
     }
 }
 

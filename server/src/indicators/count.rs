@@ -234,6 +234,7 @@ type CaseRow = (
     Option<String>,
     Option<String>,
     Option<String>,
+    Option<String>,
 );
 
 /// A case's columns a report reads when it has no current projection:
@@ -314,13 +315,13 @@ pub(super) fn count(
         opened_before,
     );
     let spec = projection::spec(&request.programme);
+    let sites: HashSet<&str> = request.site_ids.iter().map(String::as_str).collect();
     let mut after: Option<(NaiveDateTime, String)> = None;
     let mut serial = 0u32;
     loop {
         let mut query = cases::table
             .left_join(indicator_cases::table)
             .filter(cases::programme.eq(&request.programme.id))
-            .filter(cases::site_id.eq_any(&request.site_ids))
             .filter(cases::merged_into.is_null())
             .filter(cases::opened_at.lt(opened_before))
             .select((
@@ -335,6 +336,7 @@ pub(super) fn count(
                 indicator_cases::facts.nullable(),
                 indicator_cases::event_days.nullable(),
                 indicator_cases::records.nullable(),
+                indicator_cases::deadlines.nullable(),
             ))
             .into_boxed();
         if let Some((at, id)) = &after {
@@ -350,7 +352,14 @@ pub(super) fn count(
             .load(conn)?;
         let Some(last) = page.last() else { break };
         after = Some((last.5, last.0.clone()));
-        let ids: Vec<&str> = page.iter().map(|r| r.0.as_str()).collect();
+        let full = page.len() == PAGE as usize;
+        // The sites asked for, here rather than in SQL: with only the
+        // programme to seek by, SQLite reads the index that holds every
+        // column above instead of the case rows.
+        let page: Vec<CaseRow> = page
+            .into_iter()
+            .filter(|r| sites.contains(r.2.as_str()))
+            .collect();
         let stale: Vec<&str> = page
             .iter()
             .filter(|r| r.6.as_deref() != Some(spec.id.as_str()))
@@ -373,10 +382,10 @@ pub(super) fn count(
         } else {
             records_of(conn, calendar, &stale, &record_events, &facts)?
         };
-        let mut deadlines = if counter.rule_items.is_empty() {
+        let mut deadlines = if counter.rule_items.is_empty() || stale.is_empty() {
             HashMap::new()
         } else {
-            deadlines_of(conn, &ids, due_from, due_to)?
+            deadlines_of(conn, &stale, due_from, due_to)?
         };
         for row in &page {
             serial += 1;
@@ -404,14 +413,21 @@ pub(super) fn count(
                     },
                 },
             };
+            let case_deadlines = match (&row.11, counter.rule_items.is_empty()) {
+                (_, true) => Vec::new(),
+                (Some(text), false) if row.6.as_deref() == Some(spec.id.as_str()) => {
+                    projected_deadlines(text, due_from, due_to)
+                }
+                _ => deadlines.remove(&row.0).unwrap_or_default(),
+            };
             let Some(case) =
                 counter.case_data(row, read, serial, &facts, &events, &mut stored_events)?
             else {
                 continue;
             };
-            counter.add(&case, deadlines.remove(&row.0).unwrap_or_default());
+            counter.add(&case, case_deadlines);
         }
-        if page.len() < PAGE as usize {
+        if !full {
             break;
         }
     }
@@ -469,6 +485,28 @@ fn deadlines_of(
         });
     }
     Ok(out)
+}
+
+/// The deadlines of a case's projection due in `from..to` (as
+/// `deadlines_of` reads them from `case_deadlines`).
+fn projected_deadlines(text: &str, from: NaiveDateTime, to: NaiveDateTime) -> Vec<DeadlineRow> {
+    serde_json::from_str::<Vec<projection::StoredDeadline>>(text)
+        .unwrap_or_default()
+        .into_iter()
+        .filter(|d| d.1 >= from && d.1 < to && d.2 != "not_applicable")
+        .map(
+            |projection::StoredDeadline(rule_id, due_at, outcome, met_at, on_time, late_in_days)| {
+                DeadlineRow {
+                    rule_id,
+                    due_at,
+                    outcome,
+                    met_at,
+                    on_time,
+                    late_in_days,
+                }
+            },
+        )
+        .collect()
 }
 
 /// The records of `wanted` events of cases, each with the `facts` its form

@@ -1,7 +1,8 @@
 //! What a report reads of a case (#19 item 4), kept beside it: only the
 //! facts, event days and event records the programme's indicator
-//! definitions use, written by the fold in the same transaction as the
-//! case. Owns `indicator_cases`.
+//! definitions use, and the deadlines the timeliness indicators count,
+//! written by the fold in the same transaction as the case. Owns
+//! `indicator_cases`.
 //!
 //! The lists come from the same definitions the engine counts with
 //! ([`Reads::of`] over every indicator and breakdown of the programme), so
@@ -21,7 +22,7 @@ use sha2::{Digest, Sha256};
 
 use super::partial;
 use crate::cases::timeline::EventRow;
-use crate::db::schema::{case_events, cases, indicator_cases};
+use crate::db::schema::{case_deadlines, case_events, cases, indicator_cases};
 use crate::db::{write_tx, DbConnection};
 use crate::error::{AppError, AppResult};
 use crate::programmes::indicators::{Criteria, Dimension, Indicator, PeriodBy, Unit};
@@ -174,12 +175,27 @@ pub struct StoredRecord {
     pub facts: Map<String, Value>,
 }
 
+/// A deadline as the timeliness indicators read it: rule, due (UTC),
+/// outcome (`open`, `met`, `missed`), met or ended at, on time, whether
+/// its lateness counts in local days. Those that ended as not applicable
+/// are left out: no report counts them.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+pub struct StoredDeadline(
+    pub String,
+    pub NaiveDateTime,
+    pub String,
+    pub Option<NaiveDateTime>,
+    pub Option<bool>,
+    pub bool,
+);
+
 /// A case's projection row.
 struct Projection {
     closed_at: Option<NaiveDateTime>,
     facts: String,
     event_days: String,
     records: Option<String>,
+    deadlines: String,
 }
 
 fn project<'a>(
@@ -189,6 +205,7 @@ fn project<'a>(
     event_days: impl IntoIterator<Item = (&'a String, &'a Vec<NaiveDate>)>,
     closed_at: Option<NaiveDateTime>,
     rows: &[EventRow],
+    deadlines: Vec<StoredDeadline>,
 ) -> AppResult<Projection> {
     let reads = &spec.reads;
     let facts: BTreeMap<&String, &Value> = facts
@@ -209,7 +226,16 @@ fn project<'a>(
         facts: serde_json::to_string(&facts).map_err(AppError::internal)?,
         event_days: serde_json::to_string(&event_days).map_err(AppError::internal)?,
         records,
+        deadlines: serde_json::to_string(&counted(deadlines)).map_err(AppError::internal)?,
     })
+}
+
+/// The deadlines a report counts, in one order whatever order they came
+/// in (the fold's, or the table's at start).
+fn counted(mut deadlines: Vec<StoredDeadline>) -> Vec<StoredDeadline> {
+    deadlines.retain(|d| d.2 != "not_applicable");
+    deadlines.sort();
+    deadlines
 }
 
 /// The records of the events read one by one, each event's in the order
@@ -252,6 +278,7 @@ pub fn save(
     event_days: &BTreeMap<String, Vec<NaiveDate>>,
     closed_at: Option<DateTime<Utc>>,
     rows: &[EventRow],
+    deadlines: Vec<StoredDeadline>,
 ) -> AppResult<()> {
     let spec = spec(programme);
     let p = project(
@@ -261,19 +288,21 @@ pub fn save(
         event_days,
         closed_at.map(|t| t.naive_utc()),
         rows,
+        deadlines,
     )?;
     write(conn, case_id, &spec, &p)
 }
 
 fn write(conn: &mut DbConnection, case_id: &str, spec: &Spec, p: &Projection) -> AppResult<()> {
     // Update first: after a case's first fold the row is always there.
-    let updated = diesel::update(indicator_cases::table.find(case_id))
+    let updated = diesel::update(indicator_cases::table.filter(indicator_cases::case_id.eq(case_id)))
         .set((
             indicator_cases::spec.eq(&spec.id),
             indicator_cases::closed_at.eq(p.closed_at),
             indicator_cases::facts.eq(&p.facts),
             indicator_cases::event_days.eq(&p.event_days),
             indicator_cases::records.eq(&p.records),
+            indicator_cases::deadlines.eq(&p.deadlines),
         ))
         .execute(conn)?;
     if updated == 0 {
@@ -285,6 +314,7 @@ fn write(conn: &mut DbConnection, case_id: &str, spec: &Spec, p: &Projection) ->
                 indicator_cases::facts.eq(&p.facts),
                 indicator_cases::event_days.eq(&p.event_days),
                 indicator_cases::records.eq(&p.records),
+                indicator_cases::deadlines.eq(&p.deadlines),
             ))
             .execute(conn)?;
     }
@@ -308,34 +338,48 @@ pub fn ensure(conn: &mut DbConnection) -> AppResult<usize> {
     Ok(done)
 }
 
-type StaleRow = (String, String, Option<String>, Option<NaiveDateTime>);
+type StaleRow = (
+    String,
+    String,
+    Option<String>,
+    Option<NaiveDateTime>,
+    NaiveDateTime,
+);
 
 fn ensure_programme(conn: &mut DbConnection, programme: &Programme) -> AppResult<usize> {
     const CHUNK: i64 = 1000;
     let spec = spec(programme);
-    let mut after = String::new();
+    let mut after: Option<(NaiveDateTime, String)> = None;
     let mut done = 0;
     loop {
-        let chunk: Vec<StaleRow> = cases::table
-            .left_join(indicator_cases::table)
+        // In the order a report reads them, so new rows lie in that order.
+        let mut query = cases::table
+            .left_join(indicator_cases::table.on(indicator_cases::case_id.eq(cases::id)))
             .filter(cases::programme.eq(&programme.id))
-            .filter(cases::id.gt(&after))
             .filter(
                 indicator_cases::spec
                     .is_null()
                     .or(indicator_cases::spec.ne(&spec.id)),
             )
-            .order(cases::id)
-            .limit(CHUNK)
             .select((
                 cases::id,
                 cases::facts,
                 cases::event_days,
                 cases::closed_at,
+                cases::created_at,
             ))
+            .into_boxed();
+        if let Some((at, id)) = &after {
+            query = query
+                .filter(cases::created_at.ge(*at))
+                .filter(cases::created_at.gt(*at).or(cases::id.gt(id.clone())));
+        }
+        let chunk: Vec<StaleRow> = query
+            .order((cases::created_at, cases::id))
+            .limit(CHUNK)
             .load(conn)?;
         let Some(last) = chunk.last() else { break };
-        after = last.0.clone();
+        after = Some((last.4, last.0.clone()));
         write_tx(conn, |conn| project_stored(conn, programme, &spec, &chunk))?;
         done += chunk.len();
         if chunk.len() < CHUNK as usize {
@@ -365,8 +409,40 @@ fn project_stored(
             rows.entry(row.case_id.clone()).or_default().push(row);
         }
     }
+    let mut deadlines: HashMap<String, Vec<StoredDeadline>> = HashMap::default();
+    for (case_id, rule, due, outcome, met, on_time, in_days) in case_deadlines::table
+        .filter(case_deadlines::case_id.eq_any(&ids))
+        .order((
+            case_deadlines::case_id,
+            case_deadlines::rule_id,
+            case_deadlines::occurrence,
+        ))
+        .select((
+            case_deadlines::case_id,
+            case_deadlines::rule_id,
+            case_deadlines::due_at,
+            case_deadlines::outcome,
+            case_deadlines::met_at,
+            case_deadlines::on_time,
+            case_deadlines::late_in_days,
+        ))
+        .load::<(
+            String,
+            String,
+            NaiveDateTime,
+            String,
+            Option<NaiveDateTime>,
+            Option<bool>,
+            bool,
+        )>(conn)?
+    {
+        deadlines
+            .entry(case_id)
+            .or_default()
+            .push(StoredDeadline(rule, due, outcome, met, on_time, in_days));
+    }
     let calendar = &programme.calendar;
-    for (id, facts, event_days, closed_at) in chunk {
+    for (id, facts, event_days, closed_at, _) in chunk {
         let own = rows.remove(id).unwrap_or_default();
         let facts: HashMap<String, Value> =
             partial::entries(facts, &spec.reads.facts).unwrap_or_default();
@@ -393,7 +469,16 @@ fn project_stored(
                 days
             }
         };
-        let p = project(programme, spec, &facts, &days, *closed_at, &own)?;
+        let own_deadlines = deadlines.remove(id).unwrap_or_default();
+        let p = project(
+            programme,
+            spec,
+            &facts,
+            &days,
+            *closed_at,
+            &own,
+            own_deadlines,
+        )?;
         write(conn, id, spec, &p)?;
     }
     Ok(())
