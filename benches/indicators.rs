@@ -13,10 +13,10 @@ mod common;
 use std::time::Instant;
 
 use casesync::cases::fold::{self, Folded, TimelineEvent};
+use casesync::db::schema::indicator_cases;
 use casesync::db::schema::{case_deadlines, cases, children};
 use casesync::db::write_tx;
 use casesync::error::AppError;
-use casesync::db::schema::indicator_cases;
 use casesync::indicators::projection::{self, StoredDeadline};
 use casesync::indicators::{self, Audience, ReportQuery};
 use casesync::programmes::{Moment, Programmes};
@@ -246,16 +246,7 @@ fn main() {
                 }
                 // What the fold's save writes beside the case (KZ reads no
                 // event one record at a time: no event rows needed).
-                projection::save(
-                    conn,
-                    &kz,
-                    &id,
-                    &folded.facts,
-                    &folded.event_days,
-                    folded.closed_at,
-                    &[],
-                    stored,
-                )?;
+                projection::save(conn, &kz, &id, &folded, &[], stored)?;
             }
             Ok::<_, AppError>(())
         })

@@ -13,8 +13,8 @@ use crate::db::schema::{case_deadlines, case_events, cases};
 use crate::db::DbConnection;
 use crate::error::{AppError, AppResult};
 use crate::forms::model::Field;
-use crate::indicators::projection::StoredDeadline;
 use crate::forms::validate::CompiledForm;
+use crate::indicators::projection::StoredDeadline;
 use crate::programmes::{Calendar, Moment, Programme};
 use crate::time::now;
 
@@ -347,16 +347,7 @@ pub fn save(
             )
         })
         .collect();
-    crate::indicators::projection::save(
-        conn,
-        programme,
-        &case.id,
-        &folded.facts,
-        &folded.event_days,
-        folded.closed_at,
-        rows,
-        deadlines,
-    )
+    crate::indicators::projection::save(conn, programme, &case.id, folded, rows, deadlines)
 }
 
 type DeadlineValues<'a> = (

@@ -10,8 +10,8 @@ use foldhash::{HashMap, HashMapExt, HashSet};
 use serde_json::Value;
 
 use super::partial;
-use super::projection::{self, Reads};
 use super::periods::{index_of, Period};
+use super::projection::{self, Reads};
 use super::{Item, Request, Row, TOTAL, UNKNOWN};
 use crate::cases::fold::Late;
 use crate::db::schema::{case_deadlines, case_events, cases, indicator_cases};
@@ -243,10 +243,7 @@ type Unprojected = (String, Option<String>, Option<NaiveDateTime>);
 
 /// Cases without a projection of the current definitions (a release that
 /// reads more, before its first start made them again): read as folded.
-fn unprojected(
-    conn: &mut DbConnection,
-    ids: &[&str],
-) -> AppResult<HashMap<String, Unprojected>> {
+fn unprojected(conn: &mut DbConnection, ids: &[&str]) -> AppResult<HashMap<String, Unprojected>> {
     if ids.is_empty() {
         return Ok(HashMap::new());
     }
@@ -401,14 +398,12 @@ pub(super) fn count(
                     facts: row.8.clone().unwrap_or_default(),
                     events: row.9.clone(),
                     records: match (&row.10, record_events.is_empty()) {
-                        (Some(text), false) => {
-                            projection::records_in(text, &record_events, &facts)
-                                .into_iter()
-                                .map(|(event, list)| {
-                                    (event, list.into_iter().map(Record::from).collect())
-                                })
-                                .collect()
-                        }
+                        (Some(text), false) => projection::records_in(text, &record_events, &facts)
+                            .into_iter()
+                            .map(|(event, list)| {
+                                (event, list.into_iter().map(Record::from).collect())
+                            })
+                            .collect(),
                         _ => HashMap::new(),
                     },
                 },
@@ -495,7 +490,14 @@ fn projected_deadlines(text: &str, from: NaiveDateTime, to: NaiveDateTime) -> Ve
         .into_iter()
         .filter(|d| d.1 >= from && d.1 < to && d.2 != "not_applicable")
         .map(
-            |projection::StoredDeadline(rule_id, due_at, outcome, met_at, on_time, late_in_days)| {
+            |projection::StoredDeadline(
+                rule_id,
+                due_at,
+                outcome,
+                met_at,
+                on_time,
+                late_in_days,
+            )| {
                 DeadlineRow {
                     rule_id,
                     due_at,
@@ -616,7 +618,9 @@ impl Counter<'_> {
             admission: *admission,
             opened_at,
             opened: self.calendar.local_date(opened_at.and_utc()),
-            closed: read.closed_at.map(|t| self.calendar.local_date(t.and_utc())),
+            closed: read
+                .closed_at
+                .map(|t| self.calendar.local_date(t.and_utc())),
             facts,
             events,
             records: read.records,

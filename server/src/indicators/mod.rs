@@ -5,8 +5,8 @@
 
 mod count;
 mod partial;
-pub mod projection;
 pub mod periods;
+pub mod projection;
 mod render;
 mod suppress;
 

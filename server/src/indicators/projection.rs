@@ -13,7 +13,7 @@
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex, OnceLock};
 
-use chrono::{DateTime, NaiveDate, NaiveDateTime, Utc};
+use chrono::{NaiveDate, NaiveDateTime};
 use diesel::prelude::*;
 use foldhash::{HashMap, HashSet, HashSetExt};
 use serde::{Deserialize, Serialize};
@@ -21,6 +21,7 @@ use serde_json::{Map, Value};
 use sha2::{Digest, Sha256};
 
 use super::partial;
+use crate::cases::fold::Folded;
 use crate::cases::timeline::EventRow;
 use crate::db::schema::{case_deadlines, case_events, cases, indicator_cases};
 use crate::db::{write_tx, DbConnection};
@@ -64,7 +65,8 @@ impl Reads {
         }
         self.events.extend(c.has_events.iter().cloned());
         self.events.extend(c.lacks_events.iter().cloned());
-        self.events.extend(c.min_events.iter().map(|(e, _)| e.clone()));
+        self.events
+            .extend(c.min_events.iter().map(|(e, _)| e.clone()));
         if by_record {
             self.records.extend(c.has_events.iter().cloned());
             self.records.extend(c.lacks_events.iter().cloned());
@@ -143,10 +145,7 @@ pub fn spec(programme: &Programme) -> Arc<Spec> {
         return spec.clone();
     }
     let catalogue = &programme.indicators;
-    let reads = Reads::of(
-        &catalogue.list,
-        catalogue.dimensions.iter().map(|(_, d)| d),
-    );
+    let reads = Reads::of(&catalogue.list, catalogue.dimensions.iter().map(|(_, d)| d));
     let mut digest = Sha256::new();
     for (kind, set) in [
         ("facts", &reads.facts),
@@ -219,7 +218,10 @@ fn project<'a>(
     let records = if reads.records.is_empty() {
         None
     } else {
-        Some(serde_json::to_string(&records_of(programme, spec, rows)).map_err(AppError::internal)?)
+        Some(
+            serde_json::to_string(&records_of(programme, spec, rows))
+                .map_err(AppError::internal)?,
+        )
     };
     Ok(Projection {
         closed_at,
@@ -261,22 +263,24 @@ fn records_of(
         out.entry(row.name.clone()).or_default().push(StoredRecord {
             at: moment.at.naive_utc(),
             day: calendar.local_date(moment.at),
-            facts: facts.into_iter().collect::<BTreeMap<_, _>>().into_iter().collect(),
+            facts: facts
+                .into_iter()
+                .collect::<BTreeMap<_, _>>()
+                .into_iter()
+                .collect(),
         });
     }
     out
 }
 
-/// Writes the projection of a case just folded (`facts`, `event_days` and
-/// `closed_at` the fold's; `rows` the case's stored events). Call in the
-/// fold's transaction.
+/// Writes the projection of a case just folded (`rows` its stored
+/// events, `deadlines` the fold's as stored). Call in the fold's
+/// transaction.
 pub fn save(
     conn: &mut DbConnection,
     programme: &Programme,
     case_id: &str,
-    facts: &BTreeMap<String, Value>,
-    event_days: &BTreeMap<String, Vec<NaiveDate>>,
-    closed_at: Option<DateTime<Utc>>,
+    folded: &Folded,
     rows: &[EventRow],
     deadlines: Vec<StoredDeadline>,
 ) -> AppResult<()> {
@@ -284,9 +288,9 @@ pub fn save(
     let p = project(
         programme,
         &spec,
-        facts,
-        event_days,
-        closed_at.map(|t| t.naive_utc()),
+        &folded.facts,
+        &folded.event_days,
+        folded.closed_at.map(|t| t.naive_utc()),
         rows,
         deadlines,
     )?;
@@ -295,16 +299,17 @@ pub fn save(
 
 fn write(conn: &mut DbConnection, case_id: &str, spec: &Spec, p: &Projection) -> AppResult<()> {
     // Update first: after a case's first fold the row is always there.
-    let updated = diesel::update(indicator_cases::table.filter(indicator_cases::case_id.eq(case_id)))
-        .set((
-            indicator_cases::spec.eq(&spec.id),
-            indicator_cases::closed_at.eq(p.closed_at),
-            indicator_cases::facts.eq(&p.facts),
-            indicator_cases::event_days.eq(&p.event_days),
-            indicator_cases::records.eq(&p.records),
-            indicator_cases::deadlines.eq(&p.deadlines),
-        ))
-        .execute(conn)?;
+    let updated =
+        diesel::update(indicator_cases::table.filter(indicator_cases::case_id.eq(case_id)))
+            .set((
+                indicator_cases::spec.eq(&spec.id),
+                indicator_cases::closed_at.eq(p.closed_at),
+                indicator_cases::facts.eq(&p.facts),
+                indicator_cases::event_days.eq(&p.event_days),
+                indicator_cases::records.eq(&p.records),
+                indicator_cases::deadlines.eq(&p.deadlines),
+            ))
+            .execute(conn)?;
     if updated == 0 {
         diesel::insert_into(indicator_cases::table)
             .values((
