@@ -26,4 +26,7 @@ pub use chain::{
 };
 pub use csv::write_csv;
 pub use query::{parse_bound, query, recent, AuditFilter, AuditPage, AuditQuery, Before};
-pub use verify::{head, verify, verify_here, Anchor, Problem, Verification};
+pub use verify::{
+    head, verify, verify_here, Anchor, ChainCheck, CheckDone, CheckState, Problem, Started,
+    Verification,
+};

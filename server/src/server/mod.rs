@@ -276,6 +276,7 @@ pub fn prepare(settings: Settings) -> Result<AppState, StartError> {
         odk_forms: Default::default(),
         keys: Arc::new(KeyRing::new(kek)),
         committer: Arc::new(Committer::start(pool, database)),
+        chain_check: Default::default(),
     })
 }
 
