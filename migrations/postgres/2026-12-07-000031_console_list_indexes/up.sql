@@ -27,6 +27,13 @@ CREATE INDEX cases_assignee_due ON cases
 CREATE INDEX case_deadlines_site_rule ON case_deadlines
     (site_id, outcome, rule_id, due_at, case_id, soon_at, assigned_to);
 
+-- Today's queues: the likeliest possible duplicates and the oldest open
+-- conflicts of a site, the first few (`cases::children::candidates`,
+-- `cases::actions::conflicts_for`), from the index in order.
+CREATE INDEX duplicate_candidates_site_score ON duplicate_candidates
+    (site_id, status, score DESC, created_at);
+CREATE INDEX conflicts_site_created ON conflicts (site_id, status, created_at);
+
 -- The audit log by date range (`audit::query`): newest first by time,
 -- then by position, from the index.
 DROP INDEX audit_log_occurred;

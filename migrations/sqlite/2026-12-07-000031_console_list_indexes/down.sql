@@ -1,3 +1,5 @@
+DROP INDEX conflicts_site_created;
+DROP INDEX duplicate_candidates_site_score;
 DROP INDEX audit_log_occurred_seq;
 CREATE INDEX audit_log_occurred ON audit_log (occurred_at);
 DROP INDEX case_deadlines_site_rule;

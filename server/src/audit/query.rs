@@ -220,10 +220,9 @@ impl Before {
     fn encode(self) -> String {
         match self {
             Before::Seq(seq) => changes::encode_cursor(seq),
-            Before::Time(at, seq) => URL_SAFE_NO_PAD.encode(format!(
-                "t1:{}:{seq}",
-                at.and_utc().timestamp_micros()
-            )),
+            Before::Time(at, seq) => {
+                URL_SAFE_NO_PAD.encode(format!("t1:{}:{seq}", at.and_utc().timestamp_micros()))
+            }
         }
     }
 
@@ -275,11 +274,9 @@ pub fn query(
         (Some(Before::Seq(seq)), false) => query = query.filter(audit_log::seq.lt(seq)),
         (Some(Before::Time(at, seq)), true) => {
             // `<=` first: a range the index can seek to.
-            query = query.filter(audit_log::occurred_at.le(at)).filter(
-                audit_log::occurred_at
-                    .lt(at)
-                    .or(audit_log::seq.lt(seq)),
-            )
+            query = query
+                .filter(audit_log::occurred_at.le(at))
+                .filter(audit_log::occurred_at.lt(at).or(audit_log::seq.lt(seq)))
         }
         _ => {
             return Err(bad_param(

@@ -474,7 +474,8 @@ impl ChainCheck {
         let spawned = std::thread::Builder::new()
             .name("audit-chain-check".into())
             .spawn(move || {
-                let outcome = verify_here_counting(&mut conn, Some(&checked)).map_err(|e| e.to_string());
+                let outcome =
+                    verify_here_counting(&mut conn, Some(&checked)).map_err(|e| e.to_string());
                 if let Err(e) = &outcome {
                     tracing::error!(error = %e, "the audit chain check did not finish");
                 }

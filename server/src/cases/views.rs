@@ -552,6 +552,16 @@ pub fn list(
     Ok(Page { items, next_cursor })
 }
 
+diesel::define_sql_function! {
+    /// `COALESCE(a, b)`; with the same column twice, the column as a value
+    /// no index is asked for.
+    #[sql_name = "COALESCE"]
+    fn same_time(
+        a: diesel::sql_types::Nullable<diesel::sql_types::Timestamp>,
+        b: diesel::sql_types::Nullable<diesel::sql_types::Timestamp>,
+    ) -> diesel::sql_types::Nullable<diesel::sql_types::Timestamp>;
+}
+
 /// A case list's filters, resolved.
 struct ListQuery {
     programme: Option<String>,
@@ -590,7 +600,12 @@ impl ListQuery {
             query = query.filter(cases::assigned_to.eq(assignee.clone()));
         }
         if let Some(t) = self.overdue_at {
-            query = query.filter(cases::next_due_at.lt(t));
+            // Hidden from the planner in an expression, so that the
+            // oldest/newest orders walk `cases_site_created` (testing it on
+            // the entry) instead of reading every overdue case through
+            // `cases_site_due` and sorting them (620 ms at 22,000). The due
+            // order asks `cases_site_due` by its own range.
+            query = query.filter(same_time(cases::next_due_at, cases::next_due_at).lt(t));
         }
         if let Some(number) = &self.number {
             query = query.filter(cases::number.eq(number.clone()));

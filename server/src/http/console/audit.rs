@@ -312,7 +312,9 @@ pub async fn chain(
             intact: found.as_ref().is_some_and(|f| f.is_intact()),
             rows: found.as_ref().map_or(0, |f| f.rows),
             head_seq: found.as_ref().map_or(0, |f| f.head_seq),
-            head_hash: found.as_ref().map_or_else(String::new, |f| f.head_hash.clone()),
+            head_hash: found
+                .as_ref()
+                .map_or_else(String::new, |f| f.head_hash.clone()),
             problems: found
                 .as_ref()
                 .map(|f| f.problems.iter().map(ToString::to_string).collect())

@@ -64,14 +64,23 @@ pub struct SiteDeadlines {
     pub due_soon_link: String,
 }
 
-/// What waits on a coordinator besides deadlines.
+/// What waits on a coordinator besides deadlines: each list its first
+/// `PER_QUEUE` and how many there are.
 pub struct Queues {
     pub needs_assignee: Vec<(String, String)>,
+    /// More than the first `PER_QUEUE` need one: the case list shows all.
+    pub needs_assignee_more: bool,
     pub held: Vec<HeldForm>,
     pub conflicts: Vec<ConflictRow>,
+    pub conflicts_count: i64,
     pub duplicates: Vec<Candidate>,
+    pub duplicates_count: i64,
     pub pending_case_days: i64,
 }
+
+/// Cases needing an assignee, conflicts and possible duplicates Today
+/// shows at most (a seeded site had 14,589 possible duplicates).
+pub const PER_QUEUE: i64 = 20;
 
 #[derive(Template)]
 #[template(path = "today.html")]
@@ -166,7 +175,10 @@ fn by_site(
                 pairs.push(("overdue", "on"));
             }
             pairs.push(("sort", "due"));
-            format!("/cases?{}", serde_urlencoded::to_string(pairs).unwrap_or_default())
+            format!(
+                "/cases?{}",
+                serde_urlencoded::to_string(pairs).unwrap_or_default()
+            )
         };
         let site = per_site
             .entry(name.clone())
@@ -202,7 +214,7 @@ async fn queues(
     me: Principal,
 ) -> Result<Queues, WebError> {
     let days = state.settings.pending_case_days;
-    let (needs_assignee, held) = state
+    let (needs_assignee, needs_assignee_more, held) = state
         .read_audited(
             origin.clone(),
             me.clone(),
@@ -210,38 +222,51 @@ async fn queues(
             move |conn, me| {
                 let filter = CaseFilter {
                     needs_assignee: Some(true),
-                    limit: Some(100),
+                    limit: Some(PER_QUEUE),
                     ..CaseFilter::default()
                 };
-                let cases = views::list(conn, me, &filter, Utc::now())?
+                let page = views::list(conn, me, &filter, Utc::now())?;
+                let more = page.next_cursor.is_some();
+                let cases = page
                     .items
                     .into_iter()
                     .map(|c| (c.number.clone().unwrap_or_else(|| c.id.clone()), c.id))
                     .collect();
                 // As `GET /submissions/held` for all the coordinator's sites.
                 let held = held::list(conn, &me.site_ids, days)?;
-                Ok(((cases, held), None))
+                Ok(((cases, more, held), None))
             },
         )
         .await?;
-    let conflicts = state
+    let (conflicts, conflicts_count) = state
         .read_audited(
             origin.clone(),
             me.clone(),
             "conflicts_listed",
-            |conn, me| Ok((actions::conflicts_for(conn, me, false)?, None)),
+            |conn, me| {
+                let count = actions::conflicts_count(conn, me, false)?;
+                Ok((
+                    (actions::conflicts_for(conn, me, false, PER_QUEUE)?, count),
+                    None,
+                ))
+            },
         )
         .await?;
-    let duplicates = state
+    let (duplicates, duplicates_count) = state
         .read_audited(origin, me, "duplicates_listed", |conn, me| {
-            Ok((children::candidates(conn, me, None, None)?, None))
+            let count = children::candidates_count(conn, me, None, None)?;
+            let first = children::candidates(conn, me, None, None, PER_QUEUE)?;
+            Ok(((first, count), None))
         })
         .await?;
     Ok(Queues {
         needs_assignee,
+        needs_assignee_more,
         held,
         conflicts,
+        conflicts_count,
         duplicates,
+        duplicates_count,
         pending_case_days: days,
     })
 }
