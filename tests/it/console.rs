@@ -642,3 +642,65 @@ fn a_form_reads_in_labelled_sections_for_those_who_may_read_its_case_only() {
     let unknown = coordinator.get("/submissions/no-such-form");
     assert_eq!(unknown.status, 404);
 }
+
+/// #18 ("every console page < 100 ms p99 on a database of 100,000
+/// cases"): a site with tens of thousands of deadlines overdue cannot list
+/// them all each morning. Today shows each rule's count and its most
+/// overdue ten, and links to the site's whole list by deadline. Here 12
+/// referrals with evidence of immediate risk leave §2.2 D7 (initial
+/// assessment, manual 8.2.4) overdue on 12 cases.
+#[test]
+fn today_shows_each_rules_count_and_its_ten_most_overdue_with_a_link_to_all() {
+    let app = TestApp::spawn();
+    let staff = app.staff().build();
+    let worker = phone(&app, &staff.worker);
+    let mut ids = Vec::new();
+    for i in 0..12 {
+        let case_id = uuid::Uuid::new_v4().to_string();
+        let referral = build::referral(&case_id)
+            .received_at(&format!("2026-11-{:02}T09:00:00+05:00", 20 - i / 4))
+            .immediate_risk()
+            .child("Child")
+            .envelope();
+        assert_eq!(worker.send(&referral).status, 201);
+        ids.push((20 - i / 4, case_id));
+    }
+    let mut coordinator = Browser::with_session(&app, &staff.coordinator);
+    let today = coordinator.get("/today");
+    assert_eq!(today.status, 200, "{}", today.text);
+    let overdue = today.text.split("id=\"due-soon\"").next().unwrap();
+    let title = "Initial assessment completed (evidence of immediate risk, or removal)";
+    let group = overdue
+        .split("<tbody>")
+        .find(|g| g.contains(title))
+        .unwrap_or_else(|| panic!("no D7 group:\n{overdue}"));
+    assert!(
+        group.contains("(the most urgent 10 / 12)"),
+        "the count and how many are shown:\n{group}"
+    );
+    // The ten most overdue: received earliest, then by case id (the
+    // order of `GET /deadlines`).
+    ids.sort();
+    let shown: Vec<&str> = group
+        .split("href=\"/cases/")
+        .skip(1)
+        .map(|rest| rest.split('"').next().unwrap())
+        .collect();
+    let expected: Vec<&str> = ids[..10].iter().map(|(_, id)| id.as_str()).collect();
+    assert_eq!(shown, expected);
+    // The whole list: the site's overdue cases by deadline, all twelve.
+    let link = overdue
+        .split("class=\"all-deadlines\" href=\"")
+        .nth(1)
+        .expect("a link to the whole list")
+        .split('"')
+        .next()
+        .unwrap()
+        .replace("&#38;", "&");
+    assert_eq!(link, "/cases?site=KZ-CAM-ALA&overdue=on&sort=due");
+    let all = coordinator.get(&link);
+    assert_eq!(all.status, 200, "{}", all.text);
+    for (_, id) in &ids {
+        assert!(all.text.contains(&format!("/cases/{id}\"")), "{id}");
+    }
+}
