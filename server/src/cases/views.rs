@@ -1001,46 +1001,75 @@ pub fn due_by_rule(
         CaseScope::Sites(sites) => (sites, None),
     };
     let sites = crate::auth::sites::list(conn, Some(&site_ids))?;
-    let mut groups = Vec::new();
+    let t = now.naive_utc();
+    let mut found: Vec<(RuleDue, Vec<DueRow>)> = Vec::new();
     for site in sites {
         let Ok(programme) = programme_of(&site.programme) else {
             continue;
         };
         for rule in &programme.deadlines {
-            for status in [DueStatus::Overdue, DueStatus::DueSoon] {
-                let of_rule = || {
-                    let query = open_deadlines()
-                        .filter(case_deadlines::site_id.eq(site.id.clone()))
-                        .filter(case_deadlines::rule_id.eq(rule.id.clone()));
-                    let query = match &own {
-                        Some(user) => query.filter(case_deadlines::assigned_to.eq(user.clone())),
-                        None => query,
-                    };
-                    with_status(query, Some(status), now)
+            let of_rule = |status: Option<DueStatus>| {
+                let query = open_deadlines()
+                    .filter(case_deadlines::site_id.eq(site.id.clone()))
+                    .filter(case_deadlines::rule_id.eq(rule.id.clone()));
+                let query = match &own {
+                    Some(user) => query.filter(case_deadlines::assigned_to.eq(user.clone())),
+                    None => query,
                 };
-                let rows: Vec<DueRow> = of_rule()
+                with_status(query, status, now)
+            };
+            let first = |status: Option<DueStatus>| {
+                of_rule(status)
                     .order((case_deadlines::due_at, case_deadlines::case_id))
                     .limit(per_rule)
                     .select(DUE_ROW)
-                    .load(conn)?;
+            };
+            // Overdue and due soon at once (overdue first, by due time):
+            // one query for a rule with none or few; the two lists apart
+            // only when there are more than `per_rule`.
+            let rows: Vec<DueRow> = first(None).load(conn)?;
+            let full = rows.len() as i64 == per_rule;
+            let (overdue, mut soon): (Vec<DueRow>, Vec<DueRow>) =
+                rows.into_iter().partition(|r| r.due_at < t);
+            let overdue_count = if overdue.len() as i64 == per_rule {
+                of_rule(Some(DueStatus::Overdue)).count().get_result(conn)?
+            } else {
+                overdue.len() as i64
+            };
+            if full && !overdue.is_empty() {
+                // Those due soon were cut short by the overdue before them.
+                soon = first(Some(DueStatus::DueSoon)).load(conn)?;
+            }
+            let soon_count = if soon.len() as i64 == per_rule {
+                of_rule(Some(DueStatus::DueSoon)).count().get_result(conn)?
+            } else {
+                soon.len() as i64
+            };
+            for (status, count, rows) in [
+                (DueStatus::Overdue, overdue_count, overdue),
+                (DueStatus::DueSoon, soon_count, soon),
+            ] {
                 if rows.is_empty() {
                     continue;
                 }
-                let count = if (rows.len() as i64) < per_rule {
-                    rows.len() as i64
-                } else {
-                    of_rule().count().get_result(conn)?
-                };
-                groups.push(RuleDue {
+                let group = RuleDue {
                     site_id: site.id.clone(),
                     rule: rule.id.clone(),
                     title: rule.title.clone(),
                     status,
                     count,
-                    items: due_items(conn, rows, now)?,
-                });
+                    items: Vec::new(),
+                };
+                found.push((group, rows));
             }
         }
+    }
+    // The cases' numbers in one read for every group.
+    let sizes: Vec<usize> = found.iter().map(|(_, rows)| rows.len()).collect();
+    let (mut groups, rows): (Vec<RuleDue>, Vec<Vec<DueRow>>) = found.into_iter().unzip();
+    let mut items = due_items(conn, rows.into_iter().flatten().collect(), now)?.into_iter();
+    for (group, size) in groups.iter_mut().zip(sizes) {
+        group.items = items.by_ref().take(size).collect();
     }
     Ok(groups)
 }
