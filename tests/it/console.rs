@@ -703,4 +703,42 @@ fn today_shows_each_rules_count_and_its_ten_most_overdue_with_a_link_to_all() {
     for (_, id) in &ids {
         assert!(all.text.contains(&format!("/cases/{id}\"")), "{id}");
     }
+
+    // A rule counts up to a bound (Today's is 1,000); past it the count
+    // says "more than" (the page: "1000+").
+    use casesync::auth::{Principal, Role};
+    use casesync::cases::views::{self, DueStatus};
+    use casesync::db::schema::{user_sites, users};
+    let (user_id, site_id): (String, String) = users::table
+        .inner_join(user_sites::table)
+        .filter(users::username.eq("manager"))
+        .select((users::id, user_sites::site_id))
+        .first(&mut app.conn())
+        .unwrap();
+    let who = Principal {
+        user_id,
+        username: "manager".into(),
+        role: Role::Coordinator,
+        site_ids: vec![site_id],
+        token_id: String::new(),
+        token_created_by: None,
+        must_change_password: false,
+    };
+    let d7 = |count_up_to: i64| {
+        views::due_by_rule(&mut app.conn(), &who, chrono::Utc::now(), 10, count_up_to)
+            .unwrap()
+            .into_iter()
+            .find(|g| g.rule == "D7" && g.status == DueStatus::Overdue)
+            .unwrap()
+    };
+    let capped = d7(11);
+    assert_eq!(
+        (capped.count, capped.more, capped.items.len()),
+        (11, true, 10)
+    );
+    let exact = d7(12);
+    assert_eq!(
+        (exact.count, exact.more, exact.items.len()),
+        (12, false, 10)
+    );
 }

@@ -42,11 +42,18 @@ pub struct Row {
 /// the most urgent of each rule and links to the rest (#18).
 pub const PER_RULE: i64 = 10;
 
+/// Deadlines a rule counts at most; past it the page says "1000+" (an
+/// exact count of tens of thousands read most of the page's time) and
+/// the link lists them all.
+pub const COUNT_UP_TO: i64 = 1000;
+
 /// The deadlines of one rule.
 pub struct RuleGroup {
     pub title: String,
-    /// All of them, shown or not.
+    /// All of them, shown or not (up to `COUNT_UP_TO`).
     pub count: i64,
+    /// More than `count`.
+    pub more: bool,
     /// The first `PER_RULE`, most overdue (or soonest due) first.
     pub rows: Vec<Row>,
 }
@@ -56,8 +63,11 @@ pub struct SiteDeadlines {
     pub name: String,
     pub overdue: Vec<RuleGroup>,
     pub overdue_count: i64,
+    /// At least `overdue_count`: a rule had more than it counts.
+    pub overdue_more: bool,
     pub due_soon: Vec<RuleGroup>,
     pub due_soon_count: i64,
+    pub due_soon_more: bool,
     /// The site's whole lists: its cases by next deadline (overdue only,
     /// or all).
     pub overdue_link: String,
@@ -116,7 +126,7 @@ pub async fn page(
             me.clone(),
             "deadlines_listed",
             move |conn, me| {
-                let groups = views::due_by_rule(conn, me, Utc::now(), PER_RULE)?;
+                let groups = views::due_by_rule(conn, me, Utc::now(), PER_RULE, COUNT_UP_TO)?;
                 let names: HashMap<String, String> = users::list(conn, Some(&me.site_ids))?
                     .into_iter()
                     .map(|u| (u.id, u.username))
@@ -186,21 +196,26 @@ fn by_site(
                 name,
                 overdue: Vec::new(),
                 overdue_count: 0,
+                overdue_more: false,
                 due_soon: Vec::new(),
                 due_soon_count: 0,
+                due_soon_more: false,
                 overdue_link: link(true),
                 due_soon_link: link(false),
             });
         let shown = RuleGroup {
             title: group.title,
             count: group.count,
+            more: group.more,
             rows: group.items.into_iter().map(row).collect(),
         };
         if group.status == DueStatus::Overdue {
             site.overdue_count += shown.count;
+            site.overdue_more |= shown.more;
             site.overdue.push(shown);
         } else {
             site.due_soon_count += shown.count;
+            site.due_soon_more |= shown.more;
             site.due_soon.push(shown);
         }
     }
