@@ -7,11 +7,14 @@
 # `casesync collect push --stats`), and `openssl speed rsa2048` for the
 # ceiling set by one RSA-2048 private operation per submission.
 #
-# MODE=openrosa then sends the same N referrals again as ODK Collect does
+# MODE=openrosa then sends the same N referrals as ODK Collect does
 # (`casesync collect odk-push`: the instance XML encrypted with Collect's
-# scheme, multipart to /odk/kz/submission) with the same concurrency, and
-# prints both rates, then the latency of ODK Collect's formList (every
-# form of the programme) asked 2,000 times by one client and by C clients.
+# scheme, multipart to /odk/kz/submission) with the same concurrency into
+# a second server on a new empty database, so both doors are measured at
+# the same size (the cost of a commit grows with the data already stored,
+# #19), and prints both rates and their ratio, then the latency of ODK
+# Collect's formList (every form of the programme) asked 2,000 times by
+# one client and by C clients.
 #
 # STORED=S (#19 item 1) runs the same push twice in one invocation: first
 # into an empty database, then into one pre-filled by `casesync seed` with
@@ -60,11 +63,11 @@ print(json.dumps(data))
 PY
 
 # One run: a server on data directory $1 (made by `serve` when empty),
-# the bench worker, N referrals pushed by C clients. Leaves the rate in
-# $RATE and stops the server.
+# the bench worker, N referrals pushed by C clients through door $2 (`jwe`,
+# the default, or `openrosa`). Leaves the rate in $RATE and stops the server.
 RATE=
 run_bench() {
-local DATA_DIR=$1
+local DATA_DIR=$1 DOOR=${2:-jwe}
 CASESYNC_BIND=127.0.0.1:$PORT CASESYNC_LOG_FORMAT=json RUST_LOG=warn "$BIN" --data-dir "$DATA_DIR" serve 2>>server.log &
 SERVER=$!
 BASE=http://127.0.0.1:$PORT
@@ -95,6 +98,7 @@ PHONE_ROOT=$(mktemp -d "$WORK/phone.XXXXXX")
 export CASESYNC_COLLECT_DIR=$PHONE_ROOT/phone
 CASESYNC_COLLECT_PASSWORD=bench-worker-password "$BIN" collect login --server "$BASE" --username bench >/dev/null
 "$BIN" collect pull >/dev/null
+if [ "$DOOR" = jwe ]; then
 start=$(date +%s.%N)
 "$BIN" collect fill kz.referral referral.json --count "$N" >/dev/null
 fill_secs=$(python3 -c "import time; print(f'{time.time() - $start:.1f}')")
@@ -114,12 +118,12 @@ print(f"server: {user:.1f} s user + {system:.1f} s system CPU, "
       f"{(user + system) * 1e3 / n:.2f} ms CPU per submission")
 PY
 
-if [ "$MODE" = openrosa ]; then
-  echo
+else
   echo "pushing the same $N referrals as ODK Collect does (encrypted multipart, OpenRosa) with $C concurrent clients"
   server_before=$(cpu "$SERVER")
   /usr/bin/time -f "collector: %U s user, %S s system CPU" \
-    "$BIN" collect odk-push kz.referral referral.json --count "$N" --concurrency "$C"
+    "$BIN" collect odk-push kz.referral referral.json --count "$N" --concurrency "$C" 2>&1 | tee push.log
+  RATE=$(grep -o '[0-9]* submissions/s' push.log | tail -1 | cut -d' ' -f1)
   server_after=$(cpu "$SERVER")
   python3 - "$server_before" "$server_after" "$(getconf CLK_TCK)" "$N" <<'PY'
 import sys
@@ -143,6 +147,17 @@ cpu() { awk '{print $14 " " $15}' "/proc/$1/stat"; }  # user, system ticks
 echo "== empty database"
 run_bench "$WORK/empty"
 EMPTY_RATE=$RATE
+if [ "$MODE" = openrosa ]; then
+  echo
+  echo "== ODK Collect's door, a new empty database"
+  run_bench "$WORK/empty-odk" openrosa
+  python3 - "$EMPTY_RATE" "$RATE" "$N" <<'PY'
+import sys
+jwe, odk, n = (int(a) for a in sys.argv[1:4])
+print(f"{n} referrals into an empty database: JWE {jwe}/s, OpenRosa {odk}/s: "
+      f"OpenRosa at {100 * odk / jwe:.0f} % of the JWE rate")
+PY
+fi
 if [ "$STORED" -gt 0 ]; then
   echo
   if [ -n "${SEEDED:-}" ]; then

@@ -1449,6 +1449,63 @@ fn clean_twin(answers: &Value, case_id: &str, edit: Option<&Value>) -> (Value, V
     )
 }
 
+/// Issue #17: a held form whose version an admin retired after it was
+/// held cannot be corrected (no form of a retired version is accepted);
+/// the coordinator is told why and what to do, not the phone's "sync to
+/// get the current version", and nothing changes.
+#[test]
+fn a_held_form_of_a_version_retired_since_is_not_corrected_and_the_coordinator_is_told_why() {
+    let app = TestApp::spawn();
+    let admin = app.admin_token();
+    let (_, session, device) = worker(&app, &admin, "aigerim");
+    let (_, coordinator) = app.user(&admin, "saule", "coordinator", &["KZ-CAM-ALA"]);
+    let case_id = uuid::Uuid::new_v4().to_string();
+    let instance_id = uuid::Uuid::new_v4().to_string();
+    let answers = referral(&case_id).child("Dana Retired").data();
+    let sent = encrypted(
+        &app,
+        &session,
+        "kz.referral",
+        &unfit(&answers),
+        &case_id,
+        &instance_id,
+    );
+    held_from_collect(&app, &basic("aigerim", &device), &sent);
+    let held = app.get(
+        &format!("/api/v1/submissions/held/{instance_id}"),
+        &coordinator,
+    );
+    assert_eq!(held.status, 200, "{}", held.text);
+    let version = held.body["form_version"].as_str().unwrap().to_string();
+    let retired = app.post(
+        &format!("/api/v1/forms/kz.referral/versions/{version}/retire"),
+        &admin,
+        json!({}),
+    );
+    assert!(retired.status < 300, "{}", retired.text);
+    let stored = app.stored_submissions();
+
+    let res = app.post(
+        &format!("/api/v1/submissions/held/{instance_id}/correction"),
+        &coordinator,
+        json!({ "data": answers }),
+    );
+    assert_eq!(res.status, 409, "{}", res.text);
+    assert!(
+        res.text.contains("was retired after the form was held"),
+        "{}",
+        res.text
+    );
+    assert!(res.text.contains("dismiss it"), "{}", res.text);
+    assert!(!res.text.contains("sync to get"), "{}", res.text);
+    assert_eq!(app.stored_submissions(), stored);
+    let again = app.get(
+        &format!("/api/v1/submissions/held/{instance_id}"),
+        &coordinator,
+    );
+    assert_eq!(again.body["status"], "quarantined", "{}", again.text);
+}
+
 /// Issue #17: a coordinator corrects a held form. Answers that still do
 /// not fit are 422 with the usual problems, and nothing changes; answers
 /// that fit are stored by the usual path as the form's accepted version,

@@ -188,6 +188,14 @@ pub fn issue_device(
 /// Resolves a presented secret to the calling principal, or `None` when the
 /// token is unknown, expired or revoked, or its user is disabled.
 pub fn authenticate(conn: &mut DbConnection, secret: &str) -> AppResult<Option<Principal>> {
+    Ok(authenticate_with_kind(conn, secret)?.map(|(principal, _)| principal))
+}
+
+/// [`authenticate`], with the token's kind (session or device).
+fn authenticate_with_kind(
+    conn: &mut DbConnection,
+    secret: &str,
+) -> AppResult<Option<(Principal, String)>> {
     if !secret.starts_with(PREFIX) || secret.len() > 100 {
         return Ok(None);
     }
@@ -213,15 +221,18 @@ pub fn authenticate(conn: &mut DbConnection, secret: &str) -> AppResult<Option<P
             .execute(conn)?;
     }
     let user = users::get(conn, &token.user_id)?;
-    Ok(Some(Principal {
-        user_id: user.id,
-        username: user.username,
-        role: user.role,
-        site_ids: user.site_ids,
-        token_created_by: token.created_by.filter(|_| token.kind == KIND_DEVICE),
-        token_id: token.id,
-        must_change_password: user.must_change_password,
-    }))
+    Ok(Some((
+        Principal {
+            user_id: user.id,
+            username: user.username,
+            role: user.role,
+            site_ids: user.site_ids,
+            token_created_by: token.created_by.filter(|_| token.kind == KIND_DEVICE),
+            token_id: token.id,
+            must_change_password: user.must_change_password,
+        },
+        token.kind,
+    )))
 }
 
 /// A phone's credentials (OpenRosa: HTTP Basic with the device token as
@@ -233,13 +244,9 @@ pub fn authenticate_device(
     username: Option<&str>,
     secret: &str,
 ) -> AppResult<Option<Principal>> {
-    let Some(principal) = authenticate(conn, secret)? else {
+    let Some((principal, kind)) = authenticate_with_kind(conn, secret)? else {
         return Ok(None);
     };
-    let kind: String = tokens::table
-        .find(&principal.token_id)
-        .select(tokens::kind)
-        .first(conn)?;
     let same_user = username.is_none_or(|u| u == principal.username);
     Ok((kind == KIND_DEVICE && same_user).then_some(principal))
 }

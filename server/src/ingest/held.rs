@@ -33,7 +33,7 @@ use crate::db::DbConnection;
 use crate::error::{AppError, AppResult, FieldError};
 use crate::forms::answers::{self, Line, Shown};
 use crate::forms::model::{Field, FieldKind};
-use crate::forms::FormCache;
+use crate::forms::{registry, FormCache};
 use crate::time::now;
 
 /// What a held form will add to its case, read from its form when it was
@@ -763,6 +763,16 @@ pub fn prepare_correction(
             })
         })
         .collect();
+    // The phone's words for a retired version ("sync to get the current
+    // version") mean nothing to the coordinator correcting it.
+    if registry::status(conn, &row.form_id, &row.form_version)?.as_deref()
+        != Some(registry::PUBLISHED)
+    {
+        return Err(AppError::Conflict(format!(
+            "version {} of this form was retired after the form was held, so it can no longer be corrected: dismiss it and record the form yourself in the current version",
+            row.form_version
+        )));
+    }
     // The held form was checked against its programme's key when it came.
     let key_programme = forms
         .get(conn, &row.form_id, &row.form_version)?

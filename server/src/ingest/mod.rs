@@ -598,7 +598,7 @@ fn case_plan(conn: &mut DbConnection, who: &Principal, p: &Prepared) -> AppResul
 
 /// Whether `who` works at an active site of `programme` (where a case of
 /// theirs would open).
-fn works_in_programme(
+pub fn works_in_programme(
     conn: &mut DbConnection,
     who: &Principal,
     programme: &str,

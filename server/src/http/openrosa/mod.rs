@@ -144,14 +144,24 @@ async fn caller(req: &HttpRequest) -> Result<Caller, OpenRosaError> {
     }
     let in_path = req.match_info().get("token").map(str::to_string);
     let (basic, bearer) = (basic(req), extract::bearer_token(req));
-    let found = state
-        .db(move |conn| match (in_path, basic, bearer) {
-            (Some(token), _, _) => tokens::authenticate_device(conn, None, &token),
-            (None, Some((user, password)), _) => {
-                tokens::authenticate_device(conn, Some(&user), &password)
-            }
-            (None, None, Some(token)) => tokens::authenticate(conn, &token),
-            (None, None, None) => Ok(None),
+    let p = programme.clone();
+    // One trip to the database for who is calling and whether they work
+    // in this programme: every upload asks both.
+    let (found, works_here) = state
+        .db(move |conn| {
+            let found = match (in_path, basic, bearer) {
+                (Some(token), _, _) => tokens::authenticate_device(conn, None, &token)?,
+                (None, Some((user, password)), _) => {
+                    tokens::authenticate_device(conn, Some(&user), &password)?
+                }
+                (None, None, Some(token)) => tokens::authenticate(conn, &token)?,
+                (None, None, None) => None,
+            };
+            let works_here = match &found {
+                Some(who) => ingest::works_in_programme(conn, who, &p)?,
+                None => false,
+            };
+            Ok((found, works_here))
         })
         .await?;
     let who = found.ok_or_else(|| {
@@ -165,14 +175,6 @@ async fn caller(req: &HttpRequest) -> Result<Caller, OpenRosaError> {
         return Err(AppError::PasswordChangeRequired.into());
     }
     policy::submit_forms(&who)?;
-    let (sites_of, p) = (who.site_ids.clone(), programme.clone());
-    let works_here = state
-        .db(move |conn| {
-            Ok(sites::list(conn, Some(&sites_of))?
-                .into_iter()
-                .any(|s| s.programme == p && s.active))
-        })
-        .await?;
     if !works_here {
         return Err(AppError::Forbidden(format!(
             "you work at no site of programme {programme}; ask your coordinator to set up the phone for your programme"
