@@ -1,7 +1,9 @@
-DROP INDEX conflicts_site_created;
-DROP INDEX duplicate_candidates_site_score;
 DROP INDEX audit_log_occurred_seq;
 CREATE INDEX audit_log_occurred ON audit_log (occurred_at);
+DROP INDEX conflicts_site_created;
+CREATE INDEX conflicts_site ON conflicts (site_id, status);
+DROP INDEX duplicate_candidates_site_score;
+CREATE INDEX duplicate_candidates_site ON duplicate_candidates (site_id, status);
 DROP INDEX case_deadlines_site_rule;
 DROP INDEX cases_assignee_due;
 DROP INDEX cases_assignee_created;

@@ -672,8 +672,11 @@ impl ListQuery {
                 query.limit(limit).load(conn)?
             }
             // Cases with a next deadline by it, then those without by id:
-            // two walks of `cases_site_due`, each in index order (NULLs
-            // sort first in SQLite and last in PostgreSQL).
+            // two walks of `cases_site_due` (NULLs sort first in SQLite and
+            // last in PostgreSQL). The index has no id after the due time,
+            // which many cases share (a case id there costs every
+            // submission a random index leaf, migration 000031), so only
+            // the cases of one due time are sorted by id.
             CaseSort::Due => {
                 let mut rows: Vec<Case> = Vec::new();
                 let mut after_null: Option<String> = None;
@@ -990,9 +993,11 @@ pub struct RuleDue {
 /// Today's deadlines of the cases `who` may read: per site, rule and
 /// status (overdue, due soon), the count (up to `count_up_to`: past it,
 /// "more than") and the first `per_rule` items of `due`'s list. Each part is an index walk of
-/// `case_deadlines_site_rule` that stops at its page or counts from the
-/// index alone, so it costs the same with 100 deadlines overdue at a site
-/// as with 100,000 (#18); `due` itself is the full list.
+/// `case_deadlines_site_rule` that stops at its page (sorting by case only
+/// the deadlines of one due time, which the index keeps in the order they
+/// were written) or counts from the index alone, so it costs the same with
+/// 100 deadlines overdue at a site as with 100,000 (#18); `due` itself is
+/// the full list.
 pub fn due_by_rule(
     conn: &mut DbConnection,
     who: &Principal,
