@@ -993,9 +993,8 @@ pub struct RuleDue {
 /// Today's deadlines of the cases `who` may read: per site, rule and
 /// status (overdue, due soon), the count (up to `count_up_to`: past it,
 /// "more than") and the first `per_rule` items of `due`'s list. Each part is an index walk of
-/// `case_deadlines_site_rule` that stops at its page (sorting by case only
-/// the deadlines of one due time, which the index keeps in the order they
-/// were written) or counts from the index alone, so it costs the same with
+/// `case_deadlines_site_rule` that stops at its page or counts from the
+/// index alone, so it costs the same with
 /// 100 deadlines overdue at a site as with 100,000 (#18); `due` itself is
 /// the full list.
 pub fn due_by_rule(
@@ -1027,9 +1026,13 @@ pub fn due_by_rule(
                 };
                 with_status(query, status, now)
             };
+            // By due time alone: deadlines of one due time (many share
+            // it) come in the order they were written, as the index keeps
+            // them; ordering those by case too read and sorted all of them
+            // for each rule (Today 161 ms p50 at 100,000 cases, release).
             let first = |status: Option<DueStatus>| {
                 of_rule(status)
-                    .order((case_deadlines::due_at, case_deadlines::case_id))
+                    .order(case_deadlines::due_at)
                     .limit(per_rule)
                     .select(DUE_ROW)
             };
