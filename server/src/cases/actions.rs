@@ -57,7 +57,7 @@ fn record(
     let case = find(conn, case_id)?.ok_or_else(|| AppError::NotFound("no such case".into()))?;
     let programme = programme_of(&case.programme)?;
     let calendar = holidays::calendar(conn, &programme)?;
-    let id = uuid::Uuid::new_v4().to_string();
+    let id = crate::ids::new_row_id();
     timeline::record(
         conn,
         &calendar,

@@ -72,7 +72,7 @@ pub fn create(
     site_id: &str,
     identity: &Identity,
 ) -> AppResult<String> {
-    let id = uuid::Uuid::new_v4().to_string();
+    let id = crate::ids::new_row_id();
     diesel::insert_into(children::table)
         .values((
             children::id.eq(&id),
@@ -221,7 +221,7 @@ pub fn propose_duplicates(
     for (other, reasons, score) in likely {
         diesel::insert_into(duplicate_candidates::table)
             .values((
-                duplicate_candidates::id.eq(uuid::Uuid::new_v4().to_string()),
+                duplicate_candidates::id.eq(crate::ids::new_row_id()),
                 duplicate_candidates::child_id.eq(child_id),
                 duplicate_candidates::other_child_id.eq(&other),
                 duplicate_candidates::site_id.eq(site_id),
@@ -651,7 +651,7 @@ pub fn link_siblings(conn: &mut DbConnection, a: &Case, b: &Case) -> AppResult<S
     let group = group_a
         .clone()
         .or(group_b.clone())
-        .unwrap_or_else(|| uuid::Uuid::new_v4().to_string());
+        .unwrap_or_else(|| crate::ids::new_row_id());
     for old in [group_a, group_b].into_iter().flatten() {
         diesel::update(children::table.filter(children::family_group_id.eq(old)))
             .set(children::family_group_id.eq(&group))
