@@ -4,7 +4,7 @@
 //! `columns::treatment`; the case by this export's pseudonym, its times by
 //! their day). Streamed a thousand cases at a time.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 
 use chrono::{NaiveDate, NaiveDateTime, Utc};
 use diesel::prelude::*;
@@ -194,6 +194,14 @@ fn fact_treatments() -> &'static HashMap<String, Treatment> {
     })
 }
 
+impl FactColumn {
+    fn fact(&self) -> &str {
+        match self {
+            FactColumn::AsIs(f) | FactColumn::AgeAtOpening(f) | FactColumn::Month(f) => f,
+        }
+    }
+}
+
 fn header(column: &FactColumn) -> String {
     match column {
         FactColumn::AsIs(f) => f.clone(),
@@ -219,7 +227,51 @@ fn text(value: &Value) -> String {
 /// (open past due), open.
 type Counts = [u32; 5];
 
+/// The facts a case export writes, read from a case's facts (a JSON
+/// object of about 4 KB): the others are skipped as they are read, not
+/// built (most of a row's cost when every fact was made a `Value`).
+struct WantedFacts<'a>(&'a HashSet<&'a str>);
+
+impl<'de> serde::de::DeserializeSeed<'de> for WantedFacts<'_> {
+    type Value = HashMap<String, Value>;
+
+    fn deserialize<D: serde::Deserializer<'de>>(self, d: D) -> Result<Self::Value, D::Error> {
+        d.deserialize_map(self)
+    }
+}
+
+impl<'de> serde::de::Visitor<'de> for WantedFacts<'_> {
+    type Value = HashMap<String, Value>;
+
+    fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+        f.write_str("a case's facts")
+    }
+
+    fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
+        let mut out = HashMap::with_capacity(self.0.len());
+        while let Some(key) = map.next_key::<std::borrow::Cow<'de, str>>()? {
+            if self.0.contains(key.as_ref()) {
+                out.insert(key.into_owned(), map.next_value::<Value>()?);
+            } else {
+                map.next_value::<serde::de::IgnoredAny>()?;
+            }
+        }
+        Ok(out)
+    }
+}
+
 impl CaseExport {
+    /// The facts of `text` (a case's facts) that its columns write; none
+    /// when the text is not a JSON object (as before: an empty row).
+    fn facts_of(wanted: &HashSet<&str>, text: &str) -> HashMap<String, Value> {
+        use serde::de::DeserializeSeed;
+        let mut reader = serde_json::Deserializer::from_str(text);
+        WantedFacts(wanted)
+            .deserialize(&mut reader)
+            .and_then(|facts| reader.end().map(|()| facts))
+            .unwrap_or_default()
+    }
+
     /// The sites whose cases it carries.
     pub fn site_ids(&self) -> &[String] {
         &self.site_ids
@@ -249,6 +301,7 @@ pub fn write(
         return Ok(0);
     }
     let now = Utc::now().naive_utc();
+    let wanted: HashSet<&str> = export.facts.iter().map(FactColumn::fact).collect();
     let mut after: Option<(NaiveDateTime, String)> = None;
     let mut written = 0;
     loop {
@@ -314,8 +367,7 @@ pub fn write(
             .collect();
         let mut out = Chunk::new(export.formulas);
         for case in &page {
-            let facts: HashMap<String, Value> =
-                serde_json::from_str(&case.facts).unwrap_or_default();
+            let facts = CaseExport::facts_of(&wanted, &case.facts);
             let c = counts.get(&case.id).copied().unwrap_or_default();
             // De-identified: the case by this export's pseudonym (in both
             // columns), its times by their day.
