@@ -571,9 +571,10 @@ pub fn write_repeat(
                 .select((submissions::instance_id, submissions::payload))
                 .load::<(String, String)>(conn)?
             {
-                let mut envelope: Value =
-                    serde_json::from_str(&payload).map_err(AppError::internal)?;
-                answers.insert(instance_id, envelope["data"].take().to_string());
+                // Cut as a stored row is, then read as one.
+                let envelope: Value = serde_json::from_str(&payload).map_err(AppError::internal)?;
+                let cut = repeats::stored(&needed, &envelope["data"]);
+                answers.insert(instance_id, cut.data);
             }
         }
         let mut out = Chunk::new(export.formulas);
@@ -588,7 +589,7 @@ pub fn write_repeat(
             let text = answers.get(instance_id).ok_or_else(|| {
                 AppError::internal(format!("export: no envelope for {instance_id}"))
             })?;
-            let data: Value = serde_json::from_str(text).map_err(AppError::internal)?;
+            let data = repeats::parse_places(text, &needed).map_err(AppError::internal)?;
             let event_day = export.event_day(&data, day_of(&row.completed_at)?);
             for (parent, key, item) in columns::repeat_items(&data, &table.path, &key_root) {
                 let mut record: Vec<String> = table

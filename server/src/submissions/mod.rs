@@ -87,13 +87,7 @@ pub fn insert(
         return Ok(());
     };
     if let Some(stored) = repeats {
-        repeats::insert(
-            conn,
-            row.form_id,
-            row.received_at,
-            row.instance_id,
-            stored,
-        )?;
+        repeats::insert(conn, row.form_id, row.received_at, row.instance_id, stored)?;
     }
     diesel::insert_into(submission_cells::table)
         .values((

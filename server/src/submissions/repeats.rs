@@ -117,6 +117,99 @@ pub fn stored(places: &[String], data: &Value) -> StoredRepeats {
     }
 }
 
+/// The answers at `places` of `text` (a submission's answers, or what
+/// [`stored`] kept of them) as [`stored`] cuts them, parsed without
+/// building the rest: a repeat file reads one group of several, and
+/// making every group a `Value` for every file cost as much as the file.
+pub fn parse_places(text: &str, places: &[String]) -> serde_json::Result<Value> {
+    use serde::de::DeserializeSeed;
+    let paths: Vec<Vec<&str>> = places.iter().map(|p| p.split('/').collect()).collect();
+    let paths: Vec<&[&str]> = paths.iter().map(Vec::as_slice).collect();
+    let mut reader = serde_json::Deserializer::from_str(text);
+    let picked = Pick(&paths).deserialize(&mut reader)?;
+    reader.end()?;
+    Ok(Value::Object(picked.unwrap_or_default()))
+}
+
+/// Keeps what lies at `paths` (segments below the node read): the whole
+/// value where a path ends; through objects only, as [`stored`] walks.
+struct Pick<'a>(&'a [&'a [&'a str]]);
+
+impl<'de> serde::de::DeserializeSeed<'de> for Pick<'_> {
+    /// The object's kept members; None when the node is not an object.
+    type Value = Option<Map<String, Value>>;
+
+    fn deserialize<D: serde::Deserializer<'de>>(self, d: D) -> Result<Self::Value, D::Error> {
+        d.deserialize_any(self)
+    }
+}
+
+impl<'de> serde::de::Visitor<'de> for Pick<'_> {
+    type Value = Option<Map<String, Value>>;
+
+    fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+        f.write_str("answers")
+    }
+
+    fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
+        let mut out = Map::new();
+        while let Some(key) = map.next_key::<String>()? {
+            let whole = self.0.iter().any(|p| p.len() == 1 && p[0] == key);
+            let below: Vec<&[&str]> = self
+                .0
+                .iter()
+                .filter(|p| p.len() > 1 && p[0] == key)
+                .map(|p| &p[1..])
+                .collect();
+            if whole {
+                out.insert(key, map.next_value::<Value>()?);
+            } else if !below.is_empty() {
+                match map.next_value_seed(Pick(&below))? {
+                    Some(inner) => {
+                        out.insert(key, Value::Object(inner));
+                    }
+                    // Not an object: nothing below it is read.
+                    None => {
+                        out.remove(&key);
+                    }
+                }
+            } else {
+                map.next_value::<serde::de::IgnoredAny>()?;
+            }
+        }
+        Ok(Some(out))
+    }
+
+    fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut seq: A) -> Result<Self::Value, A::Error> {
+        while seq.next_element::<serde::de::IgnoredAny>()?.is_some() {}
+        Ok(None)
+    }
+
+    fn visit_bool<E>(self, _: bool) -> Result<Self::Value, E> {
+        Ok(None)
+    }
+
+    fn visit_i64<E>(self, _: i64) -> Result<Self::Value, E> {
+        Ok(None)
+    }
+
+    fn visit_u64<E>(self, _: u64) -> Result<Self::Value, E> {
+        Ok(None)
+    }
+
+    fn visit_f64<E>(self, _: f64) -> Result<Self::Value, E> {
+        Ok(None)
+    }
+
+    fn visit_str<E>(self, _: &str) -> Result<Self::Value, E> {
+        Ok(None)
+    }
+
+    fn visit_unit<E>(self) -> Result<Self::Value, E> {
+        Ok(None)
+    }
+}
+
 /// Whether a row that kept `kept` holds every place in `needed`.
 pub fn holds(kept: &str, needed: &[String]) -> bool {
     needed.iter().all(|n| kept.lines().any(|k| k == n))
@@ -297,7 +390,29 @@ mod tests {
                 "receipt": {"date": "2026-03-02"}
             })
         );
-        assert!(holds(&kept.kept, &["parents".into(), "receipt/date".into()]));
+        assert!(holds(
+            &kept.kept,
+            &["parents".into(), "receipt/date".into()]
+        ));
+        // Parsed back at some of its places: those alone, as cut.
+        let text = data.to_string();
+        for some in [&places[..1], &places[2..], &places[..]] {
+            assert_eq!(
+                parse_places(&text, some).unwrap(),
+                serde_json::from_str::<Value>(&stored(some, &data).data).unwrap(),
+                "{some:?}"
+            );
+        }
+        // A place under something that is not an object: nothing.
+        let odd = json!({"child": "a string", "parents": [1]});
+        assert_eq!(
+            parse_places(&odd.to_string(), &places).unwrap(),
+            json!({"parents": [1]})
+        );
+        assert_eq!(
+            parse_places(&odd.to_string(), &places).unwrap(),
+            serde_json::from_str::<Value>(&stored(&places, &odd).data).unwrap()
+        );
         assert!(!holds(&kept.kept, &["carers".into()]));
     }
 }
