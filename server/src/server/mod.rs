@@ -313,6 +313,14 @@ pub fn prepare_database(conn: &mut DbConnection) -> Result<(), StartError> {
     if sealed > 0 {
         tracing::info!(sealed, "audit rows from before the chain sealed into it");
     }
+    // Submissions stored before their repeat groups were kept beside them
+    // (migration 000032) get them, once, so the .zip export reads no
+    // envelope.
+    let repeats = crate::submissions::repeats::backfill(conn)
+        .map_err(|e| StartError::Bootstrap(format!("storing repeat groups: {e}")))?;
+    if repeats > 0 {
+        tracing::info!(repeats, "repeat groups of earlier submissions stored");
+    }
     let seed = |conn: &mut DbConnection| {
         write_tx(conn, |conn| {
             if sites::count(conn)? == 0 {
