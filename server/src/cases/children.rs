@@ -651,7 +651,7 @@ pub fn link_siblings(conn: &mut DbConnection, a: &Case, b: &Case) -> AppResult<S
     let group = group_a
         .clone()
         .or(group_b.clone())
-        .unwrap_or_else(|| crate::ids::new_row_id());
+        .unwrap_or_else(crate::ids::new_row_id);
     for old in [group_a, group_b].into_iter().flatten() {
         diesel::update(children::table.filter(children::family_group_id.eq(old)))
             .set(children::family_group_id.eq(&group))
