@@ -191,12 +191,13 @@ for who, name, path in pages:
     if p99 >= 100:
         over.append(name)
     print(f"{name:40} {p50:8.1f} {p99:8.1f} {max(times):8.1f}  {ok}")
-# The chain check walks every row: a page of its own, asked a few times.
+# The chain page shows the last background check (the walk of every row
+# runs on its own thread, started by a button): asked a few times.
 times = []
 for _ in range(3):
     status, _, took = admin.request("GET", "/audit/chain")
     times.append(took * 1000)
-print(f"{'audit/chain (walks every row, 3×)':40} {pct(times, 50):8.1f} {max(times):8.1f} {max(times):8.1f}  {'yes' if max(times) < 100 else 'NO'}")
+print(f"{'audit/chain (the page, 3×)':40} {pct(times, 50):8.1f} {max(times):8.1f} {max(times):8.1f}  {'yes' if max(times) < 100 else 'NO'}")
 print("\nover 100 ms p99: " + (", ".join(over) if over else "none"))
 PY
 echo "uptime: $(uptime)"

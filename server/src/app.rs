@@ -34,6 +34,8 @@ pub struct AppState {
     pub committer: Arc<Committer>,
     /// Where CPU-heavy work runs, bounded (`cpu`).
     pub cpu: Arc<CpuPool>,
+    /// The console's background check of the audit chain.
+    pub chain_check: Arc<crate::audit::ChainCheck>,
 }
 
 impl AppState {

@@ -66,6 +66,18 @@ macro_rules! string_id {
 
 pub(crate) use string_id;
 
+/// The id of a row the server makes about a case (a child, an action, a
+/// conflict, a possible duplicate, a consent, a disclosure…): a UUIDv7,
+/// whose leading bits are the time it was made. Rows made one after another
+/// then sit side by side in every index keyed by the id, so a new row's
+/// entry lands in the index's last leaf; a random v4 id sends each to a
+/// random leaf, which the commit then writes whole (16 KiB, encrypted) and
+/// which, in a database of a million rows, is rarely in the cache (#19).
+/// Ids a phone makes (a case, a form) are the phone's.
+pub fn new_row_id() -> String {
+    uuid::Uuid::now_v7().to_string()
+}
+
 /// The schema of a string that must be one of `values` (a rule's own
 /// list, so the OpenAPI document and the check cannot disagree).
 pub fn one_of(values: &[&str]) -> utoipa::openapi::Object {

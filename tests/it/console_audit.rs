@@ -153,6 +153,24 @@ fn the_log_pages_back_and_its_csv_is_the_apis() {
     assert!(bad.text.contains("To (UTC day)"));
 }
 
+/// The page after its chain check, started in the background, has
+/// finished (the check of a test's chain takes moments).
+fn finished_check(root: &mut Browser) -> Response {
+    for _ in 0..600 {
+        let page = root.get("/audit/chain");
+        assert_eq!(page.status, 200, "{}", page.text);
+        if !page.text.contains("id=\"chain-running\"") {
+            return page;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    panic!("the chain check never finished");
+}
+
+/// #18: the chain check walks every row, so it is not a page render: an
+/// admin starts it (a form with its CSRF value, audited), the page shows
+/// its progress, then the last result with its time; what it finds is
+/// `audit verify`'s, intact or where it breaks.
 #[test]
 fn the_chain_status_is_audit_verifys() {
     let app = TestApp::spawn();
@@ -160,13 +178,31 @@ fn the_chain_status_is_audit_verifys() {
     let mut root = Browser::with_session(&app, &admin);
     let page = root.get("/audit");
     assert!(page.text.contains("href=\"/audit/chain\""));
-    let chain = root.get("/audit/chain");
-    assert_eq!(chain.status, 200, "{}", chain.text);
-    assert!(chain.text.contains("The chain is intact"), "{}", chain.text);
-    let head = root.get("/audit/chain");
-    assert!(head.text.contains("Rows checked"));
+    let never = root.get("/audit/chain");
+    assert_eq!(never.status, 200, "{}", never.text);
+    assert!(
+        never.text.contains("has not been checked"),
+        "{}",
+        never.text
+    );
+    assert!(never.text.contains("id=\"chain-start\""));
 
-    // Someone edits a row in the database: the page says which.
+    // Without the form's CSRF value nothing starts.
+    let forged = root.post("/audit/chain", &[]);
+    assert_eq!(forged.status, 403, "{}", forged.text);
+    assert_eq!(app.audit_count("audit_chain_check_started"), 0);
+
+    let csrf = Browser::hidden(&never, "csrf");
+    let started = root.post("/audit/chain", &[("csrf", &csrf)]);
+    assert_eq!(started.status, 303, "{}", started.text);
+    assert_eq!(app.audit_count("audit_chain_check_started"), 1);
+    let chain = finished_check(&mut root);
+    assert!(chain.text.contains("The chain is intact"), "{}", chain.text);
+    assert!(chain.text.contains("Rows checked"));
+    assert!(chain.text.contains("Last check"));
+    assert!(chain.text.contains(" UTC"), "when it ran");
+
+    // Someone edits a row in the database: the next check says which.
     let seq: i64 = audit_log::table
         .filter(audit_log::action.eq("login"))
         .select(audit_log::seq)
@@ -177,8 +213,15 @@ fn the_chain_status_is_audit_verifys() {
         .set(audit_log::detail.eq("nothing to see"))
         .execute(&mut app.conn())
         .unwrap();
-    let broken = root.get("/audit/chain");
-    assert_eq!(broken.status, 200);
+    let stale = root.get("/audit/chain");
+    assert!(
+        stale.text.contains("The chain is intact"),
+        "the last result stands until a new check: {}",
+        stale.text
+    );
+    let csrf = Browser::hidden(&stale, "csrf");
+    assert_eq!(root.post("/audit/chain", &[("csrf", &csrf)]).status, 303);
+    let broken = finished_check(&mut root);
     assert!(
         broken.text.contains("The chain is broken"),
         "{}",
@@ -192,4 +235,5 @@ fn the_chain_status_is_audit_verifys() {
     assert!(broken
         .text
         .contains("the row does not match its hash; it was edited"));
+    assert_eq!(app.audit_count("audit_chain_check_started"), 2);
 }

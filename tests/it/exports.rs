@@ -1193,3 +1193,149 @@ fn deidentified_exports_carry_no_identifying_or_free_text_value_of_a_realistic_c
         assert_ne!(rows(&again.text)[0][1], first_export);
     }
 }
+
+/// The files of a de-identified .zip with each pseudonym named by the
+/// order it first appears in (a new export draws new ones), to compare
+/// two exports of the same rows.
+fn unzip_named_in_order(bytes: &[u8]) -> std::collections::BTreeMap<String, String> {
+    let mut seen: Vec<String> = Vec::new();
+    unzip(bytes)
+        .into_iter()
+        .map(|(name, text)| {
+            let mut out = String::new();
+            let mut rest = text.as_str();
+            // Pseudonyms are 16 hex digits, alone or before a key's path.
+            while let Some(at) = rest
+                .char_indices()
+                .find(|(i, _)| rest.get(*i..*i + 16).is_some_and(is_pseudonym))
+                .map(|(i, _)| i)
+            {
+                let name = &rest[at..at + 16];
+                let n = seen.iter().position(|s| s == name).unwrap_or_else(|| {
+                    seen.push(name.to_string());
+                    seen.len() - 1
+                });
+                out.push_str(&rest[..at]);
+                out.push_str(&format!("<pseudonym {n}>"));
+                rest = &rest[at + 16..];
+            }
+            out.push_str(rest);
+            (name, out)
+        })
+        .collect()
+}
+
+/// #19 item 3: the .zip's repeat files come from the repeat groups ingest
+/// stores beside each submission (`submission_repeats`), one range of a
+/// table a page, instead of every envelope read again for every group —
+/// and are the files the envelopes give: for submissions stored before
+/// the table (no row), for a row that does not hold what the export needs,
+/// and after the start-up backfill has stored them.
+#[test]
+fn the_zip_reads_the_stored_repeat_groups_and_they_give_the_same_files_as_the_envelopes() {
+    use casesync::db::schema::{counters, submission_repeats};
+    let app = TestApp::spawn();
+    let admin = app.admin_token();
+    let (_, worker) = app.user(&admin, "aigerim", "field_worker", &["KZ-CAM-ALA"]);
+    let (_, coordinator) = app.user(&admin, "manager", "coordinator", &["KZ-CAM-ALA"]);
+    let phone = phone(&app, &worker);
+    // Realistic referrals: parents, siblings and the other repeat groups
+    // of the fixture; one of a second version.
+    publish_second_referral_version(&app, &admin);
+    let mut sent = Vec::new();
+    for (i, name) in ["Timur Aliyev", "Aruzhan Bekova", "Dana Serikova"]
+        .iter()
+        .enumerate()
+    {
+        let mut envelope = referral(&uuid::Uuid::new_v4().to_string(), name);
+        if i == 1 {
+            envelope["form_version"] = json!("2026.2");
+            envelope["data"]["signoff"]
+                .as_object_mut()
+                .unwrap()
+                .remove("referrer_retained_copy");
+        }
+        let res = phone.send(&envelope);
+        assert_eq!(res.status, 201, "{}", res.text);
+        sent.push(envelope);
+    }
+    let stored: i64 = submission_repeats::table
+        .count()
+        .get_result(&mut app.conn())
+        .unwrap();
+    assert_eq!(stored, 3, "one row of repeat groups per referral");
+    // What is kept is the repeat groups and the event time, not the rest.
+    let data: String = submission_repeats::table
+        .select(submission_repeats::data)
+        .first(&mut app.conn())
+        .unwrap();
+    for value in ["Timur Aliyev", "Aruzhan Bekova", "Dana Serikova"] {
+        assert!(!data.contains(value), "the child's name kept: {data}");
+    }
+
+    let identifying = || {
+        let res = app.get(
+            &format!("/api/v1/exports/forms/kz.referral.zip?{IDENTIFYING}"),
+            &coordinator,
+        );
+        assert_eq!(res.status, 200, "{}", res.text);
+        unzip(&res.bytes)
+    };
+    let deidentified = || {
+        let res = app.get("/api/v1/exports/forms/kz.referral.zip", &coordinator);
+        assert_eq!(res.status, 200, "{}", res.text);
+        unzip_named_in_order(&res.bytes)
+    };
+    let from_stored = (identifying(), deidentified());
+    // Every repeat group of the referrals has its rows, keyed to them.
+    let files = &from_stored.0;
+    let parents = rows(&files["kz.referral-parents_legal_reps.csv"]);
+    assert_eq!(parents.len(), 6, "two parents in each of three referrals");
+    for envelope in &sent {
+        let id = envelope["instance_id"].as_str().unwrap();
+        let siblings = envelope["data"]["child"]["siblings"]
+            .as_array()
+            .map_or(0, Vec::len);
+        let width = header(&files["kz.referral-child-siblings.csv"]).len();
+        let keyed = rows(&files["kz.referral-child-siblings.csv"])
+            .iter()
+            .filter(|r| &r[width - 2] == id)
+            .count();
+        assert_eq!(keyed, siblings, "{id}'s siblings");
+    }
+
+    // As before the table: no stored row, every envelope read.
+    diesel::delete(submission_repeats::table)
+        .execute(&mut app.conn())
+        .unwrap();
+    assert_eq!((identifying(), deidentified()), from_stored);
+
+    // The start-up backfill stores them once (the migration's counter
+    // says it is due), and the files stay the same.
+    diesel::insert_into(counters::table)
+        .values((
+            counters::name.eq("submission_repeats_backfill"),
+            counters::value.eq(0i64),
+        ))
+        .execute(&mut app.conn())
+        .unwrap();
+    let backfilled = casesync::submissions::repeats::backfill(&mut app.conn()).unwrap();
+    assert_eq!(backfilled, 3);
+    assert_eq!(
+        casesync::submissions::repeats::backfill(&mut app.conn()).unwrap(),
+        0,
+        "done once"
+    );
+    assert_eq!((identifying(), deidentified()), from_stored);
+
+    // A row that does not hold a place the export reads (a version that
+    // moved a group) is not used: its envelope is.
+    diesel::update(submission_repeats::table)
+        .set((
+            submission_repeats::kept.eq("elsewhere"),
+            submission_repeats::data.eq("{}"),
+        ))
+        .execute(&mut app.conn())
+        .unwrap();
+    assert_eq!((identifying(), deidentified()), from_stored);
+}

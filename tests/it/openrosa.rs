@@ -1300,10 +1300,29 @@ fn unfit(answers: &Value) -> Value {
 
 const MISSING: &str = "/data/migration/migration_status_description";
 
-/// `answers` sent from Collect by `auth` and held for a coordinator (202).
-fn held_from_collect(app: &TestApp, auth: &str, sent: &odk::Encrypted) {
-    let res = post(app, auth, &parts_of(sent));
+/// A KZ referral of `answers` less a required answer (`unfit`), sent
+/// from Collect by `auth` (whose web session is `session`) about
+/// `case_id` and held for a coordinator (202): its instance id and what
+/// was sent (to send again).
+fn held_from_collect(
+    app: &TestApp,
+    session: &str,
+    auth: &str,
+    answers: &Value,
+    case_id: &str,
+) -> (String, odk::Encrypted) {
+    let instance_id = uuid::Uuid::new_v4().to_string();
+    let sent = encrypted(
+        app,
+        session,
+        "kz.referral",
+        &unfit(answers),
+        case_id,
+        &instance_id,
+    );
+    let res = post(app, auth, &parts_of(&sent));
     assert_eq!(res.status, 202, "{}", res.text);
+    (instance_id, sent)
 }
 
 /// Issue #17, the quarantine's open gaps: a coordinator of the sender's
@@ -1318,17 +1337,15 @@ fn a_coordinator_reads_a_held_forms_answers_with_its_problems_beside_them() {
     let (_, coordinator) = app.user(&admin, "saule", "coordinator", &["KZ-CAM-ALA"]);
     let (_, elsewhere) = app.user(&admin, "marat", "coordinator", &["KZ-CAM-SHY"]);
     let case_id = uuid::Uuid::new_v4().to_string();
-    let instance_id = uuid::Uuid::new_v4().to_string();
-    let answers = unfit(&referral(&case_id).child("Dana Held").data());
-    let sent = encrypted(
+    let answers = referral(&case_id).child("Dana Held").data();
+    let (instance_id, _) = held_from_collect(
         &app,
         &session,
-        "kz.referral",
+        &basic("aigerim", &device),
         &answers,
         &case_id,
-        &instance_id,
     );
-    held_from_collect(&app, &basic("aigerim", &device), &sent);
+    let answers = unfit(&answers);
 
     let path = format!("/api/v1/submissions/held/{instance_id}");
     let read_before = app.audit_count("quarantined_form_read");
@@ -1460,17 +1477,14 @@ fn a_held_form_of_a_version_retired_since_is_not_corrected_and_the_coordinator_i
     let (_, session, device) = worker(&app, &admin, "aigerim");
     let (_, coordinator) = app.user(&admin, "saule", "coordinator", &["KZ-CAM-ALA"]);
     let case_id = uuid::Uuid::new_v4().to_string();
-    let instance_id = uuid::Uuid::new_v4().to_string();
     let answers = referral(&case_id).child("Dana Retired").data();
-    let sent = encrypted(
+    let (instance_id, _) = held_from_collect(
         &app,
         &session,
-        "kz.referral",
-        &unfit(&answers),
+        &basic("aigerim", &device),
+        &answers,
         &case_id,
-        &instance_id,
     );
-    held_from_collect(&app, &basic("aigerim", &device), &sent);
     let held = app.get(
         &format!("/api/v1/submissions/held/{instance_id}"),
         &coordinator,
@@ -1527,16 +1541,7 @@ fn a_corrected_held_form_folds_into_its_case_as_the_same_answers_sent_clean() {
     let (saule, coordinator) = app.user(&admin, "saule", "coordinator", &["KZ-CAM-ALA"]);
     let (_, elsewhere) = app.user(&admin, "marat", "coordinator", &["KZ-CAM-SHY"]);
     let auth = basic("aigerim", &device);
-    let instance_id = uuid::Uuid::new_v4().to_string();
-    let sent = encrypted(
-        &app,
-        &session,
-        "kz.referral",
-        &unfit(&answers),
-        &case_id,
-        &instance_id,
-    );
-    held_from_collect(&app, &auth, &sent);
+    let (instance_id, sent) = held_from_collect(&app, &session, &auth, &answers, &case_id);
     let correction = format!("/api/v1/submissions/held/{instance_id}/correction");
     let stored = app.stored_submissions();
 
@@ -1683,7 +1688,8 @@ fn a_corrected_held_edit_supersedes_the_form_it_edits() {
         &edit,
         &original,
     );
-    held_from_collect(&app, &auth, &sent);
+    let res = post(&app, &auth, &parts_of(&sent));
+    assert_eq!(res.status, 202, "held: {}", res.text);
     let held = app.get(&format!("/api/v1/submissions/held/{edit}"), &coordinator);
     assert_eq!(held.status, 200, "{}", held.text);
     let unchanged = app.get(&format!("/api/v1/cases/{case_id}/timeline"), &session);
@@ -1741,17 +1747,14 @@ fn a_coordinator_corrects_a_held_form_on_the_console() {
     let (_, session, device) = worker(&app, &admin, "aigerim");
     let (_, coordinator) = app.user(&admin, "saule", "coordinator", &["KZ-CAM-ALA"]);
     let case_id = uuid::Uuid::new_v4().to_string();
-    let instance_id = uuid::Uuid::new_v4().to_string();
     let answers = referral(&case_id).child("Dana Console").data();
-    let sent = encrypted(
+    let (instance_id, _) = held_from_collect(
         &app,
         &session,
-        "kz.referral",
-        &unfit(&answers),
+        &basic("aigerim", &device),
+        &answers,
         &case_id,
-        &instance_id,
     );
-    held_from_collect(&app, &basic("aigerim", &device), &sent);
 
     let mut browser = Browser::with_session(&app, &coordinator);
     let page = browser.get(&format!("/held/{instance_id}"));
@@ -1813,17 +1816,14 @@ fn in_a_browser_a_coordinator_opens_a_held_form_from_today_and_corrects_it() {
     let (_, session, device) = worker(&app, &admin, "aigerim");
     app.user(&admin, "saule", "coordinator", &["KZ-CAM-ALA"]);
     let case_id = uuid::Uuid::new_v4().to_string();
-    let instance_id = uuid::Uuid::new_v4().to_string();
     let answers = referral(&case_id).child("Dana Browser").data();
-    let sent = encrypted(
+    let (instance_id, _) = held_from_collect(
         &app,
         &session,
-        "kz.referral",
-        &unfit(&answers),
+        &basic("aigerim", &device),
+        &answers,
         &case_id,
-        &instance_id,
     );
-    held_from_collect(&app, &basic("aigerim", &device), &sent);
     let Some(browser) = crate::browser::Browser::open(&app) else {
         return;
     };

@@ -25,5 +25,8 @@ pub use chain::{
     AuditRow, ChainKey, Event, Origin, GENESIS,
 };
 pub use csv::write_csv;
-pub use query::{parse_bound, query, recent, AuditFilter, AuditPage, AuditQuery};
-pub use verify::{head, verify, verify_here, Anchor, Problem, Verification};
+pub use query::{parse_bound, query, recent, AuditFilter, AuditPage, AuditQuery, Before};
+pub use verify::{
+    head, verify, verify_here, Anchor, ChainCheck, CheckDone, CheckState, Problem, Started,
+    Verification,
+};

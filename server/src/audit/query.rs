@@ -1,6 +1,8 @@
 //! Reading the log: the filters of `GET /audit` and its CSV export, pages
 //! of rows newest first, and the most recent rows.
 
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use base64::Engine;
 use chrono::{DateTime, NaiveDate, NaiveDateTime, SecondsFormat, TimeDelta};
 use diesel::prelude::*;
 use serde::{Deserialize, Serialize};
@@ -132,14 +134,9 @@ impl AuditQuery {
         }
     }
 
-    /// The position after which the next page starts.
-    pub fn cursor(&self) -> AppResult<Option<i64>> {
-        given(&self.cursor)
-            .map(|c| {
-                changes::decode_cursor(c)
-                    .map_err(|_| bad_param("cursor", "not a cursor this server gave"))
-            })
-            .transpose()
+    /// Where the page before ended.
+    pub fn cursor(&self) -> AppResult<Option<Before>> {
+        given(&self.cursor).map(Before::decode).transpose()
     }
 }
 
@@ -211,6 +208,41 @@ impl AuditFilter {
     }
 }
 
+/// Where a page ended: a position (rows newest first by position), or for
+/// a date range a time and a position (rows newest first by time).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Before {
+    Seq(i64),
+    Time(NaiveDateTime, i64),
+}
+
+impl Before {
+    fn encode(self) -> String {
+        match self {
+            Before::Seq(seq) => changes::encode_cursor(seq),
+            Before::Time(at, seq) => {
+                URL_SAFE_NO_PAD.encode(format!("t1:{}:{seq}", at.and_utc().timestamp_micros()))
+            }
+        }
+    }
+
+    fn decode(text: &str) -> AppResult<Before> {
+        if let Ok(seq) = changes::decode_cursor(text) {
+            return Ok(Before::Seq(seq));
+        }
+        URL_SAFE_NO_PAD
+            .decode(text)
+            .ok()
+            .and_then(|bytes| String::from_utf8(bytes).ok())
+            .and_then(|text| {
+                let (micros, seq) = text.strip_prefix("t1:")?.split_once(':')?;
+                let at = DateTime::from_timestamp_micros(micros.parse().ok()?)?.naive_utc();
+                Some(Before::Time(at, seq.parse().ok()?))
+            })
+            .ok_or_else(|| bad_param("cursor", "not a cursor this server gave"))
+    }
+}
+
 #[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct AuditPage {
     pub items: Vec<AuditRow>,
@@ -219,29 +251,65 @@ pub struct AuditPage {
 }
 
 /// Chained rows passing `filter`, newest first, `limit` at a time after
-/// the position `before` (from a cursor).
+/// where the page before ended (a cursor).
+///
+/// Newest first is by position, except for a date range: by time, then by
+/// position, which the index `audit_log_occurred_seq` serves, so the page
+/// is read from the range's end rather than by sorting every row in it
+/// (30 days of 1.2 M rows: 2.8 s). The two orders are the same as long as
+/// the server's clock never went back (a row's time is taken when it is
+/// chained); where it did, the range lists its rows by time.
 pub fn query(
     conn: &mut DbConnection,
     filter: &AuditFilter,
-    before: Option<i64>,
+    before: Option<Before>,
     limit: i64,
 ) -> AppResult<AuditPage> {
+    let by_time = filter.from.is_some() || filter.until.is_some();
     let mut query = filter
         .apply(audit_log::table.into_boxed())
         .select(AuditRow::as_select());
-    if let Some(seq) = before {
-        query = query.filter(audit_log::seq.lt(seq));
+    match (before, by_time) {
+        (None, _) => {}
+        (Some(Before::Seq(seq)), false) => query = query.filter(audit_log::seq.lt(seq)),
+        (Some(Before::Time(at, seq)), true) => {
+            // `<=` first: a range the index can seek to.
+            query = query
+                .filter(audit_log::occurred_at.le(at))
+                .filter(audit_log::occurred_at.lt(at).or(audit_log::seq.lt(seq)))
+        }
+        _ => {
+            return Err(bad_param(
+                "cursor",
+                "not a cursor of this filter: start again from the first page",
+            ))
+        }
     }
-    let mut items: Vec<AuditRow> = query
-        .order(audit_log::seq.desc())
-        .limit(limit + 1)
-        .load(conn)?;
+    let mut items: Vec<AuditRow> = if by_time {
+        query
+            .order((audit_log::occurred_at.desc(), audit_log::seq.desc()))
+            .limit(limit + 1)
+            .load(conn)?
+    } else {
+        query
+            .order(audit_log::seq.desc())
+            .limit(limit + 1)
+            .load(conn)?
+    };
     let next_cursor = if items.len() as i64 > limit {
         items.truncate(limit as usize);
-        items.last().and_then(|r| r.seq).map(changes::encode_cursor)
+        items.last().and_then(|r| {
+            let seq = r.seq?;
+            Some(if by_time {
+                Before::Time(r.occurred_at, seq)
+            } else {
+                Before::Seq(seq)
+            })
+        })
     } else {
         None
-    };
+    }
+    .map(Before::encode);
     Ok(AuditPage { items, next_cursor })
 }
 

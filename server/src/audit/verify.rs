@@ -1,12 +1,16 @@
 //! Verifying the chain: every hash and link, the head, rows outside the
 //! chain, the keying, and anchors kept elsewhere (`casesync audit anchor`).
 
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+
+use chrono::NaiveDateTime;
 use diesel::connection::SimpleConnection;
 use diesel::prelude::*;
 
 use crate::db::schema::{audit_head, audit_log};
-use crate::db::DbConnection;
-use crate::error::AppResult;
+use crate::db::{DbConnection, Pool};
+use crate::error::{AppError, AppResult};
 
 use super::chain::*;
 
@@ -182,13 +186,24 @@ pub fn verify(
     key: Option<&ChainKey>,
     anchor: Option<&Anchor>,
 ) -> AppResult<Verification> {
+    verify_counting(conn, key, anchor, None)
+}
+
+/// `verify`, counting the rows checked into `checked` as it goes (the
+/// console's background check shows it).
+fn verify_counting(
+    conn: &mut DbConnection,
+    key: Option<&ChainKey>,
+    anchor: Option<&Anchor>,
+    checked: Option<&AtomicU64>,
+) -> AppResult<Verification> {
     conn.transaction(|conn| {
         // One snapshot for the whole walk: rows appended meanwhile must not
         // look like rows past the head. (SQLite's WAL read is one already.)
         if let DbConnection::Pg(c) = conn {
             c.batch_execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")?;
         }
-        let mut found = walk(conn, key)?;
+        let mut found = walk(conn, key, checked)?;
         check_keying(conn, key, &mut found)?;
         if let Some(anchor) = anchor {
             check_anchor(conn, anchor, &mut found)?;
@@ -250,7 +265,13 @@ pub(super) fn check_anchor(
     Ok(())
 }
 
-pub(super) fn walk(conn: &mut DbConnection, key: Option<&ChainKey>) -> AppResult<Verification> {
+/// The walk of `verify`; `checked` (when given) counts the rows read so
+/// far, for a progress bar.
+pub(super) fn walk(
+    conn: &mut DbConnection,
+    key: Option<&ChainKey>,
+    checked: Option<&AtomicU64>,
+) -> AppResult<Verification> {
     let head: Option<(i64, String)> = audit_head::table
         .find(1)
         .select((audit_head::seq, audit_head::hash))
@@ -319,6 +340,9 @@ pub(super) fn walk(conn: &mut DbConnection, key: Option<&ChainKey>) -> AppResult
             expected = expected.max(seq + 1);
             found.rows += 1;
         }
+        if let Some(checked) = checked {
+            checked.store(found.rows, Ordering::Relaxed);
+        }
         match rows.last() {
             Some(last) if rows.len() as i64 == PAGE => after = last.seq.map(|s| (s, last.id)),
             _ => break,
@@ -365,10 +389,110 @@ pub(super) fn walk(conn: &mut DbConnection, key: Option<&ChainKey>) -> AppResult
 /// outside the server). For the console's audit page; the command line's
 /// `casesync audit verify` opens the key file itself.
 pub fn verify_here(conn: &mut DbConnection) -> AppResult<Verification> {
+    verify_here_counting(conn, None)
+}
+
+fn verify_here_counting(
+    conn: &mut DbConnection,
+    checked: Option<&AtomicU64>,
+) -> AppResult<Verification> {
     let key = head_keying(conn)?
         .chain_id
         .and_then(|chain_id| registered(&chain_id));
-    verify(conn, key.as_ref(), None)
+    verify_counting(conn, key.as_ref(), None, checked)
+}
+
+/// The console's check of the chain: `verify_here` on a thread of its own,
+/// one at a time, started by an admin; the page reads its progress and the
+/// last result instead of walking a million rows while it renders (#18).
+#[derive(Debug, Default)]
+pub struct ChainCheck {
+    state: Mutex<CheckInner>,
+}
+
+#[derive(Debug, Default)]
+struct CheckInner {
+    running: Option<(Started, Arc<AtomicU64>)>,
+    last: Option<CheckDone>,
+}
+
+/// Who started a check, when, and how many rows the chain had then.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Started {
+    pub at: NaiveDateTime,
+    pub by: String,
+    pub total: i64,
+}
+
+/// A finished check: what it found, or why it could not finish.
+#[derive(Debug, Clone)]
+pub struct CheckDone {
+    pub started: Started,
+    pub finished_at: NaiveDateTime,
+    pub outcome: Result<Verification, String>,
+}
+
+/// What the page shows: the check running (with the rows checked so far),
+/// and the last one finished.
+#[derive(Debug, Clone, Default)]
+pub struct CheckState {
+    pub running: Option<(Started, u64)>,
+    pub last: Option<CheckDone>,
+}
+
+impl ChainCheck {
+    pub fn state(&self) -> CheckState {
+        let inner = self.state.lock().expect("chain check lock");
+        CheckState {
+            running: inner
+                .running
+                .as_ref()
+                .map(|(started, checked)| (started.clone(), checked.load(Ordering::Relaxed))),
+            last: inner.last.clone(),
+        }
+    }
+
+    /// Starts a check by `by` on a thread of its own with a connection of
+    /// `pool`; `false` (and nothing started) while one runs.
+    pub fn start(self: &Arc<Self>, pool: &Pool, by: &str) -> AppResult<bool> {
+        let mut conn = pool.get()?;
+        let total = head(&mut conn)?.map_or(0, |h| h.seq);
+        let started = Started {
+            at: crate::time::now(),
+            by: by.to_string(),
+            total,
+        };
+        let checked = Arc::new(AtomicU64::new(0));
+        {
+            let mut inner = self.state.lock().expect("chain check lock");
+            if inner.running.is_some() {
+                return Ok(false);
+            }
+            inner.running = Some((started.clone(), checked.clone()));
+        }
+        let this = self.clone();
+        let spawned = std::thread::Builder::new()
+            .name("audit-chain-check".into())
+            .spawn(move || {
+                let outcome =
+                    verify_here_counting(&mut conn, Some(&checked)).map_err(|e| e.to_string());
+                if let Err(e) = &outcome {
+                    tracing::error!(error = %e, "the audit chain check did not finish");
+                }
+                let mut inner = this.state.lock().expect("chain check lock");
+                inner.running = None;
+                inner.last = Some(CheckDone {
+                    started,
+                    finished_at: crate::time::now(),
+                    outcome,
+                });
+            });
+        if let Err(e) = spawned {
+            self.state.lock().expect("chain check lock").running = None;
+            return Err(AppError::internal(format!("starting the chain check: {e}")));
+        }
+        Ok(true)
+    }
 }
 
 /// The head as an anchor; `None` for an empty chain.

@@ -57,7 +57,7 @@ fn record(
     let case = find(conn, case_id)?.ok_or_else(|| AppError::NotFound("no such case".into()))?;
     let programme = programme_of(&case.programme)?;
     let calendar = holidays::calendar(conn, &programme)?;
-    let id = uuid::Uuid::new_v4().to_string();
+    let id = crate::ids::new_row_id();
     timeline::record(
         conn,
         &calendar,
@@ -327,10 +327,25 @@ pub fn conflicts_for(
     conn: &mut DbConnection,
     who: &Principal,
     all: bool,
+    limit: i64,
 ) -> AppResult<Vec<ConflictRow>> {
-    let mut query = conflicts::table
+    Ok(conflicts_of(who, all)?
         .select(ConflictRow::as_select())
-        .into_boxed();
+        .order(conflicts::created_at)
+        .limit(limit)
+        .load(conn)?)
+}
+
+/// How many `conflicts_for` would list without a limit.
+pub fn conflicts_count(conn: &mut DbConnection, who: &Principal, all: bool) -> AppResult<i64> {
+    Ok(conflicts_of(who, all)?.count().get_result(conn)?)
+}
+
+fn conflicts_of<'a>(
+    who: &Principal,
+    all: bool,
+) -> AppResult<conflicts::BoxedQuery<'a, crate::db::MultiBackend>> {
+    let mut query = conflicts::table.into_boxed();
     query = match policy::list_cases(who)? {
         CaseScope::Sites(sites) => query.filter(conflicts::site_id.eq_any(sites)),
         CaseScope::Assignee { user_id, site_ids } => {
@@ -345,7 +360,7 @@ pub fn conflicts_for(
     if !all {
         query = query.filter(conflicts::status.eq(OPEN));
     }
-    Ok(query.order(conflicts::created_at).limit(1000).load(conn)?)
+    Ok(query)
 }
 
 #[derive(Debug, Clone, Deserialize, utoipa::ToSchema)]

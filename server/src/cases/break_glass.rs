@@ -168,7 +168,7 @@ pub fn open(
         ));
     }
     let renewal = !earlier.is_empty();
-    let id = uuid::Uuid::new_v4().to_string();
+    let id = crate::ids::new_row_id();
     let expires_at = granted_at + Duration::minutes(minutes);
     diesel::insert_into(break_glass_grants::table)
         .values(NewGrant {

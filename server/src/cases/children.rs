@@ -72,7 +72,7 @@ pub fn create(
     site_id: &str,
     identity: &Identity,
 ) -> AppResult<String> {
-    let id = uuid::Uuid::new_v4().to_string();
+    let id = crate::ids::new_row_id();
     diesel::insert_into(children::table)
         .values((
             children::id.eq(&id),
@@ -221,7 +221,7 @@ pub fn propose_duplicates(
     for (other, reasons, score) in likely {
         diesel::insert_into(duplicate_candidates::table)
             .values((
-                duplicate_candidates::id.eq(uuid::Uuid::new_v4().to_string()),
+                duplicate_candidates::id.eq(crate::ids::new_row_id()),
                 duplicate_candidates::child_id.eq(child_id),
                 duplicate_candidates::other_child_id.eq(&other),
                 duplicate_candidates::site_id.eq(site_id),
@@ -351,37 +351,79 @@ fn candidate(conn: &mut DbConnection, row: CandidateRow) -> AppResult<Candidate>
     })
 }
 
-/// The proposed pairs of `who`'s sites (open ones unless `status` says).
+/// The proposed pairs of `who`'s sites (open ones unless `status` says),
+/// the likeliest first, at most `limit`.
+///
+/// One site at a time, each an index walk (`duplicate_candidates_site_score`)
+/// that stops at `limit`, merged: a site can have thousands of open pairs
+/// (#18: 14,589 at one seeded site) and Today shows the first few.
 pub fn candidates(
     conn: &mut DbConnection,
     who: &Principal,
     status: Option<&str>,
     site: Option<&str>,
+    limit: i64,
 ) -> AppResult<Vec<Candidate>> {
-    policy::review_duplicates(who, None)?;
-    let status = status.unwrap_or(OPEN);
-    if ![OPEN, LINKED, DISMISSED].contains(&status) {
-        return Err(AppError::invalid_field(
-            "/status",
-            "must be open, linked or dismissed",
-        ));
+    let (status, sites) = candidate_scope(conn, who, status, site)?;
+    let mut rows: Vec<CandidateRow> = Vec::new();
+    for site in sites {
+        rows.extend(
+            duplicate_candidates::table
+                .filter(duplicate_candidates::site_id.eq(site))
+                .filter(duplicate_candidates::status.eq(status))
+                .select(CandidateRow::as_select())
+                .order((
+                    duplicate_candidates::score.desc(),
+                    duplicate_candidates::created_at,
+                ))
+                .limit(limit)
+                .load(conn)?,
+        );
     }
-    let mut query = duplicate_candidates::table
-        .filter(duplicate_candidates::site_id.eq_any(who.site_ids.clone()))
-        .filter(duplicate_candidates::status.eq(status.to_string()))
-        .select(CandidateRow::as_select())
-        .into_boxed();
-    if let Some(site) = super::views::site_named(conn, site)? {
-        query = query.filter(duplicate_candidates::site_id.eq(site));
-    }
-    let rows = query
-        .order((
-            duplicate_candidates::score.desc(),
-            duplicate_candidates::created_at,
-        ))
-        .limit(500)
-        .load(conn)?;
+    rows.sort_by(|a, b| b.score.cmp(&a.score).then(a.created_at.cmp(&b.created_at)));
+    rows.truncate(limit.max(0) as usize);
     rows.into_iter().map(|row| candidate(conn, row)).collect()
+}
+
+/// How many pairs `candidates` would list without a limit.
+pub fn candidates_count(
+    conn: &mut DbConnection,
+    who: &Principal,
+    status: Option<&str>,
+    site: Option<&str>,
+) -> AppResult<i64> {
+    let (status, sites) = candidate_scope(conn, who, status, site)?;
+    Ok(duplicate_candidates::table
+        .filter(duplicate_candidates::site_id.eq_any(sites))
+        .filter(duplicate_candidates::status.eq(status))
+        .count()
+        .get_result(conn)?)
+}
+
+/// The status asked (open by default) and the sites of a list of pairs.
+fn candidate_scope(
+    conn: &mut DbConnection,
+    who: &Principal,
+    status: Option<&str>,
+    site: Option<&str>,
+) -> AppResult<(&'static str, Vec<String>)> {
+    policy::review_duplicates(who, None)?;
+    let status = match status.unwrap_or(OPEN) {
+        OPEN => OPEN,
+        LINKED => LINKED,
+        DISMISSED => DISMISSED,
+        _ => {
+            return Err(AppError::invalid_field(
+                "/status",
+                "must be open, linked or dismissed",
+            ))
+        }
+    };
+    let mut sites = who.site_ids.clone();
+    if let Some(site) = super::views::site_named(conn, site)? {
+        sites.retain(|s| *s == site);
+    }
+    Ok((status, sites))
 }
 
 /// The open pairs one of which is `child_id`, for a coordinator of the
@@ -609,7 +651,7 @@ pub fn link_siblings(conn: &mut DbConnection, a: &Case, b: &Case) -> AppResult<S
     let group = group_a
         .clone()
         .or(group_b.clone())
-        .unwrap_or_else(|| uuid::Uuid::new_v4().to_string());
+        .unwrap_or_else(crate::ids::new_row_id);
     for old in [group_a, group_b].into_iter().flatten() {
         diesel::update(children::table.filter(children::family_group_id.eq(old)))
             .set(children::family_group_id.eq(&group))

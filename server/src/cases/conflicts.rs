@@ -97,7 +97,7 @@ pub fn detect(
         let applied = folded.facts.get(fact).cloned().unwrap_or(Value::Null);
         diesel::insert_into(conflicts::table)
             .values((
-                conflicts::id.eq(uuid::Uuid::new_v4().to_string()),
+                conflicts::id.eq(crate::ids::new_row_id()),
                 conflicts::case_id.eq(&case.id),
                 conflicts::site_id.eq(&case.site_id),
                 conflicts::fact.eq(fact),

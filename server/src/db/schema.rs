@@ -387,6 +387,16 @@ diesel::table! {
 }
 
 diesel::table! {
+    submission_repeats (form_id, received_at, instance_id) {
+        form_id -> Text,
+        received_at -> Timestamp,
+        instance_id -> Text,
+        kept -> Text,
+        data -> Text,
+    }
+}
+
+diesel::table! {
     attachments (instance_id, name) {
         instance_id -> Text,
         name -> Text,
@@ -485,6 +495,8 @@ diesel::allow_tables_to_appear_in_same_query!(break_glass_grants, cases);
 diesel::allow_tables_to_appear_in_same_query!(break_glass_grants, users);
 diesel::joinable!(submission_cells -> submissions (instance_id));
 diesel::joinable!(submission_cells_deidentified -> submissions (instance_id));
+diesel::joinable!(submission_repeats -> submissions (instance_id));
+diesel::allow_tables_to_appear_in_same_query!(submission_repeats, submissions);
 diesel::allow_tables_to_appear_in_same_query!(attachments, submissions);
 diesel::allow_tables_to_appear_in_same_query!(submission_cells, submissions);
 diesel::allow_tables_to_appear_in_same_query!(submission_cells, cases);

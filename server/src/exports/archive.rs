@@ -47,41 +47,74 @@ fn failed(e: impl std::fmt::Display) -> AppError {
     AppError::internal(format!("zip: {e}"))
 }
 
+/// What the CSV writers hand the thread that compresses.
+enum Part {
+    /// A new file of the archive, by name.
+    File(String),
+    Bytes(Vec<u8>),
+}
+
 /// Writes the archive into `sink`. Returns the form's row count.
+///
+/// Two stages: this thread (and `forms::write`'s second) make the CSV,
+/// another compresses it at a fast level, so making and compressing go at
+/// once on two cores (compression was half the time of the archive).
 pub fn write(
     conn: &mut DbConnection,
     second: Option<&mut DbConnection>,
     export: &FormExport,
     sink: impl FnMut(Vec<u8>) -> bool + Send,
 ) -> AppResult<u64> {
-    let mut zip = ZipWriter::new_stream(SinkWriter {
-        sink,
-        buffer: Vec::with_capacity(CHUNK),
-    });
     let options = SimpleFileOptions::default()
         .compression_method(CompressionMethod::Deflated)
+        // Level 1: about three times as fast as the default, the CSV's
+        // repetitive columns still shrink about six times.
+        .compression_level(Some(1))
         .large_file(true)
         .unix_permissions(0o600);
-    let mut gone = false;
-    zip.start_file(format!("{}.csv", export.form_id), options)
-        .map_err(failed)?;
-    let rows = forms::write(conn, second, export, |chunk| {
-        gone = zip.write_all(&chunk).is_err();
-        !gone
-    })?;
-    for table in 0..export.repeats.len() {
-        if gone {
-            return Ok(rows);
-        }
-        let name = export.repeats[table].file_name(&export.form_id);
-        zip.start_file(name, options).map_err(failed)?;
-        forms::write_repeat(conn, export, table, |chunk| {
-            gone = zip.write_all(&chunk).is_err();
-            !gone
-        })?;
-    }
-    if !gone {
-        zip.finish().map_err(failed)?.flush().map_err(failed)?;
-    }
-    Ok(rows)
+    std::thread::scope(|scope| {
+        let (parts, received) = std::sync::mpsc::sync_channel::<Part>(16);
+        let zipper = scope.spawn(move || -> AppResult<()> {
+            let mut zip = ZipWriter::new_stream(SinkWriter {
+                sink,
+                buffer: Vec::with_capacity(CHUNK),
+            });
+            for part in received {
+                match part {
+                    Part::File(name) => zip.start_file(name, options).map_err(failed)?,
+                    // The reader has gone: stop, and the senders with us.
+                    Part::Bytes(bytes) => {
+                        if zip.write_all(&bytes).is_err() {
+                            return Ok(());
+                        }
+                    }
+                }
+            }
+            zip.finish().map_err(failed)?.flush().map_err(failed)?;
+            Ok(())
+        });
+        // False once the zipper has stopped (the reader has gone).
+        let send = |part: Part| parts.send(part).is_ok();
+        let made = (|| -> AppResult<u64> {
+            if !send(Part::File(format!("{}.csv", export.form_id))) {
+                return Ok(0);
+            }
+            let rows = forms::write(conn, second, export, |chunk| send(Part::Bytes(chunk)))?;
+            for table in 0..export.repeats.len() {
+                let name = export.repeats[table].file_name(&export.form_id);
+                if !send(Part::File(name)) {
+                    return Ok(rows);
+                }
+                forms::write_repeat(conn, export, table, |chunk| send(Part::Bytes(chunk)))?;
+            }
+            Ok(rows)
+        })();
+        drop(parts);
+        let zipped = zipper
+            .join()
+            .map_err(|_| AppError::internal("export: the zip writer panicked"))?;
+        let rows = made?;
+        zipped?;
+        Ok(rows)
+    })
 }

@@ -25,6 +25,7 @@ use crate::forms::columns::{self, Column, Layout, Privacy, RepeatTable};
 use crate::forms::model;
 use crate::privacy::disclosures::{self, Checked, DisclosureTerms};
 use crate::submissions::cells::{self, Mapping, Record, StoredRecord};
+use crate::submissions::repeats;
 
 /// Filters of a form export (`?from=&to=…`), and the terms of an
 /// identifying one beside them.
@@ -313,34 +314,26 @@ fn stored_time(text: &str) -> AppResult<NaiveDateTime> {
 }
 
 /// The answers of a page's rows: their stored records, and the envelopes
-/// of the rows whose stored record will not do (of every row when
-/// `all_envelopes`).
-fn answers(
-    conn: &mut DbConnection,
-    export: &FormExport,
-    rows: &[PageRow],
-    all_envelopes: bool,
-) -> AppResult<Answers> {
+/// of the rows whose stored record will not do.
+fn answers(conn: &mut DbConnection, export: &FormExport, rows: &[PageRow]) -> AppResult<Answers> {
     let mut answers = Answers::default();
     let (Some(first), Some(last)) = (rows.first(), rows.last()) else {
         return Ok(answers);
     };
-    if !all_envelopes {
-        // One range of their table, which is ordered like the pages
-        // (cheaper than a seek a row).
-        answers.stored = cells::in_range(
-            conn,
-            &export.form_id,
-            export.read,
-            stored_time(&first.received_at)?,
-            stored_time(&last.received_at)?,
-        )?
-        .into_iter()
-        .collect();
-    }
+    // One range of their table, which is ordered like the pages
+    // (cheaper than a seek a row).
+    answers.stored = cells::in_range(
+        conn,
+        &export.form_id,
+        export.read,
+        stored_time(&first.received_at)?,
+        stored_time(&last.received_at)?,
+    )?
+    .into_iter()
+    .collect();
     let needing: Vec<&str> = rows
         .iter()
-        .filter(|r| all_envelopes || export.stored(r, &answers).is_none())
+        .filter(|r| export.stored(r, &answers).is_none())
         .map(|r| r.instance_id.as_str())
         .collect();
     if !needing.is_empty() {
@@ -415,7 +408,7 @@ pub fn write(
             for (rows, page_answers) in received {
                 let page_answers = match (page_answers, second.as_deref_mut()) {
                     (Some(read), _) => read,
-                    (None, Some(conn)) => answers(conn, export, &rows, false)?,
+                    (None, Some(conn)) => answers(conn, export, &rows)?,
                     (None, None) => unreachable!("the reader reads them without a second"),
                 };
                 if !sink(page_csv(export, &rows, &page_answers, &mut scratch)?) {
@@ -426,7 +419,7 @@ pub fn write(
         });
         let read = for_each_page(conn, export, |conn, rows| {
             let page_answers = if answers_here {
-                Some(answers(conn, export, &rows, false)?)
+                Some(answers(conn, export, &rows)?)
             } else {
                 None
             };
@@ -523,7 +516,9 @@ fn page_csv(
 }
 
 /// Writes the file of one repeat group (`export.repeats[table]`): one row
-/// per item, then PARENT_KEY and KEY to join it to its parent's file.
+/// per item, then PARENT_KEY and KEY to join it to its parent's file. The
+/// items come from the repeat groups ingest stored beside each submission
+/// (`submissions::repeats`: one range a page), else from its envelope.
 pub fn write_repeat(
     conn: &mut DbConnection,
     export: &FormExport,
@@ -540,9 +535,48 @@ pub fn write_repeat(
     if !sink(header_chunk(&header, export.bom)?) {
         return Ok(0);
     }
+    // The places a stored row must hold to stand for the envelope here.
+    let mut needed = vec![repeats::place_of_group(&table.path)];
+    if !export.occurred_at_pointer.is_empty() {
+        needed.push(repeats::place_of_pointer(&export.occurred_at_pointer));
+    }
+    let mut holds: HashMap<String, bool> = HashMap::new();
     let mut items = 0;
     for_each_page(conn, export, |conn, rows| {
-        let answers = answers(conn, export, &rows, true)?;
+        let (Some(first), Some(last)) = (rows.first(), rows.last()) else {
+            return Ok(true);
+        };
+        let mut answers: foldhash::HashMap<String, String> = repeats::in_range(
+            conn,
+            &export.form_id,
+            stored_time(&first.received_at)?,
+            stored_time(&last.received_at)?,
+        )?
+        .into_iter()
+        .filter(|(_, (kept, _))| {
+            *holds
+                .entry(kept.clone())
+                .or_insert_with(|| repeats::holds(kept, &needed))
+        })
+        .map(|(instance_id, (_, data))| (instance_id, data))
+        .collect();
+        let needing: Vec<&str> = rows
+            .iter()
+            .map(|r| r.instance_id.as_str())
+            .filter(|id| !answers.contains_key(*id))
+            .collect();
+        if !needing.is_empty() {
+            for (instance_id, payload) in submissions::table
+                .filter(submissions::instance_id.eq_any(&needing))
+                .select((submissions::instance_id, submissions::payload))
+                .load::<(String, String)>(conn)?
+            {
+                // Cut as a stored row is, then read as one.
+                let envelope: Value = serde_json::from_str(&payload).map_err(AppError::internal)?;
+                let cut = repeats::stored(&needed, &envelope["data"]);
+                answers.insert(instance_id, cut.data);
+            }
+        }
         let mut out = Chunk::new(export.formulas);
         for row in &rows {
             let instance_id = &row.instance_id;
@@ -552,13 +586,12 @@ pub fn write_repeat(
                 Some(names) => names.of(Kind::Submission, instance_id),
                 None => instance_id.clone(),
             };
-            let payload = answers.envelopes.get(instance_id).ok_or_else(|| {
+            let text = answers.get(instance_id).ok_or_else(|| {
                 AppError::internal(format!("export: no envelope for {instance_id}"))
             })?;
-            let envelope: Value = serde_json::from_str(payload).map_err(AppError::internal)?;
-            let data = &envelope["data"];
-            let event_day = export.event_day(data, day_of(&row.completed_at)?);
-            for (parent, key, item) in columns::repeat_items(data, &table.path, &key_root) {
+            let data = repeats::parse_places(text, &needed).map_err(AppError::internal)?;
+            let event_day = export.event_day(&data, day_of(&row.completed_at)?);
+            for (parent, key, item) in columns::repeat_items(&data, &table.path, &key_root) {
                 let mut record: Vec<String> = table
                     .columns
                     .iter()

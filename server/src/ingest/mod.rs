@@ -33,7 +33,7 @@ use crate::forms::columns;
 use crate::forms::model::CaseRole;
 use crate::forms::{registry, FormCache};
 use crate::programmes::Programmes;
-use crate::submissions::{self as rows, cells, NewSubmission};
+use crate::submissions::{self as rows, cells, repeats, NewSubmission};
 use crate::submissions::{AttachmentDeclaration, Envelope};
 pub use crate::submissions::{
     AWAITING_ATTACHMENTS, COMPLETE, CORRECTED, DISMISSED, PENDING_CASE, QUARANTINED, REFUSED,
@@ -129,6 +129,9 @@ pub struct Prepared {
     payload: String,
     /// Its answers as export records (`submissions::cells`).
     cells: cells::StoredCells,
+    /// Its repeat groups for the .zip export (`submissions::repeats`),
+    /// when its version has any.
+    repeats: Option<repeats::StoredRepeats>,
     content_sha256: String,
     kid: String,
     raw: String,
@@ -371,6 +374,7 @@ pub fn prepare_opened(
         // Both set once the data is valid: no work on what is refused.
         payload: String::new(),
         cells: Default::default(),
+        repeats: None,
         content_sha256: String::new(),
         kid,
         raw,
@@ -454,6 +458,8 @@ pub fn prepare_opened(
         })
         .unwrap_or(prepared.envelope.completed_at.date_naive());
     prepared.cells = cells::stored_cells(columns::layout(&form), data, event_day);
+    prepared.repeats = repeats::places(&form.fields, &form.meta.occurred_at)
+        .map(|places| repeats::stored(&places, data));
     if prepared.case_role == CaseRole::Opens {
         prepared.identity = Identity::of(data, &prepared.event.facts);
     }
@@ -777,6 +783,7 @@ pub fn store_unaudited(
             ..p.row(&who.user_id, received_at, status)
         },
         Some(&p.cells),
+        p.repeats.as_ref(),
     )?;
     attachments::declare(conn, &p.instance_id, &envelope.attachments)?;
     attachments::arrived_with(conn, &p.instance_id, &p.files, received_at)?;
@@ -837,6 +844,7 @@ fn store_quarantined(
             problems: Some(&problems),
             ..p.row(&who.user_id, received_at, QUARANTINED)
         },
+        None,
         None,
     )?;
     attachments::declare(conn, &p.instance_id, &envelope.attachments)?;

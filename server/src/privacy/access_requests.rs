@@ -180,7 +180,7 @@ pub fn record(
     }
     fail_on(errors)?;
     let row = Row {
-        id: uuid::Uuid::new_v4().to_string(),
+        id: crate::ids::new_row_id(),
         case_id: case.id.clone(),
         requester: new.requester.clone(),
         received_on: new.received_on,

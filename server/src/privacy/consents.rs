@@ -207,7 +207,7 @@ pub fn record(
         });
     }
     let row = ConsentRow {
-        id: uuid::Uuid::new_v4().to_string(),
+        id: crate::ids::new_row_id(),
         case_id: case.id,
         subject: new.subject.clone(),
         kind: new.kind.clone(),

@@ -433,7 +433,7 @@ pub fn record(
     what: &str,
     now: DateTime<Utc>,
 ) -> AppResult<String> {
-    let id = uuid::Uuid::new_v4().to_string();
+    let id = crate::ids::new_row_id();
     let consent_ids = (!checked.consent_ids.is_empty()).then(|| checked.consent_ids.join(" "));
     diesel::insert_into(disclosures::table)
         .values((

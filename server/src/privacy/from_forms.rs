@@ -238,7 +238,7 @@ pub fn record(
             now,
         )?;
         let row = ConsentRow {
-            id: uuid::Uuid::new_v4().to_string(),
+            id: crate::ids::new_row_id(),
             case_id: case.id.clone(),
             subject: consent.subject.to_string(),
             kind: consent.kind.to_string(),

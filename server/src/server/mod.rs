@@ -276,6 +276,7 @@ pub fn prepare(settings: Settings) -> Result<AppState, StartError> {
         odk_forms: Default::default(),
         keys: Arc::new(KeyRing::new(kek)),
         committer: Arc::new(Committer::start(pool, database)),
+        chain_check: Default::default(),
     })
 }
 
@@ -311,6 +312,14 @@ pub fn prepare_database(conn: &mut DbConnection) -> Result<(), StartError> {
     let sealed = audit::seal_unsealed(conn).map_err(|e| StartError::Bootstrap(e.to_string()))?;
     if sealed > 0 {
         tracing::info!(sealed, "audit rows from before the chain sealed into it");
+    }
+    // Submissions stored before their repeat groups were kept beside them
+    // (migration 000032) get them, once, so the .zip export reads no
+    // envelope.
+    let repeats = crate::submissions::repeats::backfill(conn)
+        .map_err(|e| StartError::Bootstrap(format!("storing repeat groups: {e}")))?;
+    if repeats > 0 {
+        tracing::info!(repeats, "repeat groups of earlier submissions stored");
     }
     let seed = |conn: &mut DbConnection| {
         write_tx(conn, |conn| {

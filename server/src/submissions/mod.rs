@@ -1,12 +1,14 @@
 //! A stored submission: the envelope a phone sends ([`envelope`]), its
-//! statuses, the export cells stored beside it ([`cells`]), and the copy
+//! statuses, the export cells and repeat groups stored beside it
+//! ([`cells`], [`repeats`]), and the copy
 //! of its case's id, site and number each row keeps. Owns the
-//! `submissions`, `attachments`, `submission_cells` and
-//! `submission_cells_deidentified` tables; the pipeline
+//! `submissions`, `attachments`, `submission_cells`,
+//! `submission_cells_deidentified` and `submission_repeats` tables; the pipeline
 //! that fills them is `ingest`, above `cases`.
 
 pub mod cells;
 pub mod envelope;
+pub mod repeats;
 
 use diesel::prelude::*;
 
@@ -76,6 +78,7 @@ pub fn insert(
     conn: &mut DbConnection,
     row: &NewSubmission<'_>,
     cells: Option<&StoredCells>,
+    repeats: Option<&repeats::StoredRepeats>,
 ) -> AppResult<()> {
     diesel::insert_into(submissions::table)
         .values(row)
@@ -83,6 +86,9 @@ pub fn insert(
     let Some(cells) = cells else {
         return Ok(());
     };
+    if let Some(stored) = repeats {
+        repeats::insert(conn, row.form_id, row.received_at, row.instance_id, stored)?;
+    }
     diesel::insert_into(submission_cells::table)
         .values((
             submission_cells::form_id.eq(row.form_id),

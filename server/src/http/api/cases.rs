@@ -216,7 +216,7 @@ pub async fn conflicts(
     // Conflicts quote the facts in dispute: case content, so audited.
     let items = state
         .read_audited(origin, me, "conflicts_listed", move |conn, me| {
-            Ok((actions::conflicts_for(conn, me, all)?, None))
+            Ok((actions::conflicts_for(conn, me, all, 1000)?, None))
         })
         .await?;
     Ok(HttpResponse::Ok().json(super::Items::new(items)))
@@ -389,8 +389,13 @@ pub async fn duplicates(
     let query = query.into_inner();
     let items = state
         .read_audited(origin, me, "duplicates_listed", move |conn, me| {
-            let items =
-                children::candidates(conn, me, query.status.as_deref(), query.site.as_deref())?;
+            let items = children::candidates(
+                conn,
+                me,
+                query.status.as_deref(),
+                query.site.as_deref(),
+                500,
+            )?;
             Ok((items, None))
         })
         .await?;

@@ -11,8 +11,8 @@ use actix_web::{web, HttpRequest, HttpResponse};
 use askama::Template;
 use serde::Deserialize;
 
-use crate::app::AppState;
-use crate::audit::{self, AuditQuery, AuditRow, Origin};
+use crate::app::{AppState, Audited};
+use crate::audit::{AuditQuery, AuditRow, Origin};
 use crate::auth::policy;
 use crate::error::AppError;
 use crate::http::api::audit as api_audit;
@@ -246,6 +246,19 @@ pub async fn csv(
 #[template(path = "audit_chain.html")]
 struct ChainPage {
     chrome: Chrome,
+    /// The check running: when and by whom it started, rows checked of
+    /// the chain's length then.
+    running: Option<(String, String, u64, i64)>,
+    last: Option<LastCheck>,
+}
+
+/// The last check that finished, as the page shows it.
+struct LastCheck {
+    started: String,
+    finished: String,
+    by: String,
+    /// Why it could not finish (a database error), else what it found.
+    failed: Option<String>,
     intact: bool,
     rows: u64,
     head_seq: i64,
@@ -254,25 +267,96 @@ struct ChainPage {
     more_problems: u64,
 }
 
-/// `GET /audit/chain`: walks the whole chain (as `casesync audit verify`
-/// does, with the server's key and no anchor) and says whether it is
-/// intact or where it breaks. On its own page: the walk reads every row.
+fn utc(t: chrono::NaiveDateTime) -> String {
+    format!("{} UTC", t.format("%Y-%m-%d %H:%M:%S"))
+}
+
+/// `GET /audit/chain`: the last check of the whole chain (as `casesync
+/// audit verify` does, with the server's key and no anchor) — intact, or
+/// where it breaks — and the one running, with its progress. The walk
+/// reads every row, so it runs in the background (`POST`), never while
+/// the page renders.
 pub async fn chain(
     req: HttpRequest,
     state: web::Data<AppState>,
     WebUser(session): WebUser,
 ) -> Result<HttpResponse, WebError> {
     policy::read_audit(&session.principal)?;
-    // Every row's hash: CPU work for the bounded pool (503 when full).
-    let found = state.cpu_db(0, audit::verify_here).await?;
+    let check = state.chain_check.state();
+    let ids: Vec<String> = check
+        .running
+        .iter()
+        .map(|(s, _)| s.by.clone())
+        .chain(check.last.iter().map(|d| d.started.by.clone()))
+        .collect();
+    let names: HashMap<String, String> = if ids.is_empty() {
+        HashMap::new()
+    } else {
+        api_users::listed(&state, &session.principal)
+            .await?
+            .into_iter()
+            .map(|u| (u.id, u.username))
+            .collect()
+    };
+    let name = |id: &str| names.get(id).cloned().unwrap_or_else(|| id.to_string());
+    let last = check.last.map(|done| {
+        let (failed, found) = match done.outcome {
+            Ok(found) => (None, Some(found)),
+            Err(why) => (Some(why), None),
+        };
+        LastCheck {
+            started: utc(done.started.at),
+            finished: utc(done.finished_at),
+            by: name(&done.started.by),
+            failed,
+            intact: found.as_ref().is_some_and(|f| f.is_intact()),
+            rows: found.as_ref().map_or(0, |f| f.rows),
+            head_seq: found.as_ref().map_or(0, |f| f.head_seq),
+            head_hash: found
+                .as_ref()
+                .map_or_else(String::new, |f| f.head_hash.clone()),
+            problems: found
+                .as_ref()
+                .map(|f| f.problems.iter().map(ToString::to_string).collect())
+                .unwrap_or_default(),
+            more_problems: found.as_ref().map_or(0, |f| f.more_problems),
+        }
+    });
     let body = ChainPage {
         chrome: Chrome::signed_in(&req, &session),
-        intact: found.is_intact(),
-        rows: found.rows,
-        head_seq: found.head_seq,
-        head_hash: found.head_hash.clone(),
-        problems: found.problems.iter().map(ToString::to_string).collect(),
-        more_problems: found.more_problems,
+        running: check
+            .running
+            .map(|(s, checked)| (utc(s.at), name(&s.by), checked, s.total)),
+        last,
     };
     super::page(StatusCode::OK, &body)
+}
+
+/// `POST /audit/chain`: an admin starts a check of the whole chain in the
+/// background (one at a time; a second while one runs starts nothing),
+/// audited as `audit_chain_check_started`; back to the page, which shows
+/// its progress.
+pub async fn start_chain_check(
+    state: web::Data<AppState>,
+    origin: Origin,
+    WebUser(session): WebUser,
+    form: web::Form<Vec<(String, String)>>,
+) -> Result<HttpResponse, WebError> {
+    session.check_csrf_in(&form)?;
+    policy::read_audit(&session.principal)?;
+    let check = state.chain_check.clone();
+    let pool = state.pool.clone();
+    let me = session.principal.clone();
+    let by = me.user_id.clone();
+    let started = web::block(move || check.start(&pool, &by))
+        .await
+        .map_err(AppError::from)??;
+    if started {
+        state
+            .audited(origin, me, "audit_chain_check_started", |_| {
+                Ok(((), Audited::object("audit_log", "chain")))
+            })
+            .await?;
+    }
+    Ok(super::see_other("/audit/chain"))
 }

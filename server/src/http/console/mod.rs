@@ -103,7 +103,11 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
         .service(resource("/tokens/{id}/revoke").route(web::post().to(people::revoke_token)))
         .service(resource("/audit").route(web::get().to(audit::page)))
         .service(resource("/audit.csv").route(web::get().to(audit::csv)))
-        .service(resource("/audit/chain").route(web::get().to(audit::chain)));
+        .service(
+            resource("/audit/chain")
+                .route(web::get().to(audit::chain))
+                .route(web::post().to(audit::start_chain_check)),
+        );
 }
 
 /// What every page shows around its content.
