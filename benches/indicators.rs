@@ -13,11 +13,11 @@ mod common;
 use std::time::Instant;
 
 use casesync::cases::fold::{self, Folded, TimelineEvent};
+use casesync::cases::projection::{self, StoredDeadline};
 use casesync::db::schema::indicator_cases;
 use casesync::db::schema::{case_deadlines, cases, children};
 use casesync::db::write_tx;
 use casesync::error::AppError;
-use casesync::indicators::projection::{self, StoredDeadline};
 use casesync::indicators::{self, Audience, ReportQuery};
 use casesync::programmes::{Moment, Programmes};
 use chrono::{DateTime, Duration, Utc};

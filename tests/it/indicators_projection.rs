@@ -12,10 +12,11 @@
 
 use crate::common;
 
+use casesync::cases::projection;
 use casesync::cli::Cli;
 use casesync::db::schema::{cases, indicator_cases};
 use casesync::db::DbConnection;
-use casesync::indicators::{self, projection, Audience, ReportQuery, Row};
+use casesync::indicators::{self, Audience, ReportQuery, Row};
 use clap::Parser;
 use common::{open_db, private_tempdir, TestDb};
 use diesel::prelude::*;
@@ -192,8 +193,18 @@ fn reports_from_the_projection_are_the_reports_from_the_cases() {
         assert_eq!(a.2, b.2, "{} by {:?} differs", a.0, a.1);
     }
 
+    // Once filled, a start reads only the marker the fill left.
+    assert_eq!(projection::ensure(&mut conn).unwrap(), 0);
+    assert_eq!(projections(&mut conn).len(), 0);
+
     // The start's backfill (the migration's table filled from the cases
-    // as folded) makes exactly what the fold made.
+    // as folded, no marker yet) makes exactly what the fold made.
+    diesel::delete(
+        casesync::db::schema::counters::table
+            .filter(casesync::db::schema::counters::name.like("indicator_projection:%")),
+    )
+    .execute(&mut conn)
+    .unwrap();
     let made = projection::ensure(&mut conn).unwrap();
     assert_eq!(made as i64, case_count);
     assert_eq!(projections(&mut conn), stored);

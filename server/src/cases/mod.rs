@@ -10,6 +10,8 @@ pub mod children;
 pub mod conflicts;
 pub mod fold;
 pub mod numbers;
+pub mod partial;
+pub mod projection;
 pub mod reconcile;
 pub mod timeline;
 pub mod views;

@@ -8,13 +8,13 @@ use serde::Serialize;
 use serde_json::{Map, Value};
 
 use super::fold::{self, Deadline, Folded, Outcome, TimelineEvent};
+use super::projection::StoredDeadline;
 use super::Case;
 use crate::db::schema::{case_deadlines, case_events, cases};
 use crate::db::DbConnection;
 use crate::error::{AppError, AppResult};
 use crate::forms::model::Field;
 use crate::forms::validate::CompiledForm;
-use crate::indicators::projection::StoredDeadline;
 use crate::programmes::{Calendar, Moment, Programme};
 use crate::time::now;
 
@@ -347,7 +347,7 @@ pub fn save(
             )
         })
         .collect();
-    crate::indicators::projection::save(conn, programme, &case.id, folded, rows, deadlines)
+    super::projection::save(conn, programme, &case.id, folded, rows, deadlines)
 }
 
 type DeadlineValues<'a> = (

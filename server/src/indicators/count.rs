@@ -9,11 +9,11 @@ use diesel::prelude::*;
 use foldhash::{HashMap, HashMapExt, HashSet};
 use serde_json::Value;
 
-use super::partial;
 use super::periods::{index_of, Period};
-use super::projection::{self, Reads};
 use super::{Item, Request, Row, TOTAL, UNKNOWN};
 use crate::cases::fold::Late;
+use crate::cases::partial;
+use crate::cases::projection::{self, Reads};
 use crate::db::schema::{case_deadlines, case_events, cases, indicator_cases};
 use crate::db::DbConnection;
 use crate::error::AppResult;

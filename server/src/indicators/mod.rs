@@ -4,9 +4,7 @@
 //! suppressed. Aggregates only: no case is ever in a report.
 
 mod count;
-mod partial;
 pub mod periods;
-pub mod projection;
 mod render;
 mod suppress;
 

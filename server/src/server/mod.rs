@@ -340,7 +340,7 @@ pub fn prepare_database(conn: &mut DbConnection) -> Result<(), StartError> {
     }
     // After the migration that made it, or a release whose indicators read
     // more: what the indicator reports read of each case.
-    let projected = crate::indicators::projection::ensure(conn)
+    let projected = crate::cases::projection::ensure(conn)
         .map_err(|e| StartError::Bootstrap(format!("projecting cases for indicators: {e}")))?;
     if projected > 0 {
         tracing::info!(projected, "cases projected for the indicator reports");

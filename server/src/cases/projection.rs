@@ -8,7 +8,9 @@
 //! ([`Reads::of`] over every indicator and breakdown of the programme), so
 //! there is no second list to keep in step; a release whose definitions read
 //! more makes the rows again at start ([`ensure`]), and until then a report
-//! reads such a case the old way (`count.rs`).
+//! reads such a case the old way (`indicators::count`). It lives in
+//! `cases`, below `indicators`, because the fold writes it
+//! (`timeline::save`).
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex, OnceLock};
@@ -20,10 +22,10 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 use sha2::{Digest, Sha256};
 
+use super::fold::Folded;
 use super::partial;
-use crate::cases::fold::Folded;
-use crate::cases::timeline::EventRow;
-use crate::db::schema::{case_deadlines, case_events, cases, indicator_cases};
+use super::timeline::EventRow;
+use crate::db::schema::{case_deadlines, case_events, cases, counters, indicator_cases};
 use crate::db::{write_tx, DbConnection};
 use crate::error::{AppError, AppResult};
 use crate::programmes::indicators::{Criteria, Dimension, Indicator, PeriodBy, Unit};
@@ -351,9 +353,27 @@ type StaleRow = (
     NaiveDateTime,
 );
 
+/// The `counters` row that says every case of `programme` was projected
+/// under the spec `spec_id`: set when a fill ends, so a later start (every
+/// CLI command opens the database this way) reads one row instead of
+/// joining every case with its projection (0.6–0.8 s at 100,000 cases).
+/// From then on the fold keeps each row.
+fn filled_marker(programme: &str, spec_id: &str) -> String {
+    format!("indicator_projection:{programme}:{spec_id}")
+}
+
 fn ensure_programme(conn: &mut DbConnection, programme: &Programme) -> AppResult<usize> {
     const CHUNK: i64 = 1000;
     let spec = spec(programme);
+    let marker = filled_marker(&programme.id, &spec.id);
+    let filled = counters::table
+        .find(&marker)
+        .select(counters::name)
+        .first::<String>(conn)
+        .optional()?;
+    if filled.is_some() {
+        return Ok(0);
+    }
     let mut after: Option<(NaiveDateTime, String)> = None;
     let mut done = 0;
     loop {
@@ -391,6 +411,23 @@ fn ensure_programme(conn: &mut DbConnection, programme: &Programme) -> AppResult
             break;
         }
     }
+    write_tx(conn, |conn| {
+        let earlier = format!("indicator_projection:{}:%", programme.id);
+        diesel::delete(counters::table.filter(counters::name.like(earlier))).execute(conn)?;
+        // Another server's fill may have set it meanwhile (PostgreSQL).
+        let row = (counters::name.eq(&marker), counters::value.eq(1));
+        match conn {
+            DbConnection::Pg(c) => diesel::insert_into(counters::table)
+                .values(row)
+                .on_conflict_do_nothing()
+                .execute(c)?,
+            DbConnection::Sqlite(c) => diesel::insert_into(counters::table)
+                .values(row)
+                .on_conflict_do_nothing()
+                .execute(c)?,
+        };
+        Ok::<_, AppError>(())
+    })?;
     Ok(done)
 }
 
@@ -491,7 +528,7 @@ fn project_stored(
 
 /// The records of `wanted` events in a projection's `records`, each with
 /// only the `facts` wanted.
-pub(super) fn records_in(
+pub fn records_in(
     text: &str,
     wanted: &HashSet<String>,
     facts: &HashSet<String>,
