@@ -208,19 +208,35 @@ impl Browser {
     /// a page still loading.
     pub(crate) fn text(&self, css: &str) -> String {
         self.runtime.block_on(async {
-            let found = self
-                .client()
-                .wait()
-                .at_most(Duration::from_secs(5))
-                .for_element(Locator::Css(css))
-                .await;
-            match found {
-                Ok(element) => element.text().await.unwrap(),
-                Err(e) => panic!(
-                    "no {css} on {}: {e}\n{}",
-                    self.client().current_url().await.unwrap(),
-                    self.client().source().await.unwrap_or_default()
-                ),
+            let started = Instant::now();
+            loop {
+                let found = self
+                    .client()
+                    .wait()
+                    .at_most(Duration::from_secs(5))
+                    .for_element(Locator::Css(css))
+                    .await;
+                let element = match found {
+                    Ok(element) => element,
+                    Err(e) => panic!(
+                        "no {css} on {}: {e}\n{}",
+                        self.client().current_url().await.unwrap(),
+                        self.client().source().await.unwrap_or_default()
+                    ),
+                };
+                match element.text().await {
+                    Ok(text) => return text,
+                    // Found on a page that a newer one (a redirect, a
+                    // form's answer) replaced before it was read: find it
+                    // again on the page now shown.
+                    Err(e)
+                        if e.is_stale_element_reference()
+                            && started.elapsed() < Duration::from_secs(5) =>
+                    {
+                        continue
+                    }
+                    Err(e) => panic!("{css}: {e}"),
+                }
             }
         })
     }
