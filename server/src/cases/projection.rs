@@ -296,35 +296,63 @@ pub fn save(
         rows,
         deadlines,
     )?;
-    write(conn, case_id, &spec, &p)
+    write(conn, case_id, &spec, &p, Writer::Fold)
 }
 
-fn write(conn: &mut DbConnection, case_id: &str, spec: &Spec, p: &Projection) -> AppResult<()> {
-    // Update first: after a case's first fold the row is always there.
-    let updated =
-        diesel::update(indicator_cases::table.filter(indicator_cases::case_id.eq(case_id)))
-            .set((
-                indicator_cases::spec.eq(&spec.id),
-                indicator_cases::closed_at.eq(p.closed_at),
-                indicator_cases::facts.eq(&p.facts),
-                indicator_cases::event_days.eq(&p.event_days),
-                indicator_cases::records.eq(&p.records),
-                indicator_cases::deadlines.eq(&p.deadlines),
-            ))
-            .execute(conn)?;
-    if updated == 0 {
-        diesel::insert_into(indicator_cases::table)
-            .values((
-                indicator_cases::case_id.eq(case_id),
-                indicator_cases::spec.eq(&spec.id),
-                indicator_cases::closed_at.eq(p.closed_at),
-                indicator_cases::facts.eq(&p.facts),
-                indicator_cases::event_days.eq(&p.event_days),
-                indicator_cases::records.eq(&p.records),
-                indicator_cases::deadlines.eq(&p.deadlines),
-            ))
-            .execute(conn)?;
+/// Who writes a projection: the fold (the case as it now is) or the
+/// start's fill (the case as read a moment before, which another server's
+/// fold may have overtaken since, on PostgreSQL).
+#[derive(Clone, Copy, PartialEq)]
+enum Writer {
+    Fold,
+    Fill,
+}
+
+fn write(
+    conn: &mut DbConnection,
+    case_id: &str,
+    spec: &Spec,
+    p: &Projection,
+    writer: Writer,
+) -> AppResult<()> {
+    let values = (
+        indicator_cases::spec.eq(&spec.id),
+        indicator_cases::closed_at.eq(p.closed_at),
+        indicator_cases::facts.eq(&p.facts),
+        indicator_cases::event_days.eq(&p.event_days),
+        indicator_cases::records.eq(&p.records),
+        indicator_cases::deadlines.eq(&p.deadlines),
+    );
+    // Update first: after a case's first fold the row is always there. The
+    // fill replaces only a row of older definitions, never one a fold wrote.
+    let row = indicator_cases::table.filter(indicator_cases::case_id.eq(case_id));
+    let updated = match writer {
+        Writer::Fold => diesel::update(row).set(values).execute(conn)?,
+        Writer::Fill => diesel::update(row.filter(indicator_cases::spec.ne(&spec.id)))
+            .set(values)
+            .execute(conn)?,
+    };
+    if updated > 0 {
+        return Ok(());
     }
+    let insert = diesel::insert_into(indicator_cases::table)
+        .values((indicator_cases::case_id.eq(case_id), values));
+    // A row another server wrote between the update and the insert: the
+    // fold's (newer) answers replace it, the fill's (older) give way.
+    match (conn, writer) {
+        (DbConnection::Pg(c), Writer::Fold) => insert
+            .on_conflict(indicator_cases::case_id)
+            .do_update()
+            .set(values)
+            .execute(c)?,
+        (DbConnection::Pg(c), Writer::Fill) => insert.on_conflict_do_nothing().execute(c)?,
+        (DbConnection::Sqlite(c), Writer::Fold) => insert
+            .on_conflict(indicator_cases::case_id)
+            .do_update()
+            .set(values)
+            .execute(c)?,
+        (DbConnection::Sqlite(c), Writer::Fill) => insert.on_conflict_do_nothing().execute(c)?,
+    };
     Ok(())
 }
 
@@ -521,7 +549,7 @@ fn project_stored(
             &own,
             own_deadlines,
         )?;
-        write(conn, id, spec, &p)?;
+        write(conn, id, spec, &p, Writer::Fill)?;
     }
     Ok(())
 }
