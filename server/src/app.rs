@@ -36,6 +36,8 @@ pub struct AppState {
     pub cpu: Arc<CpuPool>,
     /// The console's background check of the audit chain.
     pub chain_check: Arc<crate::audit::ChainCheck>,
+    /// The console's indicator reports counted lately (`indicators::recent`).
+    pub recent_reports: Arc<crate::indicators::Recent>,
 }
 
 impl AppState {

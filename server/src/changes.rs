@@ -42,6 +42,38 @@ pub fn next_counter(conn: &mut DbConnection, name: &str) -> AppResult<i64> {
         .first(conn)?)
 }
 
+/// Adds one to a named counter, making it (at 1) if it is not there yet.
+/// Call inside a write transaction: the row stays locked until commit.
+pub fn bump_counter(conn: &mut DbConnection, name: &str) -> AppResult<()> {
+    let first = (counters::name.eq(name), counters::value.eq(1));
+    let next = counters::value.eq(counters::value + 1);
+    match conn {
+        DbConnection::Sqlite(c) => diesel::insert_into(counters::table)
+            .values(first)
+            .on_conflict(counters::name)
+            .do_update()
+            .set(next)
+            .execute(c)?,
+        DbConnection::Pg(c) => diesel::insert_into(counters::table)
+            .values(first)
+            .on_conflict(counters::name)
+            .do_update()
+            .set(next)
+            .execute(c)?,
+    };
+    Ok(())
+}
+
+/// A named counter's value (0 when it was never bumped).
+pub fn counter(conn: &mut DbConnection, name: &str) -> AppResult<i64> {
+    Ok(counters::table
+        .find(name)
+        .select(counters::value)
+        .first(conn)
+        .optional()?
+        .unwrap_or(0))
+}
+
 /// Records that `object_id` changed; `user_id` names the one user it
 /// concerns, or `None` for everyone. Returns the change's sequence number.
 pub fn record_change(

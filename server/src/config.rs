@@ -86,6 +86,9 @@ pub struct Settings {
     /// Suppressed indicator reports (viewers, publishable ones) hide counts
     /// from 1 to this minus one.
     pub indicator_suppression_threshold: u64,
+    /// Milliseconds the console's indicators page waits for a new count
+    /// before it answers with the last one, or says it is counting.
+    pub indicator_page_wait_ms: u64,
     /// The longest a break-glass grant lasts (a coordinator reading a case
     /// of another site), in minutes; a request may ask for less.
     pub break_glass_minutes: i64,
@@ -161,6 +164,7 @@ impl Default for Settings {
             max_batch_bytes: 20 * 1024 * 1024,
             max_attachment_bytes: 10_000_000,
             indicator_suppression_threshold: 5,
+            indicator_page_wait_ms: 50,
             break_glass_minutes: 180,
             pending_case_days: 14,
             odk_allow_plaintext: false,

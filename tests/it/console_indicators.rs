@@ -235,3 +235,92 @@ fn each_role_gets_from_the_page_what_the_api_gives_it() {
         assert_eq!(link, has_link, "the header link, {who}");
     }
 }
+
+/// Whether the page shows `report`'s rows as the API gives them now.
+fn shows(page: &str, report: &Value) -> bool {
+    report["rows"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .all(|row| page.contains(&expected_row(row)))
+}
+
+/// The page again and again until it shows a current count (no
+/// "counting" notice); each view must show nothing else as current.
+fn until_counted(browser: &mut Browser, url: &str) -> String {
+    for _ in 0..1200 {
+        let page = browser.get(url);
+        assert_eq!(page.status, 200, "{}", page.text);
+        if !page.text.contains("id=\"counting\"") {
+            return page.text;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    panic!("the count never arrived");
+}
+
+/// Counting a year of 100,000 cases takes longer than a page may wait
+/// (#18): the page answers at once with the last count of the same report
+/// while nothing it counted changed, says it is counting while it has
+/// none, and never shows an older count as current (docs/console.md,
+/// "Indicators").
+#[test]
+fn the_page_never_waits_long_for_a_count_nor_shows_an_old_one_as_current() {
+    let app = TestApp::spawn_with(|s| s.indicator_page_wait_ms = 0);
+    let staff = november_referrals(&app);
+    let mut browser = Browser::with_session(&app, &staff.coordinator);
+    let url = format!("/indicators?{QUERY}");
+    let audits = report_audits(&app);
+
+    // Nothing counted yet, and the page does not wait: it says so, shows
+    // no table and comes back by itself.
+    let first = browser.get(&url);
+    assert_eq!(first.status, 200, "{}", first.text);
+    assert!(first.text.contains("id=\"counting\""), "{}", first.text);
+    assert!(first.text.contains("<meta http-equiv=\"refresh\""));
+    assert!(!first.text.contains("<table class=\"indicators\""));
+
+    let counted = until_counted(&mut browser, &url);
+    let report = api_report(&app, &staff.coordinator);
+    assert!(shows(&counted, &report), "{counted}");
+    assert!(!counted.contains("http-equiv=\"refresh\""));
+    let stamp = |page: &str| {
+        let at = page.find("id=\"counted-at\"").expect("when it was counted");
+        page[at..at + page[at..].find("</p>").unwrap()].to_string()
+    };
+
+    // Nothing changed: the same count again, not a new one.
+    let again = browser.get(&url);
+    assert!(!again.text.contains("id=\"counting\""));
+    assert_eq!(stamp(&again.text), stamp(&counted));
+    assert!(shows(&again.text, &report));
+
+    // A new referral folds a case: the count is no longer current. The
+    // page shows it only as the count of its time while it counts again,
+    // and then the new numbers.
+    let boy = build::referral(&uuid::Uuid::new_v4().to_string())
+        .received_at("2026-11-20T10:00:00+05:00")
+        .child("Child 8")
+        .sex("male")
+        .envelope();
+    assert_eq!(phone(&app, &staff.worker).send(&boy).status, 201);
+    let report_now = api_report(&app, &staff.coordinator);
+    assert_ne!(report_now["rows"], report["rows"], "the boy counts");
+    let next = browser.get(&url);
+    if next.text.contains("id=\"counting\"") {
+        assert!(next.text.contains("Show the new count"), "{}", next.text);
+        assert!(shows(&next.text, &report), "the old count, marked as such");
+        assert!(
+            !next.text.contains("http-equiv=\"refresh\""),
+            "a page with counts never reloads under its reader"
+        );
+    } else {
+        assert!(shows(&next.text, &report_now), "{}", next.text);
+    }
+    let recounted = until_counted(&mut browser, &url);
+    assert!(shows(&recounted, &report_now), "{recounted}");
+
+    // Every view is a report read: one audit row each, counted or not.
+    let views = report_audits(&app) - audits;
+    assert!(views >= 5, "{views} audit rows");
+}

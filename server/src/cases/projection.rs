@@ -296,7 +296,16 @@ pub fn save(
         rows,
         deadlines,
     )?;
-    write(conn, case_id, &spec, &p, Writer::Fold)
+    write(conn, case_id, &spec, &p, Writer::Fold)?;
+    // What a report read may have changed: a count kept from before is
+    // no longer current (`indicators::Recent`).
+    crate::changes::bump_counter(conn, &data_generation_counter(&programme.id))
+}
+
+/// The `counters` row every fold of a case of `programme` adds one to:
+/// a report counted at one value is current while the value stays.
+pub fn data_generation_counter(programme: &str) -> String {
+    format!("indicator_data:{programme}")
 }
 
 /// Who writes a projection: the fold (the case as it now is) or the

@@ -5,6 +5,7 @@
 
 mod count;
 pub mod periods;
+pub mod recent;
 mod render;
 mod suppress;
 
@@ -19,6 +20,7 @@ use crate::error::{AppError, AppResult};
 use crate::programmes::indicators::{Dimension, Indicator};
 use crate::programmes::{DeadlineRule, Programme, Programmes};
 pub use periods::{Grain, Period};
+pub use recent::Recent;
 pub use render::{csv, json};
 
 /// How a report is answered: `json` (the default) or `csv`.

@@ -277,6 +277,7 @@ pub fn prepare(settings: Settings) -> Result<AppState, StartError> {
         keys: Arc::new(KeyRing::new(kek)),
         committer: Arc::new(Committer::start(pool, database)),
         chain_check: Default::default(),
+        recent_reports: Default::default(),
     })
 }
 

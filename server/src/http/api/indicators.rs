@@ -16,8 +16,9 @@ use crate::programmes::ProgrammeId;
 
 /// A report for `me`: planned for their audience, audited as
 /// `indicators_reported` in one transaction, then counted on a pooled
-/// connection. The API's route and the console's page (and its CSV) both
-/// read a report here, so both have one access rule and one audit row.
+/// connection. The API's route and the console's CSV both read a report
+/// here, and the console's page plans it here ([`planned`]), so all have
+/// one access rule and one audit row.
 pub async fn reported(
     state: &AppState,
     origin: Origin,
@@ -25,10 +26,28 @@ pub async fn reported(
     programme: String,
     query: ReportQuery,
 ) -> AppResult<(Request, Vec<Row>)> {
+    let request = planned(state, origin, me, programme, query).await?;
+    state
+        .db(move |conn| {
+            let rows = indicators::report(conn, &request)?;
+            Ok((request, rows))
+        })
+        .await
+}
+
+/// A report for `me`, planned for their audience and audited as
+/// `indicators_reported`, not yet counted.
+pub async fn planned(
+    state: &AppState,
+    origin: Origin,
+    me: Principal,
+    programme: String,
+    query: ReportQuery,
+) -> AppResult<Request> {
     let threshold = state.settings.indicator_suppression_threshold;
     state
         .db(move |conn| {
-            let request = write_tx(conn, |conn| {
+            write_tx(conn, |conn| {
                 let request =
                     indicators::plan(conn, &Audience::of(&me)?, &programme, &query, threshold)?;
                 audit::record(
@@ -39,9 +58,7 @@ pub async fn reported(
                         .detail(&indicators::describe(&request)),
                 )?;
                 Ok::<_, AppError>(request)
-            })?;
-            let rows = indicators::report(conn, &request)?;
-            Ok((request, rows))
+            })
         })
         .await
 }

@@ -8,6 +8,8 @@
 //! as the API writes it (`<5`, `x`), never as the small number.
 
 use std::collections::BTreeSet;
+use std::sync::Arc;
+use std::time::Duration;
 
 use actix_web::http::StatusCode;
 use actix_web::{web, HttpRequest, HttpResponse};
@@ -21,8 +23,9 @@ use crate::app::AppState;
 use crate::audit::Origin;
 use crate::auth::{sites, Role};
 use crate::error::AppError;
-use crate::http::api::indicators::{csv_answer, reported};
-use crate::indicators::{self, ReportQuery, TOTAL};
+use crate::http::api::indicators::{csv_answer, planned, reported};
+use crate::indicators::recent::{self, Counted};
+use crate::indicators::{self, ReportQuery, Request, TOTAL};
 use crate::programmes::Programmes;
 
 use super::session::WebUser;
@@ -140,6 +143,10 @@ struct IndicatorsPage {
     lines: Vec<Line>,
     charts: Vec<Chart>,
     csv: Option<String>,
+    /// When the count shown was made (programme's zone).
+    counted_at: Option<String>,
+    /// A newer count is under way (the one shown, if any, is not current).
+    counting: bool,
 }
 
 /// Only roles the API lets read indicators get the page.
@@ -202,6 +209,8 @@ pub async fn page(
         lines: Vec::new(),
         charts: Vec::new(),
         csv: None,
+        counted_at: None,
+        counting: false,
         form: form.clone(),
     };
     let Some(query) = form.query(None)? else {
@@ -214,8 +223,15 @@ pub async fn page(
         body.form.period = "month".into();
         return super::page(StatusCode::OK, &body);
     };
-    let (request, rows) = reported(&state, origin, me, form.programme.clone(), query).await?;
-    let report = indicators::json(&request, &rows);
+    let request = planned(&state, origin, me, form.programme.clone(), query).await?;
+    let Some((counted, current)) = counted(&state, &request).await? else {
+        // Nothing counted yet: the page says so and comes back by itself.
+        body.counting = true;
+        return super::page(StatusCode::OK, &body);
+    };
+    body.counting = !current;
+    body.counted_at = Some(local_time_of(&request, counted.at));
+    let report = indicators::json(&request, &counted.rows);
     body.suppressed = request.suppressed;
     body.by = request.by.iter().map(|(n, _)| n.clone()).collect();
     body.items = report["indicators"]
@@ -239,6 +255,44 @@ pub async fn page(
     body.charts = charts(&report, &body.form.chart, &body.by, body.chrome.t)?;
     body.csv = Some(format!("/indicators.csv?{}", form.query_string()));
     super::page(StatusCode::OK, &body)
+}
+
+/// The report's count for the page, and whether it is current: the last
+/// count while current, else a new one if it finishes within
+/// `indicator_page_wait_ms`, else the last one (older) while the new one goes on.
+/// `None` when nothing was counted yet.
+async fn counted(
+    state: &web::Data<AppState>,
+    request: &Request,
+) -> Result<Option<(Arc<Counted>, bool)>, WebError> {
+    let programme = request.programme.id.clone();
+    let generation = state
+        .db(move |conn| recent::generation(conn, &programme))
+        .await?;
+    let key = recent::key(request);
+    let mut lookup = state.recent_reports.look(&key, generation);
+    if lookup.must_count {
+        let (state, request, key) = (state.clone(), request.clone(), key.clone());
+        actix_web::rt::spawn(async move {
+            let counted = state.db(move |conn| Counted::count(conn, &request)).await;
+            if let Err(err) = &counted {
+                tracing::warn!(error = %err, "an indicator report for the console failed");
+            }
+            state.recent_reports.finish(&key, counted.ok());
+        });
+    }
+    let budget = Duration::from_millis(state.settings.indicator_page_wait_ms);
+    Ok(match lookup.wait(budget).await {
+        Some(current) => Some((current, true)),
+        None => lookup.last.map(|last| (last, false)),
+    })
+}
+
+/// When a count was made, in the programme's zone, to the second.
+fn local_time_of(request: &Request, at: chrono::DateTime<Utc>) -> String {
+    at.with_timezone(&request.programme.calendar.time_zone)
+        .format("%Y-%m-%d %H:%M:%S")
+        .to_string()
 }
 
 /// `GET /indicators.csv`: the same report as the API's CSV (one renderer).
