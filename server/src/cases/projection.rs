@@ -190,6 +190,49 @@ pub struct StoredDeadline(
     pub bool,
 );
 
+/// The columns of `case_deadlines` a [`StoredDeadline`] holds, after the
+/// case's id: the one select of them (the projection's fill and the
+/// report's read of cases without a current projection).
+pub const DEADLINE_COLUMNS: (
+    case_deadlines::case_id,
+    case_deadlines::rule_id,
+    case_deadlines::due_at,
+    case_deadlines::outcome,
+    case_deadlines::met_at,
+    case_deadlines::on_time,
+    case_deadlines::late_in_days,
+) = (
+    case_deadlines::case_id,
+    case_deadlines::rule_id,
+    case_deadlines::due_at,
+    case_deadlines::outcome,
+    case_deadlines::met_at,
+    case_deadlines::on_time,
+    case_deadlines::late_in_days,
+);
+
+/// A row of [`DEADLINE_COLUMNS`].
+pub type DeadlineColumns = (
+    String,
+    String,
+    NaiveDateTime,
+    String,
+    Option<NaiveDateTime>,
+    Option<bool>,
+    bool,
+);
+
+impl StoredDeadline {
+    /// A row of [`DEADLINE_COLUMNS`]: the case's id and its deadline.
+    pub fn of_row(row: DeadlineColumns) -> (String, StoredDeadline) {
+        let (case_id, rule, due, outcome, met, on_time, in_days) = row;
+        (
+            case_id,
+            StoredDeadline(rule, due, outcome, met, on_time, in_days),
+        )
+    }
+}
+
 /// A case's projection row.
 struct Projection {
     closed_at: Option<NaiveDateTime>,
@@ -489,36 +532,18 @@ fn project_stored(
         }
     }
     let mut deadlines: HashMap<String, Vec<StoredDeadline>> = HashMap::default();
-    for (case_id, rule, due, outcome, met, on_time, in_days) in case_deadlines::table
+    for row in case_deadlines::table
         .filter(case_deadlines::case_id.eq_any(&ids))
         .order((
             case_deadlines::case_id,
             case_deadlines::rule_id,
             case_deadlines::occurrence,
         ))
-        .select((
-            case_deadlines::case_id,
-            case_deadlines::rule_id,
-            case_deadlines::due_at,
-            case_deadlines::outcome,
-            case_deadlines::met_at,
-            case_deadlines::on_time,
-            case_deadlines::late_in_days,
-        ))
-        .load::<(
-            String,
-            String,
-            NaiveDateTime,
-            String,
-            Option<NaiveDateTime>,
-            Option<bool>,
-            bool,
-        )>(conn)?
+        .select(DEADLINE_COLUMNS)
+        .load::<DeadlineColumns>(conn)?
     {
-        deadlines
-            .entry(case_id)
-            .or_default()
-            .push(StoredDeadline(rule, due, outcome, met, on_time, in_days));
+        let (case_id, deadline) = StoredDeadline::of_row(row);
+        deadlines.entry(case_id).or_default().push(deadline);
     }
     let calendar = &programme.calendar;
     for (id, facts, event_days, closed_at, _) in chunk {

@@ -75,7 +75,8 @@ pub struct DeadlineView {
     pub source: String,
 }
 
-#[derive(Queryable)]
+#[derive(Queryable, Selectable)]
+#[diesel(table_name = case_deadlines)]
 struct DeadlineRow {
     rule_id: String,
     occurrence: i32,
@@ -110,18 +111,7 @@ fn deadline_views(
     let rows: Vec<DeadlineRow> = case_deadlines::table
         .filter(case_deadlines::case_id.eq(case_id))
         .order((case_deadlines::due_at, case_deadlines::rule_id))
-        .select((
-            case_deadlines::rule_id,
-            case_deadlines::occurrence,
-            case_deadlines::started_at,
-            case_deadlines::due_at,
-            case_deadlines::soon_at,
-            case_deadlines::outcome,
-            case_deadlines::met_at,
-            case_deadlines::on_time,
-            case_deadlines::ended_by,
-            case_deadlines::late_in_days,
-        ))
+        .select(DeadlineRow::as_select())
         .load(conn)?;
     Ok(rows
         .into_iter()
@@ -792,12 +782,14 @@ pub struct DueItem {
     pub source: String,
 }
 
-#[derive(Queryable)]
+#[derive(Queryable, Selectable)]
+#[diesel(table_name = case_deadlines)]
 struct DueRow {
     case_id: String,
     programme: String,
     site_id: String,
     assigned_to: Option<String>,
+    #[diesel(column_name = rule_id)]
     rule: String,
     occurrence: i32,
     due_at: NaiveDateTime,
@@ -856,7 +848,7 @@ pub fn due_in(
     let rows: Vec<DueRow> = query
         .order((case_deadlines::due_at, case_deadlines::case_id))
         .limit(5000)
-        .select(DUE_ROW)
+        .select(DueRow::as_select())
         .load(conn)?;
     due_items(conn, rows, now)
 }
@@ -888,28 +880,6 @@ fn with_status(
         Some(DueStatus::Upcoming) => query.filter(case_deadlines::soon_at.gt(t)),
     }
 }
-
-const DUE_ROW: (
-    case_deadlines::case_id,
-    case_deadlines::programme,
-    case_deadlines::site_id,
-    case_deadlines::assigned_to,
-    case_deadlines::rule_id,
-    case_deadlines::occurrence,
-    case_deadlines::due_at,
-    case_deadlines::soon_at,
-    case_deadlines::late_in_days,
-) = (
-    case_deadlines::case_id,
-    case_deadlines::programme,
-    case_deadlines::site_id,
-    case_deadlines::assigned_to,
-    case_deadlines::rule_id,
-    case_deadlines::occurrence,
-    case_deadlines::due_at,
-    case_deadlines::soon_at,
-    case_deadlines::late_in_days,
-);
 
 /// The items of `rows`, with their cases' numbers.
 fn due_items(
@@ -1034,7 +1004,7 @@ pub fn due_by_rule(
                 of_rule(status)
                     .order(case_deadlines::due_at)
                     .limit(per_rule)
-                    .select(DUE_ROW)
+                    .select(DueRow::as_select())
             };
             // Overdue and due soon at once (overdue first, by due time):
             // one query for a rule with none or few; the two lists apart

@@ -439,6 +439,20 @@ struct DeadlineRow {
     late_in_days: bool,
 }
 
+impl From<projection::StoredDeadline> for DeadlineRow {
+    fn from(d: projection::StoredDeadline) -> DeadlineRow {
+        let projection::StoredDeadline(rule_id, due_at, outcome, met_at, on_time, late_in_days) = d;
+        DeadlineRow {
+            rule_id,
+            due_at,
+            outcome,
+            met_at,
+            on_time,
+            late_in_days,
+        }
+    }
+}
+
 fn deadlines_of(
     conn: &mut DbConnection,
     ids: &[&str],
@@ -446,38 +460,16 @@ fn deadlines_of(
     to: NaiveDateTime,
 ) -> AppResult<HashMap<String, Vec<DeadlineRow>>> {
     let mut out: HashMap<String, Vec<DeadlineRow>> = HashMap::new();
-    for (case_id, rule_id, due_at, outcome, met_at, on_time, late_in_days) in case_deadlines::table
+    for row in case_deadlines::table
         .filter(case_deadlines::case_id.eq_any(ids))
         .filter(case_deadlines::due_at.ge(from))
         .filter(case_deadlines::due_at.lt(to))
         .filter(case_deadlines::outcome.ne("not_applicable"))
-        .select((
-            case_deadlines::case_id,
-            case_deadlines::rule_id,
-            case_deadlines::due_at,
-            case_deadlines::outcome,
-            case_deadlines::met_at,
-            case_deadlines::on_time,
-            case_deadlines::late_in_days,
-        ))
-        .load::<(
-            String,
-            String,
-            NaiveDateTime,
-            String,
-            Option<NaiveDateTime>,
-            Option<bool>,
-            bool,
-        )>(conn)?
+        .select(projection::DEADLINE_COLUMNS)
+        .load::<projection::DeadlineColumns>(conn)?
     {
-        out.entry(case_id).or_default().push(DeadlineRow {
-            rule_id,
-            due_at,
-            outcome,
-            met_at,
-            on_time,
-            late_in_days,
-        });
+        let (case_id, deadline) = projection::StoredDeadline::of_row(row);
+        out.entry(case_id).or_default().push(deadline.into());
     }
     Ok(out)
 }
@@ -489,25 +481,7 @@ fn projected_deadlines(text: &str, from: NaiveDateTime, to: NaiveDateTime) -> Ve
         .unwrap_or_default()
         .into_iter()
         .filter(|d| d.1 >= from && d.1 < to && d.2 != "not_applicable")
-        .map(
-            |projection::StoredDeadline(
-                rule_id,
-                due_at,
-                outcome,
-                met_at,
-                on_time,
-                late_in_days,
-            )| {
-                DeadlineRow {
-                    rule_id,
-                    due_at,
-                    outcome,
-                    met_at,
-                    on_time,
-                    late_in_days,
-                }
-            },
-        )
+        .map(DeadlineRow::from)
         .collect()
 }
 
