@@ -95,10 +95,14 @@ impl Lookup {
             .filter(|c| c.is_current(self.generation, Utc::now()))
     }
 
-    /// Waits at most `budget` for a current count.
+    /// Waits at most `budget` for a current count; a zero budget never
+    /// waits (a timer of zero still waits for the timer's next tick).
     pub async fn wait(&mut self, budget: Duration) -> Option<Arc<Counted>> {
         if let Some(current) = self.current() {
             return Some(current);
+        }
+        if budget.is_zero() {
+            return None;
         }
         let generation = self.generation;
         let arrived = tokio::time::timeout(
@@ -246,6 +250,7 @@ mod tests {
         assert_eq!(got.unwrap().generation, 3);
         let mut late = recent.look("r", 4);
         assert!(late.wait(Duration::from_millis(1)).await.is_none());
+        assert!(late.wait(Duration::ZERO).await.is_none());
     }
 
     #[test]
