@@ -1339,3 +1339,81 @@ fn the_zip_reads_the_stored_repeat_groups_and_they_give_the_same_files_as_the_en
         .unwrap();
     assert_eq!((identifying(), deidentified()), from_stored);
 }
+
+/// Servers starting together on one PostgreSQL both run the start's
+/// backfill of repeat groups: the one that meets a row the other stored
+/// meanwhile leaves it as it is and starts, instead of failing on the
+/// duplicate key (#19 item 5).
+#[test]
+fn a_backfill_that_meets_a_row_another_server_stored_meanwhile_leaves_it() {
+    use casesync::db::schema::{counters, submission_repeats, submissions};
+    let app = TestApp::spawn();
+    let admin = app.admin_token();
+    let (_, worker) = app.user(&admin, "aigerim", "field_worker", &["KZ-CAM-ALA"]);
+    let envelope = referral(&uuid::Uuid::new_v4().to_string(), "Timur Aliyev");
+    assert_eq!(phone(&app, &worker).send(&envelope).status, 201);
+    let instance_id = envelope["instance_id"].as_str().unwrap().to_string();
+    let received_at: chrono::NaiveDateTime = submissions::table
+        .find(&instance_id)
+        .select(submissions::received_at)
+        .first(&mut app.conn())
+        .unwrap();
+    // As before the table: no row, and the backfill due.
+    diesel::delete(submission_repeats::table)
+        .execute(&mut app.conn())
+        .unwrap();
+    diesel::insert_into(counters::table)
+        .values((
+            counters::name.eq("submission_repeats_backfill"),
+            counters::value.eq(0i64),
+        ))
+        .execute(&mut app.conn())
+        .unwrap();
+
+    // The other server has stored the row, not yet committed, when this
+    // one's backfill looks.
+    let mut other = app.conn();
+    let mut waiting = None;
+    other
+        .transaction::<_, diesel::result::Error, _>(|other| {
+            diesel::insert_into(submission_repeats::table)
+                .values((
+                    submission_repeats::form_id.eq("kz.referral"),
+                    submission_repeats::received_at.eq(received_at),
+                    submission_repeats::instance_id.eq(&instance_id),
+                    submission_repeats::kept.eq("the other server's"),
+                    submission_repeats::data.eq("{}"),
+                ))
+                .execute(other)?;
+            let mut conn = app.conn();
+            waiting = Some(std::thread::spawn(move || {
+                casesync::submissions::repeats::backfill(&mut conn)
+            }));
+            if app.shared.db.is_postgres() {
+                // Until the backfill waits for the other's row (on SQLite
+                // it waits for the write lock instead, then sees the row).
+                let blocked = || -> i64 {
+                    diesel::select(diesel::dsl::sql::<diesel::sql_types::BigInt>(
+                        "(SELECT count(*) FROM pg_locks WHERE NOT granted)",
+                    ))
+                    .get_result(&mut app.conn())
+                    .unwrap()
+                };
+                let mut tries = 0;
+                while blocked() == 0 {
+                    tries += 1;
+                    assert!(tries < 3000, "the backfill never met the row");
+                    std::thread::sleep(std::time::Duration::from_millis(10));
+                }
+            }
+            Ok(())
+        })
+        .unwrap();
+    let result = waiting.unwrap().join().unwrap();
+    assert!(result.is_ok(), "{result:?}");
+    let kept: String = submission_repeats::table
+        .select(submission_repeats::kept)
+        .first(&mut app.conn())
+        .unwrap();
+    assert_eq!(kept, "the other server's", "left as it was");
+}

@@ -223,15 +223,33 @@ pub fn insert(
     instance_id: &str,
     repeats: &StoredRepeats,
 ) -> AppResult<()> {
-    diesel::insert_into(submission_repeats::table)
-        .values((
-            submission_repeats::form_id.eq(form_id),
-            submission_repeats::received_at.eq(received_at),
-            submission_repeats::instance_id.eq(instance_id),
-            submission_repeats::kept.eq(&repeats.kept),
-            submission_repeats::data.eq(&repeats.data),
-        ))
-        .execute(conn)?;
+    write(conn, form_id, received_at, instance_id, repeats, false)
+}
+
+/// Stores a row; `unless_stored`: for the start's backfill, a row another
+/// server's backfill stored meanwhile (servers starting together on
+/// PostgreSQL) is left as it is (the same answers of the same envelope)
+/// instead of failing the start.
+fn write(
+    conn: &mut DbConnection,
+    form_id: &str,
+    received_at: NaiveDateTime,
+    instance_id: &str,
+    repeats: &StoredRepeats,
+    unless_stored: bool,
+) -> AppResult<()> {
+    let insert = diesel::insert_into(submission_repeats::table).values((
+        submission_repeats::form_id.eq(form_id),
+        submission_repeats::received_at.eq(received_at),
+        submission_repeats::instance_id.eq(instance_id),
+        submission_repeats::kept.eq(&repeats.kept),
+        submission_repeats::data.eq(&repeats.data),
+    ));
+    match (conn, unless_stored) {
+        (DbConnection::Sqlite(c), true) => insert.on_conflict_do_nothing().execute(c)?,
+        (DbConnection::Pg(c), true) => insert.on_conflict_do_nothing().execute(c)?,
+        (conn, false) => insert.execute(conn)?,
+    };
     Ok(())
 }
 
@@ -340,7 +358,7 @@ fn backfill_version(
             for (instance_id, received_at, payload) in &rows {
                 let envelope: Value = serde_json::from_str(payload).map_err(AppError::internal)?;
                 let repeats = self::stored(places, &envelope["data"]);
-                insert(conn, form_id, *received_at, instance_id, &repeats)?;
+                write(conn, form_id, *received_at, instance_id, &repeats, true)?;
             }
             stored += rows.len() as u64;
             Ok::<_, AppError>(rows.last().map(|r| (r.1, r.0.clone())))
