@@ -818,7 +818,7 @@ const DUE_LIMIT: i64 = 5000;
 /// One walk of `case_deadlines_site_rule` (the index Today reads) per
 /// site and deadline rule, each stopping at the limit, then merged: no
 /// index of every open deadline by due time is kept, since each cost every
-/// stored form about a page write (migration 000036). A rule with more
+/// stored form about a page write (migration 000034). A rule with more
 /// than the limit open at one site is cut by due time alone, so of the
 /// deadlines due at the cut's very moment some may be left out.
 pub fn due_in(
