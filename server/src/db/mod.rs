@@ -327,8 +327,10 @@ where
 }
 
 /// Inserts `rows` in as few statements as the backend allows: on
-/// PostgreSQL `batch` writes up to 1,000 rows a statement (each statement
-/// is a round trip there, parsed and planned on its own: #19 item 8); on
+/// PostgreSQL `batch` writes up to 1,000 rows a statement, since each
+/// statement is a round trip inside the committer's serial section (#19
+/// item 8: 61.6 → 51.6 statements per referral; on loopback the backends'
+/// CPU did not change measurably, a remote database saves the latency). On
 /// SQLite, where a statement is a call inside the process and diesel's
 /// MultiConnection has no batch insert, `one` writes each row.
 pub fn insert_rows<T>(
