@@ -8,6 +8,12 @@
 #
 # Settings (environment): CASESYNC_PG_PORT (5433), CASESYNC_PG_DATA
 # (/tmp/casesync-pg), CASESYNC_PG_USER / CASESYNC_PG_PASSWORD (casesync).
+# CASESYNC_PG_DURABLE=1 makes a new cluster durable as a deployment's
+# (fsync, synchronous_commit on; the default turns them off for tests):
+# the one to compare with SQLite at synchronous=FULL in the benchmarks.
+#
+#   CASESYNC_PG_DURABLE=1 CASESYNC_PG_PORT=5434 CASESYNC_PG_DATA=/tmp/casesync-pg-durable \
+#     scripts/start-postgres.sh
 set -euo pipefail
 
 port=${CASESYNC_PG_PORT:-5433}
@@ -57,10 +63,12 @@ if ! "$bindir/pg_isready" -q -h 127.0.0.1 -p "$port"; then
       echo "port = $port"
       echo "unix_socket_directories = '$data'"
       echo "max_connections = 300"
-      # A test database is disposable: durability off for speed.
-      echo "fsync = off"
-      echo "synchronous_commit = off"
-      echo "full_page_writes = off"
+      if [ "${CASESYNC_PG_DURABLE:-}" != 1 ]; then
+        # A test database is disposable: durability off for speed.
+        echo "fsync = off"
+        echo "synchronous_commit = off"
+        echo "full_page_writes = off"
+      fi
     } >> "$data/postgresql.conf"
   fi
   log "starting PostgreSQL on 127.0.0.1:$port"

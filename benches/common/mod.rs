@@ -1,9 +1,12 @@
 #![allow(dead_code)]
 //! What the database benchmarks share: a fresh SQLite database with the
 //! default sites, the shipped forms and a field worker of CAM Almaty.
+//! `BENCH_DATABASE_URL=postgres://…` (an empty database, as
+//! `DATABASE=postgres scripts/bench-export.sh` makes one) puts it on
+//! PostgreSQL instead.
 
 use casesync::auth::{sites, users, Principal, Role};
-use casesync::config::DatabaseTarget;
+use casesync::config::{DatabaseTarget, Secret};
 use casesync::crypto::kek::Kek;
 use casesync::db::{self, Database, DatabaseKey, DbConnection};
 use casesync::forms::{definitions, registry};
@@ -19,8 +22,12 @@ pub struct BenchDb {
 
 /// The benchmark's database in `dir`, encrypted as the server's is (a
 /// fixed bench key); `BENCH_PLAINTEXT=1` leaves it plaintext, for the
-/// cost of the encryption.
+/// cost of the encryption. With `BENCH_DATABASE_URL` the PostgreSQL
+/// database it names instead (`dir` then holds nothing).
 pub fn bench_database(dir: &std::path::Path) -> Database {
+    if let Ok(url) = std::env::var("BENCH_DATABASE_URL") {
+        return Database::new(DatabaseTarget::Postgres(Secret::new(url)), None);
+    }
     let target = DatabaseTarget::Sqlite(dir.join("bench.db"));
     let key = std::env::var("BENCH_PLAINTEXT")
         .is_err()

@@ -13,11 +13,9 @@
 use crate::common;
 
 use casesync::cases::projection;
-use casesync::cli::Cli;
 use casesync::db::schema::{cases, indicator_cases};
 use casesync::db::DbConnection;
 use casesync::indicators::{self, Audience, ReportQuery, Row};
-use clap::Parser;
 use common::{open_db, private_tempdir, TestDb};
 use diesel::prelude::*;
 
@@ -26,32 +24,7 @@ use diesel::prelude::*;
 fn seeded(cases: usize) -> (tempfile::TempDir, TestDb) {
     let dir = private_tempdir();
     let db = TestDb::new();
-    let config = dir.path().join("casesync.toml");
-    let url = db
-        .url
-        .as_ref()
-        .map(|u| format!("database_url = {u:?}\n"))
-        .unwrap_or_default();
-    std::fs::write(&config, url).unwrap();
-    let data = dir.path().join("data");
-    let fixtures = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/forms");
-    let args = [
-        "casesync",
-        "--config",
-        config.to_str().unwrap(),
-        "--data-dir",
-        data.to_str().unwrap(),
-        "seed",
-        "--cases",
-        &cases.to_string(),
-        "--forms-per-case",
-        "8",
-        "--workers-per-site",
-        "1",
-        "--fixtures",
-        fixtures,
-    ];
-    casesync::cli::run(Cli::try_parse_from(args).unwrap()).expect("seed runs");
+    common::seed(dir.path(), &db, cases, 8);
     (dir, db)
 }
 

@@ -54,6 +54,7 @@ mod operations;
 mod privacy;
 mod retention;
 mod scaleout;
+mod seed;
 mod snapshots;
 mod submissions;
 mod walkthroughs;

@@ -121,17 +121,20 @@ fn numbers(conn: &mut DbConnection, all: &[Case], report: &mut Report) -> AppRes
                 .parse::<i64>()
                 .ok()
                 .map(|n| (super::numbers::kz_scope(&case.site_id), n)),
-            // `NNN-DDMM-YY-ORG-II`
+            // `NNN-DDMM-YY-ORG-II`, counted per organisation code and
+            // month of registration (`numbers::bt_scope`, SOP §10.2).
             _ => {
                 let parts: Vec<&str> = number.split('-').collect();
                 match parts.as_slice() {
-                    [count, day_month, year, ..] if day_month.len() == 4 => {
-                        count.parse::<i64>().ok().map(|n| {
-                            (
-                                format!("bt:{}:20{year}-{}", case.site_id, &day_month[2..]),
-                                n,
-                            )
-                        })
+                    [count, day_month, year, org, _] if day_month.len() == 4 => {
+                        let registered = chrono::NaiveDate::parse_from_str(
+                            &format!("20{year}-{}-{}", &day_month[2..], &day_month[..2]),
+                            "%Y-%m-%d",
+                        );
+                        match (count.parse::<i64>(), registered) {
+                            (Ok(n), Ok(day)) => Some((super::numbers::bt_scope(org, day), n)),
+                            _ => None,
+                        }
                     }
                     _ => None,
                 }

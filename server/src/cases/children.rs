@@ -217,23 +217,36 @@ pub fn propose_duplicates(
         .collect();
     likely.sort_by_key(|(_, _, score)| -score);
     likely.truncate(PROPOSE_AT_MOST);
-    let mut proposed = 0;
-    for (other, reasons, score) in likely {
-        diesel::insert_into(duplicate_candidates::table)
-            .values((
+    let rows: Vec<_> = likely
+        .into_iter()
+        .map(|(other, reasons, score)| {
+            (
                 duplicate_candidates::id.eq(crate::ids::new_row_id()),
                 duplicate_candidates::child_id.eq(child_id),
-                duplicate_candidates::other_child_id.eq(&other),
+                duplicate_candidates::other_child_id.eq(other),
                 duplicate_candidates::site_id.eq(site_id),
                 duplicate_candidates::reasons
                     .eq(serde_json::to_string(&reasons).unwrap_or_default()),
                 duplicate_candidates::score.eq(score),
                 duplicate_candidates::status.eq(OPEN),
                 duplicate_candidates::created_at.eq(now()),
-            ))
-            .execute(conn)?;
-        proposed += 1;
-    }
+            )
+        })
+        .collect();
+    let proposed = crate::db::insert_rows(
+        conn,
+        rows,
+        |c, rows| {
+            diesel::insert_into(duplicate_candidates::table)
+                .values(rows)
+                .execute(c)
+        },
+        |c, row| {
+            diesel::insert_into(duplicate_candidates::table)
+                .values(row)
+                .execute(c)
+        },
+    )?;
     Ok(proposed)
 }
 

@@ -326,12 +326,25 @@ pub fn save(
         .execute(conn)?;
     diesel::delete(case_deadlines::table.filter(case_deadlines::case_id.eq(&case.id)))
         .execute(conn)?;
-    // One statement each: batch inserts are not portable across our backends.
-    for d in &folded.deadlines {
-        diesel::insert_into(case_deadlines::table)
-            .values(deadline_row(case, d))
-            .execute(conn)?;
-    }
+    let deadline_rows: Vec<DeadlineValues> = folded
+        .deadlines
+        .iter()
+        .map(|d| deadline_row(case, d))
+        .collect();
+    crate::db::insert_rows(
+        conn,
+        deadline_rows,
+        |conn, chunk| {
+            diesel::insert_into(case_deadlines::table)
+                .values(chunk)
+                .execute(conn)
+        },
+        |conn, row| {
+            diesel::insert_into(case_deadlines::table)
+                .values(row)
+                .execute(conn)
+        },
+    )?;
     let deadlines = folded
         .deadlines
         .iter()

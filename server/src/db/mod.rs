@@ -326,6 +326,37 @@ where
     }
 }
 
+/// Inserts `rows` in as few statements as the backend allows: on
+/// PostgreSQL `batch` writes up to 1,000 rows a statement, since each
+/// statement is a round trip inside the committer's serial section (#19
+/// item 8: 61.6 → 51.6 statements per referral; on loopback the backends'
+/// CPU did not change measurably, a remote database saves the latency). On
+/// SQLite, where a statement is a call inside the process and diesel's
+/// MultiConnection has no batch insert, `one` writes each row.
+pub fn insert_rows<T>(
+    conn: &mut DbConnection,
+    rows: Vec<T>,
+    batch: impl Fn(&mut PgConnection, Vec<T>) -> diesel::QueryResult<usize>,
+    one: impl Fn(&mut DbConnection, T) -> diesel::QueryResult<usize>,
+) -> diesel::QueryResult<usize> {
+    const AT_MOST: usize = 1000;
+    let mut written = 0;
+    match conn {
+        DbConnection::Pg(c) => {
+            let mut rows = rows.into_iter().peekable();
+            while rows.peek().is_some() {
+                written += batch(c, rows.by_ref().take(AT_MOST).collect())?;
+            }
+        }
+        conn => {
+            for row in rows {
+                written += one(conn, row)?;
+            }
+        }
+    }
+    Ok(written)
+}
+
 /// Whether the database answers a trivial query.
 pub fn ping(conn: &mut DbConnection) -> bool {
     diesel::select(diesel::dsl::sql::<diesel::sql_types::Integer>("1"))

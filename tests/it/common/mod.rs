@@ -112,6 +112,41 @@ pub fn open_db(data_dir: &Path, db: &TestDb) -> DbConnection {
     db::open_one(&storage.database).expect("database connection")
 }
 
+/// Runs `casesync seed` (README, "A database of realistic cases") into
+/// the data directory `root/data` and the suite's database `db` (its URL
+/// in `root/casesync.toml`): `cases` more cases of both programmes, about
+/// `forms_per_case` forms each, one field worker per site.
+pub fn seed(root: &Path, db: &TestDb, cases: usize, forms_per_case: usize) {
+    let config = root.join("casesync.toml");
+    let url = db
+        .url
+        .as_ref()
+        .map(|u| format!("database_url = {u:?}\n"))
+        .unwrap_or_default();
+    std::fs::write(&config, url).unwrap();
+    let data = root.join("data");
+    let fixtures = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/forms");
+    let (cases, forms_per_case) = (cases.to_string(), forms_per_case.to_string());
+    let args = [
+        "casesync",
+        "--config",
+        config.to_str().unwrap(),
+        "--data-dir",
+        data.to_str().unwrap(),
+        "seed",
+        "--cases",
+        &cases,
+        "--forms-per-case",
+        &forms_per_case,
+        "--workers-per-site",
+        "1",
+        "--fixtures",
+        fixtures,
+    ];
+    let cli = <casesync::cli::Cli as clap::Parser>::try_parse_from(args).unwrap();
+    casesync::cli::run(cli).expect("seed runs");
+}
+
 /// Settings for tests: loopback, small pools, fast throttling.
 pub fn test_settings(shared: &Shared) -> Settings {
     let mut s = Settings {
