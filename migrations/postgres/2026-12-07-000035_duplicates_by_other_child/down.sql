@@ -1,0 +1,1 @@
+DROP INDEX duplicate_candidates_other;
