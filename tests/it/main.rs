@@ -56,4 +56,5 @@ mod retention;
 mod scaleout;
 mod snapshots;
 mod submissions;
+mod sync_fleet;
 mod walkthroughs;

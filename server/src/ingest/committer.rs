@@ -3,6 +3,13 @@
 //! savepoint. A durable commit (an fsync on SQLite) is paid once per group
 //! instead of once per submission, and nobody hears "stored" before the
 //! commit that stored it.
+//!
+//! The same thread appends the audit rows of reads that happen all the
+//! time beside ingest (a phone's sync that carried cases): in the group's
+//! transaction they share its fsync, and on SQLite they neither wait for
+//! the one write lock beside the committer (whose busy wait sleeps in
+//! steps of milliseconds) nor empty its connection's page cache, as a
+//! write on any other connection does (#19 item 7).
 
 use std::time::{Duration, Instant};
 
@@ -10,7 +17,7 @@ use diesel::Connection;
 use tokio::sync::{mpsc, oneshot};
 
 use super::{audit_received, settle_race, store_unaudited, Prepared, Stored};
-use crate::audit::Origin;
+use crate::audit::{self, Event, Origin};
 use crate::auth::Principal;
 use crate::config::DatabaseTarget;
 use crate::db::{self, write_tx, Database, DbConnection, Pool};
@@ -19,11 +26,25 @@ use crate::error::{AppError, AppResult};
 /// Most submissions stored by one commit.
 pub const MAX_GROUP: usize = 128;
 
-struct Job {
+enum Job {
+    Store(StoreJob),
+    Audit(AuditJob),
+}
+
+struct StoreJob {
     prepared: Prepared,
     who: Principal,
     origin: Origin,
     reply: oneshot::Sender<AppResult<Stored>>,
+}
+
+/// An audit row to append for `who`: `action`, with `detail`.
+struct AuditJob {
+    who: Principal,
+    origin: Origin,
+    action: &'static str,
+    detail: String,
+    reply: oneshot::Sender<AppResult<()>>,
 }
 
 /// The handle requests use; the writer thread ends when the last handle is
@@ -63,15 +84,39 @@ impl Committer {
     ) -> AppResult<impl std::future::Future<Output = AppResult<Stored>>> {
         let (reply, answer) = oneshot::channel();
         self.queue
-            .send(Job {
+            .send(Job::Store(StoreJob {
                 prepared,
                 who,
                 origin,
                 reply,
-            })
+            }))
             .await
             .map_err(|_| writer_gone())?;
         Ok(async move { answer.await.map_err(|_| writer_gone())? })
+    }
+
+    /// Appends the audit row `action` (with `detail`) of `who` in the next
+    /// group's transaction and answers once it is committed, so what it
+    /// records is not disclosed before it is on disk.
+    pub async fn audit(
+        &self,
+        who: Principal,
+        origin: Origin,
+        action: &'static str,
+        detail: String,
+    ) -> AppResult<()> {
+        let (reply, answer) = oneshot::channel();
+        self.queue
+            .send(Job::Audit(AuditJob {
+                who,
+                origin,
+                action,
+                detail,
+                reply,
+            }))
+            .await
+            .map_err(|_| writer_gone())?;
+        answer.await.map_err(|_| writer_gone())?
     }
 }
 
@@ -146,37 +191,60 @@ fn run(mut writer: Writer, mut jobs: mpsc::Receiver<Job>) {
 }
 
 fn commit_group(writer: &mut Writer, group: Vec<Job>) {
+    let size = group.len();
+    let (mut stores, mut audits) = (Vec::new(), Vec::new());
+    for job in group {
+        match job {
+            Job::Store(job) => stores.push(job),
+            Job::Audit(job) => audits.push(job),
+        }
+    }
     let outcomes = writer.with(|conn| {
-        let outcomes = write_tx(conn, |conn: &mut DbConnection| {
-            let outcomes: Vec<AppResult<Stored>> = group
+        let (stored, audited) = write_tx(conn, |conn: &mut DbConnection| {
+            let stored: Vec<AppResult<Stored>> = stores
                 .iter()
                 .map(|job| conn.transaction(|c| store_unaudited(c, &job.who, &job.prepared)))
                 .collect();
             // The audit rows last, once every case row the group touches is
             // locked (see `audit_received`).
-            for (job, outcome) in group.iter().zip(&outcomes) {
+            for (job, outcome) in stores.iter().zip(&stored) {
                 if let Ok(Stored::Created(receipt)) = outcome {
                     audit_received(conn, &job.who, &job.origin, &job.prepared, receipt)?;
                 }
             }
-            Ok::<_, AppError>(outcomes)
+            // Each reader's row in a savepoint: one that fails fails alone.
+            let audited: Vec<AppResult<()>> = audits
+                .iter()
+                .map(|job| {
+                    let event = Event::new(Some(&job.who), job.action).detail(&job.detail);
+                    audit::record(conn, &job.origin, event)
+                })
+                .collect();
+            Ok::<_, AppError>((stored, audited))
         })?;
-        Ok(group
+        let stored = stores
             .iter()
-            .zip(outcomes)
+            .zip(stored)
             .map(|(job, outcome)| outcome.or_else(|err| settle_race(conn, &job.prepared, err)))
-            .collect::<Vec<_>>())
+            .collect::<Vec<_>>();
+        Ok((stored, audited))
     });
     match outcomes {
-        Ok(outcomes) => {
-            for (job, outcome) in group.into_iter().zip(outcomes) {
+        Ok((stored, audited)) => {
+            for (job, outcome) in stores.into_iter().zip(stored) {
                 // A client that went away learns the outcome when it retries.
+                let _ = job.reply.send(outcome);
+            }
+            for (job, outcome) in audits.into_iter().zip(audited) {
                 let _ = job.reply.send(outcome);
             }
         }
         Err(err) => {
-            tracing::error!(error = %err, size = group.len(), "a group commit failed");
-            for job in group {
+            tracing::error!(error = %err, size, "a group commit failed");
+            for job in stores {
+                let _ = job.reply.send(Err(clone_error(&err)));
+            }
+            for job in audits {
                 let _ = job.reply.send(Err(clone_error(&err)));
             }
         }

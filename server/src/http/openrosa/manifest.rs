@@ -7,9 +7,8 @@ use quick_xml::escape::escape;
 
 use super::{caller, current_forms, no_such_form, Answer, XML};
 use crate::app::AppState;
-use crate::audit::{self, Event, Origin};
+use crate::audit::Origin;
 use crate::cases::reconcile::programme_of;
-use crate::db::write_tx;
 use crate::error::AppError;
 use crate::odk::xform::DATASET;
 use crate::sync::case_list as entities;
@@ -108,22 +107,18 @@ pub(super) async fn entity_list(
     }
     let programme = programme_of(&caller.programme)?;
     let who = caller.who;
+    let reader = who.clone();
     let list = state
-        .db(move |conn| {
-            let list = entities::case_list(conn, &who, &programme)?;
-            if list.cases > 0 {
-                let detail = format!("{} cases (ODK case list)", list.cases);
-                write_tx(conn, |conn| {
-                    audit::record(
-                        conn,
-                        &origin,
-                        Event::new(Some(&who), "cases_synced").detail(&detail),
-                    )
-                })?;
-            }
-            Ok(list)
-        })
+        .db(move |conn| entities::case_list(conn, &reader, &programme))
         .await?;
+    // Audited as a sync is: by the committer, before the answer leaves.
+    if list.cases > 0 {
+        let detail = format!("{} cases (ODK case list)", list.cases);
+        state
+            .committer
+            .audit(who, origin, "cases_synced", detail)
+            .await?;
+    }
     Ok(HttpResponse::Ok()
         .content_type("text/csv; charset=utf-8")
         .insert_header(("Cache-Control", "no-store"))
