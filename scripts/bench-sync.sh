@@ -7,8 +7,11 @@
 #
 # The data directory is filled by `casesync seed` (no HTTP): KZ cases at the
 # three KZ sites, each a distinct child, given to the field workers in turn
-# (`--workers PHONES --in-turn --all-open`), about FORMS forms each (2), and
-# a device token per worker (`--device-tokens`: no Argon2 per phone).
+# (`--workers PHONES --in-turn --all-open`), FORMS forms each on average (1:
+# the referral that opened it, with its deadlines; a sync reads a case's
+# row and open deadlines, not its forms, and each form more adds about a
+# third to the seed's 2.5 minutes), and a device token per worker
+# (`--device-tokens`: no Argon2 per phone).
 #
 # The phones are scripts/bench-sync-phones.py (Python 3's standard library):
 # phone i syncs in full at i/PHONES of the period, then pulls from its
@@ -47,7 +50,7 @@ CASES_EACH=${CASES_EACH:-50}
 PERIOD=${PERIOD:-30}
 N=${N:-20000}
 C=${C:-32}
-FORMS=${FORMS:-2}
+FORMS=${FORMS:-1}
 FU=${FU:-20}
 FOLLOW_UP=${FOLLOW_UP:-kz.communication}
 PORT=${PORT:-18451}
@@ -109,10 +112,12 @@ TOKEN=$(curl -fs -H 'Content-Type: application/json' \
   -d "{\"username\":\"seed-admin\",\"password\":\"$SEEDED_PASSWORD\"}" "$BASE/api/v1/sessions" | json "['token']")
 SITE=$(curl -fs -H "Authorization: Bearer $TOKEN" "$BASE/api/v1/sites" |
   python3 -c "import json,sys; print([s['id'] for s in json.load(sys.stdin)['items'] if s['code']=='KZ-CAM-ALA'][0])")
-# The referrals' sender: a field worker without a phone in the fleet.
-curl -fs -o /dev/null -H "Authorization: Bearer $TOKEN" -H 'Content-Type: application/json' \
+# The referrals' sender: a field worker without a phone in the fleet (made
+# by an earlier run already when the directory is reused: 409).
+made=$(curl -s -o /dev/null -w '%{http_code}' -H "Authorization: Bearer $TOKEN" -H 'Content-Type: application/json' \
   -d "{\"username\":\"bench\",\"role\":\"field_worker\",\"site_ids\":[\"$SITE\"],\"password\":\"bench-worker-password\"}" \
-  "$BASE/api/v1/users"
+  "$BASE/api/v1/users")
+case "$made" in 201 | 409) ;; *) echo "making the bench worker: HTTP $made"; exit 1 ;; esac
 
 python3 - "$FIXTURES/kz.referral/valid.json" > referral.json <<'PY'
 import json, sys
@@ -126,22 +131,30 @@ cp "$FIXTURES/$FOLLOW_UP/valid.json" follow-up.json
 # of `bench`, and FU phones' workers (different ones each round) with a
 # follow-up on each of their cases.
 ROUNDS=3
+follow_up_collector() { # round, number
+  local dir=$PHONE_ROOT/follow-up-$1-$2 line=$(( ($1 - 1) * FU + $2 ))
+  sed -n "${line}p" "$DATA_DIR/$TOKENS" | cut -d' ' -f2 >"token-$1-$2"
+  "$BIN" collect --dir "$dir" login --server "$BASE" --token-file "token-$1-$2" >/dev/null
+  "$BIN" collect --dir "$dir" pull >/dev/null
+  "$BIN" collect --dir "$dir" fill "$FOLLOW_UP" follow-up.json --each-case >/dev/null
+}
 start=$(date +%s.%N)
+fills=() batch=()
 for r in $(seq 1 $ROUNDS); do
   dir=$PHONE_ROOT/referrals-$r
   CASESYNC_COLLECT_PASSWORD=bench-worker-password "$BIN" collect --dir "$dir" login --server "$BASE" --username bench >/dev/null
   "$BIN" collect --dir "$dir" pull >/dev/null
   "$BIN" collect --dir "$dir" fill kz.referral referral.json --count "$N" >/dev/null &
-  for j in $(seq 1 "$FU"); do
-    line=$(( (r - 1) * FU + j ))
-    dir=$PHONE_ROOT/follow-up-$r-$j
-    sed -n "${line}p" "$DATA_DIR/$TOKENS" | cut -d' ' -f2 >"token-$r-$j"
-    "$BIN" collect --dir "$dir" login --server "$BASE" --token-file "token-$r-$j" >/dev/null
-    "$BIN" collect --dir "$dir" pull >/dev/null
-    "$BIN" collect --dir "$dir" fill "$FOLLOW_UP" follow-up.json --each-case >/dev/null
-  done
-  wait
+  fills+=($!)
 done
+for r in $(seq 1 $ROUNDS); do
+  for j in $(seq 1 "$FU"); do
+    # A few at a time: each signs in and syncs its worker's cases.
+    follow_up_collector "$r" "$j" & batch+=($!)
+    if [ "${#batch[@]}" -eq 4 ]; then wait "${batch[@]}"; batch=(); fi
+  done
+done
+for pid in "${batch[@]}" "${fills[@]}"; do wait "$pid"; done
 python3 -c "import time; print(f'prepared {$ROUNDS} × ($N referrals + $FU × $CASES_EACH follow-ups) on the collectors in {time.time() - $start:.0f} s')"
 
 cpu() { awk '{print $14 " " $15}' "/proc/$1/stat"; }  # user, system ticks

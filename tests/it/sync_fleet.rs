@@ -147,13 +147,6 @@ fn seeded_workers_hold_the_same_open_cases_and_their_phones_sync_them() {
         assert_eq!(case_ids(&feed.body), held[&user_id], "{username}");
         cursors.push(feed.body["cursor"].as_str().unwrap().to_string());
     }
-    let synced: i64 = audit_log::table
-        .filter(audit_log::action.eq("cases_synced"))
-        .count()
-        .get_result(&mut conn)
-        .unwrap();
-    assert_eq!(synced, 4, "a sync that carries cases is audited");
-
     // The first worker's collector signs in with its device token and
     // follows up each of its cases.
     let phone = work.path().join("phone");
@@ -210,6 +203,15 @@ fn seeded_workers_hold_the_same_open_cases_and_their_phones_sync_them() {
     );
     let push = collect(&phone, &["push", "--batch", "1"]);
     assert!(push.status.success(), "{}", said(&push));
+    // Each sync that carried cases is audited (four phones, then the
+    // collector's pull); the committer appends a sync's row with its next
+    // group, so a submission acknowledged after the syncs has them on disk.
+    let synced: i64 = audit_log::table
+        .filter(audit_log::action.eq("cases_synced"))
+        .count()
+        .get_result(&mut conn)
+        .unwrap();
+    assert_eq!(synced, 5, "a sync that carries cases is audited");
 
     // Its next pull from its cursor: the three cases, each a version on;
     // the other phones hear nothing.
@@ -232,5 +234,60 @@ fn seeded_workers_hold_the_same_open_cases_and_their_phones_sync_them() {
         } else {
             assert!(case_ids(&feed.body).is_empty(), "{username}: {}", feed.text);
         }
+    }
+}
+
+/// A pull from a cursor reads a user's changes and everyone's through the
+/// (user, seq) index, two reads merged (#19 item 7): pages of any size
+/// still give every change for the user or for everyone exactly once, in
+/// sequence order, and nobody else's.
+#[test]
+fn pages_of_changes_merge_the_users_and_everyones_in_order() {
+    use casesync::changes::{changes_for, latest, record_change, ChangeKind};
+    use casesync::db::write_tx;
+    let app = TestApp::spawn();
+    let mut conn = app.conn();
+    let start = latest(&mut conn).unwrap();
+    // Interleaved: for "a", for "b", for everyone; runs of each.
+    let plan: Vec<Option<&str>> = vec![
+        Some("a"),
+        Some("b"),
+        None,
+        Some("a"),
+        Some("a"),
+        Some("b"),
+        Some("b"),
+        Some("b"),
+        None,
+        None,
+        Some("a"),
+        Some("b"),
+        None,
+        Some("a"),
+    ];
+    let mut expected = Vec::new();
+    for (k, user) in plan.iter().enumerate() {
+        let object = format!("object-{k}");
+        let seq = write_tx(&mut conn, |c| {
+            record_change(c, ChangeKind::Case, &object, *user)
+        })
+        .unwrap();
+        if *user != Some("b") {
+            expected.push((seq, object));
+        }
+    }
+    let upto = latest(&mut conn).unwrap();
+    for limit in [1, 2, 3, 5, 100] {
+        let (mut after, mut got) = (start, Vec::new());
+        loop {
+            let page = changes_for(&mut conn, "a", after, upto, limit).unwrap();
+            assert!(page.len() as i64 <= limit);
+            got.extend(page.iter().map(|(seq, _, object)| (*seq, object.clone())));
+            match page.last() {
+                Some((seq, _, _)) if page.len() as i64 == limit => after = *seq,
+                _ => break,
+            }
+        }
+        assert_eq!(got, expected, "pages of {limit}");
     }
 }

@@ -111,13 +111,12 @@ pub(super) async fn entity_list(
     let list = state
         .db(move |conn| entities::case_list(conn, &reader, &programme))
         .await?;
-    // Audited as a sync is: by the committer, before the answer leaves.
+    // Audited as a sync is: by the committer, with its next group.
     if list.cases > 0 {
         let detail = format!("{} cases (ODK case list)", list.cases);
         state
             .committer
-            .audit(who, origin, "cases_synced", detail)
-            .await?;
+            .audit_soon(who, origin, "cases_synced", detail);
     }
     Ok(HttpResponse::Ok()
         .content_type("text/csv; charset=utf-8")
