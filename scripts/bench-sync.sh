@@ -112,12 +112,13 @@ TOKEN=$(curl -fs -H 'Content-Type: application/json' \
   -d "{\"username\":\"seed-admin\",\"password\":\"$SEEDED_PASSWORD\"}" "$BASE/api/v1/sessions" | json "['token']")
 SITE=$(curl -fs -H "Authorization: Bearer $TOKEN" "$BASE/api/v1/sites" |
   python3 -c "import json,sys; print([s['id'] for s in json.load(sys.stdin)['items'] if s['code']=='KZ-CAM-ALA'][0])")
-# The referrals' sender: a field worker without a phone in the fleet (made
-# by an earlier run already when the directory is reused: 409).
-made=$(curl -s -o /dev/null -w '%{http_code}' -H "Authorization: Bearer $TOKEN" -H 'Content-Type: application/json' \
-  -d "{\"username\":\"bench\",\"role\":\"field_worker\",\"site_ids\":[\"$SITE\"],\"password\":\"bench-worker-password\"}" \
-  "$BASE/api/v1/users")
-case "$made" in 201 | 409) ;; *) echo "making the bench worker: HTTP $made"; exit 1 ;; esac
+# The referrals' sender: a field worker without a phone in the fleet, new
+# in each run (on a reused directory an earlier run's sender holds its
+# referrals, which its collector's first sync would carry).
+SENDER=bench-$(date +%s)
+curl -fs -o /dev/null -H "Authorization: Bearer $TOKEN" -H 'Content-Type: application/json' \
+  -d "{\"username\":\"$SENDER\",\"role\":\"field_worker\",\"site_ids\":[\"$SITE\"],\"password\":\"bench-worker-password\"}" \
+  "$BASE/api/v1/users"
 
 python3 - "$FIXTURES/kz.referral/valid.json" > referral.json <<'PY'
 import json, sys
@@ -142,7 +143,7 @@ start=$(date +%s.%N)
 fills=() batch=()
 for r in $(seq 1 $ROUNDS); do
   dir=$PHONE_ROOT/referrals-$r
-  CASESYNC_COLLECT_PASSWORD=bench-worker-password "$BIN" collect --dir "$dir" login --server "$BASE" --username bench >/dev/null
+  CASESYNC_COLLECT_PASSWORD=bench-worker-password "$BIN" collect --dir "$dir" login --server "$BASE" --username "$SENDER" >/dev/null
   "$BIN" collect --dir "$dir" pull >/dev/null
   "$BIN" collect --dir "$dir" fill kz.referral referral.json --count "$N" >/dev/null &
   fills+=($!)
