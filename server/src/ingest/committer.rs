@@ -55,6 +55,9 @@ struct AuditRow {
     detail: String,
 }
 
+/// Tokens used, whose `last_used_at` is due: (token id, when).
+type Touches = Arc<Mutex<Vec<(String, chrono::NaiveDateTime)>>>;
+
 type Rows = Arc<Mutex<Vec<AuditRow>>>;
 
 /// The handle requests use; the writer thread ends when the last handle is
@@ -62,18 +65,24 @@ type Rows = Arc<Mutex<Vec<AuditRow>>>;
 pub struct Committer {
     queue: mpsc::Sender<Job>,
     rows: Rows,
+    touches: Touches,
 }
 
 impl Committer {
     pub fn start(pool: Pool, database: Database) -> Committer {
         let (queue, jobs) = mpsc::channel(4 * MAX_GROUP);
         let rows = Rows::default();
-        let taken = rows.clone();
+        let touches = Touches::default();
+        let (taken, touched) = (rows.clone(), touches.clone());
         std::thread::Builder::new()
             .name("casesync-commit".into())
-            .spawn(move || run(Writer::new(pool, database), jobs, taken))
+            .spawn(move || run(Writer::new(pool, database), jobs, taken, touched))
             .expect("start the commit thread");
-        Committer { queue, rows }
+        Committer {
+            queue,
+            rows,
+            touches,
+        }
     }
 
     /// Stores `prepared` and answers once it is committed.
@@ -123,6 +132,16 @@ impl Committer {
             });
         // Wakes an idle writer; a full queue means a busy one, which takes
         // the row with its next group.
+        let _ = self.queue.try_send(Job::Wake);
+    }
+
+    /// Sets token `id`'s `last_used_at` to `at` with the next group,
+    /// without waiting (`auth::tokens::authenticate_read_only`).
+    pub fn touch_soon(&self, id: String, at: chrono::NaiveDateTime) {
+        self.touches
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .push((id, at));
         let _ = self.queue.try_send(Job::Wake);
     }
 }
@@ -183,8 +202,9 @@ impl Writer {
     }
 }
 
-fn run(mut writer: Writer, mut jobs: mpsc::Receiver<Job>, rows: Rows) {
+fn run(mut writer: Writer, mut jobs: mpsc::Receiver<Job>, rows: Rows, touches: Touches) {
     let take = || std::mem::take(&mut *rows.lock().unwrap_or_else(|p| p.into_inner()));
+    let touched = || std::mem::take(&mut *touches.lock().unwrap_or_else(|p| p.into_inner()));
     while let Some(first) = jobs.blocking_recv() {
         // Whatever queued up while the previous group was committing.
         let mut group = vec![first];
@@ -203,19 +223,24 @@ fn run(mut writer: Writer, mut jobs: mpsc::Receiver<Job>, rows: Rows) {
             .collect();
         // Taken after the group's jobs: a row added before a submission
         // was queued is in that submission's group or an earlier one.
-        let audits = take();
-        if !stores.is_empty() || !audits.is_empty() {
-            commit_group(&mut writer, stores, audits);
+        let (audits, touches) = (take(), touched());
+        if !stores.is_empty() || !audits.is_empty() || !touches.is_empty() {
+            commit_group(&mut writer, stores, audits, touches);
         }
     }
     // The last rows, once every handle is gone (the server stops).
-    let audits = take();
-    if !audits.is_empty() {
-        commit_group(&mut writer, Vec::new(), audits);
+    let (audits, touches) = (take(), touched());
+    if !audits.is_empty() || !touches.is_empty() {
+        commit_group(&mut writer, Vec::new(), audits, touches);
     }
 }
 
-fn commit_group(writer: &mut Writer, stores: Vec<StoreJob>, audits: Vec<AuditRow>) {
+fn commit_group(
+    writer: &mut Writer,
+    stores: Vec<StoreJob>,
+    audits: Vec<AuditRow>,
+    touches: Vec<(String, chrono::NaiveDateTime)>,
+) {
     let size = stores.len();
     let outcomes = writer.with(|conn| {
         let (stored, audited) = write_tx(conn, |conn: &mut DbConnection| {
@@ -238,6 +263,12 @@ fn commit_group(writer: &mut Writer, stores: Vec<StoreJob>, audits: Vec<AuditRow
                     audit::record(conn, &row.origin, event)
                 })
                 .collect();
+            for (id, at) in &touches {
+                // Advisory: a token revoked meanwhile is simply not found.
+                if let Err(err) = conn.transaction(|c| crate::auth::tokens::touch(c, id, *at)) {
+                    tracing::warn!(error = %err, "a token's last use was not recorded");
+                }
+            }
             Ok::<_, AppError>((stored, audited))
         })?;
         let stored = stores
