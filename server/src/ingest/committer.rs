@@ -35,7 +35,7 @@ use crate::error::{AppError, AppResult};
 pub const MAX_GROUP: usize = 128;
 
 enum Job {
-    Store(StoreJob),
+    Store(Box<StoreJob>),
     /// Audit rows are waiting in `Committer::rows`.
     Wake,
 }
@@ -106,12 +106,12 @@ impl Committer {
     ) -> AppResult<impl std::future::Future<Output = AppResult<Stored>>> {
         let (reply, answer) = oneshot::channel();
         self.queue
-            .send(Job::Store(StoreJob {
+            .send(Job::Store(Box::new(StoreJob {
                 prepared,
                 who,
                 origin,
                 reply,
-            }))
+            })))
             .await
             .map_err(|_| writer_gone())?;
         Ok(async move { answer.await.map_err(|_| writer_gone())? })
@@ -217,7 +217,7 @@ fn run(mut writer: Writer, mut jobs: mpsc::Receiver<Job>, rows: Rows, touches: T
         let stores: Vec<StoreJob> = group
             .into_iter()
             .filter_map(|job| match job {
-                Job::Store(job) => Some(job),
+                Job::Store(job) => Some(*job),
                 Job::Wake => None,
             })
             .collect();
