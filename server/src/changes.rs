@@ -105,6 +105,11 @@ pub fn latest(conn: &mut DbConnection) -> AppResult<i64> {
 
 /// One page of the changes `user_id` must hear of, after `after` and up to
 /// `upto`: those for everyone and those for this user, oldest first.
+///
+/// Two reads by the index on (user_id, seq), merged: one read with `OR`
+/// walked the sequence and skipped every other user's changes, which
+/// grow with the rate of ingest times the time since the cursor (#19
+/// item 7: a phone pulling every 30 s at 700 submissions/s).
 pub fn changes_for(
     conn: &mut DbConnection,
     user_id: &str,
@@ -112,22 +117,29 @@ pub fn changes_for(
     upto: i64,
     limit: i64,
 ) -> AppResult<Vec<(i64, String, String)>> {
-    Ok(sync_changes::table
-        .filter(sync_changes::seq.gt(after))
-        .filter(sync_changes::seq.le(upto))
-        .filter(
-            sync_changes::user_id
-                .is_null()
-                .or(sync_changes::user_id.eq(user_id)),
-        )
-        .order(sync_changes::seq)
-        .limit(limit)
-        .select((
-            sync_changes::seq,
-            sync_changes::kind,
-            sync_changes::object_id,
-        ))
-        .load(conn)?)
+    let page = |conn: &mut DbConnection, mine: bool| -> AppResult<Vec<(i64, String, String)>> {
+        let mut query = sync_changes::table
+            .filter(sync_changes::seq.gt(after))
+            .filter(sync_changes::seq.le(upto))
+            .order(sync_changes::seq)
+            .limit(limit)
+            .select((
+                sync_changes::seq,
+                sync_changes::kind,
+                sync_changes::object_id,
+            ))
+            .into_boxed();
+        query = match mine {
+            true => query.filter(sync_changes::user_id.eq(user_id)),
+            false => query.filter(sync_changes::user_id.is_null()),
+        };
+        Ok(query.load(conn)?)
+    };
+    let mut changes = page(conn, false)?;
+    changes.extend(page(conn, true)?);
+    changes.sort_by_key(|c| c.0);
+    changes.truncate(usize::try_from(limit).unwrap_or(0));
+    Ok(changes)
 }
 
 /// An opaque cursor for a position in a sequence (the change log's, the

@@ -57,4 +57,5 @@ mod scaleout;
 mod seed;
 mod snapshots;
 mod submissions;
+mod sync_fleet;
 mod walkthroughs;

@@ -191,11 +191,43 @@ pub fn authenticate(conn: &mut DbConnection, secret: &str) -> AppResult<Option<P
     Ok(authenticate_with_kind(conn, secret)?.map(|(principal, _)| principal))
 }
 
+/// [`authenticate`] without a write: also says whether the token's
+/// `last_used_at` is due to be refreshed, which the caller has the
+/// committer do with [`touch`] (`Committer::touch_soon`), so that a
+/// phone's first request of five minutes does not wait for SQLite's write
+/// lock beside ingest (#19 item 7).
+pub fn authenticate_read_only(
+    conn: &mut DbConnection,
+    secret: &str,
+) -> AppResult<Option<(Principal, bool)>> {
+    Ok(find(conn, secret)?.map(|(principal, _, stale)| (principal, stale)))
+}
+
+/// Records that token `id` was used at `at`.
+pub fn touch(conn: &mut DbConnection, id: &str, at: NaiveDateTime) -> AppResult<()> {
+    diesel::update(tokens::table.find(id))
+        .set(tokens::last_used_at.eq(at))
+        .execute(conn)?;
+    Ok(())
+}
+
 /// [`authenticate`], with the token's kind (session or device).
 fn authenticate_with_kind(
     conn: &mut DbConnection,
     secret: &str,
 ) -> AppResult<Option<(Principal, String)>> {
+    let Some((principal, kind, stale)) = find(conn, secret)? else {
+        return Ok(None);
+    };
+    if stale {
+        touch(conn, &principal.token_id, crate::time::now())?;
+    }
+    Ok(Some((principal, kind)))
+}
+
+/// The principal of a presented secret, its token's kind, and whether its
+/// `last_used_at` is stale. Reads only.
+fn find(conn: &mut DbConnection, secret: &str) -> AppResult<Option<(Principal, String, bool)>> {
     if !secret.starts_with(PREFIX) || secret.len() > 100 {
         return Ok(None);
     }
@@ -215,11 +247,6 @@ fn authenticate_with_kind(
     let stale = token
         .last_used_at
         .is_none_or(|t| now - t > Duration::minutes(LAST_USED_GRANULARITY_MINUTES));
-    if stale {
-        diesel::update(tokens::table.find(&token.id))
-            .set(tokens::last_used_at.eq(now))
-            .execute(conn)?;
-    }
     let user = users::get(conn, &token.user_id)?;
     Ok(Some((
         Principal {
@@ -232,6 +259,7 @@ fn authenticate_with_kind(
             must_change_password: user.must_change_password,
         },
         token.kind,
+        stale,
     )))
 }
 

@@ -81,6 +81,10 @@ pub enum CollectCommand {
         /// Queue this many distinct copies (load tests).
         #[arg(long, default_value_t = 1)]
         count: usize,
+        /// One for each case the last pull gave this collector (a form
+        /// that follows up a case; load tests).
+        #[arg(long, conflicts_with = "case_id")]
+        each_case: bool,
     },
     /// Upload the queue; acknowledged submissions are never sent again.
     Push {
@@ -239,6 +243,7 @@ fn collect_command(args: CollectArgs) -> Result<(), String> {
             version,
             supersedes,
             count,
+            each_case,
         } => {
             let filled = collect::fill(
                 dir,
@@ -249,6 +254,7 @@ fn collect_command(args: CollectArgs) -> Result<(), String> {
                     case_id,
                     supersedes,
                     count,
+                    each_case,
                 },
             )?;
             if filled.len() == 1 {

@@ -26,15 +26,16 @@ use diesel::prelude::*;
 use diesel::Connection;
 use serde_json::{json, Value};
 
-use super::shell::{audit_change, shell_actor};
+use super::shell::{audit_change, create_private, shell_actor};
 use super::CliError;
 use crate::app::AppState;
 use crate::audit::Origin;
-use crate::auth::{sites, users, Principal, Role};
+use crate::auth::{sites, tokens, users, Principal, Role};
 use crate::config::Settings;
 use crate::crypto::{jwe, keys};
 use crate::db::schema::cases;
 use crate::db::{write_tx, DbConnection};
+use crate::error::AppResult;
 use crate::forms::model::{CaseRole, FieldKind};
 use crate::forms::registry;
 use crate::ingest::{self, Opened, Prepared, ReceivedFile};
@@ -60,6 +61,25 @@ pub struct SeedArgs {
     /// Field workers per site.
     #[arg(long, default_value_t = 5)]
     pub workers_per_site: usize,
+    /// Field workers in all instead, spread over the seeded sites (the
+    /// first sites get one more when they do not divide evenly).
+    #[arg(long, conflicts_with = "workers_per_site")]
+    pub workers: Option<usize>,
+    /// Give the cases to the field workers in turn rather than at random:
+    /// with `--cases` a multiple of the workers, each holds as many
+    /// (`seed --workers 1000 --cases 50000 --in-turn` gives 50 each).
+    #[arg(long)]
+    pub in_turn: bool,
+    /// Close no case (by default about three in ten are closed when they
+    /// have more than one form): every case stays on its worker's phone.
+    #[arg(long)]
+    pub all_open: bool,
+    /// Make a device token for each seeded field worker (those that exist
+    /// already too) and write `username token` lines to this file, which
+    /// only its owner may read: phones of a benchmark sign in without a
+    /// password (no Argon2 per phone).
+    #[arg(long)]
+    pub device_tokens: Option<PathBuf>,
     /// Only this programme's sites (`kz` or `bt`); both by default.
     #[arg(long)]
     pub programme: Option<String>,
@@ -383,6 +403,7 @@ pub fn run(settings: Settings, args: SeedArgs) -> Result<(), CliError> {
     // No server may write while the seed does: its numbers and the audit
     // chain's head are read once per batch.
     let _alone = server::lock_data_dir(&settings.data_dir, true)?;
+    let token_days = settings.device_token_ttl_days;
     // Everything `serve` does first: migrations, first admin, sites,
     // shipped forms, programme keys, XForms.
     let state = server::prepare(settings)?;
@@ -391,6 +412,14 @@ pub fn run(settings: Settings, args: SeedArgs) -> Result<(), CliError> {
     drop(conn);
     if programmes.is_empty() {
         return Err(CliError::App("no programme has an active site".into()));
+    }
+    if let Some(path) = &args.device_tokens {
+        let mut conn = state.pool.get().map_err(crate::db::DbError::from)?;
+        let made = device_tokens(&mut conn, &programmes, token_days, path)?;
+        println!(
+            "made a device token for each of {made} field workers: {}",
+            path.display()
+        );
     }
     let programmes = Arc::new(programmes);
     let existing: i64 = {
@@ -423,7 +452,12 @@ pub fn run(settings: Settings, args: SeedArgs) -> Result<(), CliError> {
             next.clone(),
             sender.clone(),
         );
-        let (cases, batch, per_case) = (args.cases, args.batch.max(1), args.forms_per_case);
+        let (cases, batch) = (args.cases, args.batch.max(1));
+        let shape = Shape {
+            per_case: args.forms_per_case,
+            in_turn: args.in_turn,
+            all_open: args.all_open,
+        };
         threads.push(std::thread::spawn(move || -> Result<(), CliError> {
             let mut conn = state.pool.get().map_err(crate::db::DbError::from)?;
             let limits = state.submission_limits();
@@ -435,7 +469,7 @@ pub fn run(settings: Settings, args: SeedArgs) -> Result<(), CliError> {
                 let mut items = Vec::new();
                 for n in b * batch..((b + 1) * batch).min(cases) {
                     let index = existing as usize + n;
-                    for (who, opened, form_id) in one_case(&programmes, index, per_case) {
+                    for (who, opened, form_id) in one_case(&programmes, index, &shape) {
                         let prepared = ingest::prepare_opened(
                             &mut conn,
                             &state.forms,
@@ -536,7 +570,14 @@ fn setup(
     state: &AppState,
     args: &SeedArgs,
 ) -> Result<Vec<Programme>, CliError> {
-    ensure_user(conn, "seed-admin", Role::Admin, Vec::new(), &args.password)?;
+    // One Argon2 hash for every account of the run (they share the
+    // password): a thousand field workers would otherwise take minutes.
+    let password = Hashed(crate::auth::passwords::NewPassword::hashed(Some(
+        args.password.clone(),
+    )));
+    write_tx(conn, |conn| {
+        ensure_user(conn, "seed-admin", Role::Admin, Vec::new(), &password)
+    })?;
     let all_sites = sites::list(conn, None)?;
     let mut programmes = Vec::new();
     for flow in &FLOWS {
@@ -548,45 +589,54 @@ fn setup(
             continue;
         }
         let mut staff = Vec::new();
-        for site in all_sites
+        let active: Vec<&sites::Site> = all_sites
             .iter()
             .filter(|s| s.programme == flow.programme && s.active)
-        {
+            .collect();
+        for (k, site) in active.iter().enumerate() {
             let code = site.code.to_lowercase();
             let ids = vec![site.id.clone()];
-            ensure_user(
-                conn,
-                &format!("seed-coord-{code}"),
-                Role::Coordinator,
-                ids.clone(),
-                &args.password,
-            )?;
-            ensure_user(
-                conn,
-                &format!("seed-analyst-{code}"),
-                Role::Analyst,
-                ids.clone(),
-                &args.password,
-            )?;
-            let mut workers = Vec::new();
-            for n in 1..=args.workers_per_site.max(1) {
-                let user = ensure_user(
+            let count = match args.workers {
+                Some(total) => total / active.len() + usize::from(k < total % active.len()),
+                None => args.workers_per_site,
+            };
+            // A site's accounts in one transaction (one fsync, not one each).
+            let workers = write_tx(conn, |conn| {
+                ensure_user(
                     conn,
-                    &format!("seed-worker-{code}-{n}"),
-                    Role::FieldWorker,
+                    &format!("seed-coord-{code}"),
+                    Role::Coordinator,
                     ids.clone(),
-                    &args.password,
+                    &password,
                 )?;
-                workers.push(Principal {
-                    user_id: user.id.clone(),
-                    username: user.username.clone(),
-                    role: Role::FieldWorker,
-                    site_ids: ids.clone(),
-                    token_id: "seed".into(),
-                    token_created_by: None,
-                    must_change_password: false,
-                });
-            }
+                ensure_user(
+                    conn,
+                    &format!("seed-analyst-{code}"),
+                    Role::Analyst,
+                    ids.clone(),
+                    &password,
+                )?;
+                (1..=count.max(1))
+                    .map(|n| {
+                        let user = ensure_user(
+                            conn,
+                            &format!("seed-worker-{code}-{n}"),
+                            Role::FieldWorker,
+                            ids.clone(),
+                            &password,
+                        )?;
+                        Ok(Principal {
+                            user_id: user.id,
+                            username: user.username,
+                            role: Role::FieldWorker,
+                            site_ids: ids.clone(),
+                            token_id: "seed".into(),
+                            token_created_by: None,
+                            must_change_password: false,
+                        })
+                    })
+                    .collect::<AppResult<Vec<_>>>()
+            })?;
             staff.push(SiteStaff { workers });
         }
         if staff.is_empty() {
@@ -635,37 +685,77 @@ fn setup(
     Ok(programmes)
 }
 
+/// The seeded accounts' password, hashed once.
+struct Hashed(crate::auth::passwords::NewPassword);
+
 /// The account `username`, made (and audited as the shell makes one)
-/// when it does not exist yet.
+/// when it does not exist yet. Call inside a write transaction.
 fn ensure_user(
     conn: &mut DbConnection,
     username: &str,
     role: Role,
     site_ids: Vec<String>,
-    password: &str,
-) -> Result<users::User, CliError> {
+    password: &Hashed,
+) -> AppResult<users::User> {
     if let Some(user) = users::find_by_username(conn, username)? {
         return Ok(user);
     }
-    let password = crate::auth::passwords::NewPassword::hashed(Some(password.into()));
-    let created = write_tx(conn, |conn| {
-        let created = users::create(
-            conn,
-            users::NewUser {
-                username: username.into(),
-                display_name: None,
-                role,
-                site_ids,
-                password: None,
-                initials: None,
-            },
-            password,
-        )?;
-        audit_change(conn, "user_created", "user", &created.user.id)?;
-        Ok::<_, crate::error::AppError>(created)
-    })?;
+    let password = crate::auth::passwords::NewPassword {
+        plain: password.0.plain.clone(),
+        hash: password.0.hash.clone(),
+        generated: false,
+    };
+    let created = users::create(
+        conn,
+        users::NewUser {
+            username: username.into(),
+            display_name: None,
+            role,
+            site_ids,
+            password: None,
+            initials: None,
+        },
+        password,
+    )?;
+    audit_change(conn, "user_created", "user", &created.user.id)?;
     let _ = shell_actor();
     Ok(created.user)
+}
+
+/// A device token for every seeded field worker, in one transaction,
+/// audited as `casesync tokens create` audits one; written to `path`
+/// (only its owner may read it) as `username token` lines. Returns how
+/// many.
+fn device_tokens(
+    conn: &mut DbConnection,
+    programmes: &[Programme],
+    days: i64,
+    path: &std::path::Path,
+) -> Result<usize, CliError> {
+    use std::io::Write;
+    let workers: Vec<&Principal> = programmes
+        .iter()
+        .flat_map(|p| p.sites.iter().flat_map(|s| s.workers.iter()))
+        .collect();
+    let issued = write_tx(conn, |conn| {
+        workers
+            .iter()
+            .map(|who| {
+                let issued =
+                    tokens::issue_device(conn, &who.user_id, "seeded phone", None, days, days)?;
+                audit_change(conn, "device_token_created", "token", &issued.info.id)?;
+                Ok((who.username.clone(), issued.token))
+            })
+            .collect::<AppResult<Vec<_>>>()
+    })?;
+    let mut out = std::io::BufWriter::new(create_private(path)?);
+    for (username, token) in &issued {
+        writeln!(out, "{username} {token}")
+            .map_err(|e| CliError::App(format!("{}: {e}", path.display())))?;
+    }
+    out.flush()
+        .map_err(|e| CliError::App(format!("{}: {e}", path.display())))?;
+    Ok(issued.len())
 }
 
 /// `form_id`'s current published version with its fixture's answers, or
@@ -730,21 +820,49 @@ impl Mix {
     }
 }
 
+/// How the cases are made: forms per case, who gets them, whether some
+/// close.
+struct Shape {
+    per_case: usize,
+    in_turn: bool,
+    all_open: bool,
+}
+
+/// Which programme case number `index` belongs to, and its place among
+/// that programme's cases: two KZ cases for each BT one when both are
+/// seeded.
+fn programme_of(programmes: usize, index: usize) -> (usize, usize) {
+    match (programmes > 1, index % 3) {
+        (false, _) => (0, index),
+        (true, 2) => (1, index / 3),
+        (true, r) => (0, index / 3 * 2 + r),
+    }
+}
+
 /// The forms of case number `index`: who sends each, and what.
 fn one_case(
     programmes: &[Programme],
     index: usize,
-    per_case: usize,
+    shape: &Shape,
 ) -> Vec<(Principal, Opened, String)> {
+    let per_case = shape.per_case;
     let mut mix = Mix(index as u64 ^ 0x5EED);
-    // Two KZ cases for each BT one when both are seeded.
-    let programme = &programmes[if programmes.len() > 1 && index % 3 == 2 {
-        1
-    } else {
-        0
-    }];
+    let (which, place) = programme_of(programmes.len(), index);
+    let programme = &programmes[which];
     let staff = &programme.sites[mix.below(programme.sites.len())];
-    let who = &staff.workers[mix.below(staff.workers.len())];
+    let mut who = &staff.workers[mix.below(staff.workers.len())];
+    if shape.in_turn {
+        // The programme's workers site by site, each getting the next case.
+        let all: usize = programme.sites.iter().map(|s| s.workers.len()).sum();
+        let mut turn = place % all;
+        for site in &programme.sites {
+            if turn < site.workers.len() {
+                who = &site.workers[turn];
+                break;
+            }
+            turn -= site.workers.len();
+        }
+    }
     let case_id = uuid::Uuid::new_v4().to_string();
 
     // The child: a name of three parts no other index gets (until the
@@ -768,7 +886,7 @@ fn one_case(
     let dob_shift = mix.below(8 * 365) as i64 - 4 * 365;
 
     let mut templates: Vec<&Template> = vec![&programme.opens];
-    let closes = mix.below(10) < 3;
+    let closes = mix.below(10) < 3 && !shape.all_open;
     let middle = forms.saturating_sub(1 + usize::from(closes));
     for k in 0..middle {
         let t = if k < programme.first.len() {

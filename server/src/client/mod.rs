@@ -400,6 +400,9 @@ pub struct FillOptions {
     /// Queue this many distinct submissions of the same answers (each with
     /// its own instance id and, for a form that opens a case, its own case).
     pub count: usize,
+    /// Queue one for each case the last sync gave this collector (every
+    /// copy of `count` on each): a follow-up on all of a worker's cases.
+    pub each_case: bool,
 }
 
 #[derive(Debug)]
@@ -471,6 +474,15 @@ pub fn fill(dir: &Path, options: &FillOptions) -> CollectResult<Vec<Filled>> {
     let session = dir.session()?;
     let state = dir.state()?;
     let (version, form) = synced_form(&dir, &state, &options.form_id, options.version.as_deref())?;
+    if options.each_case && form.meta.case != CaseRole::Updates {
+        return Err(format!(
+            "{} does not follow up a case: drop --each-case",
+            options.form_id
+        ));
+    }
+    if options.each_case && options.case_id.is_some() {
+        return Err("give --case or --each-case, not both".into());
+    }
     let key = state
         .keys
         .iter()
@@ -524,9 +536,9 @@ pub fn fill(dir: &Path, options: &FillOptions) -> CollectResult<Vec<Filled>> {
             lines.join("\n  ")
         ));
     }
-    if form.meta.case == CaseRole::Updates && options.case_id.is_none() {
+    if form.meta.case == CaseRole::Updates && options.case_id.is_none() && !options.each_case {
         return Err(format!(
-            "{} belongs to a case: give --case",
+            "{} belongs to a case: give --case (or --each-case)",
             options.form_id
         ));
     }
@@ -536,33 +548,51 @@ pub fn fill(dir: &Path, options: &FillOptions) -> CollectResult<Vec<Filled>> {
             options.form_id
         ));
     }
+    // The cases the copies are about: the one given, or each synced one.
+    let targets: Vec<Option<String>> = if options.each_case {
+        let ids: Vec<Option<String>> = state
+            .cases
+            .iter()
+            .filter_map(|c| c["id"].as_str().map(|id| Some(id.to_string())))
+            .collect();
+        if ids.is_empty() {
+            return Err("no case synced to follow up: `casesync collect pull` first".into());
+        }
+        ids
+    } else {
+        vec![options.case_id.clone()]
+    };
     let declarations: Vec<Value> = files
         .iter()
         .map(|(name, bytes)| AttachmentDeclaration::of(name, bytes).to_json())
         .collect();
-    let base_case_version = options.case_id.as_ref().and_then(|id| {
-        state
-            .cases
-            .iter()
-            .find(|c| c["id"] == id.as_str())
-            .and_then(|c| c["version"].as_i64())
-    });
+    let base_case_version = |case_id: &Option<String>| {
+        case_id.as_ref().and_then(|id| {
+            state
+                .cases
+                .iter()
+                .find(|c| c["id"] == id.as_str())
+                .and_then(|c| c["version"].as_i64())
+        })
+    };
     let now = chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
     let mut filled = Vec::new();
     let first_number = dir.items_ever_queued()?;
-    let progress = progress_bar(options.count.max(1), "encrypting");
-    for n in 0..options.count.max(1) {
+    let copies = options.count.max(1);
+    let progress = progress_bar(copies * targets.len(), "encrypting");
+    for n in 0..copies * targets.len() {
+        let target = &targets[n / copies];
         let instance_id = uuid::Uuid::new_v4().to_string();
         let case_id = match form.meta.case {
             CaseRole::Opens => Some(
-                options
-                    .case_id
+                target
                     .clone()
                     .unwrap_or_else(|| uuid::Uuid::new_v4().to_string()),
             ),
-            CaseRole::Updates => options.case_id.clone(),
+            CaseRole::Updates => target.clone(),
             CaseRole::None => None,
         };
+        let base_case_version = base_case_version(target);
         let mut envelope = Map::new();
         envelope.insert("instance_id".into(), json!(instance_id));
         envelope.insert("form_id".into(), json!(options.form_id));
@@ -1064,6 +1094,7 @@ pub fn retry(dir_path: &Path, which: &[String], answers: Option<&Path>) -> Colle
                 case_id: item.case_id.clone(),
                 supersedes: item.supersedes.clone(),
                 count: 1,
+                each_case: false,
             },
         )?;
         dir.remove("failed", name)?;

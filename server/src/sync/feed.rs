@@ -109,10 +109,8 @@ pub fn feed(conn: &mut DbConnection, who: &Principal, cursor: Option<&str>) -> A
         for programme in &programmes {
             feed.keys.extend(current_key(conn, programme)?);
         }
-        feed.cases = cases::assigned_open(conn, who)?
-            .into_iter()
-            .map(|case| PhoneCase::of(conn, case))
-            .collect::<AppResult<_>>()?;
+        let held = cases::assigned_open(conn, who)?;
+        feed.cases = PhoneCase::of_all(conn, held)?;
         return Ok(feed);
     };
 
@@ -122,6 +120,7 @@ pub fn feed(conn: &mut DbConnection, who: &Principal, cursor: Option<&str>) -> A
         feed.cursor = encode_cursor(changes.last().map_or(after, |c| c.0));
     }
     let mut seen = std::collections::HashSet::new();
+    let mut changed = Vec::new();
     for (_, kind, object) in changes {
         if !seen.insert((kind.clone(), object.clone())) {
             continue;
@@ -147,13 +146,12 @@ pub fn feed(conn: &mut DbConnection, who: &Principal, cursor: Option<&str>) -> A
             }
         } else if kind == ChangeKind::Case.as_str() {
             match cases::find(conn, &object)? {
-                Some(case) if cases::belongs_on_phone_of(&case, who) => {
-                    feed.cases.push(PhoneCase::of(conn, case)?)
-                }
+                Some(case) if cases::belongs_on_phone_of(&case, who) => changed.push(case),
                 _ => feed.dropped_cases.push(object),
             }
         }
     }
+    feed.cases = PhoneCase::of_all(conn, changed)?;
     Ok(feed)
 }
 

@@ -7,9 +7,8 @@ use quick_xml::escape::escape;
 
 use super::{caller, current_forms, no_such_form, Answer, XML};
 use crate::app::AppState;
-use crate::audit::{self, Event, Origin};
+use crate::audit::Origin;
 use crate::cases::reconcile::programme_of;
-use crate::db::write_tx;
 use crate::error::AppError;
 use crate::odk::xform::DATASET;
 use crate::sync::case_list as entities;
@@ -108,22 +107,17 @@ pub(super) async fn entity_list(
     }
     let programme = programme_of(&caller.programme)?;
     let who = caller.who;
+    let reader = who.clone();
     let list = state
-        .db(move |conn| {
-            let list = entities::case_list(conn, &who, &programme)?;
-            if list.cases > 0 {
-                let detail = format!("{} cases (ODK case list)", list.cases);
-                write_tx(conn, |conn| {
-                    audit::record(
-                        conn,
-                        &origin,
-                        Event::new(Some(&who), "cases_synced").detail(&detail),
-                    )
-                })?;
-            }
-            Ok(list)
-        })
+        .db(move |conn| entities::case_list(conn, &reader, &programme))
         .await?;
+    // Audited as a sync is: by the committer, with its next group.
+    if list.cases > 0 {
+        let detail = format!("{} cases (ODK case list)", list.cases);
+        state
+            .committer
+            .audit_soon(who, origin, "cases_synced", detail);
+    }
     Ok(HttpResponse::Ok()
         .content_type("text/csv; charset=utf-8")
         .insert_header(("Cache-Control", "no-store"))
