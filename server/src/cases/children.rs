@@ -474,7 +474,7 @@ pub fn candidates_of_child(
     };
     let mut rows = side(conn, false)?;
     rows.extend(side(conn, true)?);
-    rows.sort_by(|a, b| (-a.score, a.created_at).cmp(&(-b.score, b.created_at)));
+    rows.sort_by_key(|r| (-r.score, r.created_at));
     rows.truncate(CANDIDATES_SHOWN as usize);
     rows.into_iter().map(|row| candidate(conn, row)).collect()
 }
