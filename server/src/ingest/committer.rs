@@ -259,8 +259,10 @@ fn commit_group(
             let audited: Vec<AppResult<()>> = audits
                 .iter()
                 .map(|row| {
-                    let event = Event::new(Some(&row.who), row.action).detail(&row.detail);
-                    audit::record(conn, &row.origin, event)
+                    conn.transaction(|c| {
+                        let event = Event::new(Some(&row.who), row.action).detail(&row.detail);
+                        audit::record(c, &row.origin, event)
+                    })
                 })
                 .collect();
             for (id, at) in &touches {
