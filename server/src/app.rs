@@ -64,9 +64,27 @@ impl AppState {
         T: Send + 'static,
         F: FnOnce(&mut DbConnection) -> AppResult<T> + Send + 'static,
     {
+        self.cpu_db_as(Weight::of_bytes(body_bytes), work).await
+    }
+
+    /// As [`AppState::cpu_db`], for work heavy whatever its input (a report
+    /// over every case of a programme).
+    pub async fn heavy_db<T, F>(&self, work: F) -> AppResult<T>
+    where
+        T: Send + 'static,
+        F: FnOnce(&mut DbConnection) -> AppResult<T> + Send + 'static,
+    {
+        self.cpu_db_as(Weight::Heavy, work).await
+    }
+
+    async fn cpu_db_as<T, F>(&self, weight: Weight, work: F) -> AppResult<T>
+    where
+        T: Send + 'static,
+        F: FnOnce(&mut DbConnection) -> AppResult<T> + Send + 'static,
+    {
         let pool = self.pool.clone();
         self.cpu
-            .run(Weight::of_bytes(body_bytes), move || {
+            .run(weight, move || {
                 let mut conn = pool.get()?;
                 work(&mut conn)
             })

@@ -273,8 +273,12 @@ async fn counted(
     let mut lookup = state.recent_reports.look(&key, generation);
     if lookup.must_count {
         let (state, request, key) = (state.clone(), request.clone(), key.clone());
+        // On the bounded CPU pool as a heavy job: the page does not wait
+        // for it, so nothing else would bound how many run at once.
         actix_web::rt::spawn(async move {
-            let counted = state.db(move |conn| Counted::count(conn, &request)).await;
+            let counted = state
+                .heavy_db(move |conn| Counted::count(conn, &request))
+                .await;
             if let Err(err) = &counted {
                 tracing::warn!(error = %err, "an indicator report for the console failed");
             }
