@@ -1233,7 +1233,7 @@ fn unzip_named_in_order(bytes: &[u8]) -> std::collections::BTreeMap<String, Stri
 /// and after the start-up backfill has stored them.
 #[test]
 fn the_zip_reads_the_stored_repeat_groups_and_they_give_the_same_files_as_the_envelopes() {
-    use casesync::db::schema::{counters, submission_repeats};
+    use casesync::db::schema::submission_repeats;
     let app = TestApp::spawn();
     let admin = app.admin_token();
     let (_, worker) = app.user(&admin, "aigerim", "field_worker", &["KZ-CAM-ALA"]);
@@ -1312,13 +1312,7 @@ fn the_zip_reads_the_stored_repeat_groups_and_they_give_the_same_files_as_the_en
 
     // The start-up backfill stores them once (the migration's counter
     // says it is due), and the files stay the same.
-    diesel::insert_into(counters::table)
-        .values((
-            counters::name.eq("submission_repeats_backfill"),
-            counters::value.eq(0i64),
-        ))
-        .execute(&mut app.conn())
-        .unwrap();
+    repeats_backfill_due(&app);
     let backfilled = casesync::submissions::repeats::backfill(&mut app.conn()).unwrap();
     assert_eq!(backfilled, 3);
     assert_eq!(
@@ -1346,7 +1340,7 @@ fn the_zip_reads_the_stored_repeat_groups_and_they_give_the_same_files_as_the_en
 /// duplicate key (#19 item 5).
 #[test]
 fn a_backfill_that_meets_a_row_another_server_stored_meanwhile_leaves_it() {
-    use casesync::db::schema::{counters, submission_repeats, submissions};
+    use casesync::db::schema::{submission_repeats, submissions};
     let app = TestApp::spawn();
     let admin = app.admin_token();
     let (_, worker) = app.user(&admin, "aigerim", "field_worker", &["KZ-CAM-ALA"]);
@@ -1362,13 +1356,7 @@ fn a_backfill_that_meets_a_row_another_server_stored_meanwhile_leaves_it() {
     diesel::delete(submission_repeats::table)
         .execute(&mut app.conn())
         .unwrap();
-    diesel::insert_into(counters::table)
-        .values((
-            counters::name.eq("submission_repeats_backfill"),
-            counters::value.eq(0i64),
-        ))
-        .execute(&mut app.conn())
-        .unwrap();
+    repeats_backfill_due(&app);
 
     // The other server has stored the row, not yet committed, when this
     // one's backfill looks.
@@ -1416,4 +1404,17 @@ fn a_backfill_that_meets_a_row_another_server_stored_meanwhile_leaves_it() {
         .first(&mut app.conn())
         .unwrap();
     assert_eq!(kept, "the other server's", "left as it was");
+}
+
+/// Marks the start-up backfill of repeat groups as due, as migration
+/// 000032's counter does.
+fn repeats_backfill_due(app: &TestApp) {
+    use casesync::db::schema::counters;
+    diesel::insert_into(counters::table)
+        .values((
+            counters::name.eq("submission_repeats_backfill"),
+            counters::value.eq(0i64),
+        ))
+        .execute(&mut app.conn())
+        .unwrap();
 }
