@@ -108,6 +108,7 @@ fn apply_key_with(
     settings: &CipherSettings,
     busy_timeout_ms: u32,
 ) -> Result<(), DbError> {
+    super::page_crypto::install();
     // The busy timeout before the first read: another connection may be
     // holding the WAL index for a moment.
     conn.batch_execute(&format!(
@@ -173,6 +174,7 @@ pub fn export_encrypted(
     key: &DatabaseKey,
 ) -> Result<(), DbError> {
     fresh_private_file(dest)?;
+    super::page_crypto::install();
     source.batch_execute(&format!(
         "ATTACH DATABASE {} AS encrypted KEY {}; {}",
         sql_string(dest),
@@ -319,6 +321,7 @@ impl RawDb {
             return Err(db.error(&format!("opening {}", path.display())));
         }
         if let Some(key) = key {
+            super::page_crypto::install();
             db.exec(&format!(
                 "PRAGMA key = {}; {}",
                 key.pragma_value(),

@@ -7,6 +7,7 @@
 //! before is encrypted in place on its first keyed open.
 
 pub mod encryption;
+mod page_crypto;
 pub mod schema;
 
 use std::collections::HashSet;
