@@ -60,6 +60,7 @@ fn bench(c: &mut Criterion) {
             tokens::authenticate(&mut conn, &issued.token)
                 .unwrap()
                 .unwrap()
+                .0
         })
     });
     drop(conn);

@@ -182,6 +182,22 @@ fn collect_is_challenged_then_signs_in_with_the_device_token() {
     assert_eq!(res.header("x-openrosa-version"), Some("1.0"));
     assert!(res.header("date").is_some());
     assert_eq!(res.header("content-type"), Some("text/xml; charset=utf-8"));
+    // The phone's use is stamped on its token (shown on the worker's page)
+    // by the committer, behind the answer: the request itself writes
+    // nothing.
+    let stamped = (0..100).any(|_| {
+        let tokens = app.get("/api/v1/tokens", &admin);
+        let used = tokens.body["items"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|t| t["label"] == "ODK Collect" && !t["last_used_at"].is_null());
+        if !used {
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        }
+        used
+    });
+    assert!(stamped, "the device token's last use was never recorded");
 
     // HEAD /submission: 204 with the largest upload.
     let res = head(&app, "/odk/kz/submission", Some(&auth));

@@ -186,20 +186,12 @@ pub fn issue_device(
 }
 
 /// Resolves a presented secret to the calling principal, or `None` when the
-/// token is unknown, expired or revoked, or its user is disabled.
-pub fn authenticate(conn: &mut DbConnection, secret: &str) -> AppResult<Option<Principal>> {
-    Ok(authenticate_with_kind(conn, secret)?.map(|(principal, _)| principal))
-}
-
-/// [`authenticate`] without a write: also says whether the token's
-/// `last_used_at` is due to be refreshed, which the caller has the
-/// committer do with [`touch`] (`Committer::touch_soon`), so that a
-/// phone's first request of five minutes does not wait for SQLite's write
-/// lock beside ingest (#19 item 7).
-pub fn authenticate_read_only(
-    conn: &mut DbConnection,
-    secret: &str,
-) -> AppResult<Option<(Principal, bool)>> {
+/// token is unknown, expired or revoked, or its user is disabled. Reads
+/// only: it also says whether the token's `last_used_at` is due to be
+/// refreshed, which the caller has the committer do with [`touch`]
+/// (`http::extract::note_token_use`), so that no request waits for
+/// SQLite's write lock beside ingest to stamp its token (#19 item 7).
+pub fn authenticate(conn: &mut DbConnection, secret: &str) -> AppResult<Option<(Principal, bool)>> {
     Ok(find(conn, secret)?.map(|(principal, _, stale)| (principal, stale)))
 }
 
@@ -209,20 +201,6 @@ pub fn touch(conn: &mut DbConnection, id: &str, at: NaiveDateTime) -> AppResult<
         .set(tokens::last_used_at.eq(at))
         .execute(conn)?;
     Ok(())
-}
-
-/// [`authenticate`], with the token's kind (session or device).
-fn authenticate_with_kind(
-    conn: &mut DbConnection,
-    secret: &str,
-) -> AppResult<Option<(Principal, String)>> {
-    let Some((principal, kind, stale)) = find(conn, secret)? else {
-        return Ok(None);
-    };
-    if stale {
-        touch(conn, &principal.token_id, crate::time::now())?;
-    }
-    Ok(Some((principal, kind)))
 }
 
 /// The principal of a presented secret, its token's kind, and whether its
@@ -271,12 +249,12 @@ pub fn authenticate_device(
     conn: &mut DbConnection,
     username: Option<&str>,
     secret: &str,
-) -> AppResult<Option<Principal>> {
-    let Some((principal, kind)) = authenticate_with_kind(conn, secret)? else {
+) -> AppResult<Option<(Principal, bool)>> {
+    let Some((principal, kind, stale)) = find(conn, secret)? else {
         return Ok(None);
     };
     let same_user = username.is_none_or(|u| u == principal.username);
-    Ok((kind == KIND_DEVICE && same_user).then_some(principal))
+    Ok((kind == KIND_DEVICE && same_user).then_some((principal, stale)))
 }
 
 pub fn get(conn: &mut DbConnection, id: &str) -> AppResult<TokenInfo> {

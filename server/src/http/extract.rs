@@ -45,19 +45,25 @@ fn bearer(req: &HttpRequest) -> Result<String, AppError> {
     })
 }
 
-async fn authenticate(req: HttpRequest) -> Result<Principal, AppError> {
-    let secret = bearer(&req)?;
-    let state = state(&req)?;
-    let (principal, stale) = state
-        .db(move |conn| tokens::authenticate_read_only(conn, &secret))
-        .await?
-        .ok_or_else(|| AppError::Unauthorized("the token is unknown, expired or revoked".into()))?;
+/// Has the committer stamp the token's `last_used_at` with its next group
+/// when `tokens::authenticate` found it stale: advisory (shown on a
+/// person's page), so no request waits for a write to record it.
+pub fn note_token_use(state: &AppState, principal: &Principal, stale: bool) {
     if stale {
-        // Advisory (shown on a person's page): written with the next group.
         state
             .committer
             .touch_soon(principal.token_id.clone(), crate::time::now());
     }
+}
+
+async fn authenticate(req: HttpRequest) -> Result<Principal, AppError> {
+    let secret = bearer(&req)?;
+    let state = state(&req)?;
+    let (principal, stale) = state
+        .db(move |conn| tokens::authenticate(conn, &secret))
+        .await?
+        .ok_or_else(|| AppError::Unauthorized("the token is unknown, expired or revoked".into()))?;
+    note_token_use(&state, &principal, stale);
     // Lets the request log name the actor without ever seeing the token.
     tracing::Span::current().record("user_id", principal.user_id.as_str());
     req.extensions_mut().insert(principal.clone());

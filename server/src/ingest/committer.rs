@@ -136,7 +136,7 @@ impl Committer {
     }
 
     /// Sets token `id`'s `last_used_at` to `at` with the next group,
-    /// without waiting (`auth::tokens::authenticate_read_only`).
+    /// without waiting (`http::extract::note_token_use`).
     pub fn touch_soon(&self, id: String, at: chrono::NaiveDateTime) {
         self.touches
             .lock()

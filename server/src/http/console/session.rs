@@ -141,10 +141,11 @@ impl FromRequest for Session {
                 .ok_or(WebError::SignInNeeded)?;
             let state = extract::state(&req)?;
             let secret = token.clone();
-            let principal = state
+            let (principal, stale) = state
                 .db(move |conn| tokens::authenticate(conn, &secret))
                 .await?
                 .ok_or(WebError::SignInNeeded)?;
+            extract::note_token_use(&state, &principal, stale);
             tracing::Span::current().record("user_id", principal.user_id.as_str());
             req.extensions_mut().insert(principal.clone());
             Ok(Session { principal, token })

@@ -158,17 +158,18 @@ async fn caller(req: &HttpRequest) -> Result<Caller, OpenRosaError> {
                 (None, None, None) => None,
             };
             let works_here = match &found {
-                Some(who) => ingest::works_in_programme(conn, who, &p)?,
+                Some((who, _)) => ingest::works_in_programme(conn, who, &p)?,
                 None => false,
             };
             Ok((found, works_here))
         })
         .await?;
-    let who = found.ok_or_else(|| {
+    let (who, stale) = found.ok_or_else(|| {
         AppError::Unauthorized(
             "sign in with your username and the phone's device token (ask your coordinator)".into(),
         )
     })?;
+    extract::note_token_use(&state, &who, stale);
     tracing::Span::current().record("user_id", who.user_id.as_str());
     req.extensions_mut().insert(who.clone());
     if who.must_change_password {
