@@ -190,45 +190,34 @@ pub struct StoredDeadline(
     pub bool,
 );
 
-/// The columns of `case_deadlines` a [`StoredDeadline`] holds, after the
+/// The columns of `case_deadlines` a [`StoredDeadline`] holds, with the
 /// case's id: the one select of them (the projection's fill and the
 /// report's read of cases without a current projection).
-pub const DEADLINE_COLUMNS: (
-    case_deadlines::case_id,
-    case_deadlines::rule_id,
-    case_deadlines::due_at,
-    case_deadlines::outcome,
-    case_deadlines::met_at,
-    case_deadlines::on_time,
-    case_deadlines::late_in_days,
-) = (
-    case_deadlines::case_id,
-    case_deadlines::rule_id,
-    case_deadlines::due_at,
-    case_deadlines::outcome,
-    case_deadlines::met_at,
-    case_deadlines::on_time,
-    case_deadlines::late_in_days,
-);
+#[derive(Queryable, Selectable)]
+#[diesel(table_name = case_deadlines)]
+pub struct DeadlineOfCase {
+    case_id: String,
+    rule_id: String,
+    due_at: NaiveDateTime,
+    outcome: String,
+    met_at: Option<NaiveDateTime>,
+    on_time: Option<bool>,
+    late_in_days: bool,
+}
 
-/// A row of [`DEADLINE_COLUMNS`].
-pub type DeadlineColumns = (
-    String,
-    String,
-    NaiveDateTime,
-    String,
-    Option<NaiveDateTime>,
-    Option<bool>,
-    bool,
-);
-
-impl StoredDeadline {
-    /// A row of [`DEADLINE_COLUMNS`]: the case's id and its deadline.
-    pub fn of_row(row: DeadlineColumns) -> (String, StoredDeadline) {
-        let (case_id, rule, due, outcome, met, on_time, in_days) = row;
+impl DeadlineOfCase {
+    /// The case's id and its deadline.
+    pub fn into_pair(self) -> (String, StoredDeadline) {
         (
-            case_id,
-            StoredDeadline(rule, due, outcome, met, on_time, in_days),
+            self.case_id,
+            StoredDeadline(
+                self.rule_id,
+                self.due_at,
+                self.outcome,
+                self.met_at,
+                self.on_time,
+                self.late_in_days,
+            ),
         )
     }
 }
@@ -539,10 +528,10 @@ fn project_stored(
             case_deadlines::rule_id,
             case_deadlines::occurrence,
         ))
-        .select(DEADLINE_COLUMNS)
-        .load::<DeadlineColumns>(conn)?
+        .select(DeadlineOfCase::as_select())
+        .load(conn)?
     {
-        let (case_id, deadline) = StoredDeadline::of_row(row);
+        let (case_id, deadline) = row.into_pair();
         deadlines.entry(case_id).or_default().push(deadline);
     }
     let calendar = &programme.calendar;

@@ -465,10 +465,10 @@ fn deadlines_of(
         .filter(case_deadlines::due_at.ge(from))
         .filter(case_deadlines::due_at.lt(to))
         .filter(case_deadlines::outcome.ne("not_applicable"))
-        .select(projection::DEADLINE_COLUMNS)
-        .load::<projection::DeadlineColumns>(conn)?
+        .select(projection::DeadlineOfCase::as_select())
+        .load(conn)?
     {
-        let (case_id, deadline) = projection::StoredDeadline::of_row(row);
+        let (case_id, deadline) = row.into_pair();
         out.entry(case_id).or_default().push(deadline.into());
     }
     Ok(out)
