@@ -30,6 +30,7 @@ use aws_lc_rs::cipher::{
 };
 use aws_lc_rs::hmac;
 use aws_lc_rs::iv::FixedLength;
+use zeroize::Zeroizing;
 
 const SQLITE_OK: c_int = 0;
 const SQLITE_ERROR: c_int = 1;
@@ -168,12 +169,14 @@ unsafe fn install_once() {
 }
 
 /// One connection's scheduled keys: the last of each kind it was given
-/// (a connection uses one key, two while it rekeys or copies a database).
+/// (a connection uses one key, two while it rekeys or copies a database),
+/// beside a copy of the raw key to tell it again, wiped when dropped as
+/// SQLCipher wipes its own.
 #[derive(Default)]
 struct Keys {
-    hmac: Option<(c_int, Vec<u8>, hmac::Key)>,
-    encrypt: Option<(Vec<u8>, EncryptingKey)>,
-    decrypt: Option<(Vec<u8>, DecryptingKey)>,
+    hmac: Option<(c_int, Zeroizing<Vec<u8>>, hmac::Key)>,
+    encrypt: Option<(Zeroizing<Vec<u8>>, EncryptingKey)>,
+    decrypt: Option<(Zeroizing<Vec<u8>>, DecryptingKey)>,
 }
 
 fn stock() -> Option<(CtxFn, CtxFn)> {
@@ -264,7 +267,7 @@ unsafe extern "C" fn page_hmac(
             None => return SQLITE_ERROR,
         }
     };
-    let fresh = !matches!(&keys.hmac, Some((a, k, _)) if *a == algorithm && k == key);
+    let fresh = !matches!(&keys.hmac, Some((a, k, _)) if *a == algorithm && k.as_slice() == key);
     if fresh {
         let kind = match algorithm {
             HMAC_SHA1 => hmac::HMAC_SHA1_FOR_LEGACY_USE_ONLY,
@@ -272,7 +275,11 @@ unsafe extern "C" fn page_hmac(
             HMAC_SHA512 => hmac::HMAC_SHA512,
             _ => return SQLITE_ERROR,
         };
-        keys.hmac = Some((algorithm, key.to_vec(), hmac::Key::new(kind, key)));
+        keys.hmac = Some((
+            algorithm,
+            Zeroizing::new(key.to_vec()),
+            hmac::Key::new(kind, key),
+        ));
     }
     let Some((_, _, scheduled)) = &keys.hmac else {
         return SQLITE_ERROR;
@@ -314,13 +321,13 @@ unsafe extern "C" fn page_cipher(
     let page = unsafe { std::slice::from_raw_parts_mut(out, in_sz as usize) };
     let done = match mode {
         CIPHER_ENCRYPT => {
-            if !matches!(&keys.encrypt, Some((k, _)) if k == key) {
+            if !matches!(&keys.encrypt, Some((k, _)) if k.as_slice() == key) {
                 let Ok(scheduled) =
                     UnboundCipherKey::new(&AES_256, key).and_then(EncryptingKey::cbc)
                 else {
                     return SQLITE_ERROR;
                 };
-                keys.encrypt = Some((key.to_vec(), scheduled));
+                keys.encrypt = Some((Zeroizing::new(key.to_vec()), scheduled));
             }
             let Some((_, scheduled)) = &keys.encrypt else {
                 return SQLITE_ERROR;
@@ -329,13 +336,13 @@ unsafe extern "C" fn page_cipher(
             scheduled.less_safe_encrypt(page, context).is_ok()
         }
         CIPHER_DECRYPT => {
-            if !matches!(&keys.decrypt, Some((k, _)) if k == key) {
+            if !matches!(&keys.decrypt, Some((k, _)) if k.as_slice() == key) {
                 let Ok(scheduled) =
                     UnboundCipherKey::new(&AES_256, key).and_then(DecryptingKey::cbc)
                 else {
                     return SQLITE_ERROR;
                 };
-                keys.decrypt = Some((key.to_vec(), scheduled));
+                keys.decrypt = Some((Zeroizing::new(key.to_vec()), scheduled));
             }
             let Some((_, scheduled)) = &keys.decrypt else {
                 return SQLITE_ERROR;
