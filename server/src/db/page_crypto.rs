@@ -169,14 +169,30 @@ unsafe fn install_once() {
 }
 
 /// One connection's scheduled keys: the last of each kind it was given
-/// (a connection uses one key, two while it rekeys or copies a database),
-/// beside a copy of the raw key to tell it again, wiped when dropped as
-/// SQLCipher wipes its own.
+/// (a connection uses one key, two while it rekeys or copies a database).
 #[derive(Default)]
 struct Keys {
-    hmac: Option<(c_int, Zeroizing<Vec<u8>>, hmac::Key)>,
-    encrypt: Option<(Zeroizing<Vec<u8>>, EncryptingKey)>,
-    decrypt: Option<(Zeroizing<Vec<u8>>, DecryptingKey)>,
+    hmac: Slot<hmac::Key>,
+    encrypt: Slot<EncryptingKey>,
+    decrypt: Slot<DecryptingKey>,
+}
+
+/// A scheduled key with what it was made from (an algorithm or mode, and
+/// a copy of the raw key, wiped when dropped as SQLCipher wipes its own).
+type Slot<K> = Option<(c_int, Zeroizing<Vec<u8>>, K)>;
+
+/// The key in `slot` for `kind` and `raw`, made again by `make` only when
+/// they changed; `None` when it cannot be made.
+fn scheduled<'a, K>(
+    slot: &'a mut Slot<K>,
+    kind: c_int,
+    raw: &[u8],
+    make: impl FnOnce() -> Option<K>,
+) -> Option<&'a K> {
+    if !matches!(slot, Some((k, r, _)) if *k == kind && r.as_slice() == raw) {
+        *slot = Some((kind, Zeroizing::new(raw.to_vec()), make()?));
+    }
+    slot.as_ref().map(|(_, _, key)| key)
 }
 
 fn stock() -> Option<(CtxFn, CtxFn)> {
@@ -267,21 +283,15 @@ unsafe extern "C" fn page_hmac(
             None => return SQLITE_ERROR,
         }
     };
-    let fresh = !matches!(&keys.hmac, Some((a, k, _)) if *a == algorithm && k.as_slice() == key);
-    if fresh {
+    let Some(scheduled) = scheduled(&mut keys.hmac, algorithm, key, || {
         let kind = match algorithm {
             HMAC_SHA1 => hmac::HMAC_SHA1_FOR_LEGACY_USE_ONLY,
             HMAC_SHA256 => hmac::HMAC_SHA256,
             HMAC_SHA512 => hmac::HMAC_SHA512,
-            _ => return SQLITE_ERROR,
+            _ => return None,
         };
-        keys.hmac = Some((
-            algorithm,
-            Zeroizing::new(key.to_vec()),
-            hmac::Key::new(kind, key),
-        ));
-    }
-    let Some((_, _, scheduled)) = &keys.hmac else {
+        Some(hmac::Key::new(kind, key))
+    }) else {
         return SQLITE_ERROR;
     };
     let mut mac = hmac::Context::with_key(scheduled);
@@ -320,36 +330,22 @@ unsafe extern "C" fn page_cipher(
     unsafe { std::ptr::copy(input, out, in_sz as usize) };
     let page = unsafe { std::slice::from_raw_parts_mut(out, in_sz as usize) };
     let done = match mode {
-        CIPHER_ENCRYPT => {
-            if !matches!(&keys.encrypt, Some((k, _)) if k.as_slice() == key) {
-                let Ok(scheduled) =
-                    UnboundCipherKey::new(&AES_256, key).and_then(EncryptingKey::cbc)
-                else {
-                    return SQLITE_ERROR;
-                };
-                keys.encrypt = Some((Zeroizing::new(key.to_vec()), scheduled));
-            }
-            let Some((_, scheduled)) = &keys.encrypt else {
-                return SQLITE_ERROR;
-            };
+        CIPHER_ENCRYPT => scheduled(&mut keys.encrypt, mode, key, || {
+            let key = UnboundCipherKey::new(&AES_256, key);
+            key.and_then(EncryptingKey::cbc).ok()
+        })
+        .is_some_and(|scheduled| {
             let context = EncryptionContext::Iv128(FixedLength::from(iv_bytes));
             scheduled.less_safe_encrypt(page, context).is_ok()
-        }
-        CIPHER_DECRYPT => {
-            if !matches!(&keys.decrypt, Some((k, _)) if k.as_slice() == key) {
-                let Ok(scheduled) =
-                    UnboundCipherKey::new(&AES_256, key).and_then(DecryptingKey::cbc)
-                else {
-                    return SQLITE_ERROR;
-                };
-                keys.decrypt = Some((Zeroizing::new(key.to_vec()), scheduled));
-            }
-            let Some((_, scheduled)) = &keys.decrypt else {
-                return SQLITE_ERROR;
-            };
+        }),
+        CIPHER_DECRYPT => scheduled(&mut keys.decrypt, mode, key, || {
+            let key = UnboundCipherKey::new(&AES_256, key);
+            key.and_then(DecryptingKey::cbc).ok()
+        })
+        .is_some_and(|scheduled| {
             let context = DecryptionContext::Iv128(FixedLength::from(iv_bytes));
             scheduled.decrypt(page, context).is_ok()
-        }
+        }),
         _ => false,
     };
     if done {
