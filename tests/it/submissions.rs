@@ -11,7 +11,7 @@ use casesync::db::schema::{cases, submissions};
 use common::phone::{
     attachment_content, envelope, fixture, form_envelope, phone, Phone, SIGNATURE_NAME,
 };
-use common::TestApp;
+use common::{Response, TestApp};
 use diesel::prelude::*;
 use serde_json::{json, Value};
 
@@ -268,6 +268,91 @@ fn a_batch_answers_per_item() {
         json!({ "submissions": too_many }),
     )
     .assert_problem(422, "validation");
+}
+
+/// The committer writes a group of submissions in one transaction without a
+/// savepoint each; when one fails it writes the group again with one each.
+/// Two referrals opening the same new case, sent together, both pass the
+/// checks before storing; the second fails only when stored. Each good form
+/// is stored and audited once; each refused one leaves nothing behind.
+#[test]
+fn a_form_refused_while_stored_fails_alone_among_the_forms_stored_with_it() {
+    let app = TestApp::spawn();
+    let (_, worker) = setup(&app);
+    let phone = phone(&app, &worker);
+    let case_ids: Vec<String> = (0..12).map(|_| uuid::Uuid::new_v4().to_string()).collect();
+    // Two referrals per new case, all sent at once.
+    let jwes: Vec<(String, String)> = case_ids
+        .iter()
+        .flat_map(|case_id| {
+            (0..2).map(|_| {
+                let envelope = envelope(case_id, fixture("kz.referral"));
+                let instance = envelope["instance_id"].as_str().unwrap().to_string();
+                (instance, phone.encrypt(&envelope))
+            })
+        })
+        .collect();
+    let answers: Vec<(&str, Response)> = std::thread::scope(|s| {
+        let handles: Vec<_> = jwes
+            .iter()
+            .map(|(instance, jwe)| s.spawn(|| (instance.as_str(), phone.send_raw(jwe))))
+            .collect();
+        handles.into_iter().map(|h| h.join().unwrap()).collect()
+    });
+    let mut refused: Vec<&str> = Vec::new();
+    for pair in answers.chunks(2) {
+        let mut statuses: Vec<u16> = pair.iter().map(|(_, res)| res.status).collect();
+        statuses.sort();
+        assert_eq!(statuses, [201, 422], "one referral opens the case");
+        let (instance, res) = pair.iter().find(|(_, res)| res.status == 422).unwrap();
+        assert_eq!(res.error_pointers(), ["/case_id"], "{}", res.text);
+        refused.push(instance);
+    }
+
+    // A batch is queued in order, so its items share a group: the second
+    // passes the checks (its case is not open yet) and fails when stored.
+    let (first, second) = (
+        uuid::Uuid::new_v4().to_string(),
+        uuid::Uuid::new_v4().to_string(),
+    );
+    let batch = [
+        envelope(&first, fixture("kz.referral")),
+        envelope(&first, fixture("kz.referral")),
+        envelope(&second, fixture("kz.referral")),
+    ];
+    let items: Vec<String> = batch.iter().map(|e| phone.encrypt(e)).collect();
+    let res = app.post(
+        "/api/v1/submissions/batch",
+        &worker,
+        json!({ "submissions": items }),
+    );
+    assert_eq!(res.status, 200, "{}", res.text);
+    let statuses: Vec<u64> = res.body["results"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["status"].as_u64().unwrap())
+        .collect();
+    assert_eq!(statuses, [201, 422, 201], "{}", res.text);
+    refused.push(batch[1]["instance_id"].as_str().unwrap());
+
+    assert_eq!(app.stored_submissions(), 12 + 2);
+    assert_eq!(app.audit_count("submission_received"), 12 + 2);
+    let mut conn = app.conn();
+    for instance in refused {
+        let kept: i64 = submissions::table
+            .filter(submissions::instance_id.eq(instance))
+            .count()
+            .get_result(&mut conn)
+            .unwrap();
+        assert_eq!(kept, 0, "a refused form leaves no row");
+    }
+    for case_id in case_ids.iter().chain([&first, &second]) {
+        let case = app.case(&worker, case_id);
+        assert_eq!(case["id"], case_id.as_str());
+    }
+    let opened: i64 = cases::table.count().get_result(&mut conn).unwrap();
+    assert_eq!(opened, 12 + 2, "one case per new case id");
 }
 
 #[test]

@@ -1,8 +1,9 @@
 //! Group commit: one writer thread stores prepared submissions, as many as
-//! have queued up (up to a limit) in one transaction, each in its own
-//! savepoint. A durable commit (an fsync on SQLite) is paid once per group
-//! instead of once per submission, and nobody hears "stored" before the
-//! commit that stored it.
+//! have queued up (up to a limit) in one transaction. A durable commit (an
+//! fsync on SQLite) is paid once per group instead of once per submission,
+//! and nobody hears "stored" before the commit that stored it. A member
+//! that fails fails alone: the group is then written again with each
+//! member in a savepoint of its own (see [`Isolation`]).
 //!
 //! The same thread appends the audit rows of reads that happen all the
 //! time beside ingest (a phone's sync that carried cases) to the next
@@ -243,36 +244,22 @@ fn commit_group(
 ) {
     let size = stores.len();
     let outcomes = writer.with(|conn| {
-        let (stored, audited) = write_tx(conn, |conn: &mut DbConnection| {
-            let stored: Vec<AppResult<Stored>> = stores
-                .iter()
-                .map(|job| conn.transaction(|c| store_unaudited(c, &job.who, &job.prepared)))
-                .collect();
-            // The audit rows last, once every case row the group touches is
-            // locked (see `audit_received`).
-            for (job, outcome) in stores.iter().zip(&stored) {
-                if let Ok(Stored::Created(receipt)) = outcome {
-                    audit_received(conn, &job.who, &job.origin, &job.prepared, receipt)?;
-                }
+        let group = Group {
+            stores: &stores,
+            audits: &audits,
+            touches: &touches,
+        };
+        let written = match write_tx(conn, |c| group.write(c, Isolation::Together)) {
+            Err(GroupError::MemberFailed) => {
+                tracing::debug!(
+                    size,
+                    "a member of the group failed; writing the group again, each member alone"
+                );
+                write_tx(conn, |c| group.write(c, Isolation::EachAlone))
             }
-            // Each reader's row in a savepoint: one that fails fails alone.
-            let audited: Vec<AppResult<()>> = audits
-                .iter()
-                .map(|row| {
-                    conn.transaction(|c| {
-                        let event = Event::new(Some(&row.who), row.action).detail(&row.detail);
-                        audit::record(c, &row.origin, event)
-                    })
-                })
-                .collect();
-            for (id, at) in &touches {
-                // Advisory: a token revoked meanwhile is simply not found.
-                if let Err(err) = conn.transaction(|c| crate::auth::tokens::touch(c, id, *at)) {
-                    tracing::warn!(error = %err, "a token's last use was not recorded");
-                }
-            }
-            Ok::<_, AppError>((stored, audited))
-        })?;
+            other => other,
+        };
+        let (stored, audited) = written.map_err(GroupError::into_app)?;
         let stored = stores
             .iter()
             .zip(stored)
@@ -298,6 +285,108 @@ fn commit_group(
                 let _ = job.reply.send(Err(clone_error(&err)));
             }
         }
+    }
+}
+
+/// How the members of a group (its submissions, the audit rows of reads,
+/// the token stamps) are kept apart inside its one transaction.
+#[derive(Clone, Copy)]
+enum Isolation {
+    /// No savepoints; a member that fails ends the attempt, and the whole
+    /// group is written again [`Isolation::EachAlone`]. Failures are rare
+    /// (a conflicting resend, a form naming a case it may not change), and
+    /// a savepoint is not free: SQLite copies each page a member changes
+    /// for the first time into the savepoint's journal, which took a sixth of
+    /// the commit thread's time with one savepoint per member.
+    Together,
+    /// Each member in its own savepoint: one that fails fails alone.
+    EachAlone,
+}
+
+/// Why a group's transaction did not commit.
+enum GroupError {
+    /// A member failed while written [`Isolation::Together`].
+    MemberFailed,
+    /// The transaction itself failed: every member fails with it.
+    Failed(AppError),
+}
+
+impl From<diesel::result::Error> for GroupError {
+    fn from(err: diesel::result::Error) -> Self {
+        GroupError::Failed(err.into())
+    }
+}
+
+impl From<AppError> for GroupError {
+    fn from(err: AppError) -> Self {
+        GroupError::Failed(err)
+    }
+}
+
+impl GroupError {
+    fn into_app(self) -> AppError {
+        match self {
+            GroupError::Failed(err) => err,
+            GroupError::MemberFailed => AppError::internal("a member failed outside a savepoint"),
+        }
+    }
+}
+
+/// One member's outcome: what it stored, or why it did not.
+type Written = (Vec<AppResult<Stored>>, Vec<AppResult<()>>);
+
+/// What one commit writes.
+struct Group<'a> {
+    stores: &'a [StoreJob],
+    audits: &'a [AuditRow],
+    touches: &'a [(String, chrono::NaiveDateTime)],
+}
+
+impl Group<'_> {
+    /// Writes every member, inside the caller's transaction.
+    fn write(&self, conn: &mut DbConnection, isolation: Isolation) -> Result<Written, GroupError> {
+        let mut stored = Vec::with_capacity(self.stores.len());
+        for job in self.stores {
+            stored.push(member(conn, isolation, |c| {
+                store_unaudited(c, &job.who, &job.prepared)
+            })?);
+        }
+        // The audit rows last, once every case row the group touches is
+        // locked (see `audit_received`).
+        for (job, outcome) in self.stores.iter().zip(&stored) {
+            if let Ok(Stored::Created(receipt)) = outcome {
+                audit_received(conn, &job.who, &job.origin, &job.prepared, receipt)?;
+            }
+        }
+        let mut audited = Vec::with_capacity(self.audits.len());
+        for row in self.audits {
+            audited.push(member(conn, isolation, |c| {
+                let event = Event::new(Some(&row.who), row.action).detail(&row.detail);
+                audit::record(c, &row.origin, event)
+            })?);
+        }
+        for (id, at) in self.touches {
+            // Advisory: a token revoked meanwhile is simply not found.
+            let touched = member(conn, isolation, |c| crate::auth::tokens::touch(c, id, *at))?;
+            if let Err(err) = touched {
+                tracing::warn!(error = %err, "a token's last use was not recorded");
+            }
+        }
+        Ok((stored, audited))
+    }
+}
+
+/// Runs one member's `work` as `isolation` says: in a savepoint of its own
+/// (its failure is its outcome), or with the group (its failure ends the
+/// attempt).
+fn member<T>(
+    conn: &mut DbConnection,
+    isolation: Isolation,
+    work: impl FnOnce(&mut DbConnection) -> AppResult<T>,
+) -> Result<AppResult<T>, GroupError> {
+    match isolation {
+        Isolation::EachAlone => Ok(conn.transaction(work)),
+        Isolation::Together => work(conn).map(Ok).map_err(|_| GroupError::MemberFailed),
     }
 }
 
