@@ -198,15 +198,38 @@ pub fn resolve(conn: &mut DbConnection, name: &str) -> AppResult<Option<Site>> {
 
 /// All sites, or only those with the given ids, ordered by programme and code.
 pub fn list(conn: &mut DbConnection, only: Option<&[String]>) -> AppResult<Vec<Site>> {
-    let mut query = sites::table
-        .select(Site::as_select())
-        .order((sites::programme, sites::code))
-        .into_boxed();
-    if let Some(ids) = only {
-        query = query.filter(sites::id.eq_any(ids));
+    match only {
+        // A few sites (a field worker's, asked for by every submission and
+        // sync) one cached lookup each: SQLite compiles a list of ids in SQL
+        // (`IN (…)`) afresh at every call.
+        Some(ids) if ids.len() <= FEW_SITES => {
+            let mut found = Vec::with_capacity(ids.len());
+            for id in ids {
+                let site = sites::table
+                    .find(id)
+                    .select(Site::as_select())
+                    .first(conn)
+                    .optional()?;
+                found.extend(site);
+            }
+            found.sort_by(|a, b| (&a.programme, &a.code).cmp(&(&b.programme, &b.code)));
+            found.dedup_by(|a, b| a.id == b.id);
+            Ok(found)
+        }
+        Some(ids) => Ok(sites::table
+            .select(Site::as_select())
+            .filter(sites::id.eq_any(ids))
+            .order((sites::programme, sites::code))
+            .load(conn)?),
+        None => Ok(sites::table
+            .select(Site::as_select())
+            .order((sites::programme, sites::code))
+            .load(conn)?),
     }
-    Ok(query.load(conn)?)
 }
+
+/// Up to this many sites, [`list`] looks each up by its id.
+const FEW_SITES: usize = 8;
 
 pub fn count(conn: &mut DbConnection) -> AppResult<i64> {
     Ok(sites::table.count().get_result(conn)?)

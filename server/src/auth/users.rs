@@ -293,9 +293,13 @@ pub fn get(conn: &mut DbConnection, id: &str) -> AppResult<User> {
         .first(conn)
         .optional()?
         .ok_or_else(|| AppError::NotFound(format!("no user with id {id:?}")))?;
-    let sites = sites_of(conn, std::slice::from_ref(&row.id))?
-        .remove(&row.id)
-        .unwrap_or_default();
+    // Not `sites_of(&[id])`: SQLite compiles a list of ids in SQL (`IN (…)`)
+    // afresh at every call, and this runs for every request signed in.
+    let sites: Vec<String> = user_sites::table
+        .filter(user_sites::user_id.eq(&row.id))
+        .select(user_sites::site_id)
+        .order(user_sites::site_id)
+        .load(conn)?;
     to_user(row, sites)
 }
 

@@ -75,6 +75,7 @@ struct HeldRow {
     supersedes: Option<String>,
     received_at: NaiveDateTime,
     pending_event: Option<String>,
+    status: String,
 }
 
 /// The sender of a held form as the access policy sees them now.
@@ -118,9 +119,12 @@ pub fn lock(conn: &mut DbConnection, case_id: &str) -> AppResult<()> {
 /// opened the case. Returns the refusals, for the audit rows written last.
 pub fn join(conn: &mut DbConnection, case_id: &str) -> AppResult<Vec<Refusal>> {
     lock(conn, case_id)?;
+    // The status is checked here, not in SQL: `status = ?` beside the
+    // partial indexes on status makes SQLite plan the statement again at
+    // every run (its plan depends on the bound value), and this runs for
+    // every case opened. The rows naming the case are its held forms.
     let rows: Vec<HeldRow> = submissions::table
         .filter(submissions::pending_case_id.eq(case_id))
-        .filter(submissions::status.eq(PENDING_CASE))
         .filter(submissions::superseded_by.is_null())
         .order((submissions::received_at, submissions::instance_id))
         .select((
@@ -132,10 +136,11 @@ pub fn join(conn: &mut DbConnection, case_id: &str) -> AppResult<Vec<Refusal>> {
             submissions::supersedes,
             submissions::received_at,
             submissions::pending_event,
+            submissions::status,
         ))
         .load(conn)?;
     let mut refusals = Vec::new();
-    for row in rows {
+    for row in rows.into_iter().filter(|r| r.status == PENDING_CASE) {
         let case = cases::find(conn, case_id)?
             .ok_or_else(|| AppError::internal("a case just opened is gone"))?;
         let held: HeldEvent = serde_json::from_str(row.pending_event.as_deref().unwrap_or(""))
