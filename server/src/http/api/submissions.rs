@@ -103,7 +103,7 @@ pub const MAX_BATCH: usize = 100;
 
 /// `POST /api/v1/submissions/batch`: a phone back in signal uploads its
 /// queue in one round trip. Each item is checked and stored (or refused) on
-/// its own, in its own savepoint; the answer says per item what
+/// its own (a refused item takes nothing else with it); the answer says per item what
 /// `POST /submissions` would have said (an item over `max_submission_bytes`
 /// is 413 and is not decrypted).
 #[utoipa::path(
