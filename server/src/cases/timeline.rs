@@ -2,6 +2,8 @@
 //! stored, and the fold that turns them into the case's state, facts and
 //! deadlines. Owns `case_events` and `case_deadlines`.
 
+use std::collections::HashSet;
+
 use chrono::{DateTime, FixedOffset, NaiveDateTime};
 use diesel::prelude::*;
 use serde::Serialize;
@@ -324,27 +326,7 @@ pub fn save(
                 .eq(serde_json::to_string(&folded.event_days).map_err(AppError::internal)?),
         ))
         .execute(conn)?;
-    diesel::delete(case_deadlines::table.filter(case_deadlines::case_id.eq(&case.id)))
-        .execute(conn)?;
-    let deadline_rows: Vec<DeadlineValues> = folded
-        .deadlines
-        .iter()
-        .map(|d| deadline_row(case, d))
-        .collect();
-    crate::db::insert_rows(
-        conn,
-        deadline_rows,
-        |conn, chunk| {
-            diesel::insert_into(case_deadlines::table)
-                .values(chunk)
-                .execute(conn)
-        },
-        |conn, row| {
-            diesel::insert_into(case_deadlines::table)
-                .values(row)
-                .execute(conn)
-        },
-    )?;
+    write_deadlines(conn, case, folded)?;
     let deadlines = folded
         .deadlines
         .iter()
@@ -363,22 +345,68 @@ pub fn save(
     super::projection::save(conn, programme, &case.id, folded, rows, deadlines)
 }
 
-type DeadlineValues<'a> = (
-    diesel::dsl::Eq<case_deadlines::case_id, &'a str>,
-    diesel::dsl::Eq<case_deadlines::rule_id, &'a str>,
-    diesel::dsl::Eq<case_deadlines::occurrence, i32>,
-    diesel::dsl::Eq<case_deadlines::programme, &'a str>,
-    diesel::dsl::Eq<case_deadlines::site_id, &'a str>,
-    diesel::dsl::Eq<case_deadlines::assigned_to, Option<&'a str>>,
-    diesel::dsl::Eq<case_deadlines::started_at, NaiveDateTime>,
-    diesel::dsl::Eq<case_deadlines::due_at, NaiveDateTime>,
-    diesel::dsl::Eq<case_deadlines::soon_at, NaiveDateTime>,
-    diesel::dsl::Eq<case_deadlines::outcome, &'static str>,
-    diesel::dsl::Eq<case_deadlines::met_at, Option<NaiveDateTime>>,
-    diesel::dsl::Eq<case_deadlines::on_time, Option<bool>>,
-    diesel::dsl::Eq<case_deadlines::ended_by, Option<&'a str>>,
-    diesel::dsl::Eq<case_deadlines::late_in_days, bool>,
-);
+/// A row of `case_deadlines`: one occurrence of one of the case's rules,
+/// as the fold counted it.
+#[derive(Debug, PartialEq, Eq, Hash, Queryable, Selectable, Insertable)]
+#[diesel(table_name = case_deadlines)]
+struct DeadlineRecord {
+    case_id: String,
+    rule_id: String,
+    occurrence: i32,
+    programme: String,
+    site_id: String,
+    assigned_to: Option<String>,
+    started_at: NaiveDateTime,
+    due_at: NaiveDateTime,
+    soon_at: NaiveDateTime,
+    outcome: String,
+    met_at: Option<NaiveDateTime>,
+    on_time: Option<bool>,
+    ended_by: Option<String>,
+    late_in_days: bool,
+}
+
+/// Makes the case's stored deadlines those of `folded`, writing only the
+/// rows that changed. A fold mostly leaves a case's deadlines as they
+/// were (a follow-up meets one, or opens the next); rewriting them all
+/// dirtied a page of each index for every one of them, pages the commit
+/// then encrypts and writes.
+fn write_deadlines(conn: &mut DbConnection, case: &Case, folded: &Folded) -> AppResult<()> {
+    let stored: Vec<DeadlineRecord> = case_deadlines::table
+        .filter(case_deadlines::case_id.eq(&case.id))
+        .select(DeadlineRecord::as_select())
+        .load(conn)?;
+    let wanted: Vec<DeadlineRecord> = folded
+        .deadlines
+        .iter()
+        .map(|d| deadline_row(case, d))
+        .collect();
+    let (stored_set, wanted_set): (HashSet<&DeadlineRecord>, HashSet<&DeadlineRecord>) =
+        (stored.iter().collect(), wanted.iter().collect());
+    for gone in stored.iter().filter(|row| !wanted_set.contains(row)) {
+        diesel::delete(case_deadlines::table.find((&gone.case_id, &gone.rule_id, gone.occurrence)))
+            .execute(conn)?;
+    }
+    let new: Vec<&DeadlineRecord> = wanted
+        .iter()
+        .filter(|row| !stored_set.contains(row))
+        .collect();
+    crate::db::insert_rows(
+        conn,
+        new,
+        |conn, chunk| {
+            diesel::insert_into(case_deadlines::table)
+                .values(chunk)
+                .execute(conn)
+        },
+        |conn, row| {
+            diesel::insert_into(case_deadlines::table)
+                .values(row)
+                .execute(conn)
+        },
+    )?;
+    Ok(())
+}
 
 /// A deadline's outcome columns: outcome, met or ended at, on time, by which event.
 fn outcome_cells(
@@ -417,24 +445,24 @@ fn outcome_cells(
     }
 }
 
-fn deadline_row<'a>(case: &'a Case, d: &'a Deadline) -> DeadlineValues<'a> {
+fn deadline_row(case: &Case, d: &Deadline) -> DeadlineRecord {
     let (outcome, met_at, on_time, ended_by) = outcome_cells(d);
-    (
-        case_deadlines::case_id.eq(case.id.as_str()),
-        case_deadlines::rule_id.eq(d.rule.as_str()),
-        case_deadlines::occurrence.eq(d.occurrence as i32),
-        case_deadlines::programme.eq(case.programme.as_str()),
-        case_deadlines::site_id.eq(case.site_id.as_str()),
-        case_deadlines::assigned_to.eq(case.assigned_to.as_deref()),
-        case_deadlines::started_at.eq(d.started_at.naive_utc()),
-        case_deadlines::due_at.eq(d.due_at.naive_utc()),
-        case_deadlines::soon_at.eq(d.soon_at.naive_utc()),
-        case_deadlines::outcome.eq(outcome),
-        case_deadlines::met_at.eq(met_at),
-        case_deadlines::on_time.eq(on_time),
-        case_deadlines::ended_by.eq(ended_by),
-        case_deadlines::late_in_days.eq(d.late_in_days),
-    )
+    DeadlineRecord {
+        case_id: case.id.clone(),
+        rule_id: d.rule.clone(),
+        occurrence: d.occurrence as i32,
+        programme: case.programme.clone(),
+        site_id: case.site_id.clone(),
+        assigned_to: case.assigned_to.clone(),
+        started_at: d.started_at.naive_utc(),
+        due_at: d.due_at.naive_utc(),
+        soon_at: d.soon_at.naive_utc(),
+        outcome: outcome.to_string(),
+        met_at,
+        on_time,
+        ended_by: ended_by.map(str::to_string),
+        late_in_days: d.late_in_days,
+    }
 }
 
 /// After a change to `programme`'s calendar: every open case's deadlines
