@@ -332,7 +332,8 @@ impl GroupError {
     }
 }
 
-/// One member's outcome: what it stored, or why it did not.
+/// What became of each member: each submission's outcome, then each audit
+/// row's.
 type Written = (Vec<AppResult<Stored>>, Vec<AppResult<()>>);
 
 /// What one commit writes.
