@@ -82,7 +82,15 @@ pub fn check_private(dir: &Path) -> Result<(), StartError> {
         let path = entry
             .map_err(io(format!("reading {}", dir.display())))?
             .path();
-        let (bits, is_dir) = mode(&path)?;
+        let (bits, is_dir) = match mode(&path) {
+            // Gone since it was listed: SQLite removes a database's -wal
+            // and -shm when its last connection closes, which another
+            // process may do at any moment.
+            Err(StartError::Io { source, .. }) if source.kind() == std::io::ErrorKind::NotFound => {
+                continue
+            }
+            other => other?,
+        };
         if is_dir {
             check_private(&path)?;
         } else if bits & 0o077 != 0 {
@@ -523,4 +531,30 @@ pub fn serve(settings: Settings) -> Result<(), StartError> {
         tracing::info!("casesync stopped");
         Ok(())
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use std::os::unix::fs::PermissionsExt;
+
+    use super::*;
+
+    /// A file listed and then gone before its mode is read (SQLite's -shm
+    /// when another process closes the database) is no refusal; a dangling
+    /// link stands in for it here. A file open to others still is.
+    #[test]
+    fn a_file_gone_since_it_was_listed_is_skipped_and_an_open_one_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        fs::set_permissions(dir.path(), fs::Permissions::from_mode(0o700)).unwrap();
+        let db = dir.path().join("casesync.db");
+        fs::write(&db, b"").unwrap();
+        fs::set_permissions(&db, fs::Permissions::from_mode(0o600)).unwrap();
+        std::os::unix::fs::symlink(dir.path().join("gone"), dir.path().join("casesync.db-shm"))
+            .unwrap();
+        check_private(dir.path()).expect("a file gone since it was listed is no refusal");
+
+        fs::set_permissions(&db, fs::Permissions::from_mode(0o644)).unwrap();
+        let refused = check_private(dir.path()).unwrap_err().to_string();
+        assert!(refused.contains("chmod 600"), "{refused}");
+    }
 }
