@@ -675,12 +675,7 @@ fn each_item_a_batch_refuses_with_403_is_audited_as_a_refusal() {
     let items = serde_json::json!({ "submissions": [follow_up(), own, follow_up()] });
     let res = app.post("/api/v1/submissions/batch", &other, items);
     assert_eq!(res.status, 200, "{}", res.text);
-    let statuses: Vec<u64> = res.body["results"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|r| r["status"].as_u64().unwrap())
-        .collect();
+    let statuses = res.batch_statuses();
     assert_eq!(statuses, [403, 201, 403]);
 
     let refused: Vec<(Option<String>, Option<String>, Option<String>)> = audit_log::table

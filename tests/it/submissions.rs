@@ -238,12 +238,7 @@ fn a_batch_answers_per_item() {
     let items = json!({ "submissions": [first, second, first, "not-a-jwe", invalid] });
     let res = app.post("/api/v1/submissions/batch", &worker, items);
     assert_eq!(res.status, 200, "{}", res.text);
-    let statuses: Vec<u64> = res.body["results"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|r| r["status"].as_u64().unwrap())
-        .collect();
+    let statuses = res.batch_statuses();
     assert_eq!(statuses, [201, 201, 200, 400, 422]);
     assert_eq!(
         res.body["results"][4]["problem"]["errors"][0]["pointer"],
@@ -327,12 +322,7 @@ fn a_form_refused_while_stored_fails_alone_among_the_forms_stored_with_it() {
         json!({ "submissions": items }),
     );
     assert_eq!(res.status, 200, "{}", res.text);
-    let statuses: Vec<u64> = res.body["results"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|r| r["status"].as_u64().unwrap())
-        .collect();
+    let statuses = res.batch_statuses();
     assert_eq!(statuses, [201, 422, 201], "{}", res.text);
     refused.push(batch[1]["instance_id"].as_str().unwrap());
 

@@ -491,6 +491,16 @@ impl Response {
             .map(|(_, v)| v.as_str())
     }
 
+    /// Each item's status in a batch's answer (`results`), in order.
+    pub fn batch_statuses(&self) -> Vec<u64> {
+        self.body["results"]
+            .as_array()
+            .expect("a batch's answer has results")
+            .iter()
+            .map(|r| r["status"].as_u64().expect("each result has a status"))
+            .collect()
+    }
+
     /// The JSON pointers of a problem's `errors`, in order.
     pub fn error_pointers(&self) -> Vec<&str> {
         self.body["errors"]
