@@ -346,24 +346,24 @@ pub fn save(
 }
 
 /// A row of `case_deadlines`: one occurrence of one of the case's rules,
-/// as the fold counted it.
+/// as the fold counted it (also what a case's page reads of it).
 #[derive(Debug, PartialEq, Eq, Hash, Queryable, Selectable, Insertable)]
 #[diesel(table_name = case_deadlines)]
-struct DeadlineRecord {
-    case_id: String,
-    rule_id: String,
-    occurrence: i32,
-    programme: String,
-    site_id: String,
-    assigned_to: Option<String>,
-    started_at: NaiveDateTime,
-    due_at: NaiveDateTime,
-    soon_at: NaiveDateTime,
-    outcome: String,
-    met_at: Option<NaiveDateTime>,
-    on_time: Option<bool>,
-    ended_by: Option<String>,
-    late_in_days: bool,
+pub(super) struct DeadlineRecord {
+    pub(super) case_id: String,
+    pub(super) rule_id: String,
+    pub(super) occurrence: i32,
+    pub(super) programme: String,
+    pub(super) site_id: String,
+    pub(super) assigned_to: Option<String>,
+    pub(super) started_at: NaiveDateTime,
+    pub(super) due_at: NaiveDateTime,
+    pub(super) soon_at: NaiveDateTime,
+    pub(super) outcome: String,
+    pub(super) met_at: Option<NaiveDateTime>,
+    pub(super) on_time: Option<bool>,
+    pub(super) ended_by: Option<String>,
+    pub(super) late_in_days: bool,
 }
 
 /// Makes the case's stored deadlines those of `folded`, writing only the

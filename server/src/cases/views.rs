@@ -14,7 +14,7 @@ use serde_json::Value;
 
 use super::fold::{self, Late, Status};
 use super::reconcile::programme_of;
-use super::timeline::{self, EventRow};
+use super::timeline::{self, DeadlineRecord, EventRow};
 use super::{break_glass, find, Case};
 use crate::auth::policy::{self, CaseAccess, CaseScope};
 use crate::auth::sites::ProgrammeCode;
@@ -75,22 +75,7 @@ pub struct DeadlineView {
     pub source: String,
 }
 
-#[derive(Queryable, Selectable)]
-#[diesel(table_name = case_deadlines)]
-struct DeadlineRow {
-    rule_id: String,
-    occurrence: i32,
-    started_at: NaiveDateTime,
-    due_at: NaiveDateTime,
-    soon_at: NaiveDateTime,
-    outcome: String,
-    met_at: Option<NaiveDateTime>,
-    on_time: Option<bool>,
-    ended_by: Option<String>,
-    late_in_days: bool,
-}
-
-fn status_of(row: &DeadlineRow, now: DateTime<Utc>) -> Status {
+fn status_of(row: &DeadlineRecord, now: DateTime<Utc>) -> Status {
     match (row.outcome.as_str(), row.on_time) {
         ("met", Some(true)) => Status::MetOnTime,
         ("met", _) => Status::MetLate,
@@ -108,10 +93,10 @@ fn deadline_views(
     case_id: &str,
     now: DateTime<Utc>,
 ) -> AppResult<Vec<DeadlineView>> {
-    let rows: Vec<DeadlineRow> = case_deadlines::table
+    let rows: Vec<DeadlineRecord> = case_deadlines::table
         .filter(case_deadlines::case_id.eq(case_id))
         .order((case_deadlines::due_at, case_deadlines::rule_id))
-        .select(DeadlineRow::as_select())
+        .select(DeadlineRecord::as_select())
         .load(conn)?;
     Ok(rows
         .into_iter()
