@@ -34,6 +34,7 @@ mod console_people;
 mod docs;
 mod errors;
 mod exports;
+mod exports_tally;
 mod forms;
 mod fuzz_corpus;
 mod hardening_dos;

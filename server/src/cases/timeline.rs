@@ -2,7 +2,7 @@
 //! stored, and the fold that turns them into the case's state, facts and
 //! deadlines. Owns `case_events` and `case_deadlines`.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 
 use chrono::{DateTime, FixedOffset, NaiveDateTime};
 use diesel::prelude::*;
@@ -13,7 +13,7 @@ use super::fold::{self, Deadline, Folded, Outcome, TimelineEvent};
 use super::projection::StoredDeadline;
 use super::Case;
 use crate::db::schema::{case_deadlines, case_events, cases};
-use crate::db::DbConnection;
+use crate::db::{write_tx, DbConnection};
 use crate::error::{AppError, AppResult};
 use crate::forms::model::Field;
 use crate::forms::validate::CompiledForm;
@@ -255,14 +255,21 @@ pub fn refold_differences(
     if case.next_due_at != next_due(&folded) {
         out.push("next_due_at differs from the refold".into());
     }
-    let days: Option<String> = cases::table
+    let (days, tally): (Option<String>, Option<String>) = cases::table
         .find(&case.id)
-        .select(cases::event_days)
+        .select((cases::event_days, cases::deadline_tally))
         .first(conn)?;
     if json(days.as_deref().unwrap_or("null"))
         != serde_json::to_value(&folded.event_days).map_err(AppError::internal)?
     {
         out.push("event_days differ from the refold".into());
+    }
+    // None: not folded since the tally was kept (the export counts its
+    // deadline rows instead).
+    if let Some(tally) = tally {
+        if DeadlineTally::from_text(&tally) != Some(DeadlineTally::of(&folded.deadlines)) {
+            out.push("deadline_tally differs from the refold".into());
+        }
     }
     let mut stored: Vec<DeadlineCells> = case_deadlines::table
         .filter(case_deadlines::case_id.eq(&case.id))
@@ -324,6 +331,7 @@ pub fn save(
             cases::next_due_at.eq(next_due),
             cases::event_days
                 .eq(serde_json::to_string(&folded.event_days).map_err(AppError::internal)?),
+            cases::deadline_tally.eq(DeadlineTally::of(&folded.deadlines).to_text()?),
         ))
         .execute(conn)?;
     write_deadlines(conn, case, folded)?;
@@ -343,6 +351,158 @@ pub fn save(
         })
         .collect();
     super::projection::save(conn, programme, &case.id, folded, rows, deadlines)
+}
+
+/// How a case's deadlines stand, as the case export counts them: met on
+/// time, met late, missed, and the due times (Unix seconds, UTC) of the
+/// open ones, since which of those are overdue depends on when the export
+/// runs. Those that ended as not applicable are not counted. Kept on the
+/// case's row by the fold (`cases.deadline_tally`), so an export reads no
+/// deadline rows.
+#[derive(Debug, Default, Clone, PartialEq, Serialize, serde::Deserialize)]
+pub struct DeadlineTally(u32, u32, u32, Vec<i64>);
+
+impl DeadlineTally {
+    /// The tally of a fold's deadlines.
+    pub fn of(deadlines: &[Deadline]) -> DeadlineTally {
+        let mut tally = DeadlineTally::default();
+        for d in deadlines {
+            let (outcome, _, on_time, _) = outcome_cells(d);
+            tally.add(outcome, on_time, d.due_at.naive_utc());
+        }
+        tally
+    }
+
+    /// Counts one deadline, by its stored outcome (`case_deadlines`).
+    pub fn add(&mut self, outcome: &str, on_time: Option<bool>, due_at: NaiveDateTime) {
+        match (outcome, on_time) {
+            ("met", Some(true)) => self.0 += 1,
+            ("met", _) => self.1 += 1,
+            ("missed", _) => self.2 += 1,
+            ("open", _) => {
+                // Kept in order: a tally is the same whatever order its
+                // deadlines came in (the fold's, or the table's).
+                let due = due_at.and_utc().timestamp();
+                let at = self.3.partition_point(|&d| d <= due);
+                self.3.insert(at, due);
+            }
+            _ => {}
+        }
+    }
+
+    /// Met on time, met late, missed, overdue (open, due before `now`),
+    /// and open.
+    pub fn counts(&self, now: NaiveDateTime) -> [u32; 5] {
+        let now = now.and_utc().timestamp();
+        let overdue = self.3.iter().filter(|&&due| due < now).count() as u32;
+        [
+            self.0,
+            self.1,
+            self.2,
+            overdue,
+            self.3.len() as u32 - overdue,
+        ]
+    }
+
+    /// As stored: `[on time, late, missed, [open due times]]`.
+    pub fn to_text(&self) -> AppResult<String> {
+        serde_json::to_string(self).map_err(AppError::internal)
+    }
+
+    /// A stored tally; `None` for one that does not read as one.
+    pub fn from_text(text: &str) -> Option<DeadlineTally> {
+        serde_json::from_str(text).ok()
+    }
+}
+
+/// The `counters` row that says every case has its deadline tally: set
+/// when [`fill_deadline_tallies`] ends, so later starts read one row.
+const TALLIES_FILLED: &str = "deadline_tally_filled";
+
+/// Gives each case folded before the fold kept its deadline tally
+/// (migration 000036) the tally of its stored deadlines, once. Returns how
+/// many cases it filled. A fold between the read and the write wins: only
+/// a tally still missing is written.
+pub fn fill_deadline_tallies(conn: &mut DbConnection) -> AppResult<usize> {
+    if crate::changes::counter(conn, TALLIES_FILLED)? > 0 {
+        return Ok(0);
+    }
+    let mut filled = 0;
+    for programme in crate::programmes::Programmes::shipped().ids() {
+        filled += fill_tallies_of(conn, programme)?;
+    }
+    write_tx(conn, |conn| {
+        crate::changes::bump_counter(conn, TALLIES_FILLED)
+    })?;
+    Ok(filled)
+}
+
+/// [`fill_deadline_tallies`] for the cases of one programme.
+fn fill_tallies_of(conn: &mut DbConnection, programme: &str) -> AppResult<usize> {
+    const CHUNK: i64 = 1000;
+    let mut filled = 0;
+    let mut after: Option<(NaiveDateTime, String)> = None;
+    loop {
+        // In the order of the (programme, created_at, id) index: one pass.
+        let mut query = cases::table
+            .filter(cases::programme.eq(programme))
+            .select((
+                cases::created_at,
+                cases::id,
+                cases::deadline_tally.is_null(),
+            ))
+            .into_boxed();
+        if let Some((at, id)) = &after {
+            // `>=` first: a range the index can seek to.
+            query = query
+                .filter(cases::created_at.ge(*at))
+                .filter(cases::created_at.gt(*at).or(cases::id.gt(id.clone())));
+        }
+        let chunk: Vec<(NaiveDateTime, String, bool)> = query
+            .order((cases::created_at, cases::id))
+            .limit(CHUNK)
+            .load(conn)?;
+        let Some(last) = chunk.last() else { break };
+        after = Some((last.0, last.1.clone()));
+        let missing: Vec<&str> = chunk.iter().filter(|c| c.2).map(|c| c.1.as_str()).collect();
+        if !missing.is_empty() {
+            write_tx(conn, |conn| {
+                let mut tallies: HashMap<&str, DeadlineTally> = missing
+                    .iter()
+                    .map(|&id| (id, DeadlineTally::default()))
+                    .collect();
+                for (case_id, outcome, on_time, due_at) in case_deadlines::table
+                    .filter(case_deadlines::case_id.eq_any(&missing))
+                    .select((
+                        case_deadlines::case_id,
+                        case_deadlines::outcome,
+                        case_deadlines::on_time,
+                        case_deadlines::due_at,
+                    ))
+                    .load::<(String, String, Option<bool>, NaiveDateTime)>(conn)?
+                {
+                    if let Some(tally) = tallies.get_mut(case_id.as_str()) {
+                        tally.add(&outcome, on_time, due_at);
+                    }
+                }
+                for (id, tally) in tallies {
+                    diesel::update(
+                        cases::table
+                            .find(id)
+                            .filter(cases::deadline_tally.is_null()),
+                    )
+                    .set(cases::deadline_tally.eq(tally.to_text()?))
+                    .execute(conn)?;
+                }
+                Ok::<_, AppError>(())
+            })?;
+            filled += missing.len();
+        }
+        if chunk.len() < CHUNK as usize {
+            break;
+        }
+    }
+    Ok(filled)
 }
 
 /// A row of `case_deadlines`: one occurrence of one of the case's rules,
@@ -546,5 +706,39 @@ mod tests {
         let data = json!({"receipt": {"received_at": "unknown"}});
         let event = SubmissionEvent::of(&form, &data, completed);
         assert_eq!(event.occurred_at, completed.to_rfc3339());
+    }
+
+    #[test]
+    fn a_tally_counts_as_the_export_does_whatever_order_its_deadlines_come_in() {
+        let at = |d: &str| {
+            NaiveDateTime::parse_from_str(&format!("{d} 12:00:00"), "%Y-%m-%d %H:%M:%S").unwrap()
+        };
+        let deadlines = [
+            ("open", None, "2026-12-20"),
+            ("met", Some(true), "2026-11-01"),
+            ("open", None, "2026-11-10"),
+            ("met", Some(false), "2026-10-01"),
+            ("missed", Some(false), "2026-09-01"),
+            ("not_applicable", None, "2026-09-02"),
+            ("open", None, "2026-12-01"),
+        ];
+        let mut forward = DeadlineTally::default();
+        for (outcome, on_time, due) in deadlines {
+            forward.add(outcome, on_time, at(due));
+        }
+        let mut backward = DeadlineTally::default();
+        for (outcome, on_time, due) in deadlines.iter().rev() {
+            backward.add(outcome, *on_time, at(due));
+        }
+        assert_eq!(forward, backward);
+        assert_eq!(forward.to_text().unwrap(), backward.to_text().unwrap());
+        // On time, late, missed, overdue, open: two of the three open ones
+        // are past due on 2026-12-05, none before 2026-11-10 noon.
+        assert_eq!(forward.counts(at("2026-12-05")), [1, 1, 1, 2, 1]);
+        assert_eq!(forward.counts(at("2026-11-09")), [1, 1, 1, 0, 3]);
+        assert_eq!(forward.counts(at("2027-01-01")), [1, 1, 1, 3, 0]);
+        let text = forward.to_text().unwrap();
+        assert_eq!(DeadlineTally::from_text(&text), Some(forward));
+        assert_eq!(DeadlineTally::from_text("not a tally"), None);
     }
 }

@@ -217,6 +217,7 @@ diesel::table! {
         next_due_at -> Nullable<Timestamp>,
         merged_into -> Nullable<Text>,
         event_days -> Nullable<Text>,
+        deadline_tally -> Nullable<Text>,
     }
 }
 

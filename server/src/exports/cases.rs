@@ -4,7 +4,8 @@
 //! `columns::treatment`; the case by this export's pseudonym, its times by
 //! their day). Streamed a thousand cases at a time.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
+use std::io::Write;
 
 use chrono::{NaiveDate, NaiveDateTime, Utc};
 use diesel::dsl::sql;
@@ -16,10 +17,11 @@ use serde_json::Value;
 
 use super::pseudonym::{Kind, Pseudonyms};
 use super::{
-    day_range, disclosure, export_sites, header_chunk, narrowed_case, privacy, stamp_text, Chunk,
-    Formulas, Privacy, Scope,
+    day_range, disclosure, export_sites, header_chunk, narrowed_case, privacy, push_cell,
+    push_utc_text, Formulas, Privacy, Scope,
 };
 use crate::auth::sites;
+use crate::cases::timeline::DeadlineTally;
 use crate::db::schema::{case_deadlines, cases, users};
 use crate::db::DbConnection;
 use crate::error::{AppError, AppResult};
@@ -212,66 +214,93 @@ fn header(column: &FactColumn) -> String {
     }
 }
 
-fn text(value: &Value) -> String {
-    match value {
-        Value::String(s) => s.clone(),
-        Value::Array(items) => items
-            .iter()
-            .map(|v| v.as_str().map_or_else(|| v.to_string(), str::to_string))
-            .collect::<Vec<_>>()
-            .join(" "),
-        Value::Null => String::new(),
-        other => other.to_string(),
-    }
+/// Appends a fact's value as its cell: text as it is, a list's items
+/// joined by spaces, nothing for null, anything else as JSON.
+fn push_fact(out: &mut Vec<u8>, value: &Value, formulas: Formulas, scratch: &mut String) {
+    let text = match value {
+        Value::String(s) => s.as_str(),
+        Value::Null => return,
+        Value::Array(items) => {
+            scratch.clear();
+            for (i, item) in items.iter().enumerate() {
+                if i > 0 {
+                    scratch.push(' ');
+                }
+                match item.as_str() {
+                    Some(s) => scratch.push_str(s),
+                    None => scratch.push_str(&item.to_string()),
+                }
+            }
+            scratch.as_str()
+        }
+        other => {
+            *scratch = other.to_string();
+            scratch.as_str()
+        }
+    };
+    push_cell(out, text.as_bytes(), formulas);
 }
 
 /// Counts of a case's deadlines: met on time, met late, missed, overdue
 /// (open past due), open.
 type Counts = [u32; 5];
 
+/// Each written fact's column, by the fact's name.
+type Slots<'a> = foldhash::HashMap<&'a str, usize>;
+
 /// The facts a case export writes, read from a case's facts (a JSON
-/// object of about 4 KB): the others are skipped as they are read, not
-/// built (most of a row's cost when every fact was made a `Value`).
-struct WantedFacts<'a>(&'a HashSet<&'a str>);
+/// object) into their columns' slots: the others are skipped as they are
+/// read, not built, and no column looks its fact up by name.
+struct WantedFacts<'s, 'a> {
+    slots: &'s Slots<'a>,
+    values: &'s mut [Option<Value>],
+}
 
-impl<'de> serde::de::DeserializeSeed<'de> for WantedFacts<'_> {
-    type Value = HashMap<String, Value>;
+impl<'de> serde::de::DeserializeSeed<'de> for WantedFacts<'_, '_> {
+    type Value = ();
 
-    fn deserialize<D: serde::Deserializer<'de>>(self, d: D) -> Result<Self::Value, D::Error> {
+    fn deserialize<D: serde::Deserializer<'de>>(self, d: D) -> Result<(), D::Error> {
         d.deserialize_map(self)
     }
 }
 
-impl<'de> serde::de::Visitor<'de> for WantedFacts<'_> {
-    type Value = HashMap<String, Value>;
+impl<'de> serde::de::Visitor<'de> for WantedFacts<'_, '_> {
+    type Value = ();
 
     fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
         f.write_str("a case's facts")
     }
 
-    fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
-        let mut out = HashMap::with_capacity(self.0.len());
+    fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<(), A::Error> {
         while let Some(key) = map.next_key::<std::borrow::Cow<'de, str>>()? {
-            if self.0.contains(key.as_ref()) {
-                out.insert(key.into_owned(), map.next_value::<Value>()?);
-            } else {
-                map.next_value::<serde::de::IgnoredAny>()?;
+            match self.slots.get(key.as_ref()) {
+                Some(&slot) => self.values[slot] = Some(map.next_value::<Value>()?),
+                None => {
+                    map.next_value::<serde::de::IgnoredAny>()?;
+                }
             }
         }
-        Ok(out)
+        Ok(())
     }
 }
 
 impl CaseExport {
-    /// The facts of `text` (a case's facts) that its columns write; none
-    /// when the text is not a JSON object (as before: an empty row).
-    fn facts_of(wanted: &HashSet<&str>, text: &str) -> HashMap<String, Value> {
+    /// Puts into `values` (a slot per fact column) the facts of `text` (a
+    /// case's facts) that its columns write; none when the text is not a
+    /// JSON object (as before: an empty row).
+    fn fill_facts(slots: &Slots, text: &str, values: &mut [Option<Value>]) {
         use serde::de::DeserializeSeed;
+        values.fill(None);
         let mut reader = serde_json::Deserializer::from_str(text);
-        WantedFacts(wanted)
-            .deserialize(&mut reader)
-            .and_then(|facts| reader.end().map(|()| facts))
-            .unwrap_or_default()
+        let read = WantedFacts {
+            slots,
+            values: &mut *values,
+        }
+        .deserialize(&mut reader)
+        .and_then(|()| reader.end());
+        if read.is_err() {
+            values.fill(None);
+        }
     }
 
     /// The sites whose cases it carries.
@@ -304,13 +333,15 @@ struct CaseRow {
     facts: String,
     opened_at: Option<String>,
     closed_at: Option<String>,
+    deadline_tally: Option<String>,
 }
 
-/// A page of cases with their deadlines' counts and their assignees'
-/// usernames, as the reading thread hands it to the writing one.
+/// A page of cases with their deadlines' counts (one each, in order) and
+/// their assignees' usernames, as the reading thread hands it to the
+/// writing one.
 struct Page {
     cases: Vec<CaseRow>,
-    counts: foldhash::HashMap<String, Counts>,
+    counts: Vec<Counts>,
     usernames: foldhash::HashMap<String, String>,
 }
 
@@ -342,9 +373,18 @@ pub fn write(
     std::thread::scope(|scope| {
         let (pages, received) = std::sync::mpsc::sync_channel::<Page>(2);
         let writer = scope.spawn(move || -> AppResult<()> {
-            let wanted: HashSet<&str> = export.facts.iter().map(FactColumn::fact).collect();
+            let slots: Slots = export
+                .facts
+                .iter()
+                .enumerate()
+                .map(|(slot, column)| (column.fact(), slot))
+                .collect();
+            let mut scratch = Scratch {
+                values: vec![None; export.facts.len()],
+                text: String::new(),
+            };
             for page in received {
-                if !sink(page_csv(export, &wanted, &page)?) {
+                if !sink(page_csv(export, &slots, &page, &mut scratch)) {
                     break;
                 }
             }
@@ -370,6 +410,9 @@ fn for_each_page(
     let now = Utc::now().naive_utc();
     let mut after: Option<(NaiveDateTime, String)> = None;
     let mut written = 0;
+    // Assignees' usernames, looked up once an export: a site's staff
+    // are few, its cases many.
+    let mut known_users: foldhash::HashMap<String, String> = Default::default();
     loop {
         let mut query = cases::table
             .filter(cases::programme.eq(&export.programme))
@@ -407,43 +450,29 @@ fn for_each_page(
                 cases::facts,
                 sql::<Nullable<Text>>("CAST(cases.opened_at AS TEXT)"),
                 sql::<Nullable<Text>>("CAST(cases.closed_at AS TEXT)"),
+                cases::deadline_tally,
             ))
             .load(conn)?;
         let Some(last) = page.last() else { break };
         after = Some((stored_time(&last.created_at)?, last.id.clone()));
-        let ids: Vec<&str> = page.iter().map(|c| c.id.as_str()).collect();
-        let mut counts: foldhash::HashMap<String, Counts> = Default::default();
-        // Whether an open one is past due, asked of the database: no time
-        // is parsed.
-        for (case_id, outcome, on_time, past_due) in case_deadlines::table
-            .filter(case_deadlines::case_id.eq_any(&ids))
-            .select((
-                case_deadlines::case_id,
-                case_deadlines::outcome,
-                case_deadlines::on_time,
-                case_deadlines::due_at.lt(now),
-            ))
-            .load::<(String, String, Option<bool>, bool)>(conn)?
-        {
-            let slot = match (outcome.as_str(), on_time) {
-                ("met", Some(true)) => 0,
-                ("met", _) => 1,
-                ("missed", _) => 2,
-                ("open", _) if past_due => 3,
-                ("open", _) => 4,
-                _ => continue,
-            };
-            counts.entry(case_id).or_default()[slot] += 1;
-        }
-        let assignees: Vec<&str> = page
+        let counts = deadline_counts(conn, &page, now)?;
+        let unknown: Vec<&str> = page
             .iter()
             .filter_map(|c| c.assigned_to.as_deref())
+            .filter(|u| !known_users.contains_key(*u))
             .collect();
-        let usernames = users::table
-            .filter(users::id.eq_any(&assignees))
-            .select((users::id, users::username))
-            .load::<(String, String)>(conn)?
-            .into_iter()
+        if !unknown.is_empty() {
+            known_users.extend(
+                users::table
+                    .filter(users::id.eq_any(&unknown))
+                    .select((users::id, users::username))
+                    .load::<(String, String)>(conn)?,
+            );
+        }
+        let usernames = page
+            .iter()
+            .filter_map(|c| c.assigned_to.as_ref())
+            .filter_map(|u| Some((u.clone(), known_users.get(u)?.clone())))
             .collect();
         written += page.len() as u64;
         let last_page = (page.len() as i64) < PAGE;
@@ -459,78 +488,156 @@ fn for_each_page(
     Ok(written)
 }
 
+/// The deadlines' counts of each case of a page, from the tally the fold
+/// keeps on its row; for a case not folded since the tally was kept, from
+/// its `case_deadlines` rows.
+fn deadline_counts(
+    conn: &mut DbConnection,
+    page: &[CaseRow],
+    now: NaiveDateTime,
+) -> AppResult<Vec<Counts>> {
+    let mut tallies: Vec<Option<DeadlineTally>> = page
+        .iter()
+        .map(|c| {
+            c.deadline_tally
+                .as_deref()
+                .and_then(DeadlineTally::from_text)
+        })
+        .collect();
+    let untallied: Vec<&str> = page
+        .iter()
+        .zip(&tallies)
+        .filter(|(_, tally)| tally.is_none())
+        .map(|(c, _)| c.id.as_str())
+        .collect();
+    if !untallied.is_empty() {
+        let mut counted: foldhash::HashMap<String, DeadlineTally> = Default::default();
+        for (case_id, outcome, on_time, due_at) in case_deadlines::table
+            .filter(case_deadlines::case_id.eq_any(&untallied))
+            .select((
+                case_deadlines::case_id,
+                case_deadlines::outcome,
+                case_deadlines::on_time,
+                case_deadlines::due_at,
+            ))
+            .load::<(String, String, Option<bool>, NaiveDateTime)>(conn)?
+        {
+            counted
+                .entry(case_id)
+                .or_default()
+                .add(&outcome, on_time, due_at);
+        }
+        for (case, tally) in page.iter().zip(&mut tallies) {
+            if tally.is_none() {
+                *tally = Some(counted.remove(&case.id).unwrap_or_default());
+            }
+        }
+    }
+    Ok(tallies
+        .into_iter()
+        .map(|t| t.unwrap_or_default().counts(now))
+        .collect())
+}
+
 /// A time's stored text (`time_text`) as a time.
 fn stored_time(text: &str) -> AppResult<NaiveDateTime> {
     NaiveDateTime::parse_from_str(text, "%Y-%m-%d %H:%M:%S%.f")
         .map_err(|e| AppError::internal(format!("export: a stored time {text:?}: {e}")))
 }
 
-/// One page of the export as CSV.
-fn page_csv(export: &CaseExport, wanted: &HashSet<&str>, page: &Page) -> AppResult<Vec<u8>> {
-    let mut out = Chunk::new(export.formulas);
-    for case in &page.cases {
-        let facts = CaseExport::facts_of(wanted, &case.facts);
-        let c = page.counts.get(&case.id).copied().unwrap_or_default();
+/// What the CSV writer reuses from row to row.
+struct Scratch {
+    /// A row's facts, a slot per fact column.
+    values: Vec<Option<Value>>,
+    text: String,
+}
+
+/// One page of the export as CSV, written by hand (`push_cell`) as the
+/// form export's pages are: no cell is made a `String` of its own.
+fn page_csv(export: &CaseExport, slots: &Slots, page: &Page, scratch: &mut Scratch) -> Vec<u8> {
+    let formulas = export.formulas;
+    let mut out = Vec::with_capacity(page.cases.len() * 512);
+    for (row, case) in page.cases.iter().enumerate() {
+        CaseExport::fill_facts(slots, &case.facts, &mut scratch.values);
         // De-identified: the case by this export's pseudonym (in both
         // columns), its times by their day.
-        let (id, number) = match &export.pseudonyms {
+        match &export.pseudonyms {
             Some(names) => {
-                let name = names.of(Kind::Case, &case.id);
-                (name.clone(), name)
+                names.push(&mut out, Kind::Case, &case.id);
+                out.push(b',');
+                names.push(&mut out, Kind::Case, &case.id);
             }
-            None => (case.id.clone(), case.number.clone().unwrap_or_default()),
-        };
-        let when = |t: &Option<String>| {
-            t.as_deref()
-                .map(|t| stamp_text(t, export.privacy))
-                .unwrap_or_default()
-        };
+            None => {
+                push_cell(&mut out, case.id.as_bytes(), formulas);
+                out.push(b',');
+                let n = case.number.as_deref().unwrap_or_default();
+                push_cell(&mut out, n.as_bytes(), formulas);
+            }
+        }
+        let site = export
+            .site_codes
+            .get(&case.site_id)
+            .map_or("", String::as_str);
+        let assignee = case
+            .assigned_to
+            .as_ref()
+            .and_then(|u| page.usernames.get(u))
+            .map_or("", String::as_str);
+        let admission = case.admission.to_string();
+        for cell in [
+            case.programme.as_str(),
+            site,
+            &case.state,
+            &admission,
+            if case.admission > 0 { "1" } else { "0" },
+            assignee,
+        ] {
+            out.push(b',');
+            push_cell(&mut out, cell.as_bytes(), formulas);
+        }
+        for time in [&case.opened_at, &case.closed_at] {
+            out.push(b',');
+            if let Some(time) = time {
+                push_utc_text(&mut out, time, export.privacy, formulas);
+            }
+        }
+        for &count in &page.counts[row] {
+            out.push(b',');
+            // Into memory: cannot fail.
+            let _ = write!(out, "{count}");
+        }
         let opened_on = case
             .opened_at
             .as_deref()
             .and_then(|t| t.get(..10))
             .and_then(|d| d.parse::<NaiveDate>().ok());
-        let mut record: Vec<String> = vec![
-            id,
-            number,
-            case.programme.clone(),
-            export
-                .site_codes
-                .get(&case.site_id)
-                .cloned()
-                .unwrap_or_default(),
-            case.state.clone(),
-            case.admission.to_string(),
-            u8::from(case.admission > 0).to_string(),
-            case.assigned_to
-                .as_ref()
-                .and_then(|u| page.usernames.get(u))
-                .cloned()
-                .unwrap_or_default(),
-            when(&case.opened_at),
-            when(&case.closed_at),
-        ];
-        record.extend(c.iter().map(u32::to_string));
-        for column in &export.facts {
-            record.push(match column {
-                FactColumn::AsIs(f) => facts.get(f).map(text).unwrap_or_default(),
-                FactColumn::AgeAtOpening(f) => facts
-                    .get(f)
-                    .and_then(Value::as_str)
-                    .and_then(|d| NaiveDate::parse_from_str(d, "%Y-%m-%d").ok())
-                    .zip(opened_on)
-                    .and_then(|(born, on)| age_in_years(born, on))
-                    .map(|a| a.to_string())
-                    .unwrap_or_default(),
-                FactColumn::Month(f) => facts
-                    .get(f)
-                    .and_then(Value::as_str)
-                    .filter(|d| d.len() >= 7)
-                    .map(|d| d[..7].to_string())
-                    .unwrap_or_default(),
-            });
+        for (column, value) in export.facts.iter().zip(&scratch.values) {
+            out.push(b',');
+            let Some(value) = value else { continue };
+            match column {
+                FactColumn::AsIs(_) => push_fact(&mut out, value, formulas, &mut scratch.text),
+                FactColumn::AgeAtOpening(_) => {
+                    if let Some(age) = value
+                        .as_str()
+                        .and_then(|d| NaiveDate::parse_from_str(d, "%Y-%m-%d").ok())
+                        .zip(opened_on)
+                        .and_then(|(born, on)| age_in_years(born, on))
+                    {
+                        let _ = write!(out, "{age}");
+                    }
+                }
+                FactColumn::Month(_) => {
+                    if let Some(month) = value
+                        .as_str()
+                        .filter(|d| d.len() >= 7)
+                        .and_then(|d| d.get(..7))
+                    {
+                        push_cell(&mut out, month.as_bytes(), formulas);
+                    }
+                }
+            }
         }
-        out.record(&record)?;
+        out.push(b'\n');
     }
-    out.bytes()
+    out
 }

@@ -51,14 +51,6 @@ pub(crate) fn event_day(text: &str, time_zone: chrono_tz::Tz) -> Option<chrono::
         .or_else(|| text.parse().ok())
 }
 
-/// A UTC time as the database gives it as text, as RFC 3339, or in a
-/// de-identified export as its UTC day (`push_utc_text`).
-pub(crate) fn stamp_text(stored: &str, privacy: Privacy) -> String {
-    let mut out = Vec::with_capacity(20);
-    push_utc_text(&mut out, stored, privacy, Formulas::Raw);
-    String::from_utf8(out).unwrap_or_default()
-}
-
 /// A stored UTC time as RFC 3339 (what `push_utc_text` writes, checked
 /// against it in the tests).
 #[cfg(test)]

@@ -354,6 +354,13 @@ pub fn prepare_database(conn: &mut DbConnection) -> Result<(), StartError> {
     if projected > 0 {
         tracing::info!(projected, "cases projected for the indicator reports");
     }
+    // After the migration that made it: each case's deadline tally, which
+    // the case export reads instead of the case's deadlines.
+    let tallied = crate::cases::timeline::fill_deadline_tallies(conn)
+        .map_err(|e| StartError::Bootstrap(format!("tallying cases' deadlines: {e}")))?;
+    if tallied > 0 {
+        tracing::info!(tallied, "deadline tallies kept for earlier cases");
+    }
     Ok(())
 }
 
