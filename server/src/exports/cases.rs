@@ -253,7 +253,30 @@ type Slots<'a> = foldhash::HashMap<&'a str, usize>;
 /// read, not built, and no column looks its fact up by name.
 struct WantedFacts<'s, 'a> {
     slots: &'s Slots<'a>,
-    values: &'s mut [Option<Value>],
+    values: &'s mut FactValues,
+}
+
+/// A row's facts, a slot per fact column, and which slots hold one (so
+/// the next row clears those, not every column's).
+#[derive(Default)]
+struct FactValues {
+    slots: Vec<Option<Value>>,
+    filled: Vec<usize>,
+}
+
+impl FactValues {
+    fn new(columns: usize) -> FactValues {
+        FactValues {
+            slots: vec![None; columns],
+            filled: Vec::new(),
+        }
+    }
+
+    fn clear(&mut self) {
+        for slot in self.filled.drain(..) {
+            self.slots[slot] = None;
+        }
+    }
 }
 
 impl<'de> serde::de::DeserializeSeed<'de> for WantedFacts<'_, '_> {
@@ -274,7 +297,10 @@ impl<'de> serde::de::Visitor<'de> for WantedFacts<'_, '_> {
     fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<(), A::Error> {
         while let Some(key) = map.next_key::<std::borrow::Cow<'de, str>>()? {
             match self.slots.get(key.as_ref()) {
-                Some(&slot) => self.values[slot] = Some(map.next_value::<Value>()?),
+                Some(&slot) => {
+                    self.values.slots[slot] = Some(map.next_value::<Value>()?);
+                    self.values.filled.push(slot);
+                }
                 None => {
                     map.next_value::<serde::de::IgnoredAny>()?;
                 }
@@ -288,9 +314,9 @@ impl CaseExport {
     /// Puts into `values` (a slot per fact column) the facts of `text` (a
     /// case's facts) that its columns write; none when the text is not a
     /// JSON object (as before: an empty row).
-    fn fill_facts(slots: &Slots, text: &str, values: &mut [Option<Value>]) {
+    fn fill_facts(slots: &Slots, text: &str, values: &mut FactValues) {
         use serde::de::DeserializeSeed;
-        values.fill(None);
+        values.clear();
         let mut reader = serde_json::Deserializer::from_str(text);
         let read = WantedFacts {
             slots,
@@ -299,7 +325,7 @@ impl CaseExport {
         .deserialize(&mut reader)
         .and_then(|()| reader.end());
         if read.is_err() {
-            values.fill(None);
+            values.clear();
         }
     }
 
@@ -380,7 +406,7 @@ pub fn write(
                 .map(|(slot, column)| (column.fact(), slot))
                 .collect();
             let mut scratch = Scratch {
-                values: vec![None; export.facts.len()],
+                values: FactValues::new(export.facts.len()),
                 text: String::new(),
             };
             for page in received {
@@ -547,8 +573,7 @@ fn stored_time(text: &str) -> AppResult<NaiveDateTime> {
 
 /// What the CSV writer reuses from row to row.
 struct Scratch {
-    /// A row's facts, a slot per fact column.
-    values: Vec<Option<Value>>,
+    values: FactValues,
     text: String,
 }
 
@@ -563,9 +588,10 @@ fn page_csv(export: &CaseExport, slots: &Slots, page: &Page, scratch: &mut Scrat
         // columns), its times by their day.
         match &export.pseudonyms {
             Some(names) => {
+                let start = out.len();
                 names.push(&mut out, Kind::Case, &case.id);
                 out.push(b',');
-                names.push(&mut out, Kind::Case, &case.id);
+                out.extend_from_within(start..out.len() - 1);
             }
             None => {
                 push_cell(&mut out, case.id.as_bytes(), formulas);
@@ -611,7 +637,7 @@ fn page_csv(export: &CaseExport, slots: &Slots, page: &Page, scratch: &mut Scrat
             .as_deref()
             .and_then(|t| t.get(..10))
             .and_then(|d| d.parse::<NaiveDate>().ok());
-        for (column, value) in export.facts.iter().zip(&scratch.values) {
+        for (column, value) in export.facts.iter().zip(&scratch.values.slots) {
             out.push(b',');
             let Some(value) = value else { continue };
             match column {
@@ -619,7 +645,8 @@ fn page_csv(export: &CaseExport, slots: &Slots, page: &Page, scratch: &mut Scrat
                 FactColumn::AgeAtOpening(_) => {
                     if let Some(age) = value
                         .as_str()
-                        .and_then(|d| NaiveDate::parse_from_str(d, "%Y-%m-%d").ok())
+                        // `%Y-%m-%d`, without a format to interpret.
+                        .and_then(|d| d.parse::<NaiveDate>().ok())
                         .zip(opened_on)
                         .and_then(|(born, on)| age_in_years(born, on))
                     {
