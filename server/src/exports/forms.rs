@@ -519,11 +519,14 @@ fn page_csv(
 /// per item, then PARENT_KEY and KEY to join it to its parent's file. The
 /// items come from the repeat groups ingest stored beside each submission
 /// (`submissions::repeats`: one range a page), else from its envelope.
+///
+/// Two cores' worth, as [`write`]: this thread reads each page's stored
+/// groups while a second parses the last page's and writes its rows.
 pub fn write_repeat(
     conn: &mut DbConnection,
     export: &FormExport,
     table: usize,
-    mut sink: impl FnMut(Vec<u8>) -> bool,
+    mut sink: impl FnMut(Vec<u8>) -> bool + Send,
 ) -> AppResult<u64> {
     let table = &export.repeats[table];
     let header: Vec<String> = table
@@ -540,69 +543,92 @@ pub fn write_repeat(
     if !export.occurred_at_pointer.is_empty() {
         needed.push(repeats::place_of_pointer(&export.occurred_at_pointer));
     }
+    let needed = &needed;
     let mut holds: HashMap<String, bool> = HashMap::new();
-    let mut items = 0;
-    for_each_page(conn, export, |conn, rows| {
-        let (Some(first), Some(last)) = (rows.first(), rows.last()) else {
-            return Ok(true);
-        };
-        let mut answers: foldhash::HashMap<String, String> = repeats::in_range(
-            conn,
-            &export.form_id,
-            stored_time(&first.received_at)?,
-            stored_time(&last.received_at)?,
-        )?
-        .into_iter()
-        .filter(|(_, (kept, _))| {
-            *holds
-                .entry(kept.clone())
-                .or_insert_with(|| repeats::holds(kept, &needed))
-        })
-        .map(|(instance_id, (_, data))| (instance_id, data))
-        .collect();
-        let needing: Vec<&str> = rows
-            .iter()
-            .map(|r| r.instance_id.as_str())
-            .filter(|id| !answers.contains_key(*id))
-            .collect();
-        if !needing.is_empty() {
-            for (instance_id, payload) in submissions::table
-                .filter(submissions::instance_id.eq_any(&needing))
-                .select((submissions::instance_id, submissions::payload))
-                .load::<(String, String)>(conn)?
-            {
-                // Cut as a stored row is, then read as one.
-                let envelope: Value = serde_json::from_str(&payload).map_err(AppError::internal)?;
-                let cut = repeats::stored(&needed, &envelope["data"]);
-                answers.insert(instance_id, cut.data);
+    std::thread::scope(|scope| {
+        // A page's rows, and each row's groups as stored (or cut from its
+        // envelope) by instance id.
+        type RepeatPage = (Vec<PageRow>, foldhash::HashMap<String, String>);
+        let (pages, received) = std::sync::mpsc::sync_channel::<RepeatPage>(2);
+        let writer = scope.spawn(move || -> AppResult<u64> {
+            let mut items = 0;
+            for (rows, answers) in received {
+                let mut out = Chunk::new(export.formulas);
+                for row in &rows {
+                    let instance_id = &row.instance_id;
+                    // The keys join this file to the main one: by the same
+                    // pseudonym when de-identified.
+                    let key_root = match &export.pseudonyms {
+                        Some(names) => names.of(Kind::Submission, instance_id),
+                        None => instance_id.clone(),
+                    };
+                    let text = answers.get(instance_id).ok_or_else(|| {
+                        AppError::internal(format!("export: no envelope for {instance_id}"))
+                    })?;
+                    let data = repeats::parse_places(text, needed).map_err(AppError::internal)?;
+                    let event_day = export.event_day(&data, day_of(&row.completed_at)?);
+                    for (parent, key, item) in columns::repeat_items(&data, &table.path, &key_root)
+                    {
+                        let mut record: Vec<String> = table
+                            .columns
+                            .iter()
+                            .map(|c| columns::cell(c, item, event_day))
+                            .collect();
+                        record.extend([parent, key]);
+                        out.record(&record)?;
+                        items += 1;
+                    }
+                }
+                if !sink(out.bytes()?) {
+                    break;
+                }
             }
-        }
-        let mut out = Chunk::new(export.formulas);
-        for row in &rows {
-            let instance_id = &row.instance_id;
-            // The keys join this file to the main one: by the same
-            // pseudonym when de-identified.
-            let key_root = match &export.pseudonyms {
-                Some(names) => names.of(Kind::Submission, instance_id),
-                None => instance_id.clone(),
+            Ok(items)
+        });
+        let read = for_each_page(conn, export, |conn, rows| {
+            let (Some(first), Some(last)) = (rows.first(), rows.last()) else {
+                return Ok(true);
             };
-            let text = answers.get(instance_id).ok_or_else(|| {
-                AppError::internal(format!("export: no envelope for {instance_id}"))
-            })?;
-            let data = repeats::parse_places(text, &needed).map_err(AppError::internal)?;
-            let event_day = export.event_day(&data, day_of(&row.completed_at)?);
-            for (parent, key, item) in columns::repeat_items(&data, &table.path, &key_root) {
-                let mut record: Vec<String> = table
-                    .columns
-                    .iter()
-                    .map(|c| columns::cell(c, item, event_day))
-                    .collect();
-                record.extend([parent, key]);
-                out.record(&record)?;
-                items += 1;
+            let mut answers: foldhash::HashMap<String, String> = repeats::in_range(
+                conn,
+                &export.form_id,
+                stored_time(&first.received_at)?,
+                stored_time(&last.received_at)?,
+            )?
+            .into_iter()
+            .filter(|(_, (kept, _))| {
+                *holds
+                    .entry(kept.clone())
+                    .or_insert_with(|| repeats::holds(kept, needed))
+            })
+            .map(|(instance_id, (_, data))| (instance_id, data))
+            .collect();
+            let needing: Vec<&str> = rows
+                .iter()
+                .map(|r| r.instance_id.as_str())
+                .filter(|id| !answers.contains_key(*id))
+                .collect();
+            if !needing.is_empty() {
+                for (instance_id, payload) in submissions::table
+                    .filter(submissions::instance_id.eq_any(&needing))
+                    .select((submissions::instance_id, submissions::payload))
+                    .load::<(String, String)>(conn)?
+                {
+                    // Cut as a stored row is, then read as one.
+                    let envelope: Value =
+                        serde_json::from_str(&payload).map_err(AppError::internal)?;
+                    let cut = repeats::stored(needed, &envelope["data"]);
+                    answers.insert(instance_id, cut.data);
+                }
             }
-        }
-        Ok(sink(out.bytes()?))
-    })?;
-    Ok(items)
+            // A closed channel: the writer stopped (the reader has gone).
+            Ok(pages.send((rows, answers)).is_ok())
+        });
+        drop(pages);
+        let items = writer
+            .join()
+            .map_err(|_| AppError::internal("export: the repeat writer panicked"))??;
+        read?;
+        Ok(items)
+    })
 }
