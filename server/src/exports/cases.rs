@@ -258,7 +258,6 @@ struct WantedFacts<'s, 'a> {
 
 /// A row's facts, a slot per fact column, and which slots hold one (so
 /// the next row clears those, not every column's).
-#[derive(Default)]
 struct FactValues {
     slots: Vec<Option<Value>>,
     filled: Vec<usize>,
