@@ -437,6 +437,34 @@ pub fn fill_deadline_tallies(conn: &mut DbConnection) -> AppResult<usize> {
     Ok(filled)
 }
 
+/// The tally of each of `case_ids` counted from its `case_deadlines`
+/// rows (an empty one for a case without any): for cases the fold has not
+/// tallied since migration 000036.
+pub fn tallies_from_rows(
+    conn: &mut DbConnection,
+    case_ids: &[&str],
+) -> AppResult<HashMap<String, DeadlineTally>> {
+    let mut tallies: HashMap<String, DeadlineTally> = case_ids
+        .iter()
+        .map(|&id| (id.to_string(), DeadlineTally::default()))
+        .collect();
+    for (case_id, outcome, on_time, due_at) in case_deadlines::table
+        .filter(case_deadlines::case_id.eq_any(case_ids))
+        .select((
+            case_deadlines::case_id,
+            case_deadlines::outcome,
+            case_deadlines::on_time,
+            case_deadlines::due_at,
+        ))
+        .load::<(String, String, Option<bool>, NaiveDateTime)>(conn)?
+    {
+        if let Some(tally) = tallies.get_mut(&case_id) {
+            tally.add(&outcome, on_time, due_at);
+        }
+    }
+    Ok(tallies)
+}
+
 /// [`fill_deadline_tallies`] for the cases of one programme.
 fn fill_tallies_of(conn: &mut DbConnection, programme: &str) -> AppResult<usize> {
     const CHUNK: i64 = 1000;
@@ -467,24 +495,7 @@ fn fill_tallies_of(conn: &mut DbConnection, programme: &str) -> AppResult<usize>
         let missing: Vec<&str> = chunk.iter().filter(|c| c.2).map(|c| c.1.as_str()).collect();
         if !missing.is_empty() {
             write_tx(conn, |conn| {
-                let mut tallies: HashMap<&str, DeadlineTally> = missing
-                    .iter()
-                    .map(|&id| (id, DeadlineTally::default()))
-                    .collect();
-                for (case_id, outcome, on_time, due_at) in case_deadlines::table
-                    .filter(case_deadlines::case_id.eq_any(&missing))
-                    .select((
-                        case_deadlines::case_id,
-                        case_deadlines::outcome,
-                        case_deadlines::on_time,
-                        case_deadlines::due_at,
-                    ))
-                    .load::<(String, String, Option<bool>, NaiveDateTime)>(conn)?
-                {
-                    if let Some(tally) = tallies.get_mut(case_id.as_str()) {
-                        tally.add(&outcome, on_time, due_at);
-                    }
-                }
+                let tallies = tallies_from_rows(conn, &missing)?;
                 for (id, tally) in tallies {
                     diesel::update(
                         cases::table

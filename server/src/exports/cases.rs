@@ -21,8 +21,8 @@ use super::{
     push_utc_text, Formulas, Privacy, Scope,
 };
 use crate::auth::sites;
-use crate::cases::timeline::DeadlineTally;
-use crate::db::schema::{case_deadlines, cases, users};
+use crate::cases::timeline::{self, DeadlineTally};
+use crate::db::schema::{cases, users};
 use crate::db::DbConnection;
 use crate::error::{AppError, AppResult};
 use crate::forms::columns::{treatment, Treatment};
@@ -536,22 +536,7 @@ fn deadline_counts(
         .map(|(c, _)| c.id.as_str())
         .collect();
     if !untallied.is_empty() {
-        let mut counted: foldhash::HashMap<String, DeadlineTally> = Default::default();
-        for (case_id, outcome, on_time, due_at) in case_deadlines::table
-            .filter(case_deadlines::case_id.eq_any(&untallied))
-            .select((
-                case_deadlines::case_id,
-                case_deadlines::outcome,
-                case_deadlines::on_time,
-                case_deadlines::due_at,
-            ))
-            .load::<(String, String, Option<bool>, NaiveDateTime)>(conn)?
-        {
-            counted
-                .entry(case_id)
-                .or_default()
-                .add(&outcome, on_time, due_at);
-        }
+        let mut counted = timeline::tallies_from_rows(conn, &untallied)?;
         for (case, tally) in page.iter().zip(&mut tallies) {
             if tally.is_none() {
                 *tally = Some(counted.remove(&case.id).unwrap_or_default());
