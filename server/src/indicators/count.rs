@@ -70,7 +70,7 @@ struct Read {
 /// A record being counted as a unit: its own answers over the case's, and
 /// the time from it to the next record of its event.
 struct Counted<'a> {
-    facts: HashMap<String, Value>,
+    facts: Facts<'a>,
     from: NaiveDateTime,
     until: Option<NaiveDateTime>,
     records: &'a HashMap<String, Vec<Record>>,
@@ -78,7 +78,7 @@ struct Counted<'a> {
 
 impl CaseData {
     fn holds(&self, condition: &Option<Condition>) -> bool {
-        holds_in(&self.facts, condition)
+        Facts::of(&self.facts).hold(condition)
     }
 
     /// `criteria` hold with the events that happened by `last` (a day).
@@ -115,7 +115,7 @@ impl CaseData {
                     r.at >= unit.from && unit.until.is_none_or(|u| r.at < u) && r.day <= last
                 })
             };
-        holds_in(&unit.facts, &criteria.filter)
+        unit.facts.hold(&criteria.filter)
             && (criteria.has_events.is_empty() || criteria.has_events.iter().any(had))
             && !criteria.lacks_events.iter().any(had)
             && self.has_enough(criteria, last)
@@ -127,19 +127,40 @@ impl CaseData {
     }
 
     fn date_fact(&self, fact: &str) -> Option<NaiveDate> {
-        date_in(&self.facts, fact)
+        Facts::of(&self.facts).date(fact)
     }
 }
 
-fn holds_in(facts: &HashMap<String, Value>, condition: &Option<Condition>) -> bool {
-    condition
-        .as_ref()
-        .is_none_or(|c| c.test(&|fact| facts.get(&fact.0)))
+/// The answers a unit is judged on: a counted record's own over its
+/// case's, looked up in both rather than merged into a copy of the case's
+/// for each record.
+#[derive(Clone, Copy)]
+struct Facts<'a> {
+    record: Option<&'a HashMap<String, Value>>,
+    case: &'a HashMap<String, Value>,
 }
 
-fn date_in(facts: &HashMap<String, Value>, fact: &str) -> Option<NaiveDate> {
-    let text = facts.get(fact)?.as_str()?;
-    text.get(..10)?.parse().ok()
+impl<'a> Facts<'a> {
+    fn of(case: &'a HashMap<String, Value>) -> Facts<'a> {
+        Facts { record: None, case }
+    }
+
+    fn get(&self, fact: &str) -> Option<&'a Value> {
+        self.record
+            .and_then(|own| own.get(fact))
+            .or_else(|| self.case.get(fact))
+    }
+
+    fn hold(&self, condition: &Option<Condition>) -> bool {
+        condition
+            .as_ref()
+            .is_none_or(|c| c.test(&|fact| self.get(&fact.0)))
+    }
+
+    fn date(&self, fact: &str) -> Option<NaiveDate> {
+        let text = self.get(fact)?.as_str()?;
+        text.get(..10)?.parse().ok()
+    }
 }
 
 /// Interned strings: breakdown values and children, as small numbers.
@@ -353,7 +374,7 @@ pub(super) fn count(
         // The sites asked for, here rather than in SQL: with only the
         // programme to seek by, SQLite reads the index that holds every
         // column above instead of the case rows.
-        let page: Vec<CaseRow> = page
+        let mut page: Vec<CaseRow> = page
             .into_iter()
             .filter(|r| sites.contains(r.2.as_str()))
             .collect();
@@ -384,7 +405,7 @@ pub(super) fn count(
         } else {
             deadlines_of(conn, &stale, due_from, due_to)?
         };
-        for row in &page {
+        for row in &mut page {
             serial += 1;
             let read = match old.remove(&row.0) {
                 Some((fact_text, event_text, closed_at)) => Read {
@@ -395,8 +416,8 @@ pub(super) fn count(
                 },
                 None => Read {
                     closed_at: row.7,
-                    facts: row.8.clone().unwrap_or_default(),
-                    events: row.9.clone(),
+                    facts: row.8.take().unwrap_or_default(),
+                    events: row.9.take(),
                     records: match (&row.10, record_events.is_empty()) {
                         (Some(text), false) => projection::records_in(text, &record_events, &facts)
                             .into_iter()
@@ -603,12 +624,7 @@ impl Counter<'_> {
 
     /// The values of every breakdown for a case whose facts are `facts`
     /// (the case's, or a counted record's over them), as of `last`.
-    fn dims(
-        &mut self,
-        case: &CaseData,
-        facts: &HashMap<String, Value>,
-        last: NaiveDate,
-    ) -> Vec<Vec<u32>> {
+    fn dims(&mut self, case: &CaseData, facts: Facts, last: NaiveDate) -> Vec<Vec<u32>> {
         let request = self.request;
         request
             .by
@@ -622,7 +638,7 @@ impl Counter<'_> {
     fn values(
         &mut self,
         case: &CaseData,
-        facts: &HashMap<String, Value>,
+        facts: Facts,
         dimension: &Dimension,
         last: NaiveDate,
     ) -> Vec<u32> {
@@ -641,15 +657,18 @@ impl Counter<'_> {
             } => case
                 .latest(event)
                 .and_then(|r| {
-                    let start = date_in(&r.facts, from)?;
+                    let start = Facts::of(&r.facts).date(from)?;
                     // Still running at the period's end: measured to it.
-                    let end = date_in(&r.facts, to).map_or(last, |end| end.min(last));
+                    let end = Facts::of(&r.facts)
+                        .date(to)
+                        .map_or(last, |end| end.min(last));
                     let days = (end - start).num_days();
                     (days >= 0).then_some(days as u32)
                 })
                 .and_then(|days| bands.iter().find(|b| b.holds(days)))
                 .map_or(UNKNOWN, |b| b.id.as_str()),
-            Dimension::AgeFrom(f) => date_in(facts, f)
+            Dimension::AgeFrom(f) => facts
+                .date(f)
                 .and_then(|born| age_in_years(born, case.opened))
                 .and_then(|age| {
                     request
@@ -723,7 +742,7 @@ impl Counter<'_> {
             .by
             .iter()
             .any(|(_, d)| matches!(d, Dimension::Duration { .. }));
-        let base = self.dims(case, &case.facts, request.to);
+        let base = self.dims(case, Facts::of(&case.facts), request.to);
         for (n, item) in request.items.iter().enumerate() {
             let Item::Indicator(indicator) = item else {
                 continue;
@@ -758,7 +777,7 @@ impl Counter<'_> {
                     }
                 };
                 let dims = if timed {
-                    self.dims(case, &case.facts, last)
+                    self.dims(case, Facts::of(&case.facts), last)
                 } else {
                     base.clone()
                 };
@@ -790,7 +809,7 @@ impl Counter<'_> {
                 _ => None,
             };
             let dims = if timed {
-                self.dims(case, &case.facts, request.periods[p].last)
+                self.dims(case, Facts::of(&case.facts), request.periods[p].last)
             } else {
                 base.clone()
             };
@@ -820,10 +839,11 @@ impl Counter<'_> {
                 continue;
             };
             let last = self.request.periods[p].last;
-            let mut facts = case.facts.clone();
-            facts.extend(record.facts.iter().map(|(k, v)| (k.clone(), v.clone())));
             let unit = Counted {
-                facts,
+                facts: Facts {
+                    record: Some(&record.facts),
+                    case: &case.facts,
+                },
                 from: record.at,
                 until: list.get(k + 1).map(|next| next.at),
                 records: &case.records,
@@ -840,7 +860,7 @@ impl Counter<'_> {
                     Some(case.record_meets(num, last, &unit))
                 }
             };
-            let dims = self.dims(case, &unit.facts, last);
+            let dims = self.dims(case, unit.facts, last);
             self.add_to(n, p, &dims, case, numerator);
         }
     }
