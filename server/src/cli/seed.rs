@@ -12,8 +12,10 @@
 //! without HTTP and without the RSA decryption (the envelope is sealed for
 //! the programme key as a phone seals it, so the stored record is as
 //! large as a real one). Preparing runs on `--jobs` threads; one writer
-//! stores `--batch` cases per transaction, as the group committer stores
-//! a group: no savepoint per form unless one of them fails.
+//! stores `--batch` cases per transaction, each form in a savepoint of its
+//! own, so that a form ingest refuses is left out alone. (The group
+//! committer takes savepoints only when a member fails; here they cost
+//! little, measured at 386,000 referrals.)
 
 use std::collections::{BTreeMap, HashSet};
 use std::path::PathBuf;
@@ -500,17 +502,19 @@ pub fn run(settings: Settings, args: SeedArgs) -> Result<(), CliError> {
     let mut last_report = Instant::now();
     let (mut stored, mut refused, mut done_batches) = (0usize, 0usize, 0usize);
     for items in receiver {
-        // As the group committer does: the batch in one transaction with
-        // no savepoint per form, and only if a form fails, the batch again
-        // with each form in a savepoint of its own.
-        let outcomes =
-            match write_tx(&mut conn, |conn| store_batch(conn, &items, &origin, false)) {
-                Err(BatchError::FormFailed) => {
-                    write_tx(&mut conn, |conn| store_batch(conn, &items, &origin, true))
-                }
-                other => other,
+        let outcomes = write_tx(&mut conn, |conn| {
+            let mut outcomes = Vec::with_capacity(items.len());
+            for item in &items {
+                outcomes.push(match &item.prepared {
+                    Ok(p) => conn
+                        .transaction(|c| ingest::store(c, &item.who, &origin, p))
+                        .map(|_| ())
+                        .map_err(describe),
+                    Err(why) => Err(why.clone()),
+                });
             }
-            .map_err(BatchError::into_app)?;
+            Ok::<_, crate::error::AppError>(outcomes)
+        })?;
         for (item, outcome) in items.iter().zip(outcomes) {
             match outcome {
                 Ok(()) => stored += 1,
@@ -554,57 +558,6 @@ pub fn run(settings: Settings, args: SeedArgs) -> Result<(), CliError> {
         }
     }
     Ok(())
-}
-
-/// Why a batch's transaction did not commit.
-enum BatchError {
-    /// A form failed while the batch was written without savepoints.
-    FormFailed,
-    /// The transaction itself failed.
-    Failed(crate::error::AppError),
-}
-
-impl From<diesel::result::Error> for BatchError {
-    fn from(err: diesel::result::Error) -> Self {
-        BatchError::Failed(err.into())
-    }
-}
-
-impl BatchError {
-    fn into_app(self) -> crate::error::AppError {
-        match self {
-            BatchError::Failed(err) => err,
-            BatchError::FormFailed => {
-                crate::error::AppError::internal("a form failed outside a savepoint")
-            }
-        }
-    }
-}
-
-/// Stores a batch's prepared forms inside the caller's transaction: each
-/// in a savepoint of its own when `each_alone` (its failure is its
-/// outcome), else all together (a failure ends the attempt).
-fn store_batch(
-    conn: &mut DbConnection,
-    items: &[Item],
-    origin: &Origin,
-    each_alone: bool,
-) -> Result<Vec<Result<(), String>>, BatchError> {
-    let mut outcomes = Vec::with_capacity(items.len());
-    for item in items {
-        outcomes.push(match &item.prepared {
-            Ok(p) if each_alone => conn
-                .transaction(|c| ingest::store(c, &item.who, origin, p))
-                .map(|_| ())
-                .map_err(describe),
-            Ok(p) => {
-                ingest::store(conn, &item.who, origin, p).map_err(|_| BatchError::FormFailed)?;
-                Ok(())
-            }
-            Err(why) => Err(why.clone()),
-        });
-    }
-    Ok(outcomes)
 }
 
 fn describe(err: crate::error::AppError) -> String {
