@@ -1,6 +1,8 @@
 //! Counting: one pass over the programme's cases, a thousand at a time,
 //! each case added to every cell it belongs to (its breakdown values and
-//! the totals). Memory holds the cells, never the cases.
+//! the totals). One thread reads the pages; one per core parses and
+//! counts them into cells of its own, which are added up at the end.
+//! Memory holds the cells and a few pages, never all the cases.
 
 use std::collections::BTreeMap;
 
@@ -16,7 +18,7 @@ use crate::cases::partial;
 use crate::cases::projection::{self, Reads};
 use crate::db::schema::{case_deadlines, case_events, cases, indicator_cases};
 use crate::db::DbConnection;
-use crate::error::AppResult;
+use crate::error::{AppError, AppResult};
 use crate::programmes::indicators::{Criteria, Dimension, Indicator, PeriodBy, Unit};
 use crate::programmes::{Calendar, Condition, Moment};
 use crate::time::age_in_years;
@@ -58,13 +60,34 @@ impl From<projection::StoredRecord> for Record {
     }
 }
 
-/// What a report reads of a case besides its own columns: from its
-/// projection, or (without a current one) from the case as folded.
+/// What a report reads of a case besides its own columns, as read and not
+/// yet parsed: from its projection, or (without a current one) from the
+/// case as folded and its own tables.
 struct Read {
+    row: CaseRow,
     closed_at: Option<NaiveDateTime>,
     facts: String,
-    events: Option<String>,
-    records: HashMap<String, Vec<Record>>,
+    events: Stored<HashMap<String, Vec<NaiveDate>>>,
+    records: Stored<HashMap<String, Vec<Record>>>,
+    deadlines: Stored<Vec<DeadlineRow>>,
+}
+
+/// One part of what a report reads of a case: the projection's JSON (if
+/// it has the part), or what was read from the case's own table.
+enum Stored<T> {
+    Text(Option<String>),
+    Read(T),
+}
+
+/// What the counting needs of the cases: the request's facts, event days
+/// and event records, and whether (and in which range) deadlines.
+struct Wants {
+    facts: HashSet<String>,
+    events: HashSet<String>,
+    records: HashSet<String>,
+    deadlines: bool,
+    due_from: NaiveDateTime,
+    due_to: NaiveDateTime,
 }
 
 /// A record being counted as a unit: its own answers over the case's, and
@@ -164,7 +187,7 @@ impl<'a> Facts<'a> {
 }
 
 /// Interned strings: breakdown values and children, as small numbers.
-#[derive(Default)]
+#[derive(Default, Clone)]
 struct Interner {
     ids: HashMap<String, u32>,
     names: Vec<String>,
@@ -237,8 +260,10 @@ struct Counter<'a> {
     cells: HashMap<Key, Cell>,
     /// Indices of items with `previous_case`, in item order.
     with_previous: Vec<usize>,
-    earlier: HashMap<String, Vec<Earlier>>,
+    earlier: std::sync::Arc<HashMap<String, Vec<Earlier>>>,
     rule_items: HashMap<String, usize>,
+    /// The cases counted so far.
+    serial: u32,
 }
 
 /// A case as a report pages through it: the case's own columns (all in
@@ -296,46 +321,74 @@ pub(super) fn count(
     now: DateTime<Utc>,
 ) -> AppResult<Vec<Row>> {
     let calendar = &request.programme.calendar;
-    let mut counter = Counter {
-        request,
-        calendar,
-        now,
-        strings: Interner::new(),
-        children: HashMap::new(),
-        cells: HashMap::new(),
-        with_previous: request
-            .items
-            .iter()
-            .enumerate()
-            .filter(|(_, i)| matches!(i, Item::Indicator(i) if i.previous_case.is_some()))
-            .map(|(n, _)| n)
-            .collect(),
-        earlier: HashMap::new(),
-        rule_items: request
-            .items
-            .iter()
-            .enumerate()
-            .filter_map(|(n, i)| match i {
-                Item::Timeliness(r) => Some((r.id.clone(), n)),
-                _ => None,
-            })
-            .collect(),
-    };
-    let (facts, events, record_events) = needs(request);
+    let mut counter = Counter::new(request, now);
+    let (facts, events, records) = needs(request);
     if !counter.with_previous.is_empty() {
         counter.load_earlier(conn, &facts)?;
     }
-    // Cases opened after the range cannot count in it. One day of margin:
-    // the range is in local days, `opened_at` in UTC.
+    // Cases opened after the range cannot count in it: the deadlines
+    // counted are due before the same bound.
     let opened_before = (request.to + chrono::Duration::days(2)).and_time(chrono::NaiveTime::MIN);
-    let (due_from, due_to) = (
-        (request.from - chrono::Duration::days(1)).and_time(chrono::NaiveTime::MIN),
-        opened_before,
-    );
+    let wants = Wants {
+        facts,
+        events,
+        records,
+        deadlines: !counter.rule_items.is_empty(),
+        due_from: (request.from - chrono::Duration::days(1)).and_time(chrono::NaiveTime::MIN),
+        due_to: opened_before,
+    };
+    // Parsing the projections is most of a report's work (#19 item 4):
+    // this thread reads the pages, the others each parse and count what
+    // they are handed into cells of their own, added up at the end.
+    let workers = std::thread::available_parallelism().map_or(1, |n| n.get().min(4));
+    let (pages, read) = std::sync::mpsc::sync_channel::<Vec<Read>>(workers);
+    let read = std::sync::Mutex::new(read);
+    std::thread::scope(|scope| {
+        let counting: Vec<_> = (0..workers)
+            .map(|_| {
+                let (read, wants, mut mine) = (&read, &wants, counter.fork());
+                scope.spawn(move || {
+                    // The lock is held while waiting: the others would wait too.
+                    while let Ok(page) = read.lock().expect("not poisoned").recv() {
+                        for case in page.into_iter().filter_map(|r| parse(calendar, wants, r)) {
+                            mine.count_case(case);
+                        }
+                    }
+                    mine
+                })
+            })
+            .collect();
+        // A closed channel: a counting thread panicked (found at its join).
+        let done = read_pages(conn, request, &wants, opened_before, |page| {
+            pages.send(page).is_ok()
+        });
+        drop(pages);
+        for thread in counting {
+            let theirs = thread
+                .join()
+                .map_err(|_| AppError::internal("indicators: a counting thread panicked"))?;
+            counter.merge(theirs);
+        }
+        done
+    })?;
+    Ok(counter.rows())
+}
+
+/// Hands `each` the programme's cases of the request's sites opened before
+/// `opened_before`, a page at a time in the order they were created, with
+/// what their projections hold (or what is read instead); stops when
+/// `each` says so.
+fn read_pages(
+    conn: &mut DbConnection,
+    request: &Request,
+    wants: &Wants,
+    opened_before: NaiveDateTime,
+    mut each: impl FnMut(Vec<Read>) -> bool,
+) -> AppResult<()> {
+    let calendar = &request.programme.calendar;
     let spec = projection::spec(&request.programme);
     let sites: HashSet<&str> = request.site_ids.iter().map(String::as_str).collect();
     let mut after: Option<(NaiveDateTime, String)> = None;
-    let mut serial = 0u32;
     loop {
         let mut query = cases::table
             .left_join(indicator_cases::table)
@@ -374,7 +427,7 @@ pub(super) fn count(
         // The sites asked for, here rather than in SQL: with only the
         // programme to seek by, SQLite reads the index that holds every
         // column above instead of the case rows.
-        let mut page: Vec<CaseRow> = page
+        let page: Vec<CaseRow> = page
             .into_iter()
             .filter(|r| sites.contains(r.2.as_str()))
             .collect();
@@ -393,61 +446,99 @@ pub(super) fn count(
         let mut stored_events = if unfolded.is_empty() {
             HashMap::new()
         } else {
-            event_days_of(conn, calendar, &unfolded, &events)?
+            event_days_of(conn, calendar, &unfolded, &wants.events)?
         };
-        let mut records = if record_events.is_empty() || stale.is_empty() {
+        let mut records = if wants.records.is_empty() || stale.is_empty() {
             HashMap::new()
         } else {
-            records_of(conn, calendar, &stale, &record_events, &facts)?
+            records_of(conn, calendar, &stale, &wants.records, &wants.facts)?
         };
-        let mut deadlines = if counter.rule_items.is_empty() || stale.is_empty() {
+        let mut deadlines = if !wants.deadlines || stale.is_empty() {
             HashMap::new()
         } else {
-            deadlines_of(conn, &stale, due_from, due_to)?
+            deadlines_of(conn, &stale, wants.due_from, wants.due_to)?
         };
-        for row in &mut page {
-            serial += 1;
-            let read = match old.remove(&row.0) {
-                Some((fact_text, event_text, closed_at)) => Read {
+        let page = page
+            .into_iter()
+            .map(|mut row| match old.remove(&row.0) {
+                Some((facts, events, closed_at)) => Read {
                     closed_at,
-                    facts: fact_text,
-                    events: event_text,
-                    records: records.remove(&row.0).unwrap_or_default(),
+                    facts,
+                    events: match events {
+                        Some(text) => Stored::Text(Some(text)),
+                        None => Stored::Read(stored_events.remove(&row.0).unwrap_or_default()),
+                    },
+                    records: Stored::Read(records.remove(&row.0).unwrap_or_default()),
+                    deadlines: Stored::Read(deadlines.remove(&row.0).unwrap_or_default()),
+                    row,
                 },
                 None => Read {
                     closed_at: row.7,
                     facts: row.8.take().unwrap_or_default(),
-                    events: row.9.take(),
-                    records: match (&row.10, record_events.is_empty()) {
-                        (Some(text), false) => projection::records_in(text, &record_events, &facts)
-                            .into_iter()
-                            .map(|(event, list)| {
-                                (event, list.into_iter().map(Record::from).collect())
-                            })
-                            .collect(),
-                        _ => HashMap::new(),
-                    },
+                    events: Stored::Text(row.9.take()),
+                    records: Stored::Text(row.10.take()),
+                    deadlines: Stored::Text(row.11.take()),
+                    row,
                 },
-            };
-            let case_deadlines = match (&row.11, counter.rule_items.is_empty()) {
-                (_, true) => Vec::new(),
-                (Some(text), false) if row.6.as_deref() == Some(spec.id.as_str()) => {
-                    projected_deadlines(text, due_from, due_to)
-                }
-                _ => deadlines.remove(&row.0).unwrap_or_default(),
-            };
-            let Some(case) =
-                counter.case_data(row, read, serial, &facts, &events, &mut stored_events)?
-            else {
-                continue;
-            };
-            counter.add(&case, case_deadlines);
-        }
-        if !full {
+            })
+            .collect();
+        if !each(page) || !full {
             break;
         }
     }
-    Ok(counter.rows())
+    Ok(())
+}
+
+/// A case parsed for counting, less its serial and child number (the
+/// counter's to give).
+struct Parsed {
+    case: CaseData,
+    deadlines: Vec<DeadlineRow>,
+}
+
+/// Parses what was read of a case; `None` for a case not yet opened.
+fn parse(calendar: &Calendar, wants: &Wants, read: Read) -> Option<Parsed> {
+    let (id, child_id, site_id, admission, opened_at, ..) = read.row;
+    let opened_at = opened_at?;
+    let events = match read.events {
+        Stored::Text(Some(text)) => {
+            partial::entries::<Vec<NaiveDate>>(&text, &wants.events).unwrap_or_default()
+        }
+        Stored::Text(None) => HashMap::new(),
+        Stored::Read(days) => days,
+    };
+    let records = match read.records {
+        Stored::Text(Some(text)) if !wants.records.is_empty() => {
+            projection::records_in(&text, &wants.records, &wants.facts)
+                .into_iter()
+                .map(|(event, list)| (event, list.into_iter().map(Record::from).collect()))
+                .collect()
+        }
+        Stored::Text(_) => HashMap::new(),
+        Stored::Read(records) => records,
+    };
+    let deadlines = match read.deadlines {
+        _ if !wants.deadlines => Vec::new(),
+        Stored::Text(Some(text)) => projected_deadlines(&text, wants.due_from, wants.due_to),
+        Stored::Text(None) => Vec::new(),
+        Stored::Read(deadlines) => deadlines,
+    };
+    Some(Parsed {
+        case: CaseData {
+            serial: 0,
+            child: 0,
+            child_key: child_id.unwrap_or_else(|| id.clone()),
+            site_id,
+            admission,
+            opened_at,
+            opened: calendar.local_date(opened_at.and_utc()),
+            closed: read.closed_at.map(|t| calendar.local_date(t.and_utc())),
+            facts: partial::entries::<Value>(&read.facts, &wants.facts).unwrap_or_default(),
+            events,
+            records,
+        },
+        deadlines,
+    })
 }
 
 /// A case's deadline as a report reads it.
@@ -583,43 +674,100 @@ fn event_days_of(
     Ok(out)
 }
 
-impl Counter<'_> {
-    fn case_data(
-        &mut self,
-        row: &CaseRow,
-        read: Read,
-        serial: u32,
-        facts: &HashSet<String>,
-        events: &HashSet<String>,
-        stored_events: &mut HashMap<String, HashMap<String, Vec<NaiveDate>>>,
-    ) -> AppResult<Option<CaseData>> {
-        let (id, child_id, site_id, admission, opened_at, ..) = row;
-        let Some(opened_at) = *opened_at else {
-            return Ok(None);
-        };
-        let facts = partial::entries::<Value>(&read.facts, facts).unwrap_or_default();
-        let events = match &read.events {
-            Some(text) => partial::entries::<Vec<NaiveDate>>(text, events).unwrap_or_default(),
-            None => stored_events.remove(id).unwrap_or_default(),
-        };
-        let child_key = child_id.as_deref().unwrap_or(id);
+impl<'a> Counter<'a> {
+    fn new(request: &'a Request, now: DateTime<Utc>) -> Counter<'a> {
+        Counter {
+            calendar: &request.programme.calendar,
+            request,
+            now,
+            strings: Interner::new(),
+            children: HashMap::new(),
+            cells: HashMap::new(),
+            with_previous: request
+                .items
+                .iter()
+                .enumerate()
+                .filter(|(_, i)| matches!(i, Item::Indicator(i) if i.previous_case.is_some()))
+                .map(|(n, _)| n)
+                .collect(),
+            earlier: Default::default(),
+            rule_items: request
+                .items
+                .iter()
+                .enumerate()
+                .filter_map(|(n, i)| match i {
+                    Item::Timeliness(r) => Some((r.id.clone(), n)),
+                    _ => None,
+                })
+                .collect(),
+            serial: 0,
+        }
+    }
+
+    /// A counter for another thread: the same report and strings (so
+    /// that the earlier cases' values keep their numbers), no cells.
+    fn fork(&self) -> Counter<'a> {
+        Counter {
+            request: self.request,
+            calendar: self.calendar,
+            now: self.now,
+            strings: self.strings.clone(),
+            children: HashMap::new(),
+            cells: HashMap::new(),
+            with_previous: self.with_previous.clone(),
+            earlier: self.earlier.clone(),
+            rule_items: self.rule_items.clone(),
+            serial: 0,
+        }
+    }
+
+    /// Adds the cells another thread counted, its strings and children
+    /// renumbered as this counter's.
+    fn merge(&mut self, other: Counter) {
+        let strings: Vec<u32> = other
+            .strings
+            .names
+            .iter()
+            .map(|n| self.strings.id(n))
+            .collect();
+        let mut children = vec![0; other.children.len()];
+        for (key, id) in other.children {
+            children[id as usize] = self.child(key);
+        }
+        for ((n, p, values), cell) in other.cells {
+            let mine = self
+                .cells
+                .entry((n, p, values.map(|v| strings[v as usize])))
+                .or_default();
+            mine.cases += cell.cases;
+            mine.children
+                .extend(cell.children.iter().map(|c| children[*c as usize]));
+            mine.numerator += cell.numerator;
+            mine.denominator += cell.denominator;
+            mine.delays_hours.extend(cell.delays_hours);
+            mine.delays_days.extend(cell.delays_days);
+        }
+    }
+
+    /// The number of the child `key`.
+    fn child(&mut self, key: String) -> u32 {
         let next = self.children.len() as u32;
-        let child = *self.children.entry(child_key.to_string()).or_insert(next);
-        Ok(Some(CaseData {
-            serial,
-            child,
-            child_key: child_key.to_string(),
-            site_id: site_id.clone(),
-            admission: *admission,
-            opened_at,
-            opened: self.calendar.local_date(opened_at.and_utc()),
-            closed: read
-                .closed_at
-                .map(|t| self.calendar.local_date(t.and_utc())),
-            facts,
-            events,
-            records: read.records,
-        }))
+        *self.children.entry(key).or_insert(next)
+    }
+
+    /// Counts a parsed case, giving it its serial and its child's number.
+    fn count_case(&mut self, parsed: Parsed) {
+        let Parsed {
+            mut case,
+            deadlines,
+        } = parsed;
+        self.serial += 1;
+        case.serial = self.serial;
+        case.child = match self.children.get(&case.child_key) {
+            Some(&child) => child,
+            None => self.child(case.child_key.clone()),
+        };
+        self.add(&case, deadlines);
     }
 
     /// The values of every breakdown for a case whose facts are `facts`
@@ -910,6 +1058,7 @@ impl Counter<'_> {
     fn load_earlier(&mut self, conn: &mut DbConnection, facts: &HashSet<String>) -> AppResult<()> {
         let request = self.request;
         let spec = projection::spec(&request.programme);
+        let mut earlier: HashMap<String, Vec<Earlier>> = HashMap::new();
         let readmitted: Vec<String> = cases::table
             .filter(cases::programme.eq(&request.programme.id))
             .filter(cases::admission.gt(0))
@@ -992,13 +1141,14 @@ impl Counter<'_> {
                     .iter()
                     .map(|f| self.fact_values(data.facts.get(f)))
                     .collect();
-                self.earlier.entry(child).or_default().push(Earlier {
+                earlier.entry(child).or_default().push(Earlier {
                     opened_at,
                     qualifies,
                     values,
                 });
             }
         }
+        self.earlier = std::sync::Arc::new(earlier);
         Ok(())
     }
 
@@ -1150,5 +1300,110 @@ mod tests {
         assert_eq!(median(&mut []), None);
         assert_eq!(median(&mut [5.0, 1.0, 3.0]), Some(3.0));
         assert_eq!(median(&mut [4.0, 1.0]), Some(2.5));
+    }
+    /// A KZ report by sex and age band over 2026, quarter by quarter.
+    fn kz_report() -> Request {
+        let programme = crate::programmes::Programmes::shipped()
+            .get("kz")
+            .cloned()
+            .expect("KZ is shipped");
+        let catalogue = &programme.indicators;
+        let (from, to) = (
+            NaiveDate::from_ymd_opt(2026, 1, 1).unwrap(),
+            NaiveDate::from_ymd_opt(2026, 12, 31).unwrap(),
+        );
+        Request {
+            from,
+            to,
+            grain: super::super::periods::Grain::Quarter,
+            periods: super::super::periods::split(from, to, super::super::periods::Grain::Quarter)
+                .unwrap(),
+            by: ["sex", "age_band"]
+                .iter()
+                .map(|n| (n.to_string(), catalogue.dimension(n).unwrap().clone()))
+                .collect(),
+            items: catalogue
+                .list
+                .iter()
+                .cloned()
+                .map(Item::Indicator)
+                .collect(),
+            site_ids: vec!["site".into()],
+            site_codes: Default::default(),
+            suppressed: false,
+            threshold: 0,
+            programme: programme.clone(),
+        }
+    }
+
+    /// The `n`th of some cases: seven children, both sexes, several ages,
+    /// a month each, some separated.
+    fn case(calendar: &Calendar, n: u32) -> Parsed {
+        let opened_at = NaiveDate::from_ymd_opt(2026, n % 12 + 1, 10)
+            .unwrap()
+            .and_hms_opt(9, 0, 0)
+            .unwrap();
+        let mut facts: HashMap<String, Value> = HashMap::new();
+        facts.insert(
+            "child.sex".into(),
+            ["female", "male"][n as usize % 2].into(),
+        );
+        facts.insert(
+            "child.date_of_birth".into(),
+            format!("20{:02}-03-01", 10 + n % 8).into(),
+        );
+        if n % 4 == 0 {
+            facts.insert("child.separation_status".into(), "separated".into());
+        }
+        Parsed {
+            case: CaseData {
+                serial: 0,
+                child: 0,
+                child_key: format!("child-{}", n % 7),
+                site_id: "site".into(),
+                admission: i32::from(n % 3 == 0),
+                opened_at,
+                opened: calendar.local_date(opened_at.and_utc()),
+                closed: None,
+                facts,
+                events: HashMap::new(),
+                records: HashMap::new(),
+            },
+            deadlines: Vec::new(),
+        }
+    }
+
+    #[test]
+    fn cases_counted_on_several_threads_add_up_to_the_same_report() {
+        let request = kz_report();
+        let calendar = &request.programme.calendar;
+        let now = Utc::now();
+        let mut alone = Counter::new(&request, now);
+        for n in 0..60 {
+            alone.count_case(case(calendar, n));
+        }
+        let alone = alone.rows();
+
+        let mut base = Counter::new(&request, now);
+        let (mut first, mut second) = (base.fork(), base.fork());
+        // The second thread meets the values in another order, so its
+        // strings and children have other numbers.
+        for n in (0..60).rev() {
+            let counter = if n % 3 == 0 { &mut first } else { &mut second };
+            counter.count_case(case(calendar, n));
+        }
+        base.merge(first);
+        base.merge(second);
+        let together = base.rows();
+
+        assert_eq!(alone, together);
+        let total = alone
+            .iter()
+            .find(|r| r.item == 0 && r.values.iter().all(|v| v == TOTAL) && r.cases > 0)
+            .expect("cases counted in the first indicator");
+        assert!(total.children < total.cases, "{total:?}");
+        assert!(alone
+            .iter()
+            .any(|r| r.values.contains(&"female".to_string()) && r.cases > 0));
     }
 }
