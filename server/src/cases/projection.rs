@@ -171,7 +171,9 @@ pub fn spec(programme: &Programme) -> Arc<Spec> {
 /// facts its form set that indicators read.
 #[derive(Debug, Serialize, Deserialize)]
 pub struct StoredRecord {
+    #[serde(deserialize_with = "crate::time::stored::datetime")]
     pub at: NaiveDateTime,
+    #[serde(deserialize_with = "crate::time::stored::date")]
     pub day: NaiveDate,
     pub facts: Map<String, Value>,
 }
@@ -183,9 +185,9 @@ pub struct StoredRecord {
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
 pub struct StoredDeadline(
     pub String,
-    pub NaiveDateTime,
+    #[serde(deserialize_with = "crate::time::stored::datetime")] pub NaiveDateTime,
     pub String,
-    pub Option<NaiveDateTime>,
+    #[serde(deserialize_with = "crate::time::stored::option_datetime")] pub Option<NaiveDateTime>,
     pub Option<bool>,
     pub bool,
 );

@@ -22,6 +22,7 @@ use crate::error::{AppError, AppResult};
 use crate::programmes::indicators::{Criteria, Dimension, Indicator, PeriodBy, Unit};
 use crate::programmes::{Calendar, Condition, Moment};
 use crate::time::age_in_years;
+use crate::time::stored::Dates;
 
 const PAGE: i64 = 1000;
 
@@ -37,7 +38,7 @@ struct CaseData {
     opened: NaiveDate,
     closed: Option<NaiveDate>,
     facts: HashMap<String, Value>,
-    events: HashMap<String, Vec<NaiveDate>>,
+    events: HashMap<String, Dates>,
     /// The records of the events an indicator or breakdown reads one by
     /// one, in the order they happened.
     records: HashMap<String, Vec<Record>>,
@@ -67,7 +68,7 @@ struct Read {
     row: CaseRow,
     closed_at: Option<NaiveDateTime>,
     facts: String,
-    events: Stored<HashMap<String, Vec<NaiveDate>>>,
+    events: Stored<HashMap<String, Dates>>,
     records: Stored<HashMap<String, Vec<Record>>>,
     deadlines: Stored<Vec<DeadlineRow>>,
 }
@@ -466,7 +467,14 @@ fn read_pages(
                     facts,
                     events: match events {
                         Some(text) => Stored::Text(Some(text)),
-                        None => Stored::Read(stored_events.remove(&row.0).unwrap_or_default()),
+                        None => Stored::Read(
+                            stored_events
+                                .remove(&row.0)
+                                .unwrap_or_default()
+                                .into_iter()
+                                .map(|(event, days)| (event, Dates(days)))
+                                .collect(),
+                        ),
                     },
                     records: Stored::Read(records.remove(&row.0).unwrap_or_default()),
                     deadlines: Stored::Read(deadlines.remove(&row.0).unwrap_or_default()),
@@ -502,7 +510,7 @@ fn parse(calendar: &Calendar, wants: &Wants, read: Read) -> Option<Parsed> {
     let opened_at = opened_at?;
     let events = match read.events {
         Stored::Text(Some(text)) => {
-            partial::entries::<Vec<NaiveDate>>(&text, &wants.events).unwrap_or_default()
+            partial::entries::<Dates>(&text, &wants.events).unwrap_or_default()
         }
         Stored::Text(None) => HashMap::new(),
         Stored::Read(days) => days,
@@ -1247,7 +1255,7 @@ fn periods_of(indicator: &Indicator, case: &CaseData, periods: &[Period]) -> Vec
             .events
             .get(e)
             .into_iter()
-            .flatten()
+            .flat_map(|days| days.iter())
             .filter_map(|d| index_of(periods, *d))
             .collect(),
         PeriodBy::Fact(f) => case
