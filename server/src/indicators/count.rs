@@ -343,14 +343,22 @@ pub(super) fn count(
     // they are handed into cells of their own, added up at the end.
     let workers = std::thread::available_parallelism().map_or(1, |n| n.get().min(4));
     let (pages, read) = std::sync::mpsc::sync_channel::<Vec<Read>>(workers);
-    let read = std::sync::Mutex::new(read);
+    // Owned by the counting threads alone: should they all stop, the
+    // channel closes and the reader stops too.
+    let read = std::sync::Arc::new(std::sync::Mutex::new(read));
     std::thread::scope(|scope| {
         let counting: Vec<_> = (0..workers)
             .map(|_| {
-                let (read, wants, mut mine) = (&read, &wants, counter.fork());
+                let (read, wants, mut mine) = (read.clone(), &wants, counter.fork());
                 scope.spawn(move || {
-                    // The lock is held while waiting: the others would wait too.
-                    while let Ok(page) = read.lock().expect("not poisoned").recv() {
+                    loop {
+                        // The lock only while waiting for a page (the others
+                        // would wait too), never while counting one.
+                        let page = read
+                            .lock()
+                            .unwrap_or_else(std::sync::PoisonError::into_inner)
+                            .recv();
+                        let Ok(page) = page else { break };
                         for case in page.into_iter().filter_map(|r| parse(calendar, wants, r)) {
                             mine.count_case(case);
                         }
@@ -359,6 +367,7 @@ pub(super) fn count(
                 })
             })
             .collect();
+        drop(read);
         // A closed channel: a counting thread panicked (found at its join).
         let done = read_pages(conn, request, &wants, opened_before, |page| {
             pages.send(page).is_ok()
