@@ -368,7 +368,8 @@ pub(super) fn count(
             })
             .collect();
         drop(read);
-        // A closed channel: a counting thread panicked (found at its join).
+        // A closed channel: every counting thread stopped (a panic, found
+        // at the join).
         let done = read_pages(conn, request, &wants, opened_before, |page| {
             pages.send(page).is_ok()
         });
