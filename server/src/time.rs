@@ -53,11 +53,7 @@ impl AtMostEvery {
 /// 4). Any other form is read as chrono reads it.
 pub fn parse_date(text: &str) -> Option<NaiveDate> {
     match text.as_bytes() {
-        [y @ .., b'-', m1, m2, b'-', d1, d2] if y.len() == 4 => NaiveDate::from_ymd_opt(
-            i32::try_from(digits(y)?).ok()?,
-            digits(&[*m1, *m2])?,
-            digits(&[*d1, *d2])?,
-        ),
+        date @ [_, _, _, _, b'-', _, _, b'-', _, _] => ymd(date),
         _ => text.parse().ok(),
     }
 }
@@ -67,8 +63,10 @@ pub fn parse_date(text: &str) -> Option<NaiveDate> {
 /// reads it.
 pub fn parse_datetime(text: &str) -> Option<NaiveDateTime> {
     match text.as_bytes() {
-        [date @ .., b'T', h1, h2, b':', m1, m2, b':', s1, s2] if date.len() == 10 => {
-            parse_date(std::str::from_utf8(date).ok()?)?.and_hms_opt(
+        [date @ .., b'T', h1, h2, b':', m1, m2, b':', s1, s2]
+            if matches!(date, [_, _, _, _, b'-', _, _, b'-', _, _]) =>
+        {
+            ymd(date)?.and_hms_opt(
                 digits(&[*h1, *h2])?,
                 digits(&[*m1, *m2])?,
                 digits(&[*s1, *s2])?,
@@ -76,6 +74,15 @@ pub fn parse_datetime(text: &str) -> Option<NaiveDateTime> {
         }
         _ => text.parse().ok(),
     }
+}
+
+/// The date of `YYYY-MM-DD`'s ten bytes.
+fn ymd(date: &[u8]) -> Option<NaiveDate> {
+    NaiveDate::from_ymd_opt(
+        i32::try_from(digits(&date[..4])?).ok()?,
+        digits(&date[5..7])?,
+        digits(&date[8..])?,
+    )
 }
 
 fn digits(ascii: &[u8]) -> Option<u32> {

@@ -21,8 +21,8 @@ use crate::db::DbConnection;
 use crate::error::{AppError, AppResult};
 use crate::programmes::indicators::{Criteria, Dimension, Indicator, PeriodBy, Unit};
 use crate::programmes::{Calendar, Condition, Moment};
-use crate::time::age_in_years;
 use crate::time::stored::Dates;
+use crate::time::{age_in_years, parse_date};
 
 const PAGE: i64 = 1000;
 
@@ -183,7 +183,7 @@ impl<'a> Facts<'a> {
 
     fn date(&self, fact: &str) -> Option<NaiveDate> {
         let text = self.get(fact)?.as_str()?;
-        text.get(..10)?.parse().ok()
+        parse_date(text.get(..10)?)
     }
 }
 
@@ -327,7 +327,8 @@ pub(super) fn count(
     if !counter.with_previous.is_empty() {
         counter.load_earlier(conn, &facts)?;
     }
-    // Cases opened after the range cannot count in it: the deadlines
+    // Cases opened after the range cannot count in it. One day of margin:
+    // the range is in local days, `opened_at` in UTC. The deadlines
     // counted are due before the same bound.
     let opened_before = (request.to + chrono::Duration::days(2)).and_time(chrono::NaiveTime::MIN);
     let wants = Wants {
@@ -545,7 +546,7 @@ fn parse(calendar: &Calendar, wants: &Wants, read: Read) -> Option<Parsed> {
         case: CaseData {
             serial: 0,
             child: 0,
-            child_key: child_id.unwrap_or_else(|| id.clone()),
+            child_key: child_id.unwrap_or(id),
             site_id,
             admission,
             opened_at,
